@@ -1,0 +1,1 @@
+"""etem.simulate"""

@@ -1,0 +1,1 @@
+"""etem.tracker: follow atomic columns through in-situ TEM movies."""

@@ -1,0 +1,46 @@
+"""Domain errors of etem-tracker, in one place.
+
+Every error says what was wrong and, where it can, how to fix it.
+"""
+from __future__ import annotations
+
+
+class EtemError(Exception):
+    """Base class of all etem-tracker errors."""
+
+
+class ConfigError(EtemError, ValueError):
+    """A configuration value or command-line option is invalid."""
+
+
+class WireError(EtemError, ValueError):
+    """A ZeroMQ message does not follow the frame wire format.
+
+    ``reason`` is a short machine-readable key (``bad_json``, ``payload_size`` …) under which
+    the rejection is counted.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class FileFormatError(EtemError, OSError):
+    """A recorded file cannot be read: it is missing, corrupt, truncated or of an unknown format.
+
+    The message names the file and, where known, the position.
+    """
+
+
+class EngineUnavailable(EtemError, RuntimeError):
+    """An explicitly requested engine cannot run here; the message says what to install."""
+
+
+class ModelError(EtemError, ValueError):
+    """A model bundle is missing, malformed or does not match its card."""
+
+
+def choice_error(name: str, value: object, valid) -> ConfigError:
+    """A ConfigError for a string option outside its valid set, listing the valid ones."""
+    valid = sorted(valid)
+    return ConfigError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}.")
