@@ -1,0 +1,143 @@
+"""Publish a recorded or simulated sequence the way a camera would (`etem publish`)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+import numpy as np
+import zmq
+
+from .errors import ConfigError, choice_error
+from .frames import Frame
+from .wire import encode
+
+log = logging.getLogger("etem.publish")
+
+
+@dataclass
+class PublishStats:
+    sent: int = 0
+    seconds: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else float("nan")
+
+
+class Publisher:
+    """A camera-like sender of frames in wire format v1.
+
+    Parameters
+    ----------
+    address
+        Endpoint to bind (or connect, with ``bind=False``).
+    mode
+        ``"pub"``: a PUB socket (slow subscribers drop; the live camera default) — an XPUB
+        underneath so that ``wait_for_subscribers`` can see them join; ``"push"``: lossless
+        with backpressure.
+    sndhwm
+        Send high-water mark in messages.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        mode: Literal["pub", "push"] = "pub",
+        bind: bool = True,
+        sndhwm: int = 1000,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if mode not in ("pub", "push"):
+            raise choice_error("mode", mode, ("pub", "push"))
+        self.mode = mode
+        ctx = context or zmq.Context.instance()
+        self.sock = ctx.socket(zmq.XPUB if mode == "pub" else zmq.PUSH)
+        self.sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        try:
+            if bind:
+                if address.endswith(":0") or address.endswith(":*"):
+                    port = self.sock.bind_to_random_port(address.rsplit(":", 1)[0])
+                    address = f"{address.rsplit(':', 1)[0]}:{port}"
+                else:
+                    self.sock.bind(address)
+            else:
+                self.sock.connect(address)
+        except zmq.ZMQError as exc:
+            self.sock.close(linger=0)
+            raise ConfigError(f"cannot {'bind' if bind else 'connect'} {address}: {exc}") from None
+        self.address = address
+        self.seq = 0
+        self.subscribers = 0
+
+    def wait_for_subscribers(self, n: int = 1, timeout_s: float = 10.0) -> bool:
+        """PUB mode: block until ``n`` subscribers joined (True) or the timeout passed (False)."""
+        if self.mode != "pub":
+            return True
+        deadline = time.monotonic() + timeout_s
+        while self.subscribers < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000), zmq.POLLIN):
+                return False
+            msg = self.sock.recv()
+            if msg[:1] == b"\x01":
+                self.subscribers += 1
+            elif msg[:1] == b"\x00":
+                self.subscribers -= 1
+        return True
+
+    def send(self, image: np.ndarray, *, frame: int | None = None, sampling: float | None = None, **optional) -> None:
+        parts = encode(image, seq=self.seq, frame=self.seq if frame is None else frame, sampling=sampling, **optional)
+        self.sock.send_multipart(parts, copy=False)
+        self.seq += 1
+
+    def send_raw(self, parts: list[bytes]) -> None:
+        """Send arbitrary parts (tests and fuzzing of receivers)."""
+        self.sock.send_multipart(parts)
+
+    def end(self) -> None:
+        self.sock.send_multipart(encode(None, seq=self.seq, frame=self.seq, sampling=None, end=True))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def publish_frames(
+    frames: Iterable[Frame | np.ndarray],
+    publisher: Publisher,
+    *,
+    fps: float | None = None,
+    sampling: float | None = None,
+    end: bool = True,
+    progress: bool = False,
+) -> PublishStats:
+    """Send frames at ``fps`` (None: as fast as the socket takes them), then an end marker."""
+    from tqdm import tqdm
+
+    stats = PublishStats()
+    t0 = time.perf_counter()
+    it = tqdm(frames, desc="publish", unit="frame", disable=not progress)
+    for i, f in enumerate(it):
+        if fps:
+            delay = t0 + i / fps - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        if isinstance(f, Frame):
+            publisher.send(f.image, frame=f.frame, sampling=f.sampling if sampling is None else sampling,
+                           t=f.t, dose=f.dose, defocus=list(f.defocus) if f.defocus else None)
+        else:
+            publisher.send(f, sampling=sampling, t=(time.perf_counter() - t0))
+        stats.sent += 1
+    if end:
+        publisher.end()
+    stats.seconds = time.perf_counter() - t0
+    return stats

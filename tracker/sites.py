@@ -1,0 +1,231 @@
+"""Sites, occupancy and events, built online from linked, drift-corrected columns.
+
+A *site* is a place in the reference frame (frame 0's pixels) where a column has been seen. A
+column that vanishes and comes back at the same place is at the same site, whatever trackpy
+called its track. Per site (Madsen et al. 2018, Fig. 10):
+
+- occupancy: fraction of the run's frames in which the site holds a column;
+- event rate: fraction of frame transitions in which it flips between occupied and empty.
+
+A site is taken as empty in every frame before it was first seen, so occupancies of sites
+born late in a run are comparable with those of sites seen from the start.
+Hops are inferred where, in one frame, a site empties and a neighbouring site fills.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+
+
+@dataclass(frozen=True)
+class SitesConfig:
+    """Site options.
+
+    radius_A
+        A column within this distance of a site's position is at that site [Å]; keep it below
+        half the closest column spacing.
+    hop_radius_A
+        A site that empties and one that fills in the same frame within this distance make a
+        hop [Å].
+    map_radius_A
+        Radius of each site's disc in the occupancy and event maps [Å].
+    """
+
+    radius_A: float = 0.8
+    hop_radius_A: float = 4.0
+    map_radius_A: float = 0.8
+
+
+class SiteMap:
+    """Online site bookkeeping; ``update`` once per frame, in frame order."""
+
+    def __init__(self, cfg: SitesConfig, sampling: float | None) -> None:
+        self.cfg = cfg
+        px = 1.0 if sampling is None else 1.0 / sampling
+        self.radius_px = cfg.radius_A * px
+        self.hop_radius_px = cfg.hop_radius_A * px
+        self.map_radius_px = cfg.map_radius_A * px
+        cap = 256
+        self._pos = np.zeros((cap, 2))  # running mean position
+        self._n_pos = np.zeros(cap, np.int64)
+        self._cls_votes = np.zeros((cap, 8), np.int64)
+        self._n_occ = np.zeros(cap, np.int64)
+        self._n_ev = np.zeros(cap, np.int64)
+        self._first = np.zeros(cap, np.int64)
+        self._last = np.zeros(cap, np.int64)
+        self._state = np.zeros(cap, bool)
+        self._run_start = np.zeros(cap, np.int64)
+        self.n_sites = 0
+        self.n_frames = 0
+        self.first_frame: int | None = None
+        self._tree: cKDTree | None = None
+        self._tree_n = 0
+        self.flips: list[tuple[int, int, int]] = []  # (frame, site, +1 on / -1 off)
+        self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
+        self.runs: list[tuple[int, int, int, bool, bool]] = []  # (site, start, length, occupied, censored)
+
+    # -- growth -----------------------------------------------------------------------------
+    def _grow(self, need: int) -> None:
+        cap = len(self._pos)
+        if need <= cap:
+            return
+        new = max(need, 2 * cap)
+        for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start"):
+            a = getattr(self, name)
+            b = np.zeros((new,) + a.shape[1:], a.dtype)
+            b[:cap] = a
+            setattr(self, name, b)
+
+    # -- per frame --------------------------------------------------------------------------
+    def update(self, frame: int, ref_yx: np.ndarray, cls: np.ndarray | None = None) -> np.ndarray:
+        """Assign this frame's columns (drift-corrected ``[N, 2]`` px) to sites; returns site ids."""
+        ref_yx = np.asarray(ref_yx, dtype=float).reshape(-1, 2)
+        if self.first_frame is None:
+            self.first_frame = frame
+        n = len(ref_yx)
+        sites = np.full(n, -1, np.int64)
+        if n and self.n_sites:
+            tree = self._site_tree()
+            pairs = tree.query_ball_point(ref_yx, self.radius_px)
+            rows, cols = [], []
+            for i, js in enumerate(pairs):
+                rows.extend([i] * len(js))
+                cols.extend(js)
+            if rows:
+                rows_a, cols_a = np.asarray(rows), np.asarray(cols)
+                d = np.linalg.norm(ref_yx[rows_a] - self._pos[cols_a], axis=1)
+                # Dense assignment over the touched rows/columns only (small).
+                ur, ri = np.unique(rows_a, return_inverse=True)
+                uc, ci = np.unique(cols_a, return_inverse=True)
+                cost = np.full((len(ur), len(uc)), 1e9)
+                cost[ri, ci] = d
+                r, c = linear_sum_assignment(cost)
+                ok = cost[r, c] < 1e9
+                sites[ur[r[ok]]] = uc[c[ok]]
+        new = np.flatnonzero(sites < 0)
+        if len(new):
+            start = self.n_sites
+            self._grow(start + len(new))
+            ids = np.arange(start, start + len(new))
+            sites[new] = ids
+            self._pos[ids] = ref_yx[new]
+            self._first[ids] = frame
+            self._run_start[ids] = self.first_frame  # empty since the run began
+            self.n_sites += len(new)
+        # running mean of positions and class votes
+        self._n_pos[sites] += 1
+        self._pos[sites] += (ref_yx - self._pos[sites]) / self._n_pos[sites, None]
+        if cls is not None and n:
+            np.add.at(self._cls_votes, (sites, np.clip(np.asarray(cls, int), 0, 7)), 1)
+        self._last[sites] = frame
+        self._n_occ[sites] += 1
+        self._advance(frame, sites)
+        self.n_frames += 1
+        return sites
+
+    def _site_tree(self) -> cKDTree:
+        if self._tree is None or self._tree_n != self.n_sites:
+            self._tree = cKDTree(self._pos[: self.n_sites])
+            self._tree_n = self.n_sites
+        return self._tree
+
+    def _advance(self, frame: int, sites: np.ndarray) -> None:
+        """Occupied/empty state change bookkeeping: flips, runs, hops."""
+        ns = self.n_sites
+        now = np.zeros(ns, bool)
+        now[sites] = True
+        before = self._state[:ns]
+        if self.n_frames == 0:
+            self._state[:ns] = now
+            self._run_start[:ns] = frame
+            return
+        on = np.flatnonzero(now & ~before)
+        off = np.flatnonzero(~now & before)
+        changed = np.concatenate([on, off])
+        self._n_ev[changed] += 1
+        for s in changed:  # completed runs
+            self.runs.append((int(s), int(self._run_start[s]), int(frame - self._run_start[s]), bool(before[s]), False))
+        self._run_start[changed] = frame
+        self.flips.extend((frame, int(s), 1) for s in on)
+        self.flips.extend((frame, int(s), -1) for s in off)
+        self._infer_hops(frame, off, on)
+        self._state[:ns] = now
+
+    def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
+        if len(off) and len(on):
+            d = np.linalg.norm(self._pos[off][:, None] - self._pos[on][None], axis=2)
+            cost = np.where(d <= self.hop_radius_px, d, 1e9)
+            r, c = linear_sum_assignment(cost)
+            ok = cost[r, c] < 1e9
+            paired_off, paired_on = set(off[r[ok]]), set(on[c[ok]])
+            self.hops.extend((frame, int(off[i]), int(on[j])) for i, j in zip(r[ok], c[ok]))
+        else:
+            paired_off, paired_on = set(), set()
+        self.hops.extend((frame, int(s), -1) for s in off if s not in paired_off)
+        self.hops.extend((frame, -1, int(s)) for s in on if s not in paired_on)
+
+    # -- results ----------------------------------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        """The sites table (schema SITES of the run file)."""
+        ns, nf = self.n_sites, max(self.n_frames, 1)
+        votes = self._cls_votes[:ns]
+        return pd.DataFrame(
+            {
+                "site": np.arange(ns, dtype=np.int64),
+                "y": self._pos[:ns, 0].copy(),
+                "x": self._pos[:ns, 1].copy(),
+                "cls": votes.argmax(axis=1).astype(np.int16) if ns else np.zeros(0, np.int16),
+                "n_obs": np.full(ns, self.n_frames, np.int64),
+                "n_occupied": self._n_occ[:ns].copy(),
+                "n_events": self._n_ev[:ns].copy(),
+                "occupancy": self._n_occ[:ns] / nf,
+                "event_rate": self._n_ev[:ns] / max(self.n_frames - 1, 1),
+                "first_frame": self._first[:ns].copy(),
+                "last_frame": self._last[:ns].copy(),
+            }
+        )
+
+    def flips_table(self) -> pd.DataFrame:
+        f = np.asarray(self.flips, dtype=np.int64).reshape(-1, 3)
+        return pd.DataFrame({"frame": f[:, 0], "site": f[:, 1], "kind": np.where(f[:, 2] > 0, "on", "off")})
+
+    def hops_table(self) -> pd.DataFrame:
+        h = np.asarray(self.hops, dtype=np.int64).reshape(-1, 3)
+        return pd.DataFrame({"frame": h[:, 0], "from_site": h[:, 1], "to_site": h[:, 2]})
+
+    def residence_table(self, last_frame: int | None = None) -> pd.DataFrame:
+        """Completed occupied/empty runs per site, plus the open run of each site (censored)."""
+        rows = list(self.runs)
+        if last_frame is not None:
+            ns = self.n_sites
+            for s in range(ns):
+                rows.append((s, int(self._run_start[s]), int(last_frame + 1 - self._run_start[s]), bool(self._state[s]), True))
+        r = pd.DataFrame(rows, columns=["site", "start", "frames", "occupied", "censored"])
+        return r.astype({"site": np.int64, "start": np.int64, "frames": np.int64, "occupied": bool, "censored": bool})
+
+    def maps(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Occupancy and event-rate maps ``[H, W]``: each site a disc, NaN off-site."""
+        tab = self.table()
+        return (render_site_values(tab[["y", "x"]].to_numpy(), tab["occupancy"].to_numpy(), shape, self.map_radius_px),
+                render_site_values(tab[["y", "x"]].to_numpy(), tab["event_rate"].to_numpy(), shape, self.map_radius_px))
+
+
+def render_site_values(yx: np.ndarray, values: np.ndarray, shape: tuple[int, int], radius_px: float) -> np.ndarray:
+    """Paint each site's value in a disc of ``radius_px`` (nearest site wins); NaN elsewhere."""
+    out = np.full(shape, np.nan, np.float32)
+    if len(yx) == 0:
+        return out
+    r = max(int(np.ceil(radius_px)), 1)
+    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = (oy**2 + ox**2) <= max(radius_px, 1.0) ** 2
+    oy, ox = oy[disc], ox[disc]
+    cy = np.rint(yx[:, 0]).astype(int)[:, None] + oy[None]
+    cx = np.rint(yx[:, 1]).astype(int)[:, None] + ox[None]
+    v = np.broadcast_to(np.asarray(values, np.float32)[:, None], cy.shape)
+    ok = (cy >= 0) & (cy < shape[0]) & (cx >= 0) & (cx < shape[1])
+    out[cy[ok], cx[ok]] = v[ok]
+    return out

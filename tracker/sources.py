@@ -1,0 +1,211 @@
+"""Frame sources: ZeroMQ SUB/PULL streams, recorded files, folders, in-memory arrays.
+
+A source is an iterable of :class:`Frame`. Sources that decode messages count what they
+receive and reject in the run's :class:`Counters`; a malformed message never stops the run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import zmq
+
+from .accounting import Counters
+from .errors import ConfigError, WireError, choice_error
+from .frames import Frame
+from .wire import SeqTracker, decode
+
+log = logging.getLogger("etem.source")
+
+SocketMode = Literal["sub", "pull"]
+
+
+class ZmqSource:
+    """Frames from a ZeroMQ stream in wire format v1.
+
+    Parameters
+    ----------
+    address
+        ZeroMQ endpoint, e.g. ``tcp://127.0.0.1:5555``.
+    mode
+        ``"sub"`` connects to a camera's PUB socket (the live default: a slow consumer drops,
+        and the gaps show in ``seq``); ``"pull"`` receives from a PUSH socket losslessly, with
+        backpressure.
+    bind
+        Bind instead of connect (PULL only makes sense to bind when publishers connect to us).
+    stop_on_end
+        Stop at an end-of-stream message.
+    idle_timeout_s
+        Stop when nothing arrived for this long (None: wait forever, until ``stop`` is set).
+    rcvhwm
+        Receive high-water mark in messages (ZeroMQ's own queue; bounded memory).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        mode: SocketMode = "sub",
+        bind: bool = False,
+        counters: Counters | None = None,
+        stop: threading.Event | None = None,
+        stop_on_end: bool = True,
+        idle_timeout_s: float | None = None,
+        rcvhwm: int = 100,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if mode not in ("sub", "pull"):
+            raise choice_error("mode", mode, ("sub", "pull"))
+        if "://" not in address:
+            raise ConfigError(f"address must look like tcp://HOST:PORT, got {address!r}")
+        self.address = address
+        self.mode = mode
+        self.bind = bind
+        self.counters = counters if counters is not None else Counters()
+        self.stop = stop if stop is not None else threading.Event()
+        self.stop_on_end = stop_on_end
+        self.idle_timeout_s = idle_timeout_s
+        self.rcvhwm = rcvhwm
+        self.seq = SeqTracker()
+        self._ctx = context or zmq.Context.instance()
+        self.ended = False
+
+    def _socket(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.SUB if self.mode == "sub" else zmq.PULL)
+        sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.mode == "sub":
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            (sock.bind if self.bind else sock.connect)(self.address)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise ConfigError(f"cannot {'bind' if self.bind else 'connect'} {self.address}: {exc}") from None
+        return sock
+
+    def __iter__(self) -> Iterator[Frame]:
+        sock = self._socket()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        last = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if not poller.poll(50):
+                    if self.idle_timeout_s is not None and time.monotonic() - last > self.idle_timeout_s:
+                        log.info("no message for %.1f s; stopping", self.idle_timeout_s)
+                        return
+                    continue
+                parts = sock.recv_multipart(copy=False)
+                now = time.perf_counter()
+                last = time.monotonic()
+                frame = self._accept([p.buffer for p in parts], now)
+                if frame is _END:
+                    self.ended = True
+                    if self.stop_on_end:
+                        return
+                elif frame is not None:
+                    yield frame
+        finally:
+            sock.close(linger=0)
+
+    def _accept(self, parts: Sequence[memoryview], received: float):
+        """Decode one message: a Frame, _END, or None when rejected (and counted)."""
+        try:
+            frame = decode(parts, received=received)
+        except WireError as exc:
+            self.counters.add("received")
+            self.counters.add("rejected", reason=exc.reason)
+            log.debug("rejected message: %s", exc)
+            return None
+        if frame is None:  # end of stream: a control message, not a frame
+            return _END
+        self.counters.add("received")
+        try:
+            gap = self.seq.check(frame.seq)
+        except WireError as exc:
+            self.counters.add("rejected", reason=exc.reason)
+            return None
+        if gap:
+            self.counters.add("missing", gap)
+            log.warning("seq gap: %d message(s) missing before seq %d", gap, frame.seq)
+        if self.seq.restarts > self.counters.restarts:
+            self.counters.add("restarts")
+        return frame
+
+
+_END = object()
+
+
+def iter_array(
+    frames: np.ndarray | Sequence[np.ndarray],
+    *,
+    sampling: float | None = None,
+    counters: Counters | None = None,
+    fps: float | None = None,
+) -> Iterator[Frame]:
+    """Frames from an in-memory stack ``[N, H, W]`` / ``[N, F, H, W]`` or a list of arrays.
+
+    With ``fps``, frames are released at that rate (acquisition pace).
+    """
+    t0 = time.perf_counter()
+    for i, image in enumerate(frames):
+        if fps:
+            delay = t0 + i / fps - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        if counters is not None:
+            counters.add("received")
+        yield Frame(image=np.asarray(image), frame=i, seq=i, sampling=sampling, received=time.perf_counter())
+
+
+def counted(frames: Iterable[Frame], counters: Counters) -> Iterator[Frame]:
+    """Count frames of a source that does not count itself (files, folders)."""
+    for f in frames:
+        counters.add("received")
+        f.received = time.perf_counter()
+        yield f
+
+
+def open_source(
+    spec: str | Path | np.ndarray | Sequence[np.ndarray],
+    *,
+    counters: Counters,
+    stop: threading.Event | None = None,
+    mode: SocketMode = "sub",
+    bind: bool = False,
+    sampling: float | None = None,
+    pace: float | None = None,
+    idle_timeout_s: float | None = None,
+    focal: int = 1,
+) -> Iterable[Frame]:
+    """Resolve what a user passed (an address, a file, a folder, an array) into a source."""
+    if isinstance(spec, (str, Path)) and "://" in str(spec):
+        return ZmqSource(str(spec), mode=mode, bind=bind, counters=counters, stop=stop,
+                         idle_timeout_s=idle_timeout_s)
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if path.is_dir():
+            from .files import watch_folder
+
+            watcher = watch_folder(path, stop=stop, idle_timeout_s=idle_timeout_s or 5.0, sampling=sampling)
+            return counted(watcher, counters)
+        from .files import open_recording
+
+        rec = open_recording(path, focal=focal)
+        frames = rec.iter_frames(pace=pace)
+        if sampling is not None:
+            frames = _override_sampling(frames, sampling)
+        elif rec.sampling is None:
+            log.warning("%s gives no pixel size; pass --sampling (Å/px)", path)
+        return counted(frames, counters)
+    return iter_array(spec, sampling=sampling, counters=counters)
+
+
+def _override_sampling(frames: Iterable[Frame], sampling: float) -> Iterator[Frame]:
+    for f in frames:
+        f.sampling = sampling
+        yield f

@@ -1,0 +1,228 @@
+"""Frame wire format v1 (ZeroMQ multipart): a validating decoder and an encoder.
+
+Part 0 is a UTF-8 JSON header, part 1 the raw C-order little-endian pixels. Never pickle.
+A message that fails validation raises :class:`~etem.tracker.errors.WireError` whose
+``reason`` is the key it is counted under.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import WireError
+from .frames import Frame
+
+PROTOCOL = "etem-frame/1"
+
+#: Wire dtypes and their little-endian numpy equivalents.
+DTYPES: dict[str, np.dtype] = {
+    "uint8": np.dtype("u1"),
+    "uint16": np.dtype("<u2"),
+    "int16": np.dtype("<i2"),
+    "uint32": np.dtype("<u4"),
+    "float32": np.dtype("<f4"),
+}
+
+#: Every reason a message can be rejected for (the keys of the rejection counters).
+REJECT_REASONS = (
+    "parts",  # wrong number of message parts
+    "bad_json",  # header is not UTF-8 JSON object
+    "protocol",  # missing or unknown protocol
+    "missing_field",  # a required field is absent
+    "bad_field",  # a field has the wrong type or value
+    "dtype",  # unknown dtype
+    "payload_size",  # pixel payload does not match shape x itemsize
+    "nan",  # non-finite pixels
+    "seq_repeat",  # a seq already seen (repeated or out of order)
+    "preprocess",  # frame could not be preprocessed (shape/sampling mismatch ...)
+)
+
+_REQUIRED = ("seq", "frame", "shape", "dtype", "sampling")
+_MAX_PIXELS = 1 << 28  # 16k x 16k; a larger header is certainly corrupt
+
+
+def encode(
+    image: np.ndarray | None,
+    *,
+    seq: int,
+    frame: int,
+    sampling: float | None,
+    end: bool = False,
+    **optional: Any,
+) -> list[bytes | memoryview]:
+    """Encode one frame (or an end-of-stream marker) as a multipart message.
+
+    Parameters
+    ----------
+    image
+        ``[H, W]`` or ``[F, H, W]`` array of a wire dtype; ``None`` with ``end=True``.
+    seq
+        Message sequence number, +1 per message of the stream.
+    frame
+        Acquisition index.
+    sampling
+        Pixel size [Å/px]; ``None`` is sent as JSON null (unknown).
+    optional
+        ``t`` [s], ``defocus`` [Å] per focal image, ``dose`` [e/Å²], ``stream``, ``meta``.
+    """
+    header: dict[str, Any] = {"protocol": PROTOCOL, "seq": int(seq), "frame": int(frame)}
+    if end:
+        header["end"] = True
+        header.update({k: v for k, v in optional.items() if v is not None})
+        return [json.dumps(header).encode()]
+    if image is None:
+        raise ValueError("encode() needs an image unless end=True.")
+    arr = np.asarray(image)
+    name = _wire_dtype_name(arr.dtype)
+    arr = np.ascontiguousarray(arr, dtype=DTYPES[name])
+    header.update(shape=list(arr.shape), dtype=name, sampling=sampling)
+    header.update({k: v for k, v in optional.items() if v is not None})
+    return [json.dumps(header).encode(), memoryview(arr).cast("B")]
+
+
+def _wire_dtype_name(dtype: np.dtype) -> str:
+    for name, dt in DTYPES.items():
+        if np.dtype(dtype).newbyteorder("<") == dt or np.dtype(dtype) == dt:
+            return name
+    raise ValueError(
+        f"dtype {np.dtype(dtype)} cannot be sent; convert to one of {', '.join(DTYPES)}."
+    )
+
+
+def decode_header(part0: bytes | memoryview) -> dict[str, Any]:
+    """Parse and validate a header; raise WireError with a reason on any fault."""
+    try:
+        header = json.loads(bytes(part0).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise WireError("bad_json", f"header is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise WireError("bad_json", "header must be a JSON object")
+    if header.get("protocol") != PROTOCOL:
+        raise WireError("protocol", f"protocol must be {PROTOCOL!r}, got {header.get('protocol')!r}")
+    if header.get("end") is True:
+        _check_int(header, "seq")
+        return header
+    for key in _REQUIRED:
+        if key not in header:
+            raise WireError("missing_field", f"header lacks required field {key!r}")
+    _check_int(header, "seq")
+    _check_int(header, "frame")
+    shape = header["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) not in (2, 3)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+    ):
+        raise WireError("bad_field", f"shape must be [H, W] or [F, H, W] of positive ints, got {shape!r}")
+    if math.prod(shape) > _MAX_PIXELS:
+        raise WireError("bad_field", f"shape {shape} exceeds {_MAX_PIXELS} pixels")
+    if header["dtype"] not in DTYPES:
+        raise WireError("dtype", f"dtype must be one of {', '.join(DTYPES)}, got {header['dtype']!r}")
+    sampling = header["sampling"]
+    if sampling is not None and not _positive_number(sampling):
+        raise WireError("bad_field", f"sampling must be a positive number [Å/px] or null, got {sampling!r}")
+    for key in ("t", "dose"):
+        if key in header and header[key] is not None and not _finite_number(header[key]):
+            raise WireError("bad_field", f"{key} must be a finite number, got {header[key]!r}")
+    if "defocus" in header and header["defocus"] is not None:
+        d = header["defocus"]
+        n_focal = shape[0] if len(shape) == 3 else 1
+        if not isinstance(d, list) or len(d) != n_focal or not all(_finite_number(v) for v in d):
+            raise WireError("bad_field", f"defocus must be a list of {n_focal} numbers [Å], got {d!r}")
+    if "meta" in header and not isinstance(header["meta"], dict):
+        raise WireError("bad_field", "meta must be a JSON object")
+    return header
+
+
+def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0) -> Frame | None:
+    """Decode and validate a multipart message.
+
+    Returns a :class:`Frame`, or ``None`` for an end-of-stream message. The pixels are a
+    read-only view of the message buffer (no copy). Raises WireError with a reason.
+    """
+    if len(parts) == 0:
+        raise WireError("parts", "empty message")
+    header = decode_header(parts[0])
+    if header.get("end") is True:
+        if len(parts) != 1:
+            raise WireError("parts", f"an end-of-stream message has 1 part, got {len(parts)}")
+        return None
+    if len(parts) != 2:
+        raise WireError("parts", f"a frame message has 2 parts (header, pixels), got {len(parts)}")
+    dtype = DTYPES[header["dtype"]]
+    shape = tuple(header["shape"])
+    payload = memoryview(parts[1])
+    expected = math.prod(shape) * dtype.itemsize
+    if payload.nbytes != expected:
+        raise WireError(
+            "payload_size",
+            f"payload has {payload.nbytes} bytes; shape {list(shape)} x {header['dtype']} needs {expected}",
+        )
+    image = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    if dtype.kind == "f" and not np.isfinite(image).all():
+        raise WireError("nan", "frame contains NaN or infinite pixels")
+    defocus = header.get("defocus")
+    meta = dict(header.get("meta") or {})
+    if "stream" in header:
+        meta["stream"] = header["stream"]
+    return Frame(
+        image=image,
+        frame=header["frame"],
+        sampling=None if header["sampling"] is None else float(header["sampling"]),
+        seq=header["seq"],
+        t=header.get("t"),
+        defocus=tuple(float(v) for v in defocus) if defocus is not None else None,
+        dose=header.get("dose"),
+        meta=meta,
+        received=received,
+    )
+
+
+def _check_int(header: dict, key: str) -> None:
+    v = header.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise WireError("bad_field", f"{key} must be a non-negative integer, got {v!r}")
+
+
+def _finite_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_number(v: object) -> bool:
+    return _finite_number(v) and v > 0  # type: ignore[operator]
+
+
+class SeqTracker:
+    """Gap and repeat detection over a stream's ``seq`` numbers.
+
+    ``check(seq)`` returns the number of messages missing before this one (0 when in order)
+    and raises WireError("seq_repeat") for a seq at or below the last one seen. A seq of 0
+    after a higher one is taken as a publisher restart (a new stream), not a repeat.
+    """
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.missing = 0
+        self.gaps: list[tuple[int, int]] = []  # (first missing seq, count)
+        self.restarts = 0
+
+    def check(self, seq: int) -> int:
+        last = self.last
+        if last is None:
+            self.last = seq
+            return 0
+        if seq == 0 and last > 0:
+            self.restarts += 1
+            self.last = seq
+            return 0
+        if seq <= last:
+            raise WireError("seq_repeat", f"seq {seq} repeats or goes back (last was {last})")
+        gap = seq - last - 1
+        if gap:
+            self.missing += gap
+            self.gaps.append((last + 1, gap))
+        self.last = seq
+        return gap
