@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+
+from etem.tracker.link import LinkConfig, StreamLinker, estimate_shift
+
+
+def lattice(n=12, a=20.0):
+    g = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2) * a + 30.0
+    return g
+
+
+def test_estimate_shift_with_missing_and_extra_columns():
+    rng = np.random.default_rng(1)
+    ref = lattice()
+    d_true = np.array([3.3, -2.1])
+    cur = ref[rng.random(len(ref)) > 0.15] + d_true + rng.normal(0, 0.1, (1, 2))
+    cur = np.vstack([cur, rng.uniform(0, 260, (10, 2))])  # spurious columns
+    d, n = estimate_shift(ref, cur, guess=np.zeros(2), radius=8.0)
+    assert n > 80
+    np.testing.assert_allclose(d, d_true, atol=0.15)
+
+
+def test_stream_linker_follows_drifting_lattice():
+    rng = np.random.default_rng(2)
+    ref = lattice()
+    linker = StreamLinker(LinkConfig(search_range_A=0.5, max_drift_A=1.0, memory=2), sampling=0.1)
+    drift = np.zeros(2)
+    ids0 = None
+    for f in range(30):
+        drift += np.array([0.6, 0.4])  # px per frame: 18 px in total, close to the spacing
+        keep = rng.random(len(ref)) > 0.05  # blinking columns
+        pos = ref[keep] + drift + rng.normal(0, 0.2, (keep.sum(), 2))
+        out = linker.update(f, pd.DataFrame({"y": pos[:, 0], "x": pos[:, 1], "cls": 0, "prob": 1.0}))
+        if f == 0:
+            ids0 = dict(zip(np.flatnonzero(keep), out["particle"]))
+            first = drift.copy()
+        else:
+            # every column keeps the identity it had in frame 0
+            same = [ids0[i] == p for i, p in zip(np.flatnonzero(keep), out["particle"]) if i in ids0]
+            assert np.mean(same) > 0.99
+    np.testing.assert_allclose(linker.drift, drift - first, atol=0.2)
+    np.testing.assert_allclose(out[["y_ref", "x_ref"]].to_numpy(), ref[keep] + first, atol=1.2)
+
+
+def test_empty_frames_do_not_break_linking():
+    linker = StreamLinker(LinkConfig(), sampling=0.1)
+    empty = pd.DataFrame({"y": [], "x": [], "cls": [], "prob": []})
+    one = pd.DataFrame({"y": [10.0], "x": [10.0], "cls": [0], "prob": [1.0]})
+    linker.update(0, empty)
+    a = linker.update(1, one)
+    linker.update(2, empty)
+    b = linker.update(3, one)
+    assert a["particle"].iloc[0] == b["particle"].iloc[0]  # memory bridges the gap

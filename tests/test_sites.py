@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+from etem.tracker.sites import SiteMap, SitesConfig, render_site_values
+
+# three sites on a line, 3 Å apart, sampling 0.1 Å/px -> 30 px apart
+SITES = np.array([[50.0, 50.0], [50.0, 80.0], [50.0, 110.0]])
+PATTERN = np.array(  # frames x sites, occupied?
+    [
+        [1, 0, 1],
+        [1, 0, 1],
+        [0, 1, 1],  # hop 0 -> 1
+        [0, 1, 0],  # site 2 empties (desorbs)
+        [1, 0, 0],  # hop 1 -> 0
+        [1, 0, 1],  # site 2 back: same site
+    ],
+    bool,
+)
+
+
+def run(pattern, jitter=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0), sampling=0.1)
+    ids = []
+    for f, occ in enumerate(pattern):
+        yx = SITES[occ] + rng.normal(0, jitter, (occ.sum(), 2))
+        ids.append(sm.update(f, yx))
+    return sm, ids
+
+
+def test_occupancy_events_and_identity():
+    sm, ids = run(PATTERN, jitter=0.5)
+    tab = sm.table()
+    assert sm.n_sites == 3  # the column that came back is at the same site
+    # site ids are in order of appearance: 0 -> A, 1 -> C (frame 0), 2 -> B (frame 2)
+    order = [0, 2, 1]
+    np.testing.assert_allclose(tab["occupancy"].to_numpy()[order], PATTERN.mean(0))
+    flips = np.abs(np.diff(PATTERN.astype(int), axis=0)).sum(0)
+    np.testing.assert_allclose(tab["event_rate"].to_numpy()[order], flips / (len(PATTERN) - 1))
+    np.testing.assert_allclose(tab[["y", "x"]].to_numpy()[order], SITES, atol=1.2)  # mean of >= 2 samples of sigma 0.5
+    assert ids[5].tolist() == [0, 1]
+
+
+def test_hops_and_flips():
+    sm, _ = run(PATTERN)
+    hops = sm.hops_table()
+    pairs = set(map(tuple, hops[["frame", "from_site", "to_site"]].to_numpy()))
+    assert (2, 0, 2) in pairs  # A -> B at frame 2
+    assert (4, 2, 0) in pairs  # B -> A at frame 4
+    assert (3, 1, -1) in pairs  # C empties, no partner
+    assert (5, -1, 1) in pairs  # C fills, no partner
+    assert len(sm.flips_table()) == int(np.abs(np.diff(PATTERN.astype(int), axis=0)).sum())
+
+
+def test_residence_runs_cover_every_frame():
+    sm, _ = run(PATTERN)
+    res = sm.residence_table(last_frame=len(PATTERN) - 1)
+    per_site = res.groupby("site")["frames"].sum()
+    assert (per_site == len(PATTERN)).all()
+    a = res[res.site == 0].sort_values("start")
+    assert a[["frames", "occupied"]].values.tolist() == [[2, True], [2, False], [2, True]]
+    assert a["censored"].tolist() == [False, False, True]
+
+
+def test_site_born_late_was_empty_before():
+    sm = SiteMap(SitesConfig(), sampling=0.1)
+    for f in range(10):
+        sm.update(f, SITES[:1] if f < 5 else SITES[:2])
+    tab = sm.table()
+    assert tab["occupancy"].tolist() == [1.0, 0.5]
+    assert tab["n_events"].tolist() == [0, 1]
+
+
+def test_two_columns_never_share_a_site():
+    sm = SiteMap(SitesConfig(radius_A=0.8), sampling=0.1)
+    sm.update(0, SITES[:1])
+    ids = sm.update(1, np.array([[50.0, 50.0], [50.0, 53.0]]))  # second within radius of site 0
+    assert len(set(ids.tolist())) == 2
+
+
+def test_maps():
+    sm, _ = run(PATTERN)
+    occ, ev = sm.maps((100, 160))
+    assert occ.shape == (100, 160)
+    assert occ[50, 50] == pytest.approx(4 / 6)
+    assert np.isnan(occ[0, 0])
+    assert ev[50, 110] == pytest.approx(2 / 5)
+
+
+def test_render_clips_at_edges():
+    out = render_site_values(np.array([[0.0, 0.0], [9.0, 9.0]]), np.array([0.3, 0.7]), (10, 10), 2.0)
+    assert out[0, 0] == pytest.approx(0.3) and out[9, 9] == pytest.approx(0.7)
