@@ -1,1 +1,304 @@
-def main(): print("ok")
+"""`etem`: the command line. Reads TOML config and options, calls the Python API, reports."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ConfigError, EtemError
+
+
+def _common_engine(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("detection")
+    m = g.add_mutually_exclusive_group()
+    m.add_argument("--model", help="bundled model name or model bundle path (default: classical locator)")
+    m.add_argument("--classical", action="store_true", help="classical Laplacian-of-Gaussian locator, no network")
+    g.add_argument("--engine", help="engine kind: auto, classical, eager, compiled, onnxruntime, tensorrt")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--dark", action="store_true", help="dark columns on a bright background (ABF, some HRTEM)")
+    g.add_argument("--sampling", type=float, help="pixel size in Å/px (overrides the data's)")
+    g.add_argument("--config", type=Path, help="TOML config file (tables per stage; see docs)")
+
+
+def _common_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=Path, help="run file to write (HDF5); default: none")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
+    p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
+    p.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etem", description="Follow atomic columns through in-situ TEM/STEM movies.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="simulate a movie, stream it over ZeroMQ, track it, score against ground truth")
+    p.add_argument("--out", type=Path, default=Path("etem-demo"), help="output folder (default: etem-demo)")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--size", type=int, default=256, help="frame size in px (square)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
+    p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
+    p.add_argument("--config", type=Path, help="TOML config file")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("track", help="track a live ZeroMQ stream")
+    p.add_argument("--listen", required=True, metavar="ADDRESS", help="e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--mode", choices=("sub", "pull"), default="sub", help="sub: camera PUB (drops counted); pull: lossless")
+    p.add_argument("--bind", action="store_true", help="bind ADDRESS instead of connecting to it")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a frame")
+    _common_engine(p)
+    _common_run(p)
+
+    p = sub.add_parser("replay", help="track a recorded file (HDF5, TIFF, MRC, DM3/DM4, EMD, SER, NPY) or folder")
+    p.add_argument("file", type=Path)
+    p.add_argument("--pace", type=float, help="1.0: acquisition pace; 2.0: twice as fast (default: full speed)")
+    p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
+    _common_engine(p)
+    _common_run(p)
+
+    p = sub.add_parser("publish", help="send a recorded or simulated sequence as a camera would")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("file", nargs="?", type=Path, help="recorded file to send")
+    src.add_argument("--simulate", action="store_true", help="send a simulated hopping-nanoparticle movie")
+    p.add_argument("--address", default="tcp://127.0.0.1:5555")
+    p.add_argument("--mode", choices=("pub", "push"), default="pub")
+    p.add_argument("--connect", action="store_true", help="connect instead of binding")
+    p.add_argument("--fps", type=float, help="frame rate (default: as fast as possible)")
+    p.add_argument("--frames", type=int, default=100, help="with --simulate: number of frames")
+    p.add_argument("--size", type=int, default=256, help="with --simulate: frame size in px")
+    p.add_argument("--sampling", type=float, help="pixel size in Å/px to send (overrides the file's)")
+    p.add_argument("--wait", type=float, default=10.0, help="PUB: wait this long for a subscriber (s)")
+    p.add_argument("--focal", type=int, default=1)
+
+    p = sub.add_parser("export", help="write a run's tables (Parquet/CSV) and maps (PNG)")
+    p.add_argument("run", type=Path)
+    p.add_argument("-o", "--out", type=Path, help="output folder (default: beside the run file)")
+    p.add_argument("--formats", default="parquet,csv,png", help="comma-separated: parquet, csv, png")
+
+    p = sub.add_parser("find", help="find the columns in one image or a stack")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="CSV, or Parquet by suffix (.parquet)")
+    p.add_argument("--overlay", type=Path, help="PNG with the columns drawn on the (first) image")
+    p.add_argument("--focal", type=int, default=1)
+    _common_engine(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _COMMANDS[args.command](args)
+    except EtemError as exc:
+        print(f"etem {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\netem {args.command}: interrupted; what was processed is saved", file=sys.stderr)
+        return 130
+
+
+def _config(args):
+    from .config import load_config
+    from .pipeline import PipelineConfig
+
+    cfg = load_config(args.config) if getattr(args, "config", None) else PipelineConfig()
+    batch = cfg.batch
+    if getattr(args, "max_batch", None):
+        batch = dataclasses.replace(batch, max_batch=args.max_batch)
+    if getattr(args, "max_wait", None) is not None:
+        batch = dataclasses.replace(batch, max_wait_s=args.max_wait)
+    return dataclasses.replace(cfg, batch=batch)
+
+
+def _engine_kwargs(args) -> dict:
+    return dict(model=args.model, classical=args.classical, dark=args.dark, device=args.device,
+                engine=args.engine, sampling=args.sampling)
+
+
+class StatusLine:
+    """A live status line on stderr: frames/s, latency, queue depths, message accounting."""
+
+    def __init__(self, *, total: int | None = None, enabled: bool = True, interval_s: float = 0.5) -> None:
+        self.enabled = enabled
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._bar = None
+        if enabled and total is not None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="frame", desc="replay", file=sys.stderr)
+
+    def __call__(self, res, pipe) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        s = pipe.status()
+        text = (f"{s['fps']:.1f} frames/s  latency p50 {s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms  "
+                f"queues {s['queue_ingest']}/{s['queue_host']}  received {s['received']} processed {s['processed']} "
+                f"rejected {s['rejected']} dropped {s['dropped']} missing {s['missing']}  sites {s['sites']}")
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+        else:
+            print("\r" + text, end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled and self._last:
+            print(file=sys.stderr)
+
+
+def _report(result) -> None:
+    c = result.counters
+    print(f"frames: {c['received']} received, {c['processed']} processed, {c['rejected']} rejected, "
+          f"{c['dropped']} dropped, {c['missing']} missing (seq gaps)")
+    for k, v in c.items():
+        if "/" in k and v:
+            print(f"  {k}: {v}")
+    if len(result.sites):
+        print(f"sites: {len(result.sites)}; mean occupancy {result.sites['occupancy'].mean():.3f}; "
+              f"flips {len(result.flips)}; hops between sites {int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0}")
+    if result.run_path:
+        print(f"run file: {result.run_path}")
+
+
+def cmd_track(args) -> int:
+    from .api import track
+
+    status = StatusLine(enabled=not args.quiet)
+    try:
+        result = track(args.listen, mode=args.mode, bind=args.bind, config=_config(args), run_path=args.output,
+                       overwrite=args.overwrite, idle_timeout_s=args.idle_timeout, on_frame=status, **_engine_kwargs(args))
+    finally:
+        status.close()
+    _report(result)
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .api import track
+    from .files import open_recording
+
+    total = None
+    if args.file.is_file():
+        total = len(open_recording(args.file, focal=args.focal))
+    status = StatusLine(total=total, enabled=not args.quiet)
+    try:
+        result = track(args.file, pace=args.pace, focal=args.focal, config=_config(args), run_path=args.output,
+                       overwrite=args.overwrite, on_frame=status, **_engine_kwargs(args))
+    finally:
+        status.close()
+    _report(result)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from .publish import Publisher, publish_frames
+
+    if args.simulate:
+        from etem.simulate.toy import make_movie
+
+        movie = make_movie(n_frames=args.frames, shape=(args.size, args.size))
+        frames, sampling = movie.frames, movie.sampling
+    else:
+        from .files import open_recording
+
+        rec = open_recording(args.file, focal=args.focal)
+        frames, sampling = rec.iter_frames(), rec.sampling
+    if args.sampling is not None:
+        sampling = args.sampling
+    with Publisher(args.address, mode=args.mode, bind=not args.connect) as pub:
+        print(f"publishing on {pub.address} ({args.mode})", file=sys.stderr)
+        if args.mode == "pub" and not pub.wait_for_subscribers(1, timeout_s=args.wait):
+            print(f"no subscriber within {args.wait} s; sending anyway", file=sys.stderr)
+        stats = publish_frames(frames, pub, fps=args.fps, sampling=sampling, progress=sys.stderr.isatty())
+    print(f"sent {stats.sent} frames in {stats.seconds:.2f} s ({stats.fps:.1f} frames/s)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    bad = set(formats) - {"parquet", "csv", "png"}
+    if bad:
+        raise ConfigError(f"unknown format(s) {', '.join(sorted(bad))}; valid: parquet, csv, png")
+    out = args.out or args.run.with_suffix("")
+    for path in export_run(args.run, out, formats=formats, progress=sys.stderr.isatty()):
+        print(path)
+    return 0
+
+
+def cmd_find(args) -> int:
+    import pandas as pd
+
+    from .api import find
+    from .plots import overlay_png
+
+    cfg = _config(args)
+    parts = []
+    for i, path in enumerate(args.images):
+        df = find(path, focal=args.focal, config=cfg, **_engine_kwargs(args))
+        df.insert(0, "file", str(path))
+        parts.append(df)
+        print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)")
+        if args.overlay and i == 0:
+            from .files import open_recording
+
+            rec = open_recording(path, focal=args.focal)
+            overlay_png(rec[0], df[df["frame"] == 0], args.overlay, class_names=df.attrs.get("class_names"))
+            print(f"overlay: {args.overlay}")
+    out = pd.concat(parts, ignore_index=True)
+    if args.output:
+        if args.output.suffix == ".parquet":
+            out.to_parquet(args.output, index=False)
+        else:
+            out.to_csv(args.output, index=False)
+        print(f"columns: {args.output}")
+    elif not args.overlay:
+        out.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    status = StatusLine(enabled=not args.quiet)
+    try:
+        report = run_demo(args.out, n_frames=args.frames, shape=(args.size, args.size), seed=args.seed,
+                          mode=args.mode, fps=args.fps, config=_config(args), on_frame=status)
+    finally:
+        status.close()
+    print(report.summary())
+    print("wrote:")
+    for f in report.files:
+        print(f"  {f}")
+    return 0
+
+
+_COMMANDS = {
+    "demo": cmd_demo,
+    "track": cmd_track,
+    "replay": cmd_replay,
+    "publish": cmd_publish,
+    "export": cmd_export,
+    "find": cmd_find,
+}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Pipeline benchmark: a ZeroMQ publisher on loopback drives the whole pipeline.
+
+Prints, per frame size and column count: frames/s, Mpx/s, latency p50/p99 and per-stage
+times (ms per frame). Speed is measured here, never in a timed test.
+
+    python bench/bench_pipeline.py --sizes 256,512,1024 --columns 1000 --frames 100
+    python bench/bench_pipeline.py --engine eager --model NAME --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import threading
+import time
+
+import numpy as np
+
+
+def lattice_frames(n_frames: int, size: int, n_columns: int, *, seed: int = 0, sampling: float = 0.2) -> np.ndarray:
+    """A drifting hexagonal lattice of Gaussian columns with ~n_columns in view, Poisson noise."""
+    rng = np.random.default_rng(seed)
+    a = size * np.sqrt(2 / (np.sqrt(3) * n_columns))  # hexagonal lattice spacing for n_columns per frame
+    a = max(a, 2.5 / sampling)
+    rows = np.arange(-2, size / (a * np.sqrt(3) / 2) + 2)
+    cols = np.arange(-2, size / a + 2)
+    yy, xx = np.meshgrid(rows * a * np.sqrt(3) / 2, cols * a, indexing="ij")
+    xx = xx + (np.arange(len(rows))[:, None] % 2) * a / 2
+    pos = np.stack([yy.ravel(), xx.ravel()], 1)
+    sigma = 0.45 / sampling
+    r = int(np.ceil(3 * sigma))
+    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
+    out = np.empty((n_frames, size, size), np.float32)
+    for f in range(n_frames):
+        p = pos + np.array([0.05, 0.08]) * f
+        p = p[(p[:, 0] > -r) & (p[:, 0] < size + r) & (p[:, 1] > -r) & (p[:, 1] < size + r)]
+        img = np.zeros((size + 2 * r + 2, size + 2 * r + 2), np.float32)
+        iy, ix = np.floor(p).astype(int).T
+        fy, fx = (p - np.floor(p)).T
+        g = np.exp(-((oy[None] - fy[:, None, None]) ** 2 + (ox[None] - fx[:, None, None]) ** 2) / (2 * sigma**2))
+        for k in range(len(p)):
+            img[iy[k] : iy[k] + 2 * r + 1, ix[k] : ix[k] + 2 * r + 1] += g[k]
+        img = img[r : r + size, r : r + size]
+        lam = 300 * sampling**2 * (img + 0.3)
+        out[f] = rng.poisson(lam * 20).astype(np.float32)
+    return out
+
+
+def run_one(frames: np.ndarray, sampling: float, args) -> dict:
+    from etem.tracker import PipelineConfig, track
+    from etem.tracker.detect import EngineConfig
+    from etem.tracker.pipeline import BatchConfig
+    from etem.tracker.publish import Publisher, publish_frames
+
+    cfg = PipelineConfig(
+        engine=EngineConfig(kind=args.engine, model=args.model, device=args.device),
+        batch=BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_wait),
+    )
+    pub = Publisher("tcp://127.0.0.1:0", mode="push")
+    sent = {}
+    th = threading.Thread(target=lambda: sent.update(s=publish_frames(frames, pub, fps=args.fps, sampling=sampling)), daemon=True)
+    timing = {}
+
+    def on_frame(res, pipe):
+        timing.setdefault("first", time.perf_counter())
+        timing["pipe"] = pipe
+
+    t0 = time.perf_counter()
+    th.start()
+    result = track(pub.address, mode="pull", config=cfg, idle_timeout_s=30, on_frame=on_frame)
+    t1 = time.perf_counter()
+    th.join(5)
+    pub.close()
+    pipe = timing["pipe"]
+    n = result.counters["processed"]
+    # throughput over the frames after the first (engine construction and warm-up excluded)
+    span = t1 - timing["first"]
+    fps = (n - 1) / span if span > 0 else float("nan")
+    lat = result.frames["latency_ms"].to_numpy()[min(5, n - 1):]
+    stages = {**pipe.detector.stage_s, **pipe.stage_s}
+    return {
+        "fps": fps,
+        "mpx_s": fps * frames.shape[-1] * frames.shape[-2] / 1e6,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "columns": float(result.frames["n_columns"].mean()),
+        "dropped": result.counters["dropped"],
+        "processed": n,
+        **{f"{k}_ms": 1e3 * v / n for k, v in stages.items()},
+        "total_s": t1 - t0,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="256,512,1024")
+    p.add_argument("--columns", default="1000", help="comma-separated column counts per frame")
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--engine", default="auto")
+    p.add_argument("--model", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-batch", type=int, default=4)
+    p.add_argument("--max-wait", type=float, default=0.01)
+    p.add_argument("--fps", type=float, default=None, help="publisher rate (default: as fast as taken)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = p.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
+    print(f"# etem pipeline benchmark  {time.strftime('%Y-%m-%d')}  device: {dev}  cpus: {os.cpu_count()}  "
+          f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}")
+    head = ("size", "columns", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "prep ms", "engine ms", "locate ms",
+            "link ms", "sites ms", "write ms", "dropped")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    sampling = 0.2
+    for size in map(int, args.sizes.split(",")):
+        for n_cols in map(int, args.columns.split(",")):
+            frames = lattice_frames(args.frames, size, n_cols, sampling=sampling)
+            r = run_one(frames, sampling, args)
+            print(f"| {size}x{size} | {r['columns']:.0f} | {r['fps']:.1f} | {r['mpx_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+                  f"{r['preprocess_ms']:.1f} | {r['engine_ms']:.1f} | {r['locate_ms']:.1f} | {r['link_ms']:.1f} | "
+                  f"{r['sites_ms']:.1f} | {r['write_ms']:.1f} | {r['dropped']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

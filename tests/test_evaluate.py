@@ -1,0 +1,206 @@
+"""Ground-truth scoring: point matching, column scores, site scores."""
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from etem.simulate.toy import make_movie
+from etem.tracker.evaluate import match_points, score_columns, score_sites
+
+# ---------------------------------------------------------------------------- match_points
+
+
+def test_match_points_hand_made():
+    pred = np.array([[0.0, 0.0], [10.0, 10.0], [50.0, 50.0]])
+    true = np.array([[10.5, 10.0], [0.0, 1.0], [30.0, 30.0]])
+    p, t = match_points(pred, true, 2.0)
+    np.testing.assert_array_equal(p, [0, 1])
+    np.testing.assert_array_equal(t, [1, 0])
+
+
+def test_match_points_prefers_more_pairs_over_greedy_nearest():
+    # Greedy nearest-first would pair A with T1 (0.9) and leave B and T2 alone.
+    pred = np.array([[0.0, 1.0], [0.0, -1.0]])  # A, B
+    true = np.array([[0.0, 0.1], [0.0, 2.2]])  # T1, T2
+    p, t = match_points(pred, true, 1.2 + 1e-9)
+    np.testing.assert_array_equal(p, [0, 1])
+    np.testing.assert_array_equal(t, [1, 0])
+
+
+def test_match_points_minimises_distance_among_full_matchings():
+    pred = np.array([[0.0, 0.0], [0.0, 1.0]])
+    true = np.array([[0.0, 1.1], [0.0, 0.1]])
+    p, t = match_points(pred, true, 5.0)
+    np.testing.assert_array_equal(t[np.argsort(p)], [1, 0])
+
+
+def test_match_points_radius_is_inclusive_and_never_exceeded():
+    p, t = match_points([[0.0, 0.0]], [[0.0, 2.0]], 2.0)
+    assert p.tolist() == [0] and t.tolist() == [0]
+    p, t = match_points([[0.0, 0.0]], [[0.0, 2.0 + 1e-9]], 2.0)
+    assert p.size == t.size == 0
+
+
+@pytest.mark.parametrize("n_pred, n_true", [(0, 0), (0, 3), (3, 0)])
+def test_match_points_empty(n_pred, n_true):
+    p, t = match_points(np.zeros((n_pred, 2)), np.ones((n_true, 2)), 1.0)
+    assert p.size == 0 and t.size == 0 and p.dtype.kind == "i"
+
+
+def test_match_points_one_dimensional_with_zero_radius():
+    p, t = match_points([3, 5, 5, 9], [5, 3, 4], 0)
+    assert list(zip(p.tolist(), t.tolist())) == [(0, 1), (1, 0)]
+
+
+def test_match_points_many():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:50, 0:40] * 10.0
+    true = np.stack([yy.ravel(), xx.ravel()], axis=1) + rng.uniform(-2, 2, (2000, 2))
+    pred = true + rng.normal(0, 0.3, true.shape)
+    perm = rng.permutation(2000)
+    t0 = time.perf_counter()
+    p, t = match_points(pred[perm], true, 3.0)
+    print(f"match_points 2000 x 2000: {time.perf_counter() - t0:.3f} s")
+    assert p.size == 2000
+    np.testing.assert_array_equal(perm[p], t)
+
+
+# ---------------------------------------------------------------------------- score_columns
+
+
+def _cols(rows, cls=None):
+    df = pd.DataFrame(rows, columns=["frame", "y", "x"])
+    if cls is not None:
+        df["cls"] = cls
+    return df
+
+
+def test_score_columns_hand_made():
+    true = _cols([(0, 10, 10), (0, 20, 20), (0, 30, 30), (2, 40, 40)], cls=[0, 1, 0, 0])
+    pred = _cols([(0, 10, 11), (0, 20, 20), (0, 50, 50), (1, 5, 5)], cls=[0, 0, 0, 0])
+    s = score_columns(pred, true, radius_px=2.0, sampling=0.1)
+    assert (s["tp"], s["fp"], s["fn"]) == (2, 2, 2)
+    assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5
+    assert s["rms_px"] == pytest.approx(np.sqrt(0.5))
+    assert s["rms_A"] == pytest.approx(0.1 * np.sqrt(0.5))
+    assert s["cls_accuracy"] == 0.5
+
+    pf = score_columns(pred, true, radius_px=2.0, per_frame=True)
+    assert pf.index.tolist() == [0, 1, 2]
+    assert pf.loc[0, ["tp", "fp", "fn", "n_pred", "n_true"]].tolist() == [2, 1, 1, 3, 3]
+    assert pf.loc[1, ["tp", "fp", "fn"]].tolist() == [0, 1, 0]
+    assert pf.loc[2, ["tp", "fp", "fn"]].tolist() == [0, 0, 1]
+    assert pf.loc[0, "rms_px"] == pytest.approx(np.sqrt(0.5))
+    assert np.isnan(pf.loc[1, "recall"]) and pf.loc[1, "precision"] == 0
+    assert np.isnan(pf.loc[2, "precision"]) and np.isnan(pf.loc[2, "rms_px"])
+    assert "rms_A" not in pf.columns
+
+
+def test_score_columns_without_cls_or_sampling():
+    s = score_columns(_cols([(0, 1, 1)]), _cols([(0, 1, 2)], cls=[3]), radius_px=1.5)
+    assert "cls_accuracy" not in s and "rms_A" not in s
+    assert s["rms_px"] == 1.0 and s["f1"] == 1.0
+
+
+def test_score_columns_empty():
+    empty = _cols([])
+    s = score_columns(empty, empty, radius_px=1.0)
+    assert (s["tp"], s["fp"], s["fn"]) == (0, 0, 0)
+    assert all(np.isnan(s[k]) for k in ("precision", "recall", "f1", "rms_px"))
+    s = score_columns(empty, _cols([(0, 1, 1), (3, 2, 2)]), radius_px=1.0)
+    assert (s["fn"], s["recall"], s["f1"]) == (2, 0.0, 0.0) and np.isnan(s["precision"])
+    assert score_columns(empty, empty, radius_px=1.0, per_frame=True).empty
+
+
+def test_score_columns_bad_input():
+    with pytest.raises(ValueError, match="missing x"):
+        score_columns(pd.DataFrame({"frame": [0], "y": [1.0]}), _cols([]), radius_px=1.0)
+    with pytest.raises(ValueError, match="radius_px must be positive"):
+        score_columns(_cols([]), _cols([]), radius_px=0)
+
+
+def test_score_columns_truth_against_itself_and_jittered():
+    tr = make_movie(n_frames=5, seed=1).truth
+    s = score_columns(tr.positions, tr.positions, radius_px=1.0)
+    assert s["f1"] == 1.0 and s["rms_px"] == 0.0 and s["cls_accuracy"] == 1.0
+    moved = tr.positions.assign(x=tr.positions["x"] + 0.3)
+    assert score_columns(moved, tr.positions, radius_px=1.0)["rms_px"] == pytest.approx(0.3)
+
+
+# ---------------------------------------------------------------------------- score_sites
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return make_movie(n_frames=40, seed=7).truth
+
+
+def _found(truth):
+    """The truth as a tracker would report it: other site ids, slightly moved positions."""
+    sites = truth.site_table()
+    seen = sites[sites["occupancy"] > 0].copy()
+    seen["site"] += 1000
+    seen["y"] += 0.4
+    flips = truth.flips()
+    flips["site"] += 1000
+    return seen.reset_index(drop=True), flips
+
+
+def test_score_sites_perfect(truth):
+    sites, flips = _found(truth)
+    s = score_sites(sites, flips, truth, radius_px=3.0)
+    n_seen = int((truth.site_occupancy() > 0).sum())
+    assert s["n_true"] == s["n_found"] == s["n_matched"] == n_seen
+    assert s["site_recall"] == s["site_precision"] == 1.0
+    assert s["occupancy_mae"] == s["occupancy_max_error"] == s["occupancy_mae_surface"] == 0.0
+    assert s["event_recall"] == s["event_precision"] == 1.0
+    assert s["event_rate_mae"] == 0.0 and s["flip_count_error"] == 0.0
+
+
+def test_score_sites_known_errors(truth):
+    sites, flips = _found(truth)
+    n = len(sites)
+    n_flips = len(flips)
+    busy = flips["site"].value_counts().index[0]  # a site with flips
+    row = sites.index[sites["site"] == busy][0]
+    sites.loc[row, "occupancy"] += 0.2
+    sites.loc[row, "event_rate"] += 0.1
+    # lose one core site, add one site where nothing is
+    core_row = sites.index[sites["kind"] == "core"][0]
+    sites = sites.drop(core_row)
+    sites.loc[len(sites) + 5000] = [9999, -50.0, -50.0, "core", 1.0, 0.5, 0.0]
+    # drop two flips of one site, move one flip of another by a frame
+    first = flips.index[flips["site"] == busy][:2]
+    flips = flips.drop(first).reset_index(drop=True)
+    moved = flips.index[flips["site"] != busy][0]
+    flips.loc[moved, "frame"] += 1
+
+    s = score_sites(sites, flips, truth, radius_px=3.0)
+    assert s["n_found"] == n and s["n_matched"] == n - 1
+    assert s["site_recall"] == pytest.approx((n - 1) / n)
+    assert s["site_precision"] == pytest.approx((n - 1) / n)
+    assert s["occupancy_max_error"] == pytest.approx(0.2)
+    assert s["occupancy_mae"] == pytest.approx(0.2 / (n - 1))
+    assert s["event_rate_mae"] == pytest.approx(0.1 / (n - 1))
+    assert s["event_recall"] == pytest.approx((n_flips - 3) / n_flips)
+    assert s["event_precision"] == pytest.approx((n_flips - 3) / (n_flips - 2))
+    assert s["flip_count_error"] == pytest.approx(-2 / n_flips)
+    # a tolerance of one frame forgives the moved flip
+    s1 = score_sites(sites, flips, truth, radius_px=3.0, frame_tolerance=1)
+    assert s1["event_recall"] == pytest.approx((n_flips - 2) / n_flips)
+
+
+def test_score_sites_flip_kind_must_agree(truth):
+    sites, flips = _found(truth)
+    flips["kind"] = flips["kind"].map({"on": "off", "off": "on"})
+    s = score_sites(sites, flips, truth, radius_px=3.0, frame_tolerance=0)
+    assert s["event_recall"] == 0.0 and s["event_precision"] == 0.0
+
+
+def test_score_sites_nothing_found(truth):
+    empty = pd.DataFrame({"site": [], "y": [], "x": [], "occupancy": []})
+    s = score_sites(empty, None, truth, radius_px=3.0)
+    assert s["n_matched"] == 0 and s["site_recall"] == 0.0 and s["event_recall"] == 0.0
+    assert np.isnan(s["site_precision"]) and np.isnan(s["occupancy_mae"]) and np.isnan(s["event_precision"])
+    assert "event_rate_mae" not in s and s["flip_count_error"] == -1.0

@@ -1,0 +1,308 @@
+"""Scoring against ground truth: columns per frame (Wei et al.'s ID-recall, ID-precision and
+position RMS, plus F1 and class accuracy) and sites over a movie (occupancy and events, after
+Madsen et al.).
+
+Points are matched one-to-one by optimal assignment within a radius: the most pairs possible,
+and among those the smallest summed distance. Undefined ratios (nothing predicted, nothing
+true, nothing matched) are NaN, never a silent 0 or 1.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+if TYPE_CHECKING:  # pragma: no cover
+    from etem.simulate.toy import MovieTruth
+
+
+def _points(a: Any, name: str) -> np.ndarray:
+    pts = np.asarray(a, dtype=float)
+    if pts.size == 0:
+        return np.zeros((0, 2))
+    if pts.ndim == 1:
+        pts = pts[:, None]
+    if pts.ndim != 2:
+        raise ValueError(f"{name} must be an [n, d] array of coordinates; got shape {pts.shape}.")
+    return pts
+
+
+def match_points(pred_yx: Any, true_yx: Any, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Match predicted to true points one-to-one.
+
+    Among all one-to-one pairings whose pairs lie at most ``radius`` apart, take one with the
+    most pairs and, among those, the smallest summed Euclidean distance. Pairs farther apart
+    than ``radius`` never match.
+
+    Parameters
+    ----------
+    pred_yx, true_yx
+        ``[n, d]`` coordinates (usually (y, x) [px]); ``[n]`` is taken as 1-D points.
+    radius
+        Largest distance of a matched pair, in the units of the coordinates.
+
+    Returns
+    -------
+    pred_idx, true_idx
+        Row indices of the matched pairs, sorted by ``pred_idx``.
+    """
+    pred = _points(pred_yx, "pred_yx")
+    true = _points(true_yx, "true_yx")
+    empty = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
+    if not radius >= 0:
+        raise ValueError(f"radius must be a non-negative number; got {radius!r}.")
+    if len(pred) == 0 or len(true) == 0:
+        return empty
+    if pred.shape[1] != true.shape[1]:
+        raise ValueError(f"pred_yx and true_yx must have the same number of coordinates; "
+                         f"got {pred.shape[1]} and {true.shape[1]}.")
+    # Candidate pairs within the radius.
+    lists = cKDTree(true).query_ball_point(pred, r=radius)
+    counts = np.fromiter((len(x) for x in lists), dtype=np.intp, count=len(pred))
+    if counts.sum() == 0:
+        return empty
+    pi = np.repeat(np.arange(len(pred)), counts)
+    ti = np.fromiter((j for x in lists for j in x), dtype=np.intp, count=int(counts.sum()))
+    dist = np.linalg.norm(pred[pi] - true[ti], axis=1)
+    ok = dist <= radius
+    pi, ti, dist = pi[ok], ti[ok], dist[ok]
+    # Solve each connected group of candidates on its own: small dense problems.
+    n_p, n_t = len(pred), len(true)
+    graph = coo_matrix((np.ones(pi.size), (pi, n_p + ti)), shape=(n_p + n_t, n_p + n_t))
+    _, label = connected_components(graph, directed=False)
+    comp = label[pi]
+    order = np.argsort(comp, kind="stable")
+    pi, ti, dist, comp = pi[order], ti[order], dist[order], comp[order]
+    bounds = np.flatnonzero(np.diff(comp)) + 1
+    out_p, out_t = [], []
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, comp.size]):
+        if hi - lo == 1:
+            out_p.append(pi[lo:hi])
+            out_t.append(ti[lo:hi])
+            continue
+        up, ip = np.unique(pi[lo:hi], return_inverse=True)
+        ut, it = np.unique(ti[lo:hi], return_inverse=True)
+        # Non-candidates cost more than any full set of candidate pairs, so the assignment
+        # maximises the number of real pairs first.
+        big = radius * (min(up.size, ut.size) + 1) + 1.0
+        cost = np.full((up.size, ut.size), big)
+        cost[ip, it] = dist[lo:hi]
+        r, c = linear_sum_assignment(cost)
+        real = cost[r, c] < big
+        out_p.append(up[r[real]])
+        out_t.append(ut[c[real]])
+    p = np.concatenate(out_p).astype(np.intp)
+    t = np.concatenate(out_t).astype(np.intp)
+    order = np.argsort(p, kind="stable")
+    return p[order], t[order]
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / den if den else float("nan")
+
+
+def _check_columns(df: pd.DataFrame, name: str, cols: tuple[str, ...]) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} needs columns {', '.join(cols)}; missing {', '.join(missing)}.")
+
+
+def _figures(counts: np.ndarray, sampling: float | None, with_cls: bool) -> dict[str, Any]:
+    """The figures of :func:`score_columns` from summed (tp, fp, fn, squared error, cls agree)."""
+    tp, fp, fn = (int(v) for v in counts[:3])
+    sq, cls_ok = float(counts[3]), int(counts[4])
+    out: dict[str, Any] = {
+        "tp": int(tp), "fp": int(fp), "fn": int(fn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "rms_px": float(np.sqrt(sq / tp)) if tp else float("nan"),
+    }
+    if sampling is not None:
+        out["rms_A"] = out["rms_px"] * sampling
+    if with_cls:
+        out["cls_accuracy"] = _ratio(cls_ok, tp)
+    return out
+
+
+def score_columns(
+    pred: pd.DataFrame,
+    true: pd.DataFrame,
+    *,
+    radius_px: float,
+    sampling: float | None = None,
+    per_frame: bool = False,
+) -> dict[str, Any] | pd.DataFrame:
+    """Score found columns against the true ones, frame by frame.
+
+    In every frame the found columns are matched to the true ones with :func:`match_points`
+    (pairs at most ``radius_px`` apart). A match is a true positive, an unmatched found column
+    a false positive, an unmatched true column a false negative.
+
+    Parameters
+    ----------
+    pred, true
+        Columns tables with ``frame, y, x`` [px] and optionally ``cls``.
+    radius_px
+        Largest distance of a match [px].
+    sampling
+        Pixel size [Å/px]; adds ``rms_A``.
+    per_frame
+        Return one row per frame (every frame in either table) instead of the totals.
+
+    Returns
+    -------
+    dict or DataFrame
+        ``tp``, ``fp``, ``fn``;
+        ``precision`` = tp / (tp + fp) (ID-precision; NaN when nothing was found);
+        ``recall`` = tp / (tp + fn) (ID-recall; NaN when nothing is true);
+        ``f1`` = 2 tp / (2 tp + fp + fn);
+        ``rms_px`` = root mean square distance of the matched pairs [px] (NaN without matches),
+        ``rms_A`` the same in Å when ``sampling`` is given;
+        ``cls_accuracy`` = fraction of matched pairs whose ``cls`` agree, when both tables have
+        ``cls``.
+        With ``per_frame=True`` a DataFrame indexed by ``frame`` with these columns plus
+        ``n_pred`` and ``n_true``.
+    """
+    _check_columns(pred, "pred", ("frame", "y", "x"))
+    _check_columns(true, "true", ("frame", "y", "x"))
+    if not radius_px > 0:
+        raise ValueError(f"radius_px must be positive; got {radius_px!r}.")
+    with_cls = "cls" in pred.columns and "cls" in true.columns
+    p_groups = {int(k): g for k, g in pred.groupby("frame", sort=True)}
+    t_groups = {int(k): g for k, g in true.groupby("frame", sort=True)}
+    rows = []
+    tot = np.zeros(5)  # tp, fp, fn, squared error, cls agree
+    for f in sorted(set(p_groups) | set(t_groups)):
+        p = p_groups.get(f, pred.iloc[:0])
+        t = t_groups.get(f, true.iloc[:0])
+        pyx = p[["y", "x"]].to_numpy(dtype=float)
+        tyx = t[["y", "x"]].to_numpy(dtype=float)
+        ip, it = match_points(pyx, tyx, radius_px)
+        tp = ip.size
+        sq = float(np.sum((pyx[ip] - tyx[it]) ** 2))
+        cls_ok = int(np.sum(p["cls"].to_numpy()[ip] == t["cls"].to_numpy()[it])) if with_cls else 0
+        counts = np.array([tp, len(p) - tp, len(t) - tp, sq, cls_ok], dtype=float)
+        tot += counts
+        if per_frame:
+            row = {"frame": f, "n_pred": len(p), "n_true": len(t)}
+            row.update(_figures(counts, sampling, with_cls))
+            rows.append(row)
+    if per_frame:
+        cols = ["frame", "n_pred", "n_true", "tp", "fp", "fn", "precision", "recall", "f1", "rms_px"]
+        cols += ["rms_A"] * (sampling is not None) + ["cls_accuracy"] * with_cls
+        return pd.DataFrame(rows, columns=cols).set_index("frame")
+    return _figures(tot, sampling, with_cls)
+
+
+def _flip_points(frame: np.ndarray, site: np.ndarray, kind: np.ndarray, tolerance: int) -> np.ndarray:
+    """Flips as 2-D points (key, frame): flips of another site or kind lie farther apart than
+    ``tolerance`` on the key axis, so they never match."""
+    key = site.astype(float) * 2 + (kind == "on")
+    return np.stack([key * (2 * tolerance + 2), frame.astype(float)], axis=1)
+
+
+def score_sites(
+    found_sites: pd.DataFrame,
+    found_flips: pd.DataFrame | None,
+    truth: "MovieTruth",
+    *,
+    radius_px: float,
+    frame_tolerance: int = 0,
+) -> dict[str, Any]:
+    """Score the sites a tracker found over a movie (occupancy and events) against the truth.
+
+    Found sites are matched to the true sites by position, both in frame 0's pixel coordinates,
+    with :func:`match_points`. A true site that is never occupied cannot be seen, so it does not
+    count as missed; a found site matched to it still counts as found (its occupancy error
+    shows the mistake).
+
+    Parameters
+    ----------
+    found_sites
+        ``site, y, x, occupancy`` and optionally ``event_rate``: one row per found site,
+        positions [px] in frame 0's coordinates, occupancy as the fraction of frames occupied,
+        event rate as flips per frame step.
+    found_flips
+        ``frame, site, kind`` (``'on'``/``'off'``, as :meth:`MovieTruth.flips`): a flip at
+        frame f changed the site between f-1 and f. None when not available.
+    truth
+        The movie's truth.
+    radius_px
+        Largest distance [px] between a found site and its true site.
+    frame_tolerance
+        A found flip matches a true flip of the same kind at the matched site when their frames
+        differ by at most this many frames; matches are one-to-one.
+
+    Returns
+    -------
+    dict
+        ``n_true`` (true sites occupied in at least one frame), ``n_found`` (found sites),
+        ``n_matched`` (of the ``n_true`` sites, those found);
+        ``site_recall`` = n_matched / n_true (the fraction of true sites found);
+        ``site_precision`` = fraction of found sites matched to a true site;
+        ``occupancy_mae``, ``occupancy_max_error`` = mean and largest |found - true| occupancy
+        over all matched sites, and ``occupancy_mae_surface`` over the matched surface sites;
+        ``event_recall`` = matched true flips / all true flips (flips at unfound sites count as
+        missed); ``event_precision`` = matched found flips / all found flips (flips at found
+        sites without a true site count as false);
+        ``event_rate_mae`` = mean |found - true| event rate over the matched sites (when
+        ``found_sites`` has ``event_rate``);
+        ``flip_count_error`` = (found flips - true flips) / true flips, the relative error of
+        the movie's total hop activity (each hop is two flips).
+        Undefined ratios are NaN.
+    """
+    _check_columns(found_sites, "found_sites", ("site", "y", "x", "occupancy"))
+    if found_flips is None:
+        found_flips = pd.DataFrame({"frame": [], "site": [], "kind": []})
+    _check_columns(found_flips, "found_flips", ("frame", "site", "kind"))
+    if not radius_px > 0:
+        raise ValueError(f"radius_px must be positive; got {radius_px!r}.")
+    if frame_tolerance < 0:
+        raise ValueError(f"frame_tolerance must be a non-negative number of frames; got {frame_tolerance!r}.")
+
+    occ_true = truth.site_occupancy()
+    rate_true = truth.site_event_rate()
+    sites = truth.sites
+    ip, it = match_points(found_sites[["y", "x"]].to_numpy(dtype=float),
+                          sites[["y", "x"]].to_numpy(dtype=float), radius_px)
+    true_site = it  # sites are numbered by their row (and occupancy column)
+    found_site = found_sites["site"].to_numpy()[ip]
+    n_seen = int(np.count_nonzero(occ_true > 0))
+    seen_matched = int(np.count_nonzero(occ_true[true_site] > 0))
+
+    err = np.abs(found_sites["occupancy"].to_numpy(dtype=float)[ip] - occ_true[true_site])
+    is_surface = sites["kind"].to_numpy()[it] == "surface"
+    out: dict[str, Any] = {
+        "n_true": n_seen,
+        "n_found": int(len(found_sites)),
+        "n_matched": seen_matched,
+        "site_recall": _ratio(seen_matched, n_seen),
+        "site_precision": _ratio(ip.size, len(found_sites)),
+        "occupancy_mae": float(err.mean()) if err.size else float("nan"),
+        "occupancy_max_error": float(err.max()) if err.size else float("nan"),
+        "occupancy_mae_surface": float(err[is_surface].mean()) if is_surface.any() else float("nan"),
+    }
+
+    true_flips = truth.flips()
+    # Found flips at matched sites, relabelled with the true site, against the true flips.
+    to_true = dict(zip(found_site.tolist(), true_site.tolist()))
+    fsite = found_flips["site"].map(to_true)
+    at_matched = fsite.notna().to_numpy()
+    found_pts = _flip_points(found_flips["frame"].to_numpy()[at_matched], fsite.to_numpy()[at_matched],
+                             found_flips["kind"].to_numpy()[at_matched], frame_tolerance)
+    true_pts = _flip_points(true_flips["frame"].to_numpy(), true_flips["site"].to_numpy(),
+                            true_flips["kind"].to_numpy(), frame_tolerance)
+    matched = match_points(found_pts, true_pts, frame_tolerance)[0].size
+    out["event_recall"] = _ratio(matched, len(true_flips))
+    out["event_precision"] = _ratio(matched, len(found_flips))
+    if "event_rate" in found_sites.columns:
+        rerr = np.abs(found_sites["event_rate"].to_numpy(dtype=float)[ip] - rate_true[true_site])
+        out["event_rate_mae"] = float(rerr.mean()) if rerr.size else float("nan")
+    out["flip_count_error"] = _ratio(len(found_flips) - len(true_flips), len(true_flips))
+    return out
