@@ -1,0 +1,401 @@
+"""Recorded files and watched folders: real files written in tmp_path, plus the shared real data."""
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+from etem.tracker.errors import ConfigError, FileFormatError
+from etem.tracker.files import SUFFIXES, FolderWatcher, Recording, open_recording, watch_folder
+from etem.tracker.frames import Frame
+
+
+def stack(n: int = 5, h: int = 24, w: int = 32, dtype=np.uint16) -> np.ndarray:
+    rng = np.random.default_rng(n * 1000 + h)
+    return rng.integers(0, 4000, size=(n, h, w)).astype(dtype)
+
+
+def write_imagej(path: Path, data: np.ndarray, *, px_per_unit: float, unit: str, **extra) -> Path:
+    tifffile.imwrite(path, data, imagej=True, resolution=(px_per_unit, px_per_unit),
+                     metadata={"axes": "TYX" if data.ndim == 3 else "YX", "unit": unit, **extra})
+    return path
+
+
+def realdata() -> Path:
+    folder = Path(os.environ.get("ETEM_REALDATA") or Path(__file__).parents[2] / "shared" / "realdata")
+    if not folder.is_dir():
+        pytest.skip(f"real data folder {folder} not present (set ETEM_REALDATA to use it)")
+    return folder
+
+
+# ---------------------------------------------------------------- TIFF
+@pytest.mark.parametrize("unit, px_per_unit", [("nm", 20.0), ("micron", 2e4), ("\\u00C5", 2.0), ("pm", 0.02)])
+def test_imagej_tiff_stack_sampling_in_angstrom(tmp_path, unit, px_per_unit):
+    data = stack()
+    path = write_imagej(tmp_path / "movie.tif", data, px_per_unit=px_per_unit, unit=unit)
+    rec = open_recording(path)
+    assert isinstance(rec, Recording)
+    assert len(rec) == 5 and rec.shape == (24, 32) and rec.n_focal == 1 and rec.dtype == np.uint16
+    assert rec.sampling == pytest.approx(0.5)
+    assert rec.meta["source"] == str(path) and rec.meta["reader"] == "rsciio.tiff"
+    for i in range(5):
+        np.testing.assert_array_equal(rec[i], data[i])
+    np.testing.assert_array_equal(rec[-1], data[-1])
+    with pytest.raises(IndexError, match="5 frame"):
+        rec[5]
+
+
+def test_imagej_frame_interval_gives_frame_times(tmp_path):
+    path = write_imagej(tmp_path / "m.tif", stack(), px_per_unit=20, unit="nm", finterval=0.02)
+    rec = open_recording(path)
+    np.testing.assert_allclose(rec.frame_times, np.arange(5) * 0.02)
+    assert [f.t for f in rec.iter_frames()] == pytest.approx(list(np.arange(5) * 0.02))
+
+
+def test_tiff_without_calibration_has_no_sampling(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", stack(3), photometric="minisblack")
+    rec = open_recording(tmp_path / "plain.tif")
+    assert rec.sampling is None and "calibration" in rec.meta["sampling_note"]
+
+
+def test_single_image_is_one_frame(tmp_path):
+    image = stack(1)[0]
+    tifffile.imwrite(tmp_path / "one.tif", image)
+    rec = open_recording(tmp_path / "one.tif")
+    assert len(rec) == 1 and rec[0].shape == (24, 32)
+    np.testing.assert_array_equal(rec[0], image)
+    frames = list(rec.iter_frames())
+    assert len(frames) == 1 and frames[0].image.shape == (24, 32)
+
+
+# ---------------------------------------------------------------- HDF5 / npy / npz
+def test_plain_hdf5_prefers_frames_and_reads_sampling_attr(tmp_path):
+    data = stack(4).astype(np.float32)
+    path = tmp_path / "run.h5"
+    with h5py.File(path, "w") as f:
+        f["aaa_mask"] = np.ones((24, 32), np.uint8)          # found first, but not the preferred name
+        f.create_dataset("acq/frames", data=data, chunks=(1, 24, 32)).attrs["sampling"] = 0.3
+        f["acq/frames"].attrs["fps"] = 25.0
+    with open_recording(path) as rec:
+        assert rec.meta["dataset"] == "/acq/frames" and len(rec) == 4
+        assert rec.sampling == pytest.approx(0.3) and rec.meta["fps"] == 25.0
+        np.testing.assert_array_equal(rec[2], data[2])
+        assert [f.t for f in rec.iter_frames()] == pytest.approx([0, 0.04, 0.08, 0.12])
+    with open_recording(path, dataset="/acq/frames") as rec:
+        assert rec.meta["dataset"] == "/acq/frames"
+    with open_recording(path, dataset="aaa_mask") as rec:
+        assert len(rec) == 1 and rec.sampling is None and "sampling" in rec.meta["sampling_note"]
+    with pytest.raises(FileFormatError, match=r"run\.h5.*nope"):
+        open_recording(path, dataset="nope")
+
+
+def test_hdf5_without_images_or_with_complex_data(tmp_path):
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f["x"] = np.arange(10)
+    with pytest.raises(FileFormatError, match=r"empty\.h5.*no 2-D"):
+        open_recording(tmp_path / "empty.h5")
+    with h5py.File(tmp_path / "waves.h5", "w") as f:
+        f["frames"] = np.ones((2, 8, 8), np.complex64)
+    with pytest.raises(FileFormatError, match=r"waves\.h5.*complex"):
+        open_recording(tmp_path / "waves.h5")
+
+
+def test_npy_is_memory_mapped(tmp_path):
+    data = stack(6, dtype=np.float32)
+    np.save(tmp_path / "m.npy", data)
+    rec = open_recording(tmp_path / "m.npy")
+    assert isinstance(rec._data, np.memmap)
+    assert len(rec) == 6 and rec.sampling is None and rec.dtype == np.float32
+    out = rec[3]
+    np.testing.assert_array_equal(out, data[3])
+    assert not isinstance(out, np.memmap) and out.flags.writeable
+
+
+def test_npz_with_sampling(tmp_path):
+    data = stack(2)
+    np.savez(tmp_path / "m.npz", images=data, sampling=np.float64(0.8))
+    rec = open_recording(tmp_path / "m.npz")
+    assert rec.meta["dataset"] == "images" and rec.sampling == 0.8
+    np.testing.assert_array_equal(rec[1], data[1])
+
+
+def test_non_numeric_npy(tmp_path):
+    np.save(tmp_path / "s.npy", np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(FileFormatError, match=r"s\.npy.*non-numeric"):
+        open_recording(tmp_path / "s.npy")
+
+
+# ---------------------------------------------------------------- MRC, HyperSpy, EMD
+def test_mrc_stack(tmp_path):
+    mrcfile = pytest.importorskip("mrcfile")
+    data = stack(3).astype(np.float32)
+    with mrcfile.new(tmp_path / "m.mrc") as m:
+        m.set_data(data)
+        m.voxel_size = 0.7  # Å
+    rec = open_recording(tmp_path / "m.mrc")
+    assert len(rec) == 3 and rec.sampling == pytest.approx(0.7)
+    np.testing.assert_array_equal(rec[1], data[1])
+
+
+def test_truncated_mrc_names_file_and_frame(tmp_path):
+    mrcfile = pytest.importorskip("mrcfile")
+    with mrcfile.new(tmp_path / "m.mrc") as m:
+        m.set_data(stack(4).astype(np.float32))
+    raw = (tmp_path / "m.mrc").read_bytes()
+    (tmp_path / "cut.mrc").write_bytes(raw[: len(raw) - 1000])
+    with pytest.raises(FileFormatError, match=r"cut\.mrc.*frame 3 of 4"):
+        open_recording(tmp_path / "cut.mrc")
+
+
+def _signal(data: np.ndarray, *, title: str = "movie", units: str = "nm", scale: float = 0.02,
+            dt_s: float | None = None) -> dict:
+    """A signal dict as rosettasciio's writers take it; with dt_s, axis 0 is time [s]."""
+    axes = []
+    for i, size in enumerate(data.shape):
+        is_time = dt_s is not None and i == 0
+        axes.append({"name": f"axis{i}", "size": size, "scale": dt_s if is_time else scale,
+                     "offset": 0.0, "units": "s" if is_time else units, "navigate": is_time})
+    return {"data": data, "axes": axes, "metadata": {"General": {"title": title}, "Signal": {}},
+            "original_metadata": {}, "tmp_parameters": {}, "attributes": {"_lazy": False},
+            "learning_results": {}, "package_info": {"name": "", "version": ""}, "models": {}}
+
+
+@pytest.mark.parametrize("suffix, writer", [(".hspy", "rsciio.hspy"), (".emd", "rsciio.emd")])
+def test_rsciio_written_files_with_units_and_time_axis(tmp_path, suffix, writer):
+    import importlib
+
+    data = stack(3).astype(np.float32)
+    path = tmp_path / f"movie{suffix}"
+    importlib.import_module(writer).file_writer(str(path), _signal(data, dt_s=0.5))
+    rec = open_recording(path)
+    assert len(rec) == 3 and rec.sampling == pytest.approx(0.2) and rec.meta["title"] == "movie"
+    np.testing.assert_allclose(rec.frame_times, [0, 0.5, 1.0])
+    np.testing.assert_array_equal(rec[2], data[2])
+
+
+def test_file_with_several_signals_takes_the_first_image(tmp_path):
+    import rsciio.hspy
+
+    parts = {"A spectrum": (np.arange(50.0), "eV"), "BF": (np.zeros((8, 9)), "nm"),
+             "HAADF": (np.ones((8, 9)), "nm")}
+    for title, (data, units) in parts.items():
+        rsciio.hspy.file_writer(str(tmp_path / f"{title}.hspy"), _signal(data, title=title, units=units))
+    path = tmp_path / "A spectrum.hspy"
+    with h5py.File(path, "a") as f:  # one file, three HyperSpy signals
+        for title in ("BF", "HAADF"):
+            with h5py.File(tmp_path / f"{title}.hspy", "r") as g:
+                g.copy(g["Experiments"][title], f["Experiments"], name=title)
+    rec = open_recording(path)
+    assert rec.meta["signal"] == 1 and rec.meta["title"] == "BF" and rec.meta["n_signals"] == 3
+    assert open_recording(path, dataset="HAADF")[0].mean() == 1.0
+    with pytest.raises(FileFormatError, match="titled 'A spectrum'"):
+        open_recording(path, dataset="A spectrum")
+
+
+# ---------------------------------------------------------------- focal series
+def test_focal_series_from_flat_stack(tmp_path):
+    data = stack(6)
+    np.save(tmp_path / "f.npy", data)
+    rec = open_recording(tmp_path / "f.npy", focal=3)
+    assert len(rec) == 2 and rec.n_focal == 3
+    np.testing.assert_array_equal(rec[1], data[3:6])
+    frames = list(rec.iter_frames())
+    assert [f.n_focal for f in frames] == [3, 3] and frames[0].image.shape == (3, 24, 32)
+    with pytest.raises(ConfigError, match="focal=4"):
+        open_recording(tmp_path / "f.npy", focal=4)
+
+
+def test_4d_stack_is_a_focal_series(tmp_path):
+    data = stack(6).reshape(2, 3, 24, 32)
+    np.save(tmp_path / "f4.npy", data)
+    rec = open_recording(tmp_path / "f4.npy")
+    assert len(rec) == 2 and rec.n_focal == 3 and rec[0].shape == (3, 24, 32)
+    assert open_recording(tmp_path / "f4.npy", focal=3).n_focal == 3
+    with pytest.raises(ConfigError):
+        open_recording(tmp_path / "f4.npy", focal=2)
+
+
+# ---------------------------------------------------------------- bad files
+@pytest.mark.parametrize("name", ["noise.tif", "noise.dm3", "noise.dm4", "noise.mrc", "noise.emd",
+                                  "noise.ser", "noise.emi", "noise.h5", "noise.npy"])
+def test_corrupt_file_is_a_clear_error(tmp_path, name):
+    (tmp_path / name).write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(FileFormatError, match=name.replace(".", r"\.")):
+        open_recording(tmp_path / name)
+
+
+@pytest.mark.parametrize("imagej", [False, True])
+def test_truncated_tiff(tmp_path, imagej):
+    data = stack(5)
+    path = tmp_path / "full.tif"
+    if imagej:
+        write_imagej(path, data, px_per_unit=20, unit="nm")
+    else:
+        tifffile.imwrite(path, data)
+    raw = path.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(FileFormatError, match=r"cut\.tif"):
+        open_recording(tmp_path / "cut.tif")
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(FileFormatError, match=r"nothing\.tif.*no such file"):
+        open_recording(tmp_path / "nothing.tif")
+    (tmp_path / "notes.xyz").write_text("hello")
+    with pytest.raises(FileFormatError, match=r"notes\.xyz.*\.xyz.*supported: .*\.dm4.*\.tif"):
+        open_recording(tmp_path / "notes.xyz")
+    with pytest.raises(FileFormatError, match="watch_folder"):
+        open_recording(tmp_path)
+    assert ".mrc" in SUFFIXES and ".npy" in SUFFIXES
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "zero.tif").write_bytes(b"")
+    with pytest.raises(FileFormatError, match=r"zero\.tif"):
+        open_recording(tmp_path / "zero.tif")
+
+
+def test_bad_focal_argument(tmp_path):
+    np.save(tmp_path / "m.npy", stack(2))
+    with pytest.raises(ConfigError, match="focal"):
+        open_recording(tmp_path / "m.npy", focal=0)
+
+
+# ---------------------------------------------------------------- pace
+def test_iter_frames_fast_and_range(tmp_path):
+    np.save(tmp_path / "m.npy", stack(5))
+    rec = open_recording(tmp_path / "m.npy")
+    frames = list(rec.iter_frames(1, 4))
+    assert [(f.frame, f.seq) for f in frames] == [(1, 1), (2, 2), (3, 3)]
+    assert all(isinstance(f, Frame) and f.meta["source"] == str(tmp_path / "m.npy") for f in frames)
+    assert frames[0].t is None
+
+
+def test_iter_frames_at_acquisition_pace(tmp_path):
+    np.save(tmp_path / "m.npy", stack(5))
+    rec = open_recording(tmp_path / "m.npy", fps=50.0)
+    t0 = time.perf_counter()
+    frames = list(rec.iter_frames(pace=1.0))
+    assert time.perf_counter() - t0 >= 0.075
+    assert [f.t for f in frames] == pytest.approx([0, 0.02, 0.04, 0.06, 0.08])
+    t0 = time.perf_counter()
+    list(rec.iter_frames(pace=2.0))  # twice real time
+    assert time.perf_counter() - t0 >= 0.035
+
+
+def test_pace_needs_a_frame_rate(tmp_path):
+    np.save(tmp_path / "m.npy", stack(2))
+    rec = open_recording(tmp_path / "m.npy")
+    with pytest.raises(ConfigError, match="fps"):
+        next(rec.iter_frames(pace=1.0))
+    with pytest.raises(ConfigError, match="pace"):
+        next(open_recording(tmp_path / "m.npy", fps=10).iter_frames(pace=0))
+
+
+# ---------------------------------------------------------------- real data
+def test_realdata_dm3():
+    path = realdata() / "example_Se_implanted_MoS2.dm3"
+    rec = open_recording(path)
+    assert len(rec) == 1 and rec.shape == (1024, 1024) and rec.dtype == np.uint32
+    assert rec.sampling == pytest.approx(0.127, abs=1e-3)
+    assert rec[0].shape == (1024, 1024)
+
+
+def test_realdata_hyperspy_without_units():
+    path = realdata() / "test_ADF_cropped.hdf5"
+    rec = open_recording(path)
+    assert rec.meta["reader"] == "rsciio.hspy" and rec.shape == (400, 380) and len(rec) == 1
+    assert rec.sampling is None and "unit" in rec.meta["sampling_note"]
+    assert rec.meta["raw_scale"] == pytest.approx(0.009326, rel=1e-3)
+    assert np.isfinite(rec[0].astype(np.float32)).all()
+
+
+# ---------------------------------------------------------------- folder watcher
+def _write_then_rename(folder: Path, name: str, data: np.ndarray) -> None:
+    tmp = folder / f".{name}.part"
+    write_imagej(tmp, data, px_per_unit=20, unit="nm")
+    os.replace(tmp, folder / name)
+
+
+def test_watcher_yields_all_frames_in_order_then_stops(tmp_path):
+    data = stack(6)
+    _write_then_rename(tmp_path, "frame_0.tif", data[0])  # present before the watch starts
+    _write_then_rename(tmp_path, "frame_1.tif", data[1])
+
+    def writer():
+        for i in range(2, 6):
+            time.sleep(0.04)
+            _write_then_rename(tmp_path, f"frame_{i}.tif", data[i])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    watcher = watch_folder(tmp_path, poll_s=0.02, settle_s=0.05, idle_timeout_s=0.4)
+    assert isinstance(watcher, FolderWatcher)
+    t0 = time.monotonic()
+    frames = list(watcher)
+    thread.join()
+    assert time.monotonic() - t0 < 3
+    assert [f.frame for f in frames] == list(range(6)) and [f.seq for f in frames] == list(range(6))
+    for f, expected in zip(frames, data):
+        np.testing.assert_array_equal(f.image, expected)
+    assert [Path(f.meta["source"]).name for f in frames] == [f"frame_{i}.tif" for i in range(6)]
+    assert frames[0].sampling == pytest.approx(0.5)
+    assert watcher.rejected == []
+
+
+def test_watcher_waits_for_a_half_written_file(tmp_path):
+    image = stack(1, 64, 64)[0]
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, image)
+    raw = buf.getvalue()
+
+    def slow_writer():
+        with open(tmp_path / "slow.tif", "wb") as fh:
+            for k in range(4):
+                fh.write(raw[k * len(raw) // 4:(k + 1) * len(raw) // 4])
+                fh.flush()
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
+    watcher = watch_folder(tmp_path, poll_s=0.01, settle_s=0.25, idle_timeout_s=0.3, sampling=1.5)
+    frames = list(watcher)
+    thread.join()
+    assert watcher.rejected == [] and len(frames) == 1
+    np.testing.assert_array_equal(frames[0].image, image)
+    assert frames[0].sampling == 1.5
+
+
+def test_watcher_rejects_a_corrupt_file_and_goes_on(tmp_path):
+    data = stack(2)
+    _write_then_rename(tmp_path, "a.tif", data[0])
+    (tmp_path / "b.tif").write_bytes(b"not a tiff at all" * 10)
+    _write_then_rename(tmp_path, "c.tif", data[1])
+    (tmp_path / "d.tif").write_bytes(b"")
+    watcher = watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1)
+    frames = list(watcher)
+    assert [Path(f.meta["source"]).name for f in frames] == ["a.tif", "c.tif"]
+    rejected = {Path(p).name: why for p, why in watcher.rejected}
+    assert set(rejected) == {"b.tif", "d.tif"} and "b.tif" in rejected["b.tif"]
+    assert rejected["d.tif"] == "empty file"
+
+
+def test_watcher_stops_when_told(tmp_path):
+    stop = threading.Event()
+    watcher = watch_folder(tmp_path, poll_s=0.01, stop=stop)
+    threading.Timer(0.1, stop.set).start()
+    t0 = time.monotonic()
+    assert list(watcher) == []
+    assert time.monotonic() - t0 < 1
+
+
+def test_watcher_needs_a_folder(tmp_path):
+    with pytest.raises(FileFormatError, match="no such folder"):
+        watch_folder(tmp_path / "missing")

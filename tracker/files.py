@@ -1,0 +1,574 @@
+"""Recorded files and watched folders as frame sources.
+
+Microscope formats are read by rosettasciio (``rsciio``): TIFF, MRC, DigitalMicrograph
+(.dm3/.dm4), EMD (Velox and Berkeley), TIA (.ser/.emi) and HyperSpy (.hspy). NumPy .npy/.npz and
+plain HDF5 are read directly. Everything a reader raises becomes a :class:`FileFormatError` that
+names the file.
+
+Memory: .npy files are memory-mapped, plain HDF5 datasets are sliced frame by frame, and rsciio
+readers are asked for lazy (dask) arrays, except TIFF: rsciio's lazy TIFF reads the whole series
+for every frame, so TIFF files are loaded eagerly (``meta['lazy']`` says which).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import logging
+import re
+import threading
+import time
+import traceback
+import unicodedata
+import warnings
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .errors import ConfigError, FileFormatError
+from .frames import Frame
+
+log = logging.getLogger("etem.files")
+
+#: File suffix -> format key.
+SUFFIXES = {
+    ".tif": "tiff", ".tiff": "tiff", ".mrc": "mrc", ".dm3": "dm", ".dm4": "dm", ".emd": "emd",
+    ".ser": "tia", ".emi": "tia", ".hspy": "hdf5", ".hdf5": "hdf5", ".h5": "hdf5",
+    ".npy": "npy", ".npz": "npz",
+}
+_RSCIIO = {"tiff": "rsciio.tiff", "mrc": "rsciio.mrc", "dm": "rsciio.digitalmicrograph",
+           "emd": "rsciio.emd", "tia": "rsciio.tia", "hspy": "rsciio.hspy"}
+_LAZY = importlib.util.find_spec("dask") is not None
+_PREFERRED = ("frames", "images", "data")
+#: Length units -> Å; time units -> s (keys after NFKC normalisation and lower-casing).
+_LENGTH_A = {"m": 1e10, "mm": 1e7, "µm": 1e4, "μm": 1e4, "um": 1e4, "micron": 1e4,
+             "nm": 10.0, "å": 1.0, "a": 1.0, "ang": 1.0, "angstrom": 1.0, "pm": 0.01}
+_TIME_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "ms": 1e-3, "µs": 1e-6, "μs": 1e-6,
+           "us": 1e-6, "ns": 1e-9, "min": 60.0}
+
+
+def _unit_factor(units: Any, table: dict[str, float]) -> float | None:
+    if not isinstance(units, str) or not units.strip():
+        return None
+    key = unicodedata.normalize("NFKC", units.strip()).lower()
+    if key not in table and len(key) > 3 and key.endswith("s"):  # plurals: microns, seconds
+        key = key[:-1]
+    return table.get(key)
+
+
+class Recording:
+    """A recorded movie: frames read on demand from one file.
+
+    Made by :func:`open_recording`. ``len(rec)`` is the number of frames; ``rec[i]`` is frame
+    ``i`` as a new array, ``[H, W]``, or ``[F, H, W]`` for a focal series of F images.
+
+    Attributes
+    ----------
+    sampling
+        Pixel size [Å/px], or None where the file does not give it in a known length unit
+        (``meta['sampling_note']`` says why).
+    frame_times
+        Acquisition time of each frame [s], where the file records it.
+    meta
+        ``source`` (the path), ``format``, ``reader``, ``lazy`` and what the file told about its
+        signal, calibration (``raw_scale``, ``raw_units``) and frame rate (``fps``).
+    """
+
+    def __init__(self, data: Any, *, source: str, focal: int = 1, sampling: float | None = None,
+                 frame_times: np.ndarray | None = None, meta: dict[str, Any] | None = None,
+                 close: Callable[[], None] | None = None) -> None:
+        self._data = data
+        self._focal = focal if data.ndim == 3 else 1
+        self.sampling = sampling
+        self.frame_times = frame_times
+        self.meta = {"source": source, **(meta or {})}
+        self._close = close
+
+    def __len__(self) -> int:
+        return 1 if self._data.ndim == 2 else int(self._data.shape[0]) // self._focal
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of one image [px]."""
+        return tuple(int(s) for s in self._data.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def n_focal(self) -> int:
+        """Images per frame (1, or F for a focal series)."""
+        return int(self._data.shape[1]) if self._data.ndim == 4 else self._focal
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Pixel dtype as stored in the file."""
+        return np.dtype(self._data.dtype)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError(f"frame index must be an integer, got {type(i).__name__}")
+        j = int(i) + n if i < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"frame {i} out of range: {self.meta['source']} has {n} frame(s)")
+        f, data = self._focal, self._data
+        try:
+            if data.ndim == 2:
+                block = data[...]
+            else:
+                block = data[j * f:(j + 1) * f] if f > 1 else data[j]
+            return np.array(block)
+        except Exception as exc:  # a reader error surfaces here for lazy data
+            raise FileFormatError(
+                f"{self.meta['source']}: cannot read frame {j} of {n} (the file may be truncated or "
+                f"corrupt): {exc}") from exc
+
+    def _times(self) -> np.ndarray | None:
+        if self.frame_times is not None:
+            return self.frame_times
+        fps = self.meta.get("fps")
+        return np.arange(len(self)) / float(fps) if fps else None
+
+    def iter_frames(self, start: int = 0, stop: int | None = None, *,
+                    pace: float | None = None) -> Iterator[Frame]:
+        """Yield frames ``start`` to ``stop`` (exclusive) as :class:`Frame`.
+
+        Parameters
+        ----------
+        start, stop
+            Frame range, as in a slice.
+        pace
+            None: as fast as they can be read. ``k``: k times acquisition speed (1.0 replays in
+            real time), timed by the file's frame times, else by ``meta['fps']`` [1/s].
+        """
+        indices = range(*slice(start, stop).indices(len(self)))
+        times = self._times()
+        if pace is not None:
+            if not pace > 0:
+                raise ConfigError(f"pace must be a positive speed factor (1.0 = real time), got {pace!r}")
+            if times is None:
+                raise ConfigError(
+                    f"{self.meta['source']} records no frame times or frame rate; pass "
+                    "fps=... to open_recording to replay at a pace, or pace=None for full speed.")
+        t0 = time.perf_counter()
+        for i in indices:
+            if pace is not None:
+                delay = t0 + (times[i] - times[indices[0]]) / pace - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            image = self[i]
+            yield Frame(image=image, frame=i, seq=i, sampling=self.sampling,
+                        t=None if times is None else float(times[i]),
+                        meta={"source": self.meta["source"]}, received=time.perf_counter())
+
+    def close(self) -> None:
+        """Release the file (further reads fail)."""
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Recording({self.meta['source']!r}, frames={len(self)}, shape={self.shape}, "
+                f"n_focal={self.n_focal}, dtype={self.dtype}, sampling={self.sampling})")
+
+
+def open_recording(path: str | Path, *, dataset: str | None = None, focal: int = 1,
+                   fps: float | None = None) -> Recording:
+    """Open a recorded movie or image.
+
+    Parameters
+    ----------
+    path
+        The file; its suffix picks the reader (see ``SUFFIXES``).
+    dataset
+        Plain HDF5 and .npz: the dataset or array to read (default: the first 2-D to 4-D numeric
+        one, preferring the names 'frames', 'images', 'data'). Files with several signals (EMD, DM,
+        HyperSpy): the title of the signal to read (default: the first image signal).
+    focal
+        Images per frame: a stack ``[N*F, H, W]`` is read as N focal series of F images. A 4-D
+        stack ``[N, F, H, W]`` is a focal series already.
+    fps
+        Frame rate [1/s], overriding the file's, for replay at acquisition pace.
+
+    Raises
+    ------
+    FileFormatError
+        The file is missing, of an unknown type, unreadable, truncated, or holds no numeric image.
+    ConfigError
+        ``focal`` does not fit the stack.
+    """
+    path = Path(path)
+    if isinstance(focal, bool) or not isinstance(focal, (int, np.integer)) or focal < 1:
+        raise ConfigError(f"focal must be a positive integer (images per frame), got {focal!r}")
+    if path.is_dir():
+        raise FileFormatError(f"{path}: is a folder; use watch_folder() to follow a folder of files")
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise FileFormatError(f"{path}: unsupported file type {path.suffix!r}; supported: "
+                              f"{', '.join(sorted(SUFFIXES))}")
+    if not path.exists():
+        raise FileFormatError(f"{path}: no such file")
+    close = None
+    try:
+        if fmt == "hdf5" and not _is_hyperspy(path):
+            data, meta, sampling, times, close = _read_hdf5(path, dataset)
+        elif fmt in ("npy", "npz"):
+            data, meta, sampling, times = _read_numpy(path, dataset)
+        else:
+            data, meta, sampling, times = _read_rsciio(path, "hspy" if fmt == "hdf5" else fmt, dataset)
+        _check_data(path, data, focal)
+        if times is not None and data.ndim == 3:
+            times = np.asarray(times, float)[::focal]
+        if fps is not None:
+            meta["fps"] = float(fps)
+        rec = Recording(data, source=str(path), focal=focal, sampling=sampling, frame_times=times,
+                        meta=meta, close=close)
+        if not isinstance(data, np.ndarray):  # lazy: fail now, naming the frame, if the end is missing
+            rec[len(rec) - 1]
+        return rec
+    except Exception as exc:
+        if close is not None:
+            close()
+        if isinstance(exc, (FileFormatError, ConfigError)):
+            raise
+        raise FileFormatError(f"{path}: cannot read as {fmt.upper()}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_data(path: Path, data: Any, focal: int) -> None:
+    dtype = np.dtype(data.dtype)
+    if dtype.kind == "c":
+        raise FileFormatError(f"{path}: complex data ({dtype}) is not supported; store the "
+                              "modulus or the real part")
+    if dtype.kind not in "biuf":
+        raise FileFormatError(f"{path}: non-numeric data ({dtype}); expected grey-level images")
+    if data.ndim not in (2, 3, 4) or 0 in data.shape:
+        raise FileFormatError(f"{path}: data of shape {tuple(data.shape)} is not an image [H, W], a "
+                              "stack [N, H, W] or a focal-series stack [N, F, H, W]")
+    if focal > 1 and data.ndim == 4 and focal != data.shape[1]:
+        raise ConfigError(f"{path} holds focal series of {data.shape[1]} images, not focal={focal}")
+    if focal > 1 and data.ndim < 4 and (data.ndim == 2 or data.shape[0] % focal):
+        n = 1 if data.ndim == 2 else data.shape[0]
+        raise ConfigError(f"focal={focal} does not divide the {n} image(s) of {path}")
+
+
+def _read_rsciio(path: Path, fmt: str, dataset: str | None):
+    module = importlib.import_module(_RSCIIO[fmt])
+    lazy = _LAZY and fmt != "tiff"
+    errors: list[str] = []  # tifffile logs what it finds broken, then reads on
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("tifffile").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                signals = module.file_reader(str(path), lazy=lazy)
+            except Exception as exc:
+                _release(exc)
+                raise
+    finally:
+        logging.getLogger("tifffile").removeHandler(handler)
+    if errors:
+        raise FileFormatError(f"{path}: truncated or corrupt ({'; '.join(errors)})")
+    notes = sorted({str(w.message) for w in caught if not issubclass(w.category, ResourceWarning)})
+    titles = [s.get("metadata", {}).get("General", {}).get("title", "") for s in signals]
+    images = [k for k, s in enumerate(signals) if _is_image(s)]
+    if dataset is not None:
+        images = [k for k in images if titles[k] == dataset]
+    if not images:
+        what = f" titled {dataset!r}" if dataset is not None else ""
+        raise FileFormatError(f"{path}: no 2-D image signal{what} among {len(signals)} signal(s) "
+                              f"{[(t, tuple(s['data'].shape)) for t, s in zip(titles, signals)]}")
+    k = images[0]
+    signal = signals[k]
+    axes = [dict(a) for a in signal["axes"]]
+    meta: dict[str, Any] = {"format": fmt, "reader": _RSCIIO[fmt], "lazy": lazy,
+                            "signal": k, "title": titles[k], "n_signals": len(signals)}
+    if len(signals) > 1:
+        meta["signals"] = [f"{j}: {t!r} {tuple(s['data'].shape)}" for j, (t, s) in
+                           enumerate(zip(titles, signals))]
+    if notes:
+        meta["reader_warnings"] = notes
+    times = None
+    if fmt == "tiff":
+        times = _imagej_fixup(signal.get("original_metadata", {}), axes, meta)
+    sampling = _sampling(axes[-2:], meta)
+    if signal["data"].ndim >= 3 and times is None:
+        factor = _unit_factor(axes[0].get("units"), _TIME_S)
+        if factor is not None and axes[0].get("scale"):
+            times = (axes[0].get("offset", 0.0) + axes[0]["scale"] * np.arange(axes[0]["size"])) * factor
+    return signal["data"], meta, sampling, times
+
+
+def _release(exc: BaseException) -> None:
+    """Close the files a failing reader left open (they would warn later, anywhere)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, io.IOBase) or type(value).__name__ == "TiffFile":
+                with suppress(Exception):
+                    value.close()
+        tb = tb.tb_next
+    traceback.clear_frames(exc.__traceback__)
+
+
+def _is_image(signal: dict) -> bool:
+    data, axes = signal["data"], signal["axes"]
+    if data.ndim not in (2, 3, 4) or len(axes) != data.ndim:
+        return False
+    energy = any(_unit_factor(a.get("units"), {"ev": 1, "kev": 1}) for a in axes[-2:])
+    return not energy and not any(a.get("navigate", False) for a in axes[-2:])
+
+
+def _imagej_fixup(original: dict, axes: list[dict], meta: dict) -> np.ndarray | None:
+    """rsciio reads ImageJ's pixel size but keeps only the unit 'micron'; take the others too."""
+    desc = original.get("ImageDescription")
+    if not isinstance(desc, str) or not desc.startswith("ImageJ="):
+        return None
+    info = dict(line.split("=", 1) for line in desc.splitlines() if "=" in line)
+    unit = info.get("unit")
+    if unit and "\\u" in unit:
+        unit = unit.encode().decode("unicode_escape")
+    if unit and all(not a.get("units") for a in axes[-2:]):
+        for a in axes[-2:]:
+            a["units"] = unit
+    try:
+        if info.get("fps"):
+            meta["fps"] = float(info["fps"])
+        if info.get("finterval") and info.get("tunit", "sec") in ("s", "sec"):
+            n = axes[0]["size"] if len(axes) > 2 else 1
+            return np.arange(n) * float(info["finterval"])
+    except ValueError:
+        pass
+    return None
+
+
+def _sampling(axes_yx: list[dict], meta: dict) -> float | None:
+    """Pixel size [Å/px] from the two image axes, or None with meta['sampling_note'] saying why."""
+    scales = [float(a.get("scale", 1.0)) for a in axes_yx]
+    units = [a.get("units") for a in axes_yx]
+    meta["raw_scale"], meta["raw_units"] = scales[0], units[0] if isinstance(units[0], str) else None
+    factors = [_unit_factor(u, _LENGTH_A) for u in units]
+    if None in factors:
+        given = [u for u in units if isinstance(u, str) and u.strip() and u != "<undefined>"]
+        if given:
+            meta["sampling_note"] = f"axis units {given[0]!r} are not a length unit (nm, Å, pm, µm)"
+        elif scales != [1.0, 1.0]:
+            meta["sampling_note"] = (f"the file gives a pixel scale of {scales[0]:g} without a unit; "
+                                     "pass the sampling in Å/px")
+        else:
+            meta["sampling_note"] = "the file has no pixel calibration; pass the sampling in Å/px"
+        return None
+    sy, sx = (s * f for s, f in zip(scales, factors))
+    if not (np.isfinite(sy) and np.isfinite(sx) and sy > 0 and sx > 0):
+        meta["sampling_note"] = f"invalid pixel scale {scales}"
+        return None
+    if abs(sy - sx) > 0.01 * max(sy, sx):
+        meta["sampling_yx"] = (sy, sx)
+        meta["sampling_note"] = f"non-square pixels ({sy:g} x {sx:g} Å); sampling is their mean"
+    return float((sy + sx) / 2)
+
+
+def _is_hyperspy(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("Experiments", getlink=False), h5py.Group)
+    except OSError as exc:
+        raise FileFormatError(f"{path}: not a readable HDF5 file: {exc}") from exc
+
+
+def _pick(path: Path, names: list[str], dataset: str | None) -> str:
+    if dataset is not None:
+        if dataset not in names:
+            raise FileFormatError(f"{path}: no image dataset {dataset!r}; found {names}")
+        return dataset
+    if not names:
+        raise FileFormatError(f"{path}: no 2-D, 3-D or 4-D numeric dataset")
+    base = {n: n.rsplit("/", 1)[-1] for n in names}
+    return next((n for p in _PREFERRED for n in names if base[n] == p), names[0])
+
+
+def _read_hdf5(path: Path, dataset: str | None):
+    import h5py
+
+    f = h5py.File(path, "r")
+    try:
+        real: list[str] = []
+        other: list[str] = []  # complex or non-numeric: picked only to say why it cannot be read
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3, 4):
+                (real if obj.dtype.kind in "biuf" else other).append(name)
+
+        f.visititems(visit)
+        dataset = dataset.lstrip("/") if dataset is not None else None
+        ds = f[_pick(path, real + other if dataset is not None else real or other, dataset)]
+        meta: dict[str, Any] = {"format": "hdf5", "reader": "h5py", "lazy": True, "dataset": ds.name}
+        sampling = ds.attrs.get("sampling")
+        if sampling is None:
+            meta["sampling_note"] = f"dataset {ds.name} has no 'sampling' attribute (Å/px)"
+        if "fps" in ds.attrs:
+            meta["fps"] = float(ds.attrs["fps"])
+        return ds, meta, None if sampling is None else float(sampling), None, f.close
+    except Exception:
+        f.close()
+        raise
+
+
+def _read_numpy(path: Path, dataset: str | None):
+    meta: dict[str, Any] = {"format": path.suffix[1:], "reader": "numpy",
+                            "sampling_note": f"a {path.suffix} file records no pixel size"}
+    if path.suffix.lower() == ".npy":
+        meta["lazy"] = True
+        return np.load(path, mmap_mode="r", allow_pickle=False), meta, None, None
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    names = [k for k, a in arrays.items() if a.ndim in (2, 3, 4)]
+    meta.update(lazy=False, dataset=_pick(path, names, dataset))
+    sampling = arrays.get("sampling")
+    if sampling is not None and sampling.size == 1:
+        meta.pop("sampling_note")
+        return arrays[meta["dataset"]], meta, float(sampling), None
+    return arrays[meta["dataset"]], meta, None, None
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+class FolderWatcher:
+    """Frames from image files as an acquisition program writes them into a folder.
+
+    Files matching ``pattern`` are read in natural name order (``f2`` before ``f10``), each once
+    its size and modification time have been still for ``settle_s``; files present at the start
+    are read too. Hidden files (names starting with '.') are ignored, so a writer can write to
+    ``.name.tif`` and rename. Frames are numbered across files. A file that cannot be read is
+    recorded in ``rejected`` as ``(path, reason)`` and the watch goes on.
+
+    Parameters
+    ----------
+    folder
+        The folder to watch.
+    pattern
+        Glob pattern of frame files.
+    poll_s
+        Interval between folder scans [s].
+    settle_s
+        How long a file must be unchanged before it is read [s]; longer than the writer's pauses.
+    stop
+        Set it to end the iteration (checked between scans and frames).
+    idle_timeout_s
+        End when no file has appeared or changed for this long [s] (None: wait until ``stop``).
+    sampling
+        Pixel size [Å/px] for every frame, overriding the files' own (None: the files').
+    focal
+        Images per frame, as in :func:`open_recording`.
+    """
+
+    def __init__(self, folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
+                 settle_s: float = 0.3, stop: threading.Event | None = None,
+                 idle_timeout_s: float | None = None, sampling: float | None = None,
+                 focal: int = 1) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileFormatError(f"{self.folder}: no such folder")
+        if not poll_s > 0 or not settle_s >= 0:
+            raise ConfigError(f"poll_s must be > 0 and settle_s >= 0 [s], got {poll_s!r}, {settle_s!r}")
+        self.pattern, self.poll_s, self.settle_s = pattern, poll_s, settle_s
+        self.stop = stop if stop is not None else threading.Event()
+        self.idle_timeout_s, self.sampling, self.focal = idle_timeout_s, sampling, focal
+        self.rejected: list[tuple[str, str]] = []
+        self.files: list[str] = []
+        self.n_frames = 0
+        self._done: set[str] = set()
+        self._seen: dict[str, tuple[tuple[int, int], float]] = {}
+
+    def _scan(self, now: float) -> bool:
+        changed, present = False, set()
+        for p in self.folder.glob(self.pattern):
+            if p.name in self._done or p.name.startswith("."):
+                continue
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if not p.is_file():
+                continue
+            present.add(p.name)
+            key = (st.st_size, st.st_mtime_ns)
+            if self._seen.get(p.name, (None,))[0] != key:
+                self._seen[p.name] = (key, now)
+                changed = True
+        for name in set(self._seen) - present:
+            del self._seen[name]
+        return changed
+
+    def _ready(self, now: float) -> list[str]:
+        ready = []
+        for name in sorted(self._seen, key=_natural):
+            (size, _), since = self._seen[name]
+            if size == 0:
+                continue
+            if now - since < self.settle_s:
+                break
+            ready.append(name)
+        return ready
+
+    def _read(self, name: str) -> Iterator[Frame]:
+        path = self.folder / name
+        self._done.add(name)
+        del self._seen[name]
+        try:
+            with open_recording(path, focal=self.focal) as rec:
+                sampling = self.sampling if self.sampling is not None else rec.sampling
+                for j in range(len(rec)):
+                    image = rec[j]
+                    yield Frame(image=image, frame=self.n_frames, seq=self.n_frames, sampling=sampling,
+                                meta={"source": str(path), "file_frame": j},
+                                received=time.perf_counter())
+                    self.n_frames += 1
+            self.files.append(str(path))
+        except (FileFormatError, ConfigError) as exc:
+            log.warning("skipping %s: %s", path, exc)
+            self.rejected.append((str(path), str(exc)))
+
+    def __iter__(self) -> Iterator[Frame]:
+        last = time.monotonic()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self._scan(now):
+                last = now
+            for name in self._ready(now):
+                for frame in self._read(name):
+                    yield frame
+                    if self.stop.is_set():
+                        return
+                last = time.monotonic()
+            quiet = time.monotonic() - last
+            if self.idle_timeout_s is not None and quiet >= max(self.idle_timeout_s, self.settle_s):
+                for name in sorted(self._seen, key=_natural):  # only empty files are left
+                    self.rejected.append((str(self.folder / name), "empty file"))
+                log.info("no new file for %.1f s; stopping", quiet)
+                return
+            self.stop.wait(self.poll_s)
+
+
+def watch_folder(folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
+                 settle_s: float = 0.3, stop: threading.Event | None = None,
+                 idle_timeout_s: float | None = None, sampling: float | None = None,
+                 focal: int = 1) -> FolderWatcher:
+    """Follow a folder that an acquisition program fills with frame files.
+
+    Returns a :class:`FolderWatcher`: iterate it for frames, read ``rejected`` for files that
+    failed. Parameters as in :class:`FolderWatcher` (times in s, sampling in Å/px).
+    """
+    return FolderWatcher(folder, pattern=pattern, poll_s=poll_s, settle_s=settle_s, stop=stop,
+                         idle_timeout_s=idle_timeout_s, sampling=sampling, focal=focal)
