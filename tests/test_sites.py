@@ -18,13 +18,14 @@ PATTERN = np.array(  # frames x sites, occupied?
 )
 
 
-def run(pattern, jitter=0.0, seed=0):
+def run(pattern, jitter=0.0, seed=0, fill_gaps=0):
     rng = np.random.default_rng(seed)
-    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0), sampling=0.1)
+    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=fill_gaps), sampling=0.1)
     ids = []
     for f, occ in enumerate(pattern):
-        yx = SITES[occ] + rng.normal(0, jitter, (occ.sum(), 2))
+        yx = SITES[: len(occ)][occ] + rng.normal(0, jitter, (occ.sum(), 2))
         ids.append(sm.update(f, yx))
+    sm.flush()
     return sm, ids
 
 
@@ -66,6 +67,7 @@ def test_site_born_late_was_empty_before():
     sm = SiteMap(SitesConfig(), sampling=0.1)
     for f in range(10):
         sm.update(f, SITES[:1] if f < 5 else SITES[:2])
+    sm.flush()
     tab = sm.table()
     assert tab["occupancy"].tolist() == [1.0, 0.5]
     assert tab["n_events"].tolist() == [0, 1]
@@ -90,3 +92,27 @@ def test_maps():
 def test_render_clips_at_edges():
     out = render_site_values(np.array([[0.0, 0.0], [9.0, 9.0]]), np.array([0.3, 0.7]), (10, 10), 2.0)
     assert out[0, 0] == pytest.approx(0.3) and out[9, 9] == pytest.approx(0.7)
+
+
+BLINKY = np.array([[1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0, 1]], bool).T  # one site over 12 frames
+
+
+@pytest.mark.parametrize("fill_gaps, occupied", [
+    (0, BLINKY[:, 0]),
+    # the one-frame gap (frame 2) is filled; the 2- and 3-frame gaps are not
+    (1, np.array([1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 1], bool)),
+    (2, np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1], bool)),
+    (3, np.ones(12, bool)),
+])
+def test_fill_gaps(fill_gaps, occupied):
+    sm, _ = run(BLINKY, fill_gaps=fill_gaps)
+    tab = sm.table()
+    assert tab["n_occupied"].iloc[0] == occupied.sum()
+    assert tab["n_events"].iloc[0] == np.abs(np.diff(occupied.astype(int))).sum()
+    res = sm.residence_table(last_frame=len(occupied) - 1)
+    assert res["frames"].sum() == len(occupied)
+
+
+def test_gap_at_the_end_is_not_filled():
+    sm, _ = run(np.array([[1], [1], [0]], bool), fill_gaps=2)
+    assert sm.table()["n_occupied"].iloc[0] == 2

@@ -355,6 +355,8 @@ class Pipeline:
     # -- results ------------------------------------------------------------------------------
     def finish(self, status: str = "complete") -> None:
         """Final sites, maps, statistics and counters into the run file; closes it."""
+        if self.sites is not None:
+            self.sites.flush()
         if self.writer is None:
             return
         self._write_live()

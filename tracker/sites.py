@@ -10,9 +10,16 @@ called its track. Per site (Madsen et al. 2018, Fig. 10):
 A site is taken as empty in every frame before it was first seen, so occupancies of sites
 born late in a run are comparable with those of sites seen from the start.
 Hops are inferred where, in one frame, a site empties and a neighbouring site fills.
+
+A column missed by the detector for a frame would count as two events (empty, then occupied
+again). With ``fill_gaps = k``, an occupied site that is empty for at most k frames and then
+occupied again is counted as occupied throughout; a frame's occupancy is therefore final k
+frames after it arrived (the live maps lag by k frames). A real hop away and back within k
+frames is erased too: set ``fill_gaps = 0`` to count every frame as detected.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +45,7 @@ class SitesConfig:
     radius_A: float = 0.8
     hop_radius_A: float = 4.0
     map_radius_A: float = 0.8
+    fill_gaps: int = 1
 
 
 class SiteMap:
@@ -60,7 +68,8 @@ class SiteMap:
         self._state = np.zeros(cap, bool)
         self._run_start = np.zeros(cap, np.int64)
         self.n_sites = 0
-        self.n_frames = 0
+        self.n_frames = 0  # frames whose occupancy is final
+        self._pending: deque[tuple[int, np.ndarray]] = deque()  # (frame, site ids) awaiting finalization
         self.first_frame: int | None = None
         self._tree: cKDTree | None = None
         self._tree_n = 0
@@ -122,10 +131,32 @@ class SiteMap:
         if cls is not None and n:
             np.add.at(self._cls_votes, (sites, np.clip(np.asarray(cls, int), 0, 7)), 1)
         self._last[sites] = frame
-        self._n_occ[sites] += 1
-        self._advance(frame, sites)
-        self.n_frames += 1
+        self._pending.append((frame, sites))
+        while len(self._pending) > self.cfg.fill_gaps:
+            self._finalize_oldest()
         return sites
+
+    def flush(self) -> None:
+        """Finalize every pending frame (at the end of a run)."""
+        while self._pending:
+            self._finalize_oldest()
+
+    def _finalize_oldest(self) -> None:
+        frame, sites = self._pending.popleft()
+        ns = self.n_sites
+        now = np.zeros(ns, bool)
+        now[sites] = True
+        if self._pending and self.n_frames:
+            # empty now, occupied before and again within fill_gaps frames: a missed detection
+            gap = ~now[: ns] & self._state[:ns]
+            if gap.any():
+                later = np.zeros(ns, bool)
+                for _, s in self._pending:
+                    later[s] = True
+                now |= gap & later
+        self._n_occ[:ns] += now
+        self._advance(frame, now)
+        self.n_frames += 1
 
     def _site_tree(self) -> cKDTree:
         if self._tree is None or self._tree_n != self.n_sites:
@@ -133,11 +164,9 @@ class SiteMap:
             self._tree_n = self.n_sites
         return self._tree
 
-    def _advance(self, frame: int, sites: np.ndarray) -> None:
-        """Occupied/empty state change bookkeeping: flips, runs, hops."""
-        ns = self.n_sites
-        now = np.zeros(ns, bool)
-        now[sites] = True
+    def _advance(self, frame: int, now: np.ndarray) -> None:
+        """Occupied/empty state change bookkeeping (``now``: occupied mask): flips, runs, hops."""
+        ns = len(now)
         before = self._state[:ns]
         if self.n_frames == 0:
             self._state[:ns] = now
