@@ -1,0 +1,187 @@
+"""Model bundles: safetensors weights + JSON card, verified on load."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from etem.tracker.errors import ModelError
+from etem.train import bundle as bundle_module
+from etem.train.bundle import FORMAT, bundled_models, load_bundle, save_bundle
+from etem.train.networks import FusionNet, MSDNet, UNet, build_network
+
+CARD = {
+    "inputs": [-50.0, 0.0, 50.0],
+    "class_names": ["Mo", "S2", "S"],
+    "sampling_A": 0.1,
+    "normalization": {"method": "local", "sigma_A": 12.0},
+    "training": {"data": "simulated MoS2 focal series", "epochs": 0},
+    "evaluation": {"f1": None},
+}
+
+
+def make(arch: str = "fusionnet") -> torch.nn.Module:
+    torch.manual_seed(0)
+    kwargs = {"fusionnet": {"width": 4}, "unet": {"width": 4}, "msdnet": {"depth": 6}}[arch]
+    model = build_network(arch, n_inputs=3, n_classes=4, **kwargs)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so that they must round-trip too
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = make()
+    save_bundle(model, tmp_path / "mos2", CARD)
+    return model, tmp_path / "mos2"
+
+
+@pytest.mark.parametrize("arch", ["fusionnet", "unet", "msdnet"])
+def test_round_trip_gives_identical_outputs(tmp_path, arch):
+    model = make(arch)
+    weights, card_path = save_bundle(model, tmp_path / "m", CARD)
+    assert (weights.name, card_path.name) == ("m.safetensors", "m.json")
+    loaded, card = load_bundle(tmp_path / "m")
+    assert type(loaded) is type(model) and not loaded.training
+    x = torch.randn(2, 3, 21, 30)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    for key, value in CARD.items():
+        assert card[key] == value
+    assert card["arch"] == arch and card["format"] == FORMAT and card["name"] == "m"
+    assert card["arch_args"] == model.arch_args
+
+
+@pytest.mark.parametrize("suffix", ["", ".json", ".safetensors"])
+def test_path_with_or_without_suffix(saved, suffix):
+    _, base = saved
+    loaded, card = load_bundle(str(base) + suffix)
+    assert isinstance(loaded, FusionNet) and card["name"] == "mos2"
+
+
+def test_card_fields(saved):
+    _, base = saved
+    card = json.loads(base.with_suffix(".json").read_text())
+    assert set(card) == {"name", "arch", "arch_args", "inputs", "class_names", "sampling_A",
+                         "normalization", "training", "evaluation", "sha256", "format"}
+    assert len(card["inputs"]) == card["arch_args"]["n_inputs"]
+    assert len(card["class_names"]) == card["arch_args"]["n_classes"] - 1
+
+
+def test_no_pickle_only_safetensors_and_json(saved):
+    _, base = saved
+    files = sorted(p.name for p in base.parent.iterdir())
+    assert files == ["mos2.json", "mos2.safetensors"]
+    raw = base.with_suffix(".safetensors").read_bytes()
+    # safetensors: 8-byte little-endian header length, then a JSON header, then raw tensor bytes
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    assert header["__metadata__"]["format"] == FORMAT
+    assert all(set(v) == {"dtype", "shape", "data_offsets"} for k, v in header.items() if k != "__metadata__")
+    assert not raw.startswith(b"\x80") and b"PK\x03\x04" not in raw[:4]  # neither pickle nor torch zip
+    json.loads(base.with_suffix(".json").read_text())
+
+
+def test_load_to_device(saved):
+    model, card = load_bundle(saved[1], device="cpu")
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_tampered_weights(saved):
+    _, base = saved
+    weights = base.with_suffix(".safetensors")
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="modified or is corrupt"):
+        load_bundle(base)
+
+
+def _edit_card(base: Path, **changes) -> None:
+    path = base.with_suffix(".json")
+    card = json.loads(path.read_text())
+    card.update(changes)
+    path.write_text(json.dumps(card))
+
+
+def test_unknown_arch(saved):
+    _edit_card(saved[1], arch="resnet")
+    with pytest.raises(ModelError, match="resnet"):
+        load_bundle(saved[1])
+
+
+def test_wrong_arch(saved):
+    _edit_card(saved[1], arch="unet")  # same arguments, different layers
+    with pytest.raises(ModelError, match="do not fit"):
+        load_bundle(saved[1])
+
+
+def test_shape_mismatch(saved):
+    card = json.loads(saved[1].with_suffix(".json").read_text())
+    _edit_card(saved[1], arch_args={**card["arch_args"], "width": 8})
+    with pytest.raises(ModelError, match="do not fit"):
+        load_bundle(saved[1])
+
+
+def test_card_inconsistent_with_network(saved):
+    _edit_card(saved[1], class_names=["Mo"])
+    with pytest.raises(ModelError, match="foreground classes"):
+        load_bundle(saved[1])
+
+
+def test_wrong_format(saved):
+    _edit_card(saved[1], format="something-else/3")
+    with pytest.raises(ModelError, match="etem-model/1"):
+        load_bundle(saved[1])
+
+
+@pytest.mark.parametrize("missing", [".json", ".safetensors"])
+def test_missing_file_names_the_path(saved, missing):
+    path = saved[1].with_suffix(missing)
+    path.unlink()
+    with pytest.raises(ModelError, match="not found") as info:
+        load_bundle(saved[1])
+    assert str(path) in str(info.value)
+
+
+def test_save_checks_card(tmp_path):
+    model = make()
+    with pytest.raises(ModelError, match="inputs"):
+        save_bundle(model, tmp_path / "m", {**CARD, "inputs": [0.0]})
+    with pytest.raises(ModelError, match="lacks sampling_A"):
+        save_bundle(model, tmp_path / "m", {k: v for k, v in CARD.items() if k != "sampling_A"})
+    with pytest.raises(ModelError, match="arch"):
+        save_bundle(model, tmp_path / "m", {**CARD, "arch": "unet"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_rejects_foreign_module(tmp_path):
+    with pytest.raises(ModelError, match="build_network"):
+        save_bundle(torch.nn.Conv2d(3, 4, 1), tmp_path / "m", CARD)
+
+
+def test_bundled_models_is_a_dict():
+    models = bundled_models()
+    assert isinstance(models, dict)
+    assert all(isinstance(p, Path) and p.suffix == ".json" for p in models.values())
+
+
+def test_bare_name_resolves_in_package_folder(tmp_path, monkeypatch):
+    save_bundle(make("msdnet"), tmp_path / "mos2-msd", CARD)
+    monkeypatch.setattr(bundle_module, "_models_folder", lambda: tmp_path)
+    assert bundled_models() == {"mos2-msd": tmp_path / "mos2-msd.json"}
+    model, card = load_bundle("mos2-msd")
+    assert isinstance(model, MSDNet) and card["name"] == "mos2-msd"
+
+
+def test_unknown_bare_name_lists_bundled(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle_module, "_models_folder", lambda: tmp_path)
+    save_bundle(make("unet"), tmp_path / "gold", CARD)
+    with pytest.raises(ModelError, match="no bundled model named 'silver'.*'gold'"):
+        load_bundle("silver")
+    assert isinstance(load_bundle("gold")[0], UNet)
