@@ -1,0 +1,131 @@
+"""``etem export``: Parquet / CSV tables equal to the run file's, PNG figures that load."""
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from matplotlib.figure import Figure
+
+from etem.tracker import export
+from etem.tracker.errors import ConfigError
+from etem.tracker.export import export_run, render_site_map
+from etem.tracker.runfile import RunWriter, open_run
+
+SHAPE = (40, 60)
+
+
+def lattice_sites(spacing: float = 5.0) -> pd.DataFrame:
+    yy, xx = np.mgrid[spacing:SHAPE[0]:spacing, spacing:SHAPE[1]:spacing]
+    n = yy.size
+    rng = np.random.default_rng(0)
+    occupancy = rng.random(n)
+    occupancy[3] = np.nan                      # a site never observed
+    return pd.DataFrame({"site": np.arange(n), "y": yy.ravel(), "x": xx.ravel(),
+                         "cls": np.ones(n, dtype="int16"), "n_obs": np.full(n, 20),
+                         "occupancy": occupancy, "event_rate": rng.random(n) * 0.2})
+
+
+def make_run(path, *, n_frames: int = 20, sampling: float | None = 0.2, with_sites=True):
+    rng = np.random.default_rng(1)
+    sites = lattice_sites()
+    with RunWriter(path, attrs={"config": {"source": "synthetic"}},
+                   counter_names=["received", "processed"]) as w:
+        w.begin(SHAPE, sampling)
+        for i in range(n_frames):
+            n = int(rng.integers(30, 40))
+            w.append("frames", {"frame": i, "seq": i, "t": 0.1 * i, "n_columns": n,
+                                "in_range": int(i % 7 != 3)})
+            w.append("columns", {"frame": i, "y": rng.random(n) * SHAPE[0],
+                                 "x": rng.random(n) * SHAPE[1], "cls": 1,
+                                 "prob": rng.random(n), "particle": np.arange(n)})
+        if with_sites:
+            w.replace("sites", sites)
+        w.write_maps(rng.random(SHAPE), rng.random(SHAPE) * 0.1)
+        w.write_counters({"received": n_frames, "processed": n_frames})
+        w.close(extra_tables={"diffusion": pd.DataFrame({
+            "cls": ["Au", "C"], "D_A2_per_s": [0.3, 1.2], "n_tracks": [12, 4]})})
+
+
+TABLE_NAMES = ["frames", "columns", "sites", "diffusion"]
+
+
+@pytest.fixture(autouse=True)
+def low_dpi(monkeypatch):
+    monkeypatch.setattr(export, "_DPI", 50)       # the figures stay readable, tests stay fast
+
+
+def test_export_writes_every_table_and_figure(tmp_path):
+    make_run(tmp_path / "run.h5")
+    paths = export_run(tmp_path / "run.h5", tmp_path / "out", progress=False)
+    names = sorted(p.name for p in paths)
+    assert names == sorted([f"{t}.{ext}" for t in TABLE_NAMES for ext in ("parquet", "csv")]
+                           + ["occupancy.png", "events.png", "counts.png"])
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+    with open_run(tmp_path / "run.h5") as run:
+        stored = {"frames": run.frames, "columns": run.columns, "sites": run.sites,
+                  **run.stats}
+    for name, table in stored.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / f"{name}.parquet"),
+                                      table, check_dtype=name != "diffusion")
+        from_csv = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        if name != "diffusion":
+            from_csv = from_csv.astype(table.dtypes.to_dict())
+        pd.testing.assert_frame_equal(from_csv, table, check_dtype=name != "diffusion")
+
+    for name in ("occupancy", "events", "counts"):
+        image = mpimg.imread(tmp_path / "out" / f"{name}.png")
+        assert image.ndim == 3 and image.shape[2] in (3, 4)
+        assert min(image.shape[:2]) > 100
+        assert image.std() > 0
+
+
+def test_long_columns_table_is_written_in_blocks(tmp_path, monkeypatch):
+    make_run(tmp_path / "run.h5")
+    monkeypatch.setattr(export, "_BLOCK_ROWS", 64)
+    export_run(tmp_path / "run.h5", tmp_path / "out", formats=("parquet", "csv"),
+               progress=False)
+    meta = pq.ParquetFile(tmp_path / "out" / "columns.parquet").metadata
+    assert meta.num_row_groups > 1
+    with open_run(tmp_path / "run.h5") as run:
+        columns = run.columns
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "columns.parquet"), columns)
+    from_csv = pd.read_csv(tmp_path / "out" / "columns.csv").astype(columns.dtypes.to_dict())
+    pd.testing.assert_frame_equal(from_csv, columns)
+
+
+def test_export_without_sites_draws_the_stored_maps(tmp_path):
+    make_run(tmp_path / "run.h5", with_sites=False, sampling=None)
+    paths = export_run(tmp_path / "run.h5", tmp_path / "out", formats=["png"], progress=False)
+    assert [p.name for p in paths] == ["occupancy.png", "events.png", "counts.png"]
+    assert mpimg.imread(paths[0]).std() > 0
+
+
+def test_export_of_an_empty_run(tmp_path):
+    with RunWriter(tmp_path / "run.h5", attrs={}, counter_names=[]) as w:
+        w.begin(SHAPE, 0.1)
+    paths = export_run(tmp_path / "run.h5", tmp_path / "out", progress=False)
+    assert len(pd.read_parquet(tmp_path / "out" / "columns.parquet")) == 0
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_unknown_format_is_rejected(tmp_path):
+    make_run(tmp_path / "run.h5", n_frames=2)
+    with pytest.raises(ConfigError, match="'csv', 'parquet', 'png'"):
+        export_run(tmp_path / "run.h5", tmp_path / "out", formats=("xlsx",))
+
+
+@pytest.mark.parametrize("sampling, unit", [(0.2, "Å"), (None, "px")])
+def test_render_site_map_axes_units(sampling, unit):
+    sites = lattice_sites()
+    fig = render_site_map(sites, sites["occupancy"], SHAPE, sampling, title="Occupancy",
+                          cmap="viridis", vmin=0, vmax=1)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == f"x [{unit}]"
+    assert ax.get_xlim() == pytest.approx((0, SHAPE[1] * (sampling or 1)))
+    assert ax.collections[0].colorbar is not None
+    with pytest.raises(ValueError, match="values"):
+        render_site_map(sites, [0.5], SHAPE, sampling, title="x", cmap="viridis")

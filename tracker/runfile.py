@@ -1,0 +1,639 @@
+"""The run file: one HDF5 file per run, written while the run goes on and readable meanwhile.
+
+Layout (every table is a group with one 1-D dataset per column and a ``columns`` attribute
+giving their order)::
+
+    /                   attributes, each a JSON string: format, format_version, status,
+                        frame_shape, sampling, created, finished, plus the run's own
+                        (config, model card, versions …)
+    /frames/<column>    one row per processed frame           (schema FRAMES)
+    /columns/<column>   one row per located atomic column     (schema COLUMNS)
+    /sites/<column>     one row per site, replaced as a whole (schema SITES)
+    /rows               int64 [3]: rows committed in frames, columns, sites
+    /maps/occupancy     float32 [H, W], NaN where no site
+    /maps/events        float32 [H, W]
+    /counters           int64 [n], attribute ``names``
+    /stats/<name>/...   tables of any columns, written when the run is closed
+
+The writer switches the file to SWMR (single writer, multiple readers) mode once everything is
+created, so other processes can read it while it grows, and a writer killed at any moment leaves
+a file that opens and holds everything up to its last flush. Rows are buffered in memory and
+written by :meth:`RunWriter.flush`; ``/rows`` is updated only after the data it counts has been
+flushed, and readers never read past it.
+
+Other programs can read a live file too: ``h5py.File(path, "r", swmr=True, locking=False)``
+(re-open, or ``refresh()`` each dataset, to see new rows; read no further than ``/rows``).
+Neither side takes a file lock, so that a reader left open never stops the writer from
+reopening the file when it closes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .errors import FileFormatError
+
+__all__ = [
+    "FRAMES", "COLUMNS", "SITES", "TABLES", "FORMAT", "FORMAT_VERSION",
+    "RunWriter", "Run", "open_run",
+]
+
+FORMAT = "etem-run"
+FORMAT_VERSION = 1
+
+#: One row per processed frame. ``received`` [s since run start], ``drift_*`` [px],
+#: ``sampling`` [Å/px], ``dose`` [e/Å²], ``in_range``: 1/0 trusted or not, -1 unknown.
+FRAMES: dict[str, np.dtype] = {
+    "frame": np.dtype("int64"), "seq": np.dtype("int64"), "t": np.dtype("float64"),
+    "received": np.dtype("float64"), "latency_ms": np.dtype("float64"),
+    "n_columns": np.dtype("int32"), "drift_y": np.dtype("float64"),
+    "drift_x": np.dtype("float64"), "sampling": np.dtype("float64"),
+    "dose": np.dtype("float64"), "in_range": np.dtype("int8"),
+}
+#: One row per located column. ``y, x`` [px] in the frame; ``y_ref, x_ref`` [px] drift-corrected.
+COLUMNS: dict[str, np.dtype] = {
+    "frame": np.dtype("int64"), "y": np.dtype("float32"), "x": np.dtype("float32"),
+    "cls": np.dtype("int16"), "prob": np.dtype("float32"), "particle": np.dtype("int64"),
+    "site": np.dtype("int64"), "y_ref": np.dtype("float32"), "x_ref": np.dtype("float32"),
+}
+#: One row per site. ``y, x`` [px] in reference coordinates; counts since the run started.
+SITES: dict[str, np.dtype] = {
+    "site": np.dtype("int64"), "y": np.dtype("float64"), "x": np.dtype("float64"),
+    "cls": np.dtype("int16"), "n_obs": np.dtype("int64"), "n_occupied": np.dtype("int64"),
+    "n_events": np.dtype("int64"), "occupancy": np.dtype("float64"),
+    "event_rate": np.dtype("float64"), "first_frame": np.dtype("int64"),
+    "last_frame": np.dtype("int64"),
+}
+TABLES: dict[str, dict[str, np.dtype]] = {"frames": FRAMES, "columns": COLUMNS, "sites": SITES}
+MAPS = ("occupancy", "events")
+
+#: Root attributes the file manages itself; the run's own attrs may not use these names.
+RESERVED_ATTRS = frozenset(
+    {"format", "format_version", "status", "frame_shape", "sampling", "created", "finished"})
+
+_CHUNK_ROWS = {"frames": 1024, "columns": 32768, "sites": 4096}
+_MAX_PENDING_ROWS = 1_000_000   # flush early rather than buffer more than this
+# v110 is the oldest file format with SWMR; keeping it as the low bound lets older HDF5
+# libraries read the file.
+_LIBVER = ("v110", "latest")
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, _dt.date)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _to_json(key: str, value: Any) -> str:
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"run attribute {key!r} cannot be stored as JSON: {exc}") from None
+
+
+def _check_attr_keys(attrs: Mapping[str, Any]) -> dict[str, str]:
+    bad = sorted(set(attrs) & RESERVED_ATTRS)
+    if bad:
+        raise ValueError(f"run attributes {bad} are reserved by the run file; rename them.")
+    return {str(k): _to_json(str(k), v) for k, v in attrs.items()}
+
+
+def _sentinel(dtype: np.dtype) -> Any:
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind in "iu":
+        return -1
+    return b""
+
+
+def _coerce(table: str, name: str, values: Any, dtype: np.dtype, n: int) -> np.ndarray:
+    """``values`` as a new 1-D array of ``dtype`` and length ``n``; NaN in int columns -> -1."""
+    if isinstance(values, pd.Series) and not isinstance(values.dtype, np.dtype):
+        # pandas extension dtypes (Int64, Float64 …): missing values become the sentinel.
+        values = (values.to_numpy(dtype=dtype) if not values.isna().any()
+                  else values.to_numpy(dtype=object, na_value=_sentinel(dtype)))
+    arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    elif arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{table}.{name}: expected {n} values, got an array of shape {arr.shape}.")
+    if dtype.kind in "iu" and arr.dtype.kind == "f":
+        arr = np.where(np.isfinite(arr), arr, -1)
+    try:
+        return arr.astype(dtype, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{table}.{name}: cannot convert {arr.dtype} to {dtype}: {exc}") from None
+
+
+def _as_columns(table: str, data: Any, schema: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
+    """A DataFrame or dict of arrays/scalars as a full row block of ``schema``."""
+    if isinstance(data, pd.DataFrame):
+        given = {str(c): s for c, s in data.items()}
+        n = len(data)
+    elif isinstance(data, Mapping):
+        given = {str(k): v for k, v in data.items()}
+        lengths = {len(v) for v in given.values() if np.ndim(v) == 1}
+        if len(lengths) > 1:
+            raise ValueError(f"{table}: columns have different lengths {sorted(lengths)}.")
+        n = lengths.pop() if lengths else 1
+    else:
+        raise TypeError(f"{table}: expected a DataFrame or a dict of arrays, "
+                        f"got {type(data).__name__}.")
+    unknown = [c for c in given if c not in schema]
+    if unknown:
+        raise ValueError(f"{table}: unknown column(s) {unknown}; valid ones are {list(schema)}.")
+    out = {}
+    for name, dtype in schema.items():
+        if name in given:
+            out[name] = _coerce(table, name, given[name], dtype, n)
+        else:
+            out[name] = np.full(n, _sentinel(dtype), dtype=dtype)
+    return out
+
+
+def _write_frame(group: h5py.Group, name: str, df: pd.DataFrame) -> None:
+    """Store an arbitrary DataFrame: numbers as datasets, everything else as UTF-8 strings."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"stats table {name!r} must be a DataFrame, got {type(df).__name__}.")
+    if any(n is not None for n in df.index.names):
+        df = df.reset_index()
+    names = [str(c) for c in df.columns]
+    if len(set(names)) != len(names) or any("/" in c or not c for c in names):
+        raise ValueError(f"stats table {name!r}: column names must be unique, non-empty and "
+                         f"free of '/'; got {names}.")
+    g = group.create_group(name)
+    g.attrs["columns"] = names
+    for col, key in zip(names, df.columns):
+        s = df[key]
+        if pd.api.types.is_bool_dtype(s.dtype) and not s.isna().any():
+            g.create_dataset(col, data=s.to_numpy(dtype=bool))
+        elif pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+            if isinstance(s.dtype, np.dtype):
+                arr = s.to_numpy()
+            elif s.isna().any():
+                arr = s.to_numpy(dtype="float64", na_value=np.nan)
+            else:
+                arr = s.to_numpy(dtype=s.dtype.numpy_dtype)
+            g.create_dataset(col, data=arr)
+        else:
+            text = np.array(["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+                             for v in s], dtype=object)
+            g.create_dataset(col, data=text, dtype=h5py.string_dtype("utf-8"))
+
+
+def _read_group(group: h5py.Group, n: int | None = None, start: int = 0) -> pd.DataFrame:
+    names = [str(c) for c in group.attrs["columns"]]
+    data = {}
+    for c in names:
+        ds = group[c]
+        stop = ds.shape[0] if n is None else start + n
+        if h5py.check_string_dtype(ds.dtype) is not None:
+            data[c] = ds.asstr()[start:stop]
+        else:
+            data[c] = ds[start:stop]
+    return pd.DataFrame(data, columns=names)
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_SWMR_WRITE_FLAGS = 0x01 | 0x04   # superblock v3: open for write, open for SWMR write
+
+
+def _write_flags(path: Path) -> int:
+    """The superblock's file-consistency flags (0 when closed cleanly or unknown).
+
+    A file being written in SWMR mode, or whose SWMR writer died, has them set; such a file
+    opens only as an SWMR reader.
+    """
+    with open(path, "rb") as fh:
+        for offset in (0, 512, 1024, 2048, 4096):
+            fh.seek(offset)
+            head = fh.read(12)
+            if head[:8] == _HDF5_SIGNATURE:
+                return head[11] if len(head) == 12 and head[8] >= 2 else 0
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- writer
+
+class RunWriter:
+    """Writes one run file incrementally.
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file to create.
+    attrs
+        The run's description (config, model card, versions …): JSON-serialisable values, stored
+        as JSON-string root attributes.
+    counter_names
+        Names of the run's counters (received, processed, rejected:<reason> …).
+    flush_interval_s
+        :meth:`maybe_flush` writes buffered rows when this much time [s] has passed.
+    overwrite
+        Replace an existing file; otherwise an existing ``path`` raises ``FileExistsError``.
+
+    Notes
+    -----
+    Not thread-safe: one thread creates, feeds and closes a writer. Call :meth:`begin` once the
+    frame shape is known, then :meth:`append` / :meth:`replace` / :meth:`write_maps` /
+    :meth:`write_counters` per frame and :meth:`maybe_flush` after each; :meth:`close` at the
+    end (or use the writer as a context manager, which records ``status='failed'`` on an
+    exception).
+    """
+
+    def __init__(self, path: str | Path, *, attrs: Mapping[str, Any],
+                 counter_names: Sequence[str], flush_interval_s: float = 1.0,
+                 overwrite: bool = False):
+        self.path = Path(path)
+        self.overwrite = bool(overwrite)
+        if self.path.exists() and not self.overwrite:
+            raise FileExistsError(f"run file {self.path} already exists; choose another path "
+                                  "or pass overwrite=True to replace it.")
+        if flush_interval_s < 0:
+            raise ValueError(f"flush_interval_s must be >= 0; got {flush_interval_s}.")
+        self.flush_interval_s = float(flush_interval_s)
+        self._attrs = _check_attr_keys(attrs)
+        self.counter_names = tuple(str(c) for c in counter_names)
+        if len(set(self.counter_names)) != len(self.counter_names):
+            raise ValueError(f"counter names must be unique; got {list(self.counter_names)}.")
+        self._counters = np.zeros(len(self.counter_names), dtype=np.int64)
+        self._counters_dirty = False
+        self._maps: dict[str, np.ndarray] = {}
+        self._pending: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in TABLES}
+        self._n_pending = 0
+        self._reset: set[str] = set()
+        self._rows = dict.fromkeys(TABLES, 0)
+        self._file: h5py.File | None = None
+        self._closed = False
+        self._last_flush = time.monotonic()
+        self.frame_shape: tuple[int, int] | None = None
+
+    # -- set-up
+    def begin(self, frame_shape: tuple[int, int], sampling: float | None) -> None:
+        """Create the file and everything in it, then switch it to SWMR mode."""
+        if self._file is not None or self._closed:
+            raise RuntimeError(f"run file {self.path}: begin() may be called only once.")
+        shape = tuple(int(s) for s in frame_shape)
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"frame_shape must be (H, W) with H, W >= 1; got {frame_shape}.")
+        try:
+            f = h5py.File(self.path, "w" if self.overwrite else "w-", libver=_LIBVER,
+                          locking=False)
+        except FileExistsError:
+            raise FileExistsError(f"run file {self.path} already exists; choose another path "
+                                  "or pass overwrite=True to replace it.") from None
+        try:
+            f.attrs["format"] = json.dumps(FORMAT)
+            f.attrs["format_version"] = json.dumps(FORMAT_VERSION)
+            f.attrs["status"] = json.dumps("running")
+            f.attrs["frame_shape"] = json.dumps(list(shape))
+            f.attrs["sampling"] = json.dumps(None if sampling is None else float(sampling))
+            f.attrs["created"] = json.dumps(_dt.datetime.now(_dt.timezone.utc).isoformat())
+            f.attrs["finished"] = json.dumps(None)
+            for key, text in self._attrs.items():
+                f.attrs[key] = text
+            for table, schema in TABLES.items():
+                g = f.create_group(table)
+                g.attrs["columns"] = list(schema)
+                for name, dtype in schema.items():
+                    g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                     chunks=(_CHUNK_ROWS[table],))
+            rows = f.create_dataset("rows", data=np.zeros(len(TABLES), dtype=np.int64))
+            rows.attrs["tables"] = list(TABLES)
+            maps = f.create_group("maps")
+            for name in MAPS:
+                maps.create_dataset(name, data=np.full(shape, np.nan, dtype=np.float32))
+            counters = f.create_dataset("counters", data=self._counters)
+            counters.attrs["names"] = list(self.counter_names)
+            f.create_group("stats")
+            f.flush()
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+        self.frame_shape = shape  # type: ignore[assignment]
+        self._last_flush = time.monotonic()
+
+    def _check_open(self) -> h5py.File:
+        if self._file is None:
+            state = "closed" if self._closed else "not begun; call begin() first"
+            raise RuntimeError(f"run file {self.path} is {state}.")
+        return self._file
+
+    @staticmethod
+    def _schema(table: str) -> dict[str, np.dtype]:
+        if table not in TABLES:
+            raise ValueError(f"table must be one of {list(TABLES)}; got {table!r}.")
+        return TABLES[table]
+
+    # -- feeding
+    def append(self, table: str, data: pd.DataFrame | Mapping[str, Any]) -> None:
+        """Buffer rows for ``table``; columns not given get -1 (integers) or NaN (floats)."""
+        self._check_open()
+        block = _as_columns(table, data, self._schema(table))
+        self._pending[table].append(block)
+        self._n_pending += len(next(iter(block.values())))
+        if self._n_pending >= _MAX_PENDING_ROWS:
+            self.flush()
+
+    def replace(self, table: str, data: pd.DataFrame | Mapping[str, Any]) -> None:
+        """Replace the whole of ``table`` (the sites table) at the next flush."""
+        self._check_open()
+        block = _as_columns(table, data, self._schema(table))
+        self._n_pending -= sum(len(next(iter(b.values()))) for b in self._pending[table])
+        self._pending[table] = [block]
+        self._n_pending += len(next(iter(block.values())))
+        self._reset.add(table)
+
+    def write_maps(self, occupancy: np.ndarray | None, events: np.ndarray | None) -> None:
+        """Set the occupancy and event maps (``[H, W]``; ``None`` leaves one unchanged)."""
+        self._check_open()
+        for name, arr in zip(MAPS, (occupancy, events)):
+            if arr is None:
+                continue
+            arr = np.array(arr, dtype=np.float32, copy=True)
+            if arr.shape != self.frame_shape:
+                raise ValueError(f"{name} map must have the frame shape {self.frame_shape}; "
+                                 f"got {arr.shape}.")
+            self._maps[name] = arr
+
+    def write_counters(self, counters: Mapping[str, int]) -> None:
+        """Set counters by name; names not given keep their values."""
+        self._check_open()
+        unknown = [k for k in counters if k not in self.counter_names]
+        if unknown:
+            raise ValueError(f"unknown counter(s) {unknown}; declared ones are "
+                             f"{list(self.counter_names)}.")
+        for k, v in counters.items():
+            self._counters[self.counter_names.index(k)] = int(v)
+        self._counters_dirty = True
+
+    # -- writing
+    def flush(self) -> None:
+        """Write everything buffered, flush it to disk, then commit the new row counts."""
+        f = self._check_open()
+        for table, schema in TABLES.items():
+            blocks = self._pending[table]
+            if not blocks and table not in self._reset:
+                continue
+            start = 0 if table in self._reset else self._rows[table]
+            n_new = sum(len(next(iter(b.values()))) for b in blocks)
+            group = f[table]
+            for name in schema:
+                ds = group[name]
+                if ds.shape[0] != start + n_new:
+                    ds.resize((start + n_new,))
+                if n_new:
+                    parts = [b[name] for b in blocks]
+                    ds[start:start + n_new] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self._rows[table] = start + n_new
+            self._pending[table] = []
+        self._reset.clear()
+        self._n_pending = 0
+        for name, arr in self._maps.items():
+            f["maps"][name][...] = arr
+        self._maps = {}
+        if self._counters_dirty:
+            f["counters"][...] = self._counters
+            self._counters_dirty = False
+        f.flush()                     # data first ...
+        f["rows"][...] = np.array([self._rows[t] for t in TABLES], dtype=np.int64)
+        f.flush()                     # ... then the counts that make it visible
+        self._last_flush = time.monotonic()
+
+    def maybe_flush(self) -> bool:
+        """Flush when ``flush_interval_s`` has passed since the last flush; True if it did."""
+        if time.monotonic() - self._last_flush < self.flush_interval_s:
+            return False
+        self.flush()
+        return True
+
+    def close(self, *, status: str = "complete",
+              extra_tables: Mapping[str, pd.DataFrame] | None = None,
+              extra_attrs: Mapping[str, Any] | None = None) -> None:
+        """Flush, leave SWMR mode, store ``extra_tables`` under ``stats/`` and the final attrs.
+
+        Closing twice, or closing a writer that never began, does nothing.
+        """
+        if self._closed:
+            return
+        extra_tables = dict(extra_tables or {})
+        for name in extra_tables:
+            if not isinstance(name, str) or not name or "/" in name or name in TABLES:
+                raise ValueError(f"stats table name {name!r} must be a non-empty string without "
+                                 f"'/' and not one of {list(TABLES)}.")
+        final_attrs = _check_attr_keys(extra_attrs or {})
+        if self._file is None:
+            self._closed = True
+            return
+        try:
+            self.flush()
+        finally:
+            self._file.close()
+            self._file = None
+            self._closed = True
+        with h5py.File(self.path, "r+", libver=_LIBVER, locking=False) as f:
+            stats = f.require_group("stats")
+            for name, df in extra_tables.items():
+                if name in stats:
+                    del stats[name]
+                _write_frame(stats, name, df)
+            for key, text in final_attrs.items():
+                f.attrs[key] = text
+            f.attrs["finished"] = json.dumps(_dt.datetime.now(_dt.timezone.utc).isoformat())
+            f.attrs["status"] = json.dumps(str(status))
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._file is not None:
+            status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+            self.close(status=status, extra_attrs={"error": f"{exc_type.__name__}: {exc}"})
+        else:
+            self._closed = True
+
+
+# ---------------------------------------------------------------------------------------- reader
+
+class Run:
+    """A run file opened for reading, also while its writer is still appending.
+
+    Tables are read once and cached; :meth:`refresh` reopens the file to see what the writer
+    has flushed since (and, once the writer has closed, the stats tables and final status).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self.live = False
+        self.refresh()
+
+    def _open(self) -> None:
+        if not self.path.is_file():
+            raise FileFormatError(f"run file {self.path} does not exist.")
+        # Nobody takes file locks: a reader's lock would stop the writer from reopening the
+        # file when it closes (to store the stats tables and final status), and SWMR keeps
+        # readers consistent without one.
+        live = bool(_write_flags(self.path) & _SWMR_WRITE_FLAGS)
+        try:
+            f = h5py.File(self.path, "r", libver=_LIBVER if live else None, swmr=live,
+                          locking=False)
+        except OSError as exc:
+            raise FileFormatError(f"{self.path} is not a readable HDF5 file: {exc}") from None
+        try:
+            fmt = json.loads(f.attrs.get("format", "null"))
+            version = json.loads(f.attrs.get("format_version", "null"))
+        except (TypeError, ValueError):
+            fmt, version = None, None
+        if fmt != FORMAT:
+            f.close()
+            raise FileFormatError(f"{self.path} is an HDF5 file but not an etem run file "
+                                  f"(its 'format' attribute is not {FORMAT!r}).")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            f.close()
+            raise FileFormatError(f"{self.path} has run-file format version {version!r}; this "
+                                  f"etem-tracker reads up to {FORMAT_VERSION}. Upgrade it.")
+        missing = [k for k in (*TABLES, "rows", "maps", "counters") if k not in f]
+        if missing:
+            f.close()
+            raise FileFormatError(f"{self.path} is incomplete: missing {missing}.")
+        self._file, self.live = f, live
+
+    def refresh(self) -> None:
+        """Reopen the file to see everything flushed so far."""
+        self.close()
+        self._cache: dict[str, Any] = {}
+        self._open()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def _f(self) -> h5py.File:
+        if self._file is None:
+            raise ValueError(f"run file {self.path} is closed.")
+        return self._file
+
+    # -- tables
+    def n_rows(self, table: str) -> int:
+        """Rows of ``table`` that the writer has committed."""
+        if table not in TABLES:
+            raise ValueError(f"table must be one of {list(TABLES)}; got {table!r}.")
+        f = self._f
+        committed = int(f["rows"][list(TABLES).index(table)])
+        return min([committed, *(f[table][c].shape[0] for c in TABLES[table])])
+
+    def read_table(self, table: str, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` of ``frames``, ``columns`` or ``sites``."""
+        n = self.n_rows(table)
+        stop = n if stop is None else min(stop, n)
+        start = min(max(start, 0), stop)
+        try:
+            return _read_group(self._f[table], stop - start, start)
+        except (OSError, KeyError) as exc:
+            raise FileFormatError(f"{self.path}: cannot read table {table!r}: {exc}") from None
+
+    def iter_table(self, table: str, chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+        """``table`` in blocks of at most ``chunk_rows`` rows (at least one block, maybe empty)."""
+        n = self.n_rows(table)
+        for start in range(0, max(n, 1), chunk_rows):
+            yield self.read_table(table, start, start + chunk_rows)
+
+    def _cached(self, key: str, load) -> Any:
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
+
+    @property
+    def frames(self) -> pd.DataFrame:
+        return self._cached("frames", lambda: self.read_table("frames"))
+
+    @property
+    def columns(self) -> pd.DataFrame:
+        return self._cached("columns", lambda: self.read_table("columns"))
+
+    @property
+    def sites(self) -> pd.DataFrame:
+        return self._cached("sites", lambda: self.read_table("sites"))
+
+    @property
+    def maps(self) -> dict[str, np.ndarray]:
+        return self._cached("maps", lambda: {k: ds[()] for k, ds in self._f["maps"].items()})
+
+    @property
+    def counters(self) -> dict[str, int]:
+        def load():
+            ds = self._f["counters"]
+            return dict(zip((str(n) for n in ds.attrs["names"]), ds[()].tolist()))
+        return self._cached("counters", load)
+
+    @property
+    def stats(self) -> dict[str, pd.DataFrame]:
+        def load():
+            g = self._f.get("stats")
+            return {} if g is None else {k: _read_group(v) for k, v in g.items()}
+        return self._cached("stats", load)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """All root attributes, JSON-decoded (values that are not JSON are returned as stored)."""
+        def load():
+            out = {}
+            for k, v in self._f.attrs.items():
+                try:
+                    out[k] = json.loads(v)
+                except (TypeError, ValueError):
+                    out[k] = v
+            return out
+        return self._cached("attrs", load)
+
+    @property
+    def status(self) -> str:
+        """'running' while written (or if the writer died), else what ``close`` recorded."""
+        return str(self.attrs.get("status"))
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return tuple(self.attrs["frame_shape"])  # type: ignore[return-value]
+
+    @property
+    def sampling(self) -> float | None:
+        """Pixel size [Å/px], or None where unknown."""
+        return self.attrs.get("sampling")
+
+    def __repr__(self) -> str:
+        return (f"Run({str(self.path)!r}, status={self.status!r}, "
+                f"frames={self.n_rows('frames')}, columns={self.n_rows('columns')})")
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a run file for reading (also one still being written); see :class:`Run`."""
+    return Run(path)
