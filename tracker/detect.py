@@ -81,9 +81,15 @@ class Detector:
             target = self.preprocess_cfg.target_sampling
             if target is None:
                 target = getattr(self.engine, "sampling", None)
-            self._pre = Preprocessor(
-                dataclasses.replace(self.preprocess_cfg, target_sampling=target), device=self.engine.device
-            )
+            pcfg = dataclasses.replace(self.preprocess_cfg, target_sampling=target)
+            if sampling is None and target is None and pcfg.normalize == "local":
+                log.warning(
+                    "pixel size unknown: local normalization needs it (sigma_A); using global "
+                    "normalization and a %.1f px column width. Pass the sampling (Å/px) for better results.",
+                    getattr(self.engine, "column_sigma_px", float("nan")),
+                )
+                pcfg = dataclasses.replace(pcfg, normalize="global")
+            self._pre = Preprocessor(pcfg, device=self.engine.device)
 
     def detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame]:
         """Columns (``y, x, cls, prob``; pixels of the input frame) for each frame of a batch."""

@@ -132,6 +132,10 @@ class Pipeline:
         self.counters = counters if counters is not None else Counters()
         self.stop = threading.Event()
         self.run_path = Path(run_path) if run_path is not None else None
+        if self.run_path is not None and self.run_path.exists() and not overwrite:
+            # fail before the first frame is taken off a stream, not after
+            raise ConfigError(f"run file {self.run_path} already exists; choose another path or "
+                              "overwrite it (--overwrite, overwrite=True)")
         self.overwrite = overwrite
         self.attrs = attrs or {}
         self.linker: StreamLinker | None = None

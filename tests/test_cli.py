@@ -1,0 +1,102 @@
+"""The `etem` command as a user runs it (in-process, plus one real subprocess)."""
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from etem.simulate.toy import make_movie, save_movie
+from etem.tracker.cli import main
+from etem.tracker.runfile import open_run
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return make_movie(n_frames=12, shape=(128, 128), particle_radius_A=8.0, seed=3)
+
+
+def test_find_on_npy_tiff_and_stack(movie, tmp_path, capsys):
+    npy = tmp_path / "one.npy"
+    np.save(npy, movie.frames[0])
+    tif = tmp_path / "stack.tif"
+    tifffile.imwrite(tif, movie.frames[:3], photometric="minisblack")
+    out = tmp_path / "cols.csv"
+    png = tmp_path / "overlay.png"
+    rc = main(["find", str(npy), str(tif), "--sampling", str(movie.sampling), "-o", str(out), "--overlay", str(png)])
+    assert rc == 0
+    df = pd.read_csv(out)
+    assert set(["file", "frame", "y", "x", "cls", "prob", "y_A", "x_A"]) <= set(df.columns)
+    assert sorted(df[df.file == str(tif)]["frame"].unique()) == [0, 1, 2]
+    n_true = (movie.truth.positions.frame == 0).sum()
+    assert abs((df.file == str(npy)).sum() - n_true) <= 3
+    assert png.stat().st_size > 10_000
+    np.testing.assert_allclose(df["x_A"], df["x"] * movie.sampling)
+
+
+def test_find_parquet_by_suffix(movie, tmp_path):
+    npy = tmp_path / "one.npy"
+    np.save(npy, movie.frames[0])
+    assert main(["find", str(npy), "--classical", "-o", str(tmp_path / "c.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "c.parquet")) > 10
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage" * 10])
+def test_unreadable_file_is_a_clear_error_not_a_traceback(tmp_path, content):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "etem.tracker.cli", "find", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "broken.tif" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_option_is_an_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["replay", "x.h5", "--no-such-option"])
+    assert info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_replay_then_export(movie, tmp_path, capsys):
+    save_movie(movie, tmp_path / "movie.h5")
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(tmp_path / "movie.h5"), "-o", str(run), "--quiet"]) == 0
+    assert "12 processed" in capsys.readouterr().out
+    assert len(open_run(run).frames) == 12
+    assert main(["replay", str(tmp_path / "movie.h5"), "-o", str(run), "--quiet"]) == 2  # no silent overwrite
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["export", str(run), "-o", str(tmp_path / "out"), "--formats", "csv,png"]) == 0
+    for name in ("frames.csv", "columns.csv", "sites.csv", "hops.csv", "occupancy.png", "events.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert main(["export", str(run), "--formats", "xlsx"]) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_publish_and_track_over_zeromq(movie, tmp_path, capsys):
+    save_movie(movie, tmp_path / "movie.h5")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    pub = threading.Thread(target=main, args=(["publish", str(tmp_path / "movie.h5"), "--address", address,
+                                               "--mode", "push", "--fps", "50"],), daemon=True)
+    pub.start()
+    rc = main(["track", "--listen", address, "--mode", "pull", "-o", str(tmp_path / "live.h5"), "--quiet",
+               "--idle-timeout", "20"])
+    pub.join(10)
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "12 received, 12 processed, 0 rejected, 0 dropped" in out
+    assert len(open_run(tmp_path / "live.h5").frames) == 12
+
+
+def test_config_file_errors_are_reported(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[batch]\nmax_bath = 3\n")
+    assert main(["replay", "whatever.h5", "--config", str(cfg)]) == 2
+    assert "unknown key 'max_bath'" in capsys.readouterr().err
