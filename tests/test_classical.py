@@ -1,0 +1,127 @@
+"""The classical (Laplacian-of-Gaussian) engine on noisy synthetic lattices with known positions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from etem.tracker.classical import DEFAULT_THRESHOLD, ClassicalEngine, find_columns_classical
+from etem.tracker.engines.base import Engine
+from etem.tracker.errors import ConfigError
+from etem.tracker.locate import LocateConfig, locate
+from etem.tracker.preprocess import PreprocessConfig, Preprocessor, coords_to_input
+
+SHAPE = (256, 256)
+
+
+def lattice(shape, spacing, margin, seed):
+    rng = np.random.default_rng(seed)
+    ys = np.arange(margin, shape[0] - margin + 1e-9, spacing)
+    xs = np.arange(margin, shape[1] - margin + 1e-9, spacing)
+    yx = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
+    return yx + rng.uniform(-0.5, 0.5, yx.shape)
+
+
+def render(yx, shape, sigma, amp=1.0):
+    amp = np.broadcast_to(np.asarray(amp, float), (len(yx),))
+    gy = np.exp(-((np.arange(shape[0])[None] - yx[:, :1]) ** 2) / (2 * sigma**2))
+    gx = np.exp(-((np.arange(shape[1])[None] - yx[:, 1:]) ** 2) / (2 * sigma**2))
+    return (gy * amp[:, None]).T @ gx
+
+
+def counts_image(contrast, *, counts, background, sigma, seed, shape=SHAPE, spacing=10.0):
+    """Poisson image of a lattice whose columns hold ``counts`` electrons more (bright) or
+    fewer (dark) than the ``background`` [counts/px]; returns (image, true positions)."""
+    truth = lattice(shape, spacing, 8, seed)
+    col = render(truth, shape, sigma, counts / (2 * np.pi * sigma**2))
+    lam = background + col if contrast == "bright" else np.clip(background - col, 0, None)
+    return np.random.default_rng(seed).poisson(lam).astype(np.uint16), truth
+
+
+def scores(found, truth, tol=2.0):
+    """(F1, RMS [px]) with one-to-one nearest-neighbour matching within ``tol``."""
+    if len(found) == 0:
+        return 0.0, np.nan
+    d, i = cKDTree(truth).query(found, distance_upper_bound=tol)
+    ok = np.isfinite(d)
+    tp = len(set(i[ok]))
+    f1 = 2 * tp / (len(found) + len(truth))
+    return f1, float(np.sqrt(np.mean(d[ok] ** 2)))
+
+
+def test_is_an_engine():
+    engine = ClassicalEngine()
+    assert isinstance(engine, Engine)
+    assert (engine.name, engine.n_inputs, engine.class_names, engine.sampling) == ("classical", 1, ("column",), None)
+    assert engine.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("contrast, counts, background, sigma", [
+    ("bright", 300, 2.0, 1.5),   # HAADF-like: 300 e- per column over 2 e-/px
+    ("bright", 500, 10.0, 2.0),
+    ("dark", 500, 40.0, 1.5),    # columns that take 500 e- out of a 40 e-/px beam
+])
+def test_finds_columns_in_poisson_noise(contrast, counts, background, sigma):
+    img, truth = counts_image(contrast, counts=counts, background=background, sigma=sigma, seed=1)
+    df = find_columns_classical(img, column_sigma_px=sigma, contrast=contrast)
+    f1, rms = scores(df[["y", "x"]].to_numpy(), truth)
+    print(f"\n{contrast} {counts} e- over {background} e-/px, sigma {sigma} px: "
+          f"{len(df)}/{len(truth)} found, F1 {f1:.4f}, RMS {rms:.3f} px")
+    assert f1 >= 0.98
+    assert rms < 0.3
+    assert list(df.columns) == ["y", "x", "cls", "prob"] and (df["cls"] == 0).all()
+    assert df["prob"].between(DEFAULT_THRESHOLD, 1).all()
+
+
+def test_wrong_contrast_finds_the_gaps_not_the_columns():
+    img, truth = counts_image("bright", counts=500, background=2.0, sigma=1.5, seed=2)
+    df = find_columns_classical(img, column_sigma_px=1.5, contrast="dark")
+    d, _ = cKDTree(truth).query(df[["y", "x"]].to_numpy())
+    assert np.median(d) > 3
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "uint32", "float32"])
+def test_every_wire_dtype(dtype):
+    img, truth = counts_image("bright", counts=300, background=2.0, sigma=1.5, seed=3, shape=(96, 96))
+    ref = find_columns_classical(img.astype(np.float32), column_sigma_px=1.5)
+    df = find_columns_classical(img.astype(dtype), column_sigma_px=1.5)
+    np.testing.assert_allclose(df[["y", "x"]].to_numpy(), ref[["y", "x"]].to_numpy(), atol=1e-6)
+
+
+def test_predict_is_a_probability_map_from_the_first_focal_image():
+    img, _ = counts_image("bright", counts=300, background=2.0, sigma=1.5, seed=4, shape=(64, 80))
+    engine = ClassicalEngine(1.5)
+    x = torch.tensor(img, dtype=torch.float32)[None, None]
+    probs = engine.predict(x)
+    assert probs.shape == (1, 2, 64, 80) and probs.dtype == torch.float32
+    assert probs.min() >= 0 and probs.max() <= 1
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 64, 80))
+    series = torch.cat([x, torch.rand(1, 2, 64, 80)], 1)  # a focal series: only the first counts
+    torch.testing.assert_close(engine.predict(series), probs)
+    # Offset and gain do not change the map (the kernel is zero-sum, the scaling relative).
+    torch.testing.assert_close(engine.predict(3 * x + 100), probs, atol=1e-4, rtol=0)
+
+
+def test_blank_image_gives_no_columns():
+    assert len(find_columns_classical(np.full((32, 32), 5, np.uint16))) == 0
+
+
+def test_with_preprocessing_and_resampling():
+    # 0.05 Å/px frames run at 0.1 Å/px: columns come back in the input's pixels.
+    img, truth = counts_image("bright", counts=1000, background=2.0, sigma=3.0, seed=5, spacing=20.0)
+    pre = Preprocessor(PreprocessConfig(target_sampling=0.1, sigma_A=2.0))
+    batch, (scale,) = pre([img], [0.05])
+    probs = ClassicalEngine(1.5).predict(batch)
+    (df,) = locate(probs, LocateConfig(threshold=DEFAULT_THRESHOLD))
+    f1, rms = scores(coords_to_input(df, scale)[["y", "x"]].to_numpy(), truth)
+    assert f1 >= 0.98 and rms < 0.3
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="'bright', 'dark'"):
+        ClassicalEngine(contrast="grey")
+    with pytest.raises(ConfigError):
+        ClassicalEngine(column_sigma_px=0)
+    with pytest.raises(ValueError, match="NaN"):
+        find_columns_classical(np.full((8, 8), np.nan))

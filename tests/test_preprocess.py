@@ -1,0 +1,190 @@
+"""Preprocessing: wire dtypes, resampling with its coordinate map, Madsen's local normalization."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from etem.tracker.errors import ConfigError
+from etem.tracker.locate import locate
+from etem.tracker.preprocess import (
+    PreprocessConfig, Preprocessor, coords_to_input, gaussian_filter, global_normalize,
+    local_normalize, resample, stack_focal,
+)
+
+
+def lattice(shape, spacing, margin, seed):
+    rng = np.random.default_rng(seed)
+    ys = np.arange(margin, shape[0] - margin + 1e-9, spacing)
+    xs = np.arange(margin, shape[1] - margin + 1e-9, spacing)
+    yx = np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
+    return yx + rng.uniform(-0.5, 0.5, yx.shape)
+
+
+def render(yx, shape, sigma, amp=1.0):
+    amp = np.broadcast_to(np.asarray(amp, float), (len(yx),))
+    gy = np.exp(-((np.arange(shape[0])[None] - yx[:, :1]) ** 2) / (2 * sigma**2))
+    gx = np.exp(-((np.arange(shape[1])[None] - yx[:, 1:]) ** 2) / (2 * sigma**2))
+    return (gy * amp[:, None]).T @ gx
+
+
+# --------------------------------------------------------------------------- resampling
+
+@pytest.mark.parametrize("scale", [0.5, 0.37, 1.6])
+def test_resample_then_coords_to_input_round_trip(scale):
+    shape = (256, 256)
+    truth = lattice(shape, 16.0, 12, seed=1)
+    fg = torch.tensor(render(truth, shape, 3.0), dtype=torch.float32)[None, None]
+    small = resample(fg, scale)
+    assert small.shape[-2:] == (int(256 * scale),) * 2
+    (df,) = locate(torch.cat([1 - small, small], 1))
+    found = coords_to_input(df, scale)[["y", "x"]].to_numpy()
+    d = np.linalg.norm(found[:, None] - truth[None], axis=-1).min(1)
+    assert len(found) == len(truth)
+    assert d.max() < 0.1
+
+
+def test_coords_to_input_pixel_centres():
+    # Shrinking by 2: output pixel 0 covers input pixels 0 and 1, so its centre is at 0.5.
+    np.testing.assert_allclose(coords_to_input(np.array([0.0, 1.0]), 0.5), [0.5, 2.5])
+    t = coords_to_input(torch.tensor([[0.0, 3.0]]), 2.0)
+    torch.testing.assert_close(t, torch.tensor([[-0.25, 1.25]]))
+    df = pd.DataFrame({"y": [0.0], "x": [1.0], "cls": [1], "prob": [0.9]})
+    out = coords_to_input(df, 0.5)
+    assert out.y[0] == 0.5 and out.x[0] == 2.5 and out.cls[0] == 1 and df.y[0] == 0.0
+
+
+def test_resample_identity_and_bad_scale():
+    x = torch.rand(1, 1, 8, 8)
+    assert resample(x, 1.0) is x
+    for bad in (0.0, -1.0, 0.01):
+        with pytest.raises(ConfigError):
+            resample(x, bad)
+
+
+# --------------------------------------------------------------------------- filtering
+
+@pytest.mark.parametrize("method", ["conv", "fft"])
+@pytest.mark.parametrize("sigma", [0.8, 3.0, 40.0])  # 40: the kernel is longer than the image
+def test_gaussian_filter_matches_scipy_reflect(method, sigma):
+    img = np.random.default_rng(2).normal(size=(2, 37, 53))
+    ref = np.stack([ndi.gaussian_filter(i, sigma, mode="reflect", truncate=4.0) for i in img])
+    out = gaussian_filter(torch.tensor(img, dtype=torch.float32), sigma, method=method)
+    np.testing.assert_allclose(out.numpy(), ref, atol=2e-6)
+
+
+@pytest.mark.parametrize("method", ["conv", "fft"])
+def test_local_normalize_matches_madsen_eqs_2_3(method):
+    img = 50 + 10 * np.random.default_rng(3).normal(size=(64, 80))
+    sigma = 6.0
+    d = img - ndi.gaussian_filter(img, sigma, mode="reflect")
+    ref = d / np.sqrt(ndi.gaussian_filter(d * d, sigma, mode="reflect") + 1e-3 * img.var())
+    out = local_normalize(torch.tensor(img, dtype=torch.float32)[None], sigma, method=method)[0]
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-4)
+
+
+def test_local_normalize_flat_region_has_zero_mean_unit_variance():
+    img = np.random.default_rng(4).normal(1000.0, 30.0, size=(256, 256))
+    out = local_normalize(torch.tensor(img, dtype=torch.float32)[None, None], 8.0).numpy()
+    assert abs(out.mean()) < 0.02
+    assert 0.95 < out.var() < 1.05
+    assert np.all(local_normalize(torch.full((1, 16, 16), 7.0), 3.0).numpy() == 0)
+
+
+@pytest.mark.parametrize("method", ["conv", "fft"])
+def test_local_normalize_is_shift_equivariant_and_affine_invariant(method):
+    rng = np.random.default_rng(5)
+    img = ndi.gaussian_filter(rng.normal(size=(160, 160)), 4) + 0.1 * rng.normal(size=(160, 160))
+    x = torch.tensor(img, dtype=torch.float32)
+    sigma, margin = 3.0, 2 * 13  # two kernel radii: the mean, then the variance filter
+    full = local_normalize(x[None], sigma, method=method)[0]
+    a, b, h, w = 17, 29, 100, 110
+    crop = local_normalize(x[None, a:a + h, b:b + w], sigma, method=method)[0]
+    torch.testing.assert_close(
+        crop[margin:-margin, margin:-margin],
+        full[a + margin:a + h - margin, b + margin:b + w - margin], atol=1e-4, rtol=1e-4,
+    )
+    scaled = local_normalize(3.5 * x[None] - 20, sigma, method=method)[0]
+    torch.testing.assert_close(scaled, full, atol=1e-4, rtol=1e-4)
+
+
+def test_global_normalize():
+    x = 5 + 2 * torch.randn(2, 3, 32, 32)
+    out = global_normalize(x)
+    torch.testing.assert_close(out.mean((-2, -1)), torch.zeros(2, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var((-2, -1), correction=0), torch.ones(2, 3), atol=2e-3, rtol=0)
+
+
+# --------------------------------------------------------------------------- batching
+
+def test_stack_focal():
+    single = [np.zeros((8, 9)), np.ones((8, 9))]
+    assert stack_focal(single).shape == (2, 1, 8, 9)
+    series = [np.zeros((3, 8, 9))] * 4
+    assert stack_focal(series).shape == (4, 3, 8, 9)
+    with pytest.raises(ConfigError, match="same F, H and W"):
+        stack_focal([np.zeros((3, 8, 9)), np.zeros((2, 8, 9))])
+    with pytest.raises(ConfigError):
+        stack_focal([])
+
+
+WIRE = {
+    "uint8": [0, 7, 255],
+    "uint16": [0, 40000, 65535],
+    "int16": [-32768, -5, 32767],
+    "uint32": [0, 70000, 4_000_000_000],
+    "float32": [-1.5, 0.0, 3.25],
+}
+
+
+@pytest.mark.parametrize("dtype", sorted(WIRE))
+def test_every_wire_dtype_is_accepted(dtype):
+    values = np.array(WIRE[dtype], dtype=dtype)
+    img = np.resize(values, (12, 16)).astype(dtype)
+    batch, scales = Preprocessor(PreprocessConfig(normalize="none"))([img, img[None]], [0.1, None])
+    assert batch.dtype == torch.float32 and batch.shape == (2, 1, 12, 16) and scales == [1.0, 1.0]
+    np.testing.assert_array_equal(batch[0, 0].numpy(), img.astype(np.float32))
+    out, _ = Preprocessor()([img], [0.1])  # local normalization, the default
+    assert torch.isfinite(out).all()
+
+
+def test_big_endian_input():
+    img = np.arange(12 * 16, dtype=">u2").reshape(12, 16)
+    batch, _ = Preprocessor(PreprocessConfig(normalize="none"))([img])
+    np.testing.assert_array_equal(batch[0, 0].numpy(), img.astype(np.float32))
+
+
+def test_nan_raises_a_clear_error():
+    img = np.ones((16, 16), np.float32)
+    img[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        Preprocessor()([np.zeros((16, 16), np.float32), img], [0.1, 0.1])
+
+
+def test_resampling_to_the_target_sampling():
+    pre = Preprocessor(PreprocessConfig(target_sampling=0.1))
+    batch, scales = pre([np.random.rand(200, 240).astype(np.float32)] * 2, [0.05, 0.05])
+    assert batch.shape == (2, 1, 100, 120) and scales == [0.5, 0.5]
+    with pytest.raises(ConfigError, match="same shape|same F, H and W"):
+        pre([np.zeros((200, 200), np.float32)] * 2, [0.05, 0.08])
+    with pytest.raises(ConfigError, match="sampling"):
+        pre([np.zeros((200, 200), np.float32)], [None])
+
+
+def test_shape_mismatch_and_unknown_sampling():
+    with pytest.raises(ConfigError):
+        Preprocessor()([np.zeros((16, 16)), np.zeros((16, 18))], [0.1, 0.1])
+    with pytest.raises(ConfigError, match="normalize='global'"):
+        Preprocessor()([np.zeros((16, 16))], [None])
+    batch, _ = Preprocessor(PreprocessConfig(normalize="global"))([np.random.rand(16, 16)], [None])
+    assert batch.shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="not a real number type"):
+        Preprocessor()([np.zeros((4, 4), bool)], [0.1])
+
+
+@pytest.mark.parametrize("kw", [{"normalize": "loc"}, {"target_sampling": 0}, {"sigma_A": -1}, {"eps": -1}])
+def test_bad_config(kw):
+    with pytest.raises(ConfigError):
+        PreprocessConfig(**kw)

@@ -1,0 +1,340 @@
+"""Locate: class probability maps in, one columns table per image out.
+
+Two methods share one configuration:
+
+``"peaks"`` (the default, all on the maps' device)
+    Local maxima of the foreground ``1 - P(background)`` above ``threshold``, at least
+    ``min_distance_px`` apart, refined to sub-pixel precision by a weighted least-squares fit
+    of a 2-D quadratic to ``log(foreground)`` in a ``(2r+1)^2`` window (exact for a Gaussian
+    peak; where it has no maximum near the peak, the plateau's centre or the window's centre
+    of mass is used). The class is the argmax of the class channels averaged over the
+    window. Only the final ``[N, 5]`` table is copied to the host.
+
+``"watershed"`` (Madsen et al. 2018, on the host)
+    Markers at the local minima of the background channel below ``background_max``; the
+    background channel is split by a watershed from those markers, each segment is one
+    candidate column whose class is the class channel with the largest sum over the segment
+    and whose position is the centre of mass of the foreground in the segment. A segment is
+    discarded when its summed foreground probability is less than ``discard_t`` times its
+    summed background probability.
+
+Tables have trackpy's columns ``y, x`` [px, float64, pixel centres at integers] plus ``cls``
+(0-based index into the engine's ``class_names``, i.e. channel - 1) and ``prob`` (the
+foreground probability at the column).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, choice_error
+
+Method = Literal["peaks", "watershed"]
+Refine = Literal["quadratic", "com"]
+_METHODS = ("peaks", "watershed")
+_REFINE = ("quadratic", "com")
+
+#: Columns of a located table, in order.
+TABLE_COLUMNS = ("y", "x", "cls", "prob")
+
+
+@dataclass(frozen=True)
+class LocateConfig:
+    """How columns are read off the probability maps.
+
+    Parameters
+    ----------
+    method
+        ``"peaks"`` (fast, on the device) or ``"watershed"`` (Madsen et al. 2018, on the host).
+    threshold
+        Minimum foreground probability at a peak (``"peaks"``).
+    min_distance_px
+        Peaks closer than this (in either axis) are one column; also the half-width of the
+        window in which a background minimum must be lowest to become a marker (``"watershed"``).
+    refine_radius_px
+        Half-width of the sub-pixel refinement and class-averaging window (``"peaks"``).
+    refine
+        ``"quadratic"`` (fit to the log of the foreground; the default, it is exact for Gaussian
+        peaks) or ``"com"`` (centre of mass of the foreground in the window).
+    background_max
+        Markers are background minima below this value (``"watershed"``).
+    discard_t
+        Madsen's ``t``: a segment whose summed foreground probability is below ``t`` times its
+        summed background probability is discarded (``"watershed"``). As every pixel of the
+        image belongs to a segment, a column with integrated foreground ``S`` [px] survives
+        only in a segment of area at most ``S * (1 + 1/t)``; e.g. a Gaussian label of width
+        ``s`` px (``S = 2 pi s^2``) keeps segments up to ``6 pi s^2`` at ``t = 0.5``.
+    edge_px
+        Columns whose peak pixel (``"peaks"``) or centre (``"watershed"``) lies within this
+        many pixels of the border are ignored.
+    """
+
+    method: Method = "peaks"
+    threshold: float = 0.5
+    min_distance_px: int = 3
+    refine_radius_px: int = 2
+    refine: Refine = "quadratic"
+    background_max: float = 0.995
+    discard_t: float = 0.5
+    edge_px: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in _METHODS:
+            raise choice_error("method", self.method, _METHODS)
+        if self.refine not in _REFINE:
+            raise choice_error("refine", self.refine, _REFINE)
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"threshold must be a probability in (0, 1]; got {self.threshold!r}.")
+        if not 0 < self.background_max <= 1:
+            raise ConfigError(f"background_max must be in (0, 1]; got {self.background_max!r}.")
+        for name in ("min_distance_px", "refine_radius_px"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and v >= 1):
+                raise ConfigError(f"{name} must be an integer >= 1; got {v!r}. Round it up.")
+        if not (isinstance(self.edge_px, (int, np.integer)) and self.edge_px >= 0):
+            raise ConfigError(f"edge_px must be an integer >= 0; got {self.edge_px!r}.")
+        if not self.discard_t >= 0:
+            raise ConfigError(f"discard_t must be >= 0; got {self.discard_t!r}.")
+
+
+def empty_table() -> pd.DataFrame:
+    """A columns table with no rows and the right dtypes."""
+    return pd.DataFrame({
+        "y": np.empty(0, np.float64), "x": np.empty(0, np.float64),
+        "cls": np.empty(0, np.int64), "prob": np.empty(0, np.float64),
+    })
+
+
+def _table(y, x, cls, prob) -> pd.DataFrame:
+    return pd.DataFrame({
+        "y": np.asarray(y, np.float64), "x": np.asarray(x, np.float64),
+        "cls": np.asarray(cls, np.int64), "prob": np.asarray(prob, np.float64),
+    })
+
+
+def locate(probs: torch.Tensor, cfg: LocateConfig | None = None) -> list[pd.DataFrame]:
+    """Columns of every image of a batch of class probability maps.
+
+    Parameters
+    ----------
+    probs
+        ``[B, K, H, W]`` probabilities (channel 0 background, ``1..K-1`` column classes) on
+        any device, any float dtype.
+    cfg
+        The stage's configuration (defaults: ``LocateConfig()``).
+
+    Returns
+    -------
+    One DataFrame per image with columns ``y, x, cls, prob``.
+    """
+    cfg = cfg or LocateConfig()
+    if probs.ndim != 4 or probs.shape[1] < 2:
+        raise ConfigError(
+            f"probs must be [B, K, H, W] with K >= 2 (background + column classes); got {tuple(probs.shape)}."
+        )
+    with torch.no_grad():
+        if cfg.method == "watershed":
+            return _locate_watershed(probs, cfg)
+        return _locate_peaks(probs, cfg)
+
+
+# --------------------------------------------------------------------------- peaks
+
+def _window_offsets(r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    d = torch.arange(-r, r + 1, device=device)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    return dy.reshape(-1), dx.reshape(-1)
+
+
+def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over the ``(2 radius + 1)^2`` window around every pixel of ``[..., H, W]``.
+
+    Outside the image counts as ``-inf``. Separable, and each axis by doubling (windows of
+    1, 2, 4, ... then one last overlap), so the cost grows as ``log(radius)``.
+    """
+    k = 2 * radius + 1
+    x = F.pad(x, (radius, radius, radius, radius), value=float("-inf"))
+    for dim in (-1, -2):
+        w = 1
+        while 2 * w <= k:
+            n = x.shape[dim] - w
+            x = torch.maximum(x.narrow(dim, 0, n), x.narrow(dim, w, n))
+            w *= 2
+        if w < k:
+            s = k - w
+            n = x.shape[dim] - s
+            x = torch.maximum(x.narrow(dim, 0, n), x.narrow(dim, s, n))
+    return x
+
+
+def _candidates(fg: torch.Tensor, cfg: LocateConfig) -> torch.Tensor:
+    """``[N, 3]`` (b, y, x) of pixels that are the maximum of their window and above threshold."""
+    mask = (fg == max_filter(fg, cfg.min_distance_px)) & (fg >= cfg.threshold)
+    e = cfg.edge_px
+    if e > 0:
+        mask[:, :e] = False
+        mask[:, -e:] = False
+        mask[:, :, :e] = False
+        mask[:, :, -e:] = False
+    return mask.nonzero()
+
+
+def _merge_clusters(cand: torch.Tensor, fg: torch.Tensor, md: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (float) centre per cluster of candidates.
+
+    Two candidates within ``md`` of each other (Chebyshev) are both maxima of each other's
+    window, so they have the same value: a plateau, or equal peaks closer than the minimum
+    distance. Clusters are the connected groups (label propagation on the candidate list);
+    each is replaced by the mean position of its members. Returns ``[M, 3]`` float (b, y, x)
+    and the number of members ``[M]``.
+    """
+    n = cand.shape[0]
+    centres = cand.to(torch.float64)
+    ones = torch.ones(n, dtype=torch.float64, device=fg.device)
+    if n < 2:
+        return centres, ones
+    dev = fg.device
+    B, H, W = fg.shape
+    Hp, Wp = H + 2 * md, W + 2 * md
+    # Candidate ids on a map with a border of -1, so that windows never leave it.
+    idmap = torch.full((B * Hp * Wp,), -1, dtype=torch.int32, device=dev)
+    lin = (cand[:, 0] * Hp + cand[:, 1] + md) * Wp + cand[:, 2] + md
+    idmap[lin] = torch.arange(n, dtype=torch.int32, device=dev)
+    dy, dx = _window_offsets(md, dev)
+    keep = (dy != 0) | (dx != 0)
+    nb = idmap[lin[:, None] + (dy[keep] * Wp + dx[keep])[None, :]]   # [N, w^2 - 1]
+    valid = nb >= 0
+    rows = valid.any(1)
+    if not bool(rows.any()):
+        return centres, ones
+    # Only candidates with neighbours take part in the propagation.
+    sub = rows.nonzero().squeeze(1)
+    nb, valid = nb[sub].long(), valid[sub]
+    label = torch.arange(n, device=dev)
+    while True:
+        nb_label = torch.where(valid, label[nb.clamp_min(0)], -1).amax(1)
+        new = torch.maximum(label[sub], nb_label)
+        if bool((new == label[sub]).all()):
+            break
+        label[sub] = new
+    uniq, inv = torch.unique(label, return_inverse=True)
+    m = uniq.numel()
+    count = torch.zeros(m, dtype=torch.float64, device=dev).index_add_(0, inv, ones)
+    sums = torch.zeros(m, 3, dtype=torch.float64, device=dev).index_add_(0, inv, centres)
+    return sums / count[:, None], count
+
+
+def _quadratic_design(r: int, device) -> torch.Tensor:
+    dy, dx = _window_offsets(r, device)
+    dy, dx = dy.float(), dx.float()
+    return torch.stack([torch.ones_like(dy), dy, dx, dy * dy, dy * dx, dx * dx], 1)  # [P, 6]
+
+
+def _refine(win: torch.Tensor, r: int, method: str, fallback: torch.Tensor | None = None) -> torch.Tensor:
+    """Sub-pixel offsets ``[N, 2]`` (dy, dx) of the peak in windows ``[N, (2r+1)^2]``.
+
+    Where the quadratic has no maximum within one pixel of the window's centre, ``fallback``
+    offsets are used where given (not NaN), else the window's centre of mass.
+    """
+    dy, dx = _window_offsets(r, win.device)
+    w = win.clamp_min(0)
+    total = w.sum(1).clamp_min(torch.finfo(w.dtype).tiny)
+    com = torch.stack([(w * dy).sum(1), (w * dx).sum(1)], 1) / total[:, None]
+    if fallback is not None:
+        com = torch.where(torch.isnan(fallback), com, fallback.to(com.dtype))
+    if method == "com":
+        return com
+    # Weighted least squares of log f = a + b dy + c dx + d dy^2 + e dy dx + g dx^2 with
+    # weights f^2 (the variance of log f goes as 1/f^2): exact for a Gaussian peak.
+    A = _quadratic_design(r, win.device)
+    f = w.clamp_min(1e-6)
+    wt = f * f
+    lhs = (wt @ (A[:, :, None] * A[:, None, :]).reshape(-1, 36)).reshape(-1, 6, 6)
+    rhs = (wt * f.log()) @ A
+    ridge = 1e-9 * lhs.diagonal(dim1=1, dim2=2).sum(1)
+    lhs = lhs + ridge[:, None, None] * torch.eye(6, device=win.device)
+    theta, _ = torch.linalg.solve_ex(lhs, rhs)
+    gb, gc, hd, he, hg = theta[:, 1], theta[:, 2], theta[:, 3], theta[:, 4], theta[:, 5]
+    # Vertex of the quadratic: H @ off = -grad with H = [[2d, e], [e, 2g]].
+    det = 4 * hd * hg - he * he
+    safe = torch.where(det.abs() > 0, det, torch.ones_like(det))
+    oy = (-2 * hg * gb + he * gc) / safe
+    ox = (he * gb - 2 * hd * gc) / safe
+    quad = torch.stack([oy, ox], 1)
+    ok = (hd < 0) & (det > 0) & (quad.abs() <= 1.0).all(1) & torch.isfinite(quad).all(1)
+    return torch.where(ok[:, None], quad, com)
+
+
+def _locate_peaks(probs: torch.Tensor, cfg: LocateConfig) -> list[pd.DataFrame]:
+    B, K, H, W = probs.shape
+    fg = 1.0 - probs[:, 0].float()
+    cand = _candidates(fg, cfg)
+    centres, members = _merge_clusters(cand, fg, cfg.min_distance_px)
+    n = centres.shape[0]
+    if n == 0:
+        return [empty_table() for _ in range(B)]
+    r = cfg.refine_radius_px
+    b = centres[:, 0].long()
+    cy, cx = centres[:, 1].round().long(), centres[:, 2].round().long()
+    # A plateau's own centre is the best guess where its top is too flat to fit.
+    plateau = torch.stack([centres[:, 1] - cy, centres[:, 2] - cx], 1)
+    plateau = torch.where((members > 1)[:, None], plateau, torch.nan)
+    dy, dx = _window_offsets(r, probs.device)
+    pix = (cy[:, None] + dy).clamp(0, H - 1) * W + (cx[:, None] + dx).clamp(0, W - 1)  # [N, P]
+    win = fg.view(B, H * W)[b[:, None], pix]                                          # [N, P]
+    off = _refine(win, r, cfg.refine, plateau)
+    ch = torch.arange(1, K, device=probs.device)
+    cls_win = probs.reshape(B, K, H * W)[b[:, None, None], ch[None, :, None], pix[:, None, :]]
+    cls = cls_win.float().mean(2).argmax(1)                                           # [N]
+    prob = fg[b, cy, cx]
+    table = torch.stack([
+        centres[:, 0], cy.double() + off[:, 0].double(), cx.double() + off[:, 1].double(),
+        cls.double(), prob.double(),
+    ], 1).cpu().numpy()
+    bounds = np.searchsorted(table[:, 0], np.arange(B + 1) - 0.5)
+    out = []
+    for i in range(B):
+        t = table[bounds[i]:bounds[i + 1]]
+        out.append(_table(t[:, 1], t[:, 2], t[:, 3], t[:, 4]))
+    return out
+
+
+# --------------------------------------------------------------------------- watershed
+
+def _locate_watershed(probs: torch.Tensor, cfg: LocateConfig) -> list[pd.DataFrame]:
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    maps = probs.detach().float().cpu().numpy()
+    B, K, H, W = maps.shape
+    size = 2 * cfg.min_distance_px + 1
+    out = []
+    for i in range(B):
+        bg = maps[i, 0]
+        minima = (bg == ndi.minimum_filter(bg, size=size, mode="nearest")) & (bg < cfg.background_max)
+        markers, n = ndi.label(minima, structure=np.ones((3, 3)))
+        if n == 0:
+            out.append(empty_table())
+            continue
+        seg = watershed(bg, markers).ravel()
+        cls_sum = np.stack([np.bincount(seg, maps[i, k].ravel(), n + 1)[1:] for k in range(1, K)], 1)
+        fg = 1.0 - bg.ravel()
+        fg_sum = np.bincount(seg, fg, n + 1)[1:]
+        bg_sum = np.bincount(seg, bg.ravel(), n + 1)[1:]
+        yy, xx = np.divmod(np.arange(H * W), W)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.bincount(seg, fg * yy, n + 1)[1:] / fg_sum
+            x = np.bincount(seg, fg * xx, n + 1)[1:] / fg_sum
+        prob = 1.0 - ndi.minimum(bg, markers, np.arange(1, n + 1))
+        e = cfg.edge_px
+        keep = (
+            (fg_sum > 0) & (fg_sum >= cfg.discard_t * bg_sum)
+            & (y >= e) & (y <= H - 1 - e) & (x >= e) & (x <= W - 1 - e)
+        )
+        out.append(_table(y[keep], x[keep], cls_sum.argmax(1)[keep], np.asarray(prob)[keep]))
+    return out
