@@ -77,6 +77,10 @@ class Detector:
                     opts["column_sigma_px"] = e.column_sigma_A / sampling
             self.engine = make_engine(e.kind, e.model, device=e.device, **opts)
             log.info("engine: %s on %s", self.engine.name, self.engine.device)
+        if self.locate_cfg.threshold is None:
+            self.locate_cfg = dataclasses.replace(
+                self.locate_cfg, threshold=float(getattr(self.engine, "suggested_threshold", 0.5))
+            )
         if self._pre is None:
             target = self.preprocess_cfg.target_sampling
             if target is None:

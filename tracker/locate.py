@@ -52,7 +52,8 @@ class LocateConfig:
     method
         ``"peaks"`` (fast, on the device) or ``"watershed"`` (Madsen et al. 2018, on the host).
     threshold
-        Minimum foreground probability at a peak (``"peaks"``).
+        Minimum foreground probability at a peak (``"peaks"``). None (the default): the
+        engine's ``suggested_threshold`` (0.35 for the classical locator), else 0.5.
     min_distance_px
         Peaks closer than this (in either axis) are one column; also the half-width of the
         window in which a background minimum must be lowest to become a marker (``"watershed"``).
@@ -75,7 +76,7 @@ class LocateConfig:
     """
 
     method: Method = "peaks"
-    threshold: float = 0.5
+    threshold: float | None = None
     min_distance_px: int = 3
     refine_radius_px: int = 2
     refine: Refine = "quadratic"
@@ -88,7 +89,7 @@ class LocateConfig:
             raise choice_error("method", self.method, _METHODS)
         if self.refine not in _REFINE:
             raise choice_error("refine", self.refine, _REFINE)
-        if not 0 < self.threshold <= 1:
+        if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ConfigError(f"threshold must be a probability in (0, 1]; got {self.threshold!r}.")
         if not 0 < self.background_max <= 1:
             raise ConfigError(f"background_max must be in (0, 1]; got {self.background_max!r}.")
@@ -174,7 +175,8 @@ def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 def _candidates(fg: torch.Tensor, cfg: LocateConfig) -> torch.Tensor:
     """``[N, 3]`` (b, y, x) of pixels that are the maximum of their window and above threshold."""
-    mask = (fg == max_filter(fg, cfg.min_distance_px)) & (fg >= cfg.threshold)
+    threshold = 0.5 if cfg.threshold is None else cfg.threshold
+    mask = (fg == max_filter(fg, cfg.min_distance_px)) & (fg >= threshold)
     e = cfg.edge_px
     if e > 0:
         mask[:, :e] = False
