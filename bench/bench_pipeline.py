@@ -33,7 +33,7 @@ def lattice_frames(n_frames: int, size: int, n_columns: int, *, seed: int = 0, s
     out = np.empty((n_frames, size, size), np.float32)
     for f in range(n_frames):
         p = pos + np.array([0.05, 0.08]) * f
-        p = p[(p[:, 0] > -r) & (p[:, 0] < size + r) & (p[:, 1] > -r) & (p[:, 1] < size + r)]
+        p = p[(p[:, 0] >= 0) & (p[:, 0] < size - 1) & (p[:, 1] >= 0) & (p[:, 1] < size - 1)]
         img = np.zeros((size + 2 * r + 2, size + 2 * r + 2), np.float32)
         iy, ix = np.floor(p).astype(int).T
         fy, fx = (p - np.floor(p)).T

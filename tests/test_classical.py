@@ -125,3 +125,21 @@ def test_bad_arguments():
         ClassicalEngine(column_sigma_px=0)
     with pytest.raises(ValueError, match="NaN"):
         find_columns_classical(np.full((8, 8), np.nan))
+
+
+def test_few_columns_in_a_wide_noisy_field_are_not_swamped_by_noise_maxima():
+    """Regression: a small particle in a large view, through the whole detection stage
+    (local normalization lifted the vacuum's noise to the columns' level: 8,000+ false columns)."""
+    from etem.tracker import find
+
+    rng = np.random.default_rng(7)
+    size, sigma = 1024, 2.25
+    yy, xx = np.mgrid[:size, :size]
+    centres = np.stack(np.meshgrid(np.arange(450, 560, 14.0), np.arange(450, 560, 14.0)), -1).reshape(-1, 2)
+    img = np.zeros((size, size))
+    for cy, cx in centres:
+        img += 240.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    img = rng.poisson(img + 70.0).astype(np.float32)
+    found = find(img, sampling=0.2)
+    assert len(centres) == 64
+    assert abs(len(found) - len(centres)) <= 2, len(found)

@@ -55,6 +55,20 @@ def log_response(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return -(sigma_px**2) * lap
 
 
+def otsu_split(values: torch.Tensor) -> torch.Tensor:
+    """Otsu's threshold of a 1-D tensor (exact, over its sorted values): the value that splits
+    it into two groups of largest between-group variance; returned in the input's units."""
+    v, _ = torch.sort(values.double())
+    n = v.numel()
+    c = torch.cumsum(v, 0)[:-1]
+    i = torch.arange(1, n, device=v.device, dtype=v.dtype)
+    mu0 = c / i
+    mu1 = (v.sum() - c) / (n - i)
+    between = (i / n) * (1 - i / n) * (mu0 - mu1) ** 2
+    j = int(torch.argmax(between))
+    return v[j + 1].to(values.dtype)
+
+
 class ClassicalEngine:
     """Laplacian-of-Gaussian column detector with the :class:`~etem.tracker.engines.base.Engine` API.
 
@@ -65,7 +79,7 @@ class ClassicalEngine:
     contrast
         ``"bright"`` columns (HAADF-STEM, or HRTEM at a bright-atom defocus) or ``"dark"``.
     reference_quantile
-        Quantile of the positive local-maximum heights that maps to probability 1.
+        Quantile of the column maxima's heights that maps to probability 1 (see ``_reference``).
     device
         Where ``predict`` runs and returns (default CPU).
 
@@ -79,6 +93,8 @@ class ClassicalEngine:
     sampling = None
     #: The ``LocateConfig.threshold`` this engine's maps are calibrated for.
     suggested_threshold = DEFAULT_THRESHOLD
+    #: The preprocessing normalization this engine expects (the LoG removes smooth background).
+    normalization = "global"
 
     def __init__(
         self,
@@ -104,7 +120,13 @@ class ClassicalEngine:
                 f"contrast={self.contrast!r}, device={str(self.device)!r})")
 
     def _reference(self, resp: torch.Tensor) -> torch.Tensor:
-        """Per image: the ``reference_quantile`` of the positive local-maximum heights."""
+        """Per image: the ``reference_quantile`` of the column maxima's heights.
+
+        The positive local maxima are split in two by Otsu's criterion on their heights
+        (noise maxima below, columns above) and the quantile is taken over the upper group.
+        Without the split, an image with few columns in a large field of noise (a small
+        particle in a wide view) would be scaled to its noise maxima, which would then pass.
+        """
         k = 2 * max(1, int(round(self.column_sigma_px))) + 1
         pooled = F.max_pool2d(resp.unsqueeze(1), k, stride=1, padding=k // 2).squeeze(1)
         is_max = (resp == pooled) & (resp > 0)
@@ -113,8 +135,9 @@ class ClassicalEngine:
             heights = r[m]
             if heights.numel() == 0:
                 refs.append(torch.ones((), device=resp.device))
-            else:
-                refs.append(torch.quantile(heights, self.reference_quantile))
+                continue
+            upper = heights[heights >= otsu_split(heights)] if heights.numel() > 2 else heights
+            refs.append(torch.quantile(upper, self.reference_quantile))
         return torch.stack(refs).clamp_min(torch.finfo(torch.float32).tiny)
 
     @torch.no_grad()

@@ -86,6 +86,8 @@ class Detector:
             if target is None:
                 target = getattr(self.engine, "sampling", None)
             pcfg = dataclasses.replace(self.preprocess_cfg, target_sampling=target)
+            if pcfg.normalize is None:
+                pcfg = dataclasses.replace(pcfg, normalize=_engine_normalization(self.engine))
             if sampling is None and target is None and pcfg.normalize == "local":
                 log.warning(
                     "pixel size unknown: local normalization needs it (sigma_A); using global "
@@ -115,3 +117,13 @@ class Detector:
         self.stage_s["engine"] += t2 - t1
         self.stage_s["locate"] += t3 - t2
         return cols
+
+
+def _engine_normalization(engine) -> str:
+    """The normalization an engine expects: its own attribute, else its model card's, else local."""
+    own = getattr(engine, "normalization", None)
+    if isinstance(own, str):
+        return own
+    card = getattr(engine, "card", None) or {}
+    norm = card.get("normalization", {})
+    return norm.get("method", "local") if isinstance(norm, dict) else str(norm)

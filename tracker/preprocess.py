@@ -10,6 +10,7 @@ coordinate ``y_in`` to ``y_out = (y_in + 0.5) * scale - 0.5``; :func:`coords_to_
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Sequence, TypeVar
 
@@ -40,7 +41,9 @@ class PreprocessConfig:
     normalize
         ``"local"`` (Madsen et al. 2018, eqs. 2-3: subtract the Gaussian-weighted local mean,
         divide by the local standard deviation), ``"global"`` (per image and channel: zero mean,
-        unit variance) or ``"none"``.
+        unit variance) or ``"none"``. None (the default): the engine's own — a network's card
+        says how it was trained (local), the classical locator takes global, because local
+        normalization lifts the noise of empty areas (vacuum around a particle) to unit variance.
     sigma_A
         Width of the Gaussian of the local normalization [Å].
     eps
@@ -49,12 +52,12 @@ class PreprocessConfig:
     """
 
     target_sampling: float | None = None
-    normalize: Normalize = "local"
+    normalize: Normalize | None = None
     sigma_A: float = 12.0
     eps: float = 1e-3
 
     def __post_init__(self) -> None:
-        if self.normalize not in _NORMALIZE:
+        if self.normalize is not None and self.normalize not in _NORMALIZE:
             raise choice_error("normalize", self.normalize, _NORMALIZE)
         if self.target_sampling is not None and not self.target_sampling > 0:
             raise ConfigError(
@@ -277,7 +280,10 @@ class Preprocessor:
     """
 
     def __init__(self, cfg: PreprocessConfig | None = None, device: torch.device | str | None = None):
-        self.cfg = cfg or PreprocessConfig()
+        cfg = cfg or PreprocessConfig()
+        if cfg.normalize is None:  # no engine to ask: Madsen's local normalization
+            cfg = dataclasses.replace(cfg, normalize="local")
+        self.cfg = cfg
         self.device = torch.device(device) if device is not None else torch.device("cpu")
 
     def _scale(self, sampling: float | None) -> float:
