@@ -33,18 +33,16 @@ keeps the same truth.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import h5py
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-#: Format tag written to the HDF5 file's root attributes.
-FORMAT = "etem-toy-movie/1"
+if TYPE_CHECKING:
+    from .movie_io import FORMAT, load_movie, save_movie  # noqa: F401  (loaded by __getattr__ below)
+
 
 #: Column dtypes of the truth tables (kept exactly through save/load).
 _TABLES: dict[str, dict[str, str]] = {
@@ -53,7 +51,6 @@ _TABLES: dict[str, dict[str, str]] = {
     "hops": {"frame": "int64", "from_site": "int64", "to_site": "int64"},
     "exchanges": {"frame": "int64", "site": "int64", "kind": "str"},
 }
-_ARRAYS = ("occupancy", "drift", "rotation_deg")
 
 # Image-model constants (dimensionless intensities, lengths in Å).
 _CORE_INTENSITY = 1.0
@@ -535,63 +532,10 @@ def make_movie(
     return ToyMovie(frames=frames, sampling=float(sampling), truth=truth, params=params)
 
 
-# --------------------------------------------------------------------------------------------
-# File
-
-
-def _json_default(obj: Any) -> Any:
-    """numpy scalars and arrays as plain JSON values."""
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
-    raise TypeError(f"cannot store {type(obj).__name__} in the movie's parameters")
-
-
-def save_movie(movie: ToyMovie, path: str | Path) -> None:
-    """Write a toy movie and its truth to one HDF5 file.
-
-    Layout: dataset ``frames`` ``[N, H, W]`` float32, one chunk per frame, attribute
-    ``sampling`` [Å/px] (so any reader of a plain HDF5 stack opens it); group ``truth`` with one
-    subgroup per table (one dataset per column) and the arrays ``occupancy``, ``drift`` and
-    ``rotation_deg``. Root attributes: ``format`` and ``params`` (JSON).
-    """
-    frames = np.asarray(movie.frames, dtype=np.float32)
-    with h5py.File(path, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["params"] = json.dumps(movie.params, default=_json_default)
-        chunks = (1, *frames.shape[1:]) if frames.size else None
-        ds = f.create_dataset("frames", data=frames, chunks=chunks)
-        ds.attrs["sampling"] = float(movie.sampling)
-        g = f.create_group("truth")
-        for name in _TABLES:
-            table: pd.DataFrame = getattr(movie.truth, name)
-            tg = g.create_group(name)
-            tg.attrs["columns"] = json.dumps(list(_TABLES[name]))
-            for col, dtype in _TABLES[name].items():
-                if dtype == "str":
-                    tg.create_dataset(col, data=np.asarray(table[col], dtype=object),
-                                      dtype=h5py.string_dtype("utf-8"))
-                else:
-                    tg.create_dataset(col, data=table[col].to_numpy(dtype=dtype))
-        for name in _ARRAYS:
-            g.create_dataset(name, data=getattr(movie.truth, name))
-
-
-def load_movie(path: str | Path) -> ToyMovie:
-    """Read a file written by :func:`save_movie` (exactly what was saved)."""
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FORMAT or "truth" not in f:
-            raise ValueError(f"{path} is not a toy movie file (no {FORMAT!r} format tag or truth group).")
-        frames = f["frames"][()]
-        sampling = float(f["frames"].attrs["sampling"])
-        params = json.loads(f.attrs["params"])
-        g = f["truth"]
-        tables = {}
-        for name, cols in _TABLES.items():
-            data = {}
-            for col, dtype in cols.items():
-                ds = g[name][col]
-                data[col] = ds.asstr()[()] if dtype == "str" else ds[()]
-            tables[name] = _table(name, data)
-        arrays = {name: g[name][()] for name in _ARRAYS}
-    truth = MovieTruth(**tables, **arrays)
-    return ToyMovie(frames=frames, sampling=sampling, truth=truth, params=params)
+def __getattr__(name: str) -> Any:
+    # Saving and loading live in .movie_io, which builds on the classes above; it is loaded on
+    # first use so that either module can be imported first.
+    if name in ("FORMAT", "save_movie", "load_movie"):
+        from . import movie_io
+        return getattr(movie_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -128,3 +128,24 @@ def test_micro_batch_size_does_not_change_the_result(movie):
     one = track(movie.frames[:10], sampling=movie.sampling, config=PipelineConfig(batch=BatchConfig(max_batch=1)))
     eight = track(movie.frames[:10], sampling=movie.sampling, config=PipelineConfig(batch=BatchConfig(max_batch=8, max_wait_s=0.05)))
     np.testing.assert_allclose(one.columns[["y", "x"]].to_numpy(), eight.columns[["y", "x"]].to_numpy(), atol=1e-4)
+
+
+def test_a_folder_written_by_an_acquisition_program_is_tracked(movie, tmp_path):
+    import tifffile
+
+    folder = tmp_path / "acq"
+    folder.mkdir()
+
+    def acquire():
+        for i, frame in enumerate(movie.frames[:8]):
+            tmp = folder / f".frame_{i:04d}.tif"
+            tifffile.imwrite(tmp, frame)
+            tmp.rename(folder / f"frame_{i:04d}.tif")  # appear whole, as acquisition programs do
+            threading.Event().wait(0.05)
+
+    t = threading.Thread(target=acquire, daemon=True)
+    t.start()
+    result = track(folder, sampling=movie.sampling, idle_timeout_s=2.0)
+    t.join(5)
+    assert result.counters["processed"] == 8
+    assert result.frames["frame"].tolist() == list(range(8))

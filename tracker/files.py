@@ -8,6 +8,9 @@ names the file.
 Memory: .npy files are memory-mapped, plain HDF5 datasets are sliced frame by frame, and rsciio
 readers are asked for lazy (dask) arrays, except TIFF: rsciio's lazy TIFF reads the whole series
 for every frame, so TIFF files are loaded eagerly (``meta['lazy']`` says which).
+
+Watched folders are in :mod:`etem.tracker.watch` (:func:`watch_folder`, :class:`FolderWatcher`,
+also importable from here).
 """
 from __future__ import annotations
 
@@ -15,22 +18,21 @@ import importlib
 import importlib.util
 import io
 import logging
-import re
-import threading
 import time
 import traceback
 import unicodedata
 import warnings
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
 from .errors import ConfigError, FileFormatError
 from .frames import Frame
 
-log = logging.getLogger("etem.files")
+if TYPE_CHECKING:
+    from .watch import FolderWatcher, watch_folder  # noqa: F401  (loaded by __getattr__ below)
 
 #: File suffix -> format key.
 SUFFIXES = {
@@ -440,135 +442,10 @@ def _read_numpy(path: Path, dataset: str | None):
     return arrays[meta["dataset"]], meta, None, None
 
 
-def _natural(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-class FolderWatcher:
-    """Frames from image files as an acquisition program writes them into a folder.
-
-    Files matching ``pattern`` are read in natural name order (``f2`` before ``f10``), each once
-    its size and modification time have been still for ``settle_s``; files present at the start
-    are read too. Hidden files (names starting with '.') are ignored, so a writer can write to
-    ``.name.tif`` and rename. Frames are numbered across files. A file that cannot be read is
-    recorded in ``rejected`` as ``(path, reason)`` and the watch goes on.
-
-    Parameters
-    ----------
-    folder
-        The folder to watch.
-    pattern
-        Glob pattern of frame files.
-    poll_s
-        Interval between folder scans [s].
-    settle_s
-        How long a file must be unchanged before it is read [s]; longer than the writer's pauses.
-    stop
-        Set it to end the iteration (checked between scans and frames).
-    idle_timeout_s
-        End when no file has appeared or changed for this long [s] (None: wait until ``stop``).
-    sampling
-        Pixel size [Å/px] for every frame, overriding the files' own (None: the files').
-    focal
-        Images per frame, as in :func:`open_recording`.
-    """
-
-    def __init__(self, folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
-                 settle_s: float = 0.3, stop: threading.Event | None = None,
-                 idle_timeout_s: float | None = None, sampling: float | None = None,
-                 focal: int = 1) -> None:
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise FileFormatError(f"{self.folder}: no such folder")
-        if not poll_s > 0 or not settle_s >= 0:
-            raise ConfigError(f"poll_s must be > 0 and settle_s >= 0 [s], got {poll_s!r}, {settle_s!r}")
-        self.pattern, self.poll_s, self.settle_s = pattern, poll_s, settle_s
-        self.stop = stop if stop is not None else threading.Event()
-        self.idle_timeout_s, self.sampling, self.focal = idle_timeout_s, sampling, focal
-        self.rejected: list[tuple[str, str]] = []
-        self.files: list[str] = []
-        self.n_frames = 0
-        self._done: set[str] = set()
-        self._seen: dict[str, tuple[tuple[int, int], float]] = {}
-
-    def _scan(self, now: float) -> bool:
-        changed, present = False, set()
-        for p in self.folder.glob(self.pattern):
-            if p.name in self._done or p.name.startswith("."):
-                continue
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            if not p.is_file():
-                continue
-            present.add(p.name)
-            key = (st.st_size, st.st_mtime_ns)
-            if self._seen.get(p.name, (None,))[0] != key:
-                self._seen[p.name] = (key, now)
-                changed = True
-        for name in set(self._seen) - present:
-            del self._seen[name]
-        return changed
-
-    def _ready(self, now: float) -> list[str]:
-        ready = []
-        for name in sorted(self._seen, key=_natural):
-            (size, _), since = self._seen[name]
-            if size == 0:
-                continue
-            if now - since < self.settle_s:
-                break
-            ready.append(name)
-        return ready
-
-    def _read(self, name: str) -> Iterator[Frame]:
-        path = self.folder / name
-        self._done.add(name)
-        del self._seen[name]
-        try:
-            with open_recording(path, focal=self.focal) as rec:
-                sampling = self.sampling if self.sampling is not None else rec.sampling
-                for j in range(len(rec)):
-                    image = rec[j]
-                    yield Frame(image=image, frame=self.n_frames, seq=self.n_frames, sampling=sampling,
-                                meta={"source": str(path), "file_frame": j},
-                                received=time.perf_counter())
-                    self.n_frames += 1
-            self.files.append(str(path))
-        except (FileFormatError, ConfigError) as exc:
-            log.warning("skipping %s: %s", path, exc)
-            self.rejected.append((str(path), str(exc)))
-
-    def __iter__(self) -> Iterator[Frame]:
-        last = time.monotonic()
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if self._scan(now):
-                last = now
-            for name in self._ready(now):
-                for frame in self._read(name):
-                    yield frame
-                    if self.stop.is_set():
-                        return
-                last = time.monotonic()
-            quiet = time.monotonic() - last
-            if self.idle_timeout_s is not None and quiet >= max(self.idle_timeout_s, self.settle_s):
-                for name in sorted(self._seen, key=_natural):  # only empty files are left
-                    self.rejected.append((str(self.folder / name), "empty file"))
-                log.info("no new file for %.1f s; stopping", quiet)
-                return
-            self.stop.wait(self.poll_s)
-
-
-def watch_folder(folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
-                 settle_s: float = 0.3, stop: threading.Event | None = None,
-                 idle_timeout_s: float | None = None, sampling: float | None = None,
-                 focal: int = 1) -> FolderWatcher:
-    """Follow a folder that an acquisition program fills with frame files.
-
-    Returns a :class:`FolderWatcher`: iterate it for frames, read ``rejected`` for files that
-    failed. Parameters as in :class:`FolderWatcher` (times in s, sampling in Å/px).
-    """
-    return FolderWatcher(folder, pattern=pattern, poll_s=poll_s, settle_s=settle_s, stop=stop,
-                         idle_timeout_s=idle_timeout_s, sampling=sampling, focal=focal)
+def __getattr__(name: str) -> Any:
+    # Folder watching lives in .watch, which reads each file with open_recording; it is loaded
+    # on first use so that either module can be imported first.
+    if name in ("FolderWatcher", "watch_folder"):
+        from . import watch
+        return getattr(watch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

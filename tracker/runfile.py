@@ -25,21 +25,25 @@ Other programs can read a live file too: ``h5py.File(path, "r", swmr=True, locki
 (re-open, or ``refresh()`` each dataset, to see new rows; read no further than ``/rows``).
 Neither side takes a file lock, so that a reader left open never stops the writer from
 reopening the file when it closes.
+
+This module defines the layout and writes it; :mod:`etem.tracker.run` reads it (:func:`open_run`,
+:class:`Run`, also importable from here).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from .errors import FileFormatError
+if TYPE_CHECKING:
+    from .run import Run, open_run
 
 __all__ = [
     "FRAMES", "COLUMNS", "SITES", "TABLES", "FORMAT", "FORMAT_VERSION",
@@ -195,38 +199,6 @@ def _write_frame(group: h5py.Group, name: str, df: pd.DataFrame) -> None:
             text = np.array(["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
                              for v in s], dtype=object)
             g.create_dataset(col, data=text, dtype=h5py.string_dtype("utf-8"))
-
-
-def _read_group(group: h5py.Group, n: int | None = None, start: int = 0) -> pd.DataFrame:
-    names = [str(c) for c in group.attrs["columns"]]
-    data = {}
-    for c in names:
-        ds = group[c]
-        stop = ds.shape[0] if n is None else start + n
-        if h5py.check_string_dtype(ds.dtype) is not None:
-            data[c] = ds.asstr()[start:stop]
-        else:
-            data[c] = ds[start:stop]
-    return pd.DataFrame(data, columns=names)
-
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_SWMR_WRITE_FLAGS = 0x01 | 0x04   # superblock v3: open for write, open for SWMR write
-
-
-def _write_flags(path: Path) -> int:
-    """The superblock's file-consistency flags (0 when closed cleanly or unknown).
-
-    A file being written in SWMR mode, or whose SWMR writer died, has them set; such a file
-    opens only as an SWMR reader.
-    """
-    with open(path, "rb") as fh:
-        for offset in (0, 512, 1024, 2048, 4096):
-            fh.seek(offset)
-            head = fh.read(12)
-            if head[:8] == _HDF5_SIGNATURE:
-                return head[11] if len(head) == 12 and head[8] >= 2 else 0
-    return 0
 
 
 # ---------------------------------------------------------------------------------------- writer
@@ -473,167 +445,10 @@ class RunWriter:
             self._closed = True
 
 
-# ---------------------------------------------------------------------------------------- reader
-
-class Run:
-    """A run file opened for reading, also while its writer is still appending.
-
-    Tables are read once and cached; :meth:`refresh` reopens the file to see what the writer
-    has flushed since (and, once the writer has closed, the stats tables and final status).
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._file: h5py.File | None = None
-        self.live = False
-        self.refresh()
-
-    def _open(self) -> None:
-        if not self.path.is_file():
-            raise FileFormatError(f"run file {self.path} does not exist.")
-        # Nobody takes file locks: a reader's lock would stop the writer from reopening the
-        # file when it closes (to store the stats tables and final status), and SWMR keeps
-        # readers consistent without one.
-        live = bool(_write_flags(self.path) & _SWMR_WRITE_FLAGS)
-        try:
-            f = h5py.File(self.path, "r", libver=_LIBVER if live else None, swmr=live,
-                          locking=False)
-        except OSError as exc:
-            raise FileFormatError(f"{self.path} is not a readable HDF5 file: {exc}") from None
-        try:
-            fmt = json.loads(f.attrs.get("format", "null"))
-            version = json.loads(f.attrs.get("format_version", "null"))
-        except (TypeError, ValueError):
-            fmt, version = None, None
-        if fmt != FORMAT:
-            f.close()
-            raise FileFormatError(f"{self.path} is an HDF5 file but not an etem run file "
-                                  f"(its 'format' attribute is not {FORMAT!r}).")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            f.close()
-            raise FileFormatError(f"{self.path} has run-file format version {version!r}; this "
-                                  f"etem-tracker reads up to {FORMAT_VERSION}. Upgrade it.")
-        missing = [k for k in (*TABLES, "rows", "maps", "counters") if k not in f]
-        if missing:
-            f.close()
-            raise FileFormatError(f"{self.path} is incomplete: missing {missing}.")
-        self._file, self.live = f, live
-
-    def refresh(self) -> None:
-        """Reopen the file to see everything flushed so far."""
-        self.close()
-        self._cache: dict[str, Any] = {}
-        self._open()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @property
-    def _f(self) -> h5py.File:
-        if self._file is None:
-            raise ValueError(f"run file {self.path} is closed.")
-        return self._file
-
-    # -- tables
-    def n_rows(self, table: str) -> int:
-        """Rows of ``table`` that the writer has committed."""
-        if table not in TABLES:
-            raise ValueError(f"table must be one of {list(TABLES)}; got {table!r}.")
-        f = self._f
-        committed = int(f["rows"][list(TABLES).index(table)])
-        return min([committed, *(f[table][c].shape[0] for c in TABLES[table])])
-
-    def read_table(self, table: str, start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        """Rows ``start:stop`` of ``frames``, ``columns`` or ``sites``."""
-        n = self.n_rows(table)
-        stop = n if stop is None else min(stop, n)
-        start = min(max(start, 0), stop)
-        try:
-            return _read_group(self._f[table], stop - start, start)
-        except (OSError, KeyError) as exc:
-            raise FileFormatError(f"{self.path}: cannot read table {table!r}: {exc}") from None
-
-    def iter_table(self, table: str, chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
-        """``table`` in blocks of at most ``chunk_rows`` rows (at least one block, maybe empty)."""
-        n = self.n_rows(table)
-        for start in range(0, max(n, 1), chunk_rows):
-            yield self.read_table(table, start, start + chunk_rows)
-
-    def _cached(self, key: str, load) -> Any:
-        if key not in self._cache:
-            self._cache[key] = load()
-        return self._cache[key]
-
-    @property
-    def frames(self) -> pd.DataFrame:
-        return self._cached("frames", lambda: self.read_table("frames"))
-
-    @property
-    def columns(self) -> pd.DataFrame:
-        return self._cached("columns", lambda: self.read_table("columns"))
-
-    @property
-    def sites(self) -> pd.DataFrame:
-        return self._cached("sites", lambda: self.read_table("sites"))
-
-    @property
-    def maps(self) -> dict[str, np.ndarray]:
-        return self._cached("maps", lambda: {k: ds[()] for k, ds in self._f["maps"].items()})
-
-    @property
-    def counters(self) -> dict[str, int]:
-        def load():
-            ds = self._f["counters"]
-            return dict(zip((str(n) for n in ds.attrs["names"]), ds[()].tolist()))
-        return self._cached("counters", load)
-
-    @property
-    def stats(self) -> dict[str, pd.DataFrame]:
-        def load():
-            g = self._f.get("stats")
-            return {} if g is None else {k: _read_group(v) for k, v in g.items()}
-        return self._cached("stats", load)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        """All root attributes, JSON-decoded (values that are not JSON are returned as stored)."""
-        def load():
-            out = {}
-            for k, v in self._f.attrs.items():
-                try:
-                    out[k] = json.loads(v)
-                except (TypeError, ValueError):
-                    out[k] = v
-            return out
-        return self._cached("attrs", load)
-
-    @property
-    def status(self) -> str:
-        """'running' while written (or if the writer died), else what ``close`` recorded."""
-        return str(self.attrs.get("status"))
-
-    @property
-    def frame_shape(self) -> tuple[int, int]:
-        return tuple(self.attrs["frame_shape"])  # type: ignore[return-value]
-
-    @property
-    def sampling(self) -> float | None:
-        """Pixel size [Å/px], or None where unknown."""
-        return self.attrs.get("sampling")
-
-    def __repr__(self) -> str:
-        return (f"Run({str(self.path)!r}, status={self.status!r}, "
-                f"frames={self.n_rows('frames')}, columns={self.n_rows('columns')})")
-
-
-def open_run(path: str | Path) -> Run:
-    """Open a run file for reading (also one still being written); see :class:`Run`."""
-    return Run(path)
+def __getattr__(name: str) -> Any:
+    # The reader lives in .run, which imports the schemas above; it is loaded on first use so
+    # that either module can be imported first.
+    if name in ("Run", "open_run"):
+        from . import run
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
