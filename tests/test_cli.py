@@ -74,6 +74,19 @@ def test_replay_then_export(movie, tmp_path, capsys):
     assert main(["export", str(run), "--formats", "xlsx"]) == 2
 
 
+def test_replay_at_acquisition_pace_needs_a_frame_rate(movie, tmp_path, capsys):
+    import time
+
+    save_movie(movie, tmp_path / "movie.h5")  # a plain stack: no frame times recorded
+    assert main(["replay", str(tmp_path / "movie.h5"), "--pace", "1", "--quiet"]) == 2
+    assert "--fps" in capsys.readouterr().err
+    t0 = time.perf_counter()
+    assert main(["replay", str(tmp_path / "movie.h5"), "--pace", "1", "--fps", "20", "--quiet"]) == 0
+    # 12 frames at 20 frames/s: the last frame is due 0.55 s after the first
+    assert time.perf_counter() - t0 >= 0.55
+    assert "12 processed" in capsys.readouterr().out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,3 +113,37 @@ def test_config_file_errors_are_reported(tmp_path, capsys):
     cfg.write_text("[batch]\nmax_bath = 3\n")
     assert main(["replay", "whatever.h5", "--config", str(cfg)]) == 2
     assert "unknown key 'max_bath'" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path):
+    import signal
+    import time
+
+    movie = make_movie(n_frames=200, shape=(128, 128), particle_radius_A=8.0, seed=4)
+    save_movie(movie, tmp_path / "movie.h5")
+    run = tmp_path / "run.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", "replay", str(tmp_path / "movie.h5"),
+                             "--pace", "1", "--fps", "20", "-o", str(run), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until frames are being written
+        time.sleep(0.5)
+        try:
+            if len(open_run(run).frames) >= 5:
+                break
+        except Exception:
+            pass
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    r = open_run(run)
+    assert r.status == "interrupted"
+    n = len(r.frames)
+    assert 5 <= n < 200
+    c = r.counters
+    assert c["processed"] == n
+    # every frame read is accounted for: processed, or dropped because the run was stopped
+    assert c["received"] == c["processed"] + c.get("dropped/stopped", 0)
+    assert len(r.sites) > 0 and r.maps["occupancy"].size > 0
+    assert "hops" in r.stats

@@ -150,6 +150,7 @@ def track(
     mode: Literal["sub", "pull"] = "sub",
     bind: bool = False,
     pace: float | None = None,
+    fps: float | None = None,
     idle_timeout_s: float | None = None,
     focal: int = 1,
     on_frame: Callable[[FrameResult, Pipeline], None] | None = None,
@@ -168,6 +169,8 @@ def track(
         ZeroMQ only: ``sub`` (live camera PUB) or ``pull`` (lossless PUSH); bind or connect.
     pace
         Files only: None replays as fast as possible, 1.0 at acquisition pace.
+    fps
+        Files only: the recording's frame rate [1/s], for ``pace`` when the file records none.
     idle_timeout_s
         Streams and folders: stop after this long without a frame.
     on_frame
@@ -185,7 +188,7 @@ def track(
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
-                      pace=pace, idle_timeout_s=idle_timeout_s, focal=focal)
+                      pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal)
     for res in pipe.run_iter(src):
         if on_frame is not None:
             on_frame(res, pipe)

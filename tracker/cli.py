@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="track a recorded file (HDF5, TIFF, MRC, DM3/DM4, EMD, SER, NPY) or folder")
     p.add_argument("file", type=Path)
     p.add_argument("--pace", type=float, help="1.0: acquisition pace; 2.0: twice as fast (default: full speed)")
+    p.add_argument("--fps", type=float,
+                   help="the recording's frame rate, for --pace when the file records none")
     p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
     _common_engine(p)
     _common_run(p)
@@ -126,7 +129,11 @@ def _engine_kwargs(args) -> dict:
 
 
 class StatusLine:
-    """A live status line on stderr: frames/s, latency, queue depths, message accounting."""
+    """A live status line on stderr: frames/s, latency, queue depths, message accounting.
+
+    One line that fits the terminal: with a known frame count (replay), a progress counter
+    then the status; otherwise the status alone, redrawn in place.
+    """
 
     def __init__(self, *, total: int | None = None, enabled: bool = True, interval_s: float = 0.5) -> None:
         self.enabled = enabled
@@ -136,7 +143,15 @@ class StatusLine:
         if enabled and total is not None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="frame", desc="replay", file=sys.stderr)
+            self._bar = tqdm(total=total, unit="frame", desc="replay", file=sys.stderr, dynamic_ncols=True,
+                             bar_format="{desc} {n_fmt}/{total_fmt} {percentage:3.0f}% [{elapsed}<{remaining}]{postfix}")
+
+    @staticmethod
+    def text(s: dict) -> str:
+        """The status as one compact line (frames/s; latency p50/p99; queues ingest/host; accounting)."""
+        return (f"{s['fps']:.1f} frames/s | latency {s['latency_p50_ms']:.0f}/{s['latency_p99_ms']:.0f} ms "
+                f"| queues {s['queue_ingest']}/{s['queue_host']} | in {s['received']} done {s['processed']} "
+                f"rejected {s['rejected']} dropped {s['dropped']} missing {s['missing']} | {s['sites']} sites")
 
     def __call__(self, res, pipe) -> None:
         if not self.enabled:
@@ -147,14 +162,12 @@ class StatusLine:
         if now - self._last < self.interval_s:
             return
         self._last = now
-        s = pipe.status()
-        text = (f"{s['fps']:.1f} frames/s  latency p50 {s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms  "
-                f"queues {s['queue_ingest']}/{s['queue_host']}  received {s['received']} processed {s['processed']} "
-                f"rejected {s['rejected']} dropped {s['dropped']} missing {s['missing']}  sites {s['sites']}")
+        text = self.text(pipe.status())
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
         else:
-            print("\r" + text, end="", file=sys.stderr, flush=True)
+            width = max(20, shutil.get_terminal_size().columns - 1)
+            print("\r" + text[:width].ljust(width), end="", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -196,10 +209,10 @@ def cmd_replay(args) -> int:
 
     total = None
     if args.file.is_file():
-        total = len(open_recording(args.file, focal=args.focal))
+        total = len(open_recording(args.file, focal=args.focal, fps=args.fps))
     status = StatusLine(total=total, enabled=not args.quiet)
     try:
-        result = track(args.file, pace=args.pace, focal=args.focal, config=_config(args), run_path=args.output,
+        result = track(args.file, pace=args.pace, fps=args.fps, focal=args.focal, config=_config(args), run_path=args.output,
                        overwrite=args.overwrite, on_frame=status, **_engine_kwargs(args))
     finally:
         status.close()

@@ -150,8 +150,8 @@ class Recording:
                 raise ConfigError(f"pace must be a positive speed factor (1.0 = real time), got {pace!r}")
             if times is None:
                 raise ConfigError(
-                    f"{self.meta['source']} records no frame times or frame rate; pass "
-                    "fps=... to open_recording to replay at a pace, or pace=None for full speed.")
+                    f"{self.meta['source']} records no frame times or frame rate: give it "
+                    "(--fps on the command line, fps=... in Python), or replay at full speed (no pace).")
         t0 = time.perf_counter()
         for i in indices:
             if pace is not None:

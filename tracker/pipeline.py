@@ -115,7 +115,7 @@ class Pipeline:
     COUNTER_NAMES = (
         ["received", "processed", "missing", "restarts", "rejected", "dropped"]
         + [f"rejected/{r}" for r in REJECT_REASONS]
-        + ["dropped/queue_full"]
+        + ["dropped/queue_full", "dropped/stopped"]
     )
 
     def __init__(
@@ -363,9 +363,20 @@ class Pipeline:
             self.sites.flush()
         if self.writer is None:
             return
-        self._write_live()
-        self.writer.close(status=status, extra_tables=self.statistics(), extra_attrs={"counters": self.counters.as_dict()})
-        self.writer = None
+        writer, self.writer = self.writer, None
+        try:
+            self.writer = writer
+            self._write_live()
+            tables = self.statistics()
+        except BaseException as exc:
+            # Whatever the run held is already in the file; mark it so a reader knows the
+            # final tables are missing, and never leave it looking as if it were still running.
+            writer.close(status="failed", extra_attrs={"error": f"{type(exc).__name__}: {exc}",
+                                                        "counters": self.counters.as_dict()})
+            raise
+        finally:
+            self.writer = None
+        writer.close(status=status, extra_tables=tables, extra_attrs={"counters": self.counters.as_dict()})
 
     def statistics(self) -> dict[str, pd.DataFrame]:
         """Diffusion statistics so far: flips, hops, residence times, counts over time."""

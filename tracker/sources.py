@@ -179,6 +179,7 @@ def open_source(
     bind: bool = False,
     sampling: float | None = None,
     pace: float | None = None,
+    fps: float | None = None,
     idle_timeout_s: float | None = None,
     focal: int = 1,
 ) -> Iterable[Frame]:
@@ -195,7 +196,7 @@ def open_source(
             return counted(watcher, counters)
         from .files import open_recording
 
-        rec = open_recording(path, focal=focal)
+        rec = open_recording(path, focal=focal, fps=fps)
         frames = rec.iter_frames(pace=pace)
         if sampling is not None:
             frames = _override_sampling(frames, sampling)
