@@ -46,7 +46,8 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
 def find(
     image: ArrayLike | str | Path,
     *,
-    sampling: float | None = None,
+    sampling: float | Literal["auto"] | None = None,
+    material: str | None = None,
     model: str | Path | None = None,
     classical: bool = False,
     dark: bool = False,
@@ -63,7 +64,12 @@ def find(
         ``[H, W]`` image, ``[N, H, W]`` stack (``[N, F, H, W]`` with focal series), a list of
         images, or the path of any file ``etem replay`` reads.
     sampling
-        Pixel size [Å/px]; overrides the file's. Without it, positions stay in pixels.
+        Pixel size [Å/px]; overrides the file's. ``"auto"``: from the lattice (needs
+        ``material``). Without any, positions stay in pixels.
+    material
+        The material in view (``graphene``, ``mos2``, ``au``, ``srtio3`` …; see
+        :data:`etem.tracker.lattice.MATERIALS`): the sampling is estimated from its lattice's
+        Fourier peaks where the data give none, and checked against it where they do.
     model
         Bundled model name or bundle path; default: the classical locator until a model is given.
     classical
@@ -76,15 +82,35 @@ def find(
     Returns
     -------
     DataFrame with one row per column: ``frame, y, x`` [px], ``cls``, ``prob``, and
-    ``y_A, x_A`` [Å] when the sampling is known. ``df.attrs`` holds the class names.
+    ``y_A, x_A`` [Å] when the sampling is known. ``df.attrs`` holds the class names, per
+    frame the measured image quality and trust flag (``frames``: a list of dicts with ``snr``,
+    ``dose_est``, ``resolution_A``, ``confidence``, ``in_range``, ``out_of_range``; see
+    :mod:`etem.tracker.trust`) and, when the lattice was used, ``sampling_estimate``.
     """
+    from .lattice import resolve_sampling
+
     cfg = config or PipelineConfig()
     ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine)
     det = Detector(ecfg, cfg.preprocess, cfg.locate)
-    frames = list(_frames_of(image, sampling=sampling, focal=focal))
+    auto = sampling == "auto"
+    if auto and not material:
+        resolve_sampling(np.zeros((1, 1)), given=None, material=None, auto=True)  # raises, naming the materials
+    if isinstance(sampling, str) and not auto:
+        raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
+    frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal))
     parts = []
-    for f in frames:
+    quality_rows: list[dict] = []
+    estimate = None
+    for i, f in enumerate(frames):
+        if material and i == 0:
+            # once per sequence: a stack shares its pixel size
+            f.sampling, estimate = resolve_sampling(f.image, given=f.sampling, material=material, auto=auto)
+        elif estimate is not None and (auto or f.sampling is None):
+            f.sampling = estimate.sampling
         df = det.detect([f])[0]
+        quality = df.attrs.pop("quality", None)
+        if quality:
+            quality_rows.append({"frame": f.frame, **quality})
         df.insert(0, "frame", np.int64(f.frame))
         if f.sampling:
             df["y_A"] = df["y"] * f.sampling
@@ -93,6 +119,12 @@ def find(
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["frame", "y", "x", "cls", "prob"])
     out.attrs["class_names"] = list(det.engine.class_names) if det.engine is not None else []
     out.attrs["engine"] = det.engine.name if det.engine is not None else None
+    # per frame: snr, dose_est, resolution_A, confidence, in_range, out_of_range (etem.tracker.trust)
+    out.attrs["frames"] = quality_rows
+    if estimate is not None:
+        used = frames[0].sampling == estimate.sampling
+        out.attrs["sampling_estimate"] = {**estimate.as_dict(), "used": used,
+                                          "given": None if used else frames[0].sampling}
     return out
 
 
@@ -138,7 +170,8 @@ class TrackResult:
 def track(
     source: ArrayLike | str | Path,
     *,
-    sampling: float | None = None,
+    sampling: float | Literal["auto"] | None = None,
+    material: str | None = None,
     model: str | Path | None = None,
     classical: bool = False,
     dark: bool = False,
@@ -163,6 +196,9 @@ def track(
     source
         A stack ``[N, H, W]`` (or list of arrays), a recorded file, a folder being written by
         an acquisition program, or a ZeroMQ address (``tcp://host:port``).
+    sampling, material
+        As in :func:`find`; the lattice estimate is made on the first frame and stored in the
+        run file's attributes.
     run_path
         Write the run's HDF5 file here (incrementally, readable while written).
     mode, bind
@@ -178,6 +214,13 @@ def track(
     """
     cfg = config or PipelineConfig()
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine))
+    if material is not None:
+        cfg = dataclasses.replace(cfg, material=material)
+    if sampling == "auto":
+        cfg = dataclasses.replace(cfg, sampling_from_lattice=True)  # checks that a material is named
+        sampling = None
+    elif isinstance(sampling, str):
+        raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
     if sampling is not None:
         cfg = dataclasses.replace(cfg, default_sampling=sampling)
     is_stream = isinstance(source, (str, Path)) and "://" in str(source)

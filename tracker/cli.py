@@ -13,6 +13,18 @@ from typing import Sequence
 from .errors import ConfigError, EtemError
 
 
+def _sampling_arg(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pixel size in Å/px or 'auto', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the pixel size must be positive, got {text!r}")
+    return value
+
+
 def _common_engine(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection")
     m = g.add_mutually_exclusive_group()
@@ -21,7 +33,11 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", help="engine kind: auto, classical, eager, compiled, onnxruntime, tensorrt")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dark", action="store_true", help="dark columns on a bright background (ABF, some HRTEM)")
-    g.add_argument("--sampling", type=float, help="pixel size in Å/px (overrides the data's)")
+    g.add_argument("--sampling", type=_sampling_arg, metavar="Å/px|auto",
+                   help="pixel size in Å/px (overrides the data's), or 'auto': from the lattice (needs --material)")
+    g.add_argument("--material", metavar="NAME",
+                   help="material in view (graphene, mos2, au, au110, au111, srtio3 …): the sampling is "
+                        "estimated from its lattice where the data give none, and checked where they do")
     g.add_argument("--config", type=Path, help="TOML config file (tables per stage; see docs)")
 
 
@@ -31,6 +47,17 @@ def _common_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
     p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
     p.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def _dashboard_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("live dashboard (off unless asked for)")
+    g.add_argument("--dashboard", action="store_true",
+                   help="serve a live dashboard and Prometheus /metrics at http://127.0.0.1:8765/")
+    g.add_argument("--dashboard-port", type=int, metavar="PORT",
+                   help="dashboard port (implies --dashboard; default 8765, 0: any free port)")
+    g.add_argument("--dashboard-host", metavar="ADDRESS",
+                   help="address to bind (implies --dashboard; default 127.0.0.1, this PC only; "
+                        "any other address needs the token printed in the URL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a frame")
     _common_engine(p)
     _common_run(p)
+    _dashboard_options(p)
 
     p = sub.add_parser("replay", help="track a recorded file (HDF5, TIFF, MRC, DM3/DM4, EMD, SER, NPY) or folder")
     p.add_argument("file", type=Path)
@@ -64,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
     _common_engine(p)
     _common_run(p)
+    _dashboard_options(p)
 
     p = sub.add_parser("publish", help="send a recorded or simulated sequence as a camera would")
     src = p.add_mutually_exclusive_group(required=True)
@@ -125,7 +154,7 @@ def _config(args):
 
 def _engine_kwargs(args) -> dict:
     return dict(model=args.model, classical=args.classical, dark=args.dark, device=args.device,
-                engine=args.engine, sampling=args.sampling)
+                engine=args.engine, sampling=args.sampling, material=args.material)
 
 
 class StatusLine:
@@ -183,6 +212,10 @@ def _report(result) -> None:
     for k, v in c.items():
         if "/" in k and v:
             print(f"  {k}: {v}")
+    judged = result.frames["in_range"] >= 0 if "in_range" in result.frames else []
+    if len(judged) and judged.any():
+        inside = int((result.frames["in_range"] == 1).sum())
+        print(f"trust: {inside} of {int(judged.sum())} frames inside the locator's trust ranges")
     if len(result.sites):
         print(f"sites: {len(result.sites)}; mean occupancy {result.sites['occupancy'].mean():.3f}; "
               f"flips {len(result.flips)}; hops between sites {int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0}")
@@ -190,32 +223,53 @@ def _report(result) -> None:
         print(f"run file: {result.run_path}")
 
 
+def _start_dashboard(args):
+    """The dashboard the options ask for, started (its URL printed), or None."""
+    if not (args.dashboard or args.dashboard_port is not None or args.dashboard_host is not None):
+        return None
+    from .dashboard import DEFAULT_PORT, Dashboard, DashboardConfig
+
+    dash = Dashboard(DashboardConfig(host=args.dashboard_host or "127.0.0.1",
+                                     port=DEFAULT_PORT if args.dashboard_port is None else args.dashboard_port))
+    print(f"dashboard: {dash.start()}  (metrics: {dash.url.split('?')[0]}metrics)", file=sys.stderr, flush=True)
+    return dash
+
+
 def cmd_track(args) -> int:
     from .api import track
+    from .dashboard import chain
 
+    dash = _start_dashboard(args)
     status = StatusLine(enabled=not args.quiet)
     try:
         result = track(args.listen, mode=args.mode, bind=args.bind, config=_config(args), run_path=args.output,
-                       overwrite=args.overwrite, idle_timeout_s=args.idle_timeout, on_frame=status, **_engine_kwargs(args))
+                       overwrite=args.overwrite, idle_timeout_s=args.idle_timeout, on_frame=chain(status, dash),
+                       **_engine_kwargs(args))
     finally:
         status.close()
+        if dash is not None:
+            dash.close()
     _report(result)
     return 0
 
 
 def cmd_replay(args) -> int:
     from .api import track
+    from .dashboard import chain
     from .files import open_recording
 
     total = None
     if args.file.is_file():
         total = len(open_recording(args.file, focal=args.focal, fps=args.fps))
+    dash = _start_dashboard(args)
     status = StatusLine(total=total, enabled=not args.quiet)
     try:
         result = track(args.file, pace=args.pace, fps=args.fps, focal=args.focal, config=_config(args), run_path=args.output,
-                       overwrite=args.overwrite, on_frame=status, **_engine_kwargs(args))
+                       overwrite=args.overwrite, on_frame=chain(status, dash), **_engine_kwargs(args))
     finally:
         status.close()
+        if dash is not None:
+            dash.close()
     _report(result)
     return 0
 
@@ -257,6 +311,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _say_trust(rows: list[dict], out) -> None:
+    from .trust import describe
+
+    judged = [r for r in rows if r["in_range"] >= 0]
+    if not judged:
+        return
+    if len(rows) == 1:
+        r = rows[0]
+        print(f"  {describe(r['out_of_range'])} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} Å, "
+              f"confidence {r['confidence']:.2f})", file=out)
+        return
+    inside = sum(r["in_range"] for r in judged)
+    print(f"  {inside} of {len(judged)} frames inside the locator's trust ranges", file=out)
+
+
 def cmd_find(args) -> int:
     import pandas as pd
 
@@ -264,18 +333,29 @@ def cmd_find(args) -> int:
     from .plots import overlay_png
 
     cfg = _config(args)
+    # with the table on standard output, what is said about it goes to standard error
+    say = sys.stderr if not (args.output or args.overlay) else sys.stdout
     parts = []
     for i, path in enumerate(args.images):
         df = find(path, focal=args.focal, config=cfg, **_engine_kwargs(args))
         df.insert(0, "file", str(path))
         parts.append(df)
-        print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)")
+        print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
+        _say_trust(df.attrs.get("frames", []), say)
+        est = df.attrs.get("sampling_estimate")
+        if est:
+            lattice = (f"{est['sampling']:.4f} ± {est['uncertainty']:.4f} Å/px from {est['n_peaks']} peaks of the "
+                       f"{est['material']} {est['zone']} lattice")
+            if est["used"]:
+                print(f"  sampling {lattice}", file=say)
+            else:
+                print(f"  sampling {est['given']:.4f} Å/px from the data; the lattice says {lattice}", file=say)
         if args.overlay and i == 0:
             from .files import open_recording
 
             rec = open_recording(path, focal=args.focal)
             overlay_png(rec[0], df[df["frame"] == 0], args.overlay, class_names=df.attrs.get("class_names"))
-            print(f"overlay: {args.overlay}")
+            print(f"overlay: {args.overlay}", file=say)
     out = pd.concat(parts, ignore_index=True)
     if args.output:
         if args.output.suffix == ".parquet":

@@ -17,6 +17,7 @@ from .locate import LocateConfig, locate
 from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
 
 log = logging.getLogger("etem.detect")
+_UNSET = object()  # trust ranges not looked up yet
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,18 @@ class Detector:
         locate_cfg: LocateConfig | None = None,
         *,
         engine=None,
+        measure_quality: bool = True,
+        trust_ranges=None,
     ) -> None:
         self.engine_cfg = engine_cfg or EngineConfig()
         self.preprocess_cfg = preprocess_cfg or PreprocessConfig()
         self.locate_cfg = locate_cfg or LocateConfig()
         self.engine = engine
         self._pre: Preprocessor | None = None
-        self.stage_s = {"preprocess": 0.0, "engine": 0.0, "locate": 0.0}
+        self.stage_s = {"preprocess": 0.0, "engine": 0.0, "locate": 0.0, "quality": 0.0}
+        #: measure each frame's quality and judge it against the engine's trust ranges
+        self.measure_quality = measure_quality
+        self.trust_ranges = _UNSET if trust_ranges is None else trust_ranges
 
     def _ensure_engine(self, sampling: float | None) -> None:
         if self.engine is None:
@@ -113,10 +119,33 @@ class Detector:
             if scale != 1.0 and len(df):
                 yx = coords_to_input(df[["y", "x"]].to_numpy(), scale)
                 df["y"], df["x"] = yx[:, 0], yx[:, 1]
+        if self.measure_quality:
+            self._judge(frames, cols)
+        t4 = time.perf_counter()
         self.stage_s["preprocess"] += t1 - t0
         self.stage_s["engine"] += t2 - t1
         self.stage_s["locate"] += t3 - t2
+        self.stage_s["quality"] += t4 - t3
         return cols
+
+    def _judge(self, frames: Sequence[Frame], cols: list[pd.DataFrame]) -> None:
+        """Image quality and the trust flag of each frame, into its table's ``attrs["quality"]``."""
+        import numpy as np
+        import torch
+
+        from .quality import measure
+        from .trust import judge, ranges_for
+
+        if self.trust_ranges is _UNSET:
+            self.trust_ranges = ranges_for(self.engine)
+        first = np.stack([f.image.reshape(-1, *f.image.shape[-2:])[0] for f in frames])
+        q = measure(torch.from_numpy(first).to(self.engine.device), [f.sampling for f in frames])
+        for df, f, (snr, dose_est, res) in zip(cols, frames, q):
+            conf = float(df["prob"].mean()) if len(df) else float("nan")
+            mask = judge(snr, res, f.sampling, conf, self.trust_ranges)
+            df.attrs["quality"] = {"snr": float(snr), "dose_est": float(dose_est), "resolution_A": float(res),
+                                   "confidence": conf, "out_of_range": int(mask),
+                                   "in_range": -1 if mask < 0 else int(mask == 0)}
 
 
 def _engine_normalization(engine) -> str:

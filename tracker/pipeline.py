@@ -62,8 +62,15 @@ class PipelineConfig:
     queue_frames: int = 64
     overflow: Literal["block", "drop"] = "block"
     default_sampling: float | None = None  # used for frames that carry none
+    #: the material in view (graphene, mos2, au, srtio3 …): where frames carry no sampling, it is
+    #: estimated from the lattice on the first frame (see etem.tracker.lattice)
+    material: str | None = None
+    #: estimate the sampling from the lattice even where frames carry one (needs ``material``)
+    sampling_from_lattice: bool = False
 
     def __post_init__(self) -> None:
+        if self.sampling_from_lattice and not self.material:
+            raise ConfigError("sampling_from_lattice needs the material in view (material = \"graphene\", …)")
         if self.overflow not in ("block", "drop"):
             raise choice_error("overflow", self.overflow, ("block", "drop"))
         if self.queue_frames < 1:
@@ -137,12 +144,14 @@ class Pipeline:
             raise ConfigError(f"run file {self.run_path} already exists; choose another path or "
                               "overwrite it (--overwrite, overwrite=True)")
         self.overwrite = overwrite
-        self.attrs = attrs or {}
+        self.attrs = dict(attrs or {})
         self.linker: StreamLinker | None = None
         self.sites: SiteMap | None = None
         self.shape: tuple[int, int] | None = None
         self.n_focal = 1
         self.sampling: float | None = None
+        self.sampling_estimate = None  # a lattice estimate (etem.tracker.lattice), when made
+        self.trust_counts = [0, 0]  # frames judged outside, inside the locator's trust ranges
         self.latencies: deque[float] = deque(maxlen=2000)
         self.frames_rows: list[dict] = []
         self.columns_parts: list[pd.DataFrame] = []
@@ -217,6 +226,16 @@ class Pipeline:
         """Frame checks that need the run's state; reject (and count) what cannot be tracked."""
         if f.sampling is None and self.cfg.default_sampling is not None:
             f.sampling = self.cfg.default_sampling
+        if self.shape is None and self.cfg.material:
+            from .lattice import resolve_sampling
+
+            f.sampling, est = resolve_sampling(f.image, given=f.sampling, material=self.cfg.material,
+                                               auto=self.cfg.sampling_from_lattice)
+            self.sampling_estimate = est
+            if est is not None:
+                self.attrs["sampling_estimate"] = est.as_dict()
+        elif self.sampling_estimate is not None and (self.cfg.sampling_from_lattice or f.sampling is None):
+            f.sampling = self.sampling_estimate.sampling
         if self.shape is None:
             self.shape = f.shape
             self.sampling = f.sampling
@@ -299,6 +318,7 @@ class Pipeline:
             self.linker = StreamLinker(self.cfg.link, self.sampling)
             self.sites = SiteMap(self.cfg.sites, self.sampling)
             self._open_writer()
+        quality = cols.attrs.get("quality", {})
         linked = self.linker.update(frame.frame, cols)
         t1 = time.perf_counter()
         linked["site"] = self.sites.update(frame.frame, linked[["y_ref", "x_ref"]].to_numpy(), linked["cls"].to_numpy())
@@ -318,8 +338,16 @@ class Pipeline:
             "drift_x": drift[1],
             "sampling": np.nan if frame.sampling is None else frame.sampling,
             "dose": np.nan if frame.dose is None else frame.dose,
+            "snr": quality.get("snr", np.nan),
+            "dose_est": quality.get("dose_est", np.nan),
+            "resolution_A": quality.get("resolution_A", np.nan),
+            "confidence": quality.get("confidence", np.nan),
+            "in_range": quality.get("in_range", -1),
+            "out_of_range": quality.get("out_of_range", -1),
         }
         self.frames_rows.append(row)
+        if row["in_range"] >= 0:
+            self.trust_counts[row["in_range"]] += 1
         self.columns_parts.append(linked)
         self.last_frame = frame
         if self.writer is not None:
@@ -402,7 +430,17 @@ class Pipeline:
             "queue_ingest": self._ingest_q.qsize(),
             "queue_host": self._host_q.qsize(),
             "sites": 0 if self.sites is None else self.sites.n_sites,
+            "in_range": self.trust_counts[1],
+            "out_of_range": self.trust_counts[0],
         }
+
+    def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """Depth and capacity of each stage queue now: ``{"ingest": (n, max), "host": (n, max)}``.
+
+        Safe to call from any thread (dashboards, metrics endpoints).
+        """
+        return {"ingest": (self._ingest_q.qsize(), self._ingest_q.maxsize),
+                "host": (self._host_q.qsize(), self._host_q.maxsize)}
 
     def frames_table(self) -> pd.DataFrame:
         return pd.DataFrame(self.frames_rows)

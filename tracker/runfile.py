@@ -54,13 +54,18 @@ FORMAT = "etem-run"
 FORMAT_VERSION = 1
 
 #: One row per processed frame. ``received`` [s since run start], ``drift_*`` [px],
-#: ``sampling`` [Å/px], ``dose`` [e/Å²], ``in_range``: 1/0 trusted or not, -1 unknown.
+#: ``sampling`` [Å/px], ``dose`` [e/Å²] (as sent), image quality measured on the frame
+#: (``snr``, ``dose_est`` [e/Å²], ``resolution_A``; see etem.tracker.quality), ``confidence``
+#: (mean column probability), ``in_range``: 1/0 inside the locator's trust ranges or not, -1 no
+#: ranges; ``out_of_range``: bit mask of the figures outside (etem.tracker.trust.FLAGS).
 FRAMES: dict[str, np.dtype] = {
     "frame": np.dtype("int64"), "seq": np.dtype("int64"), "t": np.dtype("float64"),
     "received": np.dtype("float64"), "latency_ms": np.dtype("float64"),
     "n_columns": np.dtype("int32"), "drift_y": np.dtype("float64"),
     "drift_x": np.dtype("float64"), "sampling": np.dtype("float64"),
-    "dose": np.dtype("float64"), "in_range": np.dtype("int8"),
+    "dose": np.dtype("float64"), "snr": np.dtype("float64"), "dose_est": np.dtype("float64"),
+    "resolution_A": np.dtype("float64"), "confidence": np.dtype("float64"),
+    "in_range": np.dtype("int8"), "out_of_range": np.dtype("int16"),
 }
 #: One row per located column. ``y, x`` [px] in the frame; ``y_ref, x_ref`` [px] drift-corrected.
 COLUMNS: dict[str, np.dtype] = {

@@ -1,0 +1,340 @@
+"""The live dashboard: its HTTP endpoints on real sockets, /metrics, the CLI options, and the page
+in a headless browser (Debian's chromium driven by Selenium; skipped where they are missing)."""
+import http.client
+import io
+import json
+import math
+import os
+import re
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from etem.simulate.toy import make_movie, save_movie
+from etem.tracker import track
+from etem.tracker.cli import main
+from etem.tracker.dashboard import Dashboard, DashboardConfig, LatencyHistogram, metrics_text
+from etem.tracker.errors import ConfigError
+from etem.tracker.pipeline import Pipeline, PipelineConfig
+from etem.tracker.sources import iter_array
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return make_movie(n_frames=16, shape=(128, 128), particle_radius_A=8.0, seed=3)
+
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+def _json(url: str):
+    code, _, body = _get(url)
+    assert code == 200, body
+    return json.loads(body)
+
+
+# -- a small parser of the Prometheus text exposition format (version 0.0.4) ------------------
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_SAMPLE = re.compile(rf'^({_NAME})(?:\{{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\}})? '
+                     r"([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|NaN|Inf))$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
+    """``{(name, ((label, value), ...)): value}``; asserts every line follows the format."""
+    assert text.endswith("\n")
+    types: dict[str, str] = {}
+    samples: dict[tuple[str, tuple], float] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), line
+            assert name not in types, f"family {name} declared twice"
+            types[name] = kind
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a valid sample line: {line!r}"
+        name, labels, value = m.groups()
+        family = re.sub(r"_(bucket|sum|count)$", "", name) if re.sub(r"_(bucket|sum|count)$", "", name) in types else name
+        assert family in types, f"{name} has no # TYPE line"
+        if types[family] == "counter":
+            assert name.endswith("_total"), name
+        key = (name, tuple(_LABEL.findall(labels or "")))
+        assert key not in samples, f"sample repeated: {line!r}"
+        samples[key] = float(value)
+    for name, kind in types.items():
+        if kind == "histogram":
+            buckets = sorted(((math.inf if dict(k[1])["le"] == "+Inf" else float(dict(k[1])["le"])), v)
+                             for k, v in samples.items() if k[0] == name + "_bucket")
+            counts = [v for _, v in buckets]
+            assert buckets[-1][0] == math.inf and counts == sorted(counts), f"{name}: buckets not cumulative"
+            assert counts[-1] == samples[(name + "_count", ())]
+    return samples
+
+
+def test_metrics_text_is_valid_exposition_format():
+    hist = LatencyHistogram()
+    for v in (0.003, 0.02, 0.02, 0.7, 100.0, float("nan")):
+        hist.observe(v)
+    text = metrics_text({"received": 7, "processed": 5, "rejected": 1, "dropped": 1, "rejected/bad_json": 1,
+                         "dropped/queue_full": 1, "missing": 2, "restarts": 0},
+                        histogram=hist, queues={"ingest": (3, 64), "host": (0, 4)}, sites=12, last_frame=9,
+                        gpu={"cuda:0": {"allocated": 1024, "reserved": 2048}}, uptime_s=1.5)
+    m = parse_metrics(text)
+    assert m[("etem_frames_received_total", ())] == 7
+    assert m[("etem_frames_rejected_total", (("reason", "bad_json"),))] == 1
+    assert m[("etem_frames_rejected_total", (("reason", "payload_size"),))] == 0  # every known reason, from the start
+    assert m[("etem_frames_dropped_total", (("reason", "queue_full"),))] == 1
+    assert m[("etem_frame_latency_seconds_count", ())] == 5  # NaN (unknown arrival) not counted
+    assert m[("etem_frame_latency_seconds_bucket", (("le", "0.025"),))] == 3
+    assert m[("etem_frame_latency_seconds_bucket", (("le", "+Inf"),))] == 5
+    assert m[("etem_frame_latency_seconds_sum", ())] == pytest.approx(100.743)
+    assert m[("etem_queue_depth", (("queue", "ingest"),))] == 3
+    assert m[("etem_queue_capacity", (("queue", "host"),))] == 4
+    assert m[("etem_gpu_memory_allocated_bytes", (("device", "cuda:0"),))] == 1024
+    no_gpu = parse_metrics(metrics_text({}, histogram=LatencyHistogram(), queues={}, sites=0, last_frame=None,
+                                        gpu={}, uptime_s=0.0))
+    assert not any(k[0].startswith("etem_gpu") for k in no_gpu)
+
+
+def test_endpoints_follow_the_run(movie):
+    pipe = Pipeline(PipelineConfig())
+    src = iter_array(movie.frames, sampling=movie.sampling, counters=pipe.counters)
+    cfg = DashboardConfig(port=0, snapshot_interval_s=0.0, maps_interval_s=0.0, image_interval_s=0.0)
+    with Dashboard(cfg) as dash:
+        url = dash.url
+        assert url.startswith("http://127.0.0.1:") and dash.port > 0
+        assert _json(url + "api/status")["state"] == "waiting"
+        assert _get(url + "frame.png")[0] == 404
+        assert parse_metrics(_get(url + "metrics")[2].decode()) is not None
+        seen, last = [], None
+        for res in pipe.run_iter(src):
+            dash(res, pipe)
+            last = res
+            if res.frame in (3, 11):
+                seen.append(parse_metrics(_get(url + "metrics")[2].decode()))
+        # /metrics counts the run as it goes
+        a, b = seen
+        for key in (("etem_frames_processed_total", ()), ("etem_frame_latency_seconds_count", ())):
+            assert a[key] == 4 and b[key] == 12, key
+        assert b[("etem_frames_received_total", ())] >= 12  # the ingest thread reads ahead
+        assert b[("etem_sites", ())] > 0
+        assert ("etem_queue_depth", (("queue", "ingest"),)) in b
+        assert b[("etem_frames_dropped_total", (("reason", "queue_full"),))] == 0
+        final = parse_metrics(_get(url + "metrics")[2].decode())
+        assert final[("etem_frames_processed_total", ())] == 16 == final[("etem_frames_received_total", ())]
+        assert final[("etem_last_frame", ())] == 15
+
+        status = _json(url + "api/status")
+        assert status["state"] == "finished"
+        assert status["processed"] == 16 and status["dropped"] == 0
+        assert status["queues"]["ingest"]["capacity"] == 64
+        assert status["sites"] > 0 and status["latency_p50_ms"] > 0
+
+        frame = _json(url + "api/frame")
+        assert frame["frame"] == 15 and frame["n_columns"] == len(last.columns) > 0
+        assert frame["columns"][0][3] >= 0  # columns carry their site
+        code, headers, png = _get(url + frame["png"])
+        assert code == 200 and headers["Content-Type"] == "image/png"
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(png))
+        assert img.size == (128, 128) and img.mode == "L"
+
+        dash.refresh_sites()
+        maps = _json(url + "api/maps")
+        assert maps["n_sites"] == pipe.sites.n_sites and maps["n_frames"] == 16
+        sites = pipe.sites.table()
+        top = sites.loc[sites.occupancy.idxmax()]
+        k = maps["scale"]
+        for name in ("occupancy", "events"):
+            img = Image.open(io.BytesIO(_get(url + maps[name])[2]))
+            assert img.size == (512, 512) and img.mode == "P"  # small frames: maps drawn at up to 4x
+            rgb = np.asarray(img.convert("RGB"))
+            assert tuple(rgb[0, 0]) == (24, 24, 28)  # off-site
+            assert tuple(rgb[round((top.y + 0.5) * k - 0.5), round((top.x + 0.5) * k - 0.5)]) != (24, 24, 28)
+        if top.occupancy == 1.0:  # the top of viridis
+            rgb = np.asarray(Image.open(io.BytesIO(_get(url + maps["occupancy"])[2])).convert("RGB"))
+            assert tuple(rgb[round((top.y + 0.5) * k - 0.5), round((top.x + 0.5) * k - 0.5)]) == (253, 231, 37)
+
+        s = sites.iloc[len(sites) // 2]
+        near = _json(url + f"api/site?y={s.y + 0.3}&x={s.x - 0.2}")
+        assert near["site"] == s.site and near["occupancy"] == pytest.approx(s.occupancy)
+        # the timeline's occupied frames agree with the site's occupancy
+        ch, end = near["changes"] + [[near["end"] + 1, 0]], near["end"]
+        occupied = sum(b[0] - a[0] for a, b in zip(ch, ch[1:]) if a[1])
+        assert occupied == s.n_occupied and near["start"] == 0 and end == 15
+        assert _get(url + "api/site?y=oops")[0] == 400
+        assert _get(url + "nothing-here")[0] == 404
+        page = _get(url)[2].decode()
+        assert "dashboard.js" in page and "http" not in page.replace("http-equiv", "")  # nothing from elsewhere
+        assert b"fetch(" in _get(url + "dashboard.js")[2]
+    with pytest.raises(OSError):  # closed: the port is free again
+        urllib.request.urlopen(url + "api/status", timeout=2)
+
+
+def test_frames_are_downsampled_for_display():
+    frames = np.random.default_rng(0).poisson(5.0, size=(3, 300, 200)).astype(np.float32)
+    pipe = Pipeline(PipelineConfig())
+    with Dashboard(DashboardConfig(port=0, max_image_px=150)) as dash:
+        for res in pipe.run_iter(iter_array(frames, sampling=0.2, counters=pipe.counters)):
+            dash(res, pipe)
+        frame = _json(dash.url + "api/frame")
+        assert frame["display_shape"] == [150, 100] and frame["scale"] == 0.5 and frame["shape"] == [300, 200]
+
+
+def test_loopback_server_refuses_other_host_names(movie):
+    with Dashboard(DashboardConfig(port=0)) as dash:
+        for host, want in ((f"127.0.0.1:{dash.port}", 200), (f"localhost:{dash.port}", 200),
+                           (f"evil.example:{dash.port}", 403)):
+            conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=5)
+            conn.request("GET", "/api/status", headers={"Host": host})
+            assert conn.getresponse().status == want, host
+            conn.close()
+
+
+def test_token_is_required_when_set():
+    assert Dashboard(DashboardConfig(host="0.0.0.0")).token  # another address: a token is made
+    with Dashboard(DashboardConfig(port=0, token="s3cret")) as dash:
+        base = f"http://127.0.0.1:{dash.port}/"
+        assert dash.url == base + "?token=s3cret"
+        assert _get(base + "api/status")[0] == 403
+        assert _get(base + "metrics?token=wrong")[0] == 403
+        code, headers, _ = _get(base + "?token=s3cret")
+        assert code == 200 and "etem_token=s3cret" in headers["Set-Cookie"]
+        assert _get(base + "api/status", {"Cookie": "etem_token=s3cret"})[0] == 200
+        assert _get(base + "metrics", {"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_port_in_use_is_a_clear_error():
+    with Dashboard(DashboardConfig(port=0)) as first:
+        with pytest.raises(ConfigError, match="another port"):
+            Dashboard(DashboardConfig(port=first.port)).start()
+    with pytest.raises(ConfigError, match="0..65535"):
+        DashboardConfig(port=70000)
+
+
+def test_cli_replay_serves_the_dashboard_while_it_runs(movie, tmp_path, capsys):
+    save_movie(movie, tmp_path / "movie.h5")
+    assert main(["replay", str(tmp_path / "movie.h5"), "--quiet"]) == 0
+    assert "dashboard" not in capsys.readouterr().err  # off by default
+    out: dict = {}
+    run = threading.Thread(target=lambda: out.update(rc=main(["replay", str(tmp_path / "movie.h5"), "--pace", "1",
+                                                              "--fps", "8", "--quiet", "--dashboard-port", "0"])))
+    run.start()
+    err, url, processed = "", None, 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and run.is_alive():
+        err += capsys.readouterr().err
+        m = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", err)
+        if m:
+            url = m.group(1)
+            processed = _json(url + "api/status").get("processed") or 0
+            if processed:
+                break
+        time.sleep(0.1)
+    run.join(60)
+    assert out["rc"] == 0 and url is not None and processed > 0
+    assert "metrics: " + url + "metrics" in err
+    with pytest.raises(OSError):  # stopped with the run
+        urllib.request.urlopen(url + "api/status", timeout=2)
+
+
+# -- the page in a real (headless) browser ---------------------------------------------------
+def _chromium():
+    """A headless chromium WebDriver, or a skip that says what is missing."""
+    try:
+        from selenium import webdriver
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium; it is in the test extra)")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("chromium/chromedriver not found (Debian: apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1500,1150", "--hide-scrollbars", "--no-first-run"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+
+
+def _artifacts(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("ETEM_TEST_ARTIFACTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_dashboard_in_a_headless_browser(tmp_path, capsys):
+    driver = _chromium()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    movie = make_movie(n_frames=240, shape=(192, 192), particle_radius_A=11.0, hop_rate=0.15, seed=5)
+    save_movie(movie, tmp_path / "movie.h5")
+    out: dict = {}
+    try:
+        with Dashboard(DashboardConfig(port=0)) as dash:
+            def replay():
+                try:
+                    out["result"] = track(tmp_path / "movie.h5", pace=1.0, fps=20, on_frame=dash)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+                    out["error"] = exc
+
+            run = threading.Thread(target=replay)
+            run.start()
+            try:
+                js = driver.execute_script
+                driver.get(dash.url)
+                wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+                assert driver.title.startswith("etem")
+                # a frame is shown, with its columns drawn over it
+                wait.until(lambda d: js("return document.getElementById('frame').naturalWidth") > 0)
+                assert js("return document.getElementById('frame').naturalHeight") > 0
+                # the counters move
+                wait.until(lambda d: int(d.find_element(By.ID, "processed").text) > 0)
+                first = int(driver.find_element(By.ID, "processed").text)
+                wait.until(lambda d: int(d.find_element(By.ID, "processed").text) > first)
+                assert driver.find_element(By.ID, "state").text == "running"
+                # the maps build up; a click on the occupancy map shows the nearest site's timeline
+                wait.until(lambda d: js("return document.getElementById('occupancy').naturalWidth") > 0)
+                wait.until(lambda d: int(d.find_element(By.ID, "processed").text) >= 40)
+                occ = driver.find_element(By.ID, "occupancy-view")
+                w = occ.size["width"]
+                ActionChains(driver).move_to_element_with_offset(occ, int(0.12 * w), int(-0.1 * w)).click().perform()
+                wait.until(lambda d: d.find_element(By.ID, "timeline").get_attribute("data-site") != "")
+                site = int(driver.find_element(By.ID, "timeline").get_attribute("data-site"))
+                assert driver.find_element(By.ID, "site-info").text.startswith(f"site {site} ")
+                assert int(driver.find_element(By.ID, "timeline").get_attribute("data-drawn")) >= 1
+                time.sleep(1.5)  # one more refresh of everything, for the picture
+                shot = _artifacts(tmp_path) / "dashboard.png"
+                assert driver.save_screenshot(str(shot))
+                with capsys.disabled():
+                    print(f"\ndashboard screenshot: {shot}")
+                errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+                assert not errors, errors
+            finally:
+                if dash.pipe is not None:
+                    dash.pipe.stop.set()  # end the replay early
+                run.join(60)
+    finally:
+        driver.quit()
+    assert "error" not in out, out.get("error")
+    assert out["result"].counters["processed"] > 40

@@ -1,0 +1,65 @@
+"""Per-frame image quality: SNR, dose and resolution from the power spectrum."""
+import numpy as np
+import pytest
+import torch
+
+from etem.simulate.toy import make_movie
+from etem.tracker.quality import QUALITY_COLUMNS, measure
+
+
+def _frames(**kw):
+    kw.setdefault("shape", (192, 192))
+    m = make_movie(n_frames=2, **kw)
+    return m.frames, m.sampling
+
+
+def test_snr_and_dose_follow_the_dose():
+    figures = []
+    for dose in (20, 200, 2000):
+        frames, s = _frames(dose_per_frame=dose, seed=1)
+        q = measure(frames, s)
+        assert q.shape == (2, len(QUALITY_COLUMNS)) and np.isfinite(q).all()
+        # for a counting image the estimate is the detected counts per Å²
+        detected = frames.mean() / s ** 2
+        assert q[:, 1].mean() == pytest.approx(detected, rel=0.15)
+        figures.append(q.mean(axis=0))
+    snr = [f[0] for f in figures]
+    assert snr[0] < snr[1] < snr[2]
+    assert snr[2] / snr[1] == pytest.approx(10, rel=0.35)  # noise variance falls as 1/dose
+
+
+def test_resolution_follows_the_column_width():
+    sharp = measure(*_frames(column_sigma_A=0.35, dose_per_frame=3000, seed=2))[:, 2].mean()
+    blurred = measure(*_frames(column_sigma_A=1.0, dose_per_frame=3000, seed=2))[:, 2].mean()
+    assert sharp < blurred
+    assert 0.4 < sharp < 2.0  # Å
+
+
+def test_snr_is_per_area_so_a_finer_pixel_is_not_a_noisier_image():
+    a = measure(*_frames(sampling=0.1, shape=(192, 192), dose_per_frame=500, seed=3))[:, 0].mean()
+    b = measure(*_frames(sampling=0.3, shape=(192, 192), dose_per_frame=500, seed=3))[:, 0].mean()
+    assert a / b == pytest.approx(1, abs=0.6)  # per pixel they differ ninefold
+
+
+def test_unknown_sampling_gives_pixel_units_and_tensor_input_matches_arrays():
+    frames, s = _frames(seed=4)
+    q_px = measure(frames, None)
+    q = measure(torch.from_numpy(frames), s)
+    assert q_px[:, 0] / s ** 2 == pytest.approx(q[:, 0], rel=1e-6)
+    assert q_px[:, 2] * s == pytest.approx(q[:, 2], rel=1e-6)
+    assert measure(list(frames), [s, s]) == pytest.approx(q, rel=1e-6)
+
+
+def test_a_flat_or_pure_noise_frame_does_not_break_it():
+    q = measure(np.random.default_rng(0).poisson(50, (2, 128, 128)).astype(np.float32), 0.1)
+    assert np.all(q[:, 0] < 10.0) and np.all(q[:, 2] > 2.0)  # lattice frames: ~100 and ~1 Å
+    q = measure(np.zeros((1, 64, 64), np.float32), 0.1)
+    assert np.isfinite(q[0, 0])
+
+
+@pytest.mark.gpu
+def test_the_same_on_the_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    frames, s = _frames(seed=5)
+    assert measure(torch.from_numpy(frames).cuda(), s) == pytest.approx(measure(frames, s), rel=1e-3)

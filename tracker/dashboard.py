@@ -1,0 +1,720 @@
+"""A live dashboard of a tracking run over HTTP, and its Prometheus ``/metrics`` endpoint.
+
+The dashboard is an ``on_frame`` hook plus a small web server (the standard library's
+:class:`~http.server.ThreadingHTTPServer` in a daemon thread) that serves one self-contained
+page (``static/dashboard.html`` and ``.js``: nothing is fetched from elsewhere, the microscope
+PC may be offline) and a few endpoints it polls:
+
+``/api/status``
+    counters, frames/s, latency, queue depths, sites, GPU memory (JSON);
+``/api/frame`` and ``/frame.png``
+    the latest frame (downsampled for display) and its columns (class, site);
+``/api/maps``, ``/maps/occupancy.png``, ``/maps/events.png``
+    the occupancy and event maps (Madsen et al. 2018, Fig. 10) as they build up;
+``/api/site?y=&x=`` or ``?site=``
+    the site nearest a point of the maps (reference-frame pixels) and its occupancy timeline;
+``/metrics``
+    Prometheus text exposition format.
+
+The hook keeps the pipeline fast: per frame it only stores references (the frame's image and
+columns table) and adds the latency to a histogram, under a lock; every ``snapshot_interval_s``
+it copies ``pipe.status()`` and every ``maps_interval_s`` the sites table. PNGs are encoded in
+the server's threads on request, at most once per ``image_interval_s`` and cached.
+
+The server binds to 127.0.0.1 by default: only this PC can connect. Bound to another address,
+it requires a token (printed in its URL; sent as ``?token=``, a cookie the page then carries,
+or an ``Authorization: Bearer`` header).
+
+>>> from etem.tracker import track
+>>> from etem.tracker.dashboard import Dashboard, DashboardConfig
+>>> with Dashboard(DashboardConfig(port=0)) as dash:      # doctest: +SKIP
+...     print(dash.url)
+...     track("movie.h5", pace=1.0, on_frame=dash)
+"""
+from __future__ import annotations
+
+import bisect
+import hmac
+import http.server
+import io
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from importlib import resources
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from .errors import ConfigError
+from .plots import CLASS_COLOURS
+from .sites import render_site_values
+from .wire import REJECT_REASONS
+
+log = logging.getLogger("etem.dashboard")
+
+DEFAULT_PORT = 8765
+#: Upper bounds [s] of the ``etem_frame_latency_seconds`` histogram buckets (+Inf is added).
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_STATIC = {"/": ("dashboard.html", "text/html; charset=utf-8"),
+           "/dashboard.html": ("dashboard.html", "text/html; charset=utf-8"),
+           "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8")}
+_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Dashboard server options.
+
+    host
+        Address to bind; 127.0.0.1 (default) serves this PC only. Any other address requires
+        the token from every client.
+    port
+        TCP port; 0 picks a free one (see :attr:`Dashboard.url`).
+    token
+        Access token; None makes one when ``host`` is not a loopback address. When set, it is
+        required from every client.
+    max_image_px
+        Frames and maps are downsampled by an integer factor to at most this many pixels a side.
+    image_interval_s
+        Shortest time between two frame PNG encodings (more clients get the cached one).
+    snapshot_interval_s
+        How often the hook copies ``pipe.status()``.
+    maps_interval_s
+        How often the hook copies the sites table for the maps and timelines.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    max_image_px: int = 512
+    image_interval_s: float = 0.25
+    snapshot_interval_s: float = 0.25
+    maps_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"dashboard port must be in 0..65535 (0: any free port), got {self.port}")
+        if self.max_image_px < 16:
+            raise ConfigError(f"max_image_px must be at least 16, got {self.max_image_px}")
+
+
+class LatencyHistogram:
+    """Cumulative histogram of frame latencies [s] in Prometheus' bucket convention."""
+
+    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS_S) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # per bucket, last one +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Add one latency [s]; NaN (unknown arrival time) is not counted."""
+        if value != value:  # NaN
+            return
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, count of values <= le)`` per bucket, ending with ``("+Inf", count)``."""
+        out, total = [], 0
+        for b, n in zip(self.bounds + (math.inf,), self.counts):
+            total += n
+            out.append(("+Inf" if b == math.inf else _num(b), total))
+        return out
+
+
+def _num(v: float) -> str:
+    """A number as Prometheus writes it (integers without a decimal point)."""
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
+
+
+def metrics_text(counters: dict[str, int], *, histogram: LatencyHistogram, queues: dict[str, tuple[int, int]],
+                 sites: int, last_frame: int | None, gpu: dict[str, dict[str, int]], uptime_s: float) -> str:
+    """The run's figures in Prometheus text exposition format (version 0.0.4).
+
+    Parameters
+    ----------
+    counters
+        :meth:`Counters.as_dict` of the run (``rejected/<reason>``, ``dropped/<reason>`` keys).
+    queues
+        ``{name: (depth, capacity)}`` of the stage queues.
+    gpu
+        ``{device: {"allocated": bytes, "reserved": bytes}}``; empty without CUDA.
+    """
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_: str, samples: Iterable[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {_num(value)}")
+
+    def by_reason(kind: str, known: Iterable[str]) -> list[tuple[str, float]]:
+        reasons = dict.fromkeys(known, 0)
+        reasons.update({k.split("/", 1)[1]: v for k, v in counters.items() if k.startswith(kind + "/")})
+        return [(f'{{reason="{_label(r)}"}}', v) for r, v in reasons.items()]
+
+    family("etem_frames_received_total", "counter", "Messages taken off the socket or file.",
+           [("", counters.get("received", 0))])
+    family("etem_frames_processed_total", "counter", "Frames tracked to the end of the pipeline.",
+           [("", counters.get("processed", 0))])
+    family("etem_frames_rejected_total", "counter", "Messages that failed validation or preprocessing, by reason.",
+           by_reason("rejected", REJECT_REASONS + ("preprocess",)))
+    family("etem_frames_dropped_total", "counter", "Frames discarded unprocessed, by reason.",
+           by_reason("dropped", ("queue_full", "stopped")))
+    family("etem_frames_missing_total", "counter", "Sequence numbers that never arrived (gaps in seq).",
+           [("", counters.get("missing", 0))])
+    family("etem_stream_restarts_total", "counter", "Times the sender restarted its sequence numbers.",
+           [("", counters.get("restarts", 0))])
+    lines.append("# HELP etem_frame_latency_seconds Time from a frame's arrival to its sites being assigned.")
+    lines.append("# TYPE etem_frame_latency_seconds histogram")
+    for le, n in histogram.cumulative():
+        lines.append(f'etem_frame_latency_seconds_bucket{{le="{le}"}} {n}')
+    lines.append(f"etem_frame_latency_seconds_sum {_num(histogram.sum)}")
+    lines.append(f"etem_frame_latency_seconds_count {histogram.count}")
+    family("etem_queue_depth", "gauge", "Items waiting in each stage queue.",
+           [(f'{{queue="{q}"}}', d) for q, (d, _) in queues.items()])
+    family("etem_queue_capacity", "gauge", "Capacity of each stage queue.",
+           [(f'{{queue="{q}"}}', c) for q, (_, c) in queues.items()])
+    family("etem_sites", "gauge", "Sites found so far.", [("", sites)])
+    if last_frame is not None:
+        family("etem_last_frame", "gauge", "Acquisition index of the latest processed frame.", [("", last_frame)])
+    family("etem_uptime_seconds", "gauge", "Seconds since the dashboard started.", [("", uptime_s)])
+    if gpu:
+        family("etem_gpu_memory_allocated_bytes", "gauge", "GPU memory held by tensors (torch).",
+               [(f'{{device="{_label(d)}"}}', m["allocated"]) for d, m in gpu.items()])
+        family("etem_gpu_memory_reserved_bytes", "gauge", "GPU memory reserved by torch's caching allocator.",
+               [(f'{{device="{_label(d)}"}}', m["reserved"]) for d, m in gpu.items()])
+    return "\n".join(lines) + "\n"
+
+
+def _label(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def gpu_memory(engine: Any) -> dict[str, dict[str, int]]:
+    """Allocated and reserved bytes on the engine's CUDA device; empty when CUDA is not in use.
+
+    Never initializes CUDA nor imports torch: only reads what the running engine already set up.
+    """
+    torch = sys.modules.get("torch")
+    dev = getattr(engine, "device", None)
+    if torch is None or getattr(dev, "type", None) != "cuda" or not torch.cuda.is_initialized():
+        return {}
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return {f"cuda:{index}": {"allocated": int(torch.cuda.memory_allocated(index)),
+                              "reserved": int(torch.cuda.memory_reserved(index))}}
+
+
+def chain(*hooks: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], None]:
+    """One ``on_frame`` hook that calls each of ``hooks`` (None entries skipped) in turn."""
+    live = [h for h in hooks if h is not None]
+
+    def on_frame(res, pipe) -> None:
+        for h in live:
+            h(res, pipe)
+
+    return on_frame
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Dashboard:
+    """Live dashboard of one run: an ``on_frame`` hook and the web server that shows it.
+
+    Parameters
+    ----------
+    cfg
+        Server and refresh options.
+
+    Use it as ``track(..., on_frame=dash)`` between :meth:`start` and :meth:`close` (or in a
+    ``with`` block); :attr:`url` is the address to open.
+    """
+
+    def __init__(self, cfg: DashboardConfig | None = None) -> None:
+        self.cfg = cfg or DashboardConfig()
+        self.token = self.cfg.token
+        if self.token is None and not _is_loopback(self.cfg.host):
+            self.token = secrets.token_urlsafe(16)
+        self._lock = threading.Lock()  # guards what the hook writes
+        self._render_lock = threading.Lock()  # guards the PNG caches
+        self.pipe = None
+        self.histogram = LatencyHistogram()
+        self._times: deque[float] = deque(maxlen=4096)  # arrival of processed frames (perf_counter)
+        self._latest: dict[str, Any] | None = None  # image, columns, frame, drift
+        self._status: dict[str, Any] = {}
+        self._t_status = -math.inf
+        self._sites: dict[str, Any] | None = None  # table, n_flips, first_frame, radius, version
+        self._t_sites = -math.inf
+        self._maps_version = 0
+        self._frame_cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._t_encode = -math.inf
+        self._maps_cache: dict[str, Any] | None = None
+        self._flips = np.zeros((0, 3), np.int64)
+        self._t0 = time.perf_counter()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._static = {name: resources.files("etem.tracker").joinpath("static", name).read_bytes()
+                        for name, _ in _STATIC.values()}
+
+    # -- the on_frame hook (the pipeline's host thread) ----------------------------------------
+    def __call__(self, res, pipe) -> None:
+        """Record a processed frame: references and cheap figures only."""
+        now = time.perf_counter()
+        frame = pipe.last_frame
+        with self._lock:
+            self.pipe = pipe
+            self.histogram.observe(res.latency_s)
+            self._times.append(now)
+            self._latest = {"image": None if frame is None else frame.image, "columns": res.columns,
+                            "frame": int(res.frame), "drift": res.drift, "shape": pipe.shape}
+        if now - self._t_status >= self.cfg.snapshot_interval_s:
+            self._t_status = now
+            status = pipe.status()
+            with self._lock:
+                self._status = status
+        if now - self._t_sites >= self.cfg.maps_interval_s:
+            self._t_sites = now
+            self.refresh_sites(pipe)
+
+    def refresh_sites(self, pipe=None) -> None:
+        """Copy the sites table now; call from the pipeline's thread or after the run."""
+        pipe = pipe or self.pipe
+        if pipe is None or pipe.sites is None:
+            return
+        s = pipe.sites
+        snap = {"table": s.table(), "n_flips": len(s.flips), "first_frame": s.first_frame,
+                "radius_px": s.map_radius_px, "n_frames": s.n_frames, "flips": s.flips, "shape": pipe.shape}
+        with self._lock:
+            self._maps_version += 1
+            snap["version"] = self._maps_version
+            self._sites = snap
+            if pipe.stop.is_set():  # the run has ended: the status will not move again
+                self._status = pipe.status()
+
+    # -- server -----------------------------------------------------------------------------
+    def start(self) -> str:
+        """Start serving in a daemon thread; returns :attr:`url`."""
+        if self._server is not None:
+            return self.url
+        host = self.cfg.host
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        try:
+            self._server = Server((host.strip("[]"), self.cfg.port), _Handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the dashboard on {host}:{self.cfg.port}: {exc.strerror or exc}; "
+                              "choose another port (--dashboard-port, 0: any free port)") from None
+        self._server.dashboard = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="etem-dashboard", daemon=True)
+        self._thread.start()
+        if not _is_loopback(self.cfg.host):
+            log.warning("dashboard served on %s: other computers can connect with the token in %s", host, self.url)
+        return self.url
+
+    @property
+    def port(self) -> int:
+        """The port served on (the one picked when ``port=0``)."""
+        if self._server is None:
+            raise RuntimeError("the dashboard is not started; call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The page's address (with the token, where one is needed)."""
+        host = self.cfg.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    def __enter__(self) -> "Dashboard":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what the endpoints return (server threads) -----------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Live counters and queues, plus the hook's latest status snapshot."""
+        with self._lock:
+            pipe, snap, times = self.pipe, dict(self._status), tuple(self._times)
+            latest = self._latest
+            version = self._maps_version
+        now = time.perf_counter()
+        recent = [t for t in times if now - t <= 5.0]
+        out: dict[str, Any] = {"state": "waiting", "uptime_s": now - self._t0, "maps_version": version,
+                               "fps_recent": (len(recent) - 1) / (recent[-1] - recent[0])
+                               if len(recent) > 2 and recent[-1] > recent[0] else 0.0}
+        if pipe is None:
+            return out
+        out.update({k: snap.get(k) for k in ("fps", "latency_p50_ms", "latency_p99_ms")})
+        out.update(pipe.counters.as_dict())
+        queues = pipe.queue_depths()
+        out["queues"] = {q: {"depth": d, "capacity": c} for q, (d, c) in queues.items()}
+        out["sites"] = 0 if pipe.sites is None else int(pipe.sites.n_sites)
+        out["state"] = "finished" if pipe.stop.is_set() else "running"
+        out["last_frame"] = None if latest is None else latest["frame"]
+        out["since_last_frame_s"] = now - times[-1] if times else None
+        engine = pipe.detector.engine
+        out["engine"] = None if engine is None else f"{engine.name} on {engine.device}"
+        out["gpu"] = gpu_memory(engine)
+        return out
+
+    def metrics(self) -> str:
+        """The ``/metrics`` text."""
+        with self._lock:
+            pipe, latest = self.pipe, self._latest
+            hist = LatencyHistogram(self.histogram.bounds)
+            hist.counts, hist.sum, hist.count = list(self.histogram.counts), self.histogram.sum, self.histogram.count
+        if pipe is None:
+            counters, queues, sites, gpu = {}, {}, 0, {}
+        else:
+            counters, queues = pipe.counters.as_dict(), pipe.queue_depths()
+            sites = 0 if pipe.sites is None else int(pipe.sites.n_sites)
+            gpu = gpu_memory(pipe.detector.engine)
+        return metrics_text(counters, histogram=hist, queues=queues, sites=sites,
+                            last_frame=None if latest is None else latest["frame"], gpu=gpu,
+                            uptime_s=time.perf_counter() - self._t0)
+
+    def frame(self) -> dict[str, Any] | None:
+        """The latest frame's display entry (PNG and columns), encoded at most every ``image_interval_s``."""
+        with self._lock:
+            latest = self._latest
+        if latest is None or latest["image"] is None:
+            return None
+        with self._render_lock:
+            cache = self._frame_cache
+            if latest["frame"] in cache:
+                return cache[latest["frame"]]
+            now = time.perf_counter()
+            if cache and now - self._t_encode < self.cfg.image_interval_s:
+                return next(reversed(cache.values()))
+            entry = self._encode_frame(latest)
+            self._t_encode = now
+            cache[entry["frame"]] = entry
+            while len(cache) > 4:
+                cache.popitem(last=False)
+            return entry
+
+    def frame_png(self, n: int | None) -> bytes | None:
+        with self._render_lock:
+            if n is not None and n in self._frame_cache:
+                return self._frame_cache[n]["png"]
+        entry = self.frame()
+        return None if entry is None else entry["png"]
+
+    def _encode_frame(self, latest: dict[str, Any]) -> dict[str, Any]:
+        img = np.asarray(latest["image"])
+        if img.ndim == 3:
+            img = img[0]
+        k = _factor(img.shape, self.cfg.max_image_px)
+        small = _downsample(img.astype(np.float32, copy=False), k)
+        lo, hi = np.percentile(small[:: max(1, small.shape[0] // 128), :: max(1, small.shape[1] // 128)], [0.5, 99.5])
+        grey = np.clip((small - lo) * (255.0 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8)
+        cols = latest["columns"]
+        n = len(cols)
+        table = np.zeros((n, 4))
+        if n:
+            table[:, 0] = cols["y"].to_numpy()
+            table[:, 1] = cols["x"].to_numpy()
+            table[:, 2] = cols["cls"].to_numpy() if "cls" in cols else 0
+            table[:, 3] = cols["site"].to_numpy() if "site" in cols else -1
+        table[:, :2] = np.round(table[:, :2], 1)
+        return {"frame": latest["frame"], "png": _png(grey), "shape": list(img.shape),
+                "display_shape": list(grey.shape), "scale": 1.0 / k,
+                "drift": [round(float(d), 2) for d in latest["drift"]],
+                "n_columns": n, "columns": [[y, x, int(c), int(s)] for y, x, c, s in table.tolist()]}
+
+    def maps(self) -> dict[str, Any] | None:
+        """Occupancy and event maps of the latest sites snapshot (rendered once per snapshot)."""
+        with self._lock:
+            snap = self._sites
+        if snap is None or snap["shape"] is None:
+            return None
+        with self._render_lock:
+            if self._maps_cache is not None and self._maps_cache["version"] == snap["version"]:
+                return self._maps_cache
+            tab, shape = snap["table"], tuple(snap["shape"])
+            # display px per frame px: down to max_image_px, or up (at most 4x) so small discs stay round
+            scale = min(self.cfg.max_image_px / max(shape), 4.0)
+            dshape = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
+            yx = (tab[["y", "x"]].to_numpy() + 0.5) * scale - 0.5
+            radius = max(snap["radius_px"] * scale, 1.0)
+            occ = render_site_values(yx, tab["occupancy"].to_numpy(), dshape, radius)
+            ev = render_site_values(yx, tab["event_rate"].to_numpy(), dshape, radius)
+            ev_max = float(tab["event_rate"].max()) if len(tab) else 0.0
+            self._maps_cache = {
+                "version": snap["version"], "shape": list(shape), "display_shape": list(dshape), "scale": scale,
+                "n_sites": len(tab), "n_frames": snap["n_frames"], "events_max": ev_max,
+                "occupancy_mean": float(tab["occupancy"].mean()) if len(tab) else None,
+                "occupancy": _map_png(occ, 0.0, 1.0, "viridis"),
+                "events": _map_png(ev, 0.0, ev_max if ev_max > 0 else 1.0, "magma"),
+            }
+            return self._maps_cache
+
+    def site(self, *, site: int | None = None, y: float | None = None, x: float | None = None) -> dict[str, Any] | None:
+        """A site (by id, or the one nearest ``(y, x)`` [reference px]) with its occupancy timeline."""
+        with self._lock:
+            snap, latest = self._sites, self._latest
+        if snap is None or not len(snap["table"]):
+            return None
+        tab = snap["table"]
+        if site is None:
+            if y is None or x is None:
+                raise ValueError("give site=ID, or y and x")
+            d2 = (tab["y"].to_numpy() - y) ** 2 + (tab["x"].to_numpy() - x) ** 2
+            site = int(np.argmin(d2))
+        if not 0 <= site < len(tab):
+            return None
+        row = tab.iloc[site]
+        flips = self._flips_of(snap)
+        mine = flips[flips[:, 1] == site]
+        start = int(snap["first_frame"] or 0)
+        end = max(start, latest["frame"] if latest else start)
+        state = bool(row["first_frame"] == start)
+        changes = [[start, int(state)]] + [[int(f), int(k > 0)] for f, _, k in mine.tolist()]
+        return {"site": site, "y": float(row["y"]), "x": float(row["x"]), "cls": int(row["cls"]),
+                "occupancy": float(row["occupancy"]), "event_rate": float(row["event_rate"]),
+                "n_events": int(row["n_events"]), "first_frame": int(row["first_frame"]),
+                "start": start, "end": end, "changes": changes[-20000:]}
+
+    def _flips_of(self, snap: dict[str, Any]) -> np.ndarray:
+        """The flips list as an array up to the snapshot's length, converted incrementally."""
+        with self._render_lock:
+            have, want = len(self._flips), snap["n_flips"]
+            if want > have:
+                new = np.asarray(snap["flips"][have:want], dtype=np.int64).reshape(-1, 3)
+                self._flips = np.concatenate([self._flips, new])
+            return self._flips[:want]
+
+    def frame_meta(self) -> dict[str, Any]:
+        entry = self.frame()
+        if entry is None:
+            return {"frame": None}
+        engine = getattr(self.pipe.detector, "engine", None) if self.pipe is not None else None
+        names = list(getattr(engine, "class_names", ()) or ())
+        return {**{k: v for k, v in entry.items() if k != "png"}, "png": f"frame.png?n={entry['frame']}",
+                "class_names": names, "colours": list(CLASS_COLOURS)}
+
+    def maps_meta(self) -> dict[str, Any]:
+        m = self.maps()
+        if m is None:
+            return {"version": None}
+        v = m["version"]
+        return {**{k: val for k, val in m.items() if k not in ("occupancy", "events")},
+                "occupancy": f"maps/occupancy.png?v={v}", "events": f"maps/events.png?v={v}"}
+
+    # -- access -----------------------------------------------------------------------------
+    def allowed(self, handler: http.server.BaseHTTPRequestHandler, query: dict[str, list[str]]) -> bool:
+        """Whether a request may be answered (token, and Host header for a loopback server)."""
+        if self.token is None:
+            # a loopback server answers only requests that name a loopback host, which
+            # refuses pages from elsewhere that rebind their own name to 127.0.0.1
+            return _hostname(handler.headers.get("Host") or "") in _LOCAL_NAMES
+        given = query.get("token", [None])[0]
+        if given is None:
+            auth = handler.headers.get("Authorization") or ""
+            if auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+        if given is None:
+            cookie = SimpleCookie(handler.headers.get("Cookie") or "")
+            given = cookie["etem_token"].value if "etem_token" in cookie else None
+        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _hostname(header: str) -> str:
+    """The host part of a Host header (``[::1]`` kept in brackets)."""
+    if header.startswith("["):
+        return header[: header.find("]") + 1]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _factor(shape: Sequence[int], max_px: int) -> int:
+    return max(1, -(-max(int(shape[0]), int(shape[1])) // max_px))
+
+
+def _downsample(img: np.ndarray, k: int) -> np.ndarray:
+    """Block mean by ``k`` (the ragged edge cropped)."""
+    if k == 1:
+        return img
+    h, w = (img.shape[0] // k) * k, (img.shape[1] // k) * k
+    return img[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+
+
+#: Colour maps as 17 evenly spaced anchors (matplotlib's viridis and magma), interpolated to 255 colours.
+_CMAPS = {
+    "viridis": "440154 48186a 472d7b 424086 3b528b 33638d 2c728e 26828e 21918c 1fa088 28ae80 3fbc73 5ec962 "
+               "84d44b addc30 d8e219 fde725",
+    "magma": "000004 0a0822 1d1147 36106b 51127c 6a1c81 832681 9c2e7f b73779 d0416f e75263 f56b5c fc8961 "
+             "fea772 fec488 fde2a3 fcfdbf",
+}
+_OFF_SITE = (24, 24, 28)
+
+
+def _palette(cmap: str) -> list[int]:
+    """A PNG palette: 255 colours of ``cmap``, then index 255 for off-site pixels."""
+    anchors = np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _CMAPS[cmap].split()], float)
+    t = np.linspace(0, 1, len(anchors))
+    lut = np.stack([np.interp(np.linspace(0, 1, 255), t, anchors[:, k]) for k in range(3)], axis=1)
+    return np.rint(lut).astype(np.uint8).ravel().tolist() + list(_OFF_SITE)
+
+
+def _map_png(values: np.ndarray, vmin: float, vmax: float, cmap: str) -> bytes:
+    """A map as a palette PNG (one byte a pixel); NaN (off-site) dark grey."""
+    from PIL import Image
+
+    idx = np.full(values.shape, 255, np.uint8)
+    on = ~np.isnan(values)
+    idx[on] = np.clip((values[on] - vmin) * (254.0 / (vmax - vmin)), 0, 254).astype(np.uint8)
+    img = Image.frombytes("P", (idx.shape[1], idx.shape[0]), idx.tobytes())
+    img.putpalette(_palette(cmap))
+    return _save_png(img)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    return _save_png(Image.fromarray(np.ascontiguousarray(pixels)))
+
+
+def _save_png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "etem-dashboard"
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle keep-alive connection frees its thread
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        dash: Dashboard = self.server.dashboard  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if not dash.allowed(self, query):
+            self._send(403, b"forbidden: this dashboard needs its token (see the URL printed when it started)\n",
+                       "text/plain; charset=utf-8")
+            return
+        extra = {}
+        if dash.token is not None and "token" in query:
+            extra["Set-Cookie"] = f"etem_token={dash.token}; HttpOnly; SameSite=Strict; Path=/"
+        try:
+            self._route(dash, url.path, query, extra)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:  # noqa: BLE001 - a failing request must not take the run down
+            log.exception("dashboard request %s failed", self.path)
+            self._send(500, f"error: {type(exc).__name__}: {exc}\n".encode(), "text/plain; charset=utf-8")
+
+    def _route(self, dash: Dashboard, path: str, query: dict[str, list[str]], extra: dict[str, str]) -> None:
+        if path in _STATIC:
+            name, ctype = _STATIC[path]
+            self._send(200, dash._static[name], ctype, extra)
+        elif path == "/api/status":
+            self._json(dash.status(), extra)
+        elif path == "/api/frame":
+            self._json(dash.frame_meta(), extra)
+        elif path == "/api/maps":
+            self._json(dash.maps_meta(), extra)
+        elif path == "/api/site":
+            try:
+                if "site" in query:
+                    args: dict[str, Any] = {"site": int(query["site"][0])}
+                else:
+                    args = {"y": float(query["y"][0]), "x": float(query["x"][0])}
+            except (KeyError, ValueError):
+                self._send(400, b"give site=ID, or y=ROW&x=COL (reference-frame pixels)\n", "text/plain; charset=utf-8")
+                return
+            out = dash.site(**args)
+            self._json(out if out is not None else {"site": None}, extra)
+        elif path == "/frame.png":
+            n = query.get("n", [None])[0]
+            png = dash.frame_png(int(n) if n is not None and n.lstrip("-").isdigit() else None)
+            self._png(png, extra)
+        elif path in ("/maps/occupancy.png", "/maps/events.png"):
+            m = dash.maps()
+            self._png(None if m is None else m[path[6:-4]], extra)
+        elif path == "/metrics":
+            self._send(200, dash.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8", extra)
+        elif path == "/favicon.ico":
+            self._send(204, b"", "image/x-icon", extra)
+        else:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8", extra)
+
+    def _json(self, obj: Any, extra: dict[str, str]) -> None:
+        body = json.dumps(_json_safe(obj), allow_nan=False, separators=(",", ":")).encode()
+        self._send(200, body, "application/json", extra)
+
+    def _png(self, png: bytes | None, extra: dict[str, str]) -> None:
+        if png is None:
+            self._send(404, b"nothing to show yet\n", "text/plain; charset=utf-8", extra)
+        else:
+            self._send(200, png, "image/png", extra)
+
+    def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)

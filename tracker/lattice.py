@@ -1,0 +1,379 @@
+"""The pixel size from the lattice: Fourier peaks of an image of a known material.
+
+Files often carry no pixel size, or a wrong one. A crystalline image's power spectrum has peaks
+at the reciprocal-lattice vectors of its projected structure; their radii in cycles per pixel,
+``f = sampling / d``, give the sampling [Å/px] once the spacings ``d`` [Å] are known. The
+material's projected cell fixes which spacings exist and how strong each is, so a peak can be
+told apart from its lattice's other orders (the graphene 2.13 Å and 1.23 Å rings differ by √3).
+
+Method
+------
+1. Power spectrum of the mean-subtracted image under a Hann window, zero-padded to twice its
+   size; divided by its radial median so that peaks stand out against the falling background.
+2. Local maxima above ``min_snr`` times that background, refined to sub-bin positions by a
+   quadratic fit to the log power around each maximum.
+3. Every pairing of one of the strongest peaks with one of the material's reflection families
+   proposes a sampling; each proposal is scored by the detected peaks it explains (weighted by
+   their strength) less the material's strong reflections it predicts in the detectable band
+   but that were not found.
+4. The best proposal is refined from all the peaks it explains (each gives ``d * f``), weighted
+   by radius (a peak further out pins the scale more tightly); the uncertainty is the weighted
+   standard error of those, with the sub-bin precision of a single peak as its floor.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import ConfigError
+
+log = logging.getLogger("etem.lattice")
+
+__all__ = ["resolve_sampling", "MATERIALS", "Material", "SamplingEstimate", "estimate_sampling", "material", "materials", "reflections"]
+
+
+@dataclass(frozen=True)
+class Material:
+    """A material's projected cell along a zone axis: enough to predict its Fourier peaks.
+
+    Parameters
+    ----------
+    name, zone
+        Name and zone axis, for messages.
+    cell_A
+        The two in-plane cell vectors [Å] (rows), as ``[[ax, ay], [bx, by]]``.
+    columns
+        Fractional positions ``(u, v)`` of the atomic columns in the cell, with a weight per
+        column (``Z ** 1.7`` summed over the column's atoms, as in annular dark-field contrast;
+        only used to tell strong reflections from weak ones).
+    """
+
+    name: str
+    zone: str
+    cell_A: tuple[tuple[float, float], tuple[float, float]]
+    columns: tuple[tuple[float, float, float], ...]
+    note: str = ""
+
+
+def _hex(a: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    return ((a, 0.0), (-a / 2, a * np.sqrt(3) / 2))
+
+
+def _w(*z: float) -> float:
+    return float(sum(zi ** 1.7 for zi in z))
+
+
+#: Materials the sampling can be estimated for, by name.
+MATERIALS: dict[str, Material] = {
+    m.name: m
+    for m in (
+        Material("graphene", "[001]", _hex(2.46), ((0, 0, _w(6)), (1 / 3, 2 / 3, _w(6)))),
+        Material("mos2", "[001]", _hex(3.16), ((1 / 3, 2 / 3, _w(42)), (2 / 3, 1 / 3, _w(16, 16))),
+                 note="2H monolayer"),
+        # fcc [110]: a rectangular cell a/sqrt2 x a with a centred column.
+        Material("au110", "[110]", ((4.08 / np.sqrt(2), 0.0), (0.0, 4.08)),
+                 ((0, 0, _w(79)), (0.5, 0.5, _w(79)))),
+        # fcc [111]: the three stacking positions project onto one triangular lattice of
+        # spacing a/sqrt6 (its first ring is {220}, 1.44 Å).
+        Material("au111", "[111]", _hex(4.08 / np.sqrt(6)), ((0, 0, _w(79)),)),
+        Material("srtio3001", "[001]", ((3.905, 0.0), (0.0, 3.905)),
+                 ((0, 0, _w(38)), (0.5, 0.5, _w(22, 8)), (0.5, 0, _w(8)), (0, 0.5, _w(8)))),
+        # perovskite [110]: SrO, Ti and O columns on a rectangular a/sqrt2 x a cell.
+        Material("srtio3110", "[110]", ((3.905 / np.sqrt(2), 0.0), (0.0, 3.905)),
+                 ((0, 0, _w(38, 8)), (0, 0.5, _w(22)), (0.5, 0.5, _w(8)))),
+    )
+}
+#: Names that stand for every zone axis listed for a material (the best-fitting one is taken).
+_FAMILIES = {"au": ("au110", "au111"), "gold": ("au110", "au111"), "srtio3": ("srtio3001", "srtio3110"),
+             "sto": ("srtio3001", "srtio3110"), "mos₂": ("mos2",)}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "").replace("[", "").replace("]", "")
+
+
+def materials(name: str | Material) -> tuple[Material, ...]:
+    """The material(s) a name stands for: one zone axis (``au110``) or all listed (``au``)."""
+    if isinstance(name, Material):
+        return (name,)
+    key = _key(name)
+    if key in MATERIALS:
+        return (MATERIALS[key],)
+    if key in _FAMILIES:
+        return tuple(MATERIALS[k] for k in _FAMILIES[key])
+    raise ConfigError(f"unknown material {name!r}; known: {', '.join(sorted(set(MATERIALS) | set(_FAMILIES)))} "
+                      "(a name without a zone axis tries each listed zone).")
+
+
+def material(name: str | Material) -> Material:
+    """Look one material and zone axis up by name (case-insensitive)."""
+    found = materials(name)
+    if len(found) > 1:
+        raise ConfigError(f"{name!r} has several zone axes ({', '.join(m.name for m in found)}); name one.")
+    return found[0]
+
+
+def reflections(mat: str | Material, *, d_min_A: float = 0.9, rel_min: float = 0.02) -> np.ndarray:
+    """The material's reflection families: rows ``(d [Å], relative strength, directions)``.
+
+    Families are reciprocal-lattice vectors grouped by length; the strength is the squared
+    structure factor of the projected cell relative to the strongest (``rel_min`` drops the
+    extinct and the faint); ``directions`` is how many distinct peaks the family puts in a half
+    plane of the spectrum (3 for a hexagonal ring, 2 for a square one).
+    """
+    m = material(mat)
+    cell = np.asarray(m.cell_A, float)
+    recip = np.linalg.inv(cell).T  # rows: reciprocal vectors [1/Å]
+    cols = np.asarray(m.columns, float)
+    n = int(np.ceil(1 / d_min_A * np.linalg.norm(cell, axis=1).max())) + 1
+    h, k = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    h, k = h.ravel(), k.ravel()
+    keep = (h != 0) | (k != 0)
+    h, k = h[keep], k[keep]
+    g = np.linalg.norm(np.outer(h, recip[0]) + np.outer(k, recip[1]), axis=1)
+    phase = 2j * np.pi * (np.outer(h, cols[:, 0]) + np.outer(k, cols[:, 1]))
+    strength = np.abs(np.exp(phase) @ cols[:, 2]) ** 2
+    ok = g <= 1 / d_min_A
+    g, strength = g[ok], strength[ok]
+    # group by length
+    order = np.argsort(g)
+    g, strength = g[order], strength[order]
+    groups: list[list[int]] = []
+    for i in range(len(g)):
+        if groups and g[i] - g[groups[-1][0]] < 1e-6:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    top = strength.max()
+    fam = np.array([(1 / g[ix[0]], strength[ix].max() / top,
+                     max(1, int(np.sum(strength[ix] >= rel_min * top)) // 2)) for ix in groups])
+    return fam[fam[:, 1] >= rel_min]
+
+
+@dataclass
+class SamplingEstimate:
+    """A sampling estimated from the lattice, with its uncertainty and the evidence."""
+
+    sampling: float          #: [Å/px]
+    uncertainty: float       #: one standard error [Å/px]
+    material: str
+    zone: str
+    n_peaks: int             #: Fourier peaks that agree with the material's reflections
+    score: float             #: the winning proposal's score (higher is surer)
+    #: relative spread of the per-peak values: the lattice looks distorted (scan distortion,
+    #: drift, strain) or the peaks are poorly located when this exceeds a percent or two
+    distortion: float
+    peaks: np.ndarray = field(repr=False)  #: rows (f [1/px], d [Å], snr) of the matched peaks
+
+    @property
+    def relative_uncertainty(self) -> float:
+        return self.uncertainty / self.sampling
+
+    def as_dict(self) -> dict[str, float | str | int]:
+        """The figures, for a run file's attributes or a table's ``attrs``."""
+        return {"sampling": self.sampling, "uncertainty": self.uncertainty, "material": self.material,
+                "zone": self.zone, "n_peaks": self.n_peaks, "distortion": self.distortion}
+
+    def __str__(self) -> str:
+        text = (f"{self.sampling:.4f} ± {self.uncertainty:.4f} Å/px from {self.n_peaks} lattice peaks "
+                f"of {self.material} {self.zone}")
+        if self.distortion > 0.02:
+            text += f" (peaks disagree by {100 * self.distortion:.1f} %: distorted lattice or image?)"
+        return text
+
+
+def _spectrum(image: np.ndarray) -> tuple[np.ndarray, int]:
+    img = np.asarray(image, np.float64)
+    if img.ndim != 2:
+        raise ConfigError(f"the sampling is estimated from one 2-D image; got shape {img.shape}.")
+    if not np.isfinite(img).all():
+        raise ConfigError("the image holds NaN or infinite pixels; the sampling cannot be estimated from it.")
+    h, w = img.shape
+    win = np.outer(np.hanning(h), np.hanning(w))
+    n = 2 * int(2 ** np.ceil(np.log2(max(h, w))))
+    f = np.fft.fft2((img - img.mean()) * win, s=(n, n))
+    return np.fft.fftshift(np.abs(f) ** 2), n
+
+
+def _radial_median(p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    ri = np.round(r).astype(int)
+    order = np.argsort(ri, axis=None)
+    rs = ri.ravel()[order]
+    vs = p.ravel()[order]
+    edges = np.flatnonzero(np.diff(rs)) + 1
+    med = np.array([np.median(c) for c in np.split(vs, edges)])
+    radii = rs[np.r_[0, edges]]
+    prof = np.zeros(ri.max() + 1)
+    prof[radii] = med
+    prof = ndimage.median_filter(prof, size=9, mode="nearest")
+    return prof[ri]
+
+
+def _peaks(image: np.ndarray, min_snr: float, max_peaks: int) -> np.ndarray:
+    """Fourier peaks: rows (f [cycles/px], snr, angle [rad]), strongest first, one per ± pair."""
+    p, n = _spectrum(image)
+    # A 3x3 box sum: a lattice peak (spread over a few bins by the window and the padding) keeps
+    # its height while the exponentially distributed noise of single bins is averaged down, so
+    # that the hundreds of thousands of noise bins do not put maxima above the threshold.
+    p = ndimage.uniform_filter(p, size=3, mode="wrap")
+    c = n // 2
+    yy, xx = np.indices(p.shape)
+    r = np.hypot(yy - c, xx - c)
+    ratio = p / np.maximum(_radial_median(p, r), np.finfo(float).tiny)
+    r_min = max(6.0, 0.02 * n)  # the window's own low-frequency hump
+    cand = (ratio == ndimage.maximum_filter(ratio, size=5)) & (ratio > min_snr) & (r > r_min) & (r < 0.98 * c)
+    cand &= (yy > c) | ((yy == c) & (xx > c))  # the spectrum of a real image is symmetric
+    iy, ix = np.nonzero(cand)
+    strongest = np.argsort(ratio[iy, ix])[::-1][:max_peaks]
+    iy, ix = iy[strongest], ix[strongest]
+    logp = np.log(np.maximum(p, np.finfo(float).tiny))
+    rows = []
+    for y, x in zip(iy, ix):
+        if not (1 <= y < n - 1 and 1 <= x < n - 1):
+            continue
+        # quadratic fit of the log power along each axis: sub-bin position
+        dy = _vertex(logp[y - 1, x], logp[y, x], logp[y + 1, x])
+        dx = _vertex(logp[y, x - 1], logp[y, x], logp[y, x + 1])
+        fy, fx = (y + dy - c) / n, (x + dx - c) / n
+        rows.append((np.hypot(fy, fx), ratio[y, x], np.arctan2(fy, fx)))
+    return np.array(rows).reshape(-1, 3)
+
+
+def _vertex(a: float, b: float, c: float) -> float:
+    den = a - 2 * b + c
+    return 0.0 if den >= 0 else float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+
+
+def estimate_sampling(
+    image: np.ndarray,
+    material: str | Material,
+    *,
+    min_snr: float = 10.0,
+    tolerance: float = 0.03,
+    max_peaks: int = 40,
+) -> SamplingEstimate:
+    """Estimate the sampling [Å/px] of an image of a known material from its Fourier peaks.
+
+    Parameters
+    ----------
+    image
+        One 2-D image; any rotation of the lattice, bright or dark columns.
+    material
+        A material and zone axis from :data:`MATERIALS` (``graphene``, ``mos2``, ``au110``,
+        ``au111``, ``srtio3001``, ``srtio3110``), a material name that tries each of its zone
+        axes (``au``, ``srtio3``), or a :class:`Material`.
+    min_snr
+        A Fourier peak must stand this many times above the radially median background.
+    tolerance
+        Relative mismatch allowed between a peak and a predicted reflection.
+
+    Raises
+    ------
+    ConfigError
+        When the spectrum shows no lattice peaks, or none that fit the material.
+    """
+    mats = materials(material)
+    peaks = _peaks(image, min_snr, max_peaks)
+    if len(peaks) == 0:
+        raise ConfigError(f"no lattice peaks in the image's power spectrum (none {min_snr}× above the "
+                          "background); the sampling cannot be estimated: give it (--sampling Å/px).")
+    n_pad = 2 * int(2 ** np.ceil(np.log2(max(np.shape(image)))))
+    fits = [_fit(peaks, m, n_pad=n_pad, min_snr=min_snr, tolerance=tolerance) for m in mats]
+    fits = [f for f in fits if f is not None]
+    if not fits:
+        raise ConfigError(f"no lattice of {' or '.join(m.name + ' ' + m.zone for m in mats)} in the image's power "
+                          f"spectrum ({len(peaks)} peaks, none in two directions that fit it); check the "
+                          "material, or give the sampling (--sampling Å/px).")
+    return max(fits, key=lambda e: e.score)
+
+
+def _fit(peaks: np.ndarray, mat: Material, *, n_pad: int, min_snr: float,
+         tolerance: float) -> SamplingEstimate | None:
+    fam = reflections(mat)
+    f, snr = peaks[:, 0], peaks[:, 1]
+    weight = np.log(snr)
+    # Reflections predicted where peaks can be seen (above the window's hump, and no further out
+    # than the furthest peak the proposal explains: blur may hide the outer ones) but not found
+    # count against the proposal.
+    f_lo = max(6.0, 0.02 * n_pad) / n_pad
+    best = None
+    for fp in f[np.argsort(snr)[::-1][:8]]:
+        for d in fam[:, 0]:
+            s = d * fp
+            pred_f = s / fam[:, 0]
+            # each peak explained by the nearest predicted family
+            j = np.argmin(np.abs(f[:, None] / pred_f[None, :] - 1), axis=1)
+            hit = np.abs(f / pred_f[j] - 1) < tolerance
+            # a family explains no more peaks than it has directions (the strongest ones):
+            # a hexagonal ring of three peaks is no rectangular lattice's two-peak family
+            for fam_i in np.unique(j[hit]):
+                mine = np.flatnonzero(hit & (j == fam_i))
+                hit[mine[np.argsort(snr[mine])[::-1][int(fam[fam_i, 2]):]]] = False
+            if not hit.any():
+                continue
+            band = (pred_f > f_lo) & (pred_f < f[hit].max() * (1 + tolerance))
+            found = np.zeros(len(fam), bool)
+            found[j[hit]] = True
+            missing = band & ~found
+            score = weight[hit].sum() - np.log(min_snr) * 2 * fam[missing, 1].sum()
+            if best is None or score > best[0]:
+                best = (score, hit, j)
+    if best is None:
+        return None
+    score, hit, j = best
+    # A lattice shows peaks in at least two directions; one peak alone may be anything.
+    ang = peaks[hit, 2] % np.pi
+    spread = np.abs((ang[:, None] - ang[None, :] + np.pi / 2) % np.pi - np.pi / 2)
+    if score <= 0 or spread.max(initial=0.0) < np.radians(15):
+        return None
+    d = fam[j[hit], 0]
+    each = d * f[hit]  # one sampling per peak
+    wts = f[hit] ** 2 * weight[hit]
+    mean = float(np.average(each, weights=wts))
+    n = int(hit.sum())
+    # The weighted standard error of the per-peak values (Kish's effective count), with the
+    # sub-bin precision of the outermost peak (about a tenth of a padded bin) as its floor.
+    n_eff = wts.sum() ** 2 / (wts ** 2).sum()
+    sd = float(np.sqrt(np.average((each - mean) ** 2, weights=wts)))
+    floor = mean * 0.1 / (n_pad * f[hit].max())
+    return SamplingEstimate(sampling=mean, uncertainty=max(sd / np.sqrt(max(n_eff - 1, 1)), floor),
+                            material=mat.name, zone=mat.zone, n_peaks=n, score=float(score),
+                            distortion=sd / mean, peaks=np.column_stack([f[hit], d, snr[hit]]))
+
+
+def resolve_sampling(
+    image: np.ndarray,
+    *,
+    given: float | None,
+    material: str | None,
+    auto: bool = False,
+) -> tuple[float | None, SamplingEstimate | None]:
+    """The sampling to use for an image, and the lattice estimate when one was made.
+
+    ``auto`` estimates from the lattice whatever the data say; otherwise the lattice is used
+    only where the data give no sampling, and, where they do, checked against it (a warning in
+    the log when they disagree). Both need ``material``.
+    """
+    if auto and not material:
+        raise ConfigError("estimating the sampling from the lattice needs the material in view "
+                          f"(--material NAME; known: {', '.join(sorted(set(MATERIALS) | set(_FAMILIES)))}).")
+    if not material:
+        return given, None
+    img = np.asarray(image)
+    img = img.reshape(-1, *img.shape[-2:])[0]  # the first image of a focal series
+    if given is not None and not auto:
+        try:
+            est = estimate_sampling(img, material)
+        except ConfigError as exc:
+            log.info("sampling %.4f Å/px not checked against the lattice: %s", given, exc)
+            return given, None
+        if abs(est.sampling - given) > max(3 * est.uncertainty, 0.02 * given):
+            log.warning("the data give %.4f Å/px but the %s lattice says %s; using the data's "
+                        "(pass --sampling auto to use the lattice's)", given, est.material, est)
+        return given, est
+    est = estimate_sampling(img, material)
+    log.info("sampling from the lattice: %s", est)
+    return est.sampling, est

@@ -1,0 +1,252 @@
+// etem live dashboard: polls the run's JSON endpoints at a human rate and draws what they hold.
+// Self-contained (no libraries, nothing fetched from elsewhere).
+"use strict";
+
+const STATUS_MS = 500;   // counters and queues
+const FRAME_MS = 400;    // latest frame and its columns
+const MAPS_MS = 1000;    // occupancy and event maps
+const SITE_MS = 1000;    // the selected site's timeline
+
+const $ = (id) => document.getElementById(id);
+let frameInfo = null;    // /api/frame of the frame on screen
+let mapsInfo = null;     // /api/maps of the maps on screen
+let selected = null;     // /api/site of the selected site
+
+async function getJSON(url) {
+  const r = await fetch(url, { cache: "no-store" });
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
+function loadImage(img, src) {
+  return new Promise((resolve, reject) => {
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error(`${src}: not loaded`));
+    img.src = src;
+  });
+}
+
+// Run fn every ms milliseconds, one call at a time; paused while the tab is hidden.
+function every(ms, fn) {
+  const tick = async () => {
+    if (!document.hidden) {
+      try { await fn(); } catch (e) { console.debug(e); }
+    }
+    setTimeout(tick, ms);
+  };
+  tick();
+}
+
+const fmt = (v, digits = 0) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(digits);
+
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  const u = ["KiB", "MiB", "GiB", "TiB"];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < u.length - 1);
+  return `${n.toFixed(1)} ${u[i]}`;
+}
+
+// -- status -----------------------------------------------------------------------------------
+async function pollStatus() {
+  let s;
+  try {
+    s = await getJSON("api/status");
+  } catch (e) {
+    $("state").textContent = "connection lost";
+    $("state").className = "offline";
+    throw e;
+  }
+  const label = { waiting: "waiting for the first frame", running: "running", finished: "finished" };
+  $("state").textContent = label[s.state] || s.state;
+  $("state").className = s.state;
+  $("engine").textContent = s.engine ? `engine: ${s.engine}` : "";
+  $("updated").textContent = s.since_last_frame_s != null && s.since_last_frame_s > 2
+    ? `no frame for ${fmt(s.since_last_frame_s)} s` : "";
+  $("last_frame").textContent = s.last_frame ?? "–";
+  for (const k of ["processed", "received", "rejected", "dropped", "missing", "sites"]) {
+    $(k).textContent = s[k] ?? 0;
+  }
+  for (const k of ["rejected", "dropped", "missing"]) {
+    $(`t_${k}`).classList.toggle("alert", (s[k] || 0) > 0);
+  }
+  $("fps_recent").textContent = fmt(s.fps_recent, 1);
+  $("fps").textContent = fmt(s.fps, 1);
+  $("latency").textContent = `${fmt(s.latency_p50_ms)} / ${fmt(s.latency_p99_ms)}`;
+  for (const q of ["ingest", "host"]) {
+    const v = s.queues && s.queues[q];
+    $(`queue_${q}`).textContent = v ? `${v.depth} / ${v.capacity}` : "–";
+  }
+  const gpu = Object.entries(s.gpu || {});
+  $("gpu").textContent = gpu.length ? gpu.map(([d, m]) => `${bytes(m.allocated)}`).join(", ") : "no GPU";
+  const rows = Object.entries(s).filter(([k, v]) => k.includes("/") && v > 0);
+  $("reasons").innerHTML = rows.length
+    ? "<table>" + rows.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("") + "</table>" : "";
+}
+
+// -- latest frame -----------------------------------------------------------------------------
+function fitCanvas(canvas, img) {
+  const w = img.clientWidth, h = img.clientHeight, r = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(w * r) || canvas.height !== Math.round(h * r)) {
+    canvas.width = Math.round(w * r);
+    canvas.height = Math.round(h * r);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(r, 0, 0, r, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  return ctx;
+}
+
+function drawColumns() {
+  const img = $("frame"), f = frameInfo;
+  if (!f || !img.naturalWidth) return;
+  const ctx = fitCanvas($("frame-overlay"), img);
+  const s = img.clientWidth / f.display_shape[1] * f.scale;   // screen px per frame px
+  const rad = Math.max(4, Math.min(10, 2.5 * s));
+  ctx.lineWidth = 1.5;
+  for (const [y, x, cls, site] of f.columns) {
+    ctx.strokeStyle = f.colours[cls % f.colours.length];
+    ctx.beginPath();
+    ctx.arc((x + 0.5) * s, (y + 0.5) * s, rad, 0, 2 * Math.PI);
+    ctx.stroke();
+    if (selected && site === selected.site) {
+      ctx.save();
+      ctx.strokeStyle = "#ffffff";
+      ctx.lineWidth = 2.5;
+      ctx.beginPath();
+      ctx.arc((x + 0.5) * s, (y + 0.5) * s, rad + 4, 0, 2 * Math.PI);
+      ctx.stroke();
+      ctx.restore();
+    }
+  }
+}
+
+function drawLegend(f) {
+  const counts = new Map();
+  for (const c of f.columns) counts.set(c[2], (counts.get(c[2]) || 0) + 1);
+  const items = [...counts.entries()].sort((a, b) => a[0] - b[0]).map(([k, n]) => {
+    const name = f.class_names[k] ?? `class ${k}`;
+    return `<span style="--c:${f.colours[k % f.colours.length]}">${name} (${n})</span>`;
+  });
+  $("legend").innerHTML = items.join("");
+}
+
+async function pollFrame() {
+  const f = await getJSON("api/frame");
+  if (f.frame === null || (frameInfo && f.frame === frameInfo.frame)) return;
+  await loadImage($("frame"), f.png);
+  frameInfo = f;
+  $("frame-info").textContent =
+    `#${f.frame} · ${f.n_columns} columns · drift ${fmt(f.drift[0], 1)}, ${fmt(f.drift[1], 1)} px`;
+  drawLegend(f);
+  drawColumns();
+}
+
+// -- maps -------------------------------------------------------------------------------------
+function drawSelection() {
+  for (const name of ["occupancy", "events"]) {
+    const img = $(name);
+    if (!mapsInfo || !img.naturalWidth) continue;
+    const ctx = fitCanvas($(`${name}-overlay`), img);
+    if (!selected) continue;
+    const s = img.clientWidth / mapsInfo.display_shape[1] * mapsInfo.scale;
+    ctx.strokeStyle = "#ffffff";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.arc((selected.x + 0.5) * s, (selected.y + 0.5) * s, 8, 0, 2 * Math.PI);
+    ctx.stroke();
+  }
+}
+
+async function pollMaps() {
+  const m = await getJSON("api/maps");
+  if (m.version === null || (mapsInfo && m.version === mapsInfo.version)) return;
+  await Promise.all([loadImage($("occupancy"), m.occupancy), loadImage($("events"), m.events)]);
+  mapsInfo = m;
+  $("maps-info").textContent = `${m.n_sites} sites · ${m.n_frames} frames · mean ${fmt(m.occupancy_mean, 2)}`;
+  $("events-max").textContent = fmt(m.events_max, 3);
+  drawSelection();
+}
+
+function onMapClick(ev) {
+  if (!mapsInfo) return;
+  const r = ev.currentTarget.getBoundingClientRect();
+  const y = (ev.clientY - r.top) / r.height * mapsInfo.display_shape[0] / mapsInfo.scale;
+  const x = (ev.clientX - r.left) / r.width * mapsInfo.display_shape[1] / mapsInfo.scale;
+  selectSite(`api/site?y=${y.toFixed(2)}&x=${x.toFixed(2)}`);
+}
+
+function onFrameClick(ev) {
+  if (!frameInfo || !frameInfo.columns.length) return;
+  const r = ev.currentTarget.getBoundingClientRect();
+  const y = (ev.clientY - r.top) / r.height * frameInfo.display_shape[0] / frameInfo.scale;
+  const x = (ev.clientX - r.left) / r.width * frameInfo.display_shape[1] / frameInfo.scale;
+  let best = null, bestD = Infinity;
+  for (const c of frameInfo.columns) {
+    const d = (c[0] - y) ** 2 + (c[1] - x) ** 2;
+    if (c[3] >= 0 && d < bestD) { best = c; bestD = d; }
+  }
+  if (best) selectSite(`api/site?site=${best[3]}`);
+}
+
+// -- the selected site's timeline -------------------------------------------------------------
+async function selectSite(url) {
+  const s = await getJSON(url);
+  if (s.site === null) return;
+  selected = s;
+  showSite();
+  drawSelection();
+  drawColumns();
+}
+
+async function pollSite() {
+  if (!selected) return;
+  const s = await getJSON(`api/site?site=${selected.site}`);
+  if (s.site !== null) { selected = s; showSite(); }
+}
+
+function showSite() {
+  const s = selected;
+  $("site-info").textContent =
+    `site ${s.site} at (${fmt(s.y, 1)}, ${fmt(s.x, 1)}) px · class ${s.cls} · occupancy ${fmt(s.occupancy, 3)}` +
+    ` · ${s.n_events} events (rate ${fmt(s.event_rate, 3)}) · first seen in frame ${s.first_frame}`;
+  const c = $("timeline");
+  c.dataset.site = String(s.site);
+  const w = c.clientWidth, h = c.clientHeight, r = window.devicePixelRatio || 1;
+  c.width = Math.round(w * r); c.height = Math.round(h * r);
+  const ctx = c.getContext("2d");
+  ctx.setTransform(r, 0, 0, r, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  const left = 64, right = 12, top = 10, bottom = 26;
+  const pw = w - left - right, ph = h - top - bottom;
+  const span = Math.max(s.end - s.start + 1, 1);
+  const X = (f) => left + (f - s.start) / span * pw;
+  ctx.fillStyle = "#2c2f38";
+  ctx.fillRect(left, top, pw, ph);
+  ctx.fillStyle = "#21918c";
+  const ch = s.changes;
+  for (let i = 0; i < ch.length; i++) {
+    if (!ch[i][1]) continue;
+    const a = ch[i][0], b = i + 1 < ch.length ? ch[i + 1][0] : s.end + 1;
+    ctx.fillRect(X(a), top + 4, Math.max(X(b) - X(a), 1), ph - 8);
+  }
+  ctx.fillStyle = "#9a9ca3";
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.textBaseline = "middle";
+  ctx.fillText("occupied", 4, top + ph / 2);
+  ctx.textBaseline = "top";
+  ctx.fillText(String(s.start), left, top + ph + 6);
+  const endLabel = `frame ${s.end}`;
+  ctx.fillText(endLabel, left + pw - ctx.measureText(endLabel).width, top + ph + 6);
+  c.dataset.drawn = String(ch.length);
+}
+
+// -- start ------------------------------------------------------------------------------------
+$("occupancy-view").addEventListener("click", onMapClick);
+$("events-view").addEventListener("click", onMapClick);
+$("frame-view").addEventListener("click", onFrameClick);
+window.addEventListener("resize", () => { drawColumns(); drawSelection(); if (selected) showSite(); });
+every(STATUS_MS, pollStatus);
+every(FRAME_MS, pollFrame);
+every(MAPS_MS, pollMaps);
+every(SITE_MS, pollSite);

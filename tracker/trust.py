@@ -1,0 +1,128 @@
+"""A trust flag per frame: is this frame inside what the locator was shown to handle?
+
+A locator (a trained network or the classical one) is trustworthy only inside the range of
+images its evaluation covered: Wei et al. show every atom finder collapses past a cut-off in
+dose, pixel size, resolution or contrast, and fails silently there. :class:`TrustRanges` holds
+those cut-offs as figures that can be measured on any frame (:mod:`etem.tracker.quality`), and
+:func:`judge` compares a frame with them. An out-of-range frame is still processed and flagged,
+never dropped.
+
+Where the ranges come from: a model bundle's card (``card["trust"]``, written by the evaluation
+sweep of :mod:`etem.train.sweep`), or, for the classical locator, the packaged result of the same
+sweep (``data/classical_trust.json``). An engine without either has no flag (``in_range = -1``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FLAGS", "TrustRanges", "judge", "describe", "ranges_for"]
+
+#: Bits of a frame's ``out_of_range`` mask, by the figure that is out of range.
+FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8}
+
+
+@dataclass(frozen=True)
+class TrustRanges:
+    """The figures inside which a locator met the cut-offs of its evaluation.
+
+    Parameters
+    ----------
+    sampling_A
+        ``(smallest, largest)`` pixel size [Å/px] of the frames as recorded.
+    snr_min
+        Least signal-to-noise (:func:`etem.tracker.quality.measure`).
+    resolution_max_A
+        Coarsest measured resolution [Å].
+    confidence_min
+        Least mean column probability.
+    cutoffs
+        The evaluation's pass criteria (e.g. recall ≥ 0.9, precision ≥ 0.95, RMS ≤ 0.3 Å).
+    source
+        How the ranges were measured (for the card and the run file).
+    """
+
+    sampling_A: tuple[float, float] | None = None
+    snr_min: float | None = None
+    resolution_max_A: float | None = None
+    confidence_min: float | None = None
+    cutoffs: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrustRanges:
+        known = {k: d[k] for k in ("sampling_A", "snr_min", "resolution_max_A", "confidence_min", "cutoffs", "source")
+                 if k in d}
+        if known.get("sampling_A") is not None:
+            known["sampling_A"] = tuple(float(v) for v in known["sampling_A"])
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge(snr: float, resolution_A: float, sampling: float | None, confidence: float,
+          ranges: TrustRanges | None) -> int:
+    """The frame's ``out_of_range`` mask (0: inside every range; -1: no ranges to judge by).
+
+    A figure that could not be measured (NaN; the sampling of a frame that gives none) does not
+    put the frame out of range; the resolution in Å needs the sampling.
+    """
+    if ranges is None:
+        return -1
+    mask = 0
+    if ranges.sampling_A is not None and sampling is not None and np.isfinite(sampling):
+        lo, hi = ranges.sampling_A
+        if not lo <= sampling <= hi:
+            mask |= FLAGS["sampling"]
+    if ranges.snr_min is not None and np.isfinite(snr) and snr < ranges.snr_min:
+        mask |= FLAGS["snr"]
+    if (ranges.resolution_max_A is not None and sampling is not None and np.isfinite(resolution_A)
+            and resolution_A > ranges.resolution_max_A):
+        mask |= FLAGS["resolution"]
+    if ranges.confidence_min is not None and np.isfinite(confidence) and confidence < ranges.confidence_min:
+        mask |= FLAGS["confidence"]
+    return mask
+
+
+def describe(mask: int, ranges: TrustRanges | None = None) -> str:
+    """Words for a mask: ``"in range"``, ``"no ranges"``, or what is out of range."""
+    if mask < 0:
+        return "no ranges"
+    if mask == 0:
+        return "in range"
+    words = {
+        "sampling": "pixel size" + (f" outside {ranges.sampling_A[0]:g}–{ranges.sampling_A[1]:g} Å/px"
+                                    if ranges and ranges.sampling_A else ""),
+        "snr": "SNR" + (f" below {ranges.snr_min:.3g}" if ranges and ranges.snr_min is not None else ""),
+        "resolution": "resolution" + (f" coarser than {ranges.resolution_max_A:.2f} Å"
+                                      if ranges and ranges.resolution_max_A is not None else ""),
+        "confidence": "confidence" + (f" below {ranges.confidence_min:.2f}"
+                                      if ranges and ranges.confidence_min is not None else ""),
+    }
+    return "out of range: " + ", ".join(words[k] for k, bit in FLAGS.items() if mask & bit)
+
+
+def _packaged(name: str) -> dict[str, Any] | None:
+    try:
+        text = resources.files("etem.tracker").joinpath("data", name).read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        return None
+    return json.loads(text)
+
+
+def ranges_for(engine: Any) -> TrustRanges | None:
+    """The trust ranges of an engine: its model card's, the classical locator's packaged ones, or None."""
+    card = getattr(engine, "card", None) or {}
+    if isinstance(card, dict) and isinstance(card.get("trust"), dict):
+        return TrustRanges.from_dict(card["trust"])
+    if getattr(engine, "name", None) == "classical":
+        contrast = getattr(engine, "contrast", "bright")
+        data = _packaged("classical_trust.json")
+        if data and contrast in data:
+            return TrustRanges.from_dict(data[contrast])
+    return None
