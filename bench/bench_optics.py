@@ -141,6 +141,11 @@ def main() -> None:
             continue
         devices.append(torch.device(name))
     cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     print(f"{datetime.date.today()}, torch {torch.__version__}, {args.threads} CPU threads ({cpu}), "
           f"{args.size}x{args.size} px at {args.sampling} Å/px, 300 kV, two column classes")
     for d in devices:
@@ -152,6 +157,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['device']} | {r['batch']} | {r['focal']} | {r['columns']} | {r['images_s']:.1f} | {r['ms_batch']:.1f} |")
+    print("images/s: training samples per second (each F focal images plus its label maps).")
     if args.stages:
         names = list(rows[0]["stages"])
         print()

@@ -6,8 +6,8 @@ Chain (:func:`training_batch`), per sample
 1. Draw a microscope (:class:`~etem.simulate.optics.OpticsRanges`) and a geometry
    (:func:`sample_geometry`).
 2. Image the source: HRTEM (:func:`~etem.simulate.optics.image_from_waves`, a focal series of
-   ``F`` images) or HAADF-STEM (:func:`~etem.simulate.optics.stem_image`, normalized so that
-   each sample's brightest pixel is 1).
+   ``F`` images; vacuum is 1) or HAADF-STEM (:func:`~etem.simulate.optics.stem_image`,
+   normalized so that each sample's brightest pixel is 1, so that the dose is counted there).
 3. Resample onto the detector grid (:func:`warp`): scale jitter, quarter turns, mirror and a
    random crop, the same for all images of a focal series, plus an optional random
    misalignment of images ``1 .. F-1`` against image 0 (Madsen et al. 2018, §4.3; applied in
@@ -18,7 +18,8 @@ Chain (:func:`training_batch`), per sample
 5. Shot noise (:func:`poisson_noise`): counts with mean ``dose * pixel_area * intensity``,
    divided back by ``dose * pixel_area``.
 6. Labels (:func:`~etem.simulate.labels.render_labels`) rendered on the detector grid at the
-   column positions mapped by the same geometry as image 0 (:func:`transform_points`).
+   column positions mapped by the same geometry (:func:`transform_points`), so they lie on
+   image 0.
 
 A "pixel" of the detector is ``out_sampling_A * zoom`` Å in the specimen: the scale jitter
 says the nominal sampling is off by the factor ``zoom``. Blur, dose and label widths are
@@ -336,7 +337,9 @@ def transform_points(
     out_sampling_A: float,
     margin_px: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map source column positions onto the detector grid of image 0, periodic images included.
+    """Map source column positions onto the detector grid, periodic images included.
+
+    The positions are those of image 0 and of the labels.
 
     Parameters
     ----------

@@ -191,11 +191,12 @@ class OpticsRanges:
         return OpticsParams(**values)
 
 
-#: Named starting points that replace the default ranges (keys are :class:`OpticsRanges` fields).
-#: ``graphene``: Madsen et al.'s Table 1 as it stands. ``au``: metal nanoparticles in an
-#: environmental TEM, which tolerate and get higher doses. ``mos2``: a focal series of a 2-D
-#: crystal with lighter columns, imaged closer to focus. ``haadf``: a corrected STEM probe
-#: (small residual aberrations; focal spread and MTF unused).
+#: Named starting points that replace some default ranges (keys are :class:`OpticsRanges`
+#: fields); tune them against the microscope's own images. ``graphene``: the defaults (Madsen
+#: et al.'s graphene work). ``au``: metal nanoparticles, with the low-dose end raised and a
+#: wider focal spread. ``mos2``: a narrower defocus range around the focal series' own offsets.
+#: ``haadf``: a corrected STEM probe with small residual aberrations (the focal spread and the
+#: MTF are not used in HAADF mode; the dose counts at the brightest pixel).
 PRESETS: dict[str, dict[str, Range]] = {
     "graphene": {},
     "au": {"dose_e_per_A2": (100.0, 1e4), "focal_spread_A": (20.0, 50.0)},

@@ -1,0 +1,285 @@
+"""Exit waves with abTEM, computed once per structure and stored with the structure and labels.
+
+The slow part of making a training image is the multislice through the specimen; the optics
+and noise (:mod:`etem.simulate.optics`, :mod:`etem.simulate.augment`) are cheap and applied
+afresh to every sample while training. So exit waves are computed once, here, and saved in a
+*wave set*: one HDF5 file holding, per structure, the complex exit wave, its sampling, the
+atoms and the table of true columns.
+
+Layout of a wave-set file (``format = "etem-waves"``, ``format_version = 1``; lengths in Å)::
+
+    /attrs            energy_eV, parametrization, slice_thickness_A, sampling_A, frozen_phonons, created
+    /<i>/wave         complex64 [H, W]   the exit wave (mean over frozen phonons: the coherent wave)
+    /<i>/columns      compound table     x_A, y_A, cls, n_atoms (cell frame, as etem.simulate.structures.columns)
+    /<i>/atoms        numbers [n], positions [n, 3], cell [3, 3], column [n], cls [n]
+    /<i>.attrs        material, classes (JSON), params (JSON), sampling_A (y, x), seed
+
+Structures are independent, so :func:`compute_waves` maps them over a Dask bag (processes) when
+asked; each task seeds its own frozen phonons from the structure's index and the run's seed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+from ase import Atoms
+
+from etem.tracker.errors import ConfigError, FileFormatError
+
+__all__ = ["WaveConfig", "ExitWave", "exit_wave", "compute_waves", "save_waves", "load_waves", "iter_waves",
+           "FORMAT"]
+
+FORMAT = "etem-waves"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WaveConfig:
+    """How exit waves are computed (abTEM's parameters).
+
+    Parameters
+    ----------
+    energy_eV
+        Beam energy [eV].
+    sampling_A
+        Real-space sampling of the wave [Å/px] (finer than any image pixel it will make).
+    slice_thickness_A
+        Multislice slice thickness [Å].
+    parametrization
+        abTEM's potential parametrization: ``"lobato"`` or ``"kirkland"``.
+    frozen_phonons
+        Number of thermal configurations averaged (0: the static structure). Displacements
+        are coordination-dependent (:mod:`etem.simulate.vibrations`) for materials with a
+        table, else ``sigma_A``.
+    sigma_A
+        Thermal displacement [Å] where the material has no table.
+    """
+
+    energy_eV: float = 300e3
+    sampling_A: float = 0.05
+    slice_thickness_A: float = 1.0
+    parametrization: str = "lobato"
+    frozen_phonons: int = 0
+    sigma_A: float = 0.08
+
+    def __post_init__(self) -> None:
+        if not self.energy_eV > 0:
+            raise ConfigError(f"energy_eV must be positive [eV]; got {self.energy_eV!r}")
+        if not 0 < self.sampling_A <= 0.2:
+            raise ConfigError(f"sampling_A must be in (0, 0.2] Å/px for an exit wave; got {self.sampling_A!r}")
+        if not self.slice_thickness_A > 0:
+            raise ConfigError(f"slice_thickness_A must be positive [Å]; got {self.slice_thickness_A!r}")
+        if self.parametrization not in ("lobato", "kirkland"):
+            raise ConfigError(f"parametrization must be 'lobato' or 'kirkland'; got {self.parametrization!r}")
+        if self.frozen_phonons < 0:
+            raise ConfigError(f"frozen_phonons must be 0 or more; got {self.frozen_phonons!r}")
+
+
+@dataclass
+class ExitWave:
+    """One structure's exit wave with what is needed to label it."""
+
+    wave: np.ndarray          #: complex64 [H, W]
+    sampling_A: tuple[float, float]  #: (y, x) [Å/px]
+    columns: pd.DataFrame     #: x_A, y_A, cls, n_atoms (cell frame)
+    atoms: Atoms
+    classes: tuple[str, ...]
+    energy_eV: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def columns_px(self) -> pd.DataFrame:
+        """The columns in the wave's pixels: ``y, x, cls`` (row, col)."""
+        return pd.DataFrame({"y": self.columns["y_A"].to_numpy() / self.sampling_A[0],
+                             "x": self.columns["x_A"].to_numpy() / self.sampling_A[1],
+                             "cls": self.columns["cls"].to_numpy()})
+
+
+def _thermal(atoms: Atoms, rng: np.random.Generator, sigma_A: float) -> Atoms:
+    from .vibrations import amplitudes, displace
+
+    try:
+        sig = amplitudes(atoms)
+    except (ConfigError, KeyError, ValueError):
+        sig = sigma_A
+    return displace(atoms, rng, sig)
+
+
+def exit_wave(atoms: Atoms, config: WaveConfig | None = None, *, seed: int = 0,
+              classes: str = "species") -> ExitWave:
+    """The exit wave of one structure (abTEM multislice, plane-wave illumination).
+
+    The cell must be orthorhombic with the beam along z (as :mod:`etem.simulate.structures`
+    makes them). With frozen phonons the returned wave is the mean of the configurations'
+    waves (the coherent part; the diffuse part would go to large angles and is not kept).
+    """
+    import abtem
+
+    from .structures import columns as columns_of
+
+    cfg = config or WaveConfig()
+    cell = np.asarray(atoms.cell)
+    if not np.allclose(cell - np.diag(np.diag(cell)), 0, atol=1e-6):
+        raise ConfigError("the structure's cell must be orthorhombic with the beam along z "
+                          "(etem.simulate.structures makes them so; ase's orthogonalize_cell can help).")
+    rng = np.random.default_rng(seed)
+    configs = [atoms] if cfg.frozen_phonons == 0 else [_thermal(atoms, rng, cfg.sigma_A)
+                                                       for _ in range(cfg.frozen_phonons)]
+    waves = []
+    for a in configs:
+        pot = abtem.Potential(a, sampling=cfg.sampling_A, slice_thickness=cfg.slice_thickness_A,
+                              parametrization=cfg.parametrization, projection="infinite", device="cpu")
+        w = abtem.PlaneWave(energy=cfg.energy_eV, device="cpu").multislice(pot).compute(progress_bar=False)
+        waves.append(np.asarray(w.array, dtype=np.complex64))
+        sampling = (float(w.sampling[1]), float(w.sampling[0]))  # abTEM's arrays are [x, y]
+    # abTEM indexes arrays as [x, y]; ours are [row = y, col = x]
+    wave = np.mean(waves, axis=0).T.astype(np.complex64)
+    cls_names = tuple(atoms.info.get("classes", ()))
+    cols = columns_of(atoms, classes=classes)
+    if classes == "height":
+        cls_names = tuple(str(h) for h in range(1, int(cols["cls"].max(initial=0)) + 2))
+    return ExitWave(wave=wave, sampling_A=sampling, columns=cols[["x_A", "y_A", "cls", "n_atoms"]].copy(),
+                    atoms=atoms, classes=cls_names, energy_eV=cfg.energy_eV,
+                    meta={"material": atoms.info.get("material", ""), "params": atoms.info.get("params", {}),
+                          "seed": seed, "classes_by": classes})
+
+
+def compute_waves(
+    structures: Sequence[Atoms] | Callable[[int], Atoms],
+    n: int | None = None,
+    config: WaveConfig | None = None,
+    *,
+    seed: int = 0,
+    classes: str = "species",
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> list[ExitWave]:
+    """Exit waves of many structures, in parallel with Dask when ``scheduler`` is given.
+
+    Parameters
+    ----------
+    structures
+        The structures, or a function ``i -> Atoms`` (built inside the task, so a process
+        pool never pickles big structures) with ``n`` the count.
+    scheduler
+        None: one after the other in this process; ``"processes"`` or ``"threads"``: a Dask bag
+        on that scheduler.
+    """
+    count = len(structures) if not callable(structures) else n
+    if count is None:
+        raise ConfigError("give n, the number of structures, with a structure function")
+
+    def one(i: int) -> ExitWave:
+        atoms = structures(i) if callable(structures) else structures[i]
+        return exit_wave(atoms, config, seed=seed * 1_000_003 + i, classes=classes)
+
+    if scheduler is None:
+        out = []
+        it: Iterator[int] = iter(range(count))
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=count, unit="wave", desc="exit waves")
+        for i in it:
+            out.append(one(i))
+        return out
+    import dask.bag as db
+
+    bag = db.from_sequence(range(count), npartitions=max(1, min(count, 64))).map(one)
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return bag.compute(scheduler=scheduler)
+    return bag.compute(scheduler=scheduler)
+
+
+# ------------------------------------------------------------------------------------ storage
+def save_waves(path: str | Path, waves: Sequence[ExitWave], config: WaveConfig | None = None, *,
+               append: bool = False) -> Path:
+    """Write (or append to) a wave-set file."""
+    path = Path(path)
+    mode = "a" if append and path.exists() else "w"
+    with h5py.File(path, mode) as f:
+        if mode == "w":
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+            if config is not None:
+                f.attrs["config"] = json.dumps(asdict(config))
+        elif f.attrs.get("format") != FORMAT:
+            raise FileFormatError(f"{path} is not a wave-set file; cannot append to it.")
+        start = len([k for k in f if k.isdigit()])
+        for i, w in enumerate(waves, start=start):
+            g = f.create_group(str(i))
+            g.create_dataset("wave", data=w.wave, compression="gzip", compression_opts=1)
+            tab = w.columns
+            g.create_dataset("columns", data=np.rec.fromarrays(
+                [tab["x_A"].to_numpy(float), tab["y_A"].to_numpy(float), tab["cls"].to_numpy(np.int16),
+                 tab["n_atoms"].to_numpy(np.int32)], names="x_A,y_A,cls,n_atoms"))
+            a = g.create_group("atoms")
+            a["numbers"] = w.atoms.numbers
+            a["positions"] = w.atoms.positions
+            a["cell"] = np.asarray(w.atoms.cell)
+            for k in ("column", "cls"):
+                if k in w.atoms.arrays:
+                    a[k] = w.atoms.arrays[k]
+            g.attrs["sampling_A"] = w.sampling_A
+            g.attrs["energy_eV"] = w.energy_eV
+            g.attrs["classes"] = json.dumps(list(w.classes))
+            g.attrs["meta"] = json.dumps(w.meta, default=_json_default)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _read(g: h5py.Group) -> ExitWave:
+    a = g["atoms"]
+    atoms = Atoms(numbers=a["numbers"][()], positions=a["positions"][()], cell=a["cell"][()], pbc=False)
+    for k in ("column", "cls"):
+        if k in a:
+            atoms.arrays[k] = a[k][()]
+    classes = tuple(json.loads(g.attrs["classes"]))
+    atoms.info["classes"] = classes
+    rec = g["columns"][()]
+    cols = pd.DataFrame({"x_A": rec["x_A"], "y_A": rec["y_A"], "cls": rec["cls"].astype(np.int64),
+                         "n_atoms": rec["n_atoms"].astype(np.int64)})
+    return ExitWave(wave=g["wave"][()], sampling_A=tuple(float(v) for v in g.attrs["sampling_A"]), columns=cols,
+                    atoms=atoms, classes=classes, energy_eV=float(g.attrs["energy_eV"]),
+                    meta=json.loads(g.attrs["meta"]))
+
+
+def _open(path: str | Path) -> h5py.File:
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, FileNotFoundError) as exc:
+        raise FileFormatError(f"cannot read wave set {path}: {exc}") from None
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise FileFormatError(f"{path} is not a wave-set file (format {FORMAT!r}); make one with `etem simulate waves`.")
+    return f
+
+
+def iter_waves(path: str | Path) -> Iterator[ExitWave]:
+    """The exit waves of a wave-set file, one at a time (memory stays at one wave)."""
+    with _open(path) as f:
+        for k in sorted((k for k in f if k.isdigit()), key=int):
+            yield _read(f[k])
+
+
+def load_waves(path: str | Path) -> list[ExitWave]:
+    """All exit waves of a wave-set file."""
+    return list(iter_waves(path))

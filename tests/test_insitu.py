@@ -1,0 +1,82 @@
+"""In-situ movies from exit waves: exact truth, a file round trip, and the tracker on them."""
+import numpy as np
+import pytest
+
+from etem.simulate.insitu import column_waves, insitu_movie
+from etem.simulate.toy import load_movie, save_movie
+
+
+@pytest.fixture(scope="module")
+def stem():
+    return insitu_movie(n_frames=12, shape=(192, 192), particle_radius_A=10.0, mode="stem", hop_rate=0.2,
+                        dose_per_frame=2000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def hrtem():
+    return insitu_movie(n_frames=3, shape=(128, 128), particle_radius_A=7.0, mode="hrtem", seed=4)
+
+
+def test_truth_is_exact_by_construction(stem):
+    t = stem.truth
+    # every occupied site has its column in every frame, at the site moved by that frame's drift
+    for f in range(t.n_frames):
+        p = t.positions[t.positions["frame"] == f].sort_values("site")
+        assert p["site"].tolist() == list(np.flatnonzero(t.occupancy[f]))
+        site = t.sites.set_index("site").loc[p["site"]]
+        np.testing.assert_allclose(p["y"].to_numpy(), site["y"].to_numpy() + t.drift[f, 0], atol=1e-9)
+        np.testing.assert_allclose(p["x"].to_numpy(), site["x"].to_numpy() + t.drift[f, 1], atol=1e-9)
+    # every occupancy flip is a hop end or an exchange: flips = 2 hops + exchanges
+    assert len(t.hops) > 0
+    assert len(t.flips()) == 2 * len(t.hops) + len(t.exchanges)
+    for _, h in t.hops.iterrows():
+        f = int(h["frame"])
+        assert t.occupancy[f - 1, h["from_site"]] and not t.occupancy[f, h["from_site"]]
+        assert not t.occupancy[f - 1, h["to_site"]] and t.occupancy[f, h["to_site"]]
+    # core sites never change; columns are at least a [110] projected spacing apart
+    core = (t.sites["kind"] == "core").to_numpy()
+    assert t.occupancy[:, core].all()
+    yx = t.sites[["y", "x"]].to_numpy() * stem.sampling
+    d = np.linalg.norm(yx[:, None] - yx[None], axis=2) + np.eye(len(yx)) * 99
+    assert d.min() == pytest.approx(4.08 * np.sqrt(3 / 8), rel=0.02)  # 2.50 Å, the (1/2, 1/2) projected step
+
+
+def test_round_trip_through_the_movie_file(stem, tmp_path):
+    save_movie(stem, tmp_path / "m.h5")
+    back = load_movie(tmp_path / "m.h5")
+    np.testing.assert_array_equal(back.frames, stem.frames)
+    for name in ("positions", "sites", "hops", "exchanges"):
+        assert getattr(back.truth, name).equals(getattr(stem.truth, name))
+    np.testing.assert_array_equal(back.truth.occupancy, stem.truth.occupancy)
+
+
+def test_reproducible_from_the_seed():
+    a = insitu_movie(n_frames=2, shape=(96, 96), particle_radius_A=6.0, mode="stem", seed=5)
+    b = insitu_movie(n_frames=2, shape=(96, 96), particle_radius_A=6.0, mode="stem", seed=5)
+    np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_column_waves_grow_with_height():
+    waves = column_waves([1, 4], sampling_A=0.1, energy_eV=300e3)
+    assert waves[1].shape == (100, 100)
+    assert np.angle(waves[4]).max() > 2 * np.angle(waves[1]).max()
+    c = waves[1].shape[0] // 2
+    assert np.unravel_index(np.argmax(np.angle(waves[1])), waves[1].shape) == (c, c)
+
+
+def test_hrtem_frames_show_columns_where_the_truth_says(hrtem):
+    img = hrtem.frames[0].astype(float)
+    p = hrtem.truth.positions[hrtem.truth.positions["frame"] == 0]
+    on = img[np.round(p["y"]).astype(int), np.round(p["x"]).astype(int)].mean()
+    assert on > img.mean() + 0.5 * img.std()  # columns bright (negative-Cs imaging)
+
+
+def test_the_tracker_on_a_stem_movie(stem):
+    from etem.tracker import track
+    from etem.tracker.evaluate import score_columns, score_sites
+
+    r = track(stem.frames, sampling=stem.sampling, classical=True)
+    cols = score_columns(r.columns, stem.truth.positions, radius_px=1 / stem.sampling, sampling=stem.sampling)
+    assert cols["precision"] > 0.98 and cols["f1"] > 0.9 and cols["rms_A"] < 0.1
+    sites = score_sites(r.sites, r.flips, stem.truth, radius_px=1 / stem.sampling)
+    assert sites["occupancy_mae"] < 0.05

@@ -1,0 +1,82 @@
+"""Exit waves with abTEM and the wave-set file."""
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from scipy import ndimage
+
+from etem.simulate.waves import WaveConfig, compute_waves, exit_wave, iter_waves, load_waves, save_waves
+from etem.tracker.errors import ConfigError, FileFormatError
+
+CFG = WaveConfig(sampling_A=0.05, energy_eV=80e3)
+
+
+def _two_atoms(x2=12.3, y2=4.4):
+    a = Atoms("AuC", positions=[(5.0, 10.0, 2.0), (x2, y2, 2.0)], cell=[20.0, 15.0, 4.0])
+    a.arrays["column"] = np.array([0, 1])
+    a.arrays["cls"] = np.array([0, 1])
+    a.info["classes"] = ("Au", "C")
+    return a
+
+
+def test_the_wave_is_in_row_col_order_with_the_atoms_where_the_columns_say():
+    w = exit_wave(_two_atoms(), CFG)
+    assert w.wave.dtype == np.complex64 and w.wave.shape == (300, 400)  # 15 Å x 20 Å at 0.05 Å/px
+    phase = np.angle(w.wave)
+    true = w.columns_px()[["y", "x"]].to_numpy()
+    for y, x in true:  # the phase peaks within half a pixel (0.025 Å) of each column
+        y0, x0 = int(round(y)) - 20, int(round(x)) - 20
+        win = phase[y0:y0 + 41, x0:x0 + 41]
+        lab, _ = ndimage.label(win > 0.5 * win.max())
+        peak = lab[np.unravel_index(np.argmax(win), win.shape)]
+        cy, cx = ndimage.center_of_mass(win, lab, peak)
+        assert np.hypot(y0 + cy - y, x0 + cx - x) < 0.5
+    # gold shifts the phase far more than carbon
+    au = phase[int(round(true[0, 0])), int(round(true[0, 1]))]
+    c = phase[int(round(true[1, 0])), int(round(true[1, 1]))]
+    assert au > 3 * c > 0
+
+
+def test_frozen_phonons_blur_the_coherent_wave():
+    static = exit_wave(_two_atoms(), CFG)
+    thermal = exit_wave(_two_atoms(), WaveConfig(sampling_A=0.05, energy_eV=80e3, frozen_phonons=6, sigma_A=0.15),
+                        seed=1)
+    assert np.angle(thermal.wave).max() < np.angle(static.wave).max()
+
+
+def test_a_wave_set_round_trips(tmp_path):
+    waves = compute_waves([_two_atoms(), _two_atoms(x2=8.0)], config=CFG)
+    path = save_waves(tmp_path / "set.h5", waves, CFG)
+    save_waves(path, [waves[0]], append=True)
+    back = load_waves(path)
+    assert len(back) == 3
+    for a, b in zip(waves + [waves[0]], back):
+        np.testing.assert_array_equal(a.wave, b.wave)
+        assert a.sampling_A == b.sampling_A and a.classes == b.classes
+        np.testing.assert_array_equal(a.columns.to_numpy(), b.columns.to_numpy())
+        np.testing.assert_allclose(a.atoms.positions, b.atoms.positions)
+    assert sum(1 for _ in iter_waves(path)) == 3
+
+
+def test_dask_gives_the_same_waves_as_one_by_one():
+    structures = [_two_atoms(x2=x) for x in (8.0, 12.0, 16.0)]
+    seq = compute_waves(structures, config=CFG)
+    par = compute_waves(lambda i: structures[i], n=3, config=CFG, scheduler="threads")
+    for a, b in zip(seq, par):
+        np.testing.assert_allclose(a.wave, b.wave, atol=1e-6)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    a = _two_atoms()
+    a.set_cell([[20, 3, 0], [0, 15, 0], [0, 0, 4]])
+    with pytest.raises(ConfigError, match="orthorhombic"):
+        exit_wave(a, CFG)
+    with pytest.raises(ConfigError, match="sampling_A"):
+        WaveConfig(sampling_A=0.5)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(FileFormatError, match="wave-set"):
+        load_waves(tmp_path / "other.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(FileFormatError):
+        load_waves(tmp_path / "junk.h5")
