@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
     p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
+    p.add_argument("--movie", choices=("toy", "hrtem", "stem"), default="toy",
+                   help="toy: Gaussian columns (default); hrtem/stem: Au particle from abTEM column waves")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--quiet", action="store_true")
 
@@ -112,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("-o", "--out", type=Path, help="output folder (default: beside the run file)")
     p.add_argument("--formats", default="parquet,csv,png", help="comma-separated: parquet, csv, png")
+
+    from etem.simulate.cli import add_parser as add_simulate
+
+    add_simulate(sub)
 
     p = sub.add_parser("find", help="find the columns in one image or a stack")
     p.add_argument("images", nargs="+", type=Path)
@@ -374,7 +380,8 @@ def cmd_demo(args) -> int:
     status = StatusLine(enabled=not args.quiet)
     try:
         report = run_demo(args.out, n_frames=args.frames, shape=(args.size, args.size), seed=args.seed,
-                          mode=args.mode, fps=args.fps, config=_config(args), on_frame=status)
+                          mode=args.mode, fps=args.fps, config=_config(args), on_frame=status,
+                          movie_kind=args.movie)
     finally:
         status.close()
     print(report.summary())
@@ -384,7 +391,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from etem.simulate.cli import cmd_simulate as run
+
+    return run(args)
+
+
 _COMMANDS = {
+    "simulate": cmd_simulate,
     "demo": cmd_demo,
     "track": cmd_track,
     "replay": cmd_replay,

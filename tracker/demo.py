@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .errors import ConfigError
 from .api import TrackResult, track
 from .evaluate import score_columns, score_sites
 from .pipeline import PipelineConfig
@@ -61,15 +62,27 @@ def run_demo(
     overwrite: bool = True,
     progress: bool = False,
     on_frame=None,
+    movie_kind: Literal["toy", "hrtem", "stem"] = "toy",
 ) -> DemoReport:
-    """Simulate, stream, track, write and score; returns the scores and the files written."""
+    """Simulate, stream, track, write and score; returns the scores and the files written.
+
+    ``movie_kind``: ``"toy"`` (Gaussian columns, the default), or an in-situ Au movie from
+    abTEM column waves imaged by ``"hrtem"`` or ``"stem"`` (:mod:`etem.simulate.insitu`).
+    """
     from etem.simulate.toy import make_movie, save_movie
 
     from .export import export_run
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    movie = make_movie(n_frames=n_frames, shape=shape, seed=seed)
+    if movie_kind == "toy":
+        movie = make_movie(n_frames=n_frames, shape=shape, seed=seed)
+    elif movie_kind in ("hrtem", "stem"):
+        from etem.simulate.insitu import insitu_movie
+
+        movie = insitu_movie(n_frames=n_frames, shape=shape, seed=seed, mode=movie_kind)
+    else:
+        raise ConfigError(f"movie_kind must be 'toy', 'hrtem' or 'stem'; got {movie_kind!r}")
     save_movie(movie, out / "movie.h5")
     truth = movie.truth
 
@@ -93,7 +106,7 @@ def run_demo(
         overwrite=overwrite,
         idle_timeout_s=30.0,
         on_frame=on_frame,
-        attrs={"demo": {"seed": seed, "n_frames": n_frames, "shape": list(shape), "mode": mode}},
+        attrs={"demo": {"seed": seed, "n_frames": n_frames, "shape": list(shape), "mode": mode, "movie": movie_kind}},
     )
     seconds = time.perf_counter() - t0
     thread.join(timeout=5)

@@ -1,0 +1,177 @@
+"""``etem simulate``: structures, exit waves, training images and in-situ movies, from a seed.
+
+    etem simulate structures --material au -n 10 -o au.extxyz
+    etem simulate waves --material graphene -n 8 --workers 2 -o graphene-waves.h5
+    etem simulate images graphene-waves.h5 -n 64 -o graphene-images.h5
+    etem simulate movie --kind insitu --imaging hrtem --frames 40 -o movie.h5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_MATERIALS = ("au", "graphene", "mos2")
+
+
+def add_parser(sub) -> None:
+    """Add ``simulate`` and its sub-commands to the ``etem`` parser."""
+    p = sub.add_parser("simulate", help="structures, exit waves, training images and in-situ movies")
+    s = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+
+    q = s.add_parser("structures", help="random structures (ASE, extended XYZ with column labels)")
+    q.add_argument("--material", choices=_MATERIALS, required=True)
+    q.add_argument("-n", type=int, default=10, help="how many")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("-o", "--output", type=Path, required=True, help=".extxyz file")
+
+    q = s.add_parser("waves", help="exit waves (abTEM) of random structures, stored with their labels")
+    q.add_argument("--material", choices=_MATERIALS, required=True)
+    q.add_argument("-n", type=int, default=8, help="how many structures")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--sampling", type=float, default=0.05, help="wave sampling [Å/px]")
+    q.add_argument("--energy", type=float, default=300e3, help="beam energy [eV]")
+    q.add_argument("--frozen-phonons", type=int, default=0)
+    q.add_argument("--classes", choices=("species", "height"), default="species")
+    q.add_argument("--workers", type=int, default=1, help="processes (Dask) computing waves side by side")
+    q.add_argument("-o", "--output", type=Path, required=True, help="wave-set HDF5 file")
+
+    q = s.add_parser("images", help="training images and labels from a wave set (optics and noise in torch)")
+    q.add_argument("waves", type=Path, help="wave-set file from `etem simulate waves`")
+    q.add_argument("-n", type=int, default=64, help="how many images")
+    q.add_argument("--size", type=int, default=256, help="image side [px]")
+    q.add_argument("--sampling", type=float, help="image pixel size [Å/px] (default: the waves')")
+    q.add_argument("--preset", help="optics preset (graphene, au, mos2, haadf; default: the general ranges)")
+    q.add_argument("--imaging", choices=("hrtem", "haadf"), default="hrtem")
+    q.add_argument("--label-sigma", type=float, default=1.0,
+                   help="label Gaussian width [Å] (1 Å as Madsen; dense lattices such as MoS2 need less)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("-o", "--output", type=Path, required=True, help="HDF5 file: images, labels, positions")
+
+    q = s.add_parser("movie", help="an in-situ movie with its ground truth")
+    q.add_argument("--kind", choices=("insitu", "toy"), default="insitu",
+                   help="insitu: Au [110] particle, abTEM column waves; toy: Gaussian columns (fast)")
+    q.add_argument("--imaging", choices=("hrtem", "stem"), default="hrtem", help="insitu movies only")
+    q.add_argument("--frames", type=int, default=40)
+    q.add_argument("--size", type=int, default=256)
+    q.add_argument("--sampling", type=float, default=0.2)
+    q.add_argument("--dose", type=float, default=300.0, help="e/Å² per frame")
+    q.add_argument("--hop-rate", type=float, default=0.08, help="hop attempts per surface column per frame")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("-o", "--output", type=Path, required=True, help="movie HDF5 file (frames and truth)")
+
+
+def _structure(material: str, rng: np.random.Generator):
+    from . import structures
+
+    if material == "au":
+        return structures.au_nanoparticle(rng)
+    if material == "graphene":
+        return structures.graphene(rng)
+    return structures.mos2(rng)
+
+
+def _make_structure(material: str, seed: int, i: int):
+    return _structure(material, np.random.default_rng([seed, i]))
+
+
+def cmd_simulate(args) -> int:
+    return {"structures": _structures, "waves": _waves, "images": _images, "movie": _movie}[args.what](args)
+
+
+def _structures(args) -> int:
+    from ase.io import write
+    from tqdm import tqdm
+
+    out = []
+    for i in tqdm(range(args.n), unit="structure", desc="structures", disable=not sys.stderr.isatty()):
+        a = _make_structure(args.material, args.seed, i)
+        a.info = {k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in a.info.items()}
+        out.append(a)
+    write(args.output, out, format="extxyz")
+    print(f"{args.n} {args.material} structures ({sum(len(a) for a in out)} atoms): {args.output}")
+    return 0
+
+
+def _waves(args) -> int:
+    from functools import partial
+
+    from .waves import WaveConfig, compute_waves, save_waves
+
+    cfg = WaveConfig(energy_eV=args.energy, sampling_A=args.sampling, frozen_phonons=args.frozen_phonons)
+    make = partial(_make_structure, args.material, args.seed)
+    waves = compute_waves(make, n=args.n, config=cfg, seed=args.seed, classes=args.classes,
+                          scheduler="processes" if args.workers > 1 else None, progress=sys.stderr.isatty())
+    save_waves(args.output, waves, cfg)
+    print(f"{len(waves)} exit waves ({waves[0].wave.shape[0]}x{waves[0].wave.shape[1]} px at "
+          f"{args.sampling} Å/px, {args.energy / 1e3:g} kV): {args.output}")
+    return 0
+
+
+def _images(args) -> int:
+    import h5py
+    import torch
+
+    from .augment import AugmentConfig, training_batch
+    from .labels import pad_columns
+    from .optics import OpticsRanges
+    from .waves import load_waves
+
+    waves = load_waves(args.waves)
+    classes = waves[0].classes
+    ranges = OpticsRanges.preset(args.preset) if args.preset else OpticsRanges()
+    cfg = AugmentConfig(out_shape=(args.size, args.size), out_sampling_A=args.sampling, n_classes=max(1, len(classes)),
+                        sigma_A=args.label_sigma)
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    images, labels, tables = [], [], []
+    done = 0
+    while done < args.n:
+        w = waves[done % len(waves)]
+        src = torch.from_numpy(w.wave)[None].to(args.device)
+        if args.imaging == "haadf":
+            from .optics import haadf_object
+
+            pts = torch.tensor(w.columns_px()[["y", "x"]].to_numpy())[None]
+            src = haadf_object(pts, torch.ones(pts.shape[:2]), shape=w.wave.shape, sampling_A=w.sampling_A[0]).to(args.device)
+        pts, cls = pad_columns([w.columns], sampling_A=w.sampling_A, device=args.device)
+        batch = training_batch(src, pts, cls, sampling_A=w.sampling_A, energy_eV=w.energy_eV, generator=gen,
+                               ranges=ranges, config=cfg, mode=args.imaging)
+        images.append(batch.images.cpu().numpy())
+        labels.append(batch.labels.cpu().numpy())
+        t = batch.positions_table()
+        t["frame"] = done
+        tables.append(t)
+        done += 1
+    with h5py.File(args.output, "w") as f:
+        f.attrs["format"] = "etem-training-images"
+        f.attrs["classes"] = json.dumps(list(classes))
+        f.attrs["source"] = str(args.waves)
+        f["images"] = np.concatenate(images)
+        f["labels"] = np.concatenate(labels)
+        pos = __import__("pandas").concat(tables, ignore_index=True)
+        for c in pos.columns:
+            f[f"positions/{c}"] = pos[c].to_numpy()
+    print(f"{args.n} images {args.size}x{args.size} with labels ({len(classes)} classes + background): {args.output}")
+    return 0
+
+
+def _movie(args) -> int:
+    from .toy import make_movie, save_movie
+
+    if args.kind == "toy":
+        movie = make_movie(n_frames=args.frames, shape=(args.size, args.size), sampling=args.sampling,
+                           dose_per_frame=args.dose, hop_rate=args.hop_rate, seed=args.seed)
+    else:
+        from .insitu import insitu_movie
+
+        movie = insitu_movie(n_frames=args.frames, shape=(args.size, args.size), sampling=args.sampling,
+                             dose_per_frame=args.dose, hop_rate=args.hop_rate, mode=args.imaging, seed=args.seed)
+    save_movie(movie, args.output)
+    t = movie.truth
+    print(f"{args.frames} frames {args.size}x{args.size} at {args.sampling} Å/px, {len(t.sites)} sites, "
+          f"{len(t.hops)} hops: {args.output}")
+    return 0

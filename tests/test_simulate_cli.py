@@ -1,0 +1,41 @@
+"""`etem simulate` as a user runs it: structures, waves, training images, movies."""
+import h5py
+import numpy as np
+import pandas as pd
+from ase.io import read
+
+from etem.simulate.toy import load_movie
+from etem.simulate.waves import load_waves
+from etem.tracker.cli import main
+
+
+def test_structures_waves_images_movie(tmp_path, capsys):
+    assert main(["simulate", "structures", "--material", "graphene", "-n", "2", "-o", str(tmp_path / "g.extxyz")]) == 0
+    frames = read(tmp_path / "g.extxyz", index=":")
+    assert len(frames) == 2 and all(len(a) > 50 for a in frames)
+
+    waves = tmp_path / "w.h5"
+    assert main(["simulate", "waves", "--material", "mos2", "-n", "2", "--sampling", "0.1", "--seed", "3",
+                 "-o", str(waves)]) == 0
+    ws = load_waves(waves)
+    assert len(ws) == 2 and ws[0].classes == ("Mo", "S2", "S") and ws[0].wave.dtype == np.complex64
+
+    images = tmp_path / "i.h5"
+    assert main(["simulate", "images", str(waves), "-n", "3", "--size", "64", "--sampling", "0.2",
+                 "--label-sigma", "0.4", "-o", str(images)]) == 0
+    with h5py.File(images) as f:
+        assert f["images"].shape == (3, 1, 64, 64) and f["labels"].shape == (3, 4, 64, 64)
+        labels = f["labels"][()]
+        np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-5)  # background = 1 - sum
+        pos = pd.DataFrame({k: f[f"positions/{k}"][()] for k in f["positions"]})
+    # every labelled column sits on a label peak of its class
+    for _, p in pos[pos["frame"] == pos["frame"].iloc[0]].iterrows():
+        y, x = int(round(p["y"])), int(round(p["x"]))
+        if 0 <= y < 64 and 0 <= x < 64:
+            assert labels[int(p["frame"]), int(p["cls"]) + 1, y, x] > 0.5
+
+    movie = tmp_path / "m.h5"
+    assert main(["simulate", "movie", "--imaging", "stem", "--frames", "3", "--size", "128", "-o", str(movie)]) == 0
+    m = load_movie(movie)
+    assert m.frames.shape == (3, 128, 128) and len(m.truth.positions) > 0
+    assert "3 frames" in capsys.readouterr().out
