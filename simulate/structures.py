@@ -20,10 +20,11 @@ Structure models (Madsen et al. 2018; Larsen et al.):
   number density of hexagon centres in graphene (one per sqrt(3)/2 a², a = 2.46 Å), moved by a
   few Lloyd steps; the vertices of their Voronoi diagram are the carbon atoms and its edges the
   bonds, so each atom has three bonds and the rings are mostly hexagons with some pentagons and
-  heptagons. The Voronoi edges of a random seed set vary a lot in length (interquartile range
-  about 0.8 Å after three Lloyd steps), so a short relaxation of a bond-stretching plus weak
-  angle-bending model (bonds 1.42 Å, angles 120°) follows; it keeps the ring network. Holes are
-  random blobs whose atoms are removed; atoms left with fewer than two neighbours are removed.
+  heptagons (rarely four or eight atoms). The Voronoi edges of a random seed set vary a lot in
+  length (interquartile range about 0.8 Å after three Lloyd steps), so a short relaxation
+  follows: bond stretching (1.42 Å), weak angle bending (120°) and a repulsion of unbonded atoms
+  closer than 2.13 Å; it keeps the ring network. Holes are random blobs whose atoms are
+  removed; atoms left with fewer than two neighbours are removed.
 - **Au nanoparticles.** An fcc crystal (a = 4.08 Å) cut by the 26 low-index facets
   ({111}, {100}, {110}), each at a random distance (Wulff-like: {111} nearest, {110} farthest),
   roughened by adding atoms one at a time to empty lattice sites next to the particle with
@@ -253,7 +254,9 @@ def _voronoi_network(seeds: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _relax(pos: np.ndarray, bonds: np.ndarray, box: np.ndarray, bond_A: float) -> np.ndarray:
-    """Minimise sum (r - bond_A)² + w bond_A² sum (cos(angle) + 1/2)² over bonds and bond angles."""
+    """Minimise sum (r - bond_A)² + w bond_A² sum (cos(angle) + 1/2)² over bonds and bond angles,
+    plus sum (r_min - r)² over unbonded pairs closer than r_min = 1.5 bond_A (so that a ring of
+    four cannot fold up)."""
     n = len(pos)
     nb: list[list[int]] = [[] for _ in range(n)]
     for i, j in bonds:
@@ -261,6 +264,8 @@ def _relax(pos: np.ndarray, bonds: np.ndarray, box: np.ndarray, bond_A: float) -
         nb[j].append(i)
     tri = np.array([(c, p, q) for c in range(n) for k, p in enumerate(nb[c]) for q in nb[c][k + 1:]]).reshape(-1, 3)
     w = _ANGLE_WEIGHT * bond_A**2
+    r_min = 1.5 * bond_A
+    bonded = np.sort(bonds.min(axis=1) * n + bonds.max(axis=1))
 
     def vec(i, j, x):
         d = x[j] - x[i]
@@ -282,7 +287,16 @@ def _relax(pos: np.ndarray, bonds: np.ndarray, box: np.ndarray, bond_A: float) -
         dv = u / (nu * nv)[:, None] - (c / nv**2)[:, None] * v
         k = (2 * w * (c + 0.5))[:, None]
         g += acc(tri[:, 1], k * du) + acc(tri[:, 2], k * dv) - acc(tri[:, 0], k * (du + dv))
-        return ((r - bond_A) ** 2).sum() + w * ((c + 0.5) ** 2).sum(), g.ravel()
+        close = cKDTree(_wrap(x, box), boxsize=box).query_pairs(r_min, output_type="ndarray")
+        close = close[~np.isin(close.min(axis=1) * n + close.max(axis=1), bonded)]
+        e = ((r - bond_A) ** 2).sum() + w * ((c + 0.5) ** 2).sum()
+        if len(close):
+            d = vec(close[:, 0], close[:, 1], x)
+            rc = np.hypot(d[:, 0], d[:, 1])
+            gc = (-2 * (r_min - rc) / rc)[:, None] * d
+            g += acc(close[:, 1], gc) - acc(close[:, 0], gc)
+            e += ((r_min - rc) ** 2).sum()
+        return e, g.ravel()
 
     res = minimize(energy, pos.ravel(), jac=True, method="CG", options={"maxiter": 200})
     return _wrap(res.x.reshape(-1, 2), box)
@@ -396,12 +410,12 @@ def graphene(
     if int(lloyd_steps) != lloyd_steps or lloyd_steps < 0:
         raise ConfigError(f"lloyd_steps must be a non-negative integer; got {lloyd_steps!r}.")
     n = _draw(rng, n_holes, "n_holes", integer=True)
+    holes = _holes(rng, box, n, hole_radius_A)
     pos, bonds = _periodic_sheet(rng, box, bond_A=GRAPHENE_BOND_A, lloyd_steps=int(lloyd_steps), relax=relax)
     # Open the periodic sheet: bonds across the box boundary go.
     d = pos[bonds[:, 1]] - pos[bonds[:, 0]]
     bonds = bonds[np.all(np.abs(d) < box / 2, axis=1)]
     keep = np.ones(len(pos), dtype=bool)
-    holes = _holes(rng, box, n, hole_radius_A)
     for hole in holes:
         keep &= ~_inside_hole(pos, hole)
     keep = _prune(keep, bonds, 2)

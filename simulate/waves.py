@@ -105,7 +105,8 @@ def _thermal(atoms: Atoms, rng: np.random.Generator, sigma_A: float) -> Atoms:
     from .vibrations import amplitudes, displace
 
     try:
-        sig = amplitudes(atoms)
+        # coordination-dependent where the material has a table; sigma_A for the rest (a support)
+        sig = amplitudes(atoms, default_A=sigma_A)
     except (ConfigError, KeyError, ValueError):
         sig = sigma_A
     return displace(atoms, rng, sig)

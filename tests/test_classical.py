@@ -6,7 +6,14 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from etem.tracker.classical import DEFAULT_THRESHOLD, ClassicalEngine, find_columns_classical
+from etem.tracker.classical import (
+    DEFAULT_THRESHOLD,
+    ClassicalEngine,
+    _log_kernel_energy,
+    find_columns_classical,
+    log_response,
+    white_noise_variance,
+)
 from etem.tracker.engines.base import Engine
 from etem.tracker.errors import ConfigError
 from etem.tracker.locate import LocateConfig, locate
@@ -143,3 +150,38 @@ def test_few_columns_in_a_wide_noisy_field_are_not_swamped_by_noise_maxima():
     found = find(img, sampling=0.2)
     assert len(centres) == 64
     assert abs(len(found) - len(centres)) <= 2, len(found)
+
+
+def test_faint_columns_beside_strong_ones_are_found_when_they_stand_out_of_the_noise():
+    # half the columns ten times weaker than the others (thin surface columns beside thick ones)
+    shape = (128, 128)
+    truth = lattice(shape, 10.0, 8, 11)
+    rng = np.random.default_rng(11)
+    weak = rng.random(len(truth)) < 0.5
+    amp = np.where(weak, 200.0, 2000.0) / (2 * np.pi * 1.5**2)
+    lam = 2.0 + sum(render(truth[i:i + 1], shape, 1.5, a) for i, a in enumerate(amp))
+    img = rng.poisson(lam).astype(np.float32)
+    df = find_columns_classical(img, column_sigma_px=1.5)
+    f1, rms = scores(df[["y", "x"]].to_numpy(), truth)
+    assert f1 >= 0.95 and rms < 0.3
+    # without the noise criterion only the strong half passes
+    engine = ClassicalEngine(1.5, noise_sigmas=None)
+    (old,) = locate(engine.predict(torch.from_numpy(img)[None, None]), LocateConfig(threshold=DEFAULT_THRESHOLD))
+    assert len(old) < 0.7 * len(truth)
+
+
+def test_noise_alone_does_not_pass_the_noise_criterion():
+    img = np.random.default_rng(12).poisson(20.0, (128, 128)).astype(np.float32)
+    engine = ClassicalEngine(1.5)
+    resp = log_response(torch.from_numpy(img)[None], 1.5)
+    scale = engine._scale(torch.from_numpy(img)[None], resp, engine._reference(resp))
+    # the strongest noise maximum stays below 6 noise deviations: only the relative criterion
+    # (the strongest maxima of an empty image, as before) can pass anything
+    noise = (white_noise_variance(torch.from_numpy(img)[None]) * _log_kernel_energy(1.5, torch.device("cpu"))).sqrt()
+    assert resp.max() < 6 * noise
+    assert float(scale) == pytest.approx(float(engine._reference(resp)), rel=1e-6)
+
+
+def test_white_noise_variance_is_measured():
+    img = torch.from_numpy(np.random.default_rng(13).normal(5.0, 3.0, (1, 256, 256)).astype(np.float32))
+    assert float(white_noise_variance(img)) == pytest.approx(9.0, rel=0.1)
