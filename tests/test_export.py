@@ -60,8 +60,10 @@ def test_export_writes_every_table_and_figure(tmp_path):
     make_run(tmp_path / "run.h5")
     paths = export_run(tmp_path / "run.h5", tmp_path / "out", progress=False)
     names = sorted(p.name for p in paths)
-    assert names == sorted([f"{t}.{ext}" for t in TABLE_NAMES for ext in ("parquet", "csv")]
-                           + ["occupancy.png", "events.png", "counts.png"])
+    derived = ("site_kinetics", "residence_histogram", "msd", "tracks", "class_counts")
+    assert names == sorted([f"{t}.{ext}" for t in (*TABLE_NAMES, *derived) for ext in ("parquet", "csv")]
+                           + ["occupancy.png", "events.png", "counts.png", "statistics.h5", "summary.json",
+                              "report.png", "report.pdf"])
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
 
     with open_run(tmp_path / "run.h5") as run:
@@ -113,7 +115,7 @@ def test_export_of_an_empty_run(tmp_path):
 
 def test_unknown_format_is_rejected(tmp_path):
     make_run(tmp_path / "run.h5", n_frames=2)
-    with pytest.raises(ConfigError, match="'csv', 'parquet', 'png'"):
+    with pytest.raises(ConfigError, match="'csv', 'h5', 'parquet', 'png', 'report'"):
         export_run(tmp_path / "run.h5", tmp_path / "out", formats=("xlsx",))
 
 

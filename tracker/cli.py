@@ -113,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a run's tables (Parquet/CSV) and maps (PNG)")
     p.add_argument("run", type=Path)
     p.add_argument("-o", "--out", type=Path, help="output folder (default: beside the run file)")
-    p.add_argument("--formats", default="parquet,csv,png", help="comma-separated: parquet, csv, png")
+    p.add_argument("--formats", default="parquet,csv,png,h5,report",
+                   help="comma-separated: parquet, csv, png, h5, report")
+    p.add_argument("--movie", type=Path, metavar="OUT.gif",
+                   help="also write an animated image of the tracked frames (needs --source)")
+    p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
 
     from etem.simulate.cli import add_parser as add_simulate
 
@@ -307,13 +311,23 @@ def cmd_publish(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_run
 
+    from .export import EXPORT_FORMATS
+
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    bad = set(formats) - {"parquet", "csv", "png"}
+    bad = set(formats) - set(EXPORT_FORMATS)
     if bad:
-        raise ConfigError(f"unknown format(s) {', '.join(sorted(bad))}; valid: parquet, csv, png")
+        raise ConfigError(f"unknown format(s) {', '.join(sorted(bad))}; valid: {', '.join(EXPORT_FORMATS)}")
+    if args.movie and not args.source:
+        raise ConfigError("--movie needs --source, the recording the run tracked")
     out = args.out or args.run.with_suffix("")
     for path in export_run(args.run, out, formats=formats, progress=sys.stderr.isatty()):
         print(path)
+    if args.movie:
+        from .report import write_movie
+        from .runfile import open_run
+
+        with open_run(args.run) as run:
+            print(write_movie(run, args.source, args.movie))
     return 0
 
 

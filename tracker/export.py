@@ -1,12 +1,17 @@
-"""``etem export``: a run file as Parquet / CSV tables and PNG figures.
+"""``etem export``: a run file as Parquet / CSV / HDF5 tables, PNG figures and a report.
 
-Tables go out one file each (``frames``, ``columns``, ``sites`` and every stats table, as
+Tables go out one file each (``frames``, ``columns``, ``sites``, every stats table of the run,
+and the diffusion statistics derived from them — ``site_kinetics``, ``residence_histogram``,
+``msd``, ``tracks``, ``class_counts``; see :mod:`etem.tracker.diffusion` — as
 ``<table>.parquet`` / ``<table>.csv``); the columns table, which can be long, is streamed in
-blocks. Figures: ``occupancy.png`` and ``events.png`` (sites as coloured discs on a dark
-background, after Madsen et al. 2018, Fig. 10) and ``counts.png`` (columns found per frame).
+blocks. ``h5``: the statistics in one ``statistics.h5``. Figures: ``occupancy.png`` and
+``events.png`` (sites as coloured discs on a dark background, after Madsen et al. 2018, Fig.
+10) and ``counts.png`` (columns found per frame). ``report``: one page, ``report.png`` and
+``report.pdf``, with ``summary.json``.
 """
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -25,8 +30,8 @@ from .runfile import TABLES, Run, open_run
 
 __all__ = ["export_run", "render_site_map", "EXPORT_FORMATS"]
 
-ExportFormat = Literal["parquet", "csv", "png"]
-EXPORT_FORMATS: tuple[str, ...] = ("parquet", "csv", "png")
+ExportFormat = Literal["parquet", "csv", "png", "h5", "report"]
+EXPORT_FORMATS: tuple[str, ...] = ("parquet", "csv", "png", "h5", "report")
 _BLOCK_ROWS = 1_000_000
 _DPI = 150
 _AX_W_IN = 4.2      # width of a map's axes [inch]
@@ -231,8 +236,9 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
     out_dir
         Folder for the output; created if missing. Existing files of the same names are replaced.
     formats
-        Any of ``"parquet"``, ``"csv"`` (one file per table) and ``"png"`` (occupancy, event and
-        counts figures).
+        Any of ``"parquet"``, ``"csv"`` (one file per table), ``"png"`` (occupancy, event and
+        counts figures), ``"h5"`` (``statistics.h5``) and ``"report"`` (``report.png``,
+        ``report.pdf``, ``summary.json``).
     progress
         Show a progress bar (only on a terminal).
 
@@ -249,10 +255,21 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
     written: list[Path] = []
 
     with open_run(run_path) as run:
+        from .report import render_report, run_statistics, write_statistics_h5
+
+        derived, summ = run_statistics(run)
         names = [*TABLES, *run.stats]
         jobs: list[tuple[str, Callable[[Path], None]]] = [
             (f"{name}.{fmt}", partial(_TABLE_WRITERS[fmt], _blocks(run, name)))
             for fmt in ("parquet", "csv") if fmt in formats for name in names]
+        jobs += [(f"{name}.{fmt}", partial(_TABLE_WRITERS[fmt], [df]))
+                 for fmt in ("parquet", "csv") if fmt in formats for name, df in derived.items()]
+        if "h5" in formats:
+            jobs.append(("statistics.h5", partial(write_statistics_h5, tables={**run.stats, **derived}, summ=summ)))
+        if "report" in formats:
+            jobs += [("summary.json", lambda p: p.write_text(json.dumps(summ, indent=1, default=str) + "\n")),
+                     ("report.png", partial(_save, lambda: render_report(run, derived, summ))),
+                     ("report.pdf", lambda p: render_report(run, derived, summ).savefig(p))]
         if "png" in formats:
             jobs += [("occupancy.png", partial(_save, lambda: _site_map(run, "occupancy"))),
                      ("events.png", partial(_save, lambda: _site_map(run, "events"))),

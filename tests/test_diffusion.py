@@ -1,0 +1,88 @@
+"""Diffusion statistics against known truth, and the export that writes them."""
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from etem.simulate.toy import make_movie, save_movie
+from etem.tracker import diffusion as D
+from etem.tracker import track
+from etem.tracker.cli import main
+from etem.tracker.evaluate import score_sites
+
+
+@pytest.fixture(scope="module")
+def tracked():
+    movie = make_movie(n_frames=200, seed=3, hop_rate=0.1)
+    return movie, track(movie.frames, sampling=movie.sampling, classical=True)
+
+
+def test_hop_and_flip_rates_and_occupancy_match_the_truth_within_10_percent(tracked):
+    movie, res = tracked
+    t = movie.truth
+    rates = D.event_rates(res.flips, res.hops, len(res.frames))
+    assert rates["flips_per_frame"] == pytest.approx(len(t.flips()) / (t.n_frames - 1), rel=0.10)
+    assert rates["hops_per_frame"] == pytest.approx(len(t.hops) / (t.n_frames - 1), rel=0.10)
+    sites = score_sites(res.sites, res.flips, t, radius_px=1 / movie.sampling)
+    assert sites["occupancy_mae"] < 0.01
+    # surface sites: mean occupancy within 10 % of the truth's
+    active = res.sites[(res.sites["occupancy"] > 0) & (res.sites["occupancy"] < 1)]
+    true_surface = t.site_occupancy()[(t.sites["kind"] == "surface").to_numpy()]
+    true_active = true_surface[(true_surface > 0) & (true_surface < 1)]
+    assert active["occupancy"].mean() == pytest.approx(true_active.mean(), rel=0.10)
+
+
+def test_site_kinetics_are_censored_maximum_likelihood_rates():
+    sites = pd.DataFrame({"site": [0, 1], "y": [0.0, 5.0], "x": [0.0, 0.0], "occupancy": [0.5, 1.0],
+                          "event_rate": [0.1, 0.0]})
+    residence = pd.DataFrame({
+        "site": [0, 0, 0, 0, 1], "start": [0, 4, 10, 14, 0], "frames": [4, 6, 4, 6, 20],
+        "occupied": [True, False, True, False, True], "censored": [False, False, False, True, True]})
+    k = D.site_kinetics(sites, residence).set_index("site")
+    assert k.loc[0, "k_off"] == pytest.approx(2 / 8)       # two completed occupied runs in 8 frames
+    assert k.loc[0, "k_on"] == pytest.approx(1 / 12)       # one completed empty run in 12 frames
+    assert k.loc[0, "tau_occupied"] == pytest.approx(4.0)
+    assert k.loc[1, "k_off"] == 0 and np.isinf(k.loc[1, "tau_occupied"])  # never left: censored only
+    hist = D.residence_histogram(residence)
+    assert hist[(hist["state"] == "occupied") & (hist["frames"] == 4)]["completed"].item() == 2
+
+
+def test_msd_gives_the_diffusion_coefficient_of_random_walks():
+    rng = np.random.default_rng(0)
+    d_true = 0.05  # Å² per frame; steps have variance 2 D per axis
+    rows = []
+    for p in range(40):
+        steps = rng.normal(0, np.sqrt(2 * d_true), (100, 2))
+        yx = np.cumsum(steps, axis=0) / 0.2  # px at 0.2 Å/px
+        rows.append(pd.DataFrame({"frame": np.arange(100), "particle": p, "y_ref": yx[:, 0], "x_ref": yx[:, 1]}))
+    msd, tracks = D.track_msd(pd.concat(rows), 0.2, max_lag=8)
+    assert len(tracks) == 40
+    assert tracks["D"].mean() == pytest.approx(d_true, rel=0.15)
+    assert np.median(np.abs(tracks["D"] - d_true) / tracks["D_err"]) < 2.0  # honest error bars
+    assert set(msd.columns) == {"lag", "lag_s", "particle", "msd"}
+    # the MSD is trackpy's
+    import trackpy as tp
+
+    one = rows[0].rename(columns={"y_ref": "y", "x_ref": "x"})
+    ref = tp.imsd(one, mpp=0.2, fps=1.0, max_lagtime=8)[0].to_numpy()
+    np.testing.assert_allclose(msd[msd["particle"] == 0]["msd"].to_numpy(), ref, rtol=1e-9)
+
+
+def test_export_writes_tables_statistics_report_and_movie(tmp_path, capsys):
+    movie = make_movie(n_frames=20, shape=(128, 128), particle_radius_A=8.0, seed=5)
+    save_movie(movie, tmp_path / "movie.h5")
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(tmp_path / "movie.h5"), "-o", str(run), "--quiet"]) == 0
+    out = tmp_path / "out"
+    assert main(["export", str(run), "-o", str(out), "--movie", str(out / "movie.gif"),
+                 "--source", str(tmp_path / "movie.h5")]) == 0
+    for name in ("site_kinetics.csv", "residence_histogram.parquet", "tracks.csv", "msd.csv", "class_counts.csv",
+                 "summary.json", "report.png", "report.pdf", "statistics.h5"):
+        assert (out / name).stat().st_size > 0, name
+    with h5py.File(out / "statistics.h5") as f:
+        assert {"hops", "site_kinetics", "tracks"} <= set(f)
+    with Image.open(out / "movie.gif") as gif:
+        assert gif.n_frames == 20
+    assert main(["export", str(run), "--movie", str(out / "m.gif")]) == 2  # needs --source
+    assert "--source" in capsys.readouterr().err

@@ -1,0 +1,211 @@
+"""Diffusion statistics from a tracked run: rates, residence times, MSD, counts.
+
+Computed from a run's tables (:class:`etem.tracker.runfile.Run` or the same DataFrames), so they
+can be made again from any run file, also one written elsewhere:
+
+- :func:`site_kinetics`: per site, occupancy and event rate with the leave and arrival rates
+  (``k_off``, ``k_on`` [1/frame]) as maximum-likelihood estimates for exponential residence
+  times with censoring: completed occupied runs over all frames spent occupied (the run still
+  open at the end counts its frames but not as completed), with Poisson standard errors.
+- :func:`residence_histogram`: residence-time distributions, occupied and empty, completed and
+  censored runs apart.
+- :func:`event_rates`: flips and hops per frame (and per second when the frame rate is known),
+  each with its Poisson standard error.
+- :func:`track_msd`: per track, the mean squared displacement against lag (on drift-corrected
+  positions; the same as trackpy's ``imsd``) and the diffusion coefficient from a weighted
+  linear fit ``MSD = 4 D t + c`` (2-D; ``c`` takes the localization error), with a jackknife
+  standard error over blocks of the track.
+- :func:`class_counts`: columns per class per frame.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["site_kinetics", "residence_histogram", "event_rates", "track_msd", "class_counts", "summary",
+           "frame_rate"]
+
+
+def frame_rate(frames: pd.DataFrame) -> float | None:
+    """Frames per second from the frames table's acquisition times ``t`` [s], if it has them."""
+    if "t" not in frames or frames["t"].isna().all() or len(frames) < 2:
+        return None
+    t = frames.sort_values("frame")[["frame", "t"]].dropna()
+    if len(t) < 2:
+        return None
+    dt = np.diff(t["t"].to_numpy()) / np.diff(t["frame"].to_numpy())
+    dt = dt[np.isfinite(dt) & (dt > 0)]
+    return float(1.0 / np.median(dt)) if dt.size else None
+
+
+def site_kinetics(sites: pd.DataFrame, residence: pd.DataFrame) -> pd.DataFrame:
+    """Per site: ``site, y, x, occupancy, event_rate, k_off, k_off_err, k_on, k_on_err`` [1/frame]
+    and the mean residence times ``tau_occupied``, ``tau_empty`` [frames] (1/k; inf without a
+    completed run)."""
+    out = sites[["site", "y", "x", "occupancy", "event_rate"]].copy()
+    for occupied, key in ((True, "off"), (False, "on")):
+        r = residence[residence["occupied"] == occupied]
+        frames_in = r.groupby("site")["frames"].sum()
+        done = r[~r["censored"]].groupby("site").size()
+        n = done.reindex(out["site"]).fillna(0).to_numpy()
+        t = frames_in.reindex(out["site"]).fillna(0).to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.where(t > 0, n / t, np.nan)
+            out[f"k_{key}"] = k
+            out[f"k_{key}_err"] = np.where(t > 0, np.sqrt(n) / t, np.nan)
+            out["tau_occupied" if occupied else "tau_empty"] = np.where(n > 0, t / np.maximum(n, 1), np.inf)
+    return out
+
+
+def residence_histogram(residence: pd.DataFrame) -> pd.DataFrame:
+    """``state`` (occupied/empty), ``frames`` (run length), ``completed``, ``censored`` counts."""
+    if residence.empty:
+        return pd.DataFrame(columns=["state", "frames", "completed", "censored"])
+    r = residence.assign(state=np.where(residence["occupied"], "occupied", "empty"))
+    g = r.groupby(["state", "frames", "censored"]).size().unstack("censored", fill_value=0)
+    g = g.rename(columns={False: "completed", True: "censored"})
+    for c in ("completed", "censored"):
+        if c not in g:
+            g[c] = 0
+    return g[["completed", "censored"]].rename_axis(columns=None).reset_index().astype({"frames": np.int64})
+
+
+def event_rates(flips: pd.DataFrame, hops: pd.DataFrame, n_frames: int, fps: float | None = None) -> dict[str, float]:
+    """Flips and site-to-site hops per frame step (and per second), with Poisson errors."""
+    steps = max(n_frames - 1, 1)
+    n_hops = int(((hops["from_site"] >= 0) & (hops["to_site"] >= 0)).sum()) if len(hops) else 0
+    out: dict[str, float] = {}
+    for name, n in (("flips", len(flips)), ("hops", n_hops)):
+        out[f"{name}_per_frame"] = n / steps
+        out[f"{name}_per_frame_err"] = np.sqrt(n) / steps
+        if fps:
+            out[f"{name}_per_s"] = n / steps * fps
+            out[f"{name}_per_s_err"] = np.sqrt(n) / steps * fps
+    return out
+
+
+def _msd(frames: np.ndarray, yx: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """MSD at lags 1..max_lag over all pairs of frames that far apart (gaps allowed), and the
+    number of pairs at each lag."""
+    n = int(frames.max() - frames.min()) + 1
+    pos = np.full((n, 2), np.nan)
+    pos[frames - frames.min()] = yx
+    msd = np.full(max_lag, np.nan)
+    count = np.zeros(max_lag, np.int64)
+    for lag in range(1, min(max_lag, n - 1) + 1):
+        d2 = np.sum((pos[lag:] - pos[:-lag]) ** 2, axis=1)
+        ok = np.isfinite(d2)
+        count[lag - 1] = ok.sum()
+        if ok.any():
+            msd[lag - 1] = d2[ok].mean()
+    return msd, count
+
+
+def _fit_d(msd: np.ndarray, count: np.ndarray) -> tuple[float, float]:
+    """Weighted least squares ``MSD = 4 D lag + c`` (weights: pairs / lag, the longer lags
+    being averages of fewer, overlapping displacements); returns (D, c) per unit lag."""
+    lag = np.arange(1, len(msd) + 1, dtype=float)
+    ok = np.isfinite(msd) & (count > 0)
+    if ok.sum() < 2:
+        return float("nan"), float("nan")
+    w = np.sqrt(count[ok] / lag[ok])
+    A = np.stack([4 * lag[ok], np.ones(ok.sum())], 1)
+    coef, *_ = np.linalg.lstsq(A * w[:, None], msd[ok] * w, rcond=None)
+    return float(coef[0]), float(coef[1])
+
+
+def track_msd(columns: pd.DataFrame, sampling: float | None, *, fps: float | None = None, max_lag: int = 10,
+              min_length: int = 8, blocks: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-track MSD and diffusion coefficient.
+
+    Parameters
+    ----------
+    columns
+        The run's columns table (``frame, particle, y_ref, x_ref``; drift-corrected [px]).
+    sampling
+        Pixel size [Å/px]; None gives px².
+    fps
+        Frames per second; None gives lags and D per frame.
+    max_lag, min_length
+        Longest lag fitted [frames]; shortest track used [frames].
+    blocks
+        The standard error of D is a jackknife over this many consecutive blocks of the track
+        (MSDs at different lags are strongly correlated, so a fit's own residuals understate it).
+
+    Returns
+    -------
+    (msd, tracks)
+        ``msd``: lag [frames], lag_s, particle, msd [Å²] (the MSD of trackpy's ``imsd``);
+        ``tracks``: particle, n_frames, D [Å²/frame or Å²/s] with D_err, offset [Å²] (the
+        localization term).
+    """
+    empty = (pd.DataFrame(columns=["lag", "lag_s", "particle", "msd"]),
+             pd.DataFrame(columns=["particle", "n_frames", "D", "D_err", "offset"]))
+    need = {"frame", "particle", "y_ref", "x_ref"}
+    if columns.empty or not need <= set(columns.columns):
+        return empty
+    t = columns[columns["particle"] >= 0]
+    mpp = sampling or 1.0
+    rate = fps or 1.0
+    msd_rows, rows = [], []
+    for p, g in t.groupby("particle"):
+        if len(g) < min_length:
+            continue
+        f = g["frame"].to_numpy(np.int64)
+        yx = g[["y_ref", "x_ref"]].to_numpy(float) * mpp
+        msd, count = _msd(f, yx, max_lag)
+        d, c = _fit_d(msd, count)
+        if not np.isfinite(d):
+            continue
+        edges = np.linspace(f.min(), f.max() + 1, blocks + 1)
+        jack = []
+        for k in range(blocks):
+            keep = (f < edges[k]) | (f >= edges[k + 1])
+            if keep.sum() >= 3:
+                dk, _ = _fit_d(*_msd(f[keep], yx[keep], max_lag))
+                if np.isfinite(dk):
+                    jack.append(dk)
+        err = float(np.sqrt((len(jack) - 1) / len(jack) * np.sum((np.array(jack) - np.mean(jack)) ** 2))) \
+            if len(jack) >= 2 else float("nan")
+        rows.append({"particle": int(p), "n_frames": int(len(g)), "D": d * rate, "D_err": err * rate, "offset": c})
+        ok = count > 0
+        lags = np.arange(1, max_lag + 1)[ok]
+        msd_rows.append(pd.DataFrame({"lag": lags, "lag_s": lags / rate, "particle": int(p), "msd": msd[ok]}))
+    if not rows:
+        return empty
+    return pd.concat(msd_rows, ignore_index=True), pd.DataFrame(rows)
+
+
+def class_counts(columns: pd.DataFrame) -> pd.DataFrame:
+    """Columns per class per frame: ``frame`` and one column per class (``cls_0``, …)."""
+    if columns.empty:
+        return pd.DataFrame(columns=["frame"])
+    c = columns.groupby(["frame", "cls"]).size().unstack("cls", fill_value=0)
+    c.columns = [f"cls_{int(k)}" for k in c.columns]
+    return c.reset_index()
+
+
+def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataFrame],
+            sampling: float | None) -> dict[str, Any]:
+    """The run's headline figures (for the report and ``summary.json``)."""
+    fps = frame_rate(frames)
+    n = int(len(frames))
+    flips = stats.get("flips", pd.DataFrame(columns=["frame", "site", "kind"]))
+    hops = stats.get("hops")
+    if hops is None or not {"from_site", "to_site"} <= set(hops.columns):
+        hops = pd.DataFrame(columns=["frame", "from_site", "to_site"])
+    active = sites[(sites["occupancy"] > 0) & (sites["occupancy"] < 1)] if len(sites) else sites
+    out: dict[str, Any] = {
+        "frames": n, "fps": fps, "sampling_A_per_px": sampling, "sites": int(len(sites)),
+        "active_sites": int(len(active)),
+        "mean_occupancy_active": float(active["occupancy"].mean()) if len(active) else None,
+        "mean_columns_per_frame": float(frames["n_columns"].mean()) if n else None,
+    }
+    out.update(event_rates(flips, hops, n, fps))
+    if "in_range" in frames:
+        judged = frames["in_range"] >= 0
+        out["frames_judged"] = int(judged.sum())
+        out["frames_in_range"] = int((frames["in_range"] == 1).sum())
+    return out
