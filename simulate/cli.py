@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
     q.add_argument("--frozen-phonons", type=int, default=0)
     q.add_argument("--classes", choices=("species", "height"), default="species")
     q.add_argument("--workers", type=int, default=1, help="processes (Dask) computing waves side by side")
+    q.add_argument("--scheduler", help="address of a Dask distributed scheduler (a cluster) instead")
     q.add_argument("-o", "--output", type=Path, required=True, help="wave-set HDF5 file")
 
     q = s.add_parser("images", help="training images and labels from a wave set (optics and noise in torch)")
@@ -105,7 +106,8 @@ def _waves(args) -> int:
     cfg = WaveConfig(energy_eV=args.energy, sampling_A=args.sampling, frozen_phonons=args.frozen_phonons)
     make = partial(_make_structure, args.material, args.seed)
     waves = compute_waves(make, n=args.n, config=cfg, seed=args.seed, classes=args.classes,
-                          scheduler="processes" if args.workers > 1 else None, progress=sys.stderr.isatty())
+                          scheduler=args.scheduler or ("processes" if args.workers > 1 else None),
+                          progress=sys.stderr.isatty())
     save_waves(args.output, waves, cfg)
     print(f"{len(waves)} exit waves ({waves[0].wave.shape[0]}x{waves[0].wave.shape[1]} px at "
           f"{args.sampling} Å/px, {args.energy / 1e3:g} kV): {args.output}")

@@ -170,7 +170,7 @@ def compute_waves(
         pool never pickles big structures) with ``n`` the count.
     scheduler
         None: one after the other in this process; ``"processes"`` or ``"threads"``: a Dask bag
-        on that scheduler.
+        on that local scheduler; an address (``tcp://host:8786``): a Dask distributed cluster.
     """
     count = len(structures) if not callable(structures) else n
     if count is None:
@@ -193,6 +193,11 @@ def compute_waves(
     import dask.bag as db
 
     bag = db.from_sequence(range(count), npartitions=max(1, min(count, 64))).map(one)
+    if "://" in scheduler:  # a Dask distributed scheduler (a cluster)
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            return bag.compute(scheduler=client)
     if progress:
         from dask.diagnostics import ProgressBar
 

@@ -80,3 +80,14 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(FileFormatError):
         load_waves(tmp_path / "junk.h5")
+
+
+def test_waves_on_a_dask_distributed_cluster():
+    from distributed import LocalCluster
+
+    structures = [_two_atoms(x2=x) for x in (8.0, 12.0)]
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        par = compute_waves(structures, config=CFG, scheduler=cluster.scheduler_address)
+    seq = compute_waves(structures, config=CFG)
+    for a, b in zip(seq, par):
+        np.testing.assert_allclose(a.wave, b.wave, atol=1e-6)

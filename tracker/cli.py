@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an animated image of the tracked frames (needs --source)")
     p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
 
+    p = sub.add_parser("batch", help="track many recorded files on a Dask cluster; one summary table")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="folder for the run files and batch.csv/.parquet")
+    p.add_argument("--workers", type=int, default=2, help="processes of the local Dask cluster")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (instead of a local cluster)")
+    _common_engine(p)
+
     from etem.simulate.cli import add_parser as add_simulate
 
     add_simulate(sub)
@@ -405,6 +412,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch import replay_many
+
+    options = {k: v for k, v in _engine_kwargs(args).items() if v not in (None, False)}
+    if args.config:
+        options["config"] = _config(args)
+    table = replay_many(args.files, args.out, options=options, scheduler=args.scheduler, n_workers=args.workers)
+    table.to_csv(args.out / "batch.csv", index=False)
+    table.drop(columns=[c for c in ("detail",) if c in table]).to_parquet(args.out / "batch.parquet", index=False)
+    ok = table["status"] == "ok"
+    print(f"{int(ok.sum())} of {len(table)} files tracked; table: {args.out / 'batch.csv'}")
+    for _, row in table[~ok].iterrows():
+        print(f"  failed: {row['file']}: {row['error']}", file=sys.stderr)
+    return 0 if ok.all() else 1
+
+
 def cmd_simulate(args) -> int:
     from etem.simulate.cli import cmd_simulate as run
 
@@ -413,6 +436,7 @@ def cmd_simulate(args) -> int:
 
 _COMMANDS = {
     "simulate": cmd_simulate,
+    "batch": cmd_batch,
     "demo": cmd_demo,
     "track": cmd_track,
     "replay": cmd_replay,

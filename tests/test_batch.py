@@ -1,0 +1,29 @@
+"""Many recorded files on a real Dask LocalCluster: one row per file, failures as rows."""
+import pandas as pd
+
+from etem.simulate.toy import make_movie, save_movie
+from etem.tracker.cli import main
+from etem.tracker.runfile import open_run
+
+
+def test_batch_replay_on_a_local_cluster(tmp_path, capsys):
+    files = []
+    for seed in (1, 2, 3):
+        m = make_movie(n_frames=12, shape=(128, 128), particle_radius_A=8.0, seed=seed)
+        files.append(tmp_path / f"seq{seed}.h5")
+        save_movie(m, files[-1])
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # an HDF5 signature, then nothing
+    out = tmp_path / "out"
+    rc = main(["batch", *map(str, files), str(bad), "--out", str(out), "--workers", "2", "--classical"])
+    assert rc == 1  # one file failed
+    table = pd.read_csv(out / "batch.csv")
+    assert table["file"].tolist() == [str(f) for f in files] + [str(bad)]
+    assert table["status"].tolist() == ["ok", "ok", "ok", "failed"]
+    assert (table.loc[:2, "frames"] == 12).all() and (table.loc[:2, "count_processed"] == 12).all()
+    assert "broken.h5" in table.loc[3, "error"]
+    for f in files:  # each file's run file is complete
+        with open_run(out / f"{f.stem}.run.h5") as run:
+            assert run.status == "complete" and len(run.frames) == 12
+    assert pd.read_parquet(out / "batch.parquet").shape[0] == 4
+    assert "3 of 4 files tracked" in capsys.readouterr().out
