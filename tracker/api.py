@@ -188,6 +188,7 @@ def track(
     focal: int = 1,
     on_frame: Callable[[FrameResult, Pipeline], None] | None = None,
     attrs: dict[str, Any] | None = None,
+    curve_keys: str | Path | None = None,
 ) -> TrackResult:
     """Track every column through a sequence.
 
@@ -209,6 +210,8 @@ def track(
         Files only: the recording's frame rate [1/s], for ``pace`` when the file records none.
     idle_timeout_s
         Streams and folders: stop after this long without a frame.
+    curve_keys
+        ZeroMQ only: a CURVE key folder (``etem keys``) to encrypt and authenticate the stream.
     on_frame
         Called with each :class:`FrameResult` and the pipeline (for status lines, dashboards).
     """
@@ -231,7 +234,7 @@ def track(
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
-                      pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal)
+                      pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys)
     for res in pipe.run_iter(src):
         if on_frame is not None:
             on_frame(res, pipe)

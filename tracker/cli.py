@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("sub", "pull"), default="sub", help="sub: camera PUB (drops counted); pull: lossless")
     p.add_argument("--bind", action="store_true", help="bind ADDRESS instead of connecting to it")
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a frame")
+    p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
     _common_engine(p)
     _common_run(p)
     _dashboard_options(p)
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--simulate", action="store_true", help="send a simulated hopping-nanoparticle movie")
     p.add_argument("--address", default="tcp://127.0.0.1:5555")
     p.add_argument("--mode", choices=("pub", "push"), default="pub")
+    p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
     p.add_argument("--connect", action="store_true", help="connect instead of binding")
     p.add_argument("--fps", type=float, help="frame rate (default: as fast as possible)")
     p.add_argument("--frames", type=int, default=100, help="with --simulate: number of frames")
@@ -118,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--movie", type=Path, metavar="OUT.gif",
                    help="also write an animated image of the tracked frames (needs --source)")
     p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
+
+    p = sub.add_parser("keys", help="make CURVE keys for encrypted, authenticated streams")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("batch", help="track many recorded files on a Dask cluster; one summary table")
     p.add_argument("files", nargs="+", type=Path)
@@ -261,7 +267,7 @@ def cmd_track(args) -> int:
     try:
         result = track(args.listen, mode=args.mode, bind=args.bind, config=_config(args), run_path=args.output,
                        overwrite=args.overwrite, idle_timeout_s=args.idle_timeout, on_frame=chain(status, dash),
-                       **_engine_kwargs(args))
+                       curve_keys=args.curve, **_engine_kwargs(args))
     finally:
         status.close()
         if dash is not None:
@@ -306,7 +312,7 @@ def cmd_publish(args) -> int:
         frames, sampling = rec.iter_frames(), rec.sampling
     if args.sampling is not None:
         sampling = args.sampling
-    with Publisher(args.address, mode=args.mode, bind=not args.connect) as pub:
+    with Publisher(args.address, mode=args.mode, bind=not args.connect, curve_keys=args.curve) as pub:
         print(f"publishing on {pub.address} ({args.mode})", file=sys.stderr)
         if args.mode == "pub" and not pub.wait_for_subscribers(1, timeout_s=args.wait):
             print(f"no subscriber within {args.wait} s; sending anyway", file=sys.stderr)
@@ -412,6 +418,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from .security import make_keys
+
+    folder = make_keys(args.folder, overwrite=args.overwrite)
+    print(f"CURVE keys in {folder}: copy the folder to both machines (keep *.key_secret private); "
+          "pass --curve on both sides")
+    return 0
+
+
 def cmd_batch(args) -> int:
     from .batch import replay_many
 
@@ -437,6 +452,7 @@ def cmd_simulate(args) -> int:
 _COMMANDS = {
     "simulate": cmd_simulate,
     "batch": cmd_batch,
+    "keys": cmd_keys,
     "demo": cmd_demo,
     "track": cmd_track,
     "replay": cmd_replay,

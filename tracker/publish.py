@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Literal
 
 import numpy as np
@@ -49,6 +50,7 @@ class Publisher:
         bind: bool = True,
         sndhwm: int = 1000,
         context: zmq.Context | None = None,
+        curve_keys: str | Path | None = None,
     ) -> None:
         if mode not in ("pub", "push"):
             raise choice_error("mode", mode, ("pub", "push"))
@@ -57,6 +59,18 @@ class Publisher:
         self.sock = ctx.socket(zmq.XPUB if mode == "pub" else zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)
         self.sock.setsockopt(zmq.LINGER, 2000)
+        if curve_keys is not None:
+            from .security import secure_socket
+
+            try:
+                secure_socket(self.sock, curve_keys, server=bind, context=ctx)
+            except ConfigError:
+                self.sock.close(linger=0)
+                raise
+        if bind:
+            from .security import warn_if_exposed
+
+            warn_if_exposed(address, curve_keys is not None)
         try:
             if bind:
                 if address.endswith(":0") or address.endswith(":*"):

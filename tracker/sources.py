@@ -57,6 +57,7 @@ class ZmqSource:
         idle_timeout_s: float | None = None,
         rcvhwm: int = 100,
         context: zmq.Context | None = None,
+        curve_keys: str | Path | None = None,
     ) -> None:
         if mode not in ("sub", "pull"):
             raise choice_error("mode", mode, ("sub", "pull"))
@@ -73,6 +74,7 @@ class ZmqSource:
         self.seq = SeqTracker()
         self._ctx = context or zmq.Context.instance()
         self.ended = False
+        self.curve_keys = curve_keys
 
     def _socket(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.SUB if self.mode == "sub" else zmq.PULL)
@@ -80,6 +82,18 @@ class ZmqSource:
         sock.setsockopt(zmq.LINGER, 0)
         if self.mode == "sub":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if self.curve_keys is not None:
+            from .security import secure_socket
+
+            try:
+                secure_socket(sock, self.curve_keys, server=self.bind, context=self._ctx)
+            except ConfigError:
+                sock.close()
+                raise
+        if self.bind:
+            from .security import warn_if_exposed
+
+            warn_if_exposed(self.address, self.curve_keys is not None)
         try:
             (sock.bind if self.bind else sock.connect)(self.address)
         except zmq.ZMQError as exc:
@@ -182,11 +196,12 @@ def open_source(
     fps: float | None = None,
     idle_timeout_s: float | None = None,
     focal: int = 1,
+    curve_keys: str | Path | None = None,
 ) -> Iterable[Frame]:
     """Resolve what a user passed (an address, a file, a folder, an array) into a source."""
     if isinstance(spec, (str, Path)) and "://" in str(spec):
         return ZmqSource(str(spec), mode=mode, bind=bind, counters=counters, stop=stop,
-                         idle_timeout_s=idle_timeout_s)
+                         idle_timeout_s=idle_timeout_s, curve_keys=curve_keys)
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         if path.is_dir():
