@@ -230,6 +230,11 @@ def track(
     if is_stream and mode == "sub" and cfg.overflow == "block":
         cfg = dataclasses.replace(cfg, overflow="drop")  # a live SUB stream cannot be pushed back on
     counters = Counters()
+    attrs = dict(attrs or {})
+    if isinstance(source, (str, Path)):
+        # where the frames came from: a file or folder (absolute, so viewers can find the images)
+        # or a stream address
+        attrs.setdefault("source", str(source) if "://" in str(source) else str(Path(source).resolve()))
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an animated image of the tracked frames (needs --source)")
     p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
 
+    p = sub.add_parser("view", help="open a run file (or an image) in napari")
+    p.add_argument("path", type=Path)
+
     p = sub.add_parser("keys", help="make CURVE keys for encrypted, authenticated streams")
     p.add_argument("folder", type=Path)
     p.add_argument("--overwrite", action="store_true")
@@ -418,6 +421,24 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from .napari_reader import napari_get_reader
+
+    reader = napari_get_reader(str(args.path))
+    if reader is None:
+        raise ConfigError(f"{args.path}: neither a run file nor an image etem reads")
+    layers = reader(str(args.path))  # read first: a bad file is an error before a window opens
+    try:
+        import napari
+    except ImportError:
+        raise ConfigError("etem view needs napari: pip install 'etem-tracker[napari]'") from None
+    viewer = napari.Viewer(title=f"etem: {args.path.name}")
+    for data, meta, kind in layers:
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    napari.run()
+    return 0
+
+
 def cmd_keys(args) -> int:
     from .security import make_keys
 
@@ -453,6 +474,7 @@ _COMMANDS = {
     "simulate": cmd_simulate,
     "batch": cmd_batch,
     "keys": cmd_keys,
+    "view": cmd_view,
     "demo": cmd_demo,
     "track": cmd_track,
     "replay": cmd_replay,
