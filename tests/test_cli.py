@@ -147,3 +147,23 @@ def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path):
     assert c["received"] == c["processed"] + c.get("dropped/stopped", 0)
     assert len(r.sites) > 0 and r.maps["occupancy"].size > 0
     assert "hops" in r.stats
+
+
+def test_find_then_evaluate_agree_with_the_python_scores(tmp_path, capsys):
+    from etem.tracker import find
+    from etem.tracker.evaluate import score_columns
+
+    movie = make_movie(n_frames=3, shape=(128, 128), particle_radius_A=8.0, seed=9)
+    save_movie(movie, tmp_path / "movie.h5")
+    tifffile.imwrite(tmp_path / "stack.tif", movie.frames)
+    np.save(tmp_path / "stack.npy", movie.frames)
+    expected = score_columns(find(movie.frames, sampling=movie.sampling, classical=True), movie.truth.positions,
+                             radius_px=1 / movie.sampling, sampling=movie.sampling)
+    for name in ("stack.tif", "stack.npy"):
+        out = tmp_path / f"{name}.csv"
+        assert main(["find", str(tmp_path / name), "--classical", "--sampling", str(movie.sampling), "-o", str(out)]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(out), str(tmp_path / "movie.h5")]) == 0
+        line = capsys.readouterr().out
+        assert f"F1 {expected['f1']:.3f}" in line and f"RMS {expected['rms_A']:.3f} Å" in line
+    assert main(["evaluate", str(tmp_path / "movie.h5"), str(tmp_path / "movie.h5")]) == 2  # not a run file

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an animated image of the tracked frames (needs --source)")
     p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
 
+    p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS)")
+    p.add_argument("found", type=Path, help="columns from etem find (CSV/Parquet) or a run file")
+    p.add_argument("truth", type=Path, help="a simulated movie file (etem simulate movie) or a CSV/Parquet of frame,y,x[,cls]")
+    p.add_argument("--radius", type=float, default=1.0, help="largest distance of a match [Å] (px without a sampling)")
+    p.add_argument("--sampling", type=float, help="pixel size [Å/px] (default: the truth's or the run's)")
+
     p = sub.add_parser("view", help="open a run file (or an image) in napari")
     p.add_argument("path", type=Path)
 
@@ -421,6 +427,49 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _table(path: Path):
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable CSV table ({exc})") from None
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import score_columns
+
+    sampling = args.sampling
+    if args.found.suffix in (".h5", ".hdf5"):
+        from .runfile import open_run
+
+        with open_run(args.found) as run:
+            found, sampling = run.columns, sampling or run.sampling
+    else:
+        found = _table(args.found)
+    if args.truth.suffix in (".h5", ".hdf5"):
+        from etem.simulate.toy import load_movie
+
+        movie = load_movie(args.truth)
+        truth, sampling = movie.truth.positions, sampling or movie.sampling
+    else:
+        truth = _table(args.truth)
+    for name, df in (("found", found), ("truth", truth)):
+        missing = {"frame", "y", "x"} - set(df.columns)
+        if missing:
+            raise ConfigError(f"the {name} table lacks {', '.join(sorted(missing))}")
+    radius_px = args.radius / sampling if sampling else args.radius
+    s = score_columns(found, truth, radius_px=radius_px, sampling=sampling)
+    unit = "Å" if sampling else "px"
+    rms = s.get("rms_A", s["rms_px"]) if sampling else s["rms_px"]
+    print(f"F1 {s['f1']:.3f}  ID-precision {s['precision']:.3f}  ID-recall {s['recall']:.3f}  "
+          f"position RMS {rms:.3f} {unit}  ({s['tp']} matched, {s['fp']} extra, {s['fn']} missed"
+          f"{', class accuracy %.3f' % s['cls_accuracy'] if 'cls_accuracy' in s else ''})")
+    return 0
+
+
 def cmd_view(args) -> int:
     from .napari_reader import napari_get_reader
 
@@ -475,6 +524,7 @@ _COMMANDS = {
     "batch": cmd_batch,
     "keys": cmd_keys,
     "view": cmd_view,
+    "evaluate": cmd_evaluate,
     "demo": cmd_demo,
     "track": cmd_track,
     "replay": cmd_replay,

@@ -259,6 +259,16 @@ def _check_data(path: Path, data: Any, focal: int) -> None:
         raise ConfigError(f"focal={focal} does not divide the {n} image(s) of {path}")
 
 
+def _plain_tiff(path: Path) -> dict[str, Any]:
+    import tifffile
+
+    data = tifffile.imread(path)
+    names = ("frame", "y", "x")[-data.ndim:] if data.ndim <= 3 else tuple(f"axis{i}" for i in range(data.ndim))
+    axes = [{"name": n, "size": int(sz), "scale": 1.0, "offset": 0.0, "units": "", "navigate": i < data.ndim - 2}
+            for i, (n, sz) in enumerate(zip(names, data.shape))]
+    return {"data": data, "axes": axes, "metadata": {"General": {"title": path.stem}}, "original_metadata": {}}
+
+
 def _read_rsciio(path: Path, fmt: str, dataset: str | None):
     module = importlib.import_module(_RSCIIO[fmt])
     lazy = _LAZY and fmt != "tiff"
@@ -273,7 +283,14 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
                 signals = module.file_reader(str(path), lazy=lazy)
             except Exception as exc:
                 _release(exc)
-                raise
+                if fmt != "tiff" or "must be 3 or 4" not in str(exc):
+                    raise
+                # A stack of three or four planes written without a photometric tag is stored
+                # as planar RGB(A); it is read as the grey-level stack it almost always is.
+                signals = [_plain_tiff(path)]
+                caught.append(warnings.WarningMessage(
+                    "a 3- or 4-plane TIFF tagged as colour, read as a stack of grey images",
+                    UserWarning, str(path), 0))
     finally:
         logging.getLogger("tifffile").removeHandler(handler)
     if errors:
