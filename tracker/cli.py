@@ -5,7 +5,9 @@ import argparse
 import dataclasses
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -121,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an animated image of the tracked frames (needs --source)")
     p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
 
+    p = sub.add_parser("train", help="train a column-segmentation network on a wave set; write a model bundle")
+    p.add_argument("waves", type=Path, help="wave-set file from `etem simulate waves`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="bundle path (writes .safetensors and .json)")
+    p.add_argument("--arch", default="fusionnet", choices=("fusionnet", "unet", "msdnet"))
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--size", type=int, default=128, help="training image side [px]")
+    p.add_argument("--sampling", type=float, default=0.2, help="training image pixel size [Å/px]")
+    p.add_argument("--label-sigma", type=float, default=0.5, help="label Gaussian width [Å]")
+    p.add_argument("--preset", default="au", help="optics preset (graphene, au, mos2, haadf)")
+    p.add_argument("--imaging", choices=("hrtem", "haadf"), default="hrtem")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+
     p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS)")
     p.add_argument("found", type=Path, help="columns from etem find (CSV/Parquet) or a run file")
     p.add_argument("truth", type=Path, help="a simulated movie file (etem simulate movie) or a CSV/Parquet of frame,y,x[,cls]")
@@ -161,14 +180,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    previous = _terminate_like_ctrl_c()
     try:
         return _COMMANDS[args.command](args)
     except EtemError as exc:
         print(f"etem {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\netem {args.command}: interrupted; what was processed is saved", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"\netem {args.command}: {how}; what was processed is saved", file=sys.stderr)
+        return 128 + int(signal.SIGTERM) if isinstance(exc, _Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping us), taken the way Ctrl-C is: the run file is closed."""
+
+
+def _terminate_like_ctrl_c():
+    """Make SIGTERM raise _Terminated in the main thread, unless someone else handles it already.
+
+    Returns the handler it replaced (to be put back), or None where it installed none.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: closing the run file goes undisturbed
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _config(args):
@@ -438,6 +483,22 @@ def _table(path: Path):
         raise ConfigError(f"{path}: not a readable CSV table ({exc})") from None
 
 
+def cmd_train(args) -> int:
+    from etem.train.loop import TrainConfig, train
+
+    arch_args = {"width": args.width, "depth": args.depth} if args.arch != "msdnet" else {"depth": args.depth}
+    cfg = TrainConfig(arch=args.arch, arch_args=arch_args, size=args.size, sampling_A=args.sampling,
+                      label_sigma_A=args.label_sigma, preset=args.preset or None, imaging=args.imaging,
+                      batch=args.batch, steps=args.steps, lr=args.lr, seed=args.seed, device=args.device,
+                      validate_every=max(1, min(100, args.steps // 4)))
+    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty())
+    e = card["evaluation"]
+    print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
+          f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
+          f"in {card['training']['seconds']:.0f} s")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import score_columns
 
@@ -525,6 +586,7 @@ _COMMANDS = {
     "keys": cmd_keys,
     "view": cmd_view,
     "evaluate": cmd_evaluate,
+    "train": cmd_train,
     "demo": cmd_demo,
     "track": cmd_track,
     "replay": cmd_replay,
