@@ -145,6 +145,7 @@ def test_endpoints_follow_the_run(movie):
         assert status["processed"] == 16 and status["dropped"] == 0
         assert status["queues"]["ingest"]["capacity"] == 64
         assert status["sites"] > 0 and status["latency_p50_ms"] > 0
+        assert status["in_range"] + status["out_of_range"] == 16  # every frame judged (trust flag)
 
         frame = _json(url + "api/frame")
         assert frame["frame"] == 15 and frame["n_columns"] == len(last.columns) > 0
@@ -313,6 +314,7 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
                 first = int(driver.find_element(By.ID, "processed").text)
                 wait.until(lambda d: int(d.find_element(By.ID, "processed").text) > first)
                 assert driver.find_element(By.ID, "state").text == "running"
+                wait.until(lambda d: " of " in d.find_element(By.ID, "trust").text)  # the trust flag, live
                 # the maps build up; a click on the occupancy map shows the nearest site's timeline
                 wait.until(lambda d: js("return document.getElementById('occupancy').naturalWidth") > 0)
                 wait.until(lambda d: int(d.find_element(By.ID, "processed").text) >= 40)

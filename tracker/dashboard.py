@@ -387,7 +387,7 @@ class Dashboard:
                                if len(recent) > 2 and recent[-1] > recent[0] else 0.0}
         if pipe is None:
             return out
-        out.update({k: snap.get(k) for k in ("fps", "latency_p50_ms", "latency_p99_ms")})
+        out.update({k: snap.get(k) for k in ("fps", "latency_p50_ms", "latency_p99_ms", "in_range", "out_of_range")})
         out.update(pipe.counters.as_dict())
         queues = pipe.queue_depths()
         out["queues"] = {q: {"depth": d, "capacity": c} for q, (d, c) in queues.items()}
@@ -437,6 +437,7 @@ class Dashboard:
             return entry
 
     def frame_png(self, n: int | None) -> bytes | None:
+        """The PNG of frame ``n`` while cached, else of the latest frame; None before the first."""
         with self._render_lock:
             if n is not None and n in self._frame_cache:
                 return self._frame_cache[n]["png"]
@@ -460,10 +461,14 @@ class Dashboard:
             table[:, 2] = cols["cls"].to_numpy() if "cls" in cols else 0
             table[:, 3] = cols["site"].to_numpy() if "site" in cols else -1
         table[:, :2] = np.round(table[:, :2], 1)
-        return {"frame": latest["frame"], "png": _png(grey), "shape": list(img.shape),
+        engine = getattr(self.pipe.detector, "engine", None) if self.pipe is not None else None
+        meta = {"frame": latest["frame"], "png": f"frame.png?n={latest['frame']}", "shape": list(img.shape),
                 "display_shape": list(grey.shape), "scale": 1.0 / k,
-                "drift": [round(float(d), 2) for d in latest["drift"]],
-                "n_columns": n, "columns": [[y, x, int(c), int(s)] for y, x, c, s in table.tolist()]}
+                "drift": [round(float(d), 2) for d in latest["drift"]], "n_columns": n,
+                "class_names": list(getattr(engine, "class_names", ()) or ()), "colours": list(CLASS_COLOURS)}
+        columns = json.dumps([[y, x, int(c), int(s)] for y, x, c, s in table.tolist()], separators=(",", ":"))
+        body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
+        return {"frame": latest["frame"], "png": _png(grey), "json": body.encode()}
 
     def maps(self) -> dict[str, Any] | None:
         """Occupancy and event maps of the latest sites snapshot (rendered once per snapshot)."""
@@ -527,16 +532,14 @@ class Dashboard:
                 self._flips = np.concatenate([self._flips, new])
             return self._flips[:want]
 
-    def frame_meta(self) -> dict[str, Any]:
+    def frame_meta(self) -> bytes:
+        """``/api/frame`` (JSON, made once per frame): the shown frame's number, shapes, scale,
+        class names and colours, PNG address, and ``columns`` as ``[y, x, cls, site]`` rows."""
         entry = self.frame()
-        if entry is None:
-            return {"frame": None}
-        engine = getattr(self.pipe.detector, "engine", None) if self.pipe is not None else None
-        names = list(getattr(engine, "class_names", ()) or ())
-        return {**{k: v for k, v in entry.items() if k != "png"}, "png": f"frame.png?n={entry['frame']}",
-                "class_names": names, "colours": list(CLASS_COLOURS)}
+        return b'{"frame":null}' if entry is None else entry["json"]
 
     def maps_meta(self) -> dict[str, Any]:
+        """``/api/maps``: the maps' version, shapes, scale, figures and PNG addresses."""
         m = self.maps()
         if m is None:
             return {"version": None}
@@ -669,7 +672,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/api/status":
             self._json(dash.status(), extra)
         elif path == "/api/frame":
-            self._json(dash.frame_meta(), extra)
+            self._send(200, dash.frame_meta(), "application/json", extra)
         elif path == "/api/maps":
             self._json(dash.maps_meta(), extra)
         elif path == "/api/site":

@@ -70,6 +70,9 @@ async function pollStatus() {
   for (const k of ["rejected", "dropped", "missing"]) {
     $(`t_${k}`).classList.toggle("alert", (s[k] || 0) > 0);
   }
+  const judged = (s.in_range || 0) + (s.out_of_range || 0);
+  $("trust").textContent = judged ? `${s.in_range} of ${judged}` : "–";
+  $("t_trust").classList.toggle("alert", (s.out_of_range || 0) > 0);
   $("fps_recent").textContent = fmt(s.fps_recent, 1);
   $("fps").textContent = fmt(s.fps, 1);
   $("latency").textContent = `${fmt(s.latency_p50_ms)} / ${fmt(s.latency_p99_ms)}`;
