@@ -447,7 +447,13 @@ def _read_numpy(path: Path, dataset: str | None):
                             "sampling_note": f"a {path.suffix} file records no pixel size"}
     if path.suffix.lower() == ".npy":
         meta["lazy"] = True
-        return np.load(path, mmap_mode="r", allow_pickle=False), meta, None, None
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False), meta, None, None
+        except ValueError as exc:
+            cut = _npy_truncation(path)
+            if cut is None:
+                raise
+            raise FileFormatError(cut) from exc
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     names = [k for k, a in arrays.items() if a.ndim in (2, 3, 4)]
@@ -457,6 +463,25 @@ def _read_numpy(path: Path, dataset: str | None):
         meta.pop("sampling_note")
         return arrays[meta["dataset"]], meta, float(sampling), None
     return arrays[meta["dataset"]], meta, None, None
+
+
+def _npy_truncation(path: Path) -> str | None:
+    """Where a .npy file whose header is intact breaks off, or None if it is not cut short."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(fh)
+            offset = fh.tell()
+    except Exception:  # noqa: BLE001 - not even the header: the caller says so
+        return None
+    have, need = path.stat().st_size - offset, int(np.prod(shape)) * dtype.itemsize
+    if have >= need or len(shape) < 3:
+        return None
+    per_frame = int(np.prod(shape[1:])) * dtype.itemsize
+    return (f"{path}: truncated: {have} of {need} bytes of pixels; it breaks off in frame "
+            f"{have // per_frame} of {shape[0]}")
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import queue
 import threading
 import time
@@ -163,6 +164,7 @@ class Pipeline:
         self._host_q: queue.Queue = queue.Queue(maxsize=4)
         self.last_frame: Frame | None = None
         self._last_live = 0.0
+        self.error: str | None = None  # what stopped the run, when something did
 
     # -- stage 1: ingest ----------------------------------------------------------------------
     def _ingest(self, source: Iterable[Frame]) -> None:
@@ -184,6 +186,9 @@ class Pipeline:
                             break
                         except queue.Full:
                             continue
+                    else:  # stopped while waiting for room: the frame in hand is dropped
+                        self.counters.add("dropped", reason="stopped")
+                        break
         except BaseException as exc:  # noqa: BLE001 - reported to the host thread
             self._put(q, exc)
             return
@@ -196,9 +201,9 @@ class Pipeline:
                 return
             except queue.Full:
                 if self.stop.is_set():
-                    # make room: the consumer is gone or stopping
+                    # make room: the consumer is gone or stopping (what is thrown out is counted)
                     try:
-                        q.get_nowait()
+                        self._count_dropped(q.get_nowait())
                     except queue.Empty:
                         pass
 
@@ -244,6 +249,14 @@ class Pipeline:
             log.warning("frame %d: shape %s differs from the run's %s; rejected", f.frame, f.image.shape, self.shape)
             self.counters.add("rejected", reason="preprocess")
             return False
+        if self.sampling is not None:  # one pixel size per run: sites and maps are in its pixels
+            if f.sampling is None:
+                f.sampling = self.sampling
+            elif not math.isclose(f.sampling, self.sampling, rel_tol=0.01):
+                log.warning("frame %d: sampling %g Å/px differs from the run's %g; rejected",
+                            f.frame, f.sampling, self.sampling)
+                self.counters.add("rejected", reason="preprocess")
+                return False
         if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
             self.counters.add("rejected", reason="nan")
             return False
@@ -274,6 +287,7 @@ class Pipeline:
         ingest.start()
         compute.start()
         status = "complete"
+        in_hand, base = 0, 0  # frames of the batch being linked, and the processed count before it
         try:
             while True:
                 item = self._host_q.get()
@@ -282,16 +296,29 @@ class Pipeline:
                 if isinstance(item, BaseException):
                     status = "failed"
                     raise item
+                in_hand, base = len(item.frames), self.counters.processed
                 for frame, cols in zip(item.frames, item.columns):
                     yield self._host(frame, cols)
+                in_hand = 0
         except GeneratorExit:
             status = "stopped"
             raise
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except Exception as exc:
+            status = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self.stop.set()
+            if self.writer is not None:  # stopped between a frame's row and its count: the row decides
+                unseen = self.writer.n_rows("frames") - self.counters.processed
+                if unseen > 0:
+                    self.counters.add("processed", unseen)
+            left = in_hand - (self.counters.processed - base)  # a batch the host stopped in
+            if left > 0:
+                self.counters.add("dropped", left, reason="stopped")
             # Unblock the producers, then account for what they still held.
             for q in (self._host_q, self._ingest_q):
                 self._drain(q)
@@ -307,10 +334,13 @@ class Pipeline:
                 item = q.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, Frame):
-                self.counters.add("dropped", reason="stopped")
-            elif isinstance(item, _Batch):
-                self.counters.add("dropped", len(item.frames), reason="stopped")
+            self._count_dropped(item)
+
+    def _count_dropped(self, item) -> None:
+        if isinstance(item, Frame):
+            self.counters.add("dropped", reason="stopped")
+        elif isinstance(item, _Batch):
+            self.counters.add("dropped", len(item.frames), reason="stopped")
 
     def _host(self, frame: Frame, cols: pd.DataFrame) -> FrameResult:
         t0 = time.perf_counter()
@@ -351,13 +381,14 @@ class Pipeline:
         self.columns_parts.append(linked)
         self.last_frame = frame
         if self.writer is not None:
-            self.writer.append("frames", pd.DataFrame([row]))
-            self.writer.append("columns", linked)
             if t0 - self._last_live >= 1.0:
                 self._write_live()
                 self._last_live = t0
-            self.writer.maybe_flush()
-        self.counters.add("processed")
+            self.writer.append("columns", linked)
+            self.writer.append("frames", pd.DataFrame([row]))  # the frame's row in the run file is
+        self.counters.add("processed")  # what counts it (run_iter squares the two after a stop)
+        if self.writer is not None:
+            self.writer.maybe_flush()  # may fail (a full disk): the frame was processed all the same
         t3 = time.perf_counter()
         self.stage_s["link"] += t1 - t0
         self.stage_s["sites"] += t2 - t1
@@ -376,8 +407,9 @@ class Pipeline:
         attrs["engine"] = {"kind": engine.name, "device": str(engine.device)}
         if card:
             attrs["model_card"] = card
-        self.writer = RunWriter(self.run_path, attrs=attrs, counter_names=self.COUNTER_NAMES, overwrite=self.overwrite)
-        self.writer.begin(self.shape, self.sampling)
+        writer = RunWriter(self.run_path, attrs=attrs, counter_names=self.COUNTER_NAMES, overwrite=self.overwrite)
+        writer.begin(self.shape, self.sampling)
+        self.writer = writer
 
     def _write_live(self) -> None:
         self.writer.replace("sites", self.sites.table())
@@ -404,7 +436,10 @@ class Pipeline:
             raise
         finally:
             self.writer = None
-        writer.close(status=status, extra_tables=tables, extra_attrs={"counters": self.counters.as_dict()})
+        extra = {"counters": self.counters.as_dict()}
+        if self.error is not None:
+            extra["error"] = self.error
+        writer.close(status=status, extra_tables=tables, extra_attrs=extra)
 
     def statistics(self) -> dict[str, pd.DataFrame]:
         """Diffusion statistics so far: flips, hops, residence times, counts over time."""

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,13 +44,25 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .errors import EtemError
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from .run import Run, open_run
 
 __all__ = [
     "FRAMES", "COLUMNS", "SITES", "TABLES", "FORMAT", "FORMAT_VERSION",
-    "RunWriter", "Run", "open_run",
+    "RunWriter", "RunWriteError", "Run", "open_run",
 ]
+
+
+class RunWriteError(EtemError, OSError):
+    """The run file cannot be written on (the disk is full, the file size limit is reached, an
+    I/O error); the message says what the file still holds."""
 
 FORMAT = "etem-run"
 FORMAT_VERSION = 1
@@ -90,6 +104,12 @@ RESERVED_ATTRS = frozenset(
 
 _CHUNK_ROWS = {"frames": 1024, "columns": 32768, "sites": 4096}
 _MAX_PENDING_ROWS = 1_000_000   # flush early rather than buffer more than this
+# A write that fails half-way leaves HDF5 unable to close the file (and the process unable to
+# exit cleanly), so the writer never starts one without room for it: new chunks, plus this much
+# for metadata, plus a reserve for closing the file (final status, statistics tables).
+_METADATA_SLACK = 256 << 10
+_CLOSE_RESERVE = 1 << 20
+_ABANDONED: list = []  # files HDF5 failed to write: kept, as closing them fails (noisily) again
 # v110 is the oldest file format with SWMR; keeping it as the low bound lets older HDF5
 # libraries read the file.
 _LIBVER = ("v110", "latest")
@@ -256,6 +276,9 @@ class RunWriter:
         self._n_pending = 0
         self._reset: set[str] = set()
         self._rows = dict.fromkeys(TABLES, 0)
+        self._allocated = dict.fromkeys(TABLES, 0)  # rows with chunks on disk, per table
+        self._full: str | None = None   # why writing stopped for want of room
+        self._broken = False            # a write failed half-way: HDF5 cannot be trusted
         self._file: h5py.File | None = None
         self._closed = False
         self._last_flush = time.monotonic()
@@ -269,6 +292,13 @@ class RunWriter:
         shape = tuple(int(s) for s in frame_shape)
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"frame_shape must be (H, W) with H, W >= 1; got {frame_shape}.")
+        need = 2 * 4 * shape[0] * shape[1] + _METADATA_SLACK + _CLOSE_RESERVE  # maps, metadata
+        room = shutil.disk_usage(self.path.resolve().parent).free
+        if resource is not None and resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            room = min(room, resource.getrlimit(resource.RLIMIT_FSIZE)[0])
+        if need > room:
+            raise RunWriteError(f"run file {self.path}: no room to create it ({room / 2**20:.1f} MiB left on "
+                                f"the disk or under the file size limit, {need / 2**20:.1f} MiB needed).")
         try:
             f = h5py.File(self.path, "w" if self.overwrite else "w-", libver=_LIBVER,
                           locking=False)
@@ -362,10 +392,70 @@ class RunWriter:
             self._counters[self.counter_names.index(k)] = int(v)
         self._counters_dirty = True
 
+    def n_rows(self, table: str) -> int:
+        """Rows of ``table`` written or buffered so far."""
+        self._schema(table)
+        start = 0 if table in self._reset else self._rows[table]
+        return start + sum(len(next(iter(b.values()))) for b in self._pending[table])
+
     # -- writing
+    def _room(self) -> int:
+        """Bytes the run file may still grow by: free disk space, and the file size limit."""
+        room = shutil.disk_usage(self.path.resolve().parent).free
+        if resource is not None:
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            if limit != resource.RLIM_INFINITY:
+                room = min(room, limit - self.path.stat().st_size)
+        return room
+
+    def _bytes_needed(self) -> int:
+        """Disk space the next flush takes at most: the chunks it adds, and metadata."""
+        need = _METADATA_SLACK
+        for table, schema in TABLES.items():
+            blocks = self._pending[table]
+            if not blocks:
+                continue
+            rows = (0 if table in self._reset else self._rows[table])
+            rows += sum(len(next(iter(b.values()))) for b in blocks)
+            chunk = _CHUNK_ROWS[table]
+            new_chunks = math.ceil(rows / chunk) - math.ceil(self._allocated[table] / chunk)
+            if new_chunks > 0:
+                need += new_chunks * chunk * sum(dt.itemsize for dt in schema.values())
+        return need
+
+    def _discard_pending(self) -> int:
+        """Drop the buffered table rows (there is no room for them); returns how many."""
+        n = sum(len(next(iter(b.values()))) for blocks in self._pending.values() for b in blocks)
+        self._pending = {t: [] for t in TABLES}
+        self._reset.clear()
+        self._n_pending = 0
+        return n
+
     def flush(self) -> None:
-        """Write everything buffered, flush it to disk, then commit the new row counts."""
+        """Write everything buffered, flush it to disk, then commit the new row counts.
+
+        Raises :class:`RunWriteError`, having written nothing, when the disk (or the file size
+        limit) leaves no room for it: the file then still holds everything up to the last
+        flush, and :meth:`close` closes it cleanly.
+        """
         f = self._check_open()
+        if self._broken or self._full:
+            raise RunWriteError(f"run file {self.path}: {self._full or 'a write failed'}; "
+                                "nothing more is written to it.")
+        need, room = self._bytes_needed() + _CLOSE_RESERVE, self._room()
+        if need > room:
+            self._full = (f"no room to go on writing ({room / 2**20:.1f} MiB left on the disk or under "
+                          f"the file size limit, {need / 2**20:.1f} MiB needed)")
+            raise RunWriteError(f"run file {self.path}: {self._full}; the run was stopped, and the file "
+                                "keeps what was written up to now.")
+        try:
+            self._write(f)
+        except (OSError, RuntimeError) as exc:
+            self._broken = True
+            raise RunWriteError(f"run file {self.path}: writing failed ({exc}); the file may hold "
+                                f"only what was flushed before, {self._rows['frames']} frames.") from exc
+
+    def _write(self, f: h5py.File) -> None:
         for table, schema in TABLES.items():
             blocks = self._pending[table]
             if not blocks and table not in self._reset:
@@ -381,6 +471,7 @@ class RunWriter:
                     parts = [b[name] for b in blocks]
                     ds[start:start + n_new] = parts[0] if len(parts) == 1 else np.concatenate(parts)
             self._rows[table] = start + n_new
+            self._allocated[table] = max(self._allocated[table], start + n_new)
             self._pending[table] = []
         self._reset.clear()
         self._n_pending = 0
@@ -420,14 +511,32 @@ class RunWriter:
         if self._file is None:
             self._closed = True
             return
+        if self._broken:
+            # HDF5 failed a write: closing would only fail again; leave the file as it is.
+            _ABANDONED.append(self._file)
+            self._file = None
+            self._closed = True
+            return
         try:
-            self.flush()
+            if self._full is not None and self._bytes_needed() + _CLOSE_RESERVE // 2 > self._room():
+                lost = self._discard_pending()  # the maps and counters are rewritten in place
+                final_attrs["rows_not_written"] = json.dumps(lost)
+            if self._full is not None:
+                final_attrs.setdefault("error", json.dumps(f"run file {self.path}: {self._full}"))
+                self._write(self._file)
+            else:
+                self.flush()
         finally:
             self._file.close()
             self._file = None
             self._closed = True
         with h5py.File(self.path, "r+", libver=_LIBVER, locking=False) as f:
             stats = f.require_group("stats")
+            if self._full is not None:
+                size = sum(int(df.memory_usage(deep=True).sum()) + 65536 for df in extra_tables.values())
+                if size + _METADATA_SLACK > self._room():
+                    final_attrs["stats_not_written"] = json.dumps(sorted(extra_tables))
+                    extra_tables = {}
             for name, df in extra_tables.items():
                 if name in stats:
                     del stats[name]

@@ -17,7 +17,7 @@ import zmq
 from .accounting import Counters
 from .errors import ConfigError, WireError, choice_error
 from .frames import Frame
-from .wire import SeqTracker, decode
+from .wire import SeqTracker, decode, decode_header
 
 log = logging.getLogger("etem.source")
 
@@ -103,12 +103,25 @@ class ZmqSource:
 
     def __iter__(self) -> Iterator[Frame]:
         sock = self._socket()
+        # Connection events tell a publisher that came back (a restart, with seq from 0 or
+        # wherever its slow-joining subscribers first hear it) from repeated messages.
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_ACCEPTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         last = time.monotonic()
+        connections = 0
         try:
             while not self.stop.is_set():
-                if not poller.poll(50):
+                ready = dict(poller.poll(50))
+                if monitor in ready:
+                    while monitor.poll(0):
+                        monitor.recv_multipart()
+                        connections += 1
+                        if connections > 1:
+                            log.info("%s: connected anew (publisher restarted?)", self.address)
+                            self.seq.reconnected()
+                if sock not in ready:
                     if self.idle_timeout_s is not None and time.monotonic() - last > self.idle_timeout_s:
                         log.info("no message for %.1f s; stopping", self.idle_timeout_s)
                         return
@@ -124,6 +137,8 @@ class ZmqSource:
                 elif frame is not None:
                     yield frame
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close(linger=0)
 
     def _accept(self, parts: Sequence[memoryview], received: float):
@@ -135,7 +150,11 @@ class ZmqSource:
             self.counters.add("rejected", reason=exc.reason)
             log.debug("rejected message: %s", exc)
             return None
-        if frame is None:  # end of stream: a control message, not a frame
+        if frame is None:  # end of stream: a control message, not a frame; its seq tells what went missing
+            gap = self.seq.end(decode_header(parts[0])["seq"])
+            if gap:
+                self.counters.add("missing", gap)
+                log.warning("seq gap: %d message(s) missing before the end of the stream", gap)
             return _END
         self.counters.add("received")
         try:
@@ -143,11 +162,12 @@ class ZmqSource:
         except WireError as exc:
             self.counters.add("rejected", reason=exc.reason)
             return None
+        if self.seq.restarts > self.counters.restarts:
+            self.counters.add("restarts", self.seq.restarts - self.counters.restarts)
+            log.warning("publisher restarted: seq went back to %d", frame.seq)
         if gap:
             self.counters.add("missing", gap)
             log.warning("seq gap: %d message(s) missing before seq %d", gap, frame.seq)
-        if self.seq.restarts > self.counters.restarts:
-            self.counters.add("restarts")
         return frame
 
 

@@ -96,12 +96,12 @@ def decode_header(part0: bytes | memoryview) -> dict[str, Any]:
     """Parse and validate a header; raise WireError with a reason on any fault."""
     try:
         header = json.loads(bytes(part0).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, an integer too long
         raise WireError("bad_json", f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise WireError("bad_json", "header must be a JSON object")
     if header.get("protocol") != PROTOCOL:
-        raise WireError("protocol", f"protocol must be {PROTOCOL!r}, got {header.get('protocol')!r}")
+        raise WireError("protocol", f"protocol must be {PROTOCOL!r}, got {_short(header.get('protocol'))}")
     if header.get("end") is True:
         _check_int(header, "seq")
         return header
@@ -116,22 +116,22 @@ def decode_header(part0: bytes | memoryview) -> dict[str, Any]:
         or len(shape) not in (2, 3)
         or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
     ):
-        raise WireError("bad_field", f"shape must be [H, W] or [F, H, W] of positive ints, got {shape!r}")
+        raise WireError("bad_field", f"shape must be [H, W] or [F, H, W] of positive ints, got {_short(shape)}")
     if math.prod(shape) > _MAX_PIXELS:
         raise WireError("bad_field", f"shape {shape} exceeds {_MAX_PIXELS} pixels")
-    if header["dtype"] not in DTYPES:
-        raise WireError("dtype", f"dtype must be one of {', '.join(DTYPES)}, got {header['dtype']!r}")
+    if not isinstance(header["dtype"], str) or header["dtype"] not in DTYPES:
+        raise WireError("dtype", f"dtype must be one of {', '.join(DTYPES)}, got {_short(header['dtype'])}")
     sampling = header["sampling"]
     if sampling is not None and not _positive_number(sampling):
-        raise WireError("bad_field", f"sampling must be a positive number [Å/px] or null, got {sampling!r}")
+        raise WireError("bad_field", f"sampling must be a positive number [Å/px] or null, got {_short(sampling)}")
     for key in ("t", "dose"):
         if key in header and header[key] is not None and not _finite_number(header[key]):
-            raise WireError("bad_field", f"{key} must be a finite number, got {header[key]!r}")
+            raise WireError("bad_field", f"{key} must be a finite number, got {_short(header[key])}")
     if "defocus" in header and header["defocus"] is not None:
         d = header["defocus"]
         n_focal = shape[0] if len(shape) == 3 else 1
         if not isinstance(d, list) or len(d) != n_focal or not all(_finite_number(v) for v in d):
-            raise WireError("bad_field", f"defocus must be a list of {n_focal} numbers [Å], got {d!r}")
+            raise WireError("bad_field", f"defocus must be a list of {n_focal} numbers [Å], got {_short(d)}")
     if "meta" in header and not isinstance(header["meta"], dict):
         raise WireError("bad_field", "meta must be a JSON object")
     return header
@@ -181,14 +181,31 @@ def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0) -> Fra
     )
 
 
+_MAX_INT = (1 << 63) - 1  # seq and frame are stored as int64
+
+
 def _check_int(header: dict, key: str) -> None:
     v = header.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise WireError("bad_field", f"{key} must be a non-negative integer, got {v!r}")
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_INT:
+        raise WireError("bad_field", f"{key} must be an integer from 0 to 2**63 - 1, got {_short(v)}")
+
+
+def _short(v: object, n: int = 80) -> str:
+    """``repr(v)`` cut to ``n`` characters, for error messages about untrusted values."""
+    try:
+        text = repr(v)
+    except (ValueError, RecursionError):  # an integer too long to print, nesting too deep
+        return f"a {type(v).__name__} that cannot be shown"
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _finite_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 def _positive_number(v: object) -> bool:
@@ -200,7 +217,9 @@ class SeqTracker:
 
     ``check(seq)`` returns the number of messages missing before this one (0 when in order)
     and raises WireError("seq_repeat") for a seq at or below the last one seen. A seq of 0
-    after a higher one is taken as a publisher restart (a new stream), not a repeat.
+    after a higher one is taken as a publisher restart (a new stream), not a repeat; so is any
+    seq that goes back after :meth:`reconnected` (a publisher that came back on a new
+    connection), its first ``seq`` messages then counting as missing.
     """
 
     def __init__(self) -> None:
@@ -208,21 +227,42 @@ class SeqTracker:
         self.missing = 0
         self.gaps: list[tuple[int, int]] = []  # (first missing seq, count)
         self.restarts = 0
+        self._reconnected = False
+
+    def reconnected(self) -> None:
+        """The stream's connection was made anew: a seq that goes back next is a new stream."""
+        self._reconnected = True
 
     def check(self, seq: int) -> int:
         last = self.last
         if last is None:
             self.last = seq
             return 0
-        if seq == 0 and last > 0:
+        if (seq == 0 and last > 0) or (self._reconnected and seq <= last):
             self.restarts += 1
+            self._reconnected = False
             self.last = seq
-            return 0
+            if seq:  # the new stream's first messages never arrived
+                self.missing += seq
+                self.gaps.append((0, seq))
+            return seq
         if seq <= last:
             raise WireError("seq_repeat", f"seq {seq} repeats or goes back (last was {last})")
         gap = seq - last - 1
         if gap:
             self.missing += gap
             self.gaps.append((last + 1, gap))
+        self.last = seq
+        return gap
+
+    def end(self, seq: int) -> int:
+        """An end-of-stream marker carrying ``seq`` (the number of messages its stream sent):
+        returns (and counts) the messages missing before it."""
+        last = self.last
+        if last is None or seq <= last + 1 or (self._reconnected and seq <= last):
+            return 0
+        gap = seq - last - 1
+        self.missing += gap
+        self.gaps.append((last + 1, gap))
         self.last = seq
         return gap

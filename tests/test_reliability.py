@@ -1,0 +1,657 @@
+"""It keeps running and loses nothing: fuzzed input, overload, publisher restarts, signals,
+corrupt recordings and a full disk, over real sockets on 127.0.0.1 and real run files.
+
+Cameras are separate processes (a few lines of numpy + pyzmq that speak wire format v1), so
+that a camera can be killed and restarted, and the tracker's memory is its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from etem.simulate.toy import make_movie, save_movie
+from etem.tracker import Pipeline, PipelineConfig, track
+from etem.tracker.accounting import Counters
+from etem.tracker.cli import main
+from etem.tracker.errors import WireError
+from etem.tracker.frames import Frame
+from etem.tracker.publish import Publisher
+from etem.tracker.runfile import open_run
+from etem.tracker.sources import ZmqSource
+from etem.tracker.wire import REJECT_REASONS, decode, encode
+
+# Subprocesses run torch with one thread: on two shared cores, more threads only fight.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return make_movie(n_frames=40, shape=(128, 128), particle_radius_A=8.0, seed=5)
+
+
+@pytest.fixture(scope="module")
+def movie_file(movie, tmp_path_factory):
+    path = tmp_path_factory.mktemp("movie") / "movie.npy"
+    np.save(path, np.asarray(movie.frames, np.float32))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss() -> int:
+    """Resident memory of this process [bytes]."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _accounted(c: dict) -> None:
+    assert c["received"] == c["processed"] + c["rejected"] + c["dropped"], c
+    assert set(k.split("/", 1)[1] for k in c if k.startswith("rejected/")) <= set(REJECT_REASONS)
+
+
+# ------------------------------------------------------------------------------ the camera
+CAMERA = r"""
+import json, os, sys, time
+import numpy as np, zmq
+cfg = json.loads(sys.argv[1])
+frames = np.load(cfg["frames"], mmap_mode="r")
+ctx = zmq.Context()
+sock = ctx.socket(zmq.XPUB if cfg["mode"] == "pub" else zmq.PUSH)
+sock.setsockopt(zmq.SNDHWM, cfg.get("sndhwm", 1000))
+sock.setsockopt(zmq.LINGER, 10000)
+(sock.bind if cfg.get("bind", True) else sock.connect)(cfg["address"])
+if cfg["mode"] == "pub" and cfg.get("wait", True):
+    if not sock.poll(20000):
+        sys.exit("no subscriber")
+    sock.recv()
+print("ready", flush=True)
+seq, frame0, fps = cfg.get("seq0", 0), cfg.get("frame0", 0), cfg["fps"]
+sent, t0 = 0, time.perf_counter()
+while sent < cfg.get("n", 10**9) and time.perf_counter() - t0 < cfg.get("seconds", 1e9):
+    delay = t0 + sent / fps - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+    img = np.ascontiguousarray(frames[sent % len(frames)], "<f4")
+    header = {"protocol": "etem-frame/1", "seq": seq, "frame": frame0 + sent, "shape": list(img.shape),
+              "dtype": "float32", "sampling": cfg["sampling"], "t": time.time()}
+    sock.send_multipart([json.dumps(header).encode(), img])
+    seq += 1
+    sent += 1
+seconds = time.perf_counter() - t0
+print(json.dumps({"sent": sent, "seconds": seconds, "next_seq": seq}), flush=True)
+if cfg.get("hang"):  # a camera that stops sending without saying so (and is killed later)
+    time.sleep(3600)
+time.sleep(cfg.get("end_after", 0.0))
+sock.send_multipart([json.dumps({"protocol": "etem-frame/1", "seq": seq, "frame": frame0 + sent,
+                                 "end": True}).encode()])
+sock.close()
+ctx.term()
+"""
+
+
+class Camera:
+    """A camera process sending frames of an .npy stack in wire format v1."""
+
+    def __init__(self, **cfg):
+        self.proc = subprocess.Popen([sys.executable, "-c", CAMERA, json.dumps(cfg)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def wait_for(self, predicate, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(predicate(line) for line in self.lines):
+                return
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"camera: {self.lines}")
+
+    def result(self, timeout=60.0) -> dict:
+        self.wait_for(lambda line: line.startswith("{"), timeout)
+        return json.loads(next(line for line in self.lines if line.startswith("{")))
+
+    def finish(self, timeout=30.0) -> None:
+        try:
+            self.proc.wait(timeout)
+            assert self.proc.returncode == 0, self.proc.stderr.read()
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+# ------------------------------------------------------------------------------ live fuzz
+def _mutate(rng: random.Random, header: dict, payload: bytes, shape) -> list[bytes]:
+    """One faulty message made from a valid one: the faults a broken camera or network makes."""
+    h, p = dict(header), payload
+    kind = rng.choice(["random", "header_bytes", "non_utf8", "nested", "big_int", "field", "drop",
+                       "shape", "dtype", "cut", "grow", "nan", "parts", "decodable", "decodable",
+                       "decodable"])
+    if kind == "random":  # (ZeroMQ has no message of no parts)
+        return [rng.randbytes(rng.randint(0, 64)) for _ in range(rng.randint(1, 4))]
+    if kind == "header_bytes":
+        raw = bytearray(json.dumps(h).encode())
+        for _ in range(rng.randint(1, 5)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        return [bytes(raw[: rng.randint(0, len(raw))]), p]
+    if kind == "non_utf8":
+        raw = json.dumps(h).encode()
+        at = rng.randint(0, len(raw))
+        return [raw[:at] + rng.choice([b"\xff", b"\xc3(", b"\xed\xa0\x80"]) + raw[at:], p]
+    if kind == "nested":
+        depth = rng.choice([1000, 50_000])
+        return [json.dumps(h)[:-1].encode() + b', "meta": ' + b"[" * depth + b"]" * depth + b"}", p]
+    if kind == "big_int":
+        key = rng.choice(["seq", "frame", "sampling"])
+        raw = json.dumps({k: v for k, v in h.items() if k != key})[:-1] + f', "{key}": {"9" * rng.choice([20, 5000])}}}'
+        return [raw.encode(), p]
+    if kind == "field":
+        h[rng.choice(["protocol", "seq", "frame", "shape", "dtype", "sampling", "t", "dose", "defocus", "meta"])] = \
+            rng.choice([None, True, -1, 2**64, 10**400, "x", [], {}, [1, 2], float("nan"), float("inf"), "\ud800"])
+        return [json.dumps(h).encode(), p]
+    if kind == "drop":
+        h.pop(rng.choice(["protocol", "seq", "frame", "shape", "dtype", "sampling"]))
+        return [json.dumps(h).encode(), p]
+    if kind == "shape":
+        h["shape"] = rng.choice([[-128, 128], [0, 128], [2**40, 2**40], [128], [1, 1, 128, 128], [128.0, 128]])
+        return [json.dumps(h).encode(), p]
+    if kind == "dtype":
+        h["dtype"] = rng.choice(["float64", "complex64", "<f4", "", ["float32"], {"t": 1}, 4])
+        return [json.dumps(h).encode(), p]
+    if kind == "cut":
+        return [json.dumps(h).encode(), p[: rng.randrange(len(p))]]
+    if kind == "grow":
+        return [json.dumps(h).encode(), p + rng.randbytes(rng.randint(1, 9))]
+    if kind == "nan":
+        arr = np.frombuffer(p, "<f4").copy()
+        arr[rng.randrange(arr.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        return [json.dumps(h).encode(), arr.tobytes()]
+    if kind == "parts":
+        return rng.choice([[json.dumps(h).encode()], [json.dumps(h).encode(), p, b""], [b""]])
+    # decodable: valid by the wire format, odd for the run (other dtypes, pixel sizes, shapes,
+    # extreme or constant pixels); the pipeline tracks or rejects it, and goes on either way
+    r = np.random.default_rng(rng.randrange(2**32))
+    h2, w2 = shape
+    variant = rng.choice(["uint8", "uint16", "int16", "uint32", "zeros", "huge", "tiny", "sampling",
+                          "no_sampling", "focal", "small", "meta"])
+    img = np.frombuffer(p, "<f4").reshape(shape)
+    if variant in ("uint8", "uint16", "int16", "uint32"):
+        img = (r.random(shape) * 200).astype(variant)
+    elif variant == "zeros":
+        img = np.zeros(shape, np.float32)
+    elif variant == "huge":
+        img = (r.random(shape) * 3e38).astype(np.float32)
+    elif variant == "tiny":
+        img = (r.random(shape) * 1e-42).astype(np.float32)  # subnormal
+    elif variant == "focal":
+        img = np.stack([img] * 3)
+    elif variant == "small":
+        img = img[: h2 // 2, : w2 // 3]
+    extra = {}
+    if variant == "sampling":
+        extra["sampling"] = rng.choice([1e-300, 1e300, h["sampling"] * 2])
+    elif variant == "no_sampling":
+        extra["sampling"] = None
+    elif variant == "meta":
+        extra["meta"] = {"deep": [[[[1]]]], "text": "\u00e5\u00ff\ud7ff", "n": 10**300}
+        extra["stream"] = ["not", "a", "string"]
+    sampling = extra.pop("sampling", h["sampling"])
+    parts = encode(img, seq=h["seq"], frame=h["frame"], sampling=sampling, t=rng.random() * 1e9,
+                   dose=rng.choice([None, 0.0, 1e30]), **extra)
+    return [bytes(x) for x in parts]
+
+
+def test_live_fuzz_over_a_real_socket(movie, tmp_path):
+    """Hundreds of faulty messages mixed into a stream: every valid frame is tracked, and every
+    message is accounted for, each rejection under the reason the decoder gives."""
+    rng = random.Random(20261123)
+    frames = np.asarray(movie.frames, np.float32)
+    messages: list[list[bytes]] = []
+    expected: Counter = Counter()
+    seq = n_fuzzed = n_decodable = 0
+    for i, img in enumerate(frames):
+        # the camera starts with a good frame (the first frame sets the run's shape and pixel size)
+        valid = [bytes(x) for x in encode(img, seq=seq, frame=i, sampling=movie.sampling)]
+        messages.append(valid)
+        seq += 1
+        header = json.loads(valid[0])
+        for _ in range(rng.randint(5, 15)):
+            parts = _mutate(rng, header, valid[1], img.shape)
+            try:
+                out = decode(parts)
+            except WireError as exc:
+                expected[exc.reason] += 1
+            else:
+                if out is None:  # a valid end-of-stream marker would end the run: not sent
+                    continue
+                # a valid frame takes its place in the stream: the next seq, a frame index of its own
+                h = json.loads(parts[0])
+                h.update(seq=seq, frame=100_000 + n_fuzzed)
+                parts = [json.dumps(h).encode(), parts[1]]
+                assert isinstance(decode(parts), Frame)
+                seq += 1
+                n_decodable += 1
+            messages.append(parts)
+            n_fuzzed += 1
+    messages.append([bytes(x) for x in encode(None, seq=seq, frame=seq, sampling=None, end=True)])
+    assert n_fuzzed >= 300
+
+    pub = Publisher("tcp://127.0.0.1:0", mode="push")
+
+    def send():
+        for parts in messages:
+            pub.send_raw(parts)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    try:
+        res = track(pub.address, mode="pull", run_path=tmp_path / "run.h5", idle_timeout_s=30)
+    finally:
+        t.join(10)
+        pub.close()
+    c = Counter(res.counters)
+    _accounted(c)
+    assert c["received"] == len(messages) - 1  # all but the end marker
+    for reason, n in expected.items():
+        assert c[f"rejected/{reason}"] == n, (reason, n, c)
+    assert c["rejected/seq_repeat"] == 0 and c["missing"] == 0 and c["restarts"] == 0
+    assert c["dropped"] == 0
+    assert c["processed"] == len(frames) + n_decodable - c["rejected/preprocess"]
+    run = open_run(tmp_path / "run.h5")
+    assert run.status == "complete"
+    assert set(range(len(frames))) <= set(run.frames["frame"])  # every valid frame was tracked
+    assert run.counters["received"] == c["received"]
+    print(f"live fuzz: {n_fuzzed} faulty messages ({n_decodable} decodable) among {len(frames)} frames; "
+          f"rejected {dict((k, v) for k, v in c.items() if k.startswith('rejected/') and v)}")
+
+
+# ------------------------------------------------------------------------------ overload
+RATE = 25.0  # frames/s the pipeline is held to (a consumer that takes 40 ms per frame)
+
+
+def _throttled_run(address, mode, *, tmp_path, rcvhwm=100, queue_frames=64, bind=False, on_source=None):
+    """Track ``address`` with the host stage held to RATE frames/s; sample memory meanwhile."""
+    counters = Counters()
+    cfg = PipelineConfig(overflow="drop" if mode == "sub" else "block", queue_frames=queue_frames,
+                         default_sampling=0.2)
+    pipe = Pipeline(cfg, run_path=tmp_path / "run.h5", counters=counters)
+    src = ZmqSource(address, mode=mode, bind=bind, counters=counters, stop=pipe.stop, idle_timeout_s=20,
+                    rcvhwm=rcvhwm)
+    if on_source:
+        on_source(src, pipe)
+    samples: list[tuple[float, int, int]] = []
+    done = threading.Event()
+
+    def sample():
+        t0 = time.monotonic()
+        while not done.is_set():
+            samples.append((time.monotonic() - t0, _rss(), pipe.queue_depths()["ingest"][0]))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        for _ in pipe.run_iter(src):
+            time.sleep(1 / RATE)
+    finally:
+        done.set()
+        sampler.join(5)
+    return Counter(counters.as_dict()), src, pipe, samples
+
+
+@pytest.fixture(scope="module")
+def big_frames(tmp_path_factory):
+    """256x256 float32 frames (256 KiB each), so that unbounded buffering would show in memory."""
+    m = make_movie(n_frames=30, shape=(256, 256), particle_radius_A=14.0, seed=8)
+    path = tmp_path_factory.mktemp("big") / "frames.npy"
+    np.save(path, np.asarray(m.frames, np.float32))
+    return path
+
+
+def test_sub_overload_counts_every_drop_and_memory_stays_bounded(big_frames, tmp_path):
+    """A camera at twice the rate the pipeline sustains, for 4 s, over PUB/SUB."""
+    port = _free_port()
+    cam = Camera(frames=str(big_frames), mode="pub", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
+                 seconds=4.0, sampling=0.2, end_after=1.0)
+    try:
+        c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "sub", tmp_path=tmp_path,
+                                               queue_frames=32)
+        sent = cam.result()["sent"]
+    finally:
+        cam.finish()
+    _accounted(c)
+    assert c["received"] + c["missing"] == sent  # every frame sent: received, or a gap in seq
+    assert c["missing"] == sum(n for _, n in src.seq.gaps)
+    assert c["rejected"] == 0 and c["dropped/stopped"] == 0
+    assert c["dropped/queue_full"] > 0.25 * sent  # it was overloaded, and the drops were counted
+    run = open_run(tmp_path / "run.h5")
+    assert run.status == "complete" and len(run.frames) == c["processed"]
+    seqs = run.frames["seq"].to_numpy()
+    assert (np.diff(seqs) > 0).all()
+    assert sent - len(seqs) == c["dropped"] + c["missing"]  # the seqs not tracked are the ones lost
+    # memory: once the queue is full it stays flat (bounded by the queue limits), however much
+    # is dropped after that
+    assert max(s[2] for s in samples) <= pipe.cfg.queue_frames
+    full = next(i for i, s in enumerate(samples) if s[2] >= pipe.cfg.queue_frames - 2)
+    rss = np.array([s[1] for s in samples[full:]]) / 2**20
+    growth = rss.max() - rss[0]
+    excess = c["dropped"] * 256 / 1024  # MiB that buffering the excess would have taken
+    assert growth < 16, (growth, excess)
+    print(f"SUB overload: sent {sent}, processed {c['processed']}, dropped {c['dropped']} ({excess:.0f} MiB), "
+          f"missing {c['missing']}; RSS growth once the queue was full {growth:.1f} MiB (peak {rss.max():.0f} MiB)")
+
+
+def test_pull_overload_loses_nothing(big_frames, tmp_path):
+    """A camera trying twice the sustained rate over PUSH/PULL is slowed down, and loses nothing."""
+    port = _free_port()
+    cam = Camera(frames=str(big_frames), mode="push", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
+                 seconds=3.0, sampling=0.2, sndhwm=4)
+    try:
+        c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "pull", tmp_path=tmp_path,
+                                               rcvhwm=4, queue_frames=16)
+        out = cam.result()
+    finally:
+        cam.finish()
+    _accounted(c)
+    assert c["processed"] == out["sent"] and c["received"] == out["sent"]
+    assert c["dropped"] == 0 and c["missing"] == 0 and c["rejected"] == 0
+    assert out["sent"] < 0.85 * 2 * RATE * out["seconds"]  # backpressure slowed the camera down
+    assert open_run(tmp_path / "run.h5").frames["seq"].tolist() == list(range(out["sent"]))
+    rss = np.array([s[1] for s in samples if s[0] >= 2.0]) / 2**20
+    assert rss.max() - rss[0] < 16
+    print(f"PULL overload: camera sent {out['sent']} of {int(2 * RATE * out['seconds'])} attempted; all processed")
+
+
+# ------------------------------------------------------------------------------ publisher restarts
+@pytest.mark.parametrize("mode, seq0, wait", [("sub", 0, False), ("sub", "continue", True), ("pull", 0, True)],
+                         ids=["sub-restart-at-0", "sub-seq-continues", "pull-restart-at-0"])
+def test_publisher_restart_mid_stream(movie_file, tmp_path, mode, seq0, wait):
+    """The camera process dies mid-stream and a new one comes up on the same address."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    k, n2, skip = 20, 25, 5
+    cam_kw = dict(frames=str(movie_file), mode="pub" if mode == "sub" else "push", address=address,
+                  sampling=0.2, bind=mode == "sub")
+    first_seen: list[int] = []
+    cams: dict = {}
+
+    def orchestrate(src, pipe):
+        def run():
+            cams[1] = Camera(**cam_kw, fps=40, n=k, hang=True)
+            deadline = time.monotonic() + 30
+            while src.counters.received < k and time.monotonic() < deadline:
+                time.sleep(0.02)
+            cams[1].kill()  # SIGKILL: no end marker, no goodbye
+            cams[2] = Camera(**cam_kw, fps=20, n=n2, frame0=1000, wait=wait,
+                             seq0=k + skip if seq0 == "continue" else 0)
+        threading.Thread(target=run, daemon=True).start()
+
+    def on_source(src, pipe):
+        original = src._accept
+
+        def accept(parts, received):
+            frame = original(parts, received)
+            if isinstance(frame, Frame) and frame.frame >= 1000 and not first_seen:
+                first_seen.append(frame.seq)
+            return frame
+
+        src._accept = accept
+        orchestrate(src, pipe)
+
+    counters = Counters()
+    pipe = Pipeline(PipelineConfig(overflow="drop" if mode == "sub" else "block", default_sampling=0.2),
+                    run_path=tmp_path / "run.h5", counters=counters)
+    src = ZmqSource(address, mode=mode, bind=mode == "pull", counters=counters, stop=pipe.stop,
+                    idle_timeout_s=20)
+    on_source(src, pipe)
+    list(pipe.run_iter(src))
+    cams[2].finish()
+    c = Counter(counters.as_dict())
+    _accounted(c)
+    assert c["rejected"] == 0 and c["dropped"] == 0
+    run = open_run(tmp_path / "run.h5")
+    frames = run.frames["frame"].to_numpy()
+    assert (frames < 1000).sum() == k  # everything the first camera sent
+    second = frames[frames >= 1000]
+    if seq0 == "continue":
+        assert c["restarts"] == 0 and c["missing"] == skip
+        assert len(second) == n2
+    else:
+        assert c["restarts"] == 1
+        # what a slow-joining subscriber missed of the new stream counts as missing
+        assert c["missing"] == first_seen[0] and len(second) == n2 - first_seen[0]
+        if mode == "pull":
+            assert c["missing"] == 0 and len(second) == n2
+    assert c["received"] + c["missing"] == k + skip * (seq0 == "continue") + n2
+    # tracking resumed: the new camera's frames are linked into the run's sites
+    cols = run.columns
+    late = cols[cols["frame"] >= 1000]
+    assert len(late) > 10 * len(second) and (late["site"] >= 0).mean() > 0.9
+    assert run.status == "complete"
+    print(f"restart ({mode}, seq {seq0}): first seq heard from the new camera {first_seen[0]}; {dict(c)}")
+
+
+# ------------------------------------------------------------------------------ SIGTERM
+def _wait_for_frames(run, n, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        assert proc.poll() is None, (proc.returncode, proc.communicate())
+        try:
+            if len(open_run(run).frames) >= n:
+                return
+        except Exception:
+            pass
+    raise AssertionError("no frames written")
+
+
+@pytest.mark.parametrize("command", [pytest.param("replay", marks=pytest.mark.slow), "track"])
+def test_sigterm_closes_the_run_file_cleanly(movie_file, tmp_path, command):
+    run = tmp_path / "run.h5"
+    cam = None
+    if command == "replay":  # 200 frames at 20 frames/s: still running when the signal comes
+        save_movie(make_movie(n_frames=200, shape=(128, 128), particle_radius_A=8.0, seed=4), tmp_path / "movie.h5")
+        args = ["replay", str(tmp_path / "movie.h5"), "--pace", "1", "--fps", "20"]
+    else:
+        address = f"tcp://127.0.0.1:{_free_port()}"
+        args = ["track", "--listen", address, "--mode", "pull", "--bind"]
+        cam = Camera(frames=str(movie_file), mode="push", bind=False, address=address, fps=20, n=10**6,
+                     sampling=0.2)
+    proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", *args, "-o", str(run), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        _wait_for_frames(run, 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if cam is not None:
+            cam.kill()
+    assert proc.returncode == 143, (out, err)
+    assert "Traceback" not in err and "terminated" in err, err
+    r = open_run(run)
+    assert r.status == "interrupted"
+    c = r.counters
+    print(f"SIGTERM ({command}): {dict((k, v) for k, v in c.items() if v)}")
+    assert c["processed"] == len(r.frames) >= 2
+    assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
+    assert len(r.sites) > 0 and "hops" in r.stats
+
+
+# ------------------------------------------------------------------------------ corrupt recordings
+def _replay(path, capsys, *extra):
+    rc = main(["replay", str(path), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def test_truncated_hdf5_tiff_npy_and_bad_mrc_header_are_clear_errors(movie, tmp_path, capsys):
+    import tifffile
+
+    frames = np.asarray(movie.frames[:10], np.float32)
+    save_movie(movie, tmp_path / "full.h5")
+    tifffile.imwrite(tmp_path / "full.tif", frames)
+    np.save(tmp_path / "full.npy", frames)
+    for name in ("full.h5", "full.tif", "full.npy"):
+        raw = (tmp_path / name).read_bytes()
+        (tmp_path / name.replace("full", "cut")).write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "garbage.npy").write_bytes(b"\x93NUMPY\x01\x00" + os.urandom(200))
+    cases = ["cut.h5", "cut.tif", "cut.npy", "garbage.npy"]
+    _replay_fails_cleanly(tmp_path, cases, capsys)
+    rc, err = _replay(tmp_path / "cut.npy", capsys)
+    assert rc == 2 and "breaks off in frame 4 of 10" in err, err  # where it breaks (0-based)
+
+    mrcfile = pytest.importorskip("mrcfile")
+    with mrcfile.new(tmp_path / "full.mrc") as m:
+        m.set_data(frames)
+    raw = bytearray((tmp_path / "full.mrc").read_bytes())
+    raw[0:12] = np.array([-5, 2**31 - 1, 7], "<i4").tobytes()  # nx, ny, nz nonsense
+    (tmp_path / "header.mrc").write_bytes(bytes(raw))
+    raw = bytearray((tmp_path / "full.mrc").read_bytes())
+    raw[12:16] = np.array([42], "<i4").tobytes()  # an unknown pixel mode
+    (tmp_path / "mode.mrc").write_bytes(bytes(raw))
+    raw = (tmp_path / "full.mrc").read_bytes()
+    (tmp_path / "cut.mrc").write_bytes(raw[: len(raw) - 3 * 128 * 128])
+    _replay_fails_cleanly(tmp_path, ["header.mrc", "mode.mrc", "cut.mrc"], capsys)
+    rc, err = _replay(tmp_path / "cut.mrc", capsys)
+    assert rc == 2 and "frame" in err, err
+
+
+def _replay_fails_cleanly(folder, names, capsys):
+    for name in names:
+        rc, err = _replay(folder / name, capsys, "-o", str(folder / f"{name}.run.h5"))
+        assert rc == 2, (name, err)
+        assert name in err and "error" in err, (name, err)
+        assert not (folder / f"{name}.run.h5").exists()
+
+
+def test_corrupt_frame_mid_file_keeps_the_frames_before_it(movie, tmp_path, capsys):
+    """A compressed HDF5 stack with one chunk overwritten: the frames before it are tracked and
+    saved, the run is marked failed with the reason, and replay exits 2 naming file and frame."""
+    import h5py
+
+    frames = np.asarray(movie.frames[:20], np.float32)
+    path = tmp_path / "movie.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("frames", data=frames, chunks=(1, *frames.shape[1:]), compression="gzip")
+        ds.attrs["sampling"] = movie.sampling
+    with h5py.File(path, "r") as f:
+        info = f["frames"].id.get_chunk_info_by_coord((12, 0, 0))
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\xde\xad\xbe\xef" * (info.size // 4))
+    rc, err = _replay(path, capsys, "-o", str(tmp_path / "run.h5"))
+    assert rc == 2 and "movie.h5" in err and "frame 12" in err, err
+    run = open_run(tmp_path / "run.h5")
+    assert run.status == "failed" and "frame 12" in run.attrs["error"]
+    assert run.frames["frame"].tolist() == list(range(12))
+    c = run.counters
+    assert c["processed"] == 12 and c["received"] == 12
+
+
+# ------------------------------------------------------------------------------ a full disk
+@pytest.fixture
+def file_size_limit():
+    """Set RLIMIT_FSIZE for this process while the test runs (writes past it fail with EFBIG)."""
+    import resource
+
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death by signal
+
+    def limit(n):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, old_limit[1]))
+
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (root only), else None."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        yield None
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        yield None
+        return
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("how", ["file-size-limit", pytest.param("tmpfs", marks=pytest.mark.slow)])
+def test_full_disk_stops_the_run_cleanly_and_keeps_what_was_written(tmp_path, how, request, capsys, monkeypatch):
+    from etem.tracker import runfile
+
+    # small chunks, so that the limit is met within a short movie
+    monkeypatch.setitem(runfile._CHUNK_ROWS, "columns", 512)
+    monkeypatch.setitem(runfile._CHUNK_ROWS, "frames", 64)
+    long = make_movie(n_frames=200, shape=(128, 128), particle_radius_A=8.0, seed=6)
+    save_movie(long, tmp_path / "movie.h5")
+    if how == "tmpfs":
+        disk = request.getfixturevalue("small_disk")
+        if disk is None:
+            pytest.skip("mounting a tmpfs needs root")
+        run = disk / "run.h5"
+        free = shutil.disk_usage(disk).free  # fill the disk but for about 1.6 MiB
+        (disk / "ballast").write_bytes(b"\0" * max(free - int(1.6 * 2**20), 0))
+    else:
+        run = tmp_path / "run.h5"
+        request.getfixturevalue("file_size_limit")(int(1.6 * 2**20))
+    rc = main(["replay", str(tmp_path / "movie.h5"), "--pace", "1", "--fps", "50", "-o", str(run), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert "run.h5" in err and "no room" in err, err
+    r = open_run(run)  # what was written stays readable
+    assert r.status == "failed" and "no room" in r.attrs["error"]
+    n = len(r.frames)
+    assert 0 < n < 200
+    assert r.frames["frame"].tolist() == list(range(n))
+    assert len(r.columns) > 0 and (r.columns["frame"] < n).all()
+    assert r.counters["processed"] >= n
