@@ -87,14 +87,14 @@ def find(
     ``dose_est``, ``resolution_A``, ``confidence``, ``in_range``, ``out_of_range``; see
     :mod:`etem.tracker.trust`) and, when the lattice was used, ``sampling_estimate``.
     """
-    from .lattice import resolve_sampling
+    from .lattice import require_material, resolve_sampling
 
     cfg = config or PipelineConfig()
     ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine)
     det = Detector(ecfg, cfg.preprocess, cfg.locate)
     auto = sampling == "auto"
-    if auto and not material:
-        resolve_sampling(np.zeros((1, 1)), given=None, material=None, auto=True)  # raises, naming the materials
+    if auto:
+        require_material(material)
     if isinstance(sampling, str) and not auto:
         raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
     frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal))

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from .errors import ConfigError, choice_error
 from .locate import LocateConfig, locate
 from .preprocess import gaussian_kernel1d, separable_filter
+from .quality import white_noise_variance
 
 Contrast = Literal["bright", "dark"]
 _CONTRAST = ("bright", "dark")
@@ -52,20 +53,6 @@ DEFAULT_THRESHOLD = 0.35
 NOISE_SIGMAS = 6.0
 #: … and at least this fraction of the strong columns' (a floor for noise-free images).
 MIN_RELATIVE = 0.05
-
-
-def white_noise_variance(images: torch.Tensor) -> torch.Tensor:
-    """Per image ``[B, H, W]``: the variance of its white noise per pixel, from the power
-    spectrum's corners (``|f| > 0.55`` cycles/px; median over ln 2: see etem.tracker.quality)."""
-    b, h, w = images.shape
-    win = (torch.hann_window(h, periodic=False, device=images.device)[:, None]
-           * torch.hann_window(w, periodic=False, device=images.device)[None, :])
-    y = (images - images.mean(dim=(1, 2), keepdim=True)) * win
-    p = torch.fft.rfft2(y).abs() ** 2 / (win ** 2).sum()
-    fy = torch.fft.fftfreq(h, device=images.device)[:, None]
-    fx = torch.fft.rfftfreq(w, device=images.device)[None, :]
-    corner = (fy ** 2 + fx ** 2) > 0.55 ** 2
-    return p[:, corner].median(dim=1).values / math.log(2)
 
 
 _ENERGY: dict[tuple[float, str], float] = {}

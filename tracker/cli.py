@@ -313,36 +313,29 @@ def _start_dashboard(args):
 
 
 def cmd_track(args) -> int:
-    from .api import track
-    from .dashboard import chain
-
-    dash = _start_dashboard(args)
-    status = StatusLine(enabled=not args.quiet)
-    try:
-        result = track(args.listen, mode=args.mode, bind=args.bind, config=_config(args), run_path=args.output,
-                       overwrite=args.overwrite, idle_timeout_s=args.idle_timeout, on_frame=chain(status, dash),
-                       curve_keys=args.curve, **_engine_kwargs(args))
-    finally:
-        status.close()
-        if dash is not None:
-            dash.close()
-    _report(result)
-    return 0
+    return _run(args, args.listen, total=None, mode=args.mode, bind=args.bind, idle_timeout_s=args.idle_timeout,
+                curve_keys=args.curve)
 
 
 def cmd_replay(args) -> int:
-    from .api import track
-    from .dashboard import chain
     from .files import open_recording
 
     total = None
     if args.file.is_file():
         total = len(open_recording(args.file, focal=args.focal, fps=args.fps))
+    return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal)
+
+
+def _run(args, source, *, total: int | None, **options) -> int:
+    """Track ``source`` with the status line (and the dashboard when asked for); report."""
+    from .api import track
+    from .dashboard import chain
+
     dash = _start_dashboard(args)
     status = StatusLine(total=total, enabled=not args.quiet)
     try:
-        result = track(args.file, pace=args.pace, fps=args.fps, focal=args.focal, config=_config(args), run_path=args.output,
-                       overwrite=args.overwrite, on_frame=chain(status, dash), **_engine_kwargs(args))
+        result = track(source, config=_config(args), run_path=args.output, overwrite=args.overwrite,
+                       on_frame=chain(status, dash), **options, **_engine_kwargs(args))
     finally:
         status.close()
         if dash is not None:

@@ -344,6 +344,13 @@ def _fit(peaks: np.ndarray, mat: Material, *, n_pad: int, min_snr: float,
                             distortion=sd / mean, peaks=np.column_stack([f[hit], d, snr[hit]]))
 
 
+def require_material(material: str | None) -> None:
+    """The error for estimating the sampling from the lattice without naming the material."""
+    if not material:
+        raise ConfigError("estimating the sampling from the lattice needs the material in view "
+                          f"(--material NAME; known: {', '.join(sorted(set(MATERIALS) | set(_FAMILIES)))}).")
+
+
 def resolve_sampling(
     image: np.ndarray,
     *,
@@ -357,9 +364,8 @@ def resolve_sampling(
     only where the data give no sampling, and, where they do, checked against it (a warning in
     the log when they disagree). Both need ``material``.
     """
-    if auto and not material:
-        raise ConfigError("estimating the sampling from the lattice needs the material in view "
-                          f"(--material NAME; known: {', '.join(sorted(set(MATERIALS) | set(_FAMILIES)))}).")
+    if auto:
+        require_material(material)
     if not material:
         return given, None
     img = np.asarray(image)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["measure", "QUALITY_COLUMNS"]
+__all__ = ["measure", "white_noise_variance", "QUALITY_COLUMNS"]
 
 #: The per-frame figures, in the order :func:`measure` returns them.
 QUALITY_COLUMNS = ("snr", "dose_est", "resolution_A")
@@ -46,6 +46,30 @@ def _window(h: int, w: int, device, dtype) -> torch.Tensor:
     wy = torch.hann_window(h, periodic=False, device=device, dtype=dtype)
     wx = torch.hann_window(w, periodic=False, device=device, dtype=dtype)
     return wy[:, None] * wx[None, :]
+
+
+def _power_spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[B, H, W]`` -> (power [B, H, W//2+1], |f| [cycles/px], windowed image, window), the power
+    normalized so that white noise of variance s² per pixel has power s² in every bin."""
+    _, h, w = x.shape
+    win = _window(h, w, x.device, x.dtype)
+    y = (x - x.mean(dim=(1, 2), keepdim=True)) * win
+    p = torch.fft.rfft2(y).abs() ** 2 / (win ** 2).sum()
+    fy = torch.fft.fftfreq(h, device=x.device, dtype=x.dtype)
+    fx = torch.fft.rfftfreq(w, device=x.device, dtype=x.dtype)
+    return p, torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2), y, win
+
+
+def _corner_noise(p: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    # the power of white noise in one bin is exponentially distributed: median = ln 2 × mean
+    return p[:, f > _CORNER_F].median(dim=1).values / math.log(2)
+
+
+def white_noise_variance(images: torch.Tensor) -> torch.Tensor:
+    """Per image ``[B, H, W]`` (the whole image, no crop): the variance of its white noise per
+    pixel, from the power spectrum's corners."""
+    p, f, _, _ = _power_spectrum(images.float())
+    return _corner_noise(p, f)
 
 
 @torch.no_grad()
@@ -75,15 +99,8 @@ def measure(images: torch.Tensor | np.ndarray | Sequence[np.ndarray],
     samp = np.array([sampling] * b if sampling is None or np.isscalar(sampling) else list(sampling), dtype=object)
     samp = np.array([np.nan if s is None else float(s) for s in samp])
     mean = x.mean(dim=(1, 2))
-    win = _window(h, w, x.device, x.dtype)
-    y = (x - mean[:, None, None]) * win
-    p = torch.fft.rfft2(y).abs() ** 2 / (win ** 2).sum()
-    fy = torch.fft.fftfreq(h, device=x.device, dtype=x.dtype)
-    fx = torch.fft.rfftfreq(w, device=x.device, dtype=x.dtype)
-    f = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-    corner = f > _CORNER_F
-    # the power of white noise in one bin is exponentially distributed: median = ln 2 × mean
-    noise = (p[:, corner].median(dim=1).values / math.log(2)).clamp_min(torch.finfo(x.dtype).tiny)
+    p, f, y, win = _power_spectrum(x)
+    noise = _corner_noise(p, f).clamp_min(torch.finfo(x.dtype).tiny)
     # ring averages: rings of width 1/min(h, w) cycles/px
     n_rings = int(min(h, w) // 2)
     ring = torch.clamp((f * min(h, w)).round().long(), max=n_rings + 1)
