@@ -15,13 +15,16 @@ how it was made and what it scored).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
 import logging
 import math
+import os
 import platform
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from etem.tracker.errors import ConfigError
+
 log = logging.getLogger("etem.train")
 
-__all__ = ["TrainConfig", "train", "evaluate_model"]
+__all__ = ["TrainConfig", "train", "evaluate_model", "checkpoint_paths"]
 
 
 @dataclass
@@ -57,6 +62,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    #: defocus offsets of the input images [Å]: one per network input (a focal series)
+    focal_offsets_A: tuple[float, ...] = (0.0,)
+    weight_decay: float = 1e-4
+    #: mixed precision: "auto" (bf16 on CUDA, off on the CPU), "off", "bf16", "fp16"
+    amp: str = "auto"
+    #: write the whole training state every this many steps (0: never) for resume
+    checkpoint_every: int = 0
 
 
 def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_classes: int):
@@ -67,7 +79,7 @@ def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_
 
     ranges = OpticsRanges.from_dict({**({"preset": cfg.preset} if cfg.preset else {}), **cfg.optics})
     aug = AugmentConfig(out_shape=(cfg.size, cfg.size), out_sampling_A=cfg.sampling_A, n_classes=n_classes,
-                        sigma_A=cfg.label_sigma_A)
+                        sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A))
     images, labels, tables = [], [], []
     for i in idx:  # waves differ in size: one at a time, then stacked
         w = waves[i]
@@ -108,12 +120,100 @@ def evaluate_model(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame, 
     return {k: float(s[k]) for k in ("f1", "precision", "recall", "rms_A")}
 
 
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    """The autocast context of ``cfg.amp`` ("auto": bf16 on CUDA, off on the CPU)."""
+    amp = cfg.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "off"
+    if amp == "off":
+        return contextlib.nullcontext(), None
+    if amp not in ("bf16", "fp16"):
+        raise ConfigError(f"amp must be 'auto', 'off', 'bf16' or 'fp16'; got {cfg.amp!r}")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
+    """(tensors, state) files of a run's checkpoint: ``out.ckpt.safetensors`` and ``out.ckpt.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt.safetensors"), out.with_name(out.name + ".ckpt.json")
+
+
+def _save_checkpoint(out: Path, step: int, model: nn.Module, best_state: dict | None, opt, sched,
+                     gen: torch.Generator, rng: np.random.Generator, history: list, best: float,
+                     losses: list, cfg: TrainConfig) -> None:
+    """Everything needed to go on exactly where training stopped; tensors in safetensors, the
+    rest in JSON (nothing pickled). Written to temporary files, then renamed."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_state.items()})
+    opt_state = opt.state_dict()
+    for idx, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).cpu().contiguous()
+    tensors["rng.torch"] = gen.get_state().cpu()
+    state = {"step": step, "config": asdict(cfg), "history": history, "best": best, "losses": losses,
+             "optimizer_groups": opt_state["param_groups"], "scheduler": sched.state_dict(),
+             "numpy_rng": rng.bit_generator.state}
+    t_path, s_path = checkpoint_paths(out)
+    save_file(tensors, str(t_path) + ".tmp")
+    Path(str(s_path) + ".tmp").write_text(json.dumps(state, default=float))
+    os.replace(str(t_path) + ".tmp", t_path)
+    os.replace(str(s_path) + ".tmp", s_path)
+
+
+def _load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generator, rng: np.random.Generator,
+                     cfg: TrainConfig) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    t_path, s_path = checkpoint_paths(out)
+    if not (t_path.is_file() and s_path.is_file()):
+        raise ConfigError(f"no checkpoint to resume from: {t_path.name} and {s_path.name} are not both there")
+    state = json.loads(s_path.read_text())
+    now = json.loads(json.dumps(asdict(cfg), default=float))
+    if state["config"] != now:
+        changed = sorted(k for k, v in now.items() if state["config"].get(k) != v)
+        raise ConfigError(f"the checkpoint was made with other settings ({', '.join(changed)}); "
+                          "resume with the settings it was started with")
+    tensors = load_file(str(t_path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    opt_state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": opt_state, "param_groups": state["optimizer_groups"]})
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(tensors["rng.torch"])
+    rng.bit_generator.state = state["numpy_rng"]
+    return {"step": state["step"], "history": state["history"], "best": state["best"],
+            "losses": state["losses"], "best_state": best_state}
+
+
 def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None, *,
-          name: str | None = None, progress: bool = False) -> dict[str, Any]:
+          name: str | None = None, progress: bool = False, resume: bool = False,
+          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any] | None:
     """Train on a wave set and write the bundle ``out`` (``out.safetensors`` + ``out.json``).
 
-    The waves are split: the last ``n_validation`` / 4 structures (at least one) are held out
-    for validation. Returns the card written.
+    The waves are split: the last quarter of the structures (at least one) is held out for
+    validation. Every ``cfg.checkpoint_every`` steps the whole state (weights, optimizer,
+    schedule, random streams, history) is written to ``out.ckpt.*``; ``resume=True`` goes on
+    from there and gives the same model as an uninterrupted run. Under ``torchrun`` each process
+    trains on its own random samples and gradients are averaged (DistributedDataParallel);
+    process 0 validates, writes checkpoints and the bundle. ``on_step(step, loss)`` is called
+    after every step. Returns the card written (``None`` on processes other than 0).
     """
     from etem.simulate.waves import load_waves
 
@@ -123,6 +223,17 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    rank, world, local_rank = _distributed()
+    device = torch.device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dcfg = cfg if str(device) == cfg.device else replace(cfg, device=str(device))
     torch.manual_seed(cfg.seed)
     waves = load_waves(wave_set)
     classes = list(waves[0].classes) or ["column"]
@@ -131,37 +242,57 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     if not train_idx:
         raise ValueError("the wave set needs at least two structures (one is held out for validation)")
     n_classes = len(classes)
-    model = build_network(cfg.arch, n_inputs=1, n_classes=n_classes + 1, **cfg.arch_args).to(cfg.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    n_inputs = len(cfg.focal_offsets_A)
+    model = build_network(cfg.arch, n_inputs=n_inputs, n_classes=n_classes + 1, **cfg.arch_args).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
+    autocast, scaler = _autocast(cfg, device)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    gval = torch.Generator(device=cfg.device).manual_seed(10_000 + cfg.seed)
-    val_idx_rep = [val_idx[i % len(val_idx)] for i in range(cfg.n_validation)]
-    v_img, _, v_truth = _batch(waves, val_idx_rep, cfg, gval, n_classes)
-    v_img = _normalize(v_img[:, :1], cfg)
+    if rank == 0:
+        gval = torch.Generator(device=device).manual_seed(10_000 + cfg.seed)
+        val_idx_rep = [val_idx[i % len(val_idx)] for i in range(cfg.n_validation)]
+        v_img, _, v_truth = _batch(waves, val_idx_rep, dcfg, gval, n_classes)
+        v_img = _normalize(v_img, dcfg)
 
-    gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    history, best, best_state, losses = [], -1.0, None, []
-    t0 = time.perf_counter()
-    it = range(1, cfg.steps + 1)
-    if progress:
+    # each process draws its own samples
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * rank)
+    rng = np.random.default_rng([cfg.seed, rank])
+    history, best, best_state, losses, first = [], -1.0, None, [], 1
+    out = Path(out)
+    if resume:
+        st = _load_checkpoint(out, model, opt, sched, gen, rng, cfg)
+        history, best, best_state, losses, first = (st["history"], st["best"], st["best_state"], st["losses"],
+                                                    st["step"] + 1)
+        log.info("resumed from the checkpoint at step %d", st["step"])
+    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    it = range(first, cfg.steps + 1)
+    if progress and rank == 0:
         from tqdm import tqdm
 
-        it = tqdm(it, unit="step", desc="train")
+        it = tqdm(it, unit="step", desc="train", initial=first - 1, total=cfg.steps)
     for step in it:
-        model.train()
-        img, lab, _ = _batch(waves, rng.choice(train_idx, cfg.batch), cfg, gen, n_classes)
-        x = _normalize(img[:, :1], cfg)
-        logp = torch.log_softmax(model(x), dim=1)
+        net.train()
+        img, lab, _ = _batch(waves, rng.choice(train_idx, cfg.batch), dcfg, gen, n_classes)
+        x = _normalize(img, dcfg)
+        with autocast:
+            logits = net(x, logits=True)
+        logp = torch.log_softmax(logits.float(), dim=1)
         w = 1.0 + (cfg.foreground_weight - 1.0) * (1.0 - lab[:, :1])
         loss = -(w * (lab * logp).sum(1, keepdim=True)).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         sched.step()
         losses.append(loss.item())
-        if step % cfg.validate_every == 0 or step == cfg.steps:
+        if rank == 0 and (step % cfg.validate_every == 0 or step == cfg.steps):
             scores = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
             # the loss is the mean over the steps since the last validation
             history.append({"step": step, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0,
@@ -170,15 +301,24 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             losses = []
             if scores["f1"] > best:
                 best, best_state = scores["f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if rank == 0 and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            _save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg)
+        if on_step is not None:
+            on_step(step, losses[-1] if losses else float("nan"))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            return None
     model.load_state_dict(best_state)
     model.eval()
     final = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
-    out = Path(out)
     card = {
         "name": name or out.name,
         "arch": cfg.arch,
-        "arch_args": {"n_inputs": 1, "n_classes": n_classes + 1, **cfg.arch_args},
-        "inputs": [0.0],
+        "arch_args": {"n_inputs": n_inputs, "n_classes": n_classes + 1, **cfg.arch_args},
+        "inputs": list(cfg.focal_offsets_A),
         "class_names": classes,
         "sampling_A": cfg.sampling_A,
         "normalization": {"method": "local", "sigma_A": 12.0},
@@ -189,7 +329,8 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
                     "geometry per sample",
             "imaging": cfg.imaging, "config": asdict(cfg), "steps": cfg.steps,
             "seconds": round(time.perf_counter() - t0, 1), "parameters": count_parameters(model),
-            "machine": f"{platform.machine()}, torch {torch.__version__}, {cfg.device}",
+            "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
+                       + (f" x {world} processes" if world > 1 else ""),
             "date": _dt.date.today().isoformat(), "history": history,
         },
         "evaluation": {"held_out_structures": len(val_idx), "images": cfg.n_validation, "match_radius_A": 1.0,

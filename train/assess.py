@@ -1,0 +1,192 @@
+"""How good a model is: held-out simulated images swept over dose, scored as the tracker scores.
+
+The images come from a wave set the model never saw (other structures, other seeds), through
+the same randomized optics as training (the card's preset and overrides, or given ranges) but
+with the dose fixed per row of the sweep. Each image goes through :func:`etem.tracker.find`
+exactly as a user's image would (the model's engine, or the classical locator as the
+baseline), and the columns found are matched to the true ones within ``radius_A`` (Wei et al.:
+ID-precision, ID-recall, position RMS; F1).
+
+``assess`` gives one row per image and method; :func:`summary` the table per method and dose
+(with the mean F1 over doses); :func:`plot` F1 and RMS against dose and the F1 histograms of
+Larsen et al. (Fig. 2). ``etem evaluate MODEL WAVES`` runs all three.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from etem.tracker.errors import ConfigError
+
+__all__ = ["DEFAULT_DOSES", "heldout_images", "assess", "summary", "plot", "CLASSICAL"]
+
+#: Doses of the sweep [e/Å²]: Madsen's 10²–10⁴ range, log-spaced.
+DEFAULT_DOSES = (1e2, 3e2, 1e3, 3e3, 1e4)
+#: Method names of the classical baseline (bright and dark contrast).
+CLASSICAL = ("classical", "classical-dark")
+
+
+def heldout_images(wave_set: str | Path, *, dose: float, n: int, size: int, sampling_A: float,
+                   preset: str | None, optics: dict[str, Any] | None = None, imaging: str = "hrtem",
+                   focal_offsets_A: Sequence[float] = (0.0,), seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+    """``n`` images ``[n, size, size]`` (``[n, F, size, size]`` for a focal series of F) at
+    ``dose`` e/Å² each, and their true columns (frame, y, x, cls)."""
+    from etem.simulate.waves import load_waves
+
+    from .loop import TrainConfig, _batch
+
+    waves = load_waves(wave_set)
+    n_classes = len(waves[0].classes) or 1
+    cfg = TrainConfig(size=size, sampling_A=sampling_A, preset=preset, imaging=imaging,
+                      optics={**(optics or {}), "dose_e_per_A2": [dose, dose]},
+                      focal_offsets_A=tuple(focal_offsets_A))
+    gen = torch.Generator().manual_seed(seed)
+    idx = [i % len(waves) for i in range(n)]
+    images, _, truth = _batch(waves, idx, cfg, gen, n_classes)
+    return (images[:, 0] if len(focal_offsets_A) == 1 else images).numpy(), truth
+
+
+def _method_kwargs(method: str) -> dict[str, Any]:
+    if method == "classical":
+        return {"classical": True}
+    if method == "classical-dark":
+        return {"classical": True, "dark": True}
+    return {"model": method}
+
+
+def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[float] = DEFAULT_DOSES,
+           n: int = 8, size: int = 256, sampling_A: float | None = None, preset: str | None = None,
+           optics: dict[str, Any] | None = None, imaging: str | None = None, radius_A: float = 1.0,
+           seed: int = 0, device: str = "cpu") -> pd.DataFrame:
+    """Score each method on ``n`` held-out images per dose; one row per image and method.
+
+    ``methods``: model names or bundle paths, and ``"classical"`` / ``"classical-dark"``. The
+    sampling, optics preset and imaging mode default to the first model's card (its training
+    conditions); with only classical methods they must be given.
+    """
+    from etem.tracker import find
+    from etem.tracker.evaluate import score_columns
+
+    card = _first_card(methods)
+    training = (card or {}).get("training", {}).get("config", {})
+    sampling_A = sampling_A or (card or {}).get("sampling_A")
+    if sampling_A is None:
+        raise ConfigError("give sampling_A (Å/px): no model card to take it from")
+    preset = preset if preset is not None else training.get("preset")
+    optics = optics if optics is not None else training.get("optics", {})
+    imaging = imaging or training.get("imaging", "hrtem")
+    focal = tuple((card or {}).get("inputs", [0.0]))
+    rows = []
+    for dose in doses:
+        images, truth = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
+                                       preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
+                                       seed=seed)
+        for method in methods:
+            # the classical locator looks at the first image of a focal series
+            im = images[:, 0] if images.ndim == 4 and method in CLASSICAL else images
+            found = find(im, sampling=sampling_A, device=device, focal=1 if im.ndim == 3 else im.shape[1],
+                         **_method_kwargs(method))
+            per = score_columns(found, truth, radius_px=radius_A / sampling_A, sampling=sampling_A,
+                                per_frame=True).reset_index()
+            rows.append(per.assign(method=_label(method), dose=float(dose)))
+    out = pd.concat(rows, ignore_index=True)
+    out.attrs.update({"sampling_A": sampling_A, "preset": preset, "optics": optics, "imaging": imaging,
+                      "radius_A": radius_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
+    return out
+
+
+def _label(method: str) -> str:
+    return method if method in CLASSICAL else Path(str(method)).name.removesuffix(".json")
+
+
+def _first_card(methods: Sequence[str]) -> dict[str, Any] | None:
+    from .bundle import bundle_paths
+
+    for m in methods:
+        if m not in CLASSICAL:
+            return json.loads(bundle_paths(m)[1].read_text())
+    return None
+
+
+def summary(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Per method and dose: mean F1, precision, recall (pooled counts) and RMS; plus the mean over doses.
+
+    Precision, recall and F1 of a row are from the pooled TP/FP/FN of its images (so an image
+    with nothing found does not count as NaN); ``f1_mean_image`` is the mean per-image F1, as
+    Larsen et al. report it.
+    """
+    def agg(g: pd.DataFrame) -> pd.Series:
+        tp, fp, fn = g["tp"].sum(), g["fp"].sum(), g["fn"].sum()
+        p = tp / (tp + fp) if tp + fp else np.nan
+        r = tp / (tp + fn) if tp + fn else np.nan
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan
+        # RMS pooled over all matched columns of the group
+        se = (g["rms_A"] ** 2 * g["tp"]).sum()
+        rms = float(np.sqrt(se / tp)) if tp else np.nan
+        f1_img = (2 * g["tp"] / (2 * g["tp"] + g["fp"] + g["fn"]).replace(0, np.nan)).mean()
+        return pd.Series({"images": len(g), "f1": f1, "precision": p, "recall": r, "rms_A": rms,
+                          "f1_mean_image": f1_img})
+
+    cols = ["tp", "fp", "fn", "rms_A"]
+    table = (per_image.groupby(["method", "dose"], sort=False)[cols].apply(agg).reset_index())
+    means = table.groupby("method", sort=False)[["f1", "f1_mean_image"]].mean().reset_index()
+    means["dose"] = np.nan
+    means["images"] = table.groupby("method", sort=False)["images"].sum().to_numpy()
+    return pd.concat([table, means.assign(precision=np.nan, recall=np.nan, rms_A=np.nan)],
+                     ignore_index=True)[table.columns]
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """The summary as a text table (the last row per method: mean over doses)."""
+    lines = [f"{'method':<22} {'dose e/Å²':>10} {'images':>6} {'F1':>6} {'prec':>6} {'recall':>6} {'RMS Å':>6}"]
+    for _, r in table.iterrows():
+        dose = "mean" if not np.isfinite(r["dose"]) else f"{r['dose']:.0f}"
+        fmt = lambda v, f="{:.3f}": "–" if not np.isfinite(v) else f.format(v)  # noqa: E731
+        lines.append(f"{r['method']:<22} {dose:>10} {int(r['images']):>6} {fmt(r['f1']):>6} "
+                     f"{fmt(r['precision']):>6} {fmt(r['recall']):>6} {fmt(r['rms_A']):>6}")
+    return "\n".join(lines)
+
+
+def plot(per_image: pd.DataFrame, out: str | Path) -> list[Path]:
+    """``f1_vs_dose.png`` (F1 and RMS against dose, per method) and ``f1_histogram.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = summary(per_image)
+    table = table[np.isfinite(table["dose"])]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for method, g in table.groupby("method", sort=False):
+        a1.semilogx(g["dose"], g["f1"], "o-", label=method)
+        a2.semilogx(g["dose"], g["rms_A"], "o-", label=method)
+    a1.axhline(0.98, color="0.6", lw=0.8, ls="--")
+    a2.axhline(0.3, color="0.6", lw=0.8, ls="--")
+    a1.set(xlabel="dose [e/Å²]", ylabel="F1", ylim=(0, 1.02))
+    a2.set(xlabel="dose [e/Å²]", ylabel="position RMS [Å]")
+    a1.legend(fontsize=8)
+    fig.tight_layout()
+    p1 = out / "f1_vs_dose.png"
+    fig.savefig(p1, dpi=110)
+    plt.close(fig)
+
+    f1 = 2 * per_image["tp"] / (2 * per_image["tp"] + per_image["fp"] + per_image["fn"]).replace(0, np.nan)
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    bins = np.linspace(0, 1, 26)
+    for method in per_image["method"].unique():
+        ax.hist(f1[per_image["method"] == method].dropna(), bins=bins, histtype="step", lw=1.5, label=method)
+    ax.set(xlabel="F1 per image", ylabel="images")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    p2 = out / "f1_histogram.png"
+    fig.savefig(p2, dpi=110)
+    plt.close(fig)
+    return [p1, p2]
