@@ -2,12 +2,17 @@
 memory and accounting over time.
 
 Per interval: resident memory (RSS) of the tracker, frames sent / received / processed /
-dropped / missing so far, frames/s processed in the interval, and latency p50/p99 of the frames
-finished in it (drift shows as a trend down the column). At the end: totals and whether every
-frame is accounted for (received = processed + rejected + dropped; sent = received + missing).
+dropped / missing so far, frames/s processed in the interval, latency p50/p99 of the frames
+finished in it (drift shows as a trend down the column), the frames whose tables the pipeline
+holds in memory (``keep_in_memory_frames``; the run file has them all) and the site records it
+holds (flips, hops and residence runs, kept for the statistics written at the end). At the end:
+totals and whether every frame is accounted for (received = processed + rejected + dropped;
+sent = received + missing).
 
     python bench/soak.py --seconds 60 --fps 40                 # PUB/SUB at 40 frames/s
     python bench/soak.py --seconds 60 --fps 80 --mode pull     # PUSH/PULL: the camera is slowed down
+    python bench/soak.py --seconds 60 --fps 20 --keep 300      # a smaller in-memory window
+    python bench/soak.py --seconds 60 --fps 20 --keep 0        # keep every frame in memory (as before)
 
 The camera is a separate process (numpy + pyzmq, wire format v1) cycling a simulated
 nanoparticle movie; the tracker writes its run file to a temporary folder.
@@ -81,6 +86,8 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=5.0, help="seconds per table row")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the camera needs a core)")
     ap.add_argument("--queue", type=int, default=64, help="ingest queue length (frames)")
+    ap.add_argument("--keep", type=int, help="frames kept in memory (keep_in_memory_frames; default: the "
+                                             "config's default; 0: every frame)")
     args = ap.parse_args()
 
     import torch
@@ -107,8 +114,9 @@ def main() -> None:
     threading.Thread(target=read_camera, daemon=True).start()
 
     counters = Counters()
+    keep = {} if args.keep is None else {"keep_in_memory_frames": args.keep or None}
     pcfg = PipelineConfig(overflow="drop" if args.mode == "sub" else "block", queue_frames=args.queue,
-                          default_sampling=movie.sampling)
+                          default_sampling=movie.sampling, **keep)
     pipe = Pipeline(pcfg, run_path=tmp / "run.h5", counters=counters)
     src = ZmqSource(f"tcp://127.0.0.1:{port}", mode=args.mode, counters=counters, stop=pipe.stop,
                     idle_timeout_s=30)
@@ -130,7 +138,10 @@ def main() -> None:
                      "fps": (c["processed"] - prev) / max(t - prev_t, 1e-9),
                      "p50": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
                      "p99": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
-                     "queue": pipe.queue_depths()["ingest"][0], "final": final})
+                     "queue": pipe.queue_depths()["ingest"][0], "final": final,
+                     "in_memory": len(pipe.frames_rows),
+                     "records": 0 if pipe.sites is None else len(pipe.sites.flips) + len(pipe.sites.hops)
+                     + len(pipe.sites.runs)})
 
     stop_sampling = threading.Event()
 
@@ -153,15 +164,18 @@ def main() -> None:
     c = counters.as_dict()
     sent = camera["sent"]
     print(f"# soak: {args.mode.upper()} at {args.fps:g} frames/s for {args.seconds:g} s, {args.size}x{args.size} "
-          f"float32 frames, ingest queue {args.queue}, torch {args.threads} thread(s); "
+          f"float32 frames, ingest queue {args.queue}, torch {args.threads} thread(s), frames kept in memory "
+          f"{pcfg.keep_in_memory_frames or 'all'}; "
           f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}")
     print()
-    print("| t s | RSS MiB | sent | received | processed | dropped | missing | frames/s | lat p50 ms | lat p99 ms | queue |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| t s | RSS MiB | sent | received | processed | dropped | missing | frames/s | lat p50 ms | lat p99 ms "
+          "| queue | in memory | site records |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = f"{r['t']:.0f}" + (" (end)" if r["final"] else "")
         print(f"| {t} | {r['rss']:.0f} | {r['sent']} | {r['received']} | {r['processed']} | {r['dropped']} | "
-              f"{r['missing']} | {r['fps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['queue']} |")
+              f"{r['missing']} | {r['fps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['queue']} | "
+              f"{r['in_memory']} | {r['records']} |")
     print()
     ok_in = c["received"] == c["processed"] + c["rejected"] + c["dropped"]
     ok_out = sent == c["received"] + c["missing"]
@@ -171,6 +185,18 @@ def main() -> None:
           f"sent = received + missing: {ok_out}")
     print(f"RSS: {rss0:.0f} MiB before, {rss[0]:.0f} MiB after {args.interval:g} s, peak {max(rss):.0f} MiB, "
           f"end {rss[-1]:.0f} MiB; run file {os.path.getsize(tmp / 'run.h5') / 2**20:.1f} MiB")
+    full = [r for r in rows if not r["final"] and pcfg.keep_in_memory_frames
+            and r["in_memory"] >= pcfg.keep_in_memory_frames]
+    if len(full) >= 2:
+        growth = (full[-1]["rss"] - full[0]["rss"]) * 1024 / max(full[-1]["processed"] - full[0]["processed"], 1)
+        print(f"once the in-memory window was full (t = {full[0]['t']:.0f} s on): RSS {full[0]['rss']:.0f} -> "
+              f"{full[-1]['rss']:.0f} MiB over {full[-1]['processed'] - full[0]['processed']} frames "
+              f"({growth:.1f} KiB per processed frame)")
+    rows_mid = [r for r in rows if not r["final"]]
+    if len(rows_mid) >= 2:
+        first, last = rows_mid[0], rows_mid[-1]
+        per = (last["rss"] - first["rss"]) * 1024 / max(last["processed"] - first["processed"], 1)
+        print(f"from t = {first['t']:.0f} s to {last['t']:.0f} s: {per:.1f} KiB per processed frame")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
     etem simulate waves --material graphene -n 8 --workers 2 -o graphene-waves.h5
     etem simulate images graphene-waves.h5 -n 64 -o graphene-images.h5
     etem simulate movie --kind insitu --imaging hrtem --frames 40 -o movie.h5
+    etem simulate movie --material mos2 --substrate graphene --focal-series -100,0,100 -o mos2.h5
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -55,13 +57,24 @@ def add_parser(sub) -> None:
 
     q = s.add_parser("movie", help="an in-situ movie with its ground truth")
     q.add_argument("--kind", choices=("insitu", "toy"), default="insitu",
-                   help="insitu: Au [110] particle, abTEM column waves; toy: Gaussian columns (fast)")
+                   help="insitu: abTEM column waves (see --material); toy: Gaussian columns (fast)")
+    q.add_argument("--material", choices=("au", "mos2"), default="au",
+                   help="insitu movies: au, a Au [110] particle with hopping surface columns (300 kV); mos2, "
+                        "a MoS2 flake with hopping, forming and healing S vacancies (80 kV)")
+    q.add_argument("--substrate", choices=("none", "graphene"), default="none", help="mos2 only: the support")
     q.add_argument("--imaging", choices=("hrtem", "stem"), default="hrtem", help="insitu movies only")
+    # "-100,0,100" is a value, not an option (argparse takes only plain negative numbers for values)
+    q._negative_number_matcher = re.compile(r"^-[\d.][\d.,eE+-]*$")
+    q.add_argument("--focal-series", metavar="OFFSETS",
+                   help="insitu movies: defocus offsets [Å], comma-separated (e.g. -100,0,100): frames of F images")
     q.add_argument("--frames", type=int, default=40)
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--sampling", type=float, default=0.2)
-    q.add_argument("--dose", type=float, default=300.0, help="e/Å² per frame")
-    q.add_argument("--hop-rate", type=float, default=0.08, help="hop attempts per surface column per frame")
+    q.add_argument("--dose", type=float, default=300.0, help="e/Å² per frame (per image of a focal series)")
+    q.add_argument("--hop-rate", type=float,
+                   help="hop attempts per frame: per surface column (au, toy; default 0.08), per S vacancy (mos2; 0.05)")
+    q.add_argument("--sputter-rate", type=float, help="mos2: sputtering per S atom per frame (default 0.003)")
+    q.add_argument("--refill-rate", type=float, help="mos2: refilling per S vacancy per frame (default 0.03)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("-o", "--output", type=Path, required=True, help="movie HDF5 file (frames and truth)")
 
@@ -161,19 +174,55 @@ def _images(args) -> int:
     return 0
 
 
+def _focal_offsets(text: str | None) -> tuple[float, ...] | None:
+    from etem.tracker.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        offsets = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--focal-series must be comma-separated defocus offsets in Å, e.g. -100,0,100; "
+                          f"got {text!r}") from None
+    if not all(np.isfinite(offsets)):
+        raise ConfigError(f"--focal-series offsets must be finite numbers [Å]; got {text!r}")
+    return offsets
+
+
 def _movie(args) -> int:
+    from etem.tracker.errors import ConfigError
+
     from .toy import make_movie, save_movie
 
-    if args.kind == "toy":
-        movie = make_movie(n_frames=args.frames, shape=(args.size, args.size), sampling=args.sampling,
-                           dose_per_frame=args.dose, hop_rate=args.hop_rate, seed=args.seed)
-    else:
-        from .insitu import insitu_movie
+    offsets = _focal_offsets(args.focal_series)
+    mos2 = args.kind == "insitu" and args.material == "mos2"
+    if args.kind == "toy" and (offsets or args.material != "au"):
+        raise ConfigError("--focal-series and --material are options of insitu movies; drop --kind toy")
+    rates = {k: v for k, v in (("sputter_rate", args.sputter_rate), ("refill_rate", args.refill_rate)) if v is not None}
+    if not mos2 and (args.substrate != "none" or rates):
+        raise ConfigError("--substrate, --sputter-rate and --refill-rate are options of the mos2 movie; "
+                          "add --material mos2")
+    common = {"n_frames": args.frames, "shape": (args.size, args.size), "sampling": args.sampling,
+              "dose_per_frame": args.dose, "seed": args.seed}
+    if args.hop_rate is not None:
+        common["hop_rate"] = args.hop_rate
+    try:
+        if args.kind == "toy":
+            movie = make_movie(**common)
+        elif mos2:
+            from .insitu_mos2 import mos2_movie
 
-        movie = insitu_movie(n_frames=args.frames, shape=(args.size, args.size), sampling=args.sampling,
-                             dose_per_frame=args.dose, hop_rate=args.hop_rate, mode=args.imaging, seed=args.seed)
+            movie = mos2_movie(**common, mode=args.imaging, focal_offsets_A=offsets,
+                               substrate=None if args.substrate == "none" else args.substrate, **rates)
+        else:
+            from .insitu import insitu_movie
+
+            movie = insitu_movie(**common, mode=args.imaging, focal_offsets_A=offsets)
+    except ValueError as exc:  # the movie's own checks of the numbers
+        raise ConfigError(str(exc)) from None
     save_movie(movie, args.output)
     t = movie.truth
-    print(f"{args.frames} frames {args.size}x{args.size} at {args.sampling} Å/px, {len(t.sites)} sites, "
-          f"{len(t.hops)} hops: {args.output}")
+    images = f" x {len(offsets)} focal images" if offsets else ""
+    print(f"{args.frames} frames{images} {args.size}x{args.size} at {args.sampling} Å/px, {len(t.sites)} sites, "
+          f"{len(t.hops)} hops, {len(t.exchanges)} exchanges: {args.output}")
     return 0

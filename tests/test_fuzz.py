@@ -1,7 +1,7 @@
 """Fuzzing of the wire decoder: whatever arrives, it is accepted or rejected with a known reason.
 
 Property tests (hypothesis) over arbitrary multipart messages and over valid messages with
-mutated headers and payloads; the live fuzz over a real socket is in test_reliability.py.
+mutated headers and payloads; the live fuzz over a real socket is in test_faults.py.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from etem.simulate.insitu import column_waves, insitu_movie
+from etem.simulate.insitu import column_waves, compose_waves, insitu_movie
 from etem.simulate.toy import load_movie, save_movie
 
 
@@ -62,6 +62,32 @@ def test_column_waves_grow_with_height():
     assert np.angle(waves[4]).max() > 2 * np.angle(waves[1]).max()
     c = waves[1].shape[0] // 2
     assert np.unravel_index(np.argmax(np.angle(waves[1])), waves[1].shape) == (c, c)
+
+
+def test_composed_waves_put_each_column_at_its_subpixel_position():
+    waves = column_waves([1, 3], sampling_A=0.05, energy_eV=300e3)
+    p = waves[1].shape[0]
+    # on a whole pixel the composed wave is the isolated column's wave itself
+    psi = compose_waves(np.array([[150.0, 120.0]]), [3], waves, (300, 300))
+    np.testing.assert_allclose(psi[150 - p // 2:150 + p // 2, 120 - p // 2:120 + p // 2], waves[3], atol=1e-5)
+    # off the pixel grid: psi - 1 is centred on the column (its complex centroid), and it agrees with
+    # the wave shifted exactly (in Fourier space) once smoothed to 0.2 Å, below any optics' resolution
+    yx = np.array([[100.37, 140.81]])
+    d = compose_waves(yx, [1], waves, (256, 256)) - 1
+    rows, cols = np.mgrid[:256, :256]
+    centroid = np.array([(rows * d).sum() / d.sum(), (cols * d).sum() / d.sum()])
+    np.testing.assert_allclose(centroid.real, yx[0], atol=0.01)
+    assert np.abs(centroid.imag).max() < 0.01
+    k = np.fft.fftfreq(p)
+    shift = np.exp(-2j * np.pi * (k[:, None] * 0.37 + k[None, :] * 0.81))
+    exact = np.fft.ifft2(np.fft.fft2(waves[1] - 1) * shift)
+    got = d[100 - p // 2:100 + p // 2, 140 - p // 2:140 + p // 2]
+    from scipy import ndimage
+
+    def smooth(a):
+        return ndimage.gaussian_filter(a.real, 4) + 1j * ndimage.gaussian_filter(a.imag, 4)
+
+    assert np.abs(smooth(got - exact)).max() < 0.02 * np.abs(smooth(exact)).max()
 
 
 def test_hrtem_frames_show_columns_where_the_truth_says(hrtem):

@@ -51,3 +51,35 @@ def test_empty_frames_do_not_break_linking():
     linker.update(2, empty)
     b = linker.update(3, one)
     assert a["particle"].iloc[0] == b["particle"].iloc[0]  # memory bridges the gap
+
+
+def plain_estimate_shift(ref, yx, guess, radius, iterations=4):
+    """The estimator with one k-d tree query per pass: what estimate_shift must reproduce."""
+    from scipy.spatial import cKDTree
+
+    tree, d, r = cKDTree(ref), np.asarray(guess, float), radius
+    for _ in range(iterations):
+        dist, idx = tree.query(yx - d, distance_upper_bound=r)
+        ok = np.isfinite(dist)
+        if ok.sum() < 3:
+            return np.asarray(guess, float), 0
+        d = d + np.median((yx - d)[ok] - ref[idx[ok]], axis=0)
+        r = max(radius / 2, 0.5)
+    return d, int(ok.sum())
+
+
+def test_estimate_shift_matches_one_query_per_pass():
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        ref = lattice(n=int(rng.integers(4, 30)), a=rng.uniform(2.0, 6.0))
+        ref = ref + rng.normal(0, 0.3, ref.shape)
+        d_true = rng.normal(0, 2.0, 2)
+        keep = rng.random(len(ref)) > rng.uniform(0, 0.3)
+        cur = ref[keep] + d_true + rng.normal(0, rng.uniform(0.05, 0.8), (keep.sum(), 2))
+        cur = np.vstack([cur, rng.uniform(0, ref.max(), (int(rng.integers(0, 20)), 2))])
+        guess = d_true + rng.normal(0, 1.0, 2)  # sometimes far off: the passes must move
+        radius = rng.uniform(1.0, 4.0)
+        got, n = estimate_shift(ref, cur, guess, radius)
+        want, n_want = plain_estimate_shift(ref, cur, guess, radius)
+        np.testing.assert_allclose(got, want, atol=1e-9)
+        assert n == n_want

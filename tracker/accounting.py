@@ -20,6 +20,7 @@ class Counters:
     processed: int = 0
     missing: int = 0
     restarts: int = 0
+    oom_retries: int = 0  # batches run again, halved, after the GPU ran out of memory
     rejected: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -44,6 +45,7 @@ class Counters:
                 "processed": self.processed,
                 "missing": self.missing,
                 "restarts": self.restarts,
+                "oom_retries": self.oom_retries,
                 "rejected": sum(self.rejected.values()),
                 "dropped": sum(self.dropped.values()),
             }

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
@@ -16,7 +16,7 @@ import pandas as pd
 
 from .accounting import Counters
 from .detect import Detector, EngineConfig
-from .errors import ConfigError
+from .errors import ConfigError, EngineUnavailable
 from .frames import Frame
 from .pipeline import FrameResult, Pipeline, PipelineConfig
 from .sources import open_source
@@ -108,6 +108,9 @@ def find(
         elif estimate is not None and (auto or f.sampling is None):
             f.sampling = estimate.sampling
         df = det.detect([f])[0]
+        if df is None:
+            raise EngineUnavailable(f"frame {f.frame} ({f.shape[0]}x{f.shape[1]} px) does not fit in the GPU's "
+                                    "memory even alone; free the GPU, or run on another device (device='cpu').")
         quality = df.attrs.pop("quality", None)
         if quality:
             quality_rows.append({"frame": f.frame, **quality})
@@ -146,16 +149,21 @@ def _frames_of(image, *, sampling: float | None, focal: int) -> Iterable[Frame]:
         arr = arr.reshape(-1, focal, *arr.shape[-2:])
     if arr is not None and arr.ndim not in (3, 4):
         raise ConfigError(f"image must be 2-D, a 3-D stack or 4-D focal-series stack; got shape {arr.shape}")
-    for i, im in enumerate(image):
+    for i, im in enumerate(arr if arr is not None else image):
         yield Frame(image=np.asarray(im), frame=i, sampling=sampling)
 
 
 @dataclass
 class TrackResult:
-    """What :func:`track` returns."""
+    """What :func:`track` returns.
 
-    columns: pd.DataFrame  # frame, y, x, cls, prob, particle, y_ref, x_ref, site
-    frames: pd.DataFrame  # per-frame: seq, latency_ms, n_columns, drift_y, drift_x …
+    ``columns`` (frame, y, x, cls, prob, particle, y_ref, x_ref, site) and ``frames`` (one row
+    per frame: seq, latency_ms, n_columns, drift_y, drift_x …) cover the whole run. Where the
+    pipeline kept only the latest frames in memory (a run file was written and the run was
+    longer than ``keep_in_memory_frames``, or it was resumed), they are read from the run file
+    when first used.
+    """
+
     sites: pd.DataFrame  # site, y, x, occupancy, event_rate …
     occupancy_map: np.ndarray
     event_map: np.ndarray
@@ -165,10 +173,32 @@ class TrackResult:
     counters: dict[str, int]
     sampling: float | None
     run_path: Path | None
+    _columns: pd.DataFrame | None = field(default=None, repr=False)
+    _frames: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def columns(self) -> pd.DataFrame:
+        if self._columns is None:
+            self._columns = self._read("columns")
+        return self._columns
+
+    @property
+    def frames(self) -> pd.DataFrame:
+        if self._frames is None:
+            self._frames = self._read("frames")
+        return self._frames
+
+    def _read(self, table: str) -> pd.DataFrame:
+        from .run import open_run
+
+        if self.run_path is None:
+            raise ValueError(f"this result has no {table} table and no run file to read it from")
+        with open_run(self.run_path) as run:
+            return run.read_table(table)
 
 
 def track(
-    source: ArrayLike | str | Path,
+    source: ArrayLike | str | Path | None,
     *,
     sampling: float | Literal["auto"] | None = None,
     material: str | None = None,
@@ -189,6 +219,8 @@ def track(
     on_frame: Callable[[FrameResult, Pipeline], None] | None = None,
     attrs: dict[str, Any] | None = None,
     curve_keys: str | Path | None = None,
+    resume: str | Path | None = None,
+    force: bool = False,
 ) -> TrackResult:
     """Track every column through a sequence.
 
@@ -214,7 +246,28 @@ def track(
         ZeroMQ only: a CURVE key folder (``etem keys``) to encrypt and authenticate the stream.
     on_frame
         Called with each :class:`FrameResult` and the pipeline (for status lines, dashboards).
+    resume
+        A run file whose tracker was killed (or stopped): go on with that run, in that file,
+        with the config it was started with (see :mod:`etem.tracker.resume`). ``source`` may
+        then be None: the run's own (a stream's address, mode and bind; a recording, from the
+        frame after the last one saved). Options that shape the run (``config``, ``model``,
+        ``sampling`` …) cannot be given; ``device`` can.
+    force
+        With ``resume``: also go on with a run that finished, that another version of
+        etem-tracker wrote, or whose source differs from ``source``.
     """
+    if resume is not None:
+        shaping = {"config": config, "model": model, "classical": classical, "dark": dark, "engine": engine,
+                   "sampling": sampling, "material": material, "run_path": run_path, "overwrite": overwrite,
+                   "attrs": attrs}
+        given = [k for k, v in shaping.items() if v not in (None, False)]
+        if given:
+            raise ConfigError(f"a resumed run goes on with the options it was started with; leave out "
+                              f"{', '.join(given)}")
+        return _resume(resume, source, force=force, device=device, mode=mode, bind=bind, pace=pace, fps=fps,
+                       idle_timeout_s=idle_timeout_s, focal=focal, on_frame=on_frame, curve_keys=curve_keys)
+    if source is None:
+        raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine))
     if material is not None:
@@ -235,11 +288,62 @@ def track(
         # where the frames came from: a file or folder (absolute, so viewers can find the images)
         # or a stream address
         attrs.setdefault("source", str(source) if "://" in str(source) else str(Path(source).resolve()))
+        # what a resumed run needs to reconnect or reopen it the same way
+        attrs.setdefault("source_options", {"mode": mode, "bind": bind, "focal": focal,
+                                            "curve_keys": None if curve_keys is None else str(curve_keys)})
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys)
+    for res in pipe.run_iter(src):
+        if on_frame is not None:
+            on_frame(res, pipe)
+    return result_of(pipe)
+
+
+def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, fps, idle_timeout_s, focal,
+            on_frame, curve_keys) -> TrackResult:
+    """:func:`track` with ``resume``: the same run goes on, in its own file."""
+    from .resume import load, with_device
+
+    point = load(path, force=force)
+    stored = point.attrs.get("source")
+    options = point.attrs.get("source_options") or {}
+    if source is None:
+        if not stored:
+            raise ConfigError(f"run file {path} records no source; give it (the stream's address or the file)")
+        source = stored
+        if "://" in str(source):
+            mode, bind = options.get("mode", mode), options.get("bind", bind)
+            curve_keys = curve_keys if curve_keys is not None else options.get("curve_keys")
+        focal = options.get("focal", focal)
+    is_stream = isinstance(source, (str, Path)) and "://" in str(source)
+    if isinstance(source, (str, Path)) and not is_stream and stored and not force:
+        if str(Path(source).resolve()) != stored:
+            raise ConfigError(f"run file {path} tracked {stored}, not {Path(source).resolve()}; pass --force "
+                              "(force=True) to go on with another recording all the same")
+    if options.get("focal", focal) != focal:
+        raise ConfigError(f"the run in {path} was started with {options['focal']} images per frame (--focal "
+                          f"{options['focal']}); resume it with the same")
+    cfg = with_device(point.config, device)
+    if is_stream and mode == "sub" and cfg.overflow == "block":
+        cfg = dataclasses.replace(cfg, overflow="drop")
+    counters = Counters()
+    pipe = Pipeline.resume(point, config=cfg, counters=counters)
+    if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
+        source = source.reshape(-1, focal, *source.shape[-2:])
+    start = 0 if is_stream else point.next_frame
+    src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=cfg.default_sampling,
+                      pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
+                      start=start)
+    seq = getattr(src, "seq", None)
+    last_seq = None if point.meta is None else point.meta["pipeline"]["last_seq"]
+    if seq is not None and last_seq is not None and last_seq >= 0:
+        # what the stream sent while the tracker was down counts as missing; a seq that went
+        # back (the camera restarted meanwhile) as a restart
+        seq.last = int(last_seq)
+        seq.reconnected()
     for res in pipe.run_iter(src):
         if on_frame is not None:
             on_frame(res, pipe)
@@ -256,9 +360,10 @@ def result_of(pipe: Pipeline) -> TrackResult:
     else:
         occ = ev = np.zeros((0, 0), np.float32)
         sites = pd.DataFrame()
+    complete = pipe.tables_complete or pipe.run_path is None
     return TrackResult(
-        columns=pipe.columns_table(),
-        frames=pipe.frames_table(),
+        _columns=pipe.columns_table() if complete else None,
+        _frames=pipe.frames_table() if complete else None,
         sites=sites,
         occupancy_map=occ,
         event_map=ev,

@@ -46,6 +46,11 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
 def _common_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, help="run file to write (HDF5); default: none")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--resume", type=Path, metavar="RUN.h5",
+                   help="go on with the run in RUN.h5 (its tracker killed or stopped), with the options it "
+                        "was started with; a replay skips the frames already tracked")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: also go on with a finished run, or one from another version")
     p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
     p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
     p.add_argument("--quiet", action="store_true", help="no status line")
@@ -74,13 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
     p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
-    p.add_argument("--movie", choices=("toy", "hrtem", "stem"), default="toy",
-                   help="toy: Gaussian columns (default); hrtem/stem: Au particle from abTEM column waves")
+    p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2"), default="toy",
+                   help="toy: Gaussian columns (default); hrtem/stem: Au particle from abTEM column waves; "
+                        "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM)")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("track", help="track a live ZeroMQ stream")
-    p.add_argument("--listen", required=True, metavar="ADDRESS", help="e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--listen", metavar="ADDRESS", help="e.g. tcp://127.0.0.1:5555 (with --resume: the run's own)")
     p.add_argument("--mode", choices=("sub", "pull"), default="sub", help="sub: camera PUB (drops counted); pull: lossless")
     p.add_argument("--bind", action="store_true", help="bind ADDRESS instead of connecting to it")
     p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a frame")
@@ -139,12 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imaging", choices=("hrtem", "haadf"), default="hrtem")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--focal", default="0", metavar="OFFSETS",
+                   help="defocus offsets of the input images [Å, comma-separated], e.g. -100,0,100 for a "
+                        "three-image focal series (default: one image)")
+    p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                   help="mixed precision (auto: bf16 on CUDA, off on the CPU)")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+                   help="write the training state every STEPS steps (0: never)")
+    p.add_argument("--resume", action="store_true", help="go on from the output's checkpoint")
 
-    p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS)")
-    p.add_argument("found", type=Path, help="columns from etem find (CSV/Parquet) or a run file")
-    p.add_argument("truth", type=Path, help="a simulated movie file (etem simulate movie) or a CSV/Parquet of frame,y,x[,cls]")
+    p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS); "
+                                        "or a model on held-out simulated images (etem evaluate MODEL WAVES)")
+    p.add_argument("found", type=Path, help="columns from etem find (CSV/Parquet) or a run file; or a model "
+                                            "(bundled name or bundle path; comma-separated for several)")
+    p.add_argument("truth", type=Path, help="a simulated movie file (etem simulate movie) or a CSV/Parquet of "
+                                            "frame,y,x[,cls]; with a model: a held-out wave set (etem simulate waves)")
     p.add_argument("--radius", type=float, default=1.0, help="largest distance of a match [Å] (px without a sampling)")
     p.add_argument("--sampling", type=float, help="pixel size [Å/px] (default: the truth's or the run's)")
+    p.add_argument("--doses", default="100,300,1000,3000,10000",
+                   help="MODEL WAVES form: doses of the sweep [e/Å², comma-separated]")
+    p.add_argument("-n", type=int, default=8, help="MODEL WAVES form: images per dose")
+    p.add_argument("--size", type=int, default=256, help="MODEL WAVES form: image side [px]")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="MODEL WAVES form: leave the classical locator out of the table")
+    p.add_argument("-o", "--output", type=Path,
+                   help="MODEL WAVES form: folder for the per-image table (CSV) and the plots")
+    p.add_argument("--seed", type=int, default=0, help="MODEL WAVES form: seed of the optics draws")
 
     p = sub.add_parser("view", help="open a run file (or an image) in napari")
     p.add_argument("path", type=Path)
@@ -163,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     from etem.simulate.cli import add_parser as add_simulate
 
     add_simulate(sub)
+
+    from .engines.manage import add_parser as add_engine
+
+    add_engine(sub)
 
     p = sub.add_parser("find", help="find the columns in one image or a stack")
     p.add_argument("images", nargs="+", type=Path)
@@ -286,6 +316,8 @@ def _report(result) -> None:
     c = result.counters
     print(f"frames: {c['received']} received, {c['processed']} processed, {c['rejected']} rejected, "
           f"{c['dropped']} dropped, {c['missing']} missing (seq gaps)")
+    if c.get("oom_retries"):
+        print(f"  out of GPU memory: {c['oom_retries']} batch(es) run again in halves")
     for k, v in c.items():
         if "/" in k and v:
             print(f"  {k}: {v}")
@@ -313,6 +345,8 @@ def _start_dashboard(args):
 
 
 def cmd_track(args) -> int:
+    if args.listen is None and args.resume is None:
+        raise ConfigError("--listen ADDRESS is required (or --resume RUN.h5 to go on with a run)")
     return _run(args, args.listen, total=None, mode=args.mode, bind=args.bind, idle_timeout_s=args.idle_timeout,
                 curve_keys=args.curve)
 
@@ -333,9 +367,17 @@ def _run(args, source, *, total: int | None, **options) -> int:
 
     dash = _start_dashboard(args)
     status = StatusLine(total=total, enabled=not args.quiet)
+    if args.resume is not None:  # the run's own options; only the device may change
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
+            "config", "model", "classical", "engine", "dark", "sampling", "material", "output", "overwrite",
+            "max_batch", "max_wait")]
+        if given:
+            raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
+        run_options = dict(resume=args.resume, force=args.force, device=args.device)
+    else:
+        run_options = dict(config=_config(args), run_path=args.output, overwrite=args.overwrite, **_engine_kwargs(args))
     try:
-        result = track(source, config=_config(args), run_path=args.output, overwrite=args.overwrite,
-                       on_frame=chain(status, dash), **options, **_engine_kwargs(args))
+        result = track(source, on_frame=chain(status, dash), **options, **run_options)
     finally:
         status.close()
         if dash is not None:
@@ -480,11 +522,20 @@ def cmd_train(args) -> int:
     from etem.train.loop import TrainConfig, train
 
     arch_args = {"width": args.width, "depth": args.depth} if args.arch != "msdnet" else {"depth": args.depth}
+    try:
+        focal = tuple(float(v) for v in args.focal.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--focal must be comma-separated defocus offsets in Å; got {args.focal!r}") from None
+    if not args.waves.is_file():
+        raise ConfigError(f"{args.waves}: no such wave set (make one with `etem simulate waves`)")
     cfg = TrainConfig(arch=args.arch, arch_args=arch_args, size=args.size, sampling_A=args.sampling,
                       label_sigma_A=args.label_sigma, preset=args.preset or None, imaging=args.imaging,
                       batch=args.batch, steps=args.steps, lr=args.lr, seed=args.seed, device=args.device,
-                      validate_every=max(1, min(100, args.steps // 4)))
-    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty())
+                      validate_every=max(1, min(100, args.steps // 4)), focal_offsets_A=focal or (0.0,),
+                      amp=args.amp, checkpoint_every=args.checkpoint_every)
+    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
+    if card is None:  # a torchrun process other than the first
+        return 0
     e = card["evaluation"]
     print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
           f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
@@ -492,9 +543,50 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_model(arg: Path) -> bool:
+    """A bundled model's name, a bundle path, ``classical``, or a comma-separated list of them."""
+    from etem.train.bundle import bundle_paths, bundled_models
+
+    for name in str(arg).split(","):
+        if name in ("classical", "classical-dark") or name in bundled_models():
+            continue
+        if Path(name).suffix not in ("", ".json", ".safetensors") or not bundle_paths(name)[1].is_file():
+            return False
+    return True
+
+
+def _evaluate_model(args) -> int:
+    from etem.train.assess import CLASSICAL, assess, format_summary, plot, summary
+
+    methods = str(args.found).split(",")
+    if not args.no_baseline:
+        methods += [c for c in CLASSICAL if c not in methods]
+    try:
+        doses = [float(d) for d in args.doses.split(",") if d.strip()]
+    except ValueError:
+        raise ConfigError(f"--doses must be comma-separated numbers; got {args.doses!r}") from None
+    per = assess(methods, args.truth, doses=doses, n=args.n, size=args.size, sampling_A=args.sampling,
+                 radius_A=args.radius, seed=args.seed)
+    table = summary(per)
+    print(f"{args.n} held-out images per dose from {args.truth.name} at {per.attrs['sampling_A']} Å/px "
+          f"({per.attrs['imaging']}, optics preset {per.attrs['preset']!r}); match radius {args.radius} Å")
+    print(format_summary(table))
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        per.to_csv(args.output / "per_image.csv", index=False)
+        table.to_csv(args.output / "summary.csv", index=False)
+        for path in plot(per, args.output):
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import score_columns
 
+    if _is_model(args.found):
+        if not args.truth.is_file():
+            raise ConfigError(f"{args.truth}: no such wave set (make one with `etem simulate waves`)")
+        return _evaluate_model(args)
     sampling = args.sampling
     if args.found.suffix in (".h5", ".hdf5"):
         from .runfile import open_run
@@ -567,6 +659,12 @@ def cmd_batch(args) -> int:
     return 0 if ok.all() else 1
 
 
+def cmd_engine(args) -> int:
+    from .engines.manage import cmd_engine as run
+
+    return run(args)
+
+
 def cmd_simulate(args) -> int:
     from etem.simulate.cli import cmd_simulate as run
 
@@ -575,6 +673,7 @@ def cmd_simulate(args) -> int:
 
 _COMMANDS = {
     "simulate": cmd_simulate,
+    "engine": cmd_engine,
     "batch": cmd_batch,
     "keys": cmd_keys,
     "view": cmd_view,

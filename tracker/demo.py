@@ -62,12 +62,14 @@ def run_demo(
     overwrite: bool = True,
     progress: bool = False,
     on_frame=None,
-    movie_kind: Literal["toy", "hrtem", "stem"] = "toy",
+    movie_kind: Literal["toy", "hrtem", "stem", "mos2"] = "toy",
 ) -> DemoReport:
     """Simulate, stream, track, write and score; returns the scores and the files written.
 
-    ``movie_kind``: ``"toy"`` (Gaussian columns, the default), or an in-situ Au movie from
-    abTEM column waves imaged by ``"hrtem"`` or ``"stem"`` (:mod:`etem.simulate.insitu`).
+    ``movie_kind``: ``"toy"`` (Gaussian columns, the default), an in-situ Au movie from
+    abTEM column waves imaged by ``"hrtem"`` or ``"stem"`` (:mod:`etem.simulate.insitu`), or
+    ``"mos2"``: a MoS2 flake whose sulfur vacancies hop, form and heal, in 80 kV HRTEM
+    (:mod:`etem.simulate.insitu_mos2`).
     """
     from etem.simulate.toy import make_movie, save_movie
 
@@ -81,8 +83,12 @@ def run_demo(
         from etem.simulate.insitu import insitu_movie
 
         movie = insitu_movie(n_frames=n_frames, shape=shape, seed=seed, mode=movie_kind)
+    elif movie_kind == "mos2":
+        from etem.simulate.insitu_mos2 import mos2_movie
+
+        movie = mos2_movie(n_frames=n_frames, shape=shape, seed=seed, mode="hrtem")
     else:
-        raise ConfigError(f"movie_kind must be 'toy', 'hrtem' or 'stem'; got {movie_kind!r}")
+        raise ConfigError(f"movie_kind must be 'toy', 'hrtem', 'stem' or 'mos2'; got {movie_kind!r}")
     save_movie(movie, out / "movie.h5")
     truth = movie.truth
 

@@ -1,11 +1,17 @@
 """Detect: frames -> preprocess -> engine -> locate -> column tables in the input's pixels.
 
 The one place where an engine meets the data; the streaming pipeline and ``find`` both use it.
+
+A batch that runs the GPU out of memory is not the end of the run: the CUDA cache is emptied,
+the micro-batch size halves (for the rest of the run) and the same frames are run again; a frame
+that does not fit even alone is given back as ``None`` for the caller to reject and count.
 """
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
@@ -25,8 +31,7 @@ class EngineConfig:
     """Which engine runs and where.
 
     kind
-        ``auto``, ``classical``, ``eager`` (and, where built, ``compiled``, ``onnxruntime``,
-        ``tensorrt``).
+        ``auto``, ``classical``, ``eager``, ``compiled``, ``onnxruntime``, ``tensorrt``.
     model
         A bundled model's name or a bundle path; None with ``auto`` uses the classical locator.
     device
@@ -35,6 +40,9 @@ class EngineConfig:
         Classical locator only: ``bright`` or ``dark`` columns.
     column_sigma_A
         Classical locator only: Gaussian width of a column image [Å].
+    options
+        Options of a model engine, passed to ``make_engine`` (e.g. ``threads`` for
+        onnxruntime, ``max_batch`` for tensorrt, ``dtype`` for eager and compiled).
     """
 
     kind: str = "auto"
@@ -42,6 +50,7 @@ class EngineConfig:
     device: str = "auto"
     contrast: Literal["bright", "dark"] = "bright"
     column_sigma_A: float = 0.45
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Detector:
@@ -70,13 +79,18 @@ class Detector:
         #: measure each frame's quality and judge it against the engine's trust ranges
         self.measure_quality = measure_quality
         self.trust_ranges = _UNSET if trust_ranges is None else trust_ranges
+        #: largest number of frames run through the engine at once (None: the whole batch); set
+        #: (and halved) when the GPU runs out of memory
+        self.micro_batch: int | None = None
+        self.oom_retries = 0  #: batches run again, smaller, after running out of GPU memory
+        self.oom_rejected = 0  #: frames given up: out of memory even alone
 
     def _ensure_engine(self, sampling: float | None) -> None:
         if self.engine is None:
             from .engines import make_engine
 
             e = self.engine_cfg
-            opts: dict[str, Any] = {}
+            opts: dict[str, Any] = dict(e.options) if e.model is not None else {}
             if e.kind == "classical" or (e.kind == "auto" and e.model is None):
                 opts = {"contrast": e.contrast}
                 if sampling:
@@ -103,8 +117,48 @@ class Detector:
                 pcfg = dataclasses.replace(pcfg, normalize="global")
             self._pre = Preprocessor(pcfg, device=self.engine.device)
 
-    def detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame]:
-        """Columns (``y, x, cls, prob``; pixels of the input frame) for each frame of a batch."""
+    def detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame | None]:
+        """Columns (``y, x, cls, prob``; pixels of the input frame) for each frame of a batch.
+
+        Runs the frames in micro-batches of at most :attr:`micro_batch`. When the GPU runs out of
+        memory (``torch.cuda.OutOfMemoryError``, or a ``RuntimeError`` that says "out of
+        memory"), the CUDA cache is emptied, :attr:`micro_batch` halves and the same frames run
+        again (counted in :attr:`oom_retries`); a frame that runs out of memory alone gets
+        ``None`` in place of its table.
+        """
+        out: list[pd.DataFrame | None] = []
+        i = 0
+        while i < len(frames):
+            size = len(frames) - i if self.micro_batch is None else min(self.micro_batch, len(frames) - i)
+            cols = self._attempt(frames[i:i + size])
+            if cols is not None:
+                out.extend(cols)
+                i += size
+            elif size > 1:
+                self.micro_batch = size // 2
+                self.oom_retries += 1
+                log.warning("out of GPU memory on a batch of %d frames; going on with batches of %d",
+                            size, self.micro_batch)
+            else:
+                self.micro_batch = 1
+                self.oom_rejected += 1
+                log.error("frame %d: out of GPU memory even alone; rejected", frames[i].frame)
+                out.append(None)
+                i += 1
+        return out
+
+    def _attempt(self, frames: Sequence[Frame]) -> list[pd.DataFrame] | None:
+        """:meth:`_detect`, or None when it ran out of GPU memory (the cache then emptied)."""
+        try:
+            return self._detect(frames)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled
+            if not is_out_of_memory(exc):
+                raise
+        # Out of the except block, the traceback and the tensors its frames held are gone.
+        free_gpu_cache()
+        return None
+
+    def _detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame]:
         self._ensure_engine(frames[0].sampling)
         n_in = self.engine.n_inputs
         t0 = time.perf_counter()
@@ -156,3 +210,20 @@ def _engine_normalization(engine) -> str:
     card = getattr(engine, "card", None) or {}
     norm = card.get("normalization", {})
     return norm.get("method", "local") if isinstance(norm, dict) else str(norm)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the GPU ran out of memory."""
+    torch = sys.modules.get("torch")
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_gpu_cache() -> None:
+    """Release what torch's CUDA allocator caches (nothing to do without CUDA in use)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -1,19 +1,27 @@
-"""Link: trackpy's streaming linker on drift-corrected coordinates.
+"""Link: trackpy's linking on drift-corrected coordinates, frame by frame.
 
 Drift is estimated frame to frame from the columns themselves (no image needed, so it works
 when only column tables come back from the GPU): the new frame's columns are shifted by the
 predicted drift, paired with the previous frame's drift-corrected columns by nearest
 neighbour, and the median residual updates the drift (a few iterations). Linking then runs in
 the reference frame of frame 0, where columns stand still apart from real hops.
+
+The linker is trackpy's ``Linker`` or, by default, :class:`~etem.tracker.fastlink.FastLinker`,
+which applies trackpy's rules to arrays and calls trackpy's solver only for ambiguous
+subnetworks: the same tracks, fast enough for 1,000+ columns at hundreds of frames/s.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
+
+from .errors import ConfigError, choice_error
+from .fastlink import LINK_STRATEGIES, FastLinker
 
 log = logging.getLogger("etem.link")
 
@@ -30,6 +38,12 @@ class LinkConfig:
         Estimate and correct frame-to-frame drift.
     max_drift_A
         Largest drift between two consecutive frames that the estimator looks for [Å].
+    link_strategy
+        trackpy's solver for ambiguous subnetworks (``auto``: numba where installed).
+    method
+        ``fast``: :class:`~etem.tracker.fastlink.FastLinker`, trackpy's rules on arrays with
+        trackpy's solver for the ambiguous subnetworks: the same tracks, many times faster
+        (``bench/bench_link.py``); ``trackpy``: trackpy's own ``Linker``.
     """
 
     search_range_A: float = 1.0
@@ -37,6 +51,17 @@ class LinkConfig:
     drift: bool = True
     max_drift_A: float = 1.5
     link_strategy: str = "auto"
+    method: Literal["fast", "trackpy"] = "fast"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("fast", "trackpy"):
+            raise choice_error("link.method", self.method, ("fast", "trackpy"))
+        if self.link_strategy not in LINK_STRATEGIES:
+            raise choice_error("link.link_strategy", self.link_strategy, LINK_STRATEGIES)
+        if not self.search_range_A > 0:
+            raise ConfigError(f"link.search_range_A must be > 0 Å; got {self.search_range_A!r}")
+        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 0:
+            raise ConfigError(f"link.memory must be an integer >= 0 (frames); got {self.memory!r}")
 
 
 def estimate_shift(
@@ -44,8 +69,15 @@ def estimate_shift(
 ) -> tuple[np.ndarray, int]:
     """Shift ``d`` such that ``yx - d`` lands on ``ref_yx``; returns (d, number of pairs used).
 
-    Robust to columns appearing and vanishing: only mutual nearest neighbours within
-    ``radius`` vote, through their median residual. Falls back to ``guess`` with too few pairs.
+    Robust to columns appearing and vanishing: only nearest neighbours within ``radius`` vote
+    (within ``radius / 2`` after the first pass), through their median residual. Falls back to
+    ``guess`` with too few pairs. Stops once a pass finds the same pairs as the one before
+    (``d``, the median of the same residuals, would not change).
+
+    One k-d tree query usually serves every pass: it keeps each column's two nearest
+    neighbours, and a later pass at a shift ``delta`` away needs no new query when no column
+    is within ``|delta|`` of changing its nearest neighbour or of crossing the radius (the
+    pairs are then known exactly; otherwise the tree is queried again).
     """
     d = np.asarray(guess, dtype=float).copy()
     if len(ref_yx) < 3 or len(yx) < 3:
@@ -53,23 +85,51 @@ def estimate_shift(
     tree = cKDTree(ref_yx)
     n = 0
     r = radius
+    prev_idx = None
+    last = None  # (shift, radius, distances, indices) of the last real query
     for _ in range(iterations):
-        dist, idx = tree.query(yx - d, distance_upper_bound=r)
-        ok = np.isfinite(dist)
+        idx = None if last is None else _pairs_without_query(last, d, r)
+        if idx is None:
+            dist, nn = tree.query(yx - d, k=2, distance_upper_bound=radius)
+            last = (d.copy(), radius, dist, nn)
+            idx = _pairs_without_query(last, d, r)
+            if idx is None:  # ties at the radius: decide as the tree does
+                idx = np.where(dist[:, 0] < r, nn[:, 0], -1)
+        ok = idx >= 0
         n = int(ok.sum())
         if n < 3:
             return np.asarray(guess, dtype=float), 0
+        if prev_idx is not None and np.array_equal(idx, prev_idx):
+            break
         d = d + np.median((yx - d)[ok] - ref_yx[idx[ok]], axis=0)
+        prev_idx = idx
         r = max(radius / 2, 0.5)  # tighten once roughly aligned
     return d, n
 
 
+def _pairs_without_query(last, d: np.ndarray, r: float) -> np.ndarray | None:
+    """Nearest reference index within ``r`` of each column at shift ``d`` (-1: none), derived
+    from the two-neighbour query ``last``; None where a column is too close to call."""
+    d_q, r_q, dist, nn = last
+    delta = float(np.hypot(*(d - d_q))) + 1e-9 * max(r_q, 1.0)
+    d1 = dist[:, 0]
+    d2 = np.minimum(dist[:, 1], r_q)  # the second neighbour is at least r_q away when not found
+    inside = (d1 + delta < r) & (d2 - delta > d1 + delta)
+    outside = np.minimum(d1, r_q) - delta > r
+    if not (inside | outside).all():
+        return None
+    return np.where(inside, nn[:, 0], -1)
+
+
 class StreamLinker:
-    """Frame-by-frame linking with drift correction (trackpy's ``Linker`` underneath).
+    """Frame-by-frame linking with drift correction (trackpy's rules underneath).
 
     ``update(frame, columns)`` takes one frame's columns (``y, x`` in px) and returns them
     with ``particle``, ``y_ref``, ``x_ref`` (drift-corrected px) added, and records the
-    frame's cumulative drift ``(dy, dx)`` in ``self.drift``.
+    frame's cumulative drift ``(dy, dx)`` in ``self.drift``. ``cfg.method`` picks the linker
+    (:class:`~etem.tracker.fastlink.FastLinker` or trackpy's ``Linker``); both give the same
+    tracks. Frames are linked in call order: a frame missing from the stream is not a gap
+    for ``memory``.
     """
 
     def __init__(self, cfg: LinkConfig, sampling: float | None) -> None:
@@ -82,17 +142,26 @@ class StreamLinker:
             log.warning("sampling unknown: search_range_A and max_drift_A are taken as px")
         self.search_range_px = cfg.search_range_A * px
         self.max_drift_px = cfg.max_drift_A * px
-        self._linker = trackpy.linking.Linker(
-            self.search_range_px, memory=cfg.memory, link_strategy=cfg.link_strategy
-        )
+        if cfg.method == "fast":
+            self._linker = FastLinker(self.search_range_px, memory=cfg.memory, link_strategy=cfg.link_strategy)
+        else:
+            self._linker = trackpy.linking.Linker(
+                self.search_range_px, memory=cfg.memory, link_strategy=cfg.link_strategy
+            )
         self._started = False
         self._prev_ref: np.ndarray | None = None
         self._velocity = np.zeros(2)
         self.drift = np.zeros(2)
         self.drift_pairs = 0
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """The last frame's unique pairs, ambiguous subnetworks and columns in them (``fast``
+        only; empty for ``trackpy``)."""
+        return dict(getattr(self._linker, "counts", {}))
+
     def update(self, frame: int, columns: pd.DataFrame) -> pd.DataFrame:
-        yx = columns[["y", "x"]].to_numpy(dtype=float)
+        yx = np.column_stack([columns["y"].to_numpy(dtype=float), columns["x"].to_numpy(dtype=float)])
         if self.cfg.drift and self._prev_ref is not None:
             guess = self.drift + self._velocity
             new, self.drift_pairs = estimate_shift(self._prev_ref, yx, guess, self.max_drift_px)
@@ -107,9 +176,15 @@ class StreamLinker:
             self._linker.next_level(ref, frame)
         if len(ref):
             self._prev_ref = ref
-        out = columns.copy()
-        out["particle"] = np.asarray(self._linker.particle_ids, dtype=np.int64)
-        out["y_ref"] = ref[:, 0]
-        out["x_ref"] = ref[:, 1]
+        added = pd.DataFrame(
+            {
+                "particle": np.asarray(self._linker.particle_ids, dtype=np.int64),
+                "y_ref": ref[:, 0],
+                "x_ref": ref[:, 1],
+            },
+            index=columns.index,
+        )
+        stale = [c for c in added.columns if c in columns.columns]
+        out = pd.concat([columns.drop(columns=stale) if stale else columns, added], axis=1)
+        out.attrs = dict(columns.attrs)
         return out
-

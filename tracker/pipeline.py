@@ -68,6 +68,10 @@ class PipelineConfig:
     material: str | None = None
     #: estimate the sampling from the lattice even where frames carry one (needs ``material``)
     sampling_from_lattice: bool = False
+    #: with a run file, the tables kept in memory (for :func:`~etem.tracker.track`'s result and
+    #: dashboards) hold only the latest this many frames, and the result reads its tables back
+    #: from the file; None keeps every frame. Without a run file every frame is kept.
+    keep_in_memory_frames: int | None = 1000
 
     def __post_init__(self) -> None:
         if self.sampling_from_lattice and not self.material:
@@ -78,6 +82,9 @@ class PipelineConfig:
             raise ConfigError(f"queue_frames must be at least 1, got {self.queue_frames}")
         if self.batch.max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {self.batch.max_batch}")
+        if self.keep_in_memory_frames is not None and self.keep_in_memory_frames < 1:
+            raise ConfigError(f"keep_in_memory_frames must be at least 1 (or unset: keep all), "
+                              f"got {self.keep_in_memory_frames}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,7 +128,7 @@ class Pipeline:
     """
 
     COUNTER_NAMES = (
-        ["received", "processed", "missing", "restarts", "rejected", "dropped"]
+        ["received", "processed", "missing", "restarts", "oom_retries", "rejected", "dropped"]
         + [f"rejected/{r}" for r in REJECT_REASONS]
         + ["dropped/queue_full", "dropped/stopped"]
     )
@@ -154,17 +161,58 @@ class Pipeline:
         self.sampling_estimate = None  # a lattice estimate (etem.tracker.lattice), when made
         self.trust_counts = [0, 0]  # frames judged outside, inside the locator's trust ranges
         self.latencies: deque[float] = deque(maxlen=2000)
-        self.frames_rows: list[dict] = []
-        self.columns_parts: list[pd.DataFrame] = []
+        # the run's tables in memory: every frame without a run file, else the latest few
+        keep = None if self.run_path is None else self.cfg.keep_in_memory_frames
+        self.frames_rows: deque[dict] = deque(maxlen=keep)
+        self.columns_parts: deque[pd.DataFrame] = deque(maxlen=keep)
+        self._evicted = False  # frames left the in-memory tables (the run file has them all)
         self.writer = None
+        self._resume = None  # the ResumePoint of a resumed run (etem.tracker.resume)
+        # the last processed frame (for resume snapshots), and the next free particle id
+        self._last_index: int | None = None
+        self._last_seq: int | None = None
+        self._last_received = float("-inf")
+        self._next_particle = 0
+        self._logged = {"flips": 0, "hops": 0, "runs": 0}  # site records already in the file
+        # frames rejected or dropped that arrived after the last processed frame:
+        # (received, "rejected"|"dropped", reason); a resume snapshot leaves them out
+        self._ahead: list[tuple[float, str, str]] = []
+        self._acct_lock = threading.Lock()
         self.t_start = time.perf_counter()
         self.detector = Detector(self.cfg.engine, self.cfg.preprocess, self.cfg.locate, engine=engine)
         self.stage_s: dict[str, float] = {"link": 0.0, "sites": 0.0, "write": 0.0}
         self._ingest_q: queue.Queue = queue.Queue(maxsize=self.cfg.queue_frames)
         self._host_q: queue.Queue = queue.Queue(maxsize=4)
         self.last_frame: Frame | None = None
-        self._last_live = 0.0
         self.error: str | None = None  # what stopped the run, when something did
+
+    @classmethod
+    def resume(cls, point, *, config: PipelineConfig | None = None, engine=None,
+               counters: Counters | None = None, force: bool = False) -> Pipeline:
+        """Go on with the run in a run file whose tracker was killed (or stopped).
+
+        Parameters
+        ----------
+        point
+            The run file's path, or the :class:`~etem.tracker.resume.ResumePoint` that
+            :func:`etem.tracker.resume.load` read from it.
+        config
+            The config to go on with; default: the one the run was started with.
+        force
+            Go on with a run that finished, or that another version of etem-tracker wrote.
+
+        The pipeline starts where the run file's last snapshot left it (counters, linker, sites,
+        next particle id); the file is reopened at the first frame. Feed it the frames after
+        ``point.last_frame`` (a replay) or whatever a stream sends now.
+        """
+        from .resume import ResumePoint, load, restore_head
+
+        if not isinstance(point, ResumePoint):
+            point = load(point, force=force)
+        pipe = cls(config or point.config, engine=engine, run_path=point.path, counters=counters, overwrite=True)
+        pipe._resume = point
+        restore_head(pipe, point)
+        return pipe
 
     # -- stage 1: ingest ----------------------------------------------------------------------
     def _ingest(self, source: Iterable[Frame]) -> None:
@@ -172,13 +220,13 @@ class Pipeline:
         try:
             for frame in source:
                 if self.stop.is_set():
-                    self.counters.add("dropped", reason="stopped")
+                    self._account("dropped", "stopped", [frame])
                     break
                 if drop:
                     try:
                         q.put_nowait(frame)
                     except queue.Full:
-                        self.counters.add("dropped", reason="queue_full")
+                        self._account("dropped", "queue_full", [frame])
                 else:
                     while not self.stop.is_set():
                         try:
@@ -187,7 +235,7 @@ class Pipeline:
                         except queue.Full:
                             continue
                     else:  # stopped while waiting for room: the frame in hand is dropped
-                        self.counters.add("dropped", reason="stopped")
+                        self._account("dropped", "stopped", [frame])
                         break
         except BaseException as exc:  # noqa: BLE001 - reported to the host thread
             self._put(q, exc)
@@ -247,7 +295,7 @@ class Pipeline:
             self.n_focal = f.n_focal
         if f.shape != self.shape or f.n_focal != self.n_focal:
             log.warning("frame %d: shape %s differs from the run's %s; rejected", f.frame, f.image.shape, self.shape)
-            self.counters.add("rejected", reason="preprocess")
+            self._account("rejected", "preprocess", [f])
             return False
         if self.sampling is not None:  # one pixel size per run: sites and maps are in its pixels
             if f.sampling is None:
@@ -255,12 +303,21 @@ class Pipeline:
             elif not math.isclose(f.sampling, self.sampling, rel_tol=0.01):
                 log.warning("frame %d: sampling %g Å/px differs from the run's %g; rejected",
                             f.frame, f.sampling, self.sampling)
-                self.counters.add("rejected", reason="preprocess")
+                self._account("rejected", "preprocess", [f])
                 return False
         if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
-            self.counters.add("rejected", reason="nan")
+            self._account("rejected", "nan", [f])
             return False
         return True
+
+    def _account(self, kind: str, reason: str, frames: list[Frame]) -> None:
+        """Count frames rejected or dropped by the pipeline (remembered for resume snapshots)."""
+        with self._acct_lock:
+            self.counters.add(kind, len(frames), reason=reason)
+            if self.run_path is not None:
+                self._ahead.extend((f.received, kind, reason) for f in frames)
+                if len(self._ahead) > 100_000:  # no frame processed for long: keep the newest
+                    del self._ahead[:50_000]
 
     def _compute(self) -> None:
         try:
@@ -276,7 +333,18 @@ class Pipeline:
             self._put(self._host_q, exc)
 
     def _process_batch(self, frames: list[Frame]) -> _Batch:
-        return _Batch(frames, self.detector.detect(frames))
+        """Detect the columns of a batch; a frame the engine cannot take even alone for want of
+        GPU memory is rejected (``rejected/oom``), the rest go on."""
+        retries = self.detector.oom_retries
+        cols = self.detector.detect(frames)
+        if self.detector.oom_retries > retries:
+            self.counters.add("oom_retries", self.detector.oom_retries - retries)
+        failed = [f for f, c in zip(frames, cols) if c is None]
+        if failed:
+            self._account("rejected", "oom", failed)
+            kept = [(f, c) for f, c in zip(frames, cols) if c is not None]
+            return _Batch([f for f, _ in kept], [c for _, c in kept])
+        return _Batch(frames, cols)
 
     # -- stage 3: host ------------------------------------------------------------------------
     def run_iter(self, source: Iterable[Frame]) -> Iterator[FrameResult]:
@@ -287,7 +355,8 @@ class Pipeline:
         ingest.start()
         compute.start()
         status = "complete"
-        in_hand, base = 0, 0  # frames of the batch being linked, and the processed count before it
+        in_hand: list[Frame] = []  # frames of the batch being linked
+        base = 0  # the processed count before it
         try:
             while True:
                 item = self._host_q.get()
@@ -296,10 +365,10 @@ class Pipeline:
                 if isinstance(item, BaseException):
                     status = "failed"
                     raise item
-                in_hand, base = len(item.frames), self.counters.processed
+                in_hand, base = list(item.frames), self.counters.processed
                 for frame, cols in zip(item.frames, item.columns):
                     yield self._host(frame, cols)
-                in_hand = 0
+                in_hand = []
         except GeneratorExit:
             status = "stopped"
             raise
@@ -316,9 +385,9 @@ class Pipeline:
                 unseen = self.writer.n_rows("frames") - self.counters.processed
                 if unseen > 0:
                     self.counters.add("processed", unseen)
-            left = in_hand - (self.counters.processed - base)  # a batch the host stopped in
-            if left > 0:
-                self.counters.add("dropped", left, reason="stopped")
+            left = in_hand[max(self.counters.processed - base, 0):]  # a batch the host stopped in
+            if left:
+                self._account("dropped", "stopped", left)
             # Unblock the producers, then account for what they still held.
             for q in (self._host_q, self._ingest_q):
                 self._drain(q)
@@ -338,16 +407,16 @@ class Pipeline:
 
     def _count_dropped(self, item) -> None:
         if isinstance(item, Frame):
-            self.counters.add("dropped", reason="stopped")
-        elif isinstance(item, _Batch):
-            self.counters.add("dropped", len(item.frames), reason="stopped")
+            self._account("dropped", "stopped", [item])
+        elif isinstance(item, _Batch) and item.frames:
+            self._account("dropped", "stopped", item.frames)
 
     def _host(self, frame: Frame, cols: pd.DataFrame) -> FrameResult:
         t0 = time.perf_counter()
         if self.linker is None:
             self.linker = StreamLinker(self.cfg.link, self.sampling)
             self.sites = SiteMap(self.cfg.sites, self.sampling)
-            self._open_writer()
+            self._open_writer(frame)
         quality = cols.attrs.get("quality", {})
         linked = self.linker.update(frame.frame, cols)
         t1 = time.perf_counter()
@@ -375,58 +444,110 @@ class Pipeline:
             "in_range": quality.get("in_range", -1),
             "out_of_range": quality.get("out_of_range", -1),
         }
+        if len(self.frames_rows) == self.frames_rows.maxlen:
+            self._evicted = True
         self.frames_rows.append(row)
         if row["in_range"] >= 0:
             self.trust_counts[row["in_range"]] += 1
         self.columns_parts.append(linked)
         self.last_frame = frame
+        self._last_index, self._last_seq, self._last_received = frame.frame, frame.seq, frame.received
+        if len(linked):
+            self._next_particle = max(self._next_particle, int(linked["particle"].max()) + 1)
         if self.writer is not None:
-            if t0 - self._last_live >= 1.0:
-                self._write_live()
-                self._last_live = t0
             self.writer.append("columns", linked)
             self.writer.append("frames", pd.DataFrame([row]))  # the frame's row in the run file is
         self.counters.add("processed")  # what counts it (run_iter squares the two after a stop)
-        if self.writer is not None:
-            self.writer.maybe_flush()  # may fail (a full disk): the frame was processed all the same
+        if self.writer is not None and self.writer.due():
+            # sites, maps, counters and a resume snapshot, all as of this frame, then the flush
+            self._write_live()
+            self.writer.flush()  # may fail (a full disk): the frame was processed all the same
         t3 = time.perf_counter()
         self.stage_s["link"] += t1 - t0
         self.stage_s["sites"] += t2 - t1
         self.stage_s["write"] += t3 - t2
         return FrameResult(frame.frame, frame.seq, linked, drift, latency, frame.sampling)
 
-    def _open_writer(self) -> None:
+    def _open_writer(self, first: Frame | None) -> None:
         if self.run_path is None:
             return
+        from .resume import STATE_ARRAYS, STATE_LOGS, restore
         from .runfile import RunWriter
         from .versions import versions
 
-        attrs = {"config": self.cfg.to_dict(), "versions": versions(), **self.attrs}
         engine = self.detector.engine
+        if self._resume is not None:  # the same run goes on, in its own file
+            point = self._resume
+            writer = RunWriter(self.run_path, attrs={}, counter_names=self.COUNTER_NAMES, overwrite=True,
+                               state_arrays=STATE_ARRAYS, state_logs=STATE_LOGS)
+            last_seq = None if point.meta is None else point.meta["pipeline"]["last_seq"]
+            lost = None
+            if point.last_frame is None:
+                lost = 0
+            elif first is not None and last_seq is not None and first.seq is not None and first.seq > last_seq:
+                lost = first.seq - last_seq - 1  # what a stream sent while the tracker was down
+            writer.reopen({"after_frame": point.last_frame, "from_frame": None if first is None else first.frame,
+                           "frames_before": point.n_frames, "lost_frames": lost,
+                           "engine": None if engine is None else {"kind": engine.name, "device": str(engine.device)},
+                           "versions": versions()})
+            self.writer = writer
+            restore(self, point)
+            return
+        attrs = {"config": self.cfg.to_dict(), "versions": versions(), **self.attrs}
         card = getattr(engine, "card", None)
         attrs["engine"] = {"kind": engine.name, "device": str(engine.device)}
         if card:
             attrs["model_card"] = card
-        writer = RunWriter(self.run_path, attrs=attrs, counter_names=self.COUNTER_NAMES, overwrite=self.overwrite)
+        writer = RunWriter(self.run_path, attrs=attrs, counter_names=self.COUNTER_NAMES, overwrite=self.overwrite,
+                           state_arrays=STATE_ARRAYS, state_logs=STATE_LOGS)
         writer.begin(self.shape, self.sampling)
         self.writer = writer
 
-    def _write_live(self) -> None:
+    def _write_live(self, snapshot: bool = True) -> None:
         self.writer.replace("sites", self.sites.table())
         self.writer.write_maps(*self.sites.maps(self.shape))
         self.writer.write_counters(self.counters.as_dict())
+        if snapshot:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        """Hand the writer a resume snapshot as of the last processed frame."""
+        from .resume import capture, counters_at_snapshot
+
+        if self.linker is None or self._last_index is None:
+            return
+        with self._acct_lock:
+            counters = self.counters.as_dict()
+            self._ahead = [e for e in self._ahead if e[0] > self._last_received]
+            ahead = list(self._ahead)
+        meta, arrays, logs = capture(self, counters_at_snapshot(counters, ahead), self._logged)
+        self.writer.set_state(meta, arrays, logs)
 
     # -- results ------------------------------------------------------------------------------
     def finish(self, status: str = "complete") -> None:
         """Final sites, maps, statistics and counters into the run file; closes it."""
-        if self.sites is not None:
-            self.sites.flush()
-        if self.writer is None:
-            return
+        if (self.writer is None and self.sites is None and status == "complete" and self._resume is not None
+                and self._resume.state is not None):
+            # a resumed run that had no frame left (killed after its last one): finish it all the same
+            self.sites = SiteMap(self.cfg.sites, self.sampling)
+            self._open_writer(None)
         writer, self.writer = self.writer, None
         try:
             self.writer = writer
-            self._write_live()
+            if writer is not None:
+                # the snapshot a resume goes on from: before the last frames' gaps are settled
+                self._snapshot()
+        except Exception:
+            log.exception("run file %s: no resume snapshot at the end", self.run_path)
+        finally:
+            self.writer = None
+        if self.sites is not None:
+            self.sites.flush()
+        if writer is None:
+            return
+        try:
+            self.writer = writer
+            self._write_live(snapshot=False)
             tables = self.statistics()
         except BaseException as exc:
             # Whatever the run held is already in the file; mark it so a reader knows the
@@ -445,7 +566,7 @@ class Pipeline:
         """Diffusion statistics so far: flips, hops, residence times, counts over time."""
         if self.sites is None:
             return {}
-        last = self.frames_rows[-1]["frame"] if self.frames_rows else None
+        last = self._last_index
         return {
             "flips": self.sites.flips_table(),
             "hops": self.sites.hops_table(),
@@ -477,9 +598,17 @@ class Pipeline:
         return {"ingest": (self._ingest_q.qsize(), self._ingest_q.maxsize),
                 "host": (self._host_q.qsize(), self._host_q.maxsize)}
 
+    @property
+    def tables_complete(self) -> bool:
+        """Whether :meth:`frames_table` and :meth:`columns_table` hold every frame of the run
+        (else the run file does: frames left memory, or the run was resumed)."""
+        return not self._evicted and self._resume is None
+
     def frames_table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.frames_rows)
+        """Per-frame rows in memory (see :attr:`tables_complete`)."""
+        return pd.DataFrame(list(self.frames_rows))
 
     def columns_table(self) -> pd.DataFrame:
+        """Linked columns in memory (see :attr:`tables_complete`)."""
         return pd.concat(self.columns_parts, ignore_index=True) if self.columns_parts else pd.DataFrame(
             columns=["frame", "y", "x", "cls", "prob", "particle", "y_ref", "x_ref", "site"])

@@ -197,6 +197,37 @@ class Run:
         return self._cached("attrs", load)
 
     @property
+    def resumes(self) -> list[dict[str, Any]]:
+        """One entry per time the run was resumed (``etem track --resume``): when, from which
+        frame, what was lost in between."""
+        return list(self.attrs.get("resumes") or [])
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The latest resume snapshot: ``{"meta": dict, "arrays": {name: array}, "logs": {name: array}}``.
+
+        None when the writer has not written one yet; :class:`FileFormatError` when the file
+        keeps none (written by a version without resume support).
+        """
+        f = self._f
+        if "state" not in f or "active" not in f["state"]:
+            raise FileFormatError(f"{self.path} holds no resume state (it was written by a version of "
+                                  "etem-tracker that keeps none); it cannot be resumed.")
+        try:
+            slot = int(f["state/active"][0])
+            if slot not in (0, 1):
+                return None
+            g = f[f"state/slot{slot}"]
+            meta = json.loads(bytes(g["meta"][()]).decode("utf-8"))
+            arrays = {}
+            for name, shape in meta["shapes"].items():
+                size = int(np.prod(shape)) if shape else 1
+                arrays[name] = g[name][:size].reshape(shape)
+            logs = {name: f["state/logs"][name][:n] for name, n in meta["logs"].items()}
+        except (OSError, KeyError, ValueError) as exc:
+            raise FileFormatError(f"{self.path}: cannot read the resume state: {exc}") from None
+        return {"meta": meta, "arrays": arrays, "logs": logs}
+
+    @property
     def status(self) -> str:
         """'running' while written (or if the writer died), else what ``close`` recorded."""
         return str(self.attrs.get("status"))

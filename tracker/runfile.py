@@ -14,6 +14,20 @@ giving their order)::
     /maps/events        float32 [H, W]
     /counters           int64 [n], attribute ``names``
     /stats/<name>/...   tables of any columns, written when the run is closed
+    /state/...          what a resumed run needs to go on (see below)
+
+The ``state`` group lets a run that was killed go on in the same file (``etem track --resume``).
+Its writer's caller hands over a snapshot of everything it holds between frames (a JSON
+document and named arrays) plus append-only records (``logs``), and the snapshot is written
+with the next flush into the slot not in use::
+
+    /state/active             int64 [2]: the slot of the latest snapshot (0 or 1; -1: none yet), its number
+    /state/slot0, slot1/      ``meta`` (uint8: the JSON document) and one 1-D dataset per state array
+    /state/logs/<name>        int64 [n, width], append-only
+
+``active`` is written after everything it points to, so a writer killed in the middle of a flush
+leaves the previous snapshot whole. The snapshot records how many rows of ``frames`` and
+``columns`` (and of each log) it covers: rows past that are dropped when the run is resumed.
 
 The writer switches the file to SWMR (single writer, multiple readers) mode once everything is
 created, so other processes can read it while it grows, and a writer killed at any moment leaves
@@ -34,7 +48,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import shutil
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,7 +60,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .errors import EtemError
+from .errors import EtemError, FileFormatError
 
 try:
     import resource
@@ -100,7 +116,8 @@ MAPS = ("occupancy", "events")
 
 #: Root attributes the file manages itself; the run's own attrs may not use these names.
 RESERVED_ATTRS = frozenset(
-    {"format", "format_version", "status", "frame_shape", "sampling", "created", "finished"})
+    {"format", "format_version", "status", "frame_shape", "sampling", "created", "finished", "writer",
+     "resumes"})
 
 _CHUNK_ROWS = {"frames": 1024, "columns": 32768, "sites": 4096}
 _MAX_PENDING_ROWS = 1_000_000   # flush early rather than buffer more than this
@@ -113,6 +130,7 @@ _ABANDONED: list = []  # files HDF5 failed to write: kept, as closing them fails
 # v110 is the oldest file format with SWMR; keeping it as the low bound lets older HDF5
 # libraries read the file.
 _LIBVER = ("v110", "latest")
+_STATE_CHUNK = 256  # elements: state arrays are small (a few per site)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -226,6 +244,89 @@ def _write_frame(group: h5py.Group, name: str, df: pd.DataFrame) -> None:
             g.create_dataset(col, data=text, dtype=h5py.string_dtype("utf-8"))
 
 
+def _lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle``: the checksum HDF5 puts on its metadata."""
+    m = 0xFFFFFFFF
+
+    def rot(x: int, k: int) -> int:
+        return ((x << k) | (x >> (32 - k))) & m
+
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & m
+    i = 0
+    while n - i > 12:
+        a = (a + int.from_bytes(data[i:i + 4], "little")) & m
+        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & m
+        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & m
+        a = (a - c) & m; a ^= rot(c, 4); c = (c + b) & m    # noqa: E702
+        b = (b - a) & m; b ^= rot(a, 6); a = (a + c) & m    # noqa: E702
+        c = (c - b) & m; c ^= rot(b, 8); b = (b + a) & m    # noqa: E702
+        a = (a - c) & m; a ^= rot(c, 16); c = (c + b) & m   # noqa: E702
+        b = (b - a) & m; b ^= rot(a, 19); a = (a + c) & m   # noqa: E702
+        c = (c - b) & m; c ^= rot(b, 4); b = (b + a) & m    # noqa: E702
+        i += 12
+    if n == i:
+        return c
+    tail = data[i:] + bytes(12 - (n - i))
+    a = (a + int.from_bytes(tail[0:4], "little")) & m
+    b = (b + int.from_bytes(tail[4:8], "little")) & m
+    c = (c + int.from_bytes(tail[8:12], "little")) & m
+    c ^= b; c = (c - rot(b, 14)) & m   # noqa: E702
+    a ^= c; a = (a - rot(c, 11)) & m   # noqa: E702
+    b ^= a; b = (b - rot(a, 25)) & m   # noqa: E702
+    c ^= b; c = (c - rot(b, 16)) & m   # noqa: E702
+    a ^= c; a = (a - rot(c, 4)) & m    # noqa: E702
+    b ^= a; b = (b - rot(a, 14)) & m   # noqa: E702
+    c ^= b; c = (c - rot(b, 24)) & m   # noqa: E702
+    return c
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def clear_write_flags(path: str | Path) -> bool:
+    """Mark a run file whose writer died as closed, so that it can be opened for writing again.
+
+    A file written in SWMR mode carries "open for writing" flags in its superblock (version 2
+    or 3) until its writer closes it; HDF5 refuses to open it for writing while they are set
+    (the ``h5clear`` tool clears them). This clears them and, as ``h5clear --increment`` does,
+    moves the end-of-allocation mark to the end of the file so that nothing written after the
+    last flush is overwritten. The superblock's checksum is verified before and recomputed
+    after. Returns True when there were flags to clear.
+    """
+    path = Path(path)
+    with open(path, "r+b") as fh:
+        for base in (0, 512, 1024, 2048, 4096, 8192):
+            fh.seek(base)
+            head = fh.read(12)
+            if head[:8] == _HDF5_SIGNATURE:
+                break
+        else:
+            raise FileFormatError(f"{path} is not an HDF5 file.")
+        version, size_offsets = head[8], head[9]
+        if version < 2 or head[11] == 0:
+            return False
+        if size_offsets not in (2, 4, 8):
+            raise FileFormatError(f"{path}: unexpected HDF5 superblock (offsets of {size_offsets} bytes).")
+        n = 12 + 4 * size_offsets
+        fh.seek(base)
+        block = bytearray(fh.read(n + 4))
+        if len(block) != n + 4 or _lookup3(bytes(block[:n])) != int.from_bytes(block[n:], "little"):
+            raise FileFormatError(f"{path}: the HDF5 superblock's checksum does not match; the file is damaged.")
+        o = size_offsets
+        base_addr = int.from_bytes(block[12:12 + o], "little")
+        eoa = int.from_bytes(block[12 + 2 * o:12 + 3 * o], "little")
+        size = path.stat().st_size - base_addr
+        block[11] = 0
+        block[12 + 2 * o:12 + 3 * o] = max(eoa, size).to_bytes(o, "little")
+        block[n:] = _lookup3(bytes(block[:n])).to_bytes(4, "little")
+        fh.seek(base)
+        fh.write(block)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
 # ---------------------------------------------------------------------------------------- writer
 
 class RunWriter:
@@ -244,21 +345,33 @@ class RunWriter:
         :meth:`maybe_flush` writes buffered rows when this much time [s] has passed.
     overwrite
         Replace an existing file; otherwise an existing ``path`` raises ``FileExistsError``.
+    state_arrays
+        Names and dtypes of the arrays of a resume snapshot (:meth:`set_state`).
+    state_logs
+        Names, dtypes and widths of the append-only records of a resume snapshot.
 
     Notes
     -----
     Not thread-safe: one thread creates, feeds and closes a writer. Call :meth:`begin` once the
-    frame shape is known, then :meth:`append` / :meth:`replace` / :meth:`write_maps` /
-    :meth:`write_counters` per frame and :meth:`maybe_flush` after each; :meth:`close` at the
-    end (or use the writer as a context manager, which records ``status='failed'`` on an
-    exception).
+    frame shape is known (or :meth:`reopen` to go on writing a run file), then :meth:`append` /
+    :meth:`replace` / :meth:`write_maps` / :meth:`write_counters` per frame and
+    :meth:`maybe_flush` after each; :meth:`close` at the end (or use the writer as a context
+    manager, which records ``status='failed'`` on an exception).
     """
 
     def __init__(self, path: str | Path, *, attrs: Mapping[str, Any],
                  counter_names: Sequence[str], flush_interval_s: float = 1.0,
-                 overwrite: bool = False):
+                 overwrite: bool = False,
+                 state_arrays: Mapping[str, Any] | None = None,
+                 state_logs: Mapping[str, tuple[Any, int]] | None = None):
         self.path = Path(path)
         self.overwrite = bool(overwrite)
+        self._state_arrays = {str(k): np.dtype(v) for k, v in (state_arrays or {}).items()}
+        self._state_logs = {str(k): (np.dtype(d), int(w)) for k, (d, w) in (state_logs or {}).items()}
+        self._state: tuple[dict, dict[str, np.ndarray], dict[str, int]] | None = None
+        self._log_pending: dict[str, list[np.ndarray]] = {k: [] for k in self._state_logs}
+        self._log_rows = dict.fromkeys(self._state_logs, 0)
+        self._state_slot, self._state_number = -1, 0
         if self.path.exists() and not self.overwrite:
             raise FileExistsError(f"run file {self.path} already exists; choose another path "
                                   "or pass overwrite=True to replace it.")
@@ -329,6 +442,8 @@ class RunWriter:
             counters = f.create_dataset("counters", data=self._counters)
             counters.attrs["names"] = list(self.counter_names)
             f.create_group("stats")
+            f.attrs["writer"] = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+            self._create_state(f)
             f.flush()
             f.swmr_mode = True
         except BaseException:
@@ -337,6 +452,115 @@ class RunWriter:
         self._file = f
         self.frame_shape = shape  # type: ignore[assignment]
         self._last_flush = time.monotonic()
+
+    def _create_state(self, f: h5py.File) -> None:
+        st = f.create_group("state")
+        st.create_dataset("active", data=np.array([-1, 0], dtype=np.int64))
+        for slot in ("slot0", "slot1"):
+            g = st.create_group(slot)
+            g.create_dataset("meta", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_STATE_CHUNK,))
+            for name, dtype in self._state_arrays.items():
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_STATE_CHUNK,))
+        logs = st.create_group("logs")
+        for name, (dtype, width) in self._state_logs.items():
+            logs.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
+                                chunks=(max(_STATE_CHUNK // width, 1), width))
+
+    def reopen(self, record: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Open the existing run file to go on writing it, at its latest resume snapshot.
+
+        Rows of ``frames``, ``columns`` and the logs past the snapshot are dropped (the caller
+        restores its state from the snapshot and takes it from there); a killed writer's
+        "open for writing" marks are cleared (:func:`clear_write_flags`); statistics tables of
+        an earlier close are removed (they are written again at the next close). The status
+        goes back to ``running``, and ``record`` (what the caller says about this resume) is
+        added, with the time, to the ``resumes`` attribute. Returns the snapshot's JSON
+        document, or None when the file holds no snapshot yet.
+        """
+        if self._file is not None or self._closed:
+            raise RuntimeError(f"run file {self.path}: reopen() may be called only once, instead of begin().")
+        if not self.path.is_file():
+            raise FileFormatError(f"run file {self.path} does not exist.")
+        clear_write_flags(self.path)
+        try:
+            f = h5py.File(self.path, "r+", libver=_LIBVER, locking=False)
+        except OSError as exc:
+            raise FileFormatError(f"{self.path} cannot be opened for writing: {exc}") from None
+        try:
+            meta = self._adopt(f)
+            previous = {k: json.loads(f.attrs[k]) for k in ("status", "finished", "error", "rows_not_written",
+                                                              "stats_not_written") if k in f.attrs}
+            for k in ("error", "rows_not_written", "stats_not_written"):
+                if k in f.attrs:
+                    del f.attrs[k]
+            resumes = json.loads(f.attrs["resumes"]) if "resumes" in f.attrs else []
+            resumes.append({"at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                            "previous": previous, **dict(record or {})})
+            f.attrs["resumes"] = _to_json("resumes", resumes)
+            f.attrs["status"] = json.dumps("running")
+            f.attrs["finished"] = json.dumps(None)
+            f.attrs["writer"] = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+            for name in list(f["stats"]):
+                del f["stats"][name]
+            f.flush()
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+        self._last_flush = time.monotonic()
+        return meta
+
+    def _adopt(self, f: h5py.File) -> dict[str, Any] | None:
+        """Check an existing file against this writer's layout; cut it back to its snapshot."""
+        try:
+            fmt, version = json.loads(f.attrs["format"]), json.loads(f.attrs["format_version"])
+        except (KeyError, TypeError, ValueError):
+            fmt, version = None, None
+        if fmt != FORMAT:
+            raise FileFormatError(f"{self.path} is not an etem run file.")
+        if version != FORMAT_VERSION:
+            raise FileFormatError(f"{self.path} has run-file format version {version!r}; this etem-tracker "
+                                  f"goes on writing only version {FORMAT_VERSION}.")
+        names = [str(n) for n in f["counters"].attrs["names"]]
+        if names != list(self.counter_names):
+            raise FileFormatError(f"{self.path} was written by another version of etem-tracker (its counters "
+                                  "differ); it cannot be resumed by this one.")
+        st = f.get("state")
+        wanted = [f"state/slot{i}/{n}" for i in (0, 1) for n in ("meta", *self._state_arrays)]
+        wanted += [f"state/logs/{n}" for n in self._state_logs] + ["state/active"]
+        if st is None or any(w not in f for w in wanted):
+            raise FileFormatError(f"{self.path} holds no resume state of this version (it was written by "
+                                  "another version of etem-tracker); it cannot be resumed.")
+        slot, number = (int(v) for v in f["state/active"][()])
+        meta = None
+        rows = {"frames": 0, "columns": 0}
+        logs = dict.fromkeys(self._state_logs, 0)
+        if slot in (0, 1):
+            meta = json.loads(bytes(f[f"state/slot{slot}/meta"][()]).decode("utf-8"))
+            rows.update({t: int(meta["rows"][t]) for t in rows})
+            logs.update({k: int(v) for k, v in meta["logs"].items() if k in logs})
+        for table, n in rows.items():
+            for name in TABLES[table]:
+                ds = f[table][name]
+                if ds.shape[0] < n:
+                    raise FileFormatError(f"{self.path}: the resume snapshot counts {n} rows of {table!r}, "
+                                          f"the file holds {ds.shape[0]}; it is damaged.")
+                ds.resize((n,))
+        for name, n in logs.items():
+            ds = f["state/logs"][name]
+            if ds.shape[0] < n:
+                raise FileFormatError(f"{self.path}: the resume snapshot's {name!r} records are incomplete.")
+            ds.resize((n, ds.shape[1]))
+        n_sites = int(f["rows"][list(TABLES).index("sites")])
+        self._rows = {"frames": rows["frames"], "columns": rows["columns"], "sites": n_sites}
+        self._allocated = dict(self._rows)
+        f["rows"][...] = np.array([self._rows[t] for t in TABLES], dtype=np.int64)
+        self._log_rows = logs
+        self._state_slot, self._state_number = slot, number
+        self._counters = f["counters"][()].astype(np.int64)
+        self.frame_shape = tuple(int(v) for v in json.loads(f.attrs["frame_shape"]))  # type: ignore[assignment]
+        return meta
 
     def _check_open(self) -> h5py.File:
         if self._file is None:
@@ -392,6 +616,30 @@ class RunWriter:
             self._counters[self.counter_names.index(k)] = int(v)
         self._counters_dirty = True
 
+    def set_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                  logs: Mapping[str, np.ndarray] | None = None) -> None:
+        """A resume snapshot, written with the next flush: it stands for the rows given so far.
+
+        ``meta`` is JSON-serialisable; ``arrays`` has one array (any shape) per name declared in
+        ``state_arrays``; ``logs`` holds the rows ``[n, width]`` added to each append-only record
+        since the last call. Only the latest snapshot is kept until the flush; logs accumulate.
+        """
+        self._check_open()
+        missing = sorted(set(self._state_arrays) - set(arrays))
+        unknown = sorted(set(arrays) - set(self._state_arrays)) + sorted(set(logs or {}) - set(self._state_logs))
+        if missing or unknown:
+            raise ValueError(f"state arrays: missing {missing}, unknown {unknown}.")
+        out = {}
+        for name, dtype in self._state_arrays.items():
+            out[name] = np.array(arrays[name], dtype=dtype, copy=True)
+        for name, rows in (logs or {}).items():
+            dtype, width = self._state_logs[name]
+            rows = np.asarray(rows, dtype=dtype).reshape(-1, width)
+            if len(rows):
+                self._log_pending[name].append(rows)
+        doc = json.loads(_to_json("state", dict(meta)))
+        self._state = (doc, out, {t: self.n_rows(t) for t in ("frames", "columns")})
+
     def n_rows(self, table: str) -> int:
         """Rows of ``table`` written or buffered so far."""
         self._schema(table)
@@ -411,6 +659,10 @@ class RunWriter:
     def _bytes_needed(self) -> int:
         """Disk space the next flush takes at most: the chunks it adds, and metadata."""
         need = _METADATA_SLACK
+        if self._state is not None:
+            need += sum(a.nbytes + _STATE_CHUNK * a.itemsize for a in self._state[1].values()) + 2 * _STATE_CHUNK
+            need += sum(b.nbytes for blocks in self._log_pending.values() for b in blocks)
+            need += len(self._log_pending) * _STATE_CHUNK * 8
         for table, schema in TABLES.items():
             blocks = self._pending[table]
             if not blocks:
@@ -429,6 +681,8 @@ class RunWriter:
         self._pending = {t: [] for t in TABLES}
         self._reset.clear()
         self._n_pending = 0
+        self._state = None  # the file keeps the snapshot that matches its rows
+        self._log_pending = {k: [] for k in self._state_logs}
         return n
 
     def flush(self) -> None:
@@ -481,10 +735,51 @@ class RunWriter:
         if self._counters_dirty:
             f["counters"][...] = self._counters
             self._counters_dirty = False
+        slot = self._write_state(f)
         f.flush()                     # data first ...
         f["rows"][...] = np.array([self._rows[t] for t in TABLES], dtype=np.int64)
+        if slot is not None:
+            self._state_number += 1
+            f["state/active"][...] = np.array([slot, self._state_number], dtype=np.int64)
+            self._state_slot = slot
         f.flush()                     # ... then the counts that make it visible
         self._last_flush = time.monotonic()
+
+    def _write_state(self, f: h5py.File) -> int | None:
+        """Write the pending snapshot into the slot not in use; returns that slot (None: none)."""
+        if self._state is None or "state" not in f:
+            return None
+        meta, arrays, rows = self._state
+        slot = 0 if self._state_slot != 0 else 1
+        g = f["state"][f"slot{slot}"]
+        shapes = {}
+        for name, arr in arrays.items():
+            flat = arr.reshape(-1)
+            ds = g[name]
+            ds.resize((flat.size,))
+            if flat.size:
+                ds[:] = flat
+            shapes[name] = list(arr.shape)
+        for name, blocks in self._log_pending.items():
+            if not blocks:
+                continue
+            new = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+            ds = f["state/logs"][name]
+            start = self._log_rows[name]
+            ds.resize((start + len(new), ds.shape[1]))
+            ds[start:] = new
+            self._log_rows[name] = start + len(new)
+            self._log_pending[name] = []
+        doc = json.dumps({**meta, "rows": rows, "logs": dict(self._log_rows), "shapes": shapes}).encode("utf-8")
+        ds = g["meta"]
+        ds.resize((len(doc),))
+        ds[:] = np.frombuffer(doc, dtype=np.uint8)
+        self._state = None
+        return slot
+
+    def due(self) -> bool:
+        """Whether ``flush_interval_s`` has passed since the last flush."""
+        return time.monotonic() - self._last_flush >= self.flush_interval_s
 
     def maybe_flush(self) -> bool:
         """Flush when ``flush_interval_s`` has passed since the last flush; True if it did."""

@@ -180,15 +180,16 @@ def iter_array(
     sampling: float | None = None,
     counters: Counters | None = None,
     fps: float | None = None,
+    start: int = 0,
 ) -> Iterator[Frame]:
     """Frames from an in-memory stack ``[N, H, W]`` / ``[N, F, H, W]`` or a list of arrays.
 
-    With ``fps``, frames are released at that rate (acquisition pace).
+    With ``fps``, frames are released at that rate (acquisition pace); ``start``: the first.
     """
     t0 = time.perf_counter()
-    for i, image in enumerate(frames):
+    for i, image in enumerate(frames[start:] if start else frames, start):
         if fps:
-            delay = t0 + i / fps - time.perf_counter()
+            delay = t0 + (i - start) / fps - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
         if counters is not None:
@@ -217,8 +218,14 @@ def open_source(
     idle_timeout_s: float | None = None,
     focal: int = 1,
     curve_keys: str | Path | None = None,
+    start: int = 0,
 ) -> Iterable[Frame]:
-    """Resolve what a user passed (an address, a file, a folder, an array) into a source."""
+    """Resolve what a user passed (an address, a file, a folder, an array) into a source.
+
+    ``start``: recordings and arrays begin at this frame (a resumed run); streams ignore it.
+    """
+    if start and isinstance(spec, (str, Path)) and "://" not in str(spec) and Path(spec).is_dir():
+        raise ConfigError(f"{spec}: a folder cannot be replayed from frame {start}; resuming needs a recording")
     if isinstance(spec, (str, Path)) and "://" in str(spec):
         return ZmqSource(str(spec), mode=mode, bind=bind, counters=counters, stop=stop,
                          idle_timeout_s=idle_timeout_s, curve_keys=curve_keys)
@@ -232,13 +239,13 @@ def open_source(
         from .files import open_recording
 
         rec = open_recording(path, focal=focal, fps=fps)
-        frames = rec.iter_frames(pace=pace)
+        frames = rec.iter_frames(start, pace=pace)
         if sampling is not None:
             frames = _override_sampling(frames, sampling)
         elif rec.sampling is None:
             log.warning("%s gives no pixel size; pass --sampling (Å/px)", path)
         return counted(frames, counters)
-    return iter_array(spec, sampling=sampling, counters=counters)
+    return iter_array(spec, sampling=sampling, counters=counters, start=start)
 
 
 def _override_sampling(frames: Iterable[Frame], sampling: float) -> Iterator[Frame]:

@@ -38,6 +38,7 @@ REJECT_REASONS = (
     "nan",  # non-finite pixels
     "seq_repeat",  # a seq already seen (repeated or out of order)
     "preprocess",  # frame could not be preprocessed (shape/sampling mismatch ...)
+    "oom",  # the engine ran out of GPU memory even on a batch of this one frame
 )
 
 _REQUIRED = ("seq", "frame", "shape", "dtype", "sampling")

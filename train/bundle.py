@@ -43,7 +43,7 @@ from etem.tracker.errors import ConfigError, ModelError
 
 from .networks import build_network
 
-__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths"]
+__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths", "choose_model"]
 
 #: Value of the card's ``"format"`` field this code writes and reads.
 FORMAT = "etem-model/1"
@@ -67,6 +67,35 @@ def bundled_models() -> dict[str, Path]:
     if folder is None:
         return {}
     return {card.stem: card for card in sorted(folder.glob("*.json"))}
+
+
+def choose_model(material: str | None = None, imaging: str | None = None) -> str | None:
+    """The bundled model made for ``material`` and ``imaging`` (``hrtem`` or ``stem``), or None.
+
+    A card says what it is for in ``"use": {"materials": [...], "imaging": "hrtem"|"stem"}``
+    (material names as :data:`etem.tracker.lattice.MATERIALS`, or a family such as ``au``).
+    A STEM model that lists no material fits any material; an HRTEM model must list it, since
+    HRTEM contrast depends on the material.
+    """
+    imaging = {"haadf": "stem", "adf": "stem", "tem": "hrtem"}.get(imaging or "hrtem", imaging or "hrtem")
+    family = (material or "").lower()
+    for prefix in ("au", "srtio3"):
+        if family.startswith(prefix):
+            family = prefix
+    best = None
+    for name, card_path in bundled_models().items():
+        try:
+            use = json.loads(card_path.read_text(encoding="utf-8")).get("use", {})
+        except (OSError, ValueError):
+            continue
+        if use.get("imaging") != imaging:
+            continue
+        materials = [m.lower() for m in use.get("materials", [])]
+        if family and family in materials:
+            return name
+        if not materials and imaging == "stem":
+            best = best or name
+    return best
 
 
 def bundle_paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:

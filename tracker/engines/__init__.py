@@ -5,16 +5,19 @@ backend only when it is chosen.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 
-from ..errors import ConfigError, EngineUnavailable, choice_error
+from ..errors import ConfigError, EngineUnavailable, ModelError, choice_error
 from .base import Engine
 
-__all__ = ["Engine", "EngineKind", "ENGINE_KINDS", "make_engine", "resolve_device"]
+__all__ = ["Engine", "EngineKind", "ENGINE_KINDS", "MODEL_KINDS", "available_kinds", "make_engine",
+           "resolve_device"]
 
 log = logging.getLogger("etem.engine")
 
@@ -25,19 +28,12 @@ ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 _OPTIONS = {
     "classical": ("column_sigma_px", "contrast"),
     "eager": ("dtype", "channels_last"),
+    "compiled": ("dtype", "channels_last", "mode", "dynamic", "aot", "cache_dir"),
+    "onnxruntime": ("threads", "cache_dir", "opset"),
+    "tensorrt": ("max_batch", "opt_batch", "shape", "fp16", "workspace_gb", "cache_dir", "opset"),
 }
-
-#: Why each kind that this version cannot build is unavailable, and what it will need.
-_UNAVAILABLE = {
-    "compiled": "The 'compiled' engine (torch.export + AOTInductor with CUDA graphs) needs a CUDA GPU "
-                "and is not yet available in this version of etem-tracker.",
-    "onnxruntime": "The 'onnxruntime' engine is not yet available in this version of etem-tracker; "
-                   "it will need the onnx and onnxruntime packages (pip install onnx onnxruntime, "
-                   "or onnxruntime-gpu for CUDA).",
-    "tensorrt": "The 'tensorrt' engine is not yet available in this version of etem-tracker; it "
-                "will need a CUDA GPU with NVIDIA TensorRT and its Python bindings "
-                "(pip install tensorrt, or NVIDIA's TensorRT packages for your CUDA version).",
-}
+#: The engines that run a model, the best first (the order ``auto`` tries them in).
+MODEL_KINDS = ("tensorrt", "compiled", "onnxruntime", "eager")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -58,6 +54,32 @@ def _check_options(kind: str, options: dict[str, Any]) -> None:
                           f"its options are: {valid}.")
 
 
+def _importable(module: str) -> bool:
+    """Whether ``module`` imports (a package that is there but whose libraries fail counts as absent)."""
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - a broken install is an absent one
+        return False
+    return True
+
+
+def available_kinds(device: str | torch.device = "auto") -> list[str]:
+    """The model engines that can run on ``device`` here, the best first."""
+    device = resolve_device(device)
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    kinds = []
+    if cuda and _importable("tensorrt"):
+        kinds.append("tensorrt")
+    if cuda and _importable("triton"):
+        kinds.append("compiled")
+    if device.type == "cpu" and _importable("onnxruntime"):
+        kinds.append("onnxruntime")
+    kinds.append("eager")
+    return kinds
+
+
 def _classical(device: torch.device, options: dict[str, Any]) -> Engine:
     _check_options("classical", options)
     try:
@@ -67,15 +89,20 @@ def _classical(device: torch.device, options: dict[str, Any]) -> Engine:
     return ClassicalEngine(device=str(device), **options)
 
 
-def _eager(model: str | Path, device: torch.device, options: dict[str, Any]) -> Engine:
-    _check_options("eager", options)
-    from etem.train.bundle import load_bundle
-
-    from .eager import EagerEngine
-
-    # Loaded on the CPU: the engine folds the batch norms into a copy, which it moves to the device.
-    network, card = load_bundle(model, device="cpu")
-    return EagerEngine(network, card, device=device, **options)
+def _model_engine(kind: str, network, card: dict[str, Any], device: torch.device,
+                  options: dict[str, Any]) -> Engine:
+    _check_options(kind, options)
+    if kind == "eager":
+        from .eager import EagerEngine as cls
+    elif kind == "compiled":
+        from .compiled import CompiledEngine as cls
+    elif kind == "onnxruntime":
+        from .onnxrt import OnnxRuntimeEngine as cls
+    else:
+        from .trt import TensorRTEngine as cls
+    engine = cls(network, card, device=device, **options)
+    engine.card = card
+    return engine
 
 
 def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
@@ -85,10 +112,15 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
     Parameters
     ----------
     kind
-        ``"auto"``: the best that works here — today ``"eager"`` when a model is given, else
-        ``"classical"`` (the choice is logged on the ``etem.engine`` logger). ``"classical"``: a
-        model-free column finder. ``"eager"``: the model run by PyTorch. ``"compiled"``,
-        ``"onnxruntime"`` and ``"tensorrt"`` are planned and raise :class:`EngineUnavailable`.
+        ``"auto"``: the best that works here (logged on the ``etem.engine`` logger): with a model,
+        ``"tensorrt"`` where TensorRT imports and the device is a CUDA GPU, else ``"compiled"`` on
+        a CUDA GPU, else ``"onnxruntime"`` on the CPU where onnxruntime imports, else
+        ``"eager"``; without a model, ``"classical"``. ``"classical"``: a model-free column
+        finder. ``"eager"``: the model run by PyTorch, the reference. ``"compiled"``:
+        ``torch.compile`` (float16 and CUDA graphs on a GPU). ``"onnxruntime"``: the model
+        exported to ONNX, run by onnxruntime. ``"tensorrt"``: an fp16 TensorRT plan (CUDA).
+        ONNX graphs, TensorRT plans and AOTInductor packages are cached on disk (see
+        :mod:`.cache`). Every model engine gets the model card as ``engine.card``.
     model
         A bundled model's name or a bundle's path (see ``etem.train.bundle.load_bundle``);
         ``None`` for the classical engine.
@@ -96,7 +128,11 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     **options
         Options of the chosen engine: ``column_sigma_px``, ``contrast`` (classical);
-        ``dtype``, ``channels_last`` (eager).
+        ``dtype``, ``channels_last`` (eager); those and ``mode``, ``dynamic``, ``aot``,
+        ``cache_dir`` (compiled); ``threads``, ``cache_dir``, ``opset`` (onnxruntime);
+        ``max_batch``, ``opt_batch``, ``shape``, ``fp16``, ``workspace_gb``, ``cache_dir``,
+        ``opset`` (tensorrt). With ``"auto"``, options the chosen engine does not take are left
+        out (and logged).
 
     Raises
     ------
@@ -111,17 +147,39 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
         raise choice_error("kind", kind, ENGINE_KINDS)
     device = resolve_device(device)
 
-    if kind == "auto":
-        kind = "eager" if model is not None else "classical"
-        log.info("engine 'auto' chose %r on %s (%s)", kind, device,
-                 "a model was given" if model is not None else "no model was given")
-    if kind in _UNAVAILABLE:
-        raise EngineUnavailable(_UNAVAILABLE[kind] + " Use kind='eager' (or 'auto') meanwhile.")
-    if kind == "classical":
+    if kind == "classical" or (kind == "auto" and model is None):
         if model is not None:
             raise ConfigError(f"the classical engine uses no model; got model={model!r}. "
                               "Leave model out, or choose kind='eager' or 'auto'.")
+        if kind == "auto":
+            log.info("engine 'auto' chose 'classical' on %s (no model was given)", device)
         return _classical(device, options)
     if model is None:
         raise ConfigError(f"the {kind} engine needs a model: a bundled model's name or a bundle path.")
-    return _eager(model, device, options)
+
+    from etem.train.bundle import load_bundle
+
+    # Loaded on the CPU: the engines fold the batch norms into a copy, which they move to the device.
+    network, card = load_bundle(model, device="cpu")
+    if kind != "auto":
+        return _model_engine(kind, network, card, device, options)
+
+    unknown = sorted(set(options) - {o for k in MODEL_KINDS for o in _OPTIONS[k]})
+    if unknown:
+        raise ConfigError(f"no engine takes the option(s) {', '.join(map(repr, unknown))}; the model "
+                          "engines' options are: " + "; ".join(f"{k}: {', '.join(_OPTIONS[k])}" for k in MODEL_KINDS))
+    candidates = available_kinds(device)
+    for i, choice in enumerate(candidates):
+        taken = {k: v for k, v in options.items() if k in _OPTIONS[choice]}
+        left = sorted(set(options) - set(taken))
+        try:
+            engine = _model_engine(choice, network, card, device, taken)
+        except (EngineUnavailable, ModelError) as exc:  # e.g. an export that does not reproduce the model
+            if i == len(candidates) - 1:
+                raise
+            log.warning("engine 'auto': %r cannot run here (%s); trying %r", choice, exc, candidates[i + 1])
+            continue
+        log.info("engine 'auto' chose %r on %s (of %s available)%s", choice, device, ", ".join(candidates),
+                 f"; options it does not take were left out: {', '.join(left)}" if left else "")
+        return engine
+    raise AssertionError("unreachable: 'eager' is always a candidate")

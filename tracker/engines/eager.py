@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from etem.train.networks import fold_batchnorm
+from etem.train.networks import MSDNet, fold_batchnorm
 
 from ..errors import ConfigError, EngineUnavailable, ModelError, choice_error
 from . import resolve_device
@@ -69,6 +69,12 @@ class EagerEngine:
         self.dtype = _DTYPES[dtype]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = fold_batchnorm(model).to(self.device, self.dtype, memory_format=self.memory_format)
+        if isinstance(model, MSDNet):
+            # The same scores without one single-output convolution per layer (etem.train.msd_fast):
+            # grouped matrix products on the CPU, a Triton kernel on CUDA where Triton is installed.
+            from etem.train.msd_fast import FastMSDNet
+
+            model = FastMSDNet(model)
         self.model = model.requires_grad_(False)
 
     def __repr__(self) -> str:

@@ -1,8 +1,7 @@
-"""It keeps running and loses nothing: fuzzed input, overload, publisher restarts, signals,
-corrupt recordings and a full disk, over real sockets on 127.0.0.1 and real run files.
+"""It keeps running through faults: fuzzed input over a real socket, publisher restarts,
+signals, corrupt recordings and a full disk, with real run files.
 
-Cameras are separate processes (a few lines of numpy + pyzmq that speak wire format v1), so
-that a camera can be killed and restarted, and the tracker's memory is its own.
+Cameras are separate processes (see _procs.py).
 """
 from __future__ import annotations
 
@@ -11,15 +10,16 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 
 import numpy as np
 import pytest
+from _procs import (  # noqa: F401 - fixtures
+    Camera, accounted, etem, free_port, movie, movie_file, one_torch_thread, wait_for_frames,
+)
 
 from etem.simulate.toy import make_movie, save_movie
 from etem.tracker import Pipeline, PipelineConfig, track
@@ -30,133 +30,7 @@ from etem.tracker.frames import Frame
 from etem.tracker.publish import Publisher
 from etem.tracker.runfile import open_run
 from etem.tracker.sources import ZmqSource
-from etem.tracker.wire import REJECT_REASONS, decode, encode
-
-# Subprocesses run torch with one thread: on two shared cores, more threads only fight.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def movie():
-    return make_movie(n_frames=40, shape=(128, 128), particle_radius_A=8.0, seed=5)
-
-
-@pytest.fixture(scope="module")
-def movie_file(movie, tmp_path_factory):
-    path = tmp_path_factory.mktemp("movie") / "movie.npy"
-    np.save(path, np.asarray(movie.frames, np.float32))
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rss() -> int:
-    """Resident memory of this process [bytes]."""
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _accounted(c: dict) -> None:
-    assert c["received"] == c["processed"] + c["rejected"] + c["dropped"], c
-    assert set(k.split("/", 1)[1] for k in c if k.startswith("rejected/")) <= set(REJECT_REASONS)
-
-
-# ------------------------------------------------------------------------------ the camera
-CAMERA = r"""
-import json, os, sys, time
-import numpy as np, zmq
-cfg = json.loads(sys.argv[1])
-frames = np.load(cfg["frames"], mmap_mode="r")
-ctx = zmq.Context()
-sock = ctx.socket(zmq.XPUB if cfg["mode"] == "pub" else zmq.PUSH)
-sock.setsockopt(zmq.SNDHWM, cfg.get("sndhwm", 1000))
-sock.setsockopt(zmq.LINGER, 10000)
-(sock.bind if cfg.get("bind", True) else sock.connect)(cfg["address"])
-if cfg["mode"] == "pub" and cfg.get("wait", True):
-    if not sock.poll(20000):
-        sys.exit("no subscriber")
-    sock.recv()
-print("ready", flush=True)
-seq, frame0, fps = cfg.get("seq0", 0), cfg.get("frame0", 0), cfg["fps"]
-sent, t0 = 0, time.perf_counter()
-while sent < cfg.get("n", 10**9) and time.perf_counter() - t0 < cfg.get("seconds", 1e9):
-    delay = t0 + sent / fps - time.perf_counter()
-    if delay > 0:
-        time.sleep(delay)
-    img = np.ascontiguousarray(frames[sent % len(frames)], "<f4")
-    header = {"protocol": "etem-frame/1", "seq": seq, "frame": frame0 + sent, "shape": list(img.shape),
-              "dtype": "float32", "sampling": cfg["sampling"], "t": time.time()}
-    sock.send_multipart([json.dumps(header).encode(), img])
-    seq += 1
-    sent += 1
-seconds = time.perf_counter() - t0
-print(json.dumps({"sent": sent, "seconds": seconds, "next_seq": seq}), flush=True)
-if cfg.get("hang"):  # a camera that stops sending without saying so (and is killed later)
-    time.sleep(3600)
-time.sleep(cfg.get("end_after", 0.0))
-sock.send_multipart([json.dumps({"protocol": "etem-frame/1", "seq": seq, "frame": frame0 + sent,
-                                 "end": True}).encode()])
-sock.close()
-ctx.term()
-"""
-
-
-class Camera:
-    """A camera process sending frames of an .npy stack in wire format v1."""
-
-    def __init__(self, **cfg):
-        self.proc = subprocess.Popen([sys.executable, "-c", CAMERA, json.dumps(cfg)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.strip())
-
-    def wait_for(self, predicate, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(predicate(line) for line in self.lines):
-                return
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"camera: {self.lines}")
-
-    def result(self, timeout=60.0) -> dict:
-        self.wait_for(lambda line: line.startswith("{"), timeout)
-        return json.loads(next(line for line in self.lines if line.startswith("{")))
-
-    def finish(self, timeout=30.0) -> None:
-        try:
-            self.proc.wait(timeout)
-            assert self.proc.returncode == 0, self.proc.stderr.read()
-        finally:
-            self.kill()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._reader.join(10)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+from etem.tracker.wire import decode, encode
 
 
 # ------------------------------------------------------------------------------ live fuzz
@@ -289,7 +163,7 @@ def test_live_fuzz_over_a_real_socket(movie, tmp_path):
         t.join(10)
         pub.close()
     c = Counter(res.counters)
-    _accounted(c)
+    accounted(c)
     assert c["received"] == len(messages) - 1  # all but the end marker
     for reason, n in expected.items():
         assert c[f"rejected/{reason}"] == n, (reason, n, c)
@@ -304,109 +178,12 @@ def test_live_fuzz_over_a_real_socket(movie, tmp_path):
           f"rejected {dict((k, v) for k, v in c.items() if k.startswith('rejected/') and v)}")
 
 
-# ------------------------------------------------------------------------------ overload
-RATE = 25.0  # frames/s the pipeline is held to (a consumer that takes 40 ms per frame)
-
-
-def _throttled_run(address, mode, *, tmp_path, rcvhwm=100, queue_frames=64, bind=False, on_source=None):
-    """Track ``address`` with the host stage held to RATE frames/s; sample memory meanwhile."""
-    counters = Counters()
-    cfg = PipelineConfig(overflow="drop" if mode == "sub" else "block", queue_frames=queue_frames,
-                         default_sampling=0.2)
-    pipe = Pipeline(cfg, run_path=tmp_path / "run.h5", counters=counters)
-    src = ZmqSource(address, mode=mode, bind=bind, counters=counters, stop=pipe.stop, idle_timeout_s=20,
-                    rcvhwm=rcvhwm)
-    if on_source:
-        on_source(src, pipe)
-    samples: list[tuple[float, int, int]] = []
-    done = threading.Event()
-
-    def sample():
-        t0 = time.monotonic()
-        while not done.is_set():
-            samples.append((time.monotonic() - t0, _rss(), pipe.queue_depths()["ingest"][0]))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        for _ in pipe.run_iter(src):
-            time.sleep(1 / RATE)
-    finally:
-        done.set()
-        sampler.join(5)
-    return Counter(counters.as_dict()), src, pipe, samples
-
-
-@pytest.fixture(scope="module")
-def big_frames(tmp_path_factory):
-    """256x256 float32 frames (256 KiB each), so that unbounded buffering would show in memory."""
-    m = make_movie(n_frames=30, shape=(256, 256), particle_radius_A=14.0, seed=8)
-    path = tmp_path_factory.mktemp("big") / "frames.npy"
-    np.save(path, np.asarray(m.frames, np.float32))
-    return path
-
-
-def test_sub_overload_counts_every_drop_and_memory_stays_bounded(big_frames, tmp_path):
-    """A camera at twice the rate the pipeline sustains, for 4 s, over PUB/SUB."""
-    port = _free_port()
-    cam = Camera(frames=str(big_frames), mode="pub", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
-                 seconds=4.0, sampling=0.2, end_after=1.0)
-    try:
-        c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "sub", tmp_path=tmp_path,
-                                               queue_frames=32)
-        sent = cam.result()["sent"]
-    finally:
-        cam.finish()
-    _accounted(c)
-    assert c["received"] + c["missing"] == sent  # every frame sent: received, or a gap in seq
-    assert c["missing"] == sum(n for _, n in src.seq.gaps)
-    assert c["rejected"] == 0 and c["dropped/stopped"] == 0
-    assert c["dropped/queue_full"] > 0.25 * sent  # it was overloaded, and the drops were counted
-    run = open_run(tmp_path / "run.h5")
-    assert run.status == "complete" and len(run.frames) == c["processed"]
-    seqs = run.frames["seq"].to_numpy()
-    assert (np.diff(seqs) > 0).all()
-    assert sent - len(seqs) == c["dropped"] + c["missing"]  # the seqs not tracked are the ones lost
-    # memory: once the queue is full it stays flat (bounded by the queue limits), however much
-    # is dropped after that
-    assert max(s[2] for s in samples) <= pipe.cfg.queue_frames
-    full = next(i for i, s in enumerate(samples) if s[2] >= pipe.cfg.queue_frames - 2)
-    rss = np.array([s[1] for s in samples[full:]]) / 2**20
-    growth = rss.max() - rss[0]
-    excess = c["dropped"] * 256 / 1024  # MiB that buffering the excess would have taken
-    assert growth < 16, (growth, excess)
-    print(f"SUB overload: sent {sent}, processed {c['processed']}, dropped {c['dropped']} ({excess:.0f} MiB), "
-          f"missing {c['missing']}; RSS growth once the queue was full {growth:.1f} MiB (peak {rss.max():.0f} MiB)")
-
-
-def test_pull_overload_loses_nothing(big_frames, tmp_path):
-    """A camera trying twice the sustained rate over PUSH/PULL is slowed down, and loses nothing."""
-    port = _free_port()
-    cam = Camera(frames=str(big_frames), mode="push", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
-                 seconds=3.0, sampling=0.2, sndhwm=4)
-    try:
-        c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "pull", tmp_path=tmp_path,
-                                               rcvhwm=4, queue_frames=16)
-        out = cam.result()
-    finally:
-        cam.finish()
-    _accounted(c)
-    assert c["processed"] == out["sent"] and c["received"] == out["sent"]
-    assert c["dropped"] == 0 and c["missing"] == 0 and c["rejected"] == 0
-    assert out["sent"] < 0.85 * 2 * RATE * out["seconds"]  # backpressure slowed the camera down
-    assert open_run(tmp_path / "run.h5").frames["seq"].tolist() == list(range(out["sent"]))
-    rss = np.array([s[1] for s in samples if s[0] >= 2.0]) / 2**20
-    assert rss.max() - rss[0] < 16
-    print(f"PULL overload: camera sent {out['sent']} of {int(2 * RATE * out['seconds'])} attempted; all processed")
-
-
 # ------------------------------------------------------------------------------ publisher restarts
 @pytest.mark.parametrize("mode, seq0, wait", [("sub", 0, False), ("sub", "continue", True), ("pull", 0, True)],
                          ids=["sub-restart-at-0", "sub-seq-continues", "pull-restart-at-0"])
 def test_publisher_restart_mid_stream(movie_file, tmp_path, mode, seq0, wait):
     """The camera process dies mid-stream and a new one comes up on the same address."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     k, n2, skip = 20, 25, 5
     cam_kw = dict(frames=str(movie_file), mode="pub" if mode == "sub" else "push", address=address,
@@ -446,7 +223,7 @@ def test_publisher_restart_mid_stream(movie_file, tmp_path, mode, seq0, wait):
     list(pipe.run_iter(src))
     cams[2].finish()
     c = Counter(counters.as_dict())
-    _accounted(c)
+    accounted(c)
     assert c["rejected"] == 0 and c["dropped"] == 0
     run = open_run(tmp_path / "run.h5")
     frames = run.frames["frame"].to_numpy()
@@ -471,19 +248,6 @@ def test_publisher_restart_mid_stream(movie_file, tmp_path, mode, seq0, wait):
 
 
 # ------------------------------------------------------------------------------ SIGTERM
-def _wait_for_frames(run, n, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        assert proc.poll() is None, (proc.returncode, proc.communicate())
-        try:
-            if len(open_run(run).frames) >= n:
-                return
-        except Exception:
-            pass
-    raise AssertionError("no frames written")
-
-
 @pytest.mark.parametrize("command", [pytest.param("replay", marks=pytest.mark.slow), "track"])
 def test_sigterm_closes_the_run_file_cleanly(movie_file, tmp_path, command):
     run = tmp_path / "run.h5"
@@ -492,14 +256,13 @@ def test_sigterm_closes_the_run_file_cleanly(movie_file, tmp_path, command):
         save_movie(make_movie(n_frames=200, shape=(128, 128), particle_radius_A=8.0, seed=4), tmp_path / "movie.h5")
         args = ["replay", str(tmp_path / "movie.h5"), "--pace", "1", "--fps", "20"]
     else:
-        address = f"tcp://127.0.0.1:{_free_port()}"
+        address = f"tcp://127.0.0.1:{free_port()}"
         args = ["track", "--listen", address, "--mode", "pull", "--bind"]
         cam = Camera(frames=str(movie_file), mode="push", bind=False, address=address, fps=20, n=10**6,
                      sampling=0.2)
-    proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", *args, "-o", str(run), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = etem(*args, "-o", str(run), "--quiet")
     try:
-        _wait_for_frames(run, 2, proc)
+        wait_for_frames(run, 2, proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:

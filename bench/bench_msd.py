@@ -1,0 +1,144 @@
+"""MSD-net inference benchmark: the reference module against ``etem.train.msd_fast.FastMSDNet``.
+
+For each frame size, the time of one forward pass (scores, batch of one frame) of
+
+- ``reference``: :class:`etem.train.networks.MSDNet` as the eager engine ran it before (one
+  convolution per layer into a preallocated buffer),
+- ``fast-torch``: :class:`FastMSDNet` with the torch backend (grouped matrix products),
+- ``fast-triton``: :class:`FastMSDNet` with the Triton kernel (CUDA with Triton only),
+
+with the FLOP count of the network, the effective GFLOP/s and the speed-up over the reference.
+The reference is skipped at sizes where it would take longer than ``--max-seconds`` (estimated
+from the previous size). Speed is measured here, never in a timed test.
+
+    python bench/bench_msd.py                                  # CPU, 256, 512, 1024
+    python bench/bench_msd.py --devices cuda --sizes 1024,2048 --dtype float16
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import time
+
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_forward(model, x: torch.Tensor, repeats: int, max_seconds: float) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of ``model(x, logits=True)`` after one warm-up run.
+
+    Fewer repeats when a run is slow: at most about ``max_seconds`` in all. The CPU time is this
+    process's (all its threads); on shared cores it is the steadier figure.
+    """
+    def once() -> tuple[float, float]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        model(x, logits=True)
+        _sync(x.device)
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    with torch.inference_mode():
+        warm = once()  # counts only if there is no time for another run
+        runs: list[tuple[float, float]] = []
+        while len(runs) < repeats and sum(r[0] for r in runs) + warm[0] < max_seconds:
+            runs.append(once())
+    runs = runs or [warm]
+    wall = sorted(r[0] for r in runs)[len(runs) // 2]
+    cpu = sorted(r[1] for r in runs)[len(runs) // 2]
+    return wall, cpu
+
+
+def main() -> None:
+    from etem.train.msd_fast import FastMSDNet, msd_flops, msd_min_bytes, triton_available
+    from etem.train.networks import MSDNet
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", default="cpu,cuda", help="comma-separated; cuda is skipped where absent")
+    ap.add_argument("--sizes", default="256,512,1024", help="frame sizes [px], square")
+    ap.add_argument("--depth", type=int, default=100)
+    ap.add_argument("--width", type=int, default=1)
+    ap.add_argument("--inputs", type=int, default=3, help="input channels (focal images)")
+    ap.add_argument("--classes", type=int, default=4, help="output classes, background included")
+    ap.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                    help="default: float32 on the CPU, float16 on CUDA")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--max-seconds", type=float, default=120.0,
+                    help="skip an implementation at a size where one run is expected to take longer")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    devices = []
+    for name in args.devices.split(","):
+        name = name.strip()
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            print(f"({name} not available; skipped)")
+            continue
+        devices.append(torch.device(name))
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"{datetime.date.today()}, torch {torch.__version__}, {args.threads} CPU threads ({cpu}); "
+          f"MSDNet(n_inputs={args.inputs}, n_classes={args.classes}, depth={args.depth}, width={args.width}), "
+          "random weights, batch of 1 frame")
+    for d in devices:
+        if d.type == "cuda":
+            print(f"cuda: {torch.cuda.get_device_name(d)}, triton: {'yes' if triton_available() else 'no'}")
+
+    torch.manual_seed(0)
+    base = MSDNet(args.inputs, args.classes, depth=args.depth, width=args.width).eval()
+    rows = []
+    for device in devices:
+        dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
+        reference = base.to(device, dtype)
+        impls = {"reference": reference, "fast-torch": FastMSDNet(reference, backend="torch")}
+        if device.type == "cuda" and triton_available():
+            impls["fast-triton"] = FastMSDNet(reference, backend="triton")
+        last: dict[str, tuple[int, float]] = {}
+        for size in sizes:
+            x = torch.randn(1, args.inputs, size, size, device=device, dtype=dtype)
+            flops = msd_flops(args.depth, args.width, args.inputs, args.classes, size, size)
+            floor = msd_min_bytes(args.depth, args.width, args.inputs, size, size, itemsize=x.element_size())
+            times = {}
+            for name, model in impls.items():
+                if name in last:
+                    prev_size, prev_t = last[name]
+                    estimate = prev_t * (size / prev_size) ** 2
+                    if estimate > args.max_seconds:
+                        print(f"({name} at {size}x{size} on {device} skipped: about {estimate:.0f} s a frame)")
+                        continue
+                t, cpu_t = time_forward(model, x, args.repeats, args.max_seconds)
+                print(f"  {device} {size}x{size} {name}: {1e3 * t:.1f} ms ({1e3 * cpu_t:.1f} ms CPU)", flush=True)
+                last[name] = (size, t)
+                times[name] = (t, cpu_t if device.type == "cpu" else float("nan"))
+            for name, (t, cpu_t) in times.items():
+                speedup = times["reference"][0] / t if "reference" in times else float("nan")
+                rows.append((device.type, str(dtype).removeprefix("torch."), size, name, 1e3 * t, 1e3 * cpu_t,
+                             flops / 1e9, flops / t / 1e9, speedup, floor / 1e6))
+            del x
+
+    print()
+    print("| device | dtype | size | implementation | ms/frame | CPU ms/frame | GFLOP | GFLOP/s | speed-up "
+          "| layer reads MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for dev, dt, size, name, ms, cpu_ms, gflop, rate, speedup, mb in rows:
+        sp = "–" if speedup != speedup else f"{speedup:.1f}x"
+        cpu_ms = "–" if cpu_ms != cpu_ms else f"{cpu_ms:.1f}"
+        print(f"| {dev} | {dt} | {size}x{size} | {name} | {ms:.1f} | {cpu_ms} | {gflop:.1f} | {rate:.1f} | {sp} "
+              f"| {mb:.0f} |")
+    print("GFLOP: multiply-adds counted as 2, 3x3 layers and the 1x1 head; GFLOP/s and speed-up (over "
+          "the reference at the same size) from wall clock. Layer reads: bytes read and written when "
+          "every layer reads all earlier maps once (the memory-traffic floor of a layer-by-layer "
+          "implementation).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""It keeps running under overload: a camera faster than the pipeline (PUB/SUB drops and
+counts, PUSH/PULL slows the camera down), memory bounded on long runs, and a GPU that runs out
+of memory.
+
+Cameras are separate processes (see _procs.py).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from _procs import Camera, accounted, free_port, one_torch_thread, rss  # noqa: F401
+
+from etem.simulate.toy import make_movie
+from etem.tracker import BatchConfig, Pipeline, PipelineConfig
+from etem.tracker.accounting import Counters
+from etem.tracker.runfile import open_run
+from etem.tracker.sources import ZmqSource
+
+
+# ------------------------------------------------------------------------------ overload
+RATE = 25.0  # frames/s the pipeline is held to (a consumer that takes 40 ms per frame)
+
+
+def _throttled_run(address, mode, *, tmp_path, rcvhwm=100, queue_frames=64, bind=False, on_source=None):
+    """Track ``address`` with the host stage held to RATE frames/s; sample memory meanwhile."""
+    counters = Counters()
+    cfg = PipelineConfig(overflow="drop" if mode == "sub" else "block", queue_frames=queue_frames,
+                         default_sampling=0.2)
+    pipe = Pipeline(cfg, run_path=tmp_path / "run.h5", counters=counters)
+    src = ZmqSource(address, mode=mode, bind=bind, counters=counters, stop=pipe.stop, idle_timeout_s=20,
+                    rcvhwm=rcvhwm)
+    if on_source:
+        on_source(src, pipe)
+    samples: list[tuple[float, int, int]] = []
+    done = threading.Event()
+
+    def sample():
+        t0 = time.monotonic()
+        while not done.is_set():
+            samples.append((time.monotonic() - t0, rss(), pipe.queue_depths()["ingest"][0], counters.processed))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        for _ in pipe.run_iter(src):
+            time.sleep(1 / RATE)
+    finally:
+        done.set()
+        sampler.join(5)
+    return Counter(counters.as_dict()), src, pipe, samples
+
+
+@pytest.fixture(scope="module")
+def big_frames(tmp_path_factory):
+    """256x256 float32 frames (256 KiB each), so that unbounded buffering would show in memory."""
+    m = make_movie(n_frames=30, shape=(256, 256), particle_radius_A=14.0, seed=8)
+    path = tmp_path_factory.mktemp("big") / "frames.npy"
+    np.save(path, np.asarray(m.frames, np.float32))
+    return path
+
+
+def test_sub_overload_counts_every_drop_and_memory_stays_bounded(big_frames, tmp_path):
+    """A camera at twice the rate the pipeline sustains, for 4 s, over PUB/SUB."""
+    port = free_port()
+    cam = Camera(frames=str(big_frames), mode="pub", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
+                 seconds=4.0, sampling=0.2, end_after=1.0)
+    try:
+        c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "sub", tmp_path=tmp_path,
+                                               queue_frames=32)
+        sent = cam.result()["sent"]
+    finally:
+        cam.finish()
+    accounted(c)
+    assert c["received"] + c["missing"] == sent  # every frame sent: received, or a gap in seq
+    assert c["missing"] == sum(n for _, n in src.seq.gaps)
+    assert c["rejected"] == 0 and c["dropped/stopped"] == 0
+    assert c["dropped/queue_full"] > 0.25 * sent  # it was overloaded, and the drops were counted
+    run = open_run(tmp_path / "run.h5")
+    assert run.status == "complete" and len(run.frames) == c["processed"]
+    seqs = run.frames["seq"].to_numpy()
+    assert (np.diff(seqs) > 0).all()
+    assert sent - len(seqs) == c["dropped"] + c["missing"]  # the seqs not tracked are the ones lost
+    # memory: once the queue is full it stays flat (bounded by the queue limits), however much
+    # is dropped after that
+    assert max(s[2] for s in samples) <= pipe.cfg.queue_frames
+    # (from when the engine has warmed up, where it had: its first batches allocate what it keeps)
+    full_at = [i for i, s in enumerate(samples) if s[2] >= pipe.cfg.queue_frames - 2]
+    full = next((i for i in full_at if samples[i][3] >= 10), full_at[0])
+    rss = np.array([s[1] for s in samples[full:]]) / 2**20
+    growth = rss.max() - rss[0]
+    excess = c["dropped"] * 256 / 1024  # MiB that buffering the excess would have taken
+    assert growth < 16, (growth, excess)
+    print(f"SUB overload: sent {sent}, processed {c['processed']}, dropped {c['dropped']} ({excess:.0f} MiB), "
+          f"missing {c['missing']}; RSS growth once the queue was full {growth:.1f} MiB (peak {rss.max():.0f} MiB)")
+
+
+def test_pull_overload_loses_nothing(big_frames, tmp_path):
+    """A camera trying twice the sustained rate over PUSH/PULL is slowed down, and loses nothing."""
+    port = free_port()
+    cam = Camera(frames=str(big_frames), mode="push", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
+                 seconds=3.0, sampling=0.2, sndhwm=4)
+    try:
+        c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "pull", tmp_path=tmp_path,
+                                               rcvhwm=4, queue_frames=16)
+        out = cam.result()
+    finally:
+        cam.finish()
+    accounted(c)
+    assert c["processed"] == out["sent"] and c["received"] == out["sent"]
+    assert c["dropped"] == 0 and c["missing"] == 0 and c["rejected"] == 0
+    assert out["sent"] < 0.85 * 2 * RATE * out["seconds"]  # backpressure slowed the camera down
+    assert open_run(tmp_path / "run.h5").frames["seq"].tolist() == list(range(out["sent"]))
+    rss = np.array([s[1] for s in samples if s[0] >= 2.0 and s[3] >= 10] or [s[1] for s in samples if s[0] >= 2.0])
+    rss = rss / 2**20
+    assert rss.max() - rss[0] < 16
+    print(f"PULL overload: camera sent {out['sent']} of {int(2 * RATE * out['seconds'])} attempted; all processed")
+
+
+
+
+# ------------------------------------------------------------------------------ long runs: bounded memory
+def test_long_run_keeps_a_window_in_memory_and_the_result_reads_the_file(tmp_path):
+    """With a run file only the latest frames stay in memory; track()'s result still covers the
+    whole run (read from the file). Without a run file memory is the output: nothing is let go."""
+    from etem.tracker import track
+
+    stack = np.asarray(make_movie(n_frames=30, shape=(96, 96), particle_radius_A=6.0, seed=3).frames, np.float32)
+    cfg = PipelineConfig(keep_in_memory_frames=8, default_sampling=0.2)
+    pipe = Pipeline(cfg, run_path=tmp_path / "run.h5")
+    from etem.tracker.sources import iter_array
+
+    for _ in pipe.run_iter(iter_array(stack, counters=pipe.counters)):
+        assert len(pipe.frames_rows) <= 8 and len(pipe.columns_parts) <= 8
+    assert not pipe.tables_complete and list(pipe.frames_table()["frame"]) == list(range(22, 30))
+    res = track(stack, config=cfg, run_path=tmp_path / "api.h5")
+    run = open_run(tmp_path / "api.h5")
+    assert res.frames["frame"].tolist() == list(range(30))
+    pd_equal = res.columns.reset_index(drop=True).equals(run.columns.reset_index(drop=True))
+    assert pd_equal and len(res.columns) > 30
+    whole = track(stack, config=cfg)  # no run file: every frame in memory
+    assert whole.frames["frame"].tolist() == list(range(30)) and len(whole.columns) == len(res.columns)
+
+
+# ------------------------------------------------------------------------------ GPU out of memory
+class OutOfMemoryAbove:
+    """A real engine that raises the GPU's out-of-memory error on batches larger than ``limit``,
+    or holding a blank image (one frame too big for the GPU). Records every call."""
+
+    def __init__(self, engine, limit: int, error: str = "torch"):
+        self.engine, self.limit, self.error = engine, limit, error
+        self.calls: list[tuple[int, bool]] = []  # (batch size, raised)
+        for name in ("name", "device", "n_inputs", "class_names", "sampling", "column_sigma_px",
+                     "suggested_threshold", "normalization", "card"):
+            if hasattr(engine, name):
+                setattr(self, name, getattr(engine, name))
+
+    def predict(self, batch):
+        import torch
+
+        blank = bool((batch.flatten(1).std(dim=1) == 0).any())
+        if len(batch) > self.limit or blank:
+            self.calls.append((len(batch), True))
+            message = f"CUDA out of memory. Tried to allocate {len(batch) * 64} MiB"
+            if self.error == "torch":
+                raise torch.cuda.OutOfMemoryError(message)
+            raise RuntimeError(f"CUDA error: out of memory ({message})")
+        self.calls.append((len(batch), False))
+        return self.engine.predict(batch)
+
+
+def _oom_run(tmp_path, frames, *, limit, error="torch", max_batch=8):
+    from etem.tracker.engines import make_engine
+    from etem.tracker.sources import iter_array
+
+    engine = OutOfMemoryAbove(make_engine("classical", device="cpu", column_sigma_px=2.0), limit, error)
+    # a long wait: the in-memory source fills every batch to max_batch
+    cfg = PipelineConfig(batch=BatchConfig(max_batch=max_batch, max_wait_s=1.0), default_sampling=0.2)
+    pipe = Pipeline(cfg, engine=engine, run_path=tmp_path / "run.h5")
+    done = [r.frame for r in pipe.run_iter(iter_array(frames, counters=pipe.counters))]
+    return pipe, engine, done
+
+
+@pytest.mark.parametrize("error", ["torch", "runtime"])
+def test_gpu_out_of_memory_halves_the_batch_and_loses_no_frame(tmp_path, error):
+    frames = np.asarray(make_movie(n_frames=24, shape=(64, 64), particle_radius_A=5.0, seed=2).frames, np.float32)
+    pipe, engine, done = _oom_run(tmp_path, frames, limit=2, error=error)
+    c = pipe.counters.as_dict()
+    accounted(c)
+    assert done == list(range(24)) and c["processed"] == 24 and c["rejected"] == 0
+    raised = [b for b, r in engine.calls if r]
+    assert raised and max(b for b, r in engine.calls if not r) <= 2
+    first = engine.calls.index((raised[0], True))
+    assert all(b <= 2 for b, _ in engine.calls[first + len(raised):])  # smaller for the rest of the run
+    assert pipe.detector.micro_batch == 2 and raised[0] > 2
+    assert c["oom_retries"] == len(raised)  # one retry per halving
+    assert open_run(tmp_path / "run.h5").counters["oom_retries"] == len(raised)
+
+
+def test_a_frame_too_big_even_alone_is_rejected_and_counted(tmp_path):
+    frames = np.asarray(make_movie(n_frames=12, shape=(64, 64), particle_radius_A=5.0, seed=2).frames, np.float32)
+    frames[5] = 0.0  # blank: the engine "runs out of memory" on any batch holding it
+    pipe, engine, done = _oom_run(tmp_path, frames, limit=8)
+    c = pipe.counters.as_dict()
+    accounted(c)
+    assert done == [i for i in range(12) if i != 5]
+    assert c["rejected/oom"] == 1 and c["processed"] == 11
+    assert pipe.detector.micro_batch == 1 and c["oom_retries"] >= 1
+    assert (1, True) in engine.calls  # it was tried alone before it was given up
+    run = open_run(tmp_path / "run.h5")
+    assert 5 not in set(run.frames["frame"]) and run.counters["rejected/oom"] == 1
+
+
+@pytest.mark.gpu
+def test_real_cuda_out_of_memory_shrinks_the_batch(tmp_path):
+    """Fill the GPU with a ballast tensor until a batch of 16 large frames cannot fit but a few
+    can: the run goes on with smaller batches and tracks every frame."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from etem.tracker.detect import Detector, EngineConfig
+    from etem.tracker.frames import Frame
+    from etem.tracker.sources import iter_array
+
+    rng = np.random.default_rng(0)
+    frames = (rng.random((16, 2048, 2048)) * 100).astype(np.float32)
+    ecfg = EngineConfig(kind="classical", device="cuda")
+    probe = Detector(ecfg)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    probe.detect([Frame(image=frames[0], frame=0, sampling=0.1)])
+    one = torch.cuda.max_memory_allocated() - base  # peak of one frame
+    del probe
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    ballast = torch.empty(max(free - 3 * one - (64 << 20), 0), dtype=torch.uint8, device="cuda")
+    try:
+        cfg = PipelineConfig(engine=ecfg, batch=BatchConfig(max_batch=16, max_wait_s=2.0), default_sampling=0.1)
+        pipe = Pipeline(cfg, run_path=tmp_path / "run.h5")
+        done = [r.frame for r in pipe.run_iter(iter_array(frames, counters=pipe.counters))]
+    finally:
+        del ballast
+        torch.cuda.empty_cache()
+    c = pipe.counters.as_dict()
+    accounted(c)
+    print(f"real CUDA OOM: one frame peaks at {one / 2**20:.0f} MiB; micro-batch {pipe.detector.micro_batch}, "
+          f"{c['oom_retries']} retries")
+    assert done == list(range(16)) and c["rejected"] == 0
+    assert c["oom_retries"] >= 1 and pipe.detector.micro_batch < 16

@@ -1,0 +1,340 @@
+"""Resuming a run: what the pipeline holds between frames, as a snapshot in the run file, and back.
+
+A run whose tracker was killed (``SIGKILL``, a power cut, a crash) leaves a run file that holds
+everything up to its last flush, at most about a second before the end. ``etem track --resume
+RUN.h5`` goes on with *the same run*: the same config (stored with the run), the linker and the
+sites where they were, the counters, and the next particle id, so that ids never collide.
+
+With every flush the pipeline hands the run file's writer a snapshot (:func:`capture`), which
+stands for exactly the rows written up to then; :func:`load` reads the latest one back and
+checks that the file can be resumed, and :func:`restore` puts it into a new pipeline. Replays
+go on after the last saved frame (frames read after it are read again); a live stream goes on
+with whatever arrives, and what it sent meanwhile counts as missing (a gap in ``seq``).
+
+What is restored exactly: the sites (positions, class votes, occupancy and event counts, the
+frames awaiting gap filling), the flips, hops and residence runs, the drift and its velocity,
+the counters. The linker is rebuilt by linking the last ``memory + 1`` saved frames again and
+giving every track the id it has in the file, so a column that blinked just before the kill
+keeps its id too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, FileFormatError
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, PipelineConfig
+
+log = logging.getLogger("etem.resume")
+
+#: Version of the snapshot's layout; a file with another cannot be resumed.
+STATE_VERSION = 1
+#: Statuses a run can be resumed from without ``force`` ("running": its tracker died).
+RESUMABLE = ("running", "interrupted", "stopped")
+
+#: Arrays of a snapshot (1-D in the file; their shapes are in the snapshot's document).
+STATE_ARRAYS: dict[str, str] = {
+    "sites_pos": "float64", "sites_n_pos": "int64", "sites_cls_votes": "int64",
+    "sites_n_occ": "int64", "sites_n_ev": "int64", "sites_first": "int64", "sites_last": "int64",
+    "sites_state": "uint8", "sites_run_start": "int64",
+    "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64",
+    "prev_ref": "float64",
+}
+#: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
+#: (site, start, frames, occupied, censored) residence runs.
+STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5)}
+_SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start")
+
+
+# ----------------------------------------------------------------------------------- snapshot
+
+def counters_at_snapshot(counters: dict[str, int], ahead: list[tuple[float, str, str]]) -> dict[str, int]:
+    """The counters as they stand for the frames up to the last processed one.
+
+    Frames received but still in the queues, and frames rejected or dropped that arrived after
+    the last processed one (``ahead``: ``(received, "rejected"|"dropped", reason)``), are taken
+    back out: a replay reads them again, and for a live stream they fall in the gap that the
+    resumed run counts as missing.
+    """
+    out = dict(counters)
+    in_flight = counters["received"] - counters["processed"] - counters["rejected"] - counters["dropped"]
+    for _, name, reason in ahead:
+        out[name] -= 1
+        out[f"{name}/{reason}"] -= 1
+    out["received"] -= max(in_flight, 0) + len(ahead)
+    return out
+
+
+def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) -> tuple[dict, dict, dict]:
+    """A snapshot of ``pipe`` after its last processed frame: (document, arrays, new log rows).
+
+    ``logged`` holds how many flips, hops and runs earlier snapshots wrote; it is updated.
+    """
+    lk, sm = pipe.linker, pipe.sites
+    n = sm.n_sites
+    arrays: dict[str, np.ndarray] = {f"sites_{a}": getattr(sm, f"_{a}")[:n] for a in _SITE_ARRAYS}
+    pending = list(sm._pending)
+    arrays["pending_frames"] = np.array([f for f, _ in pending], np.int64)
+    arrays["pending_lens"] = np.array([len(s) for _, s in pending], np.int64)
+    arrays["pending_sites"] = (np.concatenate([s for _, s in pending]) if pending else np.zeros(0)).astype(np.int64)
+    arrays["prev_ref"] = np.zeros((0, 2)) if lk._prev_ref is None else np.asarray(lk._prev_ref, float)
+    logs = {}
+    for name in STATE_LOGS:
+        rows = getattr(sm, name)
+        logs[name] = np.asarray(rows[logged[name]:], dtype=np.int64).reshape(-1, STATE_LOGS[name][1])
+        logged[name] = len(rows)
+    est = pipe.sampling_estimate
+    meta = {
+        "version": STATE_VERSION,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "pipeline": {
+            "shape": list(pipe.shape), "n_focal": pipe.n_focal, "sampling": pipe.sampling,
+            "sampling_estimate": None if est is None else est.as_dict(),
+            "trust_counts": list(pipe.trust_counts), "last_frame": pipe._last_index,
+            "last_seq": pipe._last_seq, "next_particle": pipe._next_particle, "counters": counters,
+        },
+        "linker": {"drift": [float(v) for v in lk.drift], "velocity": [float(v) for v in lk._velocity],
+                   "drift_pairs": int(lk.drift_pairs), "started": bool(lk._started),
+                   "has_prev_ref": lk._prev_ref is not None},
+        "sites": {"n_sites": int(n), "n_frames": int(sm.n_frames), "first_frame": sm.first_frame},
+    }
+    return meta, arrays, logs
+
+
+# ------------------------------------------------------------------------------------- loading
+
+@dataclass
+class ResumePoint:
+    """What :func:`load` read from a run file to resume it."""
+
+    path: Path
+    attrs: dict[str, Any]          #: the run's root attributes
+    config: PipelineConfig         #: the config the run was started with
+    state: dict[str, Any] | None   #: :meth:`Run.resume_state`; None when no snapshot was written
+    tail: pd.DataFrame             #: columns of the last ``memory + 1`` saved frames
+    tail_frames: list[int]         #: their frame indices (frames without columns included)
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        return None if self.state is None else self.state["meta"]
+
+    @property
+    def last_frame(self) -> int | None:
+        """Index of the last frame the snapshot holds (None: none)."""
+        return None if self.meta is None else self.meta["pipeline"]["last_frame"]
+
+    @property
+    def next_frame(self) -> int:
+        """The frame a replay goes on from."""
+        return 0 if self.last_frame is None else int(self.last_frame) + 1
+
+    @property
+    def n_frames(self) -> int:
+        return 0 if self.meta is None else int(self.meta["rows"]["frames"])
+
+
+def load(path: str | Path, *, force: bool = False) -> ResumePoint:
+    """Read the latest snapshot of a run file, checking that it can be resumed.
+
+    Errors (:class:`FileFormatError`, :class:`ConfigError`) say why not: not a run file, from
+    another version of etem-tracker, finished already (``force`` goes on all the same), still
+    being written by a live process on this machine (``force`` too).
+    """
+    from .config import config_from_dict
+    from .run import open_run
+    from .versions import versions
+
+    path = Path(path)
+    with open_run(path) as run:
+        attrs = dict(run.attrs)
+        state = run.resume_state()
+        status = run.status
+        if attrs.get("format_version") != _format_version():
+            raise FileFormatError(f"{path} has run-file format version {attrs.get('format_version')!r}; "
+                                  f"this etem-tracker resumes only version {_format_version()}.")
+        if state is not None and state["meta"].get("version") != STATE_VERSION:
+            raise FileFormatError(f"{path} holds a resume state of version {state['meta'].get('version')!r}; "
+                                  f"this etem-tracker reads version {STATE_VERSION}. Resume it with the "
+                                  "version that wrote it.")
+        counter_names = list(run.counters)
+        tail, tail_frames = _tail(run, state)
+    from .pipeline import Pipeline
+
+    if counter_names != list(Pipeline.COUNTER_NAMES):
+        raise FileFormatError(f"{path} was written by another version of etem-tracker (its counters differ: "
+                              f"{', '.join(sorted(set(counter_names) ^ set(Pipeline.COUNTER_NAMES)))}); it "
+                              "cannot be resumed by this one.")
+    if status not in RESUMABLE and not force:
+        raise ConfigError(f"run file {path} is finished already (status {status!r}); pass --force "
+                          "(force=True) to go on writing it all the same.")
+    ours, theirs = versions().get("etem-tracker"), (attrs.get("versions") or {}).get("etem-tracker")
+    if theirs != ours and not force:
+        raise ConfigError(f"run file {path} was written by etem-tracker {theirs}, this is {ours}; the run "
+                          "would go on with other code. Pass --force (force=True) to resume it all the same.")
+    writer = attrs.get("writer") or {}
+    if (status == "running" and not force and writer.get("host") == socket.gethostname()
+            and writer.get("pid") != os.getpid() and _alive(writer.get("pid"))):
+        raise ConfigError(f"run file {path} is still being written by process {writer.get('pid')}; stop it "
+                          "first (or pass --force if that process is not an etem tracker).")
+    try:
+        config = config_from_dict(attrs.get("config") or {})
+    except ConfigError as exc:
+        raise FileFormatError(f"{path}: its config was written by another version of etem-tracker and "
+                              f"does not fit this one ({exc}).") from None
+    return ResumePoint(path=path, attrs=attrs, config=config, state=state, tail=tail, tail_frames=tail_frames)
+
+
+def _format_version() -> int:
+    from .runfile import FORMAT_VERSION
+
+    return FORMAT_VERSION
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(run, state) -> tuple[pd.DataFrame, list[int]]:
+    """The columns of the last ``memory + 1`` frames the snapshot holds, for relinking."""
+    if state is None:
+        return pd.DataFrame(columns=["frame", "y_ref", "x_ref", "particle"]), []
+    memory = int(((run.attrs.get("config") or {}).get("link") or {}).get("memory", 0))
+    n_frames, n_cols = int(state["meta"]["rows"]["frames"]), int(state["meta"]["rows"]["columns"])
+    frames = run.read_table("frames", max(n_frames - memory - 1, 0), n_frames)
+    k = int(frames["n_columns"].sum())
+    cols = run.read_table("columns", n_cols - k, n_cols)
+    return cols[["frame", "y_ref", "x_ref", "particle"]], [int(f) for f in frames["frame"]]
+
+
+# ------------------------------------------------------------------------------------ restoring
+
+def restore_head(pipe: Pipeline, point: ResumePoint) -> None:
+    """What the pipeline needs before its first frame: counters, frame shape, pixel size."""
+    meta = point.meta
+    if meta is None:
+        return
+    p = meta["pipeline"]
+    set_counters(pipe.counters, p["counters"])
+    pipe.shape = tuple(p["shape"])
+    pipe.n_focal = int(p["n_focal"])
+    pipe.sampling = p["sampling"]
+    pipe.trust_counts = list(p["trust_counts"])
+    pipe._last_index, pipe._last_seq = p["last_frame"], p["last_seq"]
+    pipe._next_particle = int(p["next_particle"])
+    if p.get("sampling_estimate"):
+        from .lattice import SamplingEstimate
+
+        d = p["sampling_estimate"]
+        pipe.sampling_estimate = SamplingEstimate(
+            sampling=d["sampling"], uncertainty=d["uncertainty"], material=d["material"], zone=d["zone"],
+            n_peaks=d["n_peaks"], score=float("nan"), distortion=d["distortion"], peaks=np.zeros((0, 3)))
+
+
+def set_counters(counters, flat: dict[str, int]) -> None:
+    """Set a :class:`Counters` from its :meth:`~Counters.as_dict` form."""
+    from collections import Counter
+
+    with counters._lock:
+        for key, value in flat.items():
+            if "/" in key:
+                kind, reason = key.split("/", 1)
+                getattr(counters, kind)[reason] = int(value)
+            elif key not in ("rejected", "dropped") and hasattr(counters, key):
+                setattr(counters, key, int(value))
+        for kind in ("rejected", "dropped"):
+            setattr(counters, kind, Counter({k: v for k, v in getattr(counters, kind).items() if v}))
+
+
+def restore(pipe: Pipeline, point: ResumePoint) -> None:
+    """Put the snapshot's linker and sites into ``pipe`` (whose linker and sites are new)."""
+    state = point.state
+    if state is None:
+        return
+    meta, arrays, logs = state["meta"], state["arrays"], state["logs"]
+    _restore_sites(pipe.sites, meta["sites"], arrays, logs)
+    pipe._logged = {name: len(logs[name]) for name in STATE_LOGS}
+    if pipe.linker is not None:
+        _restore_linker(pipe.linker, meta["linker"], arrays, point, int(meta["pipeline"]["next_particle"]))
+
+
+def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
+    n = int(meta["n_sites"])
+    sm._grow(n)
+    for a in _SITE_ARRAYS:
+        getattr(sm, f"_{a}")[:n] = arrays[f"sites_{a}"]
+    sm.n_sites = n
+    sm.n_frames = int(meta["n_frames"])
+    sm.first_frame = meta["first_frame"]
+    sm._tree = None
+    ends = np.cumsum(arrays["pending_lens"])
+    sm._pending = deque((int(f), arrays["pending_sites"][e - k:e].astype(np.int64))
+                        for f, k, e in zip(arrays["pending_frames"], arrays["pending_lens"], ends))
+    sm.flips = [tuple(int(v) for v in r) for r in logs["flips"]]
+    sm.hops = [tuple(int(v) for v in r) for r in logs["hops"]]
+    sm.runs = [(int(s), int(a), int(k), bool(o), bool(c)) for s, a, k, o, c in logs["runs"]]
+
+
+def _restore_linker(lk, meta: dict, arrays: dict, point: ResumePoint, next_particle: int) -> None:
+    lk.drift = np.asarray(meta["drift"], float)
+    lk._velocity = np.asarray(meta["velocity"], float)
+    lk.drift_pairs = int(meta["drift_pairs"])
+    lk._prev_ref = np.asarray(arrays["prev_ref"], float).reshape(-1, 2) if meta["has_prev_ref"] else None
+    if not meta["started"] or not point.tail_frames:
+        return
+    # Link the last frames again (drift-corrected, as saved), then name every track as the file does.
+    tl = lk._linker
+    tail = point.tail
+    for i, frame in enumerate(point.tail_frames):
+        rows = tail[tail["frame"] == frame]
+        coords = rows[["y_ref", "x_ref"]].to_numpy(dtype=float).reshape(-1, 2)
+        (tl.init_level if i == 0 else tl.next_level)(coords, frame)
+        _name_tracks(tl, rows["particle"].to_numpy(dtype=np.int64))
+    _set_next_id(tl, next_particle)
+    lk._started = True
+
+
+def _name_tracks(tl, ids: np.ndarray) -> None:
+    """Give the current frame's tracks of a linker these ids."""
+    if hasattr(tl, "_ids"):  # etem.tracker.fastlink.FastLinker: ids in an array
+        tl._ids = ids.copy()
+        return
+    for p, pid in zip(tl.hash.points, ids):  # trackpy's Linker: one track object per track
+        p.track.id = p.track.indx = int(pid)
+
+
+def _set_next_id(tl, next_id: int) -> None:
+    if hasattr(tl, "_next_id"):
+        tl._next_id = int(next_id)
+        return
+    from trackpy.linking.utils import TrackUnstored
+
+    points = getattr(getattr(tl, "hash", None), "points", None) or []
+    track_cls = type(points[0].track) if points else TrackUnstored
+    track_cls.reset_counter(int(next_id))
+
+
+def with_device(config: PipelineConfig, device: str | None) -> PipelineConfig:
+    """``config`` with its engine moved to ``device`` (None: unchanged)."""
+    if device is None:
+        return config
+    return dataclasses.replace(config, engine=dataclasses.replace(config.engine, device=device))
