@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
@@ -24,8 +25,33 @@ from .sources import open_source
 ArrayLike = np.ndarray | Sequence[np.ndarray]
 
 
-def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: str | None, engine: str | None) -> EngineConfig:
+def resolve_model(model, material: str | None):
+    """``"auto"`` (HRTEM) or ``"auto:stem"``: the bundled model made for ``material`` and that
+    imaging mode (:func:`etem.train.bundle.choose_model`), or None (the classical locator) when
+    none fits; any other value as given."""
+    if not isinstance(model, str) or not (model == "auto" or model.startswith("auto:")):
+        return model
+    from etem.train.bundle import choose_model
+
+    imaging = model.partition(":")[2] or "hrtem"
+    if imaging not in ("hrtem", "stem"):
+        raise ConfigError(f"model 'auto:{imaging}': the imaging mode must be 'hrtem' or 'stem'")
+    if imaging == "hrtem" and material is None:
+        raise ConfigError("model 'auto' picks the bundled HRTEM model for the material in view; name it "
+                          "(material='au', 'graphene' … / --material), or use 'auto:stem'")
+    chosen = choose_model(material, imaging)
+    logging.getLogger("etem.engine").info("model %r for material %r: %s", model, material,
+                                          chosen or "no bundled model fits; the classical locator")
+    return chosen
+
+
+def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: str | None, engine: str | None,
+                material: str | None = None) -> EngineConfig:
     changes: dict[str, Any] = {}
+    if model is not None and not classical:
+        model = resolve_model(model, material)
+        if model is None:
+            classical = True
     if classical and model is not None:
         raise ConfigError("pass either model=... or classical=True, not both")
     if classical:
@@ -90,7 +116,7 @@ def find(
     from .lattice import require_material, resolve_sampling
 
     cfg = config or PipelineConfig()
-    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine)
+    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material)
     det = Detector(ecfg, cfg.preprocess, cfg.locate)
     auto = sampling == "auto"
     if auto:
@@ -269,7 +295,7 @@ def track(
     if source is None:
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
-    cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine))
+    cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine, material))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
     if sampling == "auto":

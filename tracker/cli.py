@@ -30,7 +30,8 @@ def _sampling_arg(text: str) -> float | str:
 def _common_engine(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection")
     m = g.add_mutually_exclusive_group()
-    m.add_argument("--model", help="bundled model name or model bundle path (default: classical locator)")
+    m.add_argument("--model", help="bundled model name or model bundle path (default: classical locator); "
+                                   "'auto': the bundled HRTEM model for --material, 'auto:stem': the STEM model")
     m.add_argument("--classical", action="store_true", help="classical Laplacian-of-Gaussian locator, no network")
     g.add_argument("--engine", help="engine kind: auto, classical, eager, compiled, onnxruntime, tensorrt")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
@@ -79,9 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
     p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
-    p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2"), default="toy",
-                   help="toy: Gaussian columns (default); hrtem/stem: Au particle from abTEM column waves; "
+    p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2"), default="hrtem",
+                   help="hrtem (default)/stem: Au particle from abTEM column waves; toy: Gaussian columns; "
                         "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM)")
+    p.add_argument("--model", default="auto",
+                   help="bundled model name or bundle path; auto (default): the bundled Au HRTEM model for the "
+                        "hrtem movie, the classical locator for the others")
+    p.add_argument("--classical", action="store_true", help="use the classical locator")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--quiet", action="store_true")
 
@@ -171,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path,
                    help="MODEL WAVES form: folder for the per-image table (CSV) and the plots")
     p.add_argument("--seed", type=int, default=0, help="MODEL WAVES form: seed of the optics draws")
+    p.add_argument("--write-card", action="store_true",
+                   help="MODEL WAVES form: store the table (with the baseline rows) in each model's card "
+                        "as 'heldout'")
 
     p = sub.add_parser("view", help="open a run file (or an image) in napari")
     p.add_argument("path", type=Path)
@@ -497,7 +505,7 @@ def cmd_demo(args) -> int:
     try:
         report = run_demo(args.out, n_frames=args.frames, shape=(args.size, args.size), seed=args.seed,
                           mode=args.mode, fps=args.fps, config=_config(args), on_frame=status,
-                          movie_kind=args.movie)
+                          movie_kind=args.movie, model=None if args.classical else args.model)
     finally:
         status.close()
     print(report.summary())
@@ -577,7 +585,35 @@ def _evaluate_model(args) -> int:
         table.to_csv(args.output / "summary.csv", index=False)
         for path in plot(per, args.output):
             print(f"wrote {path}")
+    if args.write_card:
+        _store_heldout(methods, per, table, args)
     return 0
+
+
+def _store_heldout(methods, per, table, args) -> None:
+    """The held-out table into each model's card (the weights, and so the card's hash, stay)."""
+    import datetime
+    import json
+    import platform
+
+    from etem.train.assess import CLASSICAL
+    from etem.train.bundle import bundle_paths
+
+    rows = json.loads(table.to_json(orient="records"))
+    for m in methods:
+        if m in CLASSICAL:
+            continue
+        card_path = bundle_paths(m)[1]
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card["heldout"] = {
+            "wave_set": args.truth.name, "images_per_dose": args.n, "size_px": args.size,
+            "sampling_A": per.attrs["sampling_A"], "imaging": per.attrs["imaging"],
+            "optics_preset": per.attrs["preset"], "match_radius_A": args.radius,
+            "date": datetime.date.today().isoformat(), "machine": platform.machine(),
+            "table": rows,
+        }
+        card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"stored the held-out table in {card_path}")
 
 
 def cmd_evaluate(args) -> int:

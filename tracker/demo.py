@@ -62,14 +62,20 @@ def run_demo(
     overwrite: bool = True,
     progress: bool = False,
     on_frame=None,
-    movie_kind: Literal["toy", "hrtem", "stem", "mos2"] = "toy",
+    movie_kind: Literal["toy", "hrtem", "stem", "mos2"] = "hrtem",
+    model: str | None = "auto",
 ) -> DemoReport:
     """Simulate, stream, track, write and score; returns the scores and the files written.
 
-    ``movie_kind``: ``"toy"`` (Gaussian columns, the default), an in-situ Au movie from
+    ``movie_kind``: ``"toy"`` (Gaussian columns), an in-situ Au movie from
     abTEM column waves imaged by ``"hrtem"`` or ``"stem"`` (:mod:`etem.simulate.insitu`), or
     ``"mos2"``: a MoS2 flake whose sulfur vacancies hop, form and heal, in 80 kV HRTEM
-    (:mod:`etem.simulate.insitu_mos2`).
+    (:mod:`etem.simulate.insitu_mos2`). The default is the Au HRTEM movie.
+
+    ``model``: a bundled model's name or a bundle path; ``"auto"``: the bundled Au HRTEM model
+    for the ``"hrtem"`` movie (at the movie's 300 e/Å² per frame it finds more columns than the
+    classical locator) and the classical locator for the others; ``None``: the classical
+    locator.
     """
     from etem.simulate.toy import make_movie, save_movie
 
@@ -80,7 +86,11 @@ def run_demo(
     if movie_kind == "toy":
         movie = make_movie(n_frames=n_frames, shape=shape, seed=seed)
     elif movie_kind in ("hrtem", "stem"):
-        from etem.simulate.insitu import insitu_movie
+        try:
+            from etem.simulate.insitu import insitu_movie
+        except ImportError as exc:
+            raise ConfigError(f"the {movie_kind} demo movie is simulated with abTEM, which is not installed "
+                              f"({exc}); pip install 'etem-tracker[simulate]', or run `etem demo --movie toy`") from exc
 
         movie = insitu_movie(n_frames=n_frames, shape=shape, seed=seed, mode=movie_kind)
     elif movie_kind == "mos2":
@@ -91,6 +101,10 @@ def run_demo(
         raise ConfigError(f"movie_kind must be 'toy', 'hrtem', 'stem' or 'mos2'; got {movie_kind!r}")
     save_movie(movie, out / "movie.h5")
     truth = movie.truth
+    if model == "auto":
+        from .api import resolve_model
+
+        model = resolve_model("auto", "au") if movie_kind == "hrtem" else None
 
     pub = Publisher("tcp://127.0.0.1:0", mode=mode)
     sent: dict[str, Any] = {}
@@ -112,7 +126,9 @@ def run_demo(
         overwrite=overwrite,
         idle_timeout_s=30.0,
         on_frame=on_frame,
-        attrs={"demo": {"seed": seed, "n_frames": n_frames, "shape": list(shape), "mode": mode, "movie": movie_kind}},
+        model=model,
+        attrs={"demo": {"seed": seed, "n_frames": n_frames, "shape": list(shape), "mode": mode, "movie": movie_kind,
+                        "model": model or "classical"}},
     )
     seconds = time.perf_counter() - t0
     thread.join(timeout=5)

@@ -322,6 +322,10 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         "class_names": classes,
         "sampling_A": cfg.sampling_A,
         "normalization": {"method": "local", "sigma_A": 12.0},
+        # what etem.train.bundle.choose_model matches: incoherent (STEM) images look alike across
+        # materials, HRTEM images do not
+        "use": {"imaging": "stem" if cfg.imaging == "haadf" else "hrtem",
+                "materials": [] if cfg.imaging == "haadf" else [str(waves[0].meta.get("material", "")).lower()]},
         "training": {
             "data": f"exit waves of {len(train_idx)} simulated structures ({waves[0].meta.get('material', '')}), "
                     f"abTEM multislice at {waves[0].sampling_A[0]:.3f} Å/px, {waves[0].energy_eV / 1e3:g} kV; "

@@ -15,7 +15,7 @@ W="--sampling 0.0666667 --workers ${WORKERS:-2}"
 # exit waves: training sets and held-out sets (other seeds)
 [ -f "$OUT/au_waves.h5" ]        || etem simulate waves --material au       -n 64 --seed 100 $W -o "$OUT/au_waves.h5"
 [ -f "$OUT/graphene_waves.h5" ]  || etem simulate waves --material graphene -n 32 --seed 200 $W -o "$OUT/graphene_waves.h5"
-[ -f "$OUT/au_heldout.h5" ]      || etem simulate waves --material au       -n 16 --seed 900 $W -o "$OUT/au_heldout.h5"
+[ -f "$OUT/au_heldout.h5" ]      || etem simulate waves --material au       -n 12 --seed 900 $W -o "$OUT/au_heldout.h5"
 [ -f "$OUT/graphene_heldout.h5" ] || etem simulate waves --material graphene -n 8 --seed 901 $W -o "$OUT/graphene_heldout.h5"
 
 # (a) Au nanoparticles, HRTEM, single image; (e) HAADF-STEM column finder (same structures)
@@ -26,6 +26,6 @@ etem train "$OUT/au_waves.h5" -o "$OUT/haadf-stem" $T --steps 2000 --preset haad
 etem train "$OUT/graphene_waves.h5" -o "$OUT/graphene-hrtem" $T --steps 2000 --preset graphene --imaging hrtem --seed 3
 
 # evaluation on the held-out sets, beside the classical locator
-etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout.h5" -n 16 -o "$OUT/eval-au-hrtem"
-etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout.h5" -n 16 -o "$OUT/eval-haadf-stem"
-etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" -n 16 -o "$OUT/eval-graphene-hrtem"
+etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-au-hrtem"
+etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-haadf-stem"
+etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" -n 8 --write-card -o "$OUT/eval-graphene-hrtem"

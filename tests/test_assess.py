@@ -1,0 +1,130 @@
+"""Model assessment on held-out simulated images: `etem evaluate MODEL WAVES`, and that `etem find`
+followed by `etem evaluate` on the same images gives the same figures."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from etem.simulate.structures import au_nanoparticle
+from etem.simulate.waves import WaveConfig, compute_waves, save_waves
+from etem.train.assess import assess, format_summary, heldout_images, summary
+
+
+def _etem(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "etem.tracker.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """Two small Au particles (seeds the shipped models never saw) as a held-out wave set."""
+    path = tmp_path_factory.mktemp("assess") / "heldout.h5"
+    structures = [au_nanoparticle(np.random.default_rng([990, i]), radius_A=(7.0, 8.0)) for i in range(2)]
+    save_waves(path, compute_waves(structures, config=WaveConfig(sampling_A=0.2 / 3, energy_eV=300e3)))
+    return path
+
+
+def test_heldout_images_are_reproducible_and_fixed_in_dose(heldout):
+    a, ta = heldout_images(heldout, dose=1e3, n=2, size=96, sampling_A=0.2, preset="au")
+    b, tb = heldout_images(heldout, dose=1e3, n=2, size=96, sampling_A=0.2, preset="au")
+    assert a.shape == (2, 96, 96) and np.array_equal(a, b) and ta.equals(tb)
+    assert len(ta) > 10 and set(ta["frame"]) == {0, 1}
+    lo, _ = heldout_images(heldout, dose=1e2, n=2, size=96, sampling_A=0.2, preset="au")
+    # same microscopes, ten times the dose: a tenth of the (white, Poisson) noise variance
+    import torch
+
+    from etem.tracker.quality import white_noise_variance
+
+    ratio = white_noise_variance(torch.from_numpy(lo)) / white_noise_variance(torch.from_numpy(a))
+    assert ratio.numpy() == pytest.approx([10, 10], rel=0.25)
+
+
+@pytest.mark.parametrize("method", ["classical", "au-hrtem"])
+def test_find_then_evaluate_matches_the_assessment(heldout, tmp_path, method):
+    """What a user gets from `etem find` + `etem evaluate` equals the assessment's row."""
+    dose = 3e3
+    per = assess([method], heldout, doses=[dose], n=2, size=96, sampling_A=0.2, preset="au")
+    images, truth = heldout_images(heldout, dose=dose, n=2, size=96, sampling_A=0.2, preset="au")
+    np.save(tmp_path / "images.npy", images)
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    kind = ["--classical"] if method == "classical" else ["--model", method]
+    r = _etem("find", tmp_path / "images.npy", "--sampling", 0.2, *kind, "-o", tmp_path / "cols.csv")
+    assert r.returncode == 0, r.stderr
+    r = _etem("evaluate", tmp_path / "cols.csv", tmp_path / "truth.csv", "--sampling", 0.2)
+    assert r.returncode == 0, r.stderr
+    f1 = float(r.stdout.split("F1 ")[1].split()[0])
+    rms = float(r.stdout.split("position RMS ")[1].split()[0])
+    row = summary(per).iloc[0]
+    assert f1 == pytest.approx(row["f1"], abs=5e-4)
+    assert rms == pytest.approx(row["rms_A"], abs=5e-4)
+
+
+def test_evaluate_model_command_prints_the_table_and_writes_plots(heldout, tmp_path):
+    r = _etem("evaluate", "classical", heldout, "--sampling", 0.2, "--doses", "300,3000", "-n", 2,
+              "--size", 96, "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "classical-dark" in r.stdout and "mean" in r.stdout  # the baseline rows are added
+    table = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert set(table["method"]) == {"classical", "classical-dark"}
+    assert len(pd.read_csv(tmp_path / "out" / "per_image.csv")) == 2 * 2 * 2  # images x doses x methods
+    for name in ("f1_vs_dose.png", "f1_histogram.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 5000
+
+
+def test_evaluate_model_errors_are_clear(heldout, tmp_path):
+    r = _etem("evaluate", "classical", tmp_path / "missing.h5", "--sampling", 0.2)
+    assert r.returncode != 0 and "no such wave set" in r.stderr and "Traceback" not in r.stderr
+    r = _etem("evaluate", "classical", heldout, "--doses", "a,b", "--sampling", 0.2)
+    assert r.returncode != 0 and "--doses" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_summary_pools_counts_and_averages_over_doses():
+    per = pd.DataFrame({"method": ["m"] * 3, "dose": [1.0, 1.0, 2.0], "tp": [9, 0, 10], "fp": [1, 0, 0],
+                        "fn": [0, 5, 0], "rms_A": [0.1, np.nan, 0.2]})
+    t = summary(per)
+    d1 = t[(t["dose"] == 1.0)].iloc[0]
+    assert d1["f1"] == pytest.approx(18 / 24) and d1["rms_A"] == pytest.approx(0.1)
+    mean = t[t["dose"].isna()].iloc[0]
+    assert mean["f1"] == pytest.approx((18 / 24 + 1.0) / 2) and mean["images"] == 3
+    assert "mean" in format_summary(t)
+
+
+def test_shipped_model_cards_state_how_they_were_made():
+    from etem.train.bundle import bundled_models
+
+    models = bundled_models()
+    assert {"au-hrtem", "haadf-stem"} <= set(models)
+    for name, card_path in models.items():
+        card = json.loads(card_path.read_text())
+        assert card["training"]["data"] and card["training"]["config"]["steps"] > 0
+        assert card["evaluation"]["f1"] is not None
+        assert "heldout" in card and card["heldout"]["table"], name  # the held-out sweep, by dose
+        weights = card_path.with_suffix(".safetensors")
+        assert weights.stat().st_size < 5e6, "shipped weights stay a few MB"
+
+
+def test_auto_model_picks_the_bundled_model_for_material_and_imaging():
+    from etem.tracker.api import resolve_model
+    from etem.tracker.errors import ConfigError
+
+    assert resolve_model("auto", "au") == "au-hrtem"
+    assert resolve_model("auto", "au110") == "au-hrtem"  # a member of the family
+    assert resolve_model("auto:stem", "srtio3") == "haadf-stem"  # STEM models fit any material
+    assert resolve_model("auto:stem", None) == "haadf-stem"
+    assert resolve_model("auto", "graphene") is None  # none shipped: the classical locator
+    assert resolve_model("au-hrtem", None) == "au-hrtem"
+    with pytest.raises(ConfigError, match="material"):
+        resolve_model("auto", None)
+    with pytest.raises(ConfigError, match="hrtem' or 'stem"):
+        resolve_model("auto:xray", "au")
+
+
+def test_find_with_auto_model_on_a_real_size_image():
+    from etem.tracker import find
+
+    image = np.random.default_rng(0).poisson(30, (96, 96)).astype(np.float32)
+    assert find(image, sampling=0.2, model="auto", material="au").attrs["class_names"] == ["Au"]
+    assert find(image, sampling=0.2, model="auto", material="graphene").attrs["engine"] == "classical"
