@@ -2,11 +2,12 @@
 
 A FusionNet (random weights: speed does not depend on them) of each width is saved as a bundle
 in a temporary folder and built by every engine asked for; each is warmed up, then timed over
-``--repeat`` batches (the median batch time is reported). Ratios are against eager float32 on
-the same device, measured in the same run. On CUDA, eager float16 and float16 + channels-last
-rows are added, the compiled engine runs float16 + channels-last with CUDA graphs
-("reduce-overhead"), and onnxruntime (with onnxruntime-gpu) and tensorrt rows appear where
-those are installed. Speed is measured here, never in a timed test.
+``--repeat`` rounds in which the engines take turns (the best and the median batch time are
+reported; the best is the least disturbed by other work on a shared machine). Ratios are
+against eager float32 on the same device, measured in the same run (best against best). On
+CUDA, eager float16 and float16 + channels-last rows are added, the compiled engine runs
+float16 + channels-last with CUDA graphs ("reduce-overhead"), and onnxruntime (with
+onnxruntime-gpu) and tensorrt rows appear where those are installed. Speed is measured here, never in a timed test.
 
     python bench/bench_engines.py --sizes 256,512 --widths 8,16 --batch 4 --repeat 5
     python bench/bench_engines.py --device cuda --engines eager,compiled,tensorrt
@@ -46,22 +47,35 @@ def variants(engines: list[str], device: str) -> list[tuple[str, str, dict]]:
     return [r for r in rows if r[1] in engines or r[1] == "eager"]
 
 
-def time_engine(engine, batch: torch.Tensor, warmup: int, repeat: int, cuda: bool) -> float:
-    """Median seconds per batch."""
+def time_engines(engines: dict, batch: torch.Tensor, warmup: int, repeat: int, cuda: bool) -> dict:
+    """Seconds per batch of each engine: ``{label: (best, median, first-runs seconds)}``.
+
+    The engines take turns, one batch each per round, so that load from other work on a shared
+    machine falls on all of them alike; the best of the rounds is the least disturbed.
+    """
     def sync():
         if cuda:
             torch.cuda.synchronize()
 
-    for _ in range(warmup):
-        engine.predict(batch)
-    sync()
-    times = []
-    for _ in range(repeat):
+    setup, times, failed = {}, {label: [] for label in engines}, {}
+    for label, engine in engines.items():
         t0 = time.perf_counter()
-        engine.predict(batch)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        try:
+            for _ in range(warmup):
+                engine.predict(batch)
+            sync()
+        except Exception as exc:  # noqa: BLE001 - a row that cannot run says why
+            failed[label] = f"{type(exc).__name__}: {exc}"
+        setup[label] = time.perf_counter() - t0
+    for _ in range(repeat):
+        for label, engine in engines.items():
+            if label in failed:
+                continue
+            t0 = time.perf_counter()
+            engine.predict(batch)
+            sync()
+            times[label].append(time.perf_counter() - t0)
+    return {label: failed.get(label) or (min(t), statistics.median(t), setup[label]) for label, t in times.items()}
 
 
 def main() -> None:
@@ -91,9 +105,9 @@ def main() -> None:
     widths = [int(w) for w in args.widths.split(",")]
     gpu = torch.cuda.get_device_name(args.device) if cuda else ""
     print(f"# {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs {gpu}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; batch {args.batch}, median of {args.repeat} after {args.warmup} warm-up")
-    print("| engine | width | params | size | ms/frame | frames/s | speed vs eager fp32 |")
-    print("|---|---|---|---|---|---|---|")
+          f"{torch.get_num_threads()} threads; batch {args.batch}; {args.repeat} rounds after {args.warmup} warm-up")
+    print("| engine | width | params | size | ms/frame best | ms/frame median | frames/s (best) | speed vs eager fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp) / "cache"
@@ -111,24 +125,20 @@ def main() -> None:
                 try:
                     built[label] = make_engine(kind, path, device=args.device, **options)
                 except Exception as exc:  # noqa: BLE001 - a row that cannot run says why
-                    print(f"| {label} | {width} | {params} | - | unavailable: {exc} | | |")
+                    print(f"| {label} | {width} | {params} | - | unavailable: {exc} | | | |")
             for size in sizes:
                 batch = torch.randn(args.batch, 1, size, size)
                 base = None
-                for label, engine in built.items():
-                    t0 = time.perf_counter()
-                    try:
-                        seconds = time_engine(engine, batch, args.warmup, args.repeat, cuda)
-                    except Exception as exc:  # noqa: BLE001
-                        print(f"| {label} | {width} | {params} | {size}² | failed: {type(exc).__name__}: {exc} | | |")
+                for label, result in time_engines(built, batch, args.warmup, args.repeat, cuda).items():
+                    if isinstance(result, str):
+                        print(f"| {label} | {width} | {params} | {size}² | failed: {result} | | | |")
                         continue
-                    ms = 1e3 * seconds / args.batch
-                    base = ms if base is None else base
-                    setup = time.perf_counter() - t0 - seconds * args.repeat
+                    best, median = (1e3 * v / args.batch for v in result[:2])
+                    setup = result[2]
+                    base = best if base is None else base
                     note = f" (first runs {setup:.0f} s)" if setup > 5 else ""
-                    print(f"| {label}{note} | {width} | {params} | {size}² | {ms:.1f} | {1e3 / ms:.1f} | "
-                          f"{base / ms:.2f}x |", flush=True)
-
+                    print(f"| {label}{note} | {width} | {params} | {size}² | {best:.1f} | {median:.1f} | "
+                          f"{1e3 / best:.1f} | {base / best:.2f}x |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -293,10 +293,11 @@ def test_compiled_defaults_on_cpu(bundle, cache_dir):
 
 
 @pytest.mark.slow
-def test_compiled_matches_eager_on_cpu(bundle, cache_dir):
+@pytest.mark.parametrize("arch", ["fusionnet", "msdnet"])
+def test_compiled_matches_eager_on_cpu(bundles, arch, cache_dir):
     # torch.compile on the CPU generates and builds C++: a minute or more on a small machine.
-    compiled = make_engine("compiled", bundle, device="cpu", cache_dir=cache_dir, dynamic=True)
-    eager = make_engine("eager", bundle, device="cpu")
+    compiled = make_engine("compiled", bundles[arch], device="cpu", cache_dir=cache_dir, dynamic=True)
+    eager = make_engine("eager", bundles[arch], device="cpu")
     for b, size in [(2, (40, 48)), (3, (37, 53))]:
         batch = _batch(b, *size)
         torch.testing.assert_close(compiled.predict(batch), eager.predict(batch), atol=1e-4, rtol=0)
@@ -365,9 +366,12 @@ def test_cli_find_with_onnxruntime(bundle, tmp_path, capsys):
 def test_deploy_config_example_loads():
     from etem.tracker.config import load_config
 
+    from etem.train.bundle import load_bundle
+
     cfg = load_config(ROOT / "deploy" / "track.toml")
     assert cfg.engine.kind in ("auto", "tensorrt", "compiled", "onnxruntime", "eager")
-    assert cfg.overflow == "drop"
+    assert cfg.overflow == "drop" and cfg.batch.max_batch <= cfg.engine.options["max_batch"]
+    load_bundle(cfg.engine.model)  # the model it names exists
 
 
 def test_engine_options_from_config(tmp_path, bundle):

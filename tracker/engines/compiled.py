@@ -30,6 +30,8 @@ import torch
 import torch._inductor  # aoti_compile_and_package, aoti_load_package
 from torch import nn
 
+from etem.train.networks import fold_batchnorm
+
 from ..errors import ConfigError, EngineUnavailable, choice_error
 from .cache import CacheEntry, EngineCache, model_digest
 from .eager import EagerEngine
@@ -96,6 +98,11 @@ class CompiledEngine(EagerEngine):
         self.mode = mode
         self.cuda_graphs = cuda and mode in _CUDA_GRAPH_MODES
         self.eager_model = self.model
+        if not isinstance(self.model, type(model)):
+            # The eager engine swapped in a hand-written equivalent (FastMSDNet for MSD-nets);
+            # compile the plain network, whose operations the compiler knows how to fuse.
+            plain = fold_batchnorm(model).to(self.device, self.dtype, memory_format=self.memory_format)
+            self.eager_model = plain.requires_grad_(False)
         if aot not in (None, True, False):
             raise ConfigError(f"aot must be true, false or left out; got {aot!r}.")
         self.cache_entry: CacheEntry | None = None
