@@ -125,7 +125,10 @@ def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path):
     run = tmp_path / "run.h5"
     proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", "replay", str(tmp_path / "movie.h5"),
                              "--pace", "1", "--fps", "20", "-o", str(run), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: an earlier test (or its thread pools) may leave
+                            # SIGINT ignored in this process, and children inherit an ignored signal
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until frames are being written
         time.sleep(0.5)
