@@ -66,6 +66,27 @@ def test_match_points_many():
     np.testing.assert_array_equal(perm[p], t)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_match_pairs_by_groups_equals_one_dense_assignment(seed):
+    # Crowded points: many ambiguous groups of several candidates, and lone pairs.
+    from scipy.optimize import linear_sum_assignment
+
+    from etem.tracker.matching import candidate_pairs, match_pairs
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(0, 30, (150, 2)), rng.uniform(0, 30, (170, 2))
+    i, j, d = candidate_pairs(a, b, 1.5)
+    mi, mj = match_pairs(i, j, d)
+    assert len(set(mi.tolist())) == mi.size and len(set(mj.tolist())) == mj.size
+    assert np.all(np.linalg.norm(a[mi] - b[mj], axis=1) <= 1.5)
+    dense = np.full((len(a), len(b)), 1e6)
+    dense[i, j] = d
+    r, c = linear_sum_assignment(dense)
+    real = dense[r, c] < 1e6
+    assert mi.size == real.sum()  # as many pairs
+    np.testing.assert_allclose(np.linalg.norm(a[mi] - b[mj], axis=1).sum(), dense[r, c][real].sum())
+
+
 # ---------------------------------------------------------------------------- score_columns
 
 

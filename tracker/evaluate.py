@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
+
+from .matching import match_within
 
 if TYPE_CHECKING:  # pragma: no cover
     from etem.simulate.toy import MovieTruth
@@ -61,45 +59,7 @@ def match_points(pred_yx: Any, true_yx: Any, radius: float) -> tuple[np.ndarray,
     if pred.shape[1] != true.shape[1]:
         raise ValueError(f"pred_yx and true_yx must have the same number of coordinates; "
                          f"got {pred.shape[1]} and {true.shape[1]}.")
-    # Candidate pairs within the radius.
-    lists = cKDTree(true).query_ball_point(pred, r=radius)
-    counts = np.fromiter((len(x) for x in lists), dtype=np.intp, count=len(pred))
-    if counts.sum() == 0:
-        return empty
-    pi = np.repeat(np.arange(len(pred)), counts)
-    ti = np.fromiter((j for x in lists for j in x), dtype=np.intp, count=int(counts.sum()))
-    dist = np.linalg.norm(pred[pi] - true[ti], axis=1)
-    ok = dist <= radius
-    pi, ti, dist = pi[ok], ti[ok], dist[ok]
-    # Solve each connected group of candidates on its own: small dense problems.
-    n_p, n_t = len(pred), len(true)
-    graph = coo_matrix((np.ones(pi.size), (pi, n_p + ti)), shape=(n_p + n_t, n_p + n_t))
-    _, label = connected_components(graph, directed=False)
-    comp = label[pi]
-    order = np.argsort(comp, kind="stable")
-    pi, ti, dist, comp = pi[order], ti[order], dist[order], comp[order]
-    bounds = np.flatnonzero(np.diff(comp)) + 1
-    out_p, out_t = [], []
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, comp.size]):
-        if hi - lo == 1:
-            out_p.append(pi[lo:hi])
-            out_t.append(ti[lo:hi])
-            continue
-        up, ip = np.unique(pi[lo:hi], return_inverse=True)
-        ut, it = np.unique(ti[lo:hi], return_inverse=True)
-        # Non-candidates cost more than any full set of candidate pairs, so the assignment
-        # maximises the number of real pairs first.
-        big = radius * (min(up.size, ut.size) + 1) + 1.0
-        cost = np.full((up.size, ut.size), big)
-        cost[ip, it] = dist[lo:hi]
-        r, c = linear_sum_assignment(cost)
-        real = cost[r, c] < big
-        out_p.append(up[r[real]])
-        out_t.append(ut[c[real]])
-    p = np.concatenate(out_p).astype(np.intp)
-    t = np.concatenate(out_t).astype(np.intp)
-    order = np.argsort(p, kind="stable")
-    return p[order], t[order]
+    return match_within(pred, true, radius)
 
 
 def _ratio(num: float, den: float) -> float:

@@ -285,7 +285,6 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm.n_sites = n
     sm.n_frames = int(meta["n_frames"])
     sm.first_frame = meta["first_frame"]
-    sm._tree = None
     ends = np.cumsum(arrays["pending_lens"])
     sm._pending = deque((int(f), arrays["pending_sites"][e - k:e].astype(np.int64))
                         for f, k, e in zip(arrays["pending_frames"], arrays["pending_lens"], ends))

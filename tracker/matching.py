@@ -1,0 +1,84 @@
+"""One-to-one matching of points within a radius, solved per connected group of candidates.
+
+Among all pairings whose pairs lie at most ``radius`` apart: the most pairs, and among those
+the smallest summed distance. Used to score columns against ground truth, to put columns on
+sites and to pair sites that empty with sites that fill (hops). A pair whose two points have
+no other candidate is taken as is; only the ambiguous groups go to the assignment solver, so
+the cost grows with the number of points, not its square.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+__all__ = ["candidate_pairs", "match_pairs", "match_within"]
+
+
+def candidate_pairs(a: np.ndarray, b: np.ndarray | cKDTree, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)`` with ``|a[i] - b[j]| <= radius`` and their distances.
+
+    ``b`` may be a prebuilt ``cKDTree`` of the second point set.
+    """
+    tree = b if isinstance(b, cKDTree) else cKDTree(b)
+    a = np.asarray(a, float)
+    empty = (np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0))
+    if len(a) == 0 or tree.n == 0:
+        return empty
+    lists = tree.query_ball_point(a, r=radius)
+    counts = np.fromiter((len(x) for x in lists), dtype=np.intp, count=len(a))
+    total = int(counts.sum())
+    if total == 0:
+        return empty
+    i = np.repeat(np.arange(len(a)), counts)
+    j = np.fromiter((k for x in lists for k in x), dtype=np.intp, count=total)
+    d = np.linalg.norm(a[i] - tree.data[j], axis=1)
+    ok = d <= radius
+    return i[ok], j[ok], d[ok]
+
+
+def match_pairs(i: np.ndarray, j: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal one-to-one matching over candidate pairs ``(i[k], j[k])`` of cost ``cost[k] >= 0``.
+
+    The most pairs, and among those the least total cost: what a dense assignment gives with a
+    prohibitive cost off the candidates. Returns the matched ``(i, j)``, sorted by ``i``.
+    """
+    i, j = np.asarray(i, np.intp), np.asarray(j, np.intp)
+    cost = np.asarray(cost, float)
+    if i.size == 0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    ui, ii = np.unique(i, return_inverse=True)
+    uj, jj = np.unique(j, return_inverse=True)
+    ni, nj = len(ui), len(uj)
+    graph = coo_matrix((np.ones(i.size), (ii, ni + jj)), shape=(ni + nj, ni + nj))
+    n_comp, label = connected_components(graph, directed=False)
+    comp = label[ii]
+    rows_in = np.bincount(label[:ni], minlength=n_comp)
+    cols_in = np.bincount(label[ni:], minlength=n_comp)
+    lone = (rows_in[comp] == 1) & (cols_in[comp] == 1)
+    out_i, out_j = [ii[lone]], [jj[lone]]
+    hard = np.flatnonzero(~lone)
+    if hard.size:
+        order = hard[np.argsort(comp[hard], kind="stable")]
+        for k in np.split(order, np.flatnonzero(np.diff(comp[order])) + 1):
+            si, a = np.unique(ii[k], return_inverse=True)
+            sj, b = np.unique(jj[k], return_inverse=True)
+            # off the candidates: more than any full set of candidate pairs costs, so the
+            # solver takes the most real pairs first
+            big = float(cost[k].max()) * (min(si.size, sj.size) + 1) + 1.0
+            dense = np.full((si.size, sj.size), big)
+            dense[a, b] = cost[k]
+            r, c = linear_sum_assignment(dense)
+            real = dense[r, c] < big
+            out_i.append(si[r[real]])
+            out_j.append(sj[c[real]])
+    mi, mj = ui[np.concatenate(out_i)], uj[np.concatenate(out_j)]
+    order = np.argsort(mi, kind="stable")
+    return mi[order], mj[order]
+
+
+def match_within(a: np.ndarray, b: np.ndarray | cKDTree, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Match points ``a`` to points ``b`` one-to-one within ``radius`` (Euclidean distance)."""
+    return match_pairs(*candidate_pairs(a, b, radius))
