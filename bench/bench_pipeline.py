@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import threading
 import time
 
 import numpy as np
@@ -46,19 +45,35 @@ def lattice_frames(n_frames: int, size: int, n_columns: int, *, seed: int = 0, s
     return out
 
 
-def run_one(frames: np.ndarray, sampling: float, args) -> dict:
+def _publish(address_q, go, n_frames: int, size: int, n_columns: int, sampling: float, fps) -> None:
+    """The camera: its own process (as at the microscope), PUSH on a random loopback port."""
+    from etem.tracker.publish import Publisher, publish_frames
+
+    frames = lattice_frames(n_frames, size, n_columns, sampling=sampling)
+    pub = Publisher("tcp://127.0.0.1:0", mode="push")
+    address_q.put(pub.address)
+    go.wait()
+    publish_frames(frames, pub, fps=fps, sampling=sampling)
+    pub.sock.close(linger=-1)  # the process ends only when every frame has been taken
+    pub.sock.context.term()
+
+
+def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> dict:
+    import multiprocessing as mp
+
     from etem.tracker import PipelineConfig, track
     from etem.tracker.detect import EngineConfig
     from etem.tracker.pipeline import BatchConfig
-    from etem.tracker.publish import Publisher, publish_frames
 
     cfg = PipelineConfig(
         engine=EngineConfig(kind=args.engine, model=args.model, device=args.device),
         batch=BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_wait),
     )
-    pub = Publisher("tcp://127.0.0.1:0", mode="push")
-    sent = {}
-    th = threading.Thread(target=lambda: sent.update(s=publish_frames(frames, pub, fps=args.fps, sampling=sampling)), daemon=True)
+    ctx = mp.get_context("spawn")
+    address_q, go = ctx.Queue(), ctx.Event()
+    camera = ctx.Process(target=_publish, args=(address_q, go, n_frames, size, n_columns, sampling, args.fps), daemon=True)
+    camera.start()
+    address = address_q.get(timeout=300)
     timing = {}
 
     def on_frame(res, pipe):
@@ -66,11 +81,10 @@ def run_one(frames: np.ndarray, sampling: float, args) -> dict:
         timing["pipe"] = pipe
 
     t0 = time.perf_counter()
-    th.start()
-    result = track(pub.address, mode="pull", config=cfg, idle_timeout_s=30, on_frame=on_frame)
+    go.set()
+    result = track(address, mode="pull", config=cfg, idle_timeout_s=30, on_frame=on_frame)
     t1 = time.perf_counter()
-    th.join(5)
-    pub.close()
+    camera.join(30)
     pipe = timing["pipe"]
     n = result.counters["processed"]
     # throughput over the frames after the first (engine construction and warm-up excluded)
@@ -80,7 +94,7 @@ def run_one(frames: np.ndarray, sampling: float, args) -> dict:
     stages = {**pipe.detector.stage_s, **pipe.stage_s}
     return {
         "fps": fps,
-        "mpx_s": fps * frames.shape[-1] * frames.shape[-2] / 1e6,
+        "mpx_s": fps * size * size / 1e6,
         "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)),
         "columns": float(result.frames["n_columns"].mean()),
@@ -118,8 +132,7 @@ def main() -> None:
     sampling = 0.2
     for size in map(int, args.sizes.split(",")):
         for n_cols in map(int, args.columns.split(",")):
-            frames = lattice_frames(args.frames, size, n_cols, sampling=sampling)
-            r = run_one(frames, sampling, args)
+            r = run_one(args.frames, size, n_cols, sampling, args)
             print(f"| {size}x{size} | {r['columns']:.0f} | {r['fps']:.1f} | {r['mpx_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
                   f"{r['preprocess_ms']:.1f} | {r['engine_ms']:.1f} | {r['locate_ms']:.1f} | {r['link_ms']:.1f} | "
                   f"{r['sites_ms']:.1f} | {r['write_ms']:.1f} | {r['dropped']} |", flush=True)

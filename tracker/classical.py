@@ -31,7 +31,6 @@ An image with no columns at all still yields its strongest noise maxima.
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import numpy as np

@@ -27,16 +27,19 @@ def candidate_pairs(a: np.ndarray, b: np.ndarray | cKDTree, radius: float) -> tu
     empty = (np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0))
     if len(a) == 0 or tree.n == 0:
         return empty
-    lists = tree.query_ball_point(a, r=radius)
-    counts = np.fromiter((len(x) for x in lists), dtype=np.intp, count=len(a))
-    total = int(counts.sum())
-    if total == 0:
-        return empty
-    i = np.repeat(np.arange(len(a)), counts)
-    j = np.fromiter((k for x in lists for k in x), dtype=np.intp, count=total)
-    d = np.linalg.norm(a[i] - tree.data[j], axis=1)
+    # The k nearest within the radius, k doubled until no point has k candidates: an exact
+    # ball query in arrays (no Python list per point).
+    bound = radius * (1 + 1e-9) + 1e-100  # the query's bound is strict, and squared inside
+    k = min(4, tree.n)
+    while True:
+        d, j = tree.query(a, k=k, distance_upper_bound=bound)
+        d, j = d.reshape(len(a), k), j.reshape(len(a), k)
+        if k == tree.n or not np.isfinite(d[:, -1]).any():
+            break
+        k = min(2 * k, tree.n)
     ok = d <= radius
-    return i[ok], j[ok], d[ok]
+    i = np.broadcast_to(np.arange(len(a))[:, None], d.shape)[ok]
+    return i.astype(np.intp), j[ok].astype(np.intp), d[ok]
 
 
 def match_pairs(i: np.ndarray, j: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 import sys
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .wire import REJECT_REASONS

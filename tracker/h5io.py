@@ -1,0 +1,200 @@
+"""HDF5 helpers of the run file: JSON attributes, typed table columns, and clearing the
+"open for writing" marks a killed writer leaves in the superblock."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .errors import FileFormatError
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, _dt.date)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _to_json(key: str, value: Any) -> str:
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"run attribute {key!r} cannot be stored as JSON: {exc}") from None
+
+
+def _sentinel(dtype: np.dtype) -> Any:
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind in "iu":
+        return -1
+    return b""
+
+
+def _coerce(table: str, name: str, values: Any, dtype: np.dtype, n: int) -> np.ndarray:
+    """``values`` as a new 1-D array of ``dtype`` and length ``n``; NaN in int columns -> -1."""
+    if isinstance(values, pd.Series) and not isinstance(values.dtype, np.dtype):
+        # pandas extension dtypes (Int64, Float64 …): missing values become the sentinel.
+        values = (values.to_numpy(dtype=dtype) if not values.isna().any()
+                  else values.to_numpy(dtype=object, na_value=_sentinel(dtype)))
+    arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    elif arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{table}.{name}: expected {n} values, got an array of shape {arr.shape}.")
+    if dtype.kind in "iu" and arr.dtype.kind == "f":
+        arr = np.where(np.isfinite(arr), arr, -1)
+    try:
+        return arr.astype(dtype, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{table}.{name}: cannot convert {arr.dtype} to {dtype}: {exc}") from None
+
+
+def _as_columns(table: str, data: Any, schema: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
+    """A DataFrame or dict of arrays/scalars as a full row block of ``schema``."""
+    if isinstance(data, pd.DataFrame):
+        given = {str(c): s for c, s in data.items()}
+        n = len(data)
+    elif isinstance(data, Mapping):
+        given = {str(k): v for k, v in data.items()}
+        lengths = {len(v) for v in given.values() if np.ndim(v) == 1}
+        if len(lengths) > 1:
+            raise ValueError(f"{table}: columns have different lengths {sorted(lengths)}.")
+        n = lengths.pop() if lengths else 1
+    else:
+        raise TypeError(f"{table}: expected a DataFrame or a dict of arrays, "
+                        f"got {type(data).__name__}.")
+    unknown = [c for c in given if c not in schema]
+    if unknown:
+        raise ValueError(f"{table}: unknown column(s) {unknown}; valid ones are {list(schema)}.")
+    out = {}
+    for name, dtype in schema.items():
+        if name in given:
+            out[name] = _coerce(table, name, given[name], dtype, n)
+        else:
+            out[name] = np.full(n, _sentinel(dtype), dtype=dtype)
+    return out
+
+
+def _write_frame(group: h5py.Group, name: str, df: pd.DataFrame) -> None:
+    """Store an arbitrary DataFrame: numbers as datasets, everything else as UTF-8 strings."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"stats table {name!r} must be a DataFrame, got {type(df).__name__}.")
+    if any(n is not None for n in df.index.names):
+        df = df.reset_index()
+    names = [str(c) for c in df.columns]
+    if len(set(names)) != len(names) or any("/" in c or not c for c in names):
+        raise ValueError(f"stats table {name!r}: column names must be unique, non-empty and "
+                         f"free of '/'; got {names}.")
+    g = group.create_group(name)
+    g.attrs["columns"] = names
+    for col, key in zip(names, df.columns):
+        s = df[key]
+        if pd.api.types.is_bool_dtype(s.dtype) and not s.isna().any():
+            g.create_dataset(col, data=s.to_numpy(dtype=bool))
+        elif pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+            if isinstance(s.dtype, np.dtype):
+                arr = s.to_numpy()
+            elif s.isna().any():
+                arr = s.to_numpy(dtype="float64", na_value=np.nan)
+            else:
+                arr = s.to_numpy(dtype=s.dtype.numpy_dtype)
+            g.create_dataset(col, data=arr)
+        else:
+            text = np.array(["" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+                             for v in s], dtype=object)
+            g.create_dataset(col, data=text, dtype=h5py.string_dtype("utf-8"))
+
+
+def _lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle``: the checksum HDF5 puts on its metadata."""
+    m = 0xFFFFFFFF
+
+    def rot(x: int, k: int) -> int:
+        return ((x << k) | (x >> (32 - k))) & m
+
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & m
+    i = 0
+    while n - i > 12:
+        a = (a + int.from_bytes(data[i:i + 4], "little")) & m
+        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & m
+        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & m
+        a = (a - c) & m; a ^= rot(c, 4); c = (c + b) & m    # noqa: E702
+        b = (b - a) & m; b ^= rot(a, 6); a = (a + c) & m    # noqa: E702
+        c = (c - b) & m; c ^= rot(b, 8); b = (b + a) & m    # noqa: E702
+        a = (a - c) & m; a ^= rot(c, 16); c = (c + b) & m   # noqa: E702
+        b = (b - a) & m; b ^= rot(a, 19); a = (a + c) & m   # noqa: E702
+        c = (c - b) & m; c ^= rot(b, 4); b = (b + a) & m    # noqa: E702
+        i += 12
+    if n == i:
+        return c
+    tail = data[i:] + bytes(12 - (n - i))
+    a = (a + int.from_bytes(tail[0:4], "little")) & m
+    b = (b + int.from_bytes(tail[4:8], "little")) & m
+    c = (c + int.from_bytes(tail[8:12], "little")) & m
+    c ^= b; c = (c - rot(b, 14)) & m   # noqa: E702
+    a ^= c; a = (a - rot(c, 11)) & m   # noqa: E702
+    b ^= a; b = (b - rot(a, 25)) & m   # noqa: E702
+    c ^= b; c = (c - rot(b, 16)) & m   # noqa: E702
+    a ^= c; a = (a - rot(c, 4)) & m    # noqa: E702
+    b ^= a; b = (b - rot(a, 14)) & m   # noqa: E702
+    c ^= b; c = (c - rot(b, 24)) & m   # noqa: E702
+    return c
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def clear_write_flags(path: str | Path) -> bool:
+    """Mark a run file whose writer died as closed, so that it can be opened for writing again.
+
+    A file written in SWMR mode carries "open for writing" flags in its superblock (version 2
+    or 3) until its writer closes it; HDF5 refuses to open it for writing while they are set
+    (the ``h5clear`` tool clears them). This clears them and, as ``h5clear --increment`` does,
+    moves the end-of-allocation mark to the end of the file so that nothing written after the
+    last flush is overwritten. The superblock's checksum is verified before and recomputed
+    after. Returns True when there were flags to clear.
+    """
+    path = Path(path)
+    with open(path, "r+b") as fh:
+        for base in (0, 512, 1024, 2048, 4096, 8192):
+            fh.seek(base)
+            head = fh.read(12)
+            if head[:8] == _HDF5_SIGNATURE:
+                break
+        else:
+            raise FileFormatError(f"{path} is not an HDF5 file.")
+        version, size_offsets = head[8], head[9]
+        if version < 2 or head[11] == 0:
+            return False
+        if size_offsets not in (2, 4, 8):
+            raise FileFormatError(f"{path}: unexpected HDF5 superblock (offsets of {size_offsets} bytes).")
+        n = 12 + 4 * size_offsets
+        fh.seek(base)
+        block = bytearray(fh.read(n + 4))
+        if len(block) != n + 4 or _lookup3(bytes(block[:n])) != int.from_bytes(block[n:], "little"):
+            raise FileFormatError(f"{path}: the HDF5 superblock's checksum does not match; the file is damaged.")
+        o = size_offsets
+        base_addr = int.from_bytes(block[12:12 + o], "little")
+        eoa = int.from_bytes(block[12 + 2 * o:12 + 3 * o], "little")
+        size = path.stat().st_size - base_addr
+        block[11] = 0
+        block[12 + 2 * o:12 + 3 * o] = max(eoa, size).to_bytes(o, "little")
+        block[n:] = _lookup3(bytes(block[:n])).to_bytes(4, "little")
+        fh.seek(base)
+        fh.write(block)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
