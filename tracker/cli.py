@@ -1,7 +1,6 @@
 """`etem`: the command line. Reads TOML config and options, calls the Python API, reports."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import shutil
@@ -12,203 +11,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .cli_parser import build_parser
 from .errors import ConfigError, EtemError
-
-
-def _sampling_arg(text: str) -> float | str:
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a pixel size in Å/px or 'auto', got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the pixel size must be positive, got {text!r}")
-    return value
-
-
-def _common_engine(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("detection")
-    m = g.add_mutually_exclusive_group()
-    m.add_argument("--model", help="bundled model name or model bundle path (default: classical locator); "
-                                   "'auto': the bundled HRTEM model for --material, 'auto:stem': the STEM model")
-    m.add_argument("--classical", action="store_true", help="classical Laplacian-of-Gaussian locator, no network")
-    g.add_argument("--engine", help="engine kind: auto, classical, eager, compiled, onnxruntime, tensorrt")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--dark", action="store_true", help="dark columns on a bright background (ABF, some HRTEM)")
-    g.add_argument("--sampling", type=_sampling_arg, metavar="Å/px|auto",
-                   help="pixel size in Å/px (overrides the data's), or 'auto': from the lattice (needs --material)")
-    g.add_argument("--material", metavar="NAME",
-                   help="material in view (graphene, mos2, au, au110, au111, srtio3 …): the sampling is "
-                        "estimated from its lattice where the data give none, and checked where they do")
-    g.add_argument("--config", type=Path, help="TOML config file (tables per stage; see docs)")
-
-
-def _common_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", type=Path, help="run file to write (HDF5); default: none")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
-    p.add_argument("--resume", type=Path, metavar="RUN.h5",
-                   help="go on with the run in RUN.h5 (its tracker killed or stopped), with the options it "
-                        "was started with; a replay skips the frames already tracked")
-    p.add_argument("--force", action="store_true",
-                   help="with --resume: also go on with a finished run, or one from another version")
-    p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
-    p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
-    p.add_argument("--quiet", action="store_true", help="no status line")
-
-
-def _dashboard_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("live dashboard (off unless asked for)")
-    g.add_argument("--dashboard", action="store_true",
-                   help="serve a live dashboard and Prometheus /metrics at http://127.0.0.1:8765/")
-    g.add_argument("--dashboard-port", type=int, metavar="PORT",
-                   help="dashboard port (implies --dashboard; default 8765, 0: any free port)")
-    g.add_argument("--dashboard-host", metavar="ADDRESS",
-                   help="address to bind (implies --dashboard; default 127.0.0.1, this PC only; "
-                        "any other address needs the token printed in the URL)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="etem", description="Follow atomic columns through in-situ TEM/STEM movies.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", help="simulate a movie, stream it over ZeroMQ, track it, score against ground truth")
-    p.add_argument("--out", type=Path, default=Path("etem-demo"), help="output folder (default: etem-demo)")
-    p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--size", type=int, default=256, help="frame size in px (square)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
-    p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
-    p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2"), default="hrtem",
-                   help="hrtem (default)/stem: Au particle from abTEM column waves; toy: Gaussian columns; "
-                        "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM)")
-    p.add_argument("--model", default="auto",
-                   help="bundled model name or bundle path; auto (default): the bundled Au HRTEM model for the "
-                        "hrtem movie, the classical locator for the others")
-    p.add_argument("--classical", action="store_true", help="use the classical locator")
-    p.add_argument("--config", type=Path, help="TOML config file")
-    p.add_argument("--quiet", action="store_true")
-
-    p = sub.add_parser("track", help="track a live ZeroMQ stream")
-    p.add_argument("--listen", metavar="ADDRESS", help="e.g. tcp://127.0.0.1:5555 (with --resume: the run's own)")
-    p.add_argument("--mode", choices=("sub", "pull"), default="sub", help="sub: camera PUB (drops counted); pull: lossless")
-    p.add_argument("--bind", action="store_true", help="bind ADDRESS instead of connecting to it")
-    p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a frame")
-    p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
-    _common_engine(p)
-    _common_run(p)
-    _dashboard_options(p)
-
-    p = sub.add_parser("replay", help="track a recorded file (HDF5, TIFF, MRC, DM3/DM4, EMD, SER, NPY) or folder")
-    p.add_argument("file", type=Path)
-    p.add_argument("--pace", type=float, help="1.0: acquisition pace; 2.0: twice as fast (default: full speed)")
-    p.add_argument("--fps", type=float,
-                   help="the recording's frame rate, for --pace when the file records none")
-    p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
-    _common_engine(p)
-    _common_run(p)
-    _dashboard_options(p)
-
-    p = sub.add_parser("publish", help="send a recorded or simulated sequence as a camera would")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("file", nargs="?", type=Path, help="recorded file to send")
-    src.add_argument("--simulate", action="store_true", help="send a simulated hopping-nanoparticle movie")
-    p.add_argument("--address", default="tcp://127.0.0.1:5555")
-    p.add_argument("--mode", choices=("pub", "push"), default="pub")
-    p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
-    p.add_argument("--connect", action="store_true", help="connect instead of binding")
-    p.add_argument("--fps", type=float, help="frame rate (default: as fast as possible)")
-    p.add_argument("--frames", type=int, default=100, help="with --simulate: number of frames")
-    p.add_argument("--size", type=int, default=256, help="with --simulate: frame size in px")
-    p.add_argument("--sampling", type=float, help="pixel size in Å/px to send (overrides the file's)")
-    p.add_argument("--wait", type=float, default=10.0, help="PUB: wait this long for a subscriber (s)")
-    p.add_argument("--focal", type=int, default=1)
-
-    p = sub.add_parser("export", help="write a run's tables (Parquet/CSV) and maps (PNG)")
-    p.add_argument("run", type=Path)
-    p.add_argument("-o", "--out", type=Path, help="output folder (default: beside the run file)")
-    p.add_argument("--formats", default="parquet,csv,png,h5,report",
-                   help="comma-separated: parquet, csv, png, h5, report")
-    p.add_argument("--movie", type=Path, metavar="OUT.gif",
-                   help="also write an animated image of the tracked frames (needs --source)")
-    p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
-
-    p = sub.add_parser("train", help="train a column-segmentation network on a wave set; write a model bundle")
-    p.add_argument("waves", type=Path, help="wave-set file from `etem simulate waves`")
-    p.add_argument("-o", "--output", type=Path, required=True, help="bundle path (writes .safetensors and .json)")
-    p.add_argument("--arch", default="fusionnet", choices=("fusionnet", "unet", "msdnet"))
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--size", type=int, default=128, help="training image side [px]")
-    p.add_argument("--sampling", type=float, default=0.2, help="training image pixel size [Å/px]")
-    p.add_argument("--label-sigma", type=float, default=0.5, help="label Gaussian width [Å]")
-    p.add_argument("--preset", default="au", help="optics preset (graphene, au, mos2, haadf)")
-    p.add_argument("--imaging", choices=("hrtem", "haadf"), default="hrtem")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--focal", default="0", metavar="OFFSETS",
-                   help="defocus offsets of the input images [Å, comma-separated], e.g. -100,0,100 for a "
-                        "three-image focal series (default: one image)")
-    p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
-                   help="mixed precision (auto: bf16 on CUDA, off on the CPU)")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
-                   help="write the training state every STEPS steps (0: never)")
-    p.add_argument("--resume", action="store_true", help="go on from the output's checkpoint")
-
-    p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS); "
-                                        "or a model on held-out simulated images (etem evaluate MODEL WAVES)")
-    p.add_argument("found", type=Path, help="columns from etem find (CSV/Parquet) or a run file; or a model "
-                                            "(bundled name or bundle path; comma-separated for several)")
-    p.add_argument("truth", type=Path, help="a simulated movie file (etem simulate movie) or a CSV/Parquet of "
-                                            "frame,y,x[,cls]; with a model: a held-out wave set (etem simulate waves)")
-    p.add_argument("--radius", type=float, default=1.0, help="largest distance of a match [Å] (px without a sampling)")
-    p.add_argument("--sampling", type=float, help="pixel size [Å/px] (default: the truth's or the run's)")
-    p.add_argument("--doses", default="100,300,1000,3000,10000",
-                   help="MODEL WAVES form: doses of the sweep [e/Å², comma-separated]")
-    p.add_argument("-n", type=int, default=8, help="MODEL WAVES form: images per dose")
-    p.add_argument("--size", type=int, default=256, help="MODEL WAVES form: image side [px]")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="MODEL WAVES form: leave the classical locator out of the table")
-    p.add_argument("-o", "--output", type=Path,
-                   help="MODEL WAVES form: folder for the per-image table (CSV) and the plots")
-    p.add_argument("--seed", type=int, default=0, help="MODEL WAVES form: seed of the optics draws")
-    p.add_argument("--write-card", action="store_true",
-                   help="MODEL WAVES form: store the table (with the baseline rows) in each model's card "
-                        "as 'heldout'")
-
-    p = sub.add_parser("view", help="open a run file (or an image) in napari")
-    p.add_argument("path", type=Path)
-
-    p = sub.add_parser("keys", help="make CURVE keys for encrypted, authenticated streams")
-    p.add_argument("folder", type=Path)
-    p.add_argument("--overwrite", action="store_true")
-
-    p = sub.add_parser("batch", help="track many recorded files on a Dask cluster; one summary table")
-    p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="folder for the run files and batch.csv/.parquet")
-    p.add_argument("--workers", type=int, default=2, help="processes of the local Dask cluster")
-    p.add_argument("--scheduler", help="address of a running Dask scheduler (instead of a local cluster)")
-    _common_engine(p)
-
-    from etem.simulate.cli import add_parser as add_simulate
-
-    add_simulate(sub)
-
-    from .engines.manage import add_parser as add_engine
-
-    add_engine(sub)
-
-    p = sub.add_parser("find", help="find the columns in one image or a stack")
-    p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="CSV, or Parquet by suffix (.parquet)")
-    p.add_argument("--overlay", type=Path, help="PNG with the columns drawn on the (first) image")
-    p.add_argument("--focal", type=int, default=1)
-    _common_engine(p)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -527,102 +331,18 @@ def _table(path: Path):
 
 
 def cmd_train(args) -> int:
-    from etem.train.loop import TrainConfig, train
+    from etem.train.cli import cmd_train as run
 
-    arch_args = {"width": args.width, "depth": args.depth} if args.arch != "msdnet" else {"depth": args.depth}
-    try:
-        focal = tuple(float(v) for v in args.focal.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"--focal must be comma-separated defocus offsets in Å; got {args.focal!r}") from None
-    if not args.waves.is_file():
-        raise ConfigError(f"{args.waves}: no such wave set (make one with `etem simulate waves`)")
-    cfg = TrainConfig(arch=args.arch, arch_args=arch_args, size=args.size, sampling_A=args.sampling,
-                      label_sigma_A=args.label_sigma, preset=args.preset or None, imaging=args.imaging,
-                      batch=args.batch, steps=args.steps, lr=args.lr, seed=args.seed, device=args.device,
-                      validate_every=max(1, min(100, args.steps // 4)), focal_offsets_A=focal or (0.0,),
-                      amp=args.amp, checkpoint_every=args.checkpoint_every)
-    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
-    if card is None:  # a torchrun process other than the first
-        return 0
-    e = card["evaluation"]
-    print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
-          f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
-          f"in {card['training']['seconds']:.0f} s")
-    return 0
-
-
-def _is_model(arg: Path) -> bool:
-    """A bundled model's name, a bundle path, ``classical``, or a comma-separated list of them."""
-    from etem.train.bundle import bundle_paths, bundled_models
-
-    for name in str(arg).split(","):
-        if name in ("classical", "classical-dark") or name in bundled_models():
-            continue
-        if Path(name).suffix not in ("", ".json", ".safetensors") or not bundle_paths(name)[1].is_file():
-            return False
-    return True
-
-
-def _evaluate_model(args) -> int:
-    from etem.train.assess import CLASSICAL, assess, format_summary, plot, summary
-
-    methods = str(args.found).split(",")
-    if not args.no_baseline:
-        methods += [c for c in CLASSICAL if c not in methods]
-    try:
-        doses = [float(d) for d in args.doses.split(",") if d.strip()]
-    except ValueError:
-        raise ConfigError(f"--doses must be comma-separated numbers; got {args.doses!r}") from None
-    per = assess(methods, args.truth, doses=doses, n=args.n, size=args.size, sampling_A=args.sampling,
-                 radius_A=args.radius, seed=args.seed)
-    table = summary(per)
-    print(f"{args.n} held-out images per dose from {args.truth.name} at {per.attrs['sampling_A']} Å/px "
-          f"({per.attrs['imaging']}, optics preset {per.attrs['preset']!r}); match radius {args.radius} Å")
-    print(format_summary(table))
-    if args.output:
-        args.output.mkdir(parents=True, exist_ok=True)
-        per.to_csv(args.output / "per_image.csv", index=False)
-        table.to_csv(args.output / "summary.csv", index=False)
-        for path in plot(per, args.output):
-            print(f"wrote {path}")
-    if args.write_card:
-        _store_heldout(methods, per, table, args)
-    return 0
-
-
-def _store_heldout(methods, per, table, args) -> None:
-    """The held-out table into each model's card (the weights, and so the card's hash, stay)."""
-    import datetime
-    import json
-    import platform
-
-    from etem.train.assess import CLASSICAL
-    from etem.train.bundle import bundle_paths
-
-    rows = json.loads(table.to_json(orient="records"))
-    for m in methods:
-        if m in CLASSICAL:
-            continue
-        card_path = bundle_paths(m)[1]
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        card["heldout"] = {
-            "wave_set": args.truth.name, "images_per_dose": args.n, "size_px": args.size,
-            "sampling_A": per.attrs["sampling_A"], "imaging": per.attrs["imaging"],
-            "optics_preset": per.attrs["preset"], "match_radius_A": args.radius,
-            "date": datetime.date.today().isoformat(), "machine": platform.machine(),
-            "table": rows,
-        }
-        card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        print(f"stored the held-out table in {card_path}")
+    return run(args)
 
 
 def cmd_evaluate(args) -> int:
+    from etem.train.cli import cmd_evaluate_model, is_model
+
     from .evaluate import score_columns
 
-    if _is_model(args.found):
-        if not args.truth.is_file():
-            raise ConfigError(f"{args.truth}: no such wave set (make one with `etem simulate waves`)")
-        return _evaluate_model(args)
+    if is_model(args.found):
+        return cmd_evaluate_model(args)
     sampling = args.sampling
     if args.found.suffix in (".h5", ".hdf5"):
         from .runfile import open_run
