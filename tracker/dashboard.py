@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hmac
 import http.server
-import io
 import ipaddress
 import json
 import logging
@@ -48,12 +47,13 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from importlib import resources
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from .errors import ConfigError
+from . import pngs
 from .plots import CLASS_COLOURS
 from .sites import render_site_values
 from .metrics import LATENCY_BUCKETS_S, LatencyHistogram, gpu_memory, metrics_text  # noqa: F401 (re-exported)
@@ -331,8 +331,8 @@ class Dashboard:
         img = np.asarray(latest["image"])
         if img.ndim == 3:
             img = img[0]
-        k = _factor(img.shape, self.cfg.max_image_px)
-        small = _downsample(img.astype(np.float32, copy=False), k)
+        k = pngs.downsample_factor(img.shape, self.cfg.max_image_px)
+        small = pngs.downsample(img.astype(np.float32, copy=False), k)
         lo, hi = np.percentile(small[:: max(1, small.shape[0] // 128), :: max(1, small.shape[1] // 128)], [0.5, 99.5])
         grey = np.clip((small - lo) * (255.0 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8)
         cols = latest["columns"]
@@ -351,7 +351,7 @@ class Dashboard:
                 "class_names": list(getattr(engine, "class_names", ()) or ()), "colours": list(CLASS_COLOURS)}
         columns = json.dumps([[y, x, int(c), int(s)] for y, x, c, s in table.tolist()], separators=(",", ":"))
         body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
-        return {"frame": latest["frame"], "png": _png(grey), "json": body.encode()}
+        return {"frame": latest["frame"], "png": pngs.png(grey), "json": body.encode()}
 
     def maps(self) -> dict[str, Any] | None:
         """Occupancy and event maps of the latest sites snapshot (rendered once per snapshot)."""
@@ -375,8 +375,8 @@ class Dashboard:
                 "version": snap["version"], "shape": list(shape), "display_shape": list(dshape), "scale": scale,
                 "n_sites": len(tab), "n_frames": snap["n_frames"], "events_max": ev_max,
                 "occupancy_mean": float(tab["occupancy"].mean()) if len(tab) else None,
-                "occupancy": _map_png(occ, 0.0, 1.0, "viridis"),
-                "events": _map_png(ev, 0.0, ev_max if ev_max > 0 else 1.0, "magma"),
+                "occupancy": pngs.map_png(occ, 0.0, 1.0, "viridis"),
+                "events": pngs.map_png(ev, 0.0, ev_max if ev_max > 0 else 1.0, "magma"),
             }
             return self._maps_cache
 
@@ -453,60 +453,6 @@ def _hostname(header: str) -> str:
     if header.startswith("["):
         return header[: header.find("]") + 1]
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-def _factor(shape: Sequence[int], max_px: int) -> int:
-    return max(1, -(-max(int(shape[0]), int(shape[1])) // max_px))
-
-
-def _downsample(img: np.ndarray, k: int) -> np.ndarray:
-    """Block mean by ``k`` (the ragged edge cropped)."""
-    if k == 1:
-        return img
-    h, w = (img.shape[0] // k) * k, (img.shape[1] // k) * k
-    return img[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
-
-
-#: Colour maps as 17 evenly spaced anchors (matplotlib's viridis and magma), interpolated to 255 colours.
-_CMAPS = {
-    "viridis": "440154 48186a 472d7b 424086 3b528b 33638d 2c728e 26828e 21918c 1fa088 28ae80 3fbc73 5ec962 "
-               "84d44b addc30 d8e219 fde725",
-    "magma": "000004 0a0822 1d1147 36106b 51127c 6a1c81 832681 9c2e7f b73779 d0416f e75263 f56b5c fc8961 "
-             "fea772 fec488 fde2a3 fcfdbf",
-}
-_OFF_SITE = (24, 24, 28)
-
-
-def _palette(cmap: str) -> list[int]:
-    """A PNG palette: 255 colours of ``cmap``, then index 255 for off-site pixels."""
-    anchors = np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _CMAPS[cmap].split()], float)
-    t = np.linspace(0, 1, len(anchors))
-    lut = np.stack([np.interp(np.linspace(0, 1, 255), t, anchors[:, k]) for k in range(3)], axis=1)
-    return np.rint(lut).astype(np.uint8).ravel().tolist() + list(_OFF_SITE)
-
-
-def _map_png(values: np.ndarray, vmin: float, vmax: float, cmap: str) -> bytes:
-    """A map as a palette PNG (one byte a pixel); NaN (off-site) dark grey."""
-    from PIL import Image
-
-    idx = np.full(values.shape, 255, np.uint8)
-    on = ~np.isnan(values)
-    idx[on] = np.clip((values[on] - vmin) * (254.0 / (vmax - vmin)), 0, 254).astype(np.uint8)
-    img = Image.frombytes("P", (idx.shape[1], idx.shape[0]), idx.tobytes())
-    img.putpalette(_palette(cmap))
-    return _save_png(img)
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    return _save_png(Image.fromarray(np.ascontiguousarray(pixels)))
-
-
-def _save_png(img) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def _json_safe(obj: Any) -> Any:
