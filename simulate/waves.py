@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
-from etem.tracker.errors import ConfigError, FileFormatError
+from etem.tracker.errors import ConfigError, FileFormatError, choice_error
 
 __all__ = ["WaveConfig", "ExitWave", "exit_wave", "compute_waves", "save_waves", "load_waves", "iter_waves",
            "FORMAT"]
@@ -143,8 +143,8 @@ def exit_wave(atoms: Atoms, config: WaveConfig | None = None, *, seed: int = 0,
     wave = np.mean(waves, axis=0).T.astype(np.complex64)
     cls_names = tuple(atoms.info.get("classes", ()))
     cols = columns_of(atoms, classes=classes)
-    if classes == "height":
-        cls_names = tuple(str(h) for h in range(1, int(cols["cls"].max(initial=0)) + 2))
+    if classes == "height":  # the same classes for every structure: "1" .. "10" (10 or more)
+        cls_names = height_classes()
     return ExitWave(wave=wave, sampling_A=sampling, columns=cols[["x_A", "y_A", "cls", "n_atoms"]].copy(),
                     atoms=atoms, classes=cls_names, energy_eV=cfg.energy_eV,
                     meta={"material": atoms.info.get("material", ""), "params": atoms.info.get("params", {}),
@@ -289,3 +289,41 @@ def iter_waves(path: str | Path) -> Iterator[ExitWave]:
 def load_waves(path: str | Path) -> list[ExitWave]:
     """All exit waves of a wave-set file."""
     return list(iter_waves(path))
+
+
+#: The tallest column-height class; it holds every taller column too.
+MAX_HEIGHT = 10
+
+
+def height_classes(max_height: int = MAX_HEIGHT) -> tuple[str, ...]:
+    """Names of the column-height classes: ``"1"`` .. ``str(max_height)`` (atoms per column)."""
+    return tuple(str(h) for h in range(1, int(max_height) + 1))
+
+
+def relabel(waves: Sequence[ExitWave], classes: str, *, max_height: int = MAX_HEIGHT) -> list[ExitWave]:
+    """The same exit waves with their columns classed by ``"species"`` or ``"height"``.
+
+    The waves do not change (labelling is independent of the multislice): the columns are
+    grouped again from each wave's structure, as :func:`exit_wave` groups them, so one wave set
+    trains both a species model and a column-height model.
+    """
+    from dataclasses import replace
+
+    from .structures import columns as columns_of
+
+    if classes not in ("species", "height"):
+        raise choice_error("classes", classes, ("species", "height"))
+    out = []
+    for w in waves:
+        was = w.meta.get("classes_by", "species")
+        if was == classes and (classes == "species" or len(w.classes) == max_height):
+            out.append(w)
+            continue
+        if classes == "species":
+            raise ConfigError("these waves were labelled by column height; their species classes are not stored. "
+                              "Simulate the wave set with --classes species.")
+        cols = columns_of(w.atoms, classes=classes, max_height=max_height)
+        names = height_classes(max_height)
+        out.append(replace(w, columns=cols[["x_A", "y_A", "cls", "n_atoms"]].copy(), classes=names,
+                           meta={**w.meta, "classes_by": classes}))
+    return out

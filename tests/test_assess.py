@@ -81,6 +81,41 @@ def test_evaluate_model_errors_are_clear(heldout, tmp_path):
     assert r.returncode != 0 and "--doses" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_column_height_model_trains_and_is_scored_by_miscounted_atoms(heldout, tmp_path):
+    from etem.simulate.waves import height_classes, load_waves, relabel
+    from etem.train.bundle import choose_model
+    from etem.train.loop import TrainConfig, train
+
+    waves = load_waves(heldout)
+    tall = relabel(waves, "height")
+    assert tall[0].classes == height_classes() == tuple(str(h) for h in range(1, 11))
+    n_atoms = tall[0].columns["n_atoms"].to_numpy()
+    np.testing.assert_array_equal(tall[0].columns["cls"], np.minimum(n_atoms, 10) - 1)
+    assert n_atoms.max() > 1  # a particle: columns of several atoms
+    np.testing.assert_allclose(tall[0].wave, waves[0].wave)  # the waves are the same
+
+    cfg = TrainConfig(arch_args={"width": 4, "depth": 2}, size=48, sampling_A=0.2, preset="au", batch=2,
+                      steps=2, validate_every=2, n_validation=2, threads=1, classes="height",
+                      focal_offsets_A=(-100.0, 0.0, 100.0))
+    card = train(heldout, tmp_path / "heights", cfg)
+    assert card["class_names"] == list(height_classes()) and card["classes_by"] == "height"
+    assert card["use"]["task"] == "heights" and card["arch_args"]["n_classes"] == 11
+    assert choose_model("au", "hrtem") != "heights"  # the column finder stays the default
+
+    r = _etem("evaluate", tmp_path / "heights", heldout, "--doses", "1000", "-n", 2, "--size", 64,
+              "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "off 1" in r.stdout and "off 3+" in r.stdout
+    per = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    model = per[per["method"] == "heights"]
+    ok = model["tp"] > 0
+    assert ok.any()
+    total = model[["cls_accuracy", "miscount_1", "miscount_2", "miscount_3plus"]][ok].sum(axis=1)
+    np.testing.assert_allclose(total, 1.0)  # every matched column is counted right or off by 1, 2, 3+
+    assert per[per["method"] == "classical"]["miscount_1"].isna().all()  # a finder only
+    assert (tmp_path / "out" / "heights_vs_dose.png").stat().st_size > 5000
+
+
 def test_summary_pools_counts_and_averages_over_doses():
     per = pd.DataFrame({"method": ["m"] * 3, "dose": [1.0, 1.0, 2.0], "tp": [9, 0, 10], "fp": [1, 0, 0],
                         "fn": [0, 5, 0], "rms_A": [0.1, np.nan, 0.2]})

@@ -90,6 +90,17 @@ def test_match_pairs_by_groups_equals_one_dense_assignment(seed):
 # ---------------------------------------------------------------------------- score_columns
 
 
+def test_score_columns_counts_height_errors_when_classes_are_ordinal():
+    true = _cols([(0, 10, 10), (0, 20, 20), (0, 30, 30), (0, 40, 40), (0, 50, 50)], cls=[0, 1, 2, 5, 3])
+    pred = _cols([(0, 10, 10), (0, 20, 20), (0, 30, 30), (0, 40, 40)], cls=[0, 2, 4, 1])  # off by 0, 1, 2, 4
+    s = score_columns(pred, true, radius_px=1.0, ordinal=True)
+    assert s["tp"] == 4 and s["cls_accuracy"] == 0.25
+    assert (s["miscount_1"], s["miscount_2"], s["miscount_3plus"]) == (0.25, 0.25, 0.25)
+    per = score_columns(pred, true, radius_px=1.0, ordinal=True, per_frame=True)
+    assert per.loc[0, "miscount_3plus"] == 0.25
+    assert "miscount_1" not in score_columns(pred, true, radius_px=1.0)  # species: no order
+
+
 def _cols(rows, cls=None):
     df = pd.DataFrame(rows, columns=["frame", "y", "x"])
     if cls is not None:

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                    help="write the training state every STEPS steps (0: never)")
     p.add_argument("--resume", action="store_true", help="go on from the output's checkpoint")
+    p.add_argument("--classes", choices=("species", "height"), default="species",
+                   help="what the network tells apart: the wave set's species classes, or column heights "
+                        "(atoms per column, 1 .. 10+) for counting atoms from a focal series")
 
     p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS); "
                                         "or a model on held-out simulated images (etem evaluate MODEL WAVES)")

@@ -72,8 +72,9 @@ def _check_columns(df: pd.DataFrame, name: str, cols: tuple[str, ...]) -> None:
         raise ValueError(f"{name} needs columns {', '.join(cols)}; missing {', '.join(missing)}.")
 
 
-def _figures(counts: np.ndarray, sampling: float | None, with_cls: bool) -> dict[str, Any]:
-    """The figures of :func:`score_columns` from summed (tp, fp, fn, squared error, cls agree)."""
+def _figures(counts: np.ndarray, sampling: float | None, with_cls: bool, ordinal: bool = False) -> dict[str, Any]:
+    """The figures of :func:`score_columns` from summed (tp, fp, fn, squared error, cls agree,
+    and with ``ordinal`` the matched pairs whose classes differ by 1, 2 and 3 or more)."""
     tp, fp, fn = (int(v) for v in counts[:3])
     sq, cls_ok = float(counts[3]), int(counts[4])
     out: dict[str, Any] = {
@@ -87,7 +88,15 @@ def _figures(counts: np.ndarray, sampling: float | None, with_cls: bool) -> dict
         out["rms_A"] = out["rms_px"] * sampling
     if with_cls:
         out["cls_accuracy"] = _ratio(cls_ok, tp)
+    if with_cls and ordinal:
+        for k, name in enumerate(MISCOUNT):
+            out[name] = _ratio(float(counts[5 + k]), tp)
     return out
+
+
+#: Fractions of matched columns whose class is off by 1, 2, 3 or more (ordinal classes such as
+#: column heights: Madsen et al. 2018, Fig. 12).
+MISCOUNT = ("miscount_1", "miscount_2", "miscount_3plus")
 
 
 def score_columns(
@@ -97,6 +106,7 @@ def score_columns(
     radius_px: float,
     sampling: float | None = None,
     per_frame: bool = False,
+    ordinal: bool = False,
 ) -> dict[str, Any] | pd.DataFrame:
     """Score found columns against the true ones, frame by frame.
 
@@ -114,6 +124,10 @@ def score_columns(
         Pixel size [Å/px]; adds ``rms_A``.
     per_frame
         Return one row per frame (every frame in either table) instead of the totals.
+    ordinal
+        The classes are ordered counts (column heights: class ``k`` holds ``k + 1`` atoms); adds
+        the fractions of matched pairs whose classes differ by one, two, and three or more
+        (``miscount_1``, ``miscount_2``, ``miscount_3plus``).
 
     Returns
     -------
@@ -137,7 +151,7 @@ def score_columns(
     p_groups = {int(k): g for k, g in pred.groupby("frame", sort=True)}
     t_groups = {int(k): g for k, g in true.groupby("frame", sort=True)}
     rows = []
-    tot = np.zeros(5)  # tp, fp, fn, squared error, cls agree
+    tot = np.zeros(8)  # tp, fp, fn, squared error, cls agree, cls off by 1, 2, >= 3
     for f in sorted(set(p_groups) | set(t_groups)):
         p = p_groups.get(f, pred.iloc[:0])
         t = t_groups.get(f, true.iloc[:0])
@@ -146,18 +160,21 @@ def score_columns(
         ip, it = match_points(pyx, tyx, radius_px)
         tp = ip.size
         sq = float(np.sum((pyx[ip] - tyx[it]) ** 2))
-        cls_ok = int(np.sum(p["cls"].to_numpy()[ip] == t["cls"].to_numpy()[it])) if with_cls else 0
-        counts = np.array([tp, len(p) - tp, len(t) - tp, sq, cls_ok], dtype=float)
+        off = (np.abs(p["cls"].to_numpy()[ip].astype(np.int64) - t["cls"].to_numpy()[it].astype(np.int64))
+               if with_cls else np.zeros(0, np.int64))
+        counts = np.array([tp, len(p) - tp, len(t) - tp, sq, np.sum(off == 0),
+                           np.sum(off == 1), np.sum(off == 2), np.sum(off >= 3)], dtype=float)
         tot += counts
         if per_frame:
             row = {"frame": f, "n_pred": len(p), "n_true": len(t)}
-            row.update(_figures(counts, sampling, with_cls))
+            row.update(_figures(counts, sampling, with_cls, ordinal))
             rows.append(row)
     if per_frame:
         cols = ["frame", "n_pred", "n_true", "tp", "fp", "fn", "precision", "recall", "f1", "rms_px"]
         cols += ["rms_A"] * (sampling is not None) + ["cls_accuracy"] * with_cls
+        cols += list(MISCOUNT) * (with_cls and ordinal)
         return pd.DataFrame(rows, columns=cols).set_index("frame")
-    return _figures(tot, sampling, with_cls)
+    return _figures(tot, sampling, with_cls, ordinal)
 
 
 def _flip_points(frame: np.ndarray, site: np.ndarray, kind: np.ndarray, tolerance: int) -> np.ndarray:

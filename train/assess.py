@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from etem.tracker.errors import ConfigError
+from etem.tracker.evaluate import MISCOUNT
 
 __all__ = ["DEFAULT_DOSES", "heldout_images", "assess", "summary", "plot", "CLASSICAL"]
 
@@ -34,14 +35,16 @@ CLASSICAL = ("classical", "classical-dark")
 
 def heldout_images(wave_set: str | Path, *, dose: float, n: int, size: int, sampling_A: float,
                    preset: str | None, optics: dict[str, Any] | None = None, imaging: str = "hrtem",
-                   focal_offsets_A: Sequence[float] = (0.0,), seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+                   focal_offsets_A: Sequence[float] = (0.0,), seed: int = 0,
+                   classes: str = "species") -> tuple[np.ndarray, pd.DataFrame]:
     """``n`` images ``[n, size, size]`` (``[n, F, size, size]`` for a focal series of F) at
-    ``dose`` e/Å² each, and their true columns (frame, y, x, cls)."""
-    from etem.simulate.waves import load_waves
+    ``dose`` e/Å² each, and their true columns (frame, y, x, cls; ``classes="height"``: cls is
+    the column height class, atoms - 1)."""
+    from etem.simulate.waves import load_waves, relabel
 
     from .loop import TrainConfig, _batch
 
-    waves = load_waves(wave_set)
+    waves = relabel(load_waves(wave_set), classes)
     n_classes = len(waves[0].classes) or 1
     cfg = TrainConfig(size=size, sampling_A=sampling_A, preset=preset, imaging=imaging,
                       optics={**(optics or {}), "dose_e_per_A2": [dose, dose]},
@@ -82,21 +85,25 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     optics = optics if optics is not None else training.get("optics", {})
     imaging = imaging or training.get("imaging", "hrtem")
     focal = tuple((card or {}).get("inputs", [0.0]))
+    heights = (card or {}).get("classes_by") == "height"
     rows = []
     for dose in doses:
         images, truth = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
                                        preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
-                                       seed=seed)
+                                       seed=seed, classes="height" if heights else "species")
         for method in methods:
             # the classical locator looks at the first image of a focal series
             im = images[:, 0] if images.ndim == 4 and method in CLASSICAL else images
             found = find(im, sampling=sampling_A, device=device, focal=1 if im.ndim == 3 else im.shape[1],
                          **_method_kwargs(method))
-            per = score_columns(found, truth, radius_px=radius_A / sampling_A, sampling=sampling_A,
-                                per_frame=True).reset_index()
+            # the classical locator finds columns but knows no heights: it is scored as a finder
+            per = score_columns(found, truth if method not in CLASSICAL else truth.drop(columns="cls"),
+                                radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,
+                                ordinal=heights).reset_index()
             rows.append(per.assign(method=_label(method), dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
     out.attrs.update({"sampling_A": sampling_A, "preset": preset, "optics": optics, "imaging": imaging,
+                      "classes_by": "height" if heights else "species",
                       "radius_A": radius_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
     return out
 
@@ -130,26 +137,33 @@ def summary(per_image: pd.DataFrame) -> pd.DataFrame:
         se = (g["rms_A"] ** 2 * g["tp"]).sum()
         rms = float(np.sqrt(se / tp)) if tp else np.nan
         f1_img = (2 * g["tp"] / (2 * g["tp"] + g["fp"] + g["fn"]).replace(0, np.nan)).mean()
-        return pd.Series({"images": len(g), "f1": f1, "precision": p, "recall": r, "rms_A": rms,
-                          "f1_mean_image": f1_img})
+        out = {"images": len(g), "f1": f1, "precision": p, "recall": r, "rms_A": rms, "f1_mean_image": f1_img}
+        for m in miscount:  # pooled over the matched columns of the group
+            out[m] = (g[m] * g["tp"]).sum(min_count=1) / tp if tp else np.nan
+        return pd.Series(out)
 
-    cols = ["tp", "fp", "fn", "rms_A"]
+    miscount = [m for m in MISCOUNT if m in per_image.columns]
+    cols = ["tp", "fp", "fn", "rms_A", *miscount]
     table = (per_image.groupby(["method", "dose"], sort=False)[cols].apply(agg).reset_index())
     means = table.groupby("method", sort=False)[["f1", "f1_mean_image"]].mean().reset_index()
     means["dose"] = np.nan
     means["images"] = table.groupby("method", sort=False)["images"].sum().to_numpy()
-    return pd.concat([table, means.assign(precision=np.nan, recall=np.nan, rms_A=np.nan)],
+    return pd.concat([table, means.assign(precision=np.nan, recall=np.nan, rms_A=np.nan,
+                                          **{m: np.nan for m in miscount})],
                      ignore_index=True)[table.columns]
 
 
 def format_summary(table: pd.DataFrame) -> str:
     """The summary as a text table (the last row per method: mean over doses)."""
-    lines = [f"{'method':<22} {'dose e/Å²':>10} {'images':>6} {'F1':>6} {'prec':>6} {'recall':>6} {'RMS Å':>6}"]
+    miscount = [m for m in MISCOUNT if m in table.columns]
+    head = " ".join(f"{'off ' + m.split('_')[1].replace('plus', '+'):>6}" for m in miscount)
+    lines = [f"{'method':<22} {'dose e/Å²':>10} {'images':>6} {'F1':>6} {'prec':>6} {'recall':>6} {'RMS Å':>6} {head}".rstrip()]
     for _, r in table.iterrows():
         dose = "mean" if not np.isfinite(r["dose"]) else f"{r['dose']:.0f}"
         fmt = lambda v, f="{:.3f}": "–" if not np.isfinite(v) else f.format(v)  # noqa: E731
+        extra = " ".join(f"{fmt(r[m]):>6}" for m in miscount)
         lines.append(f"{r['method']:<22} {dose:>10} {int(r['images']):>6} {fmt(r['f1']):>6} "
-                     f"{fmt(r['precision']):>6} {fmt(r['recall']):>6} {fmt(r['rms_A']):>6}")
+                     f"{fmt(r['precision']):>6} {fmt(r['recall']):>6} {fmt(r['rms_A']):>6} {extra}".rstrip())
     return "\n".join(lines)
 
 
@@ -189,4 +203,20 @@ def plot(per_image: pd.DataFrame, out: str | Path) -> list[Path]:
     p2 = out / "f1_histogram.png"
     fig.savefig(p2, dpi=110)
     plt.close(fig)
-    return [p1, p2]
+    paths = [p1, p2]
+    miscount = [m for m in MISCOUNT if m in table.columns]
+    heights = table.dropna(subset=miscount[:1]) if miscount else table.iloc[:0]
+    if len(heights):  # Madsen et al. 2018, Fig. 12: columns miscounted by 1, 2, 3+ atoms vs dose
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        for method, g in heights.groupby("method", sort=False):
+            for m, style in zip(miscount, ("o-", "s--", "^:")):
+                label = f"{method}: off by {m.split('_')[1].replace('plus', '+')}"
+                ax.semilogx(g["dose"], 100 * g[m], style, label=label)
+        ax.set(xlabel="dose [e/Å²]", ylabel="matched columns [%]", ylim=(0, None))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p3 = out / "heights_vs_dose.png"
+        fig.savefig(p3, dpi=110)
+        plt.close(fig)
+        paths.append(p3)
+    return paths

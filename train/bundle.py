@@ -69,13 +69,13 @@ def bundled_models() -> dict[str, Path]:
     return {card.stem: card for card in sorted(folder.glob("*.json"))}
 
 
-def choose_model(material: str | None = None, imaging: str | None = None) -> str | None:
+def choose_model(material: str | None = None, imaging: str | None = None, task: str = "columns") -> str | None:
     """The bundled model made for ``material`` and ``imaging`` (``hrtem`` or ``stem``), or None.
 
-    A card says what it is for in ``"use": {"materials": [...], "imaging": "hrtem"|"stem"}``
-    (material names as :data:`etem.tracker.lattice.MATERIALS`, or a family such as ``au``).
-    A STEM model that lists no material fits any material; an HRTEM model must list it, since
-    HRTEM contrast depends on the material.
+    A card says what it is for in ``"use": {"materials": [...], "imaging": "hrtem"|"stem",
+    "task": "columns"|"heights"}`` (material names as :data:`etem.tracker.lattice.MATERIALS`,
+    or a family such as ``au``; no task: ``columns``). A STEM model that lists no material fits
+    any material; an HRTEM model must list it, since HRTEM contrast depends on the material.
     """
     imaging = {"haadf": "stem", "adf": "stem", "tem": "hrtem"}.get(imaging or "hrtem", imaging or "hrtem")
     family = (material or "").lower()
@@ -88,7 +88,7 @@ def choose_model(material: str | None = None, imaging: str | None = None) -> str
             use = json.loads(card_path.read_text(encoding="utf-8")).get("use", {})
         except (OSError, ValueError):
             continue
-        if use.get("imaging") != imaging:
+        if use.get("imaging") != imaging or use.get("task", "columns") != task:
             continue
         materials = [m.lower() for m in use.get("materials", [])]
         if family and family in materials:

@@ -22,7 +22,7 @@ def cmd_train(args) -> int:
                       label_sigma_A=args.label_sigma, preset=args.preset or None, imaging=args.imaging,
                       batch=args.batch, steps=args.steps, lr=args.lr, seed=args.seed, device=args.device,
                       validate_every=max(1, min(100, args.steps // 4)), focal_offsets_A=focal or (0.0,),
-                      amp=args.amp, checkpoint_every=args.checkpoint_every)
+                      amp=args.amp, checkpoint_every=args.checkpoint_every, classes=args.classes)
     card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
     if card is None:  # a torchrun process other than the first
         return 0

@@ -69,6 +69,9 @@ class TrainConfig:
     amp: str = "auto"
     #: write the whole training state every this many steps (0: never) for resume
     checkpoint_every: int = 0
+    #: what the classes are: "species" (as the wave set stores them) or "height" (atoms per
+    #: column, "1" .. "10"; Madsen et al. 2018, §4.3)
+    classes: str = "species"
 
 
 def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_classes: int):
@@ -215,7 +218,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     process 0 validates, writes checkpoints and the bundle. ``on_step(step, loss)`` is called
     after every step. Returns the card written (``None`` on processes other than 0).
     """
-    from etem.simulate.waves import load_waves
+    from etem.simulate.waves import load_waves, relabel
 
     from .bundle import save_bundle
     from .networks import build_network, count_parameters
@@ -235,7 +238,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dcfg = cfg if str(device) == cfg.device else replace(cfg, device=str(device))
     torch.manual_seed(cfg.seed)
-    waves = load_waves(wave_set)
+    waves = relabel(load_waves(wave_set), cfg.classes)
     classes = list(waves[0].classes) or ["column"]
     n_hold = max(1, len(waves) // 4)
     train_idx, val_idx = list(range(len(waves) - n_hold)), list(range(len(waves) - n_hold, len(waves)))
@@ -320,12 +323,14 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         "arch_args": {"n_inputs": n_inputs, "n_classes": n_classes + 1, **cfg.arch_args},
         "inputs": list(cfg.focal_offsets_A),
         "class_names": classes,
+        "classes_by": cfg.classes,
         "sampling_A": cfg.sampling_A,
         "normalization": {"method": "local", "sigma_A": 12.0},
         # what etem.train.bundle.choose_model matches: incoherent (STEM) images look alike across
         # materials, HRTEM images do not
         "use": {"imaging": "stem" if cfg.imaging == "haadf" else "hrtem",
-                "materials": [] if cfg.imaging == "haadf" else [str(waves[0].meta.get("material", "")).lower()]},
+                "materials": [] if cfg.imaging == "haadf" else [str(waves[0].meta.get("material", "")).lower()],
+                "task": "heights" if cfg.classes == "height" else "columns"},
         "training": {
             "data": f"exit waves of {len(train_idx)} simulated structures ({waves[0].meta.get('material', '')}), "
                     f"abTEM multislice at {waves[0].sampling_A[0]:.3f} Å/px, {waves[0].energy_eV / 1e3:g} kV; "
