@@ -29,3 +29,25 @@ etem train "$OUT/graphene_waves.h5" -o "$OUT/graphene-hrtem" $T --steps 2000 --p
 etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-au-hrtem"
 etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-haadf-stem"
 etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" -n 8 --write-card -o "$OUT/eval-graphene-hrtem"
+
+# (d) Au column heights (atoms per column, 1 .. 10+) from a three-image focal series (Madsen et
+# al. 2018, §4.3), scored as Madsen's Fig. 12 (columns miscounted by 1, 2, 3+ atoms against dose,
+# up to 3x10^4 e/Å²). The same Au waves, labelled by height.
+HSTEPS=${HEIGHT_STEPS:-3000}
+etem train "$OUT/au_waves.h5" -o "$OUT/au-heights" $T --steps "$HSTEPS" --preset au --imaging hrtem \
+  --focal=-100,0,100 --classes height --seed 4 --checkpoint-every 250
+etem evaluate "$OUT/au-heights" "$OUT/au_heldout.h5" -n 8 --doses 100,300,1000,3000,10000,30000 \
+  --write-card -o "$OUT/eval-au-heights"
+
+# (c) MoS2 three-image focal series with Mo/S2/S classes, as MSD-net and as U-Net (Larsen et
+# al.'s comparison). Wave sets of bare flakes and flakes on graphene come from the mos2
+# generator. Set MOS2=1 to run it: it is a GPU-sized job (MSD-net depth 100 at full resolution).
+if [ "${MOS2:-0}" = 1 ]; then
+  [ -f "$OUT/mos2_waves.h5" ]   || etem simulate waves --material mos2 -n 64 --seed 300 $W -o "$OUT/mos2_waves.h5"
+  [ -f "$OUT/mos2_heldout.h5" ] || etem simulate waves --material mos2 -n 12 --seed 902 $W -o "$OUT/mos2_heldout.h5"
+  M="--batch 8 --size 128 --sampling 0.1 --label-sigma 0.4 --preset mos2 --focal=-100,0,100 --device $DEVICE"
+  MSTEPS=${MOS2_STEPS:-6000}
+  etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-msdnet" --arch msdnet --depth 100 $M --steps "$MSTEPS" --seed 5 --checkpoint-every 500
+  etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-unet" --arch unet --width 16 --depth 3 $M --steps "$MSTEPS" --seed 6 --checkpoint-every 500
+  etem evaluate "$OUT/mos2-msdnet,$OUT/mos2-unet" "$OUT/mos2_heldout.h5" -n 8 --write-card -o "$OUT/eval-mos2"
+fi
