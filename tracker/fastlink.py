@@ -209,3 +209,25 @@ class FastLinker:
                     dest_src[dp.index] = sp.index
             self.counts["subnets"] += 1
             self.counts["in_subnets"] += len(dnodes)
+
+
+_WARM: set = set()
+
+
+def warm_up(link_strategy: str | None = "auto") -> None:
+    """Link two tiny frames with an ambiguous subnetwork, once per process and strategy.
+
+    trackpy's numba subnet solver compiles at its first use (about half a second); a pipeline
+    calls this while its engine is being built, so that the stream's second frame does not wait
+    for the compiler.
+    """
+    if link_strategy in _WARM:
+        return
+    rng = np.random.default_rng(0)
+    # a 5 x 5 grid at 1.5 spacing, linked within 1.6: every column has its neighbours in reach
+    crowd = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2) * 1.5
+    linker = FastLinker(1.6, link_strategy=link_strategy)
+    linker.init_level(crowd)
+    linker.next_level(crowd + rng.normal(0, 0.3, crowd.shape))
+    _WARM.add(link_strategy)
+

@@ -32,6 +32,7 @@ import pandas as pd
 from .accounting import Counters
 from .errors import ConfigError, choice_error
 from .frames import Frame
+from .fastlink import warm_up
 from .link import LinkConfig, StreamLinker
 from .detect import Detector, EngineConfig
 from .locate import LocateConfig
@@ -354,6 +355,9 @@ class Pipeline:
         compute = threading.Thread(target=self._compute, name="etem-compute", daemon=True)
         ingest.start()
         compute.start()
+        # While the engine is built at the first frame: trackpy's subnet solver compiles now,
+        # not on the stream's second frame.
+        warm_up(self.cfg.link.link_strategy)
         status = "complete"
         in_hand: list[Frame] = []  # frames of the batch being linked
         base = 0  # the processed count before it
