@@ -39,3 +39,15 @@ def test_structures_waves_images_movie(tmp_path, capsys):
     m = load_movie(movie)
     assert m.frames.shape == (3, 128, 128) and len(m.truth.positions) > 0
     assert "3 frames" in capsys.readouterr().out
+
+
+def test_tilt_max_limits_the_au_particles_tilt(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "au.extxyz"
+    assert main(["simulate", "structures", "--material", "au", "-n", "4", "--tilt-max", "1", "-o", str(out)]) == 0
+    tilts = [json.loads(a.info["params"])["tilt_deg"] for a in read(out, index=":")]
+    assert all(0 <= t <= 1 for t in tilts) and max(tilts) > 0
+    assert main(["simulate", "structures", "--material", "graphene", "-n", "1", "--tilt-max", "1",
+                 "-o", str(tmp_path / "g.extxyz")]) == 2
+    assert "--tilt-max applies to Au" in capsys.readouterr().err
