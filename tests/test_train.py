@@ -28,6 +28,18 @@ def test_training_writes_a_bundle_the_tracker_can_use(wave_set, tmp_path):
     assert card["evaluation"]["f1"] is None or 0 <= card["evaluation"]["f1"] <= 1
     model, loaded = load_bundle(tmp_path / "tiny")
     assert loaded["sha256"] and loaded["evaluation"]["f1"] == card["evaluation"]["f1"]
+    # the threshold is the validation scan's best, and the tracker reads the maps with it
+    from etem.tracker.detect import engine_threshold
+    from etem.tracker.engines import make_engine
+    from etem.train.loop import THRESHOLDS, retune_threshold
+
+    scan = card["evaluation"]["threshold_scan"]
+    assert [r["threshold"] for r in scan] == list(THRESHOLDS) and card["threshold"] in THRESHOLDS
+    f1 = {r["threshold"]: (r["f1"] if r["f1"] is not None else -1) for r in scan}
+    assert f1[card["threshold"]] == max(f1.values()) or (
+        card["threshold"] == 0.5 and max(f1.values()) < f1[0.5] + 0.01)
+    assert engine_threshold(make_engine("eager", tmp_path / "tiny", device="cpu")) == card["threshold"]
+    assert retune_threshold(tmp_path / "tiny", wave_set) == card["threshold"]  # the same images again
 
     from etem.tracker import find
 

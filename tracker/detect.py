@@ -98,9 +98,7 @@ class Detector:
             self.engine = make_engine(e.kind, e.model, device=e.device, **opts)
             log.info("engine: %s on %s", self.engine.name, self.engine.device)
         if self.locate_cfg.threshold is None:
-            self.locate_cfg = dataclasses.replace(
-                self.locate_cfg, threshold=float(getattr(self.engine, "suggested_threshold", 0.5))
-            )
+            self.locate_cfg = dataclasses.replace(self.locate_cfg, threshold=engine_threshold(self.engine))
         if self._pre is None:
             target = self.preprocess_cfg.target_sampling
             if target is None:
@@ -200,6 +198,16 @@ class Detector:
             df.attrs["quality"] = {"snr": float(snr), "dose_est": float(dose_est), "resolution_A": float(res),
                                    "confidence": conf, "out_of_range": int(mask),
                                    "in_range": -1 if mask < 0 else int(mask == 0)}
+
+
+def engine_threshold(engine) -> float:
+    """The column-probability threshold an engine is read with: its own suggestion (the
+    classical locator's), its model card's ``threshold`` (chosen on validation images after
+    training), else 0.5."""
+    t = getattr(engine, "suggested_threshold", None)
+    if t is None:
+        t = (getattr(engine, "card", None) or {}).get("threshold")
+    return float(t) if t is not None else 0.5
 
 
 def _engine_normalization(engine) -> str:

@@ -53,7 +53,8 @@ class LocateConfig:
         ``"peaks"`` (fast, on the device) or ``"watershed"`` (Madsen et al. 2018, on the host).
     threshold
         Minimum foreground probability at a peak (``"peaks"``). None (the default): the
-        engine's ``suggested_threshold`` (0.35 for the classical locator), else 0.5.
+        engine's ``suggested_threshold`` (0.35 for the classical locator), else its model
+        card's ``threshold`` (chosen on validation images after training), else 0.5.
     min_distance_px
         Peaks closer than this (in either axis) are one column; also the half-width of the
         window in which a background minimum must be lowest to become a marker (``"watershed"``).

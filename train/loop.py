@@ -110,17 +110,92 @@ def _normalize(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame, sampling_A: float,
-                   threshold: float = 0.5) -> dict[str, float]:
-    """Columns located on the model's maps, scored against the truth within 1 Å."""
+                   threshold: float | Sequence[float] = 0.5) -> dict[str, float] | list[dict[str, float]]:
+    """Columns located on the model's maps as the tracker locates them (its default
+    :class:`~etem.tracker.locate.LocateConfig`), scored against the truth within 1 Å.
+
+    With a sequence of thresholds, one score dict (with its ``threshold``) per threshold, from
+    one forward pass.
+    """
     from etem.tracker.evaluate import score_columns
     from etem.tracker.locate import LocateConfig, locate
 
     model.eval()
-    probs = torch.softmax(model(images), dim=1)
-    cols = locate(probs, LocateConfig(threshold=threshold, min_distance_px=max(1, int(1.2 / sampling_A))))
-    found = pd.concat([c.assign(frame=i) for i, c in enumerate(cols)], ignore_index=True)
-    s = score_columns(found, truth, radius_px=1.0 / sampling_A, sampling=sampling_A)
-    return {k: float(s[k]) for k in ("f1", "precision", "recall", "rms_A")}
+    with torch.no_grad():
+        probs = model(images)  # probabilities already
+    out = []
+    for t in ([threshold] if isinstance(threshold, (int, float)) else threshold):
+        cols = locate(probs, LocateConfig(threshold=float(t)))
+        found = pd.concat([c.assign(frame=i) for i, c in enumerate(cols)], ignore_index=True)
+        s = score_columns(found, truth, radius_px=1.0 / sampling_A, sampling=sampling_A)
+        out.append({"threshold": float(t), **{k: float(s[k]) for k in ("f1", "precision", "recall", "rms_A")}})
+    if isinstance(threshold, (int, float)):
+        del out[0]["threshold"]
+        return out[0]
+    return out
+
+
+def _split(n_waves: int) -> tuple[list[int], list[int]]:
+    """Training and validation structures of a wave set: the last quarter validates."""
+    n_hold = max(1, n_waves // 4)
+    return list(range(n_waves - n_hold)), list(range(n_waves - n_hold, n_waves))
+
+
+def _validation_images(waves, val_idx: list[int], cfg: TrainConfig, n_classes: int):
+    """The fixed validation images (normalized) and their true columns, drawn from their own seed."""
+    gval = torch.Generator(device=cfg.device).manual_seed(10_000 + cfg.seed)
+    val_idx_rep = [val_idx[i % len(val_idx)] for i in range(cfg.n_validation)]
+    v_img, _, v_truth = _batch(waves, val_idx_rep, cfg, gval, n_classes)
+    return _normalize(v_img, cfg), v_truth
+
+
+def retune_threshold(bundle: str | os.PathLike, wave_set: str | os.PathLike) -> float:
+    """Choose a trained bundle's threshold again on the validation images its training used
+    (``wave_set`` must be the one it was trained on), and store it in the card.
+
+    For bundles made before training chose thresholds; the weights do not change.
+    """
+    from etem.simulate.waves import load_waves, relabel
+
+    from .bundle import bundle_paths, load_bundle
+
+    model, card = load_bundle(bundle)
+    tc = dict(card["training"]["config"])
+    tc["focal_offsets_A"] = tuple(tc.get("focal_offsets_A", (0.0,)))
+    cfg = replace(TrainConfig(**tc), device="cpu")
+    waves = relabel(load_waves(wave_set), cfg.classes)
+    _, val_idx = _split(len(waves))
+    images, truth = _validation_images(waves, val_idx, cfg, len(waves[0].classes) or 1)
+    threshold, scan = choose_threshold(model, images, truth, cfg.sampling_A)
+    path = bundle_paths(bundle)[1]
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored["threshold"] = threshold
+    stored["evaluation"] = _finite({**stored.get("evaluation", {}),
+                                    **{k: v for k, v in scan[THRESHOLDS.index(threshold)].items() if k != "threshold"},
+                                    "threshold_scan": scan})
+    path.write_text(json.dumps(stored, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return threshold
+
+
+#: Column-probability thresholds tried on the validation images after training; the card's
+#: ``threshold`` is the one of the best F1 there, and the tracker locates with it.
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: How much better in validation F1 a threshold must be than 0.5 to be chosen instead.
+THRESHOLD_MARGIN = 0.01
+
+
+def choose_threshold(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame,
+                     sampling_A: float) -> tuple[float, list[dict[str, float]]]:
+    """The threshold of :data:`THRESHOLDS` with the best validation F1, and the scores of all.
+
+    0.5 stays unless another threshold beats it by at least :data:`THRESHOLD_MARGIN` in F1: a
+    few validation images do not tell smaller differences from noise.
+    """
+    scan = evaluate_model(model, images, truth, sampling_A, THRESHOLDS)
+    f1 = np.array([r["f1"] if math.isfinite(r["f1"]) else -1.0 for r in scan])
+    i = int(np.argmax(f1))
+    best = float(THRESHOLDS[i]) if f1[i] >= f1[THRESHOLDS.index(0.5)] + THRESHOLD_MARGIN else 0.5
+    return best, scan
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -240,8 +315,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     torch.manual_seed(cfg.seed)
     waves = relabel(load_waves(wave_set), cfg.classes)
     classes = list(waves[0].classes) or ["column"]
-    n_hold = max(1, len(waves) // 4)
-    train_idx, val_idx = list(range(len(waves) - n_hold)), list(range(len(waves) - n_hold, len(waves)))
+    train_idx, val_idx = _split(len(waves))
     if not train_idx:
         raise ValueError("the wave set needs at least two structures (one is held out for validation)")
     n_classes = len(classes)
@@ -255,10 +329,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
 
     if rank == 0:
-        gval = torch.Generator(device=device).manual_seed(10_000 + cfg.seed)
-        val_idx_rep = [val_idx[i % len(val_idx)] for i in range(cfg.n_validation)]
-        v_img, _, v_truth = _batch(waves, val_idx_rep, dcfg, gval, n_classes)
-        v_img = _normalize(v_img, dcfg)
+        v_img, v_truth = _validation_images(waves, val_idx, dcfg, n_classes)
 
     # each process draws its own samples
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * rank)
@@ -316,7 +387,8 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             return None
     model.load_state_dict(best_state)
     model.eval()
-    final = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
+    threshold, scan = choose_threshold(model, v_img, v_truth, cfg.sampling_A)
+    final = {k: v for k, v in scan[THRESHOLDS.index(threshold)].items() if k != "threshold"}
     card = {
         "name": name or out.name,
         "arch": cfg.arch,
@@ -324,6 +396,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         "inputs": list(cfg.focal_offsets_A),
         "class_names": classes,
         "classes_by": cfg.classes,
+        "threshold": threshold,
         "sampling_A": cfg.sampling_A,
         "normalization": {"method": "local", "sigma_A": 12.0},
         # what etem.train.bundle.choose_model matches: incoherent (STEM) images look alike across
@@ -343,7 +416,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             "date": _dt.date.today().isoformat(), "history": history,
         },
         "evaluation": {"held_out_structures": len(val_idx), "images": cfg.n_validation, "match_radius_A": 1.0,
-                       **final},
+                       **final, "threshold_scan": scan},
     }
     card = _finite(card)
     save_bundle(model, out, card)
