@@ -164,6 +164,11 @@ class AugmentConfig:
         Apply shot noise.
     detector_mtf
         Apply the MTF (HRTEM; never in HAADF mode).
+    haadf_background
+        HAADF mode: range of a flat signal added to every image before the shot noise, as a
+        fraction of its brightest column (a support film, scattering in the gas, the detector's
+        dark level), drawn per sample. Without it the vacuum of a HAADF image is exactly dark
+        and noise-free, and a network trained on that takes any noise there for columns.
     """
 
     out_shape: tuple[int, int] = (256, 256)
@@ -180,6 +185,7 @@ class AugmentConfig:
     sigma_A: float = 1.0
     noise: bool = True
     detector_mtf: bool = True
+    haadf_background: tuple[float, float] = (0.0, 0.3)
 
     def __post_init__(self) -> None:
         shape = tuple(self.out_shape)
@@ -204,6 +210,10 @@ class AugmentConfig:
             raise ConfigError(f"n_classes must be an integer >= 1 (without the background); got {self.n_classes!r}.")
         if not self.sigma_A > 0:
             raise ConfigError(f"sigma_A must be positive [Å]; got {self.sigma_A!r}.")
+        bg = tuple(float(v) for v in self.haadf_background)
+        if len(bg) != 2 or not 0 <= bg[0] <= bg[1] or not math.isfinite(bg[1]):
+            raise ConfigError(f"haadf_background must be (low, high) with 0 <= low <= high; got {self.haadf_background!r}.")
+        object.__setattr__(self, "haadf_background", bg)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> AugmentConfig:
@@ -492,6 +502,10 @@ def training_batch(
     pixel = out_sampling * geometry.zoom
     images = detector_response(images, pixel_size_A=pixel, params=params,
                                apply_mtf=config.detector_mtf and mode == "hrtem")
+    if mode == "haadf" and config.haadf_background[1] > 0:
+        lo, hi = config.haadf_background
+        level = lo + (hi - lo) * torch.rand(b, generator=generator, device=generator.device).to(images.device)
+        images = images + level.view(-1, *([1] * (images.ndim - 1)))
     if config.noise:
         images = poisson_noise(images, dose_e_per_A2=params.dose_e_per_A2, pixel_size_A=pixel, generator=generator)
     sigma_px = config.sigma_A / pixel

@@ -329,10 +329,31 @@ def test_haadf_mode_puts_bright_columns_on_the_labels():
                            ranges=OpticsRanges.from_dict({"preset": "haadf", "blur_A": 0}),
                            config=cfg, generator=torch.Generator().manual_seed(0))
     img, lab = batch.images[:, 0], batch.labels[:, 1]
-    assert img.max() <= 1.0 + 1e-5
+    assert img.max() <= 1.0 + 0.3 + 1e-5  # the brightest column is 1, plus the flat background
     for b in range(2):
         bright = img[b] > 0.5 * img[b].max()
         assert lab[b][bright].min() > 0.3  # bright pixels sit under a label Gaussian
+
+
+def test_haadf_background_is_a_flat_level_under_the_noise():
+    n = 96
+    _, pts, cls = _columns_scene(b=2, n=n)
+    obj = haadf_object(pts, torch.full(cls.shape, 79.0**1.7), shape=(n, n), sampling_A=0.1)
+    ranges = OpticsRanges.from_dict({"preset": "haadf", "blur_A": 0})
+
+    def images(bg, noise=False):
+        cfg = AugmentConfig(out_shape=(64, 64), out_sampling_A=0.1, n_classes=1, noise=noise, zoom=(1.0, 1.0),
+                            haadf_background=bg)
+        return training_batch(obj, pts, torch.zeros_like(cls), sampling_A=0.1, energy_eV=E, mode="haadf",
+                              ranges=ranges, config=cfg, generator=torch.Generator().manual_seed(0)).images[:, 0]
+
+    dark, lifted = images((0.0, 0.0)), images((0.2, 0.2))
+    torch.testing.assert_close(lifted - dark, torch.full_like(dark, 0.2))
+    assert float(dark.amin()) < 0.05  # without it the vacuum is dark
+    noisy = images((0.2, 0.2), noise=True)
+    assert float(noisy[dark < 1e-3].std()) > 0  # and with it, noise reaches the vacuum
+    with pytest.raises(ConfigError, match="haadf_background"):
+        AugmentConfig(haadf_background=(0.3, 0.1))
 
 
 def test_stem_image_of_a_point_is_the_probe_there():

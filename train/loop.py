@@ -408,7 +408,9 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             "data": f"exit waves of {len(train_idx)} simulated structures ({waves[0].meta.get('material', '')}), "
                     f"abTEM multislice at {waves[0].sampling_A[0]:.3f} Å/px, {waves[0].energy_eV / 1e3:g} kV; "
                     f"randomized optics (preset {cfg.preset!r}, overrides {cfg.optics}), dose noise and "
-                    "geometry per sample",
+                    "geometry per sample"
+                    + ("; a flat background of 0-0.3 of the brightest column under the noise (HAADF)"
+                       if cfg.imaging == "haadf" else ""),
             "imaging": cfg.imaging, "config": asdict(cfg), "steps": cfg.steps,
             "seconds": round(time.perf_counter() - t0, 1), "parameters": count_parameters(model),
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
