@@ -263,7 +263,9 @@ class Progress:
 def test_sigkill_mid_replay_then_resume(tmp_path, capsys):
     """SIGKILL `etem replay` mid-run: the file opens and has lost at most a second of frames;
     `--resume` goes on from there, and the finished file is the uninterrupted run's."""
-    n, fps = 100, 20
+    # Paced frames that fall behind (a slow start on a loaded machine) are sent in a burst to
+    # catch up; 12 s of movie keeps the replay running well past the kill whatever the start.
+    n, fps = 240, 20
     movie = make_movie(n_frames=n, shape=(96, 96), particle_radius_A=6.0, seed=12)
     save_movie(movie, tmp_path / "movie.h5")
     run, ref = tmp_path / "run.h5", tmp_path / "ref.h5"
