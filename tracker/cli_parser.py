@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM)")
     p.add_argument("--model", default="auto",
                    help="bundled model name or bundle path; auto (default): the bundled Au HRTEM model for the "
-                        "hrtem movie, the classical locator for the others")
+                        "hrtem movie, the STEM model for the stem movie, the classical locator for the others")
     p.add_argument("--classical", action="store_true", help="use the classical locator")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--quiet", action="store_true")

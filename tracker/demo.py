@@ -72,9 +72,9 @@ def run_demo(
     (:mod:`etem.simulate.insitu_mos2`). The default is the Au HRTEM movie.
 
     ``model``: a bundled model's name or a bundle path; ``"auto"``: the bundled Au HRTEM model
-    for the ``"hrtem"`` movie (at the movie's 300 e/Å² per frame it finds more columns than the
-    classical locator) and the classical locator for the others; ``None``: the classical
-    locator.
+    for the ``"hrtem"`` movie and the bundled STEM model for the ``"stem"`` movie (at the movies'
+    300 e/Å² per frame each finds more columns than the classical locator), the classical
+    locator for the others; ``None``: the classical locator.
     """
     from etem.simulate.toy import make_movie, save_movie
 
@@ -103,7 +103,8 @@ def run_demo(
     if model == "auto":
         from .api import resolve_model
 
-        model = resolve_model("auto", "au") if movie_kind == "hrtem" else None
+        model = {"hrtem": lambda: resolve_model("auto", "au"),
+                 "stem": lambda: resolve_model("auto:stem", "au")}.get(movie_kind, lambda: None)()
 
     pub = Publisher("tcp://127.0.0.1:0", mode=mode)
     sent: dict[str, Any] = {}
