@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import time
 
 import numpy as np
 import pandas as pd
+
+from _machine import cpu_name
 
 
 def insitu_movie(
@@ -125,12 +126,7 @@ def main(argv=None) -> None:
     import trackpy
 
     trackpy.quiet()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_name()
     print(f"# {datetime.date.today()}  {cpu}, {os.cpu_count()} CPUs  trackpy {trackpy.__version__}")
     print(
         f"# search_range {args.search_range} Å, memory {args.memory}, spacing {args.spacing} Å, jitter "

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import time
 
 import torch
+
+from _machine import cpu_name, devices as machine_devices
 
 
 def _sync(device: torch.device) -> None:
@@ -73,19 +74,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    devices = []
-    for name in args.devices.split(","):
-        name = name.strip()
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            print(f"({name} not available; skipped)")
-            continue
-        devices.append(torch.device(name))
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    devices = machine_devices(args.devices)
+    cpu = cpu_name()
     print(f"{datetime.date.today()}, torch {torch.__version__}, {args.threads} CPU threads ({cpu}); "
           f"MSDNet(n_inputs={args.inputs}, n_classes={args.classes}, depth={args.depth}, width={args.width}), "
           "random weights, batch of 1 frame")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import platform
 import time
 
 import torch
+
+from _machine import cpu_name, devices as machine_devices
 
 
 def honeycomb_waves(batch: int, size: int, sampling: float, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -133,19 +134,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    devices = []
-    for name in args.devices.split(","):
-        name = name.strip()
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            print(f"({name} not available; skipped)")
-            continue
-        devices.append(torch.device(name))
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    devices = machine_devices(args.devices)
+    cpu = cpu_name()
     print(f"{datetime.date.today()}, torch {torch.__version__}, {args.threads} CPU threads ({cpu}), "
           f"{args.size}x{args.size} px at {args.sampling} Å/px, 300 kV, two column classes")
     for d in devices:

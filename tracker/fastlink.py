@@ -230,4 +230,3 @@ def warm_up(link_strategy: str | None = "auto") -> None:
     linker.init_level(crowd)
     linker.next_level(crowd + rng.normal(0, 0.3, crowd.shape))
     _WARM.add(link_strategy)
-

@@ -25,6 +25,9 @@ import torch
 from etem.tracker.errors import ConfigError
 from etem.tracker.evaluate import MISCOUNT
 
+#: How the miscount columns are headed: atoms off by …
+_OFF_BY = dict(zip(MISCOUNT, ("1", "2", "3+")))
+
 __all__ = ["DEFAULT_DOSES", "heldout_images", "assess", "summary", "plot", "CLASSICAL"]
 
 #: Doses of the sweep [e/Å²]: Madsen's 10²–10⁴ range, log-spaced.
@@ -85,12 +88,12 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     optics = optics if optics is not None else training.get("optics", {})
     imaging = imaging or training.get("imaging", "hrtem")
     focal = tuple((card or {}).get("inputs", [0.0]))
-    heights = (card or {}).get("classes_by") == "height"
+    classes_by = (card or {}).get("classes_by", "species")
     rows = []
     for dose in doses:
         images, truth = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
                                        preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
-                                       seed=seed, classes="height" if heights else "species")
+                                       seed=seed, classes=classes_by)
         for method in methods:
             # the classical locator looks at the first image of a focal series
             im = images[:, 0] if images.ndim == 4 and method in CLASSICAL else images
@@ -99,11 +102,11 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
             # the classical locator finds columns but knows no heights: it is scored as a finder
             per = score_columns(found, truth if method not in CLASSICAL else truth.drop(columns="cls"),
                                 radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,
-                                ordinal=heights).reset_index()
+                                ordinal=classes_by == "height").reset_index()
             rows.append(per.assign(method=_label(method), dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
     out.attrs.update({"sampling_A": sampling_A, "preset": preset, "optics": optics, "imaging": imaging,
-                      "classes_by": "height" if heights else "species",
+                      "classes_by": classes_by,
                       "radius_A": radius_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
     return out
 
@@ -156,7 +159,7 @@ def summary(per_image: pd.DataFrame) -> pd.DataFrame:
 def format_summary(table: pd.DataFrame) -> str:
     """The summary as a text table (the last row per method: mean over doses)."""
     miscount = [m for m in MISCOUNT if m in table.columns]
-    head = " ".join(f"{'off ' + m.split('_')[1].replace('plus', '+'):>6}" for m in miscount)
+    head = " ".join(f"{'off ' + _OFF_BY[m]:>6}" for m in miscount)
     lines = [f"{'method':<22} {'dose e/Å²':>10} {'images':>6} {'F1':>6} {'prec':>6} {'recall':>6} {'RMS Å':>6} {head}".rstrip()]
     for _, r in table.iterrows():
         dose = "mean" if not np.isfinite(r["dose"]) else f"{r['dose']:.0f}"
@@ -210,8 +213,7 @@ def plot(per_image: pd.DataFrame, out: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
         for method, g in heights.groupby("method", sort=False):
             for m, style in zip(miscount, ("o-", "s--", "^:")):
-                label = f"{method}: off by {m.split('_')[1].replace('plus', '+')}"
-                ax.semilogx(g["dose"], 100 * g[m], style, label=label)
+                ax.semilogx(g["dose"], 100 * g[m], style, label=f"{method}: off by {_OFF_BY[m]}")
         ax.set(xlabel="dose [e/Å²]", ylabel="matched columns [%]", ylim=(0, None))
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -121,11 +121,8 @@ def bundle_paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check_card(card: Mapping[str, Any], n_inputs: int, n_classes: int, where: str) -> None:
@@ -203,6 +200,19 @@ def save_bundle(model: nn.Module, path: str | os.PathLike, card: Mapping[str, An
         raise ModelError(f"the model card cannot be written as JSON: {exc}") from exc
     _write_atomic(card_path, lambda p: p.write_text(text, encoding="utf-8"))
     return weights_path, card_path
+
+
+def update_card(name_or_path: str | os.PathLike, changes: Mapping[str, Any]) -> Path:
+    """Set top-level fields of a bundle's card (held-out tables, the threshold …) in place.
+
+    The weights, and so the card's ``sha256``, stay; the card is rewritten atomically.
+    """
+    card_path = bundle_paths(name_or_path)[1]
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card.update(changes)
+    text = json.dumps(card, indent=2, allow_nan=False) + "\n"
+    _write_atomic(card_path, lambda p: p.write_text(text, encoding="utf-8"))
+    return card_path
 
 
 def load_bundle(name_or_path: str | os.PathLike, *,

@@ -82,20 +82,15 @@ def _store_heldout(methods, per, table, args) -> None:
     import platform
 
     from etem.train.assess import CLASSICAL
-    from etem.train.bundle import bundle_paths
+    from etem.train.bundle import update_card
 
     rows = json.loads(table.to_json(orient="records"))
+    heldout = {
+        "wave_set": args.truth.name, "images_per_dose": args.n, "size_px": args.size,
+        "sampling_A": per.attrs["sampling_A"], "imaging": per.attrs["imaging"],
+        "optics_preset": per.attrs["preset"], "match_radius_A": args.radius,
+        "date": datetime.date.today().isoformat(), "machine": platform.machine(), "table": rows,
+    }
     for m in methods:
-        if m in CLASSICAL:
-            continue
-        card_path = bundle_paths(m)[1]
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        card["heldout"] = {
-            "wave_set": args.truth.name, "images_per_dose": args.n, "size_px": args.size,
-            "sampling_A": per.attrs["sampling_A"], "imaging": per.attrs["imaging"],
-            "optics_preset": per.attrs["preset"], "match_radius_A": args.radius,
-            "date": datetime.date.today().isoformat(), "machine": platform.machine(),
-            "table": rows,
-        }
-        card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        print(f"stored the held-out table in {card_path}")
+        if m not in CLASSICAL:
+            print(f"stored the held-out table in {update_card(m, {'heldout': heldout})}")

@@ -121,8 +121,7 @@ def evaluate_model(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame, 
     from etem.tracker.locate import LocateConfig, locate
 
     model.eval()
-    with torch.no_grad():
-        probs = model(images)  # probabilities already
+    probs = model(images)  # probabilities already
     out = []
     for t in ([threshold] if isinstance(threshold, (int, float)) else threshold):
         cols = locate(probs, LocateConfig(threshold=float(t)))
@@ -157,23 +156,16 @@ def retune_threshold(bundle: str | os.PathLike, wave_set: str | os.PathLike) -> 
     """
     from etem.simulate.waves import load_waves, relabel
 
-    from .bundle import bundle_paths, load_bundle
+    from .bundle import load_bundle, update_card
 
     model, card = load_bundle(bundle)
-    tc = dict(card["training"]["config"])
-    tc["focal_offsets_A"] = tuple(tc.get("focal_offsets_A", (0.0,)))
-    cfg = replace(TrainConfig(**tc), device="cpu")
+    cfg = replace(TrainConfig(**card["training"]["config"]), device="cpu")
     waves = relabel(load_waves(wave_set), cfg.classes)
     _, val_idx = _split(len(waves))
     images, truth = _validation_images(waves, val_idx, cfg, len(waves[0].classes) or 1)
-    threshold, scan = choose_threshold(model, images, truth, cfg.sampling_A)
-    path = bundle_paths(bundle)[1]
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    stored["threshold"] = threshold
-    stored["evaluation"] = _finite({**stored.get("evaluation", {}),
-                                    **{k: v for k, v in scan[THRESHOLDS.index(threshold)].items() if k != "threshold"},
-                                    "threshold_scan": scan})
-    path.write_text(json.dumps(stored, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    threshold, scores, scan = choose_threshold(model, images, truth, cfg.sampling_A)
+    update_card(bundle, _finite({"threshold": threshold,
+                                 "evaluation": {**card.get("evaluation", {}), **scores, "threshold_scan": scan}}))
     return threshold
 
 
@@ -185,8 +177,9 @@ THRESHOLD_MARGIN = 0.01
 
 
 def choose_threshold(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame,
-                     sampling_A: float) -> tuple[float, list[dict[str, float]]]:
-    """The threshold of :data:`THRESHOLDS` with the best validation F1, and the scores of all.
+                     sampling_A: float) -> tuple[float, dict[str, float], list[dict[str, float]]]:
+    """The threshold of :data:`THRESHOLDS` with the best validation F1, the scores at it, and
+    the scores of all of them.
 
     0.5 stays unless another threshold beats it by at least :data:`THRESHOLD_MARGIN` in F1: a
     few validation images do not tell smaller differences from noise.
@@ -195,7 +188,8 @@ def choose_threshold(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame
     f1 = np.array([r["f1"] if math.isfinite(r["f1"]) else -1.0 for r in scan])
     i = int(np.argmax(f1))
     best = float(THRESHOLDS[i]) if f1[i] >= f1[THRESHOLDS.index(0.5)] + THRESHOLD_MARGIN else 0.5
-    return best, scan
+    scores = {k: v for k, v in scan[THRESHOLDS.index(best)].items() if k != "threshold"}
+    return best, scores, scan
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -293,6 +287,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     process 0 validates, writes checkpoints and the bundle. ``on_step(step, loss)`` is called
     after every step. Returns the card written (``None`` on processes other than 0).
     """
+    from etem.simulate.augment import AugmentConfig
     from etem.simulate.waves import load_waves, relabel
 
     from .bundle import save_bundle
@@ -387,8 +382,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             return None
     model.load_state_dict(best_state)
     model.eval()
-    threshold, scan = choose_threshold(model, v_img, v_truth, cfg.sampling_A)
-    final = {k: v for k, v in scan[THRESHOLDS.index(threshold)].items() if k != "threshold"}
+    threshold, final, scan = choose_threshold(model, v_img, v_truth, cfg.sampling_A)
     card = {
         "name": name or out.name,
         "arch": cfg.arch,
@@ -409,8 +403,8 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
                     f"abTEM multislice at {waves[0].sampling_A[0]:.3f} Å/px, {waves[0].energy_eV / 1e3:g} kV; "
                     f"randomized optics (preset {cfg.preset!r}, overrides {cfg.optics}), dose noise and "
                     "geometry per sample"
-                    + ("; a flat background of 0-0.3 of the brightest column under the noise (HAADF)"
-                       if cfg.imaging == "haadf" else ""),
+                    + ("; a flat background of {:g}-{:g} of the brightest column under the noise (HAADF)"
+                       .format(*AugmentConfig().haadf_background) if cfg.imaging == "haadf" else ""),
             "imaging": cfg.imaging, "config": asdict(cfg), "steps": cfg.steps,
             "seconds": round(time.perf_counter() - t0, 1), "parameters": count_parameters(model),
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
