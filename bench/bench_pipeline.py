@@ -63,7 +63,7 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> 
 
     from etem.tracker import PipelineConfig, track
     from etem.tracker.detect import EngineConfig
-    from etem.tracker.pipeline import BatchConfig
+    from etem.tracker.config import BatchConfig
 
     cfg = PipelineConfig(
         engine=EngineConfig(kind=args.engine, model=args.model, device=args.device),

@@ -123,7 +123,7 @@ def test_replaying_a_file_gives_the_same_result_as_streaming(movie, tmp_path):
 
 
 def test_micro_batch_size_does_not_change_the_result(movie):
-    from etem.tracker.pipeline import BatchConfig
+    from etem.tracker.config import BatchConfig
 
     one = track(movie.frames[:10], sampling=movie.sampling, config=PipelineConfig(batch=BatchConfig(max_batch=1)))
     eight = track(movie.frames[:10], sampling=movie.sampling, config=PipelineConfig(batch=BatchConfig(max_batch=8, max_wait_s=0.05)))

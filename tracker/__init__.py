@@ -8,6 +8,7 @@ The public API::
 """
 from .api import TrackResult, find, track
 from .detect import EngineConfig
-from .pipeline import BatchConfig, Pipeline, PipelineConfig
+from .config import BatchConfig, PipelineConfig
+from .pipeline import Pipeline
 
 __all__ = ["find", "track", "TrackResult", "Pipeline", "PipelineConfig", "EngineConfig", "BatchConfig"]

@@ -1,10 +1,12 @@
-"""HDF5 helpers of the run file: JSON attributes, typed table columns, and clearing the
-"open for writing" marks a killed writer leaves in the superblock."""
+"""HDF5 helpers of the run file: JSON attributes, typed table columns, clearing the
+"open for writing" marks a killed writer leaves in the superblock, and the room a file may
+still grow by."""
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,12 @@ import numpy as np
 import pandas as pd
 
 from .errors import FileFormatError
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
@@ -198,3 +206,15 @@ def clear_write_flags(path: str | Path) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def room_to_grow(path: str | Path) -> int:
+    """Bytes the file at ``path`` (existing or not) may still grow by: the free space on its disk,
+    and the process's file size limit (``RLIMIT_FSIZE``) less its present size."""
+    path = Path(path)
+    room = shutil.disk_usage(path.resolve().parent).free
+    if resource is not None:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            room = min(room, limit - (path.stat().st_size if path.exists() else 0))
+    return room

@@ -15,80 +15,30 @@ Every message is accounted for in :class:`~etem.tracker.accounting.Counters`.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from .accounting import Counters
-from .errors import ConfigError, choice_error
+from .config import BatchConfig, PipelineConfig  # noqa: F401 (BatchConfig: re-exported)
+from .errors import ConfigError
 from .frames import Frame
 from .fastlink import warm_up
-from .link import LinkConfig, StreamLinker
-from .detect import Detector, EngineConfig
-from .locate import LocateConfig
-from .preprocess import PreprocessConfig
-from .sites import SiteMap, SitesConfig
+from .link import StreamLinker
+from .detect import Detector
+from .sites import SiteMap
 from .wire import REJECT_REASONS
 
 log = logging.getLogger("etem.pipeline")
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """Micro-batching: at most ``max_batch`` frames, waiting at most ``max_wait_s`` after the first."""
-
-    max_batch: int = 4
-    max_wait_s: float = 0.01
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Configuration of one run; one frozen dataclass per stage."""
-
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    locate: LocateConfig = field(default_factory=LocateConfig)
-    link: LinkConfig = field(default_factory=LinkConfig)
-    sites: SitesConfig = field(default_factory=SitesConfig)
-    queue_frames: int = 64
-    overflow: Literal["block", "drop"] = "block"
-    default_sampling: float | None = None  # used for frames that carry none
-    #: the material in view (graphene, mos2, au, srtio3 …): where frames carry no sampling, it is
-    #: estimated from the lattice on the first frame (see etem.tracker.lattice)
-    material: str | None = None
-    #: estimate the sampling from the lattice even where frames carry one (needs ``material``)
-    sampling_from_lattice: bool = False
-    #: with a run file, the tables kept in memory (for :func:`~etem.tracker.track`'s result and
-    #: dashboards) hold only the latest this many frames, and the result reads its tables back
-    #: from the file; None keeps every frame. Without a run file every frame is kept.
-    keep_in_memory_frames: int | None = 1000
-
-    def __post_init__(self) -> None:
-        if self.sampling_from_lattice and not self.material:
-            raise ConfigError("sampling_from_lattice needs the material in view (material = \"graphene\", …)")
-        if self.overflow not in ("block", "drop"):
-            raise choice_error("overflow", self.overflow, ("block", "drop"))
-        if self.queue_frames < 1:
-            raise ConfigError(f"queue_frames must be at least 1, got {self.queue_frames}")
-        if self.batch.max_batch < 1:
-            raise ConfigError(f"max_batch must be at least 1, got {self.batch.max_batch}")
-        if self.keep_in_memory_frames is not None and self.keep_in_memory_frames < 1:
-            raise ConfigError(f"keep_in_memory_frames must be at least 1 (or unset: keep all), "
-                              f"got {self.keep_in_memory_frames}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -1,33 +1,7 @@
 """The run file: one HDF5 file per run, written while the run goes on and readable meanwhile.
 
-Layout (every table is a group with one 1-D dataset per column and a ``columns`` attribute
-giving their order)::
-
-    /                   attributes, each a JSON string: format, format_version, status,
-                        frame_shape, sampling, created, finished, plus the run's own
-                        (config, model card, versions …)
-    /frames/<column>    one row per processed frame           (schema FRAMES)
-    /columns/<column>   one row per located atomic column     (schema COLUMNS)
-    /sites/<column>     one row per site, replaced as a whole (schema SITES)
-    /rows               int64 [3]: rows committed in frames, columns, sites
-    /maps/occupancy     float32 [H, W], NaN where no site
-    /maps/events        float32 [H, W]
-    /counters           int64 [n], attribute ``names``
-    /stats/<name>/...   tables of any columns, written when the run is closed
-    /state/...          what a resumed run needs to go on (see below)
-
-The ``state`` group lets a run that was killed go on in the same file (``etem track --resume``).
-Its writer's caller hands over a snapshot of everything it holds between frames (a JSON
-document and named arrays) plus append-only records (``logs``), and the snapshot is written
-with the next flush into the slot not in use::
-
-    /state/active             int64 [2]: the slot of the latest snapshot (0 or 1; -1: none yet), its number
-    /state/slot0, slot1/      ``meta`` (uint8: the JSON document) and one 1-D dataset per state array
-    /state/logs/<name>        int64 [n, width], append-only
-
-``active`` is written after everything it points to, so a writer killed in the middle of a flush
-leaves the previous snapshot whole. The snapshot records how many rows of ``frames`` and
-``columns`` (and of each log) it covers: rows past that are dropped when the run is resumed.
+Its layout (groups, tables and their schemas, the ``state`` group a resumed run goes on from) is
+described and defined in :mod:`etem.tracker.runschema`.
 
 The writer switches the file to SWMR (single writer, multiple readers) mode once everything is
 created, so other processes can read it while it grows, and a writer killed at any moment leaves
@@ -40,7 +14,7 @@ Other programs can read a live file too: ``h5py.File(path, "r", swmr=True, locki
 Neither side takes a file lock, so that a reader left open never stops the writer from
 reopening the file when it closes.
 
-This module defines the layout and writes it; :mod:`etem.tracker.run` reads it (:func:`open_run`,
+This module writes the file; :mod:`etem.tracker.run` reads it (:func:`open_run`,
 :class:`Run`, also importable from here).
 """
 from __future__ import annotations
@@ -49,7 +23,6 @@ import datetime as _dt
 import json
 import math
 import os
-import shutil
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -61,12 +34,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import EtemError, FileFormatError
-from .h5io import _as_columns, _to_json, _write_frame, clear_write_flags
-
-try:
-    import resource
-except ImportError:  # not on Windows
-    resource = None  # type: ignore[assignment]
+from .h5io import _as_columns, _to_json, _write_frame, clear_write_flags, room_to_grow
+from .runschema import (COLUMNS, FORMAT, FORMAT_VERSION, FRAMES, MAPS,  # noqa: F401 (re-exported)
+                        RESERVED_ATTRS, SITES, TABLES)
 
 if TYPE_CHECKING:
     from .run import Run, open_run
@@ -80,45 +50,6 @@ __all__ = [
 class RunWriteError(EtemError, OSError):
     """The run file cannot be written on (the disk is full, the file size limit is reached, an
     I/O error); the message says what the file still holds."""
-
-FORMAT = "etem-run"
-FORMAT_VERSION = 1
-
-#: One row per processed frame. ``received`` [s since run start], ``drift_*`` [px],
-#: ``sampling`` [Å/px], ``dose`` [e/Å²] (as sent), image quality measured on the frame
-#: (``snr``, ``dose_est`` [e/Å²], ``resolution_A``; see etem.tracker.quality), ``confidence``
-#: (mean column probability), ``in_range``: 1/0 inside the locator's trust ranges or not, -1 no
-#: ranges; ``out_of_range``: bit mask of the figures outside (etem.tracker.trust.FLAGS).
-FRAMES: dict[str, np.dtype] = {
-    "frame": np.dtype("int64"), "seq": np.dtype("int64"), "t": np.dtype("float64"),
-    "received": np.dtype("float64"), "latency_ms": np.dtype("float64"),
-    "n_columns": np.dtype("int32"), "drift_y": np.dtype("float64"),
-    "drift_x": np.dtype("float64"), "sampling": np.dtype("float64"),
-    "dose": np.dtype("float64"), "snr": np.dtype("float64"), "dose_est": np.dtype("float64"),
-    "resolution_A": np.dtype("float64"), "confidence": np.dtype("float64"),
-    "in_range": np.dtype("int8"), "out_of_range": np.dtype("int16"),
-}
-#: One row per located column. ``y, x`` [px] in the frame; ``y_ref, x_ref`` [px] drift-corrected.
-COLUMNS: dict[str, np.dtype] = {
-    "frame": np.dtype("int64"), "y": np.dtype("float32"), "x": np.dtype("float32"),
-    "cls": np.dtype("int16"), "prob": np.dtype("float32"), "particle": np.dtype("int64"),
-    "site": np.dtype("int64"), "y_ref": np.dtype("float32"), "x_ref": np.dtype("float32"),
-}
-#: One row per site. ``y, x`` [px] in reference coordinates; counts since the run started.
-SITES: dict[str, np.dtype] = {
-    "site": np.dtype("int64"), "y": np.dtype("float64"), "x": np.dtype("float64"),
-    "cls": np.dtype("int16"), "n_obs": np.dtype("int64"), "n_occupied": np.dtype("int64"),
-    "n_events": np.dtype("int64"), "occupancy": np.dtype("float64"),
-    "event_rate": np.dtype("float64"), "first_frame": np.dtype("int64"),
-    "last_frame": np.dtype("int64"),
-}
-TABLES: dict[str, dict[str, np.dtype]] = {"frames": FRAMES, "columns": COLUMNS, "sites": SITES}
-MAPS = ("occupancy", "events")
-
-#: Root attributes the file manages itself; the run's own attrs may not use these names.
-RESERVED_ATTRS = frozenset(
-    {"format", "format_version", "status", "frame_shape", "sampling", "created", "finished", "writer",
-     "resumes"})
 
 _CHUNK_ROWS = {"frames": 1024, "columns": 32768, "sites": 4096}
 _MAX_PENDING_ROWS = 1_000_000   # flush early rather than buffer more than this
@@ -220,9 +151,7 @@ class RunWriter:
         if len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"frame_shape must be (H, W) with H, W >= 1; got {frame_shape}.")
         need = 2 * 4 * shape[0] * shape[1] + _METADATA_SLACK + _CLOSE_RESERVE  # maps, metadata
-        room = shutil.disk_usage(self.path.resolve().parent).free
-        if resource is not None and resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
-            room = min(room, resource.getrlimit(resource.RLIMIT_FSIZE)[0])
+        room = room_to_grow(self.path)
         if need > room:
             raise RunWriteError(f"run file {self.path}: no room to create it ({room / 2**20:.1f} MiB left on "
                                 f"the disk or under the file size limit, {need / 2**20:.1f} MiB needed).")
@@ -462,13 +391,7 @@ class RunWriter:
 
     # -- writing
     def _room(self) -> int:
-        """Bytes the run file may still grow by: free disk space, and the file size limit."""
-        room = shutil.disk_usage(self.path.resolve().parent).free
-        if resource is not None:
-            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-            if limit != resource.RLIM_INFINITY:
-                room = min(room, limit - self.path.stat().st_size)
-        return room
+        return room_to_grow(self.path)
 
     def _bytes_needed(self) -> int:
         """Disk space the next flush takes at most: the chunks it adds, and metadata."""
