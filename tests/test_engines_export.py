@@ -38,6 +38,7 @@ def _randomize_batchnorm(model):
 
 NETWORKS = {
     "fusionnet": lambda: FusionNet(n_inputs=2, n_classes=3, width=4, depth=3),
+    "fusionnet-unshuffle": lambda: FusionNet(n_inputs=2, n_classes=3, width=4, depth=2, unshuffle=2),
     "unet": lambda: UNet(n_inputs=2, n_classes=3, width=4, depth=2),
     "msdnet": lambda: MSDNet(n_inputs=2, n_classes=3, depth=8, width=2, dilations=(1, 2, 3)),
 }

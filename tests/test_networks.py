@@ -203,7 +203,8 @@ def test_build_network_bad_arguments():
 
 
 @pytest.mark.parametrize("kwargs", [{"n_inputs": 0, "n_classes": 2}, {"n_inputs": 1, "n_classes": 1},
-                                    {"n_inputs": 1, "n_classes": 2, "width": 0}])
+                                    {"n_inputs": 1, "n_classes": 2, "width": 0},
+                                    {"n_inputs": 1, "n_classes": 2, "unshuffle": 0}])
 def test_bad_sizes_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         FusionNet(**kwargs)
@@ -216,6 +217,57 @@ def test_arch_args_rebuild_the_same_network():
         assert type(again) is type(model)
         assert {k: v.shape for k, v in again.state_dict().items()} == \
                {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("size", [(37, 53), (5, 3), (64, 17)])
+def test_unshuffled_fusionnet_keeps_full_resolution(size):
+    """With unshuffle=2 the top level works on 2x2 blocks of pixels (4x the channels at half the
+    size), and the output is a probability map of the input's full size again."""
+    model = small("fusionnet", 3, 4, unshuffle=2).eval()
+    seen = []
+    model.down[0].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].shape))
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        p = model(x)
+    assert p.shape == (2, 4, *size)
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(2, *size))
+    padded = [-(-n // 16) * 16 for n in size]  # to a multiple of 2**depth * unshuffle
+    assert seen == [(2, 12, padded[0] // 2, padded[1] // 2)]
+
+
+def test_unshuffled_output_pixels_come_from_their_own_block_position():
+    """pixel_shuffle puts head map c * 4 + 2 * dy + dx at pixel (2 * i + dy, 2 * j + dx) of class c:
+    with every convolution zeroed, only the head's bias reaches the output."""
+    model = FusionNet(1, 4, width=4, depth=0, unshuffle=2).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m is not model.head:
+                m.weight.zero_()
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.zeros(16))
+    x = torch.randn(1, 1, 8, 10)
+    with torch.no_grad():
+        model.head.bias[1 * 4 + 3] = 5.0  # class 1 at (dy, dx) = (1, 1) of every block
+        scores = model(x, logits=True)
+    hot = scores[0, 1] > 1
+    assert hot[1::2, 1::2].all() and int(hot.sum()) == 4 * 5
+
+
+def test_unshuffle_is_in_arch_args_only_when_used():
+    assert "unshuffle" not in FusionNet(1, 2, width=4, depth=2).arch_args
+    model = FusionNet(1, 2, width=4, depth=2, unshuffle=2)
+    assert model.arch_args["unshuffle"] == 2
+    again = build_network("fusionnet", **model.arch_args)
+    assert again.unshuffle == 2 and again.head.out_channels == 8
+
+
+def test_fold_batchnorm_of_unshuffled_fusionnet():
+    model = small("fusionnet", 1, 2, unshuffle=2)
+    randomize_batchnorm(model)
+    model.eval()
+    x = torch.randn(2, 1, 29, 35)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(model)(x), model(x), atol=1e-4, rtol=1e-4)
 
 
 def test_msdnet_channels_last_buffer_matches():

@@ -130,6 +130,20 @@ def test_train_command_resumes_and_rejects_bad_options(wave_set, tmp_path):
     assert r.returncode != 0 and "--focal" in r.stderr and "Traceback" not in r.stderr
     r = etem(tmp_path / "none.h5", "-o", tmp_path / "z")
     assert r.returncode != 0 and "no such wave set" in r.stderr
+    r = etem(*common, "--steps", 2, "--arch", "unet", "--unshuffle", 2)
+    assert r.returncode != 0 and "--unshuffle" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unshuffled_model_trains_and_finds_at_full_resolution(wave_set, tmp_path):
+    """The CPU model's architecture end to end: its card rebuilds it, and `find` reads it."""
+    from etem.tracker import find
+
+    card = train(wave_set, tmp_path / "u2", _tiny(arch_args={"width": 4, "depth": 2, "unshuffle": 2},
+                                                  steps=2, validate_every=2))
+    assert card["arch_args"]["unshuffle"] == 2
+    image = np.random.default_rng(2).poisson(50, (60, 70)).astype(np.float32)
+    cols = find(image, sampling=0.2, model=str(tmp_path / "u2"))
+    assert {"y", "x", "prob"} <= set(cols.columns)
 
 
 @pytest.mark.slow

@@ -12,6 +12,10 @@ def cmd_train(args) -> int:
     from etem.train.loop import TrainConfig, train
 
     arch_args = {"width": args.width, "depth": args.depth} if args.arch != "msdnet" else {"depth": args.depth}
+    if args.unshuffle != 1:
+        if args.arch != "fusionnet":
+            raise ConfigError(f"--unshuffle is an option of the fusionnet architecture, not of {args.arch}")
+        arch_args["unshuffle"] = args.unshuffle
     try:
         focal = tuple(float(v) for v in args.focal.split(",") if v.strip())
     except ValueError:

@@ -141,32 +141,43 @@ class FusionNet(_Network):
     depth
         Levels below the top; the lowest works at ``1 / 2**depth`` of the input size
         (1/8 for the default 3).
+    unshuffle
+        Space-to-depth factor ``s`` of the input (``pixel_unshuffle``): the top level works at
+        ``1 / s`` of the input size on ``s * s`` times the input channels, with no pixel
+        discarded, and the head's ``s * s * n_classes`` maps are put back at full resolution
+        (``pixel_shuffle``). 1 (the default) is Madsen's network; 2 costs about a third of
+        its work per pixel (the cheap network for CPUs).
     """
 
     arch = "fusionnet"
 
-    def __init__(self, n_inputs: int, n_classes: int, width: int = 32, depth: int = 3):
+    def __init__(self, n_inputs: int, n_classes: int, width: int = 32, depth: int = 3, unshuffle: int = 1):
         super().__init__(n_inputs, n_classes)
-        _check_sizes(n_inputs, n_classes, width=width)
+        _check_sizes(n_inputs, n_classes, width=width, unshuffle=unshuffle)
         if not isinstance(depth, int) or depth < 0:
             raise ConfigError(f"depth must be a non-negative integer; got {depth!r}.")
-        self.width, self.depth = width, depth
+        self.width, self.depth, self.unshuffle = width, depth, unshuffle
+        s2 = unshuffle * unshuffle
         chans = [width * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(_ResidualBlock(c_in, c)
-                                  for c_in, c in zip([n_inputs, *chans[:-2]], chans[:-1]))
-        self.bottom = _ResidualBlock(chans[-2] if depth else n_inputs, chans[-1])
+                                  for c_in, c in zip([n_inputs * s2, *chans[:-2]], chans[:-1]))
+        self.bottom = _ResidualBlock(chans[-2] if depth else n_inputs * s2, chans[-1])
         self.upsample = nn.ModuleList(_up(chans[i + 1], chans[i]) for i in range(depth))
         self.up = nn.ModuleList(_ResidualBlock(c, c) for c in chans[:-1])
-        self.head = nn.Conv2d(width, n_classes, kernel_size=1)
+        self.head = nn.Conv2d(width, n_classes * s2, kernel_size=1)
 
     @property
     def arch_args(self) -> dict[str, Any]:
-        return {"n_inputs": self.n_inputs, "n_classes": self.n_classes,
-                "width": self.width, "depth": self.depth}
+        args = {"n_inputs": self.n_inputs, "n_classes": self.n_classes, "width": self.width, "depth": self.depth}
+        if self.unshuffle != 1:  # cards of full-resolution networks stay as they were
+            args["unshuffle"] = self.unshuffle
+        return args
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = _pad_to_multiple(x, 2**self.depth)
+        x = _pad_to_multiple(x, 2**self.depth * self.unshuffle)
+        if self.unshuffle > 1:
+            x = F.pixel_unshuffle(x, self.unshuffle)
         skips = []
         for block in self.down:
             x = block(x)
@@ -175,7 +186,10 @@ class FusionNet(_Network):
         x = self.bottom(x)
         for level in reversed(range(self.depth)):
             x = self.up[level](self.upsample[level](x) + skips[level])
-        return self.head(x)[..., :h, :w]
+        x = self.head(x)
+        if self.unshuffle > 1:
+            x = F.pixel_shuffle(x, self.unshuffle)
+        return x[..., :h, :w]
 
 
 class UNet(_Network):
