@@ -83,6 +83,8 @@ def main() -> None:
     p.add_argument("--sizes", default="256,512", help="frame sides [px], comma-separated")
     p.add_argument("--widths", default="8,16", help="FusionNet widths, comma-separated")
     p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--unshuffle", default="1",
+                   help="FusionNet unshuffle factors, comma-separated (2: the top level on 2x2 pixel blocks)")
     p.add_argument("--batch", type=int, default=4, help="frames per batch")
     p.add_argument("--engines", default="eager,onnxruntime,compiled",
                    help="eager, onnxruntime, compiled, aot (compiled with AOTInductor), tensorrt")
@@ -102,7 +104,7 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
-    widths = [int(w) for w in args.widths.split(",")]
+    widths = [(int(w), int(u)) for w in args.widths.split(",") for u in args.unshuffle.split(",")]
     gpu = torch.cuda.get_device_name(args.device) if cuda else ""
     print(f"# {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs {gpu}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; batch {args.batch}; {args.repeat} rounds after {args.warmup} warm-up")
@@ -111,10 +113,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp) / "cache"
-        for width in widths:
+        for width, unshuffle in widths:
             torch.manual_seed(0)
-            model = FusionNet(n_inputs=1, n_classes=2, width=width, depth=args.depth)
-            path = save_bundle(model, Path(tmp) / f"fusionnet-w{width}", CARD)[1]
+            model = FusionNet(n_inputs=1, n_classes=2, width=width, depth=args.depth, unshuffle=unshuffle)
+            path = save_bundle(model, Path(tmp) / f"fusionnet-w{width}-u{unshuffle}", CARD)[1]
+            if unshuffle > 1:
+                width = f"{width}, unshuffle {unshuffle}"
             params = count_parameters(model)
             built = {}
             for label, kind, options in variants(engines, args.device):

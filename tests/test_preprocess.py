@@ -72,6 +72,22 @@ def test_local_normalize_matches_madsen_eqs_2_3(method):
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (300, 220), (37, 500)])  # whole blocks, not, kernel > image
+@pytest.mark.parametrize("sigma", [15.0, 40.0, 60.0, 200.0])
+def test_wide_gaussian_on_a_coarse_grid_matches_scipy(shape, sigma):
+    """method="auto" blurs wide Gaussians (the local normalization's) on block means: it stays
+    within 3e-4 of the image's range of scipy's full-resolution filter, edges included."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = 100 + 30 * np.cos(yy / 2.3) * np.cos(xx / 2.1) + 20 * (xx > 150) + rng.normal(0, 5, shape)
+    ref = ndi.gaussian_filter(img, sigma, mode="reflect", truncate=4.0)
+    out = gaussian_filter(torch.tensor(img, dtype=torch.float32)[None], sigma)[0].numpy()
+    assert np.abs(out - ref).max() < 3e-4 * np.ptp(img)
+    exact = local_normalize(torch.tensor(img, dtype=torch.float32)[None], sigma, method="fft")
+    fast = local_normalize(torch.tensor(img, dtype=torch.float32)[None], sigma)
+    assert float((fast - exact).abs().max()) < 5e-3  # the output has unit variance
+
+
 def test_local_normalize_flat_region_has_zero_mean_unit_variance():
     img = np.random.default_rng(4).normal(1000.0, 30.0, size=(256, 256))
     out = local_normalize(torch.tensor(img, dtype=torch.float32)[None, None], 8.0).numpy()

@@ -27,6 +27,10 @@ _NORMALIZE = ("local", "global", "none")
 TRUNCATE = 4.0
 #: Above this kernel radius [px], :func:`gaussian_filter` convolves by FFT instead of directly.
 FFT_RADIUS_PX = 12
+#: From this width [px] on, :func:`gaussian_filter` (``method="auto"``) blurs a block-averaged
+#: copy of the image (blocks of ``2**k`` px, leaving at least this width on the coarse grid)
+#: and interpolates back: a Gaussian this wide has nothing a coarse grid misses.
+COARSE_SIGMA_PX = 7.5
 
 
 @dataclass(frozen=True)
@@ -182,10 +186,56 @@ def separable_filter(
     return x.reshape(shape)
 
 
-def gaussian_filter(images: torch.Tensor, sigma_px: float, **kw) -> torch.Tensor:
-    """Gaussian blur of ``[..., H, W]`` images, each channel on its own [sigma in px]."""
+def gaussian_filter(images: torch.Tensor, sigma_px: float, *,
+                    method: Literal["auto", "conv", "fft"] = "auto") -> torch.Tensor:
+    """Gaussian blur of ``[..., H, W]`` images, each channel on its own [sigma in px].
+
+    ``"conv"`` and ``"fft"`` filter at full resolution (as scipy.ndimage, symmetric
+    boundaries). ``"auto"`` does too up to ``2 * COARSE_SIGMA_PX``; wider Gaussians (the local
+    normalization's: 60 px at 0.2 Å/px) are applied to the means of ``f x f`` blocks (``f`` a
+    power of two leaving ``sigma_px / f >= COARSE_SIGMA_PX``, the width reduced by the blocks'
+    own variance ``(f**2 - 1) / 12``) and interpolated back bilinearly: about 8x less work at
+    60 px, with a difference from the full-resolution filter below 1e-3 of the image's range.
+    """
+    if method == "auto" and sigma_px >= 2 * COARSE_SIGMA_PX:
+        return _coarse_gaussian(images, sigma_px)
     g = gaussian_kernel1d(sigma_px, device=images.device)
-    return separable_filter(images, g, g, **kw)
+    return separable_filter(images, g, g, method=method)
+
+
+def _extend_end(x: torch.Tensor, dim: int, n_more: int) -> torch.Tensor:
+    """``x`` extended past its end along ``dim`` by ``n_more`` samples, mirrored with the edge
+    sample repeated (scipy's ``"reflect"``)."""
+    n = x.shape[dim]
+    if n_more <= n:
+        return torch.cat([x, x.narrow(dim, n - n_more, n_more).flip(dim)], dim=dim)
+    return x.index_select(dim, _symmetric_index(n, n_more, x.device)[n_more:])
+
+
+def _coarse_gaussian(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """:func:`gaussian_filter` of a wide Gaussian on a grid ``f`` times coarser.
+
+    The blocks start at the image's first row and column, so mirroring the coarse grid there
+    is mirroring the image; where a side is not a whole number of blocks, the image is first
+    extended past its end (mirrored) by the kernel's radius, which puts the coarse grid's own
+    end out of the kernel's reach. The blurred block means are interpolated back bilinearly,
+    each at the centre of its block (beyond the first and last centres the mirror symmetry
+    makes the blur flat, which is what the interpolation's clamping gives).
+    """
+    f = 2 ** int(math.log2(sigma_px / COARSE_SIGMA_PX))
+    shape = images.shape
+    h, w = shape[-2:]
+    radius = int(TRUNCATE * sigma_px + 0.5)
+    x = images.reshape(-1, h, w).float()
+    for dim, n in ((-2, h), (-1, w)):
+        if n % f:
+            x = _extend_end(x, dim, radius + (-(n + radius)) % f)
+    coarse = F.avg_pool2d(x.unsqueeze(1), f)
+    sigma_c = math.sqrt(sigma_px**2 - (f * f - 1) / 12) / f
+    g = gaussian_kernel1d(sigma_c, device=images.device)
+    coarse = separable_filter(coarse, g, g)[..., : h // f + 1, : w // f + 1]
+    out = F.interpolate(coarse, scale_factor=f, mode="bilinear", align_corners=False)
+    return out[..., :h, :w].reshape(shape).to(images.dtype)
 
 
 # --------------------------------------------------------------------------- normalization
