@@ -67,12 +67,12 @@ def brownian_movie(seed, *, n=150, n_frames=25, box=12.0):
 
 
 def assert_same_tracks(frames, search_range, memory, **kw):
-    """trackpy.link and FastLinker agree (or both find an oversize subnetwork); returns counts."""
+    """trackpy.link and FastLinker agree (or trackpy stops on an oversize subnetwork, and
+    FastLinker counts one and goes on); returns counts."""
     try:
         ref = link_trackpy(frames, search_range, memory, **kw)
     except SubnetOversizeException:
-        with pytest.raises(SubnetOversizeException):
-            link_fast(frames, search_range, memory, **kw)
+        assert link_fast(frames, search_range, memory, **kw)[1]["oversize"] > 0
         return None
     ids, totals = link_fast(frames, search_range, memory, **kw)
     np.testing.assert_array_equal(canonical(ids), canonical(ref))
@@ -82,7 +82,7 @@ def assert_same_tracks(frames, search_range, memory, **kw):
 def link_fast(frames, search_range, memory, **kw):
     """Particle ids per frame from FastLinker, plus the summed counters."""
     linker = FastLinker(search_range, memory=memory, **kw)
-    ids, totals = [], {"unique": 0, "subnets": 0, "in_subnets": 0}
+    ids, totals = [], {"unique": 0, "subnets": 0, "in_subnets": 0, "oversize": 0}
     linker.init_level(frames[0], 0)
     ids.append(linker.particle_ids.copy())
     for t, c in enumerate(frames[1:], 1):
@@ -217,13 +217,50 @@ def test_streaming_linker_parity_including_empty_frames():
     np.testing.assert_array_equal(canonical(ids), canonical(ref))
 
 
-def test_oversize_subnetworks_fail_as_in_trackpy():
-    rng = np.random.default_rng(0)
-    dense = [rng.uniform(0, 3, (60, 2)) for _ in range(3)]
+def clump_movie(seed, n_frames=4):
+    """A 9x9 lattice (spacing 3) with a clump of 40 columns jittering within a 1x1 square."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(np.arange(9.0), np.arange(9.0), indexing="ij"), -1).reshape(-1, 2) * 3
+    clump = rng.uniform(13, 14, (40, 2))  # between lattice points, out of their reach
+    return [np.vstack([grid + rng.normal(0, 0.05, grid.shape), clump + rng.normal(0, 0.05, clump.shape)])
+            for _ in range(n_frames)]
+
+
+def test_oversize_subnetwork_starts_new_tracks_where_trackpy_stops():
+    """Without adaptive search trackpy stops on a clump; FastLinker counts it and goes on: the
+    clump's columns start new tracks, every other column keeps its track."""
+    frames = clump_movie(0)
     with pytest.raises(SubnetOversizeException):
-        link_trackpy(dense, 1.5, 0)
-    with pytest.raises(SubnetOversizeException):
-        link_fast(dense, 1.5, 0)
+        link_trackpy(frames, 0.5, 0)
+    ids, totals = link_fast(frames, 0.5, 0)
+    assert totals["oversize"] == len(frames) - 1
+    lattice = [f[:81] for f in ids]
+    assert all(np.array_equal(lattice[0], f) for f in lattice)  # the lattice is linked throughout
+    clump = [set(f[81:].tolist()) for f in ids]
+    assert all(not (a & b) for a, b in zip(clump, clump[1:]))  # the clump is new every frame
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_adaptive_search_splits_clumps_as_trackpy_does(seed):
+    """With adaptive_stop both split the clump by shrinking the search range: the same tracks."""
+    frames = clump_movie(seed)
+    ref = link_trackpy(frames, 0.5, 0, adaptive_stop=0.01, adaptive_step=0.9)
+    ids, totals = link_fast(frames, 0.5, 0, adaptive_stop=0.01, adaptive_step=0.9)
+    np.testing.assert_array_equal(canonical(ids), canonical(ref))
+    assert totals["oversize"] == 0 and totals["subnets"] > 0
+
+
+def test_link_config_adaptive_search_options():
+    assert LinkConfig().adaptive_stop_A == 0.1
+    with pytest.raises(ConfigError, match="adaptive_stop_A"):
+        LinkConfig(search_range_A=1.0, adaptive_stop_A=1.0)
+    with pytest.raises(ConfigError, match="adaptive_step"):
+        LinkConfig(adaptive_step=1.0)
+    linker = StreamLinker(LinkConfig(search_range_A=1.0, adaptive_stop_A=None), sampling=0.2)
+    frames = clump_movie(1)
+    for t, f in enumerate(frames):
+        linker.update(t, pd.DataFrame({"y": f[:, 0] * 5, "x": f[:, 1] * 5}))
+    assert linker.counts["oversize"] == 1  # without adaptive search: counted, not raised
 
 
 def test_bad_arguments_are_clear_errors():

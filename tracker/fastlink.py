@@ -19,7 +19,12 @@ rules to arrays and hands trackpy only the subnetworks it would have had to solv
 5. Every other component (several sources or several destinations) is handed to trackpy's own
    subnet linker (``link_strategy``: ``hybrid`` = numba/recursive, ...) with its candidates
    sorted by distance as trackpy sorts them, so the minimum-total-squared-displacement choice
-   and trackpy's handling of oversize subnetworks (``SubnetOversizeException``) are trackpy's.
+   and trackpy's handling of oversize subnetworks are trackpy's: with ``adaptive_stop``, a
+   subnetwork too large to solve is split by a search range shrunk in steps of
+   ``adaptive_step`` (trackpy's adaptive search). One still too large at ``adaptive_stop`` (or
+   at all, without adaptive search), where trackpy raises ``SubnetOversizeException`` and
+   stops, starts new tracks for its columns instead, counted in ``counts["oversize"]``: a
+   live run does not end on a dense clump of false detections.
 
 The resulting tracks are trackpy's up to the numbers given to new tracks (new tracks are
 numbered in column order here); only exact distance ties, which trackpy breaks by object
@@ -41,11 +46,12 @@ LINK_STRATEGIES = ("auto", "hybrid", "numba", "recursive", "nonrecursive", "drop
 class _Node:
     """The little of a trackpy ``Point`` that the subnet linkers use."""
 
-    __slots__ = ("index", "forward_cands")
+    __slots__ = ("index", "forward_cands", "subnet")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.forward_cands: list = []
+        self.subnet = None  # set by trackpy's adaptive search when it splits a subnetwork
 
 
 class FastLinker:
@@ -59,6 +65,8 @@ class FastLinker:
         Frames a column may vanish and still keep its track.
     link_strategy
         trackpy's subnet solver for ambiguous subnetworks; see :data:`LINK_STRATEGIES`.
+    adaptive_stop, adaptive_step
+        trackpy's adaptive search (same units as ``search_range``; None: off).
 
     Call :meth:`init_level` with the first frame's coordinates (N, ndim), then
     :meth:`next_level` per frame; :attr:`particle_ids` holds the current frame's track ids.
@@ -68,8 +76,10 @@ class FastLinker:
 
     MAX_NEIGHBORS = 10  # trackpy.linking.Linker.MAX_NEIGHBORS
 
-    def __init__(self, search_range: float, memory: int = 0, link_strategy: str | None = "auto") -> None:
+    def __init__(self, search_range: float, memory: int = 0, link_strategy: str | None = "auto", *,
+                 adaptive_stop: float | None = None, adaptive_step: float = 0.95) -> None:
         import trackpy
+        from trackpy.linking.utils import SubnetOversizeException
 
         search_range = float(search_range)
         if not (np.isfinite(search_range) and search_range > 0):
@@ -80,14 +90,16 @@ class FastLinker:
             valid = ", ".join(map(repr, LINK_STRATEGIES))
             raise ValueError(f"link_strategy must be one of {valid}; got {link_strategy!r}")
         # trackpy resolves the strategy (numba present or not) and wraps the solver with its
-        # size limit; only its subnet_linker is used, never its state.
+        # size limit and adaptive search; only its subnet_linker is used, never its state.
         self.subnet_linker = trackpy.linking.Linker(
-            search_range, memory=memory, link_strategy=link_strategy
+            search_range, memory=memory, link_strategy=link_strategy, adaptive_stop=adaptive_stop,
+            adaptive_step=adaptive_step,
         ).subnet_linker
+        self._oversize = SubnetOversizeException
         self.search_range = search_range
         self.memory = int(memory)
         self.ndim: int | None = None
-        self.counts = {"unique": 0, "subnets": 0, "in_subnets": 0}
+        self.counts = {"unique": 0, "subnets": 0, "in_subnets": 0, "oversize": 0}
 
     # -- state ---------------------------------------------------------------------------
     def init_level(self, coords, t=None) -> None:
@@ -137,7 +149,7 @@ class FastLinker:
         src_ids = np.concatenate([self._ids, self._mem_ids])
         n_s, n_d = len(src), len(coords)
         dest_src = np.full(n_d, -1, dtype=np.int64)  # source linked to each column, -1: new track
-        self.counts = {"unique": 0, "subnets": 0, "in_subnets": 0}
+        self.counts = {"unique": 0, "subnets": 0, "in_subnets": 0, "oversize": 0}
         if n_s and n_d:
             # trackpy's query (Subnets.compute): same tree, same k, same bound
             tree = cKDTree(src, 15)
@@ -203,7 +215,11 @@ class FastLinker:
                 sn.forward_cands.append((dn, e_w[i]))
             for sn in snodes.values():
                 sn.forward_cands.sort(key=lambda x: x[1])  # as Linker.assign_links
-            spl, dpl = self.subnet_linker(set(snodes.values()), set(dnodes.values()), r)
+            try:
+                spl, dpl = self.subnet_linker(set(snodes.values()), set(dnodes.values()), r)
+            except self._oversize:
+                self.counts["oversize"] += 1  # its columns start new tracks
+                continue
             for sp, dp in zip(spl, dpl):
                 if sp is not None and dp is not None:
                     dest_src[dp.index] = sp.index

@@ -40,6 +40,11 @@ class LinkConfig:
         Largest drift between two consecutive frames that the estimator looks for [Å].
     link_strategy
         trackpy's solver for ambiguous subnetworks (``auto``: numba where installed).
+    adaptive_stop_A, adaptive_step
+        trackpy's adaptive search: a subnetwork too large to solve (a clump of columns closer
+        than the search range) is split by shrinking the search range in steps of
+        ``adaptive_step``, down to ``adaptive_stop_A`` [Å]; None: off. With ``fast`` linking, a
+        clump still too large starts new tracks (counted) rather than ending the run.
     method
         ``fast``: :class:`~etem.tracker.fastlink.FastLinker`, trackpy's rules on arrays with
         trackpy's solver for the ambiguous subnetworks: the same tracks, many times faster
@@ -51,6 +56,8 @@ class LinkConfig:
     drift: bool = True
     max_drift_A: float = 1.5
     link_strategy: str = "auto"
+    adaptive_stop_A: float | None = 0.1
+    adaptive_step: float = 0.95
     method: Literal["fast", "trackpy"] = "fast"
 
     def __post_init__(self) -> None:
@@ -62,6 +69,11 @@ class LinkConfig:
             raise ConfigError(f"link.search_range_A must be > 0 Å; got {self.search_range_A!r}")
         if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 0:
             raise ConfigError(f"link.memory must be an integer >= 0 (frames); got {self.memory!r}")
+        if self.adaptive_stop_A is not None and not 0 < self.adaptive_stop_A < self.search_range_A:
+            raise ConfigError("link.adaptive_stop_A must be > 0 and below search_range_A "
+                              f"({self.search_range_A} Å), or unset; got {self.adaptive_stop_A!r}")
+        if not 0 < self.adaptive_step < 1:
+            raise ConfigError(f"link.adaptive_step must be between 0 and 1; got {self.adaptive_step!r}")
 
 
 def estimate_shift(
@@ -142,11 +154,14 @@ class StreamLinker:
             log.warning("sampling unknown: search_range_A and max_drift_A are taken as px")
         self.search_range_px = cfg.search_range_A * px
         self.max_drift_px = cfg.max_drift_A * px
+        adaptive = {"adaptive_stop": None if cfg.adaptive_stop_A is None else cfg.adaptive_stop_A * px,
+                    "adaptive_step": cfg.adaptive_step}
         if cfg.method == "fast":
-            self._linker = FastLinker(self.search_range_px, memory=cfg.memory, link_strategy=cfg.link_strategy)
+            self._linker = FastLinker(self.search_range_px, memory=cfg.memory, link_strategy=cfg.link_strategy,
+                                      **adaptive)
         else:
             self._linker = trackpy.linking.Linker(
-                self.search_range_px, memory=cfg.memory, link_strategy=cfg.link_strategy
+                self.search_range_px, memory=cfg.memory, link_strategy=cfg.link_strategy, **adaptive
             )
         self._started = False
         self._prev_ref: np.ndarray | None = None

@@ -111,6 +111,7 @@ class Pipeline:
         self.sampling: float | None = None
         self.sampling_estimate = None  # a lattice estimate (etem.tracker.lattice), when made
         self.trust_counts = [0, 0]  # frames judged outside, inside the locator's trust ranges
+        self.oversize_subnets = 0  # clumps too dense to link, whose columns started new tracks
         self.latencies: deque[float] = deque(maxlen=2000)
         # the run's tables in memory: every frame without a run file, else the latest few
         keep = None if self.run_path is None else self.cfg.keep_in_memory_frames
@@ -373,6 +374,13 @@ class Pipeline:
             self._open_writer(frame)
         quality = cols.attrs.get("quality", {})
         linked = self.linker.update(frame.frame, cols)
+        oversize = self.linker.counts.get("oversize", 0)
+        if oversize:
+            if not self.oversize_subnets:
+                log.warning("frame %d: %d clump(s) of columns too dense to link even at the smallest search "
+                            "range started new tracks (counted in status()['oversize_subnets'])",
+                            frame.frame, oversize)
+            self.oversize_subnets += oversize
         t1 = time.perf_counter()
         linked["site"] = self.sites.update(frame.frame, linked[["y_ref", "x_ref"]].to_numpy(), linked["cls"].to_numpy())
         linked.insert(0, "frame", np.int64(frame.frame))
@@ -542,6 +550,7 @@ class Pipeline:
             "sites": 0 if self.sites is None else self.sites.n_sites,
             "in_range": self.trust_counts[1],
             "out_of_range": self.trust_counts[0],
+            "oversize_subnets": self.oversize_subnets,
         }
 
     def queue_depths(self) -> dict[str, tuple[int, int]]:
