@@ -45,14 +45,22 @@ def lattice_frames(n_frames: int, size: int, n_columns: int, *, seed: int = 0, s
     return out
 
 
-def _publish(address_q, go, n_frames: int, size: int, n_columns: int, sampling: float, fps) -> None:
-    """The camera: its own process (as at the microscope), PUSH on a random loopback port."""
+def _publish(address_q, go, ready, n_frames: int, size: int, n_columns: int, sampling: float, fps) -> None:
+    """The camera: its own process (as at the microscope), PUSH on a random loopback port.
+
+    At a set rate (``fps``), it sends one frame, waits until the pipeline has processed it
+    (engine built and warmed up), then paces the rest: the latencies are those of a running
+    pipeline, not of a queue filled while the engine was being built."""
     from etem.tracker.publish import Publisher, publish_frames
 
     frames = lattice_frames(n_frames, size, n_columns, sampling=sampling)
     pub = Publisher("tcp://127.0.0.1:0", mode="push")
     address_q.put(pub.address)
     go.wait()
+    if fps:
+        publish_frames(frames[:1], pub, sampling=sampling, end=False)
+        ready.wait()
+        frames = frames[1:]
     publish_frames(frames, pub, fps=fps, sampling=sampling)
     pub.sock.close(linger=-1)  # the process ends only when every frame has been taken
     pub.sock.context.term()
@@ -70,8 +78,8 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> 
         batch=BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_wait),
     )
     ctx = mp.get_context("spawn")
-    address_q, go = ctx.Queue(), ctx.Event()
-    camera = ctx.Process(target=_publish, args=(address_q, go, n_frames, size, n_columns, sampling, args.fps), daemon=True)
+    address_q, go, ready = ctx.Queue(), ctx.Event(), ctx.Event()
+    camera = ctx.Process(target=_publish, args=(address_q, go, ready, n_frames, size, n_columns, sampling, args.fps), daemon=True)
     camera.start()
     address = address_q.get(timeout=300)
     timing = {}
@@ -79,6 +87,7 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> 
     def on_frame(res, pipe):
         timing.setdefault("first", time.perf_counter())
         timing["pipe"] = pipe
+        ready.set()
 
     t0 = time.perf_counter()
     go.set()
