@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli_parser import build_parser
+from . import interrupt
 from .errors import ConfigError, EtemError
 
 
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    interrupt.reset()
     previous = _terminate_like_ctrl_c()
     try:
         return _COMMANDS[args.command](args)
@@ -29,20 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"etem {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        how = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        interrupt.delivered()
+        how = "terminated" if isinstance(exc, interrupt.Terminated) else "interrupted"
         print(f"\netem {args.command}: {how}; what was processed is saved", file=sys.stderr)
-        return 128 + int(signal.SIGTERM) if isinstance(exc, _Terminated) else 130
+        return 128 + int(signal.SIGTERM) if isinstance(exc, interrupt.Terminated) else 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a service manager stopping us), taken the way Ctrl-C is: the run file is closed."""
+        interrupt.reset()
 
 
 def _terminate_like_ctrl_c():
-    """Make SIGTERM raise _Terminated in the main thread, unless someone else handles it already.
+    """Make SIGTERM raise interrupt.Terminated in the main thread, unless someone else handles it.
 
     Returns the handler it replaced (to be put back), or None where it installed none.
     """
@@ -53,7 +53,8 @@ def _terminate_like_ctrl_c():
 
     def on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: closing the run file goes undisturbed
-        raise _Terminated()
+        interrupt.request()  # should the exception be lost, the pipeline raises it again
+        raise interrupt.Terminated()
 
     return signal.signal(signal.SIGTERM, on_sigterm)
 

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from . import interrupt
 from .accounting import Counters
 from .config import BatchConfig, PipelineConfig  # noqa: F401 (BatchConfig: re-exported)
 from .errors import ConfigError
@@ -314,7 +315,11 @@ class Pipeline:
         base = 0  # the processed count before it
         try:
             while True:
-                item = self._host_q.get()
+                try:
+                    item = self._host_q.get(timeout=0.5)
+                except queue.Empty:
+                    interrupt.check()
+                    continue
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
@@ -323,11 +328,13 @@ class Pipeline:
                 in_hand, base = list(item.frames), self.counters.processed
                 for frame, cols in zip(item.frames, item.columns):
                     yield self._host(frame, cols)
+                    interrupt.check()
                 in_hand = []
         except GeneratorExit:
             status = "stopped"
             raise
         except KeyboardInterrupt:
+            interrupt.delivered()
             status = "interrupted"
             raise
         except Exception as exc:
