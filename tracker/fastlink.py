@@ -75,6 +75,7 @@ class FastLinker:
     """
 
     MAX_NEIGHBORS = 10  # trackpy.linking.Linker.MAX_NEIGHBORS
+    COUNTS = ("unique", "subnets", "in_subnets", "oversize")
 
     def __init__(self, search_range: float, memory: int = 0, link_strategy: str | None = "auto", *,
                  adaptive_stop: float | None = None, adaptive_step: float = 0.95) -> None:
@@ -99,7 +100,7 @@ class FastLinker:
         self.search_range = search_range
         self.memory = int(memory)
         self.ndim: int | None = None
-        self.counts = {"unique": 0, "subnets": 0, "in_subnets": 0, "oversize": 0}
+        self.counts = dict.fromkeys(self.COUNTS, 0)
 
     # -- state ---------------------------------------------------------------------------
     def init_level(self, coords, t=None) -> None:
@@ -149,7 +150,7 @@ class FastLinker:
         src_ids = np.concatenate([self._ids, self._mem_ids])
         n_s, n_d = len(src), len(coords)
         dest_src = np.full(n_d, -1, dtype=np.int64)  # source linked to each column, -1: new track
-        self.counts = {"unique": 0, "subnets": 0, "in_subnets": 0, "oversize": 0}
+        self.counts = dict.fromkeys(self.COUNTS, 0)
         if n_s and n_d:
             # trackpy's query (Subnets.compute): same tree, same k, same bound
             tree = cKDTree(src, 15)
