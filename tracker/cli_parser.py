@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--unshuffle", type=int, default=1, metavar="S",
                    help="fusionnet: fold each SxS block of pixels into channels before the top level and "
-                        "back after the head (2: about a quarter of the work, the CPU model's choice)")
+                        "back after the head (2: about a third of the work at the same width and depth; "
+                        "the bundled CPU models use it)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
