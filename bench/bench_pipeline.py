@@ -17,10 +17,17 @@ import numpy as np
 
 
 def lattice_frames(n_frames: int, size: int, n_columns: int, *, seed: int = 0, sampling: float = 0.2) -> np.ndarray:
-    """A drifting hexagonal lattice of Gaussian columns with ~n_columns in view, Poisson noise."""
+    """A drifting hexagonal lattice of Gaussian columns with ~n_columns in view, Poisson noise.
+
+    The spacing spreads the columns over the frame, within 2.5-3.5 Å (metal-like); where the
+    frame is larger than ``n_columns`` need at 3.5 Å, they fill a central disc (a particle)
+    and the rest is vacuum. (Columns 7 Å apart with flat noise between them are no image a
+    network is trained on: the bundled HRTEM model reads such gaps as columns.)"""
     rng = np.random.default_rng(seed)
     a = size * np.sqrt(2 / (np.sqrt(3) * n_columns))  # hexagonal lattice spacing for n_columns per frame
-    a = max(a, 2.5 / sampling)
+    particle = a > 3.5 / sampling
+    a = min(max(a, 2.5 / sampling), 3.5 / sampling)
+    disc_r2 = n_columns * np.sqrt(3) / 2 * a**2 / np.pi  # radius² of a disc holding n_columns
     rows = np.arange(-2, size / (a * np.sqrt(3) / 2) + 2)
     cols = np.arange(-2, size / a + 2)
     yy, xx = np.meshgrid(rows * a * np.sqrt(3) / 2, cols * a, indexing="ij")
@@ -33,6 +40,8 @@ def lattice_frames(n_frames: int, size: int, n_columns: int, *, seed: int = 0, s
     for f in range(n_frames):
         p = pos + np.array([0.05, 0.08]) * f
         p = p[(p[:, 0] >= 0) & (p[:, 0] < size - 1) & (p[:, 1] >= 0) & (p[:, 1] < size - 1)]
+        if particle:
+            p = p[((p - size / 2) ** 2).sum(1) <= disc_r2]
         img = np.zeros((size + 2 * r + 2, size + 2 * r + 2), np.float32)
         iy, ix = np.floor(p).astype(int).T
         fy, fx = (p - np.floor(p)).T

@@ -17,7 +17,7 @@ import numpy as np
 
 from etem.tracker.errors import ConfigError
 
-_MATERIALS = ("au", "graphene", "mos2")
+_MATERIALS = ("au", "graphene", "graphene-pristine", "mos2")
 
 
 def add_parser(sub) -> None:
@@ -93,6 +93,8 @@ def _structure(material: str, rng: np.random.Generator, tilt_max: float | None =
         raise ConfigError(f"--tilt-max applies to Au nanoparticles; {material} structures lie flat on the zone axis.")
     if material == "graphene":
         return structures.graphene(rng)
+    if material == "graphene-pristine":  # one perfect periodic sheet: every structure alike
+        return structures.pristine_graphene()
     return structures.mos2(rng)
 
 

@@ -24,7 +24,7 @@ from etem.tracker.errors import ConfigError
 
 from ._common import Range, _atoms, _draw, _generator, _hard_core_points, _padding, _prune, _size, _unlabelled
 
-__all__ = ["graphene"]
+__all__ = ["graphene", "pristine_graphene"]
 
 GRAPHENE_BOND_A = 1.42
 _HOLE_MARGIN_A = 3.0  # between holes, and between a hole and the sheet edge
@@ -245,6 +245,38 @@ def graphene(
     atoms = _atoms(["C"] * m, xyz, np.arange(m), np.zeros(m), ("C",), "graphene", params)
     atoms.center(vacuum=padding_A)
     atoms.pbc = False
+    return atoms
+
+
+def pristine_graphene(size_A: float | tuple[float, float] = (40.0, 40.0), *, padding_A: float = 5.0) -> Atoms:
+    """A perfect, periodic honeycomb (bonds of exactly 1.42 Å): one class ("C").
+
+    The reference for position accuracy (Madsen et al. 2018 measure the spread of bond lengths
+    from found positions on a pristine sheet). The cell holds whole rectangular unit cells
+    (3 x 1.42 Å along x, sqrt(3) x 1.42 Å along y, 4 atoms each) and is periodic in x and y, so
+    an exit wave of it, and any crop of that, is a seamless sheet.
+
+    Parameters
+    ----------
+    size_A
+        Smallest size (x, y) of the sheet [Å]; rounded up to whole unit cells.
+    padding_A
+        Vacuum above and below the sheet [Å].
+    """
+    box = _size(size_A, "size_A", 10.0)
+    padding_A = _padding(padding_A)
+    a = GRAPHENE_BOND_A
+    cell = np.array([3 * a, np.sqrt(3) * a])
+    basis = np.array([[0.0, 0.0], [a, 0.0], [1.5 * a, cell[1] / 2], [2.5 * a, cell[1] / 2]])
+    nx, ny = (int(v) for v in np.ceil(box / cell))
+    ij = np.stack(np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij"), -1).reshape(-1, 1, 2)
+    xy = (ij * cell + basis + [a / 4, cell[1] / 4]).reshape(-1, 2)
+    m = len(xy)
+    xyz = np.column_stack([xy, np.full(m, padding_A)])
+    atoms = _atoms(["C"] * m, xyz, np.arange(m), np.zeros(m), ("C",), "graphene",
+                   {"pristine": True, "cells": [nx, ny]})
+    atoms.cell = [nx * cell[0], ny * cell[1], 2 * padding_A]
+    atoms.pbc = (True, True, False)
     return atoms
 
 

@@ -49,9 +49,9 @@ from scipy.spatial import cKDTree
 from etem.tracker.errors import ConfigError, choice_error
 
 from ._common import Range, _atoms, _draw, _generator, _hard_core_points, _padding, _prune, _size, _unlabelled
-from .graphene import GRAPHENE_BOND_A, _graphene_support, graphene  # noqa: F401  (GRAPHENE_BOND_A: re-exported)
+from .graphene import GRAPHENE_BOND_A, _graphene_support, graphene, pristine_graphene  # noqa: F401  (GRAPHENE_BOND_A: re-exported)
 
-__all__ = ["graphene", "au_nanoparticle", "mos2", "columns", "Range"]
+__all__ = ["graphene", "pristine_graphene", "au_nanoparticle", "mos2", "columns", "Range"]
 
 AU_LATTICE_A = 4.08
 MOS2_LATTICE_A = 3.16

@@ -74,6 +74,42 @@ def test_evaluate_model_command_prints_the_table_and_writes_plots(heldout, tmp_p
         assert (tmp_path / "out" / name).stat().st_size > 5000
 
 
+def test_bond_lengths_window_and_spread():
+    from etem.tracker.evaluate import bond_lengths
+
+    from etem.simulate.structures import pristine_graphene
+
+    xy = pristine_graphene((15.0, 15.0)).positions[:, :2]
+    d = bond_lengths(xy, 1.42)
+    assert d.size > 0 and np.allclose(d, 1.42)  # second neighbours (2.46 Å) are outside the window
+    jitter = np.random.default_rng(0).normal(0, 0.05, xy.shape)
+    s = bond_lengths(xy + jitter, 1.42).std()
+    assert 0.05 < s < 0.09  # two independent 0.05 Å errors per bond, projected on it: about 0.07
+    assert bond_lengths(np.zeros((1, 2)), 1.42).size == 0
+    with pytest.raises(ValueError):
+        bond_lengths(xy, -1.0)
+
+
+def test_evaluate_reports_the_bond_spread_on_a_pristine_sheet(tmp_path):
+    """`etem evaluate --bonds`: the spread of bond lengths between found columns, per image."""
+    from etem.simulate.structures import pristine_graphene
+
+    path = tmp_path / "pristine.h5"
+    save_waves(path, compute_waves([pristine_graphene((20.0, 20.0))], config=WaveConfig(sampling_A=0.2 / 3)))
+    r = _etem("evaluate", "classical", path, "--sampling", 0.2, "--doses", "1000,100000", "-n", 2,
+              "--size", 96, "--bonds", 1.42, "--no-baseline", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "bond σ Å" in r.stdout and "true σ Å" in r.stdout
+    per = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    assert {"bonds", "bond_mean_A", "bond_std_A", "true_bond_std_A"} <= set(per.columns)
+    assert (per["true_bond_std_A"] < 1e-3).all()  # a perfect sheet: the floor is zero
+    assert per["bonds"].sum() > 0 and per["bond_mean_A"].dropna().between(1.1, 1.8).all()
+    table = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("dose")
+    for dose, g in per.dropna(subset=["bond_std_A"]).groupby("dose"):  # pooled over the bonds of the images
+        pooled = np.sqrt((g["bond_std_A"] ** 2 * g["bonds"]).sum() / g["bonds"].sum())
+        assert table.loc[dose, "bond_std_A"] == pytest.approx(pooled) and 0 < pooled < 0.5
+
+
 def test_evaluate_model_errors_are_clear(heldout, tmp_path):
     r = _etem("evaluate", "classical", tmp_path / "missing.h5", "--sampling", 0.2)
     assert r.returncode != 0 and "no such wave set" in r.stderr and "Traceback" not in r.stderr

@@ -5,7 +5,7 @@ from ase import Atoms
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from etem.simulate.structures import au_nanoparticle, columns, graphene, mos2
+from etem.simulate.structures import au_nanoparticle, columns, graphene, mos2, pristine_graphene
 from etem.tracker.errors import ConfigError
 
 A_AU = 4.08
@@ -50,6 +50,18 @@ def test_graphene_bonds_are_1_42(sheet):
     assert q75 - q25 < 0.1
     nearest, _ = cKDTree(atoms.positions).query(atoms.positions, k=2)
     assert abs(np.median(nearest[:, 1]) - 1.42) < 0.03
+
+
+def test_pristine_graphene_is_a_perfect_periodic_honeycomb():
+    atoms = pristine_graphene((20.0, 30.0))
+    box = atoms.cell.lengths()[:2]
+    assert np.all(box >= [20, 30]) and atoms.pbc[:2].all()
+    d, _ = cKDTree(atoms.positions[:, :2], boxsize=box).query(atoms.positions[:, :2], k=5)
+    # across the periodic boundary too: three bonds of 1.42 Å, the next atom 2.46 Å away
+    np.testing.assert_allclose(d[:, 1:4], 1.42, atol=1e-9)
+    np.testing.assert_allclose(d[:, 4], 1.42 * np.sqrt(3), atol=1e-9)
+    cols = columns(atoms)
+    assert len(cols) == len(atoms) and set(cols["cls"]) == {0} and atoms.info["classes"] == ("C",)
 
 
 def test_graphene_holes_edges_and_labels(sheet):

@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path,
                    help="MODEL WAVES form: folder for the per-image table (CSV) and the plots")
     p.add_argument("--seed", type=int, default=0, help="MODEL WAVES form: seed of the optics draws")
+    p.add_argument("--bonds", type=float, metavar="Å",
+                   help="MODEL WAVES form: also the spread of the bond lengths near this length between found "
+                        "columns, per image (1.42 on a pristine graphene sheet: etem simulate waves "
+                        "--material graphene-pristine)")
     p.add_argument("--write-card", action="store_true",
                    help="MODEL WAVES form: store the table (with the baseline rows) in each model's card "
                         "as 'heldout'")

@@ -99,6 +99,26 @@ def _figures(counts: np.ndarray, sampling: float | None, with_cls: bool, ordinal
 MISCOUNT = ("miscount_1", "miscount_2", "miscount_3plus")
 
 
+def bond_lengths(yx: Any, bond: float, *, tolerance: float = 0.25) -> np.ndarray:
+    """Distances of all pairs of points within ``bond * (1 ± tolerance)`` of each other.
+
+    On a pristine sheet the spread of these lengths, measured on found positions, is a
+    finder's position accuracy free of any matching (Madsen et al. 2018 report 0.18 Å for
+    graphene on experimental images). For graphene (1.42 Å) the default window,
+    1.07-1.78 Å, stops well short of the second neighbours (2.46 Å).
+    """
+    pts = _points(yx, "yx")
+    if not (bond > 0 and 0 < tolerance < 1):
+        raise ValueError(f"bond must be positive and tolerance in (0, 1); got {bond!r}, {tolerance!r}.")
+    if len(pts) < 2:
+        return np.zeros(0)
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(pts).query_pairs(bond * (1 + tolerance), output_type="ndarray")
+    d = np.linalg.norm(pts[pairs[:, 0]] - pts[pairs[:, 1]], axis=1)
+    return d[d >= bond * (1 - tolerance)]
+
+
 def score_columns(
     pred: pd.DataFrame,
     true: pd.DataFrame,

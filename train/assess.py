@@ -69,12 +69,15 @@ def _method_kwargs(method: str) -> dict[str, Any]:
 def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[float] = DEFAULT_DOSES,
            n: int = 8, size: int = 256, sampling_A: float | None = None, preset: str | None = None,
            optics: dict[str, Any] | None = None, imaging: str | None = None, radius_A: float = 1.0,
-           seed: int = 0, device: str = "cpu") -> pd.DataFrame:
+           seed: int = 0, device: str = "cpu", bond_A: float | None = None) -> pd.DataFrame:
     """Score each method on ``n`` held-out images per dose; one row per image and method.
 
     ``methods``: model names or bundle paths, and ``"classical"`` / ``"classical-dark"``. The
     sampling, optics preset and imaging mode default to the first model's card (its training
-    conditions); with only classical methods they must be given.
+    conditions); with only classical methods they must be given. ``bond_A``: also measure, per
+    image, the lengths of the bonds (pairs within ±25 % of ``bond_A``) between the found
+    columns (``bonds``, ``bond_mean_A``, ``bond_std_A``) and between the true ones
+    (``true_bond_std_A``: the floor, 0 on a pristine sheet).
     """
     from etem.tracker import find
     from etem.tracker.evaluate import score_columns
@@ -103,12 +106,29 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
             per = score_columns(found, truth if method not in CLASSICAL else truth.drop(columns="cls"),
                                 radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,
                                 ordinal=classes_by == "height").reset_index()
+            if bond_A is not None:
+                per = per.join(_bond_table(found, truth, bond_A, sampling_A, per["frame"]), on="frame")
             rows.append(per.assign(method=_label(method), dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
     out.attrs.update({"sampling_A": sampling_A, "preset": preset, "optics": optics, "imaging": imaging,
                       "classes_by": classes_by,
                       "radius_A": radius_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
     return out
+
+
+def _bond_table(found: pd.DataFrame, truth: pd.DataFrame, bond_A: float, sampling_A: float,
+                frames: pd.Series) -> pd.DataFrame:
+    """Per frame: number, mean and spread of the bond lengths [Å] of the found and true columns."""
+    from etem.tracker.evaluate import bond_lengths
+
+    rows = {}
+    for f in frames:
+        d = bond_lengths(found.loc[found["frame"] == f, ["y", "x"]].to_numpy() * sampling_A, bond_A)
+        t = bond_lengths(truth.loc[truth["frame"] == f, ["y", "x"]].to_numpy() * sampling_A, bond_A)
+        rows[f] = {"bonds": d.size, "bond_mean_A": d.mean() if d.size else np.nan,
+                   "bond_std_A": d.std() if d.size > 1 else np.nan,
+                   "true_bond_std_A": t.std() if t.size > 1 else np.nan}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _label(method: str) -> str:
@@ -143,28 +163,35 @@ def summary(per_image: pd.DataFrame) -> pd.DataFrame:
         out = {"images": len(g), "f1": f1, "precision": p, "recall": r, "rms_A": rms, "f1_mean_image": f1_img}
         for m in miscount:  # pooled over the matched columns of the group
             out[m] = (g[m] * g["tp"]).sum(min_count=1) / tp if tp else np.nan
+        if bonds:  # the spread within each image (a scale jitter moves whole images), pooled
+            ok = g["bond_std_A"].notna()
+            w = g.loc[ok, "bonds"]
+            out["bond_std_A"] = float(np.sqrt((g.loc[ok, "bond_std_A"] ** 2 * w).sum() / w.sum())) if w.sum() else np.nan
+            out["true_bond_std_A"] = float(np.sqrt((g["true_bond_std_A"] ** 2).mean()))
         return pd.Series(out)
 
     miscount = [m for m in MISCOUNT if m in per_image.columns]
-    cols = ["tp", "fp", "fn", "rms_A", *miscount]
+    bonds = ["bond_std_A", "true_bond_std_A"] if "bond_std_A" in per_image.columns else []
+    cols = ["tp", "fp", "fn", "rms_A", *miscount, *(["bonds"] + bonds if bonds else [])]
     table = (per_image.groupby(["method", "dose"], sort=False)[cols].apply(agg).reset_index())
     means = table.groupby("method", sort=False)[["f1", "f1_mean_image"]].mean().reset_index()
     means["dose"] = np.nan
     means["images"] = table.groupby("method", sort=False)["images"].sum().to_numpy()
     return pd.concat([table, means.assign(precision=np.nan, recall=np.nan, rms_A=np.nan,
-                                          **{m: np.nan for m in miscount})],
+                                          **{m: np.nan for m in miscount + bonds})],
                      ignore_index=True)[table.columns]
 
 
 def format_summary(table: pd.DataFrame) -> str:
     """The summary as a text table (the last row per method: mean over doses)."""
     miscount = [m for m in MISCOUNT if m in table.columns]
-    head = " ".join(f"{'off ' + _OFF_BY[m]:>6}" for m in miscount)
+    bonds = [m for m in ("bond_std_A", "true_bond_std_A") if m in table.columns]
+    head = " ".join([f"{'off ' + _OFF_BY[m]:>6}" for m in miscount] + [f"{h:>9}" for h in ("bond σ Å", "true σ Å")[:len(bonds)]])
     lines = [f"{'method':<22} {'dose e/Å²':>10} {'images':>6} {'F1':>6} {'prec':>6} {'recall':>6} {'RMS Å':>6} {head}".rstrip()]
     for _, r in table.iterrows():
         dose = "mean" if not np.isfinite(r["dose"]) else f"{r['dose']:.0f}"
         fmt = lambda v, f="{:.3f}": "–" if not np.isfinite(v) else f.format(v)  # noqa: E731
-        extra = " ".join(f"{fmt(r[m]):>6}" for m in miscount)
+        extra = " ".join([f"{fmt(r[m]):>6}" for m in miscount] + [f"{fmt(r[m]):>9}" for m in bonds])
         lines.append(f"{r['method']:<22} {dose:>10} {int(r['images']):>6} {fmt(r['f1']):>6} "
                      f"{fmt(r['precision']):>6} {fmt(r['recall']):>6} {fmt(r['rms_A']):>6} {extra}".rstrip())
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def cmd_evaluate_model(args) -> int:
     except ValueError:
         raise ConfigError(f"--doses must be comma-separated numbers; got {args.doses!r}") from None
     per = assess(methods, args.truth, doses=doses, n=args.n, size=args.size, sampling_A=args.sampling,
-                 radius_A=args.radius, seed=args.seed)
+                 radius_A=args.radius, seed=args.seed, bond_A=args.bonds)
     table = summary(per)
     print(f"{args.n} held-out images per dose from {args.truth.name} at {per.attrs['sampling_A']} Å/px "
           f"({per.attrs['imaging']}, optics preset {per.attrs['preset']!r}); match radius {args.radius} Å")
