@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     q.add_argument("--material", choices=_MATERIALS, required=True)
     q.add_argument("-n", type=int, default=10, help="how many")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--substrate", choices=("none", "graphene", "mixed"), default="none",
+                   help="MoS2: flakes bare, on a graphene sheet, or either (drawn per structure)")
     q.add_argument("-o", "--output", type=Path, required=True, help=".extxyz file")
     q.add_argument("--tilt-max", type=float, help="Au: largest tilt off the zone axis [deg] (default 5, Madsen's "
                                                     "range; a held-out set at ~1 deg measures the network, not the geometry)")
@@ -43,6 +45,8 @@ def add_parser(sub) -> None:
     q.add_argument("--classes", choices=("species", "height"), default="species")
     q.add_argument("--tilt-max", type=float, help="Au: largest tilt off the zone axis [deg] (default 5, Madsen's "
                                                     "range; a held-out set at ~1 deg measures the network, not the geometry)")
+    q.add_argument("--substrate", choices=("none", "graphene", "mixed"), default="none",
+                   help="MoS2: flakes bare, on a graphene sheet, or either (drawn per structure)")
     q.add_argument("--workers", type=int, default=1, help="processes (Dask) computing waves side by side")
     q.add_argument("--scheduler", help="address of a Dask distributed scheduler (a cluster) instead")
     q.add_argument("-o", "--output", type=Path, required=True, help="wave-set HDF5 file")
@@ -84,9 +88,11 @@ def add_parser(sub) -> None:
     q.add_argument("-o", "--output", type=Path, required=True, help="movie HDF5 file (frames and truth)")
 
 
-def _structure(material: str, rng: np.random.Generator, tilt_max: float | None = None):
+def _structure(material: str, rng: np.random.Generator, tilt_max: float | None = None, substrate: str = "none"):
     from . import structures
 
+    if substrate != "none" and material != "mos2":
+        raise ConfigError(f"--substrate applies to MoS2 flakes; got --material {material}.")
     if material == "au":
         return structures.au_nanoparticle(rng, **({} if tilt_max is None else {"tilt_deg": (0.0, tilt_max)}))
     if tilt_max is not None:
@@ -95,11 +101,12 @@ def _structure(material: str, rng: np.random.Generator, tilt_max: float | None =
         return structures.graphene(rng)
     if material == "graphene-pristine":  # one perfect periodic sheet: every structure alike
         return structures.pristine_graphene()
-    return structures.mos2(rng)
+    on_graphene = substrate == "graphene" or (substrate == "mixed" and bool(rng.integers(2)))
+    return structures.mos2(rng, on_graphene=on_graphene)
 
 
-def _make_structure(material: str, seed: int, i: int, tilt_max: float | None = None):
-    return _structure(material, np.random.default_rng([seed, i]), tilt_max)
+def _make_structure(material: str, seed: int, i: int, tilt_max: float | None = None, substrate: str = "none"):
+    return _structure(material, np.random.default_rng([seed, i]), tilt_max, substrate)
 
 
 def cmd_simulate(args) -> int:
@@ -112,7 +119,7 @@ def _structures(args) -> int:
 
     out = []
     for i in tqdm(range(args.n), unit="structure", desc="structures", disable=not sys.stderr.isatty()):
-        a = _make_structure(args.material, args.seed, i, args.tilt_max)
+        a = _make_structure(args.material, args.seed, i, args.tilt_max, args.substrate)
         a.info = {k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in a.info.items()}
         out.append(a)
     write(args.output, out, format="extxyz")
@@ -126,7 +133,7 @@ def _waves(args) -> int:
     from .waves import WaveConfig, compute_waves, save_waves
 
     cfg = WaveConfig(energy_eV=args.energy, sampling_A=args.sampling, frozen_phonons=args.frozen_phonons)
-    make = partial(_make_structure, args.material, args.seed, tilt_max=args.tilt_max)
+    make = partial(_make_structure, args.material, args.seed, tilt_max=args.tilt_max, substrate=args.substrate)
     waves = compute_waves(make, n=args.n, config=cfg, seed=args.seed, classes=args.classes,
                           scheduler=args.scheduler or ("processes" if args.workers > 1 else None),
                           progress=sys.stderr.isatty())

@@ -51,3 +51,18 @@ def test_tilt_max_limits_the_au_particles_tilt(tmp_path, capsys):
     assert main(["simulate", "structures", "--material", "graphene", "-n", "1", "--tilt-max", "1",
                  "-o", str(tmp_path / "g.extxyz")]) == 2
     assert "--tilt-max applies to Au" in capsys.readouterr().err
+
+
+def test_substrate_puts_mos2_flakes_on_graphene(tmp_path, capsys):
+    def species(substrate):
+        out = tmp_path / f"{substrate}.extxyz"
+        assert main(["simulate", "structures", "--material", "mos2", "-n", "6", "--seed", "5",
+                     "--substrate", substrate, "-o", str(out)]) == 0
+        return ["C" in a.get_chemical_symbols() for a in read(out, index=":")]
+
+    assert not any(species("none")) and all(species("graphene"))
+    mixed = species("mixed")
+    assert any(mixed) and not all(mixed)  # drawn per structure
+    assert main(["simulate", "structures", "--material", "au", "-n", "1", "--substrate", "graphene",
+                 "-o", str(tmp_path / "au.extxyz")]) == 2
+    assert "--substrate applies to MoS2" in capsys.readouterr().err
