@@ -38,6 +38,9 @@ def variants(engines: list[str], device: str) -> list[tuple[str, str, dict]]:
     if "onnxruntime" in engines:
         rows.append(("onnxruntime fp32", "onnxruntime", {}))
     if "compiled" in engines:
+        if cuda:  # the real-time issue's reference: torch.compile fp16 in its default mode
+            rows.append(("torch.compile fp16 default mode (reference)", "compiled",
+                         {"dynamic": False, "mode": "default", "channels_last": False}))
         rows.append(("compiled fp16 channels-last CUDA graphs" if cuda else "compiled fp32 (torch.compile)",
                      "compiled", {"dynamic": False}))
     if "aot" in engines:
@@ -108,8 +111,9 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(args.device) if cuda else ""
     print(f"# {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs {gpu}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; batch {args.batch}; {args.repeat} rounds after {args.warmup} warm-up")
-    print("| engine | width | params | size | ms/frame best | ms/frame median | frames/s (best) | speed vs eager fp32 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| engine | width | params | size | ms/frame best | ms/frame median | frames/s (best) | speed vs eager fp32 "
+          "| vs reference |")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp) / "cache"
@@ -129,20 +133,22 @@ def main() -> None:
                 try:
                     built[label] = make_engine(kind, path, device=args.device, **options)
                 except Exception as exc:  # noqa: BLE001 - a row that cannot run says why
-                    print(f"| {label} | {width} | {params} | - | unavailable: {exc} | | | |")
+                    print(f"| {label} | {width} | {params} | - | unavailable: {exc} | | | | |")
             for size in sizes:
                 batch = torch.randn(args.batch, 1, size, size)
-                base = None
+                base = ref = None
                 for label, result in time_engines(built, batch, args.warmup, args.repeat, cuda).items():
                     if isinstance(result, str):
-                        print(f"| {label} | {width} | {params} | {size}² | failed: {result} | | | |")
+                        print(f"| {label} | {width} | {params} | {size}² | failed: {result} | | | | |")
                         continue
                     best, median = (1e3 * v / args.batch for v in result[:2])
                     setup = result[2]
                     base = best if base is None else base
+                    ref = best if label.endswith("(reference)") else ref
                     note = f" (first runs {setup:.0f} s)" if setup > 5 else ""
+                    vs_ref = f"{ref / best:.2f}x" if ref else ""
                     print(f"| {label}{note} | {width} | {params} | {size}² | {best:.1f} | {median:.1f} | "
-                          f"{1e3 / best:.1f} | {base / best:.2f}x |", flush=True)
+                          f"{1e3 / best:.1f} | {base / best:.2f}x | {vs_ref} |", flush=True)
 
 if __name__ == "__main__":
     main()
