@@ -187,6 +187,8 @@ def test_auto_model_picks_the_bundled_model_for_material_and_imaging():
     assert resolve_model("auto:stem", None) == "haadf-stem"
     assert resolve_model("auto", "graphene") is None  # none shipped: the classical locator
     assert resolve_model("au-hrtem", None) == "au-hrtem"
+    # a focal series of three needs a three-image model: the single-image ones do not fit
+    assert resolve_model("auto", "au", focal=3) is None and resolve_model("auto:stem", "au", focal=3) is None
     with pytest.raises(ConfigError, match="material"):
         resolve_model("auto", None)
     with pytest.raises(ConfigError, match="hrtem' or 'stem"):

@@ -25,10 +25,10 @@ from .sources import open_source
 ArrayLike = np.ndarray | Sequence[np.ndarray]
 
 
-def resolve_model(model, material: str | None):
-    """``"auto"`` (HRTEM) or ``"auto:stem"``: the bundled model made for ``material`` and that
-    imaging mode (:func:`etem.train.bundle.choose_model`), or None (the classical locator) when
-    none fits; any other value as given."""
+def resolve_model(model, material: str | None, focal: int = 1):
+    """``"auto"`` (HRTEM) or ``"auto:stem"``: the bundled model made for ``material``, that
+    imaging mode and ``focal`` images per frame (:func:`etem.train.bundle.choose_model`), or None
+    (the classical locator) when none fits; any other value as given."""
     if not isinstance(model, str) or not (model == "auto" or model.startswith("auto:")):
         return model
     from etem.train.bundle import choose_model
@@ -39,17 +39,17 @@ def resolve_model(model, material: str | None):
     if imaging == "hrtem" and material is None:
         raise ConfigError("model 'auto' picks the bundled HRTEM model for the material in view; name it "
                           "(material='au', 'graphene' … / --material), or use 'auto:stem'")
-    chosen = choose_model(material, imaging)
-    logging.getLogger("etem.engine").info("model %r for material %r: %s", model, material,
-                                          chosen or "no bundled model fits; the classical locator")
+    chosen = choose_model(material, imaging, n_inputs=focal)
+    logging.getLogger("etem.engine").info("model %r for material %r, %d image(s) per frame: %s", model, material,
+                                          focal, chosen or "no bundled model fits; the classical locator")
     return chosen
 
 
 def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: str | None, engine: str | None,
-                material: str | None = None) -> EngineConfig:
+                material: str | None = None, focal: int = 1) -> EngineConfig:
     changes: dict[str, Any] = {}
     if model is not None and not classical:
-        model = resolve_model(model, material)
+        model = resolve_model(model, material, focal)
         if model is None:
             classical = True
     if classical and model is not None:
@@ -116,7 +116,7 @@ def find(
     from .lattice import require_material, resolve_sampling
 
     cfg = config or PipelineConfig()
-    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material)
+    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material, focal)
     det = Detector(ecfg, cfg.preprocess, cfg.locate)
     auto = sampling == "auto"
     if auto:
@@ -295,7 +295,8 @@ def track(
     if source is None:
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
-    cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine, material))
+    cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine, material,
+                                                      focal or 1))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
     if sampling == "auto":

@@ -69,13 +69,16 @@ def bundled_models() -> dict[str, Path]:
     return {card.stem: card for card in sorted(folder.glob("*.json"))}
 
 
-def choose_model(material: str | None = None, imaging: str | None = None, task: str = "columns") -> str | None:
+def choose_model(material: str | None = None, imaging: str | None = None, task: str = "columns",
+                 n_inputs: int | None = None) -> str | None:
     """The bundled model made for ``material`` and ``imaging`` (``hrtem`` or ``stem``), or None.
 
     A card says what it is for in ``"use": {"materials": [...], "imaging": "hrtem"|"stem",
     "task": "columns"|"heights"}`` (material names as :data:`etem.tracker.lattice.MATERIALS`,
     or a family such as ``au``; no task: ``columns``). A STEM model that lists no material fits
     any material; an HRTEM model must list it, since HRTEM contrast depends on the material.
+    ``n_inputs``: only models that take that many images per frame (a focal series of three
+    needs a three-image model; a single image a single-image one).
     """
     imaging = {"haadf": "stem", "adf": "stem", "tem": "hrtem"}.get(imaging or "hrtem", imaging or "hrtem")
     family = (material or "").lower()
@@ -85,10 +88,13 @@ def choose_model(material: str | None = None, imaging: str | None = None, task: 
     best = None
     for name, card_path in bundled_models().items():
         try:
-            use = json.loads(card_path.read_text(encoding="utf-8")).get("use", {})
+            card = json.loads(card_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+        use = card.get("use", {})
         if use.get("imaging") != imaging or use.get("task", "columns") != task:
+            continue
+        if n_inputs is not None and len(card.get("inputs", [0.0])) != n_inputs:
             continue
         materials = [m.lower() for m in use.get("materials", [])]
         if family and family in materials:
