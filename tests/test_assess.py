@@ -110,6 +110,23 @@ def test_evaluate_reports_the_bond_spread_on_a_pristine_sheet(tmp_path):
         assert table.loc[dose, "bond_std_A"] == pytest.approx(pooled) and 0 < pooled < 0.5
 
 
+def test_write_card_stores_the_table_under_its_key(heldout, tmp_path):
+    import shutil
+
+    from etem.train.bundle import bundle_paths
+
+    for src in bundle_paths("au-hrtem"):
+        shutil.copy(src, tmp_path / src.name.replace("au-hrtem", "mine"))
+    args = ("evaluate", tmp_path / "mine.json", heldout, "--doses", "1000", "-n", 1, "--size", 64, "--no-baseline")
+    assert _etem(*args, "--write-card").returncode == 0
+    r = _etem(*args, "--write-card", "heldout_tilted")
+    assert r.returncode == 0 and "as 'heldout_tilted'" in r.stdout, r.stderr
+    card = json.loads((tmp_path / "mine.json").read_text())
+    assert card["heldout"]["table"] and card["heldout_tilted"]["images_per_dose"] == 1
+    r = _etem(*args, "--write-card", "weights")
+    assert r.returncode != 0 and "starts with 'heldout'" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_evaluate_model_errors_are_clear(heldout, tmp_path):
     r = _etem("evaluate", "classical", tmp_path / "missing.h5", "--sampling", 0.2)
     assert r.returncode != 0 and "no such wave set" in r.stderr and "Traceback" not in r.stderr
@@ -167,7 +184,7 @@ def test_shipped_model_cards_state_how_they_were_made():
     from etem.train.bundle import bundled_models
 
     models = bundled_models()
-    assert {"au-hrtem", "haadf-stem"} <= set(models)
+    assert {"au-hrtem", "haadf-stem", "mos2-unet"} <= set(models)
     for name, card_path in models.items():
         card = json.loads(card_path.read_text())
         assert card["training"]["data"] and card["training"]["config"]["steps"] > 0
@@ -189,6 +206,7 @@ def test_auto_model_picks_the_bundled_model_for_material_and_imaging():
     assert resolve_model("au-hrtem", None) == "au-hrtem"
     # a focal series of three needs a three-image model: the single-image ones do not fit
     assert resolve_model("auto", "au", focal=3) is None and resolve_model("auto:stem", "au", focal=3) is None
+    assert resolve_model("auto", "mos2", focal=3) == "mos2-unet" and resolve_model("auto", "mos2") is None
     with pytest.raises(ConfigError, match="material"):
         resolve_model("auto", None)
     with pytest.raises(ConfigError, match="hrtem' or 'stem"):
@@ -201,3 +219,17 @@ def test_find_with_auto_model_on_a_real_size_image():
     image = np.random.default_rng(0).poisson(30, (96, 96)).astype(np.float32)
     assert find(image, sampling=0.2, model="auto", material="au").attrs["class_names"] == ["Au"]
     assert find(image, sampling=0.2, model="auto", material="graphene").attrs["engine"] == "classical"
+
+
+def test_shipped_mos2_model_finds_and_classifies_a_focal_series_movie():
+    """The bundled focal-series model on the in-situ MoS2 movie, as `etem find --model auto
+    --material mos2 --focal 3` runs it (docs/models.md: F1 0.99 at 3000 e/Å² on 256² frames)."""
+    from etem.simulate.insitu_mos2 import mos2_movie
+    from etem.tracker import find
+    from etem.tracker.evaluate import score_columns
+
+    m = mos2_movie(n_frames=1, shape=(128, 128), dose_per_frame=3000, focal_offsets_A=(-100, 0, 100), seed=3)
+    found = find(m.frames, sampling=0.2, model="auto", material="mos2", focal=3)
+    assert found.attrs["class_names"] == ["Mo", "S2", "S"]
+    s = score_columns(found, m.truth.positions, radius_px=1.0 / 0.2, sampling=0.2)
+    assert s["f1"] > 0.9 and s["cls_accuracy"] > 0.5, s

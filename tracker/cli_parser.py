@@ -178,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MODEL WAVES form: also the spread of the bond lengths near this length between found "
                         "columns, per image (1.42 on a pristine graphene sheet: etem simulate waves "
                         "--material graphene-pristine)")
-    p.add_argument("--write-card", action="store_true",
+    p.add_argument("--write-card", nargs="?", const="heldout", metavar="KEY",
                    help="MODEL WAVES form: store the table (with the baseline rows) in each model's card "
-                        "as 'heldout'")
+                        "under KEY (default 'heldout'; e.g. heldout_on_graphene for a second set)")
 
     p = sub.add_parser("view", help="open a run file (or an image) in napari")
     p.add_argument("path", type=Path)

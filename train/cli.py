@@ -2,6 +2,8 @@
 held-out simulated images (their options: etem.tracker.cli_parser)."""
 from __future__ import annotations
 
+import re
+
 import sys
 from pathlib import Path
 
@@ -55,6 +57,9 @@ def cmd_evaluate_model(args) -> int:
         raise ConfigError(f"{args.truth}: no such wave set (make one with `etem simulate waves`)")
     from etem.train.assess import CLASSICAL, assess, format_summary, plot, summary
 
+    if args.write_card and not re.fullmatch(r"heldout[a-z0-9_]*", args.write_card):
+        raise ConfigError(f"--write-card KEY names a held-out table and starts with 'heldout' (e.g. "
+                          f"heldout_on_graphene); got {args.write_card!r}")
     methods = str(args.found).split(",")
     if not args.no_baseline:
         methods += [c for c in CLASSICAL if c not in methods]
@@ -97,4 +102,5 @@ def _store_heldout(methods, per, table, args) -> None:
     }
     for m in methods:
         if m not in CLASSICAL:
-            print(f"stored the held-out table in {update_card(m, {'heldout': heldout})}")
+            print(f"stored the held-out table in {update_card(m, {args.write_card: heldout})} "
+                  f"as {args.write_card!r}")
