@@ -252,6 +252,10 @@ def local_normalize(images: torch.Tensor, sigma_px: float, *, eps: float = 1e-3,
         raise ConfigError(f"sigma_px must be positive; got {sigma_px!r}.")
     x = images.float()
     d = x - gaussian_filter(x, sigma_px, **kw)
+    # what is left of a flat region is the filter's rounding (a few float32 ulps of the image's
+    # magnitude, more or less by processor): it is zero, not a signal to scale up to unit size
+    rounding = 16 * torch.finfo(torch.float32).eps * x.abs().amax(dim=(-2, -1), keepdim=True)
+    d = torch.where(d.abs() <= rounding, torch.zeros_like(d), d)
     var = gaussian_filter(d * d, sigma_px, **kw).clamp_min(0)
     floor = eps * x.var(dim=(-2, -1), keepdim=True, correction=0) + torch.finfo(torch.float32).tiny
     return d * torch.rsqrt(var + floor)
