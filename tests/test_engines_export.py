@@ -246,6 +246,13 @@ def test_auto_on_cpu_picks_onnxruntime_and_logs(bundle, caplog):
     assert said and "'onnxruntime'" in said[0] and "left out: dtype" in said[0]
 
 
+def test_auto_on_cpu_runs_an_msdnet_in_torch(bundles, caplog):
+    """MSD-net's own inference path beats its exported graph under onnxruntime on the CPU."""
+    caplog.set_level(logging.INFO, logger="etem.engine")
+    assert make_engine("auto", bundles["msdnet"], device="cpu").name == "eager"
+    assert make_engine("auto", bundles["unet"], device="cpu").name == "onnxruntime"
+
+
 def test_auto_rejects_an_option_no_engine_takes(bundle):
     with pytest.raises(ConfigError, match="no engine takes the option.*'colour'"):
         make_engine("auto", bundle, device="cpu", colour="red")
