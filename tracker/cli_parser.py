@@ -73,10 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
     p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2"), default="hrtem",
                    help="hrtem (default)/stem: Au particle from abTEM column waves; toy: Gaussian columns; "
-                        "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM)")
+                        "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM, three-image focal series)")
     p.add_argument("--model", default="auto",
                    help="bundled model name or bundle path; auto (default): the bundled Au HRTEM model for the "
-                        "hrtem movie, the STEM model for the stem movie, the classical locator for the others")
+                        "hrtem movie, the STEM model for the stem movie, the MoS2 focal-series model for the mos2 "
+                        "movie, the classical locator for the toy movie")
     p.add_argument("--classical", action="store_true", help="use the classical locator")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--quiet", action="store_true")

@@ -68,13 +68,15 @@ def run_demo(
 
     ``movie_kind``: ``"toy"`` (Gaussian columns), an in-situ Au movie from
     abTEM column waves imaged by ``"hrtem"`` or ``"stem"`` (:mod:`etem.simulate.insitu`), or
-    ``"mos2"``: a MoS2 flake whose sulfur vacancies hop, form and heal, in 80 kV HRTEM
-    (:mod:`etem.simulate.insitu_mos2`). The default is the Au HRTEM movie.
+    ``"mos2"``: a MoS2 flake whose sulfur vacancies hop, form and heal, in 80 kV HRTEM, a
+    three-image focal series per frame (:mod:`etem.simulate.insitu_mos2`). The default is the
+    Au HRTEM movie.
 
     ``model``: a bundled model's name or a bundle path; ``"auto"``: the bundled Au HRTEM model
-    for the ``"hrtem"`` movie and the bundled STEM model for the ``"stem"`` movie (at the movies'
-    300 e/Å² per frame each finds more columns than the classical locator), the classical
-    locator for the others; ``None``: the classical locator.
+    for the ``"hrtem"`` movie, the bundled STEM model for the ``"stem"`` movie and the bundled
+    MoS2 focal-series model for the ``"mos2"`` movie (at the movies' 300 e/Å² per frame each
+    finds more columns than the classical locator), the classical locator for the toy movie;
+    ``None``: the classical locator.
     """
     from etem.simulate.toy import make_movie, save_movie
 
@@ -95,7 +97,8 @@ def run_demo(
     elif movie_kind == "mos2":
         from etem.simulate.insitu_mos2 import mos2_movie
 
-        movie = mos2_movie(n_frames=n_frames, shape=shape, seed=seed, mode="hrtem")
+        # a three-image focal series per frame, as the bundled MoS2 model takes
+        movie = mos2_movie(n_frames=n_frames, shape=shape, seed=seed, mode="hrtem", focal_offsets_A=(-100, 0, 100))
     else:
         raise ConfigError(f"movie_kind must be 'toy', 'hrtem', 'stem' or 'mos2'; got {movie_kind!r}")
     save_movie(movie, out / "movie.h5")
@@ -104,7 +107,8 @@ def run_demo(
         from .api import resolve_model
 
         model = {"hrtem": lambda: resolve_model("auto", "au"),
-                 "stem": lambda: resolve_model("auto:stem", "au")}.get(movie_kind, lambda: None)()
+                 "stem": lambda: resolve_model("auto:stem", "au"),
+                 "mos2": lambda: resolve_model("auto", "mos2", focal=3)}.get(movie_kind, lambda: None)()
 
     pub = Publisher("tcp://127.0.0.1:0", mode=mode)
     sent: dict[str, Any] = {}
