@@ -233,3 +233,5 @@ def test_shipped_mos2_model_finds_and_classifies_a_focal_series_movie():
     assert found.attrs["class_names"] == ["Mo", "S2", "S"]
     s = score_columns(found, m.truth.positions, radius_px=1.0 / 0.2, sampling=0.2)
     assert s["f1"] > 0.9 and s["cls_accuracy"] > 0.5, s
+    # a [N, F, H, W] stack says itself that it is a focal series: --focal is not needed
+    assert find(m.frames, sampling=0.2, model="auto", material="mos2").attrs["class_names"] == ["Mo", "S2", "S"]

@@ -116,14 +116,16 @@ def find(
     from .lattice import require_material, resolve_sampling
 
     cfg = config or PipelineConfig()
-    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material, focal)
-    det = Detector(ecfg, cfg.preprocess, cfg.locate)
     auto = sampling == "auto"
     if auto:
         require_material(material)
     if isinstance(sampling, str) and not auto:
         raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
     frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal))
+    # images per frame as the data hold them (a 4-D stack or a focal-series file says so itself)
+    per_frame = frames[0].image.shape[0] if frames and frames[0].image.ndim == 3 else focal
+    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material, per_frame)
+    det = Detector(ecfg, cfg.preprocess, cfg.locate)
     parts = []
     quality_rows: list[dict] = []
     estimate = None
