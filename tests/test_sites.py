@@ -113,6 +113,22 @@ def test_fill_gaps(fill_gaps, occupied):
     assert res["frames"].sum() == len(occupied)
 
 
+@pytest.mark.parametrize("fill_gaps, occupied", [
+    (0, BLINKY[:, 0]),  # no window to look ahead in: nothing dropped
+    # the one-frame blip at frame 7 goes (frames 3-4 are two frames: kept; frame 11, the last,
+    # has no later frame to judge it by: kept); the one-frame gap at frame 2 is still filled
+    (1, np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1], bool)),
+])
+def test_drop_blips(fill_gaps, occupied):
+    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=fill_gaps, drop_blips=True), sampling=0.1)
+    for f, occ in enumerate(BLINKY):
+        sm.update(f, SITES[:1][occ])
+    sm.flush()
+    tab = sm.table()
+    assert tab["n_occupied"].iloc[0] == occupied.sum()
+    assert tab["n_events"].iloc[0] == np.abs(np.diff(occupied.astype(int))).sum()
+
+
 def test_gap_at_the_end_is_not_filled():
     sm, _ = run(np.array([[1], [1], [0]], bool), fill_gaps=2)
     assert sm.table()["n_occupied"].iloc[0] == 2

@@ -16,6 +16,11 @@ again). With ``fill_gaps = k``, an occupied site that is empty for at most k fra
 occupied again is counted as occupied throughout; a frame's occupancy is therefore final k
 frames after it arrived (the live maps lag by k frames). A real hop away and back within k
 frames is erased too: set ``fill_gaps = 0`` to count every frame as detected.
+
+The other way round, a false detection makes an empty site occupied for one frame: two events
+again. With ``drop_blips``, a column at a site that was empty the frame before and is not seen
+there again within the next ``fill_gaps`` frames is taken as a false detection (the site stays
+empty). A real visit that short is dropped too; off by default.
 """
 from __future__ import annotations
 
@@ -39,12 +44,19 @@ class SitesConfig:
         hop [Å].
     map_radius_A
         Radius of each site's disc in the occupancy and event maps [Å].
+    fill_gaps
+        An occupied site empty for at most this many frames counts as occupied (a missed
+        detection); results lag by this many frames.
+    drop_blips
+        A column at a site empty the frame before and not seen there again within ``fill_gaps``
+        frames is a false detection (needs ``fill_gaps`` ≥ 1).
     """
 
     radius_A: float = 0.8
     hop_radius_A: float = 4.0
     map_radius_A: float = 0.8
     fill_gaps: int = 1
+    drop_blips: bool = False
 
 
 class SiteMap:
@@ -130,13 +142,14 @@ class SiteMap:
         now = np.zeros(ns, bool)
         now[sites] = True
         if self._pending and self.n_frames:
+            later = np.zeros(ns, bool)
+            for _, s in self._pending:
+                later[s] = True
             # empty now, occupied before and again within fill_gaps frames: a missed detection
-            gap = ~now[: ns] & self._state[:ns]
-            if gap.any():
-                later = np.zeros(ns, bool)
-                for _, s in self._pending:
-                    later[s] = True
-                now |= gap & later
+            now |= ~now & self._state[:ns] & later
+            if self.cfg.drop_blips:
+                # occupied now, empty before, not seen again within fill_gaps frames: a false one
+                now &= ~(now & ~self._state[:ns] & ~later)
         self._n_occ[:ns] += now
         self._advance(frame, now)
         self.n_frames += 1
