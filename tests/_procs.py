@@ -94,6 +94,8 @@ frames = np.load(cfg["frames"], mmap_mode="r")
 ctx = zmq.Context()
 sock = ctx.socket(zmq.XPUB if cfg["mode"] == "pub" else zmq.PUSH)
 sock.setsockopt(zmq.SNDHWM, cfg.get("sndhwm", 1000))
+if cfg.get("sndbuf"):
+    sock.setsockopt(zmq.SNDBUF, cfg["sndbuf"])
 sock.setsockopt(zmq.LINGER, 10000)
 (sock.bind if cfg.get("bind", True) else sock.connect)(cfg["address"])
 if cfg["mode"] == "pub" and cfg.get("wait", True):

@@ -25,14 +25,15 @@ from etem.tracker.sources import ZmqSource
 RATE = 25.0  # frames/s the pipeline is held to (a consumer that takes 40 ms per frame)
 
 
-def _throttled_run(address, mode, *, tmp_path, rcvhwm=100, queue_frames=64, bind=False, on_source=None):
+def _throttled_run(address, mode, *, tmp_path, rcvhwm=100, rcvbuf=None, queue_frames=64, bind=False,
+                   on_source=None):
     """Track ``address`` with the host stage held to RATE frames/s; sample memory meanwhile."""
     counters = Counters()
     cfg = PipelineConfig(overflow="drop" if mode == "sub" else "block", queue_frames=queue_frames,
                          default_sampling=0.2)
     pipe = Pipeline(cfg, run_path=tmp_path / "run.h5", counters=counters)
     src = ZmqSource(address, mode=mode, bind=bind, counters=counters, stop=pipe.stop, idle_timeout_s=20,
-                    rcvhwm=rcvhwm)
+                    rcvhwm=rcvhwm, rcvbuf=rcvbuf)
     if on_source:
         on_source(src, pipe)
     samples: list[tuple[float, int, int]] = []
@@ -102,11 +103,13 @@ def test_sub_overload_counts_every_drop_and_memory_stays_bounded(big_frames, tmp
 def test_pull_overload_loses_nothing(big_frames, tmp_path):
     """A camera trying twice the sustained rate over PUSH/PULL is slowed down, and loses nothing."""
     port = free_port()
+    # the kernel's socket buffers bounded too (1 MiB each way, four frames): Linux lets loopback
+    # buffers grow to tcp_rmem's maximum, up to 32 MB, which would hold the whole 3 s excess
     cam = Camera(frames=str(big_frames), mode="push", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
-                 seconds=3.0, sampling=0.2, sndhwm=4)
+                 seconds=3.0, sampling=0.2, sndhwm=4, sndbuf=2**20)
     try:
         c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "pull", tmp_path=tmp_path,
-                                               rcvhwm=4, queue_frames=16)
+                                               rcvhwm=4, rcvbuf=2**20, queue_frames=16)
         out = cam.result()
     finally:
         cam.finish()

@@ -43,6 +43,11 @@ class ZmqSource:
         Stop when nothing arrived for this long (None: wait forever, until ``stop`` is set).
     rcvhwm
         Receive high-water mark in messages (ZeroMQ's own queue; bounded memory).
+    rcvbuf
+        The kernel's receive buffer for the socket [bytes]; None: the system's default, which
+        on Linux grows with the traffic (up to ``net.ipv4.tcp_rmem``'s maximum, 6-32 MB), so
+        that a PUSH camera feels the backpressure of a slow pipeline only after that much is
+        queued in the kernel. Set it to bound that.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class ZmqSource:
         stop_on_end: bool = True,
         idle_timeout_s: float | None = None,
         rcvhwm: int = 100,
+        rcvbuf: int | None = None,
         context: zmq.Context | None = None,
         curve_keys: str | Path | None = None,
     ) -> None:
@@ -71,6 +77,7 @@ class ZmqSource:
         self.stop_on_end = stop_on_end
         self.idle_timeout_s = idle_timeout_s
         self.rcvhwm = rcvhwm
+        self.rcvbuf = rcvbuf
         self.seq = SeqTracker()
         self._ctx = context or zmq.Context.instance()
         self.ended = False
@@ -79,6 +86,8 @@ class ZmqSource:
     def _socket(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.SUB if self.mode == "sub" else zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        if self.rcvbuf is not None:
+            sock.setsockopt(zmq.RCVBUF, int(self.rcvbuf))
         sock.setsockopt(zmq.LINGER, 0)
         if self.mode == "sub":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
