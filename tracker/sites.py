@@ -149,7 +149,7 @@ class SiteMap:
             now |= ~now & self._state[:ns] & later
             if self.cfg.drop_blips:
                 # occupied now, empty before, not seen again within fill_gaps frames: a false one
-                now &= ~(now & ~self._state[:ns] & ~later)
+                now &= self._state[:ns] | later
         self._n_occ[:ns] += now
         self._advance(frame, now)
         self.n_frames += 1

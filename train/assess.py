@@ -97,6 +97,9 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
         images, truth = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
                                        preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
                                        seed=seed, classes=classes_by)
+        if bond_A is not None:  # the floor, the same for every method
+            true_bonds = _bond_stats(truth, sorted(set(truth["frame"])), bond_A, sampling_A)[
+                ["bond_std_A"]].rename(columns={"bond_std_A": "true_bond_std_A"})
         for method in methods:
             # the classical locator looks at the first image of a focal series
             im = images[:, 0] if images.ndim == 4 and method in CLASSICAL else images
@@ -107,7 +110,8 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
                                 radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,
                                 ordinal=classes_by == "height").reset_index()
             if bond_A is not None:
-                per = per.join(_bond_table(found, truth, bond_A, sampling_A, per["frame"]), on="frame")
+                per = per.join(_bond_stats(found, per["frame"], bond_A, sampling_A), on="frame")
+                per = per.join(true_bonds, on="frame")
             rows.append(per.assign(method=_label(method), dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
     out.attrs.update({"sampling_A": sampling_A, "preset": preset, "optics": optics, "imaging": imaging,
@@ -116,18 +120,16 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     return out
 
 
-def _bond_table(found: pd.DataFrame, truth: pd.DataFrame, bond_A: float, sampling_A: float,
-                frames: pd.Series) -> pd.DataFrame:
-    """Per frame: number, mean and spread of the bond lengths [Å] of the found and true columns."""
+def _bond_stats(columns: pd.DataFrame, frames: Sequence[int], bond_A: float, sampling_A: float) -> pd.DataFrame:
+    """Per frame: number, mean and spread of the bond lengths [Å] between the columns."""
     from etem.tracker.evaluate import bond_lengths
 
+    by_frame = {f: g[["y", "x"]].to_numpy() * sampling_A for f, g in columns.groupby("frame")}
     rows = {}
     for f in frames:
-        d = bond_lengths(found.loc[found["frame"] == f, ["y", "x"]].to_numpy() * sampling_A, bond_A)
-        t = bond_lengths(truth.loc[truth["frame"] == f, ["y", "x"]].to_numpy() * sampling_A, bond_A)
+        d = bond_lengths(by_frame.get(f, np.zeros((0, 2))), bond_A)
         rows[f] = {"bonds": d.size, "bond_mean_A": d.mean() if d.size else np.nan,
-                   "bond_std_A": d.std() if d.size > 1 else np.nan,
-                   "true_bond_std_A": t.std() if t.size > 1 else np.nan}
+                   "bond_std_A": d.std() if d.size > 1 else np.nan}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -172,7 +174,7 @@ def summary(per_image: pd.DataFrame) -> pd.DataFrame:
 
     miscount = [m for m in MISCOUNT if m in per_image.columns]
     bonds = ["bond_std_A", "true_bond_std_A"] if "bond_std_A" in per_image.columns else []
-    cols = ["tp", "fp", "fn", "rms_A", *miscount, *(["bonds"] + bonds if bonds else [])]
+    cols = ["tp", "fp", "fn", "rms_A", *miscount, *(["bonds", *bonds] if bonds else [])]
     table = (per_image.groupby(["method", "dose"], sort=False)[cols].apply(agg).reset_index())
     means = table.groupby("method", sort=False)[["f1", "f1_mean_image"]].mean().reset_index()
     means["dose"] = np.nan

@@ -3,7 +3,6 @@ held-out simulated images (their options: etem.tracker.cli_parser)."""
 from __future__ import annotations
 
 import re
-
 import sys
 from pathlib import Path
 
