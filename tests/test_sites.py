@@ -18,9 +18,10 @@ PATTERN = np.array(  # frames x sites, occupied?
 )
 
 
-def run(pattern, jitter=0.0, seed=0, fill_gaps=0):
+def run(pattern, jitter=0.0, seed=0, fill_gaps=0, occupancy="gaps"):
+    """Track ``pattern`` (frames x sites) with the "gaps" occupancy: every frame as detected."""
     rng = np.random.default_rng(seed)
-    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=fill_gaps), sampling=0.1)
+    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=fill_gaps, occupancy=occupancy), sampling=0.1)
     ids = []
     for f, occ in enumerate(pattern):
         yx = SITES[: len(occ)][occ] + rng.normal(0, jitter, (occ.sum(), 2))
@@ -120,7 +121,8 @@ def test_fill_gaps(fill_gaps, occupied):
     (1, np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1], bool)),
 ])
 def test_drop_blips(fill_gaps, occupied):
-    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=fill_gaps, drop_blips=True), sampling=0.1)
+    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=fill_gaps, drop_blips=True, occupancy="gaps"),
+                 sampling=0.1)
     for f, occ in enumerate(BLINKY):
         sm.update(f, SITES[:1][occ])
     sm.flush()
@@ -132,3 +134,114 @@ def test_drop_blips(fill_gaps, occupied):
 def test_gap_at_the_end_is_not_filled():
     sm, _ = run(np.array([[1], [1], [0]], bool), fill_gaps=2)
     assert sm.table()["n_occupied"].iloc[0] == 2
+
+
+# ------------------------------------------------------------------------------ "hmm" occupancy
+def markov_states(n_frames, n_sites, k, rng):
+    """Two-state chains (occupied/empty), switching with probability k per frame."""
+    s = np.zeros((n_frames, n_sites), bool)
+    s[0] = rng.random(n_sites) < 0.5
+    for f in range(1, n_frames):
+        s[f] = s[f - 1] ^ (rng.random(n_sites) < k)
+    return s
+
+
+def feed(sm, seen, grid):
+    for f, det in enumerate(seen):
+        sm.update(f, grid[det])
+    sm.flush()
+
+
+def grid_index(sm, grid):
+    """For each row of ``sm.table()``, the grid point it sits on."""
+    yx = sm.table()[["y", "x"]].to_numpy()
+    return np.argmin(((yx[:, None] - grid[None]) ** 2).sum(-1), axis=1)
+
+
+def site_states(sm, grid, n_frames):
+    """[frames, grid points] decided occupancy, from the residence runs."""
+    gi = grid_index(sm, grid)
+    state = np.zeros((n_frames, len(grid)), bool)
+    runs = sm.residence_table(last_frame=n_frames - 1)
+    for s, start, frames, occ in runs[["site", "start", "frames", "occupied"]].itertuples(index=False):
+        if occ:
+            state[start:start + frames, gi[s]] = True
+    return state
+
+
+def noisy_run(occupancy, rng_seed=1, n_frames=400, n_sites=40, k=0.02):
+    rng = np.random.default_rng(rng_seed)
+    grid = np.stack(np.meshgrid(np.arange(8) * 30.0 + 20, np.arange(5) * 30.0 + 20, indexing="ij"), -1).reshape(-1, 2)
+    truth = markov_states(n_frames, n_sites, k, rng)
+    r = np.where(np.arange(n_sites) % 2 == 0, 0.5, 0.95)  # half the sites hard to see (thin columns)
+    f = 0.05
+    seen = np.where(truth, rng.random(truth.shape) < r, rng.random(truth.shape) < f)
+    sm = SiteMap(SitesConfig(radius_A=0.8, occupancy=occupancy, fill_gaps=1), sampling=0.1)
+    feed(sm, seen, grid)
+    return sm, truth, grid, r, f, k
+
+
+def test_hmm_occupancy_sees_through_an_imperfect_detector():
+    """A detector that finds half of the occupied frames at some sites and makes 5 % false
+    detections: the HMM's states and hop activity are close to the truth, where counting every
+    frame as seen (even with one-frame gaps filled) makes several times too many events."""
+    sm, truth, grid, r, f, k = noisy_run("hmm")
+    state = site_states(sm, grid, len(truth))
+    true_flips = int(np.abs(np.diff(truth.astype(int), axis=0)).sum())
+    assert (state == truth).mean() > 0.9
+    assert abs(len(sm.flips) - true_flips) < 0.35 * true_flips
+    gi = grid_index(sm, grid)
+    assert np.abs(sm.table()["occupancy"].to_numpy() - truth.mean(0)[gi]).mean() < 0.06
+    # the estimates it decided with: detection rate per site, false detections, switching
+    r_hat, f_hat, k_hat = sm.hmm_parameters()
+    assert np.abs(r_hat - r[gi]).mean() < 0.1
+    assert f_hat == pytest.approx(f, abs=0.02) and np.median(k_hat) == pytest.approx(k, rel=0.35)
+
+    gaps, *_ = noisy_run("gaps")
+    assert len(gaps.flips) > 3 * true_flips
+    assert (site_states(gaps, grid, len(truth)) == truth).mean() < (state == truth).mean()
+
+
+def test_hmm_with_a_perfect_detector_is_exact():
+    """Every occupied frame seen and nothing else: the states are the detections (runs of two
+    frames or more; a one-frame visit is below what the model believes, see the module doc)."""
+    rng = np.random.default_rng(4)
+    grid = np.array([[20.0, 20.0], [20.0, 50.0], [20.0, 80.0], [50.0, 20.0]])
+    truth = markov_states(200, 4, 0.05, rng)
+    for s in range(4):  # no run shorter than 2 frames
+        d = np.flatnonzero(np.diff(truth[:, s].astype(int))) + 1
+        for a, b in zip(d[:-1], d[1:]):
+            if b - a < 2:
+                truth[a:b, s] = truth[a - 1, s]
+    sm = SiteMap(SitesConfig(), sampling=0.1)
+    feed(sm, truth, grid)
+    np.testing.assert_array_equal(site_states(sm, grid, 200)[:, np.any(truth, 0)], truth[:, np.any(truth, 0)])
+    assert len(sm.flips) == int(np.abs(np.diff(truth[:, np.any(truth, 0)].astype(int), axis=0)).sum())
+
+
+def test_hmm_decides_lag_frames_late_and_flush_settles_the_rest():
+    sm = SiteMap(SitesConfig(lag=4), sampling=0.1)
+    for f in range(10):
+        sm.update(f, SITES[:2])
+    assert sm.n_frames == 6  # frames 6..9 wait for later ones
+    sm.flush()
+    assert sm.n_frames == 10 and sm.table()["occupancy"].tolist() == [1.0, 1.0]
+
+
+def test_hmm_one_frame_false_detection_is_no_event():
+    """A column seen once at an otherwise empty place makes a site, but no events."""
+    sm = SiteMap(SitesConfig(), sampling=0.1)
+    for f in range(30):
+        sm.update(f, SITES[:1] if f != 12 else SITES[:2])
+    sm.flush()
+    tab = sm.table()
+    assert sm.n_sites == 2 and tab["n_events"].tolist() == [0, 0] and tab["occupancy"].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("kw, match", [({"occupancy": "kalman"}, "occupancy"), ({"lag": -1}, "lag"),
+                                       ({"fill_gaps": 1.5}, "fill_gaps"), ({"radius_A": 0}, "radius_A")])
+def test_sites_config_errors(kw, match):
+    from etem.tracker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        SitesConfig(**kw)

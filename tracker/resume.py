@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("etem.resume")
 
 #: Version of the snapshot's layout; a file with another cannot be resumed.
-STATE_VERSION = 1
+STATE_VERSION = 2
 #: Statuses a run can be resumed from without ``force`` ("running": its tracker died).
 RESUMABLE = ("running", "interrupted", "stopped")
 
@@ -49,13 +49,16 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_pos": "float64", "sites_n_pos": "int64", "sites_cls_votes": "int64",
     "sites_n_occ": "int64", "sites_n_ev": "int64", "sites_first": "int64", "sites_last": "int64",
     "sites_state": "uint8", "sites_run_start": "int64",
+    "sites_alpha": "float64", "sites_n_det": "int64", "sites_w_occ": "float64", "sites_w_det_occ": "float64",
+    "sites_w_switch": "float64",
     "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64",
     "prev_ref": "float64",
 }
 #: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
 #: (site, start, frames, occupied, censored) residence runs.
 STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5)}
-_SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start")
+_SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
+                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch")
 
 
 # ----------------------------------------------------------------------------------- snapshot
@@ -108,7 +111,8 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
         "linker": {"drift": [float(v) for v in lk.drift], "velocity": [float(v) for v in lk._velocity],
                    "drift_pairs": int(lk.drift_pairs), "started": bool(lk._started),
                    "has_prev_ref": lk._prev_ref is not None},
-        "sites": {"n_sites": int(n), "n_frames": int(sm.n_frames), "first_frame": sm.first_frame},
+        "sites": {"n_sites": int(n), "n_frames": int(sm.n_frames), "first_frame": sm.first_frame,
+                  "alpha_unseen": float(sm.alpha_unseen), "r_start": float(sm._r_start)},
     }
     return meta, arrays, logs
 
@@ -285,6 +289,8 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm.n_sites = n
     sm.n_frames = int(meta["n_frames"])
     sm.first_frame = meta["first_frame"]
+    sm.alpha_unseen = float(meta["alpha_unseen"])
+    sm._r_start = float(meta["r_start"])
     ends = np.cumsum(arrays["pending_lens"])
     sm._pending = deque((int(f), arrays["pending_sites"][e - k:e].astype(np.int64))
                         for f, k, e in zip(arrays["pending_frames"], arrays["pending_lens"], ends))

@@ -21,15 +21,39 @@ The other way round, a false detection makes an empty site occupied for one fram
 again. With ``drop_blips``, a column at a site that was empty the frame before and is not seen
 there again within the next ``fill_gaps`` frames is taken as a false detection (the site stays
 empty). A real visit that short is dropped too; off by default.
+
+Those two rules are the ``occupancy = "gaps"`` mode. The default, ``occupancy = "hmm"``, treats
+each site as a two-state hidden Markov chain (occupied/empty) seen through an imperfect
+detector, the model of single-molecule state analysis: a site switches state with probability
+``k`` per frame (its own); an occupied site is detected with probability ``r`` (its own), an
+empty one with probability ``f`` (false detections, one rate for the run). ``r``, ``f`` and
+``k`` are estimated from the run as it goes (counts of the frames already decided,
+with weak priors), so a detector that finds thin surface columns in half of the frames (HRTEM
+at a few hundred e/Å²) and one that never misses (STEM) are both handled. Each frame's state
+is the more probable one given every detection up to ``lag`` frames later (fixed-lag
+forward-backward smoothing), so the live maps lag by ``lag`` frames. A visit or a vacancy much
+shorter than the evidence needed to believe it (about ``log(1/k) / log(r/f)`` frames) is not
+seen.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from .errors import ConfigError, choice_error
 from .matching import match_within
+
+_OCCUPANCY = ("hmm", "gaps")
+# weak priors of the "hmm" occupancy: (value, weight in frames)
+_PRIOR_POOLED = (0.8, 10.0)      # the detection rate pooled over all sites
+_PRIOR_DETECT = 10.0             # per site detection rate, shrunk to the pooled rate with this weight
+_PRIOR_FALSE = (0.02, 100.0)     # false detections per empty site and frame
+_PRIOR_SWITCH = (0.01, 1000.0)   # the pooled state changes per site and frame
+_PRIOR_SITE_SWITCH = 20.0        # per site switching rate, shrunk to the pooled rate with this weight
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,13 @@ class SitesConfig:
     drop_blips
         A column at a site empty the frame before and not seen there again within ``fill_gaps``
         frames is a false detection (needs ``fill_gaps`` ≥ 1).
+    occupancy
+        ``"hmm"``: each site's state from a hidden Markov model of an imperfect detector
+        (the module's docstring), decided ``lag`` frames late; ``"gaps"``: a frame is occupied
+        where a column is seen, with ``fill_gaps`` and ``drop_blips`` (which only this mode
+        uses).
+    lag
+        Frames of look-ahead of the ``"hmm"`` occupancy: results lag by this many frames.
     """
 
     radius_A: float = 0.8
@@ -57,6 +88,25 @@ class SitesConfig:
     map_radius_A: float = 0.8
     fill_gaps: int = 1
     drop_blips: bool = False
+    occupancy: Literal["hmm", "gaps"] = "hmm"
+    lag: int = 10
+
+    def __post_init__(self) -> None:
+        if self.occupancy not in _OCCUPANCY:
+            raise choice_error("occupancy", self.occupancy, _OCCUPANCY)
+        for name in ("fill_gaps", "lag"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, np.integer)) and v >= 0):
+                raise ConfigError(f"sites.{name} must be an integer >= 0 (frames); got {v!r}.")
+        for name in ("radius_A", "hop_radius_A", "map_radius_A"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"sites.{name} must be a positive distance in Å; got {v!r}.")
+
+    @property
+    def look_ahead(self) -> int:
+        """Frames a frame's occupancy waits for before it is final."""
+        return self.lag if self.occupancy == "hmm" else self.fill_gaps
 
 
 class SiteMap:
@@ -78,6 +128,15 @@ class SiteMap:
         self._last = np.zeros(cap, np.int64)
         self._state = np.zeros(cap, bool)
         self._run_start = np.zeros(cap, np.int64)
+        # "hmm" occupancy: forward probability of being occupied after the last final frame,
+        # detections in final frames, and the expected counts its estimates are made of
+        self._alpha = np.zeros(cap)
+        self._n_det = np.zeros(cap, np.int64)
+        self._w_occ = np.zeros(cap)  # expected occupied frames (posterior sums)
+        self._w_det_occ = np.zeros(cap)  # expected detections while occupied
+        self._w_switch = np.zeros(cap)  # expected state changes
+        self.alpha_unseen = 0.5  # the forward probability of a site never detected
+        self._r_start = _PRIOR_POOLED[0]  # the pooled detection rate's prior, from the first frames
         self.n_sites = 0
         self.n_frames = 0  # frames whose occupancy is final
         self._pending: deque[tuple[int, np.ndarray]] = deque()  # (frame, site ids) awaiting finalization
@@ -92,7 +151,8 @@ class SiteMap:
         if need <= cap:
             return
         new = max(need, 2 * cap)
-        for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start"):
+        for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
+                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch"):
             a = getattr(self, name)
             b = np.zeros((new,) + a.shape[1:], a.dtype)
             b[:cap] = a
@@ -119,6 +179,7 @@ class SiteMap:
             self._pos[ids] = ref_yx[new]
             self._first[ids] = frame
             self._run_start[ids] = self.first_frame  # empty since the run began
+            self._alpha[ids] = self.alpha_unseen  # not detected in any final frame so far
             self.n_sites += len(new)
         # running mean of positions and class votes
         self._n_pos[sites] += 1
@@ -127,7 +188,7 @@ class SiteMap:
             np.add.at(self._cls_votes, (sites, np.clip(np.asarray(cls, int), 0, 7)), 1)
         self._last[sites] = frame
         self._pending.append((frame, sites))
-        while len(self._pending) > self.cfg.fill_gaps:
+        while len(self._pending) > self.cfg.look_ahead:
             self._finalize_oldest()
         return sites
 
@@ -137,6 +198,8 @@ class SiteMap:
             self._finalize_oldest()
 
     def _finalize_oldest(self) -> None:
+        if self.cfg.occupancy == "hmm":
+            return self._finalize_oldest_hmm()
         frame, sites = self._pending.popleft()
         ns = self.n_sites
         now = np.zeros(ns, bool)
@@ -150,6 +213,87 @@ class SiteMap:
             if self.cfg.drop_blips:
                 # occupied now, empty before, not seen again within fill_gaps frames: a false one
                 now &= self._state[:ns] | later
+        self._n_occ[:ns] += now
+        self._advance(frame, now)
+        self.n_frames += 1
+
+    def hmm_parameters(self) -> tuple[np.ndarray, float, np.ndarray]:
+        """The ``"hmm"`` occupancy's current estimates: detection rate per site ``[n_sites]``,
+        false-detection rate, and switching rate per site and frame ``[n_sites]``.
+
+        Each is the count of the frames decided so far with a weak prior; per site rates are
+        shrunk towards the rate pooled over all sites (a site seen for a few frames has the
+        pooled rate, a busy site its own), so surface sites that hop often and core sites that
+        never do are each judged by their own kinetics."""
+        ns, nf = self.n_sites, self.n_frames
+        w_occ, w_det_occ, n_det = self._w_occ[:ns], self._w_det_occ[:ns], self._n_det[:ns]
+        (_, wr0), (f0, wf), (k0, wk) = _PRIOR_POOLED, _PRIOR_FALSE, _PRIOR_SWITCH
+        r0 = self._r_start
+        pooled = (w_det_occ.sum() + wr0 * r0) / (w_occ.sum() + wr0)
+        # frames before a site was first seen count as empty and undetected, as they were
+        f = (float(n_det.sum() - w_det_occ.sum()) + wf * f0) / (float(ns * nf - w_occ.sum()) + wf)
+        f = min(max(f, 1e-4), 0.4)
+        w_switch = self._w_switch[:ns]
+        k_pooled = (float(w_switch.sum()) + wk * k0) / (ns * max(nf - 1, 0) + wk)
+        k = np.clip((w_switch + _PRIOR_SITE_SWITCH * k_pooled) / (max(nf - 1, 0) + _PRIOR_SITE_SWITCH), 1e-4, 0.3)
+        r = (w_det_occ + _PRIOR_DETECT * pooled) / (w_occ + _PRIOR_DETECT)
+        r = np.clip(r, f + 0.05, 1 - 1e-4)  # a detector that sees occupied sites more often than empty ones
+        return r, f, k
+
+    def _window_detection_rate(self, ns: int, frames: list[np.ndarray]) -> float:
+        """The detection rate the run starts with: how often the sites seen in most of the
+        first frames (``frames``: their site ids) are seen in them; the prior where none is."""
+        seen = np.zeros(ns)
+        for s in frames:
+            np.add.at(seen, s, 1)
+        q = seen / len(frames)
+        busy = q[q >= 0.5]
+        return float(np.clip(busy.mean(), 0.5, 0.999)) if len(frames) > 1 and busy.size else _PRIOR_POOLED[0]
+
+    def _finalize_oldest_hmm(self) -> None:
+        """Fixed-lag smoothing: the oldest pending frame's states from its detections, the
+        forward probabilities so far and the detections of the frames still pending."""
+        frame, sites = self._pending.popleft()
+        ns = self.n_sites
+        det = np.zeros(ns, bool)
+        det[sites] = True
+        first = self.n_frames == 0
+        if first:
+            self._r_start = self._window_detection_rate(ns, [sites] + [s for _, s in self._pending])
+        r, f, k = self.hmm_parameters()
+        a_prev = np.full(ns, 0.5) if first else self._alpha[:ns]
+        prior = a_prev if first else a_prev * (1 - k) + (1 - a_prev) * k
+        e1 = np.where(det, r, 1 - r)  # P(detections now | occupied now)
+        e0 = np.where(det, f, 1 - f)
+        lo, le = e1 * prior, e0 * (1 - prior)
+        alpha = lo / (lo + le)
+        # backward messages (P(later detections | occupied / empty now)) over the pending frames
+        b1, b0 = np.ones(ns), np.ones(ns)
+        for _, later in reversed(self._pending):
+            d = np.zeros(ns, bool)
+            d[later] = True
+            l1 = np.where(d, r, 1 - r) * b1
+            l0 = np.where(d, f, 1 - f) * b0
+            b1, b0 = (1 - k) * l1 + k * l0, k * l1 + (1 - k) * l0
+            norm = b1 + b0
+            b1 /= norm
+            b0 /= norm
+        gamma = alpha * b1 / (alpha * b1 + (1 - alpha) * b0)  # P(occupied now | detections so far and pending)
+        now = gamma > 0.5
+        # expected counts for the estimates: occupied frames, detections in them, state changes
+        self._w_occ[:ns] += gamma
+        self._w_det_occ[:ns] += det * gamma
+        if not first:
+            stay = a_prev * (1 - k) * e1 * b1 + (1 - a_prev) * (1 - k) * e0 * b0
+            move = a_prev * k * e0 * b0 + (1 - a_prev) * k * e1 * b1
+            self._w_switch[:ns] += move / (stay + move)
+        self._alpha[:ns] = alpha
+        # a site never detected: its forward probability at the mean rates
+        pooled = float(r.mean()) if ns else _PRIOR_POOLED[0]
+        ku = float(k.mean()) if ns else _PRIOR_SWITCH[0]
+        u = 0.5 if first else self.alpha_unseen * (1 - ku) + (1 - self.alpha_unseen) * ku
+        self.alpha_unseen = u * (1 - pooled) / (u * (1 - pooled) + (1 - u) * (1 - f))
+        self._n_det[:ns] += det
         self._n_occ[:ns] += now
         self._advance(frame, now)
         self.n_frames += 1
