@@ -10,7 +10,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from etem.tracker.errors import ConfigError
-from etem.tracker.locate import LocateConfig, locate, max_filter
+from etem.tracker.locate import LocateConfig, locate, max_filter, suppress_close
 
 from _images import lattice, render
 
@@ -165,7 +165,7 @@ def test_watershed_discards_faint_segments():
 @pytest.mark.parametrize("kw", [
     {"method": "blob"}, {"refine": "gauss"}, {"threshold": 0.0}, {"threshold": 1.5},
     {"min_distance_px": 0}, {"min_distance_px": 2.5}, {"refine_radius_px": 0},
-    {"edge_px": -1}, {"discard_t": -0.1}, {"background_max": 0},
+    {"edge_px": -1}, {"discard_t": -0.1}, {"background_max": 0}, {"min_separation_A": -1.0},
 ])
 def test_bad_config(kw):
     with pytest.raises(ConfigError):
@@ -196,3 +196,36 @@ def test_timing_large_batch():
         n = sum(len(df) for df in tables)
         print(f"\nlocate({method}) on {list(batch.shape)} {batch.device}: "
               f"best of {repeats}: {min(times) * 1e3:.0f} ms for {n} columns")
+
+
+def test_suppress_close_keeps_the_strongest_and_is_greedy():
+    # a chain: B is within reach of A and C, A and C are not; A is strongest, then B
+    df = pd.DataFrame({"y": [0.0, 0.0, 0.0, 30.0], "x": [0.0, 8.0, 16.0, 0.0], "cls": 1,
+                       "prob": [0.9, 0.8, 0.7, 0.5]})
+    df.attrs["quality"] = {"snr": 1.0}
+    out = suppress_close(df, 10.0)
+    # B goes (A is stronger); C stays, since the only column near it (B) is gone
+    assert out["x"].tolist() == [0.0, 16.0, 0.0] and out["prob"].tolist() == [0.9, 0.7, 0.5]
+    assert out.attrs["quality"] == {"snr": 1.0}
+    # the order of rows does not change which survive
+    back = suppress_close(df.iloc[::-1].reset_index(drop=True), 10.0)
+    assert sorted(back["prob"].tolist()) == [0.5, 0.7, 0.9]
+    assert suppress_close(df, 5.0) is df  # none close: the same table
+    assert len(suppress_close(df.iloc[:0], 10.0)) == 0
+
+
+@pytest.mark.parametrize("sep, n", [(None, 2), (1.0, 1), (0.5, 2)])
+def test_columns_closer_than_min_separation_are_one(sep, n):
+    """A column and a weaker second peak 0.9 Å away on its flank, at 0.1 Å/px: with a 1 Å
+    separation one column is found, the stronger; without one (the default), or a smaller
+    one, two."""
+    from etem.tracker import find
+    from etem.tracker.config import PipelineConfig
+
+    yy, xx = np.mgrid[:96, :96]
+    img = (np.exp(-((yy - 48) ** 2 + (xx - 40) ** 2) / (2 * 1.5**2))
+           + 0.8 * np.exp(-((yy - 48) ** 2 + (xx - 49) ** 2) / (2 * 1.5**2)))
+    cfg = PipelineConfig(locate=LocateConfig(min_separation_A=sep))
+    found = find(img.astype(np.float32), sampling=0.1, classical=True, config=cfg)
+    assert len(found) == n
+    assert abs(found.sort_values("prob")["x"].iloc[-1] - 40) < 1.5

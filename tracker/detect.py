@@ -19,7 +19,7 @@ from typing import Any, Literal, Sequence
 import pandas as pd
 
 from .frames import Frame
-from .locate import LocateConfig, locate
+from .locate import LocateConfig, locate, suppress_close
 from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
 
 log = logging.getLogger("etem.detect")
@@ -171,6 +171,9 @@ class Detector:
             if scale != 1.0 and len(df):
                 yx = coords_to_input(df[["y", "x"]].to_numpy(), scale)
                 df["y"], df["x"] = yx[:, 0], yx[:, 1]
+        sep = self.locate_cfg.min_separation_A
+        if sep:
+            cols = [suppress_close(df, sep / f.sampling) if f.sampling else df for df, f in zip(cols, frames)]
         if self.measure_quality:
             self._judge(frames, cols)
         t4 = time.perf_counter()
