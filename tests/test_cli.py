@@ -171,3 +171,18 @@ def test_find_then_evaluate_agree_with_the_python_scores(tmp_path, capsys):
         line = capsys.readouterr().out
         assert f"F1 {expected['f1']:.3f}" in line and f"RMS {expected['rms_A']:.3f} Å" in line
     assert main(["evaluate", str(tmp_path / "movie.h5"), str(tmp_path / "movie.h5")]) == 2  # not a run file
+
+
+def test_replay_with_averaged_frames(movie, tmp_path, capsys):
+    """--average N: recorded in the run's config; a bad N is a clear error, not a traceback."""
+    save_movie(movie, tmp_path / "movie.h5")
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(tmp_path / "movie.h5"), "-o", str(run), "--quiet", "--average", "3"]) == 0
+    assert "12 processed" in capsys.readouterr().out
+    r = open_run(run)
+    cfg = r.attrs["config"]
+    assert (cfg if isinstance(cfg, dict) else __import__("json").loads(cfg))["preprocess"]["average_frames"] == 3
+    assert len(r.frames) == 12 and len(r.sites) > 0
+    assert main(["replay", str(tmp_path / "movie.h5"), "--quiet", "--average", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "average_frames must be an integer >= 1" in err and "Traceback" not in err

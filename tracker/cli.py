@@ -69,7 +69,10 @@ def _config(args):
         batch = dataclasses.replace(batch, max_batch=args.max_batch)
     if getattr(args, "max_wait", None) is not None:
         batch = dataclasses.replace(batch, max_wait_s=args.max_wait)
-    return dataclasses.replace(cfg, batch=batch)
+    pre = cfg.preprocess
+    if getattr(args, "average", None) is not None:
+        pre = dataclasses.replace(pre, average_frames=args.average)
+    return dataclasses.replace(cfg, batch=batch, preprocess=pre)
 
 
 def _engine_kwargs(args) -> dict:
@@ -183,7 +186,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
     if args.resume is not None:  # the run's own options; only the device may change
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
             "config", "model", "classical", "engine", "dark", "sampling", "material", "output", "overwrite",
-            "max_batch", "max_wait")]
+            "max_batch", "max_wait", "average")]
         if given:
             raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
         run_options = dict(resume=args.resume, force=args.force, device=args.device)

@@ -43,6 +43,9 @@ def _common_run(p: argparse.ArgumentParser) -> None:
                         "was started with; a replay skips the frames already tracked")
     p.add_argument("--force", action="store_true",
                    help="with --resume: also go on with a finished run, or one from another version")
+    p.add_argument("--average", type=int, metavar="N",
+                   help="detect on the mean of each frame and the N-1 before it, registered onto it: N times "
+                        "the dose for low-dose movies, at the price of time resolution (default 1)")
     p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
     p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
     p.add_argument("--quiet", action="store_true", help="no status line")
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "hrtem movie, the STEM model for the stem movie, the MoS2 focal-series model for the mos2 "
                         "movie, the classical locator for the toy movie")
     p.add_argument("--classical", action="store_true", help="use the classical locator")
+    p.add_argument("--average", type=int, metavar="N",
+                   help="detect on the registered mean of each frame and the N-1 before it (default 1)")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--quiet", action="store_true")
 

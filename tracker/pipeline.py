@@ -36,6 +36,7 @@ from .frames import Frame
 from .fastlink import warm_up
 from .link import StreamLinker
 from .detect import Detector
+from .average import FrameAverager
 from .sites import SiteMap
 from .wire import REJECT_REASONS
 
@@ -133,7 +134,14 @@ class Pipeline:
         self._acct_lock = threading.Lock()
         self.t_start = time.perf_counter()
         self.detector = Detector(self.cfg.engine, self.cfg.preprocess, self.cfg.locate, engine=engine)
+        self.averager: FrameAverager | None = None
+        if self.cfg.preprocess.average_frames > 1:
+            self.averager = FrameAverager(self.cfg.preprocess.average_frames,
+                                          register=self.cfg.preprocess.average_register,
+                                          max_drift_A=self.cfg.link.max_drift_A)
         self.stage_s: dict[str, float] = {"link": 0.0, "sites": 0.0, "write": 0.0}
+        if self.averager is not None:
+            self.stage_s["average"] = 0.0
         self._ingest_q: queue.Queue = queue.Queue(maxsize=self.cfg.queue_frames)
         self._host_q: queue.Queue = queue.Queue(maxsize=4)
         self.last_frame: Frame | None = None
@@ -289,7 +297,13 @@ class Pipeline:
         """Detect the columns of a batch; a frame the engine cannot take even alone for want of
         GPU memory is rejected (``rejected/oom``), the rest go on."""
         retries = self.detector.oom_retries
-        cols = self.detector.detect(frames)
+        if self.averager is not None:
+            t0 = time.perf_counter()
+            seen = [self.averager(f) for f in frames]  # the detector sees the window's mean
+            self.stage_s["average"] += time.perf_counter() - t0
+        else:
+            seen = frames
+        cols = self.detector.detect(seen)
         if self.detector.oom_retries > retries:
             self.counters.add("oom_retries", self.detector.oom_retries - retries)
         failed = [f for f, c in zip(frames, cols) if c is None]

@@ -53,12 +53,21 @@ class PreprocessConfig:
     eps
         Regularizer of the variance, relative to the image's global variance, so that the
         result does not depend on the units of the image and flat areas stay finite.
+    average_frames
+        The detector sees each frame as the mean of itself and the ``average_frames - 1``
+        frames before it, registered onto it (:mod:`etem.tracker.average`): ``n`` times the
+        dose, at the price of time resolution. 1 (the default): each frame alone. Streams and
+        files (``etem track``, ``replay``, ``demo``); ``etem find`` takes frames one by one.
+    average_register
+        Undo the drift between the averaged frames (measured by cross-correlation).
     """
 
     target_sampling: float | None = None
     normalize: Normalize | None = None
     sigma_A: float = 12.0
     eps: float = 1e-3
+    average_frames: int = 1
+    average_register: bool = True
 
     def __post_init__(self) -> None:
         if self.normalize is not None and self.normalize not in _NORMALIZE:
@@ -71,6 +80,9 @@ class PreprocessConfig:
             raise ConfigError(f"sigma_A must be positive [Å]; got {self.sigma_A!r}.")
         if not self.eps >= 0:
             raise ConfigError(f"eps must be >= 0; got {self.eps!r}.")
+        if not (isinstance(self.average_frames, int) and not isinstance(self.average_frames, bool)
+                and self.average_frames >= 1):
+            raise ConfigError(f"average_frames must be an integer >= 1 (frames); got {self.average_frames!r}.")
 
 
 # --------------------------------------------------------------------------- resampling
