@@ -82,9 +82,12 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> 
     from etem.tracker.detect import EngineConfig
     from etem.tracker.config import BatchConfig
 
+    from etem.tracker.preprocess import PreprocessConfig
+
     cfg = PipelineConfig(
         engine=EngineConfig(kind=args.engine, model=args.model, device=args.device),
         batch=BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_wait),
+        preprocess=PreprocessConfig(average_frames=args.average),
     )
     ctx = mp.get_context("spawn")
     address_q, go, ready = ctx.Queue(), ctx.Event(), ctx.Event()
@@ -135,6 +138,7 @@ def main() -> None:
     p.add_argument("--max-wait", type=float, default=0.01)
     p.add_argument("--fps", type=float, default=None, help="publisher rate (default: as fast as taken)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--average", type=int, default=1, help="frames averaged (registered) before the detector")
     args = p.parse_args()
     import torch
 
@@ -142,9 +146,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
     print(f"# etem pipeline benchmark  {time.strftime('%Y-%m-%d')}  device: {dev}  cpus: {os.cpu_count()}  "
-          f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}")
-    head = ("size", "columns", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "prep ms", "engine ms", "locate ms",
-            "link ms", "sites ms", "write ms", "dropped")
+          f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}  average: {args.average}")
+    head = ("size", "columns", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "average ms", "prep ms", "engine ms",
+            "locate ms", "link ms", "sites ms", "write ms", "dropped")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     sampling = 0.2
@@ -152,7 +156,7 @@ def main() -> None:
         for n_cols in map(int, args.columns.split(",")):
             r = run_one(args.frames, size, n_cols, sampling, args)
             print(f"| {size}x{size} | {r['columns']:.0f} | {r['fps']:.1f} | {r['mpx_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
-                  f"{r['preprocess_ms']:.1f} | {r['engine_ms']:.1f} | {r['locate_ms']:.1f} | {r['link_ms']:.1f} | "
+                  f"{r.get('average_ms', 0.0):.1f} | {r['preprocess_ms']:.1f} | {r['engine_ms']:.1f} | {r['locate_ms']:.1f} | {r['link_ms']:.1f} | "
                   f"{r['sites_ms']:.1f} | {r['write_ms']:.1f} | {r['dropped']} |", flush=True)
 
 

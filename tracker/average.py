@@ -21,7 +21,6 @@ from collections import deque
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import ConfigError
 from .frames import Frame
@@ -30,12 +29,19 @@ __all__ = ["FrameAverager", "phase_shift"]
 
 
 def _hann(h: int, w: int, device) -> torch.Tensor:
-    return torch.outer(torch.hann_window(h, periodic=False, device=device, dtype=torch.float64),
-                       torch.hann_window(w, periodic=False, device=device, dtype=torch.float64))
+    return torch.outer(torch.hann_window(h, periodic=False, device=device, dtype=torch.float32),
+                       torch.hann_window(w, periodic=False, device=device, dtype=torch.float32))
+
+
+def _lowpass(h: int, w: int, device) -> torch.Tensor:
+    """The Gaussian low-pass on an ``rfft2`` spectrum of an [h, w] image."""
+    ky = torch.fft.fftfreq(h, device=device)[:, None]
+    kx = torch.fft.rfftfreq(w, device=device)[None, :]
+    return torch.exp(-(ky**2 + kx**2) / (2 * _LOWPASS**2))
 
 
 def _spectrum(image: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    a = image.to(torch.float64)
+    a = image.to(torch.float32)
     return torch.fft.rfft2((a - a.mean()) * window)
 
 
@@ -50,7 +56,8 @@ _LOWPASS = 0.1
 
 
 def _peak_shift(spec_a: torch.Tensor, spec_b: torch.Tensor, shape: tuple[int, int], *,
-                max_shift: float, around: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+                max_shift: float, around: tuple[float, float] = (0.0, 0.0),
+                lowpass: torch.Tensor | None = None) -> tuple[float, float]:
     """(dy, dx) [px] that moves image ``b`` onto image ``a`` (``a(r) ≈ b(r - d)``), looked for
     within ``max_shift`` px of ``around``.
 
@@ -59,19 +66,20 @@ def _peak_shift(spec_a: torch.Tensor, spec_b: torch.Tensor, shape: tuple[int, in
     a 300 e/Å² frame it locks onto noise. The search is bounded because a lattice correlates
     with itself shifted by any lattice vector: unbounded, noise picks one of those peaks."""
     h, w = shape
-    cross = spec_a * spec_b.conj()
-    ky = torch.fft.fftfreq(h, device=cross.device, dtype=torch.float64)[:, None]
-    kx = torch.fft.rfftfreq(w, device=cross.device, dtype=torch.float64)[None, :]
-    corr = torch.fft.irfft2(cross * torch.exp(-(ky**2 + kx**2) / (2 * _LOWPASS**2)), s=(h, w)).cpu().numpy()
+    if lowpass is None:
+        lowpass = _lowpass(h, w, spec_a.device)
+    corr = torch.fft.irfft2(spec_a * spec_b.conj() * lowpass, s=(h, w))
     r = int(np.ceil(max_shift))
     oy, ox = int(round(around[0])), int(round(around[1]))
-    ys, xs = np.arange(oy - r, oy + r + 1), np.arange(ox - r, ox + r + 1)
-    sub = corr[np.ix_(ys % h, xs % w)]
-    iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
-    y, x = int(ys[iy]), int(xs[ix])
-    c = corr[y % h, x % w]
-    dy = y + _parabola(corr[(y - 1) % h, x % w], c, corr[(y + 1) % h, x % w])
-    dx = x + _parabola(corr[y % h, (x - 1) % w], c, corr[y % h, (x + 1) % w])
+    # the search window and a one-pixel margin for the parabola, wrapped around the edges
+    ys = torch.arange(oy - r - 1, oy + r + 2, device=corr.device) % h
+    xs = torch.arange(ox - r - 1, ox + r + 2, device=corr.device) % w
+    win = corr[ys][:, xs].double().cpu().numpy()
+    iy, ix = np.unravel_index(int(np.argmax(win[1:-1, 1:-1])), (2 * r + 1, 2 * r + 1))
+    iy, ix = iy + 1, ix + 1
+    c = win[iy, ix]
+    dy = oy - r - 1 + iy + _parabola(win[iy - 1, ix], c, win[iy + 1, ix])
+    dx = ox - r - 1 + ix + _parabola(win[iy, ix - 1], c, win[iy, ix + 1])
     return float(dy), float(dx)
 
 
@@ -86,15 +94,41 @@ def phase_shift(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, *, m
     return _peak_shift(_spectrum(ta, win), _spectrum(tb, win), tuple(ta.shape), max_shift=max_shift)
 
 
-def _translate(stack: torch.Tensor, dy: float, dx: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``stack`` [C, H, W] moved by (dy, dx) px (bilinear), and where it has data (0/1 mask)."""
-    c, h, w = stack.shape
-    theta = torch.tensor([[[1.0, 0.0, -2.0 * dx / w], [0.0, 1.0, -2.0 * dy / h]]], dtype=torch.float32,
-                         device=stack.device)
-    grid = F.affine_grid(theta, [1, c + 1, h, w], align_corners=False)
-    both = torch.cat([stack, torch.ones_like(stack[:1])])[None]
-    out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    return out[:c], out[c:]
+def _shift_int(a: torch.Tensor, iy: int, ix: int) -> torch.Tensor:
+    """``a`` [..., H, W] moved by whole pixels (``out[y, x] = a[y - iy, x - ix]``), zeros shifted in."""
+    h, w = a.shape[-2:]
+    out = torch.zeros_like(a)
+    if abs(iy) < h and abs(ix) < w:
+        out[..., max(iy, 0):h + min(iy, 0), max(ix, 0):w + min(ix, 0)] = \
+            a[..., max(-iy, 0):h + min(-iy, 0), max(-ix, 0):w + min(-ix, 0)]
+    return out
+
+
+def _lerp_shift(a: torch.Tensor, t: float, dim: int) -> torch.Tensor:
+    """``(1 - t) a + t a`` moved by one pixel along ``dim`` (zeros shifted in)."""
+    if t == 0:
+        return a
+    n = a.shape[dim]
+    out = a * (1 - t)
+    out.narrow(dim, 1, n - 1).add_(a.narrow(dim, 0, n - 1), alpha=t)
+    return out
+
+
+def _coverage(n: int, shift: float, device) -> torch.Tensor:
+    """How much of each of ``n`` pixels a row of ones moved by ``shift`` covers (bilinear)."""
+    return _translate(torch.ones(1, n, 1, device=device), shift, 0.0, mask=False)[0][0, :, 0]
+
+
+def _translate(stack: torch.Tensor, dy: float, dx: float, *, mask: bool = True):
+    """``stack`` [C, H, W] moved by (dy, dx) px (bilinear; zeros shifted in) and, with
+    ``mask``, how much of each output pixel it covers (0..1, [1, H, W])."""
+    fy, fx = int(np.floor(dy)), int(np.floor(dx))
+    out = _lerp_shift(_lerp_shift(_shift_int(stack, fy, fx), dy - fy, -2), dx - fx, -1)
+    if not mask:
+        return out, None
+    h, w = stack.shape[-2:]
+    cov = torch.outer(_coverage(h, dy, stack.device), _coverage(w, dx, stack.device))
+    return out, cov[None]
 
 
 class FrameAverager:
@@ -119,6 +153,7 @@ class FrameAverager:
         self._offset = np.zeros(2)
         self._spec: torch.Tensor | None = None
         self._hann: torch.Tensor | None = None
+        self._lowpass: torch.Tensor | None = None
         #: measured shift between each frame and the one before it [px], newest last
         self.shifts: list[tuple[int, float, float]] = []
 
@@ -140,11 +175,13 @@ class FrameAverager:
             h, w = stack.shape[-2:]
             if self._hann is None or self._hann.shape != (h, w):
                 self._hann = _hann(h, w, self.device)
+                self._lowpass = _lowpass(h, w, self.device)
             spec = _spectrum(stack[0], self._hann)
             if self._spec is not None:
                 reach = self.max_drift_A / frame.sampling if frame.sampling else self.max_drift_px
                 last = self.shifts[-1][1:] if self.shifts else (0.0, 0.0)  # drift is smooth: look near the last
-                dy, dx = _peak_shift(spec, self._spec, (h, w), max_shift=max(reach, 1.0), around=last)
+                dy, dx = _peak_shift(spec, self._spec, (h, w), max_shift=max(reach, 1.0), around=last,
+                                     lowpass=self._lowpass)
                 self._offset = self._offset + (dy, dx)
                 self.shifts.append((frame.frame, dy, dx))
             self._spec = spec
