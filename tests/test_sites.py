@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from etem.tracker.errors import ConfigError
 from etem.tracker.sites import SiteMap, SitesConfig, render_site_values
 
 # three sites on a line, 3 Å apart, sampling 0.1 Å/px -> 30 px apart
@@ -241,7 +242,30 @@ def test_hmm_one_frame_false_detection_is_no_event():
 @pytest.mark.parametrize("kw, match", [({"occupancy": "kalman"}, "occupancy"), ({"lag": -1}, "lag"),
                                        ({"fill_gaps": 1.5}, "fill_gaps"), ({"radius_A": 0}, "radius_A")])
 def test_sites_config_errors(kw, match):
-    from etem.tracker.errors import ConfigError
-
     with pytest.raises(ConfigError, match=match):
         SitesConfig(**kw)
+
+
+def test_hmm_counts_averaged_detections_as_less_evidence():
+    """Detections made from a running mean of N frames share their noise: a false column
+    persists for several frames. Told so (``frames_per_detection = N``), the HMM's hop activity
+    stays near the truth; taking each frame as independent evidence it finds far too many."""
+    rng = np.random.default_rng(7)
+    n_frames, n_sites, N = 400, 40, 4
+    grid = np.stack(np.meshgrid(np.arange(8) * 30.0 + 20, np.arange(5) * 30.0 + 20, indexing="ij"), -1).reshape(-1, 2)
+    truth = markov_states(n_frames, n_sites, 0.02, rng)
+    signal = truth + rng.normal(0, 1.3, truth.shape)  # one frame: a weak column in strong noise
+    c = np.cumsum(np.vstack([np.zeros((1, n_sites)), signal]), axis=0)
+    lo = np.maximum(np.arange(n_frames) - N + 1, 0)
+    mean = (c[1:] - c[lo]) / (np.arange(n_frames) - lo + 1)[:, None]
+    seen = mean > 0.5
+    true_flips = int(np.abs(np.diff(truth.astype(int), axis=0)).sum())
+    flips = {}
+    for fpd in (1, N):
+        sm = SiteMap(SitesConfig(radius_A=0.8), sampling=0.1, frames_per_detection=fpd)
+        feed(sm, seen, grid)
+        flips[fpd] = len(sm.flips)
+    assert abs(flips[N] - true_flips) < 0.3 * true_flips
+    assert flips[1] > 1.5 * true_flips
+    with pytest.raises(ConfigError, match="frames_per_detection"):
+        SiteMap(SitesConfig(), sampling=0.1, frames_per_detection=0)

@@ -387,11 +387,14 @@ class Pipeline:
         elif isinstance(item, _Batch) and item.frames:
             self._account("dropped", "stopped", item.frames)
 
+    def _new_sites(self) -> SiteMap:
+        return SiteMap(self.cfg.sites, self.sampling, frames_per_detection=self.cfg.preprocess.average_frames)
+
     def _host(self, frame: Frame, cols: pd.DataFrame) -> FrameResult:
         t0 = time.perf_counter()
         if self.linker is None:
             self.linker = StreamLinker(self.cfg.link, self.sampling)
-            self.sites = SiteMap(self.cfg.sites, self.sampling)
+            self.sites = self._new_sites()
             self._open_writer(frame)
         quality = cols.attrs.get("quality", {})
         linked = self.linker.update(frame.frame, cols)
@@ -512,7 +515,7 @@ class Pipeline:
         if (self.writer is None and self.sites is None and status == "complete" and self._resume is not None
                 and self._resume.state is not None):
             # a resumed run that had no frame left (killed after its last one): finish it all the same
-            self.sites = SiteMap(self.cfg.sites, self.sampling)
+            self.sites = self._new_sites()
             self._open_writer(None)
         writer, self.writer = self.writer, None
         try:

@@ -112,8 +112,16 @@ class SitesConfig:
 class SiteMap:
     """Online site bookkeeping; ``update`` once per frame, in frame order."""
 
-    def __init__(self, cfg: SitesConfig, sampling: float | None) -> None:
+    def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1) -> None:
+        """``frames_per_detection``: how many frames each detection was made from (the
+        detector's running average, :mod:`etem.tracker.average`). Consecutive detections then
+        share their noise, so the ``"hmm"`` occupancy counts each as ``1 / frames_per_detection``
+        of an independent one (its likelihoods raised to that power); otherwise a false column
+        held for a few frames by the average reads as a visit."""
+        if not (isinstance(frames_per_detection, (int, np.integer)) and frames_per_detection >= 1):
+            raise ConfigError(f"frames_per_detection must be an integer >= 1; got {frames_per_detection!r}.")
         self.cfg = cfg
+        self.evidence = 1.0 / int(frames_per_detection)
         px = 1.0 if sampling is None else 1.0 / sampling
         self.radius_px = cfg.radius_A * px
         self.hop_radius_px = cfg.hop_radius_A * px
@@ -263,8 +271,9 @@ class SiteMap:
         r, f, k = self.hmm_parameters()
         a_prev = np.full(ns, 0.5) if first else self._alpha[:ns]
         prior = a_prev if first else a_prev * (1 - k) + (1 - a_prev) * k
-        e1 = np.where(det, r, 1 - r)  # P(detections now | occupied now)
-        e0 = np.where(det, f, 1 - f)
+        w = self.evidence
+        e1 = np.where(det, r, 1 - r) ** w  # P(detections now | occupied now), tempered
+        e0 = np.where(det, f, 1 - f) ** w
         lo, le = e1 * prior, e0 * (1 - prior)
         alpha = lo / (lo + le)
         # backward messages (P(later detections | occupied / empty now)) over the pending frames
@@ -272,8 +281,8 @@ class SiteMap:
         for _, later in reversed(self._pending):
             d = np.zeros(ns, bool)
             d[later] = True
-            l1 = np.where(d, r, 1 - r) * b1
-            l0 = np.where(d, f, 1 - f) * b0
+            l1 = np.where(d, r, 1 - r) ** w * b1
+            l0 = np.where(d, f, 1 - f) ** w * b0
             b1, b0 = (1 - k) * l1 + k * l0, k * l1 + (1 - k) * l0
             norm = b1 + b0
             b1 /= norm
