@@ -1,8 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from etem.tracker.errors import ConfigError
-from etem.tracker.sites import SiteMap, SitesConfig, render_site_values
+from etem.tracker.sites import SiteMap, SitesConfig, occupied_sites, render_site_values
 
 # three sites on a line, 3 Å apart, sampling 0.1 Å/px -> 30 px apart
 SITES = np.array([[50.0, 50.0], [50.0, 80.0], [50.0, 110.0]])
@@ -237,6 +238,14 @@ def test_hmm_one_frame_false_detection_is_no_event():
     sm.flush()
     tab = sm.table()
     assert sm.n_sites == 2 and tab["n_events"].tolist() == [0, 0] and tab["occupancy"].tolist() == [1.0, 0.0]
+    # a place never judged occupied: kept in the table, left out of the maps and counts
+    assert occupied_sites(tab)["site"].tolist() == [0]
+    occ, _ = sm.maps((100, 160))
+    assert occ[50, 50] == 1.0 and np.isnan(occ[50, 80])
+    from etem.tracker.diffusion import summary
+
+    frames = pd.DataFrame({"frame": range(30), "n_columns": 1})
+    assert summary(frames, tab, {}, 0.1)["sites"] == 1 and summary(frames, tab, {}, 0.1)["sites_never_occupied"] == 1
 
 
 @pytest.mark.parametrize("kw, match", [({"occupancy": "kalman"}, "occupancy"), ({"lag": -1}, "lag"),

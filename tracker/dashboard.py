@@ -55,7 +55,7 @@ import numpy as np
 from .errors import ConfigError
 from . import pngs
 from .plots import CLASS_COLOURS
-from .sites import render_site_values
+from .sites import occupied_sites, render_site_values
 from .metrics import LATENCY_BUCKETS_S, LatencyHistogram, gpu_memory, metrics_text  # noqa: F401 (re-exported)
 
 log = logging.getLogger("etem.dashboard")
@@ -362,7 +362,7 @@ class Dashboard:
         with self._render_lock:
             if self._maps_cache is not None and self._maps_cache["version"] == snap["version"]:
                 return self._maps_cache
-            tab, shape = snap["table"], tuple(snap["shape"])
+            tab, shape = occupied_sites(snap["table"]), tuple(snap["shape"])
             # display px per frame px: down to max_image_px, or up (at most 4x) so small discs stay round
             scale = min(self.cfg.max_image_px / max(shape), 4.0)
             dshape = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))

@@ -20,6 +20,7 @@ from .api import TrackResult, track
 from .evaluate import score_columns, score_sites
 from .pipeline import PipelineConfig
 from .publish import Publisher, publish_frames
+from .sites import occupied_sites
 
 log = logging.getLogger("etem.demo")
 
@@ -42,7 +43,8 @@ class DemoReport:
             f"({self.seconds:.1f} s, {cnt['processed'] / self.seconds:.1f} frames/s)",
             f"columns vs ground truth: F1 {c['f1']:.3f} (precision {c['precision']:.3f}, recall {c['recall']:.3f}), "
             f"position RMS {c['rms_A']:.3f} Å",
-            f"sites: {s['n_found']} found, {s['n_matched']} of {s['n_true']} true sites matched",
+            f"sites: {s['n_found']} found, {s['n_matched']} of {s['n_true']} true sites matched "
+            f"({s['n_never_occupied']} more places never judged occupied)",
             f"occupancy: mean |error| {s['occupancy_mae']:.3f}, max {s['occupancy_max_error']:.3f}",
             f"events (occupied/empty flips): recall {s['event_recall']:.3f}, precision {s['event_precision']:.3f}; "
             f"within 2 frames: {s['event_recall_2']:.3f}, {s['event_precision_2']:.3f} "
@@ -142,8 +144,12 @@ def run_demo(
 
     radius = 1.0 / movie.sampling  # 1 Å
     cols = score_columns(result.columns, truth.positions, radius_px=radius, sampling=movie.sampling)
-    sites = score_sites(result.sites, result.flips, truth, radius_px=radius)
-    near = score_sites(result.sites, result.flips, truth, radius_px=radius, frame_tolerance=2)
+    # sites never judged occupied are where the detector saw only what the occupancy model took
+    # for false detections: left out of the scores, as they are out of the maps and the report
+    seen = occupied_sites(result.sites)
+    sites = score_sites(seen, result.flips, truth, radius_px=radius)
+    near = score_sites(seen, result.flips, truth, radius_px=radius, frame_tolerance=2)
+    sites["n_never_occupied"] = len(result.sites) - len(seen)
     sites.update(event_recall_2=near["event_recall"], event_precision_2=near["event_precision"],
                  n_true_flips=len(truth.flips()))
     files = [out / "movie.h5", run_path] + export_run(run_path, out, formats=("csv", "png"), progress=progress)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .sites import occupied_sites
+
 __all__ = ["site_kinetics", "residence_histogram", "event_rates", "track_msd", "class_counts", "summary",
            "frame_rate"]
 
@@ -196,9 +198,11 @@ def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataF
     hops = stats.get("hops")
     if hops is None or not {"from_site", "to_site"} <= set(hops.columns):
         hops = pd.DataFrame(columns=["frame", "from_site", "to_site"])
-    active = sites[(sites["occupancy"] > 0) & (sites["occupancy"] < 1)] if len(sites) else sites
+    seen = occupied_sites(sites)
+    active = seen[(seen["occupancy"] > 0) & (seen["occupancy"] < 1)] if len(seen) else seen
     out: dict[str, Any] = {
-        "frames": n, "fps": fps, "sampling_A_per_px": sampling, "sites": int(len(sites)),
+        "frames": n, "fps": fps, "sampling_A_per_px": sampling, "sites": int(len(seen)),
+        "sites_never_occupied": int(len(sites) - len(seen)),
         "active_sites": int(len(active)),
         "mean_occupancy_active": float(active["occupancy"].mean()) if len(active) else None,
         "mean_columns_per_frame": float(frames["n_columns"].mean()) if n else None,

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from .errors import choice_error
 from .runfile import TABLES, Run, open_run
+from .sites import occupied_sites
 
 __all__ = ["export_run", "render_site_map", "EXPORT_FORMATS"]
 
@@ -178,7 +179,7 @@ def _site_map(run: Run, key: Literal["occupancy", "events"]) -> Figure:
         "events": ("event_rate", "Events", "inferno", "fraction of frames with a change",
                    (0, None)),
     }[key]
-    sites = run.sites
+    sites = occupied_sites(run.sites)
     if len(sites):
         return render_site_map(sites, sites[column].to_numpy(), run.frame_shape, run.sampling,
                                title=title, cmap=cmap, label=label, vmin=vrange[0],

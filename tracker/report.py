@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from . import diffusion as D
 from .runfile import Run
+from .sites import occupied_sites
 
 __all__ = ["run_statistics", "render_report", "write_statistics_h5", "write_movie"]
 
@@ -75,7 +76,7 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     gs = fig.add_gridspec(2, 3, left=0.05, right=0.97, top=0.9, bottom=0.07, wspace=0.35, hspace=0.35)
     fig.suptitle(f"etem-tracker run {Path(run.path).name}: {summ['frames']} frames, {summ['sites']} sites",
                  fontsize=13)
-    sites = run.sites
+    sites = occupied_sites(run.sites)
     for i, (col, title, cmap, vmax) in enumerate((("occupancy", "Occupancy", "viridis", 1.0),
                                                   ("event_rate", "Events per frame", "inferno", None))):
         ax = fig.add_subplot(gs[0, i])
