@@ -44,7 +44,8 @@ class DemoReport:
             f"columns vs ground truth: F1 {c['f1']:.3f} (precision {c['precision']:.3f}, recall {c['recall']:.3f}), "
             f"position RMS {c['rms_A']:.3f} Å",
             f"sites: {s['n_found']} found, {s['n_matched']} of {s['n_true']} true sites matched "
-            f"({s['n_never_occupied']} more places never judged occupied)",
+            f"({s['n_never_occupied']} more {'place' if s['n_never_occupied'] == 1 else 'places'} "
+            "never judged occupied)",
             f"occupancy: mean |error| {s['occupancy_mae']:.3f}, max {s['occupancy_max_error']:.3f}",
             f"events (occupied/empty flips): recall {s['event_recall']:.3f}, precision {s['event_precision']:.3f}; "
             f"within 2 frames: {s['event_recall_2']:.3f}, {s['event_precision_2']:.3f} "
