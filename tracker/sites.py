@@ -301,7 +301,8 @@ class SiteMap:
         pooled = float(r.mean()) if ns else _PRIOR_POOLED[0]
         ku = float(k.mean()) if ns else _PRIOR_SWITCH[0]
         u = 0.5 if first else self.alpha_unseen * (1 - ku) + (1 - self.alpha_unseen) * ku
-        self.alpha_unseen = u * (1 - pooled) / (u * (1 - pooled) + (1 - u) * (1 - f))
+        miss1, miss0 = (1 - pooled) ** w, (1 - f) ** w
+        self.alpha_unseen = u * miss1 / (u * miss1 + (1 - u) * miss0)
         self._n_det[:ns] += det
         self._n_occ[:ns] += now
         self._advance(frame, now)
