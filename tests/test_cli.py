@@ -68,6 +68,12 @@ def test_replay_then_export(movie, tmp_path, capsys):
     assert len(open_run(run).frames) == 12
     assert main(["replay", str(tmp_path / "movie.h5"), "-o", str(run), "--quiet"]) == 2  # no silent overwrite
     assert "overwrite" in capsys.readouterr().err
+    # a run against the simulated movie's truth: columns, sites and events
+    assert main(["evaluate", str(run), str(tmp_path / "movie.h5")]) == 0
+    out = capsys.readouterr().out
+    f1 = float(out.split("F1 ")[1].split()[0])
+    assert f1 > 0.9 and "sites:" in out and "true sites matched" in out
+    assert "events:" in out and "same frame: recall" in out and "within 2 frames: recall" in out
     assert main(["export", str(run), "-o", str(tmp_path / "out"), "--formats", "csv,png"]) == 0
     for name in ("frames.csv", "columns.csv", "sites.csv", "hops.csv", "occupancy.png", "events.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

@@ -348,11 +348,13 @@ def cmd_evaluate(args) -> int:
     if is_model(args.found):
         return cmd_evaluate_model(args)
     sampling = args.sampling
+    run_sites = run_flips = movie = None
     if args.found.suffix in (".h5", ".hdf5"):
         from .runfile import open_run
 
         with open_run(args.found) as run:
             found, sampling = run.columns, sampling or run.sampling
+            run_sites, run_flips = run.sites, run.stats.get("flips")
     else:
         found = _table(args.found)
     if args.truth.suffix in (".h5", ".hdf5"):
@@ -373,7 +375,28 @@ def cmd_evaluate(args) -> int:
     print(f"F1 {s['f1']:.3f}  ID-precision {s['precision']:.3f}  ID-recall {s['recall']:.3f}  "
           f"position RMS {rms:.3f} {unit}  ({s['tp']} matched, {s['fp']} extra, {s['fn']} missed"
           f"{', class accuracy %.3f' % s['cls_accuracy'] if 'cls_accuracy' in s else ''})")
+    if run_sites is not None and movie is not None and len(run_sites):
+        _print_site_scores(run_sites, run_flips, movie.truth, radius_px)
     return 0
+
+
+def _print_site_scores(sites, flips, truth, radius_px: float) -> None:
+    """A run's sites and occupied/empty events against a simulated movie's truth."""
+    from .evaluate import score_sites
+    from .sites import occupied_sites
+
+    seen = occupied_sites(sites)
+    s = score_sites(seen, flips, truth, radius_px=radius_px)
+    print(f"sites: {s['n_found']} found ({len(sites) - len(seen)} more places never judged occupied), "
+          f"{s['n_matched']} of {s['n_true']} true sites matched; occupancy mean |error| {s['occupancy_mae']:.3f}, "
+          f"event rate per site mean |error| {s.get('event_rate_mae', float('nan')):.4f} per frame")
+    n_found = 0 if flips is None else len(flips)
+    line = [f"events: {n_found} flips found, {len(truth.flips())} true"]
+    for tol in (0, 1, 2):
+        e = s if tol == 0 else score_sites(seen, flips, truth, radius_px=radius_px, frame_tolerance=tol)
+        when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
+        line.append(f"{when}: recall {e['event_recall']:.3f} precision {e['event_precision']:.3f}")
+    print("; ".join(line))
 
 
 def cmd_view(args) -> int:
