@@ -82,7 +82,7 @@ def test_a_stopped_run_resumes_into_the_uninterrupted_run(stack, reference, tmp_
     assert run.status == "complete"
     _compare(run, reference, exact_from=len(stack))  # identical throughout
     pd.testing.assert_frame_equal(run.sites, reference.sites)
-    for name in ("flips", "hops", "residence"):
+    for name in ("flips", "hops", "residence", "class_changes"):
         pd.testing.assert_frame_equal(run.stats[name], reference.stats[name])
     np.testing.assert_array_equal(run.maps["occupancy"], reference.maps["occupancy"])
     # the frames dropped at the stop were read again: counted once, as in the uninterrupted run

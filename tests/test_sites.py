@@ -278,3 +278,48 @@ def test_hmm_counts_averaged_detections_as_less_evidence():
     assert flips[1] > 1.5 * true_flips
     with pytest.raises(ConfigError, match="frames_per_detection"):
         SiteMap(SitesConfig(), sampling=0.1, frames_per_detection=0)
+
+
+# ------------------------------------------------------------------------------ class changes
+def test_class_changes_are_found_through_a_confusing_detector():
+    """Sites whose class changes now and then (a sulfur vacancy turning S2 into S), seen
+    through a detector that gives the right class 95 % of the time: the changes are found
+    within 2 frames, one for one, where taking each detection's class at face value would
+    make one in every ten detections a change."""
+    rng = np.random.default_rng(3)
+    n_frames, n_sites, K = 300, 40, 3
+    grid = np.stack(np.meshgrid(np.arange(8) * 30.0 + 20, np.arange(5) * 30.0 + 20, indexing="ij"), -1).reshape(-1, 2)
+    cls = np.zeros((n_frames, n_sites), int)
+    cls[0] = rng.integers(0, K, n_sites)
+    for f in range(1, n_frames):
+        change = rng.random(n_sites) < 0.02
+        cls[f] = np.where(change, (cls[f - 1] + rng.integers(1, K, n_sites)) % K, cls[f - 1])
+    seen = np.where(rng.random(cls.shape) < 0.95, cls, (cls + rng.integers(1, K, cls.shape)) % K)
+    sm = SiteMap(SitesConfig(), sampling=0.1)
+    for f in range(n_frames):
+        sm.update(f, grid, seen[f])
+    sm.flush()
+    found = sm.class_changes_table()
+    assert list(found.columns) == ["frame", "site", "from_cls", "to_cls"]
+    tf, ts = np.nonzero(np.diff(cls, axis=0))
+    tf += 1
+    # (site, new class) far apart on one axis, frames on the other: matches within 2 frames
+    key = lambda site, to: (np.asarray(site) * K + np.asarray(to)) * 100.0  # noqa: E731
+    from etem.tracker.evaluate import match_points
+
+    matched = match_points(np.stack([key(found["site"], found["to_cls"]), found["frame"]], 1).astype(float),
+                           np.stack([key(ts, cls[tf, ts]), tf], 1).astype(float), 2)[0].size
+    assert matched > 0.8 * len(tf) and matched > 0.8 * len(found)
+    assert abs(len(found) - len(tf)) < 0.15 * len(tf)
+    naive = int((np.diff(seen, axis=0) != 0).sum())
+    assert naive > 5 * len(tf)
+    conf, k = sm.class_model()
+    assert np.diag(conf).min() > 0.85 and k < 0.05
+
+
+def test_one_class_models_make_no_class_changes():
+    sm = SiteMap(SitesConfig(), sampling=0.1)
+    for f in range(20):
+        sm.update(f, SITES, np.zeros(3, int))
+    sm.flush()
+    assert len(sm.class_changes_table()) == 0 and sm.n_classes == 1

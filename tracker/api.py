@@ -201,6 +201,8 @@ class TrackResult:
     counters: dict[str, int]
     sampling: float | None
     run_path: Path | None
+    #: frame, site, from_cls, to_cls: each change of a site's class (empty for one-class models)
+    class_changes: pd.DataFrame = field(default_factory=pd.DataFrame)
     _columns: pd.DataFrame | None = field(default=None, repr=False)
     _frames: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -399,6 +401,7 @@ def result_of(pipe: Pipeline) -> TrackResult:
         flips=stats.get("flips", pd.DataFrame()),
         hops=stats.get("hops", pd.DataFrame()),
         residence=stats.get("residence", pd.DataFrame()),
+        class_changes=stats.get("class_changes", pd.DataFrame()),
         counters=pipe.counters.as_dict(),
         sampling=pipe.sampling,
         run_path=pipe.run_path,

@@ -348,13 +348,13 @@ def cmd_evaluate(args) -> int:
     if is_model(args.found):
         return cmd_evaluate_model(args)
     sampling = args.sampling
-    run_sites = run_flips = movie = None
+    run_sites = run_flips = run_changes = movie = None
     if args.found.suffix in (".h5", ".hdf5"):
         from .runfile import open_run
 
         with open_run(args.found) as run:
             found, sampling = run.columns, sampling or run.sampling
-            run_sites, run_flips = run.sites, run.stats.get("flips")
+            run_sites, run_flips, run_changes = run.sites, run.stats.get("flips"), run.stats.get("class_changes")
     else:
         found = _table(args.found)
     if args.truth.suffix in (".h5", ".hdf5"):
@@ -376,13 +376,13 @@ def cmd_evaluate(args) -> int:
           f"position RMS {rms:.3f} {unit}  ({s['tp']} matched, {s['fp']} extra, {s['fn']} missed"
           f"{', class accuracy %.3f' % s['cls_accuracy'] if 'cls_accuracy' in s else ''})")
     if run_sites is not None and movie is not None and len(run_sites):
-        _print_site_scores(run_sites, run_flips, movie.truth, radius_px)
+        _print_site_scores(run_sites, run_flips, movie.truth, radius_px, run_changes)
     return 0
 
 
-def _print_site_scores(sites, flips, truth, radius_px: float) -> None:
-    """A run's sites and occupied/empty events against a simulated movie's truth."""
-    from .evaluate import score_sites
+def _print_site_scores(sites, flips, truth, radius_px: float, changes=None) -> None:
+    """A run's sites, occupied/empty events and class changes against a simulated movie's truth."""
+    from .evaluate import score_class_changes, score_sites, true_class_changes
     from .sites import occupied_sites
 
     seen = occupied_sites(sites)
@@ -397,6 +397,13 @@ def _print_site_scores(sites, flips, truth, radius_px: float) -> None:
         when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
         line.append(f"{when}: recall {e['event_recall']:.3f} precision {e['event_precision']:.3f}")
     print("; ".join(line))
+    if len(true_class_changes(truth)) or (changes is not None and len(changes)):
+        line = [f"class changes: {0 if changes is None else len(changes)} found, {len(true_class_changes(truth))} true"]
+        for tol in (0, 1, 2):
+            c = score_class_changes(seen, changes, truth, radius_px=radius_px, frame_tolerance=tol)
+            when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
+            line.append(f"{when}: recall {c['recall']:.3f} precision {c['precision']:.3f}")
+        print("; ".join(line))
 
 
 def cmd_view(args) -> int:

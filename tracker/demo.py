@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 from .api import TrackResult, track
-from .evaluate import score_columns, score_sites
+from .evaluate import score_class_changes, score_columns, score_sites, true_class_changes
 from .pipeline import PipelineConfig
 from .publish import Publisher, publish_frames
 from .sites import occupied_sites
@@ -51,6 +51,10 @@ class DemoReport:
             f"within 2 frames: {s['event_recall_2']:.3f}, {s['event_precision_2']:.3f} "
             f"({len(r.flips)} flips found, {s['n_true_flips']} true)",
         ]
+        if "class_changes" in s:
+            c = s["class_changes"]
+            lines.append(f"class changes (e.g. S2 -> S): {c['n_found']} found, {c['n_true']} true; within 2 frames: "
+                         f"recall {c['recall']:.3f}, precision {c['precision']:.3f}")
         return "\n".join(lines)
 
 
@@ -151,6 +155,9 @@ def run_demo(
     sites = score_sites(seen, result.flips, truth, radius_px=radius)
     near = score_sites(seen, result.flips, truth, radius_px=radius, frame_tolerance=2)
     sites["n_never_occupied"] = len(result.sites) - len(seen)
+    if len(true_class_changes(truth)):
+        sites["class_changes"] = score_class_changes(seen, result.class_changes, truth, radius_px=radius,
+                                                     frame_tolerance=2)
     sites.update(event_recall_2=near["event_recall"], event_precision_2=near["event_precision"],
                  n_true_flips=len(truth.flips()))
     files = [out / "movie.h5", run_path] + export_run(run_path, out, formats=("csv", "png"), progress=progress)

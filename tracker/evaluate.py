@@ -303,3 +303,54 @@ def score_sites(
         out["event_rate_mae"] = float(rerr.mean()) if rerr.size else float("nan")
     out["flip_count_error"] = _ratio(len(found_flips) - len(true_flips), len(true_flips))
     return out
+
+
+def true_class_changes(truth: "MovieTruth") -> pd.DataFrame:
+    """``frame, site, from_cls, to_cls``: each frame in which a true site holds a column of
+    another class than at the last frame it held one (e.g. S2 to S as a sulfur vacancy forms)."""
+    p = truth.positions.sort_values(["site", "frame"])
+    site = p["site"].to_numpy()
+    cls = p["cls"].to_numpy()
+    same_site = np.r_[False, site[1:] == site[:-1]]
+    prev = np.r_[-1, cls[:-1]]
+    hit = same_site & (cls != prev)
+    return pd.DataFrame({"frame": p["frame"].to_numpy()[hit].astype(np.int64), "site": site[hit].astype(np.int64),
+                         "from_cls": prev[hit].astype(np.int64), "to_cls": cls[hit].astype(np.int64)})
+
+
+def score_class_changes(
+    found_sites: pd.DataFrame,
+    found_changes: pd.DataFrame | None,
+    truth: "MovieTruth",
+    *,
+    radius_px: float,
+    frame_tolerance: int = 0,
+) -> dict[str, Any]:
+    """Score a tracker's class changes (:meth:`etem.tracker.sites.SiteMap.class_changes_table`)
+    against the movie's (:func:`true_class_changes`).
+
+    Sites are matched as in :func:`score_sites`; a found change matches a true change at the
+    matched site, into the same class, within ``frame_tolerance`` frames (one to one). Returns
+    ``n_true``, ``n_found``, ``recall``, ``precision`` (NaN where undefined)."""
+    _check_columns(found_sites, "found_sites", ("site", "y", "x"))
+    if found_changes is None or not len(found_changes):
+        found_changes = pd.DataFrame({"frame": [], "site": [], "from_cls": [], "to_cls": []})
+    _check_columns(found_changes, "found_changes", ("frame", "site", "to_cls"))
+    true = true_class_changes(truth)
+    ip, it = match_points(found_sites[["y", "x"]].to_numpy(dtype=float),
+                          truth.sites[["y", "x"]].to_numpy(dtype=float), radius_px)
+    to_true = dict(zip(found_sites["site"].to_numpy()[ip].tolist(), it.tolist()))
+    fsite = found_changes["site"].map(to_true)
+    ok = fsite.notna().to_numpy()
+    n_cls = int(max(true["to_cls"].max() if len(true) else 0, found_changes["to_cls"].max() if len(found_changes) else 0)) + 1
+    scale = 2 * frame_tolerance + 2
+
+    def points(frame, site, to):
+        key = np.asarray(site, float) * n_cls + np.asarray(to, float)
+        return np.stack([key * scale, np.asarray(frame, float)], axis=1)
+
+    fp = points(found_changes["frame"].to_numpy()[ok], fsite.to_numpy()[ok], found_changes["to_cls"].to_numpy()[ok])
+    tp = points(true["frame"].to_numpy(), true["site"].to_numpy(), true["to_cls"].to_numpy())
+    matched = match_points(fp, tp, frame_tolerance)[0].size if len(fp) and len(tp) else 0
+    return {"n_true": int(len(true)), "n_found": int(len(found_changes)),
+            "recall": _ratio(matched, len(true)), "precision": _ratio(matched, len(found_changes))}

@@ -50,15 +50,17 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_n_occ": "int64", "sites_n_ev": "int64", "sites_first": "int64", "sites_last": "int64",
     "sites_state": "uint8", "sites_run_start": "int64",
     "sites_alpha": "float64", "sites_n_det": "int64", "sites_w_occ": "float64", "sites_w_det_occ": "float64",
-    "sites_w_switch": "float64",
+    "sites_w_switch": "float64", "sites_cls_post": "float64", "sites_cls_state": "int64", "sites_cls_last": "int64",
+    "sites_cls_since": "int64",
     "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64",
     "prev_ref": "float64",
 }
 #: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
 #: (site, start, frames, occupied, censored) residence runs.
-STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5)}
+STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5),
+                                          "class_changes": ("int64", 4)}
 _SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
-                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch")
+                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "cls_post", "cls_state", "cls_last", "cls_since")
 
 
 # ----------------------------------------------------------------------------------- snapshot
@@ -112,7 +114,9 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
                    "drift_pairs": int(lk.drift_pairs), "started": bool(lk._started),
                    "has_prev_ref": lk._prev_ref is not None},
         "sites": {"n_sites": int(n), "n_frames": int(sm.n_frames), "first_frame": sm.first_frame,
-                  "alpha_unseen": float(sm.alpha_unseen), "r_start": float(sm._r_start)},
+                  "alpha_unseen": float(sm.alpha_unseen), "r_start": float(sm._r_start),
+                  "conf_counts": sm.conf_counts.tolist(), "cls_counts": sm.cls_counts.tolist(),
+                  "n_classes": int(sm.n_classes)},
     }
     return meta, arrays, logs
 
@@ -291,6 +295,10 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm.first_frame = meta["first_frame"]
     sm.alpha_unseen = float(meta["alpha_unseen"])
     sm._r_start = float(meta["r_start"])
+    sm.conf_counts = np.asarray(meta["conf_counts"], float)
+    sm.cls_counts = np.asarray(meta["cls_counts"], float)
+    sm.n_classes = int(meta["n_classes"])
+    sm.class_changes = [tuple(int(v) for v in r) for r in logs["class_changes"]]
     ends = np.cumsum(arrays["pending_lens"])
     sm._pending = deque((int(f), arrays["pending_sites"][e - k:e].astype(np.int64))
                         for f, k, e in zip(arrays["pending_frames"], arrays["pending_lens"], ends))

@@ -54,6 +54,10 @@ _PRIOR_DETECT = 10.0             # per site detection rate, shrunk to the pooled
 _PRIOR_FALSE = (0.02, 100.0)     # false detections per empty site and frame
 _PRIOR_SWITCH = (0.01, 1000.0)   # the pooled state changes per site and frame
 _PRIOR_SITE_SWITCH = 20.0        # per site switching rate, shrunk to the pooled rate with this weight
+_N_CLS = 8                       # column classes a site keeps track of (votes, class state)
+_PRIOR_CONFUSION = (0.7, 50.0)   # a column given its own class: prior probability, weight in detections per class
+_PRIOR_CLS_SWITCH = (0.01, 1000.0)  # a site's class changing between two detections: prior, weight
+_CLS_DECIDE = 0.9                # a site changes class when another is this probable
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,17 @@ class SiteMap:
         self._w_occ = np.zeros(cap)  # expected occupied frames (posterior sums)
         self._w_det_occ = np.zeros(cap)  # expected detections while occupied
         self._w_switch = np.zeros(cap)  # expected state changes
+        # class state per site (forward probabilities over the classes, the decided class, and
+        # the frame where the latest run of one detected class began), the detector's class
+        # confusion (expected counts, true x detected) and the class changes found
+        self._cls_post = np.zeros((cap, _N_CLS))
+        self._cls_state = np.full(cap, -1, np.int64)
+        self._cls_last = np.full(cap, -1, np.int64)
+        self._cls_since = np.zeros(cap, np.int64)
+        self.conf_counts = np.zeros((_N_CLS, _N_CLS))
+        self.cls_counts = np.zeros(2)  # (detections with a class state before, class changes decided)
+        self.n_classes = 0
+        self.class_changes: list[tuple[int, int, int, int]] = []  # (frame, site, from class, to class)
         self.alpha_unseen = 0.5  # the forward probability of a site never detected
         self._r_start = _PRIOR_POOLED[0]  # the pooled detection rate's prior, from the first frames
         self.n_sites = 0
@@ -160,9 +175,10 @@ class SiteMap:
             return
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
-                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch"):
+                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_cls_post", "_cls_state",
+                     "_cls_last", "_cls_since"):
             a = getattr(self, name)
-            b = np.zeros((new,) + a.shape[1:], a.dtype)
+            b = np.full((new,) + a.shape[1:], -1 if name in ("_cls_state", "_cls_last") else 0, a.dtype)
             b[:cap] = a
             setattr(self, name, b)
 
@@ -193,7 +209,9 @@ class SiteMap:
         self._n_pos[sites] += 1
         self._pos[sites] += (ref_yx - self._pos[sites]) / self._n_pos[sites, None]
         if cls is not None and n:
-            np.add.at(self._cls_votes, (sites, np.clip(np.asarray(cls, int), 0, 7)), 1)
+            c = np.clip(np.asarray(cls, int), 0, _N_CLS - 1)
+            np.add.at(self._cls_votes, (sites, c), 1)
+            self._update_classes(frame, sites, c)
         self._last[sites] = frame
         self._pending.append((frame, sites))
         while len(self._pending) > self.cfg.look_ahead:
@@ -328,6 +346,58 @@ class SiteMap:
         self._infer_hops(frame, off, on)
         self._state[:ns] = now
 
+    # -- classes ----------------------------------------------------------------------------
+    def class_model(self) -> tuple[np.ndarray, float]:
+        """The current class confusion ``[K, K]`` (row: true class, column: detected class;
+        rows sum to 1) and the probability that a site's class changes between two of its
+        detections, from expected counts with weak priors (``K``: classes seen so far)."""
+        K = max(self.n_classes, 1)
+        (p, w), (k0, wk) = _PRIOR_CONFUSION, _PRIOR_CLS_SWITCH
+        prior = np.full((K, K), (1 - p) * w / max(K - 1, 1))
+        np.fill_diagonal(prior, p * w)
+        conf = self.conf_counts[:K, :K] + prior
+        k = (self.cls_counts[1] + k0 * wk) / (self.cls_counts[0] + wk)
+        return conf / conf.sum(1, keepdims=True), float(min(max(k, 1e-4), 0.5))
+
+    def _update_classes(self, frame: int, sites: np.ndarray, cls: np.ndarray) -> None:
+        """Each detected site's class: a hidden Markov chain over the classes seen through the
+        detector's (estimated) confusion, filtered detection by detection. A change is taken
+        when the more probable class changes, and dated to the first frame of the run of
+        detections of the new class that led to it."""
+        K = max(self.n_classes, int(cls.max()) + 1)
+        self.n_classes = K
+        if K < 2:
+            return
+        conf, k = self.class_model()
+        old = self._cls_state[sites]
+        known = old >= 0
+        post = self._cls_post[sites, :K]
+        post[~known] = 1.0 / K
+        pred = post * (1 - k) + (1 - post) * k / (K - 1)  # change to any other class alike
+        like = conf[:, cls].T
+        q = pred * like
+        z = q.sum(1, keepdims=True)
+        q /= z
+        # expected class changes since the last detection (for the estimate of k): not the
+        # decided ones, which noise makes too many (and more with a larger k: a runaway)
+        stay = (post * (1 - k) * like).sum(1) / z[:, 0]
+        switched = float((1 - stay)[known].sum())
+        self.conf_counts[:K, :K] += q.T @ np.eye(K)[cls]  # expected (true, detected) pairs
+        self._cls_post[sites, :K] = q
+        # the run of equal detected classes each site is in
+        restart = self._cls_last[sites] != cls
+        self._cls_since[sites[restart]] = frame
+        self._cls_last[sites] = cls
+        # decided: the most probable class, where it is probable enough to leave the old one
+        best = q.argmax(1)
+        new = np.where(known & (q.max(1) < _CLS_DECIDE), old, best)
+        changed = known & (new != old)
+        self.cls_counts += (int(known.sum()), switched)
+        for s, a, b in zip(sites[changed].tolist(), old[changed].tolist(), new[changed].tolist()):
+            since = int(self._cls_since[s]) if self._cls_last[s] == b else frame
+            self.class_changes.append((since, s, a, b))
+        self._cls_state[sites] = new
+
     def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
         if len(off) and len(on):
             r, c = match_within(self._pos[off], self._pos[on], self.hop_radius_px)
@@ -362,6 +432,12 @@ class SiteMap:
     def flips_table(self) -> pd.DataFrame:
         f = np.asarray(self.flips, dtype=np.int64).reshape(-1, 3)
         return pd.DataFrame({"frame": f[:, 0], "site": f[:, 1], "kind": np.where(f[:, 2] > 0, "on", "off")})
+
+    def class_changes_table(self) -> pd.DataFrame:
+        """``frame, site, from_cls, to_cls``: each change of a site's class (e.g. S2 to S where
+        a sulfur vacancy forms), in the order found."""
+        c = np.asarray(self.class_changes, dtype=np.int64).reshape(-1, 4)
+        return pd.DataFrame({"frame": c[:, 0], "site": c[:, 1], "from_cls": c[:, 2], "to_cls": c[:, 3]})
 
     def hops_table(self) -> pd.DataFrame:
         h = np.asarray(self.hops, dtype=np.int64).reshape(-1, 3)
