@@ -204,6 +204,14 @@ def _flip_points(frame: np.ndarray, site: np.ndarray, kind: np.ndarray, toleranc
     return np.stack([key * (2 * tolerance + 2), frame.astype(float)], axis=1)
 
 
+def _match_sites(found_sites: pd.DataFrame, truth: "MovieTruth", radius_px: float):
+    """Found sites matched to the true sites by position (frame 0's pixels): the rows of each
+    pair (found, true) and a map from found site id to true site (its row)."""
+    ip, it = match_points(found_sites[["y", "x"]].to_numpy(dtype=float),
+                          truth.sites[["y", "x"]].to_numpy(dtype=float), radius_px)
+    return ip, it, dict(zip(found_sites["site"].to_numpy()[ip].tolist(), it.tolist()))
+
+
 def score_sites(
     found_sites: pd.DataFrame,
     found_flips: pd.DataFrame | None,
@@ -266,10 +274,8 @@ def score_sites(
     occ_true = truth.site_occupancy()
     rate_true = truth.site_event_rate()
     sites = truth.sites
-    ip, it = match_points(found_sites[["y", "x"]].to_numpy(dtype=float),
-                          sites[["y", "x"]].to_numpy(dtype=float), radius_px)
+    ip, it, to_true = _match_sites(found_sites, truth, radius_px)
     true_site = it  # sites are numbered by their row (and occupancy column)
-    found_site = found_sites["site"].to_numpy()[ip]
     n_seen = int(np.count_nonzero(occ_true > 0))
     seen_matched = int(np.count_nonzero(occ_true[true_site] > 0))
 
@@ -288,7 +294,6 @@ def score_sites(
 
     true_flips = truth.flips()
     # Found flips at matched sites, relabelled with the true site, against the true flips.
-    to_true = dict(zip(found_site.tolist(), true_site.tolist()))
     fsite = found_flips["site"].map(to_true)
     at_matched = fsite.notna().to_numpy()
     found_pts = _flip_points(found_flips["frame"].to_numpy()[at_matched], fsite.to_numpy()[at_matched],
@@ -337,9 +342,7 @@ def score_class_changes(
         found_changes = pd.DataFrame({"frame": [], "site": [], "from_cls": [], "to_cls": []})
     _check_columns(found_changes, "found_changes", ("frame", "site", "to_cls"))
     true = true_class_changes(truth)
-    ip, it = match_points(found_sites[["y", "x"]].to_numpy(dtype=float),
-                          truth.sites[["y", "x"]].to_numpy(dtype=float), radius_px)
-    to_true = dict(zip(found_sites["site"].to_numpy()[ip].tolist(), it.tolist()))
+    to_true = _match_sites(found_sites, truth, radius_px)[2]
     fsite = found_changes["site"].map(to_true)
     ok = fsite.notna().to_numpy()
     n_cls = int(max(true["to_cls"].max() if len(true) else 0, found_changes["to_cls"].max() if len(found_changes) else 0)) + 1

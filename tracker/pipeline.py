@@ -549,16 +549,8 @@ class Pipeline:
         writer.close(status=status, extra_tables=tables, extra_attrs=extra)
 
     def statistics(self) -> dict[str, pd.DataFrame]:
-        """Diffusion statistics so far: flips, hops, residence times, counts over time."""
-        if self.sites is None:
-            return {}
-        last = self._last_index
-        return {
-            "flips": self.sites.flips_table(),
-            "hops": self.sites.hops_table(),
-            "class_changes": self.sites.class_changes_table(),
-            "residence": self.sites.residence_table(last),
-        }
+        """Diffusion statistics so far (:meth:`SiteMap.statistics`)."""
+        return {} if self.sites is None else self.sites.statistics(self._last_index)
 
     def status(self) -> dict[str, Any]:
         """Live figures for the status line and dashboards."""

@@ -443,6 +443,12 @@ class SiteMap:
         h = np.asarray(self.hops, dtype=np.int64).reshape(-1, 3)
         return pd.DataFrame({"frame": h[:, 0], "from_site": h[:, 1], "to_site": h[:, 2]})
 
+    def statistics(self, last_frame: int | None = None) -> dict[str, pd.DataFrame]:
+        """The run's event tables: flips, hops, class changes and residence runs (the open ones
+        up to ``last_frame``)."""
+        return {"flips": self.flips_table(), "hops": self.hops_table(),
+                "class_changes": self.class_changes_table(), "residence": self.residence_table(last_frame)}
+
     def residence_table(self, last_frame: int | None = None) -> pd.DataFrame:
         """Completed occupied/empty runs per site, plus the open run of each site (censored)."""
         rows = list(self.runs)
