@@ -81,7 +81,7 @@ class LocateConfig:
         crystals on a zone axis (graphene 1.42 Å, Au 1.67 Å along [111] and 2.5 Å along [110],
         MoS2 1.84 Å) and removes the second peak a network sometimes puts on the flank of a
         column; but a particle tilted off the zone axis projects atoms closer than that, and
-        their peaks go too (measured in docs/models.md).
+        their peaks go too (measured in docs/guides/statistics.md).
     """
 
     method: Method = "peaks"
