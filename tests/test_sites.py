@@ -283,9 +283,9 @@ def test_hmm_counts_averaged_detections_as_less_evidence():
 # ------------------------------------------------------------------------------ class changes
 def test_class_changes_are_found_through_a_confusing_detector():
     """Sites whose class changes now and then (a sulfur vacancy turning S2 into S), seen
-    through a detector that gives the right class 95 % of the time: the changes are found
-    within 2 frames, one for one, where taking each detection's class at face value would
-    make one in every ten detections a change."""
+    through a detector that gives the right class 95 % of the time: the changes are found,
+    most of them at their frame and nearly all within 2 frames, where taking each detection's
+    class at face value would make one in every ten detections a change."""
     rng = np.random.default_rng(3)
     n_frames, n_sites, K = 300, 40, 3
     grid = np.stack(np.meshgrid(np.arange(8) * 30.0 + 20, np.arange(5) * 30.0 + 20, indexing="ij"), -1).reshape(-1, 2)
@@ -307,9 +307,12 @@ def test_class_changes_are_found_through_a_confusing_detector():
     key = lambda site, to: (np.asarray(site) * K + np.asarray(to)) * 100.0  # noqa: E731
     from etem.tracker.evaluate import match_points
 
-    matched = match_points(np.stack([key(found["site"], found["to_cls"]), found["frame"]], 1).astype(float),
-                           np.stack([key(ts, cls[tf, ts]), tf], 1).astype(float), 2)[0].size
-    assert matched > 0.8 * len(tf) and matched > 0.8 * len(found)
+    def matched(tolerance):
+        return match_points(np.stack([key(found["site"], found["to_cls"]), found["frame"]], 1).astype(float),
+                            np.stack([key(ts, cls[tf, ts]), tf], 1).astype(float), tolerance)[0].size
+
+    assert matched(2) > 0.85 * len(tf) and matched(2) > 0.85 * len(found)
+    assert matched(0) > 0.7 * len(tf)  # dated to the frame: the most likely split of the latest detections
     assert abs(len(found) - len(tf)) < 0.15 * len(tf)
     naive = int((np.diff(seen, axis=0) != 0).sum())
     assert naive > 5 * len(tf)

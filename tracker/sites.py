@@ -58,6 +58,7 @@ _N_CLS = 8                       # column classes a site keeps track of (votes, 
 _PRIOR_CONFUSION = (0.7, 50.0)   # a column given its own class: prior probability, weight in detections per class
 _PRIOR_CLS_SWITCH = (0.01, 1000.0)  # a site's class changing between two detections: prior, weight
 _CLS_DECIDE = 0.9                # a site changes class when another is this probable
+_CLS_HISTORY = 12                # detections per site kept to date a class change
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,8 @@ class SiteMap:
         # confusion (expected counts, true x detected) and the class changes found
         self._cls_post = np.zeros((cap, _N_CLS))
         self._cls_state = np.full(cap, -1, np.int64)
-        self._cls_last = np.full(cap, -1, np.int64)
-        self._cls_since = np.zeros(cap, np.int64)
+        self._cls_hist = np.full((cap, _CLS_HISTORY), -1, np.int64)  # latest detected classes, newest last
+        self._cls_hist_frame = np.full((cap, _CLS_HISTORY), -1, np.int64)  # ... and their frames
         self.conf_counts = np.zeros((_N_CLS, _N_CLS))
         self.cls_counts = np.zeros(2)  # (detections with a class state before, class changes decided)
         self.n_classes = 0
@@ -176,9 +177,9 @@ class SiteMap:
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
                      "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_cls_post", "_cls_state",
-                     "_cls_last", "_cls_since"):
+                     "_cls_hist", "_cls_hist_frame"):
             a = getattr(self, name)
-            b = np.full((new,) + a.shape[1:], -1 if name in ("_cls_state", "_cls_last") else 0, a.dtype)
+            b = np.full((new,) + a.shape[1:], -1 if name.startswith(("_cls_state", "_cls_hist")) else 0, a.dtype)
             b[:cap] = a
             setattr(self, name, b)
 
@@ -384,19 +385,29 @@ class SiteMap:
         switched = float((1 - stay)[known].sum())
         self.conf_counts[:K, :K] += q.T @ np.eye(K)[cls]  # expected (true, detected) pairs
         self._cls_post[sites, :K] = q
-        # the run of equal detected classes each site is in
-        restart = self._cls_last[sites] != cls
-        self._cls_since[sites[restart]] = frame
-        self._cls_last[sites] = cls
+        # each site's latest detections, to date a change by
+        for h, v in ((self._cls_hist, cls), (self._cls_hist_frame, frame)):
+            h[sites, :-1] = h[sites, 1:]
+            h[sites, -1] = v
         # decided: the most probable class, where it is probable enough to leave the old one
         best = q.argmax(1)
         new = np.where(known & (q.max(1) < _CLS_DECIDE), old, best)
         changed = known & (new != old)
         self.cls_counts += (int(known.sum()), switched)
         for s, a, b in zip(sites[changed].tolist(), old[changed].tolist(), new[changed].tolist()):
-            since = int(self._cls_since[s]) if self._cls_last[s] == b else frame
-            self.class_changes.append((since, s, a, b))
+            self.class_changes.append((self._change_frame(s, a, b, conf), s, a, b))
         self._cls_state[sites] = new
+
+    def _change_frame(self, site: int, a: int, b: int, conf: np.ndarray) -> int:
+        """The most likely frame of a change from class ``a`` to ``b`` among the site's latest
+        detections: the split of them into a's (before) and b's (from then on) that the
+        confusion ``conf`` makes most probable."""
+        c, f = self._cls_hist[site], self._cls_hist_frame[site]
+        c, f = c[c >= 0], f[c >= 0]
+        la, lb = np.log(conf[a, c]), np.log(conf[b, c])
+        # log-likelihood of the change at detection j: a's before j, b's from j on
+        ll = np.r_[0.0, np.cumsum(la)][:-1] + np.cumsum(lb[::-1])[::-1]
+        return int(f[int(np.argmax(ll))])
 
     def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
         if len(off) and len(on):
