@@ -1,6 +1,7 @@
 """Registered running average of frames (low-dose movies)."""
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import shift as nd_shift
 
 from etem.simulate.toy import make_movie
@@ -86,3 +87,18 @@ def test_tracking_a_low_dose_drifting_movie_on_averaged_frames():
     one, four, smeared = f1(1), f1(4), f1(4, register=False)
     assert four > 0.95 and four > one + 0.15
     assert smeared < one
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_averager_on_the_gpu_agrees_with_the_cpu():
+    rng = np.random.default_rng(5)
+    clean = 2 + lattice_image()
+    frames = [rng.poisson(10 * nd_shift(clean, (0.4 * i, -0.3 * i), order=3, mode="nearest")).astype(np.float32)
+              for i in range(5)]
+    outs = {}
+    for device in ("cpu", "cuda"):
+        av = FrameAverager(3, device=device)
+        outs[device] = [av(Frame(image=f, frame=i, sampling=0.1)).image for i, f in enumerate(frames)]
+    for a, b in zip(outs["cpu"], outs["cuda"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)

@@ -12,7 +12,9 @@ meaning; the price is time resolution: a column that arrives is seen at full str
 ``n`` frames are blurred.
 
 The window is causal (no frame waits for later ones) and starts empty: the first frames of a
-run, and the first after a resume or a change of frame size, average fewer frames.
+run, and the first after a resume or a change of frame size, average fewer frames. It runs on
+the engine's device (the pipeline sets it); the mean comes back to the host as the frame's
+image.
 """
 from __future__ import annotations
 
@@ -156,6 +158,11 @@ class FrameAverager:
         self._lowpass: torch.Tensor | None = None
         #: measured shift between each frame and the one before it [px], newest last
         self.shifts: list[tuple[int, float, float]] = []
+
+    @property
+    def started(self) -> bool:
+        """Whether a frame has gone in since the start (or the last :meth:`reset`)."""
+        return bool(self._window)
 
     def reset(self) -> None:
         self._window.clear()

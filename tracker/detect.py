@@ -115,6 +115,12 @@ class Detector:
                 pcfg = dataclasses.replace(pcfg, normalize="global")
             self._pre = Preprocessor(pcfg, device=self.engine.device)
 
+    def device(self, sampling: float | None):
+        """The device the engine runs on (building the engine for frames of ``sampling``
+        first, where it is not built yet)."""
+        self._ensure_engine(sampling)
+        return self.engine.device
+
     def detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame | None]:
         """Columns (``y, x, cls, prob``; pixels of the input frame) for each frame of a batch.
 

@@ -299,6 +299,8 @@ class Pipeline:
         retries = self.detector.oom_retries
         if self.averager is not None:
             t0 = time.perf_counter()
+            if not self.averager.started:  # average where the engine runs (the GPU, where it has one)
+                self.averager.device = self.detector.device(frames[0].sampling)
             seen = [self.averager(f) for f in frames]  # the detector sees the window's mean
             self.stage_s["average"] += time.perf_counter() - t0
         else:
