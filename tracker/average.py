@@ -156,8 +156,9 @@ class FrameAverager:
         self._spec: torch.Tensor | None = None
         self._hann: torch.Tensor | None = None
         self._lowpass: torch.Tensor | None = None
-        #: measured shift between each frame and the one before it [px], newest last
-        self.shifts: list[tuple[int, float, float]] = []
+        #: (frame, dy, dx): measured shift between each frame and the one before it [px], the
+        #: latest 10,000, newest last (bounded: a live run goes on for days)
+        self.shifts: deque[tuple[int, float, float]] = deque(maxlen=10_000)
 
     @property
     def started(self) -> bool:
@@ -199,7 +200,7 @@ class FrameAverager:
         weight = torch.zeros_like(stack[:1])
         for old, off in self._window:
             d = self._offset - off
-            if old is stack or not d.any():
+            if not d.any():  # the newest frame, or one that has not moved
                 total += old
                 weight += 1
             else:

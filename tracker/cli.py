@@ -390,20 +390,28 @@ def _print_site_scores(sites, flips, truth, radius_px: float, changes=None) -> N
     print(f"sites: {s['n_found']} found ({len(sites) - len(seen)} more places never judged occupied), "
           f"{s['n_matched']} of {s['n_true']} true sites matched; occupancy mean |error| {s['occupancy_mae']:.3f}, "
           f"event rate per site mean |error| {s.get('event_rate_mae', float('nan')):.4f} per frame")
-    n_found = 0 if flips is None else len(flips)
-    line = [f"events: {n_found} flips found, {len(truth.flips())} true"]
-    for tol in (0, 1, 2):
-        e = s if tol == 0 else score_sites(seen, flips, truth, radius_px=radius_px, frame_tolerance=tol)
-        when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
-        line.append(f"{when}: recall {e['event_recall']:.3f} precision {e['event_precision']:.3f}")
-    print("; ".join(line))
-    if len(true_class_changes(truth)) or (changes is not None and len(changes)):
-        line = [f"class changes: {0 if changes is None else len(changes)} found, {len(true_class_changes(truth))} true"]
+
+    def by_tolerance(head: str, score) -> None:
+        """``head``, then recall and precision (``score(tol)``) in the same frame and within 1, 2."""
+        line = [head]
         for tol in (0, 1, 2):
-            c = score_class_changes(seen, changes, truth, radius_px=radius_px, frame_tolerance=tol)
+            recall, precision = score(tol)
             when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
-            line.append(f"{when}: recall {c['recall']:.3f} precision {c['precision']:.3f}")
+            line.append(f"{when}: recall {recall:.3f} precision {precision:.3f}")
         print("; ".join(line))
+
+    def events(tol):
+        e = s if tol == 0 else score_sites(seen, flips, truth, radius_px=radius_px, frame_tolerance=tol)
+        return e["event_recall"], e["event_precision"]
+
+    def class_changes(tol):
+        c = score_class_changes(seen, changes, truth, radius_px=radius_px, frame_tolerance=tol)
+        return c["recall"], c["precision"]
+
+    by_tolerance(f"events: {0 if flips is None else len(flips)} flips found, {len(truth.flips())} true", events)
+    n_true = len(true_class_changes(truth))
+    if n_true or (changes is not None and len(changes)):
+        by_tolerance(f"class changes: {0 if changes is None else len(changes)} found, {n_true} true", class_changes)
 
 
 def cmd_view(args) -> int:

@@ -197,11 +197,12 @@ def score_columns(
     return _figures(tot, sampling, with_cls, ordinal)
 
 
-def _flip_points(frame: np.ndarray, site: np.ndarray, kind: np.ndarray, tolerance: int) -> np.ndarray:
-    """Flips as 2-D points (key, frame): flips of another site or kind lie farther apart than
-    ``tolerance`` on the key axis, so they never match."""
-    key = site.astype(float) * 2 + (kind == "on")
-    return np.stack([key * (2 * tolerance + 2), frame.astype(float)], axis=1)
+def _event_points(frame, site, sub, n_sub: int, tolerance: int) -> np.ndarray:
+    """Events as 2-D points (key, frame) for :func:`match_points` within ``tolerance`` frames:
+    events of another site or another ``sub`` (0 .. n_sub - 1: a flip's kind, a change's new
+    class) lie farther apart than ``tolerance`` on the key axis, so they never match."""
+    key = np.asarray(site, float) * n_sub + np.asarray(sub, float)
+    return np.stack([key * (2 * tolerance + 2), np.asarray(frame, float)], axis=1)
 
 
 def _match_sites(found_sites: pd.DataFrame, truth: "MovieTruth", radius_px: float):
@@ -296,10 +297,10 @@ def score_sites(
     # Found flips at matched sites, relabelled with the true site, against the true flips.
     fsite = found_flips["site"].map(to_true)
     at_matched = fsite.notna().to_numpy()
-    found_pts = _flip_points(found_flips["frame"].to_numpy()[at_matched], fsite.to_numpy()[at_matched],
-                             found_flips["kind"].to_numpy()[at_matched], frame_tolerance)
-    true_pts = _flip_points(true_flips["frame"].to_numpy(), true_flips["site"].to_numpy(),
-                            true_flips["kind"].to_numpy(), frame_tolerance)
+    found_pts = _event_points(found_flips["frame"].to_numpy()[at_matched], fsite.to_numpy()[at_matched],
+                              found_flips["kind"].to_numpy()[at_matched] == "on", 2, frame_tolerance)
+    true_pts = _event_points(true_flips["frame"].to_numpy(), true_flips["site"].to_numpy(),
+                             true_flips["kind"].to_numpy() == "on", 2, frame_tolerance)
     matched = match_points(found_pts, true_pts, frame_tolerance)[0].size
     out["event_recall"] = _ratio(matched, len(true_flips))
     out["event_precision"] = _ratio(matched, len(found_flips))
@@ -346,14 +347,10 @@ def score_class_changes(
     fsite = found_changes["site"].map(to_true)
     ok = fsite.notna().to_numpy()
     n_cls = int(max(true["to_cls"].max() if len(true) else 0, found_changes["to_cls"].max() if len(found_changes) else 0)) + 1
-    scale = 2 * frame_tolerance + 2
-
-    def points(frame, site, to):
-        key = np.asarray(site, float) * n_cls + np.asarray(to, float)
-        return np.stack([key * scale, np.asarray(frame, float)], axis=1)
-
-    fp = points(found_changes["frame"].to_numpy()[ok], fsite.to_numpy()[ok], found_changes["to_cls"].to_numpy()[ok])
-    tp = points(true["frame"].to_numpy(), true["site"].to_numpy(), true["to_cls"].to_numpy())
+    fp = _event_points(found_changes["frame"].to_numpy()[ok], fsite.to_numpy()[ok],
+                       found_changes["to_cls"].to_numpy()[ok], n_cls, frame_tolerance)
+    tp = _event_points(true["frame"].to_numpy(), true["site"].to_numpy(), true["to_cls"].to_numpy(), n_cls,
+                       frame_tolerance)
     matched = match_points(fp, tp, frame_tolerance)[0].size if len(fp) and len(tp) else 0
     return {"n_true": int(len(true)), "n_found": int(len(found_changes)),
             "recall": _ratio(matched, len(true)), "precision": _ratio(matched, len(found_changes))}

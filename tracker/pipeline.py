@@ -127,7 +127,9 @@ class Pipeline:
         self._last_seq: int | None = None
         self._last_received = float("-inf")
         self._next_particle = 0
-        self._logged = {"flips": 0, "hops": 0, "runs": 0, "class_changes": 0}  # site records already in the file
+        from .resume import STATE_LOGS
+
+        self._logged = dict.fromkeys(STATE_LOGS, 0)  # site records already in the file
         # frames rejected or dropped that arrived after the last processed frame:
         # (received, "rejected"|"dropped", reason); a resume snapshot leaves them out
         self._ahead: list[tuple[float, str, str]] = []

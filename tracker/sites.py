@@ -27,8 +27,8 @@ each site as a two-state hidden Markov chain (occupied/empty) seen through an im
 detector, the model of single-molecule state analysis: a site switches state with probability
 ``k`` per frame (its own); an occupied site is detected with probability ``r`` (its own), an
 empty one with probability ``f`` (false detections, one rate for the run). ``r``, ``f`` and
-``k`` are estimated from the run as it goes (counts of the frames already decided,
-with weak priors), so a detector that finds thin surface columns in half of the frames (HRTEM
+``k`` are estimated from the run as it goes (expected counts over the frames already
+decided, with weak priors), so a detector that finds thin surface columns in half of the frames (HRTEM
 at a few hundred e/Å²) and one that never misses (STEM) are both handled. Each frame's state
 is the more probable one given every detection up to ``lag`` frames later (fixed-lag
 forward-backward smoothing), so the live maps lag by ``lag`` frames. A visit or a vacancy much
@@ -149,14 +149,14 @@ class SiteMap:
         self._w_det_occ = np.zeros(cap)  # expected detections while occupied
         self._w_switch = np.zeros(cap)  # expected state changes
         # class state per site (forward probabilities over the classes, the decided class, and
-        # the frame where the latest run of one detected class began), the detector's class
-        # confusion (expected counts, true x detected) and the class changes found
+        # its latest detections, to date a change by), the detector's class confusion
+        # (expected counts, true x detected) and the class changes found
         self._cls_post = np.zeros((cap, _N_CLS))
         self._cls_state = np.full(cap, -1, np.int64)
         self._cls_hist = np.full((cap, _CLS_HISTORY), -1, np.int64)  # latest detected classes, newest last
         self._cls_hist_frame = np.full((cap, _CLS_HISTORY), -1, np.int64)  # ... and their frames
         self.conf_counts = np.zeros((_N_CLS, _N_CLS))
-        self.cls_counts = np.zeros(2)  # (detections with a class state before, class changes decided)
+        self.cls_counts = np.zeros(2)  # (detections of sites with a class state, expected class changes)
         self.n_classes = 0
         self.class_changes: list[tuple[int, int, int, int]] = []  # (frame, site, from class, to class)
         self.alpha_unseen = 0.5  # the forward probability of a site never detected
@@ -248,7 +248,7 @@ class SiteMap:
         """The ``"hmm"`` occupancy's current estimates: detection rate per site ``[n_sites]``,
         false-detection rate, and switching rate per site and frame ``[n_sites]``.
 
-        Each is the count of the frames decided so far with a weak prior; per site rates are
+        Each is an expected count over the frames decided so far with a weak prior; per site rates are
         shrunk towards the rate pooled over all sites (a site seen for a few frames has the
         pooled rate, a busy site its own), so surface sites that hop often and core sites that
         never do are each judged by their own kinetics."""
