@@ -80,6 +80,8 @@ def add_parser(sub) -> None:
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--sampling", type=float, default=0.2)
     q.add_argument("--dose", type=float, default=300.0, help="e/Å² per frame (per image of a focal series)")
+    q.add_argument("--fps", type=float, default=25.0,
+                   help="frame rate [1/s]: the frames' acquisition times, stored with the movie (default 25)")
     q.add_argument("--hop-rate", type=float,
                    help="hop attempts per frame: per surface column (au, toy; default 0.08), per S vacancy (mos2; 0.05)")
     q.add_argument("--sputter-rate", type=float, help="mos2: sputtering per S atom per frame (default 0.003)")
@@ -217,7 +219,7 @@ def _movie(args) -> int:
         raise ConfigError("--substrate, --sputter-rate and --refill-rate are options of the mos2 movie; "
                           "add --material mos2")
     common = {"n_frames": args.frames, "shape": (args.size, args.size), "sampling": args.sampling,
-              "dose_per_frame": args.dose, "seed": args.seed}
+              "dose_per_frame": args.dose, "fps": args.fps, "seed": args.seed}
     if args.hop_rate is not None:
         common["hop_rate"] = args.hop_rate
     try:

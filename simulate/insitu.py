@@ -356,8 +356,10 @@ def _lattice(cols_xy: np.ndarray, radius_A: float) -> tuple[np.ndarray, np.ndarr
 
 
 def check_movie_args(*, n_frames: int, sampling: float, dose_per_frame: float, mode: str,
-                     shape: tuple[int, int]) -> None:
+                     shape: tuple[int, int], fps: float = 25.0) -> None:
     """The checks every in-situ movie makes on its common arguments."""
+    if not fps > 0:
+        raise ConfigError(f"fps (frames per second) must be positive; got {fps!r}.")
     if mode not in ("hrtem", "stem"):
         raise choice_error("mode", mode, ("hrtem", "stem"))
     if n_frames < 1 or not sampling > 0 or not dose_per_frame >= 0:
@@ -387,6 +389,7 @@ def insitu_movie(
     mtf: tuple[float, float, float] = (0.05, 0.5, 2.5),
     drift_A_per_frame: tuple[float, float] = (0.02, 0.03),
     rotation_deg_per_frame: float = 0.0,
+    fps: float = 25.0,
     seed: int = 0,
 ) -> ToyMovie:
     """An in-situ movie of a Au nanoparticle on [110] with hopping surface columns.
@@ -415,7 +418,8 @@ def insitu_movie(
     """
     from .structures import au_nanoparticle, columns
 
-    check_movie_args(n_frames=n_frames, sampling=sampling, dose_per_frame=dose_per_frame, mode=mode, shape=shape)
+    check_movie_args(n_frames=n_frames, sampling=sampling, dose_per_frame=dose_per_frame, mode=mode, shape=shape,
+                     fps=fps)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items()
               if k not in ("au_nanoparticle", "columns")}
     r_struct, r_kin, r_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))

@@ -371,6 +371,7 @@ def mos2_movie(
     probe_semiangle_mrad: float = 30.0,
     blur_A: float = 0.2,
     mtf: tuple[float, float, float] = (0.05, 0.5, 2.5),
+    fps: float = 25.0,
     seed: int = 0,
 ) -> ToyMovie:
     """An in-situ movie of a MoS2 flake with hopping, forming and healing sulfur vacancies.
@@ -392,13 +393,16 @@ def mos2_movie(
         STEM probe convergence semiangle [mrad].
     blur_A, mtf
         Image blur [Å] and detector MTF (c1, c2, c3).
+    fps
+        Frame rate [1/s]: frame i is taken at i/fps s; the rates are per frame.
 
     Returns
     -------
     ToyMovie
         ``frames`` ``[N, H, W]`` (or ``[N, F, H, W]``) float32 counts, ``truth``, ``params``.
     """
-    check_movie_args(n_frames=n_frames, sampling=sampling, dose_per_frame=dose_per_frame, mode=mode, shape=shape)
+    check_movie_args(n_frames=n_frames, sampling=sampling, dose_per_frame=dose_per_frame, mode=mode, shape=shape,
+                     fps=fps)
     args = dict(locals())
     scene = mos2_scene(**{k: args[k] for k in _SCENE_ARGS})
     params = {**scene.params, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()

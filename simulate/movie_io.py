@@ -35,7 +35,7 @@ def save_movie(movie: ToyMovie, path: str | Path) -> None:
     """Write a toy movie and its truth to one HDF5 file.
 
     Layout: dataset ``frames`` ``[N, H, W]`` float32, one chunk per frame, attribute
-    ``sampling`` [Å/px] (so any reader of a plain HDF5 stack opens it); group ``truth`` with one
+    ``sampling`` [Å/px] and ``fps`` [1/s] (so any reader of a plain HDF5 stack opens it); group ``truth`` with one
     subgroup per table (one dataset per column) and the arrays ``occupancy``, ``drift`` and
     ``rotation_deg``. Root attributes: ``format`` and ``params`` (JSON).
     """
@@ -46,6 +46,8 @@ def save_movie(movie: ToyMovie, path: str | Path) -> None:
         chunks = (1, *frames.shape[1:]) if frames.size else None
         ds = f.create_dataset("frames", data=frames, chunks=chunks)
         ds.attrs["sampling"] = float(movie.sampling)
+        if movie.fps is not None:
+            ds.attrs["fps"] = movie.fps
         g = f.create_group("truth")
         for name in _TABLES:
             table: pd.DataFrame = getattr(movie.truth, name)

@@ -177,6 +177,17 @@ class ToyMovie:
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
+    @property
+    def fps(self) -> float | None:
+        """Frame rate [1/s] (None for a movie made before movies had one)."""
+        fps = self.params.get("fps")
+        return float(fps) if fps else None
+
+    @property
+    def times(self) -> np.ndarray | None:
+        """Acquisition time of each frame [s], i/fps (None without a frame rate)."""
+        return None if self.fps is None else np.arange(len(self)) / self.fps
+
 
 # --------------------------------------------------------------------------------------------
 # Structure
@@ -388,6 +399,7 @@ def make_movie(
     rotation_deg_per_frame: float = 0.0,
     jitter_A: float = 0.0,
     contrast: Literal["bright", "dark"] = "bright",
+    fps: float = 25.0,
     seed: int = 0,
 ) -> ToyMovie:
     """Make a synthetic in-situ movie of a nanoparticle with hopping surface adatoms.
@@ -428,6 +440,9 @@ def make_movie(
     contrast
         ``"bright"``: bright columns on a dark background (HAADF-like); ``"dark"``: dark columns
         on a bright background.
+    fps
+        Frame rate [1/s]: frame i is taken at i/fps s (:attr:`ToyMovie.times`); the rates above
+        are per frame whatever it is.
     seed
         Seed of every random choice.
 
@@ -448,6 +463,8 @@ def make_movie(
         raise ValueError("dose_per_frame, hop_rate, exchange_rate and jitter_A must not be negative.")
     if not 0 <= coverage <= 1:
         raise ValueError(f"coverage must be between 0 and 1; got {coverage!r}.")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive; got {fps!r}.")
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items()}
 
     r_struct, r_kin, r_int, r_bg, r_noise = (

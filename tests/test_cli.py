@@ -83,7 +83,11 @@ def test_replay_then_export(movie, tmp_path, capsys):
 def test_replay_at_acquisition_pace_needs_a_frame_rate(movie, tmp_path, capsys):
     import time
 
-    save_movie(movie, tmp_path / "movie.h5")  # a plain stack: no frame times recorded
+    import h5py
+
+    save_movie(movie, tmp_path / "movie.h5")
+    with h5py.File(tmp_path / "movie.h5", "a") as f:  # a plain stack: no frame times recorded
+        del f["frames"].attrs["fps"]
     assert main(["replay", str(tmp_path / "movie.h5"), "--pace", "1", "--quiet"]) == 2
     assert "--fps" in capsys.readouterr().err
     t0 = time.perf_counter()

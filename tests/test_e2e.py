@@ -7,6 +7,7 @@ import pytest
 
 from etem.simulate.toy import make_movie, save_movie
 from etem.tracker import PipelineConfig, track
+from etem.tracker.diffusion import frame_rate
 from etem.tracker.evaluate import score_columns, score_sites
 from etem.tracker.publish import Publisher, publish_frames
 from etem.tracker.runfile import open_run
@@ -30,7 +31,7 @@ def _stream(movie, tmp_path, *, mode, fps=None, extra=None, name="run.h5", confi
             assert pub.wait_for_subscribers(1, timeout_s=10)
         if extra:
             extra(pub)
-        stats["pub"] = publish_frames(movie.frames, pub, fps=fps, sampling=movie.sampling)
+        stats["pub"] = publish_frames(movie.frames, pub, fps=fps, sampling=movie.sampling, times=movie.times)
 
     t = threading.Thread(target=send, daemon=True)
     t.start()
@@ -120,6 +121,10 @@ def test_replaying_a_file_gives_the_same_result_as_streaming(movie, tmp_path):
     np.testing.assert_allclose(a[["frame", "y", "x"]].to_numpy(), b[["frame", "y", "x"]].to_numpy(), atol=1e-4)
     assert (a["site"].to_numpy() == b["site"].to_numpy()).all()
     np.testing.assert_allclose(streamed.sites["occupancy"], replayed.sites["occupancy"])
+    # both know when each frame was taken (the movie's 25 frames/s, not when it was sent or read)
+    for run in (streamed, replayed):
+        np.testing.assert_allclose(run.frames["t"], movie.times)
+        assert frame_rate(run.frames) == pytest.approx(25.0)
 
 
 def test_micro_batch_size_does_not_change_the_result(movie):

@@ -185,8 +185,15 @@ def test_save_load_round_trip(movie, tmp_path):
     with h5py.File(path, "r") as f:
         ds = f["frames"]
         assert ds.shape == movie.frames.shape and ds.chunks == (1, 256, 256)
-        assert ds.attrs["sampling"] == pytest.approx(0.2)
+        assert ds.attrs["sampling"] == pytest.approx(0.2) and ds.attrs["fps"] == 25.0
         np.testing.assert_array_equal(ds[7], movie.frames[7])
+
+
+def test_frames_are_taken_at_the_frame_rate():
+    m = make_movie(n_frames=5, shape=(64, 64), particle_radius_A=4.0, fps=200.0, seed=1)
+    np.testing.assert_allclose(m.times, np.arange(5) / 200.0)
+    with pytest.raises(ValueError, match="fps"):
+        make_movie(n_frames=2, fps=0.0)
 
 
 def test_round_trip_without_events(tmp_path):

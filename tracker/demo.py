@@ -125,7 +125,8 @@ def run_demo(
     def sender() -> None:
         if mode == "pub" and not pub.wait_for_subscribers(1, timeout_s=10):
             log.error("no subscriber joined within 10 s")
-        sent["stats"] = publish_frames(movie.frames, pub, fps=fps, sampling=movie.sampling, progress=False)
+        sent["stats"] = publish_frames(movie.frames, pub, fps=fps, sampling=movie.sampling, times=movie.times,
+                                        progress=False)
 
     t0 = time.perf_counter()
     thread = threading.Thread(target=sender, name="etem-demo-publisher", daemon=True)

@@ -5,7 +5,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import zmq
@@ -131,10 +131,16 @@ def publish_frames(
     *,
     fps: float | None = None,
     sampling: float | None = None,
+    times: Sequence[float] | None = None,
     end: bool = True,
     progress: bool = False,
 ) -> PublishStats:
-    """Send frames at ``fps`` (None: as fast as the socket takes them), then an end marker."""
+    """Send frames at ``fps`` (None: as fast as the socket takes them), then an end marker.
+
+    A :class:`Frame` carries its own acquisition time; a bare array's is ``times[i]`` [s], or
+    none (the receiver's statistics are then per frame). The sending rate is not an acquisition
+    time: a recording replayed ten times faster than it was taken has the same diffusion.
+    """
     from tqdm import tqdm
 
     stats = PublishStats()
@@ -149,7 +155,7 @@ def publish_frames(
             publisher.send(f.image, frame=f.frame, sampling=f.sampling if sampling is None else sampling,
                            t=f.t, dose=f.dose, defocus=list(f.defocus) if f.defocus else None)
         else:
-            publisher.send(f, sampling=sampling, t=(time.perf_counter() - t0))
+            publisher.send(f, sampling=sampling, t=None if times is None else float(times[i]))
         stats.sent += 1
     if end:
         publisher.end()
