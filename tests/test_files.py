@@ -399,3 +399,30 @@ def test_watcher_stops_when_told(tmp_path):
 def test_watcher_needs_a_folder(tmp_path):
     with pytest.raises(FileFormatError, match="no such folder"):
         watch_folder(tmp_path / "missing")
+
+
+def test_watcher_skips_what_a_resumed_run_holds_and_knows_the_frame_rate(tmp_path):
+    data = stack(9)
+    # files of 1, 3 (a stack), 1, 4 frames; the resumed watch starts inside the stack
+    for name, part in (("f1.tif", data[:1]), ("f2.tif", data[1:4]), ("f10.tif", data[8:9]), ("f3.tif", data[4:8])):
+        _write_then_rename(tmp_path, name, part if len(part) > 1 else part[0])
+    watcher = watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, fps=50.0, start=2)
+    frames = list(watcher)
+    assert [f.frame for f in frames] == list(range(2, 9))
+    for f in frames:  # f2.tif's second image onwards, in natural name order (f10 last)
+        np.testing.assert_array_equal(f.image, data[f.frame])
+    assert [f.t for f in frames] == pytest.approx([n / 50.0 for n in range(2, 9)])
+    assert frames[0].meta["file_frame"] == 1
+    with pytest.raises(ConfigError, match="start"):
+        watch_folder(tmp_path, start=-1)
+    with pytest.raises(ConfigError, match="fps"):
+        watch_folder(tmp_path, fps=0)
+
+
+def test_watched_focal_series_files(tmp_path):
+    data = stack(6)  # two frames of three focal images each, one file per frame
+    _write_then_rename(tmp_path, "a_0.tif", data[:3])
+    _write_then_rename(tmp_path, "a_1.tif", data[3:])
+    frames = list(watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, focal=3))
+    assert len(frames) == 2 and frames[1].image.shape == (3, 24, 32)
+    np.testing.assert_array_equal(frames[1].image, data[3:])

@@ -95,6 +95,42 @@ def test_a_stopped_run_resumes_into_the_uninterrupted_run(stack, reference, tmp_
     assert len(res.frames) == len(stack) and len(res.columns) == len(reference.columns)
 
 
+def test_a_folder_being_written_resumes_where_the_run_stopped(stack, reference, tmp_path):
+    """A run over a folder of frame files (one frame, or a stack, per file) stops after 15
+    frames; resumed, the folder is read again in the same order, the frames the run holds are
+    passed over, and the file is the uninterrupted run's."""
+    import tifffile
+
+    from etem.tracker.sources import open_source
+
+    folder = tmp_path / "acq"
+    folder.mkdir()
+    bounds = [0, 1, 2, 7, 13, 14, 20, 27, 36]  # files of 1 to 9 frames; the stop falls inside one
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        tifffile.imwrite(folder / f"frame_{k}.tif", stack[a:b] if b - a > 1 else stack[a])
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(ONE, run_path=path, attrs={"source": str(folder.resolve()),
+                                               "source_options": {"focal": 1, "fps": 40.0}})
+    src = open_source(folder, counters=pipe.counters, stop=pipe.stop, sampling=0.2, fps=40.0, idle_timeout_s=1.0)
+    it = pipe.run_iter(src)
+    for res in it:
+        if res.frame == 14:
+            break
+    it.close()
+    first = open_run(path)
+    assert first.status == "stopped" and len(first.frames) == 15
+    first.close()
+    track(folder, resume=path, idle_timeout_s=1.0)
+    run = open_run(path)
+    assert run.status == "complete"
+    _compare(run, reference, exact_from=len(stack))
+    pd.testing.assert_frame_equal(run.sites, reference.sites)
+    # the frame rate the run was started with holds after the resume
+    np.testing.assert_allclose(run.frames.sort_values("frame")["t"], np.arange(len(stack)) / 40.0)
+    [entry] = run.resumes
+    assert entry["from_frame"] == 15
+
+
 def test_killed_writer_file_reopens_for_appending(tmp_path):
     """A writer killed in SWMR mode leaves "open for writing" marks that HDF5 refuses to open
     for writing; the writer clears them (checksum verified) and goes on where its snapshot was."""

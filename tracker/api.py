@@ -320,7 +320,7 @@ def track(
         # or a stream address
         attrs.setdefault("source", str(source) if "://" in str(source) else str(Path(source).resolve()))
         # what a resumed run needs to reconnect or reopen it the same way
-        attrs.setdefault("source_options", {"mode": mode, "bind": bind, "focal": focal,
+        attrs.setdefault("source_options", {"mode": mode, "bind": bind, "focal": focal, "fps": fps,
                                             "curve_keys": None if curve_keys is None else str(curve_keys)})
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
@@ -349,6 +349,8 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
             mode, bind = options.get("mode", mode), options.get("bind", bind)
             curve_keys = curve_keys if curve_keys is not None else options.get("curve_keys")
         focal = options.get("focal", focal)
+    if fps is None:  # the frame rate the run was given for a recording or folder without one
+        fps = options.get("fps")
     is_stream = isinstance(source, (str, Path)) and "://" in str(source)
     if isinstance(source, (str, Path)) and not is_stream and stored and not force:
         if str(Path(source).resolve()) != stored:

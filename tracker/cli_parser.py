@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.add_argument("--pace", type=float, help="1.0: acquisition pace; 2.0: twice as fast (default: full speed)")
     p.add_argument("--fps", type=float,
-                   help="the recording's frame rate, for --pace when the file records none")
+                   help="frame rate [1/s] of a recording or folder that records none: the frames' times (rates in seconds) and --pace")
     p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
     _common_engine(p)
     _common_run(p)

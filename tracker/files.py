@@ -125,6 +125,11 @@ class Recording:
                 f"{self.meta['source']}: cannot read frame {j} of {n} (the file may be truncated or "
                 f"corrupt): {exc}") from exc
 
+    @property
+    def times(self) -> np.ndarray | None:
+        """Acquisition time of each frame [s]: the file's own, else i/``meta['fps']``, else None."""
+        return self._times()
+
     def _times(self) -> np.ndarray | None:
         if self.frame_times is not None:
             return self.frame_times

@@ -231,10 +231,8 @@ def open_source(
 ) -> Iterable[Frame]:
     """Resolve what a user passed (an address, a file, a folder, an array) into a source.
 
-    ``start``: recordings and arrays begin at this frame (a resumed run); streams ignore it.
+    ``start``: recordings, folders and arrays begin at this frame (a resumed run); streams ignore it.
     """
-    if start and isinstance(spec, (str, Path)) and "://" not in str(spec) and Path(spec).is_dir():
-        raise ConfigError(f"{spec}: a folder cannot be replayed from frame {start}; resuming needs a recording")
     if isinstance(spec, (str, Path)) and "://" in str(spec):
         return ZmqSource(str(spec), mode=mode, bind=bind, counters=counters, stop=stop,
                          idle_timeout_s=idle_timeout_s, curve_keys=curve_keys)
@@ -243,7 +241,11 @@ def open_source(
         if path.is_dir():
             from .files import watch_folder
 
-            watcher = watch_folder(path, stop=stop, idle_timeout_s=idle_timeout_s or 5.0, sampling=sampling)
+            if pace is not None:
+                raise ConfigError(f"{path} is a folder being written: its frames come at the pace they are "
+                                  "written; drop --pace")
+            watcher = watch_folder(path, stop=stop, idle_timeout_s=idle_timeout_s or 5.0, sampling=sampling,
+                                   focal=focal, fps=fps, start=start)
             return counted(watcher, counters)
         from .files import open_recording
 

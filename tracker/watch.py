@@ -52,17 +52,28 @@ class FolderWatcher:
         Pixel size [Å/px] for every frame, overriding the files' own (None: the files').
     focal
         Images per frame, as in :func:`open_recording`.
+    fps
+        Frame rate [1/s]: frame n was taken at n/fps s. None: a file's own frame times where it
+        records them (counted from that file's first frame), else none.
+    start
+        Skip the first ``start`` frames (a resumed run: the folder is read again in the same
+        order, and the frames the run holds already are passed over without being decoded).
     """
 
     def __init__(self, folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
                  settle_s: float = 0.3, stop: threading.Event | None = None,
                  idle_timeout_s: float | None = None, sampling: float | None = None,
-                 focal: int = 1) -> None:
+                 focal: int = 1, fps: float | None = None, start: int = 0) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileFormatError(f"{self.folder}: no such folder")
         if not poll_s > 0 or not settle_s >= 0:
             raise ConfigError(f"poll_s must be > 0 and settle_s >= 0 [s], got {poll_s!r}, {settle_s!r}")
+        if fps is not None and not fps > 0:
+            raise ConfigError(f"fps must be a positive frame rate [1/s], got {fps!r}")
+        if start < 0:
+            raise ConfigError(f"start must be a frame number (>= 0), got {start!r}")
+        self.fps, self._skip = fps, int(start)
         self.pattern, self.poll_s, self.settle_s = pattern, poll_s, settle_s
         self.stop = stop if stop is not None else threading.Event()
         self.idle_timeout_s, self.sampling, self.focal = idle_timeout_s, sampling, focal
@@ -110,9 +121,15 @@ class FolderWatcher:
         try:
             with open_recording(path, focal=self.focal) as rec:
                 sampling = self.sampling if self.sampling is not None else rec.sampling
-                for j in range(len(rec)):
+                skip = min(self._skip, len(rec))  # read before: passed over, numbered all the same
+                self._skip -= skip
+                self.n_frames += skip
+                times = None if self.fps is not None else rec.times
+                for j in range(skip, len(rec)):
                     image = rec[j]
-                    yield Frame(image=image, frame=self.n_frames, seq=self.n_frames, sampling=sampling,
+                    t = self.n_frames / self.fps if self.fps is not None else (
+                        None if times is None else float(times[j]))
+                    yield Frame(image=image, frame=self.n_frames, seq=self.n_frames, sampling=sampling, t=t,
                                 meta={"source": str(path), "file_frame": j},
                                 received=time.perf_counter())
                     self.n_frames += 1
@@ -145,11 +162,11 @@ class FolderWatcher:
 def watch_folder(folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
                  settle_s: float = 0.3, stop: threading.Event | None = None,
                  idle_timeout_s: float | None = None, sampling: float | None = None,
-                 focal: int = 1) -> FolderWatcher:
+                 focal: int = 1, fps: float | None = None, start: int = 0) -> FolderWatcher:
     """Follow a folder that an acquisition program fills with frame files.
 
     Returns a :class:`FolderWatcher`: iterate it for frames, read ``rejected`` for files that
     failed. Parameters as in :class:`FolderWatcher` (times in s, sampling in Å/px).
     """
     return FolderWatcher(folder, pattern=pattern, poll_s=poll_s, settle_s=settle_s, stop=stop,
-                         idle_timeout_s=idle_timeout_s, sampling=sampling, focal=focal)
+                         idle_timeout_s=idle_timeout_s, sampling=sampling, focal=focal, fps=fps, start=start)
