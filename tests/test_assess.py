@@ -127,6 +127,40 @@ def test_write_card_stores_the_table_under_its_key(heldout, tmp_path):
     assert r.returncode != 0 and "starts with 'heldout'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_sweep_prints_cutoffs_writes_the_radar_and_stores_the_trust_ranges(heldout, tmp_path):
+    """`etem evaluate MODEL WAVES --sweep`: Wei et al.'s four axes from a fixed microscope, the
+    cut-offs beside the classical baseline, and the ranges the tracker then judges frames by."""
+    import shutil
+
+    from etem.train.bundle import bundle_paths
+    from etem.tracker.engines import make_engine
+    from etem.tracker.trust import ranges_for
+
+    for src in bundle_paths("au-hrtem"):
+        shutil.copy(src, tmp_path / src.name.replace("au-hrtem", "mine"))
+    card0 = json.loads((tmp_path / "mine.json").read_text())
+    r = _etem("evaluate", tmp_path / "mine.json", heldout, "--sweep", "-n", 2, "--size", 96, "--write-card",
+              "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "| method | dose ≥ | pixel size in | blur ≤ | contrast ≥ |" in r.stdout
+    assert "| mine |" in r.stdout and "| classical |" in r.stdout and "trust ranges" in r.stdout
+    sweep = pd.read_csv(tmp_path / "out" / "sweep.csv")
+    assert set(sweep["axis"]) == {"dose", "sampling", "resolution", "contrast"}
+    assert set(sweep["method"]) == {"mine", "classical"}
+    # where nothing can be seen, nothing passes
+    hard = sweep[((sweep["axis"] == "dose") & (sweep["value"] == 10)) |
+                 ((sweep["axis"] == "contrast") & (sweep["value"] == 0.05))]
+    assert not hard["passed"].any() and (hard["recall"] < 0.9).all()
+    assert (tmp_path / "out" / "radar.png").stat().st_size > 10_000
+    card = json.loads((tmp_path / "mine.json").read_text())
+    assert card["sha256"] == card0["sha256"] and card["heldout"] == card0["heldout"]  # the rest stays
+    assert card["sweep"]["images_per_condition"] == 2 and card["sweep"]["cutoffs"]
+    ranges = ranges_for(make_engine("eager", str(tmp_path / "mine.json"), device="cpu"))
+    assert ranges is not None and "exit-wave images of heldout.h5" in ranges.source
+    r = _etem("evaluate", "classical", heldout, "--sweep", "--sampling", 0.2)
+    assert r.returncode != 0 and "name a model first" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_evaluate_model_errors_are_clear(heldout, tmp_path):
     r = _etem("evaluate", "classical", tmp_path / "missing.h5", "--sampling", 0.2)
     assert r.returncode != 0 and "no such wave set" in r.stderr and "Traceback" not in r.stderr

@@ -42,12 +42,28 @@ def test_snr_is_per_area_so_a_finer_pixel_is_not_a_noisier_image():
 
 
 def test_unknown_sampling_gives_pixel_units_and_tensor_input_matches_arrays():
-    frames, s = _frames(seed=4)
+    # (at pixels of 0.25 Å and coarser the signal band is the Nyquist circle, as without a sampling)
+    frames, s = _frames(seed=4, sampling=0.3)
     q_px = measure(frames, None)
     q = measure(torch.from_numpy(frames), s)
     assert q_px[:, 0] / s ** 2 == pytest.approx(q[:, 0], rel=1e-6)
     assert q_px[:, 2] * s == pytest.approx(q[:, 2], rel=1e-6)
     assert measure(list(frames), [s, s]) == pytest.approx(q, rel=1e-6)
+
+
+def test_weak_contrast_at_fine_pixels_is_measured_above_the_noise_estimate_s_error():
+    # a weak-phase-like image (15 % modulation at 2 Å spacings) at 0.1 Å/px, 300 e/Å²: its SNR
+    # per Å² is small, and must not drown in the error of the noise estimate, which outside
+    # the signal band would be counted once per pixel
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[:256, :256] * 0.1
+    image = 1 + 0.15 * np.cos(2 * np.pi * x / 2.0) * np.cos(2 * np.pi * y / 2.0)
+    per_px = 300 * 0.1 ** 2
+    frames = (rng.poisson(image * per_px, (32, 256, 256)) / per_px).astype(np.float32)
+    snr = measure(frames, 0.1)[:, 0]
+    truth = np.var(image) / (1 / per_px) / 0.1 ** 2  # signal variance over the noise of 1 Å²
+    assert np.median(snr) == pytest.approx(truth, rel=0.25)
+    assert snr.std() < 0.45 * truth  # a 26 Å field at this dose holds no more
 
 
 def test_a_flat_or_pure_noise_frame_does_not_break_it():

@@ -16,7 +16,7 @@ RANGES = TrustRanges(sampling_A=(0.05, 0.5), snr_min=20.0, resolution_max_A=1.8,
     ((100.0, 2.5, 0.2, 0.8), FLAGS["resolution"]),
     ((100.0, 1.2, 0.7, 0.8), FLAGS["sampling"]),
     ((100.0, 1.2, 0.2, 0.4), FLAGS["confidence"]),
-    ((5.0, 3.0, 0.9, 0.1), sum(FLAGS.values())),
+    ((5.0, 3.0, 0.9, 0.1), sum(v for k, v in FLAGS.items() if k != "nowhere")),
     ((np.nan, np.nan, None, np.nan), 0),  # what cannot be measured does not condemn a frame
 ])
 def test_judge_sets_one_bit_per_figure_out_of_range(figures, flags):
@@ -110,3 +110,65 @@ def test_a_small_sweep_fails_where_the_locator_fails():
                        Condition("sampling", sampling=0.9)], n_frames=1)
     assert table["passed"].tolist() == [False, True, False]
     assert table.loc[1, "recall"] >= 0.9 and table.loc[1, "rms_A"] < 0.3
+
+
+def _wave_table(passed_by_axis):
+    """A sweep table as wave_sweep writes it: one method, the axes' values and pass/fail."""
+    from etem.train.sweep import WAVE_AXES
+
+    rows = []
+    for axis, passed in passed_by_axis.items():
+        values = WAVE_AXES[axis][:len(passed)]
+        for k, (v, p) in enumerate(zip(values, passed)):
+            rows.append({"method": "m", "axis": axis, "value": v,
+                         "snr": 100.0 / (k + 1) if axis in ("dose", "contrast") else 50.0,
+                         "resolution_A": 1.0 + 0.2 * k if axis == "resolution" else 1.1,
+                         "confidence": 0.9 - 0.01 * k, "passed": p})
+    t = pd.DataFrame(rows)
+    t.attrs["base"] = {"dose": 1e4, "sampling": 0.2, "resolution": 0.0, "contrast": 1.0}
+    t.attrs["wave_set"] = "test.h5"
+    return t
+
+
+def test_wave_sweep_cutoffs_go_from_the_base_towards_the_hard_end():
+    from etem.train.sweep import WAVE_AXES, cutoffs, wave_trust_ranges
+
+    # dose values 3e4, 1e4 (base), 5e3, 3e3, 2e3, 1e3, 500: 3e4 fails (above the base: ignored),
+    # a lucky pass at 500 below the failure at 1e3 is not reached
+    t = _wave_table({"dose": [False, True, True, True, True, False, True],
+                     # pixel sizes 0.05 … 0.6 around the base 0.2: 0.05 fails, 0.3 fails
+                     "sampling": [False, True, True, True, True, True, True, False, True],
+                     "resolution": [True, True, True, False],
+                     "contrast": [True, True, False]})
+    c = cutoffs(t).set_index("axis")
+    assert c.loc["dose", "cutoff"] == 2e3 and c.loc["dose", "reach"] == pytest.approx(4 / 6)
+    assert c.loc["sampling", "cutoff"] == 0.25 and c.loc["sampling", "easy_end"] == 0.075
+    assert c.loc["resolution", "cutoff"] == WAVE_AXES["resolution"][2] and c.loc["contrast", "cutoff"] == 0.8
+    assert not c["fails_at_base"].any()
+    r = wave_trust_ranges(t, "m")
+    # SNR floor above every failure between base and hard end: the failure at 1e3 measured
+    # 100/6, the contrast failure 100/3; so the floor is the least SNR above both
+    assert r.snr_min == pytest.approx(50.0) and r.sampling_A == (0.075, 0.25)
+    assert r.resolution_max_A == pytest.approx(1.4) and not r.passed_nowhere
+    assert judge(60.0, 1.2, 0.2, 0.9, r) == 0 and judge(40.0, 1.2, 0.2, 0.9, r) == FLAGS["snr"]
+
+
+def test_a_locator_that_fails_at_the_base_is_trusted_nowhere():
+    from etem.train.sweep import cutoffs, wave_trust_ranges
+
+    t = _wave_table({"dose": [True, False, False], "resolution": [True, True]})
+    assert cutoffs(t).set_index("axis").loc["dose", "fails_at_base"]
+    r = wave_trust_ranges(t, "m")
+    assert r.passed_nowhere and "nowhere" in r.text()
+    assert TrustRanges.from_dict(r.to_dict()) == r
+    mask = judge(1e3, 1.0, 0.2, 0.9, r)  # every figure fine, and still out of range
+    assert mask == FLAGS["nowhere"] and "nowhere in its evaluation" in describe(mask, r)
+
+
+def test_the_bundled_models_carry_ranges_measured_on_exit_wave_images():
+    from etem.tracker.engines import make_engine
+
+    for name in ("au-hrtem", "haadf-stem", "mos2-unet"):
+        r = ranges_for(make_engine("eager", name, device="cpu"))
+        assert r is not None and "exit-wave" in r.source and not r.passed_nowhere, name
+        assert r.snr_min > 0 and r.sampling_A[0] < r.sampling_A[1] and 0 < r.confidence_min < 1

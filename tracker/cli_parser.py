@@ -186,7 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "--material graphene-pristine)")
     p.add_argument("--write-card", nargs="?", const="heldout", metavar="KEY",
                    help="MODEL WAVES form: store the table (with the baseline rows) in each model's card "
-                        "under KEY (default 'heldout'; e.g. heldout_on_graphene for a second set)")
+                        "under KEY (default 'heldout'; e.g. heldout_on_graphene for a second set); with "
+                        "--sweep: the cut-offs and the trust ranges the tracker judges frames by")
+    p.add_argument("--sweep", action="store_true",
+                   help="MODEL WAVES form: instead of the dose table, Wei et al.'s sweeps (dose, pixel size, "
+                        "blur, contrast; one at a time from a fixed microscope) with each method's cut-offs "
+                        "and a radar plot")
+    p.add_argument("--base-dose", type=float, default=1e4,
+                   help="MODEL WAVES --sweep: dose of the base condition [e/Å²] (default 10000)")
 
     p = sub.add_parser("view", help="open a run file (or an image) in napari")
     p.add_argument("path", type=Path)

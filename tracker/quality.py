@@ -10,13 +10,19 @@ Method
 The frame's central crop (at most 512 px a side), less its mean, under a Hann window: its power spectrum ``P(f)`` normalized so that
 white noise of variance ``s²`` per pixel has ``P = s²`` everywhere.
 
-- **Noise** ``s²``: the median of ``P`` over ln 2 in the spectrum's corners, ``|f| > 0.55`` cycles/px,
-  beyond the Nyquist circle, where images of atomic columns a few pixels wide hold little
-  signal. Shot noise and detector noise are white; so it is seen there as everywhere.
+- **Noise** ``s²``: the median of ``P`` over ln 2 where the image holds no signal: beyond
+  1.6 times the signal band's edge (below) or in the spectrum's corners, ``|f| > 0.55``
+  cycles/px, beyond the Nyquist circle, whichever is lower (images of atomic columns a few
+  pixels wide hold little signal there). Shot noise and detector noise are white; so it is
+  seen there as everywhere.
 - **SNR**: the image's variance above the noise, over the noise of a 1 Å² patch:
   ``(var - s²) / (s² · sampling²)`` (per pixel, ``(var - s²) / s²``, where the sampling is
   unknown). Per area rather than per pixel, so that a finer pixel at the same dose is not
-  taken for a noisier image.
+  taken for a noisier image. The variance above the noise is summed over the band that can
+  hold signal, spacings down to 0.5 Å (the Nyquist circle where the sampling is unknown or
+  coarser than 0.25 Å/px): outside it there is only noise, and counting it would add the
+  noise estimate's own error (a few per cent of ``s²``) once per bin, which at fine pixels
+  is as large as the signal of a weak-phase image at a few hundred e/Å².
 - **Dose** [e/Å²]: for a counting image (counts ∝ electrons, no offset) the mean over the
   noise variance is the counts per pixel per unit gain, ``mean² / s²``, over the pixel area.
   Meaningless for images with an offset or processed ones; reported, never relied on alone.
@@ -38,6 +44,10 @@ __all__ = ["measure", "white_noise_variance", "QUALITY_COLUMNS"]
 QUALITY_COLUMNS = ("snr", "dose_est", "resolution_A")
 
 _CORNER_F = 0.55
+#: Finest spacing [Å] that can carry signal (below every microscope's information limit).
+_SIGNAL_D_MIN_A = 0.5
+#: The noise is measured beyond this multiple of the band's edge (or in the corners).
+_NOISE_MARGIN = 1.6
 _CROP = 512
 _RING_FACTOR = 3.0
 
@@ -100,7 +110,11 @@ def measure(images: torch.Tensor | np.ndarray | Sequence[np.ndarray],
     samp = np.array([np.nan if s is None else float(s) for s in samp])
     mean = x.mean(dim=(1, 2))
     p, f, y, win = _power_spectrum(x)
-    noise = _corner_noise(p, f).clamp_min(torch.finfo(x.dtype).tiny)
+    # the signal band, and the noise seen beyond it with a margin (the corners at least)
+    f_band = np.where(np.isfinite(samp), np.minimum(0.5, samp / _SIGNAL_D_MIN_A), 0.5)
+    f_noise = np.minimum(_CORNER_F, _NOISE_MARGIN * f_band)
+    noise = torch.stack([p[i, f > float(fn)].median() for i, fn in enumerate(f_noise)]) / math.log(2)
+    noise = noise.clamp_min(torch.finfo(x.dtype).tiny)
     # ring averages: rings of width 1/min(h, w) cycles/px
     n_rings = int(min(h, w) // 2)
     ring = torch.clamp((f * min(h, w)).round().long(), max=n_rings + 1)
@@ -112,12 +126,19 @@ def measure(images: torch.Tensor | np.ndarray | Sequence[np.ndarray],
     above = prof > _RING_FACTOR * noise[:, None]
     idx = torch.arange(1, n_rings + 1, device=x.device)
     last = torch.where(above, idx, torch.zeros_like(idx)).max(dim=1).values  # 0: nothing above
-    # variance of the windowed image (Parseval), from the power itself
-    var = (y ** 2).sum(dim=(1, 2)) / (win ** 2).sum()
+    # variance above the noise within the signal band (Parseval over the full spectrum: an
+    # rfft column other than the first and the Nyquist one stands for two bins)
+    weight = torch.full((w // 2 + 1,), 2.0, device=x.device, dtype=torch.float64)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0
+    band = f[None] <= torch.as_tensor(f_band, device=x.device, dtype=f.dtype)[:, None, None]
+    wb = band.double() * weight
+    excess = ((p.double() - noise.double()[:, None, None]) * wb).sum(dim=(1, 2)) / (h * w)
     out = np.empty((b, 3))
     noise_np = noise.double().cpu().numpy()
     area = np.where(np.isfinite(samp), samp ** 2, 1.0)
-    out[:, 0] = np.maximum(var.double().cpu().numpy() - noise_np, 0.0) / noise_np / area
+    out[:, 0] = np.maximum(excess.cpu().numpy(), 0.0) / noise_np / area
     mean_np = mean.double().cpu().numpy()
     per_px = mean_np ** 2 / noise_np
     out[:, 1] = np.where(mean_np > 0, per_px / area, np.nan)

@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["FLAGS", "TrustRanges", "judge", "describe", "ranges_for"]
 
 #: Bits of a frame's ``out_of_range`` mask, by the figure that is out of range.
-FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8}
+FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8, "nowhere": 16}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class TrustRanges:
         The evaluation's pass criteria (e.g. recall ≥ 0.9, precision ≥ 0.95, RMS ≤ 0.3 Å).
     source
         How the ranges were measured (for the card and the run file).
+    passed_nowhere
+        The locator met the cut-offs in none of the conditions it was evaluated in: every frame
+        is out of range.
     """
 
     sampling_A: tuple[float, float] | None = None
@@ -52,17 +55,33 @@ class TrustRanges:
     confidence_min: float | None = None
     cutoffs: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    passed_nowhere: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrustRanges:
-        known = {k: d[k] for k in ("sampling_A", "snr_min", "resolution_max_A", "confidence_min", "cutoffs", "source")
-                 if k in d}
+        known = {k: d[k] for k in ("sampling_A", "snr_min", "resolution_max_A", "confidence_min", "cutoffs", "source",
+                                   "passed_nowhere") if k in d}
         if known.get("sampling_A") is not None:
             known["sampling_A"] = tuple(float(v) for v in known["sampling_A"])
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def text(self) -> str:
+        """The ranges in words (``"SNR >= 3.1, resolution <= 1.2 Å, …"``)."""
+        if self.passed_nowhere:
+            return "none: the locator met the cut-offs nowhere in its evaluation"
+        parts = []
+        if self.snr_min is not None:
+            parts.append(f"SNR >= {self.snr_min:.3g}")
+        if self.resolution_max_A is not None:
+            parts.append(f"resolution <= {self.resolution_max_A:.2f} Å")
+        if self.sampling_A is not None:
+            parts.append(f"pixel size {self.sampling_A[0]:g}–{self.sampling_A[1]:g} Å/px")
+        if self.confidence_min is not None:
+            parts.append(f"mean column probability >= {self.confidence_min:.2f}")
+        return ", ".join(parts) or "unbounded"
 
 
 def judge(snr: float, resolution_A: float, sampling: float | None, confidence: float,
@@ -74,7 +93,7 @@ def judge(snr: float, resolution_A: float, sampling: float | None, confidence: f
     """
     if ranges is None:
         return -1
-    mask = 0
+    mask = FLAGS["nowhere"] if ranges.passed_nowhere else 0
     if ranges.sampling_A is not None and sampling is not None and np.isfinite(sampling):
         lo, hi = ranges.sampling_A
         if not lo <= sampling <= hi:
@@ -103,6 +122,7 @@ def describe(mask: int, ranges: TrustRanges | None = None) -> str:
                                       if ranges and ranges.resolution_max_A is not None else ""),
         "confidence": "confidence" + (f" below {ranges.confidence_min:.2f}"
                                       if ranges and ranges.confidence_min is not None else ""),
+        "nowhere": "the locator met the cut-offs nowhere in its evaluation",
     }
     return "out of range: " + ", ".join(words[k] for k, bit in FLAGS.items() if mask & bit)
 

@@ -39,10 +39,11 @@ CLASSICAL = ("classical", "classical-dark")
 def heldout_images(wave_set: str | Path, *, dose: float, n: int, size: int, sampling_A: float,
                    preset: str | None, optics: dict[str, Any] | None = None, imaging: str = "hrtem",
                    focal_offsets_A: Sequence[float] = (0.0,), seed: int = 0,
-                   classes: str = "species") -> tuple[np.ndarray, pd.DataFrame]:
+                   classes: str = "species", noise: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
     """``n`` images ``[n, size, size]`` (``[n, F, size, size]`` for a focal series of F) at
     ``dose`` e/Å² each, and their true columns (frame, y, x, cls; ``classes="height"``: cls is
-    the column height class, atoms - 1)."""
+    the column height class, atoms - 1). ``noise=False``: the images before the shot noise
+    (the dose then changes nothing)."""
     from etem.simulate.waves import load_waves, relabel
 
     from .loop import TrainConfig, _batch
@@ -54,7 +55,7 @@ def heldout_images(wave_set: str | Path, *, dose: float, n: int, size: int, samp
                       focal_offsets_A=tuple(focal_offsets_A))
     gen = torch.Generator().manual_seed(seed)
     idx = [i % len(waves) for i in range(n)]
-    images, _, truth = _batch(waves, idx, cfg, gen, n_classes)
+    images, _, truth = _batch(waves, idx, cfg, gen, n_classes, noise=noise)
     return (images[:, 0] if len(focal_offsets_A) == 1 else images).numpy(), truth
 
 

@@ -62,6 +62,8 @@ def cmd_evaluate_model(args) -> int:
     methods = str(args.found).split(",")
     if not args.no_baseline:
         methods += [c for c in CLASSICAL if c not in methods]
+    if args.sweep:
+        return _sweep(methods, args)
     try:
         doses = [float(d) for d in args.doses.split(",") if d.strip()]
     except ValueError:
@@ -103,3 +105,43 @@ def _store_heldout(methods, per, table, args) -> None:
         if m not in CLASSICAL:
             print(f"stored the held-out table in {update_card(m, {args.write_card: heldout})} "
                   f"as {args.write_card!r}")
+
+
+def _sweep(methods, args) -> int:
+    """`etem evaluate MODEL WAVES --sweep`: Wei et al.'s cut-offs and radar plot; the trust ranges."""
+    import datetime
+    import json
+    import platform
+
+    from etem.train.assess import CLASSICAL
+    from etem.train.bundle import update_card
+    from etem.train.sweep import cutoffs, format_cutoffs, radar_plot, wave_sweep, wave_trust_ranges
+
+    methods = [m for m in methods if m != "classical-dark"]  # the sweep's microscopes show bright columns
+    if methods[0] in CLASSICAL:
+        raise ConfigError("--sweep takes the conditions from a model's card: name a model first")
+    table = wave_sweep(methods, args.truth, base_dose=args.base_dose, n=args.n, size=args.size,
+                       radius_A=args.radius, seed=args.seed)
+    cuts = cutoffs(table)
+    a = table.attrs
+    optics = ", ".join(f"{k} {v:g}" for k, v in a["base_optics"].items())
+    print(f"{args.n} held-out images per condition from {args.truth.name} ({a['imaging']}); base: "
+          f"{a['base_dose']:g} e/Å², {a['sampling_A']} Å/px, {optics}; match radius {args.radius} Å")
+    print("cut-offs (recall >= 0.9, precision >= 0.95, RMS <= 0.3 Å), going from the base towards each hard end:")
+    print(format_cutoffs(cuts))
+    ranges = {m: wave_trust_ranges(table, m) for m in methods if m not in CLASSICAL}
+    for m, r in ranges.items():
+        print(f"{m}: trust ranges {r.text()}")
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.output / "sweep.csv", index=False)
+        cuts.to_csv(args.output / "cutoffs.csv", index=False)
+        print(f"wrote {radar_plot(cuts, args.output / 'radar.png', title=f'{methods[0]} on {args.truth.name}')}")
+    if args.write_card:
+        record = {"wave_set": args.truth.name, "images_per_condition": args.n, "size_px": args.size,
+                  "base_dose": a["base_dose"], "base_optics": a["base_optics"], "sampling_A": a["sampling_A"],
+                  "match_radius_A": args.radius, "date": datetime.date.today().isoformat(),
+                  "machine": platform.machine(), "cutoffs": json.loads(cuts.to_json(orient="records"))}
+        for m, r in ranges.items():
+            print(f"stored the cut-offs and trust ranges in {update_card(m, {'sweep': record, 'trust': r.to_dict()})}")
+    return 0

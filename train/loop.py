@@ -74,15 +74,17 @@ class TrainConfig:
     classes: str = "species"
 
 
-def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_classes: int):
-    """One augmented batch from the waves ``idx`` (all waves of a batch share their size)."""
+def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_classes: int, *,
+           noise: bool = True):
+    """One augmented batch from the waves ``idx`` (all waves of a batch share their size);
+    ``noise=False``: the images before the shot noise (intensity, mean about 1)."""
     from etem.simulate.augment import AugmentConfig, training_batch
     from etem.simulate.labels import pad_columns
     from etem.simulate.optics import OpticsRanges, haadf_object
 
     ranges = OpticsRanges.from_dict({**({"preset": cfg.preset} if cfg.preset else {}), **cfg.optics})
     aug = AugmentConfig(out_shape=(cfg.size, cfg.size), out_sampling_A=cfg.sampling_A, n_classes=n_classes,
-                        sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A))
+                        sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A), noise=noise)
     images, labels, tables = [], [], []
     for i in idx:  # waves differ in size: one at a time, then stacked
         w = waves[i]

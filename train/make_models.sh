@@ -17,6 +17,8 @@ W="--sampling 0.0666667 --workers ${WORKERS:-2}"
 [ -f "$OUT/graphene_waves.h5" ]  || etem simulate waves --material graphene -n 32 --seed 200 $W -o "$OUT/graphene_waves.h5"
 [ -f "$OUT/au_heldout.h5" ]      || etem simulate waves --material au       -n 12 --seed 900 $W -o "$OUT/au_heldout.h5"
 [ -f "$OUT/graphene_heldout.h5" ] || etem simulate waves --material graphene -n 8 --seed 901 $W -o "$OUT/graphene_heldout.h5"
+[ -f "$OUT/au_heldout_tilt1.h5" ] || etem simulate waves --material au -n 12 --seed 903 --tilt-max 1 $W \
+  -o "$OUT/au_heldout_tilt1.h5"
 
 # (a) Au nanoparticles, HRTEM, single image; (e) HAADF-STEM column finder (same structures)
 # the CPU architecture: FusionNet width 16, depth 2 on 2x2 pixel blocks (docs/models.md)
@@ -32,6 +34,10 @@ etem train "$OUT/graphene_waves.h5" -o "$OUT/graphene-hrtem" $T --steps 2000 --p
 etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-au-hrtem"
 etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-haadf-stem"
 etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" -n 8 --write-card -o "$OUT/eval-graphene-hrtem"
+# Wei et al.'s sweeps from a fixed microscope: the cut-offs, radar plots and the trust ranges
+# the tracker judges frames by (stored in the cards)
+etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout_tilt1.h5" --sweep -n 16 --write-card -o "$OUT/sweep-au-hrtem"
+etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout_tilt1.h5" --sweep -n 16 --write-card -o "$OUT/sweep-haadf-stem"
 
 # (d) Au column heights (atoms per column, 1 .. 10+) from a three-image focal series (Madsen et
 # al. 2018, §4.3), scored as Madsen's Fig. 12 (columns miscounted by 1, 2, 3+ atoms against dose,
@@ -61,3 +67,4 @@ if [ "${MOS2_MSD:-0}" = 1 ]; then
 fi
 etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" -n 8 --write-card -o "$OUT/eval-mos2-bare"
 etem evaluate "$MODELS" "$OUT/mos2_heldout_graphene.h5" -n 8 --write-card heldout_on_graphene -o "$OUT/eval-mos2-graphene"
+etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" --sweep -n 16 --write-card -o "$OUT/sweep-mos2"
