@@ -229,3 +229,39 @@ def test_columns_closer_than_min_separation_are_one(sep, n):
     found = find(img.astype(np.float32), sampling=0.1, classical=True, config=cfg)
     assert len(found) == n
     assert abs(found.sort_values("prob")["x"].iloc[-1] - 40) < 1.5
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_refine_on_image_moves_columns_to_the_image_peaks(dark):
+    """Columns found 1 px off (as a network's coarse maps may put them) go to the image's
+    peaks, bright or dark columns alike; each image of a batch by its own contrast."""
+    from etem.tracker.locate import refine_on_image
+
+    shape = (96, 96)
+    truth = [lattice(shape, spacing=12.0, margin=8, seed=s) for s in (3, 4)]
+    images = np.stack([render(t, shape, 1.5) for t in truth]).astype(np.float32)
+    if dark:
+        images[1] = 1.0 - images[1]  # the second image of the batch has dark columns
+    rng = np.random.default_rng(5)
+    tables = [pd.DataFrame({"y": t[:, 0] + rng.uniform(-1, 1, len(t)), "x": t[:, 1] + rng.uniform(-1, 1, len(t)),
+                            "cls": 0, "prob": 0.9}) for t in truth]
+    before = [match(yx_of(df), t)[1] for df, t in zip(tables, truth)]
+    refine_on_image(tables, torch.from_numpy(images), sigma_px=1.5, radius_px=2)
+    for df, t, b in zip(tables, truth, before):
+        n, rms = match(yx_of(df), t)
+        assert n == len(t) and rms < 0.05 < b
+    refine_on_image([pd.DataFrame(columns=["y", "x", "cls", "prob"])], torch.from_numpy(images[:1]),
+                    sigma_px=1.5, radius_px=2)  # nothing to move
+
+
+def test_where_positions_are_read_follows_the_config():
+    from etem.tracker.detect import image_refinement
+
+    class Engine:
+        card = {"inputs": [-100.0, 0.0, 100.0]}
+
+    assert image_refinement(Engine(), LocateConfig()) == ()  # the maps, by default
+    assert image_refinement(Engine(), LocateConfig(refine_on="image", image_sigma_A=0.4)) == (1, 0.4, 0.4)
+    assert image_refinement(object(), LocateConfig(refine_on="image")) == (0, 0.3, 0.4)  # no card: one image
+    with pytest.raises(ConfigError, match="refine_on"):
+        LocateConfig(refine_on="pixels")

@@ -19,7 +19,7 @@ from typing import Any, Literal, Sequence
 import pandas as pd
 
 from .frames import Frame
-from .locate import LocateConfig, locate, suppress_close
+from .locate import LocateConfig, locate, refine_on_image, suppress_close
 from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
 
 log = logging.getLogger("etem.detect")
@@ -84,6 +84,8 @@ class Detector:
         self.micro_batch: int | None = None
         self.oom_retries = 0  #: batches run again, smaller, after running out of GPU memory
         self.oom_rejected = 0  #: frames given up: out of memory even alone
+        #: columns refined on the image: (input image, sigma [Å], radius [Å]), () for the maps, None not yet known
+        self._image_refine: tuple | None = None
 
     def _ensure_engine(self, sampling: float | None) -> None:
         if self.engine is None:
@@ -172,6 +174,14 @@ class Detector:
         probs = self.engine.predict(batch)
         t2 = time.perf_counter()
         cols = locate(probs, self.locate_cfg)
+        if self._image_refine is None:
+            self._image_refine = image_refinement(self.engine, self.locate_cfg)
+        if self._image_refine:
+            k, sigma_A, radius_A = self._image_refine
+            s_batch = next((f.sampling / sc for f, sc in zip(frames, scales) if f.sampling), None)
+            s_batch = s_batch or getattr(self.engine, "sampling", None) or 0.2  # a guess only without any
+            refine_on_image(cols, batch[:, min(k, batch.shape[1] - 1)], sigma_px=sigma_A / s_batch,
+                            radius_px=max(1, round(radius_A / s_batch)))
         t3 = time.perf_counter()
         for df, scale in zip(cols, scales):
             if scale != 1.0 and len(df):
@@ -207,6 +217,17 @@ class Detector:
             df.attrs["quality"] = {"snr": float(snr), "dose_est": float(dose_est), "resolution_A": float(res),
                                    "confidence": conf, "out_of_range": int(mask),
                                    "in_range": -1 if mask < 0 else int(mask == 0)}
+
+
+def image_refinement(engine, cfg: LocateConfig) -> tuple[int, float, float] | tuple[()]:
+    """Whether columns are refined on the image (``LocateConfig.refine_on``), and how:
+    ``(input image, sigma_A, radius_A)``, or ``()`` for positions from the maps. The image of a
+    focal series is its least defocused one (the model card's ``inputs``)."""
+    if cfg.refine_on != "image":
+        return ()
+    inputs = list((getattr(engine, "card", None) or {}).get("inputs") or [0.0])
+    k = min(range(len(inputs)), key=lambda i: abs(float(inputs[i])))
+    return k, cfg.image_sigma_A, cfg.image_radius_A
 
 
 def engine_threshold(engine) -> float:
