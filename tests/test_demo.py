@@ -17,6 +17,8 @@ def test_default_demo_tracks_the_au_hrtem_movie_with_the_bundled_model(tmp_path)
     assert "6 published, 6 received, 6 processed, 0 rejected, 0 dropped" in r.stdout
     f1 = float(r.stdout.split("columns vs ground truth: F1 ")[1].split()[0])
     assert 0.5 < f1 <= 1.0  # measured 0.79 on the 30-frame, 256² movie
+    # 300 e/Å² is below where the model kept Wei's cut-offs on held-out images: every frame flagged
+    assert "trust: 0 of 6 frames inside the locator's trust ranges; outside for: SNR 6" in r.stdout
     with h5py.File(tmp_path / "run.h5") as f:
         text = json.dumps({k: str(v) for k, v in f.attrs.items()})
     assert "au-hrtem" in text, "the run records the model it used"
@@ -29,6 +31,7 @@ def test_stem_demo_uses_the_bundled_stem_model_and_finds_the_hops(tmp_path):
     assert r.returncode == 0, r.stderr
     f1 = float(r.stdout.split("columns vs ground truth: F1 ")[1].split()[0])
     assert f1 > 0.95  # measured 1.000 on the 60-frame, 256² movie (classical 0.987)
+    assert "trust: 20 of 20 frames inside the locator's trust ranges\n" in r.stdout
     with h5py.File(tmp_path / "run.h5") as f:
         assert "haadf-stem" in json.dumps({k: str(v) for k, v in f.attrs.items()})
 

@@ -172,3 +172,12 @@ def test_the_bundled_models_carry_ranges_measured_on_exit_wave_images():
         r = ranges_for(make_engine("eager", name, device="cpu"))
         assert r is not None and "exit-wave" in r.source and not r.passed_nowhere, name
         assert r.snr_min > 0 and r.sampling_A[0] < r.sampling_A[1] and 0 < r.confidence_min < 1
+
+
+def test_tally_says_how_many_frames_were_inside_and_why_not():
+    from etem.tracker.trust import tally
+
+    assert tally([-1, -1]) is None and tally([]) is None
+    assert tally([0, 0, -1]) == "2 of 2 frames inside the locator's trust ranges"
+    assert tally([0, FLAGS["snr"], FLAGS["snr"] | FLAGS["confidence"]]) == (
+        "1 of 3 frames inside the locator's trust ranges; outside for: SNR 2, confidence 1")

@@ -137,10 +137,11 @@ def _report(result) -> None:
     for k, v in c.items():
         if "/" in k and v:
             print(f"  {k}: {v}")
-    judged = result.frames["in_range"] >= 0 if "in_range" in result.frames else []
-    if len(judged) and judged.any():
-        inside = int((result.frames["in_range"] == 1).sum())
-        print(f"trust: {inside} of {int(judged.sum())} frames inside the locator's trust ranges")
+    from .trust import tally
+
+    line = tally(result.frames["out_of_range"]) if "out_of_range" in result.frames else None
+    if line:
+        print(f"trust: {line}")
     if len(result.sites):
         print(f"sites: {len(result.sites)}; mean occupancy {result.sites['occupancy'].mean():.3f}; "
               f"flips {len(result.flips)}; hops between sites {int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0}")

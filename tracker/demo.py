@@ -51,6 +51,11 @@ class DemoReport:
             f"within 2 frames: {s['event_recall_2']:.3f}, {s['event_precision_2']:.3f} "
             f"({len(r.flips)} flips found, {s['n_true_flips']} true)",
         ]
+        from .trust import tally
+
+        trust = tally(r.frames["out_of_range"]) if "out_of_range" in r.frames else None
+        if trust:
+            lines.append(f"trust: {trust}")
         if "class_changes" in s:
             c = s["class_changes"]
             lines.append(f"class changes (e.g. S2 -> S): {c['n_found']} found, {c['n_true']} true; within 2 frames: "

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FLAGS", "TrustRanges", "judge", "describe", "ranges_for"]
+__all__ = ["FLAGS", "TrustRanges", "judge", "describe", "ranges_for", "tally"]
 
 #: Bits of a frame's ``out_of_range`` mask, by the figure that is out of range.
 FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8, "nowhere": 16}
@@ -125,6 +125,21 @@ def describe(mask: int, ranges: TrustRanges | None = None) -> str:
         "nowhere": "the locator met the cut-offs nowhere in its evaluation",
     }
     return "out of range: " + ", ".join(words[k] for k, bit in FLAGS.items() if mask & bit)
+
+
+def tally(out_of_range: Any) -> str | None:
+    """One line on a run's frames: how many were inside the ranges, and why the others were
+    not (``"12 of 60 frames inside the locator's trust ranges; outside: SNR 48, resolution 3"``);
+    None where no frame was judged."""
+    masks = np.asarray(out_of_range, dtype=np.int64)
+    judged = masks[masks >= 0]
+    if not judged.size:
+        return None
+    line = f"{int((judged == 0).sum())} of {judged.size} frames inside the locator's trust ranges"
+    why = {"sampling": "pixel size", "snr": "SNR", "resolution": "resolution", "confidence": "confidence",
+           "nowhere": "passed nowhere in its evaluation"}
+    counts = [f"{why[k]} {int(((judged & bit) > 0).sum())}" for k, bit in FLAGS.items() if ((judged & bit) > 0).any()]
+    return line + (f"; outside for: {', '.join(counts)}" if counts else "")
 
 
 def _packaged(name: str) -> dict[str, Any] | None:
