@@ -146,6 +146,9 @@ def test_endpoints_follow_the_run(movie):
         assert status["queues"]["ingest"]["capacity"] == 64
         assert status["sites"] > 0 and status["latency_p50_ms"] > 0
         assert status["in_range"] + status["out_of_range"] == 16  # every frame judged (trust flag)
+        # and why the latest frame out of range was, where one was
+        assert (status["trust_last_out"].startswith("out of range: ") if status["out_of_range"]
+                else status["trust_last_out"] == "")
 
         frame = _json(url + "api/frame")
         assert frame["frame"] == 15 and frame["n_columns"] == len(last.columns) > 0

@@ -74,8 +74,12 @@ def test_track_stores_the_flag_per_frame_and_counts_it(tmp_path):
     m = make_movie(n_frames=6, shape=(128, 128), particle_radius_A=8.0, dose_per_frame=1000, seed=8)
     frames = m.frames.copy()
     frames[3:] = np.random.default_rng(0).poisson(frames[3:] / 200.0) * 200.0  # three frames at 1/200 the dose
-    res = track(frames, sampling=m.sampling, classical=True, run_path=tmp_path / "run.h5")
+    live = []
+    res = track(frames, sampling=m.sampling, classical=True, run_path=tmp_path / "run.h5",
+                on_frame=lambda r, pipe: live.append(pipe.status()["trust_last_out"]))
     assert res.frames["in_range"].tolist() == [1, 1, 1, 0, 0, 0]
+    # the live status says why the latest frame out of range was
+    assert live[:3] == ["", "", ""] and live[3].startswith("out of range: SNR below")
     stored = open_run(tmp_path / "run.h5").frames
     assert stored["in_range"].tolist() == [1, 1, 1, 0, 0, 0]
     assert (stored["out_of_range"].to_numpy()[3:] & FLAGS["snr"]).all()

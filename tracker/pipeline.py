@@ -113,6 +113,7 @@ class Pipeline:
         self.sampling: float | None = None
         self.sampling_estimate = None  # a lattice estimate (etem.tracker.lattice), when made
         self.trust_counts = [0, 0]  # frames judged outside, inside the locator's trust ranges
+        self.trust_last_out = ""  # why the latest frame out of range was (words)
         self.oversize_subnets = 0  # clumps too dense to link, whose columns started new tracks
         self.latencies: deque[float] = deque(maxlen=2000)
         # the run's tables in memory: every frame without a run file, else the latest few
@@ -439,6 +440,11 @@ class Pipeline:
         self.frames_rows.append(row)
         if row["in_range"] >= 0:
             self.trust_counts[row["in_range"]] += 1
+            if row["in_range"] == 0:
+                from .trust import TrustRanges, describe
+
+                ranges = self.detector.trust_ranges
+                self.trust_last_out = describe(row["out_of_range"], ranges if isinstance(ranges, TrustRanges) else None)
         self.columns_parts.append(linked)
         self.last_frame = frame
         self._last_index, self._last_seq, self._last_received = frame.frame, frame.seq, frame.received
@@ -571,6 +577,7 @@ class Pipeline:
             "sites": 0 if self.sites is None else self.sites.n_sites,
             "in_range": self.trust_counts[1],
             "out_of_range": self.trust_counts[0],
+            "trust_last_out": self.trust_last_out,
             "oversize_subnets": self.oversize_subnets,
         }
 

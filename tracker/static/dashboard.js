@@ -72,6 +72,7 @@ async function pollStatus() {
   }
   const judged = (s.in_range || 0) + (s.out_of_range || 0);
   $("trust").textContent = judged ? `${s.in_range} of ${judged}` : "–";
+  $("trust_why").textContent = (s.out_of_range || 0) > 0 && s.trust_last_out ? `last ${s.trust_last_out}` : "";
   $("t_trust").classList.toggle("alert", (s.out_of_range || 0) > 0);
   $("fps_recent").textContent = fmt(s.fps_recent, 1);
   $("fps").textContent = fmt(s.fps, 1);
