@@ -3,7 +3,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etem.simulate.toy import make_movie
 from etem.tracker import find
 from etem.tracker.trust import FLAGS, TrustRanges, describe, judge, ranges_for
 
@@ -52,18 +51,27 @@ def test_the_classical_locator_ships_measured_ranges():
         assert "sweep" in r.source
 
 
+def _stem_movie(n_frames=2, sampling=0.2, **kw):
+    """A HAADF-STEM movie of a small Au particle from exit waves: the kind of image the classical
+    locator's packaged ranges were measured on (toy Gaussian columns are not)."""
+    from etem.simulate.insitu import insitu_movie
+
+    return insitu_movie(n_frames=n_frames, shape=(int(round(25.6 / sampling)),) * 2, sampling=sampling, mode="stem",
+                        particle_radius_A=8.0, seed=3, **kw)
+
+
 def _flags(**movie):
-    m = make_movie(n_frames=2, shape=(int(round(51.2 / movie.get("sampling", 0.2))),) * 2, seed=7, **movie)
+    m = _stem_movie(**movie)
     cols = find(m.frames, sampling=m.sampling, classical=True)
     return [f["in_range"] for f in cols.attrs["frames"]], [f["out_of_range"] for f in cols.attrs["frames"]]
 
 
 def test_the_flag_is_on_inside_the_cutoffs_and_off_past_them():
-    inside, _ = _flags(dose_per_frame=1000)
+    inside, _ = _flags(dose_per_frame=3000)
     assert inside == [1, 1]
     low_dose, masks = _flags(dose_per_frame=5)
     assert low_dose == [0, 0] and all(m & FLAGS["snr"] for m in masks)
-    coarse, masks = _flags(sampling=0.8)
+    coarse, masks = _flags(sampling=0.8, dose_per_frame=3000)
     assert coarse == [0, 0] and all(m & FLAGS["sampling"] for m in masks)
 
 
@@ -71,7 +79,7 @@ def test_track_stores_the_flag_per_frame_and_counts_it(tmp_path):
     from etem.tracker import track
     from etem.tracker.runfile import open_run
 
-    m = make_movie(n_frames=6, shape=(128, 128), particle_radius_A=8.0, dose_per_frame=1000, seed=8)
+    m = _stem_movie(n_frames=6, dose_per_frame=3000)
     frames = m.frames.copy()
     frames[3:] = np.random.default_rng(0).poisson(frames[3:] / 200.0) * 200.0  # three frames at 1/200 the dose
     live = []

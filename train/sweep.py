@@ -24,7 +24,7 @@ import pandas as pd
 from etem.tracker.trust import TrustRanges
 
 __all__ = ["Condition", "CUTOFFS", "default_conditions", "run_sweep", "trust_ranges", "WAVE_AXES", "BASE_OPTICS",
-           "wave_sweep", "cutoffs", "format_cutoffs", "radar_plot", "wave_trust_ranges"]
+           "wave_sweep", "cutoffs", "format_cutoffs", "radar_plot", "wave_trust_ranges", "strictest"]
 
 #: Wei et al.'s pass criteria.
 CUTOFFS = {"recall_min": 0.90, "precision_min": 0.95, "rms_max_A": 0.30}
@@ -213,6 +213,9 @@ def wave_sweep(
     radius_A: float = 1.0,
     seed: int = 0,
     device: str = "cpu",
+    sampling_A: float | None = None,
+    preset: str | None = None,
+    imaging: str | None = None,
 ) -> pd.DataFrame:
     """Score each method along Wei et al.'s four axes on held-out exit-wave images.
 
@@ -225,8 +228,9 @@ def wave_sweep(
     imaged anew over the same field. One row per method and condition, with the figures the
     tracker measures on every frame (SNR, resolution, mean column probability) beside
     ID-recall, ID-precision and RMS pooled over the ``n`` images, and ``passed`` (Wei's
-    cut-offs, :data:`CUTOFFS`). The first method must be a model (its card gives the sampling,
-    preset, imaging and inputs); ``"classical"`` / ``"classical-dark"`` are the baselines.
+    cut-offs, :data:`CUTOFFS`). A model among the methods gives the sampling, optics preset,
+    imaging and inputs (its card); ``sampling_A``, ``preset`` and ``imaging`` set them where
+    there is none (``"classical"`` / ``"classical-dark"`` alone) or override the card.
     """
     from etem.tracker import find
     from etem.tracker.evaluate import score_columns
@@ -235,13 +239,13 @@ def wave_sweep(
     from .assess import CLASSICAL, _first_card, _label, _method_kwargs, heldout_images
 
     methods = list(methods)
-    card = _first_card(methods)
-    if card is None:
-        raise ValueError("the first method must be a model: its card gives the conditions of the sweep")
+    card = _first_card(methods) or {}
     training = card.get("training", {}).get("config", {})
-    s0 = float(card["sampling_A"])
-    preset = training.get("preset")
-    imaging = training.get("imaging", "hrtem")
+    if sampling_A is None and "sampling_A" not in card:
+        raise ValueError("give sampling_A (Å/px): no model card to take the sweep's conditions from")
+    s0 = float(sampling_A if sampling_A is not None else card["sampling_A"])
+    preset = preset if preset is not None else training.get("preset")
+    imaging = imaging or training.get("imaging", "hrtem")
     focal = tuple(card.get("inputs", [0.0]))
     optics = dict(base_optics if base_optics is not None else BASE_OPTICS.get(preset or "", BASE_OPTICS["au"]))
     dose0 = float(base_dose if base_dose is not None else 1e4)
@@ -381,6 +385,28 @@ def wave_trust_ranges(table: pd.DataFrame, method: str, *, source: str = "") -> 
 
 _AXIS_WORDS = {"dose": ("dose", "e/Å²", "≥"), "sampling": ("pixel size", "Å/px", "in"),
                "resolution": ("blur", "Å", "≤"), "contrast": ("contrast", "", "≥")}
+
+
+def strictest(ranges: Iterable[TrustRanges], *, source: str = "") -> TrustRanges:
+    """One set of ranges inside all of ``ranges``: the highest floors, the lowest ceilings, the
+    overlap of the pixel sizes (for a locator measured on several kinds of image that cannot
+    tell which kind a frame is). Trusted nowhere if any of them is."""
+    rs = list(ranges)
+
+    def pick(values, fn):
+        values = [v for v in values if v is not None]
+        return fn(values) if values else None
+
+    samp = [r.sampling_A for r in rs if r.sampling_A is not None]
+    lo, hi = (max(a for a, _ in samp), min(b for _, b in samp)) if samp else (None, None)
+    return TrustRanges(
+        sampling_A=None if lo is None else (lo, hi),
+        snr_min=pick([r.snr_min for r in rs], max),
+        resolution_max_A=pick([r.resolution_max_A for r in rs], min),
+        confidence_min=pick([r.confidence_min for r in rs], max),
+        cutoffs=dict(CUTOFFS),
+        source=source or "; ".join(r.source for r in rs),
+        passed_nowhere=any(r.passed_nowhere for r in rs) or (lo is not None and lo > hi))
 
 
 def format_cutoffs(cuts: pd.DataFrame) -> str:
