@@ -57,22 +57,23 @@ def _throttled_run(address, mode, *, tmp_path, rcvhwm=100, rcvbuf=None, queue_fr
     return Counter(counters.as_dict()), src, pipe, samples
 
 
-@pytest.fixture(scope="module")
-def frames_1mib(tmp_path_factory):
-    """512x512 float32 frames (1 MiB each): what overload drops is far above the allocator's noise."""
-    m = make_movie(n_frames=12, shape=(512, 512), particle_radius_A=20.0, seed=8)
+def _frames_file(tmp_path_factory, n_frames: int, side: int, radius_A: float):
+    m = make_movie(n_frames=n_frames, shape=(side, side), particle_radius_A=radius_A, seed=8)
     path = tmp_path_factory.mktemp("big") / "frames.npy"
     np.save(path, np.asarray(m.frames, np.float32))
     return path
+
+
+@pytest.fixture(scope="module")
+def frames_1mib(tmp_path_factory):
+    """512x512 float32 frames (1 MiB each): what overload drops is far above the allocator's noise."""
+    return _frames_file(tmp_path_factory, 12, 512, 20.0)
 
 
 @pytest.fixture(scope="module")
 def big_frames(tmp_path_factory):
     """256x256 float32 frames (256 KiB each), so that unbounded buffering would show in memory."""
-    m = make_movie(n_frames=30, shape=(256, 256), particle_radius_A=14.0, seed=8)
-    path = tmp_path_factory.mktemp("big") / "frames.npy"
-    np.save(path, np.asarray(m.frames, np.float32))
-    return path
+    return _frames_file(tmp_path_factory, 30, 256, 14.0)
 
 
 def test_sub_overload_counts_every_drop_and_memory_stays_bounded(frames_1mib, tmp_path):

@@ -63,20 +63,27 @@ def _compare(run, ref, *, exact_from: int = 0) -> None:
 
 
 # ------------------------------------------------------------------------------ in-process
+def _stopped_after_15_frames(pipe, source):
+    """Run ``pipe`` over ``source`` and stop it after frame 14; the stopped run file's counters."""
+    it = pipe.run_iter(source)
+    for res in it:
+        if res.frame == 14:
+            break
+    it.close()
+    first = open_run(pipe.run_path)
+    assert first.status == "stopped" and len(first.frames) == 15
+    counters = first.counters
+    first.close()  # (HDF5 opens a file for writing only where this process has it open nowhere else)
+    return counters
+
+
 def test_a_stopped_run_resumes_into_the_uninterrupted_run(stack, reference, tmp_path):
     """Stop after 15 frames (frames in the queues are dropped), resume: the file is the
     uninterrupted run's, column for column, and the site statistics agree exactly."""
     path = tmp_path / "run.h5"
     pipe = Pipeline(ONE, run_path=path)
-    it = pipe.run_iter(iter_array(stack, counters=pipe.counters, sampling=0.2))
-    for res in it:
-        if res.frame == 14:
-            break
-    it.close()
-    first = open_run(path)
-    assert first.status == "stopped" and len(first.frames) == 15
-    assert first.counters["dropped/stopped"] > 0  # frames read ahead were in the queues
-    first.close()  # (HDF5 opens a file for writing only where this process has it open nowhere else)
+    first = _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
+    assert first["dropped/stopped"] > 0  # frames read ahead were in the queues
     res = track(stack, resume=path)
     run = open_run(path)
     assert run.status == "complete"
@@ -111,15 +118,8 @@ def test_a_folder_being_written_resumes_where_the_run_stopped(stack, reference, 
     path = tmp_path / "run.h5"
     pipe = Pipeline(ONE, run_path=path, attrs={"source": str(folder.resolve()),
                                                "source_options": {"focal": 1, "fps": 40.0}})
-    src = open_source(folder, counters=pipe.counters, stop=pipe.stop, sampling=0.2, fps=40.0, idle_timeout_s=1.0)
-    it = pipe.run_iter(src)
-    for res in it:
-        if res.frame == 14:
-            break
-    it.close()
-    first = open_run(path)
-    assert first.status == "stopped" and len(first.frames) == 15
-    first.close()
+    _stopped_after_15_frames(pipe, open_source(folder, counters=pipe.counters, stop=pipe.stop, sampling=0.2,
+                                               fps=40.0, idle_timeout_s=1.0))
     track(folder, resume=path, idle_timeout_s=1.0)
     run = open_run(path)
     assert run.status == "complete"
