@@ -251,18 +251,17 @@ def cmd_export(args) -> int:
 
 
 def _say_trust(rows: list[dict], out) -> None:
-    from .trust import describe
-
     judged = [r for r in rows if r["in_range"] >= 0]
     if not judged:
         return
     if len(rows) == 1:
         r = rows[0]
-        print(f"  {describe(r['out_of_range'])} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} Å, "
+        print(f"  {r['trust']} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} Å, "
               f"confidence {r['confidence']:.2f})", file=out)
         return
-    inside = sum(r["in_range"] for r in judged)
-    print(f"  {inside} of {len(judged)} frames inside the locator's trust ranges", file=out)
+    from .trust import tally
+
+    print(f"  {tally([r['out_of_range'] for r in rows])}", file=out)
 
 
 def cmd_find(args) -> int:

@@ -205,7 +205,7 @@ class Detector:
         import torch
 
         from .quality import measure
-        from .trust import judge, ranges_for
+        from .trust import describe, judge, ranges_for
 
         if self.trust_ranges is _UNSET:
             self.trust_ranges = ranges_for(self.engine)
@@ -216,7 +216,8 @@ class Detector:
             mask = judge(snr, res, f.sampling, conf, self.trust_ranges)
             df.attrs["quality"] = {"snr": float(snr), "dose_est": float(dose_est), "resolution_A": float(res),
                                    "confidence": conf, "out_of_range": int(mask),
-                                   "in_range": -1 if mask < 0 else int(mask == 0)}
+                                   "in_range": -1 if mask < 0 else int(mask == 0),
+                                   "trust": describe(mask, self.trust_ranges)}
 
 
 def image_refinement(engine, cfg: LocateConfig) -> tuple[int, float, float] | tuple[()]:

@@ -441,10 +441,7 @@ class Pipeline:
         if row["in_range"] >= 0:
             self.trust_counts[row["in_range"]] += 1
             if row["in_range"] == 0:
-                from .trust import TrustRanges, describe
-
-                ranges = self.detector.trust_ranges
-                self.trust_last_out = describe(row["out_of_range"], ranges if isinstance(ranges, TrustRanges) else None)
+                self.trust_last_out = quality.get("trust", "")
         self.columns_parts.append(linked)
         self.last_frame = frame
         self._last_index, self._last_seq, self._last_received = frame.frame, frame.seq, frame.received
