@@ -13,7 +13,8 @@ With ``--waves`` the classical locator is also swept on exit-wave images (etem.t
 one fixed microscope per kind of image, dose, pixel size, blur and contrast in turn): bright
 columns in negative-Cs HRTEM and in HAADF-STEM, dark columns in positive-Cs HRTEM. It cannot
 tell which kind of image a frame is, so the ranges stored per contrast are the strictest of
-all it was measured on (etem.train.sweep.strictest).
+all it was measured on (etem.train.sweep.strictest); those of each kind are stored too
+(``"bright:stem"``), for runs that say what their frames are (``--imaging``).
 """
 from __future__ import annotations
 
@@ -76,9 +77,13 @@ def main() -> None:
                 print(format_cutoffs(cutoffs(t)))
                 r = wave_trust_ranges(t, t["method"].iloc[0], source=f"{imaging} exit-wave images, {today}")
                 # no confidence floor for the classical locator (as above)
-                ranges.append(r.__class__(**{**r.to_dict(), "confidence_min": None,
-                                             "sampling_A": r.sampling_A}))
-                print(f"\n{ranges[-1]}")
+                r = r.__class__(**{**r.to_dict(), "confidence_min": None, "sampling_A": r.sampling_A})
+                ranges.append(r)
+                kind = "stem" if imaging == "haadf" else imaging
+                # for frames said to be of this kind (--imaging): this kind's ranges within the toy ones
+                out[f"{contrast}:{kind}"] = strictest([ranges[0], r], source=(
+                    f"etem.train.sweep on toy and {kind} exit-wave images, {today}")).to_dict()
+                print(f"\n{contrast}, {kind}: {r.text()}")
         final = strictest(ranges, source=f"etem.train.sweep on toy{' and exit-wave' if args.waves else ''} "
                                          f"images, {today}") if len(ranges) > 1 else ranges[0]
         print(f"\n{contrast}: {final.text()}")

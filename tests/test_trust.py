@@ -193,3 +193,33 @@ def test_tally_says_how_many_frames_were_inside_and_why_not():
     assert tally([0, 0, -1]) == "2 of 2 frames inside the locator's trust ranges"
     assert tally([0, FLAGS["snr"], FLAGS["snr"] | FLAGS["confidence"]]) == (
         "1 of 3 frames inside the locator's trust ranges; outside for: SNR 2, confidence 1")
+
+
+def test_saying_what_the_frames_are_picks_the_classical_ranges_of_that_kind(tmp_path, capsys):
+    from etem.tracker.cli import main
+    from etem.tracker.detect import EngineConfig
+    from etem.tracker.engines import make_engine
+    from etem.tracker.errors import ConfigError
+
+    engine = make_engine("classical", None, device="cpu", contrast="bright")
+    strict, hrtem, stem = (ranges_for(engine, imaging=k) for k in (None, "hrtem", "stem"))
+    assert "exit-wave" in hrtem.source and "exit-wave" in stem.source
+    assert hrtem.snr_min < stem.snr_min == strict.snr_min  # STEM needs more of this figure than HRTEM
+    assert strict.resolution_max_A <= min(hrtem.resolution_max_A, stem.resolution_max_A)
+    with pytest.raises(ConfigError, match="imaging"):
+        EngineConfig(imaging="tem")
+    from etem.tracker.detect import Detector
+    from etem.tracker.frames import Frame
+
+    m = _stem_movie(dose_per_frame=3000)
+    for imaging, expected in ((None, strict), ("hrtem", hrtem)):
+        det = Detector(EngineConfig(kind="classical", imaging=imaging))
+        det.detect([Frame(image=m.frames[0], frame=0, sampling=m.sampling)])
+        assert det.trust_ranges == expected
+    # from the command line: a STEM frame judged as one
+    np.save(tmp_path / "f.npy", _stem_movie(dose_per_frame=3000).frames[:1])
+    assert main(["find", str(tmp_path / "f.npy"), "--sampling", "0.2", "--imaging", "stem"]) == 0
+    out = capsys.readouterr()
+    assert "  in range (SNR" in out.out + out.err
+    with pytest.raises(SystemExit):
+        main(["find", str(tmp_path / "f.npy"), "--imaging", "tem"])

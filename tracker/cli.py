@@ -72,7 +72,10 @@ def _config(args):
     pre = cfg.preprocess
     if getattr(args, "average", None) is not None:
         pre = dataclasses.replace(pre, average_frames=args.average)
-    return dataclasses.replace(cfg, batch=batch, preprocess=pre)
+    engine = cfg.engine
+    if getattr(args, "imaging", None):
+        engine = dataclasses.replace(engine, imaging=args.imaging)
+    return dataclasses.replace(cfg, batch=batch, preprocess=pre, engine=engine)
 
 
 def _engine_kwargs(args) -> dict:
@@ -186,8 +189,8 @@ def _run(args, source, *, total: int | None, **options) -> int:
     status = StatusLine(total=total, enabled=not args.quiet)
     if args.resume is not None:  # the run's own options; only the device may change
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
-            "config", "model", "classical", "engine", "dark", "sampling", "material", "output", "overwrite",
-            "max_batch", "max_wait", "average")]
+            "config", "model", "classical", "engine", "dark", "imaging", "sampling", "material", "output",
+            "overwrite", "max_batch", "max_wait", "average")]
         if given:
             raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
         run_options = dict(resume=args.resume, force=args.force, device=args.device)

@@ -18,6 +18,7 @@ from typing import Any, Literal, Sequence
 
 import pandas as pd
 
+from .errors import ConfigError
 from .frames import Frame
 from .locate import LocateConfig, locate, refine_on_image, suppress_close
 from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
@@ -40,6 +41,10 @@ class EngineConfig:
         Classical locator only: ``bright`` or ``dark`` columns.
     column_sigma_A
         Classical locator only: Gaussian width of a column image [Å].
+    imaging
+        ``"hrtem"``, ``"stem"`` or None (not said): what kind of images the frames are. The
+        classical locator is then judged by the trust ranges measured on that kind only, not
+        the strictest over every kind (:func:`etem.tracker.trust.ranges_for`).
     options
         Options of a model engine, passed to ``make_engine`` (e.g. ``threads`` for
         onnxruntime, ``max_batch`` for tensorrt, ``dtype`` for eager and compiled).
@@ -50,7 +55,12 @@ class EngineConfig:
     device: str = "auto"
     contrast: Literal["bright", "dark"] = "bright"
     column_sigma_A: float = 0.45
+    imaging: Literal["hrtem", "stem"] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.imaging not in (None, "hrtem", "stem"):
+            raise ConfigError(f"imaging must be 'hrtem', 'stem' or unset; got {self.imaging!r}")
 
 
 class Detector:
@@ -208,7 +218,7 @@ class Detector:
         from .trust import describe, judge, ranges_for
 
         if self.trust_ranges is _UNSET:
-            self.trust_ranges = ranges_for(self.engine)
+            self.trust_ranges = ranges_for(self.engine, imaging=self.engine_cfg.imaging)
         first = np.stack([f.image.reshape(-1, *f.image.shape[-2:])[0] for f in frames])
         q = measure(torch.from_numpy(first).to(self.engine.device), [f.sampling for f in frames])
         for df, f, (snr, dose_est, res) in zip(cols, frames, q):

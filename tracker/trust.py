@@ -150,14 +150,20 @@ def _packaged(name: str) -> dict[str, Any] | None:
     return json.loads(text)
 
 
-def ranges_for(engine: Any) -> TrustRanges | None:
-    """The trust ranges of an engine: its model card's, the classical locator's packaged ones, or None."""
+def ranges_for(engine: Any, imaging: str | None = None) -> TrustRanges | None:
+    """The trust ranges of an engine: its model card's, the classical locator's packaged ones, or None.
+
+    The classical locator's are kept per contrast (``"bright"``, ``"dark"``: the strictest over
+    every kind of image they were measured on) and per contrast and kind (``"bright:stem"``);
+    ``imaging`` (``"hrtem"``, ``"stem"``) picks the latter where there is one.
+    """
     card = getattr(engine, "card", None) or {}
     if isinstance(card, dict) and isinstance(card.get("trust"), dict):
         return TrustRanges.from_dict(card["trust"])
     if getattr(engine, "name", None) == "classical":
         contrast = getattr(engine, "contrast", "bright")
-        data = _packaged("classical_trust.json")
-        if data and contrast in data:
-            return TrustRanges.from_dict(data[contrast])
+        data = _packaged("classical_trust.json") or {}
+        key = f"{contrast}:{imaging}" if imaging and f"{contrast}:{imaging}" in data else contrast
+        if key in data:
+            return TrustRanges.from_dict(data[key])
     return None
