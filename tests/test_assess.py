@@ -245,6 +245,12 @@ def test_auto_model_picks_the_bundled_model_for_material_and_imaging():
         resolve_model("auto", None)
     with pytest.raises(ConfigError, match="hrtem' or 'stem"):
         resolve_model("auto:xray", "au")
+    # a run that says its frames are STEM gets the STEM model from 'auto', without a material
+    from etem.tracker.api import _engine_cfg
+    from etem.tracker.detect import EngineConfig
+
+    assert _engine_cfg(EngineConfig(imaging="stem"), "auto", False, False, None, None).model == "haadf-stem"
+    assert _engine_cfg(EngineConfig(imaging="hrtem"), "auto", False, False, None, None, "au").model == "au-hrtem"
 
 
 def test_find_with_auto_model_on_a_real_size_image():

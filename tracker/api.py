@@ -48,6 +48,8 @@ def resolve_model(model, material: str | None, focal: int = 1):
 def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: str | None, engine: str | None,
                 material: str | None = None, focal: int = 1) -> EngineConfig:
     changes: dict[str, Any] = {}
+    if model == "auto" and base.imaging:  # the run says what its frames are
+        model = f"auto:{base.imaging}"
     if model is not None and not classical:
         model = resolve_model(model, material, focal)
         if model is None:

@@ -28,8 +28,9 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dark", action="store_true", help="dark columns on a bright background (ABF, some HRTEM)")
     g.add_argument("--imaging", choices=("hrtem", "stem"),
-                   help="what the frames are: the classical locator's trust ranges are then those measured on "
-                        "that kind of image (default: the strictest over HRTEM and STEM)")
+                   help="what the frames are: --model auto picks the bundled model for it, and the classical "
+                        "locator's trust ranges are those measured on that kind of image (default: the strictest "
+                        "over HRTEM and STEM)")
     g.add_argument("--sampling", type=_sampling_arg, metavar="Å/px|auto",
                    help="pixel size in Å/px (overrides the data's), or 'auto': from the lattice (needs --material)")
     g.add_argument("--material", metavar="NAME",
