@@ -304,6 +304,8 @@ def test_realdata_dm3():
     path = realdata() / "example_Se_implanted_MoS2.dm3"
     rec = open_recording(path)
     assert len(rec) == 1 and rec.shape == (1024, 1024) and rec.dtype == np.uint32
+    assert rec.meta["imaging"] == "stem"  # its Gatan tags say SCANNING
+    assert next(rec.iter_frames()).meta["imaging"] == "stem"
     assert rec.sampling == pytest.approx(0.127, abs=1e-3)
     assert rec[0].shape == (1024, 1024)
 
@@ -426,3 +428,21 @@ def test_watched_focal_series_files(tmp_path):
     frames = list(watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, focal=3))
     assert len(frames) == 2 and frames[1].image.shape == (3, 24, 32)
     np.testing.assert_array_equal(frames[1].image, data[3:])
+
+
+def test_how_an_image_was_taken_from_its_metadata():
+    from etem.tracker.files import _imaging
+
+    def sig(metadata=None, original=None):
+        return {"metadata": metadata or {}, "original_metadata": original or {}}
+
+    tem = {"Acquisition_instrument": {"TEM": {"acquisition_mode": "TEM"}}}
+    assert _imaging(sig(tem)) == "hrtem"
+    assert _imaging(sig({"Acquisition_instrument": {"TEM": {"acquisition_mode": "STEM"}}})) == "stem"
+    gatan = {"ImageList": {"TagGroup0": {"ImageTags": {"Microscope Info": {
+        "Illumination Mode": "STEM", "Imaging Mode": "IMAGING", "Operation Mode": "SCANNING"}}}}}
+    assert _imaging(sig(original=gatan)) == "stem"
+    info = gatan["ImageList"]["TagGroup0"]["ImageTags"]["Microscope Info"]
+    info.update({"Illumination Mode": "TEM", "Operation Mode": "IMAGING"})
+    assert _imaging(sig(original=gatan)) == "hrtem"
+    assert _imaging(sig()) is None and _imaging(sig(original={"x": [1, 2], "y": {"z": 3}})) is None

@@ -216,6 +216,10 @@ def test_saying_what_the_frames_are_picks_the_classical_ranges_of_that_kind(tmp_
         det = Detector(EngineConfig(kind="classical", imaging=imaging))
         det.detect([Frame(image=m.frames[0], frame=0, sampling=m.sampling)])
         assert det.trust_ranges == expected
+    # what the frame's file says, where the run says nothing
+    det = Detector(EngineConfig(kind="classical"))
+    det.detect([Frame(image=m.frames[0], frame=0, sampling=m.sampling, meta={"imaging": "stem"})])
+    assert det.trust_ranges == stem
     # from the command line: a STEM frame judged as one
     np.save(tmp_path / "f.npy", _stem_movie(dose_per_frame=3000).frames[:1])
     assert main(["find", str(tmp_path / "f.npy"), "--sampling", "0.2", "--imaging", "stem"]) == 0

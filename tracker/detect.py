@@ -218,7 +218,9 @@ class Detector:
         from .trust import describe, judge, ranges_for
 
         if self.trust_ranges is _UNSET:
-            self.trust_ranges = ranges_for(self.engine, imaging=self.engine_cfg.imaging)
+            # what the run says its frames are, else what the first frame's file says
+            imaging = self.engine_cfg.imaging or (frames[0].meta or {}).get("imaging")
+            self.trust_ranges = ranges_for(self.engine, imaging=imaging)
         first = np.stack([f.image.reshape(-1, *f.image.shape[-2:])[0] for f in frames])
         q = measure(torch.from_numpy(first).to(self.engine.device), [f.sampling for f in frames])
         for df, f, (snr, dose_est, res) in zip(cols, frames, q):

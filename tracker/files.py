@@ -166,7 +166,9 @@ class Recording:
             image = self[i]
             yield Frame(image=image, frame=i, seq=i, sampling=self.sampling,
                         t=None if times is None else float(times[i]),
-                        meta={"source": self.meta["source"]}, received=time.perf_counter())
+                        meta={"source": self.meta["source"], **({"imaging": self.meta["imaging"]}
+                                                                 if self.meta.get("imaging") else {})},
+                        received=time.perf_counter())
 
     def close(self) -> None:
         """Release the file (further reads fail)."""
@@ -323,11 +325,38 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
     if fmt == "tiff":
         times = _imagej_fixup(signal.get("original_metadata", {}), axes, meta)
     sampling = _sampling(axes[-2:], meta)
+    imaging = _imaging(signal)
+    if imaging:
+        meta["imaging"] = imaging
     if signal["data"].ndim >= 3 and times is None:
         factor = _unit_factor(axes[0].get("units"), _TIME_S)
         if factor is not None and axes[0].get("scale"):
             times = (axes[0].get("offset", 0.0) + axes[0]["scale"] * np.arange(axes[0]["size"])) * factor
     return signal["data"], meta, sampling, times
+
+
+def _imaging(signal: dict) -> str | None:
+    """``"stem"`` or ``"hrtem"`` where the file's metadata say how the image was taken: HyperSpy's
+    ``Acquisition_instrument.TEM.acquisition_mode``, or a Gatan file's "Operation Mode" /
+    "Illumination Mode" (SCANNING / STEM against IMAGING with TEM illumination); else None."""
+    mode = signal.get("metadata", {}).get("Acquisition_instrument", {}).get("TEM", {}).get("acquisition_mode")
+    if isinstance(mode, str) and mode.upper() in ("STEM", "TEM"):
+        return "stem" if mode.upper() == "STEM" else "hrtem"
+    found: dict[str, str] = {}
+
+    def walk(d: dict, depth: int) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and depth < 8:
+                walk(v, depth + 1)
+            elif k in ("Operation Mode", "Illumination Mode") and isinstance(v, str):
+                found.setdefault(k, v.upper())
+
+    walk(signal.get("original_metadata") or {}, 0)
+    if found.get("Operation Mode") == "SCANNING" or found.get("Illumination Mode") == "STEM":
+        return "stem"
+    if found.get("Illumination Mode") == "TEM":
+        return "hrtem"
+    return None
 
 
 def _release(exc: BaseException) -> None:
