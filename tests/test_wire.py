@@ -112,3 +112,24 @@ def test_arbitrary_headers_never_crash(header, payload):
         decode([json.dumps(header).encode(), payload])
     except WireError as exc:
         assert exc.reason in REJECT_REASONS
+
+
+def test_how_a_frame_was_taken_travels_in_the_header_meta():
+    """A recording's imaging mode (e.g. STEM, from its file) reaches the receiver over a real socket."""
+    import zmq
+
+    from etem.tracker.frames import Frame
+    from etem.tracker.publish import Publisher, publish_frames
+
+    pub = Publisher("tcp://127.0.0.1:0", mode="push")
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.connect(pub.address)
+    try:
+        frames = [Frame(image=np.ones((4, 4), np.float32), frame=0, sampling=0.2, meta={"imaging": "stem"}),
+                  Frame(image=np.ones((4, 4), np.float32), frame=1, sampling=0.2)]
+        publish_frames(frames, pub)
+        got = [decode(pull.recv_multipart()) for _ in range(2)]
+    finally:
+        pull.close(linger=0)
+        pub.close()
+    assert got[0].meta == {"imaging": "stem"} and got[1].meta == {}

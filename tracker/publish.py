@@ -152,8 +152,10 @@ def publish_frames(
             if delay > 0:
                 time.sleep(delay)
         if isinstance(f, Frame):
+            # what the file says of how it was taken travels with the frame (wire "meta")
+            meta = {"imaging": f.meta["imaging"]} if f.meta.get("imaging") else None
             publisher.send(f.image, frame=f.frame, sampling=f.sampling if sampling is None else sampling,
-                           t=f.t, dose=f.dose, defocus=list(f.defocus) if f.defocus else None)
+                           t=f.t, dose=f.dose, defocus=list(f.defocus) if f.defocus else None, meta=meta)
         else:
             publisher.send(f, sampling=sampling, t=None if times is None else float(times[i]))
         stats.sent += 1
