@@ -9,13 +9,18 @@ Each image's quality is also measured the way the tracker measures every frame
 probability, so the cut-offs can be stated in figures that are known for a real frame too:
 :func:`trust_ranges` turns a sweep into :class:`etem.tracker.trust.TrustRanges`.
 
-Images come from :func:`etem.simulate.toy.make_movie` (Gaussian columns with shot noise): an
-image model, not a physical simulation, so the ranges it gives are those of that model.
+:func:`run_sweep` takes its images from :func:`etem.simulate.toy.make_movie` (Gaussian columns
+with shot noise): an image model, not a physical simulation, so the ranges it gives are those of
+that model. :func:`wave_sweep` takes held-out exit-wave images instead (structures through
+abTEM and the optics of :mod:`etem.simulate`) under one fixed microscope, with the contrast as a
+fourth axis; :func:`cutoffs`, :func:`radar_plot` and :func:`wave_trust_ranges` read it
+(``etem evaluate MODEL WAVES --sweep``).
 """
 from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -92,8 +97,7 @@ def run_sweep(
         cols = find(movie.frames, sampling=c.sampling, dark=c.contrast == "dark", **kwargs)
         score = score_columns(cols, movie.truth.positions, radius_px=radius_A / c.sampling, sampling=c.sampling)
         q = measure(movie.frames, c.sampling)
-        passed = (score["recall"] >= CUTOFFS["recall_min"] and score["precision"] >= CUTOFFS["precision_min"]
-                  and score["rms_A"] <= CUTOFFS["rms_max_A"])
+        passed = _passes(score)
         rows.append({
             "axis": c.axis, "dose": c.dose, "sampling": c.sampling, "column_sigma_A": c.column_sigma_A,
             "contrast": c.contrast, "snr": float(np.median(q[:, 0])), "dose_est": float(np.median(q[:, 1])),
@@ -103,6 +107,12 @@ def run_sweep(
             "passed": bool(passed),
         })
     return pd.DataFrame(rows)
+
+
+def _passes(score: dict[str, Any]) -> bool:
+    """Whether a pooled score meets Wei's cut-offs (:data:`CUTOFFS`)."""
+    return bool(score["recall"] >= CUTOFFS["recall_min"] and score["precision"] >= CUTOFFS["precision_min"]
+                and score["rms_A"] <= CUTOFFS["rms_max_A"])
 
 
 def _lowest_safe(values: np.ndarray, passed: np.ndarray) -> float | None:
@@ -250,17 +260,16 @@ def wave_sweep(
     optics = dict(base_optics if base_optics is not None else BASE_OPTICS.get(preset or "", BASE_OPTICS["au"]))
     dose0 = float(base_dose if base_dose is not None else 1e4)
     axes = {k: tuple(float(v) for v in vals) for k, vals in (axes or WAVE_AXES).items()}
+    unknown = set(axes) - set(WAVE_AXES)
+    if unknown:
+        raise ValueError(f"unknown sweep axes {sorted(unknown)}; known: {list(WAVE_AXES)}")
     base = {"dose": dose0, "sampling": s0, "resolution": 0.0, "contrast": 1.0}
     for k in axes:  # every axis holds its base condition
         if not any(abs(v - base[k]) < 1e-9 for v in axes[k]):
             axes[k] = tuple(sorted((*axes[k], base[k]), reverse=_HARDER[k] < 0))
-    unknown = set(axes) - set(WAVE_AXES)
-    if unknown:
-        raise ValueError(f"unknown sweep axes {sorted(unknown)}; known: {list(WAVE_AXES)}")
-    field_px = size
 
     def render(sampling: float) -> tuple[np.ndarray, pd.DataFrame]:
-        side = max(32, int(round(field_px * s0 / sampling)))
+        side = max(32, int(round(size * s0 / sampling)))  # the same field at every pixel size
         return heldout_images(wave_set, dose=dose0, n=n, size=side, sampling_A=sampling, preset=preset,
                               optics=_pinned(optics), imaging=imaging, focal_offsets_A=focal, seed=seed,
                               classes=card.get("classes_by", "species"), noise=False)
@@ -289,19 +298,16 @@ def wave_sweep(
                              **_method_kwargs(method))
                 score = score_columns(found, truth.drop(columns="cls", errors="ignore"),
                                       radius_px=radius_A / sampling, sampling=sampling)
-                passed = (score["recall"] >= CUTOFFS["recall_min"] and score["precision"] >= CUTOFFS["precision_min"]
-                          and score["rms_A"] <= CUTOFFS["rms_max_A"])
                 rows.append({
                     "method": _label(method), "axis": axis, "value": value, "dose": dose, "sampling": sampling,
                     "snr": float(np.median(q[:, 0])), "resolution_A": float(np.median(q[:, 2])),
                     "confidence": float(found["prob"].mean()) if len(found) and method not in CLASSICAL
                     else float("nan"),
                     "recall": score["recall"], "precision": score["precision"], "rms_A": score["rms_A"],
-                    "f1": score["f1"], "passed": bool(passed),
+                    "f1": score["f1"], "passed": _passes(score),
                 })
     out = pd.DataFrame(rows)
-    out.attrs.update({"wave_set": str(wave_set).rsplit("/", 1)[-1], "sampling_A": s0, "preset": preset,
-                      "base": {"dose": dose0, "sampling": s0, "resolution": 0.0, "contrast": 1.0},
+    out.attrs.update({"wave_set": Path(wave_set).name, "sampling_A": s0, "preset": preset, "base": base,
                       "imaging": imaging, "base_dose": dose0, "base_optics": optics, "n": n, "size": size,
                       "radius_A": radius_A})
     return out
