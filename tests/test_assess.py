@@ -157,6 +157,9 @@ def test_sweep_prints_cutoffs_writes_the_radar_and_stores_the_trust_ranges(heldo
     assert card["sweep"]["images_per_condition"] == 2 and card["sweep"]["cutoffs"]
     ranges = ranges_for(make_engine("eager", str(tmp_path / "mine.json"), device="cpu"))
     assert ranges is not None and "exit-wave images of heldout.h5" in ranges.source
+    # the ranges are the model's own: trusted nowhere exactly where it failed at the base
+    cuts = pd.read_csv(tmp_path / "out" / "cutoffs.csv")
+    assert ranges.passed_nowhere == bool(cuts.loc[cuts["method"] == "mine", "fails_at_base"].any())
     r = _etem("evaluate", "classical", heldout, "--sweep", "--sampling", 0.2)
     assert r.returncode != 0 and "name a model first" in r.stderr and "Traceback" not in r.stderr
 
