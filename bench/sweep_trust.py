@@ -19,6 +19,7 @@ all it was measured on (etem.train.sweep.strictest); those of each kind are stor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -77,7 +78,7 @@ def main() -> None:
                 print(format_cutoffs(cutoffs(t)))
                 r = wave_trust_ranges(t, t["method"].iloc[0], source=f"{imaging} exit-wave images, {today}")
                 # no confidence floor for the classical locator (as above)
-                r = r.__class__(**{**r.to_dict(), "confidence_min": None, "sampling_A": r.sampling_A})
+                r = dataclasses.replace(r, confidence_min=None)
                 ranges.append(r)
                 kind = "stem" if imaging == "haadf" else imaging
                 # for frames said to be of this kind (--imaging): this kind's ranges within the toy ones
