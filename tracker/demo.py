@@ -7,6 +7,7 @@ ground truth.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -137,6 +138,11 @@ def run_demo(
     thread = threading.Thread(target=sender, name="etem-demo-publisher", daemon=True)
     thread.start()
     run_path = out / "run.h5"
+    # the run knows what its frames are (the classical locator is judged by that kind's ranges)
+    imaging = {"hrtem": "hrtem", "mos2": "hrtem", "stem": "stem"}.get(movie_kind)
+    config = config or PipelineConfig()
+    if imaging and config.engine.imaging is None:
+        config = dataclasses.replace(config, engine=dataclasses.replace(config.engine, imaging=imaging))
     result = track(
         pub.address,
         mode="sub" if mode == "pub" else "pull",
