@@ -196,3 +196,14 @@ def test_replay_with_averaged_frames(movie, tmp_path, capsys):
     assert main(["replay", str(tmp_path / "movie.h5"), "--quiet", "--average", "0"]) == 2
     err = capsys.readouterr().err
     assert "average_frames must be an integer >= 1" in err and "Traceback" not in err
+
+
+def test_the_status_line_says_how_many_frames_were_trusted():
+    from etem.tracker.cli import StatusLine
+
+    s = {"fps": 9.5, "latency_p50_ms": 80.0, "latency_p99_ms": 140.0, "queue_ingest": 2, "queue_host": 0,
+         "received": 12, "processed": 10, "rejected": 1, "dropped": 0, "missing": 1, "sites": 40,
+         "in_range": 7, "out_of_range": 3}
+    line = StatusLine.text(s)
+    assert line.startswith("9.5 frames/s | latency 80/140 ms") and line.endswith("| 40 sites | trusted 7/10")
+    assert "trusted" not in StatusLine.text({**s, "in_range": 0, "out_of_range": 0})  # no ranges to judge by

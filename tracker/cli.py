@@ -103,10 +103,14 @@ class StatusLine:
 
     @staticmethod
     def text(s: dict) -> str:
-        """The status as one compact line (frames/s; latency p50/p99; queues ingest/host; accounting)."""
+        """The status as one compact line (frames/s; latency p50/p99; queues ingest/host; accounting;
+        sites; frames inside the locator's trust ranges, where they are judged)."""
+        judged = s.get("in_range", 0) + s.get("out_of_range", 0)
+        trust = f" | trusted {s['in_range']}/{judged}" if judged else ""
         return (f"{s['fps']:.1f} frames/s | latency {s['latency_p50_ms']:.0f}/{s['latency_p99_ms']:.0f} ms "
                 f"| queues {s['queue_ingest']}/{s['queue_host']} | in {s['received']} done {s['processed']} "
-                f"rejected {s['rejected']} dropped {s['dropped']} missing {s['missing']} | {s['sites']} sites")
+                f"rejected {s['rejected']} dropped {s['dropped']} missing {s['missing']} | {s['sites']} sites"
+                + trust)
 
     def __call__(self, res, pipe) -> None:
         if not self.enabled:
