@@ -94,8 +94,8 @@ class Detector:
         self.micro_batch: int | None = None
         self.oom_retries = 0  #: batches run again, smaller, after running out of GPU memory
         self.oom_rejected = 0  #: frames given up: out of memory even alone
-        #: columns refined on the image: (input image, sigma [Å], radius [Å]), () for the maps, None not yet known
-        self._image_refine: tuple | None = None
+        #: columns refined on the image: (input image, sigma [Å], radius [Å]); () for the maps
+        self._image_refine: tuple = ()
 
     def _ensure_engine(self, sampling: float | None) -> None:
         if self.engine is None:
@@ -112,6 +112,7 @@ class Detector:
         if self.locate_cfg.threshold is None:
             self.locate_cfg = dataclasses.replace(self.locate_cfg, threshold=engine_threshold(self.engine))
         if self._pre is None:
+            self._image_refine = image_refinement(self.engine, self.locate_cfg)
             target = self.preprocess_cfg.target_sampling
             if target is None:
                 target = getattr(self.engine, "sampling", None)
@@ -184,8 +185,6 @@ class Detector:
         probs = self.engine.predict(batch)
         t2 = time.perf_counter()
         cols = locate(probs, self.locate_cfg)
-        if self._image_refine is None:
-            self._image_refine = image_refinement(self.engine, self.locate_cfg)
         if self._image_refine:
             k, sigma_A, radius_A = self._image_refine
             s_batch = next((f.sampling / sc for f, sc in zip(frames, scales) if f.sampling), None)

@@ -125,6 +125,12 @@ class Recording:
                 f"{self.meta['source']}: cannot read frame {j} of {n} (the file may be truncated or "
                 f"corrupt): {exc}") from exc
 
+    def frame_meta(self) -> dict[str, Any]:
+        """What each of its frames carries of the file: its path, and how it was taken where the
+        file says (``imaging``)."""
+        return {"source": self.meta["source"], **({"imaging": self.meta["imaging"]} if self.meta.get("imaging")
+                                                  else {})}
+
     @property
     def times(self) -> np.ndarray | None:
         """Acquisition time of each frame [s]: the file's own, else i/``meta['fps']``, else None."""
@@ -166,8 +172,7 @@ class Recording:
             image = self[i]
             yield Frame(image=image, frame=i, seq=i, sampling=self.sampling,
                         t=None if times is None else float(times[i]),
-                        meta={"source": self.meta["source"], **({"imaging": self.meta["imaging"]}
-                                                                 if self.meta.get("imaging") else {})},
+                        meta=self.frame_meta(),
                         received=time.perf_counter())
 
     def close(self) -> None:

@@ -1,10 +1,14 @@
-"""The unit of data that flows through the pipeline: one frame (or focal series) with its header."""
+"""The units of data that flow through the pipeline: one frame (or focal series) with its header
+in, and what the pipeline yields for it out."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Column names of a columns table (trackpy's convention plus class and probability).
 COLUMN_FIELDS = ("frame", "y", "x", "cls", "prob")
@@ -55,3 +59,15 @@ class Frame:
     def n_focal(self) -> int:
         """Number of images in the focal series (1 for a single image)."""
         return 1 if self.image.ndim == 2 else int(self.image.shape[0])
+
+
+@dataclass
+class FrameResult:
+    """What the pipeline yields per processed frame."""
+
+    frame: int
+    seq: int | None
+    columns: pd.DataFrame  # frame, y, x, cls, prob, particle, site, y_ref, x_ref
+    drift: tuple[float, float]
+    latency_s: float
+    sampling: float | None

@@ -21,7 +21,6 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -32,7 +31,7 @@ from . import interrupt
 from .accounting import Counters
 from .config import BatchConfig, PipelineConfig  # noqa: F401 (BatchConfig: re-exported)
 from .errors import ConfigError
-from .frames import Frame
+from .frames import Frame, FrameResult  # noqa: F401 (FrameResult: re-exported)
 from .fastlink import warm_up
 from .link import StreamLinker
 from .detect import Detector
@@ -41,18 +40,6 @@ from .sites import SiteMap
 from .wire import REJECT_REASONS
 
 log = logging.getLogger("etem.pipeline")
-
-
-@dataclass
-class FrameResult:
-    """What the pipeline yields per processed frame."""
-
-    frame: int
-    seq: int | None
-    columns: pd.DataFrame  # frame, y, x, cls, prob, particle, site, y_ref, x_ref
-    drift: tuple[float, float]
-    latency_s: float
-    sampling: float | None
 
 
 class _Batch:

@@ -130,7 +130,7 @@ class FolderWatcher:
                     t = self.n_frames / self.fps if self.fps is not None else (
                         None if times is None else float(times[j]))
                     yield Frame(image=image, frame=self.n_frames, seq=self.n_frames, sampling=sampling, t=t,
-                                meta={"source": str(path), "file_frame": j},
+                                meta={**rec.frame_meta(), "file_frame": j},
                                 received=time.perf_counter())
                     self.n_frames += 1
             self.files.append(str(path))
