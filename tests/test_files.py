@@ -446,3 +446,30 @@ def test_how_an_image_was_taken_from_its_metadata():
     info.update({"Illumination Mode": "TEM", "Operation Mode": "IMAGING"})
     assert _imaging(sig(original=gatan)) == "hrtem"
     assert _imaging(sig()) is None and _imaging(sig(original={"x": [1, 2], "y": {"z": 3}})) is None
+
+
+def test_model_auto_follows_how_the_file_says_it_was_taken(tmp_path, caplog):
+    """``--model auto`` on a file whose metadata say STEM takes the STEM model, in find and in
+    track, without --imaging; a file that says nothing still asks which material (HRTEM)."""
+    import logging
+
+    import rsciio.hspy
+
+    from etem.tracker import find, track
+
+    data = stack(2, 64, 64).astype(np.float32)
+    stem = _signal(data, scale=0.02)
+    stem["metadata"]["Acquisition_instrument"] = {"TEM": {"acquisition_mode": "STEM"}}
+    rsciio.hspy.file_writer(str(tmp_path / "stem.hspy"), stem)
+    rsciio.hspy.file_writer(str(tmp_path / "plain.hspy"), _signal(data, scale=0.02))
+    with caplog.at_level(logging.INFO, logger="etem.engine"):
+        df = find(tmp_path / "stem.hspy", model="auto")
+        assert "'auto:stem'" in caplog.text and "haadf-stem" in caplog.text
+        assert df.attrs["engine"] != "classical" and df.attrs["class_names"] == ["column"]
+        caplog.clear()
+        track(tmp_path / "stem.hspy", model="auto")
+        assert "'auto:stem'" in caplog.text and "haadf-stem" in caplog.text
+    with pytest.raises(ConfigError, match="material"):
+        find(tmp_path / "plain.hspy", model="auto")
+    with pytest.raises(ConfigError, match="material"):
+        track(tmp_path / "plain.hspy", model="auto")

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ def resolve_model(model, material: str | None, focal: int = 1):
         raise ConfigError(f"model 'auto:{imaging}': the imaging mode must be 'hrtem' or 'stem'")
     if imaging == "hrtem" and material is None:
         raise ConfigError("model 'auto' picks the bundled HRTEM model for the material in view; name it "
-                          "(material='au', 'graphene' … / --material), or use 'auto:stem'")
+                          "(material='au', 'graphene' … / --material); for STEM frames, say so (--imaging stem, or "
+                          "model 'auto:stem')")
     chosen = choose_model(material, imaging, n_inputs=focal)
     logging.getLogger("etem.engine").info("model %r for material %r, %d image(s) per frame: %s", model, material,
                                           focal, chosen or "no bundled model fits; the classical locator")
@@ -46,10 +48,12 @@ def resolve_model(model, material: str | None, focal: int = 1):
 
 
 def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: str | None, engine: str | None,
-                material: str | None = None, focal: int = 1) -> EngineConfig:
+                material: str | None = None, focal: int = 1, data_imaging: str | None = None) -> EngineConfig:
     changes: dict[str, Any] = {}
-    if model == "auto" and base.imaging:  # the run says what its frames are
-        model = f"auto:{base.imaging}"
+    # what the frames are: as the run says (--imaging), else as the file's metadata say
+    imaging = base.imaging or (data_imaging if data_imaging in ("hrtem", "stem") else None)
+    if model == "auto" and imaging:
+        model = f"auto:{imaging}"
     if model is not None and not classical:
         model = resolve_model(model, material, focal)
         if model is None:
@@ -126,7 +130,8 @@ def find(
     frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal))
     # images per frame as the data hold them (a 4-D stack or a focal-series file says so itself)
     per_frame = frames[0].image.shape[0] if frames and frames[0].image.ndim == 3 else focal
-    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material, per_frame)
+    ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material, per_frame,
+                       data_imaging=(frames[0].meta or {}).get("imaging") if frames else None)
     det = Detector(ecfg, cfg.preprocess, cfg.locate)
     parts = []
     quality_rows: list[dict] = []
@@ -302,7 +307,7 @@ def track(
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine, material,
-                                                      focal or 1))
+                                                      focal or 1, data_imaging=_file_imaging(source, model)))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
     if sampling == "auto":
@@ -333,6 +338,19 @@ def track(
         if on_frame is not None:
             on_frame(res, pipe)
     return result_of(pipe)
+
+
+def _file_imaging(source, model) -> str | None:
+    """How a recorded file says its frames were taken (``"stem"``/``"hrtem"``), read only where
+    ``model="auto"`` needs it; None for streams, folders, arrays and files that do not say."""
+    if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source) or not Path(source).is_file():
+        return None
+    from .files import open_recording
+
+    with contextlib.suppress(Exception):  # a file that cannot be read fails where it is read for frames
+        with open_recording(source) as rec:
+            return rec.meta.get("imaging")
+    return None
 
 
 def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, fps, idle_timeout_s, focal,
