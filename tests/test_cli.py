@@ -207,3 +207,6 @@ def test_the_status_line_says_how_many_frames_were_trusted():
     line = StatusLine.text(s)
     assert line.startswith("9.5 frames/s | latency 80/140 ms") and line.endswith("| 40 sites | trusted 7/10")
     assert "trusted" not in StatusLine.text({**s, "in_range": 0, "out_of_range": 0})  # no ranges to judge by
+    # most of the latest frames out of range: the line says so
+    alert = {**s, "in_range": 70, "out_of_range": 40, "recent_in_range": 12, "recent_judged": 50, "trust_alert": True}
+    assert StatusLine.text(alert).endswith("| trusted 70/110 (latest 50: 38 out)")

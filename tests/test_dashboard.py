@@ -146,6 +146,9 @@ def test_endpoints_follow_the_run(movie):
         assert status["queues"]["ingest"]["capacity"] == 64
         assert status["sites"] > 0 and status["latency_p50_ms"] > 0
         assert status["in_range"] + status["out_of_range"] == 16  # every frame judged (trust flag)
+        # a run shorter than the window: the latest frames are all of them
+        assert status["recent_judged"] == 16 and status["recent_in_range"] == status["in_range"]
+        assert status["trust_alert"] == (2 * status["out_of_range"] > 16)
         # and why the latest frame out of range was, where one was
         assert (status["trust_last_out"].startswith("out of range: ") if status["out_of_range"]
                 else status["trust_last_out"] == "")
@@ -324,6 +327,8 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
                 # the maps build up; a click on the occupancy map shows the nearest site's timeline
                 wait.until(lambda d: js("return document.getElementById('occupancy').naturalWidth") > 0)
                 wait.until(lambda d: int(d.find_element(By.ID, "processed").text) >= 40)
+                wait.until(lambda d: "of the last 50" in d.find_element(By.ID, "trust").text)  # past the window
+                assert "whole run" in driver.find_element(By.ID, "trust_why").text
                 occ = driver.find_element(By.ID, "occupancy-view")
                 w = occ.size["width"]
                 ActionChains(driver).move_to_element_with_offset(occ, int(0.12 * w), int(-0.1 * w)).click().perform()

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from etem.tracker import find
-from etem.tracker.trust import FLAGS, TrustRanges, describe, judge, ranges_for
+from etem.tracker.trust import FLAGS, TrustRanges, TrustTally, describe, judge, ranges_for
 
 RANGES = TrustRanges(sampling_A=(0.05, 0.5), snr_min=20.0, resolution_max_A=1.8, confidence_min=0.6)
 
@@ -227,3 +227,25 @@ def test_saying_what_the_frames_are_picks_the_classical_ranges_of_that_kind(tmp_
     assert "  in range (SNR" in out.out + out.err
     with pytest.raises(SystemExit):
         main(["find", str(tmp_path / "f.npy"), "--imaging", "tem"])
+
+
+def test_the_live_alert_goes_by_the_latest_frames():
+    """Frames flickering at the edge of a range do not raise the alert; a run of frames out of
+    range does, and it clears when the data come back; the whole run's counts keep everything."""
+    t = TrustTally(window=10)
+    assert not t.alert and t.status()["recent_judged"] == 0
+    for k in range(20):  # at the SNR floor: every third frame out
+        t.add(int(k % 3 != 0), "out of range: SNR below 30")
+    assert not t.alert and t.status()["recent_in_range"] == 7 and t.last_out == "out of range: SNR below 30"
+    t.add(-1, "not judged")  # no flag: counted nowhere
+    for _ in range(6):  # the focus drifts off: out, frame after frame
+        t.add(0, "out of range: resolution worse than 1.2 Å")
+    assert t.alert and t.last_out.endswith("1.2 Å")
+    for _ in range(6):
+        t.add(1)
+    assert not t.alert  # back in range for most of the latest 10
+    s = t.status()
+    assert (s["in_range"], s["out_of_range"], s["recent_judged"]) == (13 + 6, 7 + 6, 10)
+    assert s["trust_alert"] is False
+    with pytest.raises(ValueError, match="window"):
+        TrustTally(window=0)

@@ -107,6 +107,8 @@ class StatusLine:
         sites; frames inside the locator's trust ranges, where they are judged)."""
         judged = s.get("in_range", 0) + s.get("out_of_range", 0)
         trust = f" | trusted {s['in_range']}/{judged}" if judged else ""
+        if s.get("trust_alert"):  # most of the latest frames are out of the locator's ranges
+            trust += f" (latest {s['recent_judged']}: {s['recent_judged'] - s['recent_in_range']} out)"
         return (f"{s['fps']:.1f} frames/s | latency {s['latency_p50_ms']:.0f}/{s['latency_p99_ms']:.0f} ms "
                 f"| queues {s['queue_ingest']}/{s['queue_host']} | in {s['received']} done {s['processed']} "
                 f"rejected {s['rejected']} dropped {s['dropped']} missing {s['missing']} | {s['sites']} sites"

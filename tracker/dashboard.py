@@ -271,7 +271,7 @@ class Dashboard:
         if pipe is None:
             return out
         out.update({k: snap.get(k) for k in ("fps", "latency_p50_ms", "latency_p99_ms", "in_range", "out_of_range",
-                                             "trust_last_out")})
+                                             "recent_in_range", "recent_judged", "trust_alert", "trust_last_out")})
         out.update(pipe.counters.as_dict())
         queues = pipe.queue_depths()
         out["queues"] = {q: {"depth": d, "capacity": c} for q, (d, c) in queues.items()}

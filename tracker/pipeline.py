@@ -37,6 +37,7 @@ from .link import StreamLinker
 from .detect import Detector
 from .average import FrameAverager
 from .sites import SiteMap
+from .trust import TrustTally
 from .wire import REJECT_REASONS
 
 log = logging.getLogger("etem.pipeline")
@@ -99,8 +100,7 @@ class Pipeline:
         self.n_focal = 1
         self.sampling: float | None = None
         self.sampling_estimate = None  # a lattice estimate (etem.tracker.lattice), when made
-        self.trust_counts = [0, 0]  # frames judged outside, inside the locator's trust ranges
-        self.trust_last_out = ""  # why the latest frame out of range was (words)
+        self.trust = TrustTally()  # frames judged inside / outside the locator's trust ranges
         self.oversize_subnets = 0  # clumps too dense to link, whose columns started new tracks
         self.latencies: deque[float] = deque(maxlen=2000)
         # the run's tables in memory: every frame without a run file, else the latest few
@@ -425,10 +425,7 @@ class Pipeline:
         if len(self.frames_rows) == self.frames_rows.maxlen:
             self._evicted = True
         self.frames_rows.append(row)
-        if row["in_range"] >= 0:
-            self.trust_counts[row["in_range"]] += 1
-            if row["in_range"] == 0:
-                self.trust_last_out = quality.get("trust", "")
+        self.trust.add(row["in_range"], quality.get("trust", ""))
         self.columns_parts.append(linked)
         self.last_frame = frame
         self._last_index, self._last_seq, self._last_received = frame.frame, frame.seq, frame.received
@@ -559,9 +556,7 @@ class Pipeline:
             "queue_ingest": self._ingest_q.qsize(),
             "queue_host": self._host_q.qsize(),
             "sites": 0 if self.sites is None else self.sites.n_sites,
-            "in_range": self.trust_counts[1],
-            "out_of_range": self.trust_counts[0],
-            "trust_last_out": self.trust_last_out,
+            **self.trust.status(),
             "oversize_subnets": self.oversize_subnets,
         }
 

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, FileFormatError
+from .trust import TrustTally
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline, PipelineConfig
@@ -107,7 +108,7 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
         "pipeline": {
             "shape": list(pipe.shape), "n_focal": pipe.n_focal, "sampling": pipe.sampling,
             "sampling_estimate": None if est is None else est.as_dict(),
-            "trust_counts": list(pipe.trust_counts), "last_frame": pipe._last_index,
+            "trust_counts": list(pipe.trust.counts), "last_frame": pipe._last_index,
             "last_seq": pipe._last_seq, "next_particle": pipe._next_particle, "counters": counters,
         },
         "linker": {"drift": [float(v) for v in lk.drift], "velocity": [float(v) for v in lk._velocity],
@@ -246,7 +247,7 @@ def restore_head(pipe: Pipeline, point: ResumePoint) -> None:
     pipe.shape = tuple(p["shape"])
     pipe.n_focal = int(p["n_focal"])
     pipe.sampling = p["sampling"]
-    pipe.trust_counts = list(p["trust_counts"])
+    pipe.trust = TrustTally(counts=p["trust_counts"])
     pipe._last_index, pipe._last_seq = p["last_frame"], p["last_seq"]
     pipe._next_particle = int(p["next_particle"])
     if p.get("sampling_estimate"):

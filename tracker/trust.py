@@ -14,13 +14,14 @@ sweep (``data/classical_trust.json``). An engine without either has no flag (``i
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FLAGS", "TrustRanges", "judge", "describe", "ranges_for", "tally"]
+__all__ = ["FLAGS", "TrustRanges", "TrustTally", "judge", "describe", "ranges_for", "tally"]
 
 #: Bits of a frame's ``out_of_range`` mask, by the figure that is out of range.
 FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8, "nowhere": 16}
@@ -140,6 +141,41 @@ def tally(out_of_range: Any) -> str | None:
            "nowhere": "passed nowhere in its evaluation"}
     counts = [f"{why[k]} {int(((judged & bit) > 0).sum())}" for k, bit in FLAGS.items() if ((judged & bit) > 0).any()]
     return line + (f"; outside for: {', '.join(counts)}" if counts else "")
+
+
+class TrustTally:
+    """A run's trust flags as they come: over the whole run, and over the latest ``window`` judged
+    frames, which is what a live view should go by. A frame at the edge of a range flips in and
+    out with the noise; an alert is raised only while most of the latest frames are out of range
+    (the data have left what the locator was shown to handle), and it clears when they come back.
+    """
+
+    def __init__(self, window: int = 50, counts: tuple[int, int] | list[int] = (0, 0)) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least one frame, got {window}")
+        self.counts = list(counts)  # frames judged [outside, inside] the ranges, whole run
+        self.recent: deque[int] = deque(maxlen=window)  # 1 inside, 0 outside; the latest judged frames
+        self.last_out = ""  # why the latest frame out of range was (words of :func:`describe`)
+
+    def add(self, in_range: int, why: str = "") -> None:
+        """One frame's flag (``in_range`` 1, 0, or -1 for a frame that was not judged)."""
+        if in_range < 0:
+            return
+        self.counts[in_range] += 1
+        self.recent.append(in_range)
+        if in_range == 0:
+            self.last_out = why
+
+    @property
+    def alert(self) -> bool:
+        """More than half of the latest judged frames are out of range."""
+        return 2 * (len(self.recent) - sum(self.recent)) > len(self.recent)
+
+    def status(self) -> dict[str, Any]:
+        """The figures of :meth:`Pipeline.status` (whole run, latest window, alert, why)."""
+        return {"in_range": self.counts[1], "out_of_range": self.counts[0],
+                "recent_in_range": int(sum(self.recent)), "recent_judged": len(self.recent),
+                "trust_alert": self.alert, "trust_last_out": self.last_out}
 
 
 def _packaged(name: str) -> dict[str, Any] | None:

@@ -70,10 +70,17 @@ async function pollStatus() {
   for (const k of ["rejected", "dropped", "missing"]) {
     $(`t_${k}`).classList.toggle("alert", (s[k] || 0) > 0);
   }
+  // the latest judged frames decide the alert; the whole run's count is beside them
   const judged = (s.in_range || 0) + (s.out_of_range || 0);
-  $("trust").textContent = judged ? `${s.in_range} of ${judged}` : "–";
-  $("trust_why").textContent = (s.out_of_range || 0) > 0 && s.trust_last_out ? `last ${s.trust_last_out}` : "";
-  $("t_trust").classList.toggle("alert", (s.out_of_range || 0) > 0);
+  const recent = s.recent_judged || 0;
+  const recentOut = recent - (s.recent_in_range || 0);
+  $("trust").textContent = !judged ? "–"
+    : recent < judged ? `${s.recent_in_range} of the last ${recent}` : `${s.in_range} of ${judged}`;
+  const why = [];
+  if (recent < judged) why.push(`whole run ${s.in_range} of ${judged}`);
+  if (recentOut > 0 && s.trust_last_out) why.push(`last ${s.trust_last_out}`);
+  $("trust_why").textContent = why.join("; ");
+  $("t_trust").classList.toggle("alert", !!s.trust_alert);
   $("fps_recent").textContent = fmt(s.fps_recent, 1);
   $("fps").textContent = fmt(s.fps, 1);
   $("latency").textContent = `${fmt(s.latency_p50_ms)} / ${fmt(s.latency_p99_ms)}`;
