@@ -1,5 +1,6 @@
 """Training on simulated exit waves: the loop runs, learns, and writes a bundle the tracker loads."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -98,6 +99,53 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(wave_set, tmp_path)
         train(wave_set, tmp_path / "never", cfg, resume=True)
 
 
+def test_a_time_budget_ends_the_run_with_its_schedule_spent(wave_set, tmp_path):
+    """``max_minutes``: the run stops when the time is up, not at ``steps``, and its learning
+    rate has gone through the whole one-cycle schedule by then."""
+    from etem.train.loop import _one_cycle
+
+    lrs = []
+
+    def watch(step, loss):  # the steps run
+        lrs.append(step)
+    t0 = time.perf_counter()
+    card = train(wave_set, tmp_path / "timed", _tiny(steps=10**6, validate_every=5, max_minutes=0.08), on_step=watch)
+    took = time.perf_counter() - t0
+    steps = card["training"]["steps"]
+    assert 5 <= steps < 10**6 and lrs[-1] == steps  # stopped by the clock, after a few steps
+    assert took < 0.08 * 60 + 30  # and soon after the budget (validation and the bundle besides)
+    assert card["training"]["history"][-1]["step"] == steps  # validated at the last step
+    assert card["training"]["config"]["max_minutes"] == 0.08
+    # the schedule: warm-up from lr/25 to the peak at 15 %, then down to almost nothing
+    assert _one_cycle(0.0) == pytest.approx(1 / 25) and _one_cycle(0.15) == pytest.approx(1.0)
+    assert _one_cycle(1.0) == pytest.approx(1 / 25e4) and _one_cycle(0.5) < _one_cycle(0.3) < 1.0
+    with pytest.raises(Exception, match="max_minutes"):
+        train(wave_set, tmp_path / "x", _tiny(max_minutes=0))
+
+
+def test_several_samples_per_wave(wave_set, tmp_path):
+    """Each wave of a batch gives several samples, each with its own microscope and geometry;
+    the table of true columns numbers them through the batch; training takes the option."""
+    from etem.simulate.waves import load_waves
+    from etem.train.loop import _batch
+
+    waves = load_waves(wave_set)
+    cfg = _tiny()
+    gen = torch.Generator().manual_seed(3)
+    cache: dict = {}
+    img, lab, table = _batch(waves, [0, 1], cfg, gen, 1, per_wave=3, cache=cache)
+    assert img.shape[0] == lab.shape[0] == 6 and set(cache) == {0, 1}
+    assert sorted(table["frame"].unique()) == list(range(6))
+    assert not torch.allclose(img[0], img[1]) and not torch.allclose(lab[0], lab[1])  # other draws
+    again, _, none = _batch(waves, [0, 1], cfg, torch.Generator().manual_seed(3), 1, per_wave=3, cache=cache,
+                            tables=False)
+    assert none is None and torch.equal(again, img)  # the cache changes nothing drawn
+    card = train(wave_set, tmp_path / "k", _tiny(batch=4, samples_per_wave=2, steps=2))
+    assert card["training"]["config"]["samples_per_wave"] == 2
+    with pytest.raises(Exception, match="samples_per_wave"):
+        train(wave_set, tmp_path / "x", _tiny(batch=4, samples_per_wave=3))
+
+
 def test_focal_series_model_and_mixed_precision(wave_set, tmp_path):
     cfg = _tiny(focal_offsets_A=(-50.0, 0.0, 50.0), amp="bf16", steps=2, validate_every=2)
     card = train(wave_set, tmp_path / "focal", cfg)
@@ -130,6 +178,8 @@ def test_train_command_resumes_and_rejects_bad_options(wave_set, tmp_path):
     assert r.returncode != 0 and "--focal" in r.stderr and "Traceback" not in r.stderr
     r = etem(tmp_path / "none.h5", "-o", tmp_path / "z")
     assert r.returncode != 0 and "no such wave set" in r.stderr
+    r = etem(*common, "--minutes", -1)
+    assert r.returncode != 0 and "--minutes" in r.stderr and "Traceback" not in r.stderr
     r = etem(*common, "--steps", 2, "--arch", "unet", "--unshuffle", 2)
     assert r.returncode != 0 and "--unshuffle" in r.stderr and "Traceback" not in r.stderr
 

@@ -145,8 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fusionnet: fold each SxS block of pixels into channels before the top level and "
                         "back after the head (2: about a third of the work at the same width and depth; "
                         "the bundled CPU models use it)")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 600; with --minutes: "
+                                                         "an upper bound, none unless given)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="train for this long, the learning-rate schedule spread over the time (for a "
+                        "machine lent for a fixed time)")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--samples-per-wave", type=int, default=1, metavar="K",
+                   help="draw K samples from each wave of a batch (each its own microscope and geometry): "
+                        "less work per sample on a GPU; must divide --batch")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--size", type=int, default=128, help="training image side [px]")
     p.add_argument("--sampling", type=float, default=0.2, help="training image pixel size [Å/px]")

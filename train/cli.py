@@ -23,10 +23,17 @@ def cmd_train(args) -> int:
         raise ConfigError(f"--focal must be comma-separated defocus offsets in Å; got {args.focal!r}") from None
     if not args.waves.is_file():
         raise ConfigError(f"{args.waves}: no such wave set (make one with `etem simulate waves`)")
+    if args.minutes is not None and not args.minutes > 0:
+        raise ConfigError(f"--minutes must be a positive time, got {args.minutes}")
+    steps = args.steps if args.steps is not None else (600 if args.minutes is None else 10**9)
+    if steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {steps}")
     cfg = TrainConfig(arch=args.arch, arch_args=arch_args, size=args.size, sampling_A=args.sampling,
                       label_sigma_A=args.label_sigma, preset=args.preset or None, imaging=args.imaging,
-                      batch=args.batch, steps=args.steps, lr=args.lr, seed=args.seed, device=args.device,
-                      validate_every=max(1, min(100, args.steps // 4)), focal_offsets_A=focal or (0.0,),
+                      batch=args.batch, steps=steps, lr=args.lr, seed=args.seed, device=args.device,
+                      validate_every=max(1, min(100, steps // 4)), max_minutes=args.minutes,
+                      samples_per_wave=args.samples_per_wave,
+                      focal_offsets_A=focal or (0.0,),
                       amp=args.amp, checkpoint_every=args.checkpoint_every, classes=args.classes)
     card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
     if card is None:  # a torchrun process other than the first

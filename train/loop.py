@@ -72,34 +72,85 @@ class TrainConfig:
     #: what the classes are: "species" (as the wave set stores them) or "height" (atoms per
     #: column, "1" .. "10"; Madsen et al. 2018, §4.3)
     classes: str = "species"
+    #: a time budget [min]: train until it is spent (``steps`` stays an upper bound) with the
+    #: learning-rate schedule spread over it; None: exactly ``steps`` steps
+    max_minutes: float | None = None
+    #: samples drawn from each wave of a batch (each its own microscope and geometry): fewer
+    #: waves per step, much less per-sample work on a GPU; ``batch`` must be a multiple of it
+    samples_per_wave: int = 1
+
+
+def _one_cycle(p: float, pct_start: float = 0.15, div: float = 25.0, final_div: float = 1e4) -> float:
+    """The learning-rate factor of a one-cycle schedule (as torch's OneCycleLR: cosine up from
+    1/div over the first ``pct_start``, then cosine down to 1/(div * final_div)) at progress ``p``
+    in [0, 1] of the run."""
+    import math
+
+    lo, end = 1.0 / div, 1.0 / (div * final_div)
+    if p < pct_start:
+        return lo + (1.0 - lo) * (1 - math.cos(math.pi * p / pct_start)) / 2
+    q = min(1.0, (p - pct_start) / (1.0 - pct_start))
+    return end + (1.0 - end) * (1 + math.cos(math.pi * q)) / 2
+
+
+def _stop_all(mine: bool, world: int, device: torch.device) -> bool:
+    """Under torchrun every process stops at the same step: when any of them has spent the budget."""
+    if world == 1:
+        return mine
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if mine else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_classes: int, *,
-           noise: bool = True):
-    """One augmented batch from the waves ``idx`` (all waves of a batch share their size);
-    ``noise=False``: the images before the shot noise (intensity, mean about 1)."""
+           noise: bool = True, per_wave: int = 1, cache: dict | None = None, tables: bool = True):
+    """One augmented batch from the waves ``idx``, ``per_wave`` samples of each (each its own
+    microscope and geometry); ``noise=False``: the images before the shot noise (intensity, mean
+    about 1). ``cache`` keeps each wave's source and columns on the device between calls;
+    ``tables=False`` skips the table of true columns (training does not read it)."""
     from etem.simulate.augment import AugmentConfig, training_batch
-    from etem.simulate.labels import pad_columns
-    from etem.simulate.optics import OpticsRanges, haadf_object
 
-    ranges = OpticsRanges.from_dict({**({"preset": cfg.preset} if cfg.preset else {}), **cfg.optics})
+    ranges = _ranges(cfg)
     aug = AugmentConfig(out_shape=(cfg.size, cfg.size), out_sampling_A=cfg.sampling_A, n_classes=n_classes,
                         sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A), noise=noise)
-    images, labels, tables = [], [], []
+    images, labels, found = [], [], []
     for i in idx:  # waves differ in size: one at a time, then stacked
         w = waves[i]
-        src = torch.from_numpy(w.wave)[None].to(cfg.device)
-        if cfg.imaging == "haadf":
-            pts = torch.tensor(w.columns_px()[["y", "x"]].to_numpy())[None]
-            src = haadf_object(pts, torch.tensor(w.columns["n_atoms"].to_numpy(), dtype=torch.float32)[None],
-                               shape=w.wave.shape, sampling_A=w.sampling_A[0]).to(cfg.device)
-        pts, cls = pad_columns([w.columns], sampling_A=w.sampling_A, device=cfg.device)
+        src, pts, cls = _source(w, cfg) if cache is None else (cache.get(i) or cache.setdefault(i, _source(w, cfg)))
+        if per_wave > 1:
+            src, pts, cls = (t.expand(per_wave, *t.shape[1:]) for t in (src, pts, cls))
         b = training_batch(src, pts, cls, sampling_A=w.sampling_A, energy_eV=w.energy_eV, generator=gen,
                            ranges=ranges, config=aug, mode=cfg.imaging)
         images.append(b.images)
         labels.append(b.labels)
-        tables.append(b.positions_table().assign(frame=len(tables)))
-    return torch.cat(images), torch.cat(labels), pd.concat(tables, ignore_index=True)
+        if tables:  # samples numbered through the batch
+            t = b.positions_table()
+            found.append(t.assign(frame=t["frame"] + per_wave * len(found)))
+    return torch.cat(images), torch.cat(labels), pd.concat(found, ignore_index=True) if tables else None
+
+
+def _ranges(cfg: TrainConfig):
+    """The microscope ranges a config draws from (its preset, then its overrides)."""
+    from etem.simulate.optics import OpticsRanges
+
+    return OpticsRanges.from_dict({**({"preset": cfg.preset} if cfg.preset else {}), **cfg.optics})
+
+
+def _source(w, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A wave's imaging source on the device (the exit wave, or the HAADF object made from its
+    columns) and its padded columns: ``[1, H, W]``, ``[1, P, 2]``, ``[1, P]``."""
+    from etem.simulate.labels import pad_columns
+    from etem.simulate.optics import haadf_object
+
+    src = torch.from_numpy(w.wave)[None].to(cfg.device)
+    if cfg.imaging == "haadf":
+        pts = torch.tensor(w.columns_px()[["y", "x"]].to_numpy())[None]
+        src = haadf_object(pts, torch.tensor(w.columns["n_atoms"].to_numpy(), dtype=torch.float32)[None],
+                           shape=w.wave.shape, sampling_A=w.sampling_A[0]).to(cfg.device)
+    pts, cls = pad_columns([w.columns], sampling_A=w.sampling_A, device=cfg.device)
+    return src, pts, cls
 
 
 def _normalize(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -319,7 +370,18 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     n_inputs = len(cfg.focal_offsets_A)
     model = build_network(cfg.arch, n_inputs=n_inputs, n_classes=n_classes + 1, **cfg.arch_args).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
+    budget_s = None if cfg.max_minutes is None else 60.0 * float(cfg.max_minutes)
+    if budget_s is not None and not budget_s > 0:
+        raise ConfigError(f"max_minutes must be a positive time, got {cfg.max_minutes!r}")
+    progress = [0.0]  # of the time budget, where there is one (read by its schedule)
+    per_wave = int(cfg.samples_per_wave)
+    if per_wave < 1 or cfg.batch % per_wave:
+        raise ConfigError(f"samples_per_wave must divide the batch ({cfg.batch}); got {cfg.samples_per_wave!r}")
+    cache: dict = {}  # each training wave's source and columns, on the device once
+    if budget_s is None:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: _one_cycle(progress[0]))
     autocast, scaler = _autocast(cfg, device)
     net = model
     if world > 1:
@@ -339,14 +401,22 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
                                                     st["step"] + 1)
         log.info("resumed from the checkpoint at step %d", st["step"])
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    if budget_s is not None:
+        progress[0] = min(1.0, (time.perf_counter() - t0) / budget_s)
     it = range(first, cfg.steps + 1)
     if progress and rank == 0:
         from tqdm import tqdm
 
-        it = tqdm(it, unit="step", desc="train", initial=first - 1, total=cfg.steps)
+        it = tqdm(it, unit="step", desc="train", initial=first - 1, total=cfg.steps if budget_s is None else None)
+    last = False
     for step in it:
+        last = step == cfg.steps
+        if budget_s is not None:  # the schedule follows the time spent; the budget ends the run
+            progress[0] = max(step / cfg.steps, min(1.0, (time.perf_counter() - t0) / budget_s))
+            last = _stop_all(progress[0] >= 1.0, world, device) or last
         net.train()
-        img, lab, _ = _batch(waves, rng.choice(train_idx, cfg.batch), dcfg, gen, n_classes)
+        img, lab, _ = _batch(waves, rng.choice(train_idx, cfg.batch // per_wave), dcfg, gen, n_classes,
+                             per_wave=per_wave, cache=cache, tables=False)
         x = _normalize(img, dcfg)
         with autocast:
             logits = net(x, logits=True)
@@ -363,7 +433,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             opt.step()
         sched.step()
         losses.append(loss.item())
-        if rank == 0 and (step % cfg.validate_every == 0 or step == cfg.steps):
+        if rank == 0 and (step % cfg.validate_every == 0 or last):
             scores = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
             # the loss is the mean over the steps since the last validation
             history.append({"step": step, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0,
@@ -372,10 +442,12 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             losses = []
             if scores["f1"] > best:
                 best, best_state = scores["f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if rank == 0 and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+        if rank == 0 and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last):
             _save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg)
         if on_step is not None:
             on_step(step, losses[-1] if losses else float("nan"))
+        if last:
+            break
     if world > 1:
         import torch.distributed as dist
 
@@ -407,7 +479,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
                     "geometry per sample"
                     + ("; a flat background of {:g}-{:g} of the brightest column under the noise (HAADF)"
                        .format(*AugmentConfig().haadf_background) if cfg.imaging == "haadf" else ""),
-            "imaging": cfg.imaging, "config": asdict(cfg), "steps": cfg.steps,
+            "imaging": cfg.imaging, "config": asdict(cfg), "steps": history[-1]["step"] if history else cfg.steps,
             "seconds": round(time.perf_counter() - t0, 1), "parameters": count_parameters(model),
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
                        + (f" x {world} processes" if world > 1 else ""),
