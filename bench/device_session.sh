@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one run on a GPU machine, at most about 8 minutes on one
 # H100/H200: the GPU tests, then the optics, engine, MSD-net and pipeline benchmarks, each under
-# its own time limit (they add up to 485 s; `train` to under 10 minutes). Each step's log goes to WORK (default /tmp/etem-device); OUT (default
-# ./device-out) gets session.md, which gathers every step's tables and how it ended, and (train)
-# the model bundle and its held-out table and plot: at most 8 files, as a GPU machine's
-# tooling may allow no more to come back.
+# its own time limit (they add up to 485 s; `train` to under 10 minutes). Each step's log goes
+# to WORK (default /tmp/etem-device); OUT (default ./device-out) gets session.md, which gathers
+# every step's tables and how it ended, and (train) the model bundles in one archive: at most 8
+# files, as a GPU machine's tooling may allow no more to come back.
 #
 #   bash bench/device_wheels.sh .whl              # here, once: the packages that machine lacks
 #   bash bench/device_session.sh [checks|train]   # there, from the repository root, with .whl
 #
-# `train` instead computes the Au exit waves there (abTEM on the machine's CPU cores) and trains
-# the Au HRTEM model on the GPU for TRAIN_MINUTES (default 4), then scores it on a held-out set;
-# the bundle and its tables land in OUT. SMOKE=1 shrinks every step to seconds (to try the
-# script on a CPU machine: DEVICE=cpu SMOKE=1).
+# `train` instead computes the exit waves there (abTEM on the machine's CPU cores) and trains
+# every bundled model side by side on the GPU for TRAIN_MINUTES (default 5); the bundles land in
+# OUT/models.tar.gz, to be scored here with `etem evaluate` (train/make_models.sh's steps).
+# SMOKE=1 shrinks every step to seconds (to try the script on a CPU machine: DEVICE=cpu SMOKE=1).
 set -uo pipefail
 WHAT=${1:-checks}
 OUT=${OUT:-./device-out}
@@ -65,22 +65,55 @@ if [ "$WHAT" = checks ]; then
   step pipeline_big 60 python3 bench/bench_pipeline.py --device "$DEVICE" --engine compiled --model haadf-stem \
     --sizes "$BIG" --columns 1000 --frames "$((F / 4))"
 elif [ "$WHAT" = train ]; then
-  M=${TRAIN_MINUTES:-4}
-  if [ "$SMOKE" = 1 ]; then N=4; H=2; STEPS=20; else N=64; H=12; STEPS=${TRAIN_STEPS:-100000}; fi
-  W="--sampling 0.0666667 --workers $(nproc)"
-  step waves 100 $ETEM simulate waves --material au -n "$N" --seed 100 $W -o "$WORK/au_waves.h5"
-  step heldout 50 $ETEM simulate waves --material au -n "$H" --seed 900 $W -o "$WORK/au_heldout.h5"
-  T="--arch fusionnet --width 32 --depth 3 --batch 32 --size 256 --sampling 0.2 --preset au --imaging hrtem --device $DEVICE"
-  [ "$SMOKE" = 1 ] && T="--arch fusionnet --width 8 --depth 2 --batch 2 --size 64 --sampling 0.2 --preset au --imaging hrtem --device $DEVICE"
-  # a short run times a step; the real run's step count fills TRAIN_MINUTES (its learning-rate
-  # schedule spans the whole run, so it cannot simply be cut short)
-  step probe 80 $ETEM train "$WORK/au_waves.h5" -o "$WORK/probe" --checkpoint-every 0 $T --steps "$([ "$SMOKE" = 1 ] && echo 5 || echo 50)" --seed 1
-  STEPS=$(python3 -c "import json; t=json.load(open('$WORK/probe.json'))['training']; \
-print(max(20, min($STEPS, int($M * 60 * 0.9 * t['steps'] / t['seconds']))))" 2>/dev/null || echo 20)
-  step train "$((M * 60 + 45))" $ETEM train "$WORK/au_waves.h5" -o "$OUT/au-hrtem-gpu" $T --steps "$STEPS" --seed 1 --checkpoint-every 0
-  step evaluate 80 $ETEM evaluate "$OUT/au-hrtem-gpu.json" "$WORK/au_heldout.h5" -n 8 --write-card -o "$WORK/eval"
-  cp "$WORK/eval/summary.csv" "$OUT/heldout_summary.csv" 2>/dev/null
-  cp "$WORK/eval/f1_vs_dose.png" "$OUT/" 2>/dev/null
+  # Every bundled model at once: the exit waves on the machine's CPU cores, then one training
+  # process per model on the one GPU, side by side, each for TRAIN_MINUTES (the learning-rate
+  # schedule spread over that time). The recipes are those of train/make_models.sh with more
+  # structures, bigger batches (several samples per wave) and, for some, wider networks.
+  # Scoring on held-out sets is done afterwards, anywhere (`etem evaluate`, make_models.sh).
+  M=${TRAIN_MINUTES:-5}
+  NP=$(nproc)
+  if [ "$SMOKE" = 1 ]; then
+    NAU=4; NG=3; NM=3; M=0.15; B="--batch 4 --samples-per-wave 2 --size 64"; MSD=6; NET16=8; NET32=8
+  else
+    NAU=${N_AU:-160}; NG=${N_GRAPHENE:-64}; NM=${N_MOS2:-128}; B="--batch 32 --samples-per-wave 4 --size 128"
+    MSD=100; NET16=16; NET32=32
+  fi
+  W="--sampling 0.0666667 --workers $NP"
+  step waves_au 180 $ETEM simulate waves --material au -n "$NAU" --seed 100 $W -o "$WORK/au_waves.h5"
+  step waves_graphene 90 $ETEM simulate waves --material graphene -n "$NG" --seed 200 $W -o "$WORK/graphene_waves.h5"
+  step waves_mos2 120 $ETEM simulate waves --material mos2 --substrate mixed -n "$NM" --seed 300 $W --energy 80e3 \
+    -o "$WORK/mos2_waves.h5"
+  mkdir -p "$WORK/models"
+  C="--device $DEVICE --minutes $M --checkpoint-every 0 $B"
+  AU="$WORK/au_waves.h5 --sampling 0.2 --preset au --imaging hrtem"
+  MO="$WORK/mos2_waves.h5 --sampling 0.1 --label-sigma 0.4 --preset mos2 --focal=-100,0,100"
+  declare -A JOBS=(
+    [au-hrtem]="$AU --arch fusionnet --width $NET16 --depth 2 --unshuffle 2 --seed 1"
+    [au-hrtem-w32]="$AU --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 11"
+    [haadf-stem]="$WORK/au_waves.h5 --sampling 0.2 --preset haadf --imaging haadf --arch fusionnet --width $NET16 \
+--depth 2 --unshuffle 2 --seed 2"
+    [graphene-hrtem]="$WORK/graphene_waves.h5 --sampling 0.2 --preset graphene --imaging hrtem --arch fusionnet \
+--width $NET32 --depth 3 --seed 3"
+    [au-heights]="$AU --focal=-100,0,100 --classes height --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 4"
+    [mos2-unet]="$MO --arch unet --width $NET16 --depth 3 --seed 6"
+    [mos2-msdnet]="$MO --arch msdnet --depth $MSD --seed 5"
+  )
+  t0=$SECONDS
+  for name in "${!JOBS[@]}"; do  # one process per model, a few CPU threads each
+    OMP_NUM_THREADS=2 timeout --kill-after=10 "$(python3 -c "print(int($M * 60 + 120))")" \
+      $ETEM train ${JOBS[$name]} $C -o "$WORK/models/$name" > "$WORK/train_$name.txt" 2>&1 &
+  done
+  wait
+  printf '\n## train: %s models side by side, %s min each (%s s)\n\n' "${#JOBS[@]}" "$M" "$((SECONDS - t0))" \
+    >> "$OUT/session.md"
+  for name in $(printf '%s\n' "${!JOBS[@]}" | sort); do
+    printf -- '- %s: %s\n' "$name" "$(grep -E 'bundle|Error|error' "$WORK/train_$name.txt" | tail -1)" >> "$OUT/session.md"
+  done
+  # STEM contrast is alike across materials: the STEM finder names its class "column"
+  [ -f "$WORK/models/haadf-stem.json" ] && python3 -c "from etem.train.bundle import update_card; \
+update_card('$WORK/models/haadf-stem', {'class_names': ['column']})"
+  tar czf "$OUT/models.tar.gz" -C "$WORK/models" . && ls -l "$OUT/models.tar.gz" >> "$OUT/session.md"
+  tail -n 3 "$WORK"/train_*.txt > "$OUT/train_logs.txt" 2>/dev/null
 else
   echo "usage: bash bench/device_session.sh [checks|train]"; exit 2
 fi

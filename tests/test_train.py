@@ -146,6 +146,15 @@ def test_several_samples_per_wave(wave_set, tmp_path):
         train(wave_set, tmp_path / "x", _tiny(batch=4, samples_per_wave=3))
 
 
+@pytest.mark.parametrize("arch, arch_args", [("msdnet", {"depth": 4}), ("unet", {"width": 4, "depth": 2})])
+def test_every_architecture_trains_into_a_bundle(wave_set, tmp_path, arch, arch_args):
+    """The card holds the network's own arguments (MSD-net fills in its width and dilations)."""
+    card = train(wave_set, tmp_path / arch, _tiny(arch=arch, arch_args=arch_args, steps=2, validate_every=2))
+    model, loaded = load_bundle(tmp_path / arch)
+    assert loaded["arch"] == arch and loaded["arch_args"] == model.arch_args == card["arch_args"]
+    assert all(loaded["arch_args"][k] == v for k, v in arch_args.items())
+
+
 def test_focal_series_model_and_mixed_precision(wave_set, tmp_path):
     cfg = _tiny(focal_offsets_A=(-50.0, 0.0, 50.0), amp="bf16", steps=2, validate_every=2)
     card = train(wave_set, tmp_path / "focal", cfg)

@@ -460,7 +460,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     card = {
         "name": name or out.name,
         "arch": cfg.arch,
-        "arch_args": {"n_inputs": n_inputs, "n_classes": n_classes + 1, **cfg.arch_args},
+        "arch_args": model.arch_args,  # as the network has them (defaults it filled in too)
         "inputs": list(cfg.focal_offsets_A),
         "class_names": classes,
         "classes_by": cfg.classes,
