@@ -5,7 +5,9 @@
 #
 # Every step is an `etem` command, so each model card records how it was made. The wave sets
 # use fixed seeds; the held-out sets (seeds 900+) never overlap the training structures.
-# Copy OUT/*.json and OUT/*.safetensors into tracker/models/ to ship them.
+# Copy OUT/*.json and OUT/*.safetensors into tracker/models/ to ship them. A model whose bundle
+# is already in OUT is not trained again, only scored: unpack the bundles that
+# `bench/device_session.sh train` brought back from a GPU into OUT first.
 set -euo pipefail
 OUT=${1:-models-build}
 DEVICE=${2:-cpu}
@@ -23,12 +25,12 @@ W="--sampling 0.0666667 --workers ${WORKERS:-2}"
 # (a) Au nanoparticles, HRTEM, single image; (e) HAADF-STEM column finder (same structures)
 # the CPU architecture: FusionNet width 16, depth 2 on 2x2 pixel blocks (docs/models.md)
 T="--arch fusionnet --width 16 --depth 2 --unshuffle 2 --batch 8 --size 96 --sampling 0.2 --device $DEVICE"
-etem train "$OUT/au_waves.h5" -o "$OUT/au-hrtem" $T --steps 3000 --preset au --imaging hrtem --seed 1
-etem train "$OUT/au_waves.h5" -o "$OUT/haadf-stem" $T --steps 2000 --preset haadf --imaging haadf --seed 2
+[ -f "$OUT/au-hrtem.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/au-hrtem" $T --steps 3000 --preset au --imaging hrtem --seed 1
+[ -f "$OUT/haadf-stem.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/haadf-stem" $T --steps 2000 --preset haadf --imaging haadf --seed 2
 # STEM contrast is alike across materials: the shipped STEM finder names its class "column"
 python -c "from etem.train.bundle import update_card; update_card('$OUT/haadf-stem', {'class_names': ['column']})"
 # (b) graphene, HRTEM, single image
-etem train "$OUT/graphene_waves.h5" -o "$OUT/graphene-hrtem" $T --steps 2000 --preset graphene --imaging hrtem --seed 3
+[ -f "$OUT/graphene-hrtem.json" ] || etem train "$OUT/graphene_waves.h5" -o "$OUT/graphene-hrtem" $T --steps 2000 --preset graphene --imaging hrtem --seed 3
 
 # evaluation on the held-out sets, beside the classical locator
 etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-au-hrtem"
@@ -43,7 +45,7 @@ etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout_tilt1.h5" --sweep -n 16 --write
 # al. 2018, §4.3), scored as Madsen's Fig. 12 (columns miscounted by 1, 2, 3+ atoms against dose,
 # up to 3x10^4 e/Å²). The same Au waves, labelled by height.
 HSTEPS=${HEIGHT_STEPS:-3000}
-etem train "$OUT/au_waves.h5" -o "$OUT/au-heights" $T --steps "$HSTEPS" --preset au --imaging hrtem \
+[ -f "$OUT/au-heights.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/au-heights" $T --steps "$HSTEPS" --preset au --imaging hrtem \
   --focal=-100,0,100 --classes height --seed 4 --checkpoint-every 250
 etem evaluate "$OUT/au-heights" "$OUT/au_heldout.h5" -n 8 --doses 100,300,1000,3000,10000,30000 \
   --write-card -o "$OUT/eval-au-heights"
@@ -60,9 +62,9 @@ MW="--sampling 0.0666667 --workers ${WORKERS:-2} --energy 80e3"
 M="--batch 8 --size 128 --sampling 0.1 --label-sigma 0.4 --preset mos2 --focal=-100,0,100 --device $DEVICE"
 MSTEPS=${MOS2_STEPS:-3000}
 MODELS="$OUT/mos2-unet"
-etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-unet" --arch unet --width 16 --depth 3 $M --steps "$MSTEPS" --seed 6 --checkpoint-every 250
-if [ "${MOS2_MSD:-0}" = 1 ]; then
-  etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-msdnet" --arch msdnet --depth 100 $M --steps "$MSTEPS" --seed 5 --checkpoint-every 500
+[ -f "$OUT/mos2-unet.json" ] || etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-unet" --arch unet --width 16 --depth 3 $M --steps "$MSTEPS" --seed 6 --checkpoint-every 250
+if [ "${MOS2_MSD:-0}" = 1 ] || [ -f "$OUT/mos2-msdnet.json" ]; then
+  [ -f "$OUT/mos2-msdnet.json" ] || etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-msdnet" --arch msdnet --depth 100 $M --steps "$MSTEPS" --seed 5 --checkpoint-every 500
   MODELS="$OUT/mos2-msdnet,$OUT/mos2-unet"
 fi
 etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" -n 8 --write-card -o "$OUT/eval-mos2-bare"
