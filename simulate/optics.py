@@ -432,8 +432,16 @@ def image_from_waves(
     kernel = ctf(waves.shape[-2:], sampling_A=sampling_A, energy_eV=energy_eV, params=params,
                  focal_offsets_A=focal_offsets_A, semiangle_cutoff_mrad=semiangle_cutoff_mrad,
                  soft_aperture=soft_aperture, image_shift_A=image_shift_A, dtype=real)
-    psi = torch.fft.ifft2(torch.fft.fft2(waves)[:, None] * kernel)
+    psi = torch.fft.ifft2(_shared(torch.fft.fft2, waves)[:, None] * kernel)
     return psi.real**2 + psi.imag**2
+
+
+def _shared(transform, x: torch.Tensor) -> torch.Tensor:
+    """``transform(x)`` over a batch; a batch that repeats one sample (an expanded tensor, stride
+    0 along the batch, as training draws several microscopes for one wave) is transformed once."""
+    if x.shape[0] > 1 and x.stride(0) == 0:
+        return transform(x[:1]).expand(x.shape[0], *([-1] * (x.ndim - 1)))
+    return transform(x)
 
 
 def probe_intensity(
@@ -496,7 +504,7 @@ def stem_image(
     probe = probe_intensity((h, w), sampling_A=sampling_A, energy_eV=energy_eV, params=params,
                             focal_offsets_A=focal_offsets_A, soft_aperture=soft_aperture,
                             image_shift_A=image_shift_A)
-    spectrum = torch.fft.rfft2(objects.float())[:, None] * torch.fft.rfft2(probe)
+    spectrum = _shared(torch.fft.rfft2, objects.float())[:, None] * torch.fft.rfft2(probe)
     return torch.fft.irfft2(spectrum, s=(h, w))
 
 

@@ -366,6 +366,21 @@ def test_stem_image_of_a_point_is_the_probe_there():
     assert probe.sum((-2, -1)).sub(1).abs().max() < 1e-5
 
 
+def test_one_wave_under_several_microscopes_is_transformed_once_and_imaged_alike():
+    """A batch that repeats one wave (expanded, as training draws several samples per wave)
+    gives the images of the same batch written out in full."""
+    g = torch.Generator().manual_seed(4)
+    params = OpticsRanges().sample(3, g)
+    wave = torch.exp(1j * 0.3 * torch.rand(1, 48, 40, generator=g)).to(torch.complex64)
+    kw = dict(sampling_A=0.05, energy_eV=E, params=params, focal_offsets_A=(0.0, 50.0))
+    shared = image_from_waves(wave.expand(3, -1, -1), **kw)
+    assert torch.allclose(shared, image_from_waves(wave.repeat(3, 1, 1), **kw), atol=1e-5)
+    assert not torch.allclose(shared[0], shared[1])  # each its own microscope
+    obj = torch.rand(1, 48, 40, generator=g)
+    kw = dict(sampling_A=0.05, energy_eV=E, params=params)
+    assert torch.allclose(stem_image(obj.expand(3, -1, -1), **kw), stem_image(obj.repeat(3, 1, 1), **kw), atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------
 # Ranges and inputs
 
