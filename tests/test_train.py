@@ -99,7 +99,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(wave_set, tmp_path)
         train(wave_set, tmp_path / "never", cfg, resume=True)
 
 
-def test_a_time_budget_ends_the_run_with_its_schedule_spent(wave_set, tmp_path):
+def test_a_time_budget_ends_the_run_with_its_schedule_spent(wave_set, tmp_path, capsys):
     """``max_minutes``: the run stops when the time is up, not at ``steps``, and its learning
     rate has gone through the whole one-cycle schedule by then."""
     from etem.train.loop import _one_cycle
@@ -116,6 +116,7 @@ def test_a_time_budget_ends_the_run_with_its_schedule_spent(wave_set, tmp_path):
     assert took < 0.08 * 60 + 30  # and soon after the budget (validation and the bundle besides)
     assert card["training"]["history"][-1]["step"] == steps  # validated at the last step
     assert card["training"]["config"]["max_minutes"] == 0.08
+    assert "step" not in capsys.readouterr().err  # no progress bar unless asked for
     # the schedule: warm-up from lr/25 to the peak at 15 %, then down to almost nothing
     assert _one_cycle(0.0) == pytest.approx(1 / 25) and _one_cycle(0.15) == pytest.approx(1.0)
     assert _one_cycle(1.0) == pytest.approx(1 / 25e4) and _one_cycle(0.5) < _one_cycle(0.3) < 1.0

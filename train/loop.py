@@ -373,7 +373,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     budget_s = None if cfg.max_minutes is None else 60.0 * float(cfg.max_minutes)
     if budget_s is not None and not budget_s > 0:
         raise ConfigError(f"max_minutes must be a positive time, got {cfg.max_minutes!r}")
-    progress = [0.0]  # of the time budget, where there is one (read by its schedule)
+    spent = [0.0]  # fraction of the time budget, where there is one (read by its schedule)
     per_wave = int(cfg.samples_per_wave)
     if per_wave < 1 or cfg.batch % per_wave:
         raise ConfigError(f"samples_per_wave must divide the batch ({cfg.batch}); got {cfg.samples_per_wave!r}")
@@ -381,7 +381,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     if budget_s is None:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
     else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: _one_cycle(progress[0]))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: _one_cycle(spent[0]))
     autocast, scaler = _autocast(cfg, device)
     net = model
     if world > 1:
@@ -402,7 +402,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         log.info("resumed from the checkpoint at step %d", st["step"])
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     if budget_s is not None:
-        progress[0] = min(1.0, (time.perf_counter() - t0) / budget_s)
+        spent[0] = min(1.0, (time.perf_counter() - t0) / budget_s)
     it = range(first, cfg.steps + 1)
     if progress and rank == 0:
         from tqdm import tqdm
@@ -412,8 +412,8 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     for step in it:
         last = step == cfg.steps
         if budget_s is not None:  # the schedule follows the time spent; the budget ends the run
-            progress[0] = max(step / cfg.steps, min(1.0, (time.perf_counter() - t0) / budget_s))
-            last = _stop_all(progress[0] >= 1.0, world, device) or last
+            spent[0] = max(step / cfg.steps, min(1.0, (time.perf_counter() - t0) / budget_s))
+            last = _stop_all(spent[0] >= 1.0, world, device) or last
         net.train()
         img, lab, _ = _batch(waves, rng.choice(train_idx, cfg.batch // per_wave), dcfg, gen, n_classes,
                              per_wave=per_wave, cache=cache, tables=False)
