@@ -304,7 +304,7 @@ def test_realdata_dm3():
     path = realdata() / "example_Se_implanted_MoS2.dm3"
     rec = open_recording(path)
     assert len(rec) == 1 and rec.shape == (1024, 1024) and rec.dtype == np.uint32
-    assert rec.meta["imaging"] == "stem"  # its Gatan tags say SCANNING
+    assert rec.meta["imaging"] == "stem" and rec.meta["detector"] == "adf"  # its Gatan tags: SCANNING, HAADF
     assert next(rec.iter_frames()).meta["imaging"] == "stem"
     assert rec.sampling == pytest.approx(0.127, abs=1e-3)
     assert rec[0].shape == (1024, 1024)
@@ -447,6 +447,14 @@ def test_how_an_image_was_taken_from_its_metadata():
     assert _imaging(sig(original=gatan)) == "hrtem"
     assert _imaging(sig()) is None and _imaging(sig(original={"x": [1, 2], "y": {"z": 3}})) is None
 
+    from etem.tracker.files import _detector
+
+    assert _detector(sig(original={"QuickSaved": {"Temp-Tags": {"Detector": "HAADF"}}})) == "adf"
+    assert _detector(sig({"Acquisition_instrument": {"TEM": {"Detector": {"name": "x"}, "detector": "ABF"}}})) == "bf"
+    assert _detector(sig(original={"Detector Name": "BF"})) == "bf"
+    assert _detector(sig(original={"Detector": "Dark field 2"})) == "adf"
+    assert _detector(sig(original={"Camera": "ABF"})) is None and _detector(sig()) is None
+
 
 def test_model_auto_follows_how_the_file_says_it_was_taken(tmp_path, caplog):
     """``--model auto`` on a file whose metadata say STEM takes the STEM model, in find and in
@@ -469,6 +477,16 @@ def test_model_auto_follows_how_the_file_says_it_was_taken(tmp_path, caplog):
         caplog.clear()
         track(tmp_path / "stem.hspy", model="auto")
         assert "'auto:stem'" in caplog.text and "haadf-stem" in caplog.text
+    # a bright-field STEM image (dark columns): not the bright-column STEM model, said so
+    abf = _signal(data, scale=0.02)
+    abf["metadata"]["Acquisition_instrument"] = {"TEM": {"acquisition_mode": "STEM"}}
+    abf["original_metadata"] = {"ImageTags": {"Detector": "ABF"}}
+    rsciio.hspy.file_writer(str(tmp_path / "abf.hspy"), abf)
+    assert open_recording(tmp_path / "abf.hspy").meta["detector"] == "bf"
+    for run in (find, track):
+        with pytest.raises(ConfigError, match="bright-field STEM.*--classical --dark"):
+            run(tmp_path / "abf.hspy", model="auto")
+    assert len(find(tmp_path / "abf.hspy", classical=True, dark=True, sampling=0.2)) >= 0
     with pytest.raises(ConfigError, match="material"):
         find(tmp_path / "plain.hspy", model="auto")
     with pytest.raises(ConfigError, match="material"):

@@ -48,12 +48,18 @@ def resolve_model(model, material: str | None, focal: int = 1):
 
 
 def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: str | None, engine: str | None,
-                material: str | None = None, focal: int = 1, data_imaging: str | None = None) -> EngineConfig:
+                material: str | None = None, focal: int = 1, data: dict | None = None) -> EngineConfig:
     changes: dict[str, Any] = {}
-    # what the frames are: as the run says (--imaging), else as the file's metadata say
-    imaging = base.imaging or (data_imaging if data_imaging in ("hrtem", "stem") else None)
+    # what the frames are: as the run says (--imaging), else as the file's metadata say (``data``:
+    # its frames' "imaging" and, for STEM, "detector")
+    data = data or {}
+    imaging = base.imaging or (data.get("imaging") if data.get("imaging") in ("hrtem", "stem") else None)
     if model == "auto" and imaging:
         model = f"auto:{imaging}"
+    if model == "auto:stem" and data.get("detector") == "bf" and not classical:
+        raise ConfigError("the file says its frames are bright-field STEM (dark columns); the bundled STEM model "
+                          "finds the bright columns of annular dark-field images. Use the classical locator for "
+                          "dark columns (--classical --dark), or name a model")
     if model is not None and not classical:
         model = resolve_model(model, material, focal)
         if model is None:
@@ -131,7 +137,7 @@ def find(
     # images per frame as the data hold them (a 4-D stack or a focal-series file says so itself)
     per_frame = frames[0].image.shape[0] if frames and frames[0].image.ndim == 3 else focal
     ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material, per_frame,
-                       data_imaging=(frames[0].meta or {}).get("imaging") if frames else None)
+                       data=(frames[0].meta or {}) if frames else None)
     det = Detector(ecfg, cfg.preprocess, cfg.locate)
     parts = []
     quality_rows: list[dict] = []
@@ -307,7 +313,7 @@ def track(
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine, material,
-                                                      focal or 1, data_imaging=_file_imaging(source, model)))
+                                                      focal or 1, data=_file_meta(source, model)))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
     if sampling == "auto":
@@ -340,16 +346,16 @@ def track(
     return result_of(pipe)
 
 
-def _file_imaging(source, model) -> str | None:
-    """How a recorded file says its frames were taken (``"stem"``/``"hrtem"``), read only where
-    ``model="auto"`` needs it; None for streams, folders, arrays and files that do not say."""
+def _file_meta(source, model) -> dict | None:
+    """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
+    ``detector``), read only where ``model="auto"`` needs it; None for streams, folders and arrays."""
     if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source) or not Path(source).is_file():
         return None
     from .files import open_recording
 
     with contextlib.suppress(Exception):  # a file that cannot be read fails where it is read for frames
         with open_recording(source) as rec:
-            return rec.meta.get("imaging")
+            return rec.frame_meta()
     return None
 
 

@@ -127,9 +127,8 @@ class Recording:
 
     def frame_meta(self) -> dict[str, Any]:
         """What each of its frames carries of the file: its path, and how it was taken where the
-        file says (``imaging``)."""
-        return {"source": self.meta["source"], **({"imaging": self.meta["imaging"]} if self.meta.get("imaging")
-                                                  else {})}
+        file says (``imaging``, ``detector``)."""
+        return {"source": self.meta["source"], **{k: self.meta[k] for k in ("imaging", "detector") if self.meta.get(k)}}
 
     @property
     def times(self) -> np.ndarray | None:
@@ -333,6 +332,9 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
     imaging = _imaging(signal)
     if imaging:
         meta["imaging"] = imaging
+        detector = _detector(signal) if imaging == "stem" else None
+        if detector:
+            meta["detector"] = detector
     if signal["data"].ndim >= 3 and times is None:
         factor = _unit_factor(axes[0].get("units"), _TIME_S)
         if factor is not None and axes[0].get("scale"):
@@ -361,6 +363,31 @@ def _imaging(signal: dict) -> str | None:
         return "stem"
     if found.get("Illumination Mode") == "TEM":
         return "hrtem"
+    return None
+
+
+def _detector(signal: dict) -> str | None:
+    """``"bf"`` (bright field, annular bright field: dark columns) or ``"adf"`` (annular dark
+    field, HAADF: bright columns) where the metadata name a STEM detector (a "Detector" entry,
+    HyperSpy's or a Gatan file's); else None."""
+    import re
+
+    names: list[str] = []
+
+    def walk(d: dict, depth: int) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and depth < 8:
+                walk(v, depth + 1)
+            elif "detector" in str(k).lower() and isinstance(v, str):
+                names.append(v.upper())
+
+    walk(signal.get("metadata") or {}, 0)
+    walk(signal.get("original_metadata") or {}, 0)
+    for name in names:
+        if re.search(r"\b(HA)?ADF\b|DARK", name):
+            return "adf"
+        if re.search(r"\bA?BF\b|BRIGHT", name):
+            return "bf"
     return None
 
 
