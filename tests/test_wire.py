@@ -125,11 +125,11 @@ def test_how_a_frame_was_taken_travels_in_the_header_meta():
     pull = zmq.Context.instance().socket(zmq.PULL)
     pull.connect(pub.address)
     try:
-        frames = [Frame(image=np.ones((4, 4), np.float32), frame=0, sampling=0.2, meta={"imaging": "stem"}),
+        frames = [Frame(image=np.ones((4, 4), np.float32), frame=0, sampling=0.2, meta={"imaging": "stem", "detector": "adf", "source": "a.dm3"}),
                   Frame(image=np.ones((4, 4), np.float32), frame=1, sampling=0.2)]
         publish_frames(frames, pub)
         got = [decode(pull.recv_multipart()) for _ in range(2)]
     finally:
         pull.close(linger=0)
         pub.close()
-    assert got[0].meta == {"imaging": "stem"} and got[1].meta == {}
+    assert got[0].meta == {"imaging": "stem", "detector": "adf"} and got[1].meta == {}  # not the local path

@@ -153,7 +153,7 @@ def publish_frames(
                 time.sleep(delay)
         if isinstance(f, Frame):
             # what the file says of how it was taken travels with the frame (wire "meta")
-            meta = {"imaging": f.meta["imaging"]} if f.meta.get("imaging") else None
+            meta = {k: f.meta[k] for k in ("imaging", "detector") if f.meta.get(k)} or None
             publisher.send(f.image, frame=f.frame, sampling=f.sampling if sampling is None else sampling,
                            t=f.t, dose=f.dose, defocus=list(f.defocus) if f.defocus else None, meta=meta)
         else:
