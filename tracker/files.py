@@ -350,15 +350,8 @@ def _imaging(signal: dict) -> str | None:
     if isinstance(mode, str) and mode.upper() in ("STEM", "TEM"):
         return "stem" if mode.upper() == "STEM" else "hrtem"
     found: dict[str, str] = {}
-
-    def walk(d: dict, depth: int) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict) and depth < 8:
-                walk(v, depth + 1)
-            elif k in ("Operation Mode", "Illumination Mode") and isinstance(v, str):
-                found.setdefault(k, v.upper())
-
-    walk(signal.get("original_metadata") or {}, 0)
+    for k, v in _strings(signal.get("original_metadata") or {}, lambda k: k in ("Operation Mode", "Illumination Mode")):
+        found.setdefault(k, v)
     if found.get("Operation Mode") == "SCANNING" or found.get("Illumination Mode") == "STEM":
         return "stem"
     if found.get("Illumination Mode") == "TEM":
@@ -372,23 +365,28 @@ def _detector(signal: dict) -> str | None:
     HyperSpy's or a Gatan file's); else None."""
     import re
 
-    names: list[str] = []
+    def is_detector(key: str) -> bool:
+        return "detector" in key.lower()
 
-    def walk(d: dict, depth: int) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict) and depth < 8:
-                walk(v, depth + 1)
-            elif "detector" in str(k).lower() and isinstance(v, str):
-                names.append(v.upper())
-
-    walk(signal.get("metadata") or {}, 0)
-    walk(signal.get("original_metadata") or {}, 0)
+    names = [v for tree in ("metadata", "original_metadata") for _, v in _strings(signal.get(tree) or {}, is_detector)]
     for name in names:
         if re.search(r"\b(HA)?ADF\b|DARK", name):
             return "adf"
         if re.search(r"\bA?BF\b|BRIGHT", name):
             return "bf"
     return None
+
+
+def _strings(tree: dict, keep: Callable[[str], bool], depth: int = 0) -> list[tuple[str, str]]:
+    """``(key, VALUE)`` of each string entry of a nested metadata dict (8 levels at most) whose
+    key ``keep`` accepts, the value upper-cased, in the dict's order."""
+    out: list[tuple[str, str]] = []
+    for k, v in tree.items():
+        if isinstance(v, dict) and depth < 8:
+            out += _strings(v, keep, depth + 1)
+        elif isinstance(v, str) and keep(str(k)):
+            out.append((str(k), v.upper()))
+    return out
 
 
 def _release(exc: BaseException) -> None:
