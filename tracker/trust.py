@@ -148,13 +148,15 @@ class TrustTally:
     frames, which is what a live view should go by. A frame at the edge of a range flips in and
     out with the noise; an alert is raised only while most of the latest frames are out of range
     (the data have left what the locator was shown to handle), and it clears when they come back.
+    One thread adds; any may read :meth:`status` (it reads counters, never the window itself).
     """
 
     def __init__(self, window: int = 50, counts: tuple[int, int] | list[int] = (0, 0)) -> None:
         if window < 1:
             raise ValueError(f"window must be at least one frame, got {window}")
         self.counts = list(counts)  # frames judged [outside, inside] the ranges, whole run
-        self.recent: deque[int] = deque(maxlen=window)  # 1 inside, 0 outside; the latest judged frames
+        self._window: deque[int] = deque(maxlen=window)  # 1 inside, 0 outside; the latest judged frames
+        self._recent = [0, 0]  # frames [outside, inside] among them
         self.last_out = ""  # why the latest frame out of range was (words of :func:`describe`)
 
     def add(self, in_range: int, why: str = "") -> None:
@@ -162,20 +164,24 @@ class TrustTally:
         if in_range < 0:
             return
         self.counts[in_range] += 1
-        self.recent.append(in_range)
+        if len(self._window) == self._window.maxlen:
+            self._recent[self._window[0]] -= 1  # the oldest leaves the window
+        self._window.append(in_range)
+        self._recent[in_range] += 1
         if in_range == 0:
             self.last_out = why
 
     @property
     def alert(self) -> bool:
         """More than half of the latest judged frames are out of range."""
-        return 2 * (len(self.recent) - sum(self.recent)) > len(self.recent)
+        return self._recent[0] > self._recent[1]
 
     def status(self) -> dict[str, Any]:
         """The figures of :meth:`Pipeline.status` (whole run, latest window, alert, why)."""
+        out, inside = self._recent
         return {"in_range": self.counts[1], "out_of_range": self.counts[0],
-                "recent_in_range": int(sum(self.recent)), "recent_judged": len(self.recent),
-                "trust_alert": self.alert, "trust_last_out": self.last_out}
+                "recent_in_range": inside, "recent_judged": out + inside,
+                "trust_alert": out > inside, "trust_last_out": self.last_out}
 
 
 def _packaged(name: str) -> dict[str, Any] | None:
