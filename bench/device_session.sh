@@ -3,15 +3,15 @@
 # H100/H200: the GPU tests, then the optics, engine, MSD-net and pipeline benchmarks, each under
 # its own time limit (they add up to 485 s; `train` to under 10 minutes). Each step's log goes
 # to WORK (default /tmp/etem-device); OUT (default ./device-out) gets session.md, which gathers
-# every step's tables and how it ended, and (train) the model bundles in one archive: at most 8
-# files, as a GPU machine's tooling may allow no more to come back.
+# every step's tables and how it ended, and (train) the model bundles, an archive each: at most
+# 8 files, as a GPU machine's tooling may allow no more to come back.
 #
 #   bash bench/device_wheels.sh .whl              # here, once: the packages that machine lacks
 #   bash bench/device_session.sh [checks|train]   # there, from the repository root, with .whl
 #
 # `train` instead computes the exit waves there (abTEM on the machine's CPU cores) and trains
-# every bundled model side by side on the GPU for TRAIN_MINUTES (default 5); the bundles land in
-# OUT/models.tar.gz, to be scored here with `etem evaluate` (train/make_models.sh's steps).
+# every bundled model side by side on the GPU for TRAIN_MINUTES (default 4); the bundles land in
+# OUT/NAME.tar.gz, to be scored here with `etem evaluate` (train/make_models.sh's steps).
 # SMOKE=1 shrinks every step to seconds (to try the script on a CPU machine: DEVICE=cpu SMOKE=1).
 set -uo pipefail
 WHAT=${1:-checks}
@@ -70,13 +70,13 @@ elif [ "$WHAT" = train ]; then
   # schedule spread over that time). The recipes are those of train/make_models.sh with more
   # structures, bigger batches (several samples per wave) and, for some, wider networks.
   # Scoring on held-out sets is done afterwards, anywhere (`etem evaluate`, make_models.sh).
-  M=${TRAIN_MINUTES:-5}
+  M=${TRAIN_MINUTES:-4}
   NP=$(nproc)
   if [ "$SMOKE" = 1 ]; then
     NAU=4; NG=3; NM=3; M=0.15; B="--batch 4 --samples-per-wave 2 --size 64"; MSD=6; NET16=8; NET32=8
   else
     NAU=${N_AU:-160}; NG=${N_GRAPHENE:-64}; NM=${N_MOS2:-128}; B="--batch 32 --samples-per-wave 4 --size 128"
-    MSD=100; NET16=16; NET32=32
+    MSD=100; NET16=16; NET32=24  # width 24, depth 3: about 10 MB of weights, under the 16 MiB a file may bring back
   fi
   W="--sampling 0.0666667 --workers $NP"
   step waves_au 180 $ETEM simulate waves --material au -n "$NAU" --seed 100 $W -o "$WORK/au_waves.h5"
@@ -89,7 +89,7 @@ elif [ "$WHAT" = train ]; then
   MO="$WORK/mos2_waves.h5 --sampling 0.1 --label-sigma 0.4 --preset mos2 --focal=-100,0,100"
   declare -A JOBS=(
     [au-hrtem]="$AU --arch fusionnet --width $NET16 --depth 2 --unshuffle 2 --seed 1"
-    [au-hrtem-w32]="$AU --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 11"
+    [au-hrtem-w24]="$AU --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 11"
     [haadf-stem]="$WORK/au_waves.h5 --sampling 0.2 --preset haadf --imaging haadf --arch fusionnet --width $NET16 \
 --depth 2 --unshuffle 2 --seed 2"
     [graphene-hrtem]="$WORK/graphene_waves.h5 --sampling 0.2 --preset graphene --imaging hrtem --arch fusionnet \
@@ -112,8 +112,12 @@ elif [ "$WHAT" = train ]; then
   # STEM contrast is alike across materials: the STEM finder names its class "column"
   [ -f "$WORK/models/haadf-stem.json" ] && python3 -c "from etem.train.bundle import update_card; \
 update_card('$WORK/models/haadf-stem', {'class_names': ['column']})"
-  tar czf "$OUT/models.tar.gz" -C "$WORK/models" . && ls -l "$OUT/models.tar.gz" >> "$OUT/session.md"
-  tail -n 3 "$WORK"/train_*.txt > "$OUT/train_logs.txt" 2>/dev/null
+  # one archive per model (at most 8 files come back, 16 MiB each): with session.md, 8
+  for name in "${!JOBS[@]}"; do
+    [ -f "$WORK/models/$name.json" ] && tar czf "$OUT/$name.tar.gz" -C "$WORK/models" "$name.json" "$name.safetensors"
+  done
+  ls -l "$OUT"/*.tar.gz >> "$OUT/session.md" 2>/dev/null
+  for f in "$WORK"/train_*.txt; do printf '\n    %s\n' "$f"; tail -n 3 "$f" | sed 's/^/    /'; done >> "$OUT/session.md"
 else
   echo "usage: bash bench/device_session.sh [checks|train]"; exit 2
 fi
