@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from .watch import FolderWatcher, watch_folder  # noqa: F401  (loaded by __getattr__ below)
 
 #: File suffix -> format key.
+#: What a file may say of how its frames were taken, carried on each frame (and over the wire):
+#: ``imaging`` ("stem" / "hrtem") and, for STEM, ``detector`` ("adf" / "bf").
+ACQUISITION_KEYS = ("imaging", "detector")
+
 SUFFIXES = {
     ".tif": "tiff", ".tiff": "tiff", ".mrc": "mrc", ".dm3": "dm", ".dm4": "dm", ".emd": "emd",
     ".ser": "tia", ".emi": "tia", ".hspy": "hdf5", ".hdf5": "hdf5", ".h5": "hdf5",
@@ -128,7 +132,7 @@ class Recording:
     def frame_meta(self) -> dict[str, Any]:
         """What each of its frames carries of the file: its path, and how it was taken where the
         file says (``imaging``, ``detector``)."""
-        return {"source": self.meta["source"], **{k: self.meta[k] for k in ("imaging", "detector") if self.meta.get(k)}}
+        return {"source": self.meta["source"], **{k: self.meta[k] for k in ACQUISITION_KEYS if self.meta.get(k)}}
 
     @property
     def times(self) -> np.ndarray | None:

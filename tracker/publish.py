@@ -11,6 +11,7 @@ import numpy as np
 import zmq
 
 from .errors import ConfigError, choice_error
+from .files import ACQUISITION_KEYS
 from .frames import Frame
 from .wire import encode
 
@@ -153,7 +154,7 @@ def publish_frames(
                 time.sleep(delay)
         if isinstance(f, Frame):
             # what the file says of how it was taken travels with the frame (wire "meta")
-            meta = {k: f.meta[k] for k in ("imaging", "detector") if f.meta.get(k)} or None
+            meta = {k: f.meta[k] for k in ACQUISITION_KEYS if f.meta.get(k)} or None
             publisher.send(f.image, frame=f.frame, sampling=f.sampling if sampling is None else sampling,
                            t=f.t, dose=f.dose, defocus=list(f.defocus) if f.defocus else None, meta=meta)
         else:

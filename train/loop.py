@@ -111,14 +111,18 @@ def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_
     about 1). ``cache`` keeps each wave's source and columns on the device between calls;
     ``tables=False`` skips the table of true columns (training does not read it)."""
     from etem.simulate.augment import AugmentConfig, training_batch
+    from etem.simulate.optics import OpticsRanges
 
-    ranges = _ranges(cfg)
+    ranges = OpticsRanges.from_dict({**({"preset": cfg.preset} if cfg.preset else {}), **cfg.optics})
     aug = AugmentConfig(out_shape=(cfg.size, cfg.size), out_sampling_A=cfg.sampling_A, n_classes=n_classes,
                         sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A), noise=noise)
+    cache = {} if cache is None else cache
     images, labels, found = [], [], []
     for i in idx:  # waves differ in size: one at a time, then stacked
         w = waves[i]
-        src, pts, cls = _source(w, cfg) if cache is None else (cache.get(i) or cache.setdefault(i, _source(w, cfg)))
+        if i not in cache:
+            cache[i] = _source(w, cfg)
+        src, pts, cls = cache[i]
         if per_wave > 1:
             src, pts, cls = (t.expand(per_wave, *t.shape[1:]) for t in (src, pts, cls))
         b = training_batch(src, pts, cls, sampling_A=w.sampling_A, energy_eV=w.energy_eV, generator=gen,
@@ -129,13 +133,6 @@ def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_
             t = b.positions_table()
             found.append(t.assign(frame=t["frame"] + per_wave * len(found)))
     return torch.cat(images), torch.cat(labels), pd.concat(found, ignore_index=True) if tables else None
-
-
-def _ranges(cfg: TrainConfig):
-    """The microscope ranges a config draws from (its preset, then its overrides)."""
-    from etem.simulate.optics import OpticsRanges
-
-    return OpticsRanges.from_dict({**({"preset": cfg.preset} if cfg.preset else {}), **cfg.optics})
 
 
 def _source(w, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
