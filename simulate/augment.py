@@ -459,7 +459,11 @@ def training_batch(
         Electron energy [eV].
     generator
         The random stream, on the source's device; every draw (microscope, geometry, noise)
-        comes from it, so one seed gives one batch.
+        comes from it, so one seed gives one batch. It advances by the same amount whatever the
+        dose: the shot noise, whose Poisson sampler takes a varying number of draws, comes from
+        a stream of its own seeded from this one. So the samples after this batch do not depend
+        on its dose or on rounding in its images (thread count, device), and a held-out set at
+        several doses shows the same microscopes and crops at each.
     ranges
         Microscope ranges (default: ``OpticsRanges()``).
     config
@@ -486,6 +490,7 @@ def training_batch(
     params = ranges.sample(b, generator, device=source.device)
     geometry = sample_geometry(b, src_shape=(h_src, w_src), src_sampling_A=src_sampling, config=config,
                                generator=generator)
+    noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
     if mode == "hrtem":
         intensity = image_from_waves(source, sampling_A=src_sampling, energy_eV=energy_eV, params=params,
                                      focal_offsets_A=config.focal_offsets_A,
@@ -507,7 +512,8 @@ def training_batch(
         level = lo + (hi - lo) * torch.rand(b, generator=generator, device=generator.device).to(images.device)
         images = images + level.view(-1, *([1] * (images.ndim - 1)))
     if config.noise:
-        images = poisson_noise(images, dose_e_per_A2=params.dose_e_per_A2, pixel_size_A=pixel, generator=generator)
+        noise_gen = torch.Generator(device=generator.device).manual_seed(noise_seed)
+        images = poisson_noise(images, dose_e_per_A2=params.dose_e_per_A2, pixel_size_A=pixel, generator=noise_gen)
     sigma_px = config.sigma_A / pixel
     pts, cls = transform_points(points.to(source.device), classes.to(source.device), geometry,
                                 src_shape=(h_src, w_src), src_sampling_A=src_sampling, out_shape=config.out_shape,

@@ -320,6 +320,34 @@ def test_training_batch_is_reproducible_with_a_seed():
     assert table["y"].between(-0.5, 47.5).all() and table["x"].between(-0.5, 47.5).all()
 
 
+def test_the_dose_draws_only_the_noise_so_later_batches_do_not_depend_on_it():
+    """Poisson sampling takes a varying number of random draws; it must not shift the stream,
+    or the next batch (another wave of a held-out set) would get another microscope and crop
+    at each dose and on each thread count."""
+    waves, pts, cls = _waves_and_columns()
+
+    def two_batches(dose, noise=True):
+        cfg = AugmentConfig(out_shape=(48, 48), out_sampling_A=0.12, n_classes=2, noise=noise)
+        ranges = OpticsRanges.from_dict({"dose_e_per_A2": [dose, dose]})
+        g = torch.Generator().manual_seed(3)
+        return [training_batch(waves, pts, cls, sampling_A=0.1, energy_eV=E, config=cfg, ranges=ranges,
+                               generator=g) for _ in range(2)]
+
+    clean = two_batches(1e2, noise=False)  # noise=False: the images the noise is drawn about
+    err = {}
+    for dose in (1e2, 1e4):
+        noisy = two_batches(dose)
+        for got, ref in zip(noisy, clean):
+            torch.testing.assert_close(got.points, ref.points, rtol=0, atol=0, equal_nan=True)  # NaN: padding
+            assert torch.equal(got.labels, ref.labels)
+            assert torch.equal(got.params.defocus_A, ref.params.defocus_A)
+            assert torch.equal(got.geometry.shift_px, ref.geometry.shift_px)
+            assert not torch.equal(got.images, ref.images)
+            err[dose] = float((got.images - ref.images).abs().mean() / ref.images.abs().mean())
+    # shot noise about the same images: 1.4 and 144 counts per pixel (mean |error| ~ 0.8/sqrt(counts))
+    assert err[1e4] < 0.1 and err[1e2] > 5 * err[1e4], err
+
+
 def test_haadf_mode_puts_bright_columns_on_the_labels():
     n = 96
     _, pts, cls = _columns_scene(b=2, n=n)

@@ -8,15 +8,28 @@
 # Copy OUT/*.json and OUT/*.safetensors into tracker/models/ to ship them. A model whose bundle
 # is already in OUT is not trained again, only scored: unpack the bundles that
 # `bench/device_session.sh train` brought back from a GPU into OUT first.
+#
+#   SCORE_ONLY=1 bash train/make_models.sh OUT   # score the bundles in OUT, train nothing
+#
+# re-scores bundles (e.g. a copy of tracker/models/) with the current code: only the held-out
+# wave sets are made, and a model missing from OUT is left out with a line saying so.
 set -euo pipefail
 OUT=${1:-models-build}
 DEVICE=${2:-cpu}
+SCORE_ONLY=${SCORE_ONLY:-0}
 mkdir -p "$OUT"
 W="--sampling 0.0666667 --workers ${WORKERS:-2}"
 
+# have NAME: the bundle is in OUT, or (unless SCORE_ONLY=1) the caller may go on to train it
+have() { [ -f "$OUT/$1.json" ] && return 0; [ "$SCORE_ONLY" = 1 ] && { echo "skip $1: not in $OUT" >&2; return 1; }; return 0; }
+# training wave sets are made only when something is to be trained
+train_waves() { [ "$SCORE_ONLY" != 1 ] && [ ! -f "$OUT/$1" ]; }
+
 # exit waves: training sets and held-out sets (other seeds)
-[ -f "$OUT/au_waves.h5" ]        || etem simulate waves --material au       -n 64 --seed 100 $W -o "$OUT/au_waves.h5"
-[ -f "$OUT/graphene_waves.h5" ]  || etem simulate waves --material graphene -n 32 --seed 200 $W -o "$OUT/graphene_waves.h5"
+train_waves au_waves.h5       \
+  && etem simulate waves --material au       -n 64 --seed 100 $W -o "$OUT/au_waves.h5"
+train_waves graphene_waves.h5 \
+  && etem simulate waves --material graphene -n 32 --seed 200 $W -o "$OUT/graphene_waves.h5"
 [ -f "$OUT/au_heldout.h5" ]      || etem simulate waves --material au       -n 12 --seed 900 $W -o "$OUT/au_heldout.h5"
 [ -f "$OUT/graphene_heldout.h5" ] || etem simulate waves --material graphene -n 8 --seed 901 $W -o "$OUT/graphene_heldout.h5"
 [ -f "$OUT/au_heldout_tilt1.h5" ] || etem simulate waves --material au -n 12 --seed 903 --tilt-max 1 $W \
@@ -25,48 +38,60 @@ W="--sampling 0.0666667 --workers ${WORKERS:-2}"
 # (a) Au nanoparticles, HRTEM, single image; (e) HAADF-STEM column finder (same structures)
 # the CPU architecture: FusionNet width 16, depth 2 on 2x2 pixel blocks (docs/models.md)
 T="--arch fusionnet --width 16 --depth 2 --unshuffle 2 --batch 8 --size 96 --sampling 0.2 --device $DEVICE"
-[ -f "$OUT/au-hrtem.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/au-hrtem" $T --steps 3000 --preset au --imaging hrtem --seed 1
-[ -f "$OUT/haadf-stem.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/haadf-stem" $T --steps 2000 --preset haadf --imaging haadf --seed 2
-# STEM contrast is alike across materials: the shipped STEM finder names its class "column"
-python -c "from etem.train.bundle import update_card; update_card('$OUT/haadf-stem', {'class_names': ['column']})"
+have au-hrtem && { [ -f "$OUT/au-hrtem.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/au-hrtem" $T --steps 3000 --preset au --imaging hrtem --seed 1; }
+have haadf-stem && { [ -f "$OUT/haadf-stem.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/haadf-stem" $T --steps 2000 --preset haadf --imaging haadf --seed 2
+  # STEM contrast is alike across materials: the shipped STEM finder names its class "column"
+  python -c "from etem.train.bundle import update_card; update_card('$OUT/haadf-stem', {'class_names': ['column']})"; }
 # (b) graphene, HRTEM, single image
-[ -f "$OUT/graphene-hrtem.json" ] || etem train "$OUT/graphene_waves.h5" -o "$OUT/graphene-hrtem" $T --steps 2000 --preset graphene --imaging hrtem --seed 3
+have graphene-hrtem && { [ -f "$OUT/graphene-hrtem.json" ] || etem train "$OUT/graphene_waves.h5" -o "$OUT/graphene-hrtem" $T --steps 2000 --preset graphene --imaging hrtem --seed 3; }
 
-# evaluation on the held-out sets, beside the classical locator
-etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-au-hrtem"
-etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-haadf-stem"
-etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" -n 8 --write-card -o "$OUT/eval-graphene-hrtem"
-# Wei et al.'s sweeps from a fixed microscope: the cut-offs, radar plots and the trust ranges
-# the tracker judges frames by (stored in the cards)
-etem evaluate "$OUT/au-hrtem" "$OUT/au_heldout_tilt1.h5" --sweep -n 16 --write-card -o "$OUT/sweep-au-hrtem"
-etem evaluate "$OUT/haadf-stem" "$OUT/au_heldout_tilt1.h5" --sweep -n 16 --write-card -o "$OUT/sweep-haadf-stem"
+# evaluation on the held-out sets, beside the classical locator; Wei et al.'s sweeps from a
+# fixed microscope give the cut-offs, radar plots and the trust ranges the tracker judges
+# frames by (stored in the cards)
+for m in au-hrtem haadf-stem; do
+  [ -f "$OUT/$m.json" ] || continue
+  etem evaluate "$OUT/$m" "$OUT/au_heldout.h5" -n 8 --write-card -o "$OUT/eval-$m"
+  etem evaluate "$OUT/$m" "$OUT/au_heldout_tilt1.h5" --sweep -n 16 --write-card -o "$OUT/sweep-$m"
+done
+[ ! -f "$OUT/graphene-hrtem.json" ] \
+  || etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" -n 8 --write-card -o "$OUT/eval-graphene-hrtem"
 
 # (d) Au column heights (atoms per column, 1 .. 10+) from a three-image focal series (Madsen et
 # al. 2018, §4.3), scored as Madsen's Fig. 12 (columns miscounted by 1, 2, 3+ atoms against dose,
 # up to 3x10^4 e/Å²). The same Au waves, labelled by height.
 HSTEPS=${HEIGHT_STEPS:-3000}
-[ -f "$OUT/au-heights.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/au-heights" $T --steps "$HSTEPS" --preset au --imaging hrtem \
-  --focal=-100,0,100 --classes height --seed 4 --checkpoint-every 250
-etem evaluate "$OUT/au-heights" "$OUT/au_heldout.h5" -n 8 --doses 100,300,1000,3000,10000,30000 \
-  --write-card -o "$OUT/eval-au-heights"
+if have au-heights; then
+  [ -f "$OUT/au-heights.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/au-heights" $T --steps "$HSTEPS" --preset au \
+    --imaging hrtem --focal=-100,0,100 --classes height --seed 4 --checkpoint-every 250
+  etem evaluate "$OUT/au-heights" "$OUT/au_heldout.h5" -n 8 --doses 100,300,1000,3000,10000,30000 \
+    --write-card -o "$OUT/eval-au-heights"
+fi
 
 # (c) MoS2 three-image focal series with Mo/S2/S classes (Larsen et al.), 80 kV: flakes bare or on
 # a graphene sheet (drawn per structure), held-out sets of each. The U-Net is the shipped CPU
 # preview (3,000 steps: 33 min on 2 CPU cores); MSD-net (depth 100 at full resolution, Larsen's
 # comparison) is a GPU-sized job, about a minute per step on 2 CPU cores: set MOS2_MSD=1.
 MW="--sampling 0.0666667 --workers ${WORKERS:-2} --energy 80e3"
-[ -f "$OUT/mos2_waves.h5" ]            || etem simulate waves --material mos2 --substrate mixed -n 64 --seed 300 $MW -o "$OUT/mos2_waves.h5"
+train_waves mos2_waves.h5 \
+  && etem simulate waves --material mos2 --substrate mixed -n 64 --seed 300 $MW -o "$OUT/mos2_waves.h5"
 [ -f "$OUT/mos2_heldout_bare.h5" ]     || etem simulate waves --material mos2 -n 8 --seed 902 $MW -o "$OUT/mos2_heldout_bare.h5"
 [ -f "$OUT/mos2_heldout_graphene.h5" ] || etem simulate waves --material mos2 --substrate graphene -n 8 --seed 903 $MW \
   -o "$OUT/mos2_heldout_graphene.h5"
 M="--batch 8 --size 128 --sampling 0.1 --label-sigma 0.4 --preset mos2 --focal=-100,0,100 --device $DEVICE"
 MSTEPS=${MOS2_STEPS:-3000}
-MODELS="$OUT/mos2-unet"
-[ -f "$OUT/mos2-unet.json" ] || etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-unet" --arch unet --width 16 --depth 3 $M --steps "$MSTEPS" --seed 6 --checkpoint-every 250
-if [ "${MOS2_MSD:-0}" = 1 ] || [ -f "$OUT/mos2-msdnet.json" ]; then
-  [ -f "$OUT/mos2-msdnet.json" ] || etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-msdnet" --arch msdnet --depth 100 $M --steps "$MSTEPS" --seed 5 --checkpoint-every 500
-  MODELS="$OUT/mos2-msdnet,$OUT/mos2-unet"
+MODELS=""
+if have mos2-unet; then
+  [ -f "$OUT/mos2-unet.json" ] || etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-unet" --arch unet --width 16 --depth 3 $M \
+    --steps "$MSTEPS" --seed 6 --checkpoint-every 250
+  MODELS="$OUT/mos2-unet"
 fi
-etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" -n 8 --write-card -o "$OUT/eval-mos2-bare"
-etem evaluate "$MODELS" "$OUT/mos2_heldout_graphene.h5" -n 8 --write-card heldout_on_graphene -o "$OUT/eval-mos2-graphene"
-etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" --sweep -n 16 --write-card -o "$OUT/sweep-mos2"
+if { [ "${MOS2_MSD:-0}" = 1 ] && [ "$SCORE_ONLY" != 1 ]; } || [ -f "$OUT/mos2-msdnet.json" ]; then
+  [ -f "$OUT/mos2-msdnet.json" ] || etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-msdnet" --arch msdnet --depth 100 $M \
+    --steps "$MSTEPS" --seed 5 --checkpoint-every 500
+  MODELS="$OUT/mos2-msdnet${MODELS:+,$MODELS}"
+fi
+if [ -n "$MODELS" ]; then
+  etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" -n 8 --write-card -o "$OUT/eval-mos2-bare"
+  etem evaluate "$MODELS" "$OUT/mos2_heldout_graphene.h5" -n 8 --write-card heldout_on_graphene -o "$OUT/eval-mos2-graphene"
+  etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" --sweep -n 16 --write-card -o "$OUT/sweep-mos2"
+fi
