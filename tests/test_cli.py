@@ -80,6 +80,24 @@ def test_replay_then_export(movie, tmp_path, capsys):
     assert main(["export", str(run), "--formats", "xlsx"]) == 2
 
 
+def test_replay_a_folder_of_frame_files_by_pattern(movie, tmp_path, capsys):
+    """`etem replay FOLDER --pattern GLOB`: the files below the folder that the pattern names, in
+    natural order of their paths; a pattern given with a file is refused."""
+    folder = tmp_path / "capture"
+    for i, image in enumerate(movie.frames[:6]):
+        sub = folder / f"Second_{i // 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        np.save(sub / f"frame_{i}.npy", image)
+    tifffile.imwrite(folder / "overview.tif", movie.frames[0])  # left out by the pattern
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(folder), "--pattern", "**/*.npy", "--sampling", str(movie.sampling), "--classical",
+                 "-o", str(run), "--quiet"]) == 0
+    assert "6 processed" in capsys.readouterr().out
+    assert open_run(run).attrs["source_options"]["pattern"] == "**/*.npy"
+    assert main(["replay", str(folder / "overview.tif"), "--pattern", "*.tif", "--quiet"]) == 2
+    assert "a pattern chooses the files of a folder" in capsys.readouterr().err
+
+
 def test_replay_at_acquisition_pace_needs_a_frame_rate(movie, tmp_path, capsys):
     import time
 

@@ -430,6 +430,65 @@ def test_watched_focal_series_files(tmp_path):
     np.testing.assert_array_equal(frames[1].image, data[3:])
 
 
+def test_watched_folder_reads_every_frame_type_below_it_in_order(tmp_path):
+    """An in-situ camera program files frames by hour, minute and second; the watch reads them
+    in that order, whatever their type, and leaves run files, TIA headers and hidden folders."""
+    data = stack(5)
+    paths = ["Hour_00/Minute_00/Second_9/f.npy", "Hour_00/Minute_00/Second_10/f.tif",
+             "Hour_00/Minute_01/Second_0/f_2.npy", "Hour_00/Minute_01/Second_0/f_10.npy", "Hour_01/Minute_00/a.tif"]
+    for path, image in zip(paths, data):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        if path.endswith(".npy"):
+            np.save(tmp_path / path, image)
+        else:
+            tifffile.imwrite(tmp_path / path, image)
+    (tmp_path / "run.h5").write_bytes(b"\x89HDF\r\n\x1a\n")  # not a frame file: never read
+    (tmp_path / "scan.emi").write_bytes(b"header")
+    (tmp_path / ".partial").mkdir()
+    np.save(tmp_path / ".partial" / "f.npy", data[0])
+    from etem.tracker.watch import first_file
+
+    assert first_file(tmp_path) == tmp_path / paths[0]
+    watcher = watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1)
+    frames = list(watcher)
+    assert [Path(f.meta["source"]).relative_to(tmp_path).as_posix() for f in frames] == paths
+    for f, image in zip(frames, data):
+        np.testing.assert_array_equal(f.image, image)
+    assert watcher.rejected == []
+    # a pattern narrows it: only the NumPy files, subfolders included
+    only = list(watch_folder(tmp_path, pattern="**/*.npy", poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1))
+    assert [Path(f.meta["source"]).name for f in only] == ["f.npy", "f_2.npy", "f_10.npy"]
+    assert list(watch_folder(tmp_path, pattern="*.tif", poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1)) == []
+    for bad in ("", "/abs/*.tif", "../*.tif"):
+        with pytest.raises(ConfigError, match="pattern"):
+            watch_folder(tmp_path, pattern=bad)
+
+
+def test_model_auto_on_a_watched_folder_follows_its_first_file(tmp_path, caplog):
+    """A folder of HyperSpy files that say STEM is tracked with the STEM model under
+    ``--model auto``; ``--pattern`` picks which files, and a file given a pattern is refused."""
+    import logging
+
+    import rsciio.hspy
+
+    from etem.tracker import track
+
+    data = stack(2, 64, 64).astype(np.float32)
+    for i, image in enumerate(data):
+        sig = _signal(image, scale=0.02)
+        sig["metadata"]["Acquisition_instrument"] = {"TEM": {"acquisition_mode": "STEM"}}
+        rsciio.hspy.file_writer(str(tmp_path / f"frame_{i}.hspy"), sig)
+    tifffile.imwrite(tmp_path / "overview.tif", data[0])  # says nothing of how it was taken
+    with caplog.at_level(logging.INFO, logger="etem.engine"):
+        result = track(tmp_path, model="auto", pattern="*.hspy", idle_timeout_s=0.5)
+    assert "'auto:stem'" in caplog.text and "haadf-stem" in caplog.text
+    assert result.frames["frame"].tolist() == [0, 1]
+    with pytest.raises(ConfigError, match="material"):  # only the TIFF, which says nothing
+        track(tmp_path, model="auto", pattern="*.tif", idle_timeout_s=0.5)
+    with pytest.raises(ConfigError, match="a pattern chooses the files of a folder"):
+        track(tmp_path / "overview.tif", pattern="*.tif", classical=True, sampling=0.2)
+
+
 def test_how_an_image_was_taken_from_its_metadata():
     from etem.tracker.files import _imaging
 

@@ -264,6 +264,7 @@ def track(
     curve_keys: str | Path | None = None,
     resume: str | Path | None = None,
     force: bool = False,
+    pattern: str | None = None,
 ) -> TrackResult:
     """Track every column through a sequence.
 
@@ -287,6 +288,9 @@ def track(
         Streams and folders: stop after this long without a frame.
     curve_keys
         ZeroMQ only: a CURVE key folder (``etem keys``) to encrypt and authenticate the stream.
+    pattern
+        Folders only: the frame files to read, a glob below the folder (``"*.tif"``,
+        ``"**/*.dm4"``); default every frame-file type, subfolders included.
     on_frame
         Called with each :class:`FrameResult` and the pipeline (for status lines, dashboards).
     resume
@@ -308,12 +312,13 @@ def track(
             raise ConfigError(f"a resumed run goes on with the options it was started with; leave out "
                               f"{', '.join(given)}")
         return _resume(resume, source, force=force, device=device, mode=mode, bind=bind, pace=pace, fps=fps,
-                       idle_timeout_s=idle_timeout_s, focal=focal, on_frame=on_frame, curve_keys=curve_keys)
+                       idle_timeout_s=idle_timeout_s, focal=focal, on_frame=on_frame, curve_keys=curve_keys,
+                       pattern=pattern)
     if source is None:
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine, material,
-                                                      focal or 1, data=_file_meta(source, model)))
+                                                      focal or 1, data=_file_meta(source, model, pattern)))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
     if sampling == "auto":
@@ -334,33 +339,43 @@ def track(
         attrs.setdefault("source", str(source) if "://" in str(source) else str(Path(source).resolve()))
         # what a resumed run needs to reconnect or reopen it the same way
         attrs.setdefault("source_options", {"mode": mode, "bind": bind, "focal": focal, "fps": fps,
-                                            "curve_keys": None if curve_keys is None else str(curve_keys)})
+                                            "curve_keys": None if curve_keys is None else str(curve_keys),
+                                            "pattern": pattern})
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
-                      pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys)
+                      pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
+                      pattern=pattern)
     for res in pipe.run_iter(src):
         if on_frame is not None:
             on_frame(res, pipe)
     return result_of(pipe)
 
 
-def _file_meta(source, model) -> dict | None:
+def _file_meta(source, model, pattern: str | None = None) -> dict | None:
     """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
-    ``detector``), read only where ``model="auto"`` needs it; None for streams, folders and arrays."""
-    if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source) or not Path(source).is_file():
+    ``detector``), read only where ``model="auto"`` needs it; a watched folder answers for the
+    first frame file already in it. None for streams, arrays and empty folders."""
+    if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source):
+        return None
+    path = Path(source)
+    if path.is_dir():
+        from .watch import first_file
+
+        path = first_file(path, pattern)
+    if path is None or not path.is_file():
         return None
     from .files import open_recording
 
     with contextlib.suppress(Exception):  # a file that cannot be read fails where it is read for frames
-        with open_recording(source) as rec:
+        with open_recording(path) as rec:
             return rec.frame_meta()
     return None
 
 
 def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, fps, idle_timeout_s, focal,
-            on_frame, curve_keys) -> TrackResult:
+            on_frame, curve_keys, pattern) -> TrackResult:
     """:func:`track` with ``resume``: the same run goes on, in its own file."""
     from .resume import load, with_device
 
@@ -377,6 +392,8 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
         focal = options.get("focal", focal)
     if fps is None:  # the frame rate the run was given for a recording or folder without one
         fps = options.get("fps")
+    if pattern is None:  # the files of a folder the run was reading
+        pattern = options.get("pattern")
     is_stream = isinstance(source, (str, Path)) and "://" in str(source)
     if isinstance(source, (str, Path)) and not is_stream and stored and not force:
         if str(Path(source).resolve()) != stored:
@@ -395,7 +412,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     start = 0 if is_stream else point.next_frame
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=cfg.default_sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
-                      start=start)
+                      start=start, pattern=pattern)
     seq = getattr(src, "seq", None)
     last_seq = None if point.meta is None else point.meta["pipeline"]["last_seq"]
     if seq is not None and last_seq is not None and last_seq >= 0:

@@ -183,7 +183,7 @@ def cmd_replay(args) -> int:
     total = None
     if args.file.is_file():
         total = len(open_recording(args.file, focal=args.focal, fps=args.fps))
-    return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal)
+    return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal, pattern=args.pattern)
 
 
 def _run(args, source, *, total: int | None, **options) -> int:

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float,
                    help="frame rate [1/s] of a recording or folder that records none: the frames' times (rates in seconds) and --pace")
     p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
+    p.add_argument("--pattern", metavar="GLOB",
+                   help="a folder's frame files, below it: e.g. '*.tif', '**/*.dm4' (default: every frame-file "
+                        "type, subfolders included)")
     _common_engine(p)
     _common_run(p)
     _dashboard_options(p)

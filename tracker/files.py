@@ -34,11 +34,11 @@ from .frames import Frame
 if TYPE_CHECKING:
     from .watch import FolderWatcher, watch_folder  # noqa: F401  (loaded by __getattr__ below)
 
-#: File suffix -> format key.
 #: What a file may say of how its frames were taken, carried on each frame (and over the wire):
 #: ``imaging`` ("stem" / "hrtem") and, for STEM, ``detector`` ("adf" / "bf").
 ACQUISITION_KEYS = ("imaging", "detector")
 
+#: File suffix -> format key.
 SUFFIXES = {
     ".tif": "tiff", ".tiff": "tiff", ".mrc": "mrc", ".dm3": "dm", ".dm4": "dm", ".emd": "emd",
     ".ser": "tia", ".emi": "tia", ".hspy": "hdf5", ".hdf5": "hdf5", ".h5": "hdf5",

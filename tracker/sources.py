@@ -228,10 +228,12 @@ def open_source(
     focal: int = 1,
     curve_keys: str | Path | None = None,
     start: int = 0,
+    pattern: str | None = None,
 ) -> Iterable[Frame]:
     """Resolve what a user passed (an address, a file, a folder, an array) into a source.
 
     ``start``: recordings, folders and arrays begin at this frame (a resumed run); streams ignore it.
+    ``pattern``: folders only, the frame files to read (see :class:`~etem.tracker.watch.FolderWatcher`).
     """
     if isinstance(spec, (str, Path)) and "://" in str(spec):
         return ZmqSource(str(spec), mode=mode, bind=bind, counters=counters, stop=stop,
@@ -245,8 +247,10 @@ def open_source(
                 raise ConfigError(f"{path} is a folder being written: its frames come at the pace they are "
                                   "written; drop --pace")
             watcher = watch_folder(path, stop=stop, idle_timeout_s=idle_timeout_s or 5.0, sampling=sampling,
-                                   focal=focal, fps=fps, start=start)
+                                   focal=focal, fps=fps, start=start, pattern=pattern)
             return counted(watcher, counters)
+        if pattern is not None:
+            raise ConfigError(f"{path} is a file; a pattern chooses the files of a folder")
         from .files import open_recording
 
         rec = open_recording(path, focal=focal, fps=fps)

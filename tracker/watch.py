@@ -1,7 +1,11 @@
 """Watched folders as frame sources: frames from image files as an acquisition program writes them.
 
 Each file is read with :func:`etem.tracker.files.open_recording`, so every format it reads can be
-watched.
+watched. By default a folder is read for every frame-file type (:data:`FRAME_SUFFIXES`), its
+subfolders included, in natural order of the path below the folder: an in-situ camera program
+that files its frames by hour, minute and second (``Hour_00/Minute_01/Second_07/…dm4``) is read
+in the order it wrote them. A ``pattern`` (a glob below the folder, ``**/`` for subfolders)
+narrows that.
 """
 from __future__ import annotations
 
@@ -21,6 +25,29 @@ __all__ = ["FolderWatcher", "watch_folder"]
 log = logging.getLogger("etem.files")
 
 
+#: What a watched folder is read for without a pattern: image files as cameras and acquisition
+#: programs write them (not HDF5, which is what runs are written to, nor TIA's .emi, which
+#: describes a .ser).
+FRAME_SUFFIXES = (".tif", ".tiff", ".dm3", ".dm4", ".mrc", ".emd", ".ser", ".hspy", ".npy")
+
+
+def _candidates(folder: Path, pattern: str | None) -> Iterator[tuple[str, Path]]:
+    """``(path below folder, path)`` of each file a watcher may read; hidden names (a part
+    starting with '.') are left out, so that a writer can write to ``.name`` and rename."""
+    found = folder.glob(pattern) if pattern else (
+        p for p in folder.rglob("*") if p.suffix.lower() in FRAME_SUFFIXES)
+    for p in found:
+        rel = p.relative_to(folder).as_posix()
+        if not any(part.startswith(".") for part in rel.split("/")):
+            yield rel, p
+
+
+def first_file(folder: str | Path, pattern: str | None = None) -> Path | None:
+    """The file of ``folder`` that a watcher reads first (natural order), or None."""
+    files = [(rel, p) for rel, p in _candidates(Path(folder), pattern) if p.is_file()]
+    return min(files, key=lambda f: _natural(f[0]))[1] if files else None
+
+
 def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
@@ -28,10 +55,10 @@ def _natural(name: str) -> list:
 class FolderWatcher:
     """Frames from image files as an acquisition program writes them into a folder.
 
-    Files matching ``pattern`` are read in natural name order (``f2`` before ``f10``), each once
-    its size and modification time have been still for ``settle_s``; files present at the start
-    are read too. Hidden files (names starting with '.') are ignored, so a writer can write to
-    ``.name.tif`` and rename. Frames are numbered across files. A file that cannot be read is
+    Frame files (``pattern``) are read in natural order of their path below the folder (``f2``
+    before ``f10``), each once its size and modification time have been still for
+    ``settle_s``; files present at the start are read too. Hidden files and folders (names
+    starting with '.') are ignored, so a writer can write to ``.name.tif`` and rename. Frames are numbered across files. A file that cannot be read is
     recorded in ``rejected`` as ``(path, reason)`` and the watch goes on.
 
     Parameters
@@ -39,7 +66,8 @@ class FolderWatcher:
     folder
         The folder to watch.
     pattern
-        Glob pattern of frame files.
+        Glob pattern of the frame files below the folder (``"*.tif"``; ``"**/*.dm4"`` for
+        subfolders too). None: every type of :data:`FRAME_SUFFIXES`, subfolders included.
     poll_s
         Interval between folder scans [s].
     settle_s
@@ -60,7 +88,7 @@ class FolderWatcher:
         order, and the frames the run holds already are passed over without being decoded).
     """
 
-    def __init__(self, folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
+    def __init__(self, folder: str | Path, *, pattern: str | None = None, poll_s: float = 0.2,
                  settle_s: float = 0.3, stop: threading.Event | None = None,
                  idle_timeout_s: float | None = None, sampling: float | None = None,
                  focal: int = 1, fps: float | None = None, start: int = 0) -> None:
@@ -73,6 +101,8 @@ class FolderWatcher:
             raise ConfigError(f"fps must be a positive frame rate [1/s], got {fps!r}")
         if start < 0:
             raise ConfigError(f"start must be a frame number (>= 0), got {start!r}")
+        if pattern is not None and (not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts):
+            raise ConfigError(f"pattern must be a glob below the folder, such as '*.tif' or '**/*.dm4'; got {pattern!r}")
         self.fps, self._skip = fps, int(start)
         self.pattern, self.poll_s, self.settle_s = pattern, poll_s, settle_s
         self.stop = stop if stop is not None else threading.Event()
@@ -85,8 +115,8 @@ class FolderWatcher:
 
     def _scan(self, now: float) -> bool:
         changed, present = False, set()
-        for p in self.folder.glob(self.pattern):
-            if p.name in self._done or p.name.startswith("."):
+        for rel, p in _candidates(self.folder, self.pattern):
+            if rel in self._done:
                 continue
             try:
                 st = p.stat()
@@ -94,10 +124,10 @@ class FolderWatcher:
                 continue
             if not p.is_file():
                 continue
-            present.add(p.name)
+            present.add(rel)
             key = (st.st_size, st.st_mtime_ns)
-            if self._seen.get(p.name, (None,))[0] != key:
-                self._seen[p.name] = (key, now)
+            if self._seen.get(rel, (None,))[0] != key:
+                self._seen[rel] = (key, now)
                 changed = True
         for name in set(self._seen) - present:
             del self._seen[name]
@@ -159,7 +189,7 @@ class FolderWatcher:
             self.stop.wait(self.poll_s)
 
 
-def watch_folder(folder: str | Path, *, pattern: str = "*.tif", poll_s: float = 0.2,
+def watch_folder(folder: str | Path, *, pattern: str | None = None, poll_s: float = 0.2,
                  settle_s: float = 0.3, stop: threading.Event | None = None,
                  idle_timeout_s: float | None = None, sampling: float | None = None,
                  focal: int = 1, fps: float | None = None, start: int = 0) -> FolderWatcher:
