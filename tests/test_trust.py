@@ -182,8 +182,12 @@ def test_the_bundled_models_carry_ranges_measured_on_exit_wave_images():
 
     for name in ("au-hrtem", "haadf-stem", "mos2-unet"):
         r = ranges_for(make_engine("eager", name, device="cpu"))
-        assert r is not None and "exit-wave" in r.source and not r.passed_nowhere, name
+        assert r is not None and "exit-wave" in r.source, name
+        if r.passed_nowhere:  # a model that failed its sweep's base condition has no ranges, and says so
+            assert "fails at the base" in r.source and r.snr_min is None and r.sampling_A is None, name
+            continue
         assert r.snr_min > 0 and r.sampling_A[0] < r.sampling_A[1] and 0 < r.confidence_min < 1
+    assert not ranges_for(make_engine("eager", "haadf-stem", device="cpu")).passed_nowhere
 
 
 def test_tally_says_how_many_frames_were_inside_and_why_not():
