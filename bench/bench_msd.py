@@ -1,4 +1,5 @@
-"""MSD-net inference benchmark: the reference module against ``etem.train.msd_fast.FastMSDNet``.
+"""MSD-net benchmark: inference (the reference module against ``etem.train.msd_fast.FastMSDNet``)
+and, with ``--train``, training steps.
 
 For each frame size, the time of one forward pass (scores, batch of one frame) of
 
@@ -13,6 +14,13 @@ from the previous size). Speed is measured here, never in a timed test.
 
     python bench/bench_msd.py                                  # CPU, 256, 512, 1024
     python bench/bench_msd.py --devices cuda --sizes 1024,2048 --dtype float16
+
+With ``--train`` it times one training step (forward, loss, backward; a batch of ``--batch``
+crops of ``--sizes``, float32) of :class:`MSDNet`'s two training paths: ``checkpointed`` (one
+convolution per layer, recomputed in the backward pass) and ``gemm`` (``_MSDTrunk``: matrix
+products into one buffer, hand-written backward; what training on a CPU uses):
+
+    python bench/bench_msd.py --train --sizes 128 --batch 8
 """
 from __future__ import annotations
 
@@ -53,6 +61,54 @@ def time_forward(model, x: torch.Tensor, repeats: int, max_seconds: float) -> tu
     return wall, cpu
 
 
+def time_step(step, repeats: int, max_seconds: float, device: torch.device) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of ``step()`` after one warm-up run (as :func:`time_forward`)."""
+    def once() -> tuple[float, float]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        step()
+        _sync(device)
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    warm = once()
+    runs: list[tuple[float, float]] = []
+    while len(runs) < repeats and sum(r[0] for r in runs) + warm[0] < max_seconds:
+        runs.append(once())
+    runs = runs or [warm]
+    return sorted(r[0] for r in runs)[len(runs) // 2], sorted(r[1] for r in runs)[len(runs) // 2]
+
+
+def bench_training(args, devices: list[torch.device]) -> None:
+    from etem.train.networks import MSDNet
+
+    print(f"{datetime.date.today()}, torch {torch.__version__}, {args.threads} CPU threads ({cpu_name()}); "
+          f"MSDNet(n_inputs={args.inputs}, n_classes={args.classes}, depth={args.depth}, width={args.width}), "
+          f"training step on a batch of {args.batch}, float32")
+    rows = []
+    for device in devices:
+        torch.manual_seed(0)
+        model = MSDNet(args.inputs, args.classes, depth=args.depth, width=args.width).to(device)
+        for size in (int(s) for s in args.sizes.split(",")):
+            x = torch.randn(args.batch, args.inputs, size, size, device=device)
+            target = torch.randint(0, args.classes, (args.batch, size, size), device=device)
+            times = {}
+            for path in ("checkpointed", "gemm"):
+                def step(path=path):
+                    model.zero_grad(set_to_none=True)
+                    logits = getattr(model, f"_logits_{path}")(x)
+                    torch.nn.functional.cross_entropy(logits, target).backward()
+                times[path] = time_step(step, args.repeats, args.max_seconds, device)
+                print(f"  {device} {size}x{size} {path}: {times[path][0]:.2f} s/step", flush=True)
+            ref = times["checkpointed"]
+            for path, (t, cpu_t) in times.items():
+                rows.append((device.type, size, path, t, cpu_t, ref[0] / t, ref[1] / cpu_t))
+    print()
+    print("| device | crop | path | s/step | CPU s/step | speed-up | speed-up, CPU time |")
+    print("|---|---|---|---|---|---|---|")
+    for dev, size, path, t, cpu_t, sp, cpu_sp in rows:
+        print(f"| {dev} | {args.batch} x {size}x{size} | {path} | {t:.2f} | {cpu_t:.2f} | {sp:.1f}x | {cpu_sp:.1f}x |")
+    print("Speed-up: over the checkpointed path, from wall clock and from this process's CPU time.")
+
+
 def main() -> None:
     from etem.train.msd_fast import FastMSDNet, msd_flops, msd_min_bytes, triton_available
     from etem.train.networks import MSDNet
@@ -70,8 +126,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-seconds", type=float, default=120.0,
                     help="skip an implementation at a size where one run is expected to take longer")
+    ap.add_argument("--train", action="store_true", help="time training steps instead of inference")
+    ap.add_argument("--batch", type=int, default=8, help="--train: crops per step")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.train:
+        bench_training(args, machine_devices(args.devices))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
 
     devices = machine_devices(args.devices)

@@ -150,14 +150,43 @@ def test_msdnet_receptive_field_grows_with_depth(depth):
     assert _measured_receptive_field(model, 128) == model.receptive_field == 1 + 2 * sum(range(1, depth + 1))
 
 
-def test_msdnet_gradient_path_matches_inference_path():
+def _msdnet_reference(model: MSDNet, x: torch.Tensor) -> torch.Tensor:
+    """The MSD-net as written in Pelt & Sethian: each layer a dilated convolution over the
+    concatenation of all maps before it."""
+    maps = x
+    for layer in model.layers:
+        maps = torch.cat([maps, torch.relu(layer(maps))], dim=1)
+    return model.head(maps)
+
+
+def _grads(model: MSDNet, x: torch.Tensor, logits: torch.Tensor) -> list[torch.Tensor]:
+    weights = torch.linspace(-1, 1, logits.numel(), dtype=logits.dtype).view_as(logits)
+    return torch.autograd.grad((logits * weights).sum(), [x, *model.parameters()])
+
+
+# Dilations larger than the image (5 > 4 rows) leave taps that read only padding.
+@pytest.mark.parametrize("path", ["gemm", "checkpointed"])
+@pytest.mark.parametrize("width, dilations, shape", [(1, (1, 2, 3), (2, 2, 11, 9)),
+                                                     (2, (1, 3, 5), (3, 3, 4, 13))])
+def test_msdnet_training_paths_match_the_reference(path, width, dilations, shape):
+    torch.manual_seed(3)
+    model = MSDNet(shape[1], 3, depth=7, width=width, dilations=dilations).double()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    expected = _msdnet_reference(model, x)
+    logits = getattr(model, f"_logits_{path}")(x)
+    torch.testing.assert_close(logits, expected)
+    for got, want in zip(_grads(model, x, logits), _grads(model, x, expected), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("path", ["gemm", "buffered"])
+def test_msdnet_inference_paths_match_the_reference(path):
     model = small("msdnet", 2, 3)
-    x = torch.randn(2, 2, 20, 20)
+    x = torch.randn(2, 2, 20, 17)
     with torch.no_grad():
-        buffered = model(x)
-    checkpointed = model(x)
-    assert checkpointed.requires_grad
-    torch.testing.assert_close(checkpointed.detach(), buffered)
+        expected = _msdnet_reference(model, x)
+        torch.testing.assert_close(getattr(model, f"_logits_{path}")(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(x), torch.softmax(expected, dim=1), atol=1e-5, rtol=1e-5)
 
 
 def _fusionnet_parameters(n_inputs: int, n_classes: int, width: int, depth: int) -> int:
@@ -275,4 +304,6 @@ def test_msdnet_channels_last_buffer_matches():
     nhwc = fold_batchnorm(model).to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 20, 24)
     with torch.no_grad():
+        torch.testing.assert_close(nhwc._logits_buffered(x.contiguous(memory_format=torch.channels_last)),
+                                   _msdnet_reference(model, x), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(nhwc(x.contiguous(memory_format=torch.channels_last)), model(x))

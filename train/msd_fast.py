@@ -25,7 +25,8 @@ of up to ``8`` output rows in registers, and writes either the partial sums of a
 layers or a finished map (bias, ReLU). Numerics of the Triton kernel are checked here with the
 Triton interpreter (``TRITON_INTERPRET=1``, CPU tensors); its speed needs a CUDA GPU.
 
-The module is for inference only; train :class:`MSDNet` and wrap the trained network.
+The module is for inference only; train :class:`MSDNet` (whose training pass on a CPU uses the
+same scheme, ungrouped, with a hand-written backward pass) and wrap the trained network.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from torch import nn
 
 from etem.tracker.errors import ConfigError, EngineUnavailable, choice_error
 
-from .networks import MSDNet, fold_batchnorm
+from .networks import MSDNet, _add_shifted, fold_batchnorm
 
 try:  # Triton is optional: CUDA builds of torch ship it; the torch backend needs nothing more.
     import triton
@@ -395,22 +396,3 @@ def _pow2(n: int) -> int:
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if nhwc else torch.contiguous_format
-
-
-def _add_shifted(out: torch.Tensor, taps: torch.Tensor, d: int) -> None:
-    """``out += sum of the 8 off-centre taps[ky, kx]`` shifted by ``((ky-1)*d, (kx-1)*d)``.
-
-    ``out`` is ``[..., H, W]``, ``taps`` ``[3, 3, ..., H, W]``; pixels shifted in from outside
-    the image are zero (the convolution's zero padding), so each tap adds to a sub-rectangle.
-    """
-    h, w = out.shape[-2:]
-    for ky in range(3):
-        dy = (ky - 1) * d
-        if abs(dy) >= h:
-            continue
-        for kx in range(3):
-            dx = (kx - 1) * d
-            if (ky, kx) == (1, 1) or abs(dx) >= w:
-                continue
-            out[..., max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] += \
-                taps[ky, kx][..., max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
