@@ -58,6 +58,9 @@ if [ "$WHAT" = checks ]; then
   step engines 140 python3 bench/bench_engines.py --device "$DEVICE" $S --widths 16,32 --depth 3 --batch 8 \
     --engines eager,compiled,aot,tensorrt,onnxruntime --repeat 10
   step msd 50 python3 bench/bench_msd.py --devices "$DEVICE" --sizes "$MS" --depth 100 --max-seconds 40
+  # whether MSD-net training on CUDA would gain from the CPU's matrix-product path as well
+  step msd_train 30 python3 bench/bench_msd.py --train --devices "$DEVICE" --sizes 128,256 --batch 32 \
+    --depth 100 --repeats 3 --max-seconds 10
   # the benchmark's frames are Gaussian columns, an incoherent (STEM-like) image: the STEM model
   # reads them as they are (the HRTEM preview finds a ring of false columns around the particle)
   step pipeline 90 python3 bench/bench_pipeline.py --device "$DEVICE" --engine compiled --model haadf-stem \
