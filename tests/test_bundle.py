@@ -179,6 +179,26 @@ def test_bare_name_resolves_in_package_folder(tmp_path, monkeypatch):
     assert isinstance(model, MSDNet) and card["name"] == "mos2-msd"
 
 
+def test_auto_choice_among_several_fitting_models_is_the_best_held_out(tmp_path, monkeypatch):
+    from etem.train.bundle import choose_model
+
+    monkeypatch.setattr(bundle_module, "_models_folder", lambda: tmp_path)
+    use = {"imaging": "hrtem", "materials": ["mos2"], "task": "columns"}
+
+    def heldout(name, f1s):
+        rows = [{"method": name, "dose": d, "f1": f} for d, f in zip((100.0, 1000.0), f1s)]
+        rows += [{"method": "classical", "dose": 100.0, "f1": 0.99}, {"method": name, "dose": None, "f1": 0.0}]
+        return {"table": rows}
+
+    save_bundle(make("msdnet"), tmp_path / "a-msd", {**CARD, "use": use, "heldout": heldout("a-msd", (0.6, 0.8))})
+    save_bundle(make("unet"), tmp_path / "b-unet", {**CARD, "use": use, "heldout": heldout("b-unet", (0.8, 0.9))})
+    assert choose_model("mos2", "hrtem", n_inputs=3) == "b-unet"  # mean 0.85 against 0.70; classical rows ignored
+    save_bundle(make("unet"), tmp_path / "c-unet", {**CARD, "use": use, "evaluation": {"f1": 0.95}})
+    assert choose_model("mos2", "hrtem", n_inputs=3) == "c-unet"  # no held-out table: its training F1
+    assert choose_model("mos2", "hrtem", n_inputs=1) is None
+    assert choose_model("au", "hrtem", n_inputs=3) is None
+
+
 def test_unknown_bare_name_lists_bundled(tmp_path, monkeypatch):
     monkeypatch.setattr(bundle_module, "_models_folder", lambda: tmp_path)
     save_bundle(make("unet"), tmp_path / "gold", CARD)

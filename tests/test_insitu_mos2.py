@@ -215,3 +215,6 @@ def test_demo_on_a_mos2_movie(tmp_path):
     classical = run_demo(tmp_path / "classical", n_frames=4, shape=(96, 96), seed=1, movie_kind="mos2", config=cfg,
                          model=None)
     assert classical.columns["f1"] < report.columns["f1"]
+    # the bundled MSD-net (Larsen et al.'s other network) through the same pipeline, by name
+    msd = run_demo(tmp_path / "msd", n_frames=4, shape=(96, 96), seed=1, movie_kind="mos2", model="mos2-msdnet")
+    assert msd.columns["recall"] > 0.85 and msd.columns["f1"] > classical.columns["f1"]  # here: 0.952, 0.842

@@ -180,7 +180,10 @@ def test_a_locator_that_fails_at_the_base_is_trusted_nowhere():
 def test_the_bundled_models_carry_ranges_measured_on_exit_wave_images():
     from etem.tracker.engines import make_engine
 
-    for name in ("au-hrtem", "haadf-stem", "mos2-unet"):
+    from etem.train.bundle import bundled_models
+
+    assert {"au-hrtem", "haadf-stem", "mos2-unet", "mos2-msdnet"} <= set(bundled_models())
+    for name in bundled_models():
         r = ranges_for(make_engine("eager", name, device="cpu"))
         assert r is not None and "exit-wave" in r.source, name
         if r.passed_nowhere:  # a model that failed its sweep's base condition has no ranges, and says so

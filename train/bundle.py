@@ -43,7 +43,7 @@ from etem.tracker.errors import ConfigError, ModelError
 
 from .networks import build_network
 
-__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths", "choose_model"]
+__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths", "choose_model", "heldout_f1"]
 
 #: Value of the card's ``"format"`` field this code writes and reads.
 FORMAT = "etem-model/1"
@@ -78,14 +78,15 @@ def choose_model(material: str | None = None, imaging: str | None = None, task: 
     or a family such as ``au``; no task: ``columns``). A STEM model that lists no material fits
     any material; an HRTEM model must list it, since HRTEM contrast depends on the material.
     ``n_inputs``: only models that take that many images per frame (a focal series of three
-    needs a three-image model; a single image a single-image one).
+    needs a three-image model; a single image a single-image one). Where several fit, the one
+    with the best held-out F1 (:func:`heldout_f1`).
     """
     imaging = {"haadf": "stem", "adf": "stem", "tem": "hrtem"}.get(imaging or "hrtem", imaging or "hrtem")
     family = (material or "").lower()
     for prefix in ("au", "srtio3"):
         if family.startswith(prefix):
             family = prefix
-    best = None
+    named, generic = [], []  # (held-out F1, name) of the models made for the material / for any
     for name, card_path in bundled_models().items():
         try:
             card = json.loads(card_path.read_text(encoding="utf-8"))
@@ -98,10 +99,22 @@ def choose_model(material: str | None = None, imaging: str | None = None, task: 
             continue
         materials = [m.lower() for m in use.get("materials", [])]
         if family and family in materials:
-            return name
-        if not materials and imaging == "stem":
-            best = best or name
-    return best
+            named.append((heldout_f1(card), name))
+        elif not materials and imaging == "stem":
+            generic.append((heldout_f1(card), name))
+    # several fit: the one that scored best on its held-out images (ties: the first by name)
+    best = max(named or generic, key=lambda c: c[0], default=None)
+    return best and best[1]
+
+
+def heldout_f1(card: dict) -> float:
+    """A card's mean F1 over the doses of its held-out table (``etem evaluate --write-card``),
+    else its training-time held-out F1, else 0."""
+    rows = [r for r in card.get("heldout", {}).get("table", [])
+            if r.get("method") == card.get("name") and r.get("dose") is not None and r.get("f1") is not None]
+    if rows:
+        return sum(r["f1"] for r in rows) / len(rows)
+    return card.get("evaluation", {}).get("f1") or 0.0
 
 
 def bundle_paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:

@@ -70,7 +70,8 @@ fi
 # (c) MoS2 three-image focal series with Mo/S2/S classes (Larsen et al.), 80 kV: flakes bare or on
 # a graphene sheet (drawn per structure), held-out sets of each. The U-Net is the shipped CPU
 # preview (3,000 steps: 33 min on 2 CPU cores); MSD-net (depth 100 at full resolution, Larsen's
-# comparison) is a GPU-sized job, about a minute per step on 2 CPU cores: set MOS2_MSD=1.
+# comparison; about 1.9 s a step on 2 CPU cores, the shipped one stopped by --minutes 65 at 2,105
+# steps): set MOS2_MSD=1.
 MW="--sampling 0.0666667 --workers ${WORKERS:-2} --energy 80e3"
 train_waves mos2_waves.h5 \
   && etem simulate waves --material mos2 --substrate mixed -n 64 --seed 300 $MW -o "$OUT/mos2_waves.h5"
