@@ -94,9 +94,11 @@ def isolated_column_waves(columns: Mapping[Hashable, ColumnSpec], *, sampling_A:
 
 
 def _multislice(spec: tuple[tuple[str, float], ...], n: int, side: float, energy_eV: float) -> np.ndarray:
-    import abtem
     from ase import Atoms
 
+    from .waves import abtem_module
+
+    abtem = abtem_module()
     z = np.array([zi for _, zi in spec])
     z = 1.0 + z - z.min()
     atoms = Atoms([s for s, _ in spec], positions=[(side / 2, side / 2, zi) for zi in z],

@@ -34,7 +34,7 @@ from ase import Atoms
 from etem.tracker.errors import ConfigError, FileFormatError, choice_error
 
 __all__ = ["WaveConfig", "ExitWave", "exit_wave", "compute_waves", "save_waves", "load_waves", "iter_waves",
-           "FORMAT"]
+           "FORMAT", "abtem_module"]
 
 FORMAT = "etem-waves"
 FORMAT_VERSION = 1
@@ -112,6 +112,25 @@ def _thermal(atoms: Atoms, rng: np.random.Generator, sigma_A: float) -> Atoms:
     return displace(atoms, rng, sig)
 
 
+def abtem_module():
+    """abTEM, imported and set for reproducible waves (every multislice here goes through it).
+
+    abTEM's FFTW plans default to ``FFTW_MEASURE``, which times candidate algorithms and may
+    pick another one in each process; the waves then differed in their last bits from run to
+    run (1e-6 of the wave), and a Poisson sampler fed by them draws a different number of random
+    numbers, so an in-situ movie's shot noise differed between runs from the first such pixel
+    on. ``FFTW_ESTIMATE`` picks plans without timing: the same waves in every process of one
+    machine (a test checks it). The setting is abTEM's global one (a context manager would be
+    undone out of order by the threads of a Dask scheduler), so it also holds for other abTEM
+    calls in the same process.
+    """
+    import abtem
+
+    if abtem.config.get("fftw.planning_effort") != "FFTW_ESTIMATE":
+        abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"})
+    return abtem
+
+
 def exit_wave(atoms: Atoms, config: WaveConfig | None = None, *, seed: int = 0,
               classes: str = "species") -> ExitWave:
     """The exit wave of one structure (abTEM multislice, plane-wave illumination).
@@ -120,9 +139,9 @@ def exit_wave(atoms: Atoms, config: WaveConfig | None = None, *, seed: int = 0,
     makes them). With frozen phonons the returned wave is the mean of the configurations'
     waves (the coherent part; the diffuse part would go to large angles and is not kept).
     """
-    import abtem
-
     from .structures import columns as columns_of
+
+    abtem = abtem_module()
 
     cfg = config or WaveConfig()
     cell = np.asarray(atoms.cell)
