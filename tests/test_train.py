@@ -147,6 +147,26 @@ def test_several_samples_per_wave(wave_set, tmp_path):
         train(wave_set, tmp_path / "x", _tiny(batch=4, samples_per_wave=3))
 
 
+def test_vacuum_samples_are_noise_alone_with_background_labels(wave_set, tmp_path):
+    """A wave drawn as vacuum is imaged flat (shot noise about a constant, no lattice) and
+    labelled background everywhere; the others keep their columns; training takes the option,
+    and rejects a fraction of 1 or more."""
+    from etem.simulate.waves import load_waves
+    from etem.train.loop import _batch
+
+    waves = load_waves(wave_set)
+    cfg = _tiny(size=64)
+    cfg.optics = {"dose_e_per_A2": [1e6, 1e6]}  # little noise, so that a lattice would show
+    img, lab, table = _batch(waves, [0, 1], cfg, torch.Generator().manual_seed(3), 1, vacuum=[True, False])
+    assert torch.all(lab[0, 0] == 1) and lab[1, 0].min() < 0.5  # background channel
+    assert set(table["frame"]) == {1}  # no true columns in the vacuum sample
+    assert img[0].std() < 0.2 * img[1].std()  # vacuum: flat but for the noise
+    card = train(wave_set, tmp_path / "v", _tiny(steps=3, vacuum_fraction=0.5))
+    assert card["training"]["config"]["vacuum_fraction"] == 0.5
+    with pytest.raises(Exception, match="vacuum_fraction"):
+        train(wave_set, tmp_path / "x", _tiny(vacuum_fraction=1.0))
+
+
 @pytest.mark.parametrize("arch, arch_args", [("msdnet", {"depth": 4}), ("unet", {"width": 4, "depth": 2})])
 def test_every_architecture_trains_into_a_bundle(wave_set, tmp_path, arch, arch_args):
     """The card holds the network's own arguments (MSD-net fills in its width and dilations)."""

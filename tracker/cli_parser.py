@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-wave", type=int, default=1, metavar="K",
                    help="draw K samples from each wave of a batch (each its own microscope and geometry): "
                         "less work per sample on a GPU; must divide --batch")
+    p.add_argument("--vacuum-fraction", type=float, default=0.0, metavar="P",
+                   help="image vacuum (a flat wave, no columns) instead of a drawn wave with probability P, "
+                        "so that the network sees noise alone (default 0)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--size", type=int, default=128, help="training image side [px]")
     p.add_argument("--sampling", type=float, default=0.2, help="training image pixel size [Å/px]")

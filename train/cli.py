@@ -32,7 +32,7 @@ def cmd_train(args) -> int:
                       label_sigma_A=args.label_sigma, preset=args.preset or None, imaging=args.imaging,
                       batch=args.batch, steps=steps, lr=args.lr, seed=args.seed, device=args.device,
                       validate_every=max(1, min(100, steps // 4)), max_minutes=args.minutes,
-                      samples_per_wave=args.samples_per_wave,
+                      samples_per_wave=args.samples_per_wave, vacuum_fraction=args.vacuum_fraction,
                       focal_offsets_A=focal or (0.0,),
                       amp=args.amp, checkpoint_every=args.checkpoint_every, classes=args.classes)
     card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)

@@ -78,6 +78,13 @@ class TrainConfig:
     #: samples drawn from each wave of a batch (each its own microscope and geometry): fewer
     #: waves per step, much less per-sample work on a GPU; ``batch`` must be a multiple of it
     samples_per_wave: int = 1
+    #: fraction of the training waves drawn (each with its ``samples_per_wave`` samples) that are
+    #: replaced by vacuum: a flat exit wave (HRTEM) or an empty object (HAADF) with no columns,
+    #: imaged with the same random optics and shot noise. The structures' cells hold only a few
+    #: Å of vacuum around each particle or flake, so without these a network never sees a crop
+    #: of noise alone and may find columns in the vacuum around a specimen. 0: none (as the
+    #: first bundled models were trained).
+    vacuum_fraction: float = 0.0
 
 
 def _one_cycle(p: float, pct_start: float = 0.15, div: float = 25.0, final_div: float = 1e4) -> float:
@@ -105,11 +112,14 @@ def _stop_all(mine: bool, world: int, device: torch.device) -> bool:
 
 
 def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_classes: int, *,
-           noise: bool = True, per_wave: int = 1, cache: dict | None = None, tables: bool = True):
+           noise: bool = True, per_wave: int = 1, cache: dict | None = None, tables: bool = True,
+           vacuum: Sequence[bool] | None = None):
     """One augmented batch from the waves ``idx``, ``per_wave`` samples of each (each its own
     microscope and geometry); ``noise=False``: the images before the shot noise (intensity, mean
     about 1). ``cache`` keeps each wave's source and columns on the device between calls;
-    ``tables=False`` skips the table of true columns (training does not read it)."""
+    ``tables=False`` skips the table of true columns (training does not read it). ``vacuum``:
+    per entry of ``idx``, whether to image vacuum instead of that wave (a flat wave or an empty
+    object of its size and sampling, no columns; see ``TrainConfig.vacuum_fraction``)."""
     from etem.simulate.augment import AugmentConfig, training_batch
     from etem.simulate.optics import OpticsRanges
 
@@ -118,11 +128,14 @@ def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_
                         sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A), noise=noise)
     cache = {} if cache is None else cache
     images, labels, found = [], [], []
-    for i in idx:  # waves differ in size: one at a time, then stacked
+    for j, i in enumerate(idx):  # waves differ in size: one at a time, then stacked
         w = waves[i]
         if i not in cache:
             cache[i] = _source(w, cfg)
         src, pts, cls = cache[i]
+        if vacuum is not None and vacuum[j]:
+            src = torch.ones_like(src) if cfg.imaging != "haadf" else torch.zeros_like(src)
+            cls = torch.full_like(cls, -1)
         if per_wave > 1:
             src, pts, cls = (t.expand(per_wave, *t.shape[1:]) for t in (src, pts, cls))
         b = training_batch(src, pts, cls, sampling_A=w.sampling_A, energy_eV=w.energy_eV, generator=gen,
@@ -374,6 +387,9 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     per_wave = int(cfg.samples_per_wave)
     if per_wave < 1 or cfg.batch % per_wave:
         raise ConfigError(f"samples_per_wave must divide the batch ({cfg.batch}); got {cfg.samples_per_wave!r}")
+    p_vac = float(cfg.vacuum_fraction)
+    if not 0.0 <= p_vac < 1.0:
+        raise ConfigError(f"vacuum_fraction must be at least 0 and below 1; got {cfg.vacuum_fraction!r}")
     cache: dict = {}  # each training wave's source and columns, on the device once
     if budget_s is None:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
@@ -412,8 +428,10 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             spent[0] = max(step / cfg.steps, min(1.0, (time.perf_counter() - t0) / budget_s))
             last = _stop_all(spent[0] >= 1.0, world, device) or last
         net.train()
-        img, lab, _ = _batch(waves, rng.choice(train_idx, cfg.batch // per_wave), dcfg, gen, n_classes,
-                             per_wave=per_wave, cache=cache, tables=False)
+        idx = rng.choice(train_idx, cfg.batch // per_wave)
+        vac = rng.random(len(idx)) < p_vac if p_vac > 0 else None  # no draw without: older runs unchanged
+        img, lab, _ = _batch(waves, idx, dcfg, gen, n_classes, per_wave=per_wave, cache=cache, tables=False,
+                             vacuum=vac)
         x = _normalize(img, dcfg)
         with autocast:
             logits = net(x, logits=True)
