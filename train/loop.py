@@ -82,8 +82,8 @@ class TrainConfig:
     #: replaced by vacuum: a flat exit wave (HRTEM) or an empty object (HAADF) with no columns,
     #: imaged with the same random optics and shot noise. The structures' cells hold only a few
     #: Å of vacuum around each particle or flake, so without these a network never sees a crop
-    #: of noise alone and may find columns in the vacuum around a specimen. 0: none (as the
-    #: first bundled models were trained).
+    #: of noise alone. 0: none (as every bundled model was trained; on the MSD-net 0.15 did not
+    #: remove its false columns in a resampled movie's vacuum, docs/models.md).
     vacuum_fraction: float = 0.0
 
 
