@@ -16,7 +16,9 @@ Chain (:func:`training_batch`), per sample
 4. Detector (:func:`detector_response`): the MTF (HRTEM only; a HAADF detector integrates) and
    a Gaussian blur of ``blur_A`` (drift and vibration), one FFT pair on the detector grid.
 5. Shot noise (:func:`poisson_noise`): counts with mean ``dose * pixel_area * intensity``,
-   divided back by ``dose * pixel_area``.
+   divided back by ``dose * pixel_area``. Optionally (``coarse_fraction``) steps 3-5 are done
+   on a grid of larger pixels, enlarged onto the detector grid afterwards as the tracker
+   enlarges frames taken coarser than its model.
 6. Labels (:func:`~etem.simulate.labels.render_labels`) rendered on the detector grid at the
    column positions mapped by the same geometry (:func:`transform_points`), so they lie on
    image 0.
@@ -27,6 +29,7 @@ physical (Å in the specimen); the MTF is per detector pixel.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -38,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from etem.tracker.errors import ConfigError, choice_error
+from etem.tracker.preprocess import resample
 
 from .labels import positions_table, render_labels
 from .optics import OpticsParams, OpticsRanges, _pair, image_from_waves, stem_image
@@ -169,6 +173,15 @@ class AugmentConfig:
         fraction of its brightest column (a support film, scattering in the gas, the detector's
         dark level), drawn per sample. Without it the vacuum of a HAADF image is exactly dark
         and noise-free, and a network trained on that takes any noise there for columns.
+    coarse_fraction
+        Probability that a call's samples are taken by a camera with pixels ``k`` times the
+        nominal size (``k`` uniform in ``coarse_factor``) and then enlarged onto the nominal grid
+        by bilinear interpolation, as the tracker's preprocessing enlarges frames taken coarser
+        than its model: the MTF, blur and shot noise are those of the coarse pixels, and the noise
+        is interpolated as in such a resampled movie. Labels stay on the nominal grid. One draw
+        per call (all its samples alike); none at 0, so other recipes' random streams are unchanged.
+    coarse_factor
+        Range of ``k`` (low, high), both above 1.
     """
 
     out_shape: tuple[int, int] = (256, 256)
@@ -186,6 +199,8 @@ class AugmentConfig:
     noise: bool = True
     detector_mtf: bool = True
     haadf_background: tuple[float, float] = (0.0, 0.3)
+    coarse_fraction: float = 0.0
+    coarse_factor: tuple[float, float] = (1.5, 2.5)
 
     def __post_init__(self) -> None:
         shape = tuple(self.out_shape)
@@ -214,6 +229,12 @@ class AugmentConfig:
         if len(bg) != 2 or not 0 <= bg[0] <= bg[1] or not math.isfinite(bg[1]):
             raise ConfigError(f"haadf_background must be (low, high) with 0 <= low <= high; got {self.haadf_background!r}.")
         object.__setattr__(self, "haadf_background", bg)
+        if not 0 <= self.coarse_fraction <= 1:
+            raise ConfigError(f"coarse_fraction must be a probability (0 to 1); got {self.coarse_fraction!r}.")
+        k = tuple(float(v) for v in self.coarse_factor)
+        if len(k) != 2 or not 1 < k[0] <= k[1] or not math.isfinite(k[1]):
+            raise ConfigError(f"coarse_factor must be (low, high) with 1 < low <= high; got {self.coarse_factor!r}.")
+        object.__setattr__(self, "coarse_factor", k)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> AugmentConfig:
@@ -431,6 +452,28 @@ class TrainingBatch:
         return table[inside].reset_index(drop=True)
 
 
+def _coarse_factor(config: AugmentConfig, generator: torch.Generator) -> float:
+    """``k`` of a coarser camera for this call, or 1 (no draw when ``coarse_fraction`` is 0)."""
+    if config.coarse_fraction <= 0:
+        return 1.0
+    u, v = torch.rand(2, generator=generator, device=generator.device).tolist()
+    lo, hi = config.coarse_factor
+    return lo + (hi - lo) * v if u < config.coarse_fraction else 1.0
+
+
+def _coarse_detector(geometry: Geometry, k: float, out_shape: tuple[int, int], src_sampling, out_sampling: float):
+    """The grid and geometry of a camera with ``k`` times larger pixels whose image, enlarged by
+    :func:`~etem.tracker.preprocess.resample` (``y = (y_c + 0.5) k - 0.5``) and cropped to
+    ``out_shape``, shows each nominal pixel where ``geometry`` puts it. A grid of ``n_c``
+    pixels enlarges to at least ``n`` when ``n_c k >= n + 1``; its centre then lies
+    ``(n_c k - n) / 2`` nominal pixels past the nominal grid's, which the crop shift undoes."""
+    shape = tuple(int(math.floor(n / k)) + 2 for n in out_shape)
+    a = geometry.matrix(src_sampling_A=src_sampling, out_sampling_A=out_sampling)  # nominal px -> source px
+    past = torch.tensor([(nc * k - n) / 2 for nc, n in zip(shape, out_shape)], device=a.device)
+    shift = geometry.shift_px + (a @ past).to(geometry.shift_px.dtype)
+    return shape, dataclasses.replace(geometry, shift_px=shift)
+
+
 def training_batch(
     source: torch.Tensor,
     points: torch.Tensor,
@@ -502,9 +545,14 @@ def training_batch(
                                image_shift_A=geometry.misalign_A)
         peak = intensity.amax((1, 2, 3), keepdim=True)
         intensity = intensity / torch.where(peak > 0, peak, torch.ones_like(peak))
-    images = warp(intensity, geometry, src_sampling_A=src_sampling, out_shape=config.out_shape,
-                  out_sampling_A=out_sampling)
-    pixel = out_sampling * geometry.zoom
+    k = _coarse_factor(config, generator)
+    if k > 1:  # a coarser camera over the same field of view (see AugmentConfig.coarse_fraction)
+        det_shape, det_geometry = _coarse_detector(geometry, k, config.out_shape, src_sampling, out_sampling)
+    else:
+        det_shape, det_geometry = config.out_shape, geometry
+    images = warp(intensity, det_geometry, src_sampling_A=src_sampling, out_shape=det_shape,
+                  out_sampling_A=out_sampling * k)
+    pixel = out_sampling * k * geometry.zoom
     images = detector_response(images, pixel_size_A=pixel, params=params,
                                apply_mtf=config.detector_mtf and mode == "hrtem")
     if mode == "haadf" and config.haadf_background[1] > 0:
@@ -514,7 +562,9 @@ def training_batch(
     if config.noise:
         noise_gen = torch.Generator(device=generator.device).manual_seed(noise_seed)
         images = poisson_noise(images, dose_e_per_A2=params.dose_e_per_A2, pixel_size_A=pixel, generator=noise_gen)
-    sigma_px = config.sigma_A / pixel
+    if k > 1:
+        images = resample(images, k)[..., : config.out_shape[0], : config.out_shape[1]]
+    sigma_px = config.sigma_A / (out_sampling * geometry.zoom)
     pts, cls = transform_points(points.to(source.device), classes.to(source.device), geometry,
                                 src_shape=(h_src, w_src), src_sampling_A=src_sampling, out_shape=config.out_shape,
                                 out_sampling_A=out_sampling, margin_px=4 * float(sigma_px.max()) if b else 0.0)

@@ -382,6 +382,75 @@ def test_haadf_background_is_a_flat_level_under_the_noise():
     assert float(noisy[dark < 1e-3].std()) > 0  # and with it, noise reaches the vacuum
     with pytest.raises(ConfigError, match="haadf_background"):
         AugmentConfig(haadf_background=(0.3, 0.1))
+    with pytest.raises(ConfigError, match="coarse_fraction"):
+        AugmentConfig(coarse_fraction=1.5)
+    with pytest.raises(ConfigError, match="coarse_factor"):
+        AugmentConfig(coarse_factor=(0.5, 2.0))
+
+
+def _local_centroids(img: torch.Tensor, pts: torch.Tensor, half: int = 3) -> torch.Tensor:
+    """Intensity centroids [px] of ``img`` [H, W] in windows around ``pts`` [N, 2] (rows, cols)."""
+    out = []
+    for r, c in pts.round().long().tolist():
+        win = img[r - half:r + half + 1, c - half:c + half + 1].clamp(min=0)
+        yy, xx = torch.meshgrid(torch.arange(-half, half + 1.0), torch.arange(-half, half + 1.0), indexing="ij")
+        out.append([r + float((win * yy).sum() / win.sum()), c + float((win * xx).sum() / win.sum())])
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("k", [2.0, 1.7])
+def test_a_coarser_camera_resampled_puts_columns_where_the_labels_are(k):
+    """Taken at k times the pixel size and enlarged as the tracker enlarges frames, the image
+    shows each column where the nominal image does and where its label is (a grid centred
+    without the crop shift is (n_c k - n) / 2 px off: 2 px at k = 2, 1.2 px at 1.7)."""
+    n = 128
+    g = torch.Generator().manual_seed(1)
+    pts = 20 + torch.rand((2, 10, 2), generator=g) * (n - 40)
+    cls = torch.zeros((2, 10), dtype=torch.long)
+    obj = haadf_object(pts, torch.full(cls.shape, 79.0**1.7), shape=(n, n), sampling_A=0.05)
+    ranges = OpticsRanges.from_dict({"preset": "haadf", "blur_A": 0})
+
+    def batch(fraction):
+        cfg = AugmentConfig(out_shape=(64, 64), out_sampling_A=0.1, n_classes=1, noise=False, zoom=(0.9, 1.1),
+                            haadf_background=(0.0, 0.0), coarse_fraction=fraction, coarse_factor=(k, k))
+        return training_batch(obj, pts, cls, sampling_A=0.05, energy_eV=E, mode="haadf", ranges=ranges,
+                              config=cfg, generator=torch.Generator().manual_seed(7))
+
+    nominal, coarse = batch(0.0), batch(1.0)
+    assert coarse.images.shape == nominal.images.shape == (2, 1, 64, 64)
+    assert torch.equal(coarse.labels, nominal.labels) and torch.equal(coarse.geometry.zoom, nominal.geometry.zoom)
+    assert not torch.allclose(coarse.images, nominal.images, atol=1e-3)  # it did take coarser pixels
+    table = nominal.positions_table()
+    inner = table[table["y"].between(6, 57) & table["x"].between(6, 57)]
+    assert len(inner) >= 6
+    for f, rows in inner.groupby("frame"):
+        true = torch.tensor(rows[["y", "x"]].to_numpy(), dtype=torch.float32)
+        seen = _local_centroids(nominal.images[f, 0], true)
+        assert (seen - true).abs().mean() < 0.3  # the centroids' own bias (windows, neighbours)
+        moved = _local_centroids(coarse.images[f, 0], true) - seen
+        assert moved.abs().max() < 0.05, moved
+
+
+def test_a_coarser_camera_interpolates_its_shot_noise():
+    """In vacuum the noise of nominal pixels is independent; taken with pixels twice as large
+    and enlarged, neighbours share their coarse pixels, and each coarse pixel catches four
+    times the electrons."""
+    waves = torch.ones((1, 96, 96), dtype=torch.complex64)
+    pts, cls = torch.zeros((1, 1, 2)), torch.full((1, 1), -1)
+    ranges = OpticsRanges.from_dict({"dose_e_per_A2": [400, 400], "blur_A": 0})
+
+    def noise(fraction):
+        cfg = AugmentConfig(out_shape=(64, 64), out_sampling_A=0.1, zoom=(1.0, 1.0), coarse_fraction=fraction,
+                            coarse_factor=(2.0, 2.0))
+        img = training_batch(waves, pts, cls, sampling_A=0.1, energy_eV=E, config=cfg, ranges=ranges,
+                             generator=torch.Generator().manual_seed(3)).images[0, 0]
+        d = img - img.mean()
+        return float(d.var()), float((d[:, 1:] * d[:, :-1]).mean() / d.var())
+
+    (var_n, corr_n), (var_c, corr_c) = noise(0.0), noise(1.0)
+    assert abs(var_n - 1 / (400 * 0.1**2)) < 0.05 / 4  # 4 electrons a pixel: variance 1/4
+    assert abs(corr_n) < 0.1 and corr_c > 0.5, (corr_n, corr_c)
+    assert var_c < var_n / 4  # a quarter at the coarse pixels, less again after interpolation
 
 
 def test_stem_image_of_a_point_is_the_probe_there():

@@ -212,6 +212,18 @@ def test_train_command_resumes_and_rejects_bad_options(wave_set, tmp_path):
     assert r.returncode != 0 and "--minutes" in r.stderr and "Traceback" not in r.stderr
     r = etem(*common, "--steps", 2, "--arch", "unet", "--unshuffle", 2)
     assert r.returncode != 0 and "--unshuffle" in r.stderr and "Traceback" not in r.stderr
+    for bad in ("a,b", "0.5,2"):
+        r = etem(*common, "--steps", 2, "--coarse-fraction", 0.5, "--coarse-factor", bad)
+        assert r.returncode != 0 and "coarse" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_coarse_camera_samples_train_and_are_recorded(wave_set, tmp_path):
+    """`--coarse-fraction`: training images taken with larger pixels and enlarged; the card keeps it."""
+    card = train(wave_set, tmp_path / "c", _tiny(steps=3, coarse_fraction=0.5, coarse_factor=(1.6, 2.4)))
+    assert card["training"]["config"]["coarse_fraction"] == 0.5
+    assert list(card["training"]["config"]["coarse_factor"]) == [1.6, 2.4]
+    with pytest.raises(Exception, match="coarse_fraction"):
+        train(wave_set, tmp_path / "x", _tiny(coarse_fraction=2.0))
 
 
 def test_unshuffled_model_trains_and_finds_at_full_resolution(wave_set, tmp_path):

@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vacuum-fraction", type=float, default=0.0, metavar="P",
                    help="image vacuum (a flat wave, no columns) instead of a drawn wave with probability P, "
                         "so that the network sees noise alone (default 0)")
+    p.add_argument("--coarse-fraction", type=float, default=0.0, metavar="P",
+                   help="take a drawn wave's samples with a camera whose pixels are --coarse-factor times "
+                        "--sampling and enlarge them onto the training grid, as the tracker enlarges frames "
+                        "taken coarser than its model, with probability P (default 0)")
+    p.add_argument("--coarse-factor", default="1.5,2.5", metavar="LO,HI",
+                   help="range of that camera's pixel size over --sampling (default 1.5,2.5)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--size", type=int, default=128, help="training image side [px]")
     p.add_argument("--sampling", type=float, default=0.2, help="training image pixel size [Å/px]")

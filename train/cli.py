@@ -21,6 +21,10 @@ def cmd_train(args) -> int:
         focal = tuple(float(v) for v in args.focal.split(",") if v.strip())
     except ValueError:
         raise ConfigError(f"--focal must be comma-separated defocus offsets in Å; got {args.focal!r}") from None
+    try:
+        coarse_factor = tuple(float(v) for v in args.coarse_factor.split(","))
+    except ValueError:
+        raise ConfigError(f"--coarse-factor must be LO,HI (two numbers above 1); got {args.coarse_factor!r}") from None
     if not args.waves.is_file():
         raise ConfigError(f"{args.waves}: no such wave set (make one with `etem simulate waves`)")
     if args.minutes is not None and not args.minutes > 0:
@@ -33,6 +37,7 @@ def cmd_train(args) -> int:
                       batch=args.batch, steps=steps, lr=args.lr, seed=args.seed, device=args.device,
                       validate_every=max(1, min(100, steps // 4)), max_minutes=args.minutes,
                       samples_per_wave=args.samples_per_wave, vacuum_fraction=args.vacuum_fraction,
+                      coarse_fraction=args.coarse_fraction, coarse_factor=coarse_factor,
                       focal_offsets_A=focal or (0.0,),
                       amp=args.amp, checkpoint_every=args.checkpoint_every, classes=args.classes)
     card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)

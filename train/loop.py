@@ -85,6 +85,12 @@ class TrainConfig:
     #: of noise alone. 0: none (as every bundled model was trained; on the MSD-net 0.15 did not
     #: remove its false columns in a resampled movie's vacuum, docs/models.md).
     vacuum_fraction: float = 0.0
+    #: fraction of the drawn waves whose samples are taken by a camera with pixels
+    #: ``coarse_factor`` (a uniform range) times ``sampling_A`` and enlarged onto the training
+    #: grid by bilinear interpolation, as the tracker enlarges frames taken coarser than its
+    #: model (AugmentConfig.coarse_fraction). 0: none.
+    coarse_fraction: float = 0.0
+    coarse_factor: tuple[float, float] = (1.5, 2.5)
 
 
 def _one_cycle(p: float, pct_start: float = 0.15, div: float = 25.0, final_div: float = 1e4) -> float:
@@ -125,7 +131,8 @@ def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_
 
     ranges = OpticsRanges.from_dict({**({"preset": cfg.preset} if cfg.preset else {}), **cfg.optics})
     aug = AugmentConfig(out_shape=(cfg.size, cfg.size), out_sampling_A=cfg.sampling_A, n_classes=n_classes,
-                        sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A), noise=noise)
+                        sigma_A=cfg.label_sigma_A, focal_offsets_A=tuple(cfg.focal_offsets_A), noise=noise,
+                        coarse_fraction=cfg.coarse_fraction, coarse_factor=tuple(cfg.coarse_factor))
     cache = {} if cache is None else cache
     images, labels, found = [], [], []
     for j, i in enumerate(idx):  # waves differ in size: one at a time, then stacked
@@ -390,6 +397,7 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     p_vac = float(cfg.vacuum_fraction)
     if not 0.0 <= p_vac < 1.0:
         raise ConfigError(f"vacuum_fraction must be at least 0 and below 1; got {cfg.vacuum_fraction!r}")
+    AugmentConfig(coarse_fraction=cfg.coarse_fraction, coarse_factor=tuple(cfg.coarse_factor))  # checked first
     cache: dict = {}  # each training wave's source and columns, on the device once
     if budget_s is None:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
