@@ -95,6 +95,14 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(wave_set, tmp_path)
 
     with pytest.raises(ConfigError, match="other settings.*lr"):
         train(wave_set, tmp_path / "b", _tiny(checkpoint_every=3, lr=1e-3), resume=True)
+    # a checkpoint written before a setting existed resumes with that setting at its default
+    state_path = checkpoint_paths(tmp_path / "b")[1]
+    state = json.loads(state_path.read_text())
+    del state["config"]["coarse_fraction"]
+    state_path.write_text(json.dumps(state))
+    train(wave_set, tmp_path / "b", cfg, resume=True)
+    with pytest.raises(ConfigError, match="other settings.*coarse_fraction"):
+        train(wave_set, tmp_path / "b", _tiny(checkpoint_every=3, coarse_fraction=0.5), resume=True)
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(wave_set, tmp_path / "never", cfg, resume=True)
 

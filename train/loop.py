@@ -324,8 +324,10 @@ def _load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generat
         raise ConfigError(f"no checkpoint to resume from: {t_path.name} and {s_path.name} are not both there")
     state = json.loads(s_path.read_text())
     now = json.loads(json.dumps(asdict(cfg), default=float))
-    if state["config"] != now:
-        changed = sorted(k for k, v in now.items() if state["config"].get(k) != v)
+    # settings added since the checkpoint was written count as their defaults
+    then = {**json.loads(json.dumps(asdict(TrainConfig()), default=float)), **state["config"]}
+    if then != now:
+        changed = sorted(k for k, v in now.items() if then.get(k) != v)
         raise ConfigError(f"the checkpoint was made with other settings ({', '.join(changed)}); "
                           "resume with the settings it was started with")
     tensors = load_file(str(t_path))
