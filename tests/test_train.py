@@ -230,6 +230,7 @@ def test_coarse_camera_samples_train_and_are_recorded(wave_set, tmp_path):
     card = train(wave_set, tmp_path / "c", _tiny(steps=3, coarse_fraction=0.5, coarse_factor=(1.6, 2.4)))
     assert card["training"]["config"]["coarse_fraction"] == 0.5
     assert list(card["training"]["config"]["coarse_factor"]) == [1.6, 2.4]
+    assert "pixels 1.6-2.4 times" in card["training"]["data"]
     with pytest.raises(Exception, match="coarse_fraction"):
         train(wave_set, tmp_path / "x", _tiny(coarse_fraction=2.0))
 

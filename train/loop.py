@@ -503,7 +503,8 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
                     f"randomized optics (preset {cfg.preset!r}, overrides {cfg.optics}), dose noise and "
                     "geometry per sample"
                     + ("; a flat background of {:g}-{:g} of the brightest column under the noise (HAADF)"
-                       .format(*AugmentConfig().haadf_background) if cfg.imaging == "haadf" else ""),
+                       .format(*AugmentConfig().haadf_background) if cfg.imaging == "haadf" else "")
+                    + _coarse_words(cfg),
             "imaging": cfg.imaging, "config": asdict(cfg), "steps": history[-1]["step"] if history else cfg.steps,
             "seconds": round(time.perf_counter() - t0, 1), "parameters": count_parameters(model),
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
@@ -516,6 +517,15 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     card = _finite(card)
     save_bundle(model, out, card)
     return card
+
+
+def _coarse_words(cfg: TrainConfig) -> str:
+    """The card's words for ``coarse_fraction`` (none when it is 0)."""
+    if not cfg.coarse_fraction > 0:
+        return ""
+    lo, hi = cfg.coarse_factor
+    return (f"; {cfg.coarse_fraction:g} of the waves imaged with pixels {lo:g}-{hi:g} times "
+            f"{cfg.sampling_A:g} Å and enlarged bilinearly onto the training grid")
 
 
 def _finite(obj: Any) -> Any:
