@@ -109,7 +109,7 @@ elif [ "$WHAT" = train ]; then
 --width $NET32 --depth 3 --seed 3"
     [au-heights]="$AU --focal=-100,0,100 --classes height --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 4"
     [mos2-unet]="$MO --arch unet --width $NET16 --depth 3 --seed 6"
-    [mos2-msdnet]="$MO --arch msdnet --depth $MSD --seed 5"
+    [mos2-msdnet]="$MO --arch msdnet --depth $MSD --seed 5 --coarse-fraction 0.5 --coarse-factor 1.5,2.5"
   )
   t0=$SECONDS
   for name in "${!JOBS[@]}"; do  # one process per model, a few CPU threads each

@@ -70,8 +70,10 @@ fi
 # (c) MoS2 three-image focal series with Mo/S2/S classes (Larsen et al.), 80 kV: flakes bare or on
 # a graphene sheet (drawn per structure), held-out sets of each. The U-Net is the shipped CPU
 # preview (3,000 steps: 33 min on 2 CPU cores); MSD-net (depth 100 at full resolution, Larsen's
-# comparison; about 1.9 s a step on 2 CPU cores, the shipped one stopped by --minutes 65 at 2,105
-# steps): set MOS2_MSD=1.
+# comparison; about 2 s a step on 2 CPU cores, the shipped one stopped by --minutes 65 at 1,826
+# steps; half of its images taken with 1.5-2.5x larger pixels and enlarged, as the tracker
+# enlarges coarser frames, without which it found columns in a resampled movie's vacuum):
+# set MOS2_MSD=1.
 MW="--sampling 0.0666667 --workers ${WORKERS:-2} --energy 80e3"
 train_waves mos2_waves.h5 \
   && etem simulate waves --material mos2 --substrate mixed -n 64 --seed 300 $MW -o "$OUT/mos2_waves.h5"
@@ -88,7 +90,7 @@ if have mos2-unet; then
 fi
 if { [ "${MOS2_MSD:-0}" = 1 ] && [ "$SCORE_ONLY" != 1 ]; } || [ -f "$OUT/mos2-msdnet.json" ]; then
   [ -f "$OUT/mos2-msdnet.json" ] || etem train "$OUT/mos2_waves.h5" -o "$OUT/mos2-msdnet" --arch msdnet --depth 100 $M \
-    --steps "$MSTEPS" --seed 5 --checkpoint-every 500
+    --steps "$MSTEPS" --seed 5 --checkpoint-every 500 --coarse-fraction 0.5 --coarse-factor 1.5,2.5
   MODELS="$OUT/mos2-msdnet${MODELS:+,$MODELS}"
 fi
 if [ -n "$MODELS" ]; then
