@@ -323,9 +323,12 @@ def _load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generat
     if not (t_path.is_file() and s_path.is_file()):
         raise ConfigError(f"no checkpoint to resume from: {t_path.name} and {s_path.name} are not both there")
     state = json.loads(s_path.read_text())
-    now = json.loads(json.dumps(asdict(cfg), default=float))
+    def as_json(c: TrainConfig) -> dict:  # as the checkpoint stores it (tuples as lists)
+        return json.loads(json.dumps(asdict(c), default=float))
+
+    now = as_json(cfg)
     # settings added since the checkpoint was written count as their defaults
-    then = {**json.loads(json.dumps(asdict(TrainConfig()), default=float)), **state["config"]}
+    then = {**as_json(TrainConfig()), **state["config"]}
     if then != now:
         changed = sorted(k for k, v in now.items() if then.get(k) != v)
         raise ConfigError(f"the checkpoint was made with other settings ({', '.join(changed)}); "
