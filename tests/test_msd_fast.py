@@ -156,6 +156,39 @@ def test_triton_kernel_in_the_interpreter(monkeypatch, n_inputs, depth, width, d
     assert_matches(fast(x, logits=True), reference(model, x))
 
 
+def _taps_signature(buffer: str, from_part: bool) -> dict[str, str]:
+    """The kernel's argument types as ``FastMSDNet._layers_triton`` launches it."""
+    return {"x_ptr": f"*{buffer}", "w_ptr": "*fp32", "dil_ptr": "*i32", "init_ptr": "*fp32",
+            "out_ptr": f"*{buffer}" if from_part else "*fp32", "c_lo": "i32", "c_hi": "i32",
+            "n_rows": "i32", "H": "i32", "W": "i32", "plane": "i32", "R_PAD": "constexpr",
+            "BLOCK_H": "constexpr", "BLOCK_W": "constexpr", "FROM_PART": "constexpr", "RELU": "constexpr",
+            "N_COLS": "constexpr"}
+
+
+@pytest.mark.skipif(not TRITON, reason="needs the triton package")
+@pytest.mark.parametrize("arch", [80, 90])
+@pytest.mark.parametrize("buffer", ["fp16", "bf16", "fp32"])
+def test_triton_kernel_compiles_for_gpus_without_one(arch, buffer):
+    """The kernel as CUDA runs it (run-time loop bound), compiled to a cubin for A100 / H100-class
+    GPUs on this machine: Triton's front end, its GPU passes and ptxas, no GPU needed."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from etem.train import msd_fast
+
+    kernel = triton.jit(msd_fast._taps_kernel)
+    for from_part, r_pad, block_h in ((False, 8, 8), (True, 1, 16)):
+        try:
+            src = ASTSource(kernel, _taps_signature(buffer, from_part),
+                            constexprs={"R_PAD": r_pad, "BLOCK_H": block_h, "BLOCK_W": 64, "FROM_PART": from_part,
+                                        "RELU": from_part, "N_COLS": -1})
+        except TypeError as exc:  # ASTSource's arguments before Triton 3.3
+            pytest.skip(f"triton {triton.__version__}: {exc}")
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"enable_fp_fusion": True})
+        assert f".target sm_{arch}" in compiled.asm["ptx"] and len(compiled.asm["cubin"]) > 1000
+
+
 # --- CUDA -----------------------------------------------------------------------------------------
 
 @pytest.mark.gpu

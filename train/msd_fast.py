@@ -96,12 +96,14 @@ def _interpreting() -> bool:
 
 def _taps_kernel(x_ptr, w_ptr, dil_ptr, init_ptr, out_ptr, c_lo, c_hi, n_rows, H, W, plane,
                  R_PAD: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-                 FROM_PART: tl.constexpr, RELU: tl.constexpr):
+                 FROM_PART: tl.constexpr, RELU: tl.constexpr, N_COLS: tl.constexpr = -1):
     """One tile of ``n_rows`` output rows: ``out[r] = init[r] + sum_c sum_t w[r, c, t] x[c] shifted``.
 
     ``x_ptr`` is the planar map buffer (plane stride ``plane = B*H*W``); row ``r`` uses dilation
     ``dil[r]`` and weights ``w[r, c - c_lo, t]`` (tap ``t = 3*ky + kx``) for the input maps
     ``c_lo <= c < c_hi``. ``init`` is a partial-sum buffer (``FROM_PART``) or a bias per row.
+    ``N_COLS`` >= 0 gives ``c_hi - c_lo`` as a constant, for the interpreter only (see
+    :func:`_launch`); compiled kernels take it at run time, one compilation for all layers.
     """
     tile = tl.program_id(0)
     b = tl.program_id(1)
@@ -127,7 +129,8 @@ def _taps_kernel(x_ptr, w_ptr, dil_ptr, init_ptr, out_ptr, c_lo, c_hi, n_rows, H
     centre_offsets = image + ys[:, None] * W + xs[None, :]
     centre_ok = (ys[:, None] < H) & (xs[None, :] < W)
     n_cols = c_hi - c_lo
-    for k in range(0, n_cols):
+    # (No assignment of N_COLS: the interpreter turns every assigned value into a tensor.)
+    for k in range(0, N_COLS if N_COLS >= 0 else n_cols):
         maps = x_ptr + (c_lo + k).to(tl.int64) * plane
         weights = w_ptr + (rows * n_cols + k) * 9
         # The centre tap does not depend on the dilation: one load serves every row.
@@ -157,6 +160,21 @@ def _kernel():
         # triton.jit reads TRITON_INTERPRET when it wraps the function, so wrap once per mode.
         _KERNELS[interpret] = triton.jit(_taps_kernel)
     return _KERNELS[interpret]
+
+
+def _launch(grid, *args, **meta) -> None:
+    """Run the kernel on ``grid``; ``args`` as :func:`_taps_kernel`'s, ``meta`` its constants.
+
+    Under the interpreter the loop bound is passed as a constant: some Triton releases (3.6, with
+    torch 2.11) turn a run-time loop bound into a one-element array there, which NumPy >= 2.4
+    refuses to convert to an integer. Fused multiply-adds are asked for by name: it is Triton's
+    default, which Triton 3.9 warns it will change.
+    """
+    meta.setdefault("enable_fp_fusion", True)
+    if _interpreting():
+        c_lo, c_hi = args[5], args[6]
+        meta["N_COLS"] = c_hi - c_lo
+    _kernel()[grid](*args, **meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +384,6 @@ class FastMSDNet(nn.Module):
         return self._cache[key]
 
     def _layers_triton(self, buffer: torch.Tensor) -> None:
-        kernel = _kernel()
         _, b, h, w = buffer.shape
         plane = b * h * w
         width = self.width
@@ -378,15 +395,13 @@ class FastMSDNet(nn.Module):
         grid_rows = (triton.cdiv(h, max(1, bh // 2)) * triton.cdiv(w, bw), b)
         grid_layer = (triton.cdiv(h, bh) * triton.cdiv(w, bw), b)
         for g0, c0, outer, dil, bias, inner in plan:
-            kernel[grid_rows](buffer, outer, dil, bias, partial, 0, c0, len(dil), h, w, plane,
-                              R_PAD=_pow2(len(dil)), BLOCK_H=max(1, bh // 2), BLOCK_W=bw,
-                              FROM_PART=False, RELU=False)
+            _launch(grid_rows, buffer, outer, dil, bias, partial, 0, c0, len(dil), h, w, plane,
+                    R_PAD=_pow2(len(dil)), BLOCK_H=max(1, bh // 2), BLOCK_W=bw, FROM_PART=False, RELU=False)
             for k, (extra, dil_i) in enumerate(inner):
                 c = self.n_inputs + (g0 + k) * width
-                kernel[grid_layer](buffer, extra, dil_i, partial[k * width:(k + 1) * width],
-                                   buffer[c:c + width], c0, c, width, h, w, plane,
-                                   R_PAD=_pow2(width), BLOCK_H=bh, BLOCK_W=bw,
-                                   FROM_PART=True, RELU=True)
+                _launch(grid_layer, buffer, extra, dil_i, partial[k * width:(k + 1) * width],
+                        buffer[c:c + width], c0, c, width, h, w, plane,
+                        R_PAD=_pow2(width), BLOCK_H=bh, BLOCK_W=bw, FROM_PART=True, RELU=True)
 
 
 def _pow2(n: int) -> int:
