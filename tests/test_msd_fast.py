@@ -156,6 +156,20 @@ def test_triton_kernel_in_the_interpreter(monkeypatch, n_inputs, depth, width, d
     assert_matches(fast(x, logits=True), reference(model, x))
 
 
+@pytest.mark.skipif(not TRITON, reason="needs the triton package")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_kernel_in_the_interpreter_in_low_precision(monkeypatch, dtype):
+    """Maps stored in float16 / bfloat16 (the compiled engine's CUDA default), sums in float32."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    model = msdnet(2, 3, depth=5, dilations=(1, 2, 3))
+    x = torch.randn(1, 2, 11, 13)
+    ref = reference(model, x)
+    fast = FastMSDNet(copy.deepcopy(model).to(dtype), backend="triton", block=(16, 16))
+    out = fast(x.to(dtype), logits=True)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, atol=0.02 * float(ref.abs().max()), rtol=0)
+
+
 def _taps_signature(buffer: str, from_part: bool) -> dict[str, str]:
     """The kernel's argument types as ``FastMSDNet._layers_triton`` launches it."""
     return {"x_ptr": f"*{buffer}", "w_ptr": "*fp32", "dil_ptr": "*i32", "init_ptr": "*fp32",
