@@ -192,10 +192,11 @@ def test_triton_kernel_compiles_for_gpus_without_one(arch, buffer):
     from etem.train import msd_fast
 
     kernel = triton.jit(msd_fast._taps_kernel)
-    for from_part, r_pad, block_h in ((False, 8, 8), (True, 1, 16)):
+    bh, bw = FastMSDNet(msdnet(depth=3)).block  # the default tiles; groups of 8 layers of width 1
+    for from_part, r_pad, block_h in ((False, 8, bh // 2), (True, 1, bh)):
         try:
             src = ASTSource(kernel, _taps_signature(buffer, from_part),
-                            constexprs={"R_PAD": r_pad, "BLOCK_H": block_h, "BLOCK_W": 64, "FROM_PART": from_part,
+                            constexprs={"R_PAD": r_pad, "BLOCK_H": block_h, "BLOCK_W": bw, "FROM_PART": from_part,
                                         "RELU": from_part, "N_COLS": -1})
         except TypeError as exc:  # ASTSource's arguments before Triton 3.3
             pytest.skip(f"triton {triton.__version__}: {exc}")
