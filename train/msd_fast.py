@@ -163,7 +163,8 @@ def _kernel():
 
 
 def _launch(grid, *args, **meta) -> None:
-    """Run the kernel on ``grid``; ``args`` as :func:`_taps_kernel`'s, ``meta`` its constants.
+    """Run the kernel on ``grid``: ``args`` as :func:`_taps_kernel` takes them, ``meta`` its
+    constants and Triton's launch options (``num_warps``).
 
     Under the interpreter the loop bound is passed as a constant: some Triton releases (3.6, with
     torch 2.11) turn a run-time loop bound into a one-element array there, which NumPy >= 2.4
@@ -201,6 +202,11 @@ class FastMSDNet(nn.Module):
     block
         Output pixels ``(rows, cols)`` per Triton program (powers of two); a launch that sums
         a whole group of layers uses half as many rows.
+    warps
+        Warps per Triton program ``(group launch, layer launch)`` (powers of two up to 32). The
+        group launch keeps 8 rows of accumulators and the taps being loaded: with 4 warps its
+        threads run out of registers and spill to local memory (ptxas, sm_80 and sm_90, Triton
+        3.6), with 8 they do not; docs/benchmarks.md has the table.
 
     Notes
     -----
@@ -214,7 +220,8 @@ class FastMSDNet(nn.Module):
     arch = "msdnet"
 
     def __init__(self, model: MSDNet, *, backend: Backend = "auto", group: int = 10,
-                 max_group_mb: float = 256.0, block: tuple[int, int] = (16, 64)):
+                 max_group_mb: float = 256.0, block: tuple[int, int] = (16, 64),
+                 warps: tuple[int, int] = (8, 4)):
         super().__init__()
         if not isinstance(model, MSDNet):
             raise ConfigError(f"FastMSDNet wraps an MSDNet; got {type(model).__name__}.")
@@ -230,6 +237,10 @@ class FastMSDNet(nn.Module):
         if (not isinstance(block, (tuple, list)) or len(block) != 2
                 or not all(isinstance(v, int) and v >= 1 and v & (v - 1) == 0 for v in block)):
             raise ConfigError(f"block must be two powers of two (rows, cols); got {block!r}.")
+        if (not isinstance(warps, (tuple, list)) or len(warps) != 2
+                or not all(isinstance(v, int) and 1 <= v <= 32 and v & (v - 1) == 0 for v in warps)):
+            raise ConfigError(f"warps must be two powers of two up to 32 (group, layer); got {warps!r}.")
+        self.warps = tuple(warps)
         model = fold_batchnorm(model)
         self.block = tuple(block)
         self.n_inputs, self.n_classes = model.n_inputs, model.n_classes
@@ -396,12 +407,14 @@ class FastMSDNet(nn.Module):
         grid_layer = (triton.cdiv(h, bh) * triton.cdiv(w, bw), b)
         for g0, c0, outer, dil, bias, inner in plan:
             _launch(grid_rows, buffer, outer, dil, bias, partial, 0, c0, len(dil), h, w, plane,
-                    R_PAD=_pow2(len(dil)), BLOCK_H=max(1, bh // 2), BLOCK_W=bw, FROM_PART=False, RELU=False)
+                    R_PAD=_pow2(len(dil)), BLOCK_H=max(1, bh // 2), BLOCK_W=bw, FROM_PART=False, RELU=False,
+                    num_warps=self.warps[0])
             for k, (extra, dil_i) in enumerate(inner):
                 c = self.n_inputs + (g0 + k) * width
                 _launch(grid_layer, buffer, extra, dil_i, partial[k * width:(k + 1) * width],
                         buffer[c:c + width], c0, c, width, h, w, plane,
-                        R_PAD=_pow2(width), BLOCK_H=bh, BLOCK_W=bw, FROM_PART=True, RELU=True)
+                        R_PAD=_pow2(width), BLOCK_H=bh, BLOCK_W=bw, FROM_PART=True, RELU=True,
+                        num_warps=self.warps[1])
 
 
 def _pow2(n: int) -> int:
