@@ -162,9 +162,9 @@ def _kernel():
     return _KERNELS[interpret]
 
 
-def _launch(grid, *args, **meta) -> None:
-    """Run the kernel on ``grid``: ``args`` as :func:`_taps_kernel` takes them, ``meta`` its
-    constants and Triton's launch options (``num_warps``).
+def _launch(kernel, interpret: bool, grid, *args, **meta) -> None:
+    """Run ``kernel`` (from :func:`_kernel`) on ``grid``: ``args`` as :func:`_taps_kernel` takes
+    them, ``meta`` its constants and Triton's launch options (``num_warps``).
 
     Under the interpreter the loop bound is passed as a constant: some Triton releases (3.6, with
     torch 2.11) turn a run-time loop bound into a one-element array there, which NumPy >= 2.4
@@ -172,10 +172,10 @@ def _launch(grid, *args, **meta) -> None:
     default, which Triton 3.9 warns it will change.
     """
     meta.setdefault("enable_fp_fusion", True)
-    if _interpreting():
+    if interpret:
         c_lo, c_hi = args[5], args[6]
         meta["N_COLS"] = c_hi - c_lo
-    _kernel()[grid](*args, **meta)
+    kernel[grid](*args, **meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,6 +395,7 @@ class FastMSDNet(nn.Module):
         return self._cache[key]
 
     def _layers_triton(self, buffer: torch.Tensor) -> None:
+        kernel, interpret = _kernel(), _interpreting()
         _, b, h, w = buffer.shape
         plane = b * h * w
         width = self.width
@@ -402,16 +403,17 @@ class FastMSDNet(nn.Module):
         rows = max(len(dil) for _, _, _, dil, _, _ in plan)
         partial = torch.empty((rows, b, h, w), dtype=torch.float32, device=buffer.device)
         bh, bw = self.block
-        # The group launch holds up to 8 rows of accumulators: a shorter tile keeps it in registers.
+        # The group launch holds up to 8 rows of accumulators: a shorter tile (and more warps) keep
+        # them in registers.
         grid_rows = (triton.cdiv(h, max(1, bh // 2)) * triton.cdiv(w, bw), b)
         grid_layer = (triton.cdiv(h, bh) * triton.cdiv(w, bw), b)
         for g0, c0, outer, dil, bias, inner in plan:
-            _launch(grid_rows, buffer, outer, dil, bias, partial, 0, c0, len(dil), h, w, plane,
+            _launch(kernel, interpret, grid_rows, buffer, outer, dil, bias, partial, 0, c0, len(dil), h, w, plane,
                     R_PAD=_pow2(len(dil)), BLOCK_H=max(1, bh // 2), BLOCK_W=bw, FROM_PART=False, RELU=False,
                     num_warps=self.warps[0])
             for k, (extra, dil_i) in enumerate(inner):
                 c = self.n_inputs + (g0 + k) * width
-                _launch(grid_layer, buffer, extra, dil_i, partial[k * width:(k + 1) * width],
+                _launch(kernel, interpret, grid_layer, buffer, extra, dil_i, partial[k * width:(k + 1) * width],
                         buffer[c:c + width], c0, c, width, h, w, plane,
                         R_PAD=_pow2(width), BLOCK_H=bh, BLOCK_W=bw, FROM_PART=True, RELU=True,
                         num_warps=self.warps[1])
