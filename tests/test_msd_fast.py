@@ -184,55 +184,50 @@ def _taps_signature(buffer: str, from_part: bool) -> dict[str, str]:
             "N_COLS": "constexpr"}
 
 
+def _compile_taps(arch: int, buffer: str, from_part: bool, warps: int | None = None):
+    """The kernel compiled by Triton for ``sm_<arch>`` as FastMSDNet launches it by default (group
+    launch: 8 rows over half-height tiles; layer launch: 1 row; run-time loop bound); no GPU needed."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from etem.train import msd_fast
+
+    default = FastMSDNet(msdnet(depth=3))
+    (bh, bw), warps = default.block, warps or default.warps[1 if from_part else 0]
+    try:
+        src = ASTSource(triton.jit(msd_fast._taps_kernel), _taps_signature(buffer, from_part),
+                        constexprs={"R_PAD": 1 if from_part else 8, "BLOCK_H": bh if from_part else bh // 2,
+                                    "BLOCK_W": bw, "FROM_PART": from_part, "RELU": from_part, "N_COLS": -1})
+    except TypeError as exc:  # ASTSource's arguments before Triton 3.3
+        pytest.skip(f"triton {triton.__version__}: {exc}")
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"enable_fp_fusion": True, "num_warps": warps})
+
+
 @pytest.mark.skipif(not TRITON, reason="needs the triton package")
 @pytest.mark.parametrize("arch", [80, 90])
 @pytest.mark.parametrize("buffer", ["fp16", "bf16", "fp32"])
 def test_triton_kernel_compiles_for_gpus_without_one(arch, buffer):
-    """The kernel as CUDA runs it (run-time loop bound), compiled to a cubin for A100 / H100-class
-    GPUs on this machine: Triton's front end, its GPU passes and ptxas, no GPU needed."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from etem.train import msd_fast
-
-    kernel = triton.jit(msd_fast._taps_kernel)
-    bh, bw = FastMSDNet(msdnet(depth=3)).block  # the default tiles; groups of 8 layers of width 1
-    for from_part, r_pad, block_h in ((False, 8, bh // 2), (True, 1, bh)):
-        try:
-            src = ASTSource(kernel, _taps_signature(buffer, from_part),
-                            constexprs={"R_PAD": r_pad, "BLOCK_H": block_h, "BLOCK_W": bw, "FROM_PART": from_part,
-                                        "RELU": from_part, "N_COLS": -1})
-        except TypeError as exc:  # ASTSource's arguments before Triton 3.3
-            pytest.skip(f"triton {triton.__version__}: {exc}")
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"enable_fp_fusion": True})
+    """The kernel as CUDA runs it, compiled to a cubin for A100 / H100-class GPUs on this
+    machine: Triton's front end, its GPU passes and ptxas, no GPU needed."""
+    for from_part in (False, True):
+        compiled = _compile_taps(arch, buffer, from_part)
         assert f".target sm_{arch}" in compiled.asm["ptx"] and len(compiled.asm["cubin"]) > 1000
 
 
-def _ptxas_report(folder: Path, arch: int, buffer: str, from_part: bool, warps: int) -> tuple[int, int]:
+def _ptxas_report(folder: Path, arch: int, buffer: str, from_part: bool, warps: int | None = None) -> tuple[int, int]:
     """(registers per thread, bytes of spill stores) of one launch kind, from Triton's own ptxas."""
     import re
     import subprocess
-
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from etem.train import msd_fast
 
     try:
         from triton.backends.nvidia.compiler import get_ptxas
         ptxas = get_ptxas(arch).path
     except Exception as exc:  # noqa: BLE001 - an older Triton or no bundled ptxas
         pytest.skip(f"Triton's ptxas is not at hand: {exc}")
-    bh, bw = FastMSDNet(msdnet(depth=3)).block
-    src = ASTSource(triton.jit(msd_fast._taps_kernel), _taps_signature(buffer, from_part),
-                    constexprs={"R_PAD": 1 if from_part else 8, "BLOCK_H": bh if from_part else bh // 2,
-                                "BLOCK_W": bw, "FROM_PART": from_part, "RELU": from_part, "N_COLS": -1})
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"enable_fp_fusion": True, "num_warps": warps})
     ptx = folder / f"taps-{arch}-{buffer}-{from_part}-{warps}.ptx"
-    ptx.write_text(compiled.asm["ptx"])
+    ptx.write_text(_compile_taps(arch, buffer, from_part, warps).asm["ptx"])
     gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
     log = subprocess.run([ptxas, "-v", "--gpu-name", gpu, str(ptx), "-o", os.devnull],
                          capture_output=True, text=True, check=True).stderr
@@ -247,10 +242,9 @@ def test_the_default_warps_keep_the_group_sums_in_registers(tmp_path, arch):
     """The group launch holds 8 rows of sums: at the default warps its threads spill at most a
     few words to local memory (none with Triton 3.6, the GPU machines' release; under 70 bytes
     with 3.9), where 4 warps spilled 200-1,100 bytes; the layer launch spills nothing."""
-    group_warps, layer_warps = FastMSDNet(msdnet(depth=3)).warps
-    _, spills = _ptxas_report(tmp_path, arch, "fp16", False, group_warps)
-    assert spills <= 128 and spills <= _ptxas_report(tmp_path, arch, "fp16", False, 4)[1]
-    assert _ptxas_report(tmp_path, arch, "fp16", True, layer_warps)[1] == 0
+    _, spills = _ptxas_report(tmp_path, arch, "fp16", False)
+    assert spills <= 128 and spills <= _ptxas_report(tmp_path, arch, "fp16", False, warps=4)[1]
+    assert _ptxas_report(tmp_path, arch, "fp16", True)[1] == 0
 
 
 # --- CUDA -----------------------------------------------------------------------------------------
