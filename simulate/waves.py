@@ -10,7 +10,7 @@ Layout of a wave-set file (``format = "etem-waves"``, ``format_version = 1``; le
 
     /attrs            energy_eV, parametrization, slice_thickness_A, sampling_A, frozen_phonons, created
     /<i>/wave         complex64 [H, W]   the exit wave (mean over frozen phonons: the coherent wave)
-    /<i>/columns      compound table     x_A, y_A, cls, n_atoms (cell frame, as etem.simulate.structures.columns)
+    /<i>/columns      compound table     x_A, y_A, cls, n_atoms (cell frame, as truth_columns)
     /<i>/atoms        numbers [n], positions [n, 3], cell [3, 3], column [n], cls [n]
     /<i>.attrs        material, classes (JSON), params (JSON), sampling_A (y, x), seed
 
@@ -33,7 +33,7 @@ from ase import Atoms
 
 from etem.tracker.errors import ConfigError, FileFormatError, choice_error
 
-__all__ = ["WaveConfig", "ExitWave", "exit_wave", "compute_waves", "save_waves", "load_waves", "iter_waves",
+__all__ = ["WaveConfig", "ExitWave", "exit_wave", "truth_columns", "compute_waves", "save_waves", "load_waves", "iter_waves",
            "FORMAT", "abtem_module"]
 
 FORMAT = "etem-waves"
@@ -131,6 +131,26 @@ def abtem_module():
     return abtem
 
 
+def _columns_by(atoms: Atoms) -> str:
+    return "label" if "column" in atoms.arrays else "position"
+
+
+def truth_columns(atoms: Atoms, *, classes: str = "species", max_height: int | None = None) -> pd.DataFrame:
+    """The true columns of a structure, as a wave set stores them: the generator's columns
+    (``column`` labels) where the atoms carry them, else the atoms grouped by projected position.
+
+    The labels are the columns of the untilted crystal, each at the mean projected position of
+    its atoms; grouping by position instead would split a tilted column into single atoms once
+    its atoms drift apart by more than the grouping tolerance between neighbours (a Au [111]
+    column, atoms 7.1 Å apart along it, past 4° of tilt), so that the table of one particle
+    would change from columns to atoms within a fraction of a degree.
+    """
+    from .structures import columns as columns_of
+
+    kw = {} if max_height is None else {"max_height": max_height}
+    return columns_of(atoms, classes=classes, by=_columns_by(atoms), **kw)
+
+
 def exit_wave(atoms: Atoms, config: WaveConfig | None = None, *, seed: int = 0,
               classes: str = "species") -> ExitWave:
     """The exit wave of one structure (abTEM multislice, plane-wave illumination).
@@ -139,8 +159,6 @@ def exit_wave(atoms: Atoms, config: WaveConfig | None = None, *, seed: int = 0,
     makes them). With frozen phonons the returned wave is the mean of the configurations'
     waves (the coherent part; the diffuse part would go to large angles and is not kept).
     """
-    from .structures import columns as columns_of
-
     abtem = abtem_module()
 
     cfg = config or WaveConfig()
@@ -161,13 +179,13 @@ def exit_wave(atoms: Atoms, config: WaveConfig | None = None, *, seed: int = 0,
     # abTEM indexes arrays as [x, y]; ours are [row = y, col = x]
     wave = np.mean(waves, axis=0).T.astype(np.complex64)
     cls_names = tuple(atoms.info.get("classes", ()))
-    cols = columns_of(atoms, classes=classes)
+    cols = truth_columns(atoms, classes=classes)
     if classes == "height":  # the same classes for every structure: "1" .. "10" (10 or more)
         cls_names = height_classes()
     return ExitWave(wave=wave, sampling_A=sampling, columns=cols[["x_A", "y_A", "cls", "n_atoms"]].copy(),
                     atoms=atoms, classes=cls_names, energy_eV=cfg.energy_eV,
                     meta={"material": atoms.info.get("material", ""), "params": atoms.info.get("params", {}),
-                          "seed": seed, "classes_by": classes})
+                          "seed": seed, "classes_by": classes, "columns_by": _columns_by(atoms)})
 
 
 def compute_waves(
@@ -278,12 +296,20 @@ def _read(g: h5py.Group) -> ExitWave:
             atoms.arrays[k] = a[k][()]
     classes = tuple(json.loads(g.attrs["classes"]))
     atoms.info["classes"] = classes
-    rec = g["columns"][()]
-    cols = pd.DataFrame({"x_A": rec["x_A"], "y_A": rec["y_A"], "cls": rec["cls"].astype(np.int64),
-                         "n_atoms": rec["n_atoms"].astype(np.int64)})
+    meta = json.loads(g.attrs["meta"])
+    if meta.get("columns_by", "position") != _columns_by(atoms):
+        # written before the columns followed the generator's labels: grouped by projected
+        # position, which splits tilted columns into atoms; the labels are in the file
+        by = meta.get("classes_by", "species")
+        cols = truth_columns(atoms, classes=by, **({"max_height": len(classes)} if by == "height" else {}))
+        cols = cols[["x_A", "y_A", "cls", "n_atoms"]]
+        meta["columns_by"] = _columns_by(atoms)
+    else:
+        rec = g["columns"][()]
+        cols = pd.DataFrame({"x_A": rec["x_A"], "y_A": rec["y_A"], "cls": rec["cls"].astype(np.int64),
+                             "n_atoms": rec["n_atoms"].astype(np.int64)})
     return ExitWave(wave=g["wave"][()], sampling_A=tuple(float(v) for v in g.attrs["sampling_A"]), columns=cols,
-                    atoms=atoms, classes=classes, energy_eV=float(g.attrs["energy_eV"]),
-                    meta=json.loads(g.attrs["meta"]))
+                    atoms=atoms, classes=classes, energy_eV=float(g.attrs["energy_eV"]), meta=meta)
 
 
 def _open(path: str | Path) -> h5py.File:
@@ -328,8 +354,6 @@ def relabel(waves: Sequence[ExitWave], classes: str, *, max_height: int = MAX_HE
     """
     from dataclasses import replace
 
-    from .structures import columns as columns_of
-
     if classes not in ("species", "height"):
         raise choice_error("classes", classes, ("species", "height"))
     out = []
@@ -341,7 +365,7 @@ def relabel(waves: Sequence[ExitWave], classes: str, *, max_height: int = MAX_HE
         if classes == "species":
             raise ConfigError("these waves were labelled by column height; their species classes are not stored. "
                               "Simulate the wave set with --classes species.")
-        cols = columns_of(w.atoms, classes=classes, max_height=max_height)
+        cols = truth_columns(w.atoms, classes=classes, max_height=max_height)
         names = height_classes(max_height)
         out.append(replace(w, columns=cols[["x_A", "y_A", "cls", "n_atoms"]].copy(), classes=names,
                            meta={**w.meta, "classes_by": classes}))

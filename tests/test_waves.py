@@ -61,6 +61,57 @@ def test_a_wave_set_round_trips(tmp_path):
     assert sum(1 for _ in iter_waves(path)) == 3
 
 
+def _tilted_111_particle():
+    from etem.simulate.structures import au_nanoparticle
+    return au_nanoparticle(1, zone_axis="111", radius_A=8.0, tilt_deg=5.0)
+
+
+def test_a_tilted_particle_keeps_its_columns():
+    """Past 4° of tilt a Au [111] column's atoms (7.1 Å apart along it) project more than the
+    grouping tolerance apart: grouped by position it would fall into single atoms. The true
+    columns are the generator's, each at the mean position of its atoms."""
+    from etem.simulate.structures import columns
+
+    atoms = _tilted_111_particle()
+    by_position, by_label = columns(atoms), columns(atoms, by="label")
+    assert len(by_position) > 1.5 * len(by_label)  # the trap this guards against
+    w = exit_wave(atoms, WaveConfig(sampling_A=0.1))
+    assert w.meta["columns_by"] == "label"
+    np.testing.assert_allclose(w.columns[["x_A", "y_A"]].to_numpy(), by_label[["x_A", "y_A"]].to_numpy())
+    np.testing.assert_array_equal(w.columns["n_atoms"], by_label["n_atoms"])
+    assert w.columns["n_atoms"].sum() == len(atoms) and w.columns["n_atoms"].max() >= 3
+
+
+def test_a_wave_set_written_with_columns_grouped_by_position_is_read_with_the_labels(tmp_path):
+    """Wave sets written before the columns followed the labels are read as they are now."""
+    import json
+
+    from etem.simulate.structures import columns
+    from etem.simulate.waves import relabel
+
+    w = exit_wave(_tilted_111_particle(), WaveConfig(sampling_A=0.1))
+    path = save_waves(tmp_path / "old.h5", [w])
+    with h5py.File(path, "a") as f:  # as such a file was written
+        old = columns(w.atoms)
+        del f["0/columns"]
+        f["0"].create_dataset("columns", data=np.rec.fromarrays(
+            [old["x_A"].to_numpy(), old["y_A"].to_numpy(), old["cls"].to_numpy(np.int16),
+             old["n_atoms"].to_numpy(np.int32)], names="x_A,y_A,cls,n_atoms"))
+        meta = json.loads(f["0"].attrs["meta"])
+        del meta["columns_by"]
+        f["0"].attrs["meta"] = json.dumps(meta)
+    back = load_waves(path)[0]
+    assert back.meta["columns_by"] == "label" and len(old) > 1.5 * len(back.columns)
+    np.testing.assert_allclose(back.columns.to_numpy(float), w.columns.to_numpy(float))
+    # the column-height labels come from the same columns
+    heights = relabel([back], "height")[0].columns
+    np.testing.assert_array_equal(heights["n_atoms"], w.columns["n_atoms"])
+    np.testing.assert_array_equal(heights["cls"], np.minimum(w.columns["n_atoms"], 10) - 1)
+    # a file written now is read as written
+    fresh = load_waves(save_waves(tmp_path / "new.h5", [w]))[0]
+    np.testing.assert_array_equal(fresh.columns.to_numpy(), w.columns.to_numpy())
+
+
 def test_dask_gives_the_same_waves_as_one_by_one():
     structures = [_two_atoms(x2=x) for x in (8.0, 12.0, 16.0)]
     seq = compute_waves(structures, config=CFG)
