@@ -164,12 +164,7 @@ def _images(args) -> int:
     done = 0
     while done < args.n:
         w = waves[done % len(waves)]
-        src = torch.from_numpy(w.wave)[None].to(args.device)
-        if args.imaging == "haadf":
-            from .optics import haadf_object
-
-            pts = torch.tensor(w.columns_px()[["y", "x"]].to_numpy())[None]
-            src = haadf_object(pts, torch.ones(pts.shape[:2]), shape=w.wave.shape, sampling_A=w.sampling_A[0]).to(args.device)
+        src = w.haadf_object(args.device) if args.imaging == "haadf" else torch.from_numpy(w.wave)[None].to(args.device)
         pts, cls = pad_columns([w.columns], sampling_A=w.sampling_A, device=args.device)
         batch = training_batch(src, pts, cls, sampling_A=w.sampling_A, energy_eV=w.energy_eV, generator=gen,
                                ranges=ranges, config=cfg, mode=args.imaging)

@@ -100,6 +100,27 @@ class ExitWave:
                              "x": self.columns["x_A"].to_numpy() / self.sampling_A[1],
                              "cls": self.columns["cls"].to_numpy()})
 
+    def haadf_object(self, device: str | None = None):
+        """The incoherent HAADF-STEM object of this structure on the wave's grid: a Gaussian of
+        0.3 Å at each labelled atom's projected position, weighted by Z^1.7 relative to the
+        heaviest element present (``[1, H, W]`` float32 tensor, for
+        :func:`etem.simulate.optics.stem_image`).
+
+        Atoms, not columns: a column of a tilted particle is the streak of its atoms, as the probe
+        sees it, and each species weighs as its Z (Mo against S in MoS2). Unlabelled atoms (a
+        support) are left out; training puts a flat background under the noise instead.
+        """
+        import torch
+
+        from .optics import haadf_object
+
+        keep = self.atoms.arrays["column"] >= 0 if "column" in self.atoms.arrays else slice(None)
+        yx = self.atoms.positions[keep][:, [1, 0]] / np.asarray(self.sampling_A, dtype=float)
+        z = self.atoms.numbers[keep].astype(np.float64)
+        w = (z / z.max()) ** 1.7 if z.size else z
+        return haadf_object(torch.from_numpy(yx)[None], torch.from_numpy(w)[None], shape=self.wave.shape,
+                            sampling_A=self.sampling_A[0]).to(device or "cpu")
+
 
 def _thermal(atoms: Atoms, rng: np.random.Generator, sigma_A: float) -> Atoms:
     from .vibrations import amplitudes, displace

@@ -112,6 +112,44 @@ def test_a_wave_set_written_with_columns_grouped_by_position_is_read_with_the_la
     np.testing.assert_array_equal(fresh.columns.to_numpy(), w.columns.to_numpy())
 
 
+def _no_wave(atoms, sampling_A=0.1):
+    """An ExitWave of ``atoms`` without the multislice (the HAADF object needs only the atoms)."""
+    from etem.simulate.waves import ExitWave, truth_columns
+
+    shape = tuple(int(round(v / sampling_A)) for v in np.diag(atoms.cell)[[1, 0]])
+    return ExitWave(wave=np.ones(shape, np.complex64), sampling_A=(sampling_A, sampling_A),
+                    columns=truth_columns(atoms)[["x_A", "y_A", "cls", "n_atoms"]], atoms=atoms,
+                    classes=tuple(atoms.info.get("classes", ())), energy_eV=300e3)
+
+
+def test_the_haadf_object_is_made_of_atoms_weighted_by_z():
+    import torch
+
+    from etem.simulate.optics import haadf_object
+    from etem.simulate.structures import au_nanoparticle
+
+    # Au against C: Z^1.7, Au = 1
+    w = _no_wave(_two_atoms(), 0.05)
+    obj = w.haadf_object()[0].numpy()
+    (ya, xa), (yc, xc) = np.round(w.columns_px()[["y", "x"]].to_numpy()).astype(int)
+    assert obj[ya, xa] == pytest.approx(obj.max(), rel=1e-3)
+    assert obj[yc, xc] / obj[ya, xa] == pytest.approx((6 / 79) ** 1.7, rel=1e-2)
+    # an untilted particle: one Gaussian per column, as strong as its atoms are many
+    flat = _no_wave(au_nanoparticle(3, zone_axis="110", radius_A=8.0, tilt_deg=0.0))
+    cols = torch.tensor(flat.columns_px()[["y", "x"]].to_numpy())[None]
+    by_column = haadf_object(cols, torch.tensor(flat.columns["n_atoms"].to_numpy(), dtype=torch.float64)[None],
+                             shape=flat.wave.shape, sampling_A=0.1)
+    np.testing.assert_allclose(flat.haadf_object().numpy(), by_column.numpy(), atol=2e-3 * float(by_column.max()))
+    # tilted 5°: each column is the streak of its atoms, dimmer at the peak than the column's sum
+    tilted = _no_wave(_tilted_111_particle())
+    obj = tilted.haadf_object()[0].numpy()
+    yx = np.round(tilted.columns_px()[["y", "x"]].to_numpy()).astype(int)
+    tall = tilted.columns["n_atoms"].to_numpy() >= 3
+    peak_per_atom = obj[yx[tall, 0], yx[tall, 1]] / tilted.columns["n_atoms"].to_numpy()[tall]
+    assert np.median(peak_per_atom) < 0.8 * np.median(obj[yx[~tall, 0], yx[~tall, 1]] /
+                                                       tilted.columns["n_atoms"].to_numpy()[~tall])
+
+
 def test_dask_gives_the_same_waves_as_one_by_one():
     structures = [_two_atoms(x2=x) for x in (8.0, 12.0, 16.0)]
     seq = compute_waves(structures, config=CFG)

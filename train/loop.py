@@ -157,15 +157,10 @@ def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_
 
 def _source(w, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A wave's imaging source on the device (the exit wave, or the HAADF object made from its
-    columns) and its padded columns: ``[1, H, W]``, ``[1, P, 2]``, ``[1, P]``."""
+    atoms) and its padded columns: ``[1, H, W]``, ``[1, P, 2]``, ``[1, P]``."""
     from etem.simulate.labels import pad_columns
-    from etem.simulate.optics import haadf_object
 
-    src = torch.from_numpy(w.wave)[None].to(cfg.device)
-    if cfg.imaging == "haadf":
-        pts = torch.tensor(w.columns_px()[["y", "x"]].to_numpy())[None]
-        src = haadf_object(pts, torch.tensor(w.columns["n_atoms"].to_numpy(), dtype=torch.float32)[None],
-                           shape=w.wave.shape, sampling_A=w.sampling_A[0]).to(cfg.device)
+    src = w.haadf_object(cfg.device) if cfg.imaging == "haadf" else torch.from_numpy(w.wave)[None].to(cfg.device)
     pts, cls = pad_columns([w.columns], sampling_A=w.sampling_A, device=cfg.device)
     return src, pts, cls
 
