@@ -34,6 +34,18 @@ def test_structures_waves_images_movie(tmp_path, capsys):
         if 0 <= y < 64 and 0 <= x < 64:
             assert labels[int(p["frame"]), int(p["cls"]) + 1, y, x] > 0.5
 
+    # HAADF-STEM images of the same flakes: Mo (Z 42) outshines a pair of S (Z 16) as Z^1.7 says
+    stem = tmp_path / "s.h5"
+    assert main(["simulate", "images", str(waves), "-n", "4", "--size", "96", "--sampling", "0.1",
+                 "--preset", "haadf", "--imaging", "haadf", "--label-sigma", "0.4", "-o", str(stem)]) == 0
+    with h5py.File(stem) as f:
+        ims = f["images"][()][:, 0]
+        pos = pd.DataFrame({k: f[f"positions/{k}"][()] for k in f["positions"]})
+    pos = pos[(pos.y >= 0) & (pos.y < 95.5) & (pos.x >= 0) & (pos.x < 95.5)]
+    at = ims[pos["frame"].to_numpy(int), pos["y"].round().to_numpy(int), pos["x"].round().to_numpy(int)]
+    mo, s2 = (np.median(at[pos["cls"].to_numpy() == c]) for c in (0, 1))
+    assert mo > 1.3 * s2
+
     movie = tmp_path / "m.h5"
     assert main(["simulate", "movie", "--imaging", "stem", "--frames", "3", "--size", "128", "-o", str(movie)]) == 0
     m = load_movie(movie)
