@@ -69,7 +69,16 @@ def test_evaluate_model_command_prints_the_table_and_writes_plots(heldout, tmp_p
     assert "classical-dark" in r.stdout and "mean" in r.stdout  # the baseline rows are added
     table = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert set(table["method"]) == {"classical", "classical-dark"}
-    assert len(pd.read_csv(tmp_path / "out" / "per_image.csv")) == 2 * 2 * 2  # images x doses x methods
+    per = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    assert len(per) == 2 * 2 * 2  # images x doses x methods
+    # each image names the structure it shows and that structure's drawn parameters
+    from etem.simulate.waves import load_waves
+    params = [w.meta["params"] for w in load_waves(heldout)]
+    assert list(per["structure"]) == list(per["frame"]) and (per["material"] == "Au").all()
+    for _, row in per.iterrows():
+        p = params[row["structure"]]
+        assert row["zone_axis"] == int(p["zone_axis"]) and row["tilt_deg"] == pytest.approx(p["tilt_deg"])
+        assert row["support"] == "none"
     for name in ("f1_vs_dose.png", "f1_histogram.png"):
         assert (tmp_path / "out" / name).stat().st_size > 5000
 

@@ -115,10 +115,27 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
                 per = per.join(true_bonds, on="frame")
             rows.append(per.assign(method=_label(method), dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
+    shown = _structures(wave_set, n)
+    out = out.join(shown.drop(columns=[c for c in shown.columns if c in out.columns]), on="frame")
     out.attrs.update({"sampling_A": sampling_A, "preset": preset, "optics": optics, "imaging": imaging,
                       "classes_by": classes_by,
                       "radius_A": radius_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
     return out
+
+
+def _structures(wave_set: str | Path, n: int) -> pd.DataFrame:
+    """Per held-out image (frame): the structure it shows (``structure``, its index in the wave
+    set) and that structure's drawn parameters (material, zone axis, tilt, radius …), so the
+    scores can be split by them."""
+    from etem.simulate.waves import iter_waves
+
+    params = []
+    for w in iter_waves(wave_set):
+        p = {"material": w.meta.get("material", "")}
+        p.update({k: ("none" if v is None else v) for k, v in (w.meta.get("params") or {}).items()
+                  if v is None or isinstance(v, (str, int, float, bool))})
+        params.append(p)
+    return pd.DataFrame([{"structure": i % len(params), **params[i % len(params)]} for i in range(n)])
 
 
 def _bond_stats(columns: pd.DataFrame, frames: Sequence[int], bond_A: float, sampling_A: float) -> pd.DataFrame:
