@@ -287,3 +287,12 @@ def test_shipped_mos2_model_finds_and_classifies_a_focal_series_movie():
     assert s["f1"] > 0.9 and s["cls_accuracy"] > 0.5, s
     # a [N, F, H, W] stack says itself that it is a focal series: --focal is not needed
     assert find(m.frames, sampling=0.2, model="auto", material="mos2").attrs["class_names"] == ["Mo", "S2", "S"]
+
+
+def test_a_border_leaves_the_columns_at_the_image_edge_out(heldout):
+    kw = dict(doses=[3000], n=2, size=96, sampling_A=0.2, preset="au", imaging="hrtem")
+    full = assess(["classical"], heldout, **kw)
+    inner = assess(["classical"], heldout, border_A=1.0, **kw)
+    assert inner.attrs["border_A"] == 1.0 and full.attrs["border_A"] == 0.0
+    assert (inner["n_true"] <= full["n_true"]).all() and inner["n_true"].sum() < full["n_true"].sum()
+    assert (inner["tp"] <= full["tp"]).all() and (inner["fn"] <= full["fn"]).all()

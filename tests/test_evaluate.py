@@ -236,3 +236,29 @@ def test_score_sites_nothing_found(truth):
     assert s["n_matched"] == 0 and s["site_recall"] == 0.0 and s["event_recall"] == 0.0
     assert np.isnan(s["site_precision"]) and np.isnan(s["occupancy_mae"]) and np.isnan(s["event_precision"])
     assert "event_rate_mae" not in s and s["flip_count_error"] == -1.0
+
+
+def test_columns_at_the_frame_edge_can_be_left_out_of_the_score():
+    """A column cut by the frame's edge cannot be judged: with a border, columns (true or
+    found) within it are not scored, and a pair across the band's edge counts where its true
+    column lies."""
+    true = pd.DataFrame({"frame": 0, "y": [50.0, 1.0, 50.0, 97.0, 3.5], "x": [50.0, 50.0, 1.5, 50.0, 50.0]})
+    pred = pd.DataFrame({"frame": 0, "y": [50.2, 2.5, 20.0, 1.0, 60.0], "x": [50.0, 50.0, 1.0, 80.0, 60.0]})
+    # pairs: (50.2, 50) - (50, 50) inside; (2.5, 50) in the band - (3.5, 50) inside; (1, 50) true in
+    # the band matched to nothing once (3.5, 50) is taken; found (20, 1) and (1, 80) in the band,
+    # unmatched; found (60, 60) inside, unmatched; true (50, 1.5) and (97, 50) in the band, missed
+    plain = score_columns(pred, true, radius_px=1.5)
+    assert (plain["tp"], plain["fp"], plain["fn"]) == (2, 3, 3)
+    edge = score_columns(pred, true, radius_px=1.5, frame_shape=(100, 100), border_px=3.0)
+    assert (edge["tp"], edge["fp"], edge["fn"]) == (2, 1, 0)
+    per = score_columns(pred, true, radius_px=1.5, frame_shape=(100, 100), border_px=3.0, per_frame=True)
+    assert per.loc[0, "n_true"] == 2 and per.loc[0, "n_pred"] == 3
+    # a found column inside matched to a true one in the band is neither a hit nor a false one
+    one = score_columns(pd.DataFrame({"frame": [0], "y": [3.5], "x": [50.0]}),
+                        pd.DataFrame({"frame": [0], "y": [2.5], "x": [50.0]}),
+                        radius_px=1.5, frame_shape=(100, 100), border_px=3.0)
+    assert (one["tp"], one["fp"], one["fn"]) == (0, 0, 0)
+    with pytest.raises(ValueError, match="frame_shape"):
+        score_columns(pred, true, radius_px=1.5, border_px=3.0)
+    with pytest.raises(ValueError, match="border_px"):
+        score_columns(pred, true, radius_px=1.5, frame_shape=(100, 100), border_px=-1.0)

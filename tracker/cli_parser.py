@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "frame,y,x[,cls]; with a model: a held-out wave set (etem simulate waves)")
     p.add_argument("--radius", type=float, default=1.0, help="largest distance of a match [Å] (px without a sampling)")
     p.add_argument("--sampling", type=float, help="pixel size [Å/px] (default: the truth's or the run's)")
+    p.add_argument("--border", type=float, default=0.0, metavar="Å",
+                   help="MODEL WAVES form: leave out of the score the columns (true or found) closer than this "
+                        "to the image's edge [Å] (default 0: all)")
     p.add_argument("--doses", default="100,300,1000,3000,10000",
                    help="MODEL WAVES form: doses of the sweep [e/Å², comma-separated]")
     p.add_argument("-n", type=int, default=8, help="MODEL WAVES form: images per dose")

@@ -127,6 +127,8 @@ def score_columns(
     sampling: float | None = None,
     per_frame: bool = False,
     ordinal: bool = False,
+    frame_shape: tuple[int, int] | None = None,
+    border_px: float = 0.0,
 ) -> dict[str, Any] | pd.DataFrame:
     """Score found columns against the true ones, frame by frame.
 
@@ -148,6 +150,11 @@ def score_columns(
         The classes are ordered counts (column heights: class ``k`` holds ``k + 1`` atoms); adds
         the fractions of matched pairs whose classes differ by one, two, and three or more
         (``miscount_1``, ``miscount_2``, ``miscount_3plus``).
+    frame_shape, border_px
+        With the frames' (H, W): columns, true or found, less than ``border_px`` from the
+        frame's edge are left out of the score (a column cut by the edge cannot be judged).
+        Matching still sees them, so a found column matched to a true one in the band counts
+        as neither a hit nor a false positive.
 
     Returns
     -------
@@ -167,6 +174,17 @@ def score_columns(
     _check_columns(true, "true", ("frame", "y", "x"))
     if not radius_px > 0:
         raise ValueError(f"radius_px must be positive; got {radius_px!r}.")
+    if not border_px >= 0:
+        raise ValueError(f"border_px must be a distance >= 0; got {border_px!r}.")
+    if border_px > 0 and frame_shape is None:
+        raise ValueError("border_px needs the frames' shape (frame_shape=(H, W)).")
+
+    def inside(yx: np.ndarray) -> np.ndarray:
+        if not border_px:
+            return np.ones(len(yx), bool)
+        hi = np.asarray(frame_shape, float) - 1 - border_px
+        return np.all((yx >= border_px) & (yx <= hi), axis=1)
+
     with_cls = "cls" in pred.columns and "cls" in true.columns
     p_groups = {int(k): g for k, g in pred.groupby("frame", sort=True)}
     t_groups = {int(k): g for k, g in true.groupby("frame", sort=True)}
@@ -178,15 +196,22 @@ def score_columns(
         pyx = p[["y", "x"]].to_numpy(dtype=float)
         tyx = t[["y", "x"]].to_numpy(dtype=float)
         ip, it = match_points(pyx, tyx, radius_px)
+        # a pair counts where its true column is scored; an unmatched found column where it lies
+        unmatched = np.ones(len(pyx), bool)
+        unmatched[ip] = False
+        fp = int(np.sum(unmatched & inside(pyx)))
+        t_in = inside(tyx)
+        ip, it = ip[t_in[it]], it[t_in[it]]
         tp = ip.size
+        n_p, n_t = tp + fp, int(t_in.sum())
         sq = float(np.sum((pyx[ip] - tyx[it]) ** 2))
         off = (np.abs(p["cls"].to_numpy()[ip].astype(np.int64) - t["cls"].to_numpy()[it].astype(np.int64))
                if with_cls else np.zeros(0, np.int64))
-        counts = np.array([tp, len(p) - tp, len(t) - tp, sq, np.sum(off == 0),
+        counts = np.array([tp, fp, n_t - tp, sq, np.sum(off == 0),
                            np.sum(off == 1), np.sum(off == 2), np.sum(off >= 3)], dtype=float)
         tot += counts
         if per_frame:
-            row = {"frame": f, "n_pred": len(p), "n_true": len(t)}
+            row = {"frame": f, "n_pred": n_p, "n_true": n_t}
             row.update(_figures(counts, sampling, with_cls, ordinal))
             rows.append(row)
     if per_frame:

@@ -70,7 +70,7 @@ def _method_kwargs(method: str) -> dict[str, Any]:
 def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[float] = DEFAULT_DOSES,
            n: int = 8, size: int = 256, sampling_A: float | None = None, preset: str | None = None,
            optics: dict[str, Any] | None = None, imaging: str | None = None, radius_A: float = 1.0,
-           seed: int = 0, device: str = "cpu", bond_A: float | None = None) -> pd.DataFrame:
+           seed: int = 0, device: str = "cpu", bond_A: float | None = None, border_A: float = 0.0) -> pd.DataFrame:
     """Score each method on ``n`` held-out images per dose; one row per image and method.
 
     ``methods``: model names or bundle paths, and ``"classical"`` / ``"classical-dark"``. The
@@ -78,7 +78,8 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     conditions); with only classical methods they must be given. ``bond_A``: also measure, per
     image, the lengths of the bonds (pairs within ±25 % of ``bond_A``) between the found
     columns (``bonds``, ``bond_mean_A``, ``bond_std_A``) and between the true ones
-    (``true_bond_std_A``: the floor, 0 on a pristine sheet).
+    (``true_bond_std_A``: the floor, 0 on a pristine sheet). ``border_A``: columns, true or found,
+    closer than this to the image's edge are not scored (:func:`etem.tracker.evaluate.score_columns`).
     """
     from etem.tracker import find
     from etem.tracker.evaluate import score_columns
@@ -109,6 +110,7 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
             # the classical locator finds columns but knows no heights: it is scored as a finder
             per = score_columns(found, truth if method not in CLASSICAL else truth.drop(columns="cls"),
                                 radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,
+                                frame_shape=(size, size), border_px=border_A / sampling_A,
                                 ordinal=classes_by == "height").reset_index()
             if bond_A is not None:
                 per = per.join(_bond_stats(found, per["frame"], bond_A, sampling_A), on="frame")
@@ -119,7 +121,7 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     out = out.join(shown.drop(columns=[c for c in shown.columns if c in out.columns]), on="frame")
     out.attrs.update({"sampling_A": sampling_A, "preset": preset, "optics": optics, "imaging": imaging,
                       "classes_by": classes_by,
-                      "radius_A": radius_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
+                      "radius_A": radius_A, "border_A": border_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
     return out
 
 

@@ -81,10 +81,11 @@ def cmd_evaluate_model(args) -> int:
     except ValueError:
         raise ConfigError(f"--doses must be comma-separated numbers; got {args.doses!r}") from None
     per = assess(methods, args.truth, doses=doses, n=args.n, size=args.size, sampling_A=args.sampling,
-                 radius_A=args.radius, seed=args.seed, bond_A=args.bonds)
+                 radius_A=args.radius, seed=args.seed, bond_A=args.bonds, border_A=args.border)
     table = summary(per)
     print(f"{args.n} held-out images per dose from {args.truth.name} at {per.attrs['sampling_A']} Å/px "
-          f"({per.attrs['imaging']}, optics preset {per.attrs['preset']!r}); match radius {args.radius} Å")
+          f"({per.attrs['imaging']}, optics preset {per.attrs['preset']!r}); match radius {args.radius} Å"
+          + (f"; columns within {args.border} Å of the edge left out" if args.border else ""))
     print(format_summary(table))
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ def _store_heldout(methods, per, table, args) -> None:
     heldout = {
         "wave_set": args.truth.name, "images_per_dose": args.n, "size_px": args.size,
         "sampling_A": per.attrs["sampling_A"], "imaging": per.attrs["imaging"],
-        "optics_preset": per.attrs["preset"], "match_radius_A": args.radius,
+        "optics_preset": per.attrs["preset"], "match_radius_A": args.radius, "border_A": args.border,
         "date": datetime.date.today().isoformat(), "machine": platform.machine(), "table": rows,
     }
     for m in methods:
