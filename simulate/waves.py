@@ -33,8 +33,8 @@ from ase import Atoms
 
 from etem.tracker.errors import ConfigError, FileFormatError, choice_error
 
-__all__ = ["WaveConfig", "ExitWave", "exit_wave", "truth_columns", "compute_waves", "save_waves", "load_waves", "iter_waves",
-           "FORMAT", "abtem_module"]
+__all__ = ["WaveConfig", "ExitWave", "exit_wave", "truth_columns", "compute_waves", "save_waves", "load_waves",
+           "iter_waves", "wave_metas", "FORMAT", "abtem_module"]
 
 FORMAT = "etem-waves"
 FORMAT_VERSION = 1
@@ -350,6 +350,13 @@ def iter_waves(path: str | Path) -> Iterator[ExitWave]:
     with _open(path) as f:
         for k in sorted((k for k in f if k.isdigit()), key=int):
             yield _read(f[k])
+
+
+def wave_metas(path: str | Path) -> list[dict[str, Any]]:
+    """Each exit wave's ``meta`` (material, drawn structure parameters, seed …) without reading
+    the waves."""
+    with _open(path) as f:
+        return [json.loads(f[k].attrs["meta"]) for k in sorted((k for k in f if k.isdigit()), key=int)]
 
 
 def load_waves(path: str | Path) -> list[ExitWave]:

@@ -129,12 +129,12 @@ def _structures(wave_set: str | Path, n: int) -> pd.DataFrame:
     """Per held-out image (frame): the structure it shows (``structure``, its index in the wave
     set) and that structure's drawn parameters (material, zone axis, tilt, radius …), so the
     scores can be split by them."""
-    from etem.simulate.waves import iter_waves
+    from etem.simulate.waves import wave_metas
 
     params = []
-    for w in iter_waves(wave_set):
-        p = {"material": w.meta.get("material", "")}
-        p.update({k: ("none" if v is None else v) for k, v in (w.meta.get("params") or {}).items()
+    for meta in wave_metas(wave_set):
+        p = {"material": meta.get("material", "")}
+        p.update({k: ("none" if v is None else v) for k, v in (meta.get("params") or {}).items()
                   if v is None or isinstance(v, (str, int, float, bool))})
         params.append(p)
     return pd.DataFrame([{"structure": i % len(params), **params[i % len(params)]} for i in range(n)])
