@@ -296,3 +296,9 @@ def test_a_border_leaves_the_columns_at_the_image_edge_out(heldout):
     assert inner.attrs["border_A"] == 1.0 and full.attrs["border_A"] == 0.0
     assert (inner["n_true"] <= full["n_true"]).all() and inner["n_true"].sum() < full["n_true"].sum()
     assert (inner["tp"] <= full["tp"]).all() and (inner["fn"] <= full["fn"]).all()
+
+
+def test_border_is_refused_outside_the_model_form(tmp_path):
+    pd.DataFrame({"frame": [0], "y": [5.0], "x": [5.0]}).to_csv(tmp_path / "t.csv", index=False)
+    r = _etem("evaluate", tmp_path / "t.csv", tmp_path / "t.csv", "--border", 1)
+    assert r.returncode == 2 and "--border applies to a model" in r.stderr and "Traceback" not in r.stderr

@@ -356,6 +356,9 @@ def cmd_evaluate(args) -> int:
 
     if is_model(args.found):
         return cmd_evaluate_model(args)
+    if args.border:
+        raise ConfigError("--border applies to a model scored on held-out waves (etem evaluate MODEL WAVES), "
+                          "whose images have a known size; not to found columns against a movie or table.")
     sampling = args.sampling
     run_sites = run_flips = run_changes = movie = None
     if args.found.suffix in (".h5", ".hdf5"):
