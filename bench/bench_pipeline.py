@@ -9,6 +9,7 @@ times (ms per frame). Speed is measured here, never in a timed test.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import time
@@ -54,28 +55,29 @@ def lattice_frames(n_frames: int, size: int, n_columns: int, *, seed: int = 0, s
     return out
 
 
-def _publish(address_q, go, ready, n_frames: int, size: int, n_columns: int, sampling: float, fps) -> None:
+def _publish(address_q, go, ready, n_frames: int, size: int, n_columns: int, sampling: float, fps,
+             unique: int) -> None:
     """The camera: its own process (as at the microscope), PUSH on a random loopback port.
 
-    At a set rate (``fps``), it sends one frame, waits until the pipeline has processed it
-    (engine built and warmed up), then paces the rest: the latencies are those of a running
-    pipeline, not of a queue filled while the engine was being built."""
+    It sends one frame, waits until the pipeline has processed it (engine built and warmed up),
+    then sends the rest, at a set rate (``fps``) or as fast as they are taken: the latencies are
+    those of a running pipeline, not of a queue filled while the engine was being built.
+    ``unique`` distinct frames are drawn and sent in turn (drawing a 4096² frame takes longer
+    than the pipeline takes to analyse it)."""
     from etem.tracker.publish import Publisher, publish_frames
 
-    frames = lattice_frames(n_frames, size, n_columns, sampling=sampling)
+    frames = lattice_frames(min(unique, n_frames), size, n_columns, sampling=sampling)
     pub = Publisher("tcp://127.0.0.1:0", mode="push")
     address_q.put(pub.address)
     go.wait()
-    if fps:
-        publish_frames(frames[:1], pub, sampling=sampling, end=False)
-        ready.wait()
-        frames = frames[1:]
-    publish_frames(frames, pub, fps=fps, sampling=sampling)
+    publish_frames(frames[:1], pub, sampling=sampling, end=False)
+    ready.wait()
+    publish_frames((frames[i % len(frames)] for i in range(1, n_frames)), pub, fps=fps, sampling=sampling)
     pub.sock.close(linger=-1)  # the process ends only when every frame has been taken
     pub.sock.context.term()
 
 
-def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> dict:
+def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: float | None, args) -> dict:
     import multiprocessing as mp
 
     from etem.tracker import PipelineConfig, track
@@ -91,13 +93,19 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> 
     )
     ctx = mp.get_context("spawn")
     address_q, go, ready = ctx.Queue(), ctx.Event(), ctx.Event()
-    camera = ctx.Process(target=_publish, args=(address_q, go, ready, n_frames, size, n_columns, sampling, args.fps), daemon=True)
+    camera = ctx.Process(target=_publish, args=(address_q, go, ready, n_frames, size, n_columns, sampling, fps, args.unique),
+                         daemon=True)
     camera.start()
     address = address_q.get(timeout=300)
     timing = {}
 
+    def stages(pipe) -> dict:
+        return {**pipe.detector.stage_s, **pipe.stage_s}
+
     def on_frame(res, pipe):
-        timing.setdefault("first", time.perf_counter())
+        if "first" not in timing:  # the stage times of the first batch hold the engine's compilation
+            timing["first"], timing["first_stages"] = time.perf_counter(), stages(pipe)
+            timing["first_frames"] = pipe.counters.as_dict()["processed"]
         timing["pipe"] = pipe
         ready.set()
 
@@ -112,7 +120,8 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> 
     span = t1 - timing["first"]
     fps = (n - 1) / span if span > 0 else float("nan")
     lat = result.frames["latency_ms"].to_numpy()[min(5, n - 1):]
-    stages = {**pipe.detector.stage_s, **pipe.stage_s}
+    after = n - timing["first_frames"]
+    spent = {k: v - timing["first_stages"].get(k, 0.0) for k, v in stages(pipe).items()}
     return {
         "fps": fps,
         "mpx_s": fps * size * size / 1e6,
@@ -121,7 +130,8 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, args) -> 
         "columns": float(result.frames["n_columns"].mean()),
         "dropped": result.counters["dropped"],
         "processed": n,
-        **{f"{k}_ms": 1e3 * v / n for k, v in stages.items()},
+        # per frame, after the first batch
+        **{f"{k}_ms": 1e3 * v / max(after, 1) for k, v in spent.items()},
         "total_s": t1 - t0,
     }
 
@@ -136,7 +146,9 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-batch", type=int, default=4)
     p.add_argument("--max-wait", type=float, default=0.01)
-    p.add_argument("--fps", type=float, default=None, help="publisher rate (default: as fast as taken)")
+    p.add_argument("--fps", default="0", help="comma-separated publisher rates, a run each; 0: as fast as taken "
+                   "(the latency then includes the queue that builds up)")
+    p.add_argument("--unique", type=int, default=16, help="distinct frames drawn, sent in turn")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--average", type=int, default=1, help="frames averaged (registered) before the detector")
     args = p.parse_args()
@@ -147,15 +159,16 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
     print(f"# etem pipeline benchmark  {time.strftime('%Y-%m-%d')}  device: {dev}  cpus: {os.cpu_count()}  "
           f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}  average: {args.average}")
-    head = ("size", "columns", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "average ms", "prep ms", "engine ms",
+    head = ("size", "columns", "sent at", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "average ms", "prep ms", "engine ms",
             "locate ms", "link ms", "sites ms", "write ms", "dropped")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     sampling = 0.2
     for size in map(int, args.sizes.split(",")):
-        for n_cols in map(int, args.columns.split(",")):
-            r = run_one(args.frames, size, n_cols, sampling, args)
-            print(f"| {size}x{size} | {r['columns']:.0f} | {r['fps']:.1f} | {r['mpx_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+        for n_cols, rate in itertools.product(map(int, args.columns.split(",")), map(float, args.fps.split(","))):
+            r = run_one(args.frames, size, n_cols, sampling, rate or None, args)
+            sent = f"{rate:g}/s" if rate else "max"
+            print(f"| {size}x{size} | {r['columns']:.0f} | {sent} | {r['fps']:.1f} | {r['mpx_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
                   f"{r.get('average_ms', 0.0):.1f} | {r['preprocess_ms']:.1f} | {r['engine_ms']:.1f} | {r['locate_ms']:.1f} | {r['link_ms']:.1f} | "
                   f"{r['sites_ms']:.1f} | {r['write_ms']:.1f} | {r['dropped']} |", flush=True)
 

@@ -295,6 +295,7 @@ def test_compiled_defaults_on_cpu(bundle, cache_dir):
     engine = make_engine("compiled", bundle, device="cpu", cache_dir=cache_dir)
     assert engine.name == "compiled" and engine.device.type == "cpu"
     assert engine.dtype == torch.float32 and engine.mode == "default" and not engine.aot
+    assert not engine.fixed_batch  # no CUDA graphs: batches of any size run as they come
     assert "CompiledEngine(" in repr(engine)
     with pytest.raises(ConfigError, match="mode must be one of"):
         make_engine("compiled", bundle, device="cpu", mode="fastest")
@@ -327,7 +328,7 @@ def test_compiled_aot_package_is_cached(bundle, cache_dir):
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_compiled_cuda_graphs_float16(bundle):
     compiled = make_engine("compiled", bundle, device="cuda")
-    assert compiled.dtype == torch.float16 and compiled.cuda_graphs
+    assert compiled.dtype == torch.float16 and compiled.cuda_graphs and compiled.fixed_batch
     eager = make_engine("eager", bundle, device="cpu")
     for b in (2, 2, 3):  # the same shape twice: the second replays the graph
         batch = _batch(b)

@@ -238,6 +238,28 @@ def test_a_frame_too_big_even_alone_is_rejected_and_counted(tmp_path):
     assert 5 not in set(run.frames["frame"]) and run.counters["rejected/oom"] == 1
 
 
+def test_an_engine_of_one_batch_shape_gets_padded_batches_that_shrink_with_memory(tmp_path):
+    """torch.compile with CUDA graphs compiles and records once per batch size: the pipeline pads
+    every micro-batch to its largest (or, after running out of memory, to the halved size), and
+    the padding changes no frame's columns."""
+    from etem.tracker.engines import make_engine
+    from etem.tracker.sources import iter_array
+
+    frames = np.asarray(make_movie(n_frames=11, shape=(64, 64), particle_radius_A=5.0, seed=2).frames, np.float32)
+    plain, plain_engine, _ = _oom_run(tmp_path, frames, limit=64)
+    assert {b for b, _ in plain_engine.calls} != {8}  # the last batch is short without padding
+    engine = OutOfMemoryAbove(make_engine("classical", device="cpu", column_sigma_px=2.0), 2)
+    engine.fixed_batch = True
+    cfg = PipelineConfig(batch=BatchConfig(max_batch=8, max_wait_s=1.0), default_sampling=0.2)
+    pipe = Pipeline(cfg, engine=engine)
+    done = [r.frame for r in pipe.run_iter(iter_array(frames, counters=pipe.counters))]
+    assert done == list(range(11)) and pipe.counters.as_dict()["rejected"] == 0
+    assert [b for b, r in engine.calls if r] == [8, 4] and {b for b, r in engine.calls if not r} == {2}
+    cols = pipe.columns_table().sort_values(["frame", "y", "x"]).reset_index(drop=True)
+    ref = plain.columns_table().sort_values(["frame", "y", "x"]).reset_index(drop=True)
+    np.testing.assert_allclose(cols[["frame", "y", "x"]].to_numpy(), ref[["frame", "y", "x"]].to_numpy())
+
+
 @pytest.mark.gpu
 def test_real_cuda_out_of_memory_shrinks_the_batch(tmp_path):
     """Fill the GPU with a ballast tensor until a batch of 16 large frames cannot fit but a few

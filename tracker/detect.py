@@ -79,6 +79,7 @@ class Detector:
         engine=None,
         measure_quality: bool = True,
         trust_ranges=None,
+        batch_size: int | None = None,
     ) -> None:
         self.engine_cfg = engine_cfg or EngineConfig()
         self.preprocess_cfg = preprocess_cfg or PreprocessConfig()
@@ -92,6 +93,10 @@ class Detector:
         #: largest number of frames run through the engine at once (None: the whole batch); set
         #: (and halved) when the GPU runs out of memory
         self.micro_batch: int | None = None
+        #: the batch size the pipeline forms (at most); an engine that runs one fixed shape
+        #: (``engine.fixed_batch``: torch.compile with CUDA graphs) gets every batch padded to it,
+        #: so that it compiles and records once instead of once per batch size met in the stream
+        self.batch_size = batch_size
         self.oom_retries = 0  #: batches run again, smaller, after running out of GPU memory
         self.oom_rejected = 0  #: frames given up: out of memory even alone
         #: columns refined on the image: (input image, sigma [Å], radius [Å]); () for the maps
@@ -182,7 +187,13 @@ class Detector:
         images = [f.image if f.n_focal <= n_in else f.image[:n_in] for f in frames]
         batch, scales = self._pre(images, [f.sampling for f in frames])
         t1 = time.perf_counter()
-        probs = self.engine.predict(batch)
+        n = batch.shape[0]
+        pad = self._padded_size(n)
+        if pad > n:
+            import torch
+
+            batch = torch.cat([batch, batch[-1:].expand(pad - n, -1, -1, -1)])  # its results are dropped
+        probs = self.engine.predict(batch)[:n]
         t2 = time.perf_counter()
         cols = locate(probs, self.locate_cfg)
         if self._image_refine:
@@ -207,6 +218,13 @@ class Detector:
         self.stage_s["locate"] += t3 - t2
         self.stage_s["quality"] += t4 - t3
         return cols
+
+    def _padded_size(self, n: int) -> int:
+        """The batch size the engine is run with for ``n`` frames (``n`` unless it wants one shape)."""
+        if not getattr(self.engine, "fixed_batch", False) or not self.batch_size:
+            return n
+        size = self.batch_size if self.micro_batch is None else min(self.batch_size, self.micro_batch)
+        return max(n, size)
 
     def _judge(self, frames: Sequence[Frame], cols: list[pd.DataFrame]) -> None:
         """Image quality and the trust flag of each frame, into its table's ``attrs["quality"]``."""

@@ -123,7 +123,8 @@ class Pipeline:
         self._ahead: list[tuple[float, str, str]] = []
         self._acct_lock = threading.Lock()
         self.t_start = time.perf_counter()
-        self.detector = Detector(self.cfg.engine, self.cfg.preprocess, self.cfg.locate, engine=engine)
+        self.detector = Detector(self.cfg.engine, self.cfg.preprocess, self.cfg.locate, engine=engine,
+                                 batch_size=self.cfg.batch.max_batch)
         self.averager: FrameAverager | None = None
         if self.cfg.preprocess.average_frames > 1:
             self.averager = FrameAverager(self.cfg.preprocess.average_frames,

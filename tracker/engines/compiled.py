@@ -160,6 +160,13 @@ class CompiledEngine(EagerEngine):
         return runner
 
     @property
+    def fixed_batch(self) -> bool:
+        """Whether batches should all have one size: with CUDA graphs each new batch size costs a
+        recompilation and a graph recording, seconds to a minute in the middle of a stream (the
+        pipeline pads its micro-batches to its largest)."""
+        return self.cuda_graphs
+
+    @property
     def cache_path(self) -> Path | None:
         """The cached AOTInductor package (None without ``aot``)."""
         return None if self.cache_entry is None else self.cache_entry.path
