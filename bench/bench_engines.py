@@ -47,7 +47,7 @@ def variants(engines: list[str], device: str) -> list[tuple[str, str, dict]]:
         rows.append(("compiled AOTInductor", "compiled", {"aot": True}))
     if "tensorrt" in engines and cuda:
         rows.append(("tensorrt fp16", "tensorrt", {}))
-    return [r for r in rows if r[1] in engines or r[1] == "eager"]
+    return [r for r in rows if r[1] in engines or r[1] == "eager" or r[2].get("aot")]
 
 
 def time_engines(engines: dict, batch: torch.Tensor, warmup: int, repeat: int, cuda: bool) -> dict:
@@ -79,6 +79,22 @@ def time_engines(engines: dict, batch: torch.Tensor, warmup: int, repeat: int, c
             sync()
             times[label].append(time.perf_counter() - t0)
     return {label: failed.get(label) or (min(t), statistics.median(t), setup[label]) for label, t in times.items()}
+
+
+def _build(kind: str, path, device: str, options: dict) -> None:
+    from etem.tracker.engines import make_engine
+
+    make_engine(kind, path, device=device, **options)
+
+
+def _build_apart(kind: str, path, device: str, options: dict) -> int:
+    """Build an engine (into its cache) in a child process; its exit code (negative: the signal)."""
+    import multiprocessing as mp
+
+    child = mp.get_context("spawn").Process(target=_build, args=(kind, path, device, options))
+    child.start()
+    child.join()
+    return child.exitcode
 
 
 def main() -> None:
@@ -130,6 +146,14 @@ def main() -> None:
                     options = {**options, "cache_dir": cache_dir}
                 if kind == "onnxruntime" and args.threads:
                     options["threads"] = args.threads
+                if options.get("aot"):
+                    # built in a process of its own (then loaded from the cache here): a crash of
+                    # the exporter or compiler costs that row, not the table
+                    code = _build_apart(kind, path, args.device, options)
+                    if code:
+                        print(f"| {label} | {width} | {params} | - | unavailable: the build process ended "
+                              f"with {code} | | | | |", flush=True)
+                        continue
                 try:
                     built[label] = make_engine(kind, path, device=args.device, **options)
                 except Exception as exc:  # noqa: BLE001 - a row that cannot run says why

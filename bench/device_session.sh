@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run on a GPU machine, at most about 9 minutes on one
-# H100/H200: the GPU tests, then the optics, MSD-net, engine and pipeline benchmarks, each under
-# its own time limit (they add up to 535 s; `train` to under 10 minutes). Each step's log goes
+# Every GPU check of the project on a GPU machine (H100/H200): the GPU tests, then the optics,
+# MSD-net, engine, stage and pipeline benchmarks, each under its own time limit. Together they
+# may take 705 s, more than one 10-minute call allows: ONLY="name ..." runs those steps alone
+# (`train` stays under 10 minutes). Each step's log goes
 # to WORK (default /tmp/etem-device); OUT (default ./device-out) gets session.md, which gathers
 # every step's tables and how it ended, and (train) the model bundles, an archive each: at most
 # 8 files, as a GPU machine's tooling may allow no more to come back.
 #
 #   bash bench/device_wheels.sh .whl              # here, once: the packages that machine lacks
 #   bash bench/device_session.sh [checks|train]   # there, from the repository root, with .whl
+#   ONLY="gpu_tests stages" GPU_TESTS=tests/test_engines_export.py bash bench/device_session.sh checks
 #
 # `train` instead computes the exit waves there (abTEM on the machine's CPU cores) and trains
 # every bundled model side by side on the GPU for TRAIN_MINUTES (default 4); the bundles land in
@@ -41,6 +43,7 @@ fi
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its output, say how it ended
   local name=$1 limit=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" > "$WORK/$name.txt" 2>&1
   local rc=$?
@@ -63,12 +66,19 @@ if [ "$WHAT" = checks ]; then
   # tables in session.md, and every step's full log in logs.tar.gz
   if [ "$SMOKE" = 1 ]; then S="--sizes 256"; F=20; BIG=512; MS=128; OB=8; R=20; RB=5
   else S="--sizes 1024"; F=600; BIG=4096; MS=1024; OB=256; R=300; RB=25; fi
-  step gpu_tests 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests
+  step gpu_tests 100 python3 -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests}
   step optics 40 python3 bench/bench_optics.py --devices "$DEVICE" --batch "$OB" --focal 1,3 --repeats 5
   step msd 45 python3 bench/bench_msd.py --devices "$DEVICE" --sizes "$MS" --depth 100 --max-seconds 35
   # the reference (torch.compile fp16, default mode) and the engines, at the frame size
   step engines 150 python3 bench/bench_engines.py --device "$DEVICE" $S --widths 16,32 --depth 3 --batch 8 \
-    --engines eager,compiled,aot,tensorrt --repeat 10
+    --engines eager,compiled,tensorrt --repeat 10
+  # AOTInductor apart: its build crashed the whole table once (torch 2.11, H200)
+  step engines_aot 90 python3 bench/bench_engines.py --device "$DEVICE" $S --widths 16 --depth 3 --batch 8 \
+    --engines eager,aot --repeat 10
+  # each detector stage alone (device synchronized), and linking and the site map alone: what
+  # the pipeline's per-stage times would be without the two threads contending
+  step stages 80 python3 bench/bench_stages.py --device "$DEVICE" --engine compiled --model haadf-stem \
+    --sizes "${S#--sizes },$BIG" --columns 1000 --batch 4
   # the benchmark's frames are Gaussian columns, an incoherent (STEM-like) image: the STEM model
   # reads them as they are (the HRTEM preview finds a ring of false columns around the particle).
   # Each size twice: sent as fast as taken (throughput; the latency then holds the queue) and

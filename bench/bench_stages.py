@@ -1,0 +1,131 @@
+"""Stage benchmark: the detector's stages one at a time, each waited for, in one thread.
+
+The pipeline benchmark (bench_pipeline.py) times each stage inside the running pipeline, where
+the compute and host threads share one interpreter: a stage's time there includes waiting for
+the other thread. Here the same stages run alone on a batch of synthetic lattice frames (those
+of bench_pipeline.py), the device synchronized after each: what each costs by itself, and
+therefore how much of the pipeline's per-frame time is the stage and how much is contention.
+
+    python bench/bench_stages.py --device cuda --engine compiled --model haadf-stem --sizes 1024,4096
+
+Prints, per frame size, ms per frame of: the host-to-device copy and normalization
+(``preprocess``), the network (``engine``), peak finding and sub-pixel refinement with the copy
+of the tables to the host (``locate``), and the same three as one ``Detector.detect`` call.
+Speed is measured here, never in a timed test.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import lattice_frames  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="256,512")
+    p.add_argument("--columns", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--engine", default="auto")
+    p.add_argument("--model", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--link-frames", type=int, default=40, help="frames linked and mapped to sites, per size")
+    args = p.parse_args()
+    import torch
+
+    from etem.tracker.detect import Detector, EngineConfig
+    from etem.tracker.frames import Frame
+    from etem.tracker.locate import locate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sampling = 0.2
+    det = Detector(EngineConfig(kind=args.engine, model=args.model, device=args.device), measure_quality=False,
+                   batch_size=args.batch)
+    device = det.device(sampling)
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    print(f"# etem stage benchmark  {time.strftime('%Y-%m-%d')}  device: {name}  cpus: {os.cpu_count()}  "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads  engine: {det.engine.name}  "
+          f"model: {args.model}  batch: {args.batch}  best of {args.repeat}")
+    head = ("size", "columns", "preprocess ms", "engine ms", "locate ms", "sum ms", "detect ms", "frames/s (detect)",
+            "link ms", "sites ms")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for size in map(int, args.sizes.split(",")):
+        images = list(lattice_frames(args.batch, size, args.columns, sampling=sampling))
+        frames = [Frame(image=im, frame=i, sampling=sampling) for i, im in enumerate(images)]
+        det.detect(frames)  # compile / warm up at this shape
+        det.detect(frames)
+        times: dict[str, list[float]] = {k: [] for k in ("preprocess", "engine", "locate", "detect")}
+        n_cols = 0
+        for _ in range(args.repeat):
+            sync()
+            t0 = time.perf_counter()
+            batch, _ = det._pre(images, [sampling] * len(images))
+            sync()
+            t1 = time.perf_counter()
+            probs = det.engine.predict(batch)
+            sync()
+            t2 = time.perf_counter()
+            cols = locate(probs, det.locate_cfg)
+            sync()
+            t3 = time.perf_counter()
+            det.detect(frames)
+            sync()
+            t4 = time.perf_counter()
+            for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                times[k].append(v)
+            n_cols = statistics.mean(len(c) for c in cols)
+        best = {k: 1e3 * min(v) / args.batch for k, v in times.items()}
+        total = best["preprocess"] + best["engine"] + best["locate"]
+        link_ms, sites_ms = host_stages(det, size, args, sampling)
+        print(f"| {size}x{size} | {n_cols:.0f} | {best['preprocess']:.2f} | {best['engine']:.2f} | "
+              f"{best['locate']:.2f} | {total:.2f} | {best['detect']:.2f} | {1e3 / best['detect']:.0f} | "
+              f"{link_ms:.2f} | {sites_ms:.2f} |", flush=True)
+
+
+def host_stages(det, size: int, args, sampling: float) -> tuple[float, float]:
+    """Median ms per frame of linking (the pipeline's StreamLinker, default configuration) and of
+    the site map's update, over ``--link-frames`` drifting frames, the first five left out."""
+    from etem.tracker.config import PipelineConfig
+    from etem.tracker.fastlink import warm_up
+    from etem.tracker.frames import Frame
+    from etem.tracker.link import StreamLinker
+    from etem.tracker.sites import SiteMap
+
+    cfg = PipelineConfig()
+    warm_up(cfg.link.link_strategy)
+    images = lattice_frames(args.link_frames, size, args.columns, sampling=sampling)
+    cols = []
+    for i in range(0, len(images), args.batch):
+        cols += det.detect([Frame(image=im, frame=i + k, sampling=sampling)
+                            for k, im in enumerate(images[i:i + args.batch])])
+    linker, sites = StreamLinker(cfg.link, sampling), SiteMap(cfg.sites, sampling)
+    link_t, sites_t = [], []
+    for i, c in enumerate(cols):
+        t0 = time.perf_counter()
+        linked = linker.update(i, c)
+        t1 = time.perf_counter()
+        sites.update(i, linked[["y_ref", "x_ref"]].to_numpy(), linked["cls"].to_numpy())
+        t2 = time.perf_counter()
+        link_t.append(t1 - t0)
+        sites_t.append(t2 - t1)
+    return 1e3 * statistics.median(link_t[5:]), 1e3 * statistics.median(sites_t[5:])
+
+
+if __name__ == "__main__":
+    main()
