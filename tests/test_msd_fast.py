@@ -238,12 +238,12 @@ def _ptxas_report(folder: Path, arch: int, buffer: str, from_part: bool, warps: 
 
 @pytest.mark.skipif(not TRITON, reason="needs the triton package")
 @pytest.mark.parametrize("arch", [80, 90])
-def test_the_default_warps_keep_the_group_sums_in_registers(tmp_path, arch):
-    """The group launch holds 8 rows of sums: at the default warps its threads spill at most a
-    few words to local memory (none with Triton 3.6, the GPU machines' release; under 70 bytes
-    with 3.9), where 4 warps spilled 200-1,100 bytes; the layer launch spills nothing."""
-    _, spills = _ptxas_report(tmp_path, arch, "fp16", False)
-    assert spills <= 128 and spills <= _ptxas_report(tmp_path, arch, "fp16", False, warps=4)[1]
+def test_the_default_warps_compile_and_the_layer_launch_keeps_its_sums_in_registers(tmp_path, arch):
+    """Both launches compile for the GPU at the default warps; the layer launch spills nothing.
+    The group launch holds 8 rows of sums and spills at 4 warps (200-1,100 bytes a thread, none
+    at 8 with Triton 3.6), but 4 warps ran fastest on an H200 (docs/benchmarks.md), so 4 it is."""
+    registers, _ = _ptxas_report(tmp_path, arch, "fp16", False)
+    assert 0 < registers <= 255
     assert _ptxas_report(tmp_path, arch, "fp16", True)[1] == 0
 
 

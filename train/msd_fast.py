@@ -206,7 +206,8 @@ class FastMSDNet(nn.Module):
         Warps per Triton program ``(group launch, layer launch)`` (powers of two up to 32). The
         group launch keeps 8 rows of accumulators and the taps being loaded: with 4 warps its
         threads run out of registers and spill to local memory (ptxas, sm_80 and sm_90, Triton
-        3.6), with 8 they do not; docs/benchmarks.md has the table.
+        3.6), with 8 they do not, yet on an H200 4 warps ran fastest (18.2 ms per 1024² frame
+        at depth 100, 8 warps 26.5, 16 warps 23.7; docs/benchmarks.md), hence the default.
 
     Notes
     -----
@@ -221,7 +222,7 @@ class FastMSDNet(nn.Module):
 
     def __init__(self, model: MSDNet, *, backend: Backend = "auto", group: int = 10,
                  max_group_mb: float = 256.0, block: tuple[int, int] = (16, 64),
-                 warps: tuple[int, int] = (8, 4)):
+                 warps: tuple[int, int] = (4, 4)):
         super().__init__()
         if not isinstance(model, MSDNet):
             raise ConfigError(f"FastMSDNet wraps an MSDNet; got {type(model).__name__}.")
