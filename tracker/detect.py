@@ -189,11 +189,12 @@ class Detector:
         t1 = time.perf_counter()
         n = batch.shape[0]
         pad = self._padded_size(n)
+        run = batch
         if pad > n:
             import torch
 
-            batch = torch.cat([batch, batch[-1:].expand(pad - n, -1, -1, -1)])  # its results are dropped
-        probs = self.engine.predict(batch)[:n]
+            run = torch.cat([batch, batch[-1:].expand(pad - n, -1, -1, -1)])  # its results are dropped
+        probs = self.engine.predict(run)[:n]
         t2 = time.perf_counter()
         cols = locate(probs, self.locate_cfg)
         if self._image_refine:
