@@ -118,13 +118,13 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: floa
     n = result.counters["processed"]
     # throughput over the frames after the first (engine construction and warm-up excluded)
     span = t1 - timing["first"]
-    fps = (n - 1) / span if span > 0 else float("nan")
+    rate = (n - 1) / span if span > 0 else float("nan")
     lat = result.frames["latency_ms"].to_numpy()[min(5, n - 1):]
     after = n - timing["first_frames"]
     spent = {k: v - timing["first_stages"].get(k, 0.0) for k, v in stages(pipe).items()}
     return {
-        "fps": fps,
-        "mpx_s": fps * size * size / 1e6,
+        "fps": rate,
+        "mpx_s": rate * size * size / 1e6,
         "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)),
         "columns": float(result.frames["n_columns"].mean()),
