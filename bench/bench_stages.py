@@ -120,7 +120,7 @@ def host_stages(det, size: int, args, sampling: float) -> tuple[float, float]:
         t0 = time.perf_counter()
         linked = linker.update(i, c)
         t1 = time.perf_counter()
-        sites.update(i, linked[["y_ref", "x_ref"]].to_numpy(), linked["cls"].to_numpy())
+        sites.update_linked(i, linked)
         t2 = time.perf_counter()
         link_t.append(t1 - t0)
         sites_t.append(t2 - t1)

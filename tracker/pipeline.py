@@ -399,9 +399,7 @@ class Pipeline:
                             frame.frame, oversize)
             self.oversize_subnets += oversize
         t1 = time.perf_counter()
-        # (columns one by one: a list selection costs pandas several times more, per frame)
-        ref_yx = np.column_stack([linked["y_ref"].to_numpy(), linked["x_ref"].to_numpy()])
-        linked["site"] = self.sites.update(frame.frame, ref_yx, linked["cls"].to_numpy())
+        linked["site"] = self.sites.update_linked(frame.frame, linked)
         linked.insert(0, "frame", np.int64(frame.frame))
         t2 = time.perf_counter()
         latency = t2 - frame.received if frame.received else float("nan")
