@@ -1,7 +1,9 @@
 """Pipeline benchmark: a ZeroMQ publisher on loopback drives the whole pipeline.
 
-Prints, per frame size and column count: frames/s, Mpx/s, latency p50/p99 and per-stage
-times (ms per frame). Speed is measured here, never in a timed test.
+Prints, per frame size and column count: frames/s, Mpx/s, latency p50/p99, per-stage
+times (ms per frame) and the CPU time per frame of the tracker's process and, with
+``--detection process``, of the detection process (all their threads; what bounds the rate
+where one interpreter does all the Python work). Speed is measured here, never in a timed test.
 
     python bench/bench_pipeline.py --sizes 256,512,1024 --columns 1000 --frames 100
     python bench/bench_pipeline.py --engine eager --model NAME --device cuda
@@ -90,6 +92,7 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: floa
         engine=EngineConfig(kind=args.engine, model=args.model, device=args.device),
         batch=BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_wait),
         preprocess=PreprocessConfig(average_frames=args.average),
+        detection=args.detection,
     )
     ctx = mp.get_context("spawn")
     address_q, go, ready = ctx.Queue(), ctx.Event(), ctx.Event()
@@ -106,6 +109,7 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: floa
         if "first" not in timing:  # the stage times of the first batch hold the engine's compilation
             timing["first"], timing["first_stages"] = time.perf_counter(), stages(pipe)
             timing["first_frames"] = pipe.counters.as_dict()["processed"]
+            timing["first_cpu"] = (time.process_time(), getattr(pipe.detector, "cpu_s", 0.0))
         timing["pipe"] = pipe
         ready.set()
 
@@ -113,6 +117,7 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: floa
     go.set()
     result = track(address, mode="pull", config=cfg, idle_timeout_s=30, on_frame=on_frame)
     t1 = time.perf_counter()
+    cpu_end = time.process_time()
     camera.join(30)
     pipe = timing["pipe"]
     n = result.counters["processed"]
@@ -133,6 +138,10 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: floa
         # per frame, after the first batch
         **{f"{k}_ms": 1e3 * v / max(after, 1) for k, v in spent.items()},
         "total_s": t1 - t0,
+        # CPU time per frame after the first batch, all threads: the tracker's process, and the
+        # detection process where there is one
+        "cpu_ms": 1e3 * (cpu_end - timing["first_cpu"][0]) / max(after, 1),
+        "child_cpu_ms": 1e3 * (getattr(pipe.detector, "cpu_s", 0.0) - timing["first_cpu"][1]) / max(after, 1),
     }
 
 
@@ -142,6 +151,8 @@ def main() -> None:
     p.add_argument("--columns", default="1000", help="comma-separated column counts per frame")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--engine", default="auto")
+    p.add_argument("--detection", choices=("thread", "process"), default="thread",
+                   help="the detector in a thread of the pipeline or in a process of its own")
     p.add_argument("--model", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--max-batch", type=int, default=4)
@@ -158,9 +169,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
     print(f"# etem pipeline benchmark  {time.strftime('%Y-%m-%d')}  device: {dev}  cpus: {os.cpu_count()}  "
-          f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}  average: {args.average}")
+          f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}  average: {args.average}  "
+          f"detection: {args.detection}")
     head = ("size", "columns", "sent at", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "average ms", "prep ms", "engine ms",
-            "locate ms", "link ms", "sites ms", "write ms", "dropped")
+            "locate ms", "link ms", "sites ms", "write ms", "tracker CPU ms", "detection CPU ms", "dropped")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     sampling = 0.2
@@ -170,7 +182,8 @@ def main() -> None:
             sent = f"{rate:g}/s" if rate else "max"
             print(f"| {size}x{size} | {r['columns']:.0f} | {sent} | {r['fps']:.1f} | {r['mpx_s']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
                   f"{r.get('average_ms', 0.0):.1f} | {r['preprocess_ms']:.1f} | {r['engine_ms']:.1f} | {r['locate_ms']:.1f} | {r['link_ms']:.1f} | "
-                  f"{r['sites_ms']:.1f} | {r['write_ms']:.1f} | {r['dropped']} |", flush=True)
+                  f"{r['sites_ms']:.1f} | {r['write_ms']:.1f} | {r['cpu_ms']:.1f} | "
+                  f"{r['child_cpu_ms']:.1f} | {r['dropped']} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -143,16 +143,20 @@ def test_config_file_errors_are_reported(tmp_path, capsys):
     assert "unknown key 'max_bath'" in capsys.readouterr().err
 
 
-def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path):
+@pytest.mark.parametrize("detection", ["thread", "process"])
+def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path, detection):
+    import glob
     import signal
     import time
+
+    segments = set(glob.glob("/dev/shm/psm_*"))
 
     # 600 frames at 20 frames/s: 30 s of replay, ample time to catch it mid-run on a loaded machine
     movie = make_movie(n_frames=600, shape=(128, 128), particle_radius_A=8.0, seed=4)
     save_movie(movie, tmp_path / "movie.h5")
     run = tmp_path / "run.h5"
     proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", "replay", str(tmp_path / "movie.h5"),
-                             "--pace", "1", "--fps", "20", "-o", str(run), "--quiet"],
+                             "--pace", "1", "--fps", "20", "-o", str(run), "--quiet", "--detection", detection],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # as from a terminal: an earlier test (or its thread pools) may leave
                             # SIGINT ignored in this process, and children inherit an ignored signal
@@ -179,6 +183,8 @@ def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path):
     assert c["received"] == c["processed"] + c.get("dropped/stopped", 0)
     assert len(r.sites) > 0 and r.maps["occupancy"].size > 0
     assert "hops" in r.stats
+    assert r.attrs["config"]["detection"] == detection
+    assert set(glob.glob("/dev/shm/psm_*")) <= segments  # a detection process's frame ring is gone
 
 
 def test_find_then_evaluate_agree_with_the_python_scores(tmp_path, capsys):

@@ -75,7 +75,10 @@ def _config(args):
     engine = cfg.engine
     if getattr(args, "imaging", None):
         engine = dataclasses.replace(engine, imaging=args.imaging)
-    return dataclasses.replace(cfg, batch=batch, preprocess=pre, engine=engine)
+    cfg = dataclasses.replace(cfg, batch=batch, preprocess=pre, engine=engine)
+    if getattr(args, "detection", None):
+        cfg = dataclasses.replace(cfg, detection=args.detection)
+    return cfg
 
 
 def _engine_kwargs(args) -> dict:
@@ -196,7 +199,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
     if args.resume is not None:  # the run's own options; only the device may change
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
             "config", "model", "classical", "engine", "dark", "imaging", "sampling", "material", "output",
-            "overwrite", "max_batch", "max_wait", "average")]
+            "overwrite", "max_batch", "max_wait", "average", "detection")]
         if given:
             raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
         run_options = dict(resume=args.resume, force=args.force, device=args.device)

@@ -52,6 +52,9 @@ def _common_run(p: argparse.ArgumentParser) -> None:
                         "the dose for low-dose movies, at the price of time resolution (default 1)")
     p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
     p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
+    p.add_argument("--detection", choices=("thread", "process"),
+                   help="run the detector in a thread of the tracker (default) or in a process of its own, "
+                        "so that detection and linking do not share one interpreter")
     p.add_argument("--quiet", action="store_true", help="no status line")
 
 

@@ -61,12 +61,18 @@ class PipelineConfig:
     #: dashboards) hold only the latest this many frames, and the result reads its tables back
     #: from the file; None keeps every frame. Without a run file every frame is kept.
     keep_in_memory_frames: int | None = 1000
+    #: where the detector runs: ``"thread"`` (a thread of the tracker's process) or ``"process"``
+    #: (a child process, :mod:`etem.tracker.detect_process`: detection and the host work each
+    #: get an interpreter of their own, for rates where both are busy)
+    detection: Literal["thread", "process"] = "thread"
 
     def __post_init__(self) -> None:
         if self.sampling_from_lattice and not self.material:
             raise ConfigError("sampling_from_lattice needs the material in view (material = \"graphene\", …)")
         if self.overflow not in ("block", "drop"):
             raise choice_error("overflow", self.overflow, ("block", "drop"))
+        if self.detection not in ("thread", "process"):
+            raise choice_error("detection", self.detection, ("thread", "process"))
         if self.queue_frames < 1:
             raise ConfigError(f"queue_frames must be at least 1, got {self.queue_frames}")
         if self.batch.max_batch < 1:

@@ -124,6 +124,9 @@ def gpu_memory(engine: Any) -> dict[str, dict[str, int]]:
 
     Never initializes CUDA nor imports torch: only reads what the running engine already set up.
     """
+    snapshot = getattr(engine, "gpu_memory_snapshot", None)
+    if snapshot is not None:  # an engine in the detection process: what it reported last
+        return dict(snapshot)
     torch = sys.modules.get("torch")
     dev = getattr(engine, "device", None)
     if torch is None or getattr(dev, "type", None) != "cuda" or not torch.cuda.is_initialized():

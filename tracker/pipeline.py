@@ -7,7 +7,10 @@ Three stages run concurrently with bounded queues:
    waits, which pushes back on the sender;
 2. *compute* (a thread) forms micro-batches (at most ``max_batch`` frames, waiting at most
    ``max_wait_s`` after the first), preprocesses them, runs the engine and extracts columns
-   on the engine's device, so only column tables come back to the host;
+   on the engine's device, so only column tables come back to the host; with
+   ``detection="process"`` the thread hands the batches to a child process that does that
+   (:mod:`~etem.tracker.detect_process`), so that detection and the host stage do not share
+   one interpreter lock;
 3. *host* (the caller's thread, in :meth:`Pipeline.run_iter`) links, builds sites and maps,
    writes the run file and yields one :class:`FrameResult` per frame.
 
@@ -123,16 +126,26 @@ class Pipeline:
         self._ahead: list[tuple[float, str, str]] = []
         self._acct_lock = threading.Lock()
         self.t_start = time.perf_counter()
-        self.detector = Detector(self.cfg.engine, self.cfg.preprocess, self.cfg.locate, engine=engine,
-                                 batch_size=self.cfg.batch.max_batch)
+        pre = self.cfg.preprocess
+        average = (pre.average_frames, pre.average_register, self.cfg.link.max_drift_A) if pre.average_frames > 1 else None
         self.averager: FrameAverager | None = None
-        if self.cfg.preprocess.average_frames > 1:
-            self.averager = FrameAverager(self.cfg.preprocess.average_frames,
-                                          register=self.cfg.preprocess.average_register,
-                                          max_drift_A=self.cfg.link.max_drift_A)
+        if self.cfg.detection == "process":
+            if engine is not None:
+                raise ConfigError("detection = \"process\" builds its engine in the detection process from the "
+                                  "config (engine kind, model, device); an engine object cannot be passed to it")
+            from .detect_process import DetectorProcess
+
+            self.detector = DetectorProcess(self.cfg.engine, pre, self.cfg.locate, batch_size=self.cfg.batch.max_batch,
+                                            average=average, deliver=self._delivered, stop=self.stop)
+            self._oom_counted = 0
+        else:
+            self.detector = Detector(self.cfg.engine, pre, self.cfg.locate, engine=engine,
+                                     batch_size=self.cfg.batch.max_batch)
+            if average is not None:
+                self.averager = FrameAverager(average[0], register=average[1], max_drift_A=average[2])
         self.stage_s: dict[str, float] = {"link": 0.0, "sites": 0.0, "write": 0.0}
         if self.averager is not None:
-            self.stage_s["average"] = 0.0
+            self.stage_s["average"] = 0.0  # (in the detection process, the detector's)
         self._ingest_q: queue.Queue = queue.Queue(maxsize=self.cfg.queue_frames)
         self._host_q: queue.Queue = queue.Queue(maxsize=4)
         self.last_frame: Frame | None = None
@@ -272,16 +285,21 @@ class Pipeline:
                     del self._ahead[:50_000]
 
     def _compute(self) -> None:
+        frames: list[Frame] = []
         try:
             while True:
                 frames, terminal = self._next_batch()
                 frames = [f for f in frames if self._accept(f)]
                 if frames:
-                    self._put(self._host_q, self._process_batch(frames))
+                    batch = self._process_batch(frames)
+                    frames = []
+                    self._put(self._host_q, batch)
                 if terminal is not None:
                     self._put(self._host_q, terminal)
                     return
         except BaseException as exc:  # noqa: BLE001
+            if frames:  # the batch that failed: the run stops on the error
+                self._account("dropped", "stopped", frames)
             self._put(self._host_q, exc)
 
     def _process_batch(self, frames: list[Frame]) -> _Batch:
@@ -306,12 +324,59 @@ class Pipeline:
             return _Batch([f for f, _ in kept], [c for _, c in kept])
         return _Batch(frames, cols)
 
+    def _dispatch(self) -> None:
+        """Stage 2 with the detector in a child process: batches go out here, results come
+        back through :meth:`_delivered` (the detection process's collector thread)."""
+        det = self.detector
+        frames: list[Frame] = []
+        try:
+            while True:
+                frames, terminal = self._next_batch()
+                frames = [f for f in frames if self._accept(f)]
+                if frames and not det.submit(frames):
+                    # stopping, or the child is gone (its error reaches the host thread)
+                    self._account("dropped", "stopped", frames)
+                    return
+                frames = []  # sent: the detection process accounts for them from now on
+                if terminal is not None:
+                    while det.in_flight and det.alive and not self.stop.is_set():
+                        time.sleep(0.001)  # the last batches' results go first
+                    self._put(self._host_q, terminal)
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            if frames:
+                self._account("dropped", "stopped", frames)
+            self._put(self._host_q, exc)
+
+    def _delivered(self, frames: list[Frame], cols) -> None:
+        """A batch's results from the detection process (or its error, with the frames it held)."""
+        if isinstance(cols, BaseException):
+            if frames:
+                self._account("dropped", "stopped", frames)
+            self._put(self._host_q, cols)
+            return
+        retries = self.detector.oom_retries - self._oom_counted
+        if retries:
+            self.counters.add("oom_retries", retries)
+            self._oom_counted += retries
+        failed = [f for f, c in zip(frames, cols) if c is None]
+        if failed:
+            self._account("rejected", "oom", failed)
+            kept = [(f, c) for f, c in zip(frames, cols) if c is not None]
+            frames, cols = [f for f, _ in kept], [c for _, c in kept]
+        if frames:
+            self._put(self._host_q, _Batch(frames, cols))
+
     # -- stage 3: host ------------------------------------------------------------------------
     def run_iter(self, source: Iterable[Frame]) -> Iterator[FrameResult]:
         """Run over ``source``, yielding a result per processed frame as soon as it is ready."""
         self.t_start = time.perf_counter()
+        in_process = self.cfg.detection == "process"
+        if in_process:
+            self.detector.start()  # its imports overlap with the wait for the first frame
         ingest = threading.Thread(target=self._ingest, args=(source,), name="etem-ingest", daemon=True)
-        compute = threading.Thread(target=self._compute, name="etem-compute", daemon=True)
+        compute = threading.Thread(target=self._dispatch if in_process else self._compute, name="etem-compute",
+                                   daemon=True)
         ingest.start()
         compute.start()
         # While the engine is built at the first frame: trackpy's subnet solver compiles now,
@@ -362,6 +427,10 @@ class Pipeline:
                 self._drain(q)
             ingest.join(timeout=2)
             compute.join(timeout=2)
+            if in_process:  # the frames the child still held were not processed
+                held = self.detector.close()
+                if held:
+                    self._account("dropped", "stopped", held)
             for q in (self._host_q, self._ingest_q):
                 self._drain(q)
             self.finish(status)
