@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of the project on a GPU machine (H100/H200): the GPU tests, then the optics,
 # MSD-net, engine, stage and pipeline benchmarks, each under its own time limit. Together they
-# may take 705 s, more than one 10-minute call allows: ONLY="name ..." runs those steps alone
+# may take 925 s, more than one 10-minute call allows: ONLY="name ..." runs those steps alone
 # (`train` stays under 10 minutes). Each step's log goes
 # to WORK (default /tmp/etem-device); OUT (default ./device-out) gets session.md, which gathers
 # every step's tables and how it ended, and (train) the model bundles, an archive each: at most
@@ -87,6 +87,13 @@ if [ "$WHAT" = checks ]; then
     $S --columns 1000 --frames "$F" --fps "0,$R"
   step pipeline_big 90 python3 bench/bench_pipeline.py --device "$DEVICE" --engine compiled --model haadf-stem \
     --sizes "$BIG" --columns 1000 --frames "$((F / 6))" --fps "0,$RB" --unique 8
+  # the same two with the detector in a process of its own (detection and the host stage
+  # each with an interpreter of their own)
+  step pipeline_process 120 python3 bench/bench_pipeline.py --device "$DEVICE" --engine compiled \
+    --model haadf-stem $S --columns 1000 --frames "$F" --fps "0,$R" --detection process
+  step pipeline_big_process 100 python3 bench/bench_pipeline.py --device "$DEVICE" --engine compiled \
+    --model haadf-stem --sizes "$BIG" --columns 1000 --frames "$((F / 6))" --fps "0,$RB" --unique 8 \
+    --detection process
 elif [ "$WHAT" = train ]; then
   # Every bundled model at once: the exit waves on the machine's CPU cores, then one training
   # process per model on the one GPU, side by side, each for TRAIN_MINUTES (the learning-rate
