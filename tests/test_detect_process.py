@@ -148,3 +148,23 @@ def test_an_engine_object_cannot_go_to_the_child():
         Pipeline(PipelineConfig(detection="process"), engine=make_engine("classical", None, device="cpu"))
     with pytest.raises(ConfigError, match="detection"):
         PipelineConfig(detection="processes")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind, model", [("classical", None), ("eager", "haadf-stem")])
+def test_process_on_cuda_gives_the_thread_s_tables(stack, kind, model):
+    """The child builds its own CUDA context and engine; its memory reaches the dashboard's figures."""
+    import torch
+
+    from etem.tracker.metrics import gpu_memory
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    engine = EngineConfig(kind=kind, model=model, device="cuda")
+    thread, _ = _run(stack, "thread", engine=engine)
+    proc, _ = _run(stack, "process", engine=engine)
+    a, b = proc.columns_table(), thread.columns_table()
+    assert len(a) == len(b) > 100
+    np.testing.assert_allclose(a[["frame", "y", "x"]].to_numpy(), b[["frame", "y", "x"]].to_numpy(), atol=1e-3)
+    assert proc.detector.engine.device.type == "cuda"
+    assert gpu_memory(proc.detector.engine)  # what the child reported (this process need not touch CUDA)
