@@ -191,15 +191,24 @@ class StreamLinker:
             self._linker.next_level(ref, frame)
         if len(ref):
             self._prev_ref = ref
+        # The new columns are copies (the linker keeps its ids and ``ref`` for the next frame),
+        # so pandas may take them as they are rather than copy them again; the names are
+        # checked in a list, which costs less than asking the table's column index.
         added = pd.DataFrame(
             {
-                "particle": np.asarray(self._linker.particle_ids, dtype=np.int64),
-                "y_ref": ref[:, 0],
-                "x_ref": ref[:, 1],
+                "particle": np.array(self._linker.particle_ids, dtype=np.int64),
+                "y_ref": ref[:, 0].copy(),
+                "x_ref": ref[:, 1].copy(),
             },
             index=columns.index,
+            copy=False,
         )
-        stale = [c for c in added.columns if c in columns.columns]
+        names = columns.columns.tolist()
+        stale = [c for c in _ADDED if c in names]
         out = pd.concat([columns.drop(columns=stale) if stale else columns, added], axis=1)
         out.attrs = dict(columns.attrs)
         return out
+
+
+#: The columns :meth:`StreamLinker.update` adds to a frame's table.
+_ADDED = ("particle", "y_ref", "x_ref")
