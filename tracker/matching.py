@@ -52,6 +52,32 @@ def match_pairs(i: np.ndarray, j: np.ndarray, cost: np.ndarray) -> tuple[np.ndar
     cost = np.asarray(cost, float)
     if i.size == 0:
         return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    # A pair whose two points have no other candidate is a group of its own, taken as is: found
+    # from the points' candidate counts. Where every pair is such (columns on sites, most
+    # frames), that is the whole answer; otherwise only the other pairs are grouped.
+    lone = _once(i) & _once(j)
+    if lone.all():
+        order = np.argsort(i, kind="stable")
+        return i[order], j[order]
+    out_i, out_j = [i[lone]], [j[lone]]
+    hard = ~lone
+    mi, mj = _match_groups(i[hard], j[hard], cost[hard])
+    mi, mj = np.concatenate(out_i + [mi]), np.concatenate(out_j + [mj])
+    order = np.argsort(mi, kind="stable")
+    return mi[order], mj[order]
+
+
+def _once(x: np.ndarray) -> np.ndarray:
+    """Whether each value of ``x`` (integers) occurs only once in it."""
+    x = x - x.min()
+    if x.max() > 4 * x.size + 1024:  # sparse labels: count by sorting rather than in a huge table
+        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+        return counts[inv] == 1
+    return np.bincount(x)[x] == 1
+
+
+def _match_groups(i: np.ndarray, j: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_pairs` by connected groups of candidates, one assignment per group."""
     ui, ii = np.unique(i, return_inverse=True)
     uj, jj = np.unique(j, return_inverse=True)
     ni, nj = len(ui), len(uj)
@@ -77,9 +103,7 @@ def match_pairs(i: np.ndarray, j: np.ndarray, cost: np.ndarray) -> tuple[np.ndar
             real = dense[r, c] < big
             out_i.append(si[r[real]])
             out_j.append(sj[c[real]])
-    mi, mj = ui[np.concatenate(out_i)], uj[np.concatenate(out_j)]
-    order = np.argsort(mi, kind="stable")
-    return mi[order], mj[order]
+    return ui[np.concatenate(out_i)], uj[np.concatenate(out_j)]
 
 
 def match_within(a: np.ndarray, b: np.ndarray | cKDTree, radius: float) -> tuple[np.ndarray, np.ndarray]:
