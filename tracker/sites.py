@@ -295,31 +295,51 @@ class SiteMap:
             self._r_start = self._window_detection_rate(ns, [sites] + [s for _, s in self._pending])
         r, f, k = self.hmm_parameters()
         a_prev = np.full(ns, 0.5) if first else self._alpha[:ns]
-        prior = a_prev if first else a_prev * (1 - k) + (1 - a_prev) * k
+        keep, a_not = 1 - k, 1 - a_prev
+        a_keep, a_not_move = a_prev * keep, a_not * k
+        prior = a_prev if first else a_keep + a_not_move
         w = self.evidence
-        e1 = np.where(det, r, 1 - r) ** w  # P(detections now | occupied now), tempered
-        e0 = np.where(det, f, 1 - f) ** w
+        # P(detected | occupied), P(missed | occupied), the same if empty: tempered by ``w``, each
+        # power taken once per site rather than once per pending frame (a power of 1 is skipped:
+        # it changes nothing)
+        rates = np.empty((2, ns))
+        rates[0] = r
+        np.subtract(1, r, out=rates[1])
+        false = np.array([[f], [1 - f]])
+        if w != 1.0:
+            rates, false = rates**w, false**w
+        e1 = np.where(det, rates[0], rates[1])  # P(detections now | occupied now), tempered
+        e0 = np.where(det, false[0], false[1])
         lo, le = e1 * prior, e0 * (1 - prior)
         alpha = lo / (lo + le)
-        # backward messages (P(later detections | occupied / empty now)) over the pending frames
-        b1, b0 = np.ones(ns), np.ones(ns)
-        for _, later in reversed(self._pending):
-            d = np.zeros(ns, bool)
-            d[later] = True
-            l1 = np.where(d, r, 1 - r) ** w * b1
-            l0 = np.where(d, f, 1 - f) ** w * b0
-            b1, b0 = (1 - k) * l1 + k * l0, k * l1 + (1 - k) * l0
-            norm = b1 + b0
-            b1 /= norm
-            b0 /= norm
+        # backward messages (P(later detections | occupied / empty now)) over the pending frames,
+        # both states in one array: row 0 occupied, row 1 empty. The detections of all pending
+        # frames are looked up at once, then each frame costs a few operations on that array.
+        n_later = len(self._pending)
+        d = np.zeros((n_later, ns), bool)
+        for p, (_, later) in enumerate(self._pending):
+            d[p][later] = True
+        like = np.empty((n_later, 2, ns))
+        like[:, 0] = np.where(d, rates[0], rates[1])
+        like[:, 1] = np.where(d, false[0], false[1])
+        b = np.ones((2, ns))
+        lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
+        for p in range(n_later - 1, -1, -1):
+            np.multiply(like[p], b, out=lb)  # l1, l0
+            np.multiply(keep, lb, out=b)
+            np.multiply(k, lb[::-1], out=moved)
+            b += moved  # (1 - k) l1 + k l0, (1 - k) l0 + k l1
+            np.add(b[0], b[1], out=norm)
+            b /= norm
+        b1, b0 = b
         gamma = alpha * b1 / (alpha * b1 + (1 - alpha) * b0)  # P(occupied now | detections so far and pending)
         now = gamma > 0.5
         # expected counts for the estimates: occupied frames, detections in them, state changes
         self._w_occ[:ns] += gamma
         self._w_det_occ[:ns] += det * gamma
         if not first:
-            stay = a_prev * (1 - k) * e1 * b1 + (1 - a_prev) * (1 - k) * e0 * b0
-            move = a_prev * k * e0 * b0 + (1 - a_prev) * k * e1 * b1
+            stay = a_keep * e1 * b1 + a_not * keep * e0 * b0
+            move = a_prev * k * e0 * b0 + a_not_move * e1 * b1
             self._w_switch[:ns] += move / (stay + move)
         self._alpha[:ns] = alpha
         # a site never detected: its forward probability at the mean rates
