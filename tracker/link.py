@@ -168,6 +168,7 @@ class StreamLinker:
         self._velocity = np.zeros(2)
         self.drift = np.zeros(2)
         self.drift_pairs = 0
+        self._layouts: dict[tuple, pd.Index] = {}  # the output's column index per input layout
 
     @property
     def counts(self) -> dict[str, int]:
@@ -176,7 +177,8 @@ class StreamLinker:
         return dict(getattr(self._linker, "counts", {}))
 
     def update(self, frame: int, columns: pd.DataFrame) -> pd.DataFrame:
-        yx = np.column_stack([columns["y"].to_numpy(dtype=float), columns["x"].to_numpy(dtype=float)])
+        names = columns.columns.tolist()
+        yx = np.column_stack([_floats(columns, names, "y"), _floats(columns, names, "x")])
         if self.cfg.drift and self._prev_ref is not None:
             guess = self.drift + self._velocity
             new, self.drift_pairs = estimate_shift(self._prev_ref, yx, guess, self.max_drift_px)
@@ -192,8 +194,7 @@ class StreamLinker:
         if len(ref):
             self._prev_ref = ref
         # The new columns are copies (the linker keeps its ids and ``ref`` for the next frame),
-        # so pandas may take them as they are rather than copy them again; the names are
-        # checked in a list, which costs less than asking the table's column index.
+        # so pandas may take them as they are rather than copy them again.
         added = pd.DataFrame(
             {
                 "particle": np.array(self._linker.particle_ids, dtype=np.int64),
@@ -203,11 +204,29 @@ class StreamLinker:
             index=columns.index,
             copy=False,
         )
-        names = columns.columns.tolist()
         stale = [c for c in _ADDED if c in names]
         out = pd.concat([columns.drop(columns=stale) if stale else columns, added], axis=1)
+        # Every frame's table gets the same column index: a column looked up by name in a new
+        # index of strings first builds its hash table (tens of µs per table in pandas 3), and
+        # the site map and the writer look up several.
+        layout = (type(columns.columns), columns.columns.dtype, tuple(names))
+        known = self._layouts.get(layout)
+        if known is None:
+            if len(self._layouts) > 8:
+                self._layouts.clear()
+            self._layouts[layout] = out.columns
+        else:
+            out.columns = known
         out.attrs = dict(columns.attrs)
         return out
+
+
+def _floats(table: pd.DataFrame, names: list, name: str) -> np.ndarray:
+    """Column ``name`` of ``table`` as floats; taken by position where the name is unique, which
+    spares building the hash table of the table's column index just for it."""
+    if names.count(name) == 1:
+        return table.iloc[:, names.index(name)].to_numpy(dtype=float)
+    return table[name].to_numpy(dtype=float)
 
 
 #: The columns :meth:`StreamLinker.update` adds to a frame's table.
