@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from _procs import (  # noqa: F401 - fixtures
-    Camera, accounted, etem, free_port, movie, movie_file, one_torch_thread, wait_for_frames,
+    ENV, Camera, accounted, etem, free_port, movie, movie_file, one_torch_thread, wait_for_frames,
 )
 
 from etem.simulate.toy import make_movie, save_movie
@@ -277,6 +278,27 @@ def test_sigterm_closes_the_run_file_cleanly(movie_file, tmp_path, command):
     assert c["processed"] == len(r.frames) >= 2
     assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
     assert len(r.sites) > 0 and "hops" in r.stats
+
+
+def test_sigterm_to_the_process_group_with_a_detection_process(tmp_path):
+    """A service manager signals every process of the service: the detection process leaves it
+    to the tracker, which closes the run file as for its own SIGTERM."""
+    run = tmp_path / "run.h5"
+    save_movie(make_movie(n_frames=200, shape=(128, 128), particle_radius_A=8.0, seed=4), tmp_path / "movie.h5")
+    proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", "replay", str(tmp_path / "movie.h5"),
+                             "--pace", "1", "--fps", "20", "--detection", "process", "-o", str(run), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    wait_for_frames(run, 2, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (out, err)
+    assert "Traceback" not in err and "ended unexpectedly" not in err, err
+    r = open_run(run)
+    assert r.status == "interrupted" and r.attrs["config"]["detection"] == "process"
+    c = r.counters
+    assert c["processed"] == len(r.frames) >= 2
+    assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
 
 
 def test_a_lost_sigterm_is_raised_again_by_the_pipeline(movie, tmp_path):

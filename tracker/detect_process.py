@@ -71,7 +71,10 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
     """The child's loop: batches in, column tables out, until ``("stop",)`` or the pipe closes."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the child
+    # Ctrl-C in a terminal and a service manager's SIGTERM reach the whole process group; they
+    # are the parent's to handle (it closes the run file cleanly, then stops the child)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from multiprocessing import shared_memory
 
     import torch
@@ -253,10 +256,7 @@ class DetectorProcess:
             except (OSError, ValueError):
                 pass
             self._proc.join(timeout)
-            if self._proc.is_alive():
-                self._proc.terminate()
-                self._proc.join(2)
-            if self._proc.is_alive():
+            if self._proc.is_alive():  # stuck (in a native library): it ignores SIGTERM
                 self._proc.kill()
                 self._proc.join(2)
         if self._collector is not None:
