@@ -135,6 +135,8 @@ def test_stopping_early_ends_the_child_and_accounts_for_its_frames(stack):
     it = pipe.run_iter(iter_array(np.concatenate([stack] * 3), counters=pipe.counters))
     for _ in range(5):
         next(it)
+    depth, slots = pipe.queue_depths()["detect"]
+    assert 0 <= depth <= slots == pipe.detector.n_slots == 12  # three batches of 4
     it.close()
     accounted(pipe.counters.as_dict())
     assert pipe.counters.processed == 5

@@ -246,6 +246,12 @@ class DetectorProcess:
         with self._lock:
             return len(self._inflight)
 
+    @property
+    def frames_in_flight(self) -> int:
+        """Frames sent and not yet delivered."""
+        with self._lock:
+            return sum(len(frames) for _, frames, _ in self._inflight)
+
     def close(self, timeout: float = 5.0) -> list[Frame]:
         """Stop the child (it finishes the batch in hand) and free the ring; returns the frames
         it still held (to be accounted for by the caller)."""

@@ -633,10 +633,14 @@ class Pipeline:
     def queue_depths(self) -> dict[str, tuple[int, int]]:
         """Depth and capacity of each stage queue now: ``{"ingest": (n, max), "host": (n, max)}``.
 
-        Safe to call from any thread (dashboards, metrics endpoints).
+        Safe to call from any thread (dashboards, metrics endpoints). With the detector in a
+        process of its own, ``"detect"`` is the frames it holds and its frame ring's slots.
         """
-        return {"ingest": (self._ingest_q.qsize(), self._ingest_q.maxsize),
-                "host": (self._host_q.qsize(), self._host_q.maxsize)}
+        depths = {"ingest": (self._ingest_q.qsize(), self._ingest_q.maxsize),
+                  "host": (self._host_q.qsize(), self._host_q.maxsize)}
+        if self.cfg.detection == "process":
+            depths["detect"] = (self.detector.frames_in_flight, self.detector.n_slots)
+        return depths
 
     @property
     def tables_complete(self) -> bool:
