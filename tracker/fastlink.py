@@ -117,6 +117,7 @@ class FastLinker:
         self._mem_ids = np.empty(0, dtype=np.int64)
         self._mem_since = np.empty(0, dtype=np.int64)  # step at which the column was lost
         self._step = 0
+        self._tree_key: tuple | None = None  # the arrays source_tree() was built from
 
     @property
     def particle_ids(self) -> np.ndarray:
@@ -127,6 +128,20 @@ class FastLinker:
     def n_remembered(self) -> int:
         """Columns lost within the last ``memory`` frames, still candidates."""
         return len(self._mem_ids)
+
+    def source_tree(self) -> tuple[cKDTree, int]:
+        """The k-d tree :meth:`next_level` searches (the previous frame's columns, then the
+        remembered ones) and the number of previous-frame columns, which come first in it.
+
+        Built once per frame: a caller that searches the previous frame's columns before
+        linking (the drift estimate) uses this tree and spares building its own. It is a cache
+        of the sources, rebuilt whenever they are other arrays than those it was built from."""
+        key = self._tree_key
+        if key is None or key[0] is not self._pos or key[1] is not self._mem_pos:
+            src = np.concatenate([self._pos, self._mem_pos]) if len(self._mem_pos) else self._pos
+            self._tree = cKDTree(src, 15)  # trackpy's query (Subnets.compute): same tree
+            self._tree_key = (self._pos, self._mem_pos)
+        return self._tree, len(self._pos)
 
     def _check(self, coords) -> np.ndarray:
         coords = np.asarray(coords, dtype=float)
@@ -139,33 +154,48 @@ class FastLinker:
         return coords
 
     # -- one frame -----------------------------------------------------------------------
-    def next_level(self, coords, t=None) -> None:
-        """Link the next frame's coordinates to the previous frame and the remembered columns."""
+    def next_level(self, coords, t=None, *, near=None) -> None:
+        """Link the next frame's coordinates to the previous frame and the remembered columns.
+
+        ``near``: what a search of :meth:`source_tree` has found near these columns, to spare
+        searching again: ``(shift, bound, dist, idx)``, the ``k`` nearest sources within
+        ``bound`` of points at most ``shift`` away from each column (``cKDTree.query``'s
+        output). A column whose candidates that settles beyond doubt (none, or one) is not
+        searched for again; the others are, so the links are the same with or without it."""
         if self.ndim is None:
             raise RuntimeError("the linker was not initialized: call init_level for the first frame")
         coords = self._check(coords)
         self._step += 1
         n_prev = len(self._pos)
-        src = np.concatenate([self._pos, self._mem_pos]) if len(self._mem_pos) else self._pos
         src_ids = np.concatenate([self._ids, self._mem_ids])
-        n_s, n_d = len(src), len(coords)
+        n_s, n_d = len(src_ids), len(coords)
         dest_src = np.full(n_d, -1, dtype=np.int64)  # source linked to each column, -1: new track
         self.counts = dict.fromkeys(self.COUNTS, 0)
         if n_s and n_d:
             # trackpy's query (Subnets.compute): same tree, same k, same bound
-            tree = cKDTree(src, 15)
-            dist, idx = tree.query(coords, self.MAX_NEIGHBORS, distance_upper_bound=self.search_range + 1e-7)
-            valid = np.isfinite(dist)  # sorted nearest first, so a prefix of each row
-            deg_d = valid.sum(axis=1)
-            deg_s = np.bincount(idx[valid], minlength=n_s)
-            first = idx[:, 0]
+            tree, _ = self.source_tree()
+            bound = self.search_range + 1e-7
+            deg_d, first, rows, dist, idx = self._candidates(tree, coords, bound, near)
+            queried = np.zeros(n_d, bool)
+            queried[rows] = True
+            deg_s = np.bincount(idx[np.isfinite(dist)], minlength=n_s)
+            deg_s += np.bincount(first[(deg_d == 1) & ~queried], minlength=n_s)
             uniq = deg_d == 1
             uniq[uniq] = deg_s[first[uniq]] == 1
             dest_src[uniq] = first[uniq]
             self.counts["unique"] = int(uniq.sum())
-            amb = (deg_d > 0) & ~uniq
-            if amb.any():
-                self._solve_subnets(np.flatnonzero(amb), dist, idx, deg_d, dest_src)
+            amb = np.flatnonzero((deg_d > 0) & ~uniq)
+            if amb.size:
+                # the ambiguous columns' candidates as the query gives them, in column order
+                more = amb[~queried[amb]]
+                if more.size:
+                    d2, i2 = tree.query(coords[more], self.MAX_NEIGHBORS, distance_upper_bound=bound)
+                    rows, dist, idx = (np.concatenate([rows, more]), np.concatenate([dist, d2]),
+                                       np.concatenate([idx, i2]))
+                at = np.argsort(rows, kind="stable")
+                rows, dist, idx = rows[at], dist[at], idx[at]
+                keep = ~uniq[rows]
+                self._solve_subnets(rows[keep], dist[keep], idx[keep], deg_d[rows[keep]], dest_src)
         linked = dest_src >= 0
         ids = np.empty(n_d, dtype=np.int64)
         ids[linked] = src_ids[dest_src[linked]]
@@ -185,13 +215,52 @@ class FastLinker:
         self._pos = coords.copy()
         self._ids = ids
 
-    def _solve_subnets(self, rows, dist, idx, deg_d, dest_src) -> None:
-        """Hand each ambiguous connected component to trackpy's subnet linker."""
-        k = deg_d[rows]
+    def _candidates(self, tree, coords, bound, near):
+        """Each column's number of candidates (sources within ``bound``) and its nearest one;
+        and the query's rows (``cKDTree.query`` with trackpy's k and bound) of the columns
+        queried that have candidates: ``(deg, first, rows, dist, idx)``.
+
+        Without ``near`` every column is queried. With it, a column is not where its list in
+        ``near`` settles its candidates beyond doubt: the list holds every source within
+        ``bound`` plus the shift (it reaches beyond that, or is not full), each source in it
+        lies clearly inside ``bound`` or clearly outside (by more than the shift plus a margin
+        far above rounding), and at most one lies inside. A column with several candidates is
+        queried, for their distances and order as trackpy has them."""
+        n_d = len(coords)
+        deg_d = np.zeros(n_d, np.int64)
+        first = np.full(n_d, -1, np.int64)
+        todo = None
+        if near is not None:
+            shift, reach_max, nd, ni = near
+            margin = 1e-9 * (bound + reach_max)
+            reach = bound + shift + margin
+            if reach < reach_max - margin:
+                inside = nd + shift < bound - margin  # a prefix of each row: sorted nearest first
+                settled = ((inside | (nd - shift > bound + margin)).all(1) & ~(nd[:, -1] <= reach)
+                           & (inside.sum(1) <= 1))
+                one = settled & inside[:, 0]
+                deg_d[one] = 1
+                first[one] = ni[one, 0]
+                todo = np.flatnonzero(~settled)
+        q = coords if todo is None else coords[todo]
+        dist, idx = tree.query(q, self.MAX_NEIGHBORS, distance_upper_bound=bound)
+        dist, idx = dist.reshape(len(q), self.MAX_NEIGHBORS), idx.reshape(len(q), self.MAX_NEIGHBORS)
+        valid = np.isfinite(dist)  # sorted nearest first, so a prefix of each row
+        if todo is None:
+            todo = np.arange(n_d)
+        deg_d[todo] = valid.sum(axis=1)
+        first[todo] = idx[:, 0]
+        some = valid[:, 0]
+        return deg_d, first, todo[some], dist[some], idx[some]
+
+    def _solve_subnets(self, rows, dist, idx, k, dest_src) -> None:
+        """Hand each ambiguous connected component to trackpy's subnet linker (``rows``: the
+        ambiguous columns, ascending; ``dist, idx``: their query rows; ``k``: their numbers of
+        candidates)."""
         e_d = np.repeat(rows, k)  # edges in trackpy's order: by column, then nearest first
         sel = np.arange(dist.shape[1]) < k[:, None]
-        e_s = idx[rows][sel]
-        e_w = dist[rows][sel]
+        e_s = idx[sel]
+        e_w = dist[sel]
         d_loc = np.repeat(np.arange(len(rows)), k)
         s_uniq, s_loc = np.unique(e_s, return_inverse=True)
         n = len(rows) + len(s_uniq)

@@ -91,10 +91,20 @@ def estimate_shift(
     is within ``|delta|`` of changing its nearest neighbour or of crossing the radius (the
     pairs are then known exactly; otherwise the tree is queried again).
     """
+    d, n, _ = _estimate_shift(ref_yx, yx, guess, radius, iterations, None)
+    return d, n
+
+
+def _estimate_shift(ref_yx, yx, guess, radius, iterations, sources):
+    """:func:`estimate_shift`, searching ``sources`` where given: ``(tree, n)``, a k-d tree whose
+    first ``n`` points are ``ref_yx`` (its others, the linker's remembered columns, are passed
+    over), rather than a tree of its own. Also returns the last search of ``sources`` for the
+    linker, ``(shift, dist, idx)`` with every point found (None where there was none)."""
     d = np.asarray(guess, dtype=float).copy()
     if len(ref_yx) < 3 or len(yx) < 3:
-        return d, 0
-    tree = cKDTree(ref_yx)
+        return d, 0, None
+    tree = cKDTree(ref_yx) if sources is None else None
+    found = None
     n = 0
     r = radius
     prev_idx = None
@@ -102,21 +112,65 @@ def estimate_shift(
     for _ in range(iterations):
         idx = None if last is None else _pairs_without_query(last, d, r)
         if idx is None:
-            dist, nn = tree.query(yx - d, k=2, distance_upper_bound=radius)
+            if tree is None:
+                dist, nn, found = _two_nearest(sources, yx - d, radius)
+                found = (d.copy(), *found)
+            else:
+                dist, nn = tree.query(yx - d, k=2, distance_upper_bound=radius)
             last = (d.copy(), radius, dist, nn)
             idx = _pairs_without_query(last, d, r)
             if idx is None:  # ties at the radius: decide as the tree does
+                if tree is None and ((dist[:, 0] < r) & (dist[:, 0] == dist[:, 1])).any():
+                    # two neighbours at one distance: which comes first is up to the tree, so
+                    # ask a tree of ref_yx alone, as without sources
+                    tree = cKDTree(ref_yx)
+                    dist, nn = tree.query(yx - d, k=2, distance_upper_bound=radius)
+                    last = (d.copy(), radius, dist, nn)
                 idx = np.where(dist[:, 0] < r, nn[:, 0], -1)
         ok = idx >= 0
         n = int(ok.sum())
         if n < 3:
-            return np.asarray(guess, dtype=float), 0
+            return np.asarray(guess, dtype=float), 0, found
         if prev_idx is not None and np.array_equal(idx, prev_idx):
             break
-        d = d + np.median((yx - d)[ok] - ref_yx[idx[ok]], axis=0)
+        d = d + np.median((yx - d)[ok] - ref_yx.take(idx[ok], axis=0), axis=0)
         prev_idx = idx
         r = max(radius / 2, 0.5)  # tighten once roughly aligned
-    return d, n
+    return d, n, found
+
+
+def _two_nearest(sources, q: np.ndarray, radius: float):
+    """The two nearest of the first ``n`` points of ``sources = (tree, n)`` within ``radius`` of
+    each of ``q``, as ``tree.query(q, k=2, distance_upper_bound=radius)`` on those points alone
+    gives them (up to the order of two at one distance); and the query's own ``(dist, idx)``."""
+    tree, n = sources
+    k = min(3, tree.n)
+    dist, nn = tree.query(q, k=k, distance_upper_bound=radius)
+    dist, nn = dist.reshape(len(q), k), nn.reshape(len(q), k)
+    d2, n2 = np.full((len(q), 2), np.inf), np.full((len(q), 2), n, dtype=nn.dtype)
+    w = min(k, 2)
+    d2[:, :w], n2[:, :w] = dist[:, :w], nn[:, :w]
+    n2[n2 > n] = n  # not found: the index one past the points, as in a tree of them alone
+    # rows where another point (a remembered column) comes before the second of ours
+    other = (nn >= n) & (nn < tree.n)
+    mixed = np.flatnonzero(other[:, :w].any(axis=1))
+    if mixed.size:
+        kk = k
+        dm, nm = dist[mixed], nn[mixed]
+        while kk < tree.n and not (((nm < n).sum(axis=1) >= 2) | ~np.isfinite(dm[:, -1])).all():
+            kk = min(2 * kk, tree.n)  # other points crowd ours out: look further
+            dm, nm = tree.query(q[mixed], k=kk, distance_upper_bound=radius)
+            dm, nm = dm.reshape(len(mixed), kk), nm.reshape(len(mixed), kk)
+        ours = nm < n
+        rank = np.cumsum(ours, axis=1)
+        rows = np.arange(len(mixed))
+        for j in range(2):
+            hit = ours & (rank == j + 1)
+            has = hit.any(axis=1)
+            col = hit.argmax(axis=1)
+            d2[mixed, j] = np.where(has, dm[rows, col], np.inf)
+            n2[mixed, j] = np.where(has, nm[rows, col], n)
+    return d2, n2, (dist, nn)
 
 
 def _pairs_without_query(last, d: np.ndarray, r: float) -> np.ndarray | None:
@@ -170,6 +224,18 @@ class StreamLinker:
         self.drift_pairs = 0
         self._layouts: dict[tuple, pd.Index] = {}  # the output's column index per input layout
 
+    def _sources(self) -> tuple[cKDTree, int] | None:
+        """The fast linker's tree of its sources, whose first points are the previous frame's
+        drift-corrected columns (``_prev_ref``): the drift estimate searches that tree rather
+        than one of its own. None where it does not hold ``_prev_ref`` (trackpy's linker, a
+        frame without columns before this one)."""
+        if self.cfg.method != "fast" or not self._started:
+            return None
+        pos = self._linker._pos
+        if pos.shape != self._prev_ref.shape or not np.array_equal(pos, self._prev_ref):
+            return None
+        return self._linker.source_tree()
+
     @property
     def counts(self) -> dict[str, int]:
         """The last frame's unique pairs, ambiguous subnetworks and columns in them (``fast``
@@ -178,10 +244,12 @@ class StreamLinker:
 
     def update(self, frame: int, columns: pd.DataFrame) -> pd.DataFrame:
         names = columns.columns.tolist()
-        yx = np.column_stack([_floats(columns, names, "y"), _floats(columns, names, "x")])
+        yx = _yx(columns, names)
+        found = None
         if self.cfg.drift and self._prev_ref is not None:
             guess = self.drift + self._velocity
-            new, self.drift_pairs = estimate_shift(self._prev_ref, yx, guess, self.max_drift_px)
+            new, self.drift_pairs, found = _estimate_shift(self._prev_ref, yx, guess, self.max_drift_px, 4,
+                                                           self._sources())
             if self.drift_pairs:
                 self._velocity = 0.5 * self._velocity + 0.5 * (new - self.drift)
             self.drift = new
@@ -189,6 +257,13 @@ class StreamLinker:
         if not self._started:
             self._linker.init_level(ref, frame)
             self._started = True
+        elif found is not None:
+            # the drift estimate's last search, of the linker's own tree, near these columns
+            # before the drift was final: ``shift`` bounds how far from them it searched
+            shift_q, dist, idx = found
+            moved = (yx - shift_q) - ref
+            shift = float(np.sqrt((moved * moved).sum(axis=1).max())) if len(ref) else 0.0
+            self._linker.next_level(ref, frame, near=(shift, self.max_drift_px, dist, idx))
         else:
             self._linker.next_level(ref, frame)
         if len(ref):
@@ -221,12 +296,21 @@ class StreamLinker:
         return out
 
 
-def _floats(table: pd.DataFrame, names: list, name: str) -> np.ndarray:
-    """Column ``name`` of ``table`` as floats; taken by position where the name is unique, which
-    spares building the hash table of the table's column index just for it."""
-    if names.count(name) == 1:
-        return table.iloc[:, names.index(name)].to_numpy(dtype=float)
-    return table[name].to_numpy(dtype=float)
+def _yx(table: pd.DataFrame, names: list) -> np.ndarray:
+    """Columns ``y, x`` of ``table`` as floats, ``[N, 2]``.
+
+    Where both names are unique and every column is numeric they are cut from the whole
+    table as one float array: pandas makes that in a fraction of the time it takes to make a
+    column object and look its name up in the table's column index (the values are the same,
+    each converted to float as by itself)."""
+    if names.count("y") == 1 and names.count("x") == 1:
+        try:
+            values = table.to_numpy(dtype=float)
+        except (TypeError, ValueError, OverflowError):  # a column that is not a number
+            pass
+        else:
+            return np.column_stack([values[:, names.index("y")], values[:, names.index("x")]])
+    return np.column_stack([table["y"].to_numpy(dtype=float), table["x"].to_numpy(dtype=float)])
 
 
 #: The columns :meth:`StreamLinker.update` adds to a frame's table.
