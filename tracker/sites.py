@@ -232,12 +232,15 @@ class SiteMap:
             self._run_start[ids] = self.first_frame  # empty since the run began
             self._alpha[ids] = self.alpha_unseen  # not detected in any final frame so far
             self.n_sites += len(new)
-        # running mean of positions and class votes
-        self._n_pos[sites] += 1
-        self._pos[sites] += (ref_yx - self._pos[sites]) / self._n_pos[sites, None]
+        # running mean of positions and class votes (each site once: ``take`` and plain
+        # assignment do what fancy indexing and ``np.add.at`` would, for less)
+        n_pos = self._n_pos.take(sites) + 1
+        self._n_pos[sites] = n_pos
+        pos = self._pos.take(sites, axis=0)
+        self._pos[sites] = pos + (ref_yx - pos) / n_pos[:, None]
         if cls is not None and n:
             c = np.clip(np.asarray(cls, int), 0, _N_CLS - 1)
-            np.add.at(self._cls_votes, (sites, c), 1)
+            self._cls_votes[sites, c] += 1
             self._update_classes(frame, sites, c)
         self._last[sites] = frame
         if particles is None:
@@ -438,9 +441,9 @@ class SiteMap:
         if K < 2:
             return
         conf, k = self.class_model()
-        old = self._cls_state[sites]
+        old = self._cls_state.take(sites)
         known = old >= 0
-        post = self._cls_post[sites, :K]
+        post = self._cls_post[:, :K].take(sites, axis=0)
         post[~known] = 1.0 / K
         pred = post * (1 - k) + (1 - post) * k / (K - 1)  # change to any other class alike
         like = conf[:, cls].T
@@ -455,11 +458,14 @@ class SiteMap:
         self._cls_post[sites, :K] = q
         # each site's latest detections, to date a change by
         for h, v in ((self._cls_hist, cls), (self._cls_hist_frame, frame)):
-            h[sites, :-1] = h[sites, 1:]
-            h[sites, -1] = v
+            rows = h.take(sites, axis=0)
+            rows[:, :-1] = rows[:, 1:]
+            rows[:, -1] = v
+            h[sites] = rows
         # decided: the most probable class, where it is probable enough to leave the old one
         best = q.argmax(1)
-        new = np.where(known & (q.max(1) < _CLS_DECIDE), old, best)
+        top = np.take_along_axis(q, best[:, None], axis=1)[:, 0]  # q.max(1), for less
+        new = np.where(known & (top < _CLS_DECIDE), old, best)
         changed = known & (new != old)
         self.cls_counts += (int(known.sum()), switched)
         for s, a, b in zip(sites[changed].tolist(), old[changed].tolist(), new[changed].tolist()):
