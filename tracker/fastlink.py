@@ -234,11 +234,13 @@ class FastLinker:
             shift, reach_max, nd, ni = near
             margin = 1e-9 * (bound + reach_max)
             reach = bound + shift + margin
-            if reach < reach_max - margin:
-                inside = nd + shift < bound - margin  # a prefix of each row: sorted nearest first
-                settled = ((inside | (nd - shift > bound + margin)).all(1) & ~(nd[:, -1] <= reach)
-                           & (inside.sum(1) <= 1))
-                one = settled & inside[:, 0]
+            if reach < reach_max - margin and nd.shape[1] >= 2:
+                # each row is sorted nearest first: one source inside at most, and none in
+                # doubt, where the second lies clearly outside and the first either way
+                lo, hi = bound - margin - shift, bound + margin + shift
+                inside = nd[:, 0] < lo
+                settled = (nd[:, 1] > hi) & (inside | (nd[:, 0] > hi)) & ~(nd[:, -1] <= reach)
+                one = settled & inside
                 deg_d[one] = 1
                 first[one] = ni[one, 0]
                 todo = np.flatnonzero(~settled)

@@ -161,15 +161,12 @@ def _two_nearest(sources, q: np.ndarray, radius: float):
             kk = min(2 * kk, tree.n)  # other points crowd ours out: look further
             dm, nm = tree.query(q[mixed], k=kk, distance_upper_bound=radius)
             dm, nm = dm.reshape(len(mixed), kk), nm.reshape(len(mixed), kk)
+        # ours first, in their order (a stable sort of "not ours"), and the two first of them
         ours = nm < n
-        rank = np.cumsum(ours, axis=1)
-        rows = np.arange(len(mixed))
-        for j in range(2):
-            hit = ours & (rank == j + 1)
-            has = hit.any(axis=1)
-            col = hit.argmax(axis=1)
-            d2[mixed, j] = np.where(has, dm[rows, col], np.inf)
-            n2[mixed, j] = np.where(has, nm[rows, col], n)
+        col = np.argsort(~ours, axis=1, kind="stable")[:, :2]
+        has = np.take_along_axis(ours, col, axis=1)
+        d2[mixed] = np.where(has, np.take_along_axis(dm, col, axis=1), np.inf)
+        n2[mixed] = np.where(has, np.take_along_axis(nm, col, axis=1), n)
     return d2, n2, (dist, nn)
 
 
