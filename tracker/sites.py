@@ -358,15 +358,19 @@ class SiteMap:
         lo, le = e1 * prior, e0 * (1 - prior)
         alpha = lo / (lo + le)
         # backward messages (P(later detections | occupied / empty now)) over the pending frames,
-        # both states in one array: row 0 occupied, row 1 empty. The detections of all pending
-        # frames are looked up at once, then each frame costs a few operations on that array.
+        # both states in one array: row 0 occupied, row 1 empty. The likelihoods of all pending
+        # frames are written at once, then each frame costs a few operations on that array.
         n_later = len(self._pending)
-        d = np.zeros((n_later, ns), bool)
-        for p, (_, later) in enumerate(self._pending):
-            d[p][later] = True
         like = np.empty((n_later, 2, ns))
-        like[:, 0] = np.where(d, rates[0], rates[1])
-        like[:, 1] = np.where(d, false[0], false[1])
+        like[:, 0] = rates[1]  # missed, then the detections written over
+        like[:, 1] = false[1]
+        if n_later:
+            later = [s for _, s in self._pending]
+            seen = np.concatenate(later)
+            at = np.repeat(np.arange(n_later) * 2 * ns, [len(s) for s in later]) + seen
+            flat = like.reshape(-1)
+            flat[at] = rates[0].take(seen)
+            flat[at + ns] = false[0]
         b = np.ones((2, ns))
         lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
         for p in range(n_later - 1, -1, -1):
