@@ -169,9 +169,10 @@ class SiteMap:
         self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
         self.runs: list[tuple[int, int, int, bool, bool]] = []  # (site, start, length, occupied, censored)
         # speed only, rebuilt as needed (not part of a resume snapshot): the matcher's index of
-        # the sites, and the last frames' track ids (sorted) with their sites, newest first
+        # the sites, and the site each track was last seen on (_remember)
         self._matcher = GuidedMatcher(self.radius_px)
-        self._tracks: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=4)
+        self._track_ids: np.ndarray | None = None
+        self._track_sites: np.ndarray | None = None
 
     # -- growth -----------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -243,32 +244,37 @@ class SiteMap:
             self._cls_votes[sites, c] += 1
             self._update_classes(frame, sites, c)
         self._last[sites] = frame
-        if particles is None:
-            self._tracks.clear()
-        else:
-            order = np.argsort(particles, kind="stable")
-            self._tracks.appendleft((particles.take(order), sites.take(order)))
+        if particles is not None:
+            self._remember(particles, sites)
         self._pending.append((frame, sites))
         while len(self._pending) > self.cfg.look_ahead:
             self._finalize_oldest()
         return sites
 
+    def _remember(self, particles: np.ndarray, sites: np.ndarray) -> None:
+        """Note the site of each track seen in this frame, in a table indexed by the track id
+        modulo its size: ids are handed out in sequence, so the ids alive at one time share a
+        slot only where they lie a whole table size apart (then the later one keeps it, and
+        the other is not guessed)."""
+        if particles.dtype.kind not in "iu":
+            return
+        size = 1 << max(16, (8 * len(particles)).bit_length())
+        if self._track_ids is None or len(self._track_ids) < size:
+            self._track_ids = np.full(size, -1, np.int64)
+            self._track_sites = np.full(size, -1, np.int64)
+        slot = particles & (len(self._track_ids) - 1)
+        self._track_ids[slot] = particles
+        self._track_sites[slot] = sites
+
     def _guess(self, particles: np.ndarray) -> np.ndarray | None:
-        """The site each track was on when last seen in the last few frames (-1: none); None
-        where too few were."""
-        guess = np.full(len(particles), -1, np.int64)
-        todo = np.arange(len(particles))
-        for known, site in self._tracks:  # newest first
-            if not len(known):
-                continue
-            p = particles.take(todo)
-            k = np.minimum(np.searchsorted(known, p), len(known) - 1)
-            hit = known.take(k) == p
-            guess[todo[hit]] = site.take(k[hit])
-            todo = todo[~hit]
-            if not todo.size:
-                break
-        return guess if 2 * (len(particles) - len(todo)) >= len(particles) else None
+        """The site each track was last seen on (-1: not known); None where few are known."""
+        if self._track_ids is None or particles.dtype.kind not in "iu":
+            return None
+        slot = particles & (len(self._track_ids) - 1)
+        known = self._track_ids.take(slot) == particles
+        if 2 * int(known.sum()) < len(particles):
+            return None
+        return np.where(known, self._track_sites.take(slot), -1)
 
     def flush(self) -> None:
         """Finalize every pending frame (at the end of a run)."""
