@@ -38,6 +38,7 @@ seen.
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat
 from dataclasses import dataclass
 from typing import Literal
 
@@ -420,11 +421,12 @@ class SiteMap:
         off = np.flatnonzero(~now & before)
         changed = np.concatenate([on, off])
         self._n_ev[changed] += 1
-        for s in changed:  # completed runs
-            self.runs.append((int(s), int(self._run_start[s]), int(frame - self._run_start[s]), bool(before[s]), False))
+        start = self._run_start[changed]  # completed runs
+        self.runs.extend(zip(changed.tolist(), start.tolist(), (frame - start).tolist(), before[changed].tolist(),
+                             repeat(False)))
         self._run_start[changed] = frame
-        self.flips.extend((frame, int(s), 1) for s in on)
-        self.flips.extend((frame, int(s), -1) for s in off)
+        self.flips.extend(zip(repeat(frame), on.tolist(), repeat(1)))
+        self.flips.extend(zip(repeat(frame), off.tolist(), repeat(-1)))
         self._infer_hops(frame, off, on)
         self._state[:ns] = now
 
@@ -494,14 +496,13 @@ class SiteMap:
         return int(f[int(np.argmax(ll))])
 
     def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
+        lone_off, lone_on = off, on
         if len(off) and len(on):
             r, c = match_within(self._pos[off], self._pos[on], self.hop_radius_px)
-            paired_off, paired_on = set(off[r]), set(on[c])
-            self.hops.extend((frame, int(off[i]), int(on[j])) for i, j in zip(r, c))
-        else:
-            paired_off, paired_on = set(), set()
-        self.hops.extend((frame, int(s), -1) for s in off if s not in paired_off)
-        self.hops.extend((frame, -1, int(s)) for s in on if s not in paired_on)
+            self.hops.extend(zip(repeat(frame), off[r].tolist(), on[c].tolist()))
+            lone_off, lone_on = np.delete(off, r), np.delete(on, c)
+        self.hops.extend(zip(repeat(frame), lone_off.tolist(), repeat(-1)))
+        self.hops.extend(zip(repeat(frame), repeat(-1), lone_on.tolist()))
 
     # -- results ----------------------------------------------------------------------------
     def table(self) -> pd.DataFrame:
