@@ -83,3 +83,59 @@ def test_estimate_shift_matches_one_query_per_pass():
         want, n_want = plain_estimate_shift(ref, cur, guess, radius)
         np.testing.assert_allclose(got, want, atol=1e-9)
         assert n == n_want
+
+
+def test_drift_estimate_on_the_linkers_tree_is_its_own():
+    # The stream linker's drift estimate searches the fast linker's tree, whose points after the
+    # previous frame's columns are remembered columns (here crowding in, some right on top of
+    # columns): the same shift, pairs and two nearest columns as a tree of the columns alone.
+    from scipy.spatial import cKDTree
+
+    from etem.tracker.link import _estimate_shift, _two_nearest
+
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        ref = lattice(n=int(rng.integers(3, 20)), a=rng.uniform(2.0, 6.0))
+        if trial % 4:
+            ref = ref + rng.normal(0, 0.3, ref.shape)
+        others = np.vstack([ref[rng.random(len(ref)) < 0.2] + rng.normal(0, 0.5, (1, 2)),
+                            ref[rng.random(len(ref)) < 0.1],  # on top of columns
+                            rng.uniform(0, ref.max(), (int(rng.integers(0, 30)), 2))])
+        tree = cKDTree(np.vstack([ref, others]), 15)
+        d_true = rng.normal(0, 1.0, 2)
+        cur = ref[rng.random(len(ref)) > 0.2] + d_true + rng.normal(0, 0.3, 2)
+        if trial % 4 == 0:  # exactly between two columns: two nearest at one distance
+            cur = np.vstack([cur, (ref[:-1] + ref[1:]) / 2 + d_true])
+        guess, radius = d_true + rng.normal(0, 0.5, 2), rng.uniform(1.0, 4.0)
+        got = _estimate_shift(ref, cur, guess, radius, 4, (tree, len(ref)))
+        want = estimate_shift(ref, cur, guess, radius)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1]
+        d2, n2, _ = _two_nearest((tree, len(ref)), cur - guess, radius)
+        dist, idx = cKDTree(ref).query(cur - guess, k=2, distance_upper_bound=radius)
+        np.testing.assert_array_equal(d2, dist)
+        apart = d2[:, 0] != d2[:, 1]
+        np.testing.assert_array_equal(n2[apart], idx[apart])
+
+
+def test_linking_with_the_drift_estimates_search_is_linking_without():
+    # The fast linker takes the drift estimate's search of its tree and queries again only the
+    # columns it leaves in doubt: crowded, blinking, drifting columns link as with a full query.
+    rng = np.random.default_rng(11)
+    ref = np.vstack([lattice(n=14, a=12.0), lattice(n=14, a=12.0)[::3] + rng.uniform(1.5, 5.5, (1, 2))])
+    cfg = LinkConfig(search_range_A=0.5, max_drift_A=0.8, memory=3)
+    shared, plain = StreamLinker(cfg, sampling=0.1), StreamLinker(cfg, sampling=0.1)
+    plain._sources = lambda: None  # a tree of its own for the estimate, a full query for the linker
+    drift, subnets = np.zeros(2), 0
+    for f in range(40):
+        drift += np.array([0.3, -0.2]) + rng.normal(0, 0.1, 2)
+        keep = rng.random(len(ref)) > 0.1
+        pos = ref[keep] + drift + rng.normal(0, 0.6, (keep.sum(), 2))
+        pos = np.vstack([pos, rng.uniform(0, 200, (int(rng.integers(0, 8)), 2))])
+        cols = pd.DataFrame({"y": pos[:, 0], "x": pos[:, 1], "cls": 0, "prob": 1.0})
+        a, b = shared.update(f, cols), plain.update(f, cols)
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        np.testing.assert_array_equal(shared.drift, plain.drift)
+        assert shared.counts == plain.counts
+        subnets += shared.counts["subnets"]
+    assert subnets > 20

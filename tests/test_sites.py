@@ -326,3 +326,20 @@ def test_one_class_models_make_no_class_changes():
         sm.update(f, SITES, np.zeros(3, int))
     sm.flush()
     assert len(sm.class_changes_table()) == 0 and sm.n_classes == 1
+
+
+def test_track_ids_only_make_site_finding_faster():
+    # With the columns' track ids a site map looks for each column on its track's last site
+    # first: the same sites, whatever the ids (reused, new, or another column's).
+    rng = np.random.default_rng(3)
+    grid = np.stack(np.meshgrid(np.arange(12), np.arange(12), indexing="ij"), -1).reshape(-1, 2) * 25.0 + 20.0
+    a, b = SiteMap(SitesConfig(), 0.2), SiteMap(SitesConfig(), 0.2)
+    for f in range(60):
+        keep = rng.random(len(grid)) > 0.1
+        yx = np.vstack([grid[keep] + rng.normal(0, 0.8, (keep.sum(), 2)), rng.uniform(0, 320, (5, 2))])
+        ids = np.concatenate([np.flatnonzero(keep), 1000 + f * 10 + np.arange(5)])
+        mixed = rng.random(len(ids)) < 0.05
+        ids[mixed] = rng.permutation(ids[mixed])
+        cls = rng.integers(0, 2, len(yx))
+        np.testing.assert_array_equal(a.update(f, yx, cls, particles=ids), b.update(f, yx, cls))
+    pd.testing.assert_frame_equal(a.table(), b.table(), check_exact=True)
