@@ -143,17 +143,16 @@ def _two_nearest(sources, q: np.ndarray, radius: float):
     """The two nearest of the first ``n`` points of ``sources = (tree, n)`` within ``radius`` of
     each of ``q``, as ``tree.query(q, k=2, distance_upper_bound=radius)`` on those points alone
     gives them (up to the order of two at one distance); and the query's own ``(dist, idx)``."""
-    tree, n = sources
+    tree, n = sources  # n >= 3 (the estimate needs three columns)
     k = min(3, tree.n)
     dist, nn = tree.query(q, k=k, distance_upper_bound=radius)
     dist, nn = dist.reshape(len(q), k), nn.reshape(len(q), k)
-    d2, n2 = np.full((len(q), 2), np.inf), np.full((len(q), 2), n, dtype=nn.dtype)
-    w = min(k, 2)
-    d2[:, :w], n2[:, :w] = dist[:, :w], nn[:, :w]
-    n2[n2 > n] = n  # not found: the index one past the points, as in a tree of them alone
+    d2 = dist[:, :2].copy()
+    n2 = np.minimum(nn[:, :2], n)  # not found: the index one past the points, as in a tree of them alone
     # rows where another point (a remembered column) comes before the second of ours
-    other = (nn >= n) & (nn < tree.n)
-    mixed = np.flatnonzero(other[:, :w].any(axis=1))
+    mixed = np.zeros(0, np.intp)
+    if tree.n > n:
+        mixed = np.flatnonzero(((nn[:, 0] >= n) & (nn[:, 0] < tree.n)) | ((nn[:, 1] >= n) & (nn[:, 1] < tree.n)))
     if mixed.size:
         kk = k
         dm, nm = dist[mixed], nn[mixed]
