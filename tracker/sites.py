@@ -239,10 +239,12 @@ class SiteMap:
         n_pos = self._n_pos.take(sites) + 1
         self._n_pos[sites] = n_pos
         pos = self._pos.take(sites, axis=0)
-        self._pos[sites] = pos + (ref_yx - pos) / n_pos[:, None]
+        pos += (ref_yx - pos) / n_pos[:, None]
+        flat = self._pos.reshape(-1)
+        flat[2 * sites], flat[2 * sites + 1] = pos[:, 0], pos[:, 1]
         if cls is not None and n:
             c = np.clip(np.asarray(cls, int), 0, _N_CLS - 1)
-            self._cls_votes[sites, c] += 1
+            self._cls_votes.reshape(-1)[sites * self._cls_votes.shape[1] + c] += 1
             self._update_classes(frame, sites, c)
         self._last[sites] = frame
         if particles is not None:
