@@ -116,7 +116,7 @@ class GuidedMatcher:
     guess of each ``a``'s partner; the same matching, bit for bit.
 
     Made for the sites of a run (``b``: a few are added per frame, each moves a little as its
-    running mean settles; the guess: the site the column's track was on the frame before),
+    running mean settles; the guess: the site the column's track was last seen on),
     where a k-d tree built and searched every frame was most of the cost. A guess is taken
     without a search where it is certain: the point lies within ``radius`` of the guessed
     ``b`` (by a margin far above rounding), farther than ``radius`` from each of that ``b``'s
@@ -162,9 +162,9 @@ class GuidedMatcher:
         if k.any():  # out of reach of the guessed point's neighbours
             owner = np.repeat(np.arange(len(rows)), k)
             other = self._nb.take(_ragged(self._ptr.take(guessed), k))
-            near = _sqdist(a.take(rows.take(owner), 0), b.take(other, 0)) <= (r + self.margin) ** 2
+            reach = _sqdist(a.take(rows.take(owner), 0), b.take(other, 0)) <= (r + self.margin) ** 2
             ok = np.ones(len(rows), bool)
-            ok[owner[near]] = False
+            ok[owner[reach]] = False
             rows, guessed = rows[ok], guessed[ok]
         sure = np.zeros(len(a), bool)
         sure[rows] = True

@@ -202,9 +202,9 @@ class SiteMap:
                particles: np.ndarray | None = None) -> np.ndarray:
         """Assign this frame's columns (drift-corrected ``[N, 2]`` px) to sites; returns site ids.
 
-        ``particles``: the columns' track ids, which only make it faster: a column whose track
-        was on a site in the last few frames is looked for there first (the sites found are the
-        same either way)."""
+        ``particles``: the columns' track ids, which only make it faster: a column is looked for
+        first on the site its track was last seen on (the sites found are the same either
+        way)."""
         ref_yx = np.asarray(ref_yx, dtype=float).reshape(-1, 2)
         if particles is not None:
             particles = np.asarray(particles)
@@ -265,7 +265,7 @@ class SiteMap:
         if self._track_ids is None or len(self._track_ids) < size:
             self._track_ids = np.full(size, -1, np.int64)
             self._track_sites = np.full(size, -1, np.int64)
-        slot = particles & (len(self._track_ids) - 1)
+        slot = (particles & (len(self._track_ids) - 1)).astype(np.intp)
         self._track_ids[slot] = particles
         self._track_sites[slot] = sites
 
@@ -273,7 +273,7 @@ class SiteMap:
         """The site each track was last seen on (-1: not known); None where few are known."""
         if self._track_ids is None or particles.dtype.kind not in "iu":
             return None
-        slot = particles & (len(self._track_ids) - 1)
+        slot = (particles & (len(self._track_ids) - 1)).astype(np.intp)
         known = self._track_ids.take(slot) == particles
         if 2 * int(known.sum()) < len(particles):
             return None
