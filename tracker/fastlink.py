@@ -160,7 +160,7 @@ class FastLinker:
         ``near``: what a search of :meth:`source_tree` has found near these columns, to spare
         searching again: ``(shift, bound, dist, idx)``, the ``k`` nearest sources within
         ``bound`` of points at most ``shift`` away from each column (``cKDTree.query``'s
-        output). A column whose candidates that settles beyond doubt (none, or one) is not
+        output). A column whose candidates it settles beyond doubt (none, or one) is not
         searched for again; the others are, so the links are the same with or without it."""
         if self.ndim is None:
             raise RuntimeError("the linker was not initialized: call init_level for the first frame")
