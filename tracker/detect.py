@@ -250,6 +250,21 @@ class Detector:
                                    "trust": describe(mask, self.trust_ranges)}
 
 
+def detect_averaged(detector: Detector, averager, frames: Sequence[Frame]) -> tuple[list[pd.DataFrame | None], float]:
+    """``detector.detect`` on the running average of ``frames`` (``averager``: a
+    :class:`~etem.tracker.average.FrameAverager`, or None for the frames as they are); returns
+    the tables and the seconds spent averaging. The average is taken where the engine runs (the
+    GPU, where it has one)."""
+    if averager is None:
+        return detector.detect(frames), 0.0
+    t0 = time.perf_counter()
+    if not averager.started:
+        averager.device = detector.device(frames[0].sampling)
+    seen = [averager(f) for f in frames]  # the detector sees the window's mean
+    t1 = time.perf_counter()
+    return detector.detect(seen), t1 - t0
+
+
 def image_refinement(engine, cfg: LocateConfig) -> tuple[int, float, float] | tuple[()]:
     """Whether columns are refined on the image (``LocateConfig.refine_on``), and how:
     ``(input image, sigma_A, radius_A)``, or ``()`` for positions from the maps. The image of a

@@ -83,7 +83,7 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
         torch.set_num_threads(threads)  # as many CPU threads as the parent was given
 
     from .average import FrameAverager
-    from .detect import Detector
+    from .detect import Detector, detect_averaged
     from .metrics import gpu_memory
 
     det = Detector(engine_cfg, preprocess_cfg, locate_cfg, batch_size=batch_size)
@@ -118,19 +118,11 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
                     frames.append(Frame(image=image, **meta))
                 stage0 = dict(det.stage_s)
                 retries0 = det.oom_retries
-                t0 = time.perf_counter()
-                if averager is not None:
-                    if not averager.started:
-                        averager.device = det.device(frames[0].sampling)
-                    seen = [averager(f) for f in frames]
-                else:
-                    seen = frames
-                t1 = time.perf_counter()
-                cols = det.detect(seen)
-                del frames, seen
+                cols, average_s = detect_averaged(det, averager, frames)
+                del frames
                 stages = {k: det.stage_s[k] - stage0.get(k, 0.0) for k in det.stage_s}
                 if averager is not None:
-                    stages["average"] = t1 - t0
+                    stages["average"] = average_s
                 info = None
                 if not told_engine and det.engine is not None:
                     e = det.engine

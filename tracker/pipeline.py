@@ -37,7 +37,7 @@ from .errors import ConfigError
 from .frames import Frame, FrameResult  # noqa: F401 (FrameResult: re-exported)
 from .fastlink import warm_up
 from .link import StreamLinker
-from .detect import Detector
+from .detect import Detector, detect_averaged
 from .average import FrameAverager
 from .sites import SiteMap
 from .trust import TrustTally
@@ -306,23 +306,22 @@ class Pipeline:
         """Detect the columns of a batch; a frame the engine cannot take even alone for want of
         GPU memory is rejected (``rejected/oom``), the rest go on."""
         retries = self.detector.oom_retries
+        cols, average_s = detect_averaged(self.detector, self.averager, frames)
         if self.averager is not None:
-            t0 = time.perf_counter()
-            if not self.averager.started:  # average where the engine runs (the GPU, where it has one)
-                self.averager.device = self.detector.device(frames[0].sampling)
-            seen = [self.averager(f) for f in frames]  # the detector sees the window's mean
-            self.stage_s["average"] += time.perf_counter() - t0
-        else:
-            seen = frames
-        cols = self.detector.detect(seen)
+            self.stage_s["average"] += average_s
         if self.detector.oom_retries > retries:
             self.counters.add("oom_retries", self.detector.oom_retries - retries)
+        return self._batch(frames, cols)
+
+    def _batch(self, frames: list[Frame], cols: list) -> _Batch:
+        """The batch for the host stage: a frame without a table (out of GPU memory even alone)
+        is rejected and counted (``rejected/oom``)."""
         failed = [f for f, c in zip(frames, cols) if c is None]
-        if failed:
-            self._account("rejected", "oom", failed)
-            kept = [(f, c) for f, c in zip(frames, cols) if c is not None]
-            return _Batch([f for f, _ in kept], [c for _, c in kept])
-        return _Batch(frames, cols)
+        if not failed:
+            return _Batch(frames, cols)
+        self._account("rejected", "oom", failed)
+        kept = [(f, c) for f, c in zip(frames, cols) if c is not None]
+        return _Batch([f for f, _ in kept], [c for _, c in kept])
 
     def _dispatch(self) -> None:
         """Stage 2 with the detector in a child process: batches go out here, results come
@@ -359,13 +358,9 @@ class Pipeline:
         if retries:
             self.counters.add("oom_retries", retries)
             self._oom_counted += retries
-        failed = [f for f, c in zip(frames, cols) if c is None]
-        if failed:
-            self._account("rejected", "oom", failed)
-            kept = [(f, c) for f, c in zip(frames, cols) if c is not None]
-            frames, cols = [f for f, _ in kept], [c for _, c in kept]
-        if frames:
-            self._put(self._host_q, _Batch(frames, cols))
+        batch = self._batch(frames, cols)
+        if batch.frames:
+            self._put(self._host_q, batch)
 
     # -- stage 3: host ------------------------------------------------------------------------
     def run_iter(self, source: Iterable[Frame]) -> Iterator[FrameResult]:
