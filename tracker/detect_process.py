@@ -57,7 +57,6 @@ class EngineInfo:
     name: str
     device: Any  # torch.device
     card: dict | None = None
-    n_inputs: int = 1
     #: the child's CUDA memory (``etem.tracker.metrics.gpu_memory``), as of its last batch
     gpu_memory_snapshot: dict = dataclasses.field(default_factory=dict)
 
@@ -126,8 +125,7 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
                 info = None
                 if not told_engine and det.engine is not None:
                     e = det.engine
-                    info = {"name": e.name, "device": str(e.device), "card": getattr(e, "card", None),
-                            "n_inputs": getattr(e, "n_inputs", 1)}
+                    info = {"name": e.name, "device": str(e.device), "card": getattr(e, "card", None)}
                     told_engine = True
                 gpu = gpu_memory(det.engine)
                 res.send(("batch", bid, cols, det.oom_retries - retries0, stages, info, gpu, time.process_time()))
@@ -233,12 +231,6 @@ class DetectorProcess:
         return self._dead is None and self._proc is not None and self._proc.is_alive()
 
     @property
-    def in_flight(self) -> int:
-        """Batches sent and not yet delivered."""
-        with self._lock:
-            return len(self._inflight)
-
-    @property
     def frames_in_flight(self) -> int:
         """Frames sent and not yet delivered."""
         with self._lock:
@@ -282,7 +274,11 @@ class DetectorProcess:
         total = need * self.n_slots
         self._slot_bytes = need
         try:
-            free = os.statvfs(_SHM_DIR).f_bavail * os.statvfs(_SHM_DIR).f_frsize if os.path.isdir(_SHM_DIR) else None
+            if os.path.isdir(_SHM_DIR):
+                fs = os.statvfs(_SHM_DIR)
+                free = fs.f_bavail * fs.f_frsize
+            else:
+                free = None
             if free is not None and free < total + (64 << 20):
                 raise OSError(f"{free / 2**20:.0f} MiB free in {_SHM_DIR}, {total / 2**20:.0f} MiB needed")
             self._shm = shared_memory.SharedMemory(create=True, size=total)
@@ -370,7 +366,7 @@ class DetectorProcess:
                 return
             _, _, cols, retries, stages, info, gpu, self.cpu_s = msg
             if info is not None:
-                self.engine = EngineInfo(info["name"], torch.device(info["device"]), info["card"], info["n_inputs"])
+                self.engine = EngineInfo(info["name"], torch.device(info["device"]), info["card"])
             if self.engine is not None:
                 self.engine.gpu_memory_snapshot = gpu
             self.oom_retries += retries

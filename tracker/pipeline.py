@@ -338,7 +338,7 @@ class Pipeline:
                     return
                 frames = []  # sent: the detection process accounts for them from now on
                 if terminal is not None:
-                    while det.in_flight and det.alive and not self.stop.is_set():
+                    while det.frames_in_flight and det.alive and not self.stop.is_set():
                         time.sleep(0.001)  # the last batches' results go first
                     self._put(self._host_q, terminal)
                     return
