@@ -77,20 +77,17 @@ def _once(x: np.ndarray) -> np.ndarray:
 
 
 def _match_groups(i: np.ndarray, j: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`match_pairs` by connected groups of candidates, one assignment per group."""
+    """:func:`match_pairs` by connected groups of candidates, one assignment per group (the
+    pairs given are those :func:`match_pairs` did not take as lone ones)."""
     ui, ii = np.unique(i, return_inverse=True)
     uj, jj = np.unique(j, return_inverse=True)
     ni, nj = len(ui), len(uj)
     graph = coo_matrix((np.ones(i.size), (ii, ni + jj)), shape=(ni + nj, ni + nj))
-    n_comp, label = connected_components(graph, directed=False)
+    _, label = connected_components(graph, directed=False)
     comp = label[ii]
-    rows_in = np.bincount(label[:ni], minlength=n_comp)
-    cols_in = np.bincount(label[ni:], minlength=n_comp)
-    lone = (rows_in[comp] == 1) & (cols_in[comp] == 1)
-    out_i, out_j = [ii[lone]], [jj[lone]]
-    hard = np.flatnonzero(~lone)
-    if hard.size:
-        order = hard[np.argsort(comp[hard], kind="stable")]
+    out_i, out_j = [np.zeros(0, np.intp)], [np.zeros(0, np.intp)]
+    if i.size:
+        order = np.argsort(comp, kind="stable")
         for k in np.split(order, np.flatnonzero(np.diff(comp[order])) + 1):
             si, a = np.unique(ii[k], return_inverse=True)
             sj, b = np.unique(jj[k], return_inverse=True)
