@@ -120,8 +120,8 @@ elif [ "$WHAT" = train ]; then
   declare -A JOBS=(
     [au-hrtem]="$AU --arch fusionnet --width $NET16 --depth 2 --unshuffle 2 --seed 1"
     [au-hrtem-w24]="$AU --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 11"
-    [haadf-stem]="$WORK/au_waves.h5 --sampling 0.2 --preset haadf --imaging haadf --arch fusionnet --width $NET16 \
---depth 2 --unshuffle 2 --seed 2"
+    [haadf-stem]="$WORK/au_waves.h5 $WORK/mos2_waves.h5 $WORK/graphene_waves.h5 --classes column --sampling 0.2 \
+--preset haadf --imaging haadf --arch fusionnet --width $NET16 --depth 2 --unshuffle 2 --seed 2"
     [graphene-hrtem]="$WORK/graphene_waves.h5 --sampling 0.2 --preset graphene --imaging hrtem --arch fusionnet \
 --width $NET32 --depth 3 --seed 3"
     [au-heights]="$AU --focal=-100,0,100 --classes height --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 4"
@@ -139,9 +139,6 @@ elif [ "$WHAT" = train ]; then
   for name in $(printf '%s\n' "${!JOBS[@]}" | sort); do
     printf -- '- %s: %s\n' "$name" "$(grep -E 'bundle|Error|error' "$WORK/train_$name.txt" | tail -1)" >> "$OUT/session.md"
   done
-  # STEM contrast is alike across materials: the STEM finder names its class "column"
-  [ -f "$WORK/models/haadf-stem.json" ] && python3 -c "from etem.train.bundle import update_card; \
-update_card('$WORK/models/haadf-stem', {'class_names': ['column']})"
   # one archive per model (at most 8 files come back, 16 MiB each): with session.md, 8
   for name in "${!JOBS[@]}"; do
     [ -f "$WORK/models/$name.json" ] && tar czf "$OUT/$name.tar.gz" -C "$WORK/models" "$name.json" "$name.safetensors"

@@ -374,7 +374,8 @@ def height_classes(max_height: int = MAX_HEIGHT) -> tuple[str, ...]:
 
 
 def relabel(waves: Sequence[ExitWave], classes: str, *, max_height: int = MAX_HEIGHT) -> list[ExitWave]:
-    """The same exit waves with their columns classed by ``"species"`` or ``"height"``.
+    """The same exit waves with their columns classed by ``"species"``, ``"height"`` or
+    ``"column"`` (one class for every column: a finder for any material).
 
     The waves do not change (labelling is independent of the multislice): the columns are
     grouped again from each wave's structure, as :func:`exit_wave` groups them, so one wave set
@@ -382,10 +383,14 @@ def relabel(waves: Sequence[ExitWave], classes: str, *, max_height: int = MAX_HE
     """
     from dataclasses import replace
 
-    if classes not in ("species", "height"):
-        raise choice_error("classes", classes, ("species", "height"))
+    if classes not in ("species", "height", "column"):
+        raise choice_error("classes", classes, ("species", "height", "column"))
     out = []
     for w in waves:
+        if classes == "column":  # the columns as grouped, whatever they were classed by
+            out.append(replace(w, columns=w.columns.assign(cls=np.zeros(len(w.columns), np.int64)),
+                               classes=("column",), meta={**w.meta, "classes_by": "column"}))
+            continue
         was = w.meta.get("classes_by", "species")
         if was == classes and (classes == "species" or len(w.classes) == max_height):
             out.append(w)

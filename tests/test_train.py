@@ -260,3 +260,39 @@ def test_two_processes_under_torchrun(wave_set, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     card = json.loads((tmp_path / "ddp.json").read_text())
     assert "x 2 processes" in card["training"]["machine"]
+
+
+def test_wave_sets_of_two_materials_train_one_column_finder(wave_set, tmp_path):
+    """`etem train A.h5 B.h5 --classes column`: the sets are pooled, each set's last quarter
+    validates (the validation images take the sets in turn), and the card says what it saw;
+    sets whose classes differ are refused unless trained as one class."""
+    from etem.simulate.structures import mos2
+    from etem.train.loop import training_waves
+
+    other = tmp_path / "mos2.h5"
+    flakes = [mos2(np.random.default_rng(s), size_A=(14.0, 14.0), padding_A=1.0) for s in range(2)]
+    save_waves(other, compute_waves(flakes, config=WaveConfig(sampling_A=0.1, energy_eV=80e3)))
+
+    waves, train_idx, val_idx = training_waves([wave_set, other], "column")
+    assert len(waves) == 5 and train_idx == [0, 1, 3] and val_idx == [2, 4]  # 3 graphene, 2 MoS2
+    assert all(w.classes == ("column",) and set(w.columns["cls"]) == {0} for w in waves)
+    assert [len(w.columns) for w in waves[3:]] == [len(f) for f in (training_waves(other, "species")[0][i].columns
+                                                                     for i in range(2))]
+    with pytest.raises(Exception, match="--classes column"):
+        training_waves([wave_set, other], "species")
+    # one set: the split of before
+    assert training_waves(wave_set, "species")[1:] == ([0, 1], [2])
+
+    card = train([wave_set, other], tmp_path / "finder",
+                 _tiny(steps=2, classes="column", preset="haadf", imaging="haadf"))
+    assert card["class_names"] == ["column"] and card["classes_by"] == "column"
+    assert card["use"] == {"imaging": "stem", "materials": [], "task": "columns"}
+    assert "(1 MoS2, 2 graphene)" in card["training"]["data"] and "80 kV" in card["training"]["data"]
+
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "etem.tracker.cli", "train", str(wave_set), str(other), "-o",
+                        str(tmp_path / "cli"), "--width", "4", "--depth", "2", "--size", "48", "--batch", "2",
+                        "--steps", "1", "--preset", "graphene"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "--classes column" in r.stderr and "Traceback" not in r.stderr, r.stderr

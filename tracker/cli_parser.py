@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
 
     p = sub.add_parser("train", help="train a column-segmentation network on a wave set; write a model bundle")
-    p.add_argument("waves", type=Path, help="wave-set file from `etem simulate waves`")
+    p.add_argument("waves", type=Path, nargs="+",
+                   help="wave-set file(s) from `etem simulate waves`; several are pooled (each set's last quarter "
+                        "validates; sets of different materials need --classes column)")
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle path (writes .safetensors and .json)")
     p.add_argument("--arch", default="fusionnet", choices=("fusionnet", "unet", "msdnet"))
     p.add_argument("--width", type=int, default=16)
@@ -185,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                    help="write the training state every STEPS steps (0: never)")
     p.add_argument("--resume", action="store_true", help="go on from the output's checkpoint")
-    p.add_argument("--classes", choices=("species", "height"), default="species",
-                   help="what the network tells apart: the wave set's species classes, or column heights "
-                        "(atoms per column, 1 .. 10+) for counting atoms from a focal series")
+    p.add_argument("--classes", choices=("species", "height", "column"), default="species",
+                   help="what the network tells apart: the wave set's species classes, column heights "
+                        "(atoms per column, 1 .. 10+) for counting atoms from a focal series, or nothing: "
+                        "one class 'column' (a column finder for any material)")
 
     p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS); "
                                         "or a model on held-out simulated images (etem evaluate MODEL WAVES)")

@@ -25,8 +25,9 @@ def cmd_train(args) -> int:
         coarse_factor = tuple(float(v) for v in args.coarse_factor.split(","))
     except ValueError:
         raise ConfigError(f"--coarse-factor must be LO,HI (two numbers above 1); got {args.coarse_factor!r}") from None
-    if not args.waves.is_file():
-        raise ConfigError(f"{args.waves}: no such wave set (make one with `etem simulate waves`)")
+    for path in args.waves:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such wave set (make one with `etem simulate waves`)")
     if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"--minutes must be a positive time, got {args.minutes}")
     steps = args.steps if args.steps is not None else (600 if args.minutes is None else 10**9)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -205,6 +206,34 @@ def _split(n_waves: int) -> tuple[list[int], list[int]]:
     return list(range(n_waves - n_hold)), list(range(n_waves - n_hold, n_waves))
 
 
+def training_waves(wave_sets: str | os.PathLike | Sequence[str | os.PathLike], classes: str):
+    """The waves of one wave set or several, classed by ``classes``, with the training and the
+    validation structures (indices into the waves): the last quarter of each set (at least one)
+    validates, the sets' validation structures taken in turn, so that the validation images show
+    every set. Sets of different classes (materials) train together only as one class
+    (``classes="column"``)."""
+    from etem.simulate.waves import load_waves, relabel
+
+    paths = [wave_sets] if isinstance(wave_sets, (str, os.PathLike)) else list(wave_sets)
+    if not paths:
+        raise ConfigError("give at least one wave set")
+    waves, train_idx, val_by_set = [], [], []
+    for path in paths:
+        these = relabel(load_waves(path), classes)
+        if not these:
+            raise ConfigError(f"{path}: the wave set holds no waves")
+        if waves and tuple(these[0].classes) != tuple(waves[0].classes):
+            raise ConfigError(f"{path}: its classes {list(these[0].classes)} differ from those of {paths[0]} "
+                              f"{list(waves[0].classes)}; wave sets of different materials train together "
+                              "only as one class (--classes column: a finder for any material)")
+        tr, va = _split(len(these))
+        train_idx += [len(waves) + i for i in tr]
+        val_by_set.append([len(waves) + i for i in va])
+        waves += these
+    val_idx = [i for turn in itertools.zip_longest(*val_by_set) for i in turn if i is not None]
+    return waves, train_idx, val_idx
+
+
 def _validation_images(waves, val_idx: list[int], cfg: TrainConfig, n_classes: int):
     """The fixed validation images (normalized) and their true columns, drawn from their own seed."""
     gval = torch.Generator(device=cfg.device).manual_seed(10_000 + cfg.seed)
@@ -213,20 +242,18 @@ def _validation_images(waves, val_idx: list[int], cfg: TrainConfig, n_classes: i
     return _normalize(v_img, cfg), v_truth
 
 
-def retune_threshold(bundle: str | os.PathLike, wave_set: str | os.PathLike) -> float:
+def retune_threshold(bundle: str | os.PathLike, wave_set: str | os.PathLike | Sequence[str | os.PathLike]) -> float:
     """Choose a trained bundle's threshold again on the validation images its training used
-    (``wave_set`` must be the one it was trained on), and store it in the card.
+    (``wave_set`` must be the one it was trained on, or the same sets in the same order), and
+    store it in the card.
 
     For bundles made before training chose thresholds; the weights do not change.
     """
-    from etem.simulate.waves import load_waves, relabel
-
     from .bundle import load_bundle, update_card
 
     model, card = load_bundle(bundle)
     cfg = replace(TrainConfig(**card["training"]["config"]), device="cpu")
-    waves = relabel(load_waves(wave_set), cfg.classes)
-    _, val_idx = _split(len(waves))
+    waves, _, val_idx = training_waves(wave_set, cfg.classes)
     images, truth = _validation_images(waves, val_idx, cfg, len(waves[0].classes) or 1)
     threshold, scores, scan = choose_threshold(model, images, truth, cfg.sampling_A)
     update_card(bundle, _finite({"threshold": threshold,
@@ -344,13 +371,14 @@ def _load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generat
             "losses": state["losses"], "best_state": best_state}
 
 
-def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None, *,
+def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: TrainConfig | None = None, *,
           name: str | None = None, progress: bool = False, resume: bool = False,
           on_step: Callable[[int, float], None] | None = None) -> dict[str, Any] | None:
-    """Train on a wave set and write the bundle ``out`` (``out.safetensors`` + ``out.json``).
+    """Train on a wave set (or several: :func:`training_waves`) and write the bundle ``out``
+    (``out.safetensors`` + ``out.json``).
 
-    The waves are split: the last quarter of the structures (at least one) is held out for
-    validation. Every ``cfg.checkpoint_every`` steps the whole state (weights, optimizer,
+    The waves are split: the last quarter of the structures of each set (at least one) is held
+    out for validation. Every ``cfg.checkpoint_every`` steps the whole state (weights, optimizer,
     schedule, random streams, history) is written to ``out.ckpt.*``; ``resume=True`` goes on
     from there and gives the same model as an uninterrupted run. Under ``torchrun`` each process
     trains on its own random samples and gradients are averaged (DistributedDataParallel);
@@ -358,7 +386,6 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     after every step. Returns the card written (``None`` on processes other than 0).
     """
     from etem.simulate.augment import AugmentConfig
-    from etem.simulate.waves import load_waves, relabel
 
     from .bundle import save_bundle
     from .networks import build_network, count_parameters
@@ -378,11 +405,11 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dcfg = cfg if str(device) == cfg.device else replace(cfg, device=str(device))
     torch.manual_seed(cfg.seed)
-    waves = relabel(load_waves(wave_set), cfg.classes)
+    waves, train_idx, val_idx = training_waves(wave_set, cfg.classes)
     classes = list(waves[0].classes) or ["column"]
-    train_idx, val_idx = _split(len(waves))
     if not train_idx:
         raise ValueError("the wave set needs at least two structures (one is held out for validation)")
+    materials = sorted({str(w.meta.get("material", "")).lower() for w in waves} - {""})
     n_classes = len(classes)
     n_inputs = len(cfg.focal_offsets_A)
     model = build_network(cfg.arch, n_inputs=n_inputs, n_classes=n_classes + 1, **cfg.arch_args).to(device)
@@ -493,11 +520,12 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         # what etem.train.bundle.choose_model matches: incoherent (STEM) images look alike across
         # materials, HRTEM images do not
         "use": {"imaging": "stem" if cfg.imaging == "haadf" else "hrtem",
-                "materials": [] if cfg.imaging == "haadf" else [str(waves[0].meta.get("material", "")).lower()],
+                "materials": [] if cfg.imaging == "haadf" else materials,
                 "task": "heights" if cfg.classes == "height" else "columns"},
         "training": {
-            "data": f"exit waves of {len(train_idx)} simulated structures ({waves[0].meta.get('material', '')}), "
-                    f"abTEM multislice at {waves[0].sampling_A[0]:.3f} Å/px, {waves[0].energy_eV / 1e3:g} kV; "
+            "data": f"exit waves of {len(train_idx)} simulated structures ({_counted(waves, train_idx)}), "
+                    f"abTEM multislice at {waves[0].sampling_A[0]:.3f} Å/px, "
+                    f"{' and '.join(f'{e / 1e3:g}' for e in sorted({w.energy_eV for w in waves}))} kV; "
                     f"randomized optics (preset {cfg.preset!r}, overrides {cfg.optics}), dose noise and "
                     "geometry per sample"
                     + ("; a flat background of {:g}-{:g} of the brightest column under the noise (HAADF)"
@@ -515,6 +543,14 @@ def train(wave_set: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     card = _finite(card)
     save_bundle(model, out, card)
     return card
+
+
+def _counted(waves, idx: Sequence[int]) -> str:
+    """``"au"`` for one material, ``"48 au, 48 mos2"`` for several."""
+    from collections import Counter
+
+    n = Counter(str(waves[i].meta.get("material", "")) for i in idx)
+    return next(iter(n)) if len(n) == 1 else ", ".join(f"{k} {m}" for m, k in sorted(n.items()))
 
 
 def _coarse_words(cfg: TrainConfig) -> str:
