@@ -62,7 +62,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads  engine: {det.engine.name}  "
           f"model: {args.model}  batch: {args.batch}  best of {args.repeat}")
     head = ("size", "columns", "preprocess ms", "engine ms", "locate ms", "sum ms", "detect ms", "frames/s (detect)",
-            "link ms", "sites ms")
+            "link ms", "sites ms", "host ms")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for size in map(int, args.sizes.split(",")):
@@ -92,15 +92,19 @@ def main() -> None:
             n_cols = statistics.mean(len(c) for c in cols)
         best = {k: 1e3 * min(v) / args.batch for k, v in times.items()}
         total = best["preprocess"] + best["engine"] + best["locate"]
-        link_ms, sites_ms = host_stages(det, size, args, sampling)
+        link_ms, sites_ms, host_ms = host_stages(det, size, args, sampling)
         print(f"| {size}x{size} | {n_cols:.0f} | {best['preprocess']:.2f} | {best['engine']:.2f} | "
               f"{best['locate']:.2f} | {total:.2f} | {best['detect']:.2f} | {1e3 / best['detect']:.0f} | "
-              f"{link_ms:.2f} | {sites_ms:.2f} |", flush=True)
+              f"{link_ms:.2f} | {sites_ms:.2f} | {host_ms:.2f} |", flush=True)
 
 
-def host_stages(det, size: int, args, sampling: float) -> tuple[float, float]:
-    """Median ms per frame of linking (the pipeline's StreamLinker, default configuration) and of
-    the site map's update, over ``--link-frames`` drifting frames, the first five left out."""
+def host_stages(det, size: int, args, sampling: float) -> tuple[float, float, float]:
+    """Median ms per frame of linking (the pipeline's StreamLinker, default configuration), of
+    the site map's update, and of the pipeline's whole host stage (linking, sites, the frame's
+    table and its rows in a run file, with the run file's periodic sites, maps and resume
+    snapshots), over ``--link-frames`` drifting frames, the first five left out."""
+    import tempfile
+
     from etem.tracker.config import PipelineConfig
     from etem.tracker.fastlink import warm_up
     from etem.tracker.frames import Frame
@@ -124,7 +128,21 @@ def host_stages(det, size: int, args, sampling: float) -> tuple[float, float]:
         t2 = time.perf_counter()
         link_t.append(t1 - t0)
         sites_t.append(t2 - t1)
-    return 1e3 * statistics.median(link_t[5:]), 1e3 * statistics.median(sites_t[5:])
+    from etem.tracker.pipeline import Pipeline
+
+    host_t = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = Pipeline(cfg, engine=det.engine, run_path=Path(tmp) / "run.h5")
+        pipe.shape, pipe.sampling = (size, size), sampling
+        for i, c in enumerate(cols):
+            f = Frame(image=None, frame=i, sampling=sampling)
+            f.received = time.perf_counter()
+            t0 = time.perf_counter()
+            pipe._host(f, c)
+            host_t.append(time.perf_counter() - t0)
+        pipe.finish()
+    med = [1e3 * statistics.median(t[5:]) for t in (link_t, sites_t, host_t)]
+    return med[0], med[1], med[2]
 
 
 if __name__ == "__main__":

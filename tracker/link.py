@@ -218,7 +218,7 @@ class StreamLinker:
         self._velocity = np.zeros(2)
         self.drift = np.zeros(2)
         self.drift_pairs = 0
-        self._layouts: dict[tuple, tuple] = {}  # the output's column index per input layout (_table)
+        self._layouts: dict[tuple, tuple] = {}  # the output's column index per input layout (table)
 
     def _sources(self) -> tuple[cKDTree, int] | None:
         """The fast linker's tree of its sources, whose first points are the previous frame's
@@ -239,8 +239,14 @@ class StreamLinker:
         return dict(getattr(self._linker, "counts", {}))
 
     def update(self, frame: int, columns: pd.DataFrame) -> pd.DataFrame:
-        names = columns.columns.tolist()
-        yx = _yx(columns, names)
+        """Link a frame's columns: ``columns`` with ``particle, y_ref, x_ref`` added."""
+        ids, ref = self.link(frame, columns)
+        return self.table(columns, ids, ref)
+
+    def link(self, frame: int, columns: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Link a frame's columns without making the table: their track ids ``[N]`` and their
+        drift-corrected positions ``[N, 2]`` (px; :meth:`table` puts them in one)."""
+        yx = _yx(columns, columns.columns.tolist())
         found = None
         if self.cfg.drift and self._prev_ref is not None:
             guess = self.drift + self._velocity
@@ -264,39 +270,53 @@ class StreamLinker:
             self._linker.next_level(ref, frame)
         if len(ref):
             self._prev_ref = ref
-        out = self._table(columns, names, np.array(self._linker.particle_ids, dtype=np.int64), ref)
-        out.attrs = dict(columns.attrs)
-        return out
+        return np.array(self._linker.particle_ids, dtype=np.int64), ref
 
-    def _table(self, columns: pd.DataFrame, names: list, ids: np.ndarray, ref: np.ndarray) -> pd.DataFrame:
-        """``columns`` with ``particle, y_ref, x_ref`` added (replacing any of those names).
+    def table(self, columns: pd.DataFrame, ids: np.ndarray, ref: np.ndarray, *, frame: int | None = None,
+              site: np.ndarray | None = None) -> pd.DataFrame:
+        """``columns`` with ``particle, y_ref, x_ref`` added (replacing any of those names), as
+        :meth:`link` gave them; with ``frame``, a first column ``frame`` of that value, and with
+        ``site``, a last column ``site`` (the pipeline's table, made at once).
 
-        The first table of a layout (the input's column names and their index's type) is made
-        from a dict of the new columns, whose names pandas makes into the labels it would give
-        them; its column index is kept, and every later table of the layout gets that very
-        index, with the new columns as two ready blocks (ids, and ``ref``): a column looked up
-        by name in a new index of strings first builds its hash table (tens of µs per table in
-        pandas 3, and the site map and the writer look up several), and pandas builds a frame
-        from blocks in a fraction of the time it takes from a dict. The new columns are copies
-        (the linker keeps its ids and ``ref`` for the next frame), which pandas takes as they
-        are."""
-        stale = [c for c in _ADDED if c in names]
+        The first table of a layout (the input's column names and their index's type, and which
+        of ``frame``/``site`` are given) is made from dicts of the new columns, whose names pandas
+        makes into the labels it would give them; its column index is kept, and every later
+        table of the layout gets that very index, with the new columns as ready blocks: a column
+        looked up by name in a new index of strings first builds its hash table (tens of µs per
+        table in pandas 3, and the site map and the writer look up several), pandas builds a
+        frame from blocks in a fraction of the time it takes from a dict, and inserting a
+        column into a table costs more than either. The new columns are copies (the linker
+        keeps its ids and ``ref`` for the next frame), which pandas takes as they are."""
+        names = columns.columns.tolist()
+        lead = ("frame",) if frame is not None else ()
+        tail = _ADDED + (("site",) if site is not None else ())
+        stale = [c for c in lead + tail if c in names]
         kept = columns.drop(columns=stale) if stale else columns
-        layout = (type(columns.columns), columns.columns.dtype, tuple(names))
+        layout = (type(columns.columns), columns.columns.dtype, tuple(names), lead, tail)
+        index, n = columns.index, len(columns)
+        blocks = [np.full((n, 1), frame, np.int64)] if lead else []
+        blocks += [ids.reshape(n, 1).astype(np.int64, copy=True), np.array(ref, dtype=float).reshape(n, 2)]
+        if site is not None:
+            blocks.append(np.asarray(site, dtype=np.int64).reshape(n, 1).copy())
         known = self._layouts.get(layout)
         if known is None:
-            added = pd.DataFrame({"particle": ids, "y_ref": ref[:, 0].copy(), "x_ref": ref[:, 1].copy()},
-                                 index=columns.index, copy=False)
-            out = pd.concat([kept, added], axis=1)
+            names_of = [lead] if lead else []
+            names_of += [("particle",), ("y_ref", "x_ref")] + ([("site",)] if site is not None else [])
+            parts = [pd.DataFrame(dict(zip(k, b.T)), index=index, copy=False) for k, b in zip(names_of, blocks)]
+            out = pd.concat(parts[:len(lead)] + [kept] + parts[len(lead):], axis=1)
             if len(self._layouts) > 8:
                 self._layouts.clear()
-            m = len(out.columns) - len(_ADDED)
-            self._layouts[layout] = (out.columns, out.columns[m:m + 1], out.columns[m + 1:])
-            return out
-        labels, particle, yx = known
-        out = pd.concat([kept, pd.DataFrame(ids[:, None], index=columns.index, columns=particle, copy=False),
-                         pd.DataFrame(ref.copy(), index=columns.index, columns=yx, copy=False)], axis=1)
-        out.columns = labels
+            bounds = np.cumsum([0] + [len(k) for k in names_of[:len(lead)]] + [len(kept.columns)]
+                               + [len(k) for k in names_of[len(lead):]])
+            slices = [out.columns[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            del slices[len(lead)]  # the kept columns' own
+            self._layouts[layout] = (out.columns, slices)
+        else:
+            labels, slices = known
+            parts = [pd.DataFrame(b, index=index, columns=c, copy=False) for b, c in zip(blocks, slices)]
+            out = pd.concat(parts[:len(lead)] + [kept] + parts[len(lead):], axis=1)
+            out.columns = labels
+        out.attrs = dict(columns.attrs)
         return out
 
 

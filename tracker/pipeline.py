@@ -454,7 +454,7 @@ class Pipeline:
             self.sites = self._new_sites()
             self._open_writer(frame)
         quality = cols.attrs.get("quality", {})
-        linked = self.linker.update(frame.frame, cols)
+        ids, ref = self.linker.link(frame.frame, cols)
         oversize = self.linker.counts.get("oversize", 0)
         if oversize:
             if not self.oversize_subnets:
@@ -463,8 +463,8 @@ class Pipeline:
                             frame.frame, oversize)
             self.oversize_subnets += oversize
         t1 = time.perf_counter()
-        linked["site"] = self.sites.update_linked(frame.frame, linked)
-        linked.insert(0, "frame", np.int64(frame.frame))
+        site = self.sites.update(frame.frame, ref, cols["cls"].to_numpy(), particles=ids)
+        linked = self.linker.table(cols, ids, ref, frame=frame.frame, site=site)
         t2 = time.perf_counter()
         latency = t2 - frame.received if frame.received else float("nan")
         self.latencies.append(latency)
@@ -498,7 +498,7 @@ class Pipeline:
             self._next_particle = max(self._next_particle, int(linked["particle"].max()) + 1)
         if self.writer is not None:
             self.writer.append("columns", linked)
-            self.writer.append("frames", pd.DataFrame([row]))  # the frame's row in the run file is
+            self.writer.append("frames", row)  # the frame's row in the run file is
         self.counters.add("processed")  # what counts it (run_iter squares the two after a stop)
         if self.writer is not None and self.writer.due():
             # sites, maps, counters and a resume snapshot, all as of this frame, then the flush
