@@ -1,0 +1,111 @@
+"""The pipeline's run file: opened at the first frame (or reopened by a resumed run), fed the
+sites, maps, counters and resume snapshots as the run goes, and closed with the final tables.
+
+:class:`RunFileStage` is a part of :class:`~etem.tracker.pipeline.Pipeline` (its host stage),
+kept apart so that the pipeline's own module holds the stages and their queues.
+"""
+from __future__ import annotations
+
+import logging
+
+from .frames import Frame
+
+log = logging.getLogger("etem.pipeline")
+
+
+class RunFileStage:
+    """The run-file half of :class:`~etem.tracker.pipeline.Pipeline`'s host stage (it uses the
+    pipeline's ``run_path``, ``writer``, ``linker``, ``sites``, counters and resume state)."""
+
+    def _open_writer(self, first: Frame | None) -> None:
+        if self.run_path is None:
+            return
+        from .resume import STATE_ARRAYS, STATE_LOGS, restore
+        from .runfile import RunWriter
+        from .versions import versions
+
+        engine = self.detector.engine
+        if self._resume is not None:  # the same run goes on, in its own file
+            point = self._resume
+            writer = RunWriter(self.run_path, attrs={}, counter_names=self.COUNTER_NAMES, overwrite=True,
+                               state_arrays=STATE_ARRAYS, state_logs=STATE_LOGS)
+            last_seq = None if point.meta is None else point.meta["pipeline"]["last_seq"]
+            lost = None
+            if point.last_frame is None:
+                lost = 0
+            elif first is not None and last_seq is not None and first.seq is not None and first.seq > last_seq:
+                lost = first.seq - last_seq - 1  # what a stream sent while the tracker was down
+            writer.reopen({"after_frame": point.last_frame, "from_frame": None if first is None else first.frame,
+                           "frames_before": point.n_frames, "lost_frames": lost,
+                           "engine": None if engine is None else {"kind": engine.name, "device": str(engine.device)},
+                           "versions": versions()})
+            self.writer = writer
+            restore(self, point)
+            return
+        attrs = {"config": self.cfg.to_dict(), "versions": versions(), **self.attrs}
+        card = getattr(engine, "card", None)
+        attrs["engine"] = {"kind": engine.name, "device": str(engine.device)}
+        if card:
+            attrs["model_card"] = card
+        writer = RunWriter(self.run_path, attrs=attrs, counter_names=self.COUNTER_NAMES, overwrite=self.overwrite,
+                           state_arrays=STATE_ARRAYS, state_logs=STATE_LOGS)
+        writer.begin(self.shape, self.sampling)
+        self.writer = writer
+
+    def _write_live(self, snapshot: bool = True) -> None:
+        self.writer.replace("sites", self.sites.table())
+        self.writer.write_maps(*self.sites.maps(self.shape))
+        self.writer.write_counters(self.counters.as_dict())
+        if snapshot:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        """Hand the writer a resume snapshot as of the last processed frame."""
+        from .resume import capture, counters_at_snapshot
+
+        if self.linker is None or self._last_index is None:
+            return
+        with self._acct_lock:
+            counters = self.counters.as_dict()
+            self._ahead = [e for e in self._ahead if e[0] > self._last_received]
+            ahead = list(self._ahead)
+        meta, arrays, logs = capture(self, counters_at_snapshot(counters, ahead), self._logged)
+        self.writer.set_state(meta, arrays, logs)
+
+    def finish(self, status: str = "complete") -> None:
+        """Final sites, maps, statistics and counters into the run file; closes it."""
+        if (self.writer is None and self.sites is None and status == "complete" and self._resume is not None
+                and self._resume.state is not None):
+            # a resumed run that had no frame left (killed after its last one): finish it all the same
+            self.sites = self._new_sites()
+            self._open_writer(None)
+        writer, self.writer = self.writer, None
+        try:
+            self.writer = writer
+            if writer is not None:
+                # the snapshot a resume goes on from: before the last frames' gaps are settled
+                self._snapshot()
+        except Exception:
+            log.exception("run file %s: no resume snapshot at the end", self.run_path)
+        finally:
+            self.writer = None
+        if self.sites is not None:
+            self.sites.flush()
+        if writer is None:
+            return
+        try:
+            self.writer = writer
+            self._write_live(snapshot=False)
+            tables = self.statistics()
+        except BaseException as exc:
+            # Whatever the run held is already in the file; mark it so a reader knows the
+            # final tables are missing, and never leave it looking as if it were still running.
+            writer.close(status="failed", extra_attrs={"error": f"{type(exc).__name__}: {exc}",
+                                                        "counters": self.counters.as_dict()})
+            raise
+        finally:
+            self.writer = None
+        extra = {"counters": self.counters.as_dict()}
+        if self.error is not None:
+            extra["error"] = self.error
+        writer.close(status=status, extra_tables=tables, extra_attrs=extra)
