@@ -69,7 +69,7 @@ def _coerce(table: str, name: str, values: Any, dtype: np.dtype, n: int) -> np.n
         raise ValueError(f"{table}.{name}: cannot convert {arr.dtype} to {dtype}: {exc}") from None
 
 
-def frame_columns(df: pd.DataFrame) -> dict[str, Any]:
+def _frame_columns(df: pd.DataFrame) -> dict[str, Any]:
     """A DataFrame's columns by name as arrays (NumPy, or pandas extension arrays), without the
     Series pandas builds for each column it hands out (about 10 µs each, per frame: the run
     file takes a table of every frame's columns)."""
@@ -82,7 +82,7 @@ def frame_columns(df: pd.DataFrame) -> dict[str, Any]:
 def _as_columns(table: str, data: Any, schema: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
     """A DataFrame or dict of arrays/scalars as a full row block of ``schema``."""
     if isinstance(data, pd.DataFrame):
-        given = frame_columns(data)
+        given = _frame_columns(data)
         n = len(data)
     elif isinstance(data, Mapping):
         given = {str(k): v for k, v in data.items()}
