@@ -248,7 +248,8 @@ def test_auto_model_picks_the_bundled_model_for_material_and_imaging():
     assert resolve_model("auto", "au110") == "au-hrtem"  # a member of the family
     assert resolve_model("auto:stem", "srtio3") == "haadf-stem"  # STEM models fit any material
     assert resolve_model("auto:stem", None) == "haadf-stem"
-    assert resolve_model("auto", "graphene") is None  # none shipped: the classical locator
+    assert resolve_model("auto", "graphene") == "graphene-hrtem"
+    assert resolve_model("auto", "srtio3") is None  # none shipped: the classical locator
     assert resolve_model("au-hrtem", None) == "au-hrtem"
     # a focal series of three needs a three-image model: the single-image ones do not fit
     assert resolve_model("auto", "au", focal=3) is None and resolve_model("auto:stem", "au", focal=3) is None
@@ -270,7 +271,7 @@ def test_find_with_auto_model_on_a_real_size_image():
 
     image = np.random.default_rng(0).poisson(30, (96, 96)).astype(np.float32)
     assert find(image, sampling=0.2, model="auto", material="au").attrs["class_names"] == ["Au"]
-    assert find(image, sampling=0.2, model="auto", material="graphene").attrs["engine"] == "classical"
+    assert find(image, sampling=0.2, model="auto", material="srtio3").attrs["engine"] == "classical"
 
 
 def test_shipped_mos2_model_finds_and_classifies_a_focal_series_movie():
