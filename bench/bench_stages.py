@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import lattice_frames  # noqa: E402
 
@@ -124,7 +126,8 @@ def host_stages(det, size: int, args, sampling: float) -> tuple[float, float, fl
         t0 = time.perf_counter()
         linked = linker.update(i, c)
         t1 = time.perf_counter()
-        sites.update_linked(i, linked)
+        ref = np.column_stack([linked["y_ref"].to_numpy(), linked["x_ref"].to_numpy()])
+        sites.update(i, ref, linked["cls"].to_numpy(), particles=linked["particle"].to_numpy())
         t2 = time.perf_counter()
         link_t.append(t1 - t0)
         sites_t.append(t2 - t1)

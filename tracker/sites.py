@@ -190,14 +190,6 @@ class SiteMap:
             setattr(self, name, b)
 
     # -- per frame --------------------------------------------------------------------------
-    def update_linked(self, frame: int, linked: pd.DataFrame) -> np.ndarray:
-        """:meth:`update` with a linker's table (``y_ref, x_ref, cls``, and ``particle`` where
-        there is one); returns site ids."""
-        # column by column: a pandas list selection costs several times more, per frame
-        ref_yx = np.column_stack([linked["y_ref"].to_numpy(), linked["x_ref"].to_numpy()])
-        particles = linked["particle"].to_numpy() if "particle" in linked.columns else None
-        return self.update(frame, ref_yx, linked["cls"].to_numpy(), particles=particles)
-
     def update(self, frame: int, ref_yx: np.ndarray, cls: np.ndarray | None = None, *,
                particles: np.ndarray | None = None) -> np.ndarray:
         """Assign this frame's columns (drift-corrected ``[N, 2]`` px) to sites; returns site ids.
