@@ -288,34 +288,30 @@ class StreamLinker:
         column into a table costs more than either. The new columns are copies (the linker
         keeps its ids and ``ref`` for the next frame), which pandas takes as they are."""
         names = columns.columns.tolist()
-        lead = ("frame",) if frame is not None else ()
-        tail = _ADDED + (("site",) if site is not None else ())
-        stale = [c for c in lead + tail if c in names]
-        kept = columns.drop(columns=stale) if stale else columns
-        layout = (type(columns.columns), columns.columns.dtype, tuple(names), lead, tail)
-        index, n = columns.index, len(columns)
-        blocks = [np.full((n, 1), frame, np.int64)] if lead else []
-        blocks += [ids.reshape(n, 1).astype(np.int64, copy=True), np.array(ref, dtype=float).reshape(n, 2)]
+        n = len(columns)
+        # the new columns' names and values, in order; the first ``len(lead)`` go before the input's
+        lead = [(("frame",), np.full((n, 1), frame, np.int64))] if frame is not None else []
+        tail = [(("particle",), ids.reshape(n, 1).astype(np.int64, copy=True)),
+                (("y_ref", "x_ref"), np.array(ref, dtype=float).reshape(n, 2))]
         if site is not None:
-            blocks.append(np.asarray(site, dtype=np.int64).reshape(n, 1).copy())
+            tail.append((("site",), np.asarray(site, dtype=np.int64).reshape(n, 1).copy()))
+        stale = [c for k, _ in lead + tail for c in k if c in names]
+        kept = columns.drop(columns=stale) if stale else columns
+        layout = (type(columns.columns), columns.columns.dtype, tuple(names), tuple(k for k, _ in lead + tail))
         known = self._layouts.get(layout)
         if known is None:
-            names_of = [lead] if lead else []
-            names_of += [("particle",), ("y_ref", "x_ref")] + ([("site",)] if site is not None else [])
-            parts = [pd.DataFrame(dict(zip(k, b.T)), index=index, copy=False) for k, b in zip(names_of, blocks)]
-            out = pd.concat(parts[:len(lead)] + [kept] + parts[len(lead):], axis=1)
+            parts = [pd.DataFrame(dict(zip(k, b.T)), index=columns.index, copy=False) for k, b in lead + tail]
+        else:
+            parts = [pd.DataFrame(b, index=columns.index, columns=c, copy=False)
+                     for (_, b), c in zip(lead + tail, known[1])]
+        out = pd.concat(parts[:len(lead)] + [kept] + parts[len(lead):], axis=1)
+        if known is None:
             if len(self._layouts) > 8:
                 self._layouts.clear()
-            bounds = np.cumsum([0] + [len(k) for k in names_of[:len(lead)]] + [len(kept.columns)]
-                               + [len(k) for k in names_of[len(lead):]])
-            slices = [out.columns[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            del slices[len(lead)]  # the kept columns' own
-            self._layouts[layout] = (out.columns, slices)
+            # each new part's labels, as pandas made them, for the next tables of this layout
+            self._layouts[layout] = (out.columns, [p.columns for p in parts])
         else:
-            labels, slices = known
-            parts = [pd.DataFrame(b, index=index, columns=c, copy=False) for b, c in zip(blocks, slices)]
-            out = pd.concat(parts[:len(lead)] + [kept] + parts[len(lead):], axis=1)
-            out.columns = labels
+            out.columns = known[0]
         out.attrs = dict(columns.attrs)
         return out
 
