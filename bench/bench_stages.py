@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--link-frames", type=int, default=40, help="frames linked and mapped to sites, per size")
+    p.add_argument("--count-ops", action="store_true",
+                   help="also count the device operations each detection stage launches per batch (what a GPU "
+                        "pays Python and launch time for, whatever its speed) and the host waits among them")
     args = p.parse_args()
     import torch
 
@@ -67,6 +70,7 @@ def main() -> None:
             "link ms", "sites ms", "host ms")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
+    counted = []
     for size in map(int, args.sizes.split(",")):
         images = list(lattice_frames(args.batch, size, args.columns, sampling=sampling))
         frames = [Frame(image=im, frame=i, sampling=sampling) for i, im in enumerate(images)]
@@ -98,6 +102,62 @@ def main() -> None:
         print(f"| {size}x{size} | {n_cols:.0f} | {best['preprocess']:.2f} | {best['engine']:.2f} | "
               f"{best['locate']:.2f} | {total:.2f} | {best['detect']:.2f} | {1e3 / best['detect']:.0f} | "
               f"{link_ms:.2f} | {sites_ms:.2f} | {host_ms:.2f} |", flush=True)
+        if args.count_ops:
+            counted.append((size, count_ops(det, frames)))
+    for size, ops in counted:
+        print(f"\n{size}x{size}, a batch of {args.batch}: device operations (host waits) per batch, by stage: "
+              + ", ".join(f"{k} {n} ({w})" for k, (n, w) in ops.items()))
+
+
+#: operations after which the host waits for the device (a value or a size it must read)
+_WAITS = {"aten._local_scalar_dense", "aten.nonzero", "aten._unique2", "aten.unique_dim", "aten.masked_select"}
+
+
+def count_ops(det, frames) -> dict[str, tuple[int, int]]:
+    """Operations (``aten`` calls) and host waits of one ``Detector.detect`` call on ``frames``,
+    by stage, counted with a ``TorchDispatchMode``: on a GPU each is a kernel launch or more,
+    tens of microseconds of Python and driver time however little it computes."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import etem.tracker.detect as detect_mod
+    import etem.tracker.preprocess as pre_mod
+
+    counts: dict[str, Counter] = {}
+
+    class Count(TorchDispatchMode):
+        def __init__(self, stage):
+            super().__init__()
+            self.c = counts.setdefault(stage, Counter())
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.c[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    def counted(stage, fn):
+        def run(*a, **k):
+            with Count(stage):
+                return fn(*a, **k)
+        return run
+
+    patched = [(pre_mod.Preprocessor, "__call__"), (detect_mod, "locate"), (detect_mod, "refine_on_image"),
+               (detect_mod, "suppress_close"), (det, "_judge"), (det.engine, "predict")]
+    names = {"__call__": "preprocess", "_judge": "quality", "predict": "engine"}
+    saved = [(obj, name, obj.__dict__.get(name, None)) for obj, name in patched]
+    quality, det.measure_quality = det.measure_quality, True  # as in the pipeline
+    try:
+        for obj, name in patched:
+            setattr(obj, name, counted(names.get(name, name), getattr(obj, name)))
+        det.detect(frames)
+    finally:
+        det.measure_quality = quality
+        for obj, name, old in saved:
+            if old is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
+    return {k: (sum(c.values()), sum(c[w] for w in _WAITS)) for k, c in counts.items()}
 
 
 def host_stages(det, size: int, args, sampling: float) -> tuple[float, float, float]:

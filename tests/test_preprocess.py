@@ -191,3 +191,47 @@ def test_shape_mismatch_and_unknown_sampling():
 def test_bad_config(kw):
     with pytest.raises(ConfigError):
         PreprocessConfig(**kw)
+
+
+def test_a_batch_mixing_dtypes_and_pixel_sizes_is_each_frame_alone():
+    """Frames of one shape, dtype and pixel size are sent and normalized together; a batch that
+    mixes them gives every frame what it gets alone, in the batch's order."""
+    rng = np.random.default_rng(3)
+    imgs = [(rng.random((64, 80)) * 3000).astype(dt) for dt in (np.uint16, np.float32, np.uint16, ">f8")]
+    sampling = [0.1, 0.1, 0.1, 0.1]
+    pre = Preprocessor(PreprocessConfig(target_sampling=0.1))
+    batch, scales = pre(imgs, sampling)
+    assert batch.shape == (4, 1, 64, 80) and scales == [1.0] * 4 and pre.raw is None  # three groups
+    for i, img in enumerate(imgs):
+        alone, _ = pre([img], [sampling[i]])
+        torch.testing.assert_close(batch[i], alone[0], rtol=0, atol=0)
+        np.testing.assert_array_equal(pre.raw[0].numpy(), img.astype(np.float32))  # as sent
+    one, _ = pre(imgs[:1] * 3, [0.1] * 3)
+    assert pre.raw.shape == (3, 64, 80)  # one group: the frames as sent are kept for the quality figures
+
+
+def test_local_normalization_of_a_batch_is_that_of_each_image():
+    """What a GPU runs (the whole batch in one call) equals the frames one by one (the CPU's way)."""
+    x = torch.tensor(np.random.default_rng(4).random((3, 2, 70, 90)), dtype=torch.float32) * 100
+    whole = local_normalize(x, 20.0)
+    for i in range(3):
+        torch.testing.assert_close(whole[i:i + 1], local_normalize(x[i:i + 1], 20.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(global_normalize(x)[1:2], global_normalize(x[1:2]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", sorted(WIRE) + [">u2", "float64", "uint64"])
+def test_frames_sent_to_the_gpu_arrive_as_on_the_cpu(dtype):
+    """The GPU path gathers a batch into one pinned buffer in the wire dtype and converts on the
+    device: the same floats as the CPU path's conversion."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    values = np.array(WIRE.get(dtype, [0, 40000, 65535]), dtype=np.dtype(dtype).newbyteorder("="))
+    imgs = [np.resize(values, (12, 16)).astype(dtype), np.resize(values[::-1], (12, 16)).astype(dtype)]
+    cfg = PreprocessConfig(normalize="none")
+    gpu, _ = Preprocessor(cfg, device="cuda")(imgs)
+    cpu, _ = Preprocessor(cfg)(imgs)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=0)
+    out, _ = Preprocessor(PreprocessConfig(), device="cuda")(imgs, [0.1, 0.1])
+    ref, _ = Preprocessor(PreprocessConfig())(imgs, [0.1, 0.1])
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)

@@ -79,3 +79,14 @@ def test_the_same_on_the_gpu():
         pytest.skip("no CUDA device")
     frames, s = _frames(seed=5)
     assert measure(torch.from_numpy(frames).cuda(), s) == pytest.approx(measure(frames, s), rel=1e-3)
+
+
+def test_a_batch_of_several_pixel_sizes_gives_each_frame_its_own_figures():
+    """One pixel size per batch takes the batch's noise in one go; mixed ones each their own
+    band: either way every frame gets what it gets alone."""
+    frames, s = _frames(dose_per_frame=300, seed=5)
+    both = measure(frames, [s, 2 * s])
+    np.testing.assert_allclose(both[0], measure(frames[:1], s)[0], rtol=1e-6)
+    np.testing.assert_allclose(both[1], measure(frames[1:], 2 * s)[0], rtol=1e-6)
+    assert both[1, 2] != both[0, 2]  # resolution in Å follows the pixel size
+    np.testing.assert_allclose(measure(frames, s), np.vstack([measure(f[None], s) for f in frames]), rtol=1e-6)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from .errors import ConfigError, choice_error
 from .locate import LocateConfig, locate
-from .preprocess import gaussian_kernel1d, separable_filter
+from .preprocess import separable_filter, shared_kernel1d
 from .quality import white_noise_variance
 
 Contrast = Literal["bright", "dark"]
@@ -75,8 +75,8 @@ def log_response(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
     Bright blobs of width ``sigma_px`` give positive peaks. ``images`` is ``[..., H, W]``;
     boundaries are symmetric.
     """
-    g0 = gaussian_kernel1d(sigma_px, 0, device=images.device)
-    g2 = gaussian_kernel1d(sigma_px, 2, device=images.device)
+    g0 = shared_kernel1d(float(sigma_px), 0, images.device)
+    g2 = shared_kernel1d(float(sigma_px), 2, images.device)
     x = images.float()
     lap = separable_filter(x, g2, g0) + separable_filter(x, g0, g2)
     return -(sigma_px**2) * lap

@@ -239,8 +239,11 @@ class Detector:
             # what the run says its frames are, else what the first frame's file says
             imaging = self.engine_cfg.imaging or (frames[0].meta or {}).get("imaging")
             self.trust_ranges = ranges_for(self.engine, imaging=imaging)
-        first = np.stack([f.image.reshape(-1, *f.image.shape[-2:])[0] for f in frames])
-        q = measure(torch.from_numpy(first).to(self.engine.device), [f.sampling for f in frames])
+        first = self._pre.raw  # the frames as sent, already on the device
+        if first is None or first.shape[0] != len(frames):
+            stack = np.stack([f.image.reshape(-1, *f.image.shape[-2:])[0] for f in frames])
+            first = torch.from_numpy(stack).to(self.engine.device)
+        q = measure(first, [f.sampling for f in frames])
         for df, f, (snr, dose_est, res) in zip(cols, frames, q):
             conf = float(df["prob"].mean()) if len(df) else float("nan")
             mask = judge(snr, res, f.sampling, conf, self.trust_ranges)

@@ -32,6 +32,7 @@ white noise of variance ``s²`` per pixel has ``P = s²`` everywhere.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -52,22 +53,48 @@ _CROP = 512
 _RING_FACTOR = 3.0
 
 
-def _window(h: int, w: int, device, dtype) -> torch.Tensor:
+@functools.lru_cache(maxsize=16)
+def _grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Hann window of an ``h x w`` image, its sum of squares, and ``|f|`` [cycles/px] of
+    its rfft bins: the same for every frame of a stream, so made once (read only)."""
     wy = torch.hann_window(h, periodic=False, device=device, dtype=dtype)
     wx = torch.hann_window(w, periodic=False, device=device, dtype=dtype)
-    return wy[:, None] * wx[None, :]
+    win = wy[:, None] * wx[None, :]
+    fy = torch.fft.fftfreq(h, device=device, dtype=dtype)
+    fx = torch.fft.rfftfreq(w, device=device, dtype=dtype)
+    return win, (win ** 2).sum(), torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
 
 
 def _power_spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``[B, H, W]`` -> (power [B, H, W//2+1], |f| [cycles/px], windowed image, window), the power
     normalized so that white noise of variance s² per pixel has power s² in every bin."""
     _, h, w = x.shape
-    win = _window(h, w, x.device, x.dtype)
+    win, win2, f = _grid(h, w, x.device, x.dtype)
     y = (x - x.mean(dim=(1, 2), keepdim=True)) * win
-    p = torch.fft.rfft2(y).abs() ** 2 / (win ** 2).sum()
-    fy = torch.fft.fftfreq(h, device=x.device, dtype=x.dtype)
-    fx = torch.fft.rfftfreq(w, device=x.device, dtype=x.dtype)
-    return p, torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2), y, win
+    p = torch.fft.rfft2(y).abs() ** 2 / win2
+    return p, f, y, win
+
+
+@functools.lru_cache(maxsize=64)
+def _bins_beyond(h: int, w: int, f_min: float, device: torch.device) -> torch.Tensor:
+    """Flat indices of the rfft bins of an ``h x w`` image beyond ``f_min`` cycles/px."""
+    return (_grid(h, w, device, torch.float32)[2].flatten() > f_min).nonzero().squeeze(1)
+
+
+@functools.lru_cache(maxsize=16)
+def _rings(h: int, w: int, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ring number of each rfft bin (rings of width ``1 / min(h, w)`` cycles/px; the last one
+    holds what lies beyond), the bins in each ring, and each bin's Parseval weight (a column of
+    the rfft other than the first and the Nyquist one stands for two bins)."""
+    n_rings = int(min(h, w) // 2)
+    f = _grid(h, w, device, torch.float32)[2]
+    ring = torch.clamp((f * min(h, w)).round().long(), max=n_rings + 1).flatten()
+    counts = torch.bincount(ring, minlength=n_rings + 2).float()
+    weight = torch.full((w // 2 + 1,), 2.0, device=device, dtype=torch.float64)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0
+    return n_rings, ring, counts, weight
 
 
 def _corner_noise(p: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -113,36 +140,35 @@ def measure(images: torch.Tensor | np.ndarray | Sequence[np.ndarray],
     # the signal band, and the noise seen beyond it with a margin (the corners at least)
     f_band = np.where(np.isfinite(samp), np.minimum(0.5, samp / _SIGNAL_D_MIN_A), 0.5)
     f_noise = np.minimum(_CORNER_F, _NOISE_MARGIN * f_band)
-    noise = torch.stack([p[i, f > float(fn)].median() for i, fn in enumerate(f_noise)]) / math.log(2)
-    noise = noise.clamp_min(torch.finfo(x.dtype).tiny)
+    flat = p.reshape(b, -1)
+    if len(set(f_noise.tolist())) == 1:  # one pixel size: the batch's noise in one go
+        noise = flat[:, _bins_beyond(h, w, float(f_noise[0]), x.device)].median(dim=1).values
+    else:
+        noise = torch.stack([flat[i, _bins_beyond(h, w, float(fn), x.device)].median()
+                             for i, fn in enumerate(f_noise)])
+    noise = (noise / math.log(2)).clamp_min(torch.finfo(x.dtype).tiny)
     # ring averages: rings of width 1/min(h, w) cycles/px
-    n_rings = int(min(h, w) // 2)
-    ring = torch.clamp((f * min(h, w)).round().long(), max=n_rings + 1)
-    counts = torch.bincount(ring.flatten(), minlength=n_rings + 2).to(x.dtype)
+    n_rings, ring, counts, weight = _rings(h, w, x.device)
     sums = torch.zeros(b, n_rings + 2, device=x.device, dtype=x.dtype)
-    sums.index_add_(1, ring.flatten(), p.reshape(b, -1))
+    sums.index_add_(1, ring, flat)
     prof = sums[:, 1:n_rings + 1] / counts[1:n_rings + 1].clamp_min(1)
     prof = torch.nn.functional.avg_pool1d(prof[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
     above = prof > _RING_FACTOR * noise[:, None]
     idx = torch.arange(1, n_rings + 1, device=x.device)
     last = torch.where(above, idx, torch.zeros_like(idx)).max(dim=1).values  # 0: nothing above
-    # variance above the noise within the signal band (Parseval over the full spectrum: an
-    # rfft column other than the first and the Nyquist one stands for two bins)
-    weight = torch.full((w // 2 + 1,), 2.0, device=x.device, dtype=torch.float64)
-    weight[0] = 1.0
-    if w % 2 == 0:
-        weight[-1] = 1.0
+    # variance above the noise within the signal band (Parseval over the full spectrum)
     band = f[None] <= torch.as_tensor(f_band, device=x.device, dtype=f.dtype)[:, None, None]
     wb = band.double() * weight
     excess = ((p.double() - noise.double()[:, None, None]) * wb).sum(dim=(1, 2)) / (h * w)
+    # what the host needs, in one copy
+    excess_np, noise_np, mean_np, last_np = torch.stack(
+        [excess, noise.double(), mean.double(), last.double()]).cpu().numpy()
     out = np.empty((b, 3))
-    noise_np = noise.double().cpu().numpy()
     area = np.where(np.isfinite(samp), samp ** 2, 1.0)
-    out[:, 0] = np.maximum(excess.cpu().numpy(), 0.0) / noise_np / area
-    mean_np = mean.double().cpu().numpy()
+    out[:, 0] = np.maximum(excess_np, 0.0) / noise_np / area
     per_px = mean_np ** 2 / noise_np
     out[:, 1] = np.where(mean_np > 0, per_px / area, np.nan)
-    f_lim = last.cpu().numpy() / min(h, w)
+    f_lim = last_np / min(h, w)
     with np.errstate(divide="ignore"):
         res_px = np.where(f_lim > 0, 1.0 / np.maximum(f_lim, 1e-12), math.inf)
     out[:, 2] = np.where(np.isfinite(samp), res_px * samp, res_px)
