@@ -24,6 +24,7 @@ foreground probability at the column).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -211,7 +212,10 @@ def locate(probs: torch.Tensor, cfg: LocateConfig | None = None) -> list[pd.Data
 
 # --------------------------------------------------------------------------- peaks
 
+@functools.lru_cache(maxsize=32)
 def _window_offsets(r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column offsets of the ``(2r+1)^2`` window's pixels (made once per radius and
+    device: read only)."""
     d = torch.arange(-r, r + 1, device=device)
     dy, dx = torch.meshgrid(d, d, indexing="ij")
     return dy.reshape(-1), dx.reshape(-1)
@@ -296,10 +300,14 @@ def _merge_clusters(cand: torch.Tensor, fg: torch.Tensor, md: int) -> tuple[torc
     return sums / count[:, None], count
 
 
-def _quadratic_design(r: int, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=32)
+def _quadratic_design(r: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The window's design matrix ``[P, 6]`` of a quadratic in (dy, dx), its outer products
+    ``[P, 36]`` and a 6x6 identity (made once per radius and device: read only)."""
     dy, dx = _window_offsets(r, device)
     dy, dx = dy.float(), dx.float()
-    return torch.stack([torch.ones_like(dy), dy, dx, dy * dy, dy * dx, dx * dx], 1)  # [P, 6]
+    A = torch.stack([torch.ones_like(dy), dy, dx, dy * dy, dy * dx, dx * dx], 1)
+    return A, (A[:, :, None] * A[:, None, :]).reshape(-1, 36), torch.eye(6, device=device)
 
 
 def _refine(win: torch.Tensor, r: int, method: str, fallback: torch.Tensor | None = None) -> torch.Tensor:
@@ -318,13 +326,13 @@ def _refine(win: torch.Tensor, r: int, method: str, fallback: torch.Tensor | Non
         return com
     # Weighted least squares of log f = a + b dy + c dx + d dy^2 + e dy dx + g dx^2 with
     # weights f^2 (the variance of log f goes as 1/f^2): exact for a Gaussian peak.
-    A = _quadratic_design(r, win.device)
+    A, AA, eye = _quadratic_design(r, win.device)
     f = w.clamp_min(1e-6)
     wt = f * f
-    lhs = (wt @ (A[:, :, None] * A[:, None, :]).reshape(-1, 36)).reshape(-1, 6, 6)
+    lhs = (wt @ AA).reshape(-1, 6, 6)
     rhs = (wt * f.log()) @ A
     ridge = 1e-9 * lhs.diagonal(dim1=1, dim2=2).sum(1)
-    lhs = lhs + ridge[:, None, None] * torch.eye(6, device=win.device)
+    lhs = lhs + ridge[:, None, None] * eye
     theta, _ = torch.linalg.solve_ex(lhs, rhs)
     gb, gc, hd, he, hg = theta[:, 1], theta[:, 2], theta[:, 3], theta[:, 4], theta[:, 5]
     # Vertex of the quadratic: H @ off = -grad with H = [[2d, e], [e, 2g]].
