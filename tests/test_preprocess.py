@@ -164,6 +164,9 @@ def test_nan_raises_a_clear_error():
     img[3, 4] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         Preprocessor()([np.zeros((16, 16), np.float32), img], [0.1, 0.1])
+    # frames the caller has already checked (the pipeline, on arrival) are not scanned again
+    batch, _ = Preprocessor(PreprocessConfig(normalize="none"))([img], [0.1], finite=True)
+    assert torch.isnan(batch).sum() == 1
 
 
 def test_resampling_to_the_target_sampling():

@@ -19,6 +19,7 @@ def test_round_trip(dtype, shape):
     assert f.seq == 3 and f.frame == 9 and f.sampling == 0.1 and f.t == 1.5 and f.dose == 300.0
     np.testing.assert_array_equal(f.image, img)
     assert f.image.dtype == DTYPES[dtype]
+    assert f.finite  # checked on arrival (floats) or whole numbers: not scanned again downstream
 
 
 def test_big_endian_input_is_sent_little_endian():

@@ -185,7 +185,7 @@ class Detector:
         n_in = self.engine.n_inputs
         t0 = time.perf_counter()
         images = [f.image if f.n_focal <= n_in else f.image[:n_in] for f in frames]
-        batch, scales = self._pre(images, [f.sampling for f in frames])
+        batch, scales = self._pre(images, [f.sampling for f in frames], finite=all(f.finite for f in frames))
         t1 = time.perf_counter()
         n = batch.shape[0]
         pad = self._padded_size(n)

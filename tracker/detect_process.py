@@ -323,7 +323,7 @@ class DetectorProcess:
                 payloads.append((None, None, None, None, image))
                 self.inline_frames += 1
             metas.append({k: getattr(f, k) for k in ("frame", "sampling", "seq", "t", "defocus", "dose", "meta",
-                                                     "received")})
+                                                     "received", "finite")})
         with self._lock:
             bid = self._next_id
             self._next_id += 1

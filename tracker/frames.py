@@ -38,6 +38,9 @@ class Frame:
         Free-form metadata (stream id, source file …).
     received
         ``time.perf_counter()`` when the frame entered the pipeline (for latency).
+    finite
+        Its pixels are known to be finite (whole numbers, or floats checked on arrival), so
+        that later stages need not scan them again.
     """
 
     image: np.ndarray
@@ -49,6 +52,7 @@ class Frame:
     dose: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     received: float = 0.0
+    finite: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:

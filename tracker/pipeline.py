@@ -271,9 +271,11 @@ class Pipeline(RunFileStage):
                             f.frame, f.sampling, self.sampling)
                 self._account("rejected", "preprocess", [f])
                 return False
-        if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
-            self._account("rejected", "nan", [f])
-            return False
+        if not f.finite:
+            if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
+                self._account("rejected", "nan", [f])
+                return False
+            f.finite = True
         return True
 
     def _account(self, kind: str, reason: str, frames: list[Frame]) -> None:

@@ -438,8 +438,11 @@ class Preprocessor:
         return torch.cat([norm(x[i:i + 1]) for i in range(x.shape[0])])
 
     def __call__(
-        self, images: Sequence[np.ndarray], sampling: Sequence[float | None] | None = None,
+        self, images: Sequence[np.ndarray], sampling: Sequence[float | None] | None = None, *,
+        finite: bool = False,
     ) -> tuple[torch.Tensor, list[float]]:
+        """The batch and its scales; ``finite``: the pixels are known to be finite (the
+        pipeline checked them on arrival), so they are not scanned again."""
         if len(images) == 0:
             raise ConfigError("no frames to preprocess.")
         if sampling is None:
@@ -451,7 +454,7 @@ class Preprocessor:
         for i, a in enumerate(arrays):
             if a.ndim not in (2, 3):
                 raise ConfigError(f"a frame must be [H, W] or [F, H, W]; got shape {a.shape}.")
-            if a.dtype.kind == "f" and not np.isfinite(a).all():  # (whole numbers are always finite)
+            if not finite and a.dtype.kind == "f" and not np.isfinite(a).all():  # (whole numbers are)
                 bad.append(i)
         if bad:
             raise ValueError(

@@ -165,6 +165,7 @@ def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0) -> Fra
     image = np.frombuffer(payload, dtype=dtype).reshape(shape)
     if dtype.kind == "f" and not np.isfinite(image).all():
         raise WireError("nan", "frame contains NaN or infinite pixels")
+    # (the Frame below is marked finite: every wire dtype is whole numbers or was just checked)
     defocus = header.get("defocus")
     meta = dict(header.get("meta") or {})
     if "stream" in header:
@@ -179,6 +180,7 @@ def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0) -> Fra
         dose=header.get("dose"),
         meta=meta,
         received=received,
+        finite=True,
     )
 
 
