@@ -34,7 +34,7 @@ from . import interrupt
 from .accounting import Counters
 from .config import BatchConfig, PipelineConfig  # noqa: F401 (BatchConfig: re-exported)
 from .errors import ConfigError
-from .frames import Frame, FrameResult  # noqa: F401 (FrameResult: re-exported)
+from .frames import Frame, FrameResult, column_values  # noqa: F401 (FrameResult: re-exported)
 from .fastlink import warm_up
 from .link import StreamLinker
 from .detect import Detector, detect_averaged
@@ -466,7 +466,7 @@ class Pipeline(RunFileStage):
                             frame.frame, oversize)
             self.oversize_subnets += oversize
         t1 = time.perf_counter()
-        site = self.sites.update(frame.frame, ref, cols["cls"].to_numpy(), particles=ids)
+        site = self.sites.update(frame.frame, ref, column_values(cols, "cls"), particles=ids)
         linked = self.linker.table(cols, ids, ref, frame=frame.frame, site=site)
         t2 = time.perf_counter()
         latency = t2 - frame.received if frame.received else float("nan")
@@ -497,8 +497,8 @@ class Pipeline(RunFileStage):
         self.columns_parts.append(linked)
         self.last_frame = frame
         self._last_index, self._last_seq, self._last_received = frame.frame, frame.seq, frame.received
-        if len(linked):
-            self._next_particle = max(self._next_particle, int(linked["particle"].max()) + 1)
+        if len(ids):
+            self._next_particle = max(self._next_particle, int(ids.max()) + 1)
         if self.writer is not None:
             self.writer.append("columns", linked)
             self.writer.append("frames", row)  # the frame's row in the run file is
