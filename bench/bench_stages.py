@@ -103,7 +103,7 @@ def main() -> None:
               f"{best['locate']:.2f} | {total:.2f} | {best['detect']:.2f} | {1e3 / best['detect']:.0f} | "
               f"{link_ms:.2f} | {sites_ms:.2f} | {host_ms:.2f} |", flush=True)
         if args.count_ops:
-            counted.append((size, count_ops(det, frames)))
+            counted.append((size, count_ops(det, frames, engine=args.engine in ("eager", "classical"))))
     for size, ops in counted:
         print(f"\n{size}x{size}, a batch of {args.batch}: device operations (host waits) per batch, by stage: "
               + ", ".join(f"{k} {n} ({w})" for k, (n, w) in ops.items()))
@@ -113,10 +113,12 @@ def main() -> None:
 _WAITS = {"aten._local_scalar_dense", "aten.nonzero", "aten._unique2", "aten.unique_dim", "aten.masked_select"}
 
 
-def count_ops(det, frames) -> dict[str, tuple[int, int]]:
+def count_ops(det, frames, *, engine: bool = True) -> dict[str, tuple[int, int]]:
     """Operations (``aten`` calls) and host waits of one ``Detector.detect`` call on ``frames``,
     by stage, counted with a ``TorchDispatchMode``: on a GPU each is a kernel launch or more,
-    tens of microseconds of Python and driver time however little it computes."""
+    tens of microseconds of Python and driver time however little it computes. ``engine``:
+    count the engine's too (not for a compiled one, which a dispatch mode would make trace
+    again)."""
     from collections import Counter
 
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -142,7 +144,7 @@ def count_ops(det, frames) -> dict[str, tuple[int, int]]:
         return run
 
     patched = [(pre_mod.Preprocessor, "__call__"), (detect_mod, "locate"), (detect_mod, "refine_on_image"),
-               (detect_mod, "suppress_close"), (det, "_judge"), (det.engine, "predict")]
+               (detect_mod, "suppress_close"), (det, "_judge")] + ([(det.engine, "predict")] if engine else [])
     names = {"__call__": "preprocess", "_judge": "quality", "predict": "engine"}
     saved = [(obj, name, obj.__dict__.get(name, None)) for obj, name in patched]
     quality, det.measure_quality = det.measure_quality, True  # as in the pipeline

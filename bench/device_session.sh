@@ -78,7 +78,7 @@ if [ "$WHAT" = checks ]; then
   # each detector stage alone (device synchronized), and linking and the site map alone: what
   # the pipeline's per-stage times would be without the two threads contending
   step stages 80 python3 bench/bench_stages.py --device "$DEVICE" --engine compiled --model haadf-stem \
-    --sizes "${S#--sizes },$BIG" --columns 1000 --batch 4
+    --sizes "${S#--sizes },$BIG" --columns 1000 --batch 4 --count-ops
   # the benchmark's frames are Gaussian columns, an incoherent (STEM-like) image: the STEM model
   # reads them as they are (the HRTEM preview finds a ring of false columns around the particle).
   # Each size twice: sent as fast as taken (throughput; the latency then holds the queue) and
