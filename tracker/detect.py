@@ -186,6 +186,7 @@ class Detector:
         t0 = time.perf_counter()
         images = [f.image if f.n_focal <= n_in else f.image[:n_in] for f in frames]
         batch, scales = self._pre(images, [f.sampling for f in frames], finite=all(f.finite for f in frames))
+        raw, self._pre.raw = self._pre.raw, None  # (held no longer than this batch: GPU memory)
         t1 = time.perf_counter()
         n = batch.shape[0]
         pad = self._padded_size(n)
@@ -212,7 +213,7 @@ class Detector:
         if sep:
             cols = [suppress_close(df, sep / f.sampling) if f.sampling else df for df, f in zip(cols, frames)]
         if self.measure_quality:
-            self._judge(frames, cols)
+            self._judge(frames, cols, raw)
         t4 = time.perf_counter()
         self.stage_s["preprocess"] += t1 - t0
         self.stage_s["engine"] += t2 - t1
@@ -227,8 +228,9 @@ class Detector:
         size = self.batch_size if self.micro_batch is None else min(self.batch_size, self.micro_batch)
         return max(n, size)
 
-    def _judge(self, frames: Sequence[Frame], cols: list[pd.DataFrame]) -> None:
-        """Image quality and the trust flag of each frame, into its table's ``attrs["quality"]``."""
+    def _judge(self, frames: Sequence[Frame], cols: list[pd.DataFrame], raw=None) -> None:
+        """Image quality and the trust flag of each frame, into its table's ``attrs["quality"]``;
+        ``raw``: the frames' first images as sent to the device, where the preprocessor kept them."""
         import numpy as np
         import torch
 
@@ -239,7 +241,7 @@ class Detector:
             # what the run says its frames are, else what the first frame's file says
             imaging = self.engine_cfg.imaging or (frames[0].meta or {}).get("imaging")
             self.trust_ranges = ranges_for(self.engine, imaging=imaging)
-        first = self._pre.raw  # the frames as sent, already on the device
+        first = raw
         if first is None or first.shape[0] != len(frames):
             stack = np.stack([f.image.reshape(-1, *f.image.shape[-2:])[0] for f in frames])
             first = torch.from_numpy(stack).to(self.engine.device)
