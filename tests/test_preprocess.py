@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from etem.tracker import preprocess
 from etem.tracker.errors import ConfigError
 from etem.tracker.locate import locate
 from etem.tracker.preprocess import (
@@ -53,9 +54,14 @@ def test_resample_identity_and_bad_scale():
 
 # --------------------------------------------------------------------------- filtering
 
-@pytest.mark.parametrize("method", ["conv", "fft"])
+@pytest.mark.parametrize("method", ["conv", "conv-torch", "fft"])
 @pytest.mark.parametrize("sigma", [0.8, 3.0, 40.0])  # 40: the kernel is longer than the image
-def test_gaussian_filter_matches_scipy_reflect(method, sigma):
+def test_gaussian_filter_matches_scipy_reflect(method, sigma, monkeypatch):
+    """"conv" on a CPU is scipy's own correlate1d; "conv-torch" is the GPU's way (torch's
+    convolution after mirroring), checked here on the CPU."""
+    if method == "conv-torch":
+        monkeypatch.setattr(preprocess, "SCIPY_ON_CPU", False)
+        method = "conv"
     img = np.random.default_rng(2).normal(size=(2, 37, 53))
     ref = np.stack([ndi.gaussian_filter(i, sigma, mode="reflect", truncate=4.0) for i in img])
     out = gaussian_filter(torch.tensor(img, dtype=torch.float32), sigma, method=method)

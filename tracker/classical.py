@@ -36,10 +36,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .errors import ConfigError, choice_error
-from .locate import LocateConfig, locate
+from .locate import LocateConfig, locate, max_filter
 from .preprocess import separable_filter, shared_kernel1d
 from .quality import white_noise_variance
 
@@ -78,8 +77,11 @@ def log_response(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
     g0 = shared_kernel1d(float(sigma_px), 0, images.device)
     g2 = shared_kernel1d(float(sigma_px), 2, images.device)
     x = images.float()
-    lap = separable_filter(x, g2, g0) + separable_filter(x, g0, g2)
-    return -(sigma_px**2) * lap
+    resp = -(sigma_px**2) * (separable_filter(x, g2, g0) + separable_filter(x, g0, g2))
+    # a flat region's response is the filters' rounding (a few float32 ulps of the image's
+    # magnitude, of either sign by library and processor): zero, not a column
+    rounding = 16 * torch.finfo(torch.float32).eps * x.abs().amax(dim=(-2, -1), keepdim=True)
+    return resp * (resp.abs() > rounding)
 
 
 def otsu_split(values: torch.Tensor) -> torch.Tensor:
@@ -158,8 +160,7 @@ class ClassicalEngine:
         Without the split, an image with few columns in a large field of noise (a small
         particle in a wide view) would be scaled to its noise maxima, which would then pass.
         """
-        k = 2 * max(1, int(round(self.column_sigma_px))) + 1
-        pooled = F.max_pool2d(resp.unsqueeze(1), k, stride=1, padding=k // 2).squeeze(1)
+        pooled = max_filter(resp, max(1, int(round(self.column_sigma_px))))  # (max_pool2d: 25x slower on CPUs)
         is_max = (resp == pooled) & (resp > 0)
         refs = []
         for r, m in zip(resp, is_max):  # per image: the number of maxima differs

@@ -32,6 +32,8 @@ FFT_RADIUS_PX = 12
 #: copy of the image (blocks of ``2**k`` px, leaving at least this width on the coarse grid)
 #: and interpolates back: a Gaussian this wide has nothing a coarse grid misses.
 COARSE_SIGMA_PX = 7.5
+#: Direct convolutions of CPU tensors by scipy (:func:`_conv_axis`); False: torch's, as on a GPU.
+SCIPY_ON_CPU = True
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,17 @@ def _symmetric_index(n: int, pad: int, device) -> torch.Tensor:
 
 
 def _conv_axis(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
-    """Convolve ``[N, H, W]`` along ``dim`` (-2 or -1) with a symmetric 1-D kernel."""
+    """Convolve ``[N, H, W]`` along ``dim`` (-2 or -1) with a symmetric 1-D kernel.
+
+    On a CPU (float32, no gradient) scipy's ``correlate1d`` does it: torch's CPU convolution
+    of one channel with a 1-D kernel is not what its kernels are tuned for (a 19-tap pass over
+    a 1024² image: 40 ms, against 8-17 ms in scipy on the same core)."""
+    if SCIPY_ON_CPU and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+        from scipy.ndimage import correlate1d
+
+        k = kernel.detach().to("cpu", torch.float64).numpy()
+        return torch.from_numpy(correlate1d(x.detach().numpy(), k, axis=x.ndim + dim, mode="reflect",
+                                            output=np.float32))
     r = kernel.numel() // 2
     n = x.shape[dim]
     xp = x.index_select(dim, _symmetric_index(n, r, x.device)).unsqueeze(1)
