@@ -104,9 +104,12 @@ def main() -> None:
               f"{link_ms:.2f} | {sites_ms:.2f} | {host_ms:.2f} |", flush=True)
         if args.count_ops:
             counted.append((size, count_ops(det, frames, engine=args.engine in ("eager", "classical"))))
-    for size, ops in counted:
-        print(f"\n{size}x{size}, a batch of {args.batch}: device operations (host waits) per batch, by stage: "
-              + ", ".join(f"{k} {n} ({w})" for k, (n, w) in ops.items()))
+    if counted:
+        print(f"\n# device operations and host waits per batch of {args.batch}, by stage")
+        print("| size | stage | operations | host waits |\n|---|---|---|---|")
+        for size, ops in counted:
+            for k, (n, w) in ops.items():
+                print(f"| {size}x{size} | {k} | {n} | {w} |")
 
 
 #: operations after which the host waits for the device (a value or a size it must read)
