@@ -43,11 +43,13 @@ def variants(engines: list[str], device: str) -> list[tuple[str, str, dict]]:
                          {"dynamic": False, "mode": "default", "channels_last": False}))
         rows.append(("compiled fp16 channels-last CUDA graphs" if cuda else "compiled fp32 (torch.compile)",
                      "compiled", {"dynamic": False}))
+    if "autotune" in engines and cuda:  # inductor tries Triton templates against cuDNN per conv
+        rows.append(("compiled fp16 channels-last max-autotune", "compiled", {"dynamic": False, "mode": "max-autotune"}))
     if "aot" in engines:
         rows.append(("compiled AOTInductor", "compiled", {"aot": True}))
     if "tensorrt" in engines and cuda:
         rows.append(("tensorrt fp16", "tensorrt", {}))
-    return [r for r in rows if r[1] in engines or r[1] == "eager" or r[2].get("aot")]
+    return [r for r in rows if r[1] in engines or r[1] == "eager" or r[2].get("aot") or r[2].get("mode") == "max-autotune"]
 
 
 def time_engines(engines: dict, batch: torch.Tensor, warmup: int, repeat: int, cuda: bool) -> dict:
@@ -106,7 +108,7 @@ def main() -> None:
                    help="FusionNet unshuffle factors, comma-separated (2: the top level on 2x2 pixel blocks)")
     p.add_argument("--batch", type=int, default=4, help="frames per batch")
     p.add_argument("--engines", default="eager,onnxruntime,compiled",
-                   help="eager, onnxruntime, compiled, aot (compiled with AOTInductor), tensorrt")
+                   help="eager, onnxruntime, compiled, aot (compiled with AOTInductor), autotune (compiled in max-autotune mode; CUDA only), tensorrt")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
     p.add_argument("--warmup", type=int, default=2)
