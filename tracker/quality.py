@@ -97,16 +97,13 @@ def _rings(h: int, w: int, device: torch.device) -> tuple[int, torch.Tensor, tor
     return n_rings, ring, counts, weight
 
 
-def _corner_noise(p: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    # the power of white noise in one bin is exponentially distributed: median = ln 2 × mean
-    return p[:, f > _CORNER_F].median(dim=1).values / math.log(2)
-
-
 def white_noise_variance(images: torch.Tensor) -> torch.Tensor:
     """Per image ``[B, H, W]`` (the whole image, no crop): the variance of its white noise per
-    pixel, from the power spectrum's corners."""
-    p, f, _, _ = _power_spectrum(images.float())
-    return _corner_noise(p, f)
+    pixel, from the power spectrum's corners (the power of white noise in one bin is
+    exponentially distributed: median = ln 2 × mean)."""
+    p, _, _, _ = _power_spectrum(images.float())
+    b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    return p.reshape(b, -1)[:, _bins_beyond(h, w, _CORNER_F, images.device)].median(dim=1).values / math.log(2)
 
 
 @torch.no_grad()
