@@ -122,7 +122,7 @@ elif [ "$WHAT" = train ]; then
   AU="$WORK/au_waves.h5 --sampling 0.2 --preset au --imaging hrtem"
   MO="$WORK/mos2_waves.h5 --sampling 0.1 --label-sigma 0.4 --preset mos2 --focal=-100,0,100"
   declare -A JOBS=(
-    [au-hrtem]="$AU --arch fusionnet --width $NET16 --depth 2 --unshuffle 2 --seed 1"
+    [au-hrtem]="$AU --arch fusionnet --width $NET16 --depth 3 --unshuffle 2 --seed 1"
     [au-hrtem-w24]="$AU --arch fusionnet --width $NET32 --depth 3 --unshuffle 2 --seed 11"
     [haadf-stem]="$WORK/au_waves.h5 $WORK/mos2_waves.h5 $WORK/graphene_waves.h5 --classes column --sampling 0.2 \
 --preset haadf --imaging haadf --arch fusionnet --width $NET16 --depth 2 --unshuffle 2 --seed 2"
@@ -132,10 +132,14 @@ elif [ "$WHAT" = train ]; then
     [mos2-unet]="$MO --arch unet --width $NET16 --depth 3 --seed 6"
     [mos2-msdnet]="$MO --arch msdnet --depth $MSD --seed 5 --coarse-fraction 0.5 --coarse-factor 1.5,2.5"
   )
+  # after the common options: the Au HRTEM models see 192² crops (38 Å; docs/models.md: the
+  # context that tells columns from the bright hollow sites of [111] particles)
+  CTX="--size 192"; [ "$SMOKE" = 1 ] && CTX=""
+  declare -A LAST=([au-hrtem]="$CTX" [au-hrtem-w24]="$CTX")
   t0=$SECONDS
   for name in "${!JOBS[@]}"; do  # one process per model, a few CPU threads each
     OMP_NUM_THREADS=2 timeout --kill-after=10 "$(python3 -c "print(int($M * 60 + 120))")" \
-      $ETEM train ${JOBS[$name]} $C -o "$WORK/models/$name" > "$WORK/train_$name.txt" 2>&1 &
+      $ETEM train ${JOBS[$name]} $C ${LAST[$name]:-} -o "$WORK/models/$name" > "$WORK/train_$name.txt" 2>&1 &
   done
   wait
   printf '\n## train: %s models side by side, %s min each (%s s)\n\n' "${#JOBS[@]}" "$M" "$((SECONDS - t0))" \

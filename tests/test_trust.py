@@ -22,6 +22,13 @@ def test_judge_sets_one_bit_per_figure_out_of_range(figures, flags):
     assert judge(*figures, RANGES) == flags
 
 
+def test_a_range_of_one_pixel_size_takes_that_size_as_calibrated():
+    """A model that passed its sweep at its own pixel size only: a file's 0.19996 Å/px is that size."""
+    one = TrustRanges(sampling_A=(0.2, 0.2))
+    assert judge(100.0, 1.0, 0.2, 0.9, one) == judge(100.0, 1.0, 0.19996, 0.9, one) == 0
+    assert judge(100.0, 1.0, 0.15, 0.9, one) == judge(100.0, 1.0, 0.25, 0.9, one) == FLAGS["sampling"]
+
+
 def test_without_ranges_there_is_no_flag():
     assert judge(1.0, 9.0, 0.2, 0.1, None) == -1
     assert describe(-1) == "no ranges"
@@ -189,7 +196,7 @@ def test_the_bundled_models_carry_ranges_measured_on_exit_wave_images():
         if r.passed_nowhere:  # a model that failed its sweep's base condition has no ranges, and says so
             assert "fails at the base" in r.source and r.snr_min is None and r.sampling_A is None, name
             continue
-        assert r.snr_min > 0 and r.sampling_A[0] < r.sampling_A[1] and 0 < r.confidence_min < 1
+        assert r.snr_min > 0 and r.sampling_A[0] <= r.sampling_A[1] and 0 < r.confidence_min < 1
     assert not ranges_for(make_engine("eager", "haadf-stem", device="cpu")).passed_nowhere
 
 

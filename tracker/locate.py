@@ -91,8 +91,8 @@ class LocateConfig:
         of width ``image_sigma_A`` within ``image_radius_A`` of the column found on the maps, by
         the same quadratic fit; bright or dark columns, read off each frame:
         :func:`refine_on_image`). The image is better where columns image as peaks at their
-        positions, as in negative-Cs HRTEM (``au-hrtem`` at the in-situ microscope: position
-        RMS 0.15 to 0.055 Å at 3,000 e/Å²), worse where they do not: at Madsen's random
+        positions, as in negative-Cs HRTEM (the ``au-hrtem`` of 2026-12-02 at the in-situ
+        microscope: position RMS 0.15 to 0.055 Å at 3,000 e/Å²), worse where they do not: at Madsen's random
         defocus and aberrations the peaks move off the columns (docs/models.md).
     image_sigma_A, image_radius_A
         Width of the response and reach of the search for ``"image"`` [Å].

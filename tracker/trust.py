@@ -25,6 +25,9 @@ __all__ = ["FLAGS", "TrustRanges", "TrustTally", "judge", "describe", "ranges_fo
 
 #: Bits of a frame's ``out_of_range`` mask, by the figure that is out of range.
 FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8, "nowhere": 16}
+#: Relative slack on the pixel-size range: a sweep passes at grid points (a model may pass at its
+#: own pixel size only), and a file's calibration of 0.2 Å/px may read 0.19996.
+SAMPLING_SLACK = 0.01
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ class TrustRanges:
     Parameters
     ----------
     sampling_A
-        ``(smallest, largest)`` pixel size [Å/px] of the frames as recorded.
+        ``(smallest, largest)`` pixel size [Å/px] of the frames as recorded (the two may be the
+        same: a model that passed at its own pixel size only); judged with 1 % slack.
     snr_min
         Least signal-to-noise (:func:`etem.tracker.quality.measure`).
     resolution_max_A
@@ -97,7 +101,7 @@ def judge(snr: float, resolution_A: float, sampling: float | None, confidence: f
     mask = FLAGS["nowhere"] if ranges.passed_nowhere else 0
     if ranges.sampling_A is not None and sampling is not None and np.isfinite(sampling):
         lo, hi = ranges.sampling_A
-        if not lo <= sampling <= hi:
+        if not lo * (1 - SAMPLING_SLACK) <= sampling <= hi * (1 + SAMPLING_SLACK):
             mask |= FLAGS["sampling"]
     if ranges.snr_min is not None and np.isfinite(snr) and snr < ranges.snr_min:
         mask |= FLAGS["snr"]
