@@ -5,6 +5,7 @@ reference is an uninterrupted run over the same input.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -28,6 +29,7 @@ from etem.tracker import BatchConfig, Pipeline, PipelineConfig, track
 from etem.tracker.cli import main
 from etem.tracker.errors import ConfigError, FileFormatError
 from etem.tracker.resume import STATE_ARRAYS, STATE_LOGS
+from etem.tracker.sites import SitesConfig
 from etem.tracker.runfile import RunWriter, clear_write_flags, open_run
 from etem.tracker.sources import iter_array
 
@@ -100,6 +102,24 @@ def test_a_stopped_run_resumes_into_the_uninterrupted_run(stack, reference, tmp_
     assert entry["previous"]["status"] == "stopped"
     # the result of the resumed call covers the whole run (read from the file)
     assert len(res.frames) == len(stack) and len(res.columns) == len(reference.columns)
+
+
+def test_an_occupancy_that_weighs_detections_by_probability_resumes_exactly(stack, tmp_path):
+    """With ``confidence_bins`` the "hmm" occupancy's probability histograms (pooled and per
+    site) and the pending frames' probability bins are in the snapshot: the resumed run's
+    sites and events are the uninterrupted run's."""
+    cfg = dataclasses.replace(ONE, sites=SitesConfig(confidence_bins=10))
+    ref_path = tmp_path / "ref.h5"
+    track(stack, config=cfg, run_path=ref_path)
+    ref = open_run(ref_path)
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(cfg, run_path=path)
+    _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
+    track(stack, resume=path)
+    run = open_run(path)
+    assert run.status == "complete"
+    pd.testing.assert_frame_equal(run.sites, ref.sites)
+    pd.testing.assert_frame_equal(run.stats["flips"], ref.stats["flips"])
 
 
 def test_a_folder_being_written_resumes_where_the_run_stopped(stack, reference, tmp_path):

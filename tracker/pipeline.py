@@ -466,7 +466,8 @@ class Pipeline(RunFileStage):
                             frame.frame, oversize)
             self.oversize_subnets += oversize
         t1 = time.perf_counter()
-        site = self.sites.update(frame.frame, ref, column_values(cols, "cls"), particles=ids)
+        site = self.sites.update(frame.frame, ref, column_values(cols, "cls"), particles=ids,
+                                 prob=column_values(cols, "prob") if "prob" in cols.columns else None)
         linked = self.linker.table(cols, ids, ref, frame=frame.frame, site=site)
         t2 = time.perf_counter()
         latency = t2 - frame.received if frame.received else float("nan")

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("etem.resume")
 
 #: Version of the snapshot's layout; a file with another cannot be resumed.
-STATE_VERSION = 2
+STATE_VERSION = 3
 #: Statuses a run can be resumed from without ``force`` ("running": its tracker died).
 RESUMABLE = ("running", "interrupted", "stopped")
 
@@ -51,9 +51,9 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_n_occ": "int64", "sites_n_ev": "int64", "sites_first": "int64", "sites_last": "int64",
     "sites_state": "uint8", "sites_run_start": "int64",
     "sites_alpha": "float64", "sites_n_det": "int64", "sites_w_occ": "float64", "sites_w_det_occ": "float64",
-    "sites_w_switch": "float64", "sites_cls_post": "float64", "sites_cls_state": "int64", "sites_cls_hist": "int64",
+    "sites_w_switch": "float64", "sites_prob_occ": "float64", "sites_cls_post": "float64", "sites_cls_state": "int64", "sites_cls_hist": "int64",
     "sites_cls_hist_frame": "int64",
-    "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64",
+    "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64", "pending_bins": "int64",
     "prev_ref": "float64",
 }
 #: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
@@ -61,7 +61,7 @@ STATE_ARRAYS: dict[str, str] = {
 STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5),
                                           "class_changes": ("int64", 4)}
 _SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
-                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "cls_post", "cls_state", "cls_hist", "cls_hist_frame")
+                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "prob_occ", "cls_post", "cls_state", "cls_hist", "cls_hist_frame")
 
 
 # ----------------------------------------------------------------------------------- snapshot
@@ -92,9 +92,10 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
     n = sm.n_sites
     arrays: dict[str, np.ndarray] = {f"sites_{a}": getattr(sm, f"_{a}")[:n] for a in _SITE_ARRAYS}
     pending = list(sm._pending)
-    arrays["pending_frames"] = np.array([f for f, _ in pending], np.int64)
-    arrays["pending_lens"] = np.array([len(s) for _, s in pending], np.int64)
-    arrays["pending_sites"] = (np.concatenate([s for _, s in pending]) if pending else np.zeros(0)).astype(np.int64)
+    arrays["pending_frames"] = np.array([f for f, _, _ in pending], np.int64)
+    arrays["pending_lens"] = np.array([len(s) for _, s, _ in pending], np.int64)
+    arrays["pending_sites"] = (np.concatenate([s for _, s, _ in pending]) if pending else np.zeros(0)).astype(np.int64)
+    arrays["pending_bins"] = (np.concatenate([b for _, _, b in pending]) if pending else np.zeros(0)).astype(np.int64)
     arrays["prev_ref"] = np.zeros((0, 2)) if lk._prev_ref is None else np.asarray(lk._prev_ref, float)
     logs = {}
     for name in STATE_LOGS:
@@ -117,6 +118,7 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
         "sites": {"n_sites": int(n), "n_frames": int(sm.n_frames), "first_frame": sm.first_frame,
                   "alpha_unseen": float(sm.alpha_unseen), "r_start": float(sm._r_start),
                   "conf_counts": sm.conf_counts.tolist(), "cls_counts": sm.cls_counts.tolist(),
+                  "prob_hist": sm.prob_hist.tolist(),
                   "n_classes": int(sm.n_classes)},
     }
     return meta, arrays, logs
@@ -298,10 +300,12 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm._r_start = float(meta["r_start"])
     sm.conf_counts = np.asarray(meta["conf_counts"], float)
     sm.cls_counts = np.asarray(meta["cls_counts"], float)
+    sm.prob_hist = np.asarray(meta["prob_hist"], float).reshape(2, -1)
     sm.n_classes = int(meta["n_classes"])
     sm.class_changes = [tuple(int(v) for v in r) for r in logs["class_changes"]]
     ends = np.cumsum(arrays["pending_lens"])
-    sm._pending = deque((int(f), arrays["pending_sites"][e - k:e].astype(np.int64))
+    sites, bins = arrays["pending_sites"], arrays["pending_bins"]
+    sm._pending = deque((int(f), sites[e - k:e].astype(np.int64), bins[e - k:e].astype(np.int64))
                         for f, k, e in zip(arrays["pending_frames"], arrays["pending_lens"], ends))
     sm.flips = [tuple(int(v) for v in r) for r in logs["flips"]]
     sm.hops = [tuple(int(v) for v in r) for r in logs["hops"]]

@@ -33,7 +33,9 @@ at a few hundred e/Å²) and one that never misses (STEM) are both handled. Each
 is the more probable one given every detection up to ``lag`` frames later (fixed-lag
 forward-backward smoothing), so the live maps lag by ``lag`` frames. A visit or a vacancy much
 shorter than the evidence needed to believe it (about ``log(1/k) / log(r/f)`` frames) is not
-seen.
+seen. A detection also weighs by its column probability: the model learns, the same way, how
+the probabilities of detections at occupied sites and of false ones are spread (histograms of
+``confidence_bins`` bins), so a faint column at an empty site counts for less than a clear one.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ import pandas as pd
 
 from .errors import ConfigError, choice_error
 from .matching import GuidedMatcher, match_within
+from .site_classes import _CLS_HISTORY, _N_CLS, ClassStates
 
 _OCCUPANCY = ("hmm", "gaps")
 # weak priors of the "hmm" occupancy: (value, weight in frames)
@@ -54,12 +57,8 @@ _PRIOR_POOLED = (0.8, 10.0)      # the detection rate pooled over all sites
 _PRIOR_DETECT = 10.0             # per site detection rate, shrunk to the pooled rate with this weight
 _PRIOR_FALSE = (0.02, 100.0)     # false detections per empty site and frame
 _PRIOR_SWITCH = (0.01, 1000.0)   # the pooled state changes per site and frame
+_PRIOR_GRADE = 100.0          # detections by column probability: weight of the prior (all detections)
 _PRIOR_SITE_SWITCH = 20.0        # per site switching rate, shrunk to the pooled rate with this weight
-_N_CLS = 8                       # column classes a site keeps track of (votes, class state)
-_PRIOR_CONFUSION = (0.7, 50.0)   # a column given its own class: prior probability, weight in detections per class
-_PRIOR_CLS_SWITCH = (0.01, 1000.0)  # a site's class changing between two detections: prior, weight
-_CLS_DECIDE = 0.9                # a site changes class when another is this probable
-_CLS_HISTORY = 12                # detections per site kept to date a class change
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,9 @@ class SitesConfig:
         uses).
     lag
         Frames of look-ahead of the ``"hmm"`` occupancy: results lag by this many frames.
+    confidence_bins
+        Bins of the column probability over [0, 1] in which the ``"hmm"`` occupancy learns how
+        detections at occupied sites and false ones differ; 0: every detection counts alike.
     """
 
     radius_A: float = 0.8
@@ -96,14 +98,15 @@ class SitesConfig:
     drop_blips: bool = False
     occupancy: Literal["hmm", "gaps"] = "hmm"
     lag: int = 10
+    confidence_bins: int = 0
 
     def __post_init__(self) -> None:
         if self.occupancy not in _OCCUPANCY:
             raise choice_error("occupancy", self.occupancy, _OCCUPANCY)
-        for name in ("fill_gaps", "lag"):
+        for name in ("fill_gaps", "lag", "confidence_bins"):
             v = getattr(self, name)
             if not (isinstance(v, (int, np.integer)) and v >= 0):
-                raise ConfigError(f"sites.{name} must be an integer >= 0 (frames); got {v!r}.")
+                raise ConfigError(f"sites.{name} must be an integer >= 0; got {v!r}.")
         for name in ("radius_A", "hop_radius_A", "map_radius_A"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
@@ -115,7 +118,7 @@ class SitesConfig:
         return self.lag if self.occupancy == "hmm" else self.fill_gaps
 
 
-class SiteMap:
+class SiteMap(ClassStates):
     """Online site bookkeeping; ``update`` once per frame, in frame order."""
 
     def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1) -> None:
@@ -149,6 +152,10 @@ class SiteMap:
         self._w_occ = np.zeros(cap)  # expected occupied frames (posterior sums)
         self._w_det_occ = np.zeros(cap)  # expected detections while occupied
         self._w_switch = np.zeros(cap)  # expected state changes
+        # expected detections by column-probability bin: row 0 at occupied sites, row 1 false
+        # ones; and per site, at it while occupied
+        self.prob_hist = np.zeros((2, cfg.confidence_bins))
+        self._prob_occ = np.zeros((cap, cfg.confidence_bins))
         # class state per site (forward probabilities over the classes, the decided class, and
         # its latest detections, to date a change by), the detector's class confusion
         # (expected counts, true x detected) and the class changes found
@@ -164,7 +171,8 @@ class SiteMap:
         self._r_start = _PRIOR_POOLED[0]  # the pooled detection rate's prior, from the first frames
         self.n_sites = 0
         self.n_frames = 0  # frames whose occupancy is final
-        self._pending: deque[tuple[int, np.ndarray]] = deque()  # (frame, site ids) awaiting finalization
+        # (frame, site ids, probability bins: -1 where not known) awaiting finalization
+        self._pending: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
         self.first_frame: int | None = None
         self.flips: list[tuple[int, int, int]] = []  # (frame, site, +1 on / -1 off)
         self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
@@ -182,7 +190,7 @@ class SiteMap:
             return
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
-                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_cls_post", "_cls_state",
+                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_prob_occ", "_cls_post", "_cls_state",
                      "_cls_hist", "_cls_hist_frame"):
             a = getattr(self, name)
             b = np.full((new,) + a.shape[1:], -1 if name.startswith(("_cls_state", "_cls_hist")) else 0, a.dtype)
@@ -191,12 +199,13 @@ class SiteMap:
 
     # -- per frame --------------------------------------------------------------------------
     def update(self, frame: int, ref_yx: np.ndarray, cls: np.ndarray | None = None, *,
-               particles: np.ndarray | None = None) -> np.ndarray:
+               particles: np.ndarray | None = None, prob: np.ndarray | None = None) -> np.ndarray:
         """Assign this frame's columns (drift-corrected ``[N, 2]`` px) to sites; returns site ids.
 
         ``particles``: the columns' track ids, which only make it faster: a column is looked for
         first on the site its track was last seen on (the sites found are the same either
-        way)."""
+        way). ``prob``: the columns' probabilities, which the ``"hmm"`` occupancy weighs
+        detections by (without them every detection counts alike)."""
         ref_yx = np.asarray(ref_yx, dtype=float).reshape(-1, 2)
         if particles is not None:
             particles = np.asarray(particles)
@@ -241,10 +250,20 @@ class SiteMap:
         self._last[sites] = frame
         if particles is not None:
             self._remember(particles, sites)
-        self._pending.append((frame, sites))
+        self._pending.append((frame, sites, self._prob_bins(prob, n)))
         while len(self._pending) > self.cfg.look_ahead:
             self._finalize_oldest()
         return sites
+
+    def _prob_bins(self, prob: np.ndarray | None, n: int) -> np.ndarray:
+        """Each column's bin of :attr:`prob_hist` (-1: no probability, or no bins)."""
+        nb = self.prob_hist.shape[1]
+        if prob is None or nb == 0:
+            return np.full(n, -1, np.int64)
+        p = np.asarray(prob, float).reshape(-1)
+        if p.shape != (n,):
+            raise ValueError(f"prob must hold one probability per column ({n}); got shape {p.shape}")
+        return np.where(np.isfinite(p), np.clip(np.nan_to_num(p) * nb, 0, nb - 1), -1).astype(np.int64)
 
     def _remember(self, particles: np.ndarray, sites: np.ndarray) -> None:
         """Note the site of each track seen in this frame, in a table indexed by the track id
@@ -279,13 +298,13 @@ class SiteMap:
     def _finalize_oldest(self) -> None:
         if self.cfg.occupancy == "hmm":
             return self._finalize_oldest_hmm()
-        frame, sites = self._pending.popleft()
+        frame, sites, _ = self._pending.popleft()
         ns = self.n_sites
         now = np.zeros(ns, bool)
         now[sites] = True
         if self._pending and self.n_frames:
             later = np.zeros(ns, bool)
-            for _, s in self._pending:
+            for _, s, _ in self._pending:
                 later[s] = True
             # empty now, occupied before and again within fill_gaps frames: a missed detection
             now |= ~now & self._state[:ns] & later
@@ -319,6 +338,30 @@ class SiteMap:
         r = np.clip(r, f + 0.05, 1 - 1e-4)  # a detector that sees occupied sites more often than empty ones
         return r, f, k
 
+    def _grade(self, sites: np.ndarray, bins: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray]:
+        """How likely each detection's probability bin is if its site is occupied and if it is
+        false, relative to a bin of the histogram's width (1 where a column had no probability),
+        tempered by ``w``. Thin surface columns are found with lower probabilities than the
+        core's, so a site's own histogram counts, shrunk towards the pooled one as the detection
+        rate is."""
+        nb = self.prob_hist.shape[1]
+        known = bins >= 0
+        g1, g0 = np.ones(len(bins)), np.ones(len(bins))
+        if not known.any():
+            return g1, g0
+        s, b = sites[known], bins[known]
+        # each state's histogram with a prior of the histogram of all detections: where one
+        # state has few detections (a detector that rarely sees an empty site), a probability
+        # says little about it
+        h = self.prob_hist
+        base = h.sum(axis=0) + 1.0
+        base /= base.sum()
+        pooled = (h + _PRIOR_GRADE * base) / (h.sum(axis=1, keepdims=True) + _PRIOR_GRADE)
+        own = self._prob_occ[s]
+        g1[known] = nb * (own[np.arange(len(s)), b] + _PRIOR_DETECT * pooled[0, b]) / (own.sum(axis=1) + _PRIOR_DETECT)
+        g0[known] = nb * pooled[1, b]
+        return (g1, g0) if w == 1.0 else (g1**w, g0**w)
+
     def _window_detection_rate(self, ns: int, frames: list[np.ndarray]) -> float:
         """The detection rate the run starts with: how often the sites seen in most of the
         first frames (``frames``: their site ids) are seen in them; the prior where none is."""
@@ -332,13 +375,13 @@ class SiteMap:
     def _finalize_oldest_hmm(self) -> None:
         """Fixed-lag smoothing: the oldest pending frame's states from its detections, the
         forward probabilities so far and the detections of the frames still pending."""
-        frame, sites = self._pending.popleft()
+        frame, sites, bins = self._pending.popleft()
         ns = self.n_sites
         det = np.zeros(ns, bool)
         det[sites] = True
         first = self.n_frames == 0
         if first:
-            self._r_start = self._window_detection_rate(ns, [sites] + [s for _, s in self._pending])
+            self._r_start = self._window_detection_rate(ns, [sites] + [s for _, s, _ in self._pending])
         r, f, k = self.hmm_parameters()
         a_prev = np.full(ns, 0.5) if first else self._alpha[:ns]
         keep, a_not = 1 - k, 1 - a_prev
@@ -356,6 +399,9 @@ class SiteMap:
             rates, false = rates**w, false**w
         e1 = np.where(det, rates[0], rates[1])  # P(detections now | occupied now), tempered
         e0 = np.where(det, false[0], false[1])
+        g1, g0 = self._grade(sites, bins, w)
+        e1[sites] *= g1
+        e0[sites] *= g0
         lo, le = e1 * prior, e0 * (1 - prior)
         alpha = lo / (lo + le)
         # backward messages (P(later detections | occupied / empty now)) over the pending frames,
@@ -366,12 +412,14 @@ class SiteMap:
         like[:, 0] = rates[1]  # missed, then the detections written over
         like[:, 1] = false[1]
         if n_later:
-            later = [s for _, s in self._pending]
+            later = [s for _, s, _ in self._pending]
             seen = np.concatenate(later)
+            seen_bins = np.concatenate([b for _, _, b in self._pending])
             at = np.repeat(np.arange(n_later) * 2 * ns, [len(s) for s in later]) + seen
             flat = like.reshape(-1)
-            flat[at] = rates[0].take(seen)
-            flat[at + ns] = false[0]
+            g1, g0 = self._grade(seen, seen_bins, w)
+            flat[at] = rates[0].take(seen) * g1
+            flat[at + ns] = false[0] * g0
         b = np.ones((2, ns))
         lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
         for p in range(n_later - 1, -1, -1):
@@ -387,6 +435,13 @@ class SiteMap:
         # expected counts for the estimates: occupied frames, detections in them, state changes
         self._w_occ[:ns] += gamma
         self._w_det_occ[:ns] += det * gamma
+        known = bins >= 0
+        if known.any():
+            nb, s, b = self.prob_hist.shape[1], sites[known], bins[known]
+            g = gamma.take(s)
+            self.prob_hist[0] += np.bincount(b, weights=g, minlength=nb)
+            self.prob_hist[1] += np.bincount(b, weights=1 - g, minlength=nb)
+            self._prob_occ.reshape(-1)[s * nb + b] += g
         if not first:
             stay = a_keep * e1 * b1 + a_not * keep * e0 * b0
             move = a_prev * k * e0 * b0 + a_not_move * e1 * b1
@@ -423,71 +478,6 @@ class SiteMap:
         self.flips.extend(zip(repeat(frame), off.tolist(), repeat(-1)))
         self._infer_hops(frame, off, on)
         self._state[:ns] = now
-
-    # -- classes ----------------------------------------------------------------------------
-    def class_model(self) -> tuple[np.ndarray, float]:
-        """The current class confusion ``[K, K]`` (row: true class, column: detected class;
-        rows sum to 1) and the probability that a site's class changes between two of its
-        detections, from expected counts with weak priors (``K``: classes seen so far)."""
-        K = max(self.n_classes, 1)
-        (p, w), (k0, wk) = _PRIOR_CONFUSION, _PRIOR_CLS_SWITCH
-        prior = np.full((K, K), (1 - p) * w / max(K - 1, 1))
-        np.fill_diagonal(prior, p * w)
-        conf = self.conf_counts[:K, :K] + prior
-        k = (self.cls_counts[1] + k0 * wk) / (self.cls_counts[0] + wk)
-        return conf / conf.sum(1, keepdims=True), float(min(max(k, 1e-4), 0.5))
-
-    def _update_classes(self, frame: int, sites: np.ndarray, cls: np.ndarray) -> None:
-        """Each detected site's class: a hidden Markov chain over the classes seen through the
-        detector's (estimated) confusion, filtered detection by detection. A change is taken
-        when the more probable class changes, and dated to the first frame of the run of
-        detections of the new class that led to it."""
-        K = max(self.n_classes, int(cls.max()) + 1)
-        self.n_classes = K
-        if K < 2:
-            return
-        conf, k = self.class_model()
-        old = self._cls_state.take(sites)
-        known = old >= 0
-        post = self._cls_post[:, :K].take(sites, axis=0)
-        post[~known] = 1.0 / K
-        pred = post * (1 - k) + (1 - post) * k / (K - 1)  # change to any other class alike
-        like = conf[:, cls].T
-        q = pred * like
-        z = _row_sums(q)[:, None]
-        q /= z
-        # expected class changes since the last detection (for the estimate of k): not the
-        # decided ones, which noise makes too many (and more with a larger k: a runaway)
-        stay = _row_sums(post * (1 - k) * like) / z[:, 0]
-        switched = float((1 - stay)[known].sum())
-        self.conf_counts[:K, :K] += q.T @ np.eye(K)[cls]  # expected (true, detected) pairs
-        self._cls_post[sites, :K] = q
-        # each site's latest detections, to date a change by
-        for h, v in ((self._cls_hist, cls), (self._cls_hist_frame, frame)):
-            rows = np.empty((len(sites), h.shape[1]), h.dtype)
-            rows[:, :-1] = h.take(sites, axis=0)[:, 1:]
-            rows[:, -1] = v
-            h[sites] = rows
-        # decided: the most probable class, where it is probable enough to leave the old one
-        best = q.argmax(1)
-        top = q.ravel().take(best + K * np.arange(len(best)))  # q.max(1), for less
-        new = np.where(known & (top < _CLS_DECIDE), old, best)
-        changed = known & (new != old)
-        self.cls_counts += (int(known.sum()), switched)
-        for s, a, b in zip(sites[changed].tolist(), old[changed].tolist(), new[changed].tolist()):
-            self.class_changes.append((self._change_frame(s, a, b, conf), s, a, b))
-        self._cls_state[sites] = new
-
-    def _change_frame(self, site: int, a: int, b: int, conf: np.ndarray) -> int:
-        """The most likely frame of a change from class ``a`` to ``b`` among the site's latest
-        detections: the split of them into a's (before) and b's (from then on) that the
-        confusion ``conf`` makes most probable."""
-        c, f = self._cls_hist[site], self._cls_hist_frame[site]
-        c, f = c[c >= 0], f[c >= 0]
-        la, lb = np.log(conf[a, c]), np.log(conf[b, c])
-        # log-likelihood of the change at detection j: a's before j, b's from j on
-        ll = np.r_[0.0, np.cumsum(la)][:-1] + np.cumsum(lb[::-1])[::-1]
-        return int(f[int(np.argmax(ll))])
 
     def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
         lone_off, lone_on = off, on
@@ -555,12 +545,6 @@ class SiteMap:
         tab = occupied_sites(self.table())
         return (render_site_values(tab[["y", "x"]].to_numpy(), tab["occupancy"].to_numpy(), shape, self.map_radius_px),
                 render_site_values(tab[["y", "x"]].to_numpy(), tab["event_rate"].to_numpy(), shape, self.map_radius_px))
-
-
-def _row_sums(a: np.ndarray) -> np.ndarray:
-    """``a.sum(1)``; of two columns as one addition, which is what numpy's sum of two numbers
-    is, for a fraction of the cost of its reduction along a short axis."""
-    return a[:, 0] + a[:, 1] if a.shape[1] == 2 else a.sum(1)
 
 
 def occupied_sites(sites: pd.DataFrame) -> pd.DataFrame:
