@@ -48,6 +48,23 @@ def test_toy_demo_with_the_classical_locator(tmp_path):
     assert f1 > 0.95
 
 
+def test_demo_says_when_its_model_has_no_trust_ranges(tmp_path):
+    """A bundle of one's own, trained but not yet swept: the demo says its frames were not
+    judged, and how ranges are made."""
+    from etem.train.bundle import bundled_models
+
+    src = bundled_models()["haadf-stem"]
+    card = json.loads(src.with_suffix(".json").read_text())
+    del card["trust"]
+    own = tmp_path / "model" / "mine"
+    own.parent.mkdir()
+    own.with_suffix(".json").write_text(json.dumps(card))
+    own.with_suffix(".safetensors").write_bytes(src.with_suffix(".safetensors").read_bytes())
+    r = _demo(tmp_path / "out", "--movie", "toy", "--model", own, "--frames", 3, "--size", 96)
+    assert r.returncode == 0, r.stderr
+    assert "trust: not judged (the locator has no trust ranges; a model's are measured by `etem evaluate" in r.stdout
+
+
 def test_demo_with_an_unknown_model_is_a_clear_error(tmp_path):
     r = _demo(tmp_path, "--movie", "toy", "--model", "no-such-model", "--frames", 2)
     assert r.returncode != 0 and "no bundled model named 'no-such-model'" in r.stderr

@@ -55,8 +55,9 @@ class DemoReport:
         from .trust import tally
 
         trust = tally(r.frames["out_of_range"]) if "out_of_range" in r.frames else None
-        if trust:
-            lines.append(f"trust: {trust}")
+        lines.append(f"trust: {trust}" if trust else
+                     "trust: not judged (the locator has no trust ranges; a model's are measured by "
+                     "`etem evaluate MODEL WAVES.h5 --sweep --write-card`)")
         if "class_changes" in s:
             c = s["class_changes"]
             lines.append(f"class changes (e.g. S2 -> S): {c['n_found']} found, {c['n_true']} true; within 2 frames: "
