@@ -77,10 +77,12 @@ def big_frames(tmp_path_factory):
 
 
 def test_sub_overload_counts_every_drop_and_memory_stays_bounded(frames_1mib, tmp_path):
-    """A camera at twice the rate the pipeline sustains, for 6 s, over PUB/SUB."""
+    """A camera at twice the rate the pipeline sustains, for 10 s, over PUB/SUB (long enough that
+    the frames dropped while the queue is full, ~190 MiB, stand well above the allocator's noise
+    in the RSS floor, which reached 40-60 MiB in runs of 6 s)."""
     port = free_port()
     cam = Camera(frames=str(frames_1mib), mode="pub", address=f"tcp://127.0.0.1:{port}", fps=2 * RATE,
-                 seconds=6.0, sampling=0.2, end_after=1.0)
+                 seconds=10.0, sampling=0.2, end_after=1.0)
     try:
         c, src, pipe, samples = _throttled_run(f"tcp://127.0.0.1:{port}", "sub", tmp_path=tmp_path,
                                                queue_frames=32)
