@@ -51,8 +51,8 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_n_occ": "int64", "sites_n_ev": "int64", "sites_first": "int64", "sites_last": "int64",
     "sites_state": "uint8", "sites_run_start": "int64",
     "sites_alpha": "float64", "sites_n_det": "int64", "sites_w_occ": "float64", "sites_w_det_occ": "float64",
-    "sites_w_switch": "float64", "sites_prob_occ": "float64", "sites_cls_post": "float64", "sites_cls_state": "int64", "sites_cls_hist": "int64",
-    "sites_cls_hist_frame": "int64",
+    "sites_w_switch": "float64", "sites_prob_occ": "float64", "sites_cls_post": "float64",
+    "sites_cls_state": "int64", "sites_cls_hist": "int64", "sites_cls_hist_frame": "int64",
     "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64", "pending_bins": "int64",
     "prev_ref": "float64",
 }
@@ -61,7 +61,8 @@ STATE_ARRAYS: dict[str, str] = {
 STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5),
                                           "class_changes": ("int64", 4)}
 _SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
-                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "prob_occ", "cls_post", "cls_state", "cls_hist", "cls_hist_frame")
+                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "prob_occ", "cls_post", "cls_state", "cls_hist",
+                "cls_hist_frame")
 
 
 # ----------------------------------------------------------------------------------- snapshot

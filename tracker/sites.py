@@ -33,9 +33,10 @@ at a few hundred e/Å²) and one that never misses (STEM) are both handled. Each
 is the more probable one given every detection up to ``lag`` frames later (fixed-lag
 forward-backward smoothing), so the live maps lag by ``lag`` frames. A visit or a vacancy much
 shorter than the evidence needed to believe it (about ``log(1/k) / log(r/f)`` frames) is not
-seen. A detection also weighs by its column probability: the model learns, the same way, how
-the probabilities of detections at occupied sites and of false ones are spread (histograms of
-``confidence_bins`` bins), so a faint column at an empty site counts for less than a clear one.
+seen. With ``confidence_bins`` a detection also weighs by its column probability: the model
+learns, the same way, how the probabilities of detections at occupied sites and of false ones
+are spread (histograms of ``confidence_bins`` bins), so a faint column at an empty site counts
+for less than a clear one.
 """
 from __future__ import annotations
 
@@ -399,9 +400,11 @@ class SiteMap(ClassStates):
             rates, false = rates**w, false**w
         e1 = np.where(det, rates[0], rates[1])  # P(detections now | occupied now), tempered
         e0 = np.where(det, false[0], false[1])
-        g1, g0 = self._grade(sites, bins, w)
-        e1[sites] *= g1
-        e0[sites] *= g0
+        graded = self.prob_hist.shape[1] > 0  # (without bins, every detection counts alike)
+        if graded:
+            g1, g0 = self._grade(sites, bins, w)
+            e1[sites] *= g1
+            e0[sites] *= g0
         lo, le = e1 * prior, e0 * (1 - prior)
         alpha = lo / (lo + le)
         # backward messages (P(later detections | occupied / empty now)) over the pending frames,
@@ -414,12 +417,14 @@ class SiteMap(ClassStates):
         if n_later:
             later = [s for _, s, _ in self._pending]
             seen = np.concatenate(later)
-            seen_bins = np.concatenate([b for _, _, b in self._pending])
             at = np.repeat(np.arange(n_later) * 2 * ns, [len(s) for s in later]) + seen
             flat = like.reshape(-1)
-            g1, g0 = self._grade(seen, seen_bins, w)
-            flat[at] = rates[0].take(seen) * g1
-            flat[at + ns] = false[0] * g0
+            flat[at] = rates[0].take(seen)
+            flat[at + ns] = false[0]
+            if graded:
+                g1, g0 = self._grade(seen, np.concatenate([b for _, _, b in self._pending]), w)
+                flat[at] *= g1
+                flat[at + ns] *= g0
         b = np.ones((2, ns))
         lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
         for p in range(n_later - 1, -1, -1):
@@ -436,7 +441,7 @@ class SiteMap(ClassStates):
         self._w_occ[:ns] += gamma
         self._w_det_occ[:ns] += det * gamma
         known = bins >= 0
-        if known.any():
+        if graded and known.any():
             nb, s, b = self.prob_hist.shape[1], sites[known], bins[known]
             g = gamma.take(s)
             self.prob_hist[0] += np.bincount(b, weights=g, minlength=nb)
