@@ -173,6 +173,27 @@ def test_sweep_prints_cutoffs_writes_the_radar_and_stores_the_trust_ranges(heldo
     assert r.returncode != 0 and "name a model first" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_evaluate_takes_the_microscope_of_the_held_out_images(heldout, tmp_path):
+    """`--preset`/`--optics`: the held-out images under other optics ranges than the card's (a
+    model fine-tuned to one microscope, scored under the general ranges, or the reverse)."""
+    common = ("evaluate", "classical", heldout, "--sampling", 0.2, "--doses", "3000", "-n", 3, "--size", 64,
+              "--preset", "au")
+    r = _etem(*common, "-o", tmp_path / "wide")
+    assert r.returncode == 0 and "optics preset 'au');" in r.stdout, r.stderr
+    r = _etem(*common, "--optics", "defocus_A=-60", "--optics", "Cs_A=-2e5,-1e5", "-o", tmp_path / "scope")
+    assert r.returncode == 0, r.stderr
+    assert "optics preset 'au', defocus_A -60.0, Cs_A [-200000.0, -100000.0])" in r.stdout
+    wide, scope = (pd.read_csv(tmp_path / d / "per_image.csv") for d in ("wide", "scope"))
+    assert not np.allclose(wide["f1"], scope["f1"])  # other images
+    r = _etem("evaluate", "au-hrtem", heldout, "--sweep", "--optics", "defocus_A=-60")
+    assert r.returncode != 0 and "--sweep" in r.stderr and "Traceback" not in r.stderr
+    r = _etem("evaluate", "classical", heldout, "--sampling", 0.2, "--optics", "defocus=-60")
+    assert r.returncode != 0 and "unknown optics range" in r.stderr and "Traceback" not in r.stderr
+    pd.DataFrame({"frame": [0], "y": [1.0], "x": [1.0]}).to_csv(tmp_path / "cols.csv", index=False)
+    r = _etem("evaluate", tmp_path / "cols.csv", tmp_path / "cols.csv", "--optics", "defocus_A=-60")
+    assert r.returncode != 0 and "held-out images" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_evaluate_model_errors_are_clear(heldout, tmp_path):
     r = _etem("evaluate", "classical", tmp_path / "missing.h5", "--sampling", 0.2)
     assert r.returncode != 0 and "no such wave set" in r.stderr and "Traceback" not in r.stderr

@@ -296,3 +296,97 @@ def test_wave_sets_of_two_materials_train_one_column_finder(wave_set, tmp_path):
                         str(tmp_path / "cli"), "--width", "4", "--depth", "2", "--size", "48", "--batch", "2",
                         "--steps", "1", "--preset", "graphene"], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "--classes column" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_fine_tuning_starts_from_a_model_and_keeps_it_where_nothing_beats_it(wave_set, tmp_path):
+    """`TrainConfig.init`: the run starts from a bundle's weights, scores them first on its own
+    validation images (the score to beat), and records where it started."""
+    from etem.train.bundle import load_bundle
+
+    train(wave_set, tmp_path / "start", _tiny(steps=4))
+    start, start_card = load_bundle(tmp_path / "start")
+    # a learning rate too small to move the weights: the bundle written is the starting model's
+    card = train(wave_set, tmp_path / "tuned", _tiny(steps=2, lr=1e-12, init=str(tmp_path / "start"),
+                                                     optics={"defocus_A": [-60.0, -40.0]}))
+    tuned, _ = load_bundle(tmp_path / "tuned")
+    theirs = dict(tuned.named_parameters())  # (BatchNorm's running statistics move in training mode)
+    for k, v in start.named_parameters():
+        assert torch.allclose(theirs[k], v, atol=1e-6), k
+    h = card["training"]["history"]
+    assert h[0]["step"] == 0 and h[0]["loss"] is None and [r["step"] for r in h[1:]] == [2]
+    assert card["training"]["initialized_from"] == {
+        "model": "start", "sha256": start_card["sha256"], "steps": 4, "date": start_card["training"]["date"],
+        "validation_f1": h[0]["f1"]}
+    assert card["training"]["data"].startswith(f"fine-tuned from start (weights sha256 {start_card['sha256'][:12]})")
+    # from random weights the same run ends elsewhere
+    fresh = train(wave_set, tmp_path / "fresh", _tiny(steps=2, lr=1e-12, optics={"defocus_A": [-60.0, -40.0]}))
+    assert "initialized_from" not in fresh["training"] and fresh["training"]["history"][0]["step"] == 2
+    other, _ = load_bundle(tmp_path / "fresh")
+    assert not torch.allclose(other.state_dict()["head.weight"], start.state_dict()["head.weight"])
+    # a network of another shape is refused before training
+    with pytest.raises(Exception, match="cannot start from .*arch_args"):
+        train(wave_set, tmp_path / "x", _tiny(arch_args={"width": 8, "depth": 2}, init=str(tmp_path / "start")))
+
+
+def test_train_command_fine_tunes_with_the_models_recipe_and_the_users_optics(wave_set, tmp_path):
+    """`etem train --init MODEL --optics ...`: the model's recipe where no option is given, the
+    microscope's ranges from the command line or a TOML file, options that would change the
+    network refused, and bad ranges refused before any training."""
+    import subprocess
+    import sys
+
+    def etem(*a):
+        return subprocess.run([sys.executable, "-m", "etem.tracker.cli", "train", *map(str, a)],
+                              capture_output=True, text=True, timeout=300)
+
+    r = etem(wave_set, "-o", tmp_path / "start", "--width", 4, "--depth", 2, "--size", 48, "--batch", 2,
+             "--preset", "graphene", "--steps", 2, "--sampling", 0.25, "--optics", "focal_spread_A=25")
+    assert r.returncode == 0, r.stderr
+    scope = tmp_path / "scope.toml"
+    scope.write_text("# my microscope\n[optics]\ndefocus_A = [-90, -30]\nCs_A = [-2e5, -1e5]\n")
+    r = etem(wave_set, "-o", tmp_path / "tuned", "--init", tmp_path / "start.json", "--steps", 2,
+             "--optics", scope, "--optics", "blur_A=0.1,0.3", "--checkpoint-every", 1)
+    assert r.returncode == 0, r.stderr
+    assert "started from start: validation F1" in r.stdout
+    cfg = json.loads((tmp_path / "tuned.json").read_text())["training"]["config"]
+    assert cfg["arch_args"] == {"width": 4, "depth": 2} and cfg["size"] == 48 and cfg["batch"] == 2
+    assert cfg["sampling_A"] == 0.25 and cfg["preset"] == "graphene" and cfg["lr"] == 5e-4
+    assert cfg["optics"] == {"focal_spread_A": 25.0, "defocus_A": [-90, -30], "Cs_A": [-2e5, -1e5],
+                             "blur_A": [0.1, 0.3]}
+    assert cfg["init"] == str(tmp_path / "start.json")
+    r = etem(wave_set, "-o", tmp_path / "tuned", "--init", tmp_path / "start.json", "--steps", 2,
+             "--optics", scope, "--optics", "blur_A=0.1,0.3", "--checkpoint-every", 1, "--resume")
+    assert r.returncode == 0 and "held-out F1" in r.stdout, r.stderr
+
+    bad = scope.with_name("bad.toml")
+    bad.write_text("[optics\n")
+    for extra, words in ((["--width", 8], "fine-tuning keeps"), (["--classes", "column"], "fine-tuning keeps"),
+                         (["--focal=-100,0,100"], "fine-tuning keeps"),
+                         (["--optics", "defocus=1,2"], "unknown optics range"),
+                         (["--optics", "defocus_A=a"], "one number or LO,HI"),
+                         (["--optics", "Cs_A=3,2"], "low <= high"),
+                         (["--optics", "preset=au"], "--preset"),
+                         (["--optics", bad], "not a TOML file"),
+                         (["--optics", tmp_path / "none.toml"], "no such file"),
+                         (["--optics", "scope.yaml"], "KEY=LO,HI")):
+        r = etem(wave_set, "-o", tmp_path / "x", "--init", tmp_path / "start.json", "--steps", 1, *extra)
+        assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr)
+    assert not (tmp_path / "x.json").exists()
+    r = etem(wave_set, "-o", tmp_path / "x", "--init", "no-such-model", "--steps", 1)
+    assert r.returncode != 0 and "no bundled model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_documented_microscope_file_is_a_valid_optics_file():
+    """docs/microscope-example.toml, as `--optics` reads it: the demo's microscope inside its ranges."""
+    from pathlib import Path
+
+    from etem.simulate.optics import OpticsRanges
+    from etem.train.cli import optics_overrides
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "microscope-example.toml"
+    ranges = OpticsRanges.from_dict({"preset": "au", **optics_overrides([str(path)])})
+    demo = {"defocus_A": -60.0, "Cs_A": -15e4, "focal_spread_A": 30.0, "blur_A": 0.2}
+    for key, value in demo.items():
+        lo, hi = getattr(ranges, key)
+        assert lo < value < hi, key
+    assert ranges.dose_e_per_A2 == OpticsRanges.preset("au").dose_e_per_A2  # keys not given: the preset's

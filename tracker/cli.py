@@ -359,6 +359,9 @@ def cmd_evaluate(args) -> int:
 
     if is_model(args.found):
         return cmd_evaluate_model(args)
+    if args.preset or args.optics:
+        raise ConfigError("--preset and --optics set the microscope of held-out images (etem evaluate MODEL "
+                          "WAVES); found columns are scored against the images they were found on.")
     if args.border:
         raise ConfigError("--border applies to a model scored on held-out waves (etem evaluate MODEL WAVES), "
                           "whose images have a known size; not to found columns against a movie or table.")

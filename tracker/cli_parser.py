@@ -146,10 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wave-set file(s) from `etem simulate waves`; several are pooled (each set's last quarter "
                         "validates; sets of different materials need --classes column)")
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle path (writes .safetensors and .json)")
-    p.add_argument("--arch", default="fusionnet", choices=("fusionnet", "unet", "msdnet"))
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--unshuffle", type=int, default=1, metavar="S",
+    # options left as None take the defaults of etem.train.loop.TrainConfig, or with --init the
+    # recipe in the starting model's card (etem.train.cli.train_config)
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from a trained model's weights (a bundled name or a bundle path) instead of "
+                        "random ones, e.g. to fit it to one microscope's optics (--optics). Its card gives the "
+                        "network, inputs, classes, pixel size and the rest of its recipe wherever an option is "
+                        "not given (--lr: 5e-4); options that would change the network are refused. The "
+                        "model's own validation F1 is the score to beat: the bundle written is never worse there")
+    p.add_argument("--arch", default=None, choices=("fusionnet", "unet", "msdnet"), help="default fusionnet")
+    p.add_argument("--width", type=int, default=None, help="default 16")
+    p.add_argument("--depth", type=int, default=None, help="default 3")
+    p.add_argument("--unshuffle", type=int, default=None, metavar="S",
                    help="fusionnet: fold each SxS block of pixels into channels before the top level and "
                         "back after the head (2: about a third of the work at the same width and depth; "
                         "the bundled CPU models use it)")
@@ -158,28 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None,
                    help="train for this long, the learning-rate schedule spread over the time (for a "
                         "machine lent for a fixed time)")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--samples-per-wave", type=int, default=1, metavar="K",
+    p.add_argument("--batch", type=int, default=None, help="default 8")
+    p.add_argument("--samples-per-wave", type=int, default=None, metavar="K",
                    help="draw K samples from each wave of a batch (each its own microscope and geometry): "
                         "less work per sample on a GPU; must divide --batch")
-    p.add_argument("--vacuum-fraction", type=float, default=0.0, metavar="P",
+    p.add_argument("--vacuum-fraction", type=float, default=None, metavar="P",
                    help="image vacuum (a flat wave, no columns) instead of a drawn wave with probability P, "
                         "so that the network sees noise alone (default 0)")
-    p.add_argument("--coarse-fraction", type=float, default=0.0, metavar="P",
+    p.add_argument("--coarse-fraction", type=float, default=None, metavar="P",
                    help="take a drawn wave's samples with a camera whose pixels are --coarse-factor times "
                         "--sampling and enlarge them onto the training grid, as the tracker enlarges frames "
                         "taken coarser than its model, with probability P (default 0)")
-    p.add_argument("--coarse-factor", default="1.5,2.5", metavar="LO,HI",
+    p.add_argument("--coarse-factor", default=None, metavar="LO,HI",
                    help="range of that camera's pixel size over --sampling (default 1.5,2.5)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--size", type=int, default=128, help="training image side [px]")
-    p.add_argument("--sampling", type=float, default=0.2, help="training image pixel size [Å/px]")
-    p.add_argument("--label-sigma", type=float, default=0.5, help="label Gaussian width [Å]")
-    p.add_argument("--preset", default="au", help="optics preset (graphene, au, mos2, haadf)")
-    p.add_argument("--imaging", choices=("hrtem", "haadf"), default="hrtem")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3; 5e-4 with --init)")
+    p.add_argument("--size", type=int, default=None, help="training image side [px] (default 128)")
+    p.add_argument("--sampling", type=float, default=None, help="training image pixel size [Å/px] (default 0.2)")
+    p.add_argument("--label-sigma", type=float, default=None, help="label Gaussian width [Å] (default 0.5)")
+    p.add_argument("--preset", default=None, help="optics preset (graphene, au, mos2, haadf; default au)")
+    p.add_argument("--optics", action="append", default=[], metavar="KEY=LO,HI|FILE.toml",
+                   help="replace one of the preset's optics ranges: KEY=LO,HI or KEY=VALUE (fixed), e.g. "
+                        "defocus_A=-90,-30 Cs_A=-2e5,-1e5 (keys: the fields of etem.simulate.optics."
+                        "OpticsRanges, in Å, e/Å² and mrad); or a TOML file of such keys (top level or an "
+                        "[optics] table). Repeatable; later ones win; with --init they add to the model's own")
+    p.add_argument("--imaging", choices=("hrtem", "haadf"), default=None, help="default hrtem")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--focal", default="0", metavar="OFFSETS",
+    p.add_argument("--focal", default=None, metavar="OFFSETS",
                    help="defocus offsets of the input images [Å, comma-separated], e.g. -100,0,100 for a "
                         "three-image focal series (default: one image)")
     p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
@@ -187,10 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                    help="write the training state every STEPS steps (0: never)")
     p.add_argument("--resume", action="store_true", help="go on from the output's checkpoint")
-    p.add_argument("--classes", choices=("species", "height", "column"), default="species",
-                   help="what the network tells apart: the wave set's species classes, column heights "
-                        "(atoms per column, 1 .. 10+) for counting atoms from a focal series, or nothing: "
-                        "one class 'column' (a column finder for any material)")
+    p.add_argument("--classes", choices=("species", "height", "column"), default=None,
+                   help="what the network tells apart: the wave set's species classes (the default), column "
+                        "heights (atoms per column, 1 .. 10+) for counting atoms from a focal series, or "
+                        "nothing: one class 'column' (a column finder for any material)")
 
     p = sub.add_parser("evaluate", help="score found columns against known ones (ID-recall, ID-precision, RMS); "
                                         "or a model on held-out simulated images (etem evaluate MODEL WAVES)")
@@ -206,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doses", default="100,300,1000,3000,10000",
                    help="MODEL WAVES form: doses of the sweep [e/Å², comma-separated]")
     p.add_argument("-n", type=int, default=8, help="MODEL WAVES form: images per dose")
+    p.add_argument("--preset", help="MODEL WAVES form: optics preset of the held-out images (default: the "
+                                    "first model's training optics, its card's preset and ranges; a preset "
+                                    "given alone drops the card's ranges)")
+    p.add_argument("--optics", action="append", default=[], metavar="KEY=LO,HI|FILE.toml",
+                   help="MODEL WAVES form: optics ranges of the held-out images on top of the preset, as "
+                        "`etem train --optics` (default: the first model's card's)")
     p.add_argument("--size", type=int, default=256, help="MODEL WAVES form: image side [px]")
     p.add_argument("--no-baseline", action="store_true",
                    help="MODEL WAVES form: leave the classical locator out of the table")

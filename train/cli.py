@@ -9,42 +9,144 @@ from pathlib import Path
 from etem.tracker.errors import ConfigError
 
 
-def cmd_train(args) -> int:
-    from etem.train.loop import TrainConfig, train
+#: learning rate of a run that starts from a trained model (--init) unless --lr is given
+INIT_LR = 5e-4
 
-    arch_args = {"width": args.width, "depth": args.depth} if args.arch != "msdnet" else {"depth": args.depth}
-    if args.unshuffle != 1:
-        if args.arch != "fusionnet":
-            raise ConfigError(f"--unshuffle is an option of the fusionnet architecture, not of {args.arch}")
-        arch_args["unshuffle"] = args.unshuffle
+
+def _pair(text: str, what: str) -> tuple[float, ...]:
     try:
-        focal = tuple(float(v) for v in args.focal.split(",") if v.strip())
+        return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"--focal must be comma-separated defocus offsets in Å; got {args.focal!r}") from None
-    try:
-        coarse_factor = tuple(float(v) for v in args.coarse_factor.split(","))
-    except ValueError:
-        raise ConfigError(f"--coarse-factor must be LO,HI (two numbers above 1); got {args.coarse_factor!r}") from None
-    for path in args.waves:
+        raise ConfigError(f"{what}; got {text!r}") from None
+
+
+def optics_overrides(items: list[str]) -> dict:
+    """``--optics`` values (``KEY=LO,HI``, ``KEY=VALUE`` or a TOML file of such keys, top level
+    or an ``[optics]`` table) as one mapping of :class:`~etem.simulate.optics.OpticsRanges`
+    overrides; later items win. Unknown keys and bad ranges are refused here, before training."""
+    import tomllib
+
+    from etem.simulate.optics import OpticsRanges
+
+    out: dict = {}
+    for item in items:
+        if "=" in item:
+            key, _, value = item.partition("=")
+            if key.strip() == "preset":
+                raise ConfigError("--optics sets ranges; name the preset they start from with --preset")
+            nums = _pair(value, f"--optics {key.strip()}=... takes one number or LO,HI")
+            if len(nums) not in (1, 2):
+                raise ConfigError(f"--optics {key.strip()}=... takes one number or LO,HI; got {value!r}")
+            out[key.strip()] = nums[0] if len(nums) == 1 else list(nums)
+            continue
+        path = Path(item)
+        if path.suffix != ".toml":
+            raise ConfigError(f"--optics takes KEY=LO,HI (e.g. defocus_A=-90,-30) or a .toml file; got {item!r}")
         if not path.is_file():
-            raise ConfigError(f"{path}: no such wave set (make one with `etem simulate waves`)")
+            raise ConfigError(f"--optics {item}: no such file")
+        try:
+            table = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--optics {item}: not a TOML file ({e})") from None
+        table = table.get("optics", table)
+        if not isinstance(table, dict):
+            raise ConfigError(f"--optics {item}: [optics] must be a table of ranges")
+        out.update(table)
+    if "preset" in out:
+        raise ConfigError("--optics sets ranges; name the preset they start from with --preset")
+    OpticsRanges.from_dict(out)  # unknown keys and bad ranges: a clear error now
+    return out
+
+
+def _network(args) -> dict:
+    """The network the options ask for: TrainConfig's arch, arch_args and focal_offsets_A."""
+    arch = args.arch or "fusionnet"
+    depth = 3 if args.depth is None else args.depth
+    arch_args = {"depth": depth} if arch == "msdnet" else {"width": 16 if args.width is None else args.width,
+                                                            "depth": depth}
+    if args.unshuffle not in (None, 1):
+        if arch != "fusionnet":
+            raise ConfigError(f"--unshuffle is an option of the fusionnet architecture, not of {arch}")
+        arch_args["unshuffle"] = args.unshuffle
+    focal = (0.0,) if args.focal is None else \
+        _pair(args.focal, "--focal must be comma-separated defocus offsets in Å") or (0.0,)
+    return {"arch": arch, "arch_args": arch_args, "focal_offsets_A": focal}
+
+
+def _from_card(args) -> dict:
+    """With ``--init``: the starting model's recipe (its card's training settings), its network as
+    the bundle records it, and the options that would change that network refused."""
+    from dataclasses import fields
+
+    from etem.train.bundle import load_bundle
+    from etem.train.loop import TrainConfig
+
+    _, card = load_bundle(args.init)
+    known = {f.name for f in fields(TrainConfig)}
+    recipe = {k: v for k, v in ((card.get("training") or {}).get("config") or {}).items() if k in known}
+    theirs = {k: v for k, v in card["arch_args"].items() if k not in ("n_inputs", "n_classes")}
+    asked = {"arch": args.arch, "width": args.width, "depth": args.depth, "focal": args.focal,
+             "unshuffle": args.unshuffle, "classes": args.classes}
+    have = {"arch": card["arch"], "width": theirs.get("width"), "depth": theirs.get("depth"),
+            "unshuffle": theirs.get("unshuffle", 1), "classes": recipe.get("classes", "species"),
+            "focal": tuple(float(v) for v in card["inputs"])}
+    if args.focal is not None:
+        asked["focal"] = _pair(args.focal, "--focal must be comma-separated defocus offsets in Å") or (0.0,)
+    differ = [k for k, v in asked.items() if v is not None and v != have[k]]
+    if differ:
+        raise ConfigError(f"--init {args.init}: fine-tuning keeps the model's network; it has "
+                          + ", ".join(f"{k} {have[k]}" for k in differ) + " where the options ask for "
+                          + ", ".join(f"{asked[k]}" for k in differ) + ": leave those options out")
+    return {**recipe, "arch": card["arch"], "arch_args": theirs, "focal_offsets_A": have["focal"],
+            "lr": INIT_LR, "optics": dict(recipe.get("optics") or {})}
+
+
+def train_config(args):
+    """The :class:`~etem.train.loop.TrainConfig` of an `etem train` command line: options given
+    win; the others are the defaults, or with ``--init`` the starting model's recipe (its card)."""
+    from dataclasses import asdict
+
+    from etem.train.loop import TrainConfig
+
+    cfg = asdict(TrainConfig())
+    cfg.update(_from_card(args) if args.init else _network(args))
+    for opt, key in (("batch", "batch"), ("samples_per_wave", "samples_per_wave"), ("classes", "classes"),
+                     ("vacuum_fraction", "vacuum_fraction"), ("coarse_fraction", "coarse_fraction"),
+                     ("lr", "lr"), ("size", "size"), ("sampling", "sampling_A"), ("label_sigma", "label_sigma_A"),
+                     ("preset", "preset"), ("imaging", "imaging")):
+        if getattr(args, opt) is not None:
+            cfg[key] = getattr(args, opt)
+    if args.coarse_factor is not None:
+        cfg["coarse_factor"] = _pair(args.coarse_factor, "--coarse-factor must be LO,HI (two numbers above 1)")
+    if args.optics:
+        cfg["optics"] = {**cfg["optics"], **optics_overrides(args.optics)}
     if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"--minutes must be a positive time, got {args.minutes}")
     steps = args.steps if args.steps is not None else (600 if args.minutes is None else 10**9)
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {steps}")
-    cfg = TrainConfig(arch=args.arch, arch_args=arch_args, size=args.size, sampling_A=args.sampling,
-                      label_sigma_A=args.label_sigma, preset=args.preset or None, imaging=args.imaging,
-                      batch=args.batch, steps=steps, lr=args.lr, seed=args.seed, device=args.device,
-                      validate_every=max(1, min(100, steps // 4)), max_minutes=args.minutes,
-                      samples_per_wave=args.samples_per_wave, vacuum_fraction=args.vacuum_fraction,
-                      coarse_fraction=args.coarse_fraction, coarse_factor=coarse_factor,
-                      focal_offsets_A=focal or (0.0,),
-                      amp=args.amp, checkpoint_every=args.checkpoint_every, classes=args.classes)
+    # the run's own settings never come from a card
+    cfg.update(steps=steps, max_minutes=args.minutes, validate_every=max(1, min(100, steps // 4)), seed=args.seed,
+               device=args.device, amp=args.amp, checkpoint_every=args.checkpoint_every, threads=None,
+               init=str(args.init) if args.init else None, preset=cfg["preset"] or None,
+               focal_offsets_A=tuple(cfg["focal_offsets_A"]), coarse_factor=tuple(cfg["coarse_factor"]))
+    return TrainConfig(**cfg)
+
+
+def cmd_train(args) -> int:
+    from etem.train.loop import train
+
+    for path in args.waves:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such wave set (make one with `etem simulate waves`)")
+    cfg = train_config(args)
     card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
     if card is None:  # a torchrun process other than the first
         return 0
     e = card["evaluation"]
+    start = card["training"].get("initialized_from")
+    if start:
+        print(f"started from {start['model']}: validation F1 {start['validation_f1']:.3f} on these images")
     print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
           f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
           f"in {card['training']['seconds']:.0f} s")
@@ -81,11 +183,14 @@ def cmd_evaluate_model(args) -> int:
         doses = [float(d) for d in args.doses.split(",") if d.strip()]
     except ValueError:
         raise ConfigError(f"--doses must be comma-separated numbers; got {args.doses!r}") from None
+    optics = optics_overrides(args.optics) if args.optics else ({} if args.preset else None)
     per = assess(methods, args.truth, doses=doses, n=args.n, size=args.size, sampling_A=args.sampling,
-                 radius_A=args.radius, seed=args.seed, bond_A=args.bonds, border_A=args.border)
+                 preset=args.preset, optics=optics, radius_A=args.radius, seed=args.seed, bond_A=args.bonds,
+                 border_A=args.border)
     table = summary(per)
+    ranges = "".join(f", {k} {v}" for k, v in (per.attrs["optics"] or {}).items())
     print(f"{args.n} held-out images per dose from {args.truth.name} at {per.attrs['sampling_A']} Å/px "
-          f"({per.attrs['imaging']}, optics preset {per.attrs['preset']!r}); match radius {args.radius} Å"
+          f"({per.attrs['imaging']}, optics preset {per.attrs['preset']!r}{ranges}); match radius {args.radius} Å"
           + (f"; columns within {args.border} Å of the edge left out" if args.border else ""))
     print(format_summary(table))
     if args.output:
@@ -112,7 +217,7 @@ def _store_heldout(methods, per, table, args) -> None:
     heldout = {
         "wave_set": args.truth.name, "images_per_dose": args.n, "size_px": args.size,
         "sampling_A": per.attrs["sampling_A"], "imaging": per.attrs["imaging"],
-        "optics_preset": per.attrs["preset"], "match_radius_A": args.radius, "border_A": args.border,
+        "optics_preset": per.attrs["preset"], "optics": per.attrs["optics"] or {}, "match_radius_A": args.radius, "border_A": args.border,
         "date": datetime.date.today().isoformat(), "machine": platform.machine(), "table": rows,
     }
     for m in methods:
@@ -134,8 +239,11 @@ def _sweep(methods, args) -> int:
     methods = [m for m in methods if m != "classical-dark"]  # the sweep's microscopes show bright columns
     if methods[0] in CLASSICAL:
         raise ConfigError("--sweep takes the conditions from a model's card: name a model first")
+    if args.optics:
+        raise ConfigError("--sweep images every condition at one fixed microscope (that of the preset, "
+                          "train/sweep.py BASE_OPTICS); --optics sets the ranges of the dose table")
     table = wave_sweep(methods, args.truth, base_dose=args.base_dose, n=args.n, size=args.size,
-                       radius_A=args.radius, seed=args.seed)
+                       radius_A=args.radius, seed=args.seed, preset=args.preset)
     cuts = cutoffs(table)
     a = table.attrs
     optics = ", ".join(f"{k} {v:g}" for k, v in a["base_optics"].items())

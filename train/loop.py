@@ -92,6 +92,10 @@ class TrainConfig:
     #: model (AugmentConfig.coarse_fraction). 0: none.
     coarse_fraction: float = 0.0
     coarse_factor: tuple[float, float] = (1.5, 2.5)
+    #: start from this trained model's weights (a bundled name or a bundle path) instead of
+    #: random ones: fine-tuning. Its network, inputs and classes must be the run's; its own
+    #: validation F1 on the run's validation images is the score the bundle must beat.
+    init: str | None = None
 
 
 def _one_cycle(p: float, pct_start: float = 0.15, div: float = 25.0, final_div: float = 1e4) -> float:
@@ -442,6 +446,14 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * rank)
     rng = np.random.default_rng([cfg.seed, rank])
     history, best, best_state, losses, first = [], -1.0, None, [], 1
+    start = None
+    if cfg.init:
+        start = _init_weights(model, cfg, classes)
+        if rank == 0 and not resume:  # the starting model's score is the one to beat
+            scores = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
+            history.append({"step": 0, "loss": None, "seconds": 0.0, **scores})
+            best, best_state = scores["f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+            log.info("starting from %s: val F1 %.3f", cfg.init, scores["f1"])
     out = Path(out)
     if resume:
         st = _load_checkpoint(out, model, opt, sched, gen, rng, cfg)
@@ -523,7 +535,8 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
                 "materials": [] if cfg.imaging == "haadf" else materials,
                 "task": "heights" if cfg.classes == "height" else "columns"},
         "training": {
-            "data": f"exit waves of {len(train_idx)} simulated structures ({_counted(waves, train_idx)}), "
+            "data": (f"fine-tuned from {start['model']} (weights sha256 {start['sha256'][:12]}); " if start else "")
+                    + f"exit waves of {len(train_idx)} simulated structures ({_counted(waves, train_idx)}), "
                     f"abTEM multislice at {waves[0].sampling_A[0]:.3f} Å/px, "
                     f"{' and '.join(f'{e / 1e3:g}' for e in sorted({w.energy_eV for w in waves}))} kV; "
                     f"randomized optics (preset {cfg.preset!r}, overrides {cfg.optics}), dose noise and "
@@ -536,6 +549,7 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
                        + (f" x {world} processes" if world > 1 else ""),
             "date": _dt.date.today().isoformat(), "history": history,
+            **({"initialized_from": {**start, "validation_f1": history[0]["f1"]}} if start else {}),
         },
         "evaluation": {"held_out_structures": len(val_idx), "images": cfg.n_validation, "match_radius_A": 1.0,
                        **final, "threshold_scan": scan},
@@ -543,6 +557,24 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     card = _finite(card)
     save_bundle(model, out, card)
     return card
+
+
+def _init_weights(model: nn.Module, cfg: TrainConfig, classes: list[str]) -> dict[str, Any]:
+    """Load ``cfg.init``'s weights into ``model``; what the card records of the starting model."""
+    from .bundle import load_bundle
+
+    start, card = load_bundle(cfg.init)
+    theirs = (card["arch"], start.arch_args, [float(v) for v in card["inputs"]], list(card["class_names"]))
+    ours = (cfg.arch, model.arch_args, [float(v) for v in cfg.focal_offsets_A], list(classes))
+    if theirs != ours:
+        what = [n for n, a, b in zip(("network", "arch_args", "inputs", "classes"), theirs, ours) if a != b]
+        raise ConfigError(f"cannot start from {cfg.init}: its {', '.join(what)} "
+                          f"({'; '.join(str(a) for a, b in zip(theirs, ours) if a != b)}) differ from this run's "
+                          f"({'; '.join(str(b) for a, b in zip(theirs, ours) if a != b)})")
+    model.load_state_dict(start.state_dict())
+    steps = (card.get("training") or {}).get("steps")
+    return {"model": card.get("name", str(cfg.init)), "sha256": card["sha256"], "steps": steps,
+            "date": (card.get("training") or {}).get("date")}
 
 
 def _counted(waves, idx: Sequence[int]) -> str:
