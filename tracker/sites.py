@@ -401,30 +401,30 @@ class SiteMap(ClassStates):
         e1 = np.where(det, rates[0], rates[1])  # P(detections now | occupied now), tempered
         e0 = np.where(det, false[0], false[1])
         graded = self.prob_hist.shape[1] > 0  # (without bins, every detection counts alike)
-        if graded:
-            g1, g0 = self._grade(sites, bins, w)
-            e1[sites] *= g1
-            e0[sites] *= g0
+        n_later = len(self._pending)
+        later = [s for _, s, _ in self._pending]
+        if graded:  # the grades of this frame's detections and of the pending frames', in one pass
+            g1, g0 = self._grade(np.concatenate([sites, *later]),
+                                 np.concatenate([bins, *(b for _, _, b in self._pending)]), w)
+            e1[sites] *= g1[:len(sites)]
+            e0[sites] *= g0[:len(sites)]
         lo, le = e1 * prior, e0 * (1 - prior)
         alpha = lo / (lo + le)
         # backward messages (P(later detections | occupied / empty now)) over the pending frames,
         # both states in one array: row 0 occupied, row 1 empty. The likelihoods of all pending
         # frames are written at once, then each frame costs a few operations on that array.
-        n_later = len(self._pending)
         like = np.empty((n_later, 2, ns))
         like[:, 0] = rates[1]  # missed, then the detections written over
         like[:, 1] = false[1]
         if n_later:
-            later = [s for _, s, _ in self._pending]
             seen = np.concatenate(later)
             at = np.repeat(np.arange(n_later) * 2 * ns, [len(s) for s in later]) + seen
             flat = like.reshape(-1)
             flat[at] = rates[0].take(seen)
             flat[at + ns] = false[0]
             if graded:
-                g1, g0 = self._grade(seen, np.concatenate([b for _, _, b in self._pending]), w)
-                flat[at] *= g1
-                flat[at + ns] *= g0
+                flat[at] *= g1[len(sites):]
+                flat[at + ns] *= g0[len(sites):]
         b = np.ones((2, ns))
         lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
         for p in range(n_later - 1, -1, -1):
