@@ -20,6 +20,16 @@ def _pair(text: str, what: str) -> tuple[float, ...]:
         raise ConfigError(f"{what}; got {text!r}") from None
 
 
+_PRESET_IN_OPTICS = "--optics sets ranges; name the preset they start from with --preset"
+
+
+def _focal(args) -> tuple[float, ...] | None:
+    """``--focal`` as offsets [Å] (one image, 0, where it is empty); None where not given."""
+    if args.focal is None:
+        return None
+    return _pair(args.focal, "--focal must be comma-separated defocus offsets in Å") or (0.0,)
+
+
 def optics_overrides(items: list[str]) -> dict:
     """``--optics`` values (``KEY=LO,HI``, ``KEY=VALUE`` or a TOML file of such keys, top level
     or an ``[optics]`` table) as one mapping of :class:`~etem.simulate.optics.OpticsRanges`
@@ -33,7 +43,7 @@ def optics_overrides(items: list[str]) -> dict:
         if "=" in item:
             key, _, value = item.partition("=")
             if key.strip() == "preset":
-                raise ConfigError("--optics sets ranges; name the preset they start from with --preset")
+                raise ConfigError(_PRESET_IN_OPTICS)
             nums = _pair(value, f"--optics {key.strip()}=... takes one number or LO,HI")
             if len(nums) not in (1, 2):
                 raise ConfigError(f"--optics {key.strip()}=... takes one number or LO,HI; got {value!r}")
@@ -53,7 +63,7 @@ def optics_overrides(items: list[str]) -> dict:
             raise ConfigError(f"--optics {item}: [optics] must be a table of ranges")
         out.update(table)
     if "preset" in out:
-        raise ConfigError("--optics sets ranges; name the preset they start from with --preset")
+        raise ConfigError(_PRESET_IN_OPTICS)
     OpticsRanges.from_dict(out)  # unknown keys and bad ranges: a clear error now
     return out
 
@@ -68,9 +78,7 @@ def _network(args) -> dict:
         if arch != "fusionnet":
             raise ConfigError(f"--unshuffle is an option of the fusionnet architecture, not of {arch}")
         arch_args["unshuffle"] = args.unshuffle
-    focal = (0.0,) if args.focal is None else \
-        _pair(args.focal, "--focal must be comma-separated defocus offsets in Å") or (0.0,)
-    return {"arch": arch, "arch_args": arch_args, "focal_offsets_A": focal}
+    return {"arch": arch, "arch_args": arch_args, "focal_offsets_A": _focal(args) or (0.0,)}
 
 
 def _from_card(args) -> dict:
@@ -85,13 +93,11 @@ def _from_card(args) -> dict:
     known = {f.name for f in fields(TrainConfig)}
     recipe = {k: v for k, v in ((card.get("training") or {}).get("config") or {}).items() if k in known}
     theirs = {k: v for k, v in card["arch_args"].items() if k not in ("n_inputs", "n_classes")}
-    asked = {"arch": args.arch, "width": args.width, "depth": args.depth, "focal": args.focal,
+    asked = {"arch": args.arch, "width": args.width, "depth": args.depth, "focal": _focal(args),
              "unshuffle": args.unshuffle, "classes": args.classes}
     have = {"arch": card["arch"], "width": theirs.get("width"), "depth": theirs.get("depth"),
             "unshuffle": theirs.get("unshuffle", 1), "classes": recipe.get("classes", "species"),
             "focal": tuple(float(v) for v in card["inputs"])}
-    if args.focal is not None:
-        asked["focal"] = _pair(args.focal, "--focal must be comma-separated defocus offsets in Å") or (0.0,)
     differ = [k for k, v in asked.items() if v is not None and v != have[k]]
     if differ:
         raise ConfigError(f"--init {args.init}: fine-tuning keeps the model's network; it has "
