@@ -57,6 +57,9 @@ def add_parser(sub) -> None:
     q.add_argument("--size", type=int, default=256, help="image side [px]")
     q.add_argument("--sampling", type=float, help="image pixel size [Å/px] (default: the waves')")
     q.add_argument("--preset", help="optics preset (graphene, au, mos2, haadf; default: the general ranges)")
+    q.add_argument("--optics", action="append", default=[], metavar="KEY=LO,HI|FILE.toml",
+                   help="replace ranges of the preset, as `etem train --optics` (e.g. defocus_A=-90,-30, or "
+                        "a TOML file describing your microscope)")
     q.add_argument("--imaging", choices=("hrtem", "haadf"), default="hrtem")
     q.add_argument("--label-sigma", type=float, default=1.0,
                    help="label Gaussian width [Å] (1 Å as Madsen; dense lattices such as MoS2 need less)")
@@ -151,12 +154,13 @@ def _images(args) -> int:
 
     from .augment import AugmentConfig, training_batch
     from .labels import pad_columns
-    from .optics import OpticsRanges
+    from .optics import OpticsRanges, optics_overrides
     from .waves import load_waves
 
+    ranges = OpticsRanges.from_dict({**({"preset": args.preset} if args.preset else {}),
+                                     **optics_overrides(args.optics)})
     waves = load_waves(args.waves)
     classes = waves[0].classes
-    ranges = OpticsRanges.preset(args.preset) if args.preset else OpticsRanges()
     cfg = AugmentConfig(out_shape=(args.size, args.size), out_sampling_A=args.sampling, n_classes=max(1, len(classes)),
                         sigma_A=args.label_sigma)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)

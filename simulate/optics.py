@@ -44,7 +44,7 @@ from etem.tracker.errors import ConfigError, choice_error
 from .labels import render_gaussians
 
 __all__ = [
-    "OpticsRanges", "OpticsParams", "PRESETS", "wavelength_A", "ctf", "image_from_waves",
+    "OpticsRanges", "OpticsParams", "PRESETS", "optics_overrides", "wavelength_A", "ctf", "image_from_waves",
     "probe_intensity", "stem_image", "haadf_object",
 ]
 
@@ -189,6 +189,48 @@ class OpticsRanges:
                 v = lo + (hi - lo) * u[i]
             values[name] = v.to(device=device if device is not None else u.device, dtype=torch.float32)
         return OpticsParams(**values)
+
+
+def optics_overrides(items: list[str]) -> dict:
+    """``--optics`` values (``KEY=LO,HI``, ``KEY=VALUE`` or a TOML file of such keys, top level
+    or an ``[optics]`` table) as one mapping of :class:`~etem.simulate.optics.OpticsRanges`
+    overrides; later items win. Unknown keys and bad ranges are refused here, before anything is
+    drawn."""
+    import tomllib
+    from pathlib import Path
+
+    no_preset = "--optics sets ranges; name the preset they start from with --preset"
+    out: dict = {}
+    for item in items:
+        if "=" in item:
+            key, _, value = item.partition("=")
+            if key.strip() == "preset":
+                raise ConfigError(no_preset)
+            try:
+                nums = [float(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                nums = []
+            if len(nums) not in (1, 2):
+                raise ConfigError(f"--optics {key.strip()}=... takes one number or LO,HI; got {value!r}")
+            out[key.strip()] = nums[0] if len(nums) == 1 else list(nums)
+            continue
+        path = Path(item)
+        if path.suffix != ".toml":
+            raise ConfigError(f"--optics takes KEY=LO,HI (e.g. defocus_A=-90,-30) or a .toml file; got {item!r}")
+        if not path.is_file():
+            raise ConfigError(f"--optics {item}: no such file")
+        try:
+            table = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--optics {item}: not a TOML file ({e})") from None
+        table = table.get("optics", table)
+        if not isinstance(table, dict):
+            raise ConfigError(f"--optics {item}: [optics] must be a table of ranges")
+        out.update(table)
+    if "preset" in out:
+        raise ConfigError(no_preset)
+    OpticsRanges.from_dict(out)  # unknown keys and bad ranges: a clear error now
+    return out
 
 
 #: Named starting points that replace some default ranges (keys are :class:`OpticsRanges`

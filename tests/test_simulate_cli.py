@@ -46,6 +46,18 @@ def test_structures_waves_images_movie(tmp_path, capsys):
     mo, s2 = (np.median(at[pos["cls"].to_numpy() == c]) for c in (0, 1))
     assert mo > 1.3 * s2
 
+    # --optics: the microscope of the images (as `etem train --optics`): a blurred one is smoother
+    def roughness(blur):
+        out = tmp_path / f"blur{blur}.h5"
+        assert main(["simulate", "images", str(waves), "-n", "2", "--size", "64", "--sampling", "0.1",
+                     "--optics", "dose_e_per_A2=1e8", "--optics", f"blur_A={blur}", "-o", str(out)]) == 0
+        with h5py.File(out) as f:
+            return float(np.abs(np.diff(f["images"][()], axis=-1)).mean())
+
+    assert roughness(1.5) < 0.5 * roughness(0)
+    assert main(["simulate", "images", str(waves), "-n", "1", "--optics", "blur=1", "-o", str(tmp_path / "x.h5")]) == 2
+    assert "unknown optics range" in capsys.readouterr().err
+
     movie = tmp_path / "m.h5"
     assert main(["simulate", "movie", "--imaging", "stem", "--frames", "3", "--size", "128", "-o", str(movie)]) == 0
     m = load_movie(movie)

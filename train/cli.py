@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+from etem.simulate.optics import optics_overrides
 from etem.tracker.errors import ConfigError
 
 
@@ -20,52 +21,11 @@ def _pair(text: str, what: str) -> tuple[float, ...]:
         raise ConfigError(f"{what}; got {text!r}") from None
 
 
-_PRESET_IN_OPTICS = "--optics sets ranges; name the preset they start from with --preset"
-
-
 def _focal(args) -> tuple[float, ...] | None:
     """``--focal`` as offsets [Å] (one image, 0, where it is empty); None where not given."""
     if args.focal is None:
         return None
     return _pair(args.focal, "--focal must be comma-separated defocus offsets in Å") or (0.0,)
-
-
-def optics_overrides(items: list[str]) -> dict:
-    """``--optics`` values (``KEY=LO,HI``, ``KEY=VALUE`` or a TOML file of such keys, top level
-    or an ``[optics]`` table) as one mapping of :class:`~etem.simulate.optics.OpticsRanges`
-    overrides; later items win. Unknown keys and bad ranges are refused here, before training."""
-    import tomllib
-
-    from etem.simulate.optics import OpticsRanges
-
-    out: dict = {}
-    for item in items:
-        if "=" in item:
-            key, _, value = item.partition("=")
-            if key.strip() == "preset":
-                raise ConfigError(_PRESET_IN_OPTICS)
-            nums = _pair(value, f"--optics {key.strip()}=... takes one number or LO,HI")
-            if len(nums) not in (1, 2):
-                raise ConfigError(f"--optics {key.strip()}=... takes one number or LO,HI; got {value!r}")
-            out[key.strip()] = nums[0] if len(nums) == 1 else list(nums)
-            continue
-        path = Path(item)
-        if path.suffix != ".toml":
-            raise ConfigError(f"--optics takes KEY=LO,HI (e.g. defocus_A=-90,-30) or a .toml file; got {item!r}")
-        if not path.is_file():
-            raise ConfigError(f"--optics {item}: no such file")
-        try:
-            table = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--optics {item}: not a TOML file ({e})") from None
-        table = table.get("optics", table)
-        if not isinstance(table, dict):
-            raise ConfigError(f"--optics {item}: [optics] must be a table of ranges")
-        out.update(table)
-    if "preset" in out:
-        raise ConfigError(_PRESET_IN_OPTICS)
-    OpticsRanges.from_dict(out)  # unknown keys and bad ranges: a clear error now
-    return out
 
 
 def _network(args) -> dict:
