@@ -185,6 +185,10 @@ def test_evaluate_takes_the_microscope_of_the_held_out_images(heldout, tmp_path)
     assert "optics preset 'au', defocus_A -60.0, Cs_A [-200000.0, -100000.0])" in r.stdout
     wide, scope = (pd.read_csv(tmp_path / d / "per_image.csv") for d in ("wide", "scope"))
     assert not np.allclose(wide["f1"], scope["f1"])  # other images
+    # each image's row says which microscope drew it
+    assert (scope["defocus_A"] == -60).all() and scope["Cs_A"].between(-2e5, -1e5).all()
+    assert wide["defocus_A"].between(-200, 200).all() and wide["defocus_A"].nunique() == 3
+    assert {"focal_spread_A", "blur_A", "astigmatism_A"} <= set(scope.columns) and "dose_e_per_A2" not in scope
     r = _etem("evaluate", "au-hrtem", heldout, "--sweep", "--optics", "defocus_A=-60")
     assert r.returncode != 0 and "--sweep" in r.stderr and "Traceback" not in r.stderr
     r = _etem("evaluate", "classical", heldout, "--sampling", 0.2, "--optics", "defocus=-60")

@@ -39,11 +39,13 @@ CLASSICAL = ("classical", "classical-dark")
 def heldout_images(wave_set: str | Path, *, dose: float, n: int, size: int, sampling_A: float,
                    preset: str | None, optics: dict[str, Any] | None = None, imaging: str = "hrtem",
                    focal_offsets_A: Sequence[float] = (0.0,), seed: int = 0,
-                   classes: str = "species", noise: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+                   classes: str = "species", noise: bool = True, microscopes: bool = False):
     """``n`` images ``[n, size, size]`` (``[n, F, size, size]`` for a focal series of F) at
     ``dose`` e/Å² each, and their true columns (frame, y, x, cls; ``classes="height"``: cls is
     the column height class, atoms - 1). ``noise=False``: the images before the shot noise
-    (the dose then changes nothing)."""
+    (the dose then changes nothing). ``microscopes=True``: also the microscope each image was
+    drawn with (a table indexed by frame: defocus_A, Cs_A, focal_spread_A, blur_A, ...; the
+    same at every dose for the same seed)."""
     from etem.simulate.waves import load_waves, relabel
 
     from .loop import TrainConfig, _batch
@@ -55,8 +57,13 @@ def heldout_images(wave_set: str | Path, *, dose: float, n: int, size: int, samp
                       focal_offsets_A=tuple(focal_offsets_A))
     gen = torch.Generator().manual_seed(seed)
     idx = [i % len(waves) for i in range(n)]
-    images, _, truth = _batch(waves, idx, cfg, gen, n_classes, noise=noise)
-    return (images[:, 0] if len(focal_offsets_A) == 1 else images).numpy(), truth
+    drawn: list = []
+    images, _, truth = _batch(waves, idx, cfg, gen, n_classes, noise=noise, drawn=drawn)
+    images = (images[:, 0] if len(focal_offsets_A) == 1 else images).numpy()
+    if not microscopes:
+        return images, truth
+    optics = pd.DataFrame(drawn).drop(columns="dose_e_per_A2").rename_axis("frame")
+    return images, truth, optics
 
 
 def _method_kwargs(method: str) -> dict[str, Any]:
@@ -96,9 +103,9 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     classes_by = (card or {}).get("classes_by", "species")
     rows = []
     for dose in doses:
-        images, truth = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
-                                       preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
-                                       seed=seed, classes=classes_by)
+        images, truth, drawn = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
+                                              preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
+                                              seed=seed, classes=classes_by, microscopes=True)
         if bond_A is not None:  # the floor, the same for every method
             true_bonds = _bond_stats(truth, sorted(set(truth["frame"])), bond_A, sampling_A)[
                 ["bond_std_A"]].rename(columns={"bond_std_A": "true_bond_std_A"})
@@ -115,6 +122,7 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
             if bond_A is not None:
                 per = per.join(_bond_stats(found, per["frame"], bond_A, sampling_A), on="frame")
                 per = per.join(true_bonds, on="frame")
+            per = per.join(drawn, on="frame")  # the microscope each image was drawn with
             rows.append(per.assign(method=_label(method), dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
     shown = _structures(wave_set, n)

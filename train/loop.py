@@ -124,13 +124,14 @@ def _stop_all(mine: bool, world: int, device: torch.device) -> bool:
 
 def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_classes: int, *,
            noise: bool = True, per_wave: int = 1, cache: dict | None = None, tables: bool = True,
-           vacuum: Sequence[bool] | None = None):
+           vacuum: Sequence[bool] | None = None, drawn: list | None = None):
     """One augmented batch from the waves ``idx``, ``per_wave`` samples of each (each its own
     microscope and geometry); ``noise=False``: the images before the shot noise (intensity, mean
     about 1). ``cache`` keeps each wave's source and columns on the device between calls;
     ``tables=False`` skips the table of true columns (training does not read it). ``vacuum``:
     per entry of ``idx``, whether to image vacuum instead of that wave (a flat wave or an empty
-    object of its size and sampling, no columns; see ``TrainConfig.vacuum_fraction``)."""
+    object of its size and sampling, no columns; see ``TrainConfig.vacuum_fraction``). ``drawn``:
+    a list that gets each sample's microscope (one dict of optics parameters per sample)."""
     from etem.simulate.augment import AugmentConfig, training_batch
     from etem.simulate.optics import OpticsRanges
 
@@ -154,6 +155,11 @@ def _batch(waves, idx: Sequence[int], cfg: TrainConfig, gen: torch.Generator, n_
                            ranges=ranges, config=aug, mode=cfg.imaging)
         images.append(b.images)
         labels.append(b.labels)
+        if drawn is not None:
+            from dataclasses import fields as _fields
+
+            values = {f.name: getattr(b.params, f.name).cpu().numpy() for f in _fields(b.params)}
+            drawn += [{k: float(v[i]) for k, v in values.items()} for i in range(len(b.images))]
         if tables:  # samples numbered through the batch
             t = b.positions_table()
             found.append(t.assign(frame=t["frame"] + per_wave * len(found)))
