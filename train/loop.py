@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import itertools
-import json
 import logging
 import math
 import os
@@ -35,6 +34,8 @@ import torch
 from torch import nn
 
 from etem.tracker.errors import ConfigError
+
+from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("etem.train")
 
@@ -316,71 +317,6 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=dtype), scaler
 
 
-def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
-    """(tensors, state) files of a run's checkpoint: ``out.ckpt.safetensors`` and ``out.ckpt.json``."""
-    out = Path(out)
-    return out.with_name(out.name + ".ckpt.safetensors"), out.with_name(out.name + ".ckpt.json")
-
-
-def _save_checkpoint(out: Path, step: int, model: nn.Module, best_state: dict | None, opt, sched,
-                     gen: torch.Generator, rng: np.random.Generator, history: list, best: float,
-                     losses: list, cfg: TrainConfig) -> None:
-    """Everything needed to go on exactly where training stopped; tensors in safetensors, the
-    rest in JSON (nothing pickled). Written to temporary files, then renamed."""
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_state.items()})
-    opt_state = opt.state_dict()
-    for idx, st in opt_state["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).cpu().contiguous()
-    tensors["rng.torch"] = gen.get_state().cpu()
-    state = {"step": step, "config": asdict(cfg), "history": history, "best": best, "losses": losses,
-             "optimizer_groups": opt_state["param_groups"], "scheduler": sched.state_dict(),
-             "numpy_rng": rng.bit_generator.state}
-    t_path, s_path = checkpoint_paths(out)
-    save_file(tensors, str(t_path) + ".tmp")
-    Path(str(s_path) + ".tmp").write_text(json.dumps(state, default=float))
-    os.replace(str(t_path) + ".tmp", t_path)
-    os.replace(str(s_path) + ".tmp", s_path)
-
-
-def _load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generator, rng: np.random.Generator,
-                     cfg: TrainConfig) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    t_path, s_path = checkpoint_paths(out)
-    if not (t_path.is_file() and s_path.is_file()):
-        raise ConfigError(f"no checkpoint to resume from: {t_path.name} and {s_path.name} are not both there")
-    state = json.loads(s_path.read_text())
-    def as_json(c: TrainConfig) -> dict:  # as the checkpoint stores it (tuples as lists)
-        return json.loads(json.dumps(asdict(c), default=float))
-
-    now = as_json(cfg)
-    # settings added since the checkpoint was written count as their defaults
-    then = {**as_json(TrainConfig()), **state["config"]}
-    if then != now:
-        changed = sorted(k for k, v in now.items() if then.get(k) != v)
-        raise ConfigError(f"the checkpoint was made with other settings ({', '.join(changed)}); "
-                          "resume with the settings it was started with")
-    tensors = load_file(str(t_path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": state["optimizer_groups"]})
-    sched.load_state_dict(state["scheduler"])
-    gen.set_state(tensors["rng.torch"])
-    rng.bit_generator.state = state["numpy_rng"]
-    return {"step": state["step"], "history": state["history"], "best": state["best"],
-            "losses": state["losses"], "best_state": best_state}
-
-
 def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: TrainConfig | None = None, *,
           name: str | None = None, progress: bool = False, resume: bool = False,
           on_step: Callable[[int, float], None] | None = None) -> dict[str, Any] | None:
@@ -462,7 +398,7 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             log.info("starting from %s: val F1 %.3f", cfg.init, scores["f1"])
     out = Path(out)
     if resume:
-        st = _load_checkpoint(out, model, opt, sched, gen, rng, cfg)
+        st = load_checkpoint(out, model, opt, sched, gen, rng, cfg)
         history, best, best_state, losses, first = (st["history"], st["best"], st["best_state"], st["losses"],
                                                     st["step"] + 1)
         log.info("resumed from the checkpoint at step %d", st["step"])
@@ -511,7 +447,7 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             if scores["f1"] > best:
                 best, best_state = scores["f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
         if rank == 0 and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last):
-            _save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg)
+            save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg)
         if on_step is not None:
             on_step(step, losses[-1] if losses else float("nan"))
         if last:
