@@ -30,8 +30,8 @@ def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
 def save_checkpoint(out: Path, step: int, model: nn.Module, best_state: dict | None, opt, sched,
                      gen: torch.Generator, rng: np.random.Generator, history: list, best: float,
                      losses: list, cfg) -> None:
-    """Everything needed to go on exactly where training stopped; tensors in safetensors, the
-    rest in JSON (nothing pickled). Written to temporary files, then renamed."""
+    """Write ``out``'s checkpoint: to temporary files, then renamed, so a run killed while
+    writing keeps the previous one."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -54,12 +54,16 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, best_state: dict | N
 
 def load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generator, rng: np.random.Generator,
                      cfg) -> dict[str, Any]:
+    """Restore the model, optimizer, schedule and random streams in place from ``out``'s
+    checkpoint, refusing one made with other settings; returns the step, history, best score,
+    losses and best weights to go on with."""
     from safetensors.torch import load_file
 
     t_path, s_path = checkpoint_paths(out)
     if not (t_path.is_file() and s_path.is_file()):
         raise ConfigError(f"no checkpoint to resume from: {t_path.name} and {s_path.name} are not both there")
     state = json.loads(s_path.read_text())
+
     def as_json(c) -> dict:  # as the checkpoint stores it (tuples as lists)
         return json.loads(json.dumps(asdict(c), default=float))
 

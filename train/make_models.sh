@@ -56,11 +56,11 @@ have au-hrtem && { [ -f "$OUT/au-hrtem.json" ] || etem train "$OUT/au_waves.h5" 
 # support does not show in it)
 have haadf-stem && { [ -f "$OUT/haadf-stem.json" ] || etem train "$OUT/au_waves.h5" "$OUT/mos2_waves.h5" \
   "$OUT/graphene_waves.h5" -o "$OUT/haadf-stem" $T --steps 3000 --preset haadf --imaging haadf --classes column --seed 2; }
-# (b) graphene, HRTEM, single image: at full resolution, with a time budget, in two runs (the
-# shipped preview: 35 min on 2 CPU cores, 4,463 steps, held-out 0.648; then 25 min more from those
-# weights, --init at its learning rate of 5e-4, 3,261 steps, 0.670 -- 60 min more instead gave 0.666;
-# the 2x2-block network of the other CPU models, 16 min, scored 0.549)
-# (the first run's bundle stays in OUT/stages/, out of what is copied to tracker/models/)
+# (b) graphene, HRTEM, single image: at full resolution, with a time budget, in two runs. On 2 CPU
+# cores: 35 min from random weights (4,463 steps, held-out 0.648), then 25 min more from those
+# weights with --init at its learning rate of 5e-4 (3,261 steps, 0.670: the shipped preview; 60 min
+# more instead gave 0.666). The 2x2-block network of the other CPU models, 16 min, scored 0.549.
+# The first run's bundle stays in OUT/stages/, out of what is copied to tracker/models/.
 have graphene-hrtem && { [ -f "$OUT/graphene-hrtem.json" ] || { mkdir -p "$OUT/stages"
   [ -f "$OUT/stages/graphene-hrtem-first.json" ] || etem train "$OUT/graphene_waves.h5" -o "$OUT/stages/graphene-hrtem-first" \
     --arch fusionnet --width 16 --depth 3 --batch 8 --size 96 --sampling 0.2 --device "$DEVICE" \
