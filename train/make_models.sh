@@ -42,6 +42,9 @@ train_waves mos2_waves.h5 \
 [ -f "$OUT/graphene_heldout.h5" ] || etem simulate waves --material graphene -n 8 --seed 901 $W -o "$OUT/graphene_heldout.h5"
 [ -f "$OUT/au_heldout_tilt1.h5" ] || etem simulate waves --material au -n 12 --seed 903 --tilt-max 1 $W \
   -o "$OUT/au_heldout_tilt1.h5"
+# a pristine graphene sheet (a perfect periodic honeycomb): the spread of bond lengths between found atoms
+[ -f "$OUT/graphene_pristine.h5" ] || etem simulate waves --material graphene-pristine -n 4 --seed 950 $W \
+  -o "$OUT/graphene_pristine.h5"
 
 # (a) Au nanoparticles, HRTEM, single image; (e) HAADF-STEM column finder (same structures)
 # the CPU architecture: FusionNet width 16 on 2x2 pixel blocks (docs/models.md). The Au HRTEM
@@ -84,6 +87,8 @@ fi
 if [ -f "$OUT/graphene-hrtem.json" ]; then
   etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" -n 8 --write-card -o "$OUT/eval-graphene-hrtem"
   etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_heldout.h5" --sweep -n 16 --write-card -o "$OUT/sweep-graphene-hrtem"
+  etem evaluate "$OUT/graphene-hrtem" "$OUT/graphene_pristine.h5" --bonds 1.42 --doses 1000,10000 -n 4 \
+    -o "$OUT/bonds-graphene-hrtem"
 fi
 
 # (d) Au column heights (atoms per column, 1 .. 10+) from a three-image focal series (Madsen et
