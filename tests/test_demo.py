@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import h5py
+import pandas as pd
 
 
 def _demo(tmp_path, *args):
@@ -17,13 +18,18 @@ def test_default_demo_tracks_the_au_hrtem_movie_with_the_bundled_model(tmp_path)
     assert "6 published, 6 received, 6 processed, 0 rejected, 0 dropped" in r.stdout
     f1 = float(r.stdout.split("columns vs ground truth: F1 ")[1].split()[0])
     assert 0.5 < f1 <= 1.0  # measured 0.79 on the 30-frame, 256² movie
-    # at 300 e/Å² the model is outside Wei's cut-offs on held-out images: every frame flagged, for
-    # the reason its card gives (its SNR floor, or no condition of its sweep passed)
+    # at 300 e/Å² the model is outside Wei's cut-offs on held-out images: every frame flagged, each
+    # for what its own measured figures say against the card's ranges, and the tally says so
+    from etem.tracker.trust import TrustRanges, judge, tally
     from etem.train.bundle import bundled_models
 
-    trust = json.loads(bundled_models()["au-hrtem"].with_suffix(".json").read_text())["trust"]
-    why = "passed nowhere in its evaluation 6" if trust["passed_nowhere"] else "SNR 6"
-    assert f"trust: 0 of 6 frames inside the locator's trust ranges; outside for: {why}" in r.stdout
+    ranges = TrustRanges.from_dict(json.loads(bundled_models()["au-hrtem"].with_suffix(".json").read_text())["trust"])
+    frames = pd.read_csv(tmp_path / "frames.csv")
+    masks = [judge(f.snr, f.resolution_A, f.sampling, f.confidence, ranges) for f in frames.itertuples()]
+    assert masks == frames["out_of_range"].tolist()
+    assert all(m > 0 for m in masks), "no frame of the 300 e/Å² movie is inside the preview model's ranges"
+    assert f"trust: {tally(masks)}\n" in r.stdout
+    assert tally(masks).startswith("0 of 6 frames inside")
     with h5py.File(tmp_path / "run.h5") as f:
         text = json.dumps({k: str(v) for k, v in f.attrs.items()})
     assert "au-hrtem" in text, "the run records the model it used"
