@@ -328,3 +328,26 @@ def test_border_is_refused_outside_the_model_form(tmp_path):
     pd.DataFrame({"frame": [0], "y": [5.0], "x": [5.0]}).to_csv(tmp_path / "t.csv", index=False)
     r = _etem("evaluate", tmp_path / "t.csv", tmp_path / "t.csv", "--border", 1)
     assert r.returncode == 2 and "--border applies to a model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_models_of_the_same_name_keep_their_own_rows(heldout, tmp_path):
+    """A fine-tuned copy (`etem train --init au-hrtem -o mine/au-hrtem`) beside the bundled model:
+    each is named by its path in the tables, so neither's rows (nor, with --sweep --write-card,
+    its trust ranges) are pooled with the other's."""
+    import shutil
+
+    from etem.tracker.errors import ConfigError
+    from etem.train.bundle import bundle_paths
+    from etem.train.sweep import wave_sweep
+
+    (tmp_path / "mine").mkdir()
+    for src in bundle_paths("au-hrtem"):
+        shutil.copy(src, tmp_path / "mine" / src.name)
+    copy = str(tmp_path / "mine" / "au-hrtem.json")
+    per = assess(["au-hrtem", copy], heldout, doses=[1e3], n=1, size=64)
+    assert set(per["method"]) == {"au-hrtem", copy.removesuffix(".json")}
+    assert len(per) == 2
+    sweep = wave_sweep(["au-hrtem", copy], heldout, axes={"dose": (1e4,)}, n=1, size=64)
+    assert set(sweep["method"]) == {"au-hrtem", copy.removesuffix(".json")}
+    with pytest.raises(ConfigError, match="named twice"):
+        assess(["au-hrtem", "au-hrtem"], heldout, doses=[1e3], n=1, size=64)

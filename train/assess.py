@@ -101,6 +101,7 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     imaging = imaging or training.get("imaging", "hrtem")
     focal = tuple((card or {}).get("inputs", [0.0]))
     classes_by = (card or {}).get("classes_by", "species")
+    labels = method_labels(methods)
     rows = []
     for dose in doses:
         images, truth, drawn = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
@@ -123,7 +124,7 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
                 per = per.join(_bond_stats(found, per["frame"], bond_A, sampling_A), on="frame")
                 per = per.join(true_bonds, on="frame")
             per = per.join(drawn, on="frame")  # the microscope each image was drawn with
-            rows.append(per.assign(method=_label(method), dose=float(dose)))
+            rows.append(per.assign(method=labels[method], dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
     shown = _structures(wave_set, n)
     out = out.join(shown.drop(columns=[c for c in shown.columns if c in out.columns]), on="frame")
@@ -163,6 +164,23 @@ def _bond_stats(columns: pd.DataFrame, frames: Sequence[int], bond_A: float, sam
 
 def _label(method: str) -> str:
     return method if method in CLASSICAL else Path(str(method)).name.removesuffix(".json")
+
+
+def method_labels(methods: Sequence[str]) -> dict[str, str]:
+    """Each method's name in the tables: a model's bundle name, or, where two bundles share a
+    name (a fine-tuned copy beside the bundled model), the path as given. The same method
+    named twice is refused."""
+    methods = [str(m) for m in methods]
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise ConfigError(f"{', '.join(twice)} named twice; name each model once")
+    short = [_label(m) for m in methods]
+    labels = {m: (m.removesuffix(".json") if short.count(s) > 1 else s) for m, s in zip(methods, short)}
+    clash = sorted({v for v in labels.values() if list(labels.values()).count(v) > 1})
+    if clash:
+        raise ConfigError(f"{', '.join(clash)}: two of the models would have the same name in the tables; "
+                          "name them by distinct paths")
+    return labels
 
 
 def _first_card(methods: Sequence[str]) -> dict[str, Any] | None:

@@ -246,9 +246,10 @@ def wave_sweep(
     from etem.tracker.evaluate import score_columns
     from etem.tracker.quality import measure
 
-    from .assess import CLASSICAL, _first_card, _label, _method_kwargs, heldout_images
+    from .assess import CLASSICAL, _first_card, _method_kwargs, heldout_images, method_labels
 
     methods = list(methods)
+    labels = method_labels(methods)
     card = _first_card(methods) or {}
     training = card.get("training", {}).get("config", {})
     if sampling_A is None and "sampling_A" not in card:
@@ -299,7 +300,7 @@ def wave_sweep(
                 score = score_columns(found, truth.drop(columns="cls", errors="ignore"),
                                       radius_px=radius_A / sampling, sampling=sampling)
                 rows.append({
-                    "method": _label(method), "axis": axis, "value": value, "dose": dose, "sampling": sampling,
+                    "method": labels[method], "axis": axis, "value": value, "dose": dose, "sampling": sampling,
                     "snr": float(np.median(q[:, 0])), "resolution_A": float(np.median(q[:, 2])),
                     "confidence": float(found["prob"].mean()) if len(found) and method not in CLASSICAL
                     else float("nan"),
