@@ -52,7 +52,8 @@ train_waves mos2_waves.h5 \
 # bright hollow sites of [111] particles. The shipped preview is trained in two runs on 2 CPU cores:
 # 45 min from random weights (12,715 steps, held-out 0.830), then 30 min more from those weights
 # with --init at its learning rate of 5e-4 (5,282 steps, 0.839, and half the false flips at the
-# demo's empty surface sites). The first run's bundle stays in OUT/stages/.
+# demo's empty surface sites; a second such run with --seed 7 gave 0.830 and more false flips:
+# the recipe makes this kind of model, its figures vary by run). The first run's bundle stays in OUT/stages/.
 T="--arch fusionnet --width 16 --depth 2 --unshuffle 2 --batch 8 --size 96 --sampling 0.2 --device $DEVICE"
 have au-hrtem && { [ -f "$OUT/au-hrtem.json" ] || { mkdir -p "$OUT/stages"
   [ -f "$OUT/stages/au-hrtem-first.json" ] || etem train "$OUT/au_waves.h5" -o "$OUT/stages/au-hrtem-first" --arch fusionnet \
