@@ -198,7 +198,7 @@ def _sweep(methods, args) -> int:
     import json
     import platform
 
-    from etem.train.assess import CLASSICAL, method_labels
+    from etem.train.assess import CLASSICAL
     from etem.train.bundle import update_card
     from etem.train.sweep import cutoffs, format_cutoffs, radar_plot, wave_sweep, wave_trust_ranges
 
@@ -217,7 +217,7 @@ def _sweep(methods, args) -> int:
           f"{a['base_dose']:g} e/Å², {a['sampling_A']} Å/px, {optics}; match radius {args.radius} Å")
     print("cut-offs (recall >= 0.9, precision >= 0.95, RMS <= 0.3 Å), going from the base towards each hard end:")
     print(format_cutoffs(cuts))
-    labels = method_labels(methods)
+    labels = table.attrs["labels"]  # each method's name in the table
     ranges = {m: wave_trust_ranges(table, labels[m]) for m in methods if m not in CLASSICAL}
     for m, r in ranges.items():
         print(f"{labels[m]}: trust ranges {r.text()}")

@@ -308,8 +308,8 @@ def wave_sweep(
                     "f1": score["f1"], "passed": _passes(score),
                 })
     out = pd.DataFrame(rows)
-    out.attrs.update({"wave_set": Path(wave_set).name, "sampling_A": s0, "preset": preset, "base": base,
-                      "imaging": imaging, "base_dose": dose0, "base_optics": optics, "n": n, "size": size,
+    out.attrs.update({"wave_set": Path(wave_set).name, "labels": labels, "sampling_A": s0, "preset": preset,
+                      "base": base, "imaging": imaging, "base_dose": dose0, "base_optics": optics, "n": n, "size": size,
                       "radius_A": radius_A})
     return out
 
