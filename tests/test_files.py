@@ -319,6 +319,25 @@ def test_realdata_hyperspy_without_units():
     assert np.isfinite(rec[0].astype(np.float32)).all()
 
 
+def test_realdata_abf_columns_are_the_adf_ones_when_negated():
+    """The annular bright-field crop and its simultaneous dark-field one: the STEM model, shown
+    the ABF frame negated (dark=True), finds every ADF column there (and the weaker columns that
+    only ABF shows); shown it as recorded, it finds the bright gaps between them."""
+    from scipy.spatial import cKDTree
+
+    from etem.tracker import find
+
+    folder = realdata()
+    adf = find(folder / "test_ADF_cropped.hdf5", model="auto:stem", sampling=0.0933)
+    abf = find(folder / "test_ABF_cropped.hdf5", model="auto:stem", sampling=0.0933, dark=True)
+    gaps = find(folder / "test_ABF_cropped.hdf5", model="auto:stem", sampling=0.0933)
+    d, _ = cKDTree(abf[["y", "x"]].to_numpy()).query(adf[["y", "x"]].to_numpy())
+    assert len(adf) > 200 and (d < 3).all()  # 0.28 Å
+    assert len(abf) > len(adf)
+    d, _ = cKDTree(adf[["y", "x"]].to_numpy()).query(gaps[["y", "x"]].to_numpy())
+    assert np.median(d) > 10
+
+
 # ---------------------------------------------------------------- folder watcher
 def _write_then_rename(folder: Path, name: str, data: np.ndarray) -> None:
     tmp = folder / f".{name}.part"
@@ -536,16 +555,24 @@ def test_model_auto_follows_how_the_file_says_it_was_taken(tmp_path, caplog):
         caplog.clear()
         track(tmp_path / "stem.hspy", model="auto")
         assert "'auto:stem'" in caplog.text and "haadf-stem" in caplog.text
-    # a bright-field STEM image (dark columns): not the bright-column STEM model, said so
+    # a bright-field STEM image (dark columns): the STEM model is shown it negated, as with
+    # dark=True (tests/test_contrast.py), and the classical locator looks for dark columns
     abf = _signal(data, scale=0.02)
     abf["metadata"]["Acquisition_instrument"] = {"TEM": {"acquisition_mode": "STEM"}}
     abf["original_metadata"] = {"ImageTags": {"Detector": "ABF"}}
     rsciio.hspy.file_writer(str(tmp_path / "abf.hspy"), abf)
     assert open_recording(tmp_path / "abf.hspy").meta["detector"] == "bf"
-    for run in (find, track):
-        with pytest.raises(ConfigError, match="bright-field STEM.*--classical --dark"):
+    with caplog.at_level(logging.INFO, logger="etem.engine"):
+        for run in (find, track):
+            caplog.clear()
             run(tmp_path / "abf.hspy", model="auto")
-    assert len(find(tmp_path / "abf.hspy", classical=True, dark=True, sampling=0.2)) >= 0
+            assert "bright-field STEM: dark columns" in caplog.text and "haadf-stem" in caplog.text
+        caplog.clear()
+        find(tmp_path / "abf.hspy", classical=True, sampling=0.2)
+        assert "bright-field STEM: dark columns" in caplog.text
+        caplog.clear()
+        find(tmp_path / "stem.hspy", classical=True, sampling=0.2)
+        assert "bright-field" not in caplog.text
     with pytest.raises(ConfigError, match="material"):
         find(tmp_path / "plain.hspy", model="auto")
     with pytest.raises(ConfigError, match="material"):

@@ -56,10 +56,12 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
     imaging = base.imaging or (data.get("imaging") if data.get("imaging") in ("hrtem", "stem") else None)
     if model == "auto" and imaging:
         model = f"auto:{imaging}"
-    if model == "auto:stem" and data.get("detector") == "bf" and not classical:
-        raise ConfigError("the file says its frames are bright-field STEM (dark columns); the bundled STEM model "
-                          "finds the bright columns of annular dark-field images. Use the classical locator for "
-                          "dark columns (--classical --dark), or name a model")
+    if data.get("detector") == "bf" and not dark and (
+            classical or model == "auto:stem" or (model is None and base.model is None)):
+        # bright-field STEM: dark columns. The classical locator looks for them; the bundled STEM
+        # model, trained on bright (annular dark-field) columns, is shown the frames negated
+        dark = True
+        logging.getLogger("etem.engine").info("the file says its frames are bright-field STEM: dark columns")
     if model is not None and not classical:
         model = resolve_model(model, material, focal)
         if model is None:
@@ -113,7 +115,9 @@ def find(
     classical
         Use the classical (Laplacian-of-Gaussian) locator.
     dark
-        Dark-column contrast (ABF, some HRTEM), classical locator only.
+        Dark columns on a bright background (annular bright-field STEM): the classical locator
+        looks for them, a STEM model is shown the frames negated; refused for an HRTEM model,
+        which reads frames as recorded. A file that says it is bright-field STEM implies it.
     focal
         Images per frame in a stack (a focal series of F images forms one frame).
 

@@ -26,7 +26,8 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
     m.add_argument("--classical", action="store_true", help="classical Laplacian-of-Gaussian locator, no network")
     g.add_argument("--engine", help="engine kind: auto, classical, eager, compiled, onnxruntime, tensorrt")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--dark", action="store_true", help="dark columns on a bright background (ABF, some HRTEM)")
+    g.add_argument("--dark", action="store_true", help="dark columns on a bright background (annular bright-field STEM): "
+                   "the classical locator looks for them, a STEM model is shown the frames negated")
     g.add_argument("--imaging", choices=("hrtem", "stem"),
                    help="what the frames are: --model auto picks the bundled model for it, and the classical "
                         "locator's trust ranges are those measured on that kind of image (default: the strictest "
