@@ -55,9 +55,14 @@ def test_stem_model_finds_dark_columns_when_told_and_the_gaps_when_not():
     assert dark.attrs["frames"][0]["snr"] > 0
 
 
-def test_dark_in_a_tracked_stream():
+@pytest.mark.parametrize("detection", ["thread", "process"])
+def test_dark_in_a_tracked_stream(detection):
+    """Through the pipeline, with the eager engine, the detector in this process or its own."""
+    from etem.tracker.pipeline import PipelineConfig
+
     adf, abf, truth = stem_pair(1)
-    result = track([abf, abf], sampling=SAMPLING, model="haadf-stem", dark=True, device="cpu")
+    result = track([abf, abf], sampling=SAMPLING, model="haadf-stem", dark=True, device="cpu", engine="eager",
+                   config=PipelineConfig(detection=detection))
     cols = result.columns
     assert sorted(set(cols["frame"])) == [0, 1]
     f1, med = f1_and_median(cols[cols["frame"] == 1], truth)
