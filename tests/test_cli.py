@@ -234,3 +234,31 @@ def test_the_status_line_says_how_many_frames_were_trusted():
     # most of the latest frames out of range: the line says so
     alert = {**s, "in_range": 70, "out_of_range": 40, "recent_in_range": 12, "recent_judged": 50, "trust_alert": True}
     assert StatusLine.text(alert).endswith("| trusted 70/110 (latest 50: 38 out)")
+
+
+def test_outputs_go_into_new_folders_or_fail_up_front(movie, tmp_path, capsys):
+    """``-o runs/today/run.h5`` where the folders are new: they are made. An output under a file
+    is a clear error before any work, and the Python API makes a run file's folder too."""
+    from etem.tracker import track
+    from etem.tracker.errors import ConfigError
+
+    npy = tmp_path / "one.npy"
+    np.save(npy, movie.frames[0])
+    out, png = tmp_path / "a" / "cols.csv", tmp_path / "b" / "c" / "overlay.png"
+    assert main(["find", str(npy), "--sampling", str(movie.sampling), "-o", str(out), "--overlay", str(png)]) == 0
+    assert len(pd.read_csv(out)) > 10 and png.stat().st_size > 10_000
+    src = tmp_path / "movie.h5"
+    save_movie(movie, src)
+    run = tmp_path / "runs" / "today" / "run.h5"
+    assert main(["replay", str(src), "-o", str(run)]) == 0
+    assert len(open_run(run).frames) == len(movie.frames)
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    assert main(["replay", str(src), "-o", str(tmp_path / "afile" / "run.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the folder" in err and "afile" in err and "replay 1/" not in err
+    res = track(np.asarray(movie.frames[:2], np.float32), sampling=movie.sampling, run_path=tmp_path / "py" / "run.h5")
+    assert (tmp_path / "py" / "run.h5").exists() and len(res.columns) > 0
+    with pytest.raises(ConfigError, match="cannot create its folder"):
+        track(np.asarray(movie.frames[:2], np.float32), sampling=movie.sampling,
+              run_path=tmp_path / "afile" / "x" / "run.h5")

@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupt.reset()
     previous = _terminate_like_ctrl_c()
     try:
+        _make_output_folders(args)
         return _COMMANDS[args.command](args)
     except EtemError as exc:
         print(f"etem {args.command}: error: {exc}", file=sys.stderr)
@@ -39,6 +40,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         interrupt.reset()
+
+
+#: the options that name a file or folder a command writes
+_OUTPUTS = ("output", "overlay", "out", "movie")
+
+
+def _make_output_folders(args) -> None:
+    """Create the folders the command's outputs go in (``-o runs/today/run.h5`` where
+    ``runs/today`` is new), before any work: a path that cannot be made is a clear error up
+    front, not a traceback after the work is done."""
+    for name in _OUTPUTS:
+        path = getattr(args, name, None)
+        if not isinstance(path, Path) or path.parent == Path(""):
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder {path.parent} for {path} "
+                              f"({exc.strerror or exc})") from None
 
 
 def _terminate_like_ctrl_c():
