@@ -262,3 +262,11 @@ def test_outputs_go_into_new_folders_or_fail_up_front(movie, tmp_path, capsys):
     with pytest.raises(ConfigError, match="cannot create its folder"):
         track(np.asarray(movie.frames[:2], np.float32), sampling=movie.sampling,
               run_path=tmp_path / "afile" / "x" / "run.h5")
+
+
+def test_a_model_without_a_pixel_size_says_how_to_give_one(movie, tmp_path, capsys):
+    npy = tmp_path / "one.npy"  # no pixel size in a .npy
+    np.save(npy, movie.frames[0])
+    assert main(["find", str(npy), "--model", "haadf-stem"]) == 2
+    err = capsys.readouterr().err
+    assert "expects 0.2 Å/px" in err and "--sampling" in err and "--material" in err

@@ -423,7 +423,8 @@ class Preprocessor:
         if sampling is None:
             raise ConfigError(
                 f"the engine expects {target} Å/px but a frame's sampling is unknown; "
-                "give the frames' pixel size (sampling, Å/px)."
+                "give the frames' pixel size (--sampling, sampling=; Å/px), or name the material in "
+                "view (--material, material=) to measure it from the lattice."
             )
         return float(sampling) / target
 
