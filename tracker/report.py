@@ -93,7 +93,7 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     ax = fig.add_subplot(gs[0, 2])
     hist = tables["residence_histogram"]
     for state, color in (("occupied", "C0"), ("empty", "C1")):
-        h = hist[hist["state"] == state]
+        h = hist[(hist["state"] == state) & (hist["completed"] > 0)]
         if len(h):
             ax.bar(h["frames"] + (0.2 if state == "empty" else -0.2), h["completed"], width=0.4, color=color,
                    label=f"{state} (completed)")
@@ -102,14 +102,23 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     ax.set_title("Residence times")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+    else:  # (one frame, or no site changed state twice)
+        ax.text(0.5, 0.5, "no completed residence yet:\na site must change state twice", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9, color="0.4")
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax = fig.add_subplot(gs[1, 0:2])
     counts = tables["class_counts"]
     for c in [c for c in counts.columns if c != "frame"]:
-        ax.plot(counts["frame"], counts[c], lw=1, label=c.replace("cls_", "class "))
+        ax.plot(counts["frame"], counts[c], lw=1, marker="o" if len(counts) < 30 else None, ms=3,
+                label=c.replace("cls_", "class "))
     frames = run.frames
     if "in_range" in frames and (frames["in_range"] == 0).any():
         bad = frames[frames["in_range"] == 0]
         ax.plot(bad["frame"], bad["n_columns"], "o", ms=3, color="C3", label="outside the trust ranges")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("frame")
     ax.set_ylabel("columns")
     ax.set_title("Columns per class over time")
