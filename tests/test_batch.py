@@ -1,4 +1,6 @@
 """Many recorded files on a real Dask LocalCluster: one row per file, failures as rows."""
+import logging
+
 import pandas as pd
 
 from etem.simulate.toy import make_movie, save_movie
@@ -6,7 +8,7 @@ from etem.tracker.cli import main
 from etem.tracker.runfile import open_run
 
 
-def test_batch_replay_on_a_local_cluster(tmp_path, capsys):
+def test_batch_replay_on_a_local_cluster(tmp_path, capsys, caplog):
     files = []
     for seed in (1, 2, 3):
         m = make_movie(n_frames=12, shape=(128, 128), particle_radius_A=8.0, seed=seed)
@@ -27,3 +29,5 @@ def test_batch_replay_on_a_local_cluster(tmp_path, capsys):
             assert run.status == "complete" and len(run.frames) == 12
     assert pd.read_parquet(out / "batch.parquet").shape[0] == 4
     assert "3 of 4 files tracked" in capsys.readouterr().out
+    # Dask's start-up and shut-down notes are not shown without -v
+    assert not [r for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]

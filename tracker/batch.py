@@ -14,6 +14,7 @@ others go on.
 """
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Sequence
@@ -71,6 +72,11 @@ def replay_many(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Dask's own start-up and shut-down notes (a few dozen INFO lines) only where asked for (-v)
+    dask_log = logging.getLogger("distributed")
+    dask_level = dask_log.level
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        dask_log.setLevel(logging.WARNING)
     own = []
     if client is None:
         if scheduler:
@@ -87,5 +93,6 @@ def replay_many(
     finally:
         for c in own:
             c.close()
+        dask_log.setLevel(dask_level)
     table = pd.DataFrame(rows)
     return table
