@@ -371,7 +371,8 @@ def test_train_command_fine_tunes_with_the_models_recipe_and_the_users_optics(wa
                          (["--optics", str(bad)], "not a TOML file"),
                          (["--optics", str(tmp_path / "none.toml")], "no such file"),
                          (["--optics", "scope.yaml"], "KEY=LO,HI"),
-                         (["--init", "no-such-model"], "no bundled model")):
+                         (["--init", "no-such-model"], "no bundled model"),
+                         (["--validate", str(tmp_path / "none.h5")], "no such movie")):
         init = [] if "--init" in extra else ["--init", str(tmp_path / "start.json")]
         code = main(["train", str(wave_set), "-o", str(tmp_path / "x"), *init, "--steps", "1", *extra])
         err = capsys.readouterr().err
@@ -393,3 +394,39 @@ def test_the_documented_microscope_file_is_a_valid_optics_file():
         lo, hi = getattr(ranges, key)
         assert lo < value < hi, key
     assert ranges.dose_e_per_A2 == OpticsRanges.preset("au").dose_e_per_A2  # keys not given: the preset's
+
+
+def test_frames_of_simulated_movies_choose_the_weights_and_threshold(wave_set, tmp_path):
+    """`TrainConfig.validate_movies` (`etem train --validate MOVIE`): the F1 on frames of a
+    simulated movie, not on the wave set's validation images, picks the weights kept and the
+    threshold; the wave set's scores are kept beside it; the card names the movies."""
+    from etem.simulate.movie_io import save_movie
+    from etem.simulate.toy import make_movie
+    from etem.train.loop import THRESHOLDS, evaluate_model, movie_validation
+
+    movie = make_movie(n_frames=6, shape=(96, 96), particle_radius_A=6.0, seed=4)
+    save_movie(movie, tmp_path / "scene.h5")
+    cfg = _tiny(steps=4, validate_every=1, n_validation=3, validate_movies=(str(tmp_path / "scene.h5"),))
+    card = train(wave_set, tmp_path / "chosen", cfg)
+    h = card["training"]["history"]
+    assert all({"f1", "movie_f1", "select_f1"} <= set(r) for r in h) and all(r["select_f1"] == r["movie_f1"] for r in h)
+    m = card["evaluation"]["movie_validation"]
+    assert m["movies"] == ["scene.h5"] and m["frames"] == 3
+    assert card["training"]["config"]["validate_movies"] == ["scene.h5"]  # names, not paths
+    # the kept weights are those of the best movie F1
+    model, _ = load_bundle(tmp_path / "chosen")
+    images, truth = movie_validation([tmp_path / "scene.h5"], cfg)
+    assert images.shape == (3, 1, 96, 96) and sorted(set(truth["frame"])) == [0, 1, 2]
+    assert len(truth) == sum((movie.truth.positions["frame"] == i).sum() for i in (0, 2, 5))
+    best = max(r["select_f1"] for r in h)
+    assert evaluate_model(model, images, truth, 0.2)["f1"] == pytest.approx(best)
+    # the threshold is the movie scan's best
+    f1 = {r["threshold"]: (r["f1"] if r["f1"] is not None else -1) for r in m["threshold_scan"]}
+    assert [r["threshold"] for r in m["threshold_scan"]] == list(THRESHOLDS)
+    assert f1[card["threshold"]] == max(f1.values()) or (card["threshold"] == 0.5 and max(f1.values()) < f1[0.5] + 0.01)
+    # a focal-series network cannot be validated on single-image frames; a file that is no movie is refused
+    with pytest.raises(Exception, match="hold 1 image"):
+        train(wave_set, tmp_path / "x", _tiny(steps=1, focal_offsets_A=(-50.0, 0.0, 50.0),
+                                              validate_movies=(str(tmp_path / "scene.h5"),)))
+    with pytest.raises(Exception, match="not a simulated movie"):
+        train(wave_set, tmp_path / "x", _tiny(steps=1, validate_movies=(str(wave_set),)))

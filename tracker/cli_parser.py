@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle path (writes .safetensors and .json)")
     # options left as None take the defaults of etem.train.loop.TrainConfig, or with --init the
     # recipe in the starting model's card (etem.train.cli.train_config)
+    p.add_argument("--validate", metavar="MOVIE", type=Path, action="append",
+                   help="a simulated movie (`etem simulate movie`, frames with their true columns) like the "
+                        "experiment: its frames, not the wave sets' validation images, choose the weights kept "
+                        "and the threshold. Repeatable; 16 frames in all, spread over the movies")
     p.add_argument("--init", metavar="MODEL",
                    help="start from a trained model's weights (a bundled name or a bundle path) instead of "
                         "random ones, e.g. to fit it to one microscope's optics (--optics). Its card gives the "

@@ -95,6 +95,7 @@ def train_config(args):
     cfg.update(steps=steps, max_minutes=args.minutes, validate_every=max(1, min(100, steps // 4)), seed=args.seed,
                device=args.device, amp=args.amp, checkpoint_every=args.checkpoint_every, threads=None,
                init=str(args.init) if args.init else None, preset=cfg["preset"] or None,
+               validate_movies=tuple(str(p) for p in (args.validate or ())),
                focal_offsets_A=tuple(cfg["focal_offsets_A"]), coarse_factor=tuple(cfg["coarse_factor"]))
     return TrainConfig(**cfg)
 
@@ -105,6 +106,9 @@ def cmd_train(args) -> int:
     for path in args.waves:
         if not path.is_file():
             raise ConfigError(f"{path}: no such wave set (make one with `etem simulate waves`)")
+    for path in args.validate or ():
+        if not path.is_file():
+            raise ConfigError(f"--validate {path}: no such movie (make one with `etem simulate movie`)")
     cfg = train_config(args)
     card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
     if card is None:  # a torchrun process other than the first
@@ -116,6 +120,10 @@ def cmd_train(args) -> int:
     print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
           f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
           f"in {card['training']['seconds']:.0f} s")
+    if "movie_validation" in e:
+        m = e["movie_validation"]
+        print(f"chosen on {m['frames']} frames of {', '.join(m['movies'])}: F1 {m['f1']:.3f} "
+              f"(precision {m['precision']:.3f}, recall {m['recall']:.3f}) at threshold {card['threshold']:g}")
     return 0
 
 

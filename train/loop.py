@@ -97,6 +97,11 @@ class TrainConfig:
     #: random ones: fine-tuning. Its network, inputs and classes must be the run's; its own
     #: validation F1 on the run's validation images is the score the bundle must beat.
     init: str | None = None
+    #: simulated movies (``etem simulate movie``: frames and their true columns) that choose the
+    #: weights kept and the threshold, in place of the wave sets' validation images: validation
+    #: on frames like the experiment's (its microscope, particle size, dose). Up to
+    #: ``n_validation`` frames in all, spread over each movie. (): the wave sets' images.
+    validate_movies: tuple[str, ...] = ()
 
 
 def _one_cycle(p: float, pct_start: float = 0.15, div: float = 25.0, final_div: float = 1e4) -> float:
@@ -253,6 +258,43 @@ def _validation_images(waves, val_idx: list[int], cfg: TrainConfig, n_classes: i
     return _normalize(v_img, cfg), v_truth
 
 
+def movie_validation(paths: Sequence[str | os.PathLike], cfg: TrainConfig) -> tuple[torch.Tensor, pd.DataFrame]:
+    """Validation frames from simulated movies: up to ``cfg.n_validation`` frames in all, spread
+    evenly over each movie, resampled to ``cfg.sampling_A`` and normalized as the tracker
+    prepares them, and their true columns (``frame`` the frame's place in the batch; ``y, x`` in
+    the resampled pixels)."""
+    from etem.simulate.movie_io import load_movie
+    from etem.tracker.preprocess import PreprocessConfig, Preprocessor
+
+    n_in = len(cfg.focal_offsets_A)
+    per = max(1, -(-cfg.n_validation // len(paths)))
+    pre = Preprocessor(PreprocessConfig(target_sampling=cfg.sampling_A, normalize="local"), device=cfg.device)
+    batches, truths, shape = [], [], None
+    for path in paths:
+        try:
+            movie = load_movie(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"--validate {path}: not a simulated movie with its truth "
+                              f"(etem simulate movie): {exc}") from None
+        frames = np.asarray(movie.frames)
+        f_in = 1 if frames.ndim == 3 else frames.shape[1]
+        if f_in != n_in:
+            raise ConfigError(f"--validate {path}: its frames hold {f_in} image(s) each; the network takes {n_in}")
+        if (shape or frames.shape[-2:]) != frames.shape[-2:]:
+            raise ConfigError(f"--validate {path}: frames of {frames.shape[-2:]} px; the other movies' are {shape}")
+        shape = frames.shape[-2:]
+        picks = np.unique(np.linspace(0, len(frames) - 1, min(per, len(frames))).round().astype(int))
+        batch, scales = pre([frames[i] for i in picks], [movie.sampling] * len(picks))
+        pos = movie.truth.positions
+        for j, i in enumerate(picks):
+            t = pos[pos["frame"] == i]
+            yx = (t[["y", "x"]].to_numpy(np.float64) + 0.5) * scales[j] - 0.5  # into the resampled pixels
+            truths.append(pd.DataFrame({"frame": len(truths), "y": yx[:, 0], "x": yx[:, 1],
+                                        "cls": t["cls"].to_numpy() if "cls" in t else 0}))
+        batches.append(batch)
+    return torch.cat(batches), pd.concat(truths, ignore_index=True)
+
+
 def retune_threshold(bundle: str | os.PathLike, wave_set: str | os.PathLike | Sequence[str | os.PathLike]) -> float:
     """Choose a trained bundle's threshold again on the validation images its training used
     (``wave_set`` must be the one it was trained on, or the same sets in the same order), and
@@ -383,6 +425,17 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
 
     if rank == 0:
         v_img, v_truth = _validation_images(waves, val_idx, dcfg, n_classes)
+        # what chooses the weights kept and the threshold: the wave sets' validation images, or
+        # frames of simulated movies like the experiment (--validate)
+        s_img, s_truth = (movie_validation(cfg.validate_movies, dcfg) if cfg.validate_movies
+                          else (v_img, v_truth))
+
+    def validate() -> dict[str, float]:
+        scores = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
+        if cfg.validate_movies:  # the movies' F1 chooses; the wave sets' is kept beside it
+            m = evaluate_model(model, s_img, s_truth, cfg.sampling_A)
+            scores = {**{f"movie_{k}": v for k, v in m.items()}, **scores, "select_f1": m["f1"]}
+        return scores
 
     # each process draws its own samples
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * rank)
@@ -392,10 +445,11 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     if cfg.init:
         start = _init_weights(model, cfg, classes)
         if rank == 0 and not resume:  # the starting model's score is the one to beat
-            scores = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
+            scores = validate()
             history.append({"step": 0, "loss": None, "seconds": 0.0, **scores})
-            best, best_state = scores["f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
-            log.info("starting from %s: val F1 %.3f", cfg.init, scores["f1"])
+            best, best_state = scores.get("select_f1", scores["f1"]), {
+                k: v.detach().clone() for k, v in model.state_dict().items()}
+            log.info("starting from %s: val F1 %.3f", cfg.init, best)
     out = Path(out)
     if resume:
         st = load_checkpoint(out, model, opt, sched, gen, rng, cfg)
@@ -438,14 +492,16 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
         sched.step()
         losses.append(loss.item())
         if rank == 0 and (step % cfg.validate_every == 0 or last):
-            scores = evaluate_model(model, v_img, v_truth, cfg.sampling_A)
+            scores = validate()
             # the loss is the mean over the steps since the last validation
             history.append({"step": step, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0,
                             **scores})
-            log.info("step %d loss %.4f val F1 %.3f", step, history[-1]["loss"], scores["f1"])
+            chosen = scores.get("select_f1", scores["f1"])
+            log.info("step %d loss %.4f val F1 %.3f%s", step, history[-1]["loss"], scores["f1"],
+                     f", movies' F1 {chosen:.3f}" if cfg.validate_movies else "")
             losses = []
-            if scores["f1"] > best:
-                best, best_state = scores["f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if chosen > best:
+                best, best_state = chosen, {k: v.detach().clone() for k, v in model.state_dict().items()}
         if rank == 0 and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last):
             save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg)
         if on_step is not None:
@@ -460,7 +516,13 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             return None
     model.load_state_dict(best_state)
     model.eval()
-    threshold, final, scan = choose_threshold(model, v_img, v_truth, cfg.sampling_A)
+    threshold, final, scan = choose_threshold(model, s_img, s_truth, cfg.sampling_A)
+    movies = None
+    if cfg.validate_movies:  # the threshold was chosen on the movies' frames; the wave sets' images at it
+        movies = {"movies": [Path(p).name for p in cfg.validate_movies], "frames": int(s_img.shape[0]),
+                  **final, "threshold_scan": scan}
+        final = evaluate_model(model, v_img, v_truth, cfg.sampling_A, threshold)
+        scan = None
     card = {
         "name": name or out.name,
         "arch": cfg.arch,
@@ -486,7 +548,7 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
                     + ("; a flat background of {:g}-{:g} of the brightest column under the noise (HAADF)"
                        .format(*AugmentConfig().haadf_background) if cfg.imaging == "haadf" else "")
                     + _coarse_words(cfg),
-            "imaging": cfg.imaging, "config": asdict(cfg), "steps": history[-1]["step"] if history else cfg.steps,
+            "imaging": cfg.imaging, "config": {**asdict(cfg), "validate_movies": [Path(p).name for p in cfg.validate_movies]}, "steps": history[-1]["step"] if history else cfg.steps,
             "seconds": round(time.perf_counter() - t0, 1), "parameters": count_parameters(model),
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
                        + (f" x {world} processes" if world > 1 else ""),
@@ -494,7 +556,8 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             **({"initialized_from": {**start, "validation_f1": history[0]["f1"]}} if start else {}),
         },
         "evaluation": {"held_out_structures": len(val_idx), "images": cfg.n_validation, "match_radius_A": 1.0,
-                       **final, "threshold_scan": scan},
+                       **final, **({"threshold_scan": scan} if scan is not None else {}),
+                       **({"movie_validation": movies} if movies else {})},
     }
     card = _finite(card)
     save_bundle(model, out, card)
