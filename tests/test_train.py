@@ -430,3 +430,34 @@ def test_frames_of_simulated_movies_choose_the_weights_and_threshold(wave_set, t
                                               validate_movies=(str(tmp_path / "scene.h5"),)))
     with pytest.raises(Exception, match="not a simulated movie"):
         train(wave_set, tmp_path / "x", _tiny(steps=1, validate_movies=(str(wave_set),)))
+
+
+def test_movie_validation_frames_of_another_pixel_size_keep_their_columns_in_place(tmp_path):
+    """A movie taken at 0.1 Å/px, validated at the model's 0.2: the true columns move with the
+    resampling, onto the columns' peaks in the resampled frames."""
+    from scipy.ndimage import maximum_filter
+
+    from etem.simulate.movie_io import save_movie
+    from etem.simulate.toy import make_movie
+    from etem.train.loop import movie_validation
+
+    movie = make_movie(n_frames=2, shape=(192, 192), sampling=0.1, particle_radius_A=6.0, seed=5,
+                       dose_per_frame=1e5)
+    save_movie(movie, tmp_path / "fine.h5")
+    images, truth = movie_validation([tmp_path / "fine.h5"], _tiny(sampling_A=0.2, n_validation=2))
+    assert images.shape == (2, 1, 96, 96)
+    from scipy.spatial import cKDTree
+
+    img = images[0, 0].numpy()
+    peaks = np.argwhere((img == maximum_filter(img, size=5)) & (img > img.mean() + 2 * img.std()))
+    peaks = peaks[(peaks > 1).all(1) & (peaks < 94).all(1)]
+    sub = []  # each peak's centre of mass over its 5x5 window, above the window's lowest value
+    oy, ox = np.mgrid[-2:3, -2:3]
+    for y, x in peaks:
+        w = img[y - 2:y + 3, x - 2:x + 3]
+        w = w - w.min()
+        sub.append((y + (w * oy).sum() / w.sum(), x + (w * ox).sum() / w.sum()))
+    t = truth[truth["frame"] == 0][["y", "x"]].to_numpy()
+    d, _ = cKDTree(np.array(sub)).query(t)
+    # on the peaks within a tenth of a pixel or so (a quarter-pixel shift would show as ~0.25)
+    assert len(sub) > 5 and np.median(d) < 0.15
