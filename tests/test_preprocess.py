@@ -44,6 +44,32 @@ def test_coords_to_input_pixel_centres():
     assert out.y[0] == 0.5 and out.x[0] == 2.5 and out.cls[0] == 1 and df.y[0] == 0.0
 
 
+@pytest.mark.parametrize("scale, white", [(0.5, True), (0.25, True), (0.37, False), (0.8, False)])
+def test_shrinking_integrates_pixel_areas_so_noise_stays_white(scale, white):
+    """A frame taken with pixels finer than the model's is shrunk as a camera with the model's
+    pixels would have recorded it: each output pixel the mean over its area. White noise stays
+    white (whole-number factors) and loses variance as a mean of 1/scale² pixels; an
+    antialiased bilinear shrink correlated neighbours by 0.3, which the networks read as columns."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 512, 512, generator=g)
+    y = resample(x, scale)
+    assert y.shape[-2:] == (int(512 * scale),) * 2
+    d = y - y.mean()
+    corr = float((d[..., 1:] * d[..., :-1]).mean() / (d * d).mean())
+    corr_y = float((d[..., 1:, :] * d[..., :-1, :]).mean() / (d * d).mean())
+    if white:
+        assert abs(corr) < 0.02 and abs(corr_y) < 0.02
+        assert float(y.var()) == pytest.approx(scale**2, rel=0.05)
+    else:  # an input pixel split between two output pixels correlates them a little
+        assert corr < 0.2 and corr_y < 0.2
+    # a ramp (each pixel's value its own x) comes out as each output pixel's centre, in input
+    # pixels: (i + 0.5) / scale - 0.5, within the pixelation of a split input pixel
+    ramp = torch.arange(512, dtype=torch.float32).expand(1, 1, 8, 512)
+    out = resample(ramp, scale)[0, 0, 0]
+    centres = (torch.arange(out.numel()) + 0.5) / scale - 0.5
+    torch.testing.assert_close(out, centres, atol=0.0 if white else 0.13, rtol=1e-6)
+
+
 def test_resample_identity_and_bad_scale():
     x = torch.rand(1, 1, 8, 8)
     assert resample(x, 1.0) is x

@@ -93,10 +93,16 @@ class PreprocessConfig:
 def resample(images: torch.Tensor, scale: float) -> torch.Tensor:
     """Resample ``[B, C, H, W]`` images by ``scale`` (output pixels per input pixel).
 
-    ``scale = sampling / target_sampling``: below 1 shrinks (antialiased bilinear, i.e. a
-    triangle filter as wide as the output pixel), above 1 enlarges (bilinear). The output is
+    ``scale = sampling / target_sampling``: below 1 shrinks by integrating each output pixel's
+    area (each output pixel is the mean of the input pixels under it, weighted by how much of
+    each it covers: what a camera with larger pixels records, so the shot noise stays white, as
+    in the images the networks learned from), above 1 enlarges (bilinear). The output is
     ``floor(H * scale) x floor(W * scale)`` and coordinates map exactly as
     ``y_out = (y_in + 0.5) * scale - 0.5`` (see :func:`coords_to_input`).
+
+    (An antialiased bilinear shrink, a triangle filter twice as wide, correlates the noise into
+    blobs the size of a column: the bundled Au model then found a false column for every true
+    one in an in-situ movie taken at half its pixel size, F1 0.52 against 0.79; docs/models.md.)
     """
     if not scale > 0:
         raise ConfigError(f"scale must be positive; got {scale!r}.")
@@ -105,10 +111,39 @@ def resample(images: torch.Tensor, scale: float) -> torch.Tensor:
     h, w = images.shape[-2:]
     if math.floor(h * scale) < 1 or math.floor(w * scale) < 1:
         raise ConfigError(f"resampling a {h}x{w} image by {scale:g} leaves no pixels.")
-    return F.interpolate(
-        images, scale_factor=scale, mode="bilinear", align_corners=False,
-        antialias=scale < 1.0, recompute_scale_factor=False,
-    )
+    if scale < 1.0:
+        return _area_axis(_area_axis(images, scale, -2), scale, -1)
+    return F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False,
+                         recompute_scale_factor=False)
+
+
+def _area_axis(x: torch.Tensor, scale: float, dim: int) -> torch.Tensor:
+    """Shrink one axis by ``scale`` < 1: output pixel ``i`` covers input coordinates
+    ``[i / scale, (i + 1) / scale)`` (pixel edges), and is the mean of the input pixels there,
+    each weighted by its overlap. A whole-number factor is a plain mean of each block."""
+    n = x.shape[dim]
+    m = math.floor(n * scale)
+    k = 1.0 / scale
+    if abs(k - round(k)) < 1e-9:  # blocks of whole pixels
+        k = round(k)
+        lead = x.shape[:dim] if dim == -1 else x.shape[:-2]
+        if dim == -1:
+            return x[..., :m * k].reshape(*lead, m, k).mean(-1)
+        return x[..., :m * k, :].reshape(*lead, m, k, x.shape[-1]).mean(-2)
+    edges = torch.arange(m + 1, dtype=torch.float64) * k  # output pixel edges, in input pixels
+    taps = math.ceil(k) + 1  # input pixels an output pixel can touch
+    start = edges[:-1].floor().long()
+    out = None
+    for t in range(taps):
+        j = start + t  # input pixel [j, j + 1)
+        overlap = (torch.minimum(edges[1:], (j + 1).double()) - torch.maximum(edges[:-1], j.double())).clamp_min(0)
+        wgt = (overlap / k).to(x.dtype).to(x.device)
+        idx = j.clamp(max=n - 1).to(x.device)
+        view = [1] * x.ndim
+        view[dim] = m
+        term = x.index_select(dim, idx) * wgt.view(view)
+        out = term if out is None else out + term
+    return out
 
 
 _C = TypeVar("_C")
