@@ -256,7 +256,7 @@ def test_outputs_go_into_new_folders_or_fail_up_front(movie, tmp_path, capsys):
     capsys.readouterr()
     assert main(["replay", str(src), "-o", str(tmp_path / "afile" / "run.h5")]) == 2
     err = capsys.readouterr().err
-    assert "cannot create the folder" in err and "afile" in err and "replay 1/" not in err
+    assert "cannot create its folder" in err and "afile" in err and "replay 1/" not in err
     res = track(np.asarray(movie.frames[:2], np.float32), sampling=movie.sampling, run_path=tmp_path / "py" / "run.h5")
     assert (tmp_path / "py" / "run.h5").exists() and len(res.columns) > 0
     with pytest.raises(ConfigError, match="cannot create its folder"):

@@ -402,7 +402,8 @@ def test_frames_of_simulated_movies_choose_the_weights_and_threshold(wave_set, t
     threshold; the wave set's scores are kept beside it; the card names the movies."""
     from etem.simulate.movie_io import save_movie
     from etem.simulate.toy import make_movie
-    from etem.train.loop import THRESHOLDS, evaluate_model, movie_validation
+    from etem.train.loop import THRESHOLDS, evaluate_model
+    from etem.train.validation import movie_validation
 
     movie = make_movie(n_frames=6, shape=(96, 96), particle_radius_A=6.0, seed=4)
     save_movie(movie, tmp_path / "scene.h5")
@@ -439,7 +440,7 @@ def test_movie_validation_frames_of_another_pixel_size_keep_their_columns_in_pla
 
     from etem.simulate.movie_io import save_movie
     from etem.simulate.toy import make_movie
-    from etem.train.loop import movie_validation
+    from etem.train.validation import movie_validation
 
     movie = make_movie(n_frames=2, shape=(192, 192), sampling=0.1, particle_radius_A=6.0, seed=5,
                        dose_per_frame=1e5)

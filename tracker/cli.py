@@ -48,17 +48,13 @@ _OUTPUTS = ("output", "overlay", "out", "movie")
 
 def _make_output_folders(args) -> None:
     """Create the folders the command's outputs go in (``-o runs/today/run.h5`` where
-    ``runs/today`` is new), before any work: a path that cannot be made is a clear error up
-    front, not a traceback after the work is done."""
+    ``runs/today`` is new), before any work."""
+    from .h5io import make_folder_for
+
     for name in _OUTPUTS:
         path = getattr(args, name, None)
-        if not isinstance(path, Path) or path.parent == Path(""):
-            continue
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the folder {path.parent} for {path} "
-                              f"({exc.strerror or exc})") from None
+        if isinstance(path, Path) and path.parent != Path(""):
+            make_folder_for(path)
 
 
 def _terminate_like_ctrl_c():

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .errors import FileFormatError
+from .errors import ConfigError, FileFormatError
 
 try:
     import resource
@@ -216,6 +216,20 @@ def clear_write_flags(path: str | Path) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def make_folder_for(path: str | Path) -> None:
+    """Create the folder an output file goes in (``runs/today`` for ``runs/today/run.h5``) and
+    check that it can be written, so that a path that cannot be made is a clear error before any
+    work rather than a traceback after it."""
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create its folder {folder} ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: its folder {folder} cannot be written to")
 
 
 def room_to_grow(path: str | Path) -> int:

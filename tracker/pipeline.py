@@ -97,7 +97,9 @@ class Pipeline(RunFileStage):
             raise ConfigError(f"run file {self.run_path} already exists; choose another path or "
                               "overwrite it (--overwrite, overwrite=True)")
         if self.run_path is not None:
-            _make_room_for(self.run_path)
+            from .h5io import make_folder_for
+
+            make_folder_for(self.run_path)
         self.overwrite = overwrite
         self.attrs = dict(attrs or {})
         self.linker: StreamLinker | None = None
@@ -563,17 +565,3 @@ class Pipeline(RunFileStage):
         """Linked columns in memory (see :attr:`tables_complete`)."""
         return pd.concat(self.columns_parts, ignore_index=True) if self.columns_parts else pd.DataFrame(
             columns=["frame", "y", "x", "cls", "prob", "particle", "y_ref", "x_ref", "site"])
-
-
-def _make_room_for(path: Path) -> None:
-    """Create the folder a run file goes in, and check that it can be written, before the
-    first frame is taken off a stream rather than when the file is created."""
-    import os
-
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"run file {path}: cannot create its folder {folder} ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"run file {path}: its folder {folder} cannot be written to")
