@@ -118,10 +118,10 @@ class Detector:
                     opts["column_sigma_px"] = e.column_sigma_A / sampling
             self.engine = make_engine(e.kind, e.model, device=e.device, **opts)
             log.info("engine: %s on %s", self.engine.name, self.engine.device)
-        self._invert = contrast_inversion(self.engine, self.engine_cfg.contrast)
         if self.locate_cfg.threshold is None:
             self.locate_cfg = dataclasses.replace(self.locate_cfg, threshold=engine_threshold(self.engine))
         if self._pre is None:
+            self._invert = contrast_inversion(self.engine, self.engine_cfg.contrast)
             self._image_refine = image_refinement(self.engine, self.locate_cfg)
             target = self.preprocess_cfg.target_sampling
             if target is None:

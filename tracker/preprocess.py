@@ -130,20 +130,31 @@ def _area_axis(x: torch.Tensor, scale: float, dim: int) -> torch.Tensor:
         if dim == -1:
             return x[..., :m * k].reshape(*lead, m, k).mean(-1)
         return x[..., :m * k, :].reshape(*lead, m, k, x.shape[-1]).mean(-2)
-    edges = torch.arange(m + 1, dtype=torch.float64) * k  # output pixel edges, in input pixels
-    taps = math.ceil(k) + 1  # input pixels an output pixel can touch
-    start = edges[:-1].floor().long()
     out = None
-    for t in range(taps):
-        j = start + t  # input pixel [j, j + 1)
-        overlap = (torch.minimum(edges[1:], (j + 1).double()) - torch.maximum(edges[:-1], j.double())).clamp_min(0)
-        wgt = (overlap / k).to(x.dtype).to(x.device)
-        idx = j.clamp(max=n - 1).to(x.device)
-        view = [1] * x.ndim
-        view[dim] = m
+    view = [1] * x.ndim
+    view[dim] = m
+    for idx, wgt in _area_taps(n, scale, x.device, x.dtype):
         term = x.index_select(dim, idx) * wgt.view(view)
         out = term if out is None else out + term
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _area_taps(n: int, scale: float, device: torch.device, dtype: torch.dtype):
+    """The input pixels and weights of :func:`_area_axis` for an axis of ``n`` pixels, once per
+    size, factor and device (a stream's frames share them): per tap ``t``, output pixel ``i``
+    takes input pixel ``floor(i / scale) + t`` weighted by its overlap with ``[i / scale,
+    (i + 1) / scale)`` over the output pixel's width."""
+    m = math.floor(n * scale)
+    k = 1.0 / scale
+    edges = torch.arange(m + 1, dtype=torch.float64) * k  # output pixel edges, in input pixels
+    start = edges[:-1].floor().long()
+    taps = []
+    for t in range(math.ceil(k) + 1):  # input pixels an output pixel can touch
+        j = start + t  # input pixel [j, j + 1)
+        overlap = (torch.minimum(edges[1:], (j + 1).double()) - torch.maximum(edges[:-1], j.double())).clamp_min(0)
+        taps.append((j.clamp(max=n - 1).to(device), (overlap / k).to(dtype).to(device)))
+    return tuple(taps)
 
 
 _C = TypeVar("_C")
