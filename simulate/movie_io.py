@@ -35,7 +35,8 @@ def save_movie(movie: ToyMovie, path: str | Path) -> None:
     """Write a toy movie and its truth to one HDF5 file.
 
     Layout: dataset ``frames`` ``[N, H, W]`` float32, one chunk per frame, attribute
-    ``sampling`` [Å/px] and ``fps`` [1/s] (so any reader of a plain HDF5 stack opens it); group ``truth`` with one
+    ``sampling`` [Å/px] and ``fps`` [1/s] (so any reader of a plain HDF5 stack opens it), and, for
+    an exit-wave movie, ``imaging`` (``hrtem``/``stem``) and for STEM ``detector`` (``adf``); group ``truth`` with one
     subgroup per table (one dataset per column) and the arrays ``occupancy``, ``drift`` and
     ``rotation_deg``. Root attributes: ``format`` and ``params`` (JSON).
     """
@@ -48,6 +49,10 @@ def save_movie(movie: ToyMovie, path: str | Path) -> None:
         ds.attrs["sampling"] = float(movie.sampling)
         if movie.fps is not None:
             ds.attrs["fps"] = movie.fps
+        if movie.params.get("mode") in ("hrtem", "stem"):  # how the frames were taken, as a file's metadata say
+            ds.attrs["imaging"] = movie.params["mode"]
+            if movie.params["mode"] == "stem":
+                ds.attrs["detector"] = "adf"  # simulated STEM is annular dark field: bright columns
         g = f.create_group("truth")
         for name in _TABLES:
             table: pd.DataFrame = getattr(movie.truth, name)

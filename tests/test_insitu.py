@@ -50,6 +50,28 @@ def test_round_trip_through_the_movie_file(stem, tmp_path):
     np.testing.assert_array_equal(back.truth.occupancy, stem.truth.occupancy)
 
 
+def test_the_movie_file_says_how_its_frames_were_taken(stem, hrtem, tmp_path):
+    """A movie file names its imaging (and, for STEM, the dark-field detector) as a microscope's
+    file does; with no model named, the tracker takes the bundled STEM model for it, and the
+    classical locator for an HRTEM movie whose material it is not told."""
+    from etem.tracker import track
+    from etem.tracker.evaluate import score_columns
+    from etem.tracker.files import open_recording
+
+    save_movie(stem, tmp_path / "stem.h5")
+    save_movie(hrtem, tmp_path / "hrtem.h5")
+    with open_recording(tmp_path / "stem.h5") as rec:
+        assert rec.frame_meta()["imaging"] == "stem" and rec.frame_meta()["detector"] == "adf"
+    with open_recording(tmp_path / "hrtem.h5") as rec:
+        assert rec.frame_meta()["imaging"] == "hrtem" and "detector" not in rec.frame_meta()
+    r = track(tmp_path / "stem.h5", device="cpu")
+    assert r.model == "haadf-stem" and r.engine != "classical"
+    cols = score_columns(r.columns, stem.truth.positions, radius_px=1 / stem.sampling, sampling=stem.sampling)
+    assert cols["f1"] > 0.95
+    assert track(tmp_path / "hrtem.h5").model is None  # HRTEM contrast depends on the material
+    assert track(tmp_path / "hrtem.h5", material="au", device="cpu").model == "au-hrtem"
+
+
 def test_reproducible_from_the_seed():
     a = insitu_movie(n_frames=2, shape=(96, 96), particle_radius_A=6.0, mode="stem", seed=5)
     b = insitu_movie(n_frames=2, shape=(96, 96), particle_radius_A=6.0, mode="stem", seed=5)

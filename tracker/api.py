@@ -56,6 +56,14 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
     imaging = base.imaging or (data.get("imaging") if data.get("imaging") in ("hrtem", "stem") else None)
     if model == "auto" and imaging:
         model = f"auto:{imaging}"
+    if (model is None and not classical and base.model is None and base.kind == "auto" and engine in (None, "auto")
+            and (imaging == "stem" or (imaging == "hrtem" and material is not None))):
+        # nothing chosen: the bundled model made for what the frames are (the run's --imaging or
+        # the file's metadata) and, for HRTEM, the material; the classical locator where none fits
+        # or where the frames' kind is not known
+        model = f"auto:{imaging}"
+        logging.getLogger("etem.engine").info("no model given; the frames are %s (%s)", imaging.upper(),
+                                              "as the run says" if base.imaging else "as the file says")
     if data.get("detector") == "bf" and not dark and (
             classical or model == "auto:stem" or (model is None and base.model is None)):
         # bright-field STEM: dark columns. The classical locator looks for them; the bundled STEM
@@ -111,7 +119,11 @@ def find(
         :data:`etem.tracker.lattice.MATERIALS`): the sampling is estimated from its lattice's
         Fourier peaks where the data give none, and checked against it where they do.
     model
-        Bundled model name or bundle path; default: the classical locator until a model is given.
+        Bundled model name or bundle path, or ``"auto"`` (the bundled model for ``material``;
+        ``"auto:stem"``: the STEM model). Default: where the frames say how they were taken
+        (a file's metadata, or ``config.engine.imaging``), the bundled model made for that kind
+        of image (STEM: ``haadf-stem``; HRTEM: the model for ``material``, when one is named
+        and fits); otherwise the classical locator.
     classical
         Use the classical (Laplacian-of-Gaussian) locator.
     dark
@@ -167,6 +179,7 @@ def find(
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["frame", "y", "x", "cls", "prob"])
     out.attrs["class_names"] = list(det.engine.class_names) if det.engine is not None else []
     out.attrs["engine"] = det.engine.name if det.engine is not None else None
+    out.attrs["model"] = ecfg.model if ecfg.kind != "classical" else None
     # per frame: snr, dose_est, resolution_A, confidence, in_range, out_of_range (etem.tracker.trust)
     out.attrs["frames"] = quality_rows
     if estimate is not None:
@@ -220,6 +233,10 @@ class TrackResult:
     run_path: Path | None
     #: frame, site, from_cls, to_cls: each change of a site's class (empty for one-class models)
     class_changes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the model that found the columns (a bundled name or a bundle path), None for the classical locator
+    model: str | None = None
+    #: the engine that ran it (``classical``, ``eager``, ``onnxruntime`` …), None if no frame was processed
+    engine: str | None = None
     _columns: pd.DataFrame | None = field(default=None, repr=False)
     _frames: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -359,9 +376,10 @@ def track(
 
 def _file_meta(source, model, pattern: str | None = None) -> dict | None:
     """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
-    ``detector``), read only where ``model="auto"`` needs it; a watched folder answers for the
-    first frame file already in it. None for streams, arrays and empty folders."""
-    if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source):
+    ``detector``), read where no model is named (``model`` None or ``"auto"``: the model is
+    chosen for it, and a bright-field detector means dark columns); a watched folder answers for
+    the first frame file already in it. None for streams, arrays and empty folders."""
+    if model not in (None, "auto") or not isinstance(source, (str, Path)) or "://" in str(source):
         return None
     path = Path(source)
     if path.is_dir():
@@ -454,4 +472,6 @@ def result_of(pipe: Pipeline) -> TrackResult:
         counters=pipe.counters.as_dict(),
         sampling=pipe.sampling,
         run_path=pipe.run_path,
+        model=pipe.cfg.engine.model if pipe.cfg.engine.kind != "classical" else None,
+        engine=None if pipe.detector.engine is None else pipe.detector.engine.name,
     )

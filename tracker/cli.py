@@ -156,10 +156,27 @@ class StatusLine:
             print(file=sys.stderr)
 
 
-def _report(result) -> None:
+def _say_locator(args, model, engine, out=None, indent: str = "  ") -> None:
+    """Which locator found the columns, and, where the tracker chose a model itself, why."""
+    out = out or sys.stdout
+    if engine is None:
+        return
+    if model is None:
+        print(f"{indent}located by the classical locator", file=out)
+        return
+    line = f"{indent}located by model {model} ({engine})"
+    if getattr(args, "model", None) is None and not getattr(args, "classical", False):
+        line += (": the bundled model for the kind of image the file's metadata (or --imaging) name; "
+                 "--classical for the classical locator")
+    print(line, file=out)
+
+
+def _report(result, args=None) -> None:
     c = result.counters
     print(f"frames: {c['received']} received, {c['processed']} processed, {c['rejected']} rejected, "
           f"{c['dropped']} dropped, {c['missing']} missing (seq gaps)")
+    if args is not None and args.resume is None:
+        _say_locator(args, result.model, result.engine, indent="columns ")
     if c.get("oom_retries"):
         print(f"  out of GPU memory: {c['oom_retries']} batch(es) run again in halves")
     for k, v in c.items():
@@ -227,7 +244,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
         status.close()
         if dash is not None:
             dash.close()
-    _report(result)
+    _report(result, args)
     return 0
 
 
@@ -307,6 +324,7 @@ def cmd_find(args) -> int:
         df.insert(0, "file", str(path))
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
+        _say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say)
         _say_trust(df.attrs.get("frames", []), say)
         est = df.attrs.get("sampling_estimate")
         if est:

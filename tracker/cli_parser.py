@@ -21,17 +21,20 @@ def _sampling_arg(text: str) -> float | str:
 def _common_engine(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection")
     m = g.add_mutually_exclusive_group()
-    m.add_argument("--model", help="bundled model name or model bundle path (default: classical locator); "
-                                   "'auto': the bundled HRTEM model for --material, 'auto:stem': the STEM model")
+    m.add_argument("--model", help="bundled model name or model bundle path; 'auto': the bundled HRTEM model for "
+                                   "--material, 'auto:stem': the STEM model (default: the bundled model for what the "
+                                   "file's metadata or --imaging say the frames are, STEM or, with --material, "
+                                   "HRTEM; else the classical locator)")
     m.add_argument("--classical", action="store_true", help="classical Laplacian-of-Gaussian locator, no network")
     g.add_argument("--engine", help="engine kind: auto, classical, eager, compiled, onnxruntime, tensorrt")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dark", action="store_true", help="dark columns on a bright background (annular bright-field STEM): "
                    "the classical locator looks for them, a STEM model is shown the frames negated")
     g.add_argument("--imaging", choices=("hrtem", "stem"),
-                   help="what the frames are: --model auto picks the bundled model for it, and the classical "
-                        "locator's trust ranges are those measured on that kind of image (default: the strictest "
-                        "over HRTEM and STEM)")
+                   help="what the frames are, where their file does not say: the bundled model for it is "
+                        "taken unless --model or --classical says otherwise, and the classical locator's trust "
+                        "ranges are those measured on that kind of image (default: the strictest over HRTEM and "
+                        "STEM)")
     g.add_argument("--sampling", type=_sampling_arg, metavar="Å/px|auto",
                    help="pixel size in Å/px (overrides the data's), or 'auto': from the lattice (needs --material)")
     g.add_argument("--material", metavar="NAME",

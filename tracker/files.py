@@ -504,6 +504,11 @@ def _read_hdf5(path: Path, dataset: str | None):
             meta["sampling_note"] = f"dataset {ds.name} has no 'sampling' attribute (Å/px)"
         if "fps" in ds.attrs:
             meta["fps"] = float(ds.attrs["fps"])
+        for key, known in (("imaging", ("hrtem", "stem")), ("detector", ("adf", "bf"))):
+            value = ds.attrs.get(key)  # how the frames were taken (etem simulate movie writes these)
+            value = value.decode() if isinstance(value, bytes) else value
+            if isinstance(value, str) and value.lower() in known:
+                meta[key] = value.lower()
         return ds, meta, None if sampling is None else float(sampling), None, f.close
     except Exception:
         f.close()
