@@ -28,7 +28,7 @@ from etem.tracker.accounting import Counters
 from etem.tracker.cli import main
 from etem.tracker.errors import WireError
 from etem.tracker.frames import Frame
-from etem.tracker.publish import Publisher
+from etem.tracker.publish import Publisher, publish_frames
 from etem.tracker.runfile import open_run
 from etem.tracker.sources import ZmqSource
 from etem.tracker.wire import decode, encode
@@ -170,7 +170,8 @@ def test_live_fuzz_over_a_real_socket(movie, tmp_path):
         assert c[f"rejected/{reason}"] == n, (reason, n, c)
     assert c["rejected/seq_repeat"] == 0 and c["missing"] == 0 and c["restarts"] == 0
     assert c["dropped"] == 0
-    assert c["processed"] == len(frames) + n_decodable - c["rejected/preprocess"]
+    # a decodable fault may be of another shape or pixel size, or hold no image (a constant payload)
+    assert c["processed"] == len(frames) + n_decodable - c["rejected/preprocess"] - c["rejected/blank"]
     run = open_run(tmp_path / "run.h5")
     assert run.status == "complete"
     assert set(range(len(frames))) <= set(run.frames["frame"])  # every valid frame was tracked
@@ -388,6 +389,44 @@ def test_corrupt_frame_mid_file_keeps_the_frames_before_it(movie, tmp_path, caps
     assert run.frames["frame"].tolist() == list(range(12))
     c = run.counters
     assert c["processed"] == 12 and c["received"] == 12
+
+
+def test_blank_frames_are_rejected_not_tracked(tmp_path):
+    """Frames with no image in them (beam blanked: a constant frame, or dark noise alone) are
+    rejected and counted, over a real socket, and the run's sites and events are those of the
+    movie without them; tracked instead, they made hundreds of false sites and extra flips."""
+    m = make_movie(n_frames=30, shape=(192, 192), seed=2)
+    frames = np.asarray(m.frames, np.float32)
+    rng = np.random.default_rng(0)
+    blanked = frames.copy()
+    blanked[2] = 0.0  # before the run has a typical SNR: constant frames are known anyway
+    blanked[15] = 7.0
+    blanked[20] = rng.poisson(0.5, frames[0].shape)  # dark noise: found only against the run's SNR
+    blanked[21] = rng.normal(100.0, 3.0, frames[0].shape)
+
+    def run(stack, name, **options):
+        pub = Publisher("tcp://127.0.0.1:0", mode="push")
+        t = threading.Thread(target=publish_frames, args=(list(stack), pub), kwargs={"sampling": m.sampling},
+                             daemon=True)
+        t.start()
+        try:
+            return track(pub.address, mode="pull", classical=True, run_path=tmp_path / name, idle_timeout_s=30,
+                         **options)
+        finally:
+            t.join(10)
+            pub.close()
+
+    clean = run(np.delete(frames, [2, 15, 20, 21], axis=0), "clean.h5")
+    res = run(blanked, "blanked.h5")
+    c = res.counters
+    accounted(Counter(c))
+    assert c["rejected/blank"] == 4 and c["processed"] == 26 and c["received"] == 30
+    assert open_run(tmp_path / "blanked.h5").counters["rejected/blank"] == 4
+    assert 2 not in set(res.frames["frame"]) and 20 not in set(res.frames["frame"])
+    assert len(res.sites) == len(clean.sites) and len(res.flips) == len(clean.flips)
+    off = run(blanked, "off.h5", config=PipelineConfig(blank_snr_fraction=0.0))
+    assert off.counters.get("rejected/blank", 0) == 0 and off.counters["processed"] == 30
+    assert len(off.sites) > len(clean.sites) + 100
 
 
 # ------------------------------------------------------------------------------ a full disk

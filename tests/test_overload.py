@@ -198,13 +198,14 @@ class OutOfMemoryAbove:
         return self.engine.predict(batch)
 
 
-def _oom_run(tmp_path, frames, *, limit, error="torch", max_batch=8):
+def _oom_run(tmp_path, frames, *, limit, error="torch", max_batch=8, blank_snr_fraction=0.05):
     from etem.tracker.engines import make_engine
     from etem.tracker.sources import iter_array
 
     engine = OutOfMemoryAbove(make_engine("classical", device="cpu", column_sigma_px=2.0), limit, error)
     # a long wait: the in-memory source fills every batch to max_batch
-    cfg = PipelineConfig(batch=BatchConfig(max_batch=max_batch, max_wait_s=1.0), default_sampling=0.2)
+    cfg = PipelineConfig(batch=BatchConfig(max_batch=max_batch, max_wait_s=1.0), default_sampling=0.2,
+                         blank_snr_fraction=blank_snr_fraction)
     pipe = Pipeline(cfg, engine=engine, run_path=tmp_path / "run.h5")
     done = [r.frame for r in pipe.run_iter(iter_array(frames, counters=pipe.counters))]
     return pipe, engine, done
@@ -229,7 +230,7 @@ def test_gpu_out_of_memory_halves_the_batch_and_loses_no_frame(tmp_path, error):
 def test_a_frame_too_big_even_alone_is_rejected_and_counted(tmp_path):
     frames = np.asarray(make_movie(n_frames=12, shape=(64, 64), particle_radius_A=5.0, seed=2).frames, np.float32)
     frames[5] = 0.0  # blank: the engine "runs out of memory" on any batch holding it
-    pipe, engine, done = _oom_run(tmp_path, frames, limit=8)
+    pipe, engine, done = _oom_run(tmp_path, frames, limit=8, blank_snr_fraction=0.0)  # not rejected as blank
     c = pipe.counters.as_dict()
     accounted(c)
     assert done == [i for i in range(12) if i != 5]

@@ -65,6 +65,12 @@ class PipelineConfig:
     #: (a child process, :mod:`etem.tracker.detect_process`: detection and the host work each
     #: get an interpreter of their own, for rates where both are busy)
     detection: Literal["thread", "process"] = "thread"
+    #: a frame in which no spacing stands above the noise (its measured resolution is infinite,
+    #: :mod:`etem.tracker.quality`) and whose SNR is below this fraction of the median of the
+    #: run's last 50 frames (once it has 5), or a constant frame, holds no image (beam blanked,
+    #: shutter closed): it is rejected (``rejected/blank``) instead of tracked, so that its
+    #: missing or false columns do not read as events or new sites; 0 turns it off.
+    blank_snr_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if self.sampling_from_lattice and not self.material:
@@ -77,6 +83,8 @@ class PipelineConfig:
             raise ConfigError(f"queue_frames must be at least 1, got {self.queue_frames}")
         if self.batch.max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1, got {self.batch.max_batch}")
+        if not 0 <= self.blank_snr_fraction < 1:
+            raise ConfigError(f"blank_snr_fraction must be in [0, 1) (0: off), got {self.blank_snr_fraction}")
         if self.keep_in_memory_frames is not None and self.keep_in_memory_frames < 1:
             raise ConfigError(f"keep_in_memory_frames must be at least 1 (or unset: keep all), "
                               f"got {self.keep_in_memory_frames}")

@@ -39,6 +39,7 @@ REJECT_REASONS = (
     "seq_repeat",  # a seq already seen (repeated or out of order)
     "preprocess",  # frame could not be preprocessed (shape/sampling mismatch ...)
     "oom",  # the engine ran out of GPU memory even on a batch of this one frame
+    "blank",  # the frame holds no image: constant, or its SNR far below the run's (beam blanked)
 )
 
 _REQUIRED = ("seq", "frame", "shape", "dtype", "sampling")
