@@ -139,3 +139,67 @@ def test_linking_with_the_drift_estimates_search_is_linking_without():
         assert shared.counts == plain.counts
         subnets += shared.counts["subnets"]
     assert subnets > 20
+
+
+def _particle(rng, a=20.0, radius=5.5):
+    """The columns of a round particle on a square lattice (its edge breaks the lattice's symmetry)."""
+    g = lattice(16, a)
+    centre = g.mean(0)
+    return g[np.linalg.norm(g - centre, axis=1) < radius * a] + rng.normal(0, 0.3, (1, 2))
+
+
+def test_find_jump_picks_the_shift_that_pairs_every_column_not_a_lattice_vector():
+    from etem.tracker.link import find_jump
+
+    rng = np.random.default_rng(3)
+    ref = _particle(rng)
+    jump = np.array([47.3, -61.8])  # about 2.4 and 3.1 lattice spacings
+    cur = ref + jump + rng.normal(0, 0.3, ref.shape)
+    d, n = find_jump(ref, cur, np.zeros(2), reach=100.0, radius=8.0)
+    np.testing.assert_allclose(d, jump, atol=0.3)
+    assert n == len(ref)
+    # the drift estimate alone, from where the last frame was, lands on a lattice vector
+    d0, n0 = estimate_shift(ref, cur, np.zeros(2), radius=8.0)
+    assert np.abs(d0 - jump).max() > 5 or n0 < 0.85 * len(ref)
+
+
+def test_a_jump_of_the_view_keeps_every_columns_track():
+    """A particle that jumps by a few lattice spacings between two frames (the stage moved, the
+    view was re-centred) keeps its tracks: every column its identity, one jump counted; with the
+    jump search off, the drift settles on a lattice vector or fails, and identities are lost."""
+    rng = np.random.default_rng(4)
+    ref = _particle(rng)
+
+    def run(cfg):
+        linker = StreamLinker(cfg, sampling=0.1)
+        drift, ids = np.zeros(2), []
+        for f in range(8):
+            drift += np.array([0.5, 0.3]) + (np.array([47.3, -61.8]) if f == 4 else 0.0)
+            pos = ref + drift + rng.normal(0, 0.2, ref.shape)
+            ids.append(linker.update(f, pd.DataFrame({"y": pos[:, 0], "x": pos[:, 1], "cls": 0, "prob": 1.0}))
+                       ["particle"].to_numpy())
+        return linker, ids
+
+    linker, ids = run(LinkConfig(search_range_A=0.5, max_drift_A=1.0, max_jump_A=10.0))
+    assert linker.jumps == 1 and all(np.array_equal(i, ids[0]) for i in ids)
+    off, ids = run(LinkConfig(search_range_A=0.5, max_drift_A=1.0, max_jump_A=0.0))
+    assert off.jumps == 0 and np.mean(ids[-1] == ids[0]) < 0.5
+
+
+def test_the_tracker_follows_a_movie_whose_view_jumps():
+    """Through the pipeline: a toy movie whose view jumps by 3 Å at frame 15 gives the sites and
+    events of the same movie without the jump; without the jump search it doubled events."""
+    from etem.simulate.toy import make_movie
+    from etem.tracker import PipelineConfig, track
+
+    m = make_movie(n_frames=30, shape=(192, 192), seed=2)
+    frames = np.asarray(m.frames, np.float32)
+    jumped = frames.copy()
+    jumped[15:] = np.roll(jumped[15:], (15, -8), axis=(1, 2))  # 15 px = 3 Å, past max_drift_A
+    plain = track(frames, sampling=m.sampling, classical=True)
+    res = track(jumped, sampling=m.sampling, classical=True)
+    assert len(res.sites) == len(plain.sites) and len(res.flips) == len(plain.flips)
+    np.testing.assert_allclose(res.frames["drift_y"].iloc[15] - res.frames["drift_y"].iloc[14], 15, atol=1.0)
+    off = track(jumped, sampling=m.sampling, classical=True,
+                config=PipelineConfig(link=LinkConfig(max_jump_A=0.0)))
+    assert len(off.flips) > len(plain.flips) + 10

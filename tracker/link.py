@@ -13,6 +13,7 @@ subnetworks: the same tracks, fast enough for 1,000+ columns at hundreds of fram
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,11 @@ class LinkConfig:
         Estimate and correct frame-to-frame drift.
     max_drift_A
         Largest drift between two consecutive frames that the estimator looks for [Å].
+    max_jump_A
+        A frame whose columns pair with too few of the last frame's at the estimated drift (under
+        85 % of the share the last 20 frames paired) may have jumped (the stage or the particle moved, the view was re-centred): shifts up
+        to this far [Å] are searched by cross-correlating the two frames' columns, and a shift that
+        pairs clearly more of them (10 % of the columns, at least 5) is taken. 0: off.
     link_strategy
         trackpy's solver for ambiguous subnetworks (``auto``: numba where installed).
     adaptive_stop_A, adaptive_step
@@ -55,6 +61,7 @@ class LinkConfig:
     memory: int = 3
     drift: bool = True
     max_drift_A: float = 1.5
+    max_jump_A: float = 20.0
     link_strategy: str = "auto"
     adaptive_stop_A: float | None = 0.1
     adaptive_step: float = 0.95
@@ -65,6 +72,8 @@ class LinkConfig:
             raise choice_error("link.method", self.method, ("fast", "trackpy"))
         if self.link_strategy not in LINK_STRATEGIES:
             raise choice_error("link.link_strategy", self.link_strategy, LINK_STRATEGIES)
+        if not self.max_jump_A >= 0:
+            raise ConfigError(f"link.max_jump_A must be >= 0 Å (0: off); got {self.max_jump_A!r}")
         if not self.search_range_A > 0:
             raise ConfigError(f"link.search_range_A must be > 0 Å; got {self.search_range_A!r}")
         if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 0:
@@ -139,6 +148,48 @@ def _estimate_shift(ref_yx, yx, guess, radius, iterations, sources):
     return d, n, found
 
 
+def find_jump(ref_yx: np.ndarray, yx: np.ndarray, guess: np.ndarray, reach: float, radius: float,
+              candidates: int = 5) -> tuple[np.ndarray, int]:
+    """The shift ``d`` within ``reach`` of ``guess`` that pairs the most of ``yx - d`` with
+    ``ref_yx`` (as :func:`estimate_shift` counts pairs within ``radius``), and that count.
+
+    The two point sets are binned at a third of ``radius``, blurred by a bin and cross-correlated
+    (FFT); the ``candidates`` highest peaks are refined by :func:`estimate_shift` from there. A
+    crystal's columns correlate at every lattice vector, but at the true shift all of them pair,
+    at another the columns of the particle's edge (or the field's) do not."""
+    from scipy import ndimage
+
+    d0 = np.asarray(guess, dtype=float)
+    if len(ref_yx) < 3 or len(yx) < 3:
+        return d0, 0
+    b = radius / 3.0
+    cur = yx - d0
+    lo = np.minimum(ref_yx.min(0), cur.min(0)) - b
+    pad = int(np.ceil(reach / b)) + 2
+    size = ((np.maximum(ref_yx.max(0), cur.max(0)) - lo) / b).astype(int) + 2 + pad
+    shape = tuple(int(2 ** np.ceil(np.log2(n))) for n in size)
+
+    def density(points):
+        h = np.zeros(shape)
+        i = np.floor((points - lo) / b).astype(int)
+        np.add.at(h, (i[:, 0], i[:, 1]), 1.0)
+        return ndimage.gaussian_filter(h, 1.0, mode="wrap")
+
+    corr = np.fft.irfft2(np.fft.rfft2(density(cur)) * np.conj(np.fft.rfft2(density(ref_yx))), s=shape)
+    sy, sx = (np.fft.fftfreq(n, 1.0 / n) for n in shape)  # each bin's shift [bins]
+    inside = (sy[:, None] * b) ** 2 + (sx[None, :] * b) ** 2 <= reach ** 2
+    corr = np.where(inside, corr, -np.inf)
+    peaks = (corr == ndimage.maximum_filter(corr, size=3, mode="wrap")) & np.isfinite(corr)
+    iy, ix = np.nonzero(peaks)
+    best = (d0, 0)
+    for k in np.argsort(corr[iy, ix])[::-1][:candidates]:
+        start = d0 + b * np.array([sy[iy[k]], sx[ix[k]]])
+        d, n = estimate_shift(ref_yx, yx, start, radius)
+        if n > best[1]:
+            best = (d, n)
+    return best
+
+
 def _two_nearest(sources, q: np.ndarray, radius: float):
     """The two nearest of the first ``n`` points of ``sources = (tree, n)`` within ``radius`` of
     each of ``q``, as ``tree.query(q, k=2, distance_upper_bound=radius)`` on those points alone
@@ -204,6 +255,9 @@ class StreamLinker:
             log.warning("sampling unknown: search_range_A and max_drift_A are taken as px")
         self.search_range_px = cfg.search_range_A * px
         self.max_drift_px = cfg.max_drift_A * px
+        self.max_jump_px = cfg.max_jump_A * px
+        self.jumps = 0  #: frames whose drift was found by the jump search (the view jumped)
+        self._paired: deque[float] = deque(maxlen=20)  # recent frames' share of columns paired at the drift
         adaptive = {"adaptive_stop": None if cfg.adaptive_stop_A is None else cfg.adaptive_stop_A * px,
                     "adaptive_step": cfg.adaptive_step}
         if cfg.method == "fast":
@@ -252,7 +306,21 @@ class StreamLinker:
             guess = self.drift + self._velocity
             new, self.drift_pairs, found = _estimate_shift(self._prev_ref, yx, guess, self.max_drift_px, 4,
                                                            self._sources())
-            if self.drift_pairs:
+            few = min(len(yx), len(self._prev_ref))
+            jumped = False
+            # the share of columns that pair, against the run's recent frames' (noisy frames pair
+            # fewer of their columns every frame; a jump pairs fewer than the frames before it)
+            usual = float(np.median(self._paired)) if len(self._paired) >= 3 else 1.0
+            if self.max_jump_px > self.max_drift_px and few >= 5 and self.drift_pairs < 0.85 * usual * few:
+                jump, pairs = find_jump(self._prev_ref, yx, new, self.max_jump_px, self.max_drift_px)
+                if pairs >= self.drift_pairs + max(5, 0.1 * few):
+                    log.info("frame %d: the view jumped by (%.1f, %.1f) px: %d of %d columns pair there, %d at "
+                             "the drift", frame, *(jump - new), pairs, few, self.drift_pairs)
+                    new, self.drift_pairs, found, jumped = jump, pairs, None, True
+                    self.jumps += 1
+            if few >= 5:
+                self._paired.append(self.drift_pairs / few)
+            if self.drift_pairs and not jumped:  # a jump is not a velocity
                 self._velocity = 0.5 * self._velocity + 0.5 * (new - self.drift)
             self.drift = new
         ref = yx - self.drift

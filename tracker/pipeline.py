@@ -566,6 +566,7 @@ class Pipeline(RunFileStage):
             "sites": 0 if self.sites is None else self.sites.n_sites,
             **self.trust.status(),
             "oversize_subnets": self.oversize_subnets,
+            "view_jumps": 0 if self.linker is None else self.linker.jumps,
         }
 
     def queue_depths(self) -> dict[str, tuple[int, int]]:
