@@ -134,3 +134,41 @@ def test_how_a_frame_was_taken_travels_in_the_header_meta():
         pull.close(linger=0)
         pub.close()
     assert got[0].meta == {"imaging": "stem", "detector": "adf"} and got[1].meta == {}  # not the local path
+
+
+@pytest.mark.parametrize("detection", ["thread", "process"])
+def test_a_streams_frames_say_how_they_were_taken_and_choose_the_model(tmp_path, detection):
+    """No model named: the first frame's meta (``imaging``, ``detector``) choose the model as a
+    file's metadata would, with the detector in a thread or in its own process, and the run file
+    records the choice; frames that say nothing, or a run told --classical, keep the classical
+    locator."""
+    import threading
+
+    from etem.simulate.insitu import insitu_movie
+    from etem.tracker import PipelineConfig, track
+    from etem.tracker.frames import Frame
+    from etem.tracker.publish import Publisher, publish_frames
+    from etem.tracker.runfile import open_run
+
+    m = insitu_movie(n_frames=4, shape=(128, 128), particle_radius_A=8.0, mode="stem", dose_per_frame=3000, seed=3)
+
+    def run(meta, name, **options):
+        frames = [Frame(image=im, frame=i, sampling=m.sampling, meta=dict(meta)) for i, im in enumerate(m.frames)]
+        pub = Publisher("tcp://127.0.0.1:0", mode="push")
+        t = threading.Thread(target=publish_frames, args=(frames, pub), daemon=True)
+        t.start()
+        try:
+            return track(pub.address, mode="pull", idle_timeout_s=30, device="cpu", run_path=tmp_path / name,
+                         config=PipelineConfig(detection=detection), **options)
+        finally:
+            t.join(10)
+            pub.close()
+
+    res = run({"imaging": "stem", "detector": "adf"}, "stem.h5")
+    assert res.model == "haadf-stem" and res.engine != "classical"
+    assert open_run(tmp_path / "stem.h5").attrs["config"]["engine"]["model"] == "haadf-stem"
+    assert run({}, "plain.h5").model is None
+    assert run({"imaging": "stem"}, "classical.h5", classical=True).model is None
+    bf = run({"imaging": "stem", "detector": "bf"}, "bf.h5")
+    assert bf.model == "haadf-stem"
+    assert open_run(tmp_path / "bf.h5").attrs["config"]["engine"]["contrast"] == "dark"

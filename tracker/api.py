@@ -338,8 +338,9 @@ def track(
     if source is None:
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
-    cfg = dataclasses.replace(cfg, engine=_engine_cfg(cfg.engine, model, classical, dark, device, engine, material,
-                                                      focal or 1, data=_file_meta(source, model, pattern)))
+    base_engine, meta = cfg.engine, _file_meta(source, model, pattern)
+    cfg = dataclasses.replace(cfg, engine=_engine_cfg(base_engine, model, classical, dark, device, engine, material,
+                                                      focal or 1, data=meta))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
     if sampling == "auto":
@@ -363,6 +364,14 @@ def track(
                                             "curve_keys": None if curve_keys is None else str(curve_keys),
                                             "pattern": pattern})
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
+    if meta is None and model in (None, "auto") and not classical:
+        # a stream (or a source read only now) may say how its frames were taken in their meta:
+        # the first frame's choose the model as a file's metadata would
+        def choose(frame_meta: dict) -> EngineConfig:
+            return _engine_cfg(base_engine, model, classical, dark, device, engine, material, focal or 1,
+                               data=frame_meta)
+
+        pipe.choose_engine = choose
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,

@@ -106,6 +106,11 @@ class Detector:
         self._image_refine: tuple = ()
         self._invert = False  #: the network is shown the frames negated (dark columns, a bright-column model)
 
+    def choose(self, engine_cfg: EngineConfig) -> None:
+        """Run with ``engine_cfg`` instead (before the first frame, when the engine is not built)."""
+        if self.engine is None:
+            self.engine_cfg = engine_cfg
+
     def _ensure_engine(self, sampling: float | None) -> None:
         if self.engine is None:
             from .engines import make_engine

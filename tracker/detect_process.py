@@ -97,6 +97,9 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
                 return  # the parent is gone
             if msg[0] == "stop":
                 return
+            if msg[0] == "engine":  # the engine chosen at the first frame (Detector.choose)
+                det.choose(msg[1])
+                continue
             if msg[0] == "ring":
                 if shm is not None:
                     shm.close()
@@ -210,6 +213,15 @@ class DetectorProcess:
         self._collector: threading.Thread | None = None
         self.inline_frames = 0  #: frames sent pickled (no slot fitted them)
         self.cpu_s = 0.0  #: the child's CPU time [s] (all its threads) as of its last batch
+
+    def choose(self, engine_cfg) -> None:
+        """Run with ``engine_cfg`` instead; before the first batch is submitted."""
+        self._args = (engine_cfg, *self._args[1:])
+        if self._req is not None:
+            try:
+                self._req.send(("engine", engine_cfg))
+            except (OSError, ValueError):
+                pass  # the child died: the collector reports it
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:

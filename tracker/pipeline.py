@@ -18,6 +18,7 @@ Every message is accounted for in :class:`~etem.tracker.accounting.Counters`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from .errors import ConfigError
 from .frames import Frame, FrameResult, column_values  # noqa: F401 (FrameResult: re-exported)
 from .fastlink import warm_up
 from .link import StreamLinker
-from .detect import Detector, detect_averaged
+from .detect import Detector, EngineConfig, detect_averaged
 from .average import FrameAverager
 from .sites import SiteMap
 from .trust import TrustTally
@@ -156,6 +157,9 @@ class Pipeline(RunFileStage):
         self._host_q: queue.Queue = queue.Queue(maxsize=4)
         self.last_frame: Frame | None = None
         self.error: str | None = None  # what stopped the run, when something did
+        #: where no model was chosen: the engine config for the first frame's ``meta`` (how a
+        #: stream's frames say they were taken), applied before it is detected (:func:`track`)
+        self.choose_engine: Callable[[dict], EngineConfig] | None = None
 
     @classmethod
     def resume(cls, point, *, config: PipelineConfig | None = None, engine=None,
@@ -264,6 +268,11 @@ class Pipeline(RunFileStage):
             self.shape = f.shape
             self.sampling = f.sampling
             self.n_focal = f.n_focal
+            if self.choose_engine is not None and f.meta:
+                chosen = self.choose_engine(f.meta)
+                if chosen != self.cfg.engine:
+                    self.cfg = dataclasses.replace(self.cfg, engine=chosen)
+                    self.detector.choose(chosen)
         if f.shape != self.shape or f.n_focal != self.n_focal:
             log.warning("frame %d: shape %s differs from the run's %s; rejected", f.frame, f.image.shape, self.shape)
             self._account("rejected", "preprocess", [f])
