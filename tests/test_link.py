@@ -199,6 +199,7 @@ def test_the_tracker_follows_a_movie_whose_view_jumps():
     plain = track(frames, sampling=m.sampling, classical=True)
     res = track(jumped, sampling=m.sampling, classical=True)
     assert len(res.sites) == len(plain.sites) and len(res.flips) == len(plain.flips)
+    assert res.view_jumps == 1 and plain.view_jumps == 0
     np.testing.assert_allclose(res.frames["drift_y"].iloc[15] - res.frames["drift_y"].iloc[14], 15, atol=1.0)
     off = track(jumped, sampling=m.sampling, classical=True,
                 config=PipelineConfig(link=LinkConfig(max_jump_A=0.0)))

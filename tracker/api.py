@@ -237,6 +237,8 @@ class TrackResult:
     model: str | None = None
     #: the engine that ran it (``classical``, ``eager``, ``onnxruntime`` …), None if no frame was processed
     engine: str | None = None
+    #: frames where the view jumped further than the drift estimate looks (found by the linker's jump search)
+    view_jumps: int = 0
     _columns: pd.DataFrame | None = field(default=None, repr=False)
     _frames: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -483,4 +485,5 @@ def result_of(pipe: Pipeline) -> TrackResult:
         run_path=pipe.run_path,
         model=pipe.cfg.engine.model if pipe.cfg.engine.kind != "classical" else None,
         engine=None if pipe.detector.engine is None else pipe.detector.engine.name,
+        view_jumps=0 if pipe.linker is None else pipe.linker.jumps,
     )

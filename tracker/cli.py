@@ -187,6 +187,9 @@ def _report(result, args=None) -> None:
     line = tally(result.frames["out_of_range"]) if "out_of_range" in result.frames else None
     if line:
         print(f"trust: {line}")
+    if result.view_jumps:
+        print(f"view jumps: {result.view_jumps} frame(s) where the view moved further than the drift "
+              "estimate looks (link.max_drift_A); found by the jump search (link.max_jump_A)")
     if len(result.sites):
         print(f"sites: {len(result.sites)}; mean occupancy {result.sites['occupancy'].mean():.3f}; "
               f"flips {len(result.flips)}; hops between sites {int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0}")
