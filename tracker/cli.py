@@ -166,8 +166,8 @@ def _say_locator(args, model, engine, out=None, indent: str = "  ") -> None:
         return
     line = f"{indent}located by model {model} ({engine})"
     if getattr(args, "model", None) is None and not getattr(args, "classical", False):
-        line += (": the bundled model for the kind of image the file's metadata (or --imaging) name; "
-                 "--classical for the classical locator")
+        line += (": the bundled model for the kind of image the data say they are (a file's metadata, a "
+                 "stream's frame meta, or --imaging); --classical for the classical locator")
     print(line, file=out)
 
 

@@ -41,9 +41,10 @@ class LinkConfig:
         Largest drift between two consecutive frames that the estimator looks for [Å].
     max_jump_A
         A frame whose columns pair with too few of the last frame's at the estimated drift (under
-        85 % of the share the last 20 frames paired) may have jumped (the stage or the particle moved, the view was re-centred): shifts up
-        to this far [Å] are searched by cross-correlating the two frames' columns, and a shift that
-        pairs clearly more of them (10 % of the columns, at least 5) is taken. 0: off.
+        85 % of the share the last 20 frames paired) may have jumped (the stage or the particle
+        moved, the view was re-centred): shifts up to this far [Å] are searched by
+        cross-correlating the two frames' columns, and a shift that pairs clearly more of them
+        (10 % of the columns, at least 5) is taken. 0: off.
     link_strategy
         trackpy's solver for ambiguous subnetworks (``auto``: numba where installed).
     adaptive_stop_A, adaptive_step
