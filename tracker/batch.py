@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from .errors import ConfigError
+
 __all__ = ["track_file", "replay_many"]
 
 
@@ -68,7 +70,11 @@ def replay_many(
     client
         An existing ``distributed.Client`` (overrides ``scheduler``).
     """
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ConfigError("etem batch runs on Dask's distributed, which is not installed: "
+                          "pip install 'etem-tracker[simulate]' (or distributed)") from exc
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
