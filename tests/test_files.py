@@ -508,60 +508,6 @@ def test_model_auto_on_a_watched_folder_follows_its_first_file(tmp_path, caplog)
         track(tmp_path / "overview.tif", pattern="*.tif", classical=True, sampling=0.2)
 
 
-def test_without_a_model_the_files_metadata_choose(tmp_path, capsys, caplog):
-    """No model named: a file that says STEM is read by the bundled STEM model, in find, track
-    and on the command line (which says so); a file that says nothing, a run told to use the
-    classical locator (by option or config) and an HRTEM file of an unnamed material keep the
-    classical locator; a bright-field file read by the classical locator is read for dark
-    columns in track as in find."""
-    import logging
-
-    import rsciio.hspy
-
-    from etem.tracker import find, track
-    from etem.tracker.cli import main
-    from etem.tracker.config import config_from_dict
-
-    data = stack(2, 64, 64).astype(np.float32)
-
-    def write(name, mode=None, detector=None):
-        sig = _signal(data, scale=0.02)
-        if mode:
-            sig["metadata"]["Acquisition_instrument"] = {"TEM": {"acquisition_mode": mode}}
-        if detector:
-            sig["original_metadata"] = {"ImageTags": {"Detector": detector}}
-        rsciio.hspy.file_writer(str(tmp_path / name), sig)
-        return tmp_path / name
-
-    stem, plain, tem, abf = write("stem.hspy", "STEM"), write("plain.hspy"), write("tem.hspy", "TEM"), \
-        write("abf.hspy", "STEM", "ABF")
-    df = find(stem, device="cpu")
-    assert df.attrs["model"] == "haadf-stem" and df.attrs["engine"] != "classical"
-    assert track(stem, device="cpu").model == "haadf-stem"
-    assert find(stem, classical=True).attrs["model"] is None
-    classical_cfg = config_from_dict({"engine": {"kind": "classical"}})
-    assert find(stem, config=classical_cfg).attrs["model"] is None
-    assert track(stem, config=classical_cfg).model is None
-    for path in (plain, tem):
-        assert find(path).attrs["model"] is None and track(path).model is None
-    assert find(tem, material="au", sampling=0.2, device="cpu").attrs["model"] == "au-hrtem"
-    # the run says what the frames are where the file does not
-    stem_cfg = config_from_dict({"engine": {"imaging": "stem"}})
-    assert track(plain, config=stem_cfg, device="cpu").model == "haadf-stem"
-    for run in (find, track):
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="etem.engine"):
-            run(abf, classical=True, sampling=0.2)
-        assert "bright-field STEM: dark columns" in caplog.text
-    assert main(["find", str(stem), "-o", str(tmp_path / "c.csv")]) == 0
-    out = capsys.readouterr().out
-    assert "located by model haadf-stem" in out and "--classical for the classical locator" in out
-    assert main(["find", str(plain), "-o", str(tmp_path / "c.csv")]) == 0
-    assert "located by the classical locator" in capsys.readouterr().out
-    assert main(["replay", str(stem), "-o", str(tmp_path / "run.h5"), "--quiet"]) == 0
-    assert "columns located by model haadf-stem" in capsys.readouterr().out
-
-
 def test_how_an_image_was_taken_from_its_metadata():
     from etem.tracker.files import _imaging
 

@@ -41,7 +41,7 @@ from .link import StreamLinker
 from .detect import Detector, EngineConfig, detect_averaged
 from .average import FrameAverager
 from .sites import SiteMap
-from .trust import TrustTally
+from .trust import BlankFrames, TrustTally
 from .wire import REJECT_REASONS
 from .pipeline_run import RunFileStage
 
@@ -112,7 +112,7 @@ class Pipeline(RunFileStage):
         self.trust = TrustTally()  # frames judged inside / outside the locator's trust ranges
         self.oversize_subnets = 0  # clumps too dense to link, whose columns started new tracks
         self.latencies: deque[float] = deque(maxlen=2000)
-        self._snr_history: deque[float] = deque(maxlen=50)  # the last tracked frames' SNR (blank frames)
+        self.blank = BlankFrames(self.cfg.blank_snr_fraction)  # frames that hold no image
         # the run's tables in memory: every frame without a run file, else the latest few
         keep = None if self.run_path is None else self.cfg.keep_in_memory_frames
         self.frames_rows: deque[dict] = deque(maxlen=keep)
@@ -290,9 +290,9 @@ class Pipeline(RunFileStage):
                 self._account("rejected", "nan", [f])
                 return False
             f.finite = True
-        probe = f.image[..., ::7, ::7]  # a constant frame is constant everywhere; real frames hold noise
-        if self.cfg.blank_snr_fraction > 0 and probe.size and probe.min() == probe.max():
-            self._reject_blank(f, "it is constant")
+        why = self.blank.constant(f.image)
+        if why:
+            self._reject_blank(f, why)
             return False
         return True
 
@@ -301,21 +301,6 @@ class Pipeline(RunFileStage):
             log.warning("frame %d holds no image (%s; beam blanked?): rejected, and further such frames are "
                         "counted (rejected/blank)", f.frame, why)
         self._account("rejected", "blank", [f])
-
-    def _blank(self, frame: Frame, cols: pd.DataFrame) -> bool:
-        """A frame in which no spacing stands above the noise (infinite measured resolution) and
-        whose SNR is far below the run's recent frames' holds no image: reject it."""
-        quality = cols.attrs.get("quality", {})
-        snr, resolution = quality.get("snr", np.nan), quality.get("resolution_A", np.nan)
-        if not np.isfinite(snr) or self.cfg.blank_snr_fraction <= 0:
-            return False
-        if len(self._snr_history) >= 5 and resolution == np.inf:
-            typical = float(np.median(self._snr_history))
-            if snr < self.cfg.blank_snr_fraction * typical:
-                self._reject_blank(frame, f"no spacing above the noise, SNR {snr:.3g} against the run's {typical:.3g}")
-                return True
-        self._snr_history.append(float(snr))
-        return False
 
     def _account(self, kind: str, reason: str, frames: list[Frame]) -> None:
         """Count frames rejected or dropped by the pipeline (remembered for resume snapshots)."""
@@ -436,7 +421,9 @@ class Pipeline(RunFileStage):
                     raise item
                 in_hand, base = list(item.frames), self.counters.processed
                 for frame, cols in zip(item.frames, item.columns):
-                    if self._blank(frame, cols):
+                    why = self.blank.judge(cols.attrs.get("quality", {}))
+                    if why:
+                        self._reject_blank(frame, why)
                         base -= 1  # accounted for: a stop after it leaves only the frames after it
                         continue
                     yield self._host(frame, cols)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FLAGS", "TrustRanges", "TrustTally", "judge", "describe", "ranges_for", "tally"]
+__all__ = ["FLAGS", "BlankFrames", "TrustRanges", "TrustTally", "judge", "describe", "ranges_for", "tally"]
 
 #: Bits of a frame's ``out_of_range`` mask, by the figure that is out of range.
 FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8, "nowhere": 16}
@@ -213,3 +213,33 @@ def ranges_for(engine: Any, imaging: str | None = None) -> TrustRanges | None:
         if key in data:
             return TrustRanges.from_dict(data[key])
     return None
+
+
+class BlankFrames:
+    """Which frames hold no image (beam blanked, shutter closed), to be rejected rather than
+    tracked: a constant frame, or one in which no spacing stands above the noise (its measured
+    resolution is infinite) and whose SNR is under ``fraction`` of the median of the last
+    ``history`` judged frames (once there are ``min_history``). ``fraction`` 0: none."""
+
+    def __init__(self, fraction: float, history: int = 50, min_history: int = 5) -> None:
+        self.fraction = fraction
+        self.min_history = min_history
+        self._snr: deque[float] = deque(maxlen=history)  # the SNR of the frames judged to hold an image
+
+    def constant(self, image: np.ndarray) -> str | None:
+        """Why ``image`` holds no image before it is measured (a constant frame), or None."""
+        probe = image[..., ::7, ::7]  # a constant frame is constant everywhere; real frames hold noise
+        return "it is constant" if self.fraction > 0 and probe.size and probe.min() == probe.max() else None
+
+    def judge(self, quality: dict) -> str | None:
+        """Why a frame of these measured figures (``snr``, ``resolution_A``) holds no image, or None
+        (its SNR then joins the history)."""
+        snr, resolution = quality.get("snr", np.nan), quality.get("resolution_A", np.nan)
+        if not np.isfinite(snr) or self.fraction <= 0:
+            return None
+        if len(self._snr) >= self.min_history and resolution == np.inf:
+            typical = float(np.median(self._snr))
+            if snr < self.fraction * typical:
+                return f"no spacing above the noise, SNR {snr:.3g} against the run's {typical:.3g}"
+        self._snr.append(float(snr))
+        return None

@@ -1,0 +1,99 @@
+"""With no model named, what the data say of how they were taken choose the locator: a file's
+metadata, a stream's frame meta, or the run's ``imaging``; the command line says which ran."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_files import _signal, stack
+
+
+def test_without_a_model_the_files_metadata_choose(tmp_path, capsys, caplog):
+    """No model named: a file that says STEM is read by the bundled STEM model, in find, track
+    and on the command line (which says so); a file that says nothing, a run told to use the
+    classical locator (by option or config) and an HRTEM file of an unnamed material keep the
+    classical locator; a bright-field file read by the classical locator is read for dark
+    columns in track as in find."""
+    import logging
+
+    import rsciio.hspy
+
+    from etem.tracker import find, track
+    from etem.tracker.cli import main
+    from etem.tracker.config import config_from_dict
+
+    data = stack(2, 64, 64).astype(np.float32)
+
+    def write(name, mode=None, detector=None):
+        sig = _signal(data, scale=0.02)
+        if mode:
+            sig["metadata"]["Acquisition_instrument"] = {"TEM": {"acquisition_mode": mode}}
+        if detector:
+            sig["original_metadata"] = {"ImageTags": {"Detector": detector}}
+        rsciio.hspy.file_writer(str(tmp_path / name), sig)
+        return tmp_path / name
+
+    stem, plain, tem, abf = write("stem.hspy", "STEM"), write("plain.hspy"), write("tem.hspy", "TEM"), \
+        write("abf.hspy", "STEM", "ABF")
+    df = find(stem, device="cpu")
+    assert df.attrs["model"] == "haadf-stem" and df.attrs["engine"] != "classical"
+    assert track(stem, device="cpu").model == "haadf-stem"
+    assert find(stem, classical=True).attrs["model"] is None
+    classical_cfg = config_from_dict({"engine": {"kind": "classical"}})
+    assert find(stem, config=classical_cfg).attrs["model"] is None
+    assert track(stem, config=classical_cfg).model is None
+    for path in (plain, tem):
+        assert find(path).attrs["model"] is None and track(path).model is None
+    assert find(tem, material="au", sampling=0.2, device="cpu").attrs["model"] == "au-hrtem"
+    # the run says what the frames are where the file does not
+    stem_cfg = config_from_dict({"engine": {"imaging": "stem"}})
+    assert track(plain, config=stem_cfg, device="cpu").model == "haadf-stem"
+    for run in (find, track):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="etem.engine"):
+            run(abf, classical=True, sampling=0.2)
+        assert "bright-field STEM: dark columns" in caplog.text
+    assert main(["find", str(stem), "-o", str(tmp_path / "c.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "located by model haadf-stem" in out and "--classical for the classical locator" in out
+    assert main(["find", str(plain), "-o", str(tmp_path / "c.csv")]) == 0
+    assert "located by the classical locator" in capsys.readouterr().out
+    assert main(["replay", str(stem), "-o", str(tmp_path / "run.h5"), "--quiet"]) == 0
+    assert "columns located by model haadf-stem" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("detection", ["thread", "process"])
+def test_a_streams_frames_say_how_they_were_taken_and_choose_the_model(tmp_path, detection):
+    """No model named: the first frame's meta (``imaging``, ``detector``) choose the model as a
+    file's metadata would, with the detector in a thread or in its own process, and the run file
+    records the choice; frames that say nothing, or a run told --classical, keep the classical
+    locator."""
+    import threading
+
+    from etem.simulate.insitu import insitu_movie
+    from etem.tracker import PipelineConfig, track
+    from etem.tracker.frames import Frame
+    from etem.tracker.publish import Publisher, publish_frames
+    from etem.tracker.runfile import open_run
+
+    m = insitu_movie(n_frames=4, shape=(128, 128), particle_radius_A=8.0, mode="stem", dose_per_frame=3000, seed=3)
+
+    def run(meta, name, **options):
+        frames = [Frame(image=im, frame=i, sampling=m.sampling, meta=dict(meta)) for i, im in enumerate(m.frames)]
+        pub = Publisher("tcp://127.0.0.1:0", mode="push")
+        t = threading.Thread(target=publish_frames, args=(frames, pub), daemon=True)
+        t.start()
+        try:
+            return track(pub.address, mode="pull", idle_timeout_s=30, device="cpu", run_path=tmp_path / name,
+                         config=PipelineConfig(detection=detection), **options)
+        finally:
+            t.join(10)
+            pub.close()
+
+    res = run({"imaging": "stem", "detector": "adf"}, "stem.h5")
+    assert res.model == "haadf-stem" and res.engine != "classical"
+    assert open_run(tmp_path / "stem.h5").attrs["config"]["engine"]["model"] == "haadf-stem"
+    assert run({}, "plain.h5").model is None
+    assert run({"imaging": "stem"}, "classical.h5", classical=True).model is None
+    bf = run({"imaging": "stem", "detector": "bf"}, "bf.h5")
+    assert bf.model == "haadf-stem"
+    assert open_run(tmp_path / "bf.h5").attrs["config"]["engine"]["contrast"] == "dark"
