@@ -63,7 +63,7 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
         # or where the frames' kind is not known
         model = f"auto:{imaging}"
         logging.getLogger("etem.engine").info("no model given; the frames are %s (%s)", imaging.upper(),
-                                              "as the run says" if base.imaging else "as the file says")
+                                              "as the run says" if base.imaging else "as the data say")
     if data.get("detector") == "bf" and not dark and (
             classical or model == "auto:stem" or (model is None and base.model is None)):
         # bright-field STEM: dark columns. The classical locator looks for them; the bundled STEM
@@ -366,9 +366,10 @@ def track(
                                             "curve_keys": None if curve_keys is None else str(curve_keys),
                                             "pattern": pattern})
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
-    if meta is None and model in (None, "auto") and not classical:
-        # a stream (or a source read only now) may say how its frames were taken in their meta:
-        # the first frame's choose the model as a file's metadata would
+    if meta is None and model in (None, "auto"):
+        # the first frame says how it was taken in its meta (a file's metadata, a stream's header):
+        # it chooses the model (and a bright-field detector dark columns, for the classical
+        # locator too), before it is detected
         def choose(frame_meta: dict) -> EngineConfig:
             return _engine_cfg(base_engine, model, classical, dark, device, engine, material, focal or 1,
                                data=frame_meta)
@@ -387,10 +388,12 @@ def track(
 
 def _file_meta(source, model, pattern: str | None = None) -> dict | None:
     """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
-    ``detector``), read where no model is named (``model`` None or ``"auto"``: the model is
-    chosen for it, and a bright-field detector means dark columns); a watched folder answers for
-    the first frame file already in it. None for streams, arrays and empty folders."""
-    if model not in (None, "auto") or not isinstance(source, (str, Path)) or "://" in str(source):
+    ``detector``), read before the run only where ``model="auto"`` needs it up front (it asks
+    for a material unless the frames are STEM); a watched folder answers for the first frame
+    file already in it. None for streams, arrays and empty folders; with no model named, the
+    first frame's own meta choose instead (:attr:`Pipeline.choose_engine`), so a file is not
+    opened twice (a TIFF stack is read whole when opened)."""
+    if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source):
         return None
     path = Path(source)
     if path.is_dir():
