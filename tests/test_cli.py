@@ -1,8 +1,10 @@
 """The `etem` command as a user runs it (in-process, plus one real subprocess)."""
+import io
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,6 +44,32 @@ def test_find_parquet_by_suffix(movie, tmp_path):
     np.save(npy, movie.frames[0])
     assert main(["find", str(npy), "--classical", "-o", str(tmp_path / "c.parquet")]) == 0
     assert len(pd.read_parquet(tmp_path / "c.parquet")) > 10
+
+
+def test_find_dash_writes_the_table_to_stdout_and_the_words_to_stderr(movie, tmp_path, capsys):
+    npy = tmp_path / "one.npy"
+    np.save(npy, movie.frames[0])
+    png = tmp_path / "overlay.png"
+    assert main(["find", str(npy), "--classical", "-o", "-", "--overlay", str(png)]) == 0
+    out, err = capsys.readouterr()
+    df = pd.read_csv(io.StringIO(out))
+    assert list(df.columns[:4]) == ["file", "frame", "y", "x"] and len(df) > 10
+    assert "columns in 1 frame(s)" in err and "overlay:" in err
+    assert png.exists() and not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+def test_a_reader_that_stops_early_is_no_error(movie, tmp_path):
+    """`etem find … | head -1`: the pipe closes under the writer; it stops quietly, as SIGPIPE would."""
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.concatenate([movie.frames] * 40))  # a table far larger than a pipe's buffer
+    proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", "find", str(stack), "--classical"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"file,frame,y,x")
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage" * 10])

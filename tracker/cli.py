@@ -36,10 +36,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         how = "terminated" if isinstance(exc, interrupt.Terminated) else "interrupted"
         print(f"\netem {args.command}: {how}; what was processed is saved", file=sys.stderr)
         return 128 + int(signal.SIGTERM) if isinstance(exc, interrupt.Terminated) else 130
+    except BrokenPipeError:
+        # whatever reads the output went away (`etem replay … | head`): the files are written
+        # (a run cut short closes its run file on the way out); the rest of the text goes nowhere
+        _stdout_to_devnull()
+        return 128 + 13  # as a shell reports a process ended by SIGPIPE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         interrupt.reset()
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush cannot fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind stdout (embedded, captured)
+        pass
 
 
 #: the options that name a file or folder a command writes
@@ -319,8 +334,10 @@ def cmd_find(args) -> int:
     from .plots import overlay_png
 
     cfg = _config(args)
-    # with the table on standard output, what is said about it goes to standard error
-    say = sys.stderr if not (args.output or args.overlay) else sys.stdout
+    # the table goes to standard output without -o and --overlay, or with -o -; what is said
+    # about it then goes to standard error
+    to_stdout = str(args.output) == "-" or not (args.output or args.overlay)
+    say = sys.stderr if to_stdout else sys.stdout
     parts = []
     for i, path in enumerate(args.images):
         df = find(path, focal=args.focal, config=cfg, **_engine_kwargs(args))
@@ -344,14 +361,14 @@ def cmd_find(args) -> int:
             overlay_png(rec[0], df[df["frame"] == 0], args.overlay, class_names=df.attrs.get("class_names"))
             print(f"overlay: {args.overlay}", file=say)
     out = pd.concat(parts, ignore_index=True)
-    if args.output:
+    if to_stdout:
+        out.to_csv(sys.stdout, index=False)
+    elif args.output:
         if args.output.suffix == ".parquet":
             out.to_parquet(args.output, index=False)
         else:
             out.to_csv(args.output, index=False)
         print(f"columns: {args.output}")
-    elif not args.overlay:
-        out.to_csv(sys.stdout, index=False)
     return 0
 
 

@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("find", help="find the columns in one image or a stack")
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="CSV, or Parquet by suffix (.parquet)")
+    p.add_argument("-o", "--output", type=Path, help="CSV, or Parquet by suffix (.parquet); - (or no -o and no --overlay): CSV on standard output")
     p.add_argument("--overlay", type=Path, help="PNG with the columns drawn on the (first) image")
     p.add_argument("--focal", type=int, default=1)
     _common_engine(p)
