@@ -298,3 +298,13 @@ def test_a_model_without_a_pixel_size_says_how_to_give_one(movie, tmp_path, caps
     assert main(["find", str(npy), "--model", "haadf-stem"]) == 2
     err = capsys.readouterr().err
     assert "expects 0.2 Å/px" in err and "--sampling" in err and "--material" in err
+
+
+def test_the_status_line_ends_on_how_the_run_ended(movie, tmp_path, capsys):
+    """It is redrawn at most every half second; its last form is drawn as the run closes."""
+    save_movie(movie, tmp_path / "movie.h5")
+    assert main(["replay", str(tmp_path / "movie.h5"), "--classical"]) == 0
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    last = [line for line in last if line.startswith("replay ")][-1]
+    n = len(movie.frames)
+    assert f"replay {n}/{n} 100%" in last and f"in {n} done {n} " in last, last

@@ -128,6 +128,7 @@ class StatusLine:
         self.enabled = enabled
         self.interval_s = interval_s
         self._last = 0.0
+        self._pipe = None
         self._bar = None
         if enabled and total is not None:
             from tqdm import tqdm
@@ -151,12 +152,16 @@ class StatusLine:
     def __call__(self, res, pipe) -> None:
         if not self.enabled:
             return
+        self._pipe = pipe
         if self._bar is not None:
             self._bar.update(1)
         now = time.monotonic()
         if now - self._last < self.interval_s:
             return
         self._last = now
+        self._draw(pipe)
+
+    def _draw(self, pipe) -> None:
         text = self.text(pipe.status())
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
@@ -165,6 +170,11 @@ class StatusLine:
             print("\r" + text[:width].ljust(width), end="", file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        if self.enabled and self._pipe is not None:
+            try:  # the last line says how the run ended, not how it stood at the last redraw
+                self._draw(self._pipe)
+            except Exception:  # noqa: BLE001 - a status line must never hide the run's own error
+                pass
         if self._bar is not None:
             self._bar.close()
         elif self.enabled and self._last:
