@@ -104,6 +104,25 @@ def test_a_stopped_run_resumes_into_the_uninterrupted_run(stack, reference, tmp_
     assert len(res.frames) == len(stack) and len(res.columns) == len(reference.columns)
 
 
+def test_a_run_file_written_before_column_intensities_resumes(stack, reference, tmp_path):
+    """A file whose columns table has no ``intensity`` (as before it was measured) goes on: its
+    earlier columns get NaN, the new ones their intensities, the rest as in the uninterrupted run."""
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(ONE, run_path=path)
+    _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
+    with h5py.File(path, "r+") as f:
+        del f["columns/intensity"]
+        f["columns"].attrs["columns"] = [c for c in f["columns"].attrs["columns"] if c != "intensity"]
+    with open_run(path) as old:
+        assert "intensity" not in old.columns and len(old.frames) == 15
+    track(stack, resume=path)
+    run = open_run(path)
+    assert run.status == "complete"
+    early = run.columns["frame"] < 15
+    assert run.columns["intensity"][early].isna().all() and run.columns["intensity"][~early].notna().all()
+    pd.testing.assert_frame_equal(run.columns.drop(columns="intensity"), reference.columns.drop(columns="intensity"))
+
+
 def test_an_occupancy_that_weighs_detections_by_probability_resumes_exactly(stack, tmp_path):
     """With ``confidence_bins`` the "hmm" occupancy's probability histograms (pooled and per
     site) and the pending frames' probability bins are in the snapshot: the resumed run's

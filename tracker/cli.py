@@ -371,6 +371,8 @@ def cmd_find(args) -> int:
             overlay_png(rec[0], df[df["frame"] == 0], args.overlay, class_names=df.attrs.get("class_names"))
             print(f"overlay: {args.overlay}", file=say)
     out = pd.concat(parts, ignore_index=True)
+    if args.intensity_groups:
+        out = _intensity_groups(out, args.groups, say)
     if to_stdout:
         out.to_csv(sys.stdout, index=False)
     elif args.output:
@@ -380,6 +382,24 @@ def cmd_find(args) -> int:
             out.to_csv(args.output, index=False)
         print(f"columns: {args.output}")
     return 0
+
+
+def _intensity_groups(table, groups: int | None, say):
+    """``--intensity-groups``: the table with ``sublattice`` and ``group``, the groups said."""
+    from .intensity import group_columns
+
+    if groups is not None and not 1 <= groups <= 8:
+        raise ConfigError(f"--groups must be 1 to 8; got {groups}.")
+    out, summary = group_columns(table, groups=groups)
+    for frame in sorted({s["frame"] for s in summary}):
+        rows = [s for s in summary if s["frame"] == frame]
+        undecided = int(((out["frame"] == frame) & (out["sublattice"] < 0)).sum())
+        print(f"intensity groups, frame {frame}" + (f" ({undecided} columns on no sublattice)" if undecided else ""),
+              file=say)
+        for s in rows:
+            groups_text = ", ".join(f"{n} at {m:.4g} ± {sd:.2g}" for n, m, sd in zip(s["counts"], s["means"], s["sds"]))
+            print(f"  sublattice {s['sublattice']} ({s['columns']} columns): {groups_text}", file=say)
+    return out
 
 
 def cmd_demo(args) -> int:

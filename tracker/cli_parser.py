@@ -281,5 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="CSV, or Parquet by suffix (.parquet); - (or no -o and no --overlay): CSV on standard output")
     p.add_argument("--overlay", type=Path, help="PNG with the columns drawn on the (first) image")
     p.add_argument("--focal", type=int, default=1)
+    p.add_argument("--intensity-groups", action="store_true",
+                   help="sort the columns by intensity: into the two sublattices of a honeycomb lattice where "
+                        "they form one (graphene, hBN, MoS2 along [001]), then into groups by intensity within "
+                        "each (in annular dark-field STEM: S, S2 and Se-containing columns of MoS2); adds "
+                        "'sublattice' and 'group' (0: faintest) to the table and prints the groups")
+    p.add_argument("--groups", type=int, metavar="N",
+                   help="with --intensity-groups: N groups per sublattice (default: 1 to 3, as the data say)")
     _common_engine(p)
     return parser

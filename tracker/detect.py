@@ -20,6 +20,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .frames import Frame
+from .intensity import intensity_of_frames
 from .locate import LocateConfig, locate, refine_on_image, suppress_close
 from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
 
@@ -150,7 +151,7 @@ class Detector:
         return self.engine.device
 
     def detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame | None]:
-        """Columns (``y, x, cls, prob``; pixels of the input frame) for each frame of a batch.
+        """Columns (``y, x, cls, prob, intensity``; pixels of the input frame) for each frame of a batch.
 
         Runs the frames in micro-batches of at most :attr:`micro_batch`. When the GPU runs out of
         memory (``torch.cuda.OutOfMemoryError``, or a ``RuntimeError`` that says "out of
@@ -224,6 +225,8 @@ class Detector:
         sep = self.locate_cfg.min_separation_A
         if sep:
             cols = [suppress_close(df, sep / f.sampling) if f.sampling else df for df, f in zip(cols, frames)]
+        if self.locate_cfg.intensity_radius_A:
+            intensity_of_frames(cols, frames, raw, radius_A=self.locate_cfg.intensity_radius_A, radius_px=2.5)
         if self.measure_quality:
             self._judge(frames, cols, raw)
         t4 = time.perf_counter()

@@ -43,7 +43,7 @@ _REFINE = ("quadratic", "com")
 _REFINE_ON = ("maps", "image")
 
 #: Columns of a located table, in order.
-TABLE_COLUMNS = ("y", "x", "cls", "prob")
+TABLE_COLUMNS = ("y", "x", "cls", "prob")  # (and ``intensity``, added by the detector)
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,11 @@ class LocateConfig:
         defocus and aberrations the peaks move off the columns (docs/models.md).
     image_sigma_A, image_radius_A
         Width of the response and reach of the search for ``"image"`` [Å].
+    intensity_radius_A
+        Radius [Å] of the disk about each column over which its ``intensity`` (the mean of the
+        frame as recorded; :mod:`etem.tracker.intensity`) is taken; 2.5 px where the pixel size
+        is unknown. None: no ``intensity``. 0.5 Å keeps the disks of columns 1.4 Å apart
+        (graphene's bonds, the closest spacing of the bundled materials) apart.
     """
 
     method: Method = "peaks"
@@ -110,6 +115,7 @@ class LocateConfig:
     refine_on: RefineOn = "maps"
     image_sigma_A: float = 0.3
     image_radius_A: float = 0.4
+    intensity_radius_A: float | None = 0.5
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
@@ -119,6 +125,9 @@ class LocateConfig:
         if not (self.image_sigma_A > 0 and self.image_radius_A > 0):
             raise ConfigError(f"image_sigma_A and image_radius_A must be positive [Å]; got "
                               f"{self.image_sigma_A!r} and {self.image_radius_A!r}.")
+        if self.intensity_radius_A is not None and not self.intensity_radius_A > 0:
+            raise ConfigError(f"intensity_radius_A must be a positive radius in Å, or None (no intensity); got "
+                              f"{self.intensity_radius_A!r}.")
         if self.refine not in _REFINE:
             raise choice_error("refine", self.refine, _REFINE)
         if self.threshold is not None and not 0 < self.threshold <= 1:

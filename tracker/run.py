@@ -130,7 +130,8 @@ class Run:
             raise ValueError(f"table must be one of {list(TABLES)}; got {table!r}.")
         f = self._f
         committed = int(f["rows"][list(TABLES).index(table)])
-        return min([committed, *(f[table][c].shape[0] for c in TABLES[table])])
+        group = f[table]  # (its own columns: a file written before a column was added lacks it)
+        return min([committed, *(group[str(c)].shape[0] for c in group.attrs["columns"])])
 
     def read_table(self, table: str, start: int = 0, stop: int | None = None) -> pd.DataFrame:
         """Rows ``start:stop`` of ``frames``, ``columns`` or ``sites``."""

@@ -65,6 +65,19 @@ _LIBVER = ("v110", "latest")
 _STATE_CHUNK = 256  # elements: state arrays are small (a few per site)
 
 
+def _add_missing_columns(group: h5py.Group, schema: Mapping[str, np.dtype], n: int) -> None:
+    """Give a table of a file written before some of its columns were added those columns, ``n``
+    rows of -1 (integers) or NaN (floats), so that a run resumed by this version goes on."""
+    missing = [name for name in schema if name not in group]
+    for name in missing:
+        dtype = schema[name]
+        fill = np.nan if dtype.kind == "f" else -1
+        group.create_dataset(name, data=np.full(n, fill, dtype=dtype), maxshape=(None,),
+                             chunks=group[next(iter(group.attrs["columns"]))].chunks)
+    if missing:
+        group.attrs["columns"] = list(schema)
+
+
 def _check_attr_keys(attrs: Mapping[str, Any]) -> dict[str, str]:
     bad = sorted(set(attrs) & RESERVED_ATTRS)
     if bad:
@@ -284,6 +297,7 @@ class RunWriter:
             rows.update({t: int(meta["rows"][t]) for t in rows})
             logs.update({k: int(v) for k, v in meta["logs"].items() if k in logs})
         for table, n in rows.items():
+            _add_missing_columns(f[table], TABLES[table], n)
             for name in TABLES[table]:
                 ds = f[table][name]
                 if ds.shape[0] < n:

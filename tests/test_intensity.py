@@ -1,0 +1,139 @@
+"""Column intensities, honeycomb sublattices and intensity groups: on exact images, on a
+simulated annular dark-field MoS2 movie with sulfur vacancies (S against S2 columns), through
+the pipeline into run files, and on the command line."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from etem.simulate.insitu_mos2 import mos2_movie
+from etem.simulate.toy import save_movie
+from etem.tracker import track
+from etem.tracker.api import find
+from etem.tracker.cli import main
+from etem.tracker.intensity import column_intensity, group_columns, honeycomb_sublattices, intensity_groups
+from etem.tracker.runfile import open_run
+
+
+def _disk_mean(image, y, x, r):
+    yy, xx = np.mgrid[:image.shape[0], :image.shape[1]]
+    inside = (yy - y) ** 2 + (xx - x) ** 2 <= r ** 2
+    return image[inside].mean() if inside.any() else np.nan
+
+
+def test_column_intensity_is_the_frames_mean_over_a_disk():
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 40, 50)).astype(np.float32)
+    tables = [pd.DataFrame({"y": [10.3, 0.4, 20.0], "x": [12.7, 25.2, 49.6]}),  # (the last two at edges)
+              pd.DataFrame({"y": [30.5, -9.0], "x": [5.5, 5.0]})]                # (the last off the frame)
+    column_intensity(tables, torch.from_numpy(images), radius_px=2.6)
+    for image, t in zip(images, tables):
+        want = [_disk_mean(image, y, x, 2.6) for y, x in zip(t["y"], t["x"])]
+        np.testing.assert_allclose(t["intensity"], want, rtol=1e-5)
+    assert np.isnan(tables[1]["intensity"].iloc[1]) and np.isfinite(tables[0]["intensity"]).all()
+
+
+def _honeycomb(n: int = 14, a: float = 20.0, angle: float = 0.4, jitter: float = 0.3, seed: int = 0):
+    """Points of a honeycomb (bond a / sqrt 3 px) with the sublattice each is on."""
+    rng = np.random.default_rng(seed)
+    a1, a2 = np.array([a, 0.0]), np.array([a / 2, a * np.sqrt(3) / 2])
+    i, j = np.meshgrid(np.arange(n), np.arange(n))
+    base = i.reshape(-1, 1) * a1 + j.reshape(-1, 1) * a2
+    pts = np.concatenate([base, base + (a1 + a2) / 3])
+    sub = np.repeat([0, 1], len(base))
+    c, s = np.cos(angle), np.sin(angle)
+    pts = pts @ np.array([[c, -s], [s, c]]).T + rng.normal(0, jitter, pts.shape)
+    return pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}), sub
+
+
+def test_a_honeycombs_two_sublattices_are_told_apart_the_brighter_first():
+    table, truth = _honeycomb()
+    table["intensity"] = np.where(truth == 1, 5.0, 2.0)  # sublattice 1 of the construction brighter
+    sub = honeycomb_sublattices(table)
+    decided = sub >= 0
+    assert decided.mean() > 0.9  # all but a few at the edge, with 2 neighbours that disagree
+    np.testing.assert_array_equal(sub[decided], 1 - truth[decided])  # the brighter is sublattice 0
+
+
+def test_a_square_lattice_is_no_honeycomb():
+    i, j = np.meshgrid(np.arange(20), np.arange(20))
+    table = pd.DataFrame({"y": i.ravel() * 10.0, "x": j.ravel() * 10.0})
+    assert (honeycomb_sublattices(table) >= 0).mean() < 0.2
+    table["intensity"] = 1.0
+    out, summary = group_columns(table.assign(frame=0))
+    assert (out["sublattice"] == 0).all() and [s["columns"] for s in summary] == [400]
+
+
+def test_intensity_groups_are_as_many_as_the_data_show():
+    rng = np.random.default_rng(1)
+    two = np.concatenate([rng.normal(10, 1, 300), rng.normal(16, 1, 60)])
+    g, info = intensity_groups(two)
+    assert info["counts"] == [int((g == 0).sum()), int((g == 1).sum())]
+    assert (g[:300] == 0).mean() > 0.98 and (g[300:] == 1).mean() > 0.95
+    np.testing.assert_allclose(info["means"], [10, 16], atol=0.3)
+    one, info = intensity_groups(rng.normal(10, 1, 400))
+    assert len(info["means"]) == 1 and (one == 0).all()
+    three, info = intensity_groups(rng.normal(10, 1, 400), min_groups=3, max_groups=3)  # as asked
+    assert len(info["means"]) == 3
+    nan = intensity_groups(np.array([1.0, np.nan, 1.1, 0.9]))[0]
+    assert nan[1] == -1 and (nan[[0, 2, 3]] >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def mos2_stem():
+    """An annular dark-field MoS2 frame with a fifth of its S2 columns left as single S."""
+    return mos2_movie(n_frames=3, shape=(384, 384), sampling=0.1, mode="stem", dose_per_frame=3000.0,
+                      vacancy_fraction=0.2, flake_radius_A=15.0, seed=4)
+
+
+def _truth_class(movie, table, frame=0):
+    tr = movie.truth.positions[movie.truth.positions.frame == frame]
+    d, j = cKDTree(tr[["y", "x"]].to_numpy()).query(table[["y", "x"]].to_numpy())
+    assert (d < 0.5 / movie.sampling).mean() > 0.95  # the columns are found
+    return tr["cls"].to_numpy()[j]
+
+
+def test_the_stem_finder_with_intensity_groups_tells_s_from_s2(mos2_stem):
+    """The network finds columns of one class; the groups tell Mo, S2 and S apart."""
+    table = find(mos2_stem.frames[0], sampling=mos2_stem.sampling, model="haadf-stem")
+    out, summary = group_columns(table)
+    cls = _truth_class(mos2_stem, out)  # 0 Mo, 1 S2, 2 S
+    assert ((out["sublattice"] == 0) == (cls == 0)).mean() > 0.95
+    s_sites = (out["sublattice"] == 1).to_numpy()
+    assert [s["sublattice"] for s in summary] == [0, 1] and len(summary[1]["counts"]) == 2
+    # in the S sublattice: group 0 the single S atoms, group 1 the S2 columns
+    assert ((out["group"].to_numpy()[s_sites] == 0) == (cls[s_sites] == 2)).mean() > 0.95
+    assert ((cls == 2) & s_sites).sum() >= 5
+
+
+def test_run_files_and_tracks_carry_the_intensity(mos2_stem, tmp_path):
+    path = tmp_path / "run.h5"
+    track(mos2_stem.frames, sampling=mos2_stem.sampling, model="haadf-stem", run_path=path)
+    with open_run(path) as run:
+        cols = run.columns
+    assert np.isfinite(cols["intensity"]).all()
+    first = find(mos2_stem.frames[0], sampling=mos2_stem.sampling, model="haadf-stem")
+    a = cols[cols.frame == 0].sort_values(["y", "x"])["intensity"].to_numpy()
+    np.testing.assert_allclose(a, first.sort_values(["y", "x"])["intensity"], rtol=1e-4)
+    # Mo columns are the brightest, in every frame
+    cls = np.concatenate([_truth_class(mos2_stem, g, f) for f, g in cols.groupby("frame")])
+    cols = pd.concat([g for _, g in cols.groupby("frame")])
+    assert cols["intensity"][cls == 0].min() > cols["intensity"][cls == 2].max()
+
+
+def test_etem_find_intensity_groups(mos2_stem, tmp_path, capsys):
+    movie = tmp_path / "stem.h5"
+    save_movie(mos2_stem, movie)
+    out = tmp_path / "cols.csv"
+    assert main(["find", str(movie), "--intensity-groups", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "located by model haadf-stem" in said and "sublattice 1 (" in said and "intensity groups, frame 2" in said
+    table = pd.read_csv(out)
+    assert {"intensity", "sublattice", "group"} <= set(table.columns) and set(table["frame"]) == {0, 1, 2}
+    assert main(["find", str(movie), "--intensity-groups", "--groups", "1", "-o", str(out)]) == 0
+    assert set(pd.read_csv(out)["group"]) <= {-1, 0}
+    assert main(["find", str(movie), "--intensity-groups", "--groups", "0"]) == 2
+    assert "--groups must be 1 to 8" in capsys.readouterr().err

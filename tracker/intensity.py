@@ -1,0 +1,210 @@
+"""How bright each column is: the mean of the frame, as recorded, within a small disk about the
+column's position (its ``intensity`` in a columns table).
+
+In annular dark-field STEM a column's intensity grows with the atomic numbers of its atoms
+(roughly as Z^1.7 each) and with their number, so it tells a Se atom in an S2 column of MoS2,
+an S vacancy, or how many atoms a column holds; followed through a movie it shows an atom
+arriving or leaving. In HRTEM it is the phase contrast at the column, which depends on defocus
+and thickness as much as on the atoms. The figure is in the frame's own units (counts where the
+camera sends counts), with no background taken off: compare columns within a frame, or frames
+taken at one dose; :func:`intensity_groups` sorts the columns of one kind by it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def _disk_offsets(r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    d = torch.arange(-r, r + 1, device=device)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    return dy.reshape(-1), dx.reshape(-1)
+
+
+def column_intensity(tables: list[pd.DataFrame], images: torch.Tensor, *, radius_px: float) -> None:
+    """Add ``intensity`` to each table: the mean of ``images[i]`` over the pixels whose centres
+    lie within ``radius_px`` of a column of ``tables[i]`` (``y, x`` in pixels of that image;
+    ``images``: ``[B, H, W]``, any device). Pixels outside the frame do not count; a column
+    with no pixel in reach (off the frame) gets NaN. The tables are changed in place."""
+    counts = [len(t) for t in tables]
+    if not sum(counts):
+        for t in tables:
+            t["intensity"] = np.empty(0, np.float64)
+        return
+    B, H, W = images.shape
+    dev = images.device
+    r = max(0, math.ceil(radius_px))
+    with torch.no_grad():
+        flat = images.float().reshape(B, H * W)
+        yx = torch.as_tensor(np.concatenate([t[["y", "x"]].to_numpy(np.float64) for t in tables]), device=dev)
+        b = torch.repeat_interleave(torch.arange(B, device=dev), torch.as_tensor(counts, device=dev))
+        cy, cx = yx[:, 0].round().long(), yx[:, 1].round().long()
+        dy, dx = _disk_offsets(r, dev)
+        py, px = cy[:, None] + dy, cx[:, None] + dx
+        near = (py - yx[:, :1]) ** 2 + (px - yx[:, 1:]) ** 2 <= radius_px ** 2
+        inside = near & (py >= 0) & (py < H) & (px >= 0) & (px < W)
+        vals = flat[b[:, None], py.clamp(0, H - 1) * W + px.clamp(0, W - 1)]
+        n = inside.sum(1)
+        mean = (vals * inside).sum(1) / n.clamp(min=1)
+        mean = torch.where(n > 0, mean.double(), torch.full_like(mean, float("nan"), dtype=torch.float64))
+        out = mean.cpu().numpy()
+    start = 0
+    for t, k in zip(tables, counts):
+        t["intensity"] = out[start:start + k]
+        start += k
+
+
+def intensity_of_frames(tables: list[pd.DataFrame], frames, images: torch.Tensor | None, *,
+                        radius_A: float, radius_px: float) -> None:
+    """:func:`column_intensity` for the tables of ``frames`` (each table in its frame's input
+    pixels), on ``images`` (``[B, H, W]``: the frames' first images as recorded, where the
+    preprocessor kept them on the device) or, where that is None, on each frame's own array.
+    The disk's radius is ``radius_A`` where a frame's pixel size is known, else ``radius_px``."""
+    radii = [radius_A / f.sampling if f.sampling else radius_px for f in frames]
+    if images is not None and images.shape[0] == len(frames) and len(set(radii)) == 1:
+        column_intensity(tables, images, radius_px=radii[0])
+        return
+    for t, f, r in zip(tables, frames, radii):
+        first = np.asarray(f.image).reshape(-1, *f.image.shape[-2:])[0]
+        column_intensity([t], torch.from_numpy(np.ascontiguousarray(first, dtype=np.float32))[None], radius_px=r)
+
+
+# --------------------------------------------------------------------------- sublattices, groups
+
+def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5) -> np.ndarray:
+    """The sublattice (0 or 1; -1: undecided) of each column of a honeycomb lattice seen along
+    its axis (graphene, hBN, MoS2 and the other 2H dichalcogenides along [001]), from its own
+    neighbours: the three of a column of one sublattice point at ``a, a + 120°, a + 240°``, of
+    the other at ``a + 60°, …``, so that ``psi_3`` (the mean of ``exp(3 i angle)`` over its
+    neighbours within 1.3 times the median nearest-neighbour distance) has opposite signs on
+    the two. A column with fewer than two neighbours, or whose ``psi_3`` points less than
+    ``min_order`` along the lattice's own direction (at an edge, a defect, a grain of another
+    orientation), is undecided. Sublattice 0 is the one of the higher median ``intensity``
+    (where the table has it): the metal of a dichalcogenide in an annular dark-field image.
+    ``y, x`` are in pixels of one frame."""
+    from scipy.spatial import cKDTree
+
+    yx = table[["y", "x"]].to_numpy(np.float64)
+    out = np.full(len(yx), -1, np.int64)
+    if len(yx) < 4:
+        return out
+    tree = cKDTree(yx)
+    d, _ = tree.query(yx, k=2)
+    reach = 1.3 * float(np.median(d[:, 1]))
+    pairs = tree.query_pairs(reach, output_type="ndarray")
+    if not len(pairs):
+        return out
+    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    v = yx[j] - yx[i]
+    z = np.exp(3j * np.arctan2(v[:, 0], v[:, 1]))
+    n = np.bincount(i, minlength=len(yx))
+    psi = (np.bincount(i, z.real, len(yx)) + 1j * np.bincount(i, z.imag, len(yx))) / np.maximum(n, 1)
+    ok = n >= 2
+    if not ok.any():
+        return out
+    # the lattice's direction of psi_3, up to sign: half the angle of the mean psi_3 squared
+    axis = np.exp(0.5j * np.angle((psi[ok] ** 2).sum()))
+    s = (psi * np.conj(axis)).real
+    out[ok & (s >= min_order)] = 0
+    out[ok & (s <= -min_order)] = 1
+    if "intensity" in table.columns and (out == 0).any() and (out == 1).any():
+        inten = table["intensity"].to_numpy(np.float64)
+        if np.nanmedian(inten[out == 1]) > np.nanmedian(inten[out == 0]):
+            out[out >= 0] = 1 - out[out >= 0]
+    return out
+
+
+def _mixture(x: np.ndarray, k: int, iters: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A one-dimensional Gaussian mixture of ``k`` components by expectation-maximization, from
+    the quantiles: ``(weights, means, sds, log-likelihood)``, means ascending."""
+    mu = np.quantile(x, (np.arange(k) + 0.5) / k)
+    sd = np.full(k, x.std() / k + 1e-12)
+    w = np.full(k, 1.0 / k)
+    floor = 1e-3 * x.std() + 1e-12
+    ll = -np.inf
+    for _ in range(iters):
+        logp = np.log(w) - np.log(sd) - 0.5 * ((x[:, None] - mu) / sd) ** 2 - 0.5 * np.log(2 * np.pi)
+        top = logp.max(1, keepdims=True)
+        new_ll = float((top[:, 0] + np.log(np.exp(logp - top).sum(1))).sum())
+        r = np.exp(logp - top)
+        r /= r.sum(1, keepdims=True)
+        nk = r.sum(0) + 1e-12
+        w, mu = nk / len(x), (r * x[:, None]).sum(0) / nk
+        sd = np.maximum(np.sqrt((r * (x[:, None] - mu) ** 2).sum(0) / nk), floor)
+        if new_ll - ll < 1e-8 * abs(new_ll):
+            break
+        ll = new_ll
+    order = np.argsort(mu)
+    return w[order], mu[order], sd[order], new_ll
+
+
+def intensity_groups(intensity: np.ndarray, *, max_groups: int = 3, min_groups: int = 1,
+                     min_size: int = 3) -> tuple[np.ndarray, dict]:
+    """Columns of one kind sorted into groups by ``intensity``: a Gaussian mixture of
+    ``min_groups`` to ``max_groups`` components, the number chosen by the Bayesian information
+    criterion (a mixture with a group of fewer than ``min_size`` columns is not taken, unless
+    no other is left). Returns each column's group
+    (0: the faintest; -1 where its intensity is NaN) and ``{"means", "sds", "counts"}``."""
+    x = np.asarray(intensity, np.float64)
+    ok = np.isfinite(x)
+    groups = np.full(len(x), -1, np.int64)
+    if ok.sum() < 2:
+        groups[ok] = 0
+        return groups, {"means": [float(np.nanmean(x))] if ok.any() else [], "sds": [0.0] * int(ok.any()),
+                        "counts": [int(ok.sum())] if ok.any() else []}
+    v = x[ok]
+    scale = v.std() or 1.0
+    z = (v - v.mean()) / scale
+    best = None
+    for k in range(max(1, min_groups), max(1, min(max_groups, len(z) // 2)) + 1):
+        w, mu, sd, ll = _mixture(z, k)
+        bic = (3 * k - 1) * np.log(len(z)) - 2 * ll
+        label = np.argmax(np.log(w) - np.log(sd) - 0.5 * ((z[:, None] - mu) / sd) ** 2, 1)
+        small = k > 1 and np.bincount(label, minlength=k).min() < min_size
+        key = (small, bic)
+        if best is None or key < best[0]:
+            best = (key, mu, sd, label)
+    _, mu, sd, label = best
+    # groups no column fell in (a component under another's wing) are dropped
+    used = np.unique(label)
+    mu, sd, label = mu[used], sd[used], np.searchsorted(used, label)
+    groups[ok] = label
+    return groups, {"means": (mu * scale + v.mean()).tolist(), "sds": (sd * scale).tolist(),
+                    "counts": np.bincount(label, minlength=len(mu)).tolist()}
+
+
+def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups: int = 3) -> tuple[pd.DataFrame, list[dict]]:
+    """``table`` (a columns table with ``intensity``, one or more frames) with ``sublattice``
+    (:func:`honeycomb_sublattices` where at least half of a frame's columns fall on one of the
+    two, else 0 for all) and ``group`` (:func:`intensity_groups` within each sublattice of each
+    frame: ``groups`` groups, or up to ``max_groups`` as the information criterion chooses).
+    Also returns, per frame and sublattice, ``{"frame", "sublattice", "columns", "means",
+    "sds", "counts"}``; undecided columns (sublattice -1) get group -1."""
+    if "intensity" not in table.columns:
+        raise ValueError("the table has no 'intensity' (it is measured where locate's intensity_radius_A is set).")
+    out = table.copy()
+    out["sublattice"] = np.full(len(out), -1, np.int64)
+    out["group"] = np.full(len(out), -1, np.int64)
+    keys = [k for k in ("file", "frame") if k in out.columns]
+    parts = out.groupby(keys, sort=False).indices.values() if keys else [np.arange(len(out))]
+    summary = []
+    for idx in parts:
+        t = out.iloc[idx]
+        sub = honeycomb_sublattices(t)
+        if (sub >= 0).mean() < 0.5:  # not a honeycomb (or too few columns): one kind
+            sub = np.zeros(len(t), np.int64)
+        grp = np.full(len(t), -1, np.int64)
+        for s in np.unique(sub[sub >= 0]):
+            here = sub == s
+            g, info = intensity_groups(t["intensity"].to_numpy()[here], max_groups=groups or max_groups,
+                                       min_groups=groups or 1)
+            grp[here] = g
+            summary.append({"frame": int(t["frame"].iloc[0]) if "frame" in t else 0, "sublattice": int(s),
+                            "columns": int(here.sum()), **info})
+        out.iloc[idx, out.columns.get_loc("sublattice")] = sub
+        out.iloc[idx, out.columns.get_loc("group")] = grp
+    return out, summary
