@@ -109,6 +109,12 @@ def _config(args):
     cfg = dataclasses.replace(cfg, batch=batch, preprocess=pre, engine=engine)
     if getattr(args, "detection", None):
         cfg = dataclasses.replace(cfg, detection=args.detection)
+    classes, groups = getattr(args, "intensity_classes", False), getattr(args, "groups", None)
+    if groups is not None and not (classes or getattr(args, "intensity_groups", False)):
+        raise ConfigError("--groups goes with --intensity-classes (replay, track) or --intensity-groups (find).")
+    if classes:
+        cfg = dataclasses.replace(cfg, locate=dataclasses.replace(cfg.locate, intensity_classes=True,
+                                                                  intensity_groups=groups))
     return cfg
 
 
@@ -260,7 +266,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
     if args.resume is not None:  # the run's own options; only the device may change
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
             "config", "model", "classical", "engine", "dark", "imaging", "sampling", "material", "output",
-            "overwrite", "max_batch", "max_wait", "average", "detection")]
+            "overwrite", "max_batch", "max_wait", "average", "detection", "intensity_classes", "groups")]
         if given:
             raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
         run_options = dict(resume=args.resume, force=args.force, device=args.device)
@@ -451,12 +457,14 @@ def cmd_evaluate(args) -> int:
                           "whose images have a known size; not to found columns against a movie or table.")
     sampling = args.sampling
     run_sites = run_flips = run_changes = movie = None
+    by_intensity = False
     if args.found.suffix in (".h5", ".hdf5"):
         from .runfile import open_run
 
         with open_run(args.found) as run:
             found, sampling = run.columns, sampling or run.sampling
             run_sites, run_flips, run_changes = run.sites, run.stats.get("flips"), run.stats.get("class_changes")
+            by_intensity = bool(((run.attrs.get("config") or {}).get("locate") or {}).get("intensity_classes"))
     else:
         found = _table(args.found)
     if args.truth.suffix in (".h5", ".hdf5"):
@@ -471,6 +479,17 @@ def cmd_evaluate(args) -> int:
         if missing:
             raise ConfigError(f"the {name} table lacks {', '.join(sorted(missing))}")
     radius_px = args.radius / sampling if sampling else args.radius
+    if run_sites is not None and by_intensity and "cls" in truth.columns:
+        # classes of sublattices and intensity groups: scored as the true classes most of their columns have
+        from .evaluate import class_mapping
+
+        to_true = class_mapping(found, truth, radius_px=radius_px)
+        print("classes from intensities, scored as the true classes most of their columns are: "
+              + ", ".join(f"{a} -> {b}" for a, b in sorted(to_true.items())))
+        found = found.assign(cls=found["cls"].map(to_true).fillna(-1).astype(int))
+        if run_changes is not None and len(run_changes):
+            run_changes = run_changes.assign(**{c: run_changes[c].map(to_true).fillna(-1).astype(int)
+                                                for c in ("from_cls", "to_cls") if c in run_changes})
     s = score_columns(found, truth, radius_px=radius_px, sampling=sampling)
     unit = "Å" if sampling else "px"
     rms = s.get("rms_A", s["rms_px"]) if sampling else s["rms_px"]

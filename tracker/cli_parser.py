@@ -54,6 +54,12 @@ def _common_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--average", type=int, metavar="N",
                    help="detect on the mean of each frame and the N-1 before it, registered onto it: N times "
                         "the dose for low-dose movies, at the price of time resolution (default 1)")
+    p.add_argument("--intensity-classes", action="store_true",
+                   help="class each column by its sublattice and intensity group, learned on the first frames "
+                        "([locate] intensity_classes): in annular dark-field STEM, where the finder knows one "
+                        "class, the sites then follow S2 -> S and the like")
+    p.add_argument("--groups", type=int, metavar="N",
+                   help="with --intensity-classes: N groups per sublattice (default: 1 to 3, as the data say)")
     p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
     p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
     p.add_argument("--detection", choices=("thread", "process"),

@@ -346,10 +346,12 @@ class Dashboard:
             table[:, 3] = cols["site"].to_numpy() if "site" in cols else -1
         table[:, :2] = np.round(table[:, :2], 1)
         engine = getattr(self.pipe.detector, "engine", None) if self.pipe is not None else None
+        classes = getattr(self.pipe, "intensity_classes", None)
+        names = classes.class_names if classes is not None else list(getattr(engine, "class_names", ()) or ())
         meta = {"frame": latest["frame"], "png": f"frame.png?n={latest['frame']}", "shape": list(img.shape),
                 "display_shape": list(grey.shape), "scale": 1.0 / k,
                 "drift": [round(float(d), 2) for d in latest["drift"]], "n_columns": n,
-                "class_names": list(getattr(engine, "class_names", ()) or ()), "colours": list(CLASS_COLOURS)}
+                "class_names": names, "colours": list(CLASS_COLOURS)}
         columns = json.dumps([[y, x, int(c), int(s)] for y, x, c, s in table.tolist()], separators=(",", ":"))
         body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
         return {"frame": latest["frame"], "png": pngs.png(grey), "json": body.encode()}

@@ -336,6 +336,26 @@ def score_sites(
     return out
 
 
+def class_mapping(found: pd.DataFrame, truth: pd.DataFrame, *, radius_px: float) -> dict[int, int]:
+    """Each found class's true class: the one most of its columns matched (frame by frame,
+    within ``radius_px``) have. For classes that are not the truth's own, as those
+    :class:`etem.tracker.intensity.IntensityClasses` makes (its sublattices and groups)."""
+    votes: dict[tuple[int, int], int] = {}
+    t_by = dict(tuple(truth.groupby("frame")))
+    for frame, f in found.groupby("frame"):
+        t = t_by.get(frame)
+        if t is None:
+            continue
+        i, j = match_points(f[["y", "x"]].to_numpy(float), t[["y", "x"]].to_numpy(float), radius_px)
+        for a, b in zip(f["cls"].to_numpy()[i], t["cls"].to_numpy()[j]):
+            votes[int(a), int(b)] = votes.get((int(a), int(b)), 0) + 1
+    best: dict[int, tuple[int, int]] = {}
+    for (a, b), n in votes.items():
+        if n > best.get(a, (-1, 0))[1]:
+            best[a] = (b, n)
+    return {a: b for a, (b, _) in best.items()}
+
+
 def true_class_changes(truth: "MovieTruth") -> pd.DataFrame:
     """``frame, site, from_cls, to_cls``: each frame in which a true site holds a column of
     another class than at the last frame it held one (e.g. S2 to S as a sulfur vacancy forms)."""

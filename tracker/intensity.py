@@ -210,3 +210,112 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
         out.iloc[idx, out.columns.get_loc("sublattice")] = sub
         out.iloc[idx, out.columns.get_loc("group")] = grp
     return out, summary
+
+
+# --------------------------------------------------------------------------- classes in a run
+
+def _normalized(table: pd.DataFrame, honeycomb: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Each column's sublattice and its intensity on the frame's own scale: on a honeycomb,
+    0 at the median of sublattice 1 and 1 at that of sublattice 0 (so that a frame's dose and
+    the camera's offset drop out); otherwise 0 at the median and 1 an interquartile range
+    above. ``honeycomb``: whether the run's columns form one (None: judge by this frame)."""
+    inten = table["intensity"].to_numpy(np.float64)
+    sub = honeycomb_sublattices(table) if honeycomb is not False else np.zeros(len(table), np.int64)
+    if honeycomb is None:
+        honeycomb = bool(len(sub) and (sub >= 0).mean() >= 0.5)
+        if not honeycomb:
+            sub = np.zeros(len(table), np.int64)
+    ok = np.isfinite(inten)
+    if honeycomb and (ok & (sub == 0)).any() and (ok & (sub == 1)).any():
+        lo, hi = np.median(inten[ok & (sub == 1)]), np.median(inten[ok & (sub == 0)])
+    elif ok.any():
+        lo = np.median(inten[ok])
+        hi = lo + (np.subtract(*np.percentile(inten[ok], [75, 25])) or 1.0)
+    else:
+        lo, hi = 0.0, 1.0
+    return sub, (inten - lo) / ((hi - lo) or 1.0), honeycomb
+
+
+class IntensityClasses:
+    """Column classes from intensities, for a run whose locator knows one class (a STEM finder
+    finds "columns"): each column's class is its sublattice and its intensity group there, as
+    :func:`group_columns` makes them, learned on the run's first frames and then kept, so that
+    a site's class means the same all run long and its changes (an S2 column losing an atom)
+    are followed as the site map follows any class change.
+
+    Intensities are put on each frame's own scale first (:func:`_normalized`). The groups are
+    fitted to the frames seen until ``learn_columns`` columns have been, and fixed from there
+    (the first frames are classed by the fit of the frames until then). Classes are numbered
+    sublattice by sublattice, faintest group first: on a MoS2 ADF movie, 0 the Mo columns, 1
+    the single S atoms, 2 the S2 columns. A column on no sublattice (an edge, a defect) takes
+    the most probable of all the groups."""
+
+    def __init__(self, *, groups: int | None = None, max_groups: int = 3, learn_columns: int = 2000) -> None:
+        self.groups, self.max_groups, self.learn_columns = groups, max_groups, learn_columns
+        self.honeycomb: bool | None = None
+        self.fixed = False
+        self.comps: list[dict] = []   # per sublattice: {"sublattice", "w", "mu", "sd"}
+        self._pool: dict[int, list[np.ndarray]] = {}
+
+    def __call__(self, table: pd.DataFrame) -> np.ndarray:
+        """The class of each column of one frame's table (with ``y, x, intensity``)."""
+        if not len(table):
+            return np.zeros(0, np.int64)
+        sub, u, self.honeycomb = _normalized(table, self.honeycomb)
+        if not self.fixed:
+            for s in np.unique(sub[sub >= 0]):
+                here = u[(sub == s) & np.isfinite(u)]
+                self._pool.setdefault(int(s), []).append(here)
+            self._fit()
+        return self._classify(sub, u)
+
+    def _fit(self) -> None:
+        comps = []
+        for s in sorted(self._pool):
+            x = np.concatenate(self._pool[s])
+            if len(x) < 2:
+                continue
+            g, info = intensity_groups(x, max_groups=self.groups or self.max_groups, min_groups=self.groups or 1)
+            w = np.bincount(g[g >= 0], minlength=len(info["means"])) / max((g >= 0).sum(), 1)
+            comps.append({"sublattice": s, "w": w.tolist(), "mu": info["means"],
+                          "sd": [max(v, 1e-6) for v in info["sds"]]})
+        self.comps = comps
+        if sum(len(p) for ps in self._pool.values() for p in ps) >= self.learn_columns:
+            self.fixed, self._pool = True, {}
+
+    def _classify(self, sub: np.ndarray, u: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(u), np.int64)
+        if not self.comps:
+            return out
+        logp, first, owner = [], 0, []
+        for c in self.comps:
+            w, mu, sd = (np.asarray(c[k], float) for k in ("w", "mu", "sd"))
+            logp.append(np.log(np.maximum(w, 1e-12)) - np.log(sd) - 0.5 * ((u[:, None] - mu) / sd) ** 2)
+            owner += [c["sublattice"]] * len(mu)
+            first += len(mu)
+        logp = np.nan_to_num(np.concatenate(logp, 1), nan=0.0)
+        owner = np.asarray(owner)
+        # a column on a known sublattice chooses among its groups; one on none, among all
+        allowed = (sub[:, None] < 0) | (owner[None, :] == sub[:, None])
+        allowed[~allowed.any(1)] = True
+        return np.where(allowed, logp, -np.inf).argmax(1).astype(np.int64)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Per sublattice (``A``, ``B``; ``I`` where the columns form no honeycomb) its groups,
+        faintest first: ``A``, ``B0``, ``B1`` (a sublattice of one group keeps its letter)."""
+        names = []
+        for c in self.comps:
+            letter = "AB"[c["sublattice"]] if self.honeycomb else "I"
+            k = len(c["mu"])
+            names += [letter] if k == 1 else [f"{letter}{i}" for i in range(k)]
+        return names
+
+    def state(self) -> dict:
+        """What a resumed run needs (JSON)."""
+        return {"honeycomb": self.honeycomb, "fixed": self.fixed, "comps": self.comps,
+                "pool": {str(s): np.concatenate(p).tolist() for s, p in self._pool.items() if p}}
+
+    def restore(self, state: dict) -> None:
+        self.honeycomb, self.fixed, self.comps = state["honeycomb"], bool(state["fixed"]), list(state["comps"])
+        self._pool = {int(s): [np.asarray(v, float)] for s, v in state.get("pool", {}).items()}

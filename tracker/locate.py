@@ -101,6 +101,12 @@ class LocateConfig:
         frame as recorded; :mod:`etem.tracker.intensity`) is taken; 2.5 px where the pixel size
         is unknown. None: no ``intensity``. 0.5 Å keeps the disks of columns 1.4 Å apart
         (graphene's bonds, the closest spacing of the bundled materials) apart.
+    intensity_classes
+        Replace each column's ``cls`` by its sublattice and intensity group, learned on the run's
+        first frames (:class:`etem.tracker.intensity.IntensityClasses`): classes for a locator
+        that knows one (the STEM finder), so that sites follow S2 -> S and the like in annular
+        dark-field movies. ``intensity_groups``: that many groups per sublattice (None: 1 to
+        3, as the data say).
     """
 
     method: Method = "peaks"
@@ -116,6 +122,8 @@ class LocateConfig:
     image_sigma_A: float = 0.3
     image_radius_A: float = 0.4
     intensity_radius_A: float | None = 0.5
+    intensity_classes: bool = False
+    intensity_groups: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
@@ -128,6 +136,11 @@ class LocateConfig:
         if self.intensity_radius_A is not None and not self.intensity_radius_A > 0:
             raise ConfigError(f"intensity_radius_A must be a positive radius in Å, or None (no intensity); got "
                               f"{self.intensity_radius_A!r}.")
+        if self.intensity_classes and not self.intensity_radius_A:
+            raise ConfigError("intensity_classes needs the intensities: set intensity_radius_A.")
+        if self.intensity_groups is not None and not (isinstance(self.intensity_groups, (int, np.integer))
+                                                      and 1 <= self.intensity_groups <= 8):
+            raise ConfigError(f"intensity_groups must be 1 to 8, or None (as the data say); got {self.intensity_groups!r}.")
         if self.refine not in _REFINE:
             raise choice_error("refine", self.refine, _REFINE)
         if self.threshold is not None and not 0 < self.threshold <= 1:

@@ -40,6 +40,7 @@ from .fastlink import warm_up
 from .link import StreamLinker
 from .detect import Detector, EngineConfig, detect_averaged
 from .average import FrameAverager
+from .intensity import IntensityClasses
 from .sites import SiteMap
 from .trust import BlankFrames, TrustTally
 from .wire import REJECT_REASONS
@@ -120,6 +121,9 @@ class Pipeline(RunFileStage):
         self._evicted = False  # frames left the in-memory tables (the run file has them all)
         self.writer = None
         self._resume = None  # the ResumePoint of a resumed run (etem.tracker.resume)
+        loc = self.cfg.locate
+        #: classes from column intensities ([locate] intensity_classes), learned on the first frames
+        self.intensity_classes = IntensityClasses(groups=loc.intensity_groups) if loc.intensity_classes else None
         # the last processed frame (for resume snapshots), and the next free particle id
         self._last_index: int | None = None
         self._last_seq: int | None = None
@@ -486,6 +490,8 @@ class Pipeline(RunFileStage):
             self.sites = self._new_sites()
             self._open_writer(frame)
         quality = cols.attrs.get("quality", {})
+        if self.intensity_classes is not None and "intensity" in cols.columns:
+            cols["cls"] = self.intensity_classes(cols)
         ids, ref = self.linker.link(frame.frame, cols)
         oversize = self.linker.counts.get("oversize", 0)
         if oversize:
