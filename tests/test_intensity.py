@@ -14,7 +14,9 @@ from etem.simulate.toy import save_movie
 from etem.tracker import track
 from etem.tracker.api import find
 from etem.tracker.cli import main
-from etem.tracker.intensity import column_intensity, group_columns, honeycomb_sublattices, intensity_groups
+from etem.tracker.intensity import (
+    column_intensity, group_classes, group_columns, honeycomb_sublattices, intensity_groups,
+)
 from etem.tracker.runfile import open_run
 
 
@@ -104,6 +106,9 @@ def test_the_stem_finder_with_intensity_groups_tells_s_from_s2(mos2_stem):
     assert ((out["sublattice"] == 0) == (cls == 0)).mean() > 0.95
     s_sites = (out["sublattice"] == 1).to_numpy()
     assert [s["sublattice"] for s in summary] == [0, 1] and len(summary[1]["counts"]) == 2
+    cls_of_group, names = group_classes(out)  # one class per sublattice and group, as a run numbers them
+    assert names[:3] == ["A", "B0", "B1"] and set(names[3:]) <= {"no sublattice"}
+    assert ((cls_of_group == 0) == (cls == 0)).mean() > 0.95 and ((cls_of_group == 1) == (cls == 2)).mean() > 0.95
     # in the S sublattice: group 0 the single S atoms, group 1 the S2 columns
     assert ((out["group"].to_numpy()[s_sites] == 0) == (cls[s_sites] == 2)).mean() > 0.95
     assert ((cls == 2) & s_sites).sum() >= 5
@@ -128,7 +133,9 @@ def test_etem_find_intensity_groups(mos2_stem, tmp_path, capsys):
     movie = tmp_path / "stem.h5"
     save_movie(mos2_stem, movie)
     out = tmp_path / "cols.csv"
-    assert main(["find", str(movie), "--intensity-groups", "-o", str(out)]) == 0
+    png = tmp_path / "groups.png"
+    assert main(["find", str(movie), "--intensity-groups", "-o", str(out), "--overlay", str(png)]) == 0
+    assert png.stat().st_size > 10_000
     said = capsys.readouterr().out
     assert "located by model haadf-stem" in said and "sublattice 1 (" in said and "intensity groups, frame 2" in said
     table = pd.read_csv(out)

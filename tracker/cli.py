@@ -370,15 +370,21 @@ def cmd_find(args) -> int:
                 print(f"  sampling {lattice}", file=say)
             else:
                 print(f"  sampling {est['given']:.4f} Å/px from the data; the lattice says {lattice}", file=say)
-        if args.overlay and i == 0:
-            from .files import open_recording
-
-            rec = open_recording(path, focal=args.focal)
-            overlay_png(rec[0], df[df["frame"] == 0], args.overlay, class_names=df.attrs.get("class_names"))
-            print(f"overlay: {args.overlay}", file=say)
     out = pd.concat(parts, ignore_index=True)
+    names = parts[0].attrs.get("class_names")
     if args.intensity_groups:
         out = _intensity_groups(out, args.groups, say)
+    if args.overlay:
+        from .files import open_recording
+
+        first = out[(out["file"] == str(args.images[0])) & (out["frame"] == 0)]
+        if args.intensity_groups:  # coloured by sublattice and group
+            from .intensity import group_classes
+
+            cls, names = group_classes(first)
+            first = first.assign(cls=cls)
+        overlay_png(open_recording(args.images[0], focal=args.focal)[0], first, args.overlay, class_names=names)
+        print(f"overlay: {args.overlay}", file=say)
     if to_stdout:
         out.to_csv(sys.stdout, index=False)
     elif args.output:

@@ -212,6 +212,26 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
     return out, summary
 
 
+def group_classes(table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """One class per sublattice and group of a :func:`group_columns` table (one frame), numbered
+    and named as :class:`IntensityClasses` numbers and names them (``A``, ``B0``, ``B1``; ``I0``
+    … where all columns are one kind), and a last ``"no sublattice"`` for the undecided."""
+    sub, grp = table["sublattice"].to_numpy(), table["group"].to_numpy()
+    honeycomb = bool((sub == 1).any())
+    pairs = sorted({(int(s), int(g)) for s, g in zip(sub, grp) if s >= 0 and g >= 0})
+    names, index = [], {}
+    for s in sorted({s for s, _ in pairs}):
+        gs = [g for t, g in pairs if t == s]
+        letter = "AB"[s] if honeycomb else "I"
+        for g in gs:
+            index[s, g] = len(names)
+            names.append(letter if len(gs) == 1 else f"{letter}{g}")
+    cls = np.array([index.get((int(s), int(g)), len(names)) for s, g in zip(sub, grp)], np.int64)
+    if (cls == len(names)).any():
+        names.append("no sublattice")
+    return cls, names
+
+
 # --------------------------------------------------------------------------- classes in a run
 
 def _normalized(table: pd.DataFrame, honeycomb: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
