@@ -224,3 +224,32 @@ def test_etem_replay_intensity_classes_and_evaluate(vacancy_movie, tmp_path, cap
     assert "--groups goes with --intensity-classes" in capsys.readouterr().err
     assert main(["track", "--resume", str(run), "--intensity-classes"]) == 2
     assert "leave out --intensity-classes" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ real images
+def test_real_srtio3_adf_sr_and_ti_columns_by_intensity():
+    """SrTiO3 [110], annular dark field: the columns form no honeycomb; two groups, the fainter
+    the Ti-O columns (atomap's tests count 104 B-site columns in this crop) between Sr ones."""
+    from test_files import realdata
+
+    table = find(realdata() / "test_ADF_cropped.hdf5", model="auto:stem", sampling=0.0933)
+    out, summary = group_columns(table)
+    assert (out["sublattice"] == 0).all() and len(summary) == 1 and len(summary[0]["counts"]) == 2
+    assert summary[0]["counts"][0] == 104
+    yx = out[["y", "x"]].to_numpy()
+    _, j = cKDTree(yx).query(yx, k=2)
+    g = out["group"].to_numpy()
+    assert (g[j[:, 1]] != g).mean() > 0.95  # each column's nearest neighbour is of the other kind
+
+
+def test_real_se_implanted_mos2_brighter_s_sites():
+    from test_files import realdata
+
+    table = find(realdata() / "example_Se_implanted_MoS2.dm3")  # (its metadata: STEM; the STEM finder)
+    out, summary = group_columns(table)
+    a, b = (out["sublattice"] == 0).sum(), (out["sublattice"] == 1).sum()
+    assert abs(a - b) < 0.05 * (a + b) and (out["sublattice"] < 0).mean() < 0.05
+    s = next(x for x in summary if x["sublattice"] == 1)
+    assert len(s["counts"]) == 2 and 50 < s["counts"][1] < 300  # the brighter S sites: Se in place of S
+    mo = out.loc[out["sublattice"] == 0, "intensity"].median()
+    assert s["means"][0] < s["means"][1] < mo
