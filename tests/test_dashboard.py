@@ -112,6 +112,24 @@ def test_metrics_text_is_valid_exposition_format():
     assert not any(k[0].startswith("etem_gpu") for k in no_gpu)
 
 
+def test_a_jump_of_the_view_is_shown_and_counted():
+    """The view jumps by 3 Å (the stage moved): /api/status and /metrics say it was followed."""
+    from etem.simulate.toy import make_movie
+
+    m = make_movie(n_frames=14, shape=(160, 160), seed=2)
+    frames = np.asarray(m.frames, np.float32)
+    frames[7:] = np.roll(frames[7:], (15, -8), axis=(1, 2))
+    pipe = Pipeline(PipelineConfig())
+    src = iter_array(frames, sampling=m.sampling, counters=pipe.counters)
+    with Dashboard(DashboardConfig(port=0, snapshot_interval_s=0.0, maps_interval_s=0.0, image_interval_s=0.0)) as dash:
+        for res in pipe.run_iter(src):
+            dash(res, pipe)
+            if res.frame == 5:
+                assert _json(dash.url + "api/status")["view_jumps"] == 0
+        assert _json(dash.url + "api/status")["view_jumps"] == 1
+        assert parse_metrics(_get(dash.url + "metrics")[2].decode())[("etem_view_jumps_total", ())] == 1
+
+
 def test_endpoints_follow_the_run(movie):
     pipe = Pipeline(PipelineConfig())
     src = iter_array(movie.frames, sampling=movie.sampling, counters=pipe.counters)
@@ -323,6 +341,7 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
                 first = int(driver.find_element(By.ID, "processed").text)
                 wait.until(lambda d: int(d.find_element(By.ID, "processed").text) > first)
                 assert driver.find_element(By.ID, "state").text == "running"
+                assert driver.find_element(By.ID, "view_jumps").text == "0"  # the tile is filled from the status
                 wait.until(lambda d: " of " in d.find_element(By.ID, "trust").text)  # the trust flag, live
                 # the maps build up; a click on the occupancy map shows the nearest site's timeline
                 wait.until(lambda d: js("return document.getElementById('occupancy').naturalWidth") > 0)

@@ -68,6 +68,12 @@ _STATIC = {"/": ("dashboard.html", "text/html; charset=utf-8"),
 _LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
+def _view_jumps(pipe) -> int:
+    """Jumps of the view the run's linker has followed (etem.tracker.link.find_jump)."""
+    linker = getattr(pipe, "linker", None)
+    return 0 if linker is None else int(linker.jumps)
+
+
 @dataclass(frozen=True)
 class DashboardConfig:
     """Dashboard server options.
@@ -276,6 +282,7 @@ class Dashboard:
         queues = pipe.queue_depths()
         out["queues"] = {q: {"depth": d, "capacity": c} for q, (d, c) in queues.items()}
         out["sites"] = 0 if pipe.sites is None else int(pipe.sites.n_sites)
+        out["view_jumps"] = _view_jumps(pipe)
         out["state"] = "finished" if pipe.stop.is_set() else "running"
         out["last_frame"] = None if latest is None else latest["frame"]
         out["since_last_frame_s"] = now - times[-1] if times else None
@@ -291,14 +298,15 @@ class Dashboard:
             hist = LatencyHistogram(self.histogram.bounds)
             hist.counts, hist.sum, hist.count = list(self.histogram.counts), self.histogram.sum, self.histogram.count
         if pipe is None:
-            counters, queues, sites, gpu = {}, {}, 0, {}
+            counters, queues, sites, gpu, jumps = {}, {}, 0, {}, 0
         else:
             counters, queues = pipe.counters.as_dict(), pipe.queue_depths()
             sites = 0 if pipe.sites is None else int(pipe.sites.n_sites)
             gpu = gpu_memory(pipe.detector.engine)
+            jumps = _view_jumps(pipe)
         return metrics_text(counters, histogram=hist, queues=queues, sites=sites,
                             last_frame=None if latest is None else latest["frame"], gpu=gpu,
-                            uptime_s=time.perf_counter() - self._t0)
+                            uptime_s=time.perf_counter() - self._t0, view_jumps=jumps)
 
     def frame(self) -> dict[str, Any] | None:
         """The latest frame's display entry (PNG and columns), encoded at most every ``image_interval_s``."""
