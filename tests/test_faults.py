@@ -429,6 +429,38 @@ def test_blank_frames_are_rejected_not_tracked(tmp_path):
     assert len(off.sites) > len(clean.sites) + 100
 
 
+def test_a_new_binning_mid_stream_is_said_once_and_counted(tmp_path, caplog):
+    """The camera's binning (frame size) and then its pixel size change mid-run: the frames
+    that do not fit the run's pixels are rejected and counted, each kind said once, with what
+    to do; the frames before are tracked and saved."""
+    import logging
+
+    m = make_movie(n_frames=20, shape=(192, 192), seed=2)
+    s = m.sampling
+    frames = [Frame(np.asarray(f, np.float32), frame=i, sampling=s) for i, f in enumerate(m.frames[:10])]
+    frames += [Frame(np.asarray(f, np.float32).reshape(96, 2, 96, 2).mean((1, 3)), frame=10 + i, sampling=2 * s)
+               for i, f in enumerate(m.frames[10:15])]
+    frames += [Frame(np.asarray(f, np.float32), frame=15 + i, sampling=1.5 * s) for i, f in enumerate(m.frames[15:])]
+    pub = Publisher("tcp://127.0.0.1:0", mode="push")
+    t = threading.Thread(target=publish_frames, args=(frames, pub), daemon=True)
+    t.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="etem.pipeline"):
+            res = track(pub.address, mode="pull", classical=True, run_path=tmp_path / "run.h5", idle_timeout_s=30)
+    finally:
+        t.join(10)
+        pub.close()
+    c = res.counters
+    accounted(Counter(c))
+    assert c["processed"] == 10 and c["rejected/preprocess"] == 10
+    said = [r.getMessage() for r in caplog.records if "the run's is" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("frame 10: shape (96, 96), the run's is (192, 192)") and "new run" in said[0]
+    assert said[1].startswith(f"frame 15: sampling {1.5 * s:g} Å/px")
+    with open_run(tmp_path / "run.h5") as run:
+        assert len(run.frames) == 10 and run.counters["rejected/preprocess"] == 10
+
+
 # ------------------------------------------------------------------------------ a full disk
 @pytest.fixture
 def file_size_limit():

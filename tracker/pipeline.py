@@ -18,9 +18,7 @@ Every message is accounted for in :class:`~etem.tracker.accounting.Counters`.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import queue
 import threading
 import time
@@ -44,6 +42,7 @@ from .intensity import IntensityClasses
 from .sites import SiteMap
 from .trust import BlankFrames, TrustTally
 from .wire import REJECT_REASONS
+from .pipeline_checks import FrameChecks
 from .pipeline_run import RunFileStage
 
 log = logging.getLogger("etem.pipeline")
@@ -59,7 +58,7 @@ class _Batch:
 _DONE = object()
 
 
-class Pipeline(RunFileStage):
+class Pipeline(FrameChecks, RunFileStage):
     """One tracking run over one source.
 
     Parameters
@@ -121,6 +120,7 @@ class Pipeline(RunFileStage):
         self._evicted = False  # frames left the in-memory tables (the run file has them all)
         self.writer = None
         self._resume = None  # the ResumePoint of a resumed run (etem.tracker.resume)
+        self._mismatches_said: set[str] = set()  # frame sizes and pixel sizes not the run's, warned of
         loc = self.cfg.locate
         #: classes from column intensities ([locate] intensity_classes), learned on the first frames
         self.intensity_classes = IntensityClasses(groups=loc.intensity_groups) if loc.intensity_classes else None
@@ -253,58 +253,6 @@ class Pipeline(RunFileStage):
                 return frames, item
             frames.append(item)
         return frames, None
-
-    def _accept(self, f: Frame) -> bool:
-        """Frame checks that need the run's state; reject (and count) what cannot be tracked."""
-        if f.sampling is None and self.cfg.default_sampling is not None:
-            f.sampling = self.cfg.default_sampling
-        if self.shape is None and self.cfg.material:
-            from .lattice import resolve_sampling
-
-            f.sampling, est = resolve_sampling(f.image, given=f.sampling, material=self.cfg.material,
-                                               auto=self.cfg.sampling_from_lattice)
-            self.sampling_estimate = est
-            if est is not None:
-                self.attrs["sampling_estimate"] = est.as_dict()
-        elif self.sampling_estimate is not None and (self.cfg.sampling_from_lattice or f.sampling is None):
-            f.sampling = self.sampling_estimate.sampling
-        if self.shape is None:
-            self.shape = f.shape
-            self.sampling = f.sampling
-            self.n_focal = f.n_focal
-            if self.choose_engine is not None and f.meta:
-                chosen = self.choose_engine(f.meta)
-                if chosen != self.cfg.engine:
-                    self.cfg = dataclasses.replace(self.cfg, engine=chosen)
-                    self.detector.choose(chosen)
-        if f.shape != self.shape or f.n_focal != self.n_focal:
-            log.warning("frame %d: shape %s differs from the run's %s; rejected", f.frame, f.image.shape, self.shape)
-            self._account("rejected", "preprocess", [f])
-            return False
-        if self.sampling is not None:  # one pixel size per run: sites and maps are in its pixels
-            if f.sampling is None:
-                f.sampling = self.sampling
-            elif not math.isclose(f.sampling, self.sampling, rel_tol=0.01):
-                log.warning("frame %d: sampling %g Å/px differs from the run's %g; rejected",
-                            f.frame, f.sampling, self.sampling)
-                self._account("rejected", "preprocess", [f])
-                return False
-        if not f.finite:
-            if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
-                self._account("rejected", "nan", [f])
-                return False
-            f.finite = True
-        why = self.blank.constant(f.image)
-        if why:
-            self._reject_blank(f, why)
-            return False
-        return True
-
-    def _reject_blank(self, f: Frame, why: str) -> None:
-        if not self.counters.rejected.get("blank"):
-            log.warning("frame %d holds no image (%s; beam blanked?): rejected, and further such frames are "
-                        "counted (rejected/blank)", f.frame, why)
-        self._account("rejected", "blank", [f])
 
     def _account(self, kind: str, reason: str, frames: list[Frame]) -> None:
         """Count frames rejected or dropped by the pipeline (remembered for resume snapshots)."""

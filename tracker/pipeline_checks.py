@@ -1,0 +1,84 @@
+"""The checks a frame passes before it is tracked, those that need the run's state: the run's
+frame size, focal series and pixel size (set by its first frame, which also chooses the model
+where the frames' metadata say how they were taken), finite pixels, and an image in the frame.
+
+:class:`FrameChecks` is a part of :class:`~etem.tracker.pipeline.Pipeline` (its ingest stage),
+kept apart as :class:`~etem.tracker.pipeline_run.RunFileStage` is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+
+from .frames import Frame
+
+log = logging.getLogger("etem.pipeline")
+
+
+class FrameChecks:
+    """Frame checks of :class:`~etem.tracker.pipeline.Pipeline` (they use its ``cfg``,
+    ``shape``, ``sampling``, ``n_focal``, ``blank``, counters and ``_account``)."""
+
+    def _accept(self, f: Frame) -> bool:
+        """Frame checks that need the run's state; reject (and count) what cannot be tracked."""
+        if f.sampling is None and self.cfg.default_sampling is not None:
+            f.sampling = self.cfg.default_sampling
+        if self.shape is None and self.cfg.material:
+            from .lattice import resolve_sampling
+
+            f.sampling, est = resolve_sampling(f.image, given=f.sampling, material=self.cfg.material,
+                                               auto=self.cfg.sampling_from_lattice)
+            self.sampling_estimate = est
+            if est is not None:
+                self.attrs["sampling_estimate"] = est.as_dict()
+        elif self.sampling_estimate is not None and (self.cfg.sampling_from_lattice or f.sampling is None):
+            f.sampling = self.sampling_estimate.sampling
+        if self.shape is None:
+            self.shape = f.shape
+            self.sampling = f.sampling
+            self.n_focal = f.n_focal
+            if self.choose_engine is not None and f.meta:
+                chosen = self.choose_engine(f.meta)
+                if chosen != self.cfg.engine:
+                    self.cfg = dataclasses.replace(self.cfg, engine=chosen)
+                    self.detector.choose(chosen)
+        if f.shape != self.shape or f.n_focal != self.n_focal:
+            self._reject_mismatch(f, f"shape {tuple(f.image.shape)}", f"{self.shape}"
+                                  + (f" x {self.n_focal} focal images" if self.n_focal > 1 else ""))
+            return False
+        if self.sampling is not None:  # one pixel size per run: sites and maps are in its pixels
+            if f.sampling is None:
+                f.sampling = self.sampling
+            elif not math.isclose(f.sampling, self.sampling, rel_tol=0.01):
+                self._reject_mismatch(f, f"sampling {f.sampling:g} Å/px", f"{self.sampling:g} Å/px")
+                return False
+        if not f.finite:
+            if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
+                self._account("rejected", "nan", [f])
+                return False
+            f.finite = True
+        why = self.blank.constant(f.image)
+        if why:
+            self._reject_blank(f, why)
+            return False
+        return True
+
+    def _reject_mismatch(self, f: Frame, what: str, run: str) -> None:
+        """Reject a frame of another size or pixel size than the run's (the camera's binning or
+        region changed): said once for each new kind, then counted (rejected/preprocess)."""
+        if what not in self._mismatches_said:
+            self._mismatches_said.add(what)
+            log.warning("frame %d: %s, the run's is %s: rejected, and so are further frames like it "
+                        "(rejected/preprocess). A run's sites and maps are in the pixels of its first frame; "
+                        "track the new frames in a new run (another -o).", f.frame, what, run)
+        self._account("rejected", "preprocess", [f])
+
+    def _reject_blank(self, f: Frame, why: str) -> None:
+        if not self.counters.rejected.get("blank"):
+            log.warning("frame %d holds no image (%s; beam blanked?): rejected, and further such frames are "
+                        "counted (rejected/blank)", f.frame, why)
+        self._account("rejected", "blank", [f])
+
