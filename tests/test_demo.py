@@ -47,6 +47,17 @@ def test_stem_demo_uses_the_bundled_stem_model_and_finds_the_hops(tmp_path):
         assert "haadf-stem" in json.dumps({k: str(v) for k, v in f.attrs.items()})
 
 
+def test_mos2_stem_demo_classes_columns_by_intensity_and_finds_the_vacancies(tmp_path):
+    r = _demo(tmp_path, "--movie", "mos2-stem", "--frames", 30, "--size", 192)
+    assert r.returncode == 0, r.stderr
+    acc = float(r.stdout.split("class accuracy ")[1].split()[0])
+    assert acc > 0.98  # measured 0.995 on the 60-frame, 256² movie
+    assert "scored as the true classes most of their columns are: 0 -> 0, 1 -> 2, 2 -> 1" in r.stdout
+    changes = r.stdout.split("class changes (e.g. S2 -> S): ")[1]
+    recall, precision = (float(changes.split(k)[1].split(",")[0].split()[0]) for k in ("recall ", "precision "))
+    assert recall > 0.5 and precision > 0.8, changes  # measured 0.80 and 0.97 on the 60-frame, 256² movie
+
+
 def test_toy_demo_with_the_classical_locator(tmp_path):
     r = _demo(tmp_path, "--movie", "toy", "--classical", "--frames", 6, "--size", 128)
     assert r.returncode == 0, r.stderr

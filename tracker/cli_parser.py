@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
     p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
-    p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2"), default="hrtem",
+    p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2", "mos2-stem"), default="hrtem",
                    help="hrtem (default)/stem: Au particle from abTEM column waves; toy: Gaussian columns; "
-                        "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM, three-image focal series)")
+                        "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM, three-image focal series); "
+                        "mos2-stem: the same in annular dark field, classes from intensities")
     p.add_argument("--model", default="auto",
                    help="bundled model name or bundle path; auto (default): the bundled Au HRTEM model for the "
                         "hrtem movie, the STEM model for the stem movie, the MoS2 focal-series model for the mos2 "

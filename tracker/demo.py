@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 from .api import TrackResult, track
-from .evaluate import score_class_changes, score_columns, score_sites, true_class_changes
+from .evaluate import class_mapping, score_class_changes, score_columns, score_sites, true_class_changes
 from .pipeline import PipelineConfig
 from .publish import Publisher, publish_frames
 from .sites import occupied_sites
@@ -34,6 +34,8 @@ class DemoReport:
     published: int
     seconds: float
     files: list[Path]
+    #: found class -> true class, where the classes are the run's own (intensity classes)
+    class_mapping: dict[int, int] | None = None
 
     def summary(self) -> str:
         c, s, r = self.columns, self.sites, self.result
@@ -43,7 +45,8 @@ class DemoReport:
             f"{cnt['rejected']} rejected, {cnt['dropped']} dropped, {cnt['missing']} missing "
             f"({self.seconds:.1f} s, {cnt['processed'] / self.seconds:.1f} frames/s)",
             f"columns vs ground truth: F1 {c['f1']:.3f} (precision {c['precision']:.3f}, recall {c['recall']:.3f}), "
-            f"position RMS {c['rms_A']:.3f} Å",
+            f"position RMS {c['rms_A']:.3f} Å"
+            + (f", class accuracy {c['cls_accuracy']:.3f}" if self.class_mapping else ""),
             f"sites: {s['n_found']} found, {s['n_matched']} of {s['n_true']} true sites matched "
             f"({s['n_never_occupied']} more {'place' if s['n_never_occupied'] == 1 else 'places'} "
             "never judged occupied)",
@@ -58,6 +61,9 @@ class DemoReport:
         lines.append(f"trust: {trust}" if trust else
                      "trust: not judged (the locator has no trust ranges; a model's are measured by "
                      "`etem evaluate MODEL WAVES.h5 --sweep --write-card`)")
+        if self.class_mapping:
+            lines.append("classes from sublattice and intensity, scored as the true classes most of their columns "
+                         "are: " + ", ".join(f"{a} -> {b}" for a, b in sorted(self.class_mapping.items())))
         if "class_changes" in s:
             c = s["class_changes"]
             lines.append(f"class changes (e.g. S2 -> S): {c['n_found']} found, {c['n_true']} true; within 2 frames: "
@@ -77,7 +83,7 @@ def run_demo(
     overwrite: bool = True,
     progress: bool = False,
     on_frame=None,
-    movie_kind: Literal["toy", "hrtem", "stem", "mos2"] = "hrtem",
+    movie_kind: Literal["toy", "hrtem", "stem", "mos2", "mos2-stem"] = "hrtem",
     model: str | None = "auto",
 ) -> DemoReport:
     """Simulate, stream, track, write and score; returns the scores and the files written.
@@ -85,11 +91,14 @@ def run_demo(
     ``movie_kind``: ``"toy"`` (Gaussian columns), an in-situ Au movie from
     abTEM column waves imaged by ``"hrtem"`` or ``"stem"`` (:mod:`etem.simulate.insitu`), or
     ``"mos2"``: a MoS2 flake whose sulfur vacancies hop, form and heal, in 80 kV HRTEM, a
-    three-image focal series per frame (:mod:`etem.simulate.insitu_mos2`). The default is the
-    Au HRTEM movie.
+    three-image focal series per frame (:mod:`etem.simulate.insitu_mos2`), or ``"mos2-stem"``:
+    the same in annular dark field at 1,000 e/Å² per frame, tracked with intensity classes
+    (``[locate] intensity_classes``: the STEM finder knows one class; the sublattice and the
+    intensity tell Mo, S and S2), scored with each class taken as the true class most of its
+    columns have. The default is the Au HRTEM movie.
 
     ``model``: a bundled model's name or a bundle path; ``"auto"``: the bundled Au HRTEM model
-    for the ``"hrtem"`` movie, the bundled STEM model for the ``"stem"`` movie and the bundled
+    for the ``"hrtem"`` movie, the bundled STEM model for the ``"stem"`` and ``"mos2-stem"`` movies and the bundled
     MoS2 focal-series model for the ``"mos2"`` movie (at the movies' 300 e/Å² per frame each
     finds more columns than the classical locator), the classical locator for the toy movie;
     ``None``: the classical locator.
@@ -115,8 +124,12 @@ def run_demo(
 
         # a three-image focal series per frame, as the bundled MoS2 model takes
         movie = mos2_movie(n_frames=n_frames, shape=shape, seed=seed, mode="hrtem", focal_offsets_A=(-100, 0, 100))
+    elif movie_kind == "mos2-stem":
+        from etem.simulate.insitu_mos2 import mos2_movie
+
+        movie = mos2_movie(n_frames=n_frames, shape=shape, seed=seed, mode="stem", dose_per_frame=1000.0)
     else:
-        raise ConfigError(f"movie_kind must be 'toy', 'hrtem', 'stem' or 'mos2'; got {movie_kind!r}")
+        raise ConfigError(f"movie_kind must be 'toy', 'hrtem', 'stem', 'mos2' or 'mos2-stem'; got {movie_kind!r}")
     save_movie(movie, out / "movie.h5")
     truth = movie.truth
     if model == "auto":
@@ -124,6 +137,7 @@ def run_demo(
 
         model = {"hrtem": lambda: resolve_model("auto", "au"),
                  "stem": lambda: resolve_model("auto:stem", "au"),
+                 "mos2-stem": lambda: resolve_model("auto:stem", "mos2"),
                  "mos2": lambda: resolve_model("auto", "mos2", focal=3)}.get(movie_kind, lambda: None)()
 
     pub = Publisher("tcp://127.0.0.1:0", mode=mode)
@@ -140,10 +154,12 @@ def run_demo(
     thread.start()
     run_path = out / "run.h5"
     # the run knows what its frames are (the classical locator is judged by that kind's ranges)
-    imaging = {"hrtem": "hrtem", "mos2": "hrtem", "stem": "stem"}.get(movie_kind)
+    imaging = {"hrtem": "hrtem", "mos2": "hrtem", "stem": "stem", "mos2-stem": "stem"}.get(movie_kind)
     config = config or PipelineConfig()
     if imaging and config.engine.imaging is None:
         config = dataclasses.replace(config, engine=dataclasses.replace(config.engine, imaging=imaging))
+    if movie_kind == "mos2-stem" and model is not None and not config.locate.intensity_classes:
+        config = dataclasses.replace(config, locate=dataclasses.replace(config.locate, intensity_classes=True))
     result = track(
         pub.address,
         mode="sub" if mode == "pub" else "pull",
@@ -161,7 +177,13 @@ def run_demo(
     pub.close()
 
     radius = 1.0 / movie.sampling  # 1 Å
-    cols = score_columns(result.columns, truth.positions, radius_px=radius, sampling=movie.sampling)
+    columns, changes, to_true = result.columns, result.class_changes, None
+    if config.locate.intensity_classes:  # classes of sublattices and groups: as the truth's most of their columns are
+        to_true = class_mapping(columns, truth.positions, radius_px=radius)
+        columns = columns.assign(cls=columns["cls"].map(to_true).fillna(-1).astype(int))
+        if changes is not None and len(changes):
+            changes = changes.assign(**{c: changes[c].map(to_true).fillna(-1).astype(int) for c in ("from_cls", "to_cls")})
+    cols = score_columns(columns, truth.positions, radius_px=radius, sampling=movie.sampling)
     # sites never judged occupied are where the detector saw only what the occupancy model took
     # for false detections: left out of the scores, as they are out of the maps and the report
     seen = occupied_sites(result.sites)
@@ -169,9 +191,10 @@ def run_demo(
     near = score_sites(seen, result.flips, truth, radius_px=radius, frame_tolerance=2)
     sites["n_never_occupied"] = len(result.sites) - len(seen)
     if len(true_class_changes(truth)):
-        sites["class_changes"] = score_class_changes(seen, result.class_changes, truth, radius_px=radius,
+        sites["class_changes"] = score_class_changes(seen, changes, truth, radius_px=radius,
                                                      frame_tolerance=2)
     sites.update(event_recall_2=near["event_recall"], event_precision_2=near["event_precision"],
                  n_true_flips=len(truth.flips()))
     files = [out / "movie.h5", run_path] + export_run(run_path, out, formats=("csv", "png"), progress=progress)
-    return DemoReport(result, cols, sites, sent["stats"].sent if "stats" in sent else 0, seconds, files)
+    return DemoReport(result, cols, sites, sent["stats"].sent if "stats" in sent else 0, seconds, files,
+                      class_mapping=to_true)
