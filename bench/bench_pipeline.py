@@ -86,12 +86,14 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: floa
     from etem.tracker.detect import EngineConfig
     from etem.tracker.config import BatchConfig
 
+    from etem.tracker.locate import LocateConfig
     from etem.tracker.preprocess import PreprocessConfig
 
     cfg = PipelineConfig(
         engine=EngineConfig(kind=args.engine, model=args.model, device=args.device),
         batch=BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_wait),
         preprocess=PreprocessConfig(average_frames=args.average),
+        locate=LocateConfig(intensity_radius_A=args.intensity_radius or None),
         detection=args.detection,
     )
     ctx = mp.get_context("spawn")
@@ -162,6 +164,8 @@ def main() -> None:
     p.add_argument("--unique", type=int, default=16, help="distinct frames drawn, sent in turn")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--average", type=int, default=1, help="frames averaged (registered) before the detector")
+    p.add_argument("--intensity-radius", type=float, default=0.5, metavar="Å",
+                   help="radius of each column's intensity disk (locate.intensity_radius_A); 0: no intensities")
     args = p.parse_args()
     import torch
 
@@ -170,6 +174,7 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
     print(f"# etem pipeline benchmark  {time.strftime('%Y-%m-%d')}  device: {dev}  cpus: {os.cpu_count()}  "
           f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}  average: {args.average}  "
+          f"intensity radius: {args.intensity_radius or 'off'}  "
           f"detection: {args.detection}")
     head = ("size", "columns", "sent at", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "average ms", "prep ms", "engine ms",
             "locate ms", "link ms", "sites ms", "write ms", "tracker CPU ms", "detection CPU ms", "dropped")

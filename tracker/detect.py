@@ -217,7 +217,6 @@ class Detector:
             s_batch = s_batch or getattr(self.engine, "sampling", None) or 0.2  # a guess only without any
             refine_on_image(cols, batch[:, min(k, batch.shape[1] - 1)], sigma_px=sigma_A / s_batch,
                             radius_px=max(1, round(radius_A / s_batch)))
-        t3 = time.perf_counter()
         for df, scale in zip(cols, scales):
             if scale != 1.0 and len(df):
                 yx = coords_to_input(df[["y", "x"]].to_numpy(), scale)
@@ -227,6 +226,7 @@ class Detector:
             cols = [suppress_close(df, sep / f.sampling) if f.sampling else df for df, f in zip(cols, frames)]
         if self.locate_cfg.intensity_radius_A:
             intensity_of_frames(cols, frames, raw, radius_A=self.locate_cfg.intensity_radius_A, radius_px=2.5)
+        t3 = time.perf_counter()
         if self.measure_quality:
             self._judge(frames, cols, raw)
         t4 = time.perf_counter()
