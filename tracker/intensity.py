@@ -307,12 +307,11 @@ class IntensityClasses:
         out = np.zeros(len(u), np.int64)
         if not self.comps:
             return out
-        logp, first, owner = [], 0, []
+        logp, owner = [], []
         for c in self.comps:
             w, mu, sd = (np.asarray(c[k], float) for k in ("w", "mu", "sd"))
             logp.append(np.log(np.maximum(w, 1e-12)) - np.log(sd) - 0.5 * ((u[:, None] - mu) / sd) ** 2)
             owner += [c["sublattice"]] * len(mu)
-            first += len(mu)
         logp = np.nan_to_num(np.concatenate(logp, 1), nan=0.0)
         owner = np.asarray(owner)
         # a column on a known sublattice chooses among its groups; one on none, among all
