@@ -119,6 +119,7 @@ def test_run_files_and_tracks_carry_the_intensity(mos2_stem, tmp_path):
     track(mos2_stem.frames, sampling=mos2_stem.sampling, model="haadf-stem", run_path=path)
     with open_run(path) as run:
         cols = run.columns
+        assert run.class_names == ["column"]  # the model's own
     assert np.isfinite(cols["intensity"]).all()
     first = find(mos2_stem.frames[0], sampling=mos2_stem.sampling, model="haadf-stem")
     a = cols[cols.frame == 0].sort_values(["y", "x"])["intensity"].to_numpy()
@@ -177,6 +178,7 @@ def test_a_run_classes_columns_by_intensity_and_follows_s2_to_s(vacancy_movie, t
     assert score_columns(found, truth.positions, radius_px=5)["cls_accuracy"] > 0.99
     with open_run(path) as run:
         changes, sites = run.stats["class_changes"], run.sites
+        assert run.class_names == ["A", "B0", "B1"]  # (the report's legend)
     changes = changes.assign(**{c: changes[c].map(to_true) for c in ("from_cls", "to_cls")})
     s = score_class_changes(occupied_sites(sites), changes, truth, radius_px=5, frame_tolerance=1)
     assert s["n_true"] == len(true_class_changes(truth)) >= 30

@@ -109,9 +109,14 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
         ax.set_yticks([])
     ax = fig.add_subplot(gs[1, 0:2])
     counts = tables["class_counts"]
+    names = run.class_names
+
+    def label(c: str) -> str:
+        k = c.replace("cls_", "")
+        return names[int(k)] if k.isdigit() and int(k) < len(names) else f"class {k}"
+
     for c in [c for c in counts.columns if c != "frame"]:
-        ax.plot(counts["frame"], counts[c], lw=1, marker="o" if len(counts) < 30 else None, ms=3,
-                label=c.replace("cls_", "class "))
+        ax.plot(counts["frame"], counts[c], lw=1, marker="o" if len(counts) < 30 else None, ms=3, label=label(c))
     frames = run.frames
     if "in_range" in frames and (frames["in_range"] == 0).any():
         bad = frames[frames["in_range"] == 0]

@@ -229,6 +229,28 @@ class Run:
         return {"meta": meta, "arrays": arrays, "logs": logs}
 
     @property
+    def class_names(self) -> list[str]:
+        """The names of the columns' classes (``cls`` 0, 1, …): those the run learned from the
+        intensities where it classed columns by them (``[locate] intensity_classes``; ``A``,
+        ``B0``, ``B1`` …), else those of its model (its card's), else none."""
+        config = self.attrs.get("config") or {}
+        if ((config.get("locate") or {}).get("intensity_classes")):
+            try:
+                state = self.resume_state()
+            except FileFormatError:
+                state = None
+            learned = (state or {}).get("meta", {}).get("pipeline", {}).get("intensity_classes")
+            if learned:
+                from .intensity import IntensityClasses
+
+                classes = IntensityClasses()
+                classes.restore(learned)
+                return classes.class_names
+            return []
+        card = self.attrs.get("model_card")
+        return [str(n) for n in card.get("class_names", [])] if isinstance(card, dict) else []
+
+    @property
     def status(self) -> str:
         """'running' while written (or if the writer died), else what ``close`` recorded."""
         return str(self.attrs.get("status"))
