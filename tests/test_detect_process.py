@@ -66,7 +66,8 @@ def test_run_file_names_the_child_s_engine(stack, tmp_path):
     for _ in pipe.run_iter(iter_array(stack[:6], counters=pipe.counters)):
         pass
     with open_run(tmp_path / "run.h5") as r:
-        assert r.attrs["engine"] == {"kind": "classical", "device": "cpu"}
+        assert r.attrs["engine"] == {"kind": "classical", "device": "cpu", "class_names": ["column"]}
+        assert r.class_names == ["column"]
         assert r.attrs["config"]["detection"] == "process"
         assert r.n_rows("frames") == 6
 

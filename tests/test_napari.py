@@ -48,6 +48,9 @@ def test_a_run_file_opens_as_image_points_and_tracks(run):
     # points sit on their frames, in pixels (scale carries Å)
     np.testing.assert_array_equal(np.unique(points[:, 0]), np.arange(10))
     assert layers[1][1]["scale"][1] == pytest.approx(res.sampling)
+    props = layers[1][1]["properties"]  # what napari shows for a point under the cursor
+    assert set(props) == {"prob", "site", "intensity"} and np.isfinite(props["intensity"]).all()
+    assert layers[1][1]["name"] == "columns: column"  # the class named as the run's locator names it
 
 
 def test_without_the_recording_the_layers_come_without_an_image(run, tmp_path):

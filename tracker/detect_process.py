@@ -57,6 +57,7 @@ class EngineInfo:
     name: str
     device: Any  # torch.device
     card: dict | None = None
+    class_names: tuple[str, ...] = ()
     #: the child's CUDA memory (``etem.tracker.metrics.gpu_memory``), as of its last batch
     gpu_memory_snapshot: dict = dataclasses.field(default_factory=dict)
 
@@ -128,7 +129,8 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
                 info = None
                 if not told_engine and det.engine is not None:
                     e = det.engine
-                    info = {"name": e.name, "device": str(e.device), "card": getattr(e, "card", None)}
+                    info = {"name": e.name, "device": str(e.device), "card": getattr(e, "card", None),
+                            "class_names": [str(n) for n in getattr(e, "class_names", ()) or ()]}
                     told_engine = True
                 gpu = gpu_memory(det.engine)
                 res.send(("batch", bid, cols, det.oom_retries - retries0, stages, info, gpu, time.process_time()))
@@ -378,7 +380,8 @@ class DetectorProcess:
                 return
             _, _, cols, retries, stages, info, gpu, self.cpu_s = msg
             if info is not None:
-                self.engine = EngineInfo(info["name"], torch.device(info["device"]), info["card"])
+                self.engine = EngineInfo(info["name"], torch.device(info["device"]), info["card"],
+                                         tuple(info.get("class_names", ())))
             if self.engine is not None:
                 self.engine.gpu_memory_snapshot = gpu
             self.oom_retries += retries

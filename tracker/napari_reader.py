@@ -74,8 +74,7 @@ def read_run(path: str | Path) -> list[LayerData]:
         cols = run.columns
         sampling = run.sampling
         source = run.attrs.get("source")
-        classes = list((run.attrs.get("model_card") or {}).get("class_names", [])) if isinstance(
-            run.attrs.get("model_card"), dict) else []
+        classes = run.class_names
     scale = (1.0, sampling, sampling) if sampling else (1.0, 1.0, 1.0)
     if source and "://" not in str(source) and Path(source).is_file():
         (stack, meta, kind), = read_image(source)
@@ -86,7 +85,8 @@ def read_run(path: str | Path) -> list[LayerData]:
         pts = g[["frame", "y", "x"]].to_numpy(float)
         layers.append((pts, {"name": f"columns: {name}", "scale": scale, "size": 4, "face_color": "transparent",
                              "border_color": _COLOURS[i % len(_COLOURS)],
-                             "properties": {"prob": g["prob"].to_numpy(), "site": g["site"].to_numpy()}},
+                             "properties": {"prob": g["prob"].to_numpy(), "site": g["site"].to_numpy(),
+                                            **({"intensity": g["intensity"].to_numpy()} if "intensity" in g else {})}},
                        "points"))
     linked = cols[cols["particle"] >= 0]
     if len(linked):

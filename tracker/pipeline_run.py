@@ -44,7 +44,8 @@ class RunFileStage:
             return
         attrs = {"config": self.cfg.to_dict(), "versions": versions(), **self.attrs}
         card = getattr(engine, "card", None)
-        attrs["engine"] = {"kind": engine.name, "device": str(engine.device)}
+        attrs["engine"] = {"kind": engine.name, "device": str(engine.device),
+                           "class_names": [str(n) for n in getattr(engine, "class_names", ()) or ()]}
         if card:
             attrs["model_card"] = card
         writer = RunWriter(self.run_path, attrs=attrs, counter_names=self.COUNTER_NAMES, overwrite=self.overwrite,

@@ -232,7 +232,8 @@ class Run:
     def class_names(self) -> list[str]:
         """The names of the columns' classes (``cls`` 0, 1, …): those the run learned from the
         intensities where it classed columns by them (``[locate] intensity_classes``; ``A``,
-        ``B0``, ``B1`` …), else those of its model (its card's), else none."""
+        ``B0``, ``B1`` …), else its locator's (a model's card's; ``column`` for the classical
+        locator), else none (files written before they were kept, without a model)."""
         config = self.attrs.get("config") or {}
         if ((config.get("locate") or {}).get("intensity_classes")):
             try:
@@ -247,7 +248,9 @@ class Run:
                 classes.restore(learned)
                 return classes.class_names
             return []
-        card = self.attrs.get("model_card")
+        engine, card = self.attrs.get("engine"), self.attrs.get("model_card")
+        if isinstance(engine, dict) and engine.get("class_names"):
+            return [str(n) for n in engine["class_names"]]
         return [str(n) for n in card.get("class_names", [])] if isinstance(card, dict) else []
 
     @property
