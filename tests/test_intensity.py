@@ -217,7 +217,7 @@ def test_etem_replay_intensity_classes_and_evaluate(vacancy_movie, tmp_path, cap
     movie, run = tmp_path / "stem.h5", tmp_path / "run.h5"
     save_movie(vacancy_movie, movie)
     assert main(["replay", str(movie), "--intensity-classes", "--quiet", "-o", str(run)]) == 0
-    capsys.readouterr()
+    assert "\nclass changes: " in capsys.readouterr().out
     assert main(["evaluate", str(run), str(movie)]) == 0
     out = capsys.readouterr().out
     assert "classes from intensities, scored as the true classes most of their columns are: 0 -> 0, 1 -> 2, 2 -> 1" in out

@@ -224,6 +224,10 @@ def _report(result, args=None) -> None:
     if len(result.sites):
         print(f"sites: {len(result.sites)}; mean occupancy {result.sites['occupancy'].mean():.3f}; "
               f"flips {len(result.flips)}; hops between sites {int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0}")
+    changes = result.class_changes
+    if changes is not None and len(changes):
+        print(f"class changes: {len(changes)} (a site's column changing class, e.g. S2 -> S; class_changes in the "
+              "run file)")
     if result.run_path:
         print(f"run file: {result.run_path}")
 
