@@ -255,3 +255,23 @@ def test_real_se_implanted_mos2_brighter_s_sites():
     assert len(s["counts"]) == 2 and 50 < s["counts"][1] < 300  # the brighter S sites: Se in place of S
     mo = out.loc[out["sublattice"] == 0, "intensity"].median()
     assert s["means"][0] < s["means"][1] < mo
+
+
+def test_the_dashboard_names_the_learned_classes(vacancy_movie):
+    """The live frame's legend: A, B0, B1, not the finder's one class."""
+    import json
+    import urllib.request
+
+    from etem.tracker import Pipeline
+    from etem.tracker.dashboard import Dashboard, DashboardConfig
+    from etem.tracker.sources import iter_array
+
+    pipe = Pipeline(_intensity_config())
+    src = iter_array(vacancy_movie.frames[:4], sampling=0.1, counters=pipe.counters)
+    with Dashboard(DashboardConfig(port=0, snapshot_interval_s=0.0, maps_interval_s=0.0, image_interval_s=0.0)) as dash:
+        for res in pipe.run_iter(src):
+            dash(res, pipe)
+        with urllib.request.urlopen(dash.url + "api/frame", timeout=10) as r:
+            frame = json.loads(r.read())
+    assert frame["class_names"] == ["A", "B0", "B1"]
+    assert {c[2] for c in frame["columns"]} == {0, 1, 2}
