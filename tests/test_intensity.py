@@ -222,6 +222,9 @@ def test_etem_replay_intensity_classes_and_evaluate(vacancy_movie, tmp_path, cap
     out = capsys.readouterr().out
     assert "classes from intensities, scored as the true classes most of their columns are: 0 -> 0, 1 -> 2, 2 -> 1" in out
     assert "class changes:" in out
+    assert main(["find", str(movie), "--intensity-groups", "-o", str(tmp_path / "cols.csv")]) == 0
+    said = capsys.readouterr().out  # a stack: three frames' groups, then a line for the rest
+    assert said.count("intensity groups, frame ") == 3 and "and 37 more frames (" in said
     assert main(["replay", str(movie), "--groups", "2", "--quiet"]) == 2
     assert "--groups goes with --intensity-classes" in capsys.readouterr().err
     assert main(["track", "--resume", str(run), "--intensity-classes"]) == 2

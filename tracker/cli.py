@@ -402,12 +402,18 @@ def cmd_find(args) -> int:
 
 def _intensity_groups(table, groups: int | None, say):
     """``--intensity-groups``: the table with ``sublattice`` and ``group``, the groups said."""
+    from collections import Counter
+
     from .intensity import group_columns
 
     if groups is not None and not 1 <= groups <= 8:
         raise ConfigError(f"--groups must be 1 to 8; got {groups}.")
     out, summary = group_columns(table, groups=groups)
-    for frame in sorted({s["frame"] for s in summary}):
+    frames = sorted({s["frame"] for s in summary})
+    if len(frames) > 3:  # a stack: the first frames, then how many groups the rest had
+        rest = Counter(tuple(len(s["counts"]) for s in summary if s["frame"] == f) for f in frames[3:])
+        tail = "; ".join(f"{n} with {'/'.join(map(str, k))} group(s) per sublattice" for k, n in rest.most_common())
+    for frame in frames[:3]:
         rows = [s for s in summary if s["frame"] == frame]
         undecided = int(((out["frame"] == frame) & (out["sublattice"] < 0)).sum())
         print(f"intensity groups, frame {frame}" + (f" ({undecided} columns on no sublattice)" if undecided else ""),
@@ -415,6 +421,8 @@ def _intensity_groups(table, groups: int | None, say):
         for s in rows:
             groups_text = ", ".join(f"{n} at {m:.4g} ± {sd:.2g}" for n, m, sd in zip(s["counts"], s["means"], s["sds"]))
             print(f"  sublattice {s['sublattice']} ({s['columns']} columns): {groups_text}", file=say)
+    if len(frames) > 3:
+        print(f"and {len(frames) - 3} more frames ({tail}); every frame's groups are in the table", file=say)
     return out
 
 
