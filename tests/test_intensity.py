@@ -60,6 +60,29 @@ def test_a_honeycombs_two_sublattices_are_told_apart_the_brighter_first():
     np.testing.assert_array_equal(sub[decided], 1 - truth[decided])  # the brighter is sublattice 0
 
 
+@pytest.mark.parametrize("turn_deg", [60.0, 50.0], ids=["mirror-twin", "rotated-grain"])
+def test_grains_of_other_orientations_have_their_metal_on_sublattice_0(turn_deg):
+    """Two grains side by side, the right one turned: by 60° (a mirror twin, where the metal
+    sits where the left grain's chalcogen would; psi_3 changes sign) or by 50°. The metal
+    (brighter) columns are sublattice 0 in both, judged about each column."""
+    left, sub_l = _honeycomb(n=24, angle=0.4, seed=1)
+    right, sub_r = _honeycomb(n=24, angle=0.4 + np.deg2rad(turn_deg), seed=2)
+    left, right = left - left.mean(), right - right.mean()  # both about the origin, where they meet
+    left, sub_l = left[left["x"] < 0].reset_index(drop=True), sub_l[left["x"].to_numpy() < 0]
+    right, sub_r = right[right["x"] > 3].reset_index(drop=True), sub_r[right["x"].to_numpy() > 3]
+    table = pd.concat([left, right], ignore_index=True)
+    metal = np.concatenate([sub_l, sub_r]) == 0
+    table["intensity"] = np.where(metal, 5.0, 2.0) + np.random.default_rng(0).normal(0, 0.3, len(table))
+    sub = honeycomb_sublattices(table)
+    decided = sub >= 0
+    assert decided.mean() > 0.9
+    assert ((sub == 0) == metal)[decided].mean() > 0.99
+    # one direction for the whole frame (the table without intensities) cannot do it
+    plain = honeycomb_sublattices(table.drop(columns="intensity"))
+    consistent = ((plain == 0) == metal)[plain >= 0].mean()  # 0 or 1 where one label held every metal
+    assert 0.2 < consistent < 0.8 or (plain >= 0).mean() < 0.75, (consistent, (plain >= 0).mean())
+
+
 def test_a_square_lattice_is_no_honeycomb():
     i, j = np.meshgrid(np.arange(20), np.arange(20))
     table = pd.DataFrame({"y": i.ravel() * 10.0, "x": j.ravel() * 10.0})

@@ -76,16 +76,21 @@ def intensity_of_frames(tables: list[pd.DataFrame], frames, images: torch.Tensor
 
 # --------------------------------------------------------------------------- sublattices, groups
 
-def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5) -> np.ndarray:
+def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_nn: float = 4.0) -> np.ndarray:
     """The sublattice (0 or 1; -1: undecided) of each column of a honeycomb lattice seen along
     its axis (graphene, hBN, MoS2 and the other 2H dichalcogenides along [001]), from its own
     neighbours: the three of a column of one sublattice point at ``a, a + 120°, a + 240°``, of
     the other at ``a + 60°, …``, so that ``psi_3`` (the mean of ``exp(3 i angle)`` over its
     neighbours within 1.3 times the median nearest-neighbour distance) has opposite signs on
     the two. A column with fewer than two neighbours, or whose ``psi_3`` points less than
-    ``min_order`` along the lattice's own direction (at an edge, a defect, a grain of another
-    orientation), is undecided. Sublattice 0 is the one of the higher median ``intensity``
-    (where the table has it): the metal of a dichalcogenide in an annular dark-field image.
+    ``min_order`` along the lattice's direction (at an edge, a defect), is undecided.
+
+    With ``intensity`` in the table, sublattice 0 is the brighter (the metal of a
+    dichalcogenide in an annular dark-field image), judged about each column: the lattice's
+    direction and which of its two signs is brighter are taken from the columns within
+    ``reach_nn`` nearest-neighbour distances, so that grains of other orientations and mirror
+    twins (whose metal sits where the other grain's chalcogen would) are sorted right. Without
+    it, one direction for the whole frame, and the labels of the two are arbitrary.
     ``y, x`` are in pixels of one frame."""
     from scipy.spatial import cKDTree
 
@@ -95,8 +100,8 @@ def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5) -> np.
         return out
     tree = cKDTree(yx)
     d, _ = tree.query(yx, k=2)
-    reach = 1.3 * float(np.median(d[:, 1]))
-    pairs = tree.query_pairs(reach, output_type="ndarray")
+    nn = float(np.median(d[:, 1]))
+    pairs = tree.query_pairs(1.3 * nn, output_type="ndarray")
     if not len(pairs):
         return out
     i = np.concatenate([pairs[:, 0], pairs[:, 1]])
@@ -108,15 +113,33 @@ def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5) -> np.
     ok = n >= 2
     if not ok.any():
         return out
-    # the lattice's direction of psi_3, up to sign: half the angle of the mean psi_3 squared
-    axis = np.exp(0.5j * np.angle((psi[ok] ** 2).sum()))
-    s = (psi * np.conj(axis)).real
-    out[ok & (s >= min_order)] = 0
-    out[ok & (s <= -min_order)] = 1
-    if "intensity" in table.columns and (out == 0).any() and (out == 1).any():
-        inten = table["intensity"].to_numpy(np.float64)
-        if np.nanmedian(inten[out == 1]) > np.nanmedian(inten[out == 0]):
-            out[out >= 0] = 1 - out[out >= 0]
+    inten = table["intensity"].to_numpy(np.float64) if "intensity" in table.columns else None
+    if inten is None or not np.isfinite(inten).any():
+        # one direction of psi_3 (up to sign: half the angle of the mean psi_3 squared)
+        axis = np.exp(0.5j * np.angle((psi[ok] ** 2).sum()))
+        s = (psi * np.conj(axis)).real
+        out[ok & (s >= min_order)] = 0
+        out[ok & (s <= -min_order)] = 1
+        return out
+    # about each column: the local direction, each neighbour's side of it, the brighter side
+    near = tree.query_pairs(reach_nn * nn, output_type="ndarray")
+    a = np.concatenate([near[:, 0], near[:, 1], np.arange(len(yx))])
+    b = np.concatenate([near[:, 1], near[:, 0], np.arange(len(yx))])
+    keep = ok[b] & np.isfinite(inten[b])
+    a, b = a[keep], b[keep]
+    sq = psi[b] ** 2
+    local = np.bincount(a, sq.real, len(yx)) + 1j * np.bincount(a, sq.imag, len(yx))
+    axis = np.exp(0.5j * np.angle(local))
+    side = (psi[b] * np.conj(axis[a])).real
+    own = (psi * np.conj(axis)).real
+    # mean intensity of each side about each column (means: medians of 10^5 groups cost too much)
+    plus, minus = side >= min_order, side <= -min_order
+    n_p, n_m = np.bincount(a[plus], minlength=len(yx)), np.bincount(a[minus], minlength=len(yx))
+    i_p = np.bincount(a[plus], inten[b[plus]], len(yx)) / np.maximum(n_p, 1)
+    i_m = np.bincount(a[minus], inten[b[minus]], len(yx)) / np.maximum(n_m, 1)
+    decided = ok & (np.abs(own) >= min_order) & (n_p > 0) & (n_m > 0)
+    bright_plus = i_p >= i_m
+    out[decided] = np.where((own[decided] > 0) == bright_plus[decided], 0, 1)
     return out
 
 
