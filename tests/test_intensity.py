@@ -147,6 +147,15 @@ def test_run_files_and_tracks_carry_the_intensity(mos2_stem, tmp_path):
     first = find(mos2_stem.frames[0], sampling=mos2_stem.sampling, model="haadf-stem")
     a = cols[cols.frame == 0].sort_values(["y", "x"])["intensity"].to_numpy()
     np.testing.assert_allclose(a, first.sort_values(["y", "x"])["intensity"], rtol=1e-4)
+    # etem export: per site, the intensities seen there, and their map
+    from etem.tracker.export import export_run
+
+    written = {q.name for q in export_run(path, tmp_path / "out", formats=("csv", "png"), progress=False)}
+    assert {"site_intensity.csv", "intensity.png"} <= written
+    per_site = pd.read_csv(tmp_path / "out" / "site_intensity.csv").set_index("site")
+    seen = cols[cols["site"] >= 0].groupby("site")["intensity"]
+    np.testing.assert_allclose(per_site["intensity_mean"], seen.mean().loc[per_site.index], rtol=1e-5)
+    assert (per_site["n"] == seen.size().loc[per_site.index]).all()
     # Mo columns are the brightest, in every frame
     cls = np.concatenate([_truth_class(mos2_stem, g, f) for f, g in cols.groupby("frame")])
     cols = pd.concat([g for _, g in cols.groupby("frame")])

@@ -16,6 +16,7 @@ can be made again from any run file, also one written elsewhere:
   linear fit ``MSD = 4 D t + c`` (2-D; ``c`` takes the localization error), with a jackknife
   standard error over blocks of the track.
 - :func:`class_counts`: columns per class per frame.
+- :func:`site_intensity`: per site, the intensities of the columns seen there.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ import pandas as pd
 
 from .sites import occupied_sites
 
-__all__ = ["site_kinetics", "residence_histogram", "event_rates", "track_msd", "class_counts", "summary",
-           "frame_rate"]
+__all__ = ["site_kinetics", "residence_histogram", "event_rates", "track_msd", "class_counts", "site_intensity",
+           "summary", "frame_rate"]
 
 
 def frame_rate(frames: pd.DataFrame) -> float | None:
@@ -187,6 +188,21 @@ def class_counts(columns: pd.DataFrame) -> pd.DataFrame:
     c = columns.groupby(["frame", "cls"]).size().unstack("cls", fill_value=0)
     c.columns = [f"cls_{int(k)}" for k in c.columns]
     return c.reset_index()
+
+
+def site_intensity(columns: pd.DataFrame) -> pd.DataFrame:
+    """Per site, the intensities of the columns seen there (``etem.tracker.intensity``):
+    ``site, n, intensity_mean, intensity_sd, intensity_min, intensity_max`` (NaN-free
+    detections only; no rows where the run has no intensities). A site whose column changes
+    (a Se atom arriving, an S atom leaving) shows a wide range."""
+    cols = ["site", "n", "intensity_mean", "intensity_sd", "intensity_min", "intensity_max"]
+    if "intensity" not in columns or "site" not in columns or columns.empty:
+        return pd.DataFrame(columns=cols)
+    c = columns[(columns["site"] >= 0) & np.isfinite(columns["intensity"])]
+    g = c.groupby("site")["intensity"]
+    out = pd.DataFrame({"n": g.size(), "intensity_mean": g.mean(), "intensity_sd": g.std(ddof=1),
+                        "intensity_min": g.min(), "intensity_max": g.max()}).reset_index()
+    return out[cols]
 
 
 def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataFrame],

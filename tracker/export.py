@@ -2,11 +2,12 @@
 
 Tables go out one file each (``frames``, ``columns``, ``sites``, every stats table of the run,
 and the diffusion statistics derived from them — ``site_kinetics``, ``residence_histogram``,
-``msd``, ``tracks``, ``class_counts``; see :mod:`etem.tracker.diffusion` — as
-``<table>.parquet`` / ``<table>.csv``); the columns table, which can be long, is streamed in
-blocks. ``h5``: the statistics in one ``statistics.h5``. Figures: ``occupancy.png`` and
-``events.png`` (sites as coloured discs on a dark background, after Madsen et al. 2018, Fig.
-10) and ``counts.png`` (columns found per frame). ``report``: one page, ``report.png`` and
+``msd``, ``tracks``, ``class_counts``, ``site_intensity``; see :mod:`etem.tracker.diffusion` —
+as ``<table>.parquet`` / ``<table>.csv``); the columns table, which can be long, is streamed in
+blocks. ``h5``: the statistics in one ``statistics.h5``. Figures: ``occupancy.png``,
+``events.png`` and, where the columns have intensities, ``intensity.png`` (sites as coloured
+discs on a dark background, after Madsen et al. 2018, Fig. 10) and ``counts.png`` (columns
+found per frame). ``report``: one page, ``report.png`` and
 ``report.pdf``, with ``summary.json``.
 """
 from __future__ import annotations
@@ -73,6 +74,15 @@ def _colorbar(fig: Figure, ax, mappable, label: str) -> None:
     """A colour bar as tall as the (equal-aspect) axes beside it."""
     cax = ax.inset_axes((1.03, 0.0, 0.04, 1.0))
     fig.colorbar(mappable, cax=cax, label=label)
+
+
+def _intensity_map(run: Run, per_site: pd.DataFrame) -> Figure:
+    """Sites coloured by the mean intensity of the columns seen there (ADF STEM: Z contrast)."""
+    sites = occupied_sites(run.sites)
+    mean = sites["site"].map(per_site.set_index("site")["intensity_mean"]).to_numpy(float)
+    lo, hi = np.nanpercentile(mean, [1, 99]) if np.isfinite(mean).any() else (None, None)
+    return render_site_map(sites, mean, run.frame_shape, run.sampling, title="Column intensity",
+                           cmap="cividis", label="mean intensity of the columns seen", vmin=lo, vmax=hi)
 
 
 def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float],
@@ -275,6 +285,8 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
             jobs += [("occupancy.png", partial(_save, lambda: _site_map(run, "occupancy"))),
                      ("events.png", partial(_save, lambda: _site_map(run, "events"))),
                      ("counts.png", partial(_save, lambda: _render_counts(run.frames)))]
+            if len(derived["site_intensity"]) and len(run.sites):
+                jobs.append(("intensity.png", partial(_save, lambda: _intensity_map(run, derived["site_intensity"]))))
         show = progress and sys.stderr.isatty()
         for filename, write in tqdm(jobs, desc="export", unit="file", disable=not show):
             write(out / filename)

@@ -25,7 +25,7 @@ __all__ = ["run_statistics", "render_report", "write_statistics_h5", "write_movi
 
 def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The derived tables (``site_kinetics``, ``residence_histogram``, ``msd``, ``tracks``,
-    ``class_counts``) and the summary of a run."""
+    ``class_counts``, ``site_intensity``) and the summary of a run."""
     frames, sites, stats = run.frames, run.sites, run.stats
     fps = D.frame_rate(frames)
     residence = stats.get("residence")
@@ -40,6 +40,7 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         "msd": msd,
         "tracks": tracks,
         "class_counts": D.class_counts(run.columns),
+        "site_intensity": D.site_intensity(run.columns),
     }
     summ = D.summary(frames, sites, stats, run.sampling)
     if len(tracks):
