@@ -245,6 +245,23 @@ def test_intensity_classes_survive_a_resume(vacancy_movie, tmp_path):
                                    ref.columns.sort_values(["frame", "y"])["cls"].reset_index(drop=True), check_dtype=False)
 
 
+def test_intensity_classes_on_hrtem_frames_are_warned_of(caplog):
+    import logging
+
+    from etem.simulate.toy import make_movie
+    from etem.tracker import PipelineConfig
+    from etem.tracker.config import config_from_dict
+
+    m = make_movie(n_frames=3, shape=(96, 96), seed=1)
+    for imaging, warned in (("hrtem", True), ("stem", False)):
+        caplog.clear()
+        cfg = config_from_dict({"locate": {"intensity_classes": True}, "engine": {"imaging": imaging}},
+                               PipelineConfig(default_sampling=m.sampling))
+        with caplog.at_level(logging.WARNING, logger="etem.pipeline"):
+            track(m.frames, config=cfg, classical=True)
+        assert any("made for annular dark-field STEM" in r.getMessage() for r in caplog.records) == warned
+
+
 def test_etem_replay_intensity_classes_and_evaluate(vacancy_movie, tmp_path, capsys):
     movie, run = tmp_path / "stem.h5", tmp_path / "run.h5"
     save_movie(vacancy_movie, movie)

@@ -437,6 +437,8 @@ class Pipeline(FrameChecks, RunFileStage):
             self.linker = StreamLinker(self.cfg.link, self.sampling)
             self.sites = self._new_sites()
             self._open_writer(frame)
+            if self.intensity_classes is not None:
+                self._check_intensity_imaging(frame)
         quality = cols.attrs.get("quality", {})
         if self.intensity_classes is not None and "intensity" in cols.columns:
             cols["cls"] = self.intensity_classes(cols)

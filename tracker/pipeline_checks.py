@@ -82,3 +82,13 @@ class FrameChecks:
                         "counted (rejected/blank)", f.frame, why)
         self._account("rejected", "blank", [f])
 
+    def _check_intensity_imaging(self, f: Frame) -> None:
+        """Intensity classes read Z contrast: say so where the run's frames are HRTEM."""
+        from .detect import model_imaging
+
+        imaging = (self.cfg.engine.imaging or (f.meta or {}).get("imaging")
+                   or model_imaging(getattr(self.detector.engine, "card", None)))
+        if imaging == "hrtem":
+            log.warning("intensity classes are made for annular dark-field STEM, where a column's intensity "
+                        "follows its atoms; in HRTEM it follows defocus and thickness as much, so the classes "
+                        "may mean little")
