@@ -50,6 +50,18 @@ def _sentinel(dtype: np.dtype) -> Any:
     return b""
 
 
+def _add_missing_columns(group: h5py.Group, schema: Mapping[str, np.dtype], n: int) -> None:
+    """Give a table of a file written before some of its columns were added those columns, ``n``
+    rows of -1 (integers) or NaN (floats), so that a run resumed by this version goes on."""
+    missing = [name for name in schema if name not in group]
+    for name in missing:
+        dtype = schema[name]
+        group.create_dataset(name, data=np.full(n, _sentinel(dtype), dtype=dtype), maxshape=(None,),
+                             chunks=group[next(iter(group.attrs["columns"]))].chunks)
+    if missing:
+        group.attrs["columns"] = list(schema)
+
+
 def _coerce(table: str, name: str, values: Any, dtype: np.dtype, n: int) -> np.ndarray:
     """``values`` as a new 1-D array of ``dtype`` and length ``n``; NaN in int columns -> -1."""
     if isinstance(values, (pd.Series, pd.api.extensions.ExtensionArray)) and not isinstance(values.dtype, np.dtype):

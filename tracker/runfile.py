@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import EtemError, FileFormatError
-from .h5io import _as_columns, _to_json, _write_frame, clear_write_flags, room_to_grow
+from .h5io import _add_missing_columns, _as_columns, _to_json, _write_frame, clear_write_flags, room_to_grow
 from .runschema import (COLUMNS, FORMAT, FORMAT_VERSION, FRAMES, MAPS,  # noqa: F401 (re-exported)
-                        RESERVED_ATTRS, SITES, TABLES)
+                        RESERVED_ATTRS, SITES, TABLES, check_attr_keys)
 
 if TYPE_CHECKING:
     from .run import Run, open_run
@@ -63,26 +63,6 @@ _ABANDONED: list = []  # files HDF5 failed to write: kept, as closing them fails
 # libraries read the file.
 _LIBVER = ("v110", "latest")
 _STATE_CHUNK = 256  # elements: state arrays are small (a few per site)
-
-
-def _add_missing_columns(group: h5py.Group, schema: Mapping[str, np.dtype], n: int) -> None:
-    """Give a table of a file written before some of its columns were added those columns, ``n``
-    rows of -1 (integers) or NaN (floats), so that a run resumed by this version goes on."""
-    missing = [name for name in schema if name not in group]
-    for name in missing:
-        dtype = schema[name]
-        fill = np.nan if dtype.kind == "f" else -1
-        group.create_dataset(name, data=np.full(n, fill, dtype=dtype), maxshape=(None,),
-                             chunks=group[next(iter(group.attrs["columns"]))].chunks)
-    if missing:
-        group.attrs["columns"] = list(schema)
-
-
-def _check_attr_keys(attrs: Mapping[str, Any]) -> dict[str, str]:
-    bad = sorted(set(attrs) & RESERVED_ATTRS)
-    if bad:
-        raise ValueError(f"run attributes {bad} are reserved by the run file; rename them.")
-    return {str(k): _to_json(str(k), v) for k, v in attrs.items()}
 
 
 # ---------------------------------------------------------------------------------------- writer
@@ -136,7 +116,7 @@ class RunWriter:
         if flush_interval_s < 0:
             raise ValueError(f"flush_interval_s must be >= 0; got {flush_interval_s}.")
         self.flush_interval_s = float(flush_interval_s)
-        self._attrs = _check_attr_keys(attrs)
+        self._attrs = check_attr_keys(attrs)
         self.counter_names = tuple(str(c) for c in counter_names)
         if len(set(self.counter_names)) != len(self.counter_names):
             raise ValueError(f"counter names must be unique; got {list(self.counter_names)}.")
@@ -553,7 +533,7 @@ class RunWriter:
             if not isinstance(name, str) or not name or "/" in name or name in TABLES:
                 raise ValueError(f"stats table name {name!r} must be a non-empty string without "
                                  f"'/' and not one of {list(TABLES)}.")
-        final_attrs = _check_attr_keys(extra_attrs or {})
+        final_attrs = check_attr_keys(extra_attrs or {})
         if self._file is None:
             self._closed = True
             return

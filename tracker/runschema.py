@@ -34,9 +34,13 @@ The names below are importable from :mod:`etem.tracker.runfile` too.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "FRAMES", "COLUMNS", "SITES", "TABLES", "MAPS", "RESERVED_ATTRS"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "FRAMES", "COLUMNS", "SITES", "TABLES", "MAPS", "RESERVED_ATTRS",
+           "check_attr_keys"]
 
 FORMAT = "etem-run"
 FORMAT_VERSION = 1
@@ -79,3 +83,13 @@ MAPS = ("occupancy", "events")
 RESERVED_ATTRS = frozenset(
     {"format", "format_version", "status", "frame_shape", "sampling", "created", "finished", "writer",
      "resumes"})
+
+
+def check_attr_keys(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """A run's own root attributes as JSON strings; a name the file manages itself is refused."""
+    from .h5io import _to_json
+
+    bad = sorted(set(attrs) & RESERVED_ATTRS)
+    if bad:
+        raise ValueError(f"run attributes {bad} are reserved by the run file; rename them.")
+    return {str(k): _to_json(str(k), v) for k, v in attrs.items()}
