@@ -177,6 +177,14 @@ def test_etem_find_intensity_groups(mos2_stem, tmp_path, capsys):
     assert set(pd.read_csv(out)["group"]) <= {-1, 0}
     assert main(["find", str(movie), "--intensity-groups", "--groups", "0"]) == 2
     assert "--groups must be 1 to 8" in capsys.readouterr().err
+    off = tmp_path / "off.toml"  # intensities turned off (TOML has no None: 0)
+    off.write_text("[locate]\nintensity_radius_A = 0\n")
+    assert main(["find", str(movie), "--config", str(off), "-o", str(out)]) == 0
+    assert "intensity" not in pd.read_csv(out).columns
+    assert main(["find", str(movie), "--intensity-groups", "--config", str(off)]) == 2
+    assert "the table has no 'intensity'" in capsys.readouterr().err
+    assert main(["replay", str(movie), "--intensity-classes", "--config", str(off), "--quiet"]) == 2
+    assert "intensity_classes needs the intensities" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ classes in a run

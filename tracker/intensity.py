@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .errors import ConfigError
+
 
 def column_intensity(tables: list[pd.DataFrame], images: torch.Tensor, *, radius_px: float) -> None:
     """Add ``intensity`` to each table: the mean of ``images[i]`` over the pixels whose centres
@@ -210,7 +212,8 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
     Also returns, per frame and sublattice, ``{"frame", "sublattice", "columns", "means",
     "sds", "counts"}``; undecided columns (sublattice -1) get group -1."""
     if "intensity" not in table.columns:
-        raise ValueError("the table has no 'intensity' (it is measured where locate's intensity_radius_A is set).")
+        raise ConfigError("the table has no 'intensity': it is measured where [locate] intensity_radius_A is set "
+                          "(0.5 Å unless a config turns it off).")
     out = table.copy()
     out["sublattice"] = np.full(len(out), -1, np.int64)
     out["group"] = np.full(len(out), -1, np.int64)

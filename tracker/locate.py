@@ -99,7 +99,7 @@ class LocateConfig:
     intensity_radius_A
         Radius [Å] of the disk about each column over which its ``intensity`` (the mean of the
         frame as recorded; :mod:`etem.tracker.intensity`) is taken; 2.5 px where the pixel size
-        is unknown. None: no ``intensity``. 0.5 Å keeps the disks of columns 1.4 Å apart
+        is unknown. 0 or None: no ``intensity``. 0.5 Å keeps the disks of columns 1.4 Å apart
         (graphene's bonds, the closest spacing of the bundled materials) apart.
     intensity_classes
         Replace each column's ``cls`` by its sublattice and intensity group, learned on the run's
@@ -133,8 +133,8 @@ class LocateConfig:
         if not (self.image_sigma_A > 0 and self.image_radius_A > 0):
             raise ConfigError(f"image_sigma_A and image_radius_A must be positive [Å]; got "
                               f"{self.image_sigma_A!r} and {self.image_radius_A!r}.")
-        if self.intensity_radius_A is not None and not self.intensity_radius_A > 0:
-            raise ConfigError(f"intensity_radius_A must be a positive radius in Å, or None (no intensity); got "
+        if self.intensity_radius_A is not None and not self.intensity_radius_A >= 0:
+            raise ConfigError(f"intensity_radius_A must be a radius in Å, or 0 or None (no intensity); got "
                               f"{self.intensity_radius_A!r}.")
         if self.intensity_classes and not self.intensity_radius_A:
             raise ConfigError("intensity_classes needs the intensities: set intensity_radius_A.")
