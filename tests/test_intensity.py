@@ -261,9 +261,10 @@ def test_intensity_classes_on_hrtem_frames_are_warned_of(caplog):
     from etem.tracker.config import config_from_dict
 
     m = make_movie(n_frames=3, shape=(96, 96), seed=1)
-    for imaging, warned in (("hrtem", True), ("stem", False)):
+    for imaging, contrast, warned in (("hrtem", "bright", True), ("stem", "bright", False), ("stem", "dark", True)):
         caplog.clear()
-        cfg = config_from_dict({"locate": {"intensity_classes": True}, "engine": {"imaging": imaging}},
+        cfg = config_from_dict({"locate": {"intensity_classes": True},
+                                "engine": {"imaging": imaging, "contrast": contrast}},
                                PipelineConfig(default_sampling=m.sampling))
         with caplog.at_level(logging.WARNING, logger="etem.pipeline"):
             track(m.frames, config=cfg, classical=True)

@@ -83,7 +83,7 @@ class FrameChecks:
         self._account("rejected", "blank", [f])
 
     def _check_intensity_imaging(self, f: Frame) -> None:
-        """Intensity classes read Z contrast: say so where the run's frames are HRTEM."""
+        """Intensity classes read Z contrast: say so where the run's frames are HRTEM or bright field."""
         from .detect import model_imaging
 
         imaging = (self.cfg.engine.imaging or (f.meta or {}).get("imaging")
@@ -92,3 +92,7 @@ class FrameChecks:
             log.warning("intensity classes are made for annular dark-field STEM, where a column's intensity "
                         "follows its atoms; in HRTEM it follows defocus and thickness as much, so the classes "
                         "may mean little")
+        elif self.cfg.engine.contrast == "dark" or (f.meta or {}).get("detector") == "bf":
+            log.warning("intensity classes are made for annular dark-field STEM; these frames are bright field "
+                        "(dark columns), where a heavier column is darker and the contrast is not Z contrast: "
+                        "sublattice 0 and the faintest groups are then the heavier columns, if any order holds")
