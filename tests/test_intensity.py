@@ -173,6 +173,13 @@ def test_etem_find_intensity_groups(mos2_stem, tmp_path, capsys):
     assert "located by model haadf-stem" in said and "sublattice 1 (" in said and "intensity groups, frame 2" in said
     table = pd.read_csv(out)
     assert {"intensity", "sublattice", "group"} <= set(table.columns) and set(table["frame"]) == {0, 1, 2}
+    import shutil
+
+    other = tmp_path / "other.h5"
+    shutil.copy(movie, other)
+    assert main(["find", str(movie), str(other), "--intensity-groups", "-o", str(out)]) == 0
+    said = capsys.readouterr().out  # two files: their frames apart, named
+    assert f"intensity groups, {movie} frame 2" in said and "and 3 more frames (" in said
     assert main(["find", str(movie), "--intensity-groups", "--groups", "1", "-o", str(out)]) == 0
     assert set(pd.read_csv(out)["group"]) <= {-1, 0}
     assert main(["find", str(movie), "--intensity-groups", "--groups", "0"]) == 2

@@ -344,15 +344,18 @@ def _intensity_groups(table, groups: int | None, say):
     if groups is not None and not 1 <= groups <= 8:
         raise ConfigError(f"--groups must be 1 to 8; got {groups}.")
     out, summary = group_columns(table, groups=groups)
-    frames = sorted({s["frame"] for s in summary})
+    frames = list(dict.fromkeys((s.get("file"), s["frame"]) for s in summary))  # (file, frame), in order
+    several = len({f for f, _ in frames}) > 1
     if len(frames) > 3:  # a stack: the first frames, then how many groups the rest had
-        rest = Counter(tuple(len(s["counts"]) for s in summary if s["frame"] == f) for f in frames[3:])
+        rest = Counter(tuple(len(s["counts"]) for s in summary if (s.get("file"), s["frame"]) == k)
+                       for k in frames[3:])
         tail = "; ".join(f"{n} with {'/'.join(map(str, k))} group(s) per sublattice" for k, n in rest.most_common())
-    for frame in frames[:3]:
-        rows = [s for s in summary if s["frame"] == frame]
-        undecided = int(((out["frame"] == frame) & (out["sublattice"] < 0)).sum())
-        print(f"intensity groups, frame {frame}" + (f" ({undecided} columns on no sublattice)" if undecided else ""),
-              file=say)
+    for file, frame in frames[:3]:
+        rows = [s for s in summary if (s.get("file"), s["frame"]) == (file, frame)]
+        here = (out["frame"] == frame) & ((out["file"] == file) if file is not None else True)
+        undecided = int((here & (out["sublattice"] < 0)).sum())
+        print(f"intensity groups, {f'{file} ' if several else ''}frame {frame}"
+              + (f" ({undecided} columns on no sublattice)" if undecided else ""), file=say)
         for s in rows:
             groups_text = ", ".join(f"{n} at {m:.4g} ± {sd:.2g}" for n, m, sd in zip(s["counts"], s["means"], s["sds"]))
             print(f"  sublattice {s['sublattice']} ({s['columns']} columns): {groups_text}", file=say)

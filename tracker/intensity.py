@@ -210,7 +210,8 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
     two, else 0 for all) and ``group`` (:func:`intensity_groups` within each sublattice of each
     frame: ``groups`` groups, or up to ``max_groups`` as the information criterion chooses).
     Also returns, per frame and sublattice, ``{"frame", "sublattice", "columns", "means",
-    "sds", "counts"}``; undecided columns (sublattice -1) get group -1."""
+    "sds", "counts"}`` (and ``"file"`` where the table has one); undecided columns (sublattice
+    -1) get group -1."""
     if "intensity" not in table.columns:
         raise ConfigError("the table has no 'intensity': it is measured where [locate] intensity_radius_A is set "
                           "(0.5 Å unless a config turns it off).")
@@ -231,7 +232,8 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
             g, info = intensity_groups(t["intensity"].to_numpy()[here], max_groups=groups or max_groups,
                                        min_groups=groups or 1)
             grp[here] = g
-            summary.append({"frame": int(t["frame"].iloc[0]) if "frame" in t else 0, "sublattice": int(s),
+            summary.append({**({"file": t["file"].iloc[0]} if "file" in t else {}),
+                            "frame": int(t["frame"].iloc[0]) if "frame" in t else 0, "sublattice": int(s),
                             "columns": int(here.sum()), **info})
         out.iloc[idx, out.columns.get_loc("sublattice")] = sub
         out.iloc[idx, out.columns.get_loc("group")] = grp
