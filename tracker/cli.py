@@ -437,15 +437,11 @@ def cmd_evaluate(args) -> int:
     radius_px = args.radius / sampling if sampling else args.radius
     if run_sites is not None and by_intensity and "cls" in truth.columns:
         # classes of sublattices and intensity groups: scored as the true classes most of their columns have
-        from .evaluate import class_mapping
+        from .evaluate import as_true_classes
 
-        to_true = class_mapping(found, truth, radius_px=radius_px)
+        found, run_changes, to_true = as_true_classes(found, run_changes, truth, radius_px=radius_px)
         print("classes from intensities, scored as the true classes most of their columns are: "
               + ", ".join(f"{a} -> {b}" for a, b in sorted(to_true.items())))
-        found = found.assign(cls=found["cls"].map(to_true).fillna(-1).astype(int))
-        if run_changes is not None and len(run_changes):
-            run_changes = run_changes.assign(**{c: run_changes[c].map(to_true).fillna(-1).astype(int)
-                                                for c in ("from_cls", "to_cls") if c in run_changes})
     s = score_columns(found, truth, radius_px=radius_px, sampling=sampling)
     unit = "Å" if sampling else "px"
     rms = s.get("rms_A", s["rms_px"]) if sampling else s["rms_px"]

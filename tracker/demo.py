@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 from .api import TrackResult, track
-from .evaluate import class_mapping, score_class_changes, score_columns, score_sites, true_class_changes
+from .evaluate import as_true_classes, score_class_changes, score_columns, score_sites, true_class_changes
 from .pipeline import PipelineConfig
 from .publish import Publisher, publish_frames
 from .sites import occupied_sites
@@ -179,10 +179,7 @@ def run_demo(
     radius = 1.0 / movie.sampling  # 1 Å
     columns, changes, to_true = result.columns, result.class_changes, None
     if config.locate.intensity_classes:  # classes of sublattices and groups: as the truth's most of their columns are
-        to_true = class_mapping(columns, truth.positions, radius_px=radius)
-        columns = columns.assign(cls=columns["cls"].map(to_true).fillna(-1).astype(int))
-        if changes is not None and len(changes):
-            changes = changes.assign(**{c: changes[c].map(to_true).fillna(-1).astype(int) for c in ("from_cls", "to_cls")})
+        columns, changes, to_true = as_true_classes(columns, changes, truth.positions, radius_px=radius)
     cols = score_columns(columns, truth.positions, radius_px=radius, sampling=movie.sampling)
     # sites never judged occupied are where the detector saw only what the occupancy model took
     # for false detections: left out of the scores, as they are out of the maps and the report

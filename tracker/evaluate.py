@@ -356,6 +356,21 @@ def class_mapping(found: pd.DataFrame, truth: pd.DataFrame, *, radius_px: float)
     return {a: b for a, (b, _) in best.items()}
 
 
+def as_true_classes(found: pd.DataFrame, changes: pd.DataFrame | None, truth: pd.DataFrame, *,
+                    radius_px: float) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[int, int]]:
+    """``found`` columns and class ``changes`` (``from_cls``, ``to_cls``) with each class taken
+    as :func:`class_mapping` maps it (-1 for a class no column matched), and the mapping."""
+    to_true = class_mapping(found, truth, radius_px=radius_px)
+
+    def mapped(s: pd.Series) -> pd.Series:
+        return s.map(to_true).fillna(-1).astype(int)
+
+    found = found.assign(cls=mapped(found["cls"]))
+    if changes is not None and len(changes):
+        changes = changes.assign(**{c: mapped(changes[c]) for c in ("from_cls", "to_cls") if c in changes})
+    return found, changes, to_true
+
+
 def true_class_changes(truth: "MovieTruth") -> pd.DataFrame:
     """``frame, site, from_cls, to_cls``: each frame in which a true site holds a column of
     another class than at the last frame it held one (e.g. S2 to S as a sulfur vacancy forms)."""

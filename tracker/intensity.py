@@ -223,9 +223,7 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
     summary = []
     for idx in parts:
         t = out.iloc[idx]
-        sub = honeycomb_sublattices(t)
-        if (sub >= 0).mean() < 0.5:  # not a honeycomb (or too few columns): one kind
-            sub = np.zeros(len(t), np.int64)
+        sub, _ = _sublattices(t)
         grp = np.full(len(t), -1, np.int64)
         for s in np.unique(sub[sub >= 0]):
             here = sub == s
@@ -240,6 +238,22 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
     return out, summary
 
 
+def _sublattices(table: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """:func:`honeycomb_sublattices`, and whether the columns form a honeycomb (at least half of
+    them on one of its sublattices); where they do not, all are one kind (0)."""
+    sub = honeycomb_sublattices(table)
+    if len(sub) and (sub >= 0).mean() >= 0.5:
+        return sub, True
+    return np.zeros(len(table), np.int64), False
+
+
+def _group_names(sublattice: int, n_groups: int, honeycomb: bool) -> list[str]:
+    """``A``, ``B``; ``I`` where the columns form no honeycomb; a sublattice of several groups
+    numbers them, faintest first: ``B0``, ``B1``."""
+    letter = "AB"[sublattice] if honeycomb else "I"
+    return [letter] if n_groups == 1 else [f"{letter}{g}" for g in range(n_groups)]
+
+
 def group_classes(table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """One class per sublattice and group of a :func:`group_columns` table (one frame), numbered
     and named as :class:`IntensityClasses` numbers and names them (``A``, ``B0``, ``B1``; ``I0``
@@ -250,10 +264,9 @@ def group_classes(table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     names, index = [], {}
     for s in sorted({s for s, _ in pairs}):
         gs = [g for t, g in pairs if t == s]
-        letter = "AB"[s] if honeycomb else "I"
-        for g in gs:
+        for g, name in zip(gs, _group_names(s, len(gs), honeycomb)):  # (a frame's groups: 0 … k-1)
             index[s, g] = len(names)
-            names.append(letter if len(gs) == 1 else f"{letter}{g}")
+            names.append(name)
     cls = np.array([index.get((int(s), int(g)), len(names)) for s, g in zip(sub, grp)], np.int64)
     if (cls == len(names)).any():
         names.append("no sublattice")
@@ -268,11 +281,10 @@ def _normalized(table: pd.DataFrame, honeycomb: bool | None) -> tuple[np.ndarray
     the camera's offset drop out); otherwise 0 at the median and 1 an interquartile range
     above. ``honeycomb``: whether the run's columns form one (None: judge by this frame)."""
     inten = table["intensity"].to_numpy(np.float64)
-    sub = honeycomb_sublattices(table) if honeycomb is not False else np.zeros(len(table), np.int64)
     if honeycomb is None:
-        honeycomb = bool(len(sub) and (sub >= 0).mean() >= 0.5)
-        if not honeycomb:
-            sub = np.zeros(len(table), np.int64)
+        sub, honeycomb = _sublattices(table)
+    else:
+        sub = honeycomb_sublattices(table) if honeycomb else np.zeros(len(table), np.int64)
     ok = np.isfinite(inten)
     if honeycomb and (ok & (sub == 0)).any() and (ok & (sub == 1)).any():
         lo, hi = np.median(inten[ok & (sub == 1)]), np.median(inten[ok & (sub == 0)])
@@ -351,12 +363,7 @@ class IntensityClasses:
     def class_names(self) -> list[str]:
         """Per sublattice (``A``, ``B``; ``I`` where the columns form no honeycomb) its groups,
         faintest first: ``A``, ``B0``, ``B1`` (a sublattice of one group keeps its letter)."""
-        names = []
-        for c in self.comps:
-            letter = "AB"[c["sublattice"]] if self.honeycomb else "I"
-            k = len(c["mu"])
-            names += [letter] if k == 1 else [f"{letter}{i}" for i in range(k)]
-        return names
+        return [name for c in self.comps for name in _group_names(c["sublattice"], len(c["mu"]), self.honeycomb)]
 
     def state(self) -> dict:
         """What a resumed run needs (JSON)."""

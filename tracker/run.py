@@ -210,23 +210,33 @@ class Run:
         keeps none (written by a version without resume support).
         """
         f = self._f
-        if "state" not in f or "active" not in f["state"]:
-            raise FileFormatError(f"{self.path} holds no resume state (it was written by a version of "
-                                  "etem-tracker that keeps none); it cannot be resumed.")
         try:
-            slot = int(f["state/active"][0])
-            if slot not in (0, 1):
+            found = self._state_meta()
+            if found is None:
                 return None
-            g = f[f"state/slot{slot}"]
-            meta = json.loads(bytes(g["meta"][()]).decode("utf-8"))
+            g, meta = found
             arrays = {}
             for name, shape in meta["shapes"].items():
                 size = int(np.prod(shape)) if shape else 1
                 arrays[name] = g[name][:size].reshape(shape)
             logs = {name: f["state/logs"][name][:n] for name, n in meta["logs"].items()}
+        except FileFormatError:
+            raise
         except (OSError, KeyError, ValueError) as exc:
             raise FileFormatError(f"{self.path}: cannot read the resume state: {exc}") from None
         return {"meta": meta, "arrays": arrays, "logs": logs}
+
+    def _state_meta(self) -> tuple[h5py.Group, dict[str, Any]] | None:
+        """The latest resume snapshot's group and meta (None before the first snapshot)."""
+        f = self._f
+        if "state" not in f or "active" not in f["state"]:
+            raise FileFormatError(f"{self.path} holds no resume state (it was written by a version of "
+                                  "etem-tracker that keeps none); it cannot be resumed.")
+        slot = int(f["state/active"][0])
+        if slot not in (0, 1):
+            return None
+        g = f[f"state/slot{slot}"]
+        return g, json.loads(bytes(g["meta"][()]).decode("utf-8"))
 
     @property
     def class_names(self) -> list[str]:
@@ -236,11 +246,11 @@ class Run:
         locator), else none (files written before they were kept, without a model)."""
         config = self.attrs.get("config") or {}
         if ((config.get("locate") or {}).get("intensity_classes")):
-            try:
-                state = self.resume_state()
-            except FileFormatError:
-                state = None
-            learned = (state or {}).get("meta", {}).get("pipeline", {}).get("intensity_classes")
+            try:  # (the snapshot's meta alone: its arrays and logs can be large)
+                found = self._state_meta()
+            except (FileFormatError, OSError, KeyError, ValueError):
+                found = None
+            learned = found[1].get("pipeline", {}).get("intensity_classes") if found else None
             if learned:
                 from .intensity import IntensityClasses
 
