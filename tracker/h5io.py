@@ -62,6 +62,14 @@ def _add_missing_columns(group: h5py.Group, schema: Mapping[str, np.dtype], n: i
         group.attrs["columns"] = list(schema)
 
 
+def add_state_arrays(group: h5py.Group, arrays: Mapping[str, Any], chunk: int) -> None:
+    """Give a resume snapshot's ``group`` each array of ``arrays`` (name: dtype) it lacks, empty
+    and growable: a snapshot written before an array was kept is restored with it zero."""
+    for name, dtype in arrays.items():
+        if name not in group:
+            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk,))
+
+
 def _coerce(table: str, name: str, values: Any, dtype: np.dtype, n: int) -> np.ndarray:
     """``values`` as a new 1-D array of ``dtype`` and length ``n``; NaN in int columns -> -1."""
     if isinstance(values, (pd.Series, pd.api.extensions.ExtensionArray)) and not isinstance(values.dtype, np.dtype):

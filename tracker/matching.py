@@ -14,7 +14,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-__all__ = ["GuidedMatcher", "candidate_pairs", "match_pairs", "match_within"]
+__all__ = ["GuidedMatcher", "candidate_pairs", "match_pairs", "match_within", "near_earlier"]
 
 
 def candidate_pairs(a: np.ndarray, b: np.ndarray | cKDTree, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,6 +108,18 @@ def match_within(a: np.ndarray, b: np.ndarray | cKDTree, radius: float) -> tuple
     return match_pairs(*candidate_pairs(a, b, radius))
 
 
+def near_earlier(a: np.ndarray, radius: float, marked: np.ndarray | None = None) -> np.ndarray:
+    """``marked`` (default: none) and the points of ``a`` within ``radius`` of an earlier point
+    of ``a`` not marked: of each cluster of points closer than ``radius``, all but the first."""
+    a = np.asarray(a, float).reshape(-1, 2)
+    near = np.zeros(len(a), bool) if marked is None else np.array(marked, bool)
+    if len(a) > 1:
+        for i, j in sorted(cKDTree(a).query_pairs(radius * (1 + 1e-9))):
+            if not near[i]:
+                near[j] = True
+    return near
+
+
 class GuidedMatcher:
     """:func:`match_within` for points ``b`` that change little from call to call, helped by a
     guess of each ``a``'s partner; the same matching, bit for bit.
@@ -143,9 +155,11 @@ class GuidedMatcher:
 
     def match(self, a: np.ndarray, b: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``match_within(a, b, radius)``; ``guess[i]``: the index in ``b`` expected to match
-        ``a[i]`` (-1: none)."""
+        ``a[i]`` (-1: none). Sets :attr:`reached`: whether each ``a`` has a ``b`` within
+        ``radius``, matched or not."""
         a, b = np.asarray(a, float), np.asarray(b, float)
         if len(a) == 0 or len(b) == 0:
+            self.reached = np.zeros(len(a), bool)
             return match_within(a, b, self.radius)
         self._follow(b)
         r, n = self.radius, len(b)
@@ -188,6 +202,9 @@ class GuidedMatcher:
         if i.size:
             mi, mj = match_pairs(i, j, d)
             rows, guessed = np.concatenate([rows, mi]), np.concatenate([guessed, mj])
+        self.reached = np.zeros(len(a), bool)
+        self.reached[i] = True
+        self.reached[rows] = True
         order = np.argsort(rows, kind="stable")
         return rows.take(order), guessed.take(order)
 

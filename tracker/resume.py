@@ -51,7 +51,8 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_n_occ": "int64", "sites_n_ev": "int64", "sites_first": "int64", "sites_last": "int64",
     "sites_state": "uint8", "sites_run_start": "int64",
     "sites_alpha": "float64", "sites_n_det": "int64", "sites_w_occ": "float64", "sites_w_det_occ": "float64",
-    "sites_w_switch": "float64", "sites_prob_occ": "float64", "sites_cls_post": "float64",
+    "sites_w_switch": "float64", "sites_w_occ_cls": "float64", "sites_w_det_cls": "float64",
+    "sites_prob_occ": "float64", "sites_cls_post": "float64",
     "sites_cls_state": "int64", "sites_cls_hist": "int64", "sites_cls_hist_frame": "int64",
     "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64", "pending_bins": "int64",
     "prev_ref": "float64",
@@ -61,7 +62,7 @@ STATE_ARRAYS: dict[str, str] = {
 STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5),
                                           "class_changes": ("int64", 4)}
 _SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
-                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "prob_occ", "cls_post", "cls_state", "cls_hist",
+                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "w_occ_cls", "w_det_cls", "prob_occ", "cls_post", "cls_state", "cls_hist",
                 "cls_hist_frame")
 
 
@@ -296,7 +297,8 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     n = int(meta["n_sites"])
     sm._grow(n)
     for a in _SITE_ARRAYS:
-        getattr(sm, f"_{a}")[:n] = arrays[f"sites_{a}"]
+        if f"sites_{a}" in arrays:  # (absent from snapshots written before it was kept: zeros)
+            getattr(sm, f"_{a}")[:n] = arrays[f"sites_{a}"]
     sm.n_sites = n
     sm.n_frames = int(meta["n_frames"])
     sm.first_frame = meta["first_frame"]

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import EtemError, FileFormatError
-from .h5io import _add_missing_columns, _as_columns, _to_json, _write_frame, clear_write_flags, room_to_grow
+from .h5io import (_add_missing_columns, _as_columns, _to_json, _write_frame, add_state_arrays, clear_write_flags,
+                   room_to_grow)
 from .runschema import (COLUMNS, FORMAT, FORMAT_VERSION, FRAMES, MAPS,  # noqa: F401 (re-exported)
                         RESERVED_ATTRS, SITES, TABLES, check_attr_keys)
 
@@ -195,8 +196,7 @@ class RunWriter:
         for slot in ("slot0", "slot1"):
             g = st.create_group(slot)
             g.create_dataset("meta", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_STATE_CHUNK,))
-            for name, dtype in self._state_arrays.items():
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_STATE_CHUNK,))
+            add_state_arrays(g, self._state_arrays, _STATE_CHUNK)
         logs = st.create_group("logs")
         for name, (dtype, width) in self._state_logs.items():
             logs.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
@@ -263,6 +263,8 @@ class RunWriter:
             raise FileFormatError(f"{self.path} was written by another version of etem-tracker (its counters "
                                   "differ); it cannot be resumed by this one.")
         st = f.get("state")
+        for g in [] if st is None else [st[k] for k in ("slot0", "slot1") if k in st and "meta" in st[k]]:
+            add_state_arrays(g, self._state_arrays, _STATE_CHUNK)  # (kept since the snapshot was written)
         wanted = [f"state/slot{i}/{n}" for i in (0, 1) for n in ("meta", *self._state_arrays)]
         wanted += [f"state/logs/{n}" for n in self._state_logs] + ["state/active"]
         if st is None or any(w not in f for w in wanted):

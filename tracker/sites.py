@@ -49,17 +49,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, choice_error
-from .matching import GuidedMatcher, match_within
+from .matching import GuidedMatcher, candidate_pairs, match_pairs, match_within, near_earlier
 from .site_classes import _CLS_HISTORY, _N_CLS, ClassStates
+from .site_occupancy import _PRIOR_POOLED, OccupancyHMM
 
 _OCCUPANCY = ("hmm", "gaps")
-# weak priors of the "hmm" occupancy: (value, weight in frames)
-_PRIOR_POOLED = (0.8, 10.0)      # the detection rate pooled over all sites
-_PRIOR_DETECT = 10.0             # per site detection rate, shrunk to the pooled rate with this weight
-_PRIOR_FALSE = (0.02, 100.0)     # false detections per empty site and frame
-_PRIOR_SWITCH = (0.01, 1000.0)   # the pooled state changes per site and frame
-_PRIOR_GRADE = 100.0          # detections by column probability: weight of the prior (all detections)
-_PRIOR_SITE_SWITCH = 20.0        # per site switching rate, shrunk to the pooled rate with this weight
 
 
 @dataclass(frozen=True)
@@ -119,7 +113,7 @@ class SitesConfig:
         return self.lag if self.occupancy == "hmm" else self.fill_gaps
 
 
-class SiteMap(ClassStates):
+class SiteMap(OccupancyHMM, ClassStates):
     """Online site bookkeeping; ``update`` once per frame, in frame order."""
 
     def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1) -> None:
@@ -153,6 +147,10 @@ class SiteMap(ClassStates):
         self._w_occ = np.zeros(cap)  # expected occupied frames (posterior sums)
         self._w_det_occ = np.zeros(cap)  # expected detections while occupied
         self._w_switch = np.zeros(cap)  # expected state changes
+        # ... and the same two per class (weighted by each site's class probabilities): how
+        # often a column of each class is found (a single S column far less often than S2)
+        self._w_occ_cls = np.zeros((cap, _N_CLS))
+        self._w_det_cls = np.zeros((cap, _N_CLS))
         # expected detections by column-probability bin: row 0 at occupied sites, row 1 false
         # ones; and per site, at it while occupied
         self.prob_hist = np.zeros((2, cfg.confidence_bins))
@@ -191,7 +189,7 @@ class SiteMap(ClassStates):
             return
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
-                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_prob_occ", "_cls_post", "_cls_state",
+                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls", "_prob_occ", "_cls_post", "_cls_state",
                      "_cls_hist", "_cls_hist_frame"):
             a = getattr(self, name)
             b = np.full((new,) + a.shape[1:], -1 if name.startswith(("_cls_state", "_cls_hist")) else 0, a.dtype)
@@ -201,7 +199,8 @@ class SiteMap(ClassStates):
     # -- per frame --------------------------------------------------------------------------
     def update(self, frame: int, ref_yx: np.ndarray, cls: np.ndarray | None = None, *,
                particles: np.ndarray | None = None, prob: np.ndarray | None = None) -> np.ndarray:
-        """Assign this frame's columns (drift-corrected ``[N, 2]`` px) to sites; returns site ids.
+        """Assign this frame's columns (drift-corrected ``[N, 2]`` px) to sites; returns site ids
+        (-1 for a column found twice, :meth:`_found_twice`, which no site counts).
 
         ``particles``: the columns' track ids, which only make it faster: a column is looked for
         first on the site its track was last seen on (the sites found are the same either
@@ -221,11 +220,22 @@ class SiteMap(ClassStates):
             # sites at their current mean positions
             guess = None if particles is None else self._guess(particles)
             if guess is None:
-                r, c = match_within(ref_yx, self._pos[: self.n_sites], self.radius_px)
+                i, j, d = candidate_pairs(ref_yx, self._pos[: self.n_sites], self.radius_px)
+                r, c = match_pairs(i, j, d)
+                reached = np.zeros(n, bool)
+                reached[i] = True
             else:
                 r, c = self._matcher.match(ref_yx, self._pos[: self.n_sites], guess)
+                reached = self._matcher.reached
             sites[r] = c
+        else:
+            reached = np.zeros(n, bool)
         new = np.flatnonzero(sites < 0)
+        if len(new):
+            twice = self._found_twice(ref_yx[new], reached[new])
+            if twice.any():  # (site -1: a column no site counts)
+                sites[new[twice]] = -2
+                new = new[~twice]
         if len(new):
             start = self.n_sites
             self._grow(start + len(new))
@@ -236,6 +246,13 @@ class SiteMap(ClassStates):
             self._run_start[ids] = self.first_frame  # empty since the run began
             self._alpha[ids] = self.alpha_unseen  # not detected in any final frame so far
             self.n_sites += len(new)
+        out = np.maximum(sites, -1)
+        if sites.min(initial=0) < 0:
+            on = sites >= 0
+            sites, ref_yx = sites[on], ref_yx[on]
+            cls = None if cls is None else np.asarray(cls)[on]
+            prob = None if prob is None else np.asarray(prob, float).reshape(-1)[on]
+            n = len(sites)
         # running mean of positions and class votes (each site once: ``take`` and plain
         # assignment do what fancy indexing and ``np.add.at`` would, for less)
         n_pos = self._n_pos.take(sites) + 1
@@ -250,11 +267,20 @@ class SiteMap(ClassStates):
             self._update_classes(frame, sites, c)
         self._last[sites] = frame
         if particles is not None:
-            self._remember(particles, sites)
+            self._remember(particles, out)
         self._pending.append((frame, sites, self._prob_bins(prob, n)))
         while len(self._pending) > self.cfg.look_ahead:
             self._finalize_oldest()
-        return sites
+        return out
+
+    def _found_twice(self, yx: np.ndarray, reached: np.ndarray) -> np.ndarray:
+        """Which of this frame's columns left without a site (``yx``) are a column found twice
+        (a network's double peak, or two peaks of one noisy column) and so get no site: those
+        within ``radius_px`` of a site (a closer column of the frame took it, or they would
+        have) or of one of them listed before. Real columns lie more than twice the radius
+        apart; a second site that close would share the first's detections, each reading as
+        empty whenever the other took them."""
+        return near_earlier(yx, self.radius_px, reached)  # (reached: a site within the radius)
 
     def _prob_bins(self, prob: np.ndarray | None, n: int) -> np.ndarray:
         """Each column's bin of :attr:`prob_hist` (-1: no probability, or no bins)."""
@@ -312,153 +338,6 @@ class SiteMap(ClassStates):
             if self.cfg.drop_blips:
                 # occupied now, empty before, not seen again within fill_gaps frames: a false one
                 now &= self._state[:ns] | later
-        self._n_occ[:ns] += now
-        self._advance(frame, now)
-        self.n_frames += 1
-
-    def hmm_parameters(self) -> tuple[np.ndarray, float, np.ndarray]:
-        """The ``"hmm"`` occupancy's current estimates: detection rate per site ``[n_sites]``,
-        false-detection rate, and switching rate per site and frame ``[n_sites]``.
-
-        Each is an expected count over the frames decided so far with a weak prior; per site rates are
-        shrunk towards the rate pooled over all sites (a site seen for a few frames has the
-        pooled rate, a busy site its own), so surface sites that hop often and core sites that
-        never do are each judged by their own kinetics."""
-        ns, nf = self.n_sites, self.n_frames
-        w_occ, w_det_occ, n_det = self._w_occ[:ns], self._w_det_occ[:ns], self._n_det[:ns]
-        (_, wr0), (f0, wf), (k0, wk) = _PRIOR_POOLED, _PRIOR_FALSE, _PRIOR_SWITCH
-        r0 = self._r_start
-        pooled = (w_det_occ.sum() + wr0 * r0) / (w_occ.sum() + wr0)
-        # frames before a site was first seen count as empty and undetected, as they were
-        f = (float(n_det.sum() - w_det_occ.sum()) + wf * f0) / (float(ns * nf - w_occ.sum()) + wf)
-        f = min(max(f, 1e-4), 0.4)
-        w_switch = self._w_switch[:ns]
-        k_pooled = (float(w_switch.sum()) + wk * k0) / (ns * max(nf - 1, 0) + wk)
-        k = np.clip((w_switch + _PRIOR_SITE_SWITCH * k_pooled) / (max(nf - 1, 0) + _PRIOR_SITE_SWITCH), 1e-4, 0.3)
-        r = (w_det_occ + _PRIOR_DETECT * pooled) / (w_occ + _PRIOR_DETECT)
-        r = np.clip(r, f + 0.05, 1 - 1e-4)  # a detector that sees occupied sites more often than empty ones
-        return r, f, k
-
-    def _grade(self, sites: np.ndarray, bins: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray]:
-        """How likely each detection's probability bin is if its site is occupied and if it is
-        false, relative to a bin of the histogram's width (1 where a column had no probability),
-        tempered by ``w``. Thin surface columns are found with lower probabilities than the
-        core's, so a site's own histogram counts, shrunk towards the pooled one as the detection
-        rate is."""
-        nb = self.prob_hist.shape[1]
-        known = bins >= 0
-        g1, g0 = np.ones(len(bins)), np.ones(len(bins))
-        if not known.any():
-            return g1, g0
-        s, b = sites[known], bins[known]
-        # each state's histogram with a prior of the histogram of all detections: where one
-        # state has few detections (a detector that rarely sees an empty site), a probability
-        # says little about it
-        h = self.prob_hist
-        base = h.sum(axis=0) + 1.0
-        base /= base.sum()
-        pooled = (h + _PRIOR_GRADE * base) / (h.sum(axis=1, keepdims=True) + _PRIOR_GRADE)
-        own = self._prob_occ[s]
-        g1[known] = nb * (own[np.arange(len(s)), b] + _PRIOR_DETECT * pooled[0, b]) / (own.sum(axis=1) + _PRIOR_DETECT)
-        g0[known] = nb * pooled[1, b]
-        return (g1, g0) if w == 1.0 else (g1**w, g0**w)
-
-    def _window_detection_rate(self, ns: int, frames: list[np.ndarray]) -> float:
-        """The detection rate the run starts with: how often the sites seen in most of the
-        first frames (``frames``: their site ids) are seen in them; the prior where none is."""
-        seen = np.zeros(ns)
-        for s in frames:
-            np.add.at(seen, s, 1)
-        q = seen / len(frames)
-        busy = q[q >= 0.5]
-        return float(np.clip(busy.mean(), 0.5, 0.999)) if len(frames) > 1 and busy.size else _PRIOR_POOLED[0]
-
-    def _finalize_oldest_hmm(self) -> None:
-        """Fixed-lag smoothing: the oldest pending frame's states from its detections, the
-        forward probabilities so far and the detections of the frames still pending."""
-        frame, sites, bins = self._pending.popleft()
-        ns = self.n_sites
-        det = np.zeros(ns, bool)
-        det[sites] = True
-        first = self.n_frames == 0
-        if first:
-            self._r_start = self._window_detection_rate(ns, [sites] + [s for _, s, _ in self._pending])
-        r, f, k = self.hmm_parameters()
-        a_prev = np.full(ns, 0.5) if first else self._alpha[:ns]
-        keep, a_not = 1 - k, 1 - a_prev
-        a_keep, a_not_move = a_prev * keep, a_not * k
-        prior = a_prev if first else a_keep + a_not_move
-        w = self.evidence
-        # P(detected | occupied), P(missed | occupied), the same if empty: tempered by ``w``, each
-        # power taken once per site rather than once per pending frame (a power of 1 is skipped:
-        # it changes nothing)
-        rates = np.empty((2, ns))
-        rates[0] = r
-        np.subtract(1, r, out=rates[1])
-        false = np.array([[f], [1 - f]])
-        if w != 1.0:
-            rates, false = rates**w, false**w
-        e1 = np.where(det, rates[0], rates[1])  # P(detections now | occupied now), tempered
-        e0 = np.where(det, false[0], false[1])
-        graded = self.prob_hist.shape[1] > 0  # (without bins, every detection counts alike)
-        n_later = len(self._pending)
-        later = [s for _, s, _ in self._pending]
-        if graded:  # the grades of this frame's detections and of the pending frames', in one pass
-            g1, g0 = self._grade(np.concatenate([sites, *later]),
-                                 np.concatenate([bins, *(b for _, _, b in self._pending)]), w)
-            e1[sites] *= g1[:len(sites)]
-            e0[sites] *= g0[:len(sites)]
-        lo, le = e1 * prior, e0 * (1 - prior)
-        alpha = lo / (lo + le)
-        # backward messages (P(later detections | occupied / empty now)) over the pending frames,
-        # both states in one array: row 0 occupied, row 1 empty. The likelihoods of all pending
-        # frames are written at once, then each frame costs a few operations on that array.
-        like = np.empty((n_later, 2, ns))
-        like[:, 0] = rates[1]  # missed, then the detections written over
-        like[:, 1] = false[1]
-        if n_later:
-            seen = np.concatenate(later)
-            at = np.repeat(np.arange(n_later) * 2 * ns, [len(s) for s in later]) + seen
-            flat = like.reshape(-1)
-            flat[at] = rates[0].take(seen)
-            flat[at + ns] = false[0]
-            if graded:
-                flat[at] *= g1[len(sites):]
-                flat[at + ns] *= g0[len(sites):]
-        b = np.ones((2, ns))
-        lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
-        for p in range(n_later - 1, -1, -1):
-            np.multiply(like[p], b, out=lb)  # l1, l0
-            np.multiply(keep, lb, out=b)
-            np.multiply(k, lb[::-1], out=moved)
-            b += moved  # (1 - k) l1 + k l0, (1 - k) l0 + k l1
-            np.add(b[0], b[1], out=norm)
-            b /= norm
-        b1, b0 = b
-        gamma = alpha * b1 / (alpha * b1 + (1 - alpha) * b0)  # P(occupied now | detections so far and pending)
-        now = gamma > 0.5
-        # expected counts for the estimates: occupied frames, detections in them, state changes
-        self._w_occ[:ns] += gamma
-        self._w_det_occ[:ns] += det * gamma
-        known = bins >= 0
-        if graded and known.any():
-            nb, s, b = self.prob_hist.shape[1], sites[known], bins[known]
-            g = gamma.take(s)
-            self.prob_hist[0] += np.bincount(b, weights=g, minlength=nb)
-            self.prob_hist[1] += np.bincount(b, weights=1 - g, minlength=nb)
-            self._prob_occ.reshape(-1)[s * nb + b] += g
-        if not first:
-            stay = a_keep * e1 * b1 + a_not * keep * e0 * b0
-            move = a_prev * k * e0 * b0 + a_not_move * e1 * b1
-            self._w_switch[:ns] += move / (stay + move)
-        self._alpha[:ns] = alpha
-        # a site never detected: its forward probability at the mean rates
-        pooled = float(r.mean()) if ns else _PRIOR_POOLED[0]
-        ku = float(k.mean()) if ns else _PRIOR_SWITCH[0]
-        u = 0.5 if first else self.alpha_unseen * (1 - ku) + (1 - self.alpha_unseen) * ku
-        miss1, miss0 = (1 - pooled) ** w, (1 - f) ** w
-        self.alpha_unseen = u * miss1 / (u * miss1 + (1 - u) * miss0)
-        self._n_det[:ns] += det
         self._n_occ[:ns] += now
         self._advance(frame, now)
         self.n_frames += 1
