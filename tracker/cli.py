@@ -114,6 +114,8 @@ def _config(args):
     if classes:
         cfg = dataclasses.replace(cfg, locate=dataclasses.replace(cfg.locate, intensity_classes=True,
                                                                   intensity_groups=groups))
+    if getattr(args, "lattice_classes", None):
+        cfg = dataclasses.replace(cfg, locate=dataclasses.replace(cfg.locate, lattice_classes=args.lattice_classes))
     return cfg
 
 
@@ -122,7 +124,7 @@ def _engine_kwargs(args) -> dict:
                 engine=args.engine, sampling=args.sampling, material=args.material)
 
 
-def _say_locator(args, model, engine, out=None, indent: str = "  ") -> None:
+def _say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool = False) -> None:
     """Which locator found the columns, and, where the tracker chose a model itself, why."""
     out = out or sys.stdout
     if engine is None:
@@ -134,6 +136,8 @@ def _say_locator(args, model, engine, out=None, indent: str = "  ") -> None:
     if getattr(args, "model", None) is None and not getattr(args, "classical", False):
         line += (": the bundled model for the kind of image the data say they are (a file's metadata, a "
                  "stream's frame meta, or --imaging); --classical for the classical locator")
+    if lattice:
+        line += "; metal or chalcogen from each column's sublattice (--lattice-classes off: the network's own)"
     print(line, file=out)
 
 
@@ -142,7 +146,7 @@ def _report(result, args=None) -> None:
     print(f"frames: {c['received']} received, {c['processed']} processed, {c['rejected']} rejected, "
           f"{c['dropped']} dropped, {c['missing']} missing (seq gaps)")
     if args is not None and args.resume is None:
-        _say_locator(args, result.model, result.engine, indent="columns ")
+        _say_locator(args, result.model, result.engine, indent="columns ", lattice=result.lattice_classes)
     if c.get("oom_retries"):
         print(f"  out of GPU memory: {c['oom_retries']} batch(es) run again in halves")
     for k, v in c.items():
@@ -205,7 +209,8 @@ def _run(args, source, *, total: int | None, **options) -> int:
     if args.resume is not None:  # the run's own options; only the device may change
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
             "config", "model", "classical", "engine", "dark", "imaging", "sampling", "material", "output",
-            "overwrite", "max_batch", "max_wait", "average", "detection", "intensity_classes", "groups")]
+            "overwrite", "max_batch", "max_wait", "average", "detection", "intensity_classes", "groups",
+            "lattice_classes")]
         if given:
             raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
         run_options = dict(resume=args.resume, force=args.force, device=args.device)
@@ -299,7 +304,7 @@ def cmd_find(args) -> int:
         df.insert(0, "file", str(path))
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
-        _say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say)
+        _say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say, lattice=df.attrs.get("lattice_classes", False))
         _say_trust(df.attrs.get("frames", []), say)
         est = df.attrs.get("sampling_estimate")
         if est:

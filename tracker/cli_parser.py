@@ -40,6 +40,10 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument("--material", metavar="NAME",
                    help="material in view (graphene, mos2, au, au110, au111, srtio3 …): the sampling is "
                         "estimated from its lattice where the data give none, and checked where they do")
+    g.add_argument("--lattice-classes", choices=("auto", "on", "off"),
+                   help="with a model that classes a honeycomb material's species (MoS2: Mo, S2, S), let each "
+                        "column's sublattice decide metal or chalcogen ([locate] lattice_classes; auto, the "
+                        "default: where the model does; off: the network's classes, to look for antisites)")
     g.add_argument("--config", type=Path, help="TOML config file (tables per stage; see docs)")
 
 

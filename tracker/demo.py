@@ -46,7 +46,7 @@ class DemoReport:
             f"({self.seconds:.1f} s, {cnt['processed'] / self.seconds:.1f} frames/s)",
             f"columns vs ground truth: F1 {c['f1']:.3f} (precision {c['precision']:.3f}, recall {c['recall']:.3f}), "
             f"position RMS {c['rms_A']:.3f} Å"
-            + (f", class accuracy {c['cls_accuracy']:.3f}" if self.class_mapping else ""),
+            + (f", class accuracy {c['cls_accuracy']:.3f}" if "cls_accuracy" in c else ""),
             f"sites: {s['n_found']} found, {s['n_matched']} of {s['n_true']} true sites matched "
             f"({s['n_never_occupied']} more {'place' if s['n_never_occupied'] == 1 else 'places'} "
             "never judged occupied)",
@@ -181,6 +181,8 @@ def run_demo(
     if config.locate.intensity_classes:  # classes of sublattices and groups: as the truth's most of their columns are
         columns, changes, to_true = as_true_classes(columns, changes, truth.positions, radius_px=radius)
     cols = score_columns(columns, truth.positions, radius_px=radius, sampling=movie.sampling)
+    if truth.positions["cls"].nunique() < 2:  # (one true class: no class accuracy to speak of)
+        cols.pop("cls_accuracy", None)
     # sites never judged occupied are where the detector saw only what the occupancy model took
     # for false detections: left out of the scores, as they are out of the maps and the report
     seen = occupied_sites(result.sites)

@@ -78,7 +78,8 @@ def intensity_of_frames(tables: list[pd.DataFrame], frames, images: torch.Tensor
 
 # --------------------------------------------------------------------------- sublattices, groups
 
-def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_nn: float = 4.0) -> np.ndarray:
+def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_nn: float = 4.0,
+                          score: np.ndarray | None = None) -> np.ndarray:
     """The sublattice (0 or 1; -1: undecided) of each column of a honeycomb lattice seen along
     its axis (graphene, hBN, MoS2 and the other 2H dichalcogenides along [001]), from its own
     neighbours: the three of a column of one sublattice point at ``a, a + 120°, a + 240°``, of
@@ -88,7 +89,9 @@ def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_
     ``min_order`` along the lattice's direction (at an edge, a defect), is undecided.
 
     With ``intensity`` in the table, sublattice 0 is the brighter (the metal of a
-    dichalcogenide in an annular dark-field image), judged about each column: the lattice's
+    dichalcogenide in an annular dark-field image); with ``score`` (a value per column, such as
+    a network's vote for the metal: :mod:`etem.tracker.lattice_classes`), the one of higher
+    score. Either is judged about each column: the lattice's
     direction and which of its two signs is brighter are taken from the columns within
     ``reach_nn`` nearest-neighbour distances, so that grains of other orientations and mirror
     twins (whose metal sits where the other grain's chalcogen would) are sorted right. Without
@@ -115,7 +118,8 @@ def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_
     ok = n >= 2
     if not ok.any():
         return out
-    inten = table["intensity"].to_numpy(np.float64) if "intensity" in table.columns else None
+    inten = np.asarray(score, np.float64) if score is not None else (
+        table["intensity"].to_numpy(np.float64) if "intensity" in table.columns else None)
     if inten is None or not np.isfinite(inten).any():
         # one direction of psi_3 (up to sign: half the angle of the mean psi_3 squared)
         axis = np.exp(0.5j * np.angle((psi[ok] ** 2).sum()))

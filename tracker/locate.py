@@ -107,6 +107,11 @@ class LocateConfig:
         that knows one (the STEM finder), so that sites follow S2 -> S and the like in annular
         dark-field movies. ``intensity_groups``: that many groups per sublattice (None: 1 to
         3, as the data say).
+    lattice_classes
+        ``"auto"``: with a model that classes the species of a honeycomb material (MoS2's Mo,
+        S2, S), a column's sublattice decides metal or chalcogen and the network only S2 or S
+        (:mod:`etem.tracker.lattice_classes`); ``"on"``: the same, refusing other models;
+        ``"off"``: the network's classes as they are (to look for antisites).
     """
 
     method: Method = "peaks"
@@ -124,6 +129,7 @@ class LocateConfig:
     intensity_radius_A: float | None = 0.5
     intensity_classes: bool = False
     intensity_groups: int | None = None
+    lattice_classes: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
@@ -141,6 +147,8 @@ class LocateConfig:
         if self.intensity_groups is not None and not (isinstance(self.intensity_groups, (int, np.integer))
                                                       and 1 <= self.intensity_groups <= 8):
             raise ConfigError(f"intensity_groups must be 1 to 8, or None (as the data say); got {self.intensity_groups!r}.")
+        if self.lattice_classes not in ("auto", "on", "off"):
+            raise choice_error("lattice_classes", self.lattice_classes, ("auto", "on", "off"))
         if self.refine not in _REFINE:
             raise choice_error("refine", self.refine, _REFINE)
         if self.threshold is not None and not 0 < self.threshold <= 1:
