@@ -12,6 +12,7 @@ taken at one dose; :func:`intensity_groups` sorts the columns of one kind by it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,8 +79,31 @@ def intensity_of_frames(tables: list[pd.DataFrame], frames, images: torch.Tensor
 
 # --------------------------------------------------------------------------- sublattices, groups
 
-def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_nn: float = 4.0,
-                          score: np.ndarray | None = None) -> np.ndarray:
+def psi3(yx: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any, float] | None:
+    """Each point's ``psi_3`` (the mean of ``exp(3 i angle)`` over its neighbours within 1.3
+    times the median nearest-neighbour distance), whether it has two neighbours or more, the
+    points' k-d tree and that distance; None for fewer than 4 points or no neighbours."""
+    from scipy.spatial import cKDTree
+
+    if len(yx) < 4:
+        return None
+    tree = cKDTree(yx)
+    d, _ = tree.query(yx, k=2)
+    nn = float(np.median(d[:, 1]))
+    pairs = tree.query_pairs(1.3 * nn, output_type="ndarray")
+    if not len(pairs):
+        return None
+    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    v = yx[j] - yx[i]
+    z = np.exp(3j * np.arctan2(v[:, 0], v[:, 1]))
+    n = np.bincount(i, minlength=len(yx))
+    psi = (np.bincount(i, z.real, len(yx)) + 1j * np.bincount(i, z.imag, len(yx))) / np.maximum(n, 1)
+    ok = n >= 2
+    return (psi, ok, tree, nn) if ok.any() else None
+
+
+def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_nn: float = 4.0) -> np.ndarray:
     """The sublattice (0 or 1; -1: undecided) of each column of a honeycomb lattice seen along
     its axis (graphene, hBN, MoS2 and the other 2H dichalcogenides along [001]), from its own
     neighbours: the three of a column of one sublattice point at ``a, a + 120°, a + 240°``, of
@@ -89,37 +113,19 @@ def honeycomb_sublattices(table: pd.DataFrame, *, min_order: float = 0.5, reach_
     ``min_order`` along the lattice's direction (at an edge, a defect), is undecided.
 
     With ``intensity`` in the table, sublattice 0 is the brighter (the metal of a
-    dichalcogenide in an annular dark-field image); with ``score`` (a value per column, such as
-    a network's vote for the metal: :mod:`etem.tracker.lattice_classes`), the one of higher
-    score. Either is judged about each column: the lattice's
+    dichalcogenide in an annular dark-field image), judged about each column: the lattice's
     direction and which of its two signs is brighter are taken from the columns within
     ``reach_nn`` nearest-neighbour distances, so that grains of other orientations and mirror
     twins (whose metal sits where the other grain's chalcogen would) are sorted right. Without
     it, one direction for the whole frame, and the labels of the two are arbitrary.
     ``y, x`` are in pixels of one frame."""
-    from scipy.spatial import cKDTree
-
     yx = table[["y", "x"]].to_numpy(np.float64)
     out = np.full(len(yx), -1, np.int64)
-    if len(yx) < 4:
+    found = psi3(yx)
+    if found is None:
         return out
-    tree = cKDTree(yx)
-    d, _ = tree.query(yx, k=2)
-    nn = float(np.median(d[:, 1]))
-    pairs = tree.query_pairs(1.3 * nn, output_type="ndarray")
-    if not len(pairs):
-        return out
-    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    v = yx[j] - yx[i]
-    z = np.exp(3j * np.arctan2(v[:, 0], v[:, 1]))
-    n = np.bincount(i, minlength=len(yx))
-    psi = (np.bincount(i, z.real, len(yx)) + 1j * np.bincount(i, z.imag, len(yx))) / np.maximum(n, 1)
-    ok = n >= 2
-    if not ok.any():
-        return out
-    inten = np.asarray(score, np.float64) if score is not None else (
-        table["intensity"].to_numpy(np.float64) if "intensity" in table.columns else None)
+    psi, ok, tree, nn = found
+    inten = table["intensity"].to_numpy(np.float64) if "intensity" in table.columns else None
     if inten is None or not np.isfinite(inten).any():
         # one direction of psi_3 (up to sign: half the angle of the mean psi_3 squared)
         axis = np.exp(0.5j * np.angle((psi[ok] ** 2).sum()))

@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, choice_error
-from .intensity import honeycomb_sublattices
+from .intensity import psi3
 
 CHOICES = ("auto", "on", "off")
 #: honeycomb materials: (metal classes, the chalcogen class a metal-classed column on the
 #: chalcogen sublattice is given: the fuller column, which the network mistakes for the metal)
 _SPECIES: dict[str, tuple[tuple[str, ...], str]] = {"mos2": (("Mo",), "S2")}
-#: the lattice's direction, and which sublattice is the metal's, are judged from the columns
-#: within this many neighbour distances (more than the sublattice of intensities uses: the
-#: network's votes are noisier than ADF intensities; 4 gave 8 % wrong classes, 8 gave 4 %)
+#: which sublattice is the metal's is judged from the columns within about this many
+#: neighbour distances (more than the sublattice of intensities uses: a network's votes are
+#: noisier than ADF intensities)
 REACH_NN = 8.0
 
 
@@ -65,14 +65,52 @@ def lattice_classes(table: pd.DataFrame, species: tuple[np.ndarray, int]) -> np.
     on the metal sublattice is the metal, one on the chalcogen sublattice keeps its class
     unless that is a metal's (then the fuller chalcogen class), an undecided column (an edge, a
     defect, too few neighbours) keeps its class. Which sublattice is the metal's is judged
-    about each column from the network's classes within :data:`REACH_NN` neighbour distances."""
+    about each column from the network's classes (:func:`metal_sublattice`)."""
     metal, fallback = species
     cls = table["cls"].to_numpy().astype(np.int64)
     if len(cls) == 0:
         return cls
     is_metal = metal[np.clip(cls, 0, len(metal) - 1)] & (cls >= 0) & (cls < len(metal))
-    sub = honeycomb_sublattices(table, score=is_metal.astype(np.float64), reach_nn=REACH_NN)
+    sub = metal_sublattice(table[["y", "x"]].to_numpy(np.float64), is_metal.astype(np.float64))
     out = cls.copy()
     out[(sub == 0) & ~is_metal] = int(np.flatnonzero(metal)[0])
     out[(sub == 1) & is_metal] = fallback
+    return out
+
+
+def metal_sublattice(yx: np.ndarray, score: np.ndarray, *, reach_nn: float = REACH_NN,
+                     min_order: float = 0.5) -> np.ndarray:
+    """The sublattice of each point of a honeycomb (``[N, 2]``): 0 where ``score`` (a vote
+    for the metal per point) is higher, 1 on the other, -1 undecided. A point's two
+    sublattices differ in the sign of ``psi_3`` (:func:`etem.tracker.intensity.psi3`); the
+    metal's is the direction of the covariance of ``psi_3`` and the score over the points
+    about it, a window of about ``reach_nn`` neighbour distances either side (box sums on a
+    grid of cells one neighbour distance wide: the cost grows with the points, not with the
+    window). Undecided: fewer than two neighbours, fewer than 6 points in the window, or a
+    ``psi_3`` less than ``min_order`` along the covariance (an edge, a defect)."""
+    n = len(yx)
+    out = np.full(n, -1, np.int64)
+    found = psi3(yx)
+    if found is None:
+        return out
+    psi, ok, _, nn = found
+    k = max(1, int(np.ceil(reach_nn)))  # window half-width, in cells
+    cell = ((yx - yx.min(axis=0)) // nn).astype(np.int64)
+    h, w = int(cell[:, 0].max()) + 2 * k + 2, int(cell[:, 1].max()) + 2 * k + 2
+    at = (cell[ok, 0] + k + 1) * w + cell[ok, 1] + k + 1
+    y0, x0 = cell[:, 0], cell[:, 1]
+    y1, x1 = y0 + 2 * k + 1, x0 + 2 * k + 1
+
+    def box(values: np.ndarray) -> np.ndarray:  # each point's window sum of ``values`` over the ok points
+        c = np.bincount(at, values[ok], h * w).reshape(h, w).cumsum(0).cumsum(1)
+        return c[y1, x1] - c[y0, x1] - c[y1, x0] + c[y0, x0]
+
+    s = np.asarray(score, np.float64)
+    count, total = box(np.ones(n)), box(s)
+    cov = (box(s * psi.real) - total / np.maximum(count, 1) * box(psi.real)) \
+        + 1j * (box(s * psi.imag) - total / np.maximum(count, 1) * box(psi.imag))
+    size = np.abs(cov)
+    own = (psi * np.conj(cov)).real / np.where(size > 0, size, 1.0)
+    decided = ok & (size > 1e-9) & (count >= 6) & (np.abs(own) >= min_order)
+    out[decided] = np.where(own[decided] > 0, 0, 1)
     return out
