@@ -189,8 +189,8 @@ class SiteMap(OccupancyHMM, ClassStates):
             return
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
-                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls", "_prob_occ", "_cls_post", "_cls_state",
-                     "_cls_hist", "_cls_hist_frame"):
+                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls", "_prob_occ",
+                     "_cls_post", "_cls_state", "_cls_hist", "_cls_hist_frame"):
             a = getattr(self, name)
             b = np.full((new,) + a.shape[1:], -1 if name.startswith(("_cls_state", "_cls_hist")) else 0, a.dtype)
             b[:cap] = a
@@ -231,11 +231,8 @@ class SiteMap(OccupancyHMM, ClassStates):
         else:
             reached = np.zeros(n, bool)
         new = np.flatnonzero(sites < 0)
-        if len(new):
-            twice = self._found_twice(ref_yx[new], reached[new])
-            if twice.any():  # (site -1: a column no site counts)
-                sites[new[twice]] = -2
-                new = new[~twice]
+        if len(new):  # a column found twice keeps site -1: no site counts it
+            new = new[~self._found_twice(ref_yx[new], reached[new])]
         if len(new):
             start = self.n_sites
             self._grow(start + len(new))
@@ -246,8 +243,8 @@ class SiteMap(OccupancyHMM, ClassStates):
             self._run_start[ids] = self.first_frame  # empty since the run began
             self._alpha[ids] = self.alpha_unseen  # not detected in any final frame so far
             self.n_sites += len(new)
-        out = np.maximum(sites, -1)
-        if sites.min(initial=0) < 0:
+        out = sites
+        if len(sites) and sites.min() < 0:
             on = sites >= 0
             sites, ref_yx = sites[on], ref_yx[on]
             cls = None if cls is None else np.asarray(cls)[on]
