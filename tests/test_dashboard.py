@@ -130,6 +130,29 @@ def test_a_jump_of_the_view_is_shown_and_counted():
         assert parse_metrics(_get(dash.url + "metrics")[2].decode())[("etem_view_jumps_total", ())] == 1
 
 
+def test_class_changes_are_shown_and_counted():
+    """An ADF MoS2 movie whose S2 columns lose atoms, classed by intensity: /api/status and
+    /metrics count the sites' class changes as they are found."""
+    from etem.simulate.insitu_mos2 import mos2_movie
+    from etem.tracker.config import config_from_dict
+
+    m = mos2_movie(n_frames=16, shape=(192, 192), sampling=0.1, mode="stem", dose_per_frame=3000.0,
+                   flake_radius_A=7.0, sputter_rate=0.05, refill_rate=0.1, seed=3)
+    cfg = config_from_dict({"locate": {"intensity_classes": True}, "engine": {"model": "haadf-stem"}},
+                           PipelineConfig(default_sampling=0.1))
+    pipe = Pipeline(cfg)
+    src = iter_array(m.frames, sampling=0.1, counters=pipe.counters)
+    with Dashboard(DashboardConfig(port=0, snapshot_interval_s=0.0, maps_interval_s=0.0, image_interval_s=0.0)) as dash:
+        for res in pipe.run_iter(src):
+            dash(res, pipe)
+            if res.frame == 0:
+                assert _json(dash.url + "api/status")["class_changes"] == 0
+        found = len(pipe.sites.class_changes)
+        assert found > 0
+        assert _json(dash.url + "api/status")["class_changes"] == found
+        assert parse_metrics(_get(dash.url + "metrics")[2].decode())[("etem_class_changes_total", ())] == found
+
+
 def test_endpoints_follow_the_run(movie):
     pipe = Pipeline(PipelineConfig())
     src = iter_array(movie.frames, sampling=movie.sampling, counters=pipe.counters)
@@ -342,6 +365,7 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
                 wait.until(lambda d: int(d.find_element(By.ID, "processed").text) > first)
                 assert driver.find_element(By.ID, "state").text == "running"
                 assert driver.find_element(By.ID, "view_jumps").text == "0"  # the tile is filled from the status
+                assert driver.find_element(By.ID, "class_changes").text == "0"  # (one class: none)
                 wait.until(lambda d: " of " in d.find_element(By.ID, "trust").text)  # the trust flag, live
                 # the maps build up; a click on the occupancy map shows the nearest site's timeline
                 wait.until(lambda d: js("return document.getElementById('occupancy').naturalWidth") > 0)

@@ -74,6 +74,12 @@ def _view_jumps(pipe) -> int:
     return 0 if linker is None else int(linker.jumps)
 
 
+def _class_changes(pipe) -> int:
+    """Class changes of the run's sites found so far (an S2 column turning S …)."""
+    sites = getattr(pipe, "sites", None)
+    return 0 if sites is None else len(sites.class_changes)
+
+
 @dataclass(frozen=True)
 class DashboardConfig:
     """Dashboard server options.
@@ -283,6 +289,7 @@ class Dashboard:
         out["queues"] = {q: {"depth": d, "capacity": c} for q, (d, c) in queues.items()}
         out["sites"] = 0 if pipe.sites is None else int(pipe.sites.n_sites)
         out["view_jumps"] = _view_jumps(pipe)
+        out["class_changes"] = _class_changes(pipe)
         out["state"] = "finished" if pipe.stop.is_set() else "running"
         out["last_frame"] = None if latest is None else latest["frame"]
         out["since_last_frame_s"] = now - times[-1] if times else None
@@ -298,15 +305,15 @@ class Dashboard:
             hist = LatencyHistogram(self.histogram.bounds)
             hist.counts, hist.sum, hist.count = list(self.histogram.counts), self.histogram.sum, self.histogram.count
         if pipe is None:
-            counters, queues, sites, gpu, jumps = {}, {}, 0, {}, 0
+            counters, queues, sites, gpu, jumps, changes = {}, {}, 0, {}, 0, 0
         else:
             counters, queues = pipe.counters.as_dict(), pipe.queue_depths()
             sites = 0 if pipe.sites is None else int(pipe.sites.n_sites)
             gpu = gpu_memory(pipe.detector.engine)
-            jumps = _view_jumps(pipe)
+            jumps, changes = _view_jumps(pipe), _class_changes(pipe)
         return metrics_text(counters, histogram=hist, queues=queues, sites=sites,
                             last_frame=None if latest is None else latest["frame"], gpu=gpu,
-                            uptime_s=time.perf_counter() - self._t0, view_jumps=jumps)
+                            uptime_s=time.perf_counter() - self._t0, view_jumps=jumps, class_changes=changes)
 
     def frame(self) -> dict[str, Any] | None:
         """The latest frame's display entry (PNG and columns), encoded at most every ``image_interval_s``."""

@@ -57,7 +57,7 @@ def _num(v: float) -> str:
 
 def metrics_text(counters: dict[str, int], *, histogram: LatencyHistogram, queues: dict[str, tuple[int, int]],
                  sites: int, last_frame: int | None, gpu: dict[str, dict[str, int]], uptime_s: float,
-                 view_jumps: int = 0) -> str:
+                 view_jumps: int = 0, class_changes: int = 0) -> str:
     """The run's figures in Prometheus text exposition format (version 0.0.4).
 
     Parameters
@@ -107,6 +107,8 @@ def metrics_text(counters: dict[str, int], *, histogram: LatencyHistogram, queue
     family("etem_sites", "gauge", "Sites found so far.", [("", sites)])
     family("etem_view_jumps_total", "counter", "Jumps of the view (stage, particle, re-centring) the linker followed.",
            [("", view_jumps)])
+    family("etem_class_changes_total", "counter", "Changes of a site's class found so far (S2 to S and the like).",
+           [("", class_changes)])
     if last_frame is not None:
         family("etem_last_frame", "gauge", "Acquisition index of the latest processed frame.", [("", last_frame)])
     family("etem_uptime_seconds", "gauge", "Seconds since the dashboard started.", [("", uptime_s)])
