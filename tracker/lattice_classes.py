@@ -18,8 +18,7 @@ import pandas as pd
 
 from .errors import ConfigError, choice_error
 from .intensity import psi3
-
-CHOICES = ("auto", "on", "off")
+from .locate import LATTICE_CLASSES
 #: honeycomb materials: (metal classes, the chalcogen class a metal-classed column on the
 #: chalcogen sublattice is given: the fuller column, which the network mistakes for the metal)
 _SPECIES: dict[str, tuple[tuple[str, ...], str]] = {"mos2": (("Mo",), "S2")}
@@ -48,8 +47,8 @@ def resolve(choice: str, card: Mapping[str, Any] | None) -> tuple[np.ndarray, in
     """What ``[locate] lattice_classes`` comes to for a locator with model card ``card``:
     ``"auto"`` and ``"on"``: :func:`lattice_species` (``"on"`` refuses a model it does not
     fit, with a ConfigError); ``"off"``: None."""
-    if choice not in CHOICES:
-        raise choice_error("lattice_classes", choice, CHOICES)
+    if choice not in LATTICE_CLASSES:
+        raise choice_error("lattice_classes", choice, LATTICE_CLASSES)
     if choice == "off":
         return None
     species = lattice_species(card)

@@ -41,6 +41,7 @@ RefineOn = Literal["maps", "image"]
 _METHODS = ("peaks", "watershed")
 _REFINE = ("quadratic", "com")
 _REFINE_ON = ("maps", "image")
+LATTICE_CLASSES = ("auto", "on", "off")  # [locate] lattice_classes (etem.tracker.lattice_classes)
 
 #: Columns of a located table, in order.
 TABLE_COLUMNS = ("y", "x", "cls", "prob")  # (and ``intensity``, added by the detector)
@@ -147,8 +148,8 @@ class LocateConfig:
         if self.intensity_groups is not None and not (isinstance(self.intensity_groups, (int, np.integer))
                                                       and 1 <= self.intensity_groups <= 8):
             raise ConfigError(f"intensity_groups must be 1 to 8, or None (as the data say); got {self.intensity_groups!r}.")
-        if self.lattice_classes not in ("auto", "on", "off"):
-            raise choice_error("lattice_classes", self.lattice_classes, ("auto", "on", "off"))
+        if self.lattice_classes not in LATTICE_CLASSES:
+            raise choice_error("lattice_classes", self.lattice_classes, LATTICE_CLASSES)
         if self.refine not in _REFINE:
             raise choice_error("refine", self.refine, _REFINE)
         if self.threshold is not None and not 0 < self.threshold <= 1:
