@@ -101,3 +101,10 @@ def test_the_mos2_demo_classes_by_sublattice_and_replay_can_turn_it_off(tmp_path
     assert "sublattice" not in said.split("columns located by")[1].split("\n")[0]
     plain = float(etem("evaluate", off, movie).split("class accuracy ")[1].split(")")[0])
     assert plain < acc - 0.1, (plain, acc)
+    # etem find says so, and how many columns of each class it found
+    said = etem("find", movie, "--model", "mos2-unet", "-o", tmp_path / "cols.csv")
+    assert "metal or chalcogen from each column's sublattice" in said
+    counts = dict(item.rsplit(" ", 1) for item in said.split("classes (all 8 frames): ")[1].split("\n")[0].split(", "))
+    table = pd.read_csv(tmp_path / "cols.csv")
+    assert {k: int(v) for k, v in counts.items()} == {
+        name: int((table["cls"] == i).sum()) for i, name in enumerate(["Mo", "S2", "S"]) if (table["cls"] == i).any()}

@@ -305,6 +305,7 @@ def cmd_find(args) -> int:
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
         _say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say, lattice=df.attrs.get("lattice_classes", False))
+        _say_classes(df, say)
         _say_trust(df.attrs.get("frames", []), say)
         est = df.attrs.get("sampling_estimate")
         if est:
@@ -338,6 +339,17 @@ def cmd_find(args) -> int:
             out.to_csv(args.output, index=False)
         print(f"columns: {args.output}")
     return 0
+
+
+def _say_classes(df, say) -> None:
+    """The columns found of each class, where the locator knows several (MoS2: Mo, S2, S)."""
+    names = df.attrs.get("class_names") or []
+    if len(names) < 2 or not len(df):
+        return
+    counts = df["cls"].value_counts()
+    per = f" (all {df['frame'].nunique()} frames)" if df["frame"].nunique() > 1 else ""
+    text = ", ".join(f"{names[k] if 0 <= k < len(names) else f'class {k}'} {int(n)}" for k, n in sorted(counts.items()))
+    print(f"  classes{per}: {text}", file=say)
 
 
 def _intensity_groups(table, groups: int | None, say):
