@@ -20,6 +20,7 @@ from .accounting import Counters
 from .detect import Detector, EngineConfig
 from .errors import ConfigError, EngineUnavailable
 from .frames import Frame
+from .lattice_classes import lattice_species
 from .pipeline import FrameResult, Pipeline, PipelineConfig
 from .sources import open_source
 
@@ -143,8 +144,6 @@ def find(
     :mod:`etem.tracker.trust`) and, when the lattice was used, ``sampling_estimate``.
     """
     from .lattice import require_material, resolve_sampling
-    from .lattice_classes import lattice_classes
-    from .lattice_classes import resolve as lattice_species_of
 
     cfg = config or PipelineConfig()
     auto = sampling == "auto"
@@ -171,10 +170,6 @@ def find(
         if df is None:
             raise EngineUnavailable(f"frame {f.frame} ({f.shape[0]}x{f.shape[1]} px) does not fit in the GPU's "
                                     "memory even alone; free the GPU, or run on another device (device='cpu').")
-        if i == 0:
-            species = lattice_species_of(cfg.locate.lattice_classes, getattr(det.engine, "card", None))
-        if species is not None and len(df):
-            df["cls"] = lattice_classes(df, species)
         quality = df.attrs.pop("quality", None)
         if quality:
             quality_rows.append({"frame": f.frame, **quality})
@@ -187,7 +182,7 @@ def find(
     out.attrs["class_names"] = list(det.engine.class_names) if det.engine is not None else []
     out.attrs["engine"] = det.engine.name if det.engine is not None else None
     out.attrs["model"] = ecfg.model if ecfg.kind != "classical" else None
-    out.attrs["lattice_classes"] = bool(parts) and species is not None  # (metal or chalcogen from the sublattice)
+    out.attrs["lattice_classes"] = det.lattice_classes  # (metal or chalcogen from the sublattice)
     # per frame: snr, dose_est, resolution_A, confidence, in_range, out_of_range (etem.tracker.trust)
     out.attrs["frames"] = quality_rows
     if estimate is not None:
@@ -499,5 +494,6 @@ def result_of(pipe: Pipeline) -> TrackResult:
         model=pipe.cfg.engine.model if pipe.cfg.engine.kind != "classical" else None,
         engine=None if pipe.detector.engine is None else pipe.detector.engine.name,
         view_jumps=0 if pipe.linker is None else pipe.linker.jumps,
-        lattice_classes=pipe.lattice_species is not None,
+        lattice_classes=pipe.cfg.locate.lattice_classes != "off"
+        and lattice_species(getattr(pipe.detector.engine, "card", None)) is not None,
     )

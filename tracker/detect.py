@@ -21,6 +21,8 @@ import pandas as pd
 from .errors import ConfigError
 from .frames import Frame
 from .intensity import intensity_of_frames
+from .lattice_classes import lattice_classes
+from .lattice_classes import resolve as lattice_species_of
 from .locate import LocateConfig, locate, refine_on_image, suppress_close
 from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
 
@@ -106,6 +108,13 @@ class Detector:
         #: columns refined on the image: (input image, sigma [Å], radius [Å]); () for the maps
         self._image_refine: tuple = ()
         self._invert = False  #: the network is shown the frames negated (dark columns, a bright-column model)
+        #: metal or chalcogen from the sublattice ([locate] lattice_classes): the model's species, or None
+        self._lattice = None
+
+    @property
+    def lattice_classes(self) -> bool:
+        """Whether each column's sublattice decides metal or chalcogen (known once the engine is built)."""
+        return self._lattice is not None
 
     def choose(self, engine_cfg: EngineConfig) -> None:
         """Run with ``engine_cfg`` instead (before the first frame, when the engine is not built)."""
@@ -129,6 +138,7 @@ class Detector:
         if self._pre is None:
             self._invert = contrast_inversion(self.engine, self.engine_cfg.contrast)
             self._image_refine = image_refinement(self.engine, self.locate_cfg)
+            self._lattice = lattice_species_of(self.locate_cfg.lattice_classes, getattr(self.engine, "card", None))
             target = self.preprocess_cfg.target_sampling
             if target is None:
                 target = getattr(self.engine, "sampling", None)
@@ -226,6 +236,10 @@ class Detector:
             cols = [suppress_close(df, sep / f.sampling) if f.sampling else df for df, f in zip(cols, frames)]
         if self.locate_cfg.intensity_radius_A:
             intensity_of_frames(cols, frames, raw, radius_A=self.locate_cfg.intensity_radius_A, radius_px=2.5)
+        if self._lattice is not None:
+            for df in cols:
+                if len(df):
+                    df["cls"] = lattice_classes(df, self._lattice)
         t3 = time.perf_counter()
         if self.measure_quality:
             self._judge(frames, cols, raw)

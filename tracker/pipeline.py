@@ -39,8 +39,6 @@ from .link import StreamLinker
 from .detect import Detector, EngineConfig, detect_averaged
 from .average import FrameAverager
 from .intensity import IntensityClasses
-from .lattice_classes import lattice_classes
-from .lattice_classes import resolve as lattice_species_of
 from .sites import SiteMap
 from .trust import BlankFrames, TrustTally
 from .wire import REJECT_REASONS
@@ -126,8 +124,6 @@ class Pipeline(FrameChecks, RunFileStage):
         loc = self.cfg.locate
         #: classes from column intensities ([locate] intensity_classes), learned on the first frames
         self.intensity_classes = IntensityClasses(groups=loc.intensity_groups) if loc.intensity_classes else None
-        #: classes from the sublattice ([locate] lattice_classes), known once the first frame's locator is
-        self.lattice_species = None
         # the last processed frame (for resume snapshots), and the next free particle id
         self._last_index: int | None = None
         self._last_seq: int | None = None
@@ -443,13 +439,9 @@ class Pipeline(FrameChecks, RunFileStage):
             self._open_writer(frame)
             if self.intensity_classes is not None:
                 self._check_intensity_imaging(frame)
-            self.lattice_species = lattice_species_of(self.cfg.locate.lattice_classes,
-                                                      getattr(self.detector.engine, "card", None))
         quality = cols.attrs.get("quality", {})
         if self.intensity_classes is not None and "intensity" in cols.columns:
             cols["cls"] = self.intensity_classes(cols)
-        elif self.lattice_species is not None and "cls" in cols.columns:
-            cols["cls"] = lattice_classes(cols, self.lattice_species)
         ids, ref = self.linker.link(frame.frame, cols)
         oversize = self.linker.counts.get("oversize", 0)
         if oversize:

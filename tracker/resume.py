@@ -62,8 +62,8 @@ STATE_ARRAYS: dict[str, str] = {
 STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5),
                                           "class_changes": ("int64", 4)}
 _SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
-                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "w_occ_cls", "w_det_cls", "prob_occ", "cls_post", "cls_state", "cls_hist",
-                "cls_hist_frame")
+                "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "w_occ_cls", "w_det_cls", "prob_occ", "cls_post",
+                "cls_state", "cls_hist", "cls_hist_frame")
 
 
 # ----------------------------------------------------------------------------------- snapshot
