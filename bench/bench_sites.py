@@ -1,10 +1,11 @@
 """Sites-stage benchmark: one :meth:`SiteMap.update` per frame, and the lattice classes.
 
 Site map: a square lattice of columns (drift-corrected positions, the site map's input), each
-frame 10 % of them missed and 2 % as many false columns at the cells' centres (which make sites
-of their own), with 1 or 3 classes, 5 % of the classes said wrongly. The table gives the
-median ms per update over the last ``--frames`` - 20 frames, once the "hmm" occupancy is
-deciding frames (its look-ahead is 10).
+frame 10 % of them missed and 2 % as many false columns midway between two neighbours (which
+make sites of their own: shadows, :mod:`etem.tracker.site_shadows`), with 1 or 3 classes, 5 %
+of the classes said wrongly. The table gives the median ms per update over the last
+``--frames`` - 20 frames, once the "hmm" occupancy is deciding frames (its look-ahead is 10),
+with shadow sites (the default) and without (``min_separation_A = 0``).
 
 Lattice classes (:func:`etem.tracker.lattice_classes.lattice_classes`): a projected MoS2 [001]
 flake of the given number of columns, the network's Mo and S2 swapped in 30 % of them; the
@@ -30,18 +31,19 @@ import pandas as pd
 from _machine import cpu_name
 
 
-def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0) -> tuple[float, int]:
+def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0, *,
+                separation: float | None = None) -> tuple[float, int, int]:
     from etem.tracker.sites import SiteMap, SitesConfig
 
     rng = np.random.default_rng(seed)
     side = int(np.ceil(np.sqrt(n_columns)))
     grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)[:n_columns] * 20.0
     cls = rng.integers(0, n_classes, len(grid))
-    sm = SiteMap(SitesConfig(), sampling=0.1)
+    sm = SiteMap(SitesConfig(min_separation_A=separation), sampling=0.1)
     times = []
     for f in range(n_frames):
         keep = rng.random(len(grid)) < 0.9
-        false = grid[rng.choice(len(grid), len(grid) // 50, replace=False)] + 10.0
+        false = grid[rng.choice(len(grid), len(grid) // 50, replace=False)] + [10.0, 0.0]
         yx = np.vstack([grid[keep], false]) + rng.normal(0, 0.5, (int(keep.sum()) + len(false), 2))
         said = np.r_[cls[keep], rng.integers(0, n_classes, len(false))]
         wrong = rng.random(len(said)) < 0.05
@@ -49,7 +51,8 @@ def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0) ->
         t0 = time.perf_counter()
         sm.update(f, yx, said)
         times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times[20:]), sm.n_sites
+    shadows = sm._shadows()
+    return 1e3 * statistics.median(times[20:]), sm.n_sites, 0 if shadows is None else int(shadows.sum())
 
 
 def mos2_flake(n_columns: int, rng: np.random.Generator, a: float = 3.16, sampling: float = 0.1) -> pd.DataFrame:
@@ -91,12 +94,13 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=20)
     args = p.parse_args()
     print(f"# bench_sites, {datetime.date.today()}, {cpu_name()}")
-    print("\n| columns | classes | sites | site map, ms per frame |")
-    print("|---|---|---|---|")
+    print("\n| columns | classes | sites | shadows | site map, ms per frame | without shadows |")
+    print("|---|---|---|---|---|---|")
     for n in (int(v) for v in args.columns.split(",")):
         for k in (1, 3):
-            ms, sites = site_map_ms(n, k, args.frames)
-            print(f"| {n} | {k} | {sites} | {ms:.2f} |")
+            ms, sites, shadows = site_map_ms(n, k, args.frames)
+            off, _, _ = site_map_ms(n, k, args.frames, separation=0.0)
+            print(f"| {n} | {k} | {sites} | {shadows} | {ms:.2f} | {off:.2f} |")
     print("\n| columns | lattice classes, ms per frame | on the right sublattice |")
     print("|---|---|---|")
     for n in (int(v) for v in args.lattice.split(",")):

@@ -294,7 +294,10 @@ def test_without_bins_probabilities_change_nothing():
 
 @pytest.mark.parametrize("kw, match", [({"occupancy": "kalman"}, "occupancy"), ({"lag": -1}, "lag"),
                                        ({"fill_gaps": 1.5}, "fill_gaps"), ({"radius_A": 0}, "radius_A"),
-                                       ({"confidence_bins": -2}, "confidence_bins")])
+                                       ({"confidence_bins": -2}, "confidence_bins"),
+                                       ({"min_separation_A": -1.0}, "min_separation_A"),
+                                       ({"min_separation_A": True}, "min_separation_A"),
+                                       ({"min_separation_A": "auto"}, "min_separation_A")])
 def test_sites_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         SitesConfig(**kw)
@@ -449,3 +452,73 @@ def test_a_class_the_detector_often_misses_is_not_read_as_an_empty_site():
     # 10 % of the detections, which mixes the two a little)
     occ, det = classed._w_occ_cls[:n_sites, :2].sum(0), classed._w_det_cls[:n_sites, :2].sum(0)
     np.testing.assert_allclose(det / occ, [0.95, 0.6], atol=0.07)
+
+
+def lattice_with_ghosts(cfg, rng_seed=2, n_frames=120):
+    """A 6 x 6 lattice of columns 2.5 Å apart (0.1 Å/px), each found in 85 % of the frames; the
+    four inner corner columns are surface sites that empty and refill (a few times each); and
+    a detector's false peak midway between two columns at six places, each in a third of the
+    frames (an HRTEM image's interference at low dose). Returns the site map, the lattice, the
+    ghost places and the true occupancy [frames, columns]."""
+    rng = np.random.default_rng(rng_seed)
+    grid = np.stack(np.meshgrid(np.arange(6) * 25.0 + 20, np.arange(6) * 25.0 + 20, indexing="ij"), -1).reshape(-1, 2)
+    ghosts = grid[[7, 9, 14, 20, 22, 27]] + [0.0, 12.5]
+    truth = np.ones((n_frames, len(grid)), bool)
+    for s in (14, 15, 20, 21):
+        for start in rng.choice(np.arange(10, n_frames - 15), 3, replace=False):
+            truth[start:start + 8, s] = False
+    sm = SiteMap(cfg, sampling=0.1)
+    for f in range(n_frames):
+        found = truth[f] & (rng.random(len(grid)) < 0.85)
+        peaks = ghosts[rng.random(len(ghosts)) < 0.33]
+        sm.update(f, np.vstack([grid[found], peaks]) + rng.normal(0, 0.8, (int(found.sum()) + len(peaks), 2)))
+    sm.flush()
+    return sm, grid, ghosts, truth
+
+
+def flips_near(sm, places, radius=5.0):
+    t = sm.table()
+    yx = t[["y", "x"]].to_numpy()
+    near = np.flatnonzero((np.hypot(*(yx[:, None] - places[None]).transpose(2, 0, 1)) < radius).any(1))
+    return int(sm.flips_table()["site"].isin(t["site"].to_numpy()[near]).sum()), near
+
+
+def test_a_peak_between_two_columns_makes_no_events():
+    """False peaks midway between two columns come and go: without shadow sites each place is a
+    site that flips as its peak comes and goes (the simulated Au HRTEM movie's most common
+    false event); with them (the default, 0.7 of the sites' spacing) each is a shadow of the
+    columns beside it, never occupied: no flips, no hops, not among the occupied sites, and
+    the real vacancies of the surface sites are all still found."""
+    off, grid, ghosts, truth = lattice_with_ghosts(SitesConfig(min_separation_A=0))
+    on, *_ = lattice_with_ghosts(SitesConfig())
+    n_off, _ = flips_near(off, ghosts)
+    n_on, at_ghosts = flips_near(on, ghosts)
+    assert n_off >= 20 and n_on == 0
+    assert on.separation_px * 0.1 == pytest.approx(0.7 * 2.5, abs=0.05)  # (Å: 0.7 of the spacing)
+    assert len(occupied_sites(on.table())) == len(grid)
+    assert not on.table()["n_occupied"].to_numpy()[at_ghosts].any()
+    hops = on.hops_table()
+    assert not (hops["from_site"].isin(at_ghosts) | hops["to_site"].isin(at_ghosts)).any()
+    # the surface sites' own vacancies: found alike with and without shadows
+    true_flips = int(np.abs(np.diff(truth.astype(int), axis=0)).sum())
+    (n_real, _), (n_real_off, _) = flips_near(on, grid[[14, 15, 20, 21]]), flips_near(off, grid[[14, 15, 20, 21]])
+    assert n_real == n_real_off and abs(n_real - true_flips) <= 4
+
+
+def test_a_set_separation_and_off():
+    """``min_separation_A`` set: sites closer than it are one place, farther ones are not (the
+    ghosts, 1.25 Å from their columns, are shadows at 1.5 Å and not at 1.0 Å); 0 turns the rule
+    off; a run too short to have a spacing yet has none."""
+    for sep, shadowed in ((1.5, True), (1.0, False)):
+        sm, _, ghosts, _ = lattice_with_ghosts(SitesConfig(min_separation_A=sep))
+        n, _ = flips_near(sm, ghosts)
+        assert (n == 0) == shadowed
+        assert sm.separation_px == pytest.approx(sep / 0.1)
+    sm = SiteMap(SitesConfig(min_separation_A=0), sampling=0.1)
+    sm.update(0, SITES)
+    sm.flush()
+    assert sm._shadows() is None
+    sm = SiteMap(SitesConfig(), sampling=0.1)  # three sites: too few to say what the spacing is
+    for f in range(20):
+        sm.update(f, SITES)
+    assert sm._shadows() is None and sm.separation_px == 0

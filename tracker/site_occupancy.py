@@ -164,7 +164,7 @@ class OccupancyHMM:
             b /= norm
         b1, b0 = b
         gamma = alpha * b1 / (alpha * b1 + (1 - alpha) * b0)  # P(occupied now | detections so far and pending)
-        now = gamma > 0.5
+        now = self._unshadowed(gamma > 0.5)  # (a shadow's detections still count in the estimates)
         # expected counts for the estimates: occupied frames, detections in them, state changes
         self._w_occ[:ns] += gamma
         self._w_det_occ[:ns] += det * gamma

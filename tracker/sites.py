@@ -52,6 +52,7 @@ from .errors import ConfigError, choice_error
 from .matching import GuidedMatcher, candidate_pairs, match_pairs, match_within, near_earlier
 from .site_classes import _CLS_HISTORY, _N_CLS, ClassStates
 from .site_occupancy import _PRIOR_POOLED, OccupancyHMM
+from .site_shadows import ShadowSites
 
 _OCCUPANCY = ("hmm", "gaps")
 
@@ -84,6 +85,12 @@ class SitesConfig:
     confidence_bins
         Bins of the column probability over [0, 1] in which the ``"hmm"`` occupancy learns how
         detections at occupied sites and false ones differ; 0: every detection counts alike.
+    min_separation_A
+        Two sites closer than this [Å] are one place: the one where columns are found less
+        often is a *shadow* of the other (where the detector puts a peak now and then, between
+        two columns or a column's far off) and is never occupied, so it makes no events and
+        is left out of the maps (:mod:`etem.tracker.site_shadows`). None: 0.7 of the spacing
+        of the sites found in at least half of the frames; 0: off.
     """
 
     radius_A: float = 0.8
@@ -94,6 +101,7 @@ class SitesConfig:
     occupancy: Literal["hmm", "gaps"] = "hmm"
     lag: int = 10
     confidence_bins: int = 0
+    min_separation_A: float | None = None
 
     def __post_init__(self) -> None:
         if self.occupancy not in _OCCUPANCY:
@@ -106,6 +114,10 @@ class SitesConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ConfigError(f"sites.{name} must be a positive distance in Å; got {v!r}.")
+        v = self.min_separation_A
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
+            raise ConfigError(f"sites.min_separation_A must be a distance >= 0 in Å (0: off), or left out "
+                              f"(0.7 of the sites' spacing); got {v!r}.")
 
     @property
     def look_ahead(self) -> int:
@@ -113,7 +125,7 @@ class SitesConfig:
         return self.lag if self.occupancy == "hmm" else self.fill_gaps
 
 
-class SiteMap(OccupancyHMM, ClassStates):
+class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
     """Online site bookkeeping; ``update`` once per frame, in frame order."""
 
     def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1) -> None:
@@ -181,6 +193,8 @@ class SiteMap(OccupancyHMM, ClassStates):
         self._matcher = GuidedMatcher(self.radius_px)
         self._track_ids: np.ndarray | None = None
         self._track_sites: np.ndarray | None = None
+        sep = cfg.min_separation_A
+        self._init_shadows(None if sep is None else sep * px)
 
     # -- growth -----------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -243,6 +257,7 @@ class SiteMap(OccupancyHMM, ClassStates):
             self._run_start[ids] = self.first_frame  # empty since the run began
             self._alpha[ids] = self.alpha_unseen  # not detected in any final frame so far
             self.n_sites += len(new)
+            self._note_new_sites(start)
         out = sites
         if len(sites) and sites.min() < 0:
             on = sites >= 0
@@ -335,6 +350,7 @@ class SiteMap(OccupancyHMM, ClassStates):
             if self.cfg.drop_blips:
                 # occupied now, empty before, not seen again within fill_gaps frames: a false one
                 now &= self._state[:ns] | later
+        now = self._unshadowed(now)
         self._n_occ[:ns] += now
         self._advance(frame, now)
         self.n_frames += 1
