@@ -454,12 +454,13 @@ def test_a_class_the_detector_often_misses_is_not_read_as_an_empty_site():
     np.testing.assert_allclose(det / occ, [0.95, 0.6], atol=0.07)
 
 
-def lattice_with_ghosts(cfg, rng_seed=2, n_frames=120):
+def lattice_with_ghosts(cfg, rng_seed=2, n_frames=120, classes=False):
     """A 6 x 6 lattice of columns 2.5 Å apart (0.1 Å/px), each found in 85 % of the frames; the
     four inner corner columns are surface sites that empty and refill (a few times each); and
     a detector's false peak midway between two columns at six places, each in a third of the
     frames (an HRTEM image's interference at low dose). Returns the site map, the lattice, the
-    ghost places and the true occupancy [frames, columns]."""
+    ghost places and the true occupancy [frames, columns]. ``classes``: the columns are of class
+    0 (said 1 in 5 % of the frames), each false peak of either class at random."""
     rng = np.random.default_rng(rng_seed)
     grid = np.stack(np.meshgrid(np.arange(6) * 25.0 + 20, np.arange(6) * 25.0 + 20, indexing="ij"), -1).reshape(-1, 2)
     ghosts = grid[[7, 9, 14, 20, 22, 27]] + [0.0, 12.5]
@@ -471,7 +472,8 @@ def lattice_with_ghosts(cfg, rng_seed=2, n_frames=120):
     for f in range(n_frames):
         found = truth[f] & (rng.random(len(grid)) < 0.85)
         peaks = ghosts[rng.random(len(ghosts)) < 0.33]
-        sm.update(f, np.vstack([grid[found], peaks]) + rng.normal(0, 0.8, (int(found.sum()) + len(peaks), 2)))
+        cls = np.r_[rng.random(int(found.sum())) < 0.05, rng.random(len(peaks)) < 0.5].astype(int) if classes else None
+        sm.update(f, np.vstack([grid[found], peaks]) + rng.normal(0, 0.8, (int(found.sum()) + len(peaks), 2)), cls)
     sm.flush()
     return sm, grid, ghosts, truth
 
@@ -522,3 +524,19 @@ def test_a_set_separation_and_off():
     for f in range(20):
         sm.update(f, SITES)
     assert sm._shadows() is None and sm.separation_px == 0
+
+
+def test_a_shadow_site_makes_no_class_changes():
+    """The false peaks between columns said to be of either class at random: without shadow
+    sites their places change class again and again; with them, no class change is logged
+    there, and the columns' own sites make the same few either way (a first frame's wrong class
+    put right)."""
+    logged = {}
+    for sep in (0, None):
+        sm, grid, ghosts, _ = lattice_with_ghosts(SitesConfig(min_separation_A=sep), classes=True)
+        t = sm.table()
+        near = np.hypot(*(t[["y", "x"]].to_numpy()[:, None] - ghosts[None]).transpose(2, 0, 1)).min(1) < 5.0
+        changes = sm.class_changes_table()
+        logged[sep] = (int(changes["site"].isin(t["site"][near]).sum()), int((~changes["site"].isin(t["site"][near])).sum()))
+    assert logged[0][0] >= 3 and logged[None][0] == 0
+    assert logged[0][1] == logged[None][1] <= 2

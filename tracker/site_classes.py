@@ -15,7 +15,7 @@ _CLS_HISTORY = 12                # detections per site kept to date a class chan
 class ClassStates:
     """The class half of :class:`etem.tracker.sites.SiteMap`, whose ``__init__`` makes the
     arrays used here (``_cls_post``, ``_cls_state``, ``_cls_hist``, ``_cls_hist_frame``,
-    ``conf_counts``, ``cls_counts``, ``n_classes``, ``class_changes``)."""
+    ``_shadow``, ``conf_counts``, ``cls_counts``, ``n_classes``, ``class_changes``)."""
 
     def class_model(self) -> tuple[np.ndarray, float]:
         """The current class confusion ``[K, K]`` (row: true class, column: detected class;
@@ -65,6 +65,10 @@ class ClassStates:
         top = q.ravel().take(best + K * np.arange(len(best)))  # q.max(1), for less
         new = np.where(known & (top < _CLS_DECIDE), old, best)
         changed = known & (new != old)
+        shadow = self._shadow  # (a shadow site's class changes are no more events than its flips)
+        if shadow is not None and changed.any():
+            at = sites < len(shadow)
+            changed[at] &= ~shadow[sites[at]]
         self.cls_counts += (int(known.sum()), switched)
         for s, a, b in zip(sites[changed].tolist(), old[changed].tolist(), new[changed].tolist()):
             self.class_changes.append((self._change_frame(s, a, b, conf), s, a, b))
