@@ -5,7 +5,10 @@ frame 10 % of them missed and 2 % as many false columns midway between two neigh
 make sites of their own: shadows, :mod:`etem.tracker.site_shadows`), with 1 or 3 classes, 5 %
 of the classes said wrongly. The table gives the median ms per update over the last
 ``--frames`` - 20 frames, once the "hmm" occupancy is deciding frames (its look-ahead is 10),
-with shadow sites (the default) and without (``min_separation_A = 0``).
+with shadow sites (the default) and without (``min_separation_A = 0``), and with each frame's
+image given (a noisy image with a spot at each column: the occupancy then weighs the image's
+mean within 0.5 Å of every site, :mod:`etem.tracker.site_evidence`; the default in the
+pipeline) or not.
 
 Lattice classes (:func:`etem.tracker.lattice_classes.lattice_classes`): a projected MoS2 [001]
 flake of the given number of columns, the network's Mo and S2 swapped in 30 % of them; the
@@ -32,7 +35,7 @@ from _machine import cpu_name
 
 
 def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0, *,
-                separation: float | None = None) -> tuple[float, int, int]:
+                separation: float | None = None, images: bool = False) -> tuple[float, int, int]:
     from etem.tracker.sites import SiteMap, SitesConfig
 
     rng = np.random.default_rng(seed)
@@ -40,6 +43,8 @@ def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0, *,
     grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)[:n_columns] * 20.0
     cls = rng.integers(0, n_classes, len(grid))
     sm = SiteMap(SitesConfig(min_separation_A=separation), sampling=0.1)
+    side_px = int(grid.max()) + 21
+    spot = np.exp(-(np.arange(-6, 7)[:, None] ** 2 + np.arange(-6, 7)[None] ** 2) / 18.0)
     times = []
     for f in range(n_frames):
         keep = rng.random(len(grid)) < 0.9
@@ -48,8 +53,13 @@ def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0, *,
         said = np.r_[cls[keep], rng.integers(0, n_classes, len(false))]
         wrong = rng.random(len(said)) < 0.05
         said = np.where(wrong, (said + 1) % n_classes, said)
+        image = None
+        if images:  # (made outside the timing: the camera's work)
+            image = rng.normal(100.0, 10.0, (side_px, side_px)).astype(np.float32)
+            for y, x in np.rint(grid[keep]).astype(int) + 6:
+                image[y - 6:y + 7, x - 6:x + 7] += 20 * spot
         t0 = time.perf_counter()
-        sm.update(f, yx, said)
+        sm.update(f, yx, said, image=image, offset=(6.0, 6.0) if images else None)
         times.append(time.perf_counter() - t0)
     shadows = sm._shadows()
     return 1e3 * statistics.median(times[20:]), sm.n_sites, 0 if shadows is None else int(shadows.sum())
@@ -94,13 +104,14 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=20)
     args = p.parse_args()
     print(f"# bench_sites, {datetime.date.today()}, {cpu_name()}")
-    print("\n| columns | classes | sites | shadows | site map, ms per frame | without shadows |")
-    print("|---|---|---|---|---|---|")
+    print("\n| columns | classes | sites | shadows | site map, ms per frame | without shadows | with images |")
+    print("|---|---|---|---|---|---|---|")
     for n in (int(v) for v in args.columns.split(",")):
         for k in (1, 3):
             ms, sites, shadows = site_map_ms(n, k, args.frames)
             off, _, _ = site_map_ms(n, k, args.frames, separation=0.0)
-            print(f"| {n} | {k} | {sites} | {shadows} | {ms:.2f} | {off:.2f} |")
+            img, _, _ = site_map_ms(n, k, args.frames, images=True)
+            print(f"| {n} | {k} | {sites} | {shadows} | {ms:.2f} | {off:.2f} | {img:.2f} |")
     print("\n| columns | lattice classes, ms per frame | on the right sublattice |")
     print("|---|---|---|")
     for n in (int(v) for v in args.lattice.split(",")):

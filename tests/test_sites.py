@@ -540,3 +540,71 @@ def test_a_shadow_site_makes_no_class_changes():
         logged[sep] = (int(changes["site"].isin(t["site"][near]).sum()), int((~changes["site"].isin(t["site"][near])).sum()))
     assert logged[0][0] >= 3 and logged[None][0] == 0
     assert logged[0][1] == logged[None][1] <= 2
+
+
+# ------------------------------------------------------------------------------ intensity evidence
+def test_disc_means_and_frame_scale():
+    from etem.tracker.site_evidence import disc_means, frame_scale
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(40, 50)).astype(np.float32)
+    pts = np.array([[10.3, 12.7], [0.2, 0.1], [39.6, 49.4], [20.0, -3.0], [np.nan, 5.0]])
+    got = disc_means(img, pts, 2.5)
+    yy, xx = np.mgrid[:40, :50]
+    for (y, x), g in zip(pts[:3], got[:3]):
+        assert g == pytest.approx(img[(yy - y) ** 2 + (xx - x) ** 2 <= 2.5**2].mean(), rel=1e-6)
+    assert np.isnan(got[3]) and np.isnan(got[4])  # (no pixel of the frame in reach; no position)
+    med, spread = frame_scale(rng.normal(5.0, 2.0, (512, 512)))
+    assert med == pytest.approx(5.0, abs=0.1) and spread == pytest.approx(2.0, rel=0.05)
+    assert frame_scale(np.zeros((64, 64))) is None
+
+
+def blob_movie(rng_seed=4, n_frames=300, k=0.03):
+    """40 sites 3 Å apart (0.1 Å/px) switching with probability ``k`` per frame; a detector that
+    finds an occupied column in 50 % of the frames and makes false ones at 5 % of the empty
+    sites; and each frame's image: a Gaussian spot of height 1 at every occupied site, on
+    noise of 0.5 (the frame's scale changing from frame to frame, as a dose would)."""
+    rng = np.random.default_rng(rng_seed)
+    grid = np.stack(np.meshgrid(np.arange(8) * 30.0 + 25, np.arange(5) * 30.0 + 25, indexing="ij"), -1).reshape(-1, 2)
+    truth = markov_states(n_frames, len(grid), k, rng)
+    seen = np.where(truth, rng.random(truth.shape) < 0.5, rng.random(truth.shape) < 0.05)
+    yy, xx = np.mgrid[:260, :170]
+    spots = np.exp(-((yy[None] - grid[:, 0, None, None]) ** 2 + (xx[None] - grid[:, 1, None, None]) ** 2) / (2 * 4.0**2))
+    images = [(np.tensordot(occ.astype(float), spots, 1) + rng.normal(0, 0.5, yy.shape)) * rng.uniform(50, 150) + 1000
+              for occ in truth]
+    return grid, truth, seen, images
+
+
+def test_the_image_at_each_site_is_evidence_of_its_occupancy():
+    """A detector that misses half of the occupied frames, and images that show each column
+    faintly: weighing the image at every site (the default) decides the states and finds the
+    flips better than the detections alone, which take many misses for vacancies; where the
+    image shows nothing (pure noise) it changes little."""
+    grid, truth, seen, images = blob_movie()
+    true_flips = int(np.abs(np.diff(truth.astype(int), axis=0)).sum())
+    results = {}
+    for radius in (0.0, 0.5):
+        for shown in (True, False):
+            sm = SiteMap(SitesConfig(radius_A=0.8, intensity_radius_A=radius), sampling=0.1)
+            rng = np.random.default_rng(1)
+            for f, det in enumerate(seen):
+                img = images[f] if shown else rng.normal(1000, 50, images[f].shape)
+                sm.update(f, grid[det], image=img, offset=(0.0, 0.0))
+            sm.flush()
+            state = site_states(sm, grid, len(truth))
+            results[radius, shown] = ((state == truth).mean(), abs(len(sm.flips) - true_flips) / true_flips)
+    (acc0, err0), (acc1, err1) = results[0.0, True], results[0.5, True]
+    assert acc1 > acc0 + 0.03 and err1 < err0
+    assert abs(results[0.5, False][0] - acc0) < 0.02
+    assert results[0.0, False] == results[0.0, True]  # (radius 0: the images are not looked at)
+
+
+def test_intensity_model_waits_for_both_states():
+    """No weight from the image before both states have been seen in enough site-frames: a
+    run of sites that are always occupied never uses it."""
+    sm = SiteMap(SitesConfig(radius_A=0.8), sampling=0.1)
+    img = np.random.default_rng(0).normal(100, 5, (120, 200))
+    for f in range(40):
+        sm.update(f, SITES, image=img, offset=(0.0, 0.0))
+    assert sm.intensity_model() is None
+    assert (sm.table()["occupancy"] > 0.7).all() and len(sm.flips) == 0

@@ -452,7 +452,8 @@ class Pipeline(FrameChecks, RunFileStage):
             self.oversize_subnets += oversize
         t1 = time.perf_counter()
         site = self.sites.update(frame.frame, ref, column_values(cols, "cls"), particles=ids,
-                                 prob=column_values(cols, "prob") if "prob" in cols.columns else None)
+                                 prob=column_values(cols, "prob") if "prob" in cols.columns else None,
+                                 image=frame.image, offset=self.linker.drift)
         linked = self.linker.table(cols, ids, ref, frame=frame.frame, site=site)
         t2 = time.perf_counter()
         latency = t2 - frame.received if frame.received else float("nan")

@@ -55,6 +55,7 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_prob_occ": "float64", "sites_cls_post": "float64",
     "sites_cls_state": "int64", "sites_cls_hist": "int64", "sites_cls_hist_frame": "int64",
     "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64", "pending_bins": "int64",
+    "sites_int_stats": "float64", "pending_z": "float64", "pending_z_lens": "int64",
     "prev_ref": "float64",
 }
 #: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
@@ -63,7 +64,7 @@ STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64
                                           "class_changes": ("int64", 4)}
 _SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
                 "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "w_occ_cls", "w_det_cls", "prob_occ", "cls_post",
-                "cls_state", "cls_hist", "cls_hist_frame")
+                "cls_state", "cls_hist", "cls_hist_frame", "int_stats")
 
 
 # ----------------------------------------------------------------------------------- snapshot
@@ -98,6 +99,9 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
     arrays["pending_lens"] = np.array([len(s) for _, s, _ in pending], np.int64)
     arrays["pending_sites"] = (np.concatenate([s for _, s, _ in pending]) if pending else np.zeros(0)).astype(np.int64)
     arrays["pending_bins"] = (np.concatenate([b for _, _, b in pending]) if pending else np.zeros(0)).astype(np.int64)
+    values = [np.zeros(0) if z is None else z for z in sm._pending_z]  # (none taken: no values)
+    arrays["pending_z_lens"] = np.array([len(z) for z in values], np.int64)
+    arrays["pending_z"] = np.concatenate(values) if values else np.zeros(0)
     arrays["prev_ref"] = np.zeros((0, 2)) if lk._prev_ref is None else np.asarray(lk._prev_ref, float)
     logs = {}
     for name in STATE_LOGS:
@@ -313,6 +317,9 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sites, bins = arrays["pending_sites"], arrays["pending_bins"]
     sm._pending = deque((int(f), sites[e - k:e].astype(np.int64), bins[e - k:e].astype(np.int64))
                         for f, k, e in zip(arrays["pending_frames"], arrays["pending_lens"], ends))
+    lens = arrays.get("pending_z_lens", np.zeros(len(sm._pending), np.int64))  # (older snapshots: none)
+    ends, z = np.cumsum(lens), arrays.get("pending_z", np.zeros(0))
+    sm._pending_z = deque(z[e - k:e].astype(np.float64) if k else None for k, e in zip(lens, ends))
     sm.flips = [tuple(int(v) for v in r) for r in logs["flips"]]
     sm.hops = [tuple(int(v) for v in r) for r in logs["hops"]]
     sm.runs = [(int(s), int(a), int(k), bool(o), bool(c)) for s, a, k, o, c in logs["runs"]]

@@ -11,7 +11,7 @@ _PRIOR_DETECT = 10.0             # per site detection rate, shrunk to the pooled
 _PRIOR_FALSE = (0.02, 100.0)     # false detections per empty site and frame
 _PRIOR_SWITCH = (0.01, 1000.0)   # the pooled state changes per site and frame
 _PRIOR_GRADE = 100.0          # detections by column probability: weight of the prior (all detections)
-_PRIOR_SITE_SWITCH = 20.0        # per site switching rate, shrunk to the pooled rate with this weight
+_PRIOR_SITE_SWITCH = 100.0       # per site switching rate, shrunk to the pooled rate with this weight
 
 
 class OccupancyHMM:
@@ -105,6 +105,7 @@ class OccupancyHMM:
         """Fixed-lag smoothing: the oldest pending frame's states from its detections, the
         forward probabilities so far and the detections of the frames still pending."""
         frame, sites, bins = self._pending.popleft()
+        z = self._pending_z.popleft()
         ns = self.n_sites
         det = np.zeros(ns, bool)
         det[sites] = True
@@ -128,6 +129,10 @@ class OccupancyHMM:
             rates, false = rates**w, false**w
         e1 = np.where(det, rates[0], rates[1])  # P(detections now | occupied now), tempered
         e0 = np.where(det, false[0], false[1])
+        # the image's values at the sites, this frame's and the pending frames' (site_evidence)
+        ratios = self._intensity_ratios([z, *self._pending_z], ns, w)
+        if ratios is not None:
+            e1 *= ratios[0]
         graded = self.prob_hist.shape[1] > 0  # (without bins, every detection counts alike)
         n_later = len(self._pending)
         later = [s for _, s, _ in self._pending]
@@ -153,6 +158,8 @@ class OccupancyHMM:
             if graded:
                 flat[at] *= g1[len(sites):]
                 flat[at + ns] *= g0[len(sites):]
+            if ratios is not None:
+                like[:, 0] *= ratios[1:]
         b = np.ones((2, ns))
         lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
         for p in range(n_later - 1, -1, -1):
@@ -167,6 +174,7 @@ class OccupancyHMM:
         now = self._unshadowed(gamma > 0.5)  # (a shadow's detections still count in the estimates)
         # expected counts for the estimates: occupied frames, detections in them, state changes
         self._w_occ[:ns] += gamma
+        self._count_intensity(z, gamma)
         self._w_det_occ[:ns] += det * gamma
         if self.n_classes >= 2:
             self._count_class_detections(gamma, det)

@@ -52,6 +52,7 @@ from .errors import ConfigError, choice_error
 from .matching import GuidedMatcher, candidate_pairs, match_pairs, match_within, near_earlier
 from .site_classes import _CLS_HISTORY, _N_CLS, ClassStates
 from .site_occupancy import _PRIOR_POOLED, OccupancyHMM
+from .site_evidence import IntensityEvidence
 from .site_shadows import ShadowSites
 
 _OCCUPANCY = ("hmm", "gaps")
@@ -91,6 +92,10 @@ class SitesConfig:
         two columns or a column's far off) and is never occupied, so it makes no events and
         is left out of the maps (:mod:`etem.tracker.site_shadows`). None: 0.7 of the spacing
         of the sites found in at least half of the frames; 0: off.
+    intensity_radius_A
+        The ``"hmm"`` occupancy also weighs the image's mean within this radius of every site in
+        every frame [Å], detected there or not (:mod:`etem.tracker.site_evidence`); 0: the
+        detections alone.
     """
 
     radius_A: float = 0.8
@@ -102,6 +107,7 @@ class SitesConfig:
     lag: int = 10
     confidence_bins: int = 0
     min_separation_A: float | None = None
+    intensity_radius_A: float = 0.5
 
     def __post_init__(self) -> None:
         if self.occupancy not in _OCCUPANCY:
@@ -114,6 +120,9 @@ class SitesConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0):
                 raise ConfigError(f"sites.{name} must be a positive distance in Å; got {v!r}.")
+        v = self.intensity_radius_A
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ConfigError(f"sites.intensity_radius_A must be a distance >= 0 in Å (0: off); got {v!r}.")
         v = self.min_separation_A
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
             raise ConfigError(f"sites.min_separation_A must be a distance >= 0 in Å (0: off), or left out "
@@ -125,7 +134,7 @@ class SitesConfig:
         return self.lag if self.occupancy == "hmm" else self.fill_gaps
 
 
-class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
+class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
     """Online site bookkeeping; ``update`` once per frame, in frame order."""
 
     def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1) -> None:
@@ -163,6 +172,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
         # often a column of each class is found (a single S column far less often than S2)
         self._w_occ_cls = np.zeros((cap, _N_CLS))
         self._w_det_cls = np.zeros((cap, _N_CLS))
+        # ... and how the image's values at the sites are spread, occupied and empty (site_evidence)
+        self._int_stats = np.zeros((cap, 6))
         # expected detections by column-probability bin: row 0 at occupied sites, row 1 false
         # ones; and per site, at it while occupied
         self.prob_hist = np.zeros((2, cfg.confidence_bins))
@@ -195,6 +206,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
         self._track_sites: np.ndarray | None = None
         sep = cfg.min_separation_A
         self._init_shadows(None if sep is None else sep * px)
+        self._init_intensity(cfg.intensity_radius_A * px)
 
     # -- growth -----------------------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -203,7 +215,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
             return
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
-                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls", "_prob_occ",
+                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls", "_int_stats", "_prob_occ",
                      "_cls_post", "_cls_state", "_cls_hist", "_cls_hist_frame"):
             a = getattr(self, name)
             b = np.full((new,) + a.shape[1:], -1 if name.startswith(("_cls_state", "_cls_hist")) else 0, a.dtype)
@@ -212,14 +224,18 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
 
     # -- per frame --------------------------------------------------------------------------
     def update(self, frame: int, ref_yx: np.ndarray, cls: np.ndarray | None = None, *,
-               particles: np.ndarray | None = None, prob: np.ndarray | None = None) -> np.ndarray:
+               particles: np.ndarray | None = None, prob: np.ndarray | None = None,
+               image: np.ndarray | None = None, offset=None) -> np.ndarray:
         """Assign this frame's columns (drift-corrected ``[N, 2]`` px) to sites; returns site ids
         (-1 for a column found twice, :meth:`_found_twice`, which no site counts).
 
         ``particles``: the columns' track ids, which only make it faster: a column is looked for
         first on the site its track was last seen on (the sites found are the same either
         way). ``prob``: the columns' probabilities, which the ``"hmm"`` occupancy weighs
-        detections by (without them every detection counts alike)."""
+        detections by (without them every detection counts alike). ``image``: the frame
+        (``[H, W]``, or a focal series ``[F, H, W]``: its first image), whose values at every
+        site the ``"hmm"`` occupancy weighs too (:mod:`etem.tracker.site_evidence`), with
+        ``offset``: where the reference frame's origin lies in it [px] (the linker's drift)."""
         ref_yx = np.asarray(ref_yx, dtype=float).reshape(-1, 2)
         if particles is not None:
             particles = np.asarray(particles)
@@ -281,6 +297,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
         if particles is not None:
             self._remember(particles, out)
         self._pending.append((frame, sites, self._prob_bins(prob, n)))
+        self._pending_z.append(self._site_values(image, offset))
         while len(self._pending) > self.cfg.look_ahead:
             self._finalize_oldest()
         return out
@@ -338,6 +355,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites):
         if self.cfg.occupancy == "hmm":
             return self._finalize_oldest_hmm()
         frame, sites, _ = self._pending.popleft()
+        self._pending_z.popleft()
         ns = self.n_sites
         now = np.zeros(ns, bool)
         now[sites] = True
