@@ -548,12 +548,16 @@ def test_disc_means_and_frame_scale():
 
     rng = np.random.default_rng(0)
     img = rng.normal(size=(40, 50)).astype(np.float32)
-    pts = np.array([[10.3, 12.7], [0.2, 0.1], [39.6, 49.4], [20.0, -3.0], [np.nan, 5.0]])
-    got = disc_means(img, pts, 2.5)
+    pts = np.array([[10.3, 12.7], [0.2, 0.1], [39.6, 49.4], [20.0, -8.0], [np.nan, 5.0]])
     yy, xx = np.mgrid[:40, :50]
-    for (y, x), g in zip(pts[:3], got[:3]):
-        assert g == pytest.approx(img[(yy - y) ** 2 + (xx - x) ** 2 <= 2.5**2].mean(), rel=1e-6)
-    assert np.isnan(got[3]) and np.isnan(got[4])  # (no pixel of the frame in reach; no position)
+    for radius, step in ((2.5, 1), (5.0, 3)):  # (a wide disc: every step-th pixel along each axis)
+        got = disc_means(img, pts, radius)
+        for (y, x), g in zip(pts[:3], got[:3]):
+            cy, cx = round(y), round(x)
+            dy, dx = yy - cy, xx - cx
+            near = (dy**2 + dx**2 <= radius**2) & (dy % step == 0) & (dx % step == 0)
+            assert g == pytest.approx(img[near].mean(), rel=1e-6)
+        assert np.isnan(got[3]) and np.isnan(got[4])  # (no pixel of the frame in reach; no position)
     med, spread = frame_scale(rng.normal(5.0, 2.0, (512, 512)))
     assert med == pytest.approx(5.0, abs=0.1) and spread == pytest.approx(2.0, rel=0.05)
     assert frame_scale(np.zeros((64, 64))) is None

@@ -12,8 +12,11 @@ learns the detection rates, how those values are spread at occupied and at empty
 normal distribution for each state, with each site's own mean shrunk towards the mean pooled
 over all sites (a thick core column and a thin one differ), and a variance that is the scatter
 about a site's own mean plus the uncertainty of that mean (:meth:`IntensityEvidence.intensity_model`).
-A value then weighs as the square root of its likelihood ratio (half an independent
-observation), at most ``e^1.5`` either way in one frame, and only once both states have been
+Each state is learned where the detector and the model agree (the occupied state's values
+from frames in which the site's column was found, the empty state's from frames in which it
+was not), so that a faint column whose values look like the background keeps values of its
+own. A value then weighs as its likelihood ratio to the power 0.3 (0.3 of an independent
+observation), at most ``e^0.9`` either way in one frame, and only once both states have been
 seen in enough site-frames.
 """
 from __future__ import annotations
@@ -26,34 +29,48 @@ import numpy as np
 _PRIOR_MEAN = 10.0   # a site's own means are shrunk to the pooled means with this weight (frames)
 _MIN_WEIGHT = 20.0   # expected site-frames in each state before intensities count
 _MAX_LOG_RATIO = 3.0  # a likelihood ratio is taken as at most e^3 either way (then weighed by _WEIGHT)
-_WEIGHT = 0.5        # each value counts as half an independent one: the normal model is rough (an
-                     # HRTEM column's contrast changes with its neighbours), and more weight made
-                     # more false flips on the Au HRTEM demo movies (docs/guides/statistics.md)
+_WEIGHT = 0.3        # each value counts as 0.3 of an independent one: the normal model is rough (an
+                     # HRTEM column's contrast changes with its neighbours); 0.5 and 1 made more
+                     # false flips and a larger occupancy error on the Au HRTEM demo movies
+                     # (docs/guides/statistics.md)
 _MIN_VAR = 0.01      # (the values' unit is the frame's spread)
 _SCALE_SAMPLES = 1 << 14  # pixels of the sparse grid the frame's median and spread are taken from
 
 
 def disc_means(image: np.ndarray, yx: np.ndarray, radius_px: float) -> np.ndarray:
-    """The mean of ``image`` (``[H, W]``) over the pixels whose centres lie within
-    ``radius_px`` of each point of ``yx`` (``[N, 2]`` px); NaN where no such pixel is in the
-    frame. Only the pixels needed are read and converted."""
+    """The mean of ``image`` (``[H, W]``) over a disc of ``radius_px`` about the pixel nearest
+    each point of ``yx`` (``[N, 2]`` px): the pixels whose offsets from it lie within the
+    radius, every ``step``-th one along each axis where the disc is wider than 5 pixels (so at
+    most about 21 pixels a point: a mean over the disc's area, for a fifth of the reads at
+    0.1 Å/px). NaN where no such pixel is in the frame, or the point is not finite. Only the
+    pixels needed are read and converted."""
     yx = np.asarray(yx, float).reshape(-1, 2)
     H, W = image.shape
-    r = max(0, math.ceil(radius_px))
-    d = np.arange(-r, r + 1)
+    r = max(0, math.floor(radius_px))
+    step = max(1, math.ceil(r / 2))
+    d = np.arange(-(r // step) * step, r + 1, step)
     dy, dx = (g.reshape(-1) for g in np.meshgrid(d, d, indexing="ij"))
-    c = np.rint(yx)
-    off = c - yx
-    near = (off[:, :1] + dy) ** 2 + (off[:, 1:] + dx) ** 2 <= radius_px ** 2
-    with np.errstate(invalid="ignore"):
-        cy, cx = np.nan_to_num(c[:, :1], nan=-1e9).astype(np.int64), np.nan_to_num(c[:, 1:], nan=-1e9).astype(np.int64)
-    py, px = cy + dy, cx + dx
-    inside = near & (py >= 0) & (py < H) & (px >= 0) & (px < W)
+    disc = dy * dy + dx * dx <= max(radius_px, 0.0) ** 2
+    dy, dx = dy[disc], dx[disc]
+    out = np.full(len(yx), np.nan)
+    ok = np.isfinite(yx).all(1)
+    c = np.rint(yx[ok]).astype(np.int64)
+    cy, cx = c[:, 0], c[:, 1]
+    reach = int(d.max()) if d.size else 0
+    whole = (cy >= reach) & (cy < H - reach) & (cx >= reach) & (cx < W - reach)
     flat = image.reshape(-1) if image.flags.c_contiguous else np.ascontiguousarray(image).reshape(-1)
-    vals = flat[np.clip(py, 0, H - 1) * W + np.clip(px, 0, W - 1)].astype(np.float64)
-    n = inside.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (vals * inside).sum(1) / n, np.nan)
+    at = np.flatnonzero(ok)
+    base = cy[whole] * W + cx[whole]
+    out[at[whole]] = flat[base[:, None] + (dy * W + dx)[None]].mean(axis=1, dtype=np.float64)
+    part = ~whole  # (near or off the edge: the pixels inside only)
+    if part.any():
+        py, px = cy[part, None] + dy, cx[part, None] + dx
+        inside = (py >= 0) & (py < H) & (px >= 0) & (px < W)
+        vals = flat[np.clip(py, 0, H - 1) * W + np.clip(px, 0, W - 1)].astype(np.float64)
+        n = inside.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[at[part]] = np.where(n > 0, (vals * inside).sum(1) / n, np.nan)
+    return out
 
 
 def frame_scale(image: np.ndarray) -> tuple[float, float] | None:
@@ -131,29 +148,43 @@ class IntensityEvidence:
         if model is None:
             return None
         mu1, mu0, var1, var0 = model
+        # log N(z; mu1, var1) - log N(z; mu0, var0) = a + b z + c z^2, per site
+        a = 0.5 * np.log(var0 / var1) - 0.5 * mu1 * mu1 / var1 + 0.5 * mu0 * mu0 / var0
+        b = mu1 / var1 - mu0 / var0
+        c = 0.5 / var0 - 0.5 / var1
         z = np.full((len(values), ns), np.nan)
         for i, v in enumerate(values):
             if v is not None:
                 z[i, : len(v)] = v[:ns]
-        log_ratio = 0.5 * np.log(var0 / var1) - 0.5 * (z - mu1) ** 2 / var1 + 0.5 * (z - mu0) ** 2 / var0
-        log_ratio = np.clip(np.nan_to_num(log_ratio, nan=0.0), -_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-        return np.exp(w * _WEIGHT * log_ratio)
+        log_ratio = z * c
+        log_ratio += b
+        log_ratio *= z
+        log_ratio += a
+        np.clip(log_ratio, -_MAX_LOG_RATIO, _MAX_LOG_RATIO, out=log_ratio)
+        log_ratio[np.isnan(log_ratio)] = 0.0  # (no value: no evidence)
+        log_ratio *= w * _WEIGHT
+        return np.exp(log_ratio, out=log_ratio)
 
-    def _count_intensity(self, z: np.ndarray | None, gamma: np.ndarray) -> None:
-        """Add a decided frame's values to the expected sums, by each site's probability of
-        being occupied then (``gamma``)."""
+    def _count_intensity(self, z: np.ndarray | None, gamma: np.ndarray, det: np.ndarray) -> None:
+        """Add a decided frame's values to the expected sums: to the occupied state's where the
+        site was detected, by its probability of being occupied then (``gamma``), and to the
+        empty state's where it was not, by its probability of being empty. So each state is
+        learned where the detector and the model agree, anchored to the detector: a faint
+        column (an HRTEM column whose contrast is near the background's) keeps its own
+        occupied values and is not taken for an empty site that looks alike."""
         if z is None:
             return
         n = min(len(z), len(gamma))
         ok = np.flatnonzero(np.isfinite(z[:n]))
         if not ok.size:
             return
-        v, g = z[ok], gamma[ok]
+        v, d = z[ok], det[ok]
+        g = gamma[ok] * d
+        h = (1 - gamma[ok]) * ~d
         st = self._int_stats
         st[ok, 0] += g
         st[ok, 1] += g * v
         st[ok, 2] += g * v * v
-        h = 1 - g
         st[ok, 3] += h
         st[ok, 4] += h * v
         st[ok, 5] += h * v * v

@@ -174,7 +174,7 @@ class OccupancyHMM:
         now = self._unshadowed(gamma > 0.5)  # (a shadow's detections still count in the estimates)
         # expected counts for the estimates: occupied frames, detections in them, state changes
         self._w_occ[:ns] += gamma
-        self._count_intensity(z, gamma)
+        self._count_intensity(z, gamma, det)
         self._w_det_occ[:ns] += det * gamma
         if self.n_classes >= 2:
             self._count_class_detections(gamma, det)
