@@ -123,28 +123,47 @@ def test_a_run_file_written_before_column_intensities_resumes(stack, reference, 
     pd.testing.assert_frame_equal(run.columns.drop(columns="intensity"), reference.columns.drop(columns="intensity"))
 
 
+def _drop_snapshot_arrays(path, names) -> None:
+    """Make the run file's snapshots look written before ``names`` were kept."""
+    with h5py.File(path, "r+") as f:
+        for slot in ("slot0", "slot1"):
+            g = f[f"state/{slot}"]
+            for name in names:
+                del g[name]
+            if len(g["meta"]):  # the snapshot's document names its arrays
+                meta = json.loads(bytes(g["meta"][()]).decode())
+                for name in names:
+                    del meta["shapes"][name]
+                doc = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+                g["meta"].resize((len(doc),))
+                g["meta"][:] = doc
+
+
 def test_a_snapshot_written_before_the_class_detection_rates_resumes(stack, reference, tmp_path):
     """A snapshot without the per-class detection counts of the sites (kept since they were
     added) resumes with them zero: the one-class run goes on as the uninterrupted one."""
     path = tmp_path / "run.h5"
     pipe = Pipeline(ONE, run_path=path)
     _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
-    with h5py.File(path, "r+") as f:
-        for slot in ("slot0", "slot1"):
-            g = f[f"state/{slot}"]
-            for name in ("sites_w_occ_cls", "sites_w_det_cls"):
-                del g[name]
-            if len(g["meta"]):  # the snapshot's document names its arrays
-                meta = json.loads(bytes(g["meta"][()]).decode())
-                for name in ("sites_w_occ_cls", "sites_w_det_cls"):
-                    del meta["shapes"][name]
-                doc = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-                g["meta"].resize((len(doc),))
-                g["meta"][:] = doc
+    _drop_snapshot_arrays(path, ("sites_w_occ_cls", "sites_w_det_cls"))
     track(stack, resume=path)
     run = open_run(path)
     assert run.status == "complete" and "sites_w_occ_cls" in run.resume_state()["arrays"]
     pd.testing.assert_frame_equal(run.sites, reference.sites)
+
+
+def test_a_snapshot_written_before_the_image_evidence_resumes(stack, reference, tmp_path):
+    """A snapshot without the image's values at the sites (the intensity model's sums and the
+    pending frames' values) resumes: the model starts again from nothing, so the run goes on
+    close to the uninterrupted one, every frame once; its own snapshots keep them."""
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(ONE, run_path=path)
+    _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
+    _drop_snapshot_arrays(path, ("sites_int_stats", "pending_z", "pending_z_lens"))
+    track(stack, resume=path)
+    run = open_run(path)
+    assert run.status == "complete" and "sites_int_stats" in run.resume_state()["arrays"]
+    _compare(run, reference, exact_from=len(stack))  # (the columns do not depend on the sites)
 
 
 def test_an_occupancy_that_weighs_detections_by_probability_resumes_exactly(stack, tmp_path):
