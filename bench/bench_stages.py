@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--link-frames", type=int, default=40, help="frames linked and mapped to sites, per size")
+    p.add_argument("--no-site-image", action="store_true",
+                   help="the site map without the frames' images (as [sites] intensity_radius_A = 0)")
     p.add_argument("--count-ops", action="store_true",
                    help="also count the device operations each detection stage launches per batch (what a GPU "
                         "pays Python and launch time for, whatever its speed) and the host waits among them")
@@ -169,7 +171,9 @@ def host_stages(det, size: int, args, sampling: float) -> tuple[float, float, fl
     """Median ms per frame of linking (the pipeline's StreamLinker, default configuration), of
     the site map's update, and of the pipeline's whole host stage (linking, sites, the frame's
     table and its rows in a run file, with the run file's periodic sites, maps and resume
-    snapshots), over ``--link-frames`` drifting frames, the first five left out."""
+    snapshots), over ``--link-frames`` drifting frames, the first five left out. The site map
+    is given each frame's image, as in the pipeline (the occupancy weighs the image at every
+    site), unless ``--no-site-image``."""
     import tempfile
 
     from etem.tracker.config import PipelineConfig
@@ -192,7 +196,8 @@ def host_stages(det, size: int, args, sampling: float) -> tuple[float, float, fl
         linked = linker.update(i, c)
         t1 = time.perf_counter()
         ref = np.column_stack([linked["y_ref"].to_numpy(), linked["x_ref"].to_numpy()])
-        sites.update(i, ref, linked["cls"].to_numpy(), particles=linked["particle"].to_numpy())
+        sites.update(i, ref, linked["cls"].to_numpy(), particles=linked["particle"].to_numpy(),
+                     image=None if args.no_site_image else images[i], offset=linker.drift)
         t2 = time.perf_counter()
         link_t.append(t1 - t0)
         sites_t.append(t2 - t1)
@@ -203,7 +208,7 @@ def host_stages(det, size: int, args, sampling: float) -> tuple[float, float, fl
         pipe = Pipeline(cfg, engine=det.engine, run_path=Path(tmp) / "run.h5")
         pipe.shape, pipe.sampling = (size, size), sampling
         for i, c in enumerate(cols):
-            f = Frame(image=None, frame=i, sampling=sampling)
+            f = Frame(image=None if args.no_site_image else images[i], frame=i, sampling=sampling)
             f.received = time.perf_counter()
             t0 = time.perf_counter()
             pipe._host(f, c)
