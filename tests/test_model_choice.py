@@ -42,7 +42,12 @@ def test_without_a_model_the_files_metadata_choose(tmp_path, capsys, caplog):
     assert find(stem, config=classical_cfg).attrs["model"] is None
     assert track(stem, config=classical_cfg).model is None
     for path in (plain, tem):
-        assert find(path).attrs["model"] is None and track(path).model is None
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="etem.engine"):
+            assert find(path).attrs["model"] is None and track(path).model is None
+        # an HRTEM file without a material: the classical locator, and a warning that says how
+        # to take the bundled model instead
+        assert ("no material is named" in caplog.text and "--material" in caplog.text) == (path == tem)
     assert find(tem, material="au", sampling=0.2, device="cpu").attrs["model"] == "au-hrtem"
     # the run says what the frames are where the file does not
     stem_cfg = config_from_dict({"engine": {"imaging": "stem"}})

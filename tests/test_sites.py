@@ -497,7 +497,7 @@ def test_a_peak_between_two_columns_makes_no_events():
     n_on, at_ghosts = flips_near(on, ghosts)
     assert n_off >= 20 and n_on == 0
     assert on.separation_px * 0.1 == pytest.approx(0.7 * 2.5, abs=0.05)  # (Å: 0.7 of the spacing)
-    assert len(occupied_sites(on.table())) == len(grid)
+    assert len(occupied_sites(on.table())) == len(grid) == on.n_occupied_sites  # (what the status line counts)
     assert not on.table()["n_occupied"].to_numpy()[at_ghosts].any()
     hops = on.hops_table()
     assert not (hops["from_site"].isin(at_ghosts) | hops["to_site"].isin(at_ghosts)).any()

@@ -65,6 +65,12 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
         model = f"auto:{imaging}"
         logging.getLogger("etem.engine").info("no model given; the frames are %s (%s)", imaging.upper(),
                                               "as the run says" if base.imaging else "as the data say")
+    elif (model is None and not classical and base.model is None and base.kind == "auto" and engine in (None, "auto")
+          and imaging == "hrtem"):
+        logging.getLogger("etem.engine").warning(
+            "the frames are HRTEM (%s) but no material is named, so the classical locator finds the columns; "
+            "--material NAME (au, graphene, mos2 …) takes the bundled HRTEM model made for it",
+            "as the run says" if base.imaging else "as the data say")
     if data.get("detector") == "bf" and not dark and (
             classical or model == "auto:stem" or (model is None and base.model is None)):
         # bright-field STEM: dark columns. The classical locator looks for them; the bundled STEM

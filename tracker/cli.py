@@ -161,8 +161,13 @@ def _report(result, args=None) -> None:
         print(f"view jumps: {result.view_jumps} frame(s) where the view moved further than the drift "
               "estimate looks (link.max_drift_A); found by the jump search (link.max_jump_A)")
     if len(result.sites):
-        print(f"sites: {len(result.sites)}; mean occupancy {result.sites['occupancy'].mean():.3f}; "
-              f"flips {len(result.flips)}; hops between sites {int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0}")
+        from .sites import occupied_sites
+
+        seen = occupied_sites(result.sites)
+        hops = int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0
+        print(f"sites: {len(seen)} ({len(result.sites) - len(seen)} more places never judged occupied); mean "
+              f"occupancy {seen['occupancy'].mean() if len(seen) else float('nan'):.3f}; flips {len(result.flips)}; "
+              f"hops between sites {hops}")
     changes = result.class_changes
     if changes is not None and len(changes):
         print(f"class changes: {len(changes)} (a site's column changing class, e.g. S2 -> S; class_changes in the "

@@ -287,7 +287,7 @@ class Dashboard:
         out.update(pipe.counters.as_dict())
         queues = pipe.queue_depths()
         out["queues"] = {q: {"depth": d, "capacity": c} for q, (d, c) in queues.items()}
-        out["sites"] = 0 if pipe.sites is None else int(pipe.sites.n_sites)
+        out["sites"] = 0 if pipe.sites is None else pipe.sites.n_occupied_sites
         out["view_jumps"] = _view_jumps(pipe)
         out["class_changes"] = _class_changes(pipe)
         out["state"] = "finished" if pipe.stop.is_set() else "running"
@@ -308,7 +308,7 @@ class Dashboard:
             counters, queues, sites, gpu, jumps, changes = {}, {}, 0, {}, 0, 0
         else:
             counters, queues = pipe.counters.as_dict(), pipe.queue_depths()
-            sites = 0 if pipe.sites is None else int(pipe.sites.n_sites)
+            sites = 0 if pipe.sites is None else pipe.sites.n_occupied_sites
             gpu = gpu_memory(pipe.detector.engine)
             jumps, changes = _view_jumps(pipe), _class_changes(pipe)
         return metrics_text(counters, histogram=hist, queues=queues, sites=sites,

@@ -104,7 +104,7 @@ def metrics_text(counters: dict[str, int], *, histogram: LatencyHistogram, queue
            [(f'{{queue="{q}"}}', d) for q, (d, _) in queues.items()])
     family("etem_queue_capacity", "gauge", "Capacity of each stage queue.",
            [(f'{{queue="{q}"}}', c) for q, (_, c) in queues.items()])
-    family("etem_sites", "gauge", "Sites found so far.", [("", sites)])
+    family("etem_sites", "gauge", "Sites found so far (judged occupied in at least one frame).", [("", sites)])
     family("etem_view_jumps_total", "counter", "Jumps of the view (stage, particle, re-centring) the linker followed.",
            [("", view_jumps)])
     family("etem_class_changes_total", "counter", "Changes of a site's class found so far (S2 to S and the like).",

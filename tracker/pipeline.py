@@ -516,7 +516,7 @@ class Pipeline(FrameChecks, RunFileStage):
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
             "queue_ingest": self._ingest_q.qsize(),
             "queue_host": self._host_q.qsize(),
-            "sites": 0 if self.sites is None else self.sites.n_sites,
+            "sites": 0 if self.sites is None else self.sites.n_occupied_sites,  # (as the report counts them)
             **self.trust.status(),
             "oversize_subnets": self.oversize_subnets,
             "view_jumps": 0 if self.linker is None else self.linker.jumps,

@@ -404,6 +404,12 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self.hops.extend(zip(repeat(frame), repeat(-1), lone_on.tolist()))
 
     # -- results ----------------------------------------------------------------------------
+    @property
+    def n_occupied_sites(self) -> int:
+        """Sites judged occupied in at least one decided frame (:func:`occupied_sites`): the
+        sites a run reports, without the places never judged occupied and the shadows."""
+        return int(np.count_nonzero(self._n_occ[: self.n_sites]))
+
     def table(self) -> pd.DataFrame:
         """The sites table (schema SITES of the run file)."""
         ns, nf = self.n_sites, max(self.n_frames, 1)

@@ -22,8 +22,13 @@ class StatusLine:
         if enabled and total is not None:
             from tqdm import tqdm
 
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
             self._bar = tqdm(total=total, unit="frame", desc="replay", file=sys.stderr, dynamic_ncols=True,
                              bar_format="{desc} {n_fmt}/{total_fmt} {percentage:3.0f}% [{elapsed}<{remaining}]{postfix}")
+            # warnings while the bar is drawn go above it, not into its line
+            self._logs = logging_redirect_tqdm()
+            self._logs.__enter__()
 
     @staticmethod
     def text(s: dict) -> str:
@@ -66,5 +71,6 @@ class StatusLine:
                 pass
         if self._bar is not None:
             self._bar.close()
+            self._logs.__exit__(None, None, None)
         elif self.enabled and self._last:
             print(file=sys.stderr)
