@@ -262,3 +262,30 @@ def test_columns_at_the_frame_edge_can_be_left_out_of_the_score():
         score_columns(pred, true, radius_px=1.5, border_px=3.0)
     with pytest.raises(ValueError, match="border_px"):
         score_columns(pred, true, radius_px=1.5, frame_shape=(100, 100), border_px=-1.0)
+
+
+# ---------------------------------------------------------------------------- score_hops
+def test_score_hops(truth):
+    """The true hops reported back under the tracker's site ids: all found; reversed, or moved
+    by more frames than the tolerance, none; hops with an unknown end are not counted, and a
+    hop to a site without a true one is false."""
+    from etem.tracker.evaluate import score_hops
+
+    sites, _ = _found(truth)
+    hops = truth.hops.copy()
+    assert len(hops) >= 4
+    hops[["from_site", "to_site"]] += 1000
+    s = score_hops(sites, hops, truth, radius_px=3.0)
+    assert s["n_true"] == s["n_found"] == len(hops) and s["recall"] == s["precision"] == 1.0
+    back = hops.rename(columns={"from_site": "to_site", "to_site": "from_site"})
+    assert score_hops(sites, back, truth, radius_px=3.0)["recall"] == 0.0
+    late = hops.assign(frame=hops["frame"] + 2)
+    assert score_hops(sites, late, truth, radius_px=3.0, frame_tolerance=1)["recall"] == 0.0
+    assert score_hops(sites, late, truth, radius_px=3.0, frame_tolerance=2)["recall"] == 1.0
+    lone = pd.DataFrame({"frame": [3, 4], "from_site": [-1, hops["from_site"].iloc[0]], "to_site": [hops["to_site"].iloc[0], -1]})
+    nowhere = pd.DataFrame({"frame": [3], "from_site": [hops["from_site"].iloc[0]], "to_site": [424242]})
+    s = score_hops(sites, pd.concat([hops, lone, nowhere], ignore_index=True), truth, radius_px=3.0)
+    assert s["n_found"] == len(hops) + 1 and s["recall"] == 1.0
+    assert s["precision"] == pytest.approx(len(hops) / (len(hops) + 1))
+    s = score_hops(sites.iloc[:0], None, truth, radius_px=3.0)
+    assert s["recall"] == 0.0 and np.isnan(s["precision"])

@@ -434,7 +434,7 @@ def cmd_evaluate(args) -> int:
         raise ConfigError("--border applies to a model scored on held-out waves (etem evaluate MODEL WAVES), "
                           "whose images have a known size; not to found columns against a movie or table.")
     sampling = args.sampling
-    run_sites = run_flips = run_changes = movie = None
+    run_sites = run_flips = run_changes = run_hops = movie = None
     by_intensity = False
     if args.found.suffix in (".h5", ".hdf5"):
         from .runfile import open_run
@@ -442,6 +442,7 @@ def cmd_evaluate(args) -> int:
         with open_run(args.found) as run:
             found, sampling = run.columns, sampling or run.sampling
             run_sites, run_flips, run_changes = run.sites, run.stats.get("flips"), run.stats.get("class_changes")
+            run_hops = run.stats.get("hops")
             by_intensity = bool(((run.attrs.get("config") or {}).get("locate") or {}).get("intensity_classes"))
     else:
         found = _table(args.found)
@@ -471,13 +472,13 @@ def cmd_evaluate(args) -> int:
           f"position RMS {rms:.3f} {unit}  ({s['tp']} matched, {s['fp']} extra, {s['fn']} missed"
           f"{', class accuracy %.3f' % s['cls_accuracy'] if 'cls_accuracy' in s else ''})")
     if run_sites is not None and movie is not None and len(run_sites):
-        _print_site_scores(run_sites, run_flips, movie.truth, radius_px, run_changes)
+        _print_site_scores(run_sites, run_flips, movie.truth, radius_px, run_changes, run_hops)
     return 0
 
 
-def _print_site_scores(sites, flips, truth, radius_px: float, changes=None) -> None:
+def _print_site_scores(sites, flips, truth, radius_px: float, changes=None, run_hops=None) -> None:
     """A run's sites, occupied/empty events and class changes against a simulated movie's truth."""
-    from .evaluate import score_class_changes, score_sites, true_class_changes
+    from .evaluate import score_class_changes, score_hops, score_sites, true_class_changes
     from .sites import occupied_sites
 
     seen = occupied_sites(sites)
@@ -504,6 +505,13 @@ def _print_site_scores(sites, flips, truth, radius_px: float, changes=None) -> N
         return c["recall"], c["precision"]
 
     by_tolerance(f"events: {0 if flips is None else len(flips)} flips found, {len(truth.flips())} true", events)
+    if len(truth.hops):
+        def hops(tol):
+            h = score_hops(seen, run_hops, truth, radius_px=radius_px, frame_tolerance=tol)
+            return h["recall"], h["precision"]
+
+        n_found = score_hops(seen, run_hops, truth, radius_px=radius_px)["n_found"]
+        by_tolerance(f"hops (site to site): {n_found} found, {len(truth.hops)} true", hops)
     n_true = len(true_class_changes(truth))
     if n_true or (changes is not None and len(changes)):
         by_tolerance(f"class changes: {0 if changes is None else len(changes)} found, {n_true} true", class_changes)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 from .api import TrackResult, track
-from .evaluate import as_true_classes, score_class_changes, score_columns, score_sites, true_class_changes
+from .evaluate import as_true_classes, score_class_changes, score_columns, score_hops, score_sites, true_class_changes
 from .pipeline import PipelineConfig
 from .publish import Publisher, publish_frames
 from .sites import occupied_sites
@@ -55,6 +55,10 @@ class DemoReport:
             f"within 2 frames: {s['event_recall_2']:.3f}, {s['event_precision_2']:.3f} "
             f"({len(r.flips)} flips found, {s['n_true_flips']} true)",
         ]
+        if "hops" in s:
+            h = s["hops"]
+            lines.append(f"hops (site to site): {h['n_found']} found, {h['n_true']} true; within 2 frames: "
+                         f"recall {h['recall']:.3f}, precision {h['precision']:.3f}")
         from .trust import tally
 
         trust = tally(r.frames["out_of_range"]) if "out_of_range" in r.frames else None
@@ -194,6 +198,8 @@ def run_demo(
                                                      frame_tolerance=2)
     sites.update(event_recall_2=near["event_recall"], event_precision_2=near["event_precision"],
                  n_true_flips=len(truth.flips()))
+    if len(truth.hops):
+        sites["hops"] = score_hops(seen, result.hops, truth, radius_px=radius, frame_tolerance=2)
     files = [out / "movie.h5", run_path] + export_run(run_path, out, formats=("csv", "png"), progress=progress)
     return DemoReport(result, cols, sites, sent["stats"].sent if "stats" in sent else 0, seconds, files,
                       class_mapping=to_true)

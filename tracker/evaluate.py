@@ -414,3 +414,37 @@ def score_class_changes(
     matched = match_points(fp, tp, frame_tolerance)[0].size if len(fp) and len(tp) else 0
     return {"n_true": int(len(true)), "n_found": int(len(found_changes)),
             "recall": _ratio(matched, len(true)), "precision": _ratio(matched, len(found_changes))}
+
+
+def score_hops(
+    found_sites: pd.DataFrame,
+    found_hops: pd.DataFrame | None,
+    truth: "MovieTruth",
+    *,
+    radius_px: float,
+    frame_tolerance: int = 0,
+) -> dict[str, Any]:
+    """Score a tracker's site-to-site hops (:meth:`etem.tracker.sites.SiteMap.hops_table`, the
+    rows with both sites known) against the movie's (``truth.hops``).
+
+    Sites are matched as in :func:`score_sites`; a found hop matches a true hop from the matched
+    site to the matched site within ``frame_tolerance`` frames (one to one); a found hop with an
+    end at a site without a true one is false. Returns ``n_true``, ``n_found``, ``recall``,
+    ``precision`` (NaN where undefined)."""
+    _check_columns(found_sites, "found_sites", ("site", "y", "x"))
+    if found_hops is None or not len(found_hops):
+        found_hops = pd.DataFrame({"frame": [], "from_site": [], "to_site": []})
+    _check_columns(found_hops, "found_hops", ("frame", "from_site", "to_site"))
+    found_hops = found_hops[(found_hops["from_site"] >= 0) & (found_hops["to_site"] >= 0)]
+    true = truth.hops
+    to_true = _match_sites(found_sites, truth, radius_px)[2]
+    a, b = found_hops["from_site"].map(to_true), found_hops["to_site"].map(to_true)
+    ok = (a.notna() & b.notna()).to_numpy()
+    n = len(truth.sites)  # (true sites are numbered by their row: a pair of them is one key)
+    fp = _event_points(found_hops["frame"].to_numpy()[ok], a.to_numpy()[ok] * n + b.to_numpy()[ok],
+                       np.zeros(int(ok.sum())), 1, frame_tolerance)
+    tp = _event_points(true["frame"].to_numpy(), true["from_site"].to_numpy() * n + true["to_site"].to_numpy(),
+                       np.zeros(len(true)), 1, frame_tolerance)
+    matched = match_points(fp, tp, frame_tolerance)[0].size if len(fp) and len(tp) else 0
+    return {"n_true": int(len(true)), "n_found": int(len(found_hops)),
+            "recall": _ratio(matched, len(true)), "precision": _ratio(matched, len(found_hops))}
