@@ -90,8 +90,9 @@ def frame_scale(image: np.ndarray) -> tuple[float, float] | None:
 
 class IntensityEvidence:
     """The intensity half of the ``"hmm"`` occupancy; :class:`etem.tracker.sites.SiteMap` makes
-    ``_int_stats`` (``[cap, 6]``: per site the expected occupied frames, sum and sum of squares
-    of the values in them, and the same for empty frames) and calls :meth:`_init_intensity`."""
+    ``_int_stats`` (``[cap, 6]``: per site the weight, weighted sum and sum of squares of the
+    values of the occupied frames in which its column was found, and the same of the empty
+    frames in which it was not; :meth:`_count_intensity`) and calls :meth:`_init_intensity`."""
 
     def _init_intensity(self, radius_px: float) -> None:
         self.intensity_radius_px = radius_px

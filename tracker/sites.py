@@ -37,6 +37,12 @@ seen. With ``confidence_bins`` a detection also weighs by its column probability
 learns, the same way, how the probabilities of detections at occupied sites and of false ones
 are spread (histograms of ``confidence_bins`` bins), so a faint column at an empty site counts
 for less than a clear one.
+
+Two more rules (their own modules): a site closer than real columns can be to a site where
+columns are found more often is a *shadow* of it, a place where the detector puts a false
+peak now and then, and is never occupied (:mod:`etem.tracker.site_shadows`); and the
+``"hmm"`` occupancy weighs the image's values at every site in every frame, detected there
+or not (:mod:`etem.tracker.site_evidence`).
 """
 from __future__ import annotations
 
@@ -215,8 +221,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
             return
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
-                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls", "_int_stats", "_prob_occ",
-                     "_cls_post", "_cls_state", "_cls_hist", "_cls_hist_frame"):
+                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls",
+                     "_int_stats", "_prob_occ", "_cls_post", "_cls_state", "_cls_hist", "_cls_hist_frame"):
             a = getattr(self, name)
             b = np.full((new,) + a.shape[1:], -1 if name.startswith(("_cls_state", "_cls_hist")) else 0, a.dtype)
             b[:cap] = a
