@@ -1,0 +1,168 @@
+"""Shadow sites (etem.tracker.site_shadows) and the image at every site as evidence of its
+occupancy (etem.tracker.site_evidence)."""
+import numpy as np
+import pytest
+from test_sites import SITES, markov_states, site_states
+
+from etem.tracker.sites import SiteMap, SitesConfig, occupied_sites
+
+
+# ------------------------------------------------------------------------------ shadow sites
+def lattice_with_ghosts(cfg, rng_seed=2, n_frames=120, classes=False):
+    """A 6 x 6 lattice of columns 2.5 Å apart (0.1 Å/px), each found in 85 % of the frames; the
+    four inner corner columns are surface sites that empty and refill (a few times each); and
+    a detector's false peak midway between two columns at six places, each in a third of the
+    frames (an HRTEM image's interference at low dose). Returns the site map, the lattice, the
+    ghost places and the true occupancy [frames, columns]. ``classes``: the columns are of class
+    0 (said 1 in 5 % of the frames), each false peak of either class at random."""
+    rng = np.random.default_rng(rng_seed)
+    grid = np.stack(np.meshgrid(np.arange(6) * 25.0 + 20, np.arange(6) * 25.0 + 20, indexing="ij"), -1).reshape(-1, 2)
+    ghosts = grid[[7, 9, 14, 20, 22, 27]] + [0.0, 12.5]
+    truth = np.ones((n_frames, len(grid)), bool)
+    for s in (14, 15, 20, 21):
+        for start in rng.choice(np.arange(10, n_frames - 15), 3, replace=False):
+            truth[start:start + 8, s] = False
+    sm = SiteMap(cfg, sampling=0.1)
+    for f in range(n_frames):
+        found = truth[f] & (rng.random(len(grid)) < 0.85)
+        peaks = ghosts[rng.random(len(ghosts)) < 0.33]
+        cls = np.r_[rng.random(int(found.sum())) < 0.05, rng.random(len(peaks)) < 0.5].astype(int) if classes else None
+        sm.update(f, np.vstack([grid[found], peaks]) + rng.normal(0, 0.8, (int(found.sum()) + len(peaks), 2)), cls)
+    sm.flush()
+    return sm, grid, ghosts, truth
+
+
+def flips_near(sm, places, radius=5.0):
+    t = sm.table()
+    yx = t[["y", "x"]].to_numpy()
+    near = np.flatnonzero((np.hypot(*(yx[:, None] - places[None]).transpose(2, 0, 1)) < radius).any(1))
+    return int(sm.flips_table()["site"].isin(t["site"].to_numpy()[near]).sum()), near
+
+
+def test_a_peak_between_two_columns_makes_no_events():
+    """False peaks midway between two columns come and go: without shadow sites each place is a
+    site that flips as its peak comes and goes (the simulated Au HRTEM movie's most common
+    false event); with them (the default, 0.7 of the sites' spacing) each is a shadow of the
+    columns beside it, never occupied: no flips, no hops, not among the occupied sites, and
+    the real vacancies of the surface sites are all still found."""
+    off, grid, ghosts, truth = lattice_with_ghosts(SitesConfig(min_separation_A=0))
+    on, *_ = lattice_with_ghosts(SitesConfig())
+    n_off, _ = flips_near(off, ghosts)
+    n_on, at_ghosts = flips_near(on, ghosts)
+    assert n_off >= 20 and n_on == 0
+    assert on.separation_px * 0.1 == pytest.approx(0.7 * 2.5, abs=0.05)  # (Å: 0.7 of the spacing)
+    assert len(occupied_sites(on.table())) == len(grid) == on.n_occupied_sites  # (what the status line counts)
+    assert not on.table()["n_occupied"].to_numpy()[at_ghosts].any()
+    hops = on.hops_table()
+    assert not (hops["from_site"].isin(at_ghosts) | hops["to_site"].isin(at_ghosts)).any()
+    # the surface sites' own vacancies: found alike with and without shadows
+    true_flips = int(np.abs(np.diff(truth.astype(int), axis=0)).sum())
+    (n_real, _), (n_real_off, _) = flips_near(on, grid[[14, 15, 20, 21]]), flips_near(off, grid[[14, 15, 20, 21]])
+    assert n_real == n_real_off and abs(n_real - true_flips) <= 4
+
+
+def test_a_set_separation_and_off():
+    """``min_separation_A`` set: sites closer than it are one place, farther ones are not (the
+    ghosts, 1.25 Å from their columns, are shadows at 1.5 Å and not at 1.0 Å); 0 turns the rule
+    off; a run too short to have a spacing yet has none."""
+    for sep, shadowed in ((1.5, True), (1.0, False)):
+        sm, _, ghosts, _ = lattice_with_ghosts(SitesConfig(min_separation_A=sep))
+        n, _ = flips_near(sm, ghosts)
+        assert (n == 0) == shadowed
+        assert sm.separation_px == pytest.approx(sep / 0.1)
+    sm = SiteMap(SitesConfig(min_separation_A=0), sampling=0.1)
+    sm.update(0, SITES)
+    sm.flush()
+    assert sm._shadows() is None
+    sm = SiteMap(SitesConfig(), sampling=0.1)  # three sites: too few to say what the spacing is
+    for f in range(20):
+        sm.update(f, SITES)
+    assert sm._shadows() is None and sm.separation_px == 0
+
+
+def test_a_shadow_site_makes_no_class_changes():
+    """The false peaks between columns said to be of either class at random: without shadow
+    sites their places change class again and again; with them, no class change is logged
+    there, and the columns' own sites make the same few either way (a first frame's wrong class
+    put right)."""
+    logged = {}
+    for sep in (0, None):
+        sm, grid, ghosts, _ = lattice_with_ghosts(SitesConfig(min_separation_A=sep), classes=True)
+        t = sm.table()
+        near = np.hypot(*(t[["y", "x"]].to_numpy()[:, None] - ghosts[None]).transpose(2, 0, 1)).min(1) < 5.0
+        changes = sm.class_changes_table()
+        logged[sep] = (int(changes["site"].isin(t["site"][near]).sum()), int((~changes["site"].isin(t["site"][near])).sum()))
+    assert logged[0][0] >= 3 and logged[None][0] == 0
+    assert logged[0][1] == logged[None][1] <= 2
+
+
+# ------------------------------------------------------------------------------ intensity evidence
+def test_disc_means_and_frame_scale():
+    from etem.tracker.site_evidence import disc_means, frame_scale
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(40, 50)).astype(np.float32)
+    pts = np.array([[10.3, 12.7], [0.2, 0.1], [39.6, 49.4], [20.0, -8.0], [np.nan, 5.0]])
+    yy, xx = np.mgrid[:40, :50]
+    for radius, step in ((2.5, 1), (5.0, 3)):  # (a wide disc: every step-th pixel along each axis)
+        got = disc_means(img, pts, radius)
+        for (y, x), g in zip(pts[:3], got[:3]):
+            cy, cx = round(y), round(x)
+            dy, dx = yy - cy, xx - cx
+            near = (dy**2 + dx**2 <= radius**2) & (dy % step == 0) & (dx % step == 0)
+            assert g == pytest.approx(img[near].mean(), rel=1e-6)
+        assert np.isnan(got[3]) and np.isnan(got[4])  # (no pixel of the frame in reach; no position)
+    med, spread = frame_scale(rng.normal(5.0, 2.0, (512, 512)))
+    assert med == pytest.approx(5.0, abs=0.1) and spread == pytest.approx(2.0, rel=0.05)
+    assert frame_scale(np.zeros((64, 64))) is None
+
+
+def blob_movie(rng_seed=4, n_frames=300, k=0.03):
+    """40 sites 3 Å apart (0.1 Å/px) switching with probability ``k`` per frame; a detector that
+    finds an occupied column in 50 % of the frames and makes false ones at 5 % of the empty
+    sites; and each frame's image: a Gaussian spot of height 1 at every occupied site, on
+    noise of 0.5 (the frame's scale changing from frame to frame, as a dose would)."""
+    rng = np.random.default_rng(rng_seed)
+    grid = np.stack(np.meshgrid(np.arange(8) * 30.0 + 25, np.arange(5) * 30.0 + 25, indexing="ij"), -1).reshape(-1, 2)
+    truth = markov_states(n_frames, len(grid), k, rng)
+    seen = np.where(truth, rng.random(truth.shape) < 0.5, rng.random(truth.shape) < 0.05)
+    yy, xx = np.mgrid[:260, :170]
+    spots = np.exp(-((yy[None] - grid[:, 0, None, None]) ** 2 + (xx[None] - grid[:, 1, None, None]) ** 2) / (2 * 4.0**2))
+    images = [(np.tensordot(occ.astype(float), spots, 1) + rng.normal(0, 0.5, yy.shape)) * rng.uniform(50, 150) + 1000
+              for occ in truth]
+    return grid, truth, seen, images
+
+
+def test_the_image_at_each_site_is_evidence_of_its_occupancy():
+    """A detector that misses half of the occupied frames, and images that show each column
+    faintly: weighing the image at every site (the default) decides the states and finds the
+    flips better than the detections alone, which take many misses for vacancies; where the
+    image shows nothing (pure noise) it changes little."""
+    grid, truth, seen, images = blob_movie()
+    true_flips = int(np.abs(np.diff(truth.astype(int), axis=0)).sum())
+    results = {}
+    for radius in (0.0, 0.5):
+        for shown in (True, False):
+            sm = SiteMap(SitesConfig(radius_A=0.8, intensity_radius_A=radius), sampling=0.1)
+            rng = np.random.default_rng(1)
+            for f, det in enumerate(seen):
+                img = images[f] if shown else rng.normal(1000, 50, images[f].shape)
+                sm.update(f, grid[det], image=img, offset=(0.0, 0.0))
+            sm.flush()
+            state = site_states(sm, grid, len(truth))
+            results[radius, shown] = ((state == truth).mean(), abs(len(sm.flips) - true_flips) / true_flips)
+    (acc0, err0), (acc1, err1) = results[0.0, True], results[0.5, True]
+    assert acc1 > acc0 + 0.03 and err1 < err0
+    assert abs(results[0.5, False][0] - acc0) < 0.02
+    assert results[0.0, False] == results[0.0, True]  # (radius 0: the images are not looked at)
+
+
+def test_intensity_model_waits_for_both_states():
+    """No weight from the image before both states have been seen in enough site-frames: a
+    run of sites that are always occupied never uses it."""
+    sm = SiteMap(SitesConfig(radius_A=0.8), sampling=0.1)
+    img = np.random.default_rng(0).normal(100, 5, (120, 200))
+    for f in range(40):
+        sm.update(f, SITES, image=img, offset=(0.0, 0.0))
+    assert sm.intensity_model() is None
+    assert (sm.table()["occupancy"] > 0.7).all() and len(sm.flips) == 0
