@@ -57,20 +57,19 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
     imaging = base.imaging or (data.get("imaging") if data.get("imaging") in ("hrtem", "stem") else None)
     if model == "auto" and imaging:
         model = f"auto:{imaging}"
-    if (model is None and not classical and base.model is None and base.kind == "auto" and engine in (None, "auto")
-            and (imaging == "stem" or (imaging == "hrtem" and material is not None))):
-        # nothing chosen: the bundled model made for what the frames are (the run's --imaging or
-        # the file's metadata) and, for HRTEM, the material; the classical locator where none fits
-        # or where the frames' kind is not known
+    # nothing chosen: the bundled model made for what the frames are (the run's --imaging or the
+    # file's metadata) and, for HRTEM, the material; the classical locator where none fits or
+    # where the frames' kind is not known
+    unchosen = (model is None and not classical and base.model is None and base.kind == "auto"
+                and engine in (None, "auto"))
+    said = "as the run says" if base.imaging else "as the data say"
+    if unchosen and (imaging == "stem" or (imaging == "hrtem" and material is not None)):
         model = f"auto:{imaging}"
-        logging.getLogger("etem.engine").info("no model given; the frames are %s (%s)", imaging.upper(),
-                                              "as the run says" if base.imaging else "as the data say")
-    elif (model is None and not classical and base.model is None and base.kind == "auto" and engine in (None, "auto")
-          and imaging == "hrtem"):
+        logging.getLogger("etem.engine").info("no model given; the frames are %s (%s)", imaging.upper(), said)
+    elif unchosen and imaging == "hrtem":
         logging.getLogger("etem.engine").warning(
             "the frames are HRTEM (%s) but no material is named, so the classical locator finds the columns; "
-            "--material NAME (au, graphene, mos2 …) takes the bundled HRTEM model made for it",
-            "as the run says" if base.imaging else "as the data say")
+            "--material NAME (au, graphene, mos2 …) takes the bundled HRTEM model made for it", said)
     if data.get("detector") == "bf" and not dark and (
             classical or model == "auto:stem" or (model is None and base.model is None)):
         # bright-field STEM: dark columns. The classical locator looks for them; the bundled STEM

@@ -230,6 +230,14 @@ def _event_points(frame, site, sub, n_sub: int, tolerance: int) -> np.ndarray:
     return np.stack([key * (2 * tolerance + 2), np.asarray(frame, float)], axis=1)
 
 
+def _event_scores(found_pts: np.ndarray, true_pts: np.ndarray, frame_tolerance: int, *, n_found: int) -> dict[str, Any]:
+    """``n_true``, ``n_found``, ``recall``, ``precision`` of found events (``found_pts``, of the
+    ``n_found`` found, those at matched sites) against the true ones (:func:`_event_points`)."""
+    matched = match_points(found_pts, true_pts, frame_tolerance)[0].size if len(found_pts) and len(true_pts) else 0
+    return {"n_true": int(len(true_pts)), "n_found": int(n_found),
+            "recall": _ratio(matched, len(true_pts)), "precision": _ratio(matched, n_found)}
+
+
 def _match_sites(found_sites: pd.DataFrame, truth: "MovieTruth", radius_px: float):
     """Found sites matched to the true sites by position (frame 0's pixels): the rows of each
     pair (found, true) and a map from found site id to true site (its row)."""
@@ -411,9 +419,7 @@ def score_class_changes(
                        found_changes["to_cls"].to_numpy()[ok], n_cls, frame_tolerance)
     tp = _event_points(true["frame"].to_numpy(), true["site"].to_numpy(), true["to_cls"].to_numpy(), n_cls,
                        frame_tolerance)
-    matched = match_points(fp, tp, frame_tolerance)[0].size if len(fp) and len(tp) else 0
-    return {"n_true": int(len(true)), "n_found": int(len(found_changes)),
-            "recall": _ratio(matched, len(true)), "precision": _ratio(matched, len(found_changes))}
+    return _event_scores(fp, tp, frame_tolerance, n_found=len(found_changes))
 
 
 def score_hops(
@@ -445,6 +451,4 @@ def score_hops(
                        np.zeros(int(ok.sum())), 1, frame_tolerance)
     tp = _event_points(true["frame"].to_numpy(), true["from_site"].to_numpy() * n + true["to_site"].to_numpy(),
                        np.zeros(len(true)), 1, frame_tolerance)
-    matched = match_points(fp, tp, frame_tolerance)[0].size if len(fp) and len(tp) else 0
-    return {"n_true": int(len(true)), "n_found": int(len(found_hops)),
-            "recall": _ratio(matched, len(true)), "precision": _ratio(matched, len(found_hops))}
+    return _event_scores(fp, tp, frame_tolerance, n_found=len(found_hops))
