@@ -424,6 +424,7 @@ def insitu_movie(
                      fps=fps)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items()
               if k not in ("au_nanoparticle", "columns")}
+    params["material"] = "au110"  # what is in view, as a microscope file may say (etem.tracker.lattice names)
     r_struct, r_kin, r_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     n = n_frames
 

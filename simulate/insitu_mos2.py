@@ -343,6 +343,7 @@ def mos2_scene(
         hops=[(f, a + n_mo, b + n_mo) for f, a, b in hops_s],
         exchanges=[(f, s + n_mo, kind) for f, s, kind in ex_s])
     params["classes"] = list(CLASSES)
+    params["material"] = "mos2"  # what is in view (on graphene or not), as a microscope file may say
     return MoS2Scene(truth=truth, atoms=atoms, is_mo=np.arange(n_mo + n_s) < n_mo, s_slots=slots, s_neighbours=s_nb,
                      carbon_yx=carbon, centre=centre, column_frame=f_idx, column_yx=yx, column_cls=cls,
                      params=params)

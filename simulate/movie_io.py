@@ -36,7 +36,8 @@ def save_movie(movie: ToyMovie, path: str | Path) -> None:
 
     Layout: dataset ``frames`` ``[N, H, W]`` float32, one chunk per frame, attribute
     ``sampling`` [Å/px] and ``fps`` [1/s] (so any reader of a plain HDF5 stack opens it), and, for
-    an exit-wave movie, ``imaging`` (``hrtem``/``stem``) and for STEM ``detector`` (``adf``); group ``truth`` with one
+    an exit-wave movie, ``imaging`` (``hrtem``/``stem``), for STEM ``detector`` (``adf``) and
+    the ``material`` in view (``au110``, ``mos2``); group ``truth`` with one
     subgroup per table (one dataset per column) and the arrays ``occupancy``, ``drift`` and
     ``rotation_deg``. Root attributes: ``format`` and ``params`` (JSON).
     """
@@ -53,6 +54,8 @@ def save_movie(movie: ToyMovie, path: str | Path) -> None:
             ds.attrs["imaging"] = movie.params["mode"]
             if movie.params["mode"] == "stem":
                 ds.attrs["detector"] = "adf"  # simulated STEM is annular dark field: bright columns
+        if movie.params.get("material"):  # what is in view: lets a replay take the bundled model made for it
+            ds.attrs["material"] = movie.params["material"]
         g = f.create_group("truth")
         for name in _TABLES:
             table: pd.DataFrame = getattr(movie.truth, name)

@@ -52,8 +52,11 @@ def test_round_trip_through_the_movie_file(stem, tmp_path):
 
 def test_the_movie_file_says_how_its_frames_were_taken(stem, hrtem, tmp_path):
     """A movie file names its imaging (and, for STEM, the dark-field detector) as a microscope's
-    file does; with no model named, the tracker takes the bundled STEM model for it, and the
-    classical locator for an HRTEM movie whose material it is not told."""
+    file does, and the material in view; with no model named, the tracker takes the bundled STEM
+    model for it, and the bundled HRTEM model for the material of an HRTEM movie (the classical
+    locator where the file does not name it)."""
+    import h5py
+
     from etem.tracker import track
     from etem.tracker.evaluate import score_columns
     from etem.tracker.files import open_recording
@@ -64,10 +67,14 @@ def test_the_movie_file_says_how_its_frames_were_taken(stem, hrtem, tmp_path):
         assert rec.frame_meta()["imaging"] == "stem" and rec.frame_meta()["detector"] == "adf"
     with open_recording(tmp_path / "hrtem.h5") as rec:
         assert rec.frame_meta()["imaging"] == "hrtem" and "detector" not in rec.frame_meta()
+        assert rec.frame_meta()["material"] == "au110"
     r = track(tmp_path / "stem.h5", device="cpu")
     assert r.model == "haadf-stem" and r.engine != "classical"
     cols = score_columns(r.columns, stem.truth.positions, radius_px=1 / stem.sampling, sampling=stem.sampling)
     assert cols["f1"] > 0.95
+    assert track(tmp_path / "hrtem.h5", device="cpu").model == "au-hrtem"
+    with h5py.File(tmp_path / "hrtem.h5", "a") as f:
+        del f["frames"].attrs["material"]
     assert track(tmp_path / "hrtem.h5").model is None  # HRTEM contrast depends on the material
     assert track(tmp_path / "hrtem.h5", material="au", device="cpu").model == "au-hrtem"
 

@@ -162,3 +162,25 @@ def test_find_command_reports_the_lattice_sampling(tmp_path, capsys):
     assert "--material" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["find", str(tmp_path / "img.npy"), "--sampling", "fine"])
+
+
+def test_a_focal_series_is_measured_on_its_image_that_shows_the_lattice(caplog):
+    """The sampling of a focal series comes from the image whose spectrum shows the most of the
+    lattice's peaks, not from its first image: an image that shows none (far from focus, or
+    blank) neither fails the estimate nor, where the data give a sampling, warns of a mismatch."""
+    import logging
+
+    from etem.tracker.lattice import resolve_sampling
+
+    lattice = lattice_image("graphene", 0.1)
+    noise = np.random.default_rng(1).poisson(200.0, lattice.shape).astype(np.float32)
+    series = np.stack([noise, lattice, noise])
+    with pytest.raises(ConfigError):
+        estimate_sampling(noise, "graphene")
+    sampling, est = resolve_sampling(series, given=None, material="graphene")
+    assert sampling == pytest.approx(0.1, rel=0.02) and est.n_peaks >= 6
+    with caplog.at_level(logging.WARNING, logger="etem.lattice"):
+        assert resolve_sampling(series, given=0.1, material="graphene")[0] == 0.1
+        assert "lattice says" not in caplog.text
+        resolve_sampling(series, given=0.15, material="graphene")
+    assert "lattice says" in caplog.text

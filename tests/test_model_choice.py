@@ -102,3 +102,58 @@ def test_a_streams_frames_say_how_they_were_taken_and_choose_the_model(tmp_path,
     bf = run({"imaging": "stem", "detector": "bf"}, "bf.h5")
     assert bf.model == "haadf-stem"
     assert open_run(tmp_path / "bf.h5").attrs["config"]["engine"]["contrast"] == "dark"
+
+
+def test_a_file_or_stream_that_names_its_material_takes_the_model_made_for_it(tmp_path, caplog):
+    """A simulated movie file names the material in view, so a replay with no options takes the
+    bundled HRTEM model for it: one image per frame (``au-hrtem``) or, read from a 4-D
+    focal-series file, three (``mos2-unet``; the images per frame count, with ``model="auto"``
+    as without). ``material=`` overrides the file's; a name the tracker does not know, in a
+    file or a stream's frame meta, is passed over (the classical locator), said in the log."""
+    import logging
+    import threading
+
+    import h5py
+
+    from etem.simulate.insitu import insitu_movie
+    from etem.simulate.insitu_mos2 import mos2_movie
+    from etem.simulate.movie_io import save_movie
+    from etem.tracker import track
+    from etem.tracker.files import open_recording
+    from etem.tracker.frames import Frame
+    from etem.tracker.publish import Publisher, publish_frames
+
+    au = insitu_movie(n_frames=2, shape=(96, 96), particle_radius_A=8.0, seed=1)
+    save_movie(au, tmp_path / "au.h5")
+    with open_recording(tmp_path / "au.h5") as rec:
+        assert rec.frame_meta()["material"] == "au110" and rec.frame_meta()["imaging"] == "hrtem"
+    assert track(tmp_path / "au.h5", device="cpu").model == "au-hrtem"
+    assert track(tmp_path / "au.h5", device="cpu", material="graphene").model == "graphene-hrtem"
+
+    mos2 = mos2_movie(n_frames=2, shape=(96, 96), flake_radius_A=8.0, focal_offsets_A=(-100.0, 0.0, 100.0), seed=1)
+    save_movie(mos2, tmp_path / "mos2.h5")
+    for model in (None, "auto"):
+        res = track(tmp_path / "mos2.h5", device="cpu", model=model, run_path=tmp_path / f"mos2-{model}.h5")
+        assert res.model == "mos2-unet"
+
+    with h5py.File(tmp_path / "au.h5", "a") as f:
+        f["frames"].attrs["material"] = "unobtainium"
+    with open_recording(tmp_path / "au.h5") as rec:
+        assert "material" not in rec.frame_meta()
+    assert track(tmp_path / "au.h5").model is None
+
+    def stream(meta):
+        frames = [Frame(image=im, frame=i, sampling=au.sampling, meta=dict(meta)) for i, im in enumerate(au.frames)]
+        pub = Publisher("tcp://127.0.0.1:0", mode="push")
+        t = threading.Thread(target=publish_frames, args=(frames, pub), daemon=True)
+        t.start()
+        try:
+            return track(pub.address, mode="pull", idle_timeout_s=30, device="cpu")
+        finally:
+            t.join(10)
+            pub.close()
+
+    assert stream({"imaging": "hrtem", "material": "au"}).model == "au-hrtem"
+    with caplog.at_level(logging.WARNING, logger="etem.pipeline"):
+        assert stream({"imaging": "hrtem", "material": "unobtainium"}).model is None
+    assert "'unobtainium', which is not one the tracker knows" in caplog.text

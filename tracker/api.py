@@ -54,6 +54,10 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
     # what the frames are: as the run says (--imaging), else as the file's metadata say (``data``:
     # its frames' "imaging" and, for STEM, "detector")
     data = data or {}
+    if material is None:
+        from .files import known_material
+
+        material = known_material(data.get("material"))  # the material in view, as a file or a stream says
     imaging = base.imaging or (data.get("imaging") if data.get("imaging") in ("hrtem", "stem") else None)
     if model == "auto" and imaging:
         model = f"auto:{imaging}"
@@ -157,6 +161,12 @@ def find(
     if isinstance(sampling, str) and not auto:
         raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
     frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal))
+    if material is None and frames:
+        from .files import known_material
+
+        material = known_material((frames[0].meta or {}).get("material"))  # as the file says
+        if material:
+            logging.getLogger("etem.engine").info("material %s, as the data say", material)
     # images per frame as the data hold them (a 4-D stack or a focal-series file says so itself)
     per_frame = frames[0].image.shape[0] if frames and frames[0].image.ndim == 3 else focal
     ecfg = _engine_cfg(cfg.engine, model, classical, dark, device, engine, material, per_frame,
@@ -351,8 +361,10 @@ def track(
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
     base_engine, meta = cfg.engine, _file_meta(source, model, pattern)
+    # images per frame: as given, else as the file holds them (a 4-D focal-series stack)
+    per_frame = max(focal or 1, (meta or {}).get("n_focal") or 1)
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(base_engine, model, classical, dark, device, engine, material,
-                                                      focal or 1, data=meta))
+                                                      per_frame, data=meta))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
     if sampling == "auto":
@@ -380,8 +392,8 @@ def track(
         # the first frame says how it was taken in its meta (a file's metadata, a stream's header):
         # it chooses the model (and a bright-field detector dark columns, for the classical
         # locator too), before it is detected
-        def choose(frame_meta: dict) -> EngineConfig:
-            return _engine_cfg(base_engine, model, classical, dark, device, engine, material, focal or 1,
+        def choose(frame_meta: dict, n_focal: int = 1) -> EngineConfig:
+            return _engine_cfg(base_engine, model, classical, dark, device, engine, material, max(focal or 1, n_focal),
                                data=frame_meta)
 
         pipe.choose_engine = choose
@@ -398,7 +410,7 @@ def track(
 
 def _file_meta(source, model, pattern: str | None = None) -> dict | None:
     """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
-    ``detector``), read before the run only where ``model="auto"`` needs it up front (it asks
+    ``detector``; ``material``) and its images per frame (``n_focal``), read before the run only where ``model="auto"`` needs it up front (it asks
     for a material unless the frames are STEM); a watched folder answers for the first frame
     file already in it. None for streams, arrays and empty folders; with no model named, the
     first frame's own meta choose instead (:attr:`Pipeline.choose_engine`), so a file is not
@@ -416,7 +428,7 @@ def _file_meta(source, model, pattern: str | None = None) -> dict | None:
 
     with contextlib.suppress(Exception):  # a file that cannot be read fails where it is read for frames
         with open_recording(path) as rec:
-            return rec.frame_meta()
+            return {**rec.frame_meta(), "n_focal": rec.n_focal}
     return None
 
 

@@ -134,8 +134,9 @@ def _say_locator(args, model, engine, out=None, indent: str = "  ", lattice: boo
         return
     line = f"{indent}located by model {model} ({engine})"
     if getattr(args, "model", None) is None and not getattr(args, "classical", False):
-        line += (": the bundled model for the kind of image the data say they are (a file's metadata, a "
-                 "stream's frame meta, or --imaging); --classical for the classical locator")
+        line += (": the bundled model for the kind of image and the material the data say they are (a file's "
+                 "metadata, a stream's frame meta, or --imaging and --material); --classical for the classical "
+                 "locator")
     if lattice:
         line += "; metal or chalcogen from each column's sublattice (--lattice-classes off: the network's own)"
     print(line, file=out)

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from .watch import FolderWatcher, watch_folder  # noqa: F401  (loaded by __getattr__ below)
 
 #: What a file may say of how its frames were taken, carried on each frame (and over the wire):
-#: ``imaging`` ("stem" / "hrtem") and, for STEM, ``detector`` ("adf" / "bf").
-ACQUISITION_KEYS = ("imaging", "detector")
+#: ``imaging`` ("stem" / "hrtem"), for STEM ``detector`` ("adf" / "bf"), and the ``material`` in
+#: view (a name :func:`etem.tracker.lattice.materials` knows: "au", "mos2" …).
+ACQUISITION_KEYS = ("imaging", "detector", "material")
 
 #: File suffix -> format key.
 SUFFIXES = {
@@ -131,7 +132,7 @@ class Recording:
 
     def frame_meta(self) -> dict[str, Any]:
         """What each of its frames carries of the file: its path, and how it was taken where the
-        file says (``imaging``, ``detector``)."""
+        file says (``imaging``, ``detector``, ``material``)."""
         return {"source": self.meta["source"], **{k: self.meta[k] for k in ACQUISITION_KEYS if self.meta.get(k)}}
 
     @property
@@ -346,6 +347,22 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
     return signal["data"], meta, sampling, times
 
 
+def known_material(value: Any) -> str | None:
+    """A file's or a stream's ``material`` as the tracker names it (lower case), or None where
+    it names none or one :mod:`etem.tracker.lattice` does not know (such a value is ignored, as
+    a file's other unknown metadata are)."""
+    from .lattice import materials
+
+    value = value.decode() if isinstance(value, bytes) else value
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        materials(value.strip())
+    except ConfigError:
+        return None
+    return value.strip().lower()
+
+
 def _imaging(signal: dict) -> str | None:
     """``"stem"`` or ``"hrtem"`` where the file's metadata say how the image was taken: HyperSpy's
     ``Acquisition_instrument.TEM.acquisition_mode``, or a Gatan file's "Operation Mode" /
@@ -509,6 +526,9 @@ def _read_hdf5(path: Path, dataset: str | None):
             value = value.decode() if isinstance(value, bytes) else value
             if isinstance(value, str) and value.lower() in known:
                 meta[key] = value.lower()
+        material = known_material(ds.attrs.get("material"))
+        if material:
+            meta["material"] = material
         return ds, meta, None if sampling is None else float(sampling), None, f.close
     except Exception:
         f.close()

@@ -369,10 +369,9 @@ def resolve_sampling(
     if not material:
         return given, None
     img = np.asarray(image)
-    img = img.reshape(-1, *img.shape[-2:])[0]  # the first image of a focal series
     if given is not None and not auto:
         try:
-            est = estimate_sampling(img, material)
+            est = _estimate_series(img, material)
         except ConfigError as exc:
             log.info("sampling %.4f Å/px not checked against the lattice: %s", given, exc)
             return given, None
@@ -380,6 +379,22 @@ def resolve_sampling(
             log.warning("the data give %.4f Å/px but the %s lattice says %s; using the data's "
                         "(pass --sampling auto to use the lattice's)", given, est.material, est)
         return given, est
-    est = estimate_sampling(img, material)
+    est = _estimate_series(img, material)
     log.info("sampling from the lattice: %s", est)
     return est.sampling, est
+
+
+def _estimate_series(image: np.ndarray, material: str) -> SamplingEstimate:
+    """:func:`estimate_sampling` of one image, or of the image of a focal series whose
+    spectrum shows the most of the lattice's peaks (far from focus an image may show a few,
+    which can fit another reflection family: a MoS2 series' first image at 0.1 Å/px gave
+    √3 times the pixel size)."""
+    found, error = [], None
+    for img in image.reshape(-1, *image.shape[-2:]):
+        try:
+            found.append(estimate_sampling(img, material))
+        except ConfigError as exc:
+            error = error or exc
+    if not found:
+        raise error
+    return max(found, key=lambda e: (e.n_peaks, e.score))

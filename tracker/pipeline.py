@@ -162,8 +162,9 @@ class Pipeline(FrameChecks, RunFileStage):
         self.last_frame: Frame | None = None
         self.error: str | None = None  # what stopped the run, when something did
         #: where no model was chosen: the engine config for the first frame's ``meta`` (how a
-        #: stream's frames say they were taken), applied before it is detected (:func:`track`)
-        self.choose_engine: Callable[[dict], EngineConfig] | None = None
+        #: stream's frames say they were taken) and images per frame, applied before it is
+        #: detected (:func:`track`)
+        self.choose_engine: Callable[[dict, int], EngineConfig] | None = None
 
     @classmethod
     def resume(cls, point, *, config: PipelineConfig | None = None, engine=None,

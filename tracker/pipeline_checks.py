@@ -26,6 +26,8 @@ class FrameChecks:
         """Frame checks that need the run's state; reject (and count) what cannot be tracked."""
         if f.sampling is None and self.cfg.default_sampling is not None:
             f.sampling = self.cfg.default_sampling
+        if self.shape is None and not self.cfg.material and (f.meta or {}).get("material"):
+            self._material_of(f)
         if self.shape is None and self.cfg.material:
             from .lattice import resolve_sampling
 
@@ -41,7 +43,7 @@ class FrameChecks:
             self.sampling = f.sampling
             self.n_focal = f.n_focal
             if self.choose_engine is not None and f.meta:
-                chosen = self.choose_engine(f.meta)
+                chosen = self.choose_engine(f.meta, f.n_focal)
                 if chosen != self.cfg.engine:
                     self.cfg = dataclasses.replace(self.cfg, engine=chosen)
                     self.detector.choose(chosen)
@@ -65,6 +67,21 @@ class FrameChecks:
             self._reject_blank(f, why)
             return False
         return True
+
+    def _material_of(self, f: Frame) -> None:
+        """The material in view as the first frame's file or stream says (``--material``
+        overrides): it checks the sampling against its lattice, as a named one does. A name the
+        tracker does not know is said and passed over."""
+        from .files import known_material
+
+        said = f.meta["material"]
+        material = known_material(said)
+        if material is None:
+            log.warning("frame %d says its material is %r, which is not one the tracker knows; passed over "
+                        "(--material NAME names it)", f.frame, said)
+            return
+        self.cfg = dataclasses.replace(self.cfg, material=material)
+        log.info("material %s, as the data say", material)
 
     def _reject_mismatch(self, f: Frame, what: str, run: str) -> None:
         """Reject a frame of another size or pixel size than the run's (the camera's binning or
