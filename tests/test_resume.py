@@ -65,15 +65,15 @@ def _compare(run, ref, *, exact_from: int = 0) -> None:
 
 
 # ------------------------------------------------------------------------------ in-process
-def _stopped_after_15_frames(pipe, source):
-    """Run ``pipe`` over ``source`` and stop it after frame 14; the stopped run file's counters."""
+def _stopped_after_15_frames(pipe, source, last: int = 14):
+    """Run ``pipe`` over ``source`` and stop it after frame ``last``; the stopped run file's counters."""
     it = pipe.run_iter(source)
     for res in it:
-        if res.frame == 14:
+        if res.frame == last:
             break
     it.close()
     first = open_run(pipe.run_path)
-    assert first.status == "stopped" and len(first.frames) == 15
+    assert first.status == "stopped" and len(first.frames) == last + 1
     counters = first.counters
     first.close()  # (HDF5 opens a file for writing only where this process has it open nowhere else)
     return counters
@@ -102,6 +102,21 @@ def test_a_stopped_run_resumes_into_the_uninterrupted_run(stack, reference, tmp_
     assert entry["previous"]["status"] == "stopped"
     # the result of the resumed call covers the whole run (read from the file)
     assert len(res.frames) == len(stack) and len(res.columns) == len(reference.columns)
+
+
+def test_a_stop_while_a_hop_awaits_its_partner_resumes_exactly(stack, reference, tmp_path):
+    """Stopped after frame 18, the snapshot holds a site's emptying that awaits a filling near
+    it within ``hop_window`` frames; resumed, the hops are the uninterrupted run's."""
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(ONE, run_path=path)
+    _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2), last=18)
+    with open_run(path) as stopped:
+        assert len(stopped.resume_state()["arrays"]["hops_lone"]) == 1
+    track(stack, resume=path)
+    run = open_run(path)
+    assert run.status == "complete"
+    for name in ("flips", "hops"):
+        pd.testing.assert_frame_equal(run.stats[name], reference.stats[name])
 
 
 def test_a_run_file_written_before_column_intensities_resumes(stack, reference, tmp_path):
@@ -154,12 +169,13 @@ def test_a_snapshot_written_before_the_class_detection_rates_resumes(stack, refe
 
 def test_a_snapshot_written_before_the_image_evidence_resumes(stack, reference, tmp_path):
     """A snapshot without the image's values at the sites (the intensity model's sums and the
-    pending frames' values) resumes: the model starts again from nothing, so the run goes on
-    close to the uninterrupted one, every frame once; its own snapshots keep them."""
+    pending frames' values), and without the emptyings and fillings awaiting a hop partner,
+    resumes: the model starts again from nothing, so the run goes on close to the uninterrupted
+    one, every frame once; its own snapshots keep them."""
     path = tmp_path / "run.h5"
     pipe = Pipeline(ONE, run_path=path)
     _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
-    _drop_snapshot_arrays(path, ("sites_int_stats", "pending_z", "pending_z_lens"))
+    _drop_snapshot_arrays(path, ("sites_int_stats", "pending_z", "pending_z_lens", "hops_lone"))
     track(stack, resume=path)
     run = open_run(path)
     assert run.status == "complete" and "sites_int_stats" in run.resume_state()["arrays"]

@@ -166,3 +166,47 @@ def test_intensity_model_waits_for_both_states():
         sm.update(f, SITES, image=img, offset=(0.0, 0.0))
     assert sm.intensity_model() is None
     assert (sm.table()["occupancy"] > 0.7).all() and len(sm.flips) == 0
+
+
+# ------------------------------------------------------------------------------ hop window
+def _hops(pattern, window):
+    """Hops of ``pattern`` (frames x the three sites of ``SITES``, occupied?), every frame as
+    detected, with emptyings and fillings paired up to ``window`` frames apart; sites named by
+    their row in ``SITES``. Also the hops table."""
+    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=0, occupancy="gaps", hop_window=window),
+                 sampling=0.1)
+    for f, occ in enumerate(np.asarray(pattern, bool)):
+        sm.update(f, SITES[occ])
+    sm.flush()
+    pos = sm.table()[["y", "x"]].to_numpy()
+    row = {i: int(np.argmin(np.hypot(*(SITES - p).T))) for i, p in enumerate(pos)} | {-1: -1}
+    table = sm.hops_table()
+    return {(f, row[a], row[b]) for f, a, b in table.to_numpy().tolist()}, table
+
+
+@pytest.mark.parametrize("window", [0, 1, 2])
+def test_a_hop_whose_filling_is_decided_a_frame_early(window):
+    """Site 1 fills at frame 2 and site 0 empties at frame 3: one hop 0 -> 1 (at the emptying's
+    frame) where the window allows a frame between them, two one-sided rows where it does not."""
+    hops, _ = _hops([[1, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1]], window)
+    assert hops == ({(3, 0, 1)} if window >= 1 else {(2, -1, 1), (3, 0, -1)})
+
+
+def test_hop_window_limits_and_blips():
+    """Three frames apart is past a window of 2; a site that fills and empties again (a blip)
+    pairs with nothing for its filling, though a neighbour empties as it does; the emptying of
+    site 2 and the filling of site 1, two frames apart, make a hop; the hops table is in frame
+    order, as the run file stores it."""
+    assert _hops([[1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 1, 0]], 2)[0] == {(1, 0, -1), (4, -1, 1)}
+    assert _hops([[1, 0, 0], [1, 1, 0], [0, 0, 0]], 2)[0] == {(1, -1, 1), (2, 1, -1), (2, 0, -1)}
+    assert _hops([[1, 0, 1], [1, 0, 0], [0, 0, 0], [0, 1, 0]], 2)[0] == {(1, 2, 1), (2, 0, -1)}
+    # a one-sided row is logged once its window has passed, after a later frame's hop
+    hops, table = _hops([[1, 0, 1], [0, 0, 1], [0, 1, 0]], 2)
+    assert hops == {(1, 0, -1), (2, 2, 1)} and table["frame"].is_monotonic_increasing
+
+
+def test_hop_window_is_checked():
+    from etem.tracker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hop_window"):
+        SitesConfig(hop_window=-1)

@@ -55,7 +55,7 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_prob_occ": "float64", "sites_cls_post": "float64",
     "sites_cls_state": "int64", "sites_cls_hist": "int64", "sites_cls_hist_frame": "int64",
     "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64", "pending_bins": "int64",
-    "sites_int_stats": "float64", "pending_z": "float64", "pending_z_lens": "int64",
+    "sites_int_stats": "float64", "pending_z": "float64", "pending_z_lens": "int64", "hops_lone": "int64",
     "prev_ref": "float64",
 }
 #: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
@@ -102,6 +102,7 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
     values = [np.zeros(0) if z is None else z for z in sm._pending_z]  # (none taken: no values)
     arrays["pending_z_lens"] = np.array([len(z) for z in values], np.int64)
     arrays["pending_z"] = np.concatenate(values) if values else np.zeros(0)
+    arrays["hops_lone"] = np.asarray(sm._lone, np.int64).reshape(-1, 3)  # emptyings and fillings awaiting a partner
     arrays["prev_ref"] = np.zeros((0, 2)) if lk._prev_ref is None else np.asarray(lk._prev_ref, float)
     logs = {}
     for name in STATE_LOGS:
@@ -322,6 +323,8 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm._pending_z = deque(z[e - k:e].astype(np.float64) if k else None for k, e in zip(lens, ends))
     sm.flips = [tuple(int(v) for v in r) for r in logs["flips"]]
     sm.hops = [tuple(int(v) for v in r) for r in logs["hops"]]
+    lone = arrays.get("hops_lone", np.zeros((0, 3), np.int64))  # (older snapshots: none awaited a partner)
+    sm._lone = [tuple(int(v) for v in r) for r in np.asarray(lone, np.int64).reshape(-1, 3)]
     sm.runs = [(int(s), int(a), int(k), bool(o), bool(c)) for s, a, k, o, c in logs["runs"]]
 
 

@@ -72,8 +72,13 @@ class SitesConfig:
         A column within this distance of a site's position is at that site [Å]; keep it below
         half the closest column spacing.
     hop_radius_A
-        A site that empties and one that fills in the same frame within this distance make a
-        hop [Å].
+        A site that empties and one that fills within this distance, in the same frame or within
+        ``hop_window`` frames of each other, make a hop [Å].
+    hop_window
+        Frames by which the emptying and the filling of a hop may be decided apart (the
+        occupancy of a weakly detected site is often decided a frame or two late); 0: the same
+        frame only. An emptying or filling that finds no partner is logged as a one-sided hop
+        (the other site -1) once the window has passed, so those rows lag by this many frames.
     map_radius_A
         Radius of each site's disc in the occupancy and event maps [Å].
     fill_gaps
@@ -106,6 +111,7 @@ class SitesConfig:
 
     radius_A: float = 0.8
     hop_radius_A: float = 4.0
+    hop_window: int = 2
     map_radius_A: float = 0.8
     fill_gaps: int = 1
     drop_blips: bool = False
@@ -118,7 +124,7 @@ class SitesConfig:
     def __post_init__(self) -> None:
         if self.occupancy not in _OCCUPANCY:
             raise choice_error("occupancy", self.occupancy, _OCCUPANCY)
-        for name in ("fill_gaps", "lag", "confidence_bins"):
+        for name in ("fill_gaps", "lag", "confidence_bins", "hop_window"):
             v = getattr(self, name)
             if not (isinstance(v, (int, np.integer)) and v >= 0):
                 raise ConfigError(f"sites.{name} must be an integer >= 0; got {v!r}.")
@@ -204,6 +210,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self.first_frame: int | None = None
         self.flips: list[tuple[int, int, int]] = []  # (frame, site, +1 on / -1 off)
         self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
+        # emptyings (-1) and fillings (+1) without a partner yet: (frame, site, kind), for hop_window frames
+        self._lone: list[tuple[int, int, int]] = []
         self.runs: list[tuple[int, int, int, bool, bool]] = []  # (site, start, length, occupied, censored)
         # speed only, rebuilt as needed (not part of a resume snapshot): the matcher's index of
         # the sites, and the site each track was last seen on (_remember)
@@ -356,6 +364,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         """Finalize every pending frame (at the end of a run)."""
         while self._pending:
             self._finalize_oldest()
+        self._expire_lone(np.inf)
 
     def _finalize_oldest(self) -> None:
         if self.cfg.occupancy == "hmm":
@@ -401,13 +410,42 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self._state[:ns] = now
 
     def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
-        lone_off, lone_on = off, on
+        """Hops: a site that empties and one near it that fills, in this frame, else within the
+        last ``hop_window`` frames (the hop is logged at the emptying's frame); the rest wait."""
         if len(off) and len(on):
             r, c = match_within(self._pos[off], self._pos[on], self.hop_radius_px)
             self.hops.extend(zip(repeat(frame), off[r].tolist(), on[c].tolist()))
-            lone_off, lone_on = np.delete(off, r), np.delete(on, c)
-        self.hops.extend(zip(repeat(frame), lone_off.tolist(), repeat(-1)))
-        self.hops.extend(zip(repeat(frame), repeat(-1), lone_on.tolist()))
+            off, on = np.delete(off, r), np.delete(on, c)
+        if self._lone and (len(off) or len(on)):
+            lone = np.asarray(self._lone, np.int64).reshape(-1, 3)
+            # a site that changes again is no hop's partner for its earlier change (a blip)
+            used = np.isin(lone[:, 1], np.concatenate([off, on]))
+            self.hops.extend((f, s, -1) if k < 0 else (f, -1, s) for f, s, k in lone[used].tolist())
+            for now, kind in ((off, 1), (on, -1)):  # an emptying now pairs with an earlier filling, and back
+                cand = np.flatnonzero((lone[:, 2] == kind) & ~used)
+                if not (len(now) and len(cand)):
+                    continue
+                r, c = match_within(self._pos[now], self._pos[lone[cand, 1]], self.hop_radius_px)
+                for i, j in zip(r.tolist(), cand[c].tolist()):
+                    pair = (int(now[i]), int(lone[j, 1]))
+                    # the hop's frame is its emptying's: the first frame the column is gone from its site
+                    self.hops.append((frame, *pair) if kind == 1 else (int(lone[j, 0]), *pair[::-1]))
+                used[cand[c]] = True
+                if kind == 1:
+                    off = np.delete(off, r)
+                else:
+                    on = np.delete(on, r)
+            self._lone = [e for e, u in zip(self._lone, used) if not u]
+        self._lone.extend(zip(repeat(frame), off.tolist(), repeat(-1)))
+        self._lone.extend(zip(repeat(frame), on.tolist(), repeat(1)))
+        self._expire_lone(frame - self.cfg.hop_window + 1)
+
+    def _expire_lone(self, keep_from: float) -> None:
+        """Log the unpaired emptyings and fillings older than ``keep_from`` as one-sided hops."""
+        if self._lone and self._lone[0][0] < keep_from:
+            old = [e for e in self._lone if e[0] < keep_from]
+            self.hops.extend((f, s, -1) if k < 0 else (f, -1, s) for f, s, k in old)
+            self._lone = [e for e in self._lone if e[0] >= keep_from]
 
     # -- results ----------------------------------------------------------------------------
     @property
@@ -448,6 +486,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
 
     def hops_table(self) -> pd.DataFrame:
         h = np.asarray(self.hops, dtype=np.int64).reshape(-1, 3)
+        h = h[np.argsort(h[:, 0], kind="stable")]  # (a hop or a one-sided one is logged up to hop_window frames late)
         return pd.DataFrame({"frame": h[:, 0], "from_site": h[:, 1], "to_site": h[:, 2]})
 
     def statistics(self, last_frame: int | None = None) -> dict[str, pd.DataFrame]:
