@@ -230,6 +230,11 @@ def test_a_run_classes_columns_by_intensity_and_follows_s2_to_s(vacancy_movie, t
     s = score_class_changes(occupied_sites(sites), changes, truth, radius_px=5, frame_tolerance=1)
     assert s["n_true"] == len(true_class_changes(truth)) >= 30
     assert s["recall"] > 0.5 and s["precision"] > 0.9, s  # (measured 0.60 and 0.98: the site class model's own limits)
+    # an S2 -> S change beside an S -> S2 one is an S atom that hopped: found where both changes are
+    from etem.tracker.evaluate import score_hops
+
+    h = score_hops(occupied_sites(sites), res.hops, truth, radius_px=5, frame_tolerance=2)
+    assert h["n_true"] >= 30 and h["recall"] > 0.1 and h["precision"] > 0.4, h  # (measured 0.18 and 0.53)
     # without it, the STEM finder's one class: no class changes at all
     plain = track(vacancy_movie.frames[:5], sampling=0.1, model="haadf-stem")
     assert set(plain.columns["cls"]) == {0}
@@ -250,8 +255,12 @@ def test_intensity_classes_survive_a_resume(vacancy_movie, tmp_path):
     it.close()
     learned = pipe.intensity_classes.state()
     assert learned["comps"] and not learned["fixed"]  # (still learning: the pooled intensities are kept too)
+    with open_run(path) as run:  # class changes that await a hop partner are kept too
+        assert len(run.resume_state()["arrays"]["class_changes_open"])
     track(frames, resume=path)
     with open_run(path) as run:
+        pd.testing.assert_frame_equal(run.stats["hops"].reset_index(drop=True), ref.hops.reset_index(drop=True),
+                                      check_dtype=False)
         cols = run.columns
         pooled = run.resume_state()["meta"]["pipeline"]["intensity_classes"]["pool"]
     # what the first 6 frames taught the classes was carried over: the pool holds all 12 frames'

@@ -210,3 +210,62 @@ def test_hop_window_is_checked():
 
     with pytest.raises(ConfigError, match="hop_window"):
         SitesConfig(hop_window=-1)
+
+
+# ------------------------------------------------------------------------------ class-change hops
+def _class_run(names, classes, window=2):
+    """The three sites of ``SITES`` (3 Å apart) found in every frame, of the classes ``classes``
+    [frames, sites] (as detected: no confusion), with the classes named ``names``."""
+    sm = SiteMap(SitesConfig(radius_A=0.8, hop_radius_A=4.0, fill_gaps=0, occupancy="gaps", hop_window=window),
+                 sampling=0.1)
+    sm.class_names = names
+    for f, cls in enumerate(np.asarray(classes)):
+        sm.update(f, SITES, cls)
+    sm.flush()
+    pos = sm.table()[["y", "x"]].to_numpy()
+    row = {i: int(np.argmin(np.hypot(*(SITES - p).T))) for i, p in enumerate(pos)} | {-1: -1}
+    hops = {(f, row[a], row[b]) for f, a, b in sm.hops_table().to_numpy().tolist()}
+    return hops, sm.class_changes_table()
+
+
+def _s2_moves(lose_at=20, gain_at=20, n=40):
+    """Site 0 an S2 column (class 1) that loses an atom at ``lose_at`` (S, class 2); site 1 an
+    S column that gains one at ``gain_at``; site 2 Mo (class 0) throughout."""
+    cls = np.tile([1, 2, 0], (n, 1))
+    cls[lose_at:, 0] = 2
+    cls[gain_at:, 1] = 1
+    return cls
+
+
+def test_opposite_class_changes_beside_each_other_are_a_hop():
+    """An S2 column turning S beside an S column turning S2 is an S atom that hopped between
+    them (the vacancy hopping back): a hop from the site that lost the atom, at its change, as
+    the class names say (``S2`` / ``S``, or intensity groups ``B1`` / ``B0``, faintest first);
+    the changes stay in the class-change table."""
+    hops, changes = _class_run(["Mo", "S2", "S"], _s2_moves())
+    assert hops == {(20, 0, 1)} and len(changes) == 2
+    hops, _ = _class_run(["Mo", "S2", "S"], _s2_moves(lose_at=21, gain_at=20))  # dated a frame apart
+    assert hops == {(21, 0, 1)}
+    hops, _ = _class_run(["A", "B1", "B0"], _s2_moves())
+    assert hops == {(20, 0, 1)}
+    # the other way round (S -> S2 at site 0, S2 -> S at site 1): from site 1 to site 0
+    hops, _ = _class_run(["Mo", "S", "S2"], _s2_moves())
+    assert hops == {(20, 1, 0)}
+
+
+@pytest.mark.parametrize("names, classes", [
+    (None, _s2_moves()),                                     # classes without names
+    (["column", "other", "third"], _s2_moves()),             # names that say no amount
+    (["Mo", "S2", "S"], _s2_moves(lose_at=20, gain_at=22)),  # dated two frames apart: past one frame
+    (["Mo", "S2", "Se2"], _s2_moves()),                      # S2 -> Se2 and back: not one kind
+])
+def test_class_changes_that_are_no_hop(names, classes):
+    hops, changes = _class_run(names, classes)
+    assert hops == set() and len(changes) == 2
+
+
+def test_class_kinds_from_names():
+    from etem.tracker.site_classes import class_kinds
+
+    assert class_kinds(("Mo", "S2", "S", "B0", "B1", "column", "I2")) == (
+        ("Mo", 1), ("S", 2), ("S", 1), ("B", 0), ("B", 1), (None, 0), ("I", 2))

@@ -440,9 +440,12 @@ class Pipeline(FrameChecks, RunFileStage):
             self._open_writer(frame)
             if self.intensity_classes is not None:
                 self._check_intensity_imaging(frame)
+            else:  # the model's classes (S2 -> S at one site, S -> S2 beside it: a hop)
+                self.sites.class_names = [str(n) for n in getattr(self.detector.engine, "class_names", ()) or ()]
         quality = cols.attrs.get("quality", {})
         if self.intensity_classes is not None and "intensity" in cols.columns:
             cols["cls"] = self.intensity_classes(cols)
+            self.sites.class_names = self.intensity_classes.class_names
         ids, ref = self.linker.link(frame.frame, cols)
         oversize = self.linker.counts.get("oversize", 0)
         if oversize:

@@ -56,6 +56,7 @@ STATE_ARRAYS: dict[str, str] = {
     "sites_cls_state": "int64", "sites_cls_hist": "int64", "sites_cls_hist_frame": "int64",
     "pending_frames": "int64", "pending_lens": "int64", "pending_sites": "int64", "pending_bins": "int64",
     "sites_int_stats": "float64", "pending_z": "float64", "pending_z_lens": "int64", "hops_lone": "int64",
+    "class_changes_open": "int64",
     "prev_ref": "float64",
 }
 #: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
@@ -103,6 +104,7 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
     arrays["pending_z_lens"] = np.array([len(z) for z in values], np.int64)
     arrays["pending_z"] = np.concatenate(values) if values else np.zeros(0)
     arrays["hops_lone"] = np.asarray(sm._lone, np.int64).reshape(-1, 3)  # emptyings and fillings awaiting a partner
+    arrays["class_changes_open"] = np.asarray(sm._cc_open, np.int64).reshape(-1, 5)  # ... and class changes
     arrays["prev_ref"] = np.zeros((0, 2)) if lk._prev_ref is None else np.asarray(lk._prev_ref, float)
     logs = {}
     for name in STATE_LOGS:
@@ -127,7 +129,7 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
                   "alpha_unseen": float(sm.alpha_unseen), "r_start": float(sm._r_start),
                   "conf_counts": sm.conf_counts.tolist(), "cls_counts": sm.cls_counts.tolist(),
                   "prob_hist": sm.prob_hist.tolist(),
-                  "n_classes": int(sm.n_classes)},
+                  "n_classes": int(sm.n_classes), "class_names": sm.class_names},
     }
     return meta, arrays, logs
 
@@ -325,6 +327,9 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm.hops = [tuple(int(v) for v in r) for r in logs["hops"]]
     lone = arrays.get("hops_lone", np.zeros((0, 3), np.int64))  # (older snapshots: none awaited a partner)
     sm._lone = [tuple(int(v) for v in r) for r in np.asarray(lone, np.int64).reshape(-1, 3)]
+    cc_open = arrays.get("class_changes_open", np.zeros((0, 5), np.int64))
+    sm._cc_open = [tuple(int(v) for v in r) for r in np.asarray(cc_open, np.int64).reshape(-1, 5)]
+    sm.class_names = meta.get("class_names") or sm.class_names
     sm.runs = [(int(s), int(a), int(k), bool(o), bool(c)) for s, a, k, o, c in logs["runs"]]
 
 

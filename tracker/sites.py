@@ -212,6 +212,11 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
         # emptyings (-1) and fillings (+1) without a partner yet: (frame, site, kind), for hop_window frames
         self._lone: list[tuple[int, int, int]] = []
+        #: the classes' names (the model's, or the intensity classes'): where they say a change
+        #: moves atoms (S2 -> S), opposite changes at neighbouring sites are hops
+        self.class_names: list[str] | None = None
+        # class changes awaiting a partner: (frame, site, from class, to class, frame decided)
+        self._cc_open: list[tuple[int, int, int, int, int] | None] = []
         self.runs: list[tuple[int, int, int, bool, bool]] = []  # (site, start, length, occupied, censored)
         # speed only, rebuilt as needed (not part of a resume snapshot): the matcher's index of
         # the sites, and the site each track was last seen on (_remember)
@@ -365,6 +370,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         while self._pending:
             self._finalize_oldest()
         self._expire_lone(np.inf)
+        if self.class_names and self._cc_open:  # the class changes still waiting pair as they stand
+            self._pair_class_changes(np.iinfo(np.int64).max // 2, [])
 
     def _finalize_oldest(self) -> None:
         if self.cfg.occupancy == "hmm":
