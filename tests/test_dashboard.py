@@ -131,8 +131,9 @@ def test_a_jump_of_the_view_is_shown_and_counted():
 
 
 def test_class_changes_are_shown_and_counted():
-    """An ADF MoS2 movie whose S2 columns lose atoms, classed by intensity: /api/status and
-    /metrics count the sites' class changes as they are found."""
+    """An ADF MoS2 movie whose S2 columns lose atoms and whose vacancies hop, classed by
+    intensity: /api/status and /metrics count the sites' class changes and the hops between
+    sites as they are found."""
     from etem.simulate.insitu_mos2 import mos2_movie
     from etem.tracker.config import config_from_dict
 
@@ -147,10 +148,16 @@ def test_class_changes_are_shown_and_counted():
             dash(res, pipe)
             if res.frame == 0:
                 assert _json(dash.url + "api/status")["class_changes"] == 0
+                assert _json(dash.url + "api/status")["hops"] == 0
         found = len(pipe.sites.class_changes)
         assert found > 0
-        assert _json(dash.url + "api/status")["class_changes"] == found
-        assert parse_metrics(_get(dash.url + "metrics")[2].decode())[("etem_class_changes_total", ())] == found
+        hops = pipe.sites.hops_table()
+        n_hops = int(((hops["from_site"] >= 0) & (hops["to_site"] >= 0)).sum())
+        assert n_hops > 0
+        status = _json(dash.url + "api/status")
+        assert status["class_changes"] == found and status["hops"] == n_hops
+        metrics = parse_metrics(_get(dash.url + "metrics")[2].decode())
+        assert metrics[("etem_class_changes_total", ())] == found and metrics[("etem_hops_total", ())] == n_hops
 
 
 def test_endpoints_follow_the_run(movie):
@@ -366,6 +373,7 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
                 assert driver.find_element(By.ID, "state").text == "running"
                 assert driver.find_element(By.ID, "view_jumps").text == "0"  # the tile is filled from the status
                 assert driver.find_element(By.ID, "class_changes").text == "0"  # (one class: none)
+                assert driver.find_element(By.ID, "hops").text.isdigit()
                 wait.until(lambda d: " of " in d.find_element(By.ID, "trust").text)  # the trust flag, live
                 # the maps build up; a click on the occupancy map shows the nearest site's timeline
                 wait.until(lambda d: js("return document.getElementById('occupancy').naturalWidth") > 0)

@@ -80,6 +80,12 @@ def _class_changes(pipe) -> int:
     return 0 if sites is None else len(sites.class_changes)
 
 
+def _site_hops(pipe) -> int:
+    """Hops between two sites found so far (a column or an atom moving to a neighbouring site)."""
+    sites = getattr(pipe, "sites", None)
+    return 0 if sites is None else sites.n_site_hops
+
+
 @dataclass(frozen=True)
 class DashboardConfig:
     """Dashboard server options.
@@ -290,6 +296,7 @@ class Dashboard:
         out["sites"] = 0 if pipe.sites is None else pipe.sites.n_occupied_sites
         out["view_jumps"] = _view_jumps(pipe)
         out["class_changes"] = _class_changes(pipe)
+        out["hops"] = _site_hops(pipe)
         out["state"] = "finished" if pipe.stop.is_set() else "running"
         out["last_frame"] = None if latest is None else latest["frame"]
         out["since_last_frame_s"] = now - times[-1] if times else None
@@ -305,15 +312,16 @@ class Dashboard:
             hist = LatencyHistogram(self.histogram.bounds)
             hist.counts, hist.sum, hist.count = list(self.histogram.counts), self.histogram.sum, self.histogram.count
         if pipe is None:
-            counters, queues, sites, gpu, jumps, changes = {}, {}, 0, {}, 0, 0
+            counters, queues, sites, gpu, jumps, changes, hops = {}, {}, 0, {}, 0, 0, 0
         else:
             counters, queues = pipe.counters.as_dict(), pipe.queue_depths()
             sites = 0 if pipe.sites is None else pipe.sites.n_occupied_sites
             gpu = gpu_memory(pipe.detector.engine)
-            jumps, changes = _view_jumps(pipe), _class_changes(pipe)
+            jumps, changes, hops = _view_jumps(pipe), _class_changes(pipe), _site_hops(pipe)
         return metrics_text(counters, histogram=hist, queues=queues, sites=sites,
                             last_frame=None if latest is None else latest["frame"], gpu=gpu,
-                            uptime_s=time.perf_counter() - self._t0, view_jumps=jumps, class_changes=changes)
+                            uptime_s=time.perf_counter() - self._t0, view_jumps=jumps, class_changes=changes,
+                            hops=hops)
 
     def frame(self) -> dict[str, Any] | None:
         """The latest frame's display entry (PNG and columns), encoded at most every ``image_interval_s``."""

@@ -57,7 +57,7 @@ def _num(v: float) -> str:
 
 def metrics_text(counters: dict[str, int], *, histogram: LatencyHistogram, queues: dict[str, tuple[int, int]],
                  sites: int, last_frame: int | None, gpu: dict[str, dict[str, int]], uptime_s: float,
-                 view_jumps: int = 0, class_changes: int = 0) -> str:
+                 view_jumps: int = 0, class_changes: int = 0, hops: int = 0) -> str:
     """The run's figures in Prometheus text exposition format (version 0.0.4).
 
     Parameters
@@ -109,6 +109,8 @@ def metrics_text(counters: dict[str, int], *, histogram: LatencyHistogram, queue
            [("", view_jumps)])
     family("etem_class_changes_total", "counter", "Changes of a site's class found so far (S2 to S and the like).",
            [("", class_changes)])
+    family("etem_hops_total", "counter", "Hops between two sites found so far (a column or an atom moving to a "
+           "neighbouring site).", [("", hops)])
     if last_frame is not None:
         family("etem_last_frame", "gauge", "Acquisition index of the latest processed frame.", [("", last_frame)])
     family("etem_uptime_seconds", "gauge", "Seconds since the dashboard started.", [("", uptime_s)])

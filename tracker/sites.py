@@ -212,6 +212,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
         # emptyings (-1) and fillings (+1) without a partner yet: (frame, site, kind), for hop_window frames
         self._lone: list[tuple[int, int, int]] = []
+        self._hops_counted = (0, 0)  # (hops rows counted, of them between two known sites): n_site_hops
         #: the classes' names (the model's, or the intensity classes'): where they say a change
         #: moves atoms (S2 -> S), opposite changes at neighbouring sites are hops
         self.class_names: list[str] | None = None
@@ -460,6 +461,16 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         """Sites judged occupied in at least one decided frame (:func:`occupied_sites`): the
         sites a run reports, without the places never judged occupied and the shadows."""
         return int(np.count_nonzero(self._n_occ[: self.n_sites]))
+
+    @property
+    def n_site_hops(self) -> int:
+        """Hops between two known sites logged so far (the hops table's rows without a -1),
+        counted over the rows added since the last call."""
+        seen, n = self._hops_counted
+        for _, a, b in self.hops[seen:]:
+            n += a >= 0 and b >= 0
+        self._hops_counted = (len(self.hops), n)
+        return n
 
     def table(self) -> pd.DataFrame:
         """The sites table (schema SITES of the run file)."""

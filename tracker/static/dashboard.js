@@ -64,7 +64,7 @@ async function pollStatus() {
   $("updated").textContent = s.since_last_frame_s != null && s.since_last_frame_s > 2
     ? `no frame for ${fmt(s.since_last_frame_s)} s` : "";
   $("last_frame").textContent = s.last_frame ?? "–";
-  for (const k of ["processed", "received", "rejected", "dropped", "missing", "sites", "view_jumps", "class_changes"]) {
+  for (const k of ["processed", "received", "rejected", "dropped", "missing", "sites", "view_jumps", "class_changes", "hops"]) {
     $(k).textContent = s[k] ?? 0;
   }
   for (const k of ["rejected", "dropped", "missing"]) {
