@@ -3,7 +3,8 @@
 Site map: a square lattice of columns (drift-corrected positions, the site map's input), each
 frame 10 % of them missed and 2 % as many false columns midway between two neighbours (which
 make sites of their own: shadows, :mod:`etem.tracker.site_shadows`), with 1 or 3 classes, 5 %
-of the classes said wrongly. The table gives the median ms per update over the last
+of the classes said wrongly (3 classes are named Mo, S2, S, so that the class changes this
+noise makes are looked at as hops too). The table gives the median ms per update over the last
 ``--frames`` - 20 frames, once the "hmm" occupancy is deciding frames (its look-ahead is 10),
 with shadow sites (the default) and without (``min_separation_A = 0``), and with each frame's
 image given (a noisy image with a spot at each column: the occupancy then weighs the image's
@@ -43,6 +44,8 @@ def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0, *,
     grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)[:n_columns] * 20.0
     cls = rng.integers(0, n_classes, len(grid))
     sm = SiteMap(SitesConfig(min_separation_A=separation), sampling=0.1)
+    if n_classes == 3:  # named as a MoS2 model's: class changes S2 <-> S beside each other are hops
+        sm.class_names = ["Mo", "S2", "S"]
     side_px = int(grid.max()) + 21
     spot = np.exp(-(np.arange(-6, 7)[:, None] ** 2 + np.arange(-6, 7)[None] ** 2) / 18.0)
     times = []
