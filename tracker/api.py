@@ -410,8 +410,9 @@ def track(
 
 def _file_meta(source, model, pattern: str | None = None) -> dict | None:
     """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
-    ``detector``; ``material``) and its images per frame (``n_focal``), read before the run only where ``model="auto"`` needs it up front (it asks
-    for a material unless the frames are STEM); a watched folder answers for the first frame
+    ``detector``; ``material``) and its images per frame (``n_focal``), read before the run
+    only where ``model="auto"`` needs it up front (it asks for a material unless the frames are
+    STEM or the file names one); a watched folder answers for the first frame
     file already in it. None for streams, arrays and empty folders; with no model named, the
     first frame's own meta choose instead (:attr:`Pipeline.choose_engine`), so a file is not
     opened twice (a TIFF stack is read whole when opened)."""

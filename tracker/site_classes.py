@@ -34,7 +34,8 @@ def class_kinds(names: tuple[str, ...]) -> tuple[tuple[str | None, int], ...]:
 class ClassStates:
     """The class half of :class:`etem.tracker.sites.SiteMap`, whose ``__init__`` makes the
     arrays used here (``_cls_post``, ``_cls_state``, ``_cls_hist``, ``_cls_hist_frame``,
-    ``_shadow``, ``conf_counts``, ``cls_counts``, ``n_classes``, ``class_changes``)."""
+    ``_shadow``, ``conf_counts``, ``cls_counts``, ``n_classes``, ``class_changes``; for the hops
+    of class changes ``class_names``, ``_cc_open``, ``hops``, ``_pos``, ``hop_radius_px``)."""
 
     def class_model(self) -> tuple[np.ndarray, float]:
         """The current class confusion ``[K, K]`` (row: true class, column: detected class;
@@ -121,7 +122,8 @@ class ClassStates:
                   & (dt <= min(self.cfg.hop_window, 1)) & (d <= self.hop_radius_px))
             ready = frame - np.maximum(c[i, 4], c[j, 4]) >= _PAIR_WAIT
             taken = np.zeros(len(c), bool)
-            for k in np.lexsort((d, dt))[ok[np.lexsort((d, dt))]]:
+            order = np.lexsort((d, dt))  # closest in time, then in distance
+            for k in order[ok[order]]:
                 if taken[i[k]] or taken[j[k]]:
                     continue
                 taken[i[k]] = taken[j[k]] = True  # (the best partner of each, ready or not)

@@ -428,7 +428,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
             lone = np.asarray(self._lone, np.int64).reshape(-1, 3)
             # a site that changes again is no hop's partner for its earlier change (a blip)
             used = np.isin(lone[:, 1], np.concatenate([off, on]))
-            self.hops.extend((f, s, -1) if k < 0 else (f, -1, s) for f, s, k in lone[used].tolist())
+            self._log_one_sided(lone[used].tolist())
             for now, kind in ((off, 1), (on, -1)):  # an emptying now pairs with an earlier filling, and back
                 cand = np.flatnonzero((lone[:, 2] == kind) & ~used)
                 if not (len(now) and len(cand)):
@@ -451,9 +451,13 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
     def _expire_lone(self, keep_from: float) -> None:
         """Log the unpaired emptyings and fillings older than ``keep_from`` as one-sided hops."""
         if self._lone and self._lone[0][0] < keep_from:
-            old = [e for e in self._lone if e[0] < keep_from]
-            self.hops.extend((f, s, -1) if k < 0 else (f, -1, s) for f, s, k in old)
+            self._log_one_sided([e for e in self._lone if e[0] < keep_from])
             self._lone = [e for e in self._lone if e[0] >= keep_from]
+
+    def _log_one_sided(self, lone) -> None:
+        """Emptyings ``(frame, site, -1)`` and fillings ``(frame, site, 1)`` as hops to or from
+        an unknown site (-1)."""
+        self.hops.extend((f, s, -1) if k < 0 else (f, -1, s) for f, s, k in lone)
 
     # -- results ----------------------------------------------------------------------------
     @property
