@@ -100,3 +100,21 @@ def test_export_writes_tables_statistics_report_and_movie(tmp_path, capsys):
         assert gif.n_frames == 20
     assert main(["export", str(run), "--movie", str(out / "m.gif")]) == 2  # needs --source
     assert "--source" in capsys.readouterr().err
+
+
+def test_hop_jumps_are_the_vectors_between_the_sites():
+    """Each hop between two known sites is a jump from its first site to its second, in Å
+    where the sampling is known; one-sided rows are left out; the summary has the median."""
+    sites = pd.DataFrame({"site": [0, 1, 2], "y": [10.0, 10.0, 40.0], "x": [10.0, 40.0, 10.0],
+                          "occupancy": [0.5, 0.5, 0.5]})
+    hops = pd.DataFrame({"frame": [3, 5, 7, 9], "from_site": [0, 1, -1, 0], "to_site": [1, 2, 2, 2]})
+    j = D.hop_jumps(hops, sites, sampling=0.1)
+    assert j["frame"].tolist() == [3, 5, 9]
+    np.testing.assert_allclose(j[["dy", "dx"]].to_numpy(), [[0.0, 3.0], [3.0, -3.0], [3.0, 0.0]])
+    np.testing.assert_allclose(j["length"], [3.0, np.hypot(3, 3), 3.0])
+    np.testing.assert_allclose(j["angle_deg"], [0.0, 135.0, 90.0])
+    assert D.hop_jumps(hops, sites, sampling=None)["length"].iloc[0] == pytest.approx(30.0)  # (pixels)
+    assert len(D.hop_jumps(hops.iloc[:0], sites, 0.1)) == 0
+    frames = pd.DataFrame({"frame": np.arange(10), "n_columns": 3})
+    s = D.summary(frames, sites, {"hops": hops, "flips": pd.DataFrame(columns=["frame", "site", "kind"])}, 0.1)
+    assert s["hop_length_median"] == pytest.approx(3.0) and s["hop_length_units"] == "Å"

@@ -60,7 +60,7 @@ def test_export_writes_every_table_and_figure(tmp_path):
     make_run(tmp_path / "run.h5")
     paths = export_run(tmp_path / "run.h5", tmp_path / "out", progress=False)
     names = sorted(p.name for p in paths)
-    derived = ("site_kinetics", "residence_histogram", "msd", "tracks", "class_counts", "site_intensity")
+    derived = ("site_kinetics", "residence_histogram", "hop_jumps", "msd", "tracks", "class_counts", "site_intensity")
     assert names == sorted([f"{t}.{ext}" for t in (*TABLE_NAMES, *derived) for ext in ("parquet", "csv")]
                            + ["occupancy.png", "events.png", "counts.png", "statistics.h5", "summary.json",
                               "report.png", "report.pdf"])

@@ -11,6 +11,8 @@ can be made again from any run file, also one written elsewhere:
   censored runs apart.
 - :func:`event_rates`: flips and hops per frame (and per second when the frame rate is known),
   each with its Poisson standard error.
+- :func:`hop_jumps`: each hop between two sites as a jump: its vector and length (Å where the
+  sampling is known), from the sites' positions.
 - :func:`track_msd`: per track, the mean squared displacement against lag (on drift-corrected
   positions; the same as trackpy's ``imsd``) and the diffusion coefficient from a weighted
   linear fit ``MSD = 4 D t + c`` (2-D; ``c`` takes the localization error), with a jackknife
@@ -27,8 +29,8 @@ import pandas as pd
 
 from .sites import occupied_sites
 
-__all__ = ["site_kinetics", "residence_histogram", "event_rates", "track_msd", "class_counts", "site_intensity",
-           "summary", "frame_rate"]
+__all__ = ["site_kinetics", "residence_histogram", "event_rates", "hop_jumps", "track_msd", "class_counts",
+           "site_intensity", "summary", "frame_rate"]
 
 
 def frame_rate(frames: pd.DataFrame) -> float | None:
@@ -87,6 +89,26 @@ def event_rates(flips: pd.DataFrame, hops: pd.DataFrame, n_frames: int, fps: flo
             out[f"{name}_per_s"] = n / steps * fps
             out[f"{name}_per_s_err"] = np.sqrt(n) / steps * fps
     return out
+
+
+def hop_jumps(hops: pd.DataFrame, sites: pd.DataFrame, sampling: float | None) -> pd.DataFrame:
+    """The hops between two known sites as jumps: ``frame, from_site, to_site, dy, dx, length``
+    and ``angle_deg`` (of the jump, from +x towards +y, in (-180, 180]), in Å where ``sampling``
+    is known, else in pixels (of the run's reference frame, where the sites are)."""
+    cols = ["frame", "from_site", "to_site", "dy", "dx", "length", "angle_deg"]
+    if hops is None or not len(hops) or not len(sites):
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c.endswith(("frame", "site")) else "float64")
+                             for c in cols})
+    h = hops[(hops["from_site"] >= 0) & (hops["to_site"] >= 0)]
+    pos = sites.set_index("site")[["y", "x"]]
+    a = pos.reindex(h["from_site"]).to_numpy()
+    b = pos.reindex(h["to_site"]).to_numpy()
+    d = (b - a) * (sampling or 1.0)
+    out = h[["frame", "from_site", "to_site"]].reset_index(drop=True).astype("int64")
+    out["dy"], out["dx"] = d[:, 0], d[:, 1]
+    out["length"] = np.hypot(d[:, 0], d[:, 1])
+    out["angle_deg"] = np.degrees(np.arctan2(d[:, 0], d[:, 1]))
+    return out[cols]
 
 
 def _msd(frames: np.ndarray, yx: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +246,10 @@ def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataF
         "mean_columns_per_frame": float(frames["n_columns"].mean()) if n else None,
     }
     out.update(event_rates(flips, hops, n, fps))
+    jumps = hop_jumps(hops, sites, sampling)
+    if len(jumps):
+        out["hop_length_median"] = float(jumps["length"].median())
+        out["hop_length_units"] = "Å" if sampling else "px"
     if "in_range" in frames:
         judged = frames["in_range"] >= 0
         out["frames_judged"] = int(judged.sum())

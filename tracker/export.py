@@ -2,7 +2,8 @@
 
 Tables go out one file each (``frames``, ``columns``, ``sites``, every stats table of the run,
 and the diffusion statistics derived from them — ``site_kinetics``, ``residence_histogram``,
-``msd``, ``tracks``, ``class_counts``, ``site_intensity``; see :mod:`etem.tracker.diffusion` —
+``hop_jumps``, ``msd``, ``tracks``, ``class_counts``, ``site_intensity``; see
+:mod:`etem.tracker.diffusion` —
 as ``<table>.parquet`` / ``<table>.csv``); the columns table, which can be long, is streamed in
 blocks. ``h5``: the statistics in one ``statistics.h5``. Figures: ``occupancy.png``,
 ``events.png`` and, where the columns have intensities, ``intensity.png`` (sites as coloured

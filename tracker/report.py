@@ -24,8 +24,8 @@ __all__ = ["run_statistics", "render_report", "write_statistics_h5", "write_movi
 
 
 def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The derived tables (``site_kinetics``, ``residence_histogram``, ``msd``, ``tracks``,
-    ``class_counts``, ``site_intensity``) and the summary of a run."""
+    """The derived tables (``site_kinetics``, ``residence_histogram``, ``hop_jumps``, ``msd``,
+    ``tracks``, ``class_counts``, ``site_intensity``) and the summary of a run."""
     frames, sites, stats = run.frames, run.sites, run.stats
     fps = D.frame_rate(frames)
     residence = stats.get("residence")
@@ -37,6 +37,7 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     tables = {
         "site_kinetics": D.site_kinetics(sites, residence) if len(sites) else pd.DataFrame(),
         "residence_histogram": D.residence_histogram(residence),
+        "hop_jumps": D.hop_jumps(stats.get("hops"), sites, run.sampling),
         "msd": msd,
         "tracks": tracks,
         "class_counts": D.class_counts(run.columns),
