@@ -11,6 +11,10 @@ image given (a noisy image with a spot at each column: the occupancy then weighs
 mean within 0.5 Å of every site, :mod:`etem.tracker.site_evidence`; the default in the
 pipeline) or not.
 
+Busy classes: the same lattice, 1 % of the sites changing class (S2 <-> S) each frame and 20 %
+of the classes said at random, with the classes unnamed and named Mo, S2, S (then opposite
+class changes beside each other are paired into hops, among the hundreds awaiting a partner).
+
 Lattice classes (:func:`etem.tracker.lattice_classes.lattice_classes`): a projected MoS2 [001]
 flake of the given number of columns, the network's Mo and S2 swapped in 30 % of them; the
 table gives the median ms per frame and the fraction of columns put on the right sublattice.
@@ -68,6 +72,32 @@ def site_map_ms(n_columns: int, n_classes: int, n_frames: int, seed: int = 0, *,
     return 1e3 * statistics.median(times[20:]), sm.n_sites, 0 if shadows is None else int(shadows.sum())
 
 
+def busy_classes_ms(n_columns: int, n_frames: int, named: bool, seed: int = 0) -> tuple[float, int, int, int]:
+    """A busy flake: 1 % of the sites change class (S2 <-> S) each frame, 20 % of the classes
+    said at random; ``named``: the classes are Mo, S2, S, so that the class changes are paired
+    into hops (:mod:`etem.tracker.site_classes`). Median ms per update over the last
+    ``n_frames`` - 20 frames, class changes found, changes awaiting a partner at the end, hops."""
+    from etem.tracker.sites import SiteMap, SitesConfig
+
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil(np.sqrt(n_columns)))
+    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)[:n_columns] * 20.0
+    cls = rng.integers(0, 3, len(grid))
+    sm = SiteMap(SitesConfig(), sampling=0.1)
+    sm.class_names = ["Mo", "S2", "S"] if named else None
+    times = []
+    for f in range(n_frames):
+        keep = rng.random(len(grid)) < 0.9
+        cls = np.where((rng.random(len(grid)) < 0.01) & (cls > 0), 3 - cls, cls)
+        said = cls[keep]
+        said = np.where(rng.random(len(said)) < 0.2, rng.integers(0, 3, len(said)), said)
+        yx = grid[keep] + rng.normal(0, 0.5, (int(keep.sum()), 2))
+        t0 = time.perf_counter()
+        sm.update(f, yx, said)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times[20:]), len(sm.class_changes), len(sm._cc_open), sm.n_site_hops
+
+
 def mos2_flake(n_columns: int, rng: np.random.Generator, a: float = 3.16, sampling: float = 0.1) -> pd.DataFrame:
     """A round MoS2 [001] flake of about ``n_columns`` columns: ``y, x`` [px], ``true`` (0 Mo, 1 S2)
     and ``cls`` (the network's: Mo and S2 swapped in 30 %)."""
@@ -115,6 +145,12 @@ def main() -> None:
             off, _, _ = site_map_ms(n, k, args.frames, separation=0.0)
             img, _, _ = site_map_ms(n, k, args.frames, images=True)
             print(f"| {n} | {k} | {sites} | {shadows} | {ms:.2f} | {off:.2f} | {img:.2f} |")
+    print("\n| columns | busy classes: class changes | awaiting a partner | hops | ms per frame, unnamed | named |")
+    print("|---|---|---|---|---|---|")
+    for n in (int(v) for v in args.columns.split(",")):
+        plain, _, _, _ = busy_classes_ms(n, args.frames, named=False)
+        ms, changes, waiting, hops = busy_classes_ms(n, args.frames, named=True)
+        print(f"| {n} | {changes} | {waiting} | {hops} | {plain:.2f} | {ms:.2f} |")
     print("\n| columns | lattice classes, ms per frame | on the right sublattice |")
     print("|---|---|---|")
     for n in (int(v) for v in args.lattice.split(",")):

@@ -114,12 +114,16 @@ class ClassStates:
                 self._cc_open.append((f, s, a, b, frame))
         open_ = self._cc_open
         if len(open_) > 1:
+            from scipy.spatial import cKDTree
+
             c = np.asarray(open_, np.int64)
-            i, j = np.triu_indices(len(c), 1)
+            yx = self._pos[c[:, 1]]
+            # the changes within hop_radius of each other (a busy flake keeps hundreds waiting)
+            i, j = cKDTree(yx).query_pairs(self.hop_radius_px, output_type="ndarray").T
             dt = np.abs(c[i, 0] - c[j, 0])
-            d = np.hypot(*(self._pos[c[i, 1]] - self._pos[c[j, 1]]).T)
+            d = np.hypot(*(yx[i] - yx[j]).T)
             ok = ((c[i, 2] == c[j, 3]) & (c[i, 3] == c[j, 2]) & (c[i, 1] != c[j, 1])
-                  & (dt <= min(self.cfg.hop_window, 1)) & (d <= self.hop_radius_px))
+                  & (dt <= min(self.cfg.hop_window, 1)))
             ready = frame - np.maximum(c[i, 4], c[j, 4]) >= _PAIR_WAIT
             taken = np.zeros(len(c), bool)
             order = np.lexsort((d, dt))  # closest in time, then in distance
