@@ -327,6 +327,38 @@ def _replay(path, capsys, *extra):
     return rc, err
 
 
+def test_ctrl_c_inside_a_frames_host_work_waits_for_the_frame(movie, tmp_path, monkeypatch):
+    """A Ctrl-C that lands while a frame's sites are being updated stops the run after that
+    frame, not in its middle (a half-updated site map in the run file); a second Ctrl-C while
+    the first waits goes through at once."""
+    from etem.tracker import interrupt
+    from etem.tracker.sites import SiteMap
+
+    update = SiteMap.update
+
+    def update_and_ctrl_c(self, frame, *args, **kwargs):
+        if frame == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, in the main thread
+        return update(self, frame, *args, **kwargs)
+
+    monkeypatch.setattr(SiteMap, "update", update_and_ctrl_c)
+    previous = signal.signal(signal.SIGINT, interrupt.on_sigint)  # as `etem` installs it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
+        with pytest.raises(KeyboardInterrupt), interrupt.held():  # the second one is not held
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupt.reset()
+    r = open_run(tmp_path / "run.h5")
+    assert r.status == "interrupted"
+    assert r.counters["processed"] == len(r.frames) == 6  # frames 0-5: the sixth finished
+    assert len(r.sites) > 0
+
+
 def test_truncated_hdf5_tiff_npy_and_bad_mrc_header_are_clear_errors(movie, tmp_path, capsys):
     import tifffile
 

@@ -168,6 +168,24 @@ def test_intensity_model_waits_for_both_states():
     assert (sm.table()["occupancy"] > 0.7).all() and len(sm.flips) == 0
 
 
+def test_a_ctrl_c_in_the_middle_of_an_update_leaves_a_map_that_flushes():
+    """Ctrl-C lands wherever the run is: one that stops an update while it reads the image at
+    the sites leaves the frames before it whole, and the map still flushes at the end."""
+    sm = SiteMap(SitesConfig(radius_A=0.8), sampling=0.1)
+    img = np.random.default_rng(0).normal(100, 5, (120, 200))
+    for f in range(12):
+        sm.update(f, SITES, image=img, offset=(0.0, 0.0))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    sm._site_values = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        sm.update(12, SITES, image=img, offset=(0.0, 0.0))
+    sm.flush()
+    assert sm.n_frames == 12 and (sm.table()["occupancy"] == 1).all()
+
+
 # ------------------------------------------------------------------------------ hop window
 def _hops(pattern, window):
     """Hops of ``pattern`` (frames x the three sites of ``SITES``, occupied?), every frame as

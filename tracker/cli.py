@@ -24,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     interrupt.reset()
     previous = _terminate_like_ctrl_c()
+    previous_int = _hold_ctrl_c()
     try:
         _make_output_folders(args)
         return _COMMANDS[args.command](args)
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
         interrupt.reset()
 
 
@@ -84,9 +87,19 @@ def _terminate_like_ctrl_c():
     def on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: closing the run file goes undisturbed
         interrupt.request()  # should the exception be lost, the pipeline raises it again
-        raise interrupt.Terminated()
+        interrupt.raise_or_hold(interrupt.Terminated)
 
     return signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _hold_ctrl_c():
+    """Make Ctrl-C wait for the frame being finished (:func:`interrupt.held`), where SIGINT
+    has Python's own handler. Returns the handler it replaced, or None where it installed none."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    return signal.signal(signal.SIGINT, interrupt.on_sigint)
 
 
 def _config(args):

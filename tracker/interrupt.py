@@ -5,17 +5,24 @@ is a C extension's deallocator (a ZeroMQ message buffer freed after a frame was 
 Python prints "Exception ignored" and the request to stop is gone. So the handler also
 records the request, and the pipeline's host loop (:func:`check`, at least twice a second)
 raises it again if it never arrived.
+
+A stop may also land in the middle of a frame's host work (the site map half updated), which
+the run file would then hold. So a frame's host work is :func:`held`: a Ctrl-C or SIGTERM that
+arrives inside it (through :func:`on_sigint` or a handler that calls :func:`raise_or_hold`) is
+raised when the frame is done; a second Ctrl-C while the first waits is raised at once.
 """
 from __future__ import annotations
 
-__all__ = ["Terminated", "request", "delivered", "check", "reset"]
+from contextlib import contextmanager
+
+__all__ = ["Terminated", "request", "delivered", "check", "reset", "held", "raise_or_hold", "on_sigint"]
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a service manager stopping us), taken the way Ctrl-C is: the run file is closed."""
 
 
-_state = {"requested": False, "delivered": False}
+_state = {"requested": False, "delivered": False, "depth": 0, "held": None}
 
 
 def request() -> None:
@@ -29,7 +36,11 @@ def delivered() -> None:
 
 
 def check() -> None:
-    """Raise :class:`Terminated` once if a request was recorded but its exception never arrived."""
+    """Raise a stop held back by :func:`held` (whose block ended in an exception of its own), or
+    :class:`Terminated` once if a request was recorded but its exception never arrived."""
+    kind, _state["held"] = _state["held"], None
+    if kind is not None:
+        raise kind()
     if _state["requested"] and not _state["delivered"]:
         _state["delivered"] = True
         raise Terminated()
@@ -37,3 +48,35 @@ def check() -> None:
 
 def reset() -> None:
     _state["requested"] = _state["delivered"] = False
+    _state["held"] = None
+
+
+def raise_or_hold(kind: type[KeyboardInterrupt]) -> None:
+    """Raise ``kind`` now, or, inside :func:`held` with no stop waiting yet, at the block's end
+    (for a signal handler)."""
+    if _state["depth"] and _state["held"] is None:
+        _state["held"] = kind
+        return
+    raise kind()
+
+
+def on_sigint(signum, frame) -> None:
+    """A SIGINT handler: Ctrl-C as Python's own, except that :func:`held` blocks finish first."""
+    raise_or_hold(KeyboardInterrupt)
+
+
+@contextmanager
+def held():
+    """A block a stop does not cut short (with :func:`on_sigint` installed): one that arrives
+    inside it is raised as the block ends."""
+    _state["depth"] += 1
+    try:
+        yield
+    except KeyboardInterrupt:
+        _state["held"] = None  # (a second Ctrl-C, raised at once: the stop is under way)
+        raise
+    finally:
+        _state["depth"] -= 1
+    if not _state["depth"] and _state["held"] is not None:
+        kind, _state["held"] = _state["held"], None
+        raise kind()

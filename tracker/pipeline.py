@@ -379,7 +379,9 @@ class Pipeline(FrameChecks, RunFileStage):
                         self._reject_blank(frame, why)
                         base -= 1  # accounted for: a stop after it leaves only the frames after it
                         continue
-                    yield self._host(frame, cols)
+                    with interrupt.held():  # a Ctrl-C here waits for the frame to be done
+                        res = self._host(frame, cols)
+                    yield res
                     interrupt.check()
                 in_hand = []
         except GeneratorExit:

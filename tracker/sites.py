@@ -316,8 +316,12 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self._last[sites] = frame
         if particles is not None:
             self._remember(particles, out)
-        self._pending.append((frame, sites, self._prob_bins(prob, n)))
-        self._pending_z.append(self._site_values(image, offset))
+        # both taken before either is queued: a Ctrl-C in the middle of taking them must not
+        # leave the two queues of pending frames out of step (they are finalized side by side)
+        entry = (frame, sites, self._prob_bins(prob, n))
+        z = self._site_values(image, offset)
+        self._pending.append(entry)
+        self._pending_z.append(z)
         while len(self._pending) > self.cfg.look_ahead:
             self._finalize_oldest()
         return out
@@ -368,6 +372,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
 
     def flush(self) -> None:
         """Finalize every pending frame (at the end of a run)."""
+        while len(self._pending_z) < len(self._pending):  # an update stopped between its two appends
+            self._pending.pop()
         while self._pending:
             self._finalize_oldest()
         self._expire_lone(np.inf)
