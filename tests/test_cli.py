@@ -200,7 +200,7 @@ def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path, detectio
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and f"interrupted; what was processed is saved in {run}" in err, err
     r = open_run(run)
     assert r.status == "interrupted"
     n = len(r.frames)

@@ -359,6 +359,21 @@ def test_ctrl_c_inside_a_frames_host_work_waits_for_the_frame(movie, tmp_path, m
     assert len(r.sites) > 0
 
 
+def test_ctrl_c_before_the_first_frame_stops_the_pipelines_threads(movie, monkeypatch):
+    """A Ctrl-C while the pipeline starts (trackpy's solver compiling, the engine being built)
+    stops its threads before the call returns: a thread left inside torch's C++ code as the
+    interpreter exits can abort the process ("terminate called without an active exception")."""
+    from etem.tracker import pipeline
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "warm_up", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        track(np.asarray(movie.frames, np.float32), sampling=0.2)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("etem-")]
+
+
 def test_truncated_hdf5_tiff_npy_and_bad_mrc_header_are_clear_errors(movie, tmp_path, capsys):
     import tifffile
 

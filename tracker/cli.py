@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    started = time.time()
     interrupt.reset()
     previous = _terminate_like_ctrl_c()
     previous_int = _hold_ctrl_c()
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         interrupt.delivered()
         how = "terminated" if isinstance(exc, interrupt.Terminated) else "interrupted"
-        print(f"\netem {args.command}: {how}; what was processed is saved", file=sys.stderr)
+        print(f"\netem {args.command}: {how}{_what_was_saved(args, started)}", file=sys.stderr)
         return 128 + int(signal.SIGTERM) if isinstance(exc, interrupt.Terminated) else 130
     except BrokenPipeError:
         # whatever reads the output went away (`etem replay … | head`): the files are written
@@ -61,6 +63,20 @@ def _stdout_to_devnull() -> None:
 
 #: the options that name a file or folder a command writes
 _OUTPUTS = ("output", "overlay", "out", "movie")
+
+
+def _what_was_saved(args, started: float) -> str:
+    """For the line a stopped command ends with: where what it did is (its outputs written since
+    it started: a run file is closed and marked interrupted), or that nothing was written (a
+    stop before the first frame)."""
+    named = [getattr(args, k) for k in _OUTPUTS if isinstance(getattr(args, k, None), Path)]
+    resume = getattr(args, "resume", None)
+    if isinstance(resume, (str, Path)):
+        named.append(Path(resume))
+    if not named:
+        return ""
+    written = [str(p) for p in named if p.exists() and p.stat().st_mtime >= started - 1]
+    return f"; what was processed is saved in {', '.join(written)}" if written else "; nothing was written yet"
 
 
 def _make_output_folders(args) -> None:

@@ -56,6 +56,8 @@ class _Batch:
 
 
 _DONE = object()
+#: how long a stop waits for the compute thread to finish the batch in hand
+_COMPUTE_JOIN_S = 30.0
 
 
 class Pipeline(FrameChecks, RunFileStage):
@@ -239,7 +241,13 @@ class Pipeline(FrameChecks, RunFileStage):
     def _next_batch(self) -> tuple[list[Frame], object | None]:
         """Collect a micro-batch; returns (frames, terminal item or None)."""
         q, b = self._ingest_q, self.cfg.batch
-        first = q.get()
+        while True:
+            try:
+                first = q.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self.stop.is_set():  # the host stopped (it accounts for what is still queued)
+                    return [], _DONE
         if not isinstance(first, Frame):
             return [], first
         frames = [first]
@@ -274,6 +282,8 @@ class Pipeline(FrameChecks, RunFileStage):
                     batch = self._process_batch(frames)
                     frames = []
                     self._put(self._host_q, batch)
+                    if self.stop.is_set():  # the host stopped: no more batches
+                        return
                 if terminal is not None:
                     self._put(self._host_q, terminal)
                     return
@@ -352,15 +362,15 @@ class Pipeline(FrameChecks, RunFileStage):
         ingest = threading.Thread(target=self._ingest, args=(source,), name="etem-ingest", daemon=True)
         compute = threading.Thread(target=self._dispatch if in_process else self._compute, name="etem-compute",
                                    daemon=True)
-        ingest.start()
-        compute.start()
-        # While the engine is built at the first frame: trackpy's subnet solver compiles now,
-        # not on the stream's second frame.
-        warm_up(self.cfg.link.link_strategy)
         status = "complete"
         in_hand: list[Frame] = []  # frames of the batch being linked
         base = 0  # the processed count before it
+        ingest.start()
+        compute.start()
         try:
+            # While the engine is built at the first frame: trackpy's subnet solver compiles now,
+            # not on the stream's second frame. (A Ctrl-C meanwhile stops the threads below.)
+            warm_up(self.cfg.link.link_strategy)
             while True:
                 try:
                     item = self._host_q.get(timeout=0.5)
@@ -408,7 +418,9 @@ class Pipeline(FrameChecks, RunFileStage):
             for q in (self._host_q, self._ingest_q):
                 self._drain(q)
             ingest.join(timeout=2)
-            compute.join(timeout=2)
+            # the batch in hand is finished (the first one builds the engine): a thread left in
+            # torch's or a library's C++ code as the interpreter exits can abort it
+            compute.join(timeout=_COMPUTE_JOIN_S)
             if in_process:  # the frames the child still held were not processed
                 held = self.detector.close()
                 if held:
