@@ -342,21 +342,33 @@ def test_ctrl_c_inside_a_frames_host_work_waits_for_the_frame(movie, tmp_path, m
         return update(self, frame, *args, **kwargs)
 
     monkeypatch.setattr(SiteMap, "update", update_and_ctrl_c)
-    previous = signal.signal(signal.SIGINT, interrupt.on_sigint)  # as `etem` installs it
     try:
         with pytest.raises(KeyboardInterrupt):
             track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
-        with pytest.raises(KeyboardInterrupt), interrupt.held():  # the second one is not held
+        with interrupt.ctrl_c_held(), pytest.raises(KeyboardInterrupt), interrupt.held():  # the second: not held
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
     finally:
-        signal.signal(signal.SIGINT, previous)
         interrupt.reset()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     r = open_run(tmp_path / "run.h5")
     assert r.status == "interrupted"
     assert r.counters["processed"] == len(r.frames) == 6  # frames 0-5: the sixth finished
     assert len(r.sites) > 0
+
+
+def test_ctrl_c_in_the_per_frame_callback_marks_the_run_interrupted(movie, tmp_path):
+    """A stop that lands in ``on_frame`` (the status line, the dashboard) ends the run as one
+    in the pipeline does: the run file says "interrupted" (not "stopped", a program's close)."""
+    def on_frame(res, pipe):
+        if res.frame == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5", on_frame=on_frame)
+    r = open_run(tmp_path / "run.h5")
+    assert r.status == "interrupted" and r.counters["processed"] == len(r.frames) == 5
 
 
 def test_ctrl_c_before_the_first_frame_stops_the_pipelines_threads(movie, monkeypatch):
@@ -372,6 +384,27 @@ def test_ctrl_c_before_the_first_frame_stops_the_pipelines_threads(movie, monkey
     with pytest.raises(KeyboardInterrupt):
         track(np.asarray(movie.frames, np.float32), sampling=0.2)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("etem-")]
+
+
+def test_a_stop_set_from_outside_ends_the_run(movie):
+    """``pipe.stop`` set by someone else (a dashboard, a test) ends the run: every stage lets
+    go, and the frames still queued are counted as dropped."""
+    out: dict = {}
+
+    def on_frame(res, pipe):
+        if res.frame == 4:
+            pipe.stop.set()
+
+    def run():
+        out["result"] = track(np.asarray(movie.frames, np.float32), sampling=0.2, on_frame=on_frame)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the run did not end after its stop was set"
+    c = out["result"].counters
+    assert 5 <= c["processed"] < len(movie.frames)
+    assert c["received"] == c["processed"] + c["dropped"]
 
 
 def test_truncated_hdf5_tiff_npy_and_bad_mrc_header_are_clear_errors(movie, tmp_path, capsys):

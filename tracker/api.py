@@ -19,6 +19,7 @@ import pandas as pd
 from .accounting import Counters
 from .detect import Detector, EngineConfig
 from .errors import ConfigError, EngineUnavailable
+from . import interrupt
 from .frames import Frame
 from .lattice_classes import lattice_species
 from .pipeline import FrameResult, Pipeline, PipelineConfig
@@ -402,9 +403,14 @@ def track(
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
                       pattern=pattern)
-    for res in pipe.run_iter(src):
-        if on_frame is not None:
-            on_frame(res, pipe)
+    results = pipe.run_iter(src)
+    with interrupt.ctrl_c_held():  # a Ctrl-C waits for the frame in hand (in the main thread)
+        for res in results:
+            if on_frame is not None:
+                try:
+                    on_frame(res, pipe)
+                except KeyboardInterrupt as exc:  # a stop in the callback ends the run as one in the pipeline
+                    results.throw(exc)
     return result_of(pipe)
 
 
@@ -479,9 +485,14 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
         # back (the camera restarted meanwhile) as a restart
         seq.last = int(last_seq)
         seq.reconnected()
-    for res in pipe.run_iter(src):
-        if on_frame is not None:
-            on_frame(res, pipe)
+    results = pipe.run_iter(src)
+    with interrupt.ctrl_c_held():  # a Ctrl-C waits for the frame in hand (in the main thread)
+        for res in results:
+            if on_frame is not None:
+                try:
+                    on_frame(res, pipe)
+                except KeyboardInterrupt as exc:  # a stop in the callback ends the run as one in the pipeline
+                    results.throw(exc)
     return result_of(pipe)
 
 

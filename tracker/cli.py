@@ -26,10 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     interrupt.reset()
     previous = _terminate_like_ctrl_c()
-    previous_int = _hold_ctrl_c()
     try:
-        _make_output_folders(args)
-        return _COMMANDS[args.command](args)
+        with interrupt.ctrl_c_held():  # a Ctrl-C waits for the frame in hand
+            _make_output_folders(args)
+            return _COMMANDS[args.command](args)
     except EtemError as exc:
         print(f"etem {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -46,8 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)
         interrupt.reset()
 
 
@@ -106,16 +104,6 @@ def _terminate_like_ctrl_c():
         interrupt.raise_or_hold(interrupt.Terminated)
 
     return signal.signal(signal.SIGTERM, on_sigterm)
-
-
-def _hold_ctrl_c():
-    """Make Ctrl-C wait for the frame being finished (:func:`interrupt.held`), where SIGINT
-    has Python's own handler. Returns the handler it replaced, or None where it installed none."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return None
-    return signal.signal(signal.SIGINT, interrupt.on_sigint)
 
 
 def _config(args):

@@ -13,9 +13,12 @@ raised when the frame is done; a second Ctrl-C while the first waits is raised a
 """
 from __future__ import annotations
 
+import signal
+import threading
 from contextlib import contextmanager
 
-__all__ = ["Terminated", "request", "delivered", "check", "reset", "held", "raise_or_hold", "on_sigint"]
+__all__ = ["Terminated", "request", "delivered", "check", "reset", "held", "raise_or_hold", "on_sigint",
+           "ctrl_c_held"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -80,3 +83,18 @@ def held():
     if not _state["depth"] and _state["held"] is not None:
         kind, _state["held"] = _state["held"], None
         raise kind()
+
+
+@contextmanager
+def ctrl_c_held():
+    """Within: Ctrl-C goes through :func:`on_sigint`, so that :func:`held` blocks finish first
+    (where SIGINT has Python's own handler and this is the main thread; elsewhere nothing
+    changes)."""
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)

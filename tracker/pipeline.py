@@ -282,7 +282,8 @@ class Pipeline(FrameChecks, RunFileStage):
                     batch = self._process_batch(frames)
                     frames = []
                     self._put(self._host_q, batch)
-                    if self.stop.is_set():  # the host stopped: no more batches
+                    if self.stop.is_set():  # stopped (by the host, or from outside): no more batches
+                        self._put(self._host_q, _DONE)
                         return
                 if terminal is not None:
                     self._put(self._host_q, terminal)
