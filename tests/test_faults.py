@@ -386,9 +386,9 @@ def test_ctrl_c_before_the_first_frame_stops_the_pipelines_threads(movie, monkey
     assert not [t.name for t in threading.enumerate() if t.name.startswith("etem-")]
 
 
-def test_a_stop_set_from_outside_ends_the_run(movie):
+def test_a_stop_set_from_outside_ends_the_run(movie, tmp_path):
     """``pipe.stop`` set by someone else (a dashboard, a test) ends the run: every stage lets
-    go, and the frames still queued are counted as dropped."""
+    go, the frames still queued are counted as dropped, and the run file says "stopped"."""
     out: dict = {}
 
     def on_frame(res, pipe):
@@ -396,7 +396,8 @@ def test_a_stop_set_from_outside_ends_the_run(movie):
             pipe.stop.set()
 
     def run():
-        out["result"] = track(np.asarray(movie.frames, np.float32), sampling=0.2, on_frame=on_frame)
+        out["result"] = track(np.asarray(movie.frames, np.float32), sampling=0.2, on_frame=on_frame,
+                              run_path=tmp_path / "run.h5")
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -405,6 +406,7 @@ def test_a_stop_set_from_outside_ends_the_run(movie):
     c = out["result"].counters
     assert 5 <= c["processed"] < len(movie.frames)
     assert c["received"] == c["processed"] + c["dropped"]
+    assert open_run(tmp_path / "run.h5").status == "stopped"
 
 
 def test_truncated_hdf5_tiff_npy_and_bad_mrc_header_are_clear_errors(movie, tmp_path, capsys):

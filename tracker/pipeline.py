@@ -379,6 +379,8 @@ class Pipeline(FrameChecks, RunFileStage):
                     interrupt.check()
                     continue
                 if item is _DONE:
+                    if self.stop.is_set():  # set from outside (a program's stop): the source was left unread
+                        status = "stopped"
                     break
                 if isinstance(item, BaseException):
                     status = "failed"
