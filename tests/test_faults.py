@@ -302,21 +302,25 @@ def test_sigterm_to_the_process_group_with_a_detection_process(tmp_path):
     assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
 
 
-def test_a_lost_sigterm_is_raised_again_by_the_pipeline(movie, tmp_path):
-    """The SIGTERM handler's exception can be swallowed (raised inside a C extension's
-    deallocator: "Exception ignored"); the request it recorded still stops the run cleanly."""
+@pytest.mark.parametrize("kind", ["SIGTERM", "SIGINT"])
+def test_a_lost_stop_is_raised_again_by_the_pipeline(movie, tmp_path, kind):
+    """The signal handler's exception can be swallowed (raised inside a C extension's
+    deallocator: "Exception ignored"); the request it recorded still stops the run cleanly, as
+    the stop it was, and is forgotten when the run has ended."""
     from etem.tracker import interrupt
     from etem.tracker.runfile import open_run
 
-    interrupt.request()  # as if the handler had run and its exception had been lost
+    stop = interrupt.Terminated if kind == "SIGTERM" else KeyboardInterrupt
+    interrupt.request(stop)  # as if the handler had run and its exception had been lost
     try:
-        with pytest.raises(interrupt.Terminated):
+        with pytest.raises(KeyboardInterrupt) as info:
             track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
+        assert type(info.value) is stop
+        track(np.asarray(movie.frames[:3], np.float32), sampling=0.2)  # the next run goes on as usual
     finally:
         interrupt.reset()
     r = open_run(tmp_path / "run.h5")
     assert r.status == "interrupted" and 1 <= r.counters["processed"] < len(movie.frames)
-    track(np.asarray(movie.frames[:3], np.float32), sampling=0.2)  # after reset, runs go on as usual
 
 
 # ------------------------------------------------------------------------------ corrupt recordings

@@ -25,12 +25,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a service manager stopping us), taken the way Ctrl-C is: the run file is closed."""
 
 
-_state = {"requested": False, "delivered": False, "depth": 0, "held": None}
+_state = {"requested": None, "delivered": False, "depth": 0, "held": None}
 
 
-def request() -> None:
-    """Record a termination request (the SIGTERM handler, before it raises :class:`Terminated`)."""
-    _state["requested"] = True
+def request(kind: type[KeyboardInterrupt] = Terminated) -> None:
+    """Record a request to stop (a signal handler, before it raises ``kind``); the first one
+    is what :func:`check` raises if the exception never arrives."""
+    if _state["requested"] is None:
+        _state["requested"] = kind
 
 
 def delivered() -> None:
@@ -40,18 +42,18 @@ def delivered() -> None:
 
 def check() -> None:
     """Raise a stop held back by :func:`held` (whose block ended in an exception of its own), or
-    :class:`Terminated` once if a request was recorded but its exception never arrived."""
+    once the stop requested (:func:`request`) whose exception never arrived."""
     kind, _state["held"] = _state["held"], None
     if kind is not None:
         raise kind()
-    if _state["requested"] and not _state["delivered"]:
+    if _state["requested"] is not None and not _state["delivered"]:
         _state["delivered"] = True
-        raise Terminated()
+        raise _state["requested"]()
 
 
 def reset() -> None:
-    _state["requested"] = _state["delivered"] = False
-    _state["held"] = None
+    _state["requested"] = _state["held"] = None
+    _state["delivered"] = False
 
 
 def raise_or_hold(kind: type[KeyboardInterrupt]) -> None:
@@ -64,7 +66,10 @@ def raise_or_hold(kind: type[KeyboardInterrupt]) -> None:
 
 
 def on_sigint(signum, frame) -> None:
-    """A SIGINT handler: Ctrl-C as Python's own, except that :func:`held` blocks finish first."""
+    """A SIGINT handler: Ctrl-C as Python's own, except that :func:`held` blocks finish first,
+    and that a KeyboardInterrupt lost on the way (raised in a C extension's deallocator) is
+    raised again by :func:`check`."""
+    request(KeyboardInterrupt)
     raise_or_hold(KeyboardInterrupt)
 
 
@@ -89,7 +94,7 @@ def held():
 def ctrl_c_held():
     """Within: Ctrl-C goes through :func:`on_sigint`, so that :func:`held` blocks finish first
     (where SIGINT has Python's own handler and this is the main thread; elsewhere nothing
-    changes)."""
+    changes). On the way out what was requested is forgotten: the next run starts afresh."""
     install = (threading.current_thread() is threading.main_thread()
                and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
     previous = signal.signal(signal.SIGINT, on_sigint) if install else None
@@ -98,3 +103,4 @@ def ctrl_c_held():
     finally:
         if install:
             signal.signal(signal.SIGINT, previous)
+            reset()
