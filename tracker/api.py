@@ -403,15 +403,7 @@ def track(
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
                       pattern=pattern)
-    results = pipe.run_iter(src)
-    with interrupt.ctrl_c_held():  # a Ctrl-C waits for the frame in hand (in the main thread)
-        for res in results:
-            if on_frame is not None:
-                try:
-                    on_frame(res, pipe)
-                except KeyboardInterrupt as exc:  # a stop in the callback ends the run as one in the pipeline
-                    results.throw(exc)
-    return result_of(pipe)
+    return _drive(pipe, src, on_frame)
 
 
 def _file_meta(source, model, pattern: str | None = None) -> dict | None:
@@ -485,6 +477,11 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
         # back (the camera restarted meanwhile) as a restart
         seq.last = int(last_seq)
         seq.reconnected()
+    return _drive(pipe, src, on_frame)
+
+
+def _drive(pipe: Pipeline, src, on_frame) -> TrackResult:
+    """Run ``pipe`` over ``src``, calling ``on_frame`` with each frame's result; its results."""
     results = pipe.run_iter(src)
     with interrupt.ctrl_c_held():  # a Ctrl-C waits for the frame in hand (in the main thread)
         for res in results:
