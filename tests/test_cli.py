@@ -171,6 +171,21 @@ def test_config_file_errors_are_reported(tmp_path, capsys):
     assert "unknown key 'max_bath'" in capsys.readouterr().err
 
 
+def test_a_ctrl_c_after_the_command_ended_exits_quietly_with_its_code():
+    """A second Ctrl-C that lands while Python shuts down (the first one stopped the run, whose
+    files are closed) ends the process at once with the command's exit code, not with a
+    traceback from a library's exit handler."""
+    code = ("import os, signal, sys, time\n"
+            "from etem.tracker import cli\n"
+            "cli.main = lambda: 130\n"
+            "rc = cli.console()\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(10)\n"
+            "sys.exit(0)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("detection", ["thread", "process"])
 def test_ctrl_c_leaves_a_complete_run_file_marked_interrupted(tmp_path, detection):
     import glob

@@ -362,6 +362,25 @@ def test_ctrl_c_inside_a_frames_host_work_waits_for_the_frame(movie, tmp_path, m
     assert len(r.sites) > 0
 
 
+def test_ctrl_c_while_the_run_file_is_closed_waits_for_it(movie, tmp_path, monkeypatch):
+    """A Ctrl-C (say the second of two) that lands while the run is being wound down (the
+    site map flushed, the run file closed) is raised after the file is closed: the file is
+    whole and says how the run ended."""
+    from etem.tracker.sites import SiteMap
+
+    flush = SiteMap.flush
+
+    def ctrl_c_then_flush(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return flush(self)
+
+    monkeypatch.setattr(SiteMap, "flush", ctrl_c_then_flush)
+    with pytest.raises(KeyboardInterrupt):
+        track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
+    r = open_run(tmp_path / "run.h5")
+    assert r.status == "complete" and len(r.frames) == len(movie.frames) and "hops" in r.stats
+
+
 def test_ctrl_c_in_the_per_frame_callback_marks_the_run_interrupted(movie, tmp_path):
     """A stop that lands in ``on_frame`` (the status line, the dashboard) ends the run as one
     in the pipeline does: the run file says "interrupted" (not "stopped", a program's close)."""

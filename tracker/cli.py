@@ -1,6 +1,7 @@
 """`etem`: the command line. Reads TOML config and options, calls the Python API, reports."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -606,5 +607,25 @@ _COMMANDS = {
     "find": cmd_find,
 }
 
+def console() -> int:
+    """The ``etem`` command: :func:`main`; then a Ctrl-C while Python shuts down (a second
+    one, pressed after the first had stopped the run) ends the process at once with
+    :func:`main`'s exit code: everything is written by then, and the interrupted exit handlers
+    of libraries would only print tracebacks."""
+    import os
+
+    rc = main()
+
+    def quit_now(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(rc)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, quit_now)
+    return rc
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console())

@@ -409,28 +409,36 @@ class Pipeline(FrameChecks, RunFileStage):
             self.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self.stop.set()
-            if self.writer is not None:  # stopped between a frame's row and its count: the row decides
-                unseen = self.writer.n_rows("frames") - self.counters.processed
-                if unseen > 0:
-                    self.counters.add("processed", unseen)
-            left = in_hand[max(self.counters.processed - base, 0):]  # a batch the host stopped in
-            if left:
-                self._account("dropped", "stopped", left)
-            # Unblock the producers, then account for what they still held.
-            for q in (self._host_q, self._ingest_q):
-                self._drain(q)
-            ingest.join(timeout=2)
-            # the batch in hand is finished (the first one builds the engine): a thread left in
-            # torch's or a library's C++ code as the interpreter exits can abort it
-            compute.join(timeout=_COMPUTE_JOIN_S)
-            if in_process:  # the frames the child still held were not processed
-                held = self.detector.close()
-                if held:
-                    self._account("dropped", "stopped", held)
-            for q in (self._host_q, self._ingest_q):
-                self._drain(q)
-            self.finish(status)
+            # the run file is closed undisturbed by a second Ctrl-C (a third goes through)
+            with interrupt.held():
+                self._wind_down(status, in_hand, base, (ingest, compute), in_process)
+
+    def _wind_down(self, status: str, in_hand: list[Frame], base: int, threads, in_process: bool) -> None:
+        """End a run: stop the stages, account for the frames they still held (``in_hand``:
+        the batch the host stopped in, ``base`` the processed count before it), close the run."""
+        self.stop.set()
+        if self.writer is not None:  # stopped between a frame's row and its count: the row decides
+            unseen = self.writer.n_rows("frames") - self.counters.processed
+            if unseen > 0:
+                self.counters.add("processed", unseen)
+        left = in_hand[max(self.counters.processed - base, 0):]
+        if left:
+            self._account("dropped", "stopped", left)
+        # Unblock the producers, then account for what they still held.
+        for q in (self._host_q, self._ingest_q):
+            self._drain(q)
+        ingest, compute = threads
+        ingest.join(timeout=2)
+        # the batch in hand is finished (the first one builds the engine): a thread left in
+        # torch's or a library's C++ code as the interpreter exits can abort it
+        compute.join(timeout=_COMPUTE_JOIN_S)
+        if in_process:  # the frames the child still held were not processed
+            held = self.detector.close()
+            if held:
+                self._account("dropped", "stopped", held)
+        for q in (self._host_q, self._ingest_q):
+            self._drain(q)
+        self.finish(status)
 
     def _drain(self, q: queue.Queue) -> None:
         while True:
