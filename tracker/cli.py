@@ -1,12 +1,10 @@
 """`etem`: the command line. Reads TOML config and options, calls the Python API, reports."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.time()
     interrupt.reset()
-    previous = _terminate_like_ctrl_c()
+    previous = interrupt.terminate_like_ctrl_c()
     try:
         with interrupt.ctrl_c_held():  # a Ctrl-C waits for the frame in hand
             _make_output_folders(args)
@@ -87,24 +85,6 @@ def _make_output_folders(args) -> None:
         path = getattr(args, name, None)
         if isinstance(path, Path) and path.parent != Path(""):
             make_folder_for(path)
-
-
-def _terminate_like_ctrl_c():
-    """Make SIGTERM raise interrupt.Terminated in the main thread, unless someone else handles it.
-
-    Returns the handler it replaced (to be put back), or None where it installed none.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return None
-
-    def on_sigterm(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: closing the run file goes undisturbed
-        interrupt.request()  # should the exception be lost, the pipeline raises it again
-        interrupt.raise_or_hold(interrupt.Terminated)
-
-    return signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _config(args):
@@ -608,22 +588,10 @@ _COMMANDS = {
 }
 
 def console() -> int:
-    """The ``etem`` command: :func:`main`; then a Ctrl-C while Python shuts down (a second
-    one, pressed after the first had stopped the run) ends the process at once with
-    :func:`main`'s exit code: everything is written by then, and the interrupted exit handlers
-    of libraries would only print tracebacks."""
-    import os
-
+    """The ``etem`` command: :func:`main`; then a Ctrl-C while Python shuts down ends the
+    process at once with main's exit code (:func:`interrupt.quit_on_ctrl_c`)."""
     rc = main()
-
-    def quit_now(signum, frame):
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(rc)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, quit_now)
+    interrupt.quit_on_ctrl_c(rc)
     return rc
 
 

@@ -13,12 +13,15 @@ raised when the frame is done; a second Ctrl-C while the first waits is raised a
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
 __all__ = ["Terminated", "request", "delivered", "check", "reset", "held", "raise_or_hold", "on_sigint",
-           "ctrl_c_held"]
+           "ctrl_c_held", "terminate_like_ctrl_c", "quit_on_ctrl_c"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -95,8 +98,7 @@ def ctrl_c_held():
     """Within: Ctrl-C goes through :func:`on_sigint`, so that :func:`held` blocks finish first
     (where SIGINT has Python's own handler and this is the main thread; elsewhere nothing
     changes). On the way out what was requested is forgotten: the next run starts afresh."""
-    install = (threading.current_thread() is threading.main_thread()
-               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    install = _main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     previous = signal.signal(signal.SIGINT, on_sigint) if install else None
     try:
         yield
@@ -104,3 +106,37 @@ def ctrl_c_held():
         if install:
             signal.signal(signal.SIGINT, previous)
             reset()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def terminate_like_ctrl_c():
+    """Make SIGTERM raise :class:`Terminated` in the main thread (held as Ctrl-C is), unless
+    someone else handles it. Returns the handler it replaced (to be put back), or None where it
+    installed none."""
+    if not _main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: closing the run file goes undisturbed
+        request()  # should the exception be lost, the pipeline raises it again
+        raise_or_hold(Terminated)
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def quit_on_ctrl_c(code: int) -> None:
+    """From now on a Ctrl-C ends the process at once with exit code ``code`` (for a command
+    that has finished, its files written, while Python shuts down: a second Ctrl-C, pressed
+    after the first had stopped the run, would otherwise interrupt the exit handlers of
+    libraries, which print tracebacks)."""
+    def quit_now(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    if _main_thread():
+        signal.signal(signal.SIGINT, quit_now)
