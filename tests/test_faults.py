@@ -1,5 +1,5 @@
 """It keeps running through faults: fuzzed input over a real socket, publisher restarts,
-signals, corrupt recordings and a full disk, with real run files.
+corrupt recordings and a full disk, with real run files (signals and stops: test_stops.py).
 
 Cameras are separate processes (see _procs.py).
 """
@@ -11,7 +11,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -249,187 +248,12 @@ def test_publisher_restart_mid_stream(movie_file, tmp_path, mode, seq0, wait):
     print(f"restart ({mode}, seq {seq0}): first seq heard from the new camera {first_seen[0]}; {dict(c)}")
 
 
-# ------------------------------------------------------------------------------ SIGTERM
-@pytest.mark.parametrize("command", [pytest.param("replay", marks=pytest.mark.slow), "track"])
-def test_sigterm_closes_the_run_file_cleanly(movie_file, tmp_path, command):
-    run = tmp_path / "run.h5"
-    cam = None
-    if command == "replay":  # 200 frames at 20 frames/s: still running when the signal comes
-        save_movie(make_movie(n_frames=200, shape=(128, 128), particle_radius_A=8.0, seed=4), tmp_path / "movie.h5")
-        args = ["replay", str(tmp_path / "movie.h5"), "--pace", "1", "--fps", "20"]
-    else:
-        address = f"tcp://127.0.0.1:{free_port()}"
-        args = ["track", "--listen", address, "--mode", "pull", "--bind"]
-        cam = Camera(frames=str(movie_file), mode="push", bind=False, address=address, fps=20, n=10**6,
-                     sampling=0.2)
-    proc = etem(*args, "-o", str(run), "--quiet")
-    try:
-        wait_for_frames(run, 2, proc)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if cam is not None:
-            cam.kill()
-    assert proc.returncode == 143, (out, err)
-    assert "Traceback" not in err and "terminated" in err, err
-    r = open_run(run)
-    assert r.status == "interrupted"
-    c = r.counters
-    print(f"SIGTERM ({command}): {dict((k, v) for k, v in c.items() if v)}")
-    assert c["processed"] == len(r.frames) >= 2
-    assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
-    assert len(r.sites) > 0 and "hops" in r.stats
-
-
-def test_sigterm_to_the_process_group_with_a_detection_process(tmp_path):
-    """A service manager signals every process of the service: the detection process leaves it
-    to the tracker, which closes the run file as for its own SIGTERM."""
-    run = tmp_path / "run.h5"
-    save_movie(make_movie(n_frames=200, shape=(128, 128), particle_radius_A=8.0, seed=4), tmp_path / "movie.h5")
-    proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", "replay", str(tmp_path / "movie.h5"),
-                             "--pace", "1", "--fps", "20", "--detection", "process", "-o", str(run), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)
-    wait_for_frames(run, 2, proc)
-    os.killpg(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, (out, err)
-    assert "Traceback" not in err and "ended unexpectedly" not in err, err
-    r = open_run(run)
-    assert r.status == "interrupted" and r.attrs["config"]["detection"] == "process"
-    c = r.counters
-    assert c["processed"] == len(r.frames) >= 2
-    assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
-
-
-@pytest.mark.parametrize("kind", ["SIGTERM", "SIGINT"])
-def test_a_lost_stop_is_raised_again_by_the_pipeline(movie, tmp_path, kind):
-    """The signal handler's exception can be swallowed (raised inside a C extension's
-    deallocator: "Exception ignored"); the request it recorded still stops the run cleanly, as
-    the stop it was, and is forgotten when the run has ended."""
-    from etem.tracker import interrupt
-    from etem.tracker.runfile import open_run
-
-    stop = interrupt.Terminated if kind == "SIGTERM" else KeyboardInterrupt
-    interrupt.request(stop)  # as if the handler had run and its exception had been lost
-    try:
-        with pytest.raises(KeyboardInterrupt) as info:
-            track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
-        assert type(info.value) is stop
-        track(np.asarray(movie.frames[:3], np.float32), sampling=0.2)  # the next run goes on as usual
-    finally:
-        interrupt.reset()
-    r = open_run(tmp_path / "run.h5")
-    assert r.status == "interrupted" and 1 <= r.counters["processed"] < len(movie.frames)
-
-
 # ------------------------------------------------------------------------------ corrupt recordings
 def _replay(path, capsys, *extra):
     rc = main(["replay", str(path), "--quiet", *extra])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return rc, err
-
-
-def test_ctrl_c_inside_a_frames_host_work_waits_for_the_frame(movie, tmp_path, monkeypatch):
-    """A Ctrl-C that lands while a frame's sites are being updated stops the run after that
-    frame, not in its middle (a half-updated site map in the run file); a second Ctrl-C while
-    the first waits goes through at once."""
-    from etem.tracker import interrupt
-    from etem.tracker.sites import SiteMap
-
-    update = SiteMap.update
-
-    def update_and_ctrl_c(self, frame, *args, **kwargs):
-        if frame == 5:
-            os.kill(os.getpid(), signal.SIGINT)  # delivered here, in the main thread
-        return update(self, frame, *args, **kwargs)
-
-    monkeypatch.setattr(SiteMap, "update", update_and_ctrl_c)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
-        with interrupt.ctrl_c_held(), pytest.raises(KeyboardInterrupt), interrupt.held():  # the second: not held
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-    finally:
-        interrupt.reset()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
-    r = open_run(tmp_path / "run.h5")
-    assert r.status == "interrupted"
-    assert r.counters["processed"] == len(r.frames) == 6  # frames 0-5: the sixth finished
-    assert len(r.sites) > 0
-
-
-def test_ctrl_c_while_the_run_file_is_closed_waits_for_it(movie, tmp_path, monkeypatch):
-    """A Ctrl-C (say the second of two) that lands while the run is being wound down (the
-    site map flushed, the run file closed) is raised after the file is closed: the file is
-    whole and says how the run ended."""
-    from etem.tracker.sites import SiteMap
-
-    flush = SiteMap.flush
-
-    def ctrl_c_then_flush(self):
-        os.kill(os.getpid(), signal.SIGINT)
-        return flush(self)
-
-    monkeypatch.setattr(SiteMap, "flush", ctrl_c_then_flush)
-    with pytest.raises(KeyboardInterrupt):
-        track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
-    r = open_run(tmp_path / "run.h5")
-    assert r.status == "complete" and len(r.frames) == len(movie.frames) and "hops" in r.stats
-
-
-def test_ctrl_c_in_the_per_frame_callback_marks_the_run_interrupted(movie, tmp_path):
-    """A stop that lands in ``on_frame`` (the status line, the dashboard) ends the run as one
-    in the pipeline does: the run file says "interrupted" (not "stopped", a program's close)."""
-    def on_frame(res, pipe):
-        if res.frame == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5", on_frame=on_frame)
-    r = open_run(tmp_path / "run.h5")
-    assert r.status == "interrupted" and r.counters["processed"] == len(r.frames) == 5
-
-
-def test_ctrl_c_before_the_first_frame_stops_the_pipelines_threads(movie, monkeypatch):
-    """A Ctrl-C while the pipeline starts (trackpy's solver compiling, the engine being built)
-    stops its threads before the call returns: a thread left inside torch's C++ code as the
-    interpreter exits can abort the process ("terminate called without an active exception")."""
-    from etem.tracker import pipeline
-
-    def ctrl_c(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline, "warm_up", ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        track(np.asarray(movie.frames, np.float32), sampling=0.2)
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("etem-")]
-
-
-def test_a_stop_set_from_outside_ends_the_run(movie, tmp_path):
-    """``pipe.stop`` set by someone else (a dashboard, a test) ends the run: every stage lets
-    go, the frames still queued are counted as dropped, and the run file says "stopped"."""
-    out: dict = {}
-
-    def on_frame(res, pipe):
-        if res.frame == 4:
-            pipe.stop.set()
-
-    def run():
-        out["result"] = track(np.asarray(movie.frames, np.float32), sampling=0.2, on_frame=on_frame,
-                              run_path=tmp_path / "run.h5")
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "the run did not end after its stop was set"
-    c = out["result"].counters
-    assert 5 <= c["processed"] < len(movie.frames)
-    assert c["received"] == c["processed"] + c["dropped"]
-    assert open_run(tmp_path / "run.h5").status == "stopped"
 
 
 def test_truncated_hdf5_tiff_npy_and_bad_mrc_header_are_clear_errors(movie, tmp_path, capsys):

@@ -587,6 +587,7 @@ _COMMANDS = {
     "find": cmd_find,
 }
 
+
 def console() -> int:
     """The ``etem`` command: :func:`main`; then a Ctrl-C while Python shuts down ends the
     process at once with main's exit code (:func:`interrupt.quit_on_ctrl_c`)."""

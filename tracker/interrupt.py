@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
 
 __all__ = ["Terminated", "request", "delivered", "check", "reset", "held", "raise_or_hold", "on_sigint",
            "ctrl_c_held", "terminate_like_ctrl_c", "quit_on_ctrl_c"]
@@ -76,7 +75,7 @@ def on_sigint(signum, frame) -> None:
     raise_or_hold(KeyboardInterrupt)
 
 
-@contextmanager
+@contextlib.contextmanager
 def held():
     """A block a stop does not cut short (with :func:`on_sigint` installed): one that arrives
     inside it is raised as the block ends."""
@@ -93,7 +92,7 @@ def held():
         raise kind()
 
 
-@contextmanager
+@contextlib.contextmanager
 def ctrl_c_held():
     """Within: Ctrl-C goes through :func:`on_sigint`, so that :func:`held` blocks finish first
     (where SIGINT has Python's own handler and this is the main thread; elsewhere nothing

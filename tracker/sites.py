@@ -372,8 +372,6 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
 
     def flush(self) -> None:
         """Finalize every pending frame (at the end of a run)."""
-        while len(self._pending_z) < len(self._pending):  # an update stopped between its two appends
-            self._pending.pop()
         while self._pending:
             self._finalize_oldest()
         self._expire_lone(np.inf)
