@@ -10,6 +10,7 @@ from etem.tracker.classical import (
     DEFAULT_THRESHOLD,
     ClassicalEngine,
     _log_kernel_energy,
+    column_width_px,
     find_columns_classical,
     log_response,
     white_noise_variance,
@@ -172,3 +173,42 @@ def test_noise_alone_does_not_pass_the_noise_criterion():
 def test_white_noise_variance_is_measured():
     img = torch.from_numpy(np.random.default_rng(13).normal(5.0, 3.0, (1, 256, 256)).astype(np.float32))
     assert float(white_noise_variance(img)) == pytest.approx(9.0, rel=0.1)
+
+
+@pytest.mark.parametrize("sigma, counts", [(1.5, 300), (4.0, 300), (8.0, 2000)])
+def test_column_width_is_measured_on_the_image(sigma, counts):
+    """Frames of unknown pixel size: the width comes from the image's autocorrelation, at any
+    dose (shot noise adds to the zero lag only), within a fifth of the true width (the locator
+    finds the columns within a third of it)."""
+    for spacing in (4.5, 6.0):  # times the width (Au [110]: 4.5)
+        img, _ = counts_image("bright", counts=counts, background=1.0, sigma=sigma, seed=3, spacing=spacing * sigma)
+        assert 0.8 * sigma < column_width_px(img) < 1.25 * sigma
+        # the same at a tenth of the dose (0.1 e- per px of background) and with dark columns
+        faint, _ = counts_image("bright", counts=counts / 10, background=0.1, sigma=sigma, seed=4,
+                                spacing=spacing * sigma)
+        assert 0.8 * sigma < column_width_px(faint) < 1.25 * sigma
+        dark, _ = counts_image("dark", counts=counts, background=counts / sigma**2, sigma=sigma, seed=5,
+                               spacing=spacing * sigma)
+        assert 0.8 * sigma < column_width_px(dark) < 1.25 * sigma
+
+
+def test_column_width_is_none_where_the_image_shows_no_lattice():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        assert column_width_px(rng.normal(size=(128, 128))) is None   # white noise
+        assert column_width_px(rng.poisson(0.3, (256, 300))) is None  # counts, no columns
+    assert column_width_px(np.full((64, 64), 7.0)) is None               # blank
+    yy, xx = np.mgrid[:128, :128]
+    assert column_width_px(yy + 0.5 * xx) is None                        # a ramp: no minimum
+    assert column_width_px(np.zeros((8, 8))) is None                     # too small to measure
+
+
+def test_find_measures_the_width_where_it_is_not_given():
+    """Columns 6 px wide (0.075 Å/px): the 2 px filter of old found each column's noise
+    bumps several times over; the measured width finds each column once."""
+    img, truth = counts_image("bright", counts=3000, background=2.0, sigma=6.0, seed=6, spacing=27.0)
+    found = find_columns_classical(img)
+    f1, rms = scores(found[["y", "x"]].to_numpy(), truth)
+    assert f1 >= 0.98 and rms < 0.5
+    old = find_columns_classical(img, column_sigma_px=2.0)
+    assert len(old) > 1.5 * len(truth)

@@ -1,5 +1,6 @@
 """The `etem` command as a user runs it (in-process, plus one real subprocess)."""
 import io
+import re
 import socket
 import subprocess
 import sys
@@ -37,6 +38,33 @@ def test_find_on_npy_tiff_and_stack(movie, tmp_path, capsys):
     assert abs((df.file == str(npy)).sum() - n_true) <= 3
     assert png.stat().st_size > 10_000
     np.testing.assert_allclose(df["x_A"], df["x"] * movie.sampling)
+
+
+def test_find_on_an_uncalibrated_image_measures_the_column_width(tmp_path, capsys):
+    """A TIFF without a pixel size, at 0.07 Å/px (columns 6.4 px wide): the classical locator
+    measures the width on the image and says so; the 2 px it took before (now set in a config
+    file) finds the columns' shot-noise bumps: 412 columns for 19."""
+    movie = make_movie(n_frames=1, shape=(256, 256), sampling=0.07, particle_radius_A=6.0, seed=4)
+    tif = tmp_path / "plain.tif"
+    tifffile.imwrite(tif, movie.frames[0], photometric="minisblack")
+    out = tmp_path / "cols.csv"
+    assert main(["find", str(tif), "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    width = float(re.search(r"columns ([0-9.]+) px wide as measured on the first image", said).group(1))
+    assert 5.5 < width < 8.0
+    assert "resolution" in said and " px, confidence" in said  # (no Å without a pixel size)
+    n_true = (movie.truth.positions.frame == 0).sum()
+    assert abs(len(pd.read_csv(out)) - n_true) <= 2
+    # a pixel size given: the width follows from it, and nothing is measured
+    assert main(["find", str(tif), "--sampling", "0.07", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "measured" not in said and " Å, confidence" in said
+    assert abs(len(pd.read_csv(out)) - n_true) <= 2
+    toml = tmp_path / "two.toml"
+    toml.write_text("[engine]\ncolumn_sigma_px = 2.0\n")
+    assert main(["find", str(tif), "--config", str(toml), "-o", str(out)]) == 0
+    assert "measured" not in capsys.readouterr().out
+    assert len(pd.read_csv(out)) > 10 * n_true
 
 
 def test_find_parquet_by_suffix(movie, tmp_path):

@@ -119,6 +119,25 @@ def test_a_stop_while_a_hop_awaits_its_partner_resumes_exactly(stack, reference,
         pd.testing.assert_frame_equal(run.stats[name], reference.stats[name])
 
 
+@pytest.mark.parametrize("detection", ["thread", "process"])
+def test_a_run_whose_column_width_was_measured_resumes_with_it(stack, tmp_path, detection):
+    """Frames of unknown pixel size: the classical locator's column width, measured on the first
+    frame, is in the snapshot, and the resumed run keeps it (measured again on the first frame
+    after the stop, it would differ, and the columns with it)."""
+    cfg = dataclasses.replace(ONE, default_sampling=None, detection=detection)
+    ref_path = tmp_path / "ref.h5"
+    ref = track(stack, config=cfg, run_path=ref_path)
+    assert 2.0 < ref.column_sigma_px < 3.0  # the toy's columns: 0.45 Å at 0.2 Å/px, 2.25 px
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(cfg, run_path=path)
+    _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters))
+    res = track(stack, resume=path)
+    assert res.column_sigma_px == ref.column_sigma_px
+    with open_run(path) as run, open_run(ref_path) as reference:
+        assert run.status == "complete"
+        _compare(run, reference, exact_from=len(stack))
+
+
 def test_a_run_file_written_before_column_intensities_resumes(stack, reference, tmp_path):
     """A file whose columns table has no ``intensity`` (as before it was measured) goes on: its
     earlier columns get NaN, the new ones their intensities, the rest as in the uninterrupted run."""

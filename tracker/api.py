@@ -149,9 +149,12 @@ def find(
     DataFrame with one row per column: ``frame, y, x`` [px], ``cls``, ``prob``, ``intensity``
     (the frame's mean about the column, as recorded: :mod:`etem.tracker.intensity`), and
     ``y_A, x_A`` [Å] when the sampling is known. ``df.attrs`` holds the class names, per
-    frame the measured image quality and trust flag (``frames``: a list of dicts with ``snr``,
-    ``dose_est``, ``resolution_A``, ``confidence``, ``in_range``, ``out_of_range``; see
-    :mod:`etem.tracker.trust`) and, when the lattice was used, ``sampling_estimate``.
+    frame the measured image quality and trust flag (``frames``: a list of dicts with
+    ``sampling``, ``snr``, ``dose_est``, ``resolution_A`` (in px where the sampling is
+    unknown), ``confidence``, ``in_range``, ``out_of_range``; see
+    :mod:`etem.tracker.trust`), when the lattice was used, ``sampling_estimate``, and
+    ``column_sigma_px``: the classical locator's column width where it was measured on the
+    first image, the pixel size being unknown (else None).
     """
     from .lattice import require_material, resolve_sampling
 
@@ -188,7 +191,7 @@ def find(
                                     "memory even alone; free the GPU, or run on another device (device='cpu').")
         quality = df.attrs.pop("quality", None)
         if quality:
-            quality_rows.append({"frame": f.frame, **quality})
+            quality_rows.append({"frame": f.frame, "sampling": f.sampling, **quality})
         df.insert(0, "frame", np.int64(f.frame))
         if f.sampling:
             df["y_A"] = df["y"] * f.sampling
@@ -199,6 +202,7 @@ def find(
     out.attrs["engine"] = det.engine.name if det.engine is not None else None
     out.attrs["model"] = ecfg.model if ecfg.kind != "classical" else None
     out.attrs["lattice_classes"] = det.lattice_classes  # (metal or chalcogen from the sublattice)
+    out.attrs["column_sigma_px"] = det.measured_sigma_px  # (measured on the image: the pixel size unknown)
     # per frame: snr, dose_est, resolution_A, confidence, in_range, out_of_range (etem.tracker.trust)
     out.attrs["frames"] = quality_rows
     if estimate is not None:
@@ -260,6 +264,9 @@ class TrackResult:
     view_jumps: int = 0
     #: whether each column's sublattice decided metal or chalcogen ([locate] lattice_classes)
     lattice_classes: bool = False
+    #: the classical locator's column width [px] where it was measured on the first frame (the
+    #: pixel size unknown), else None
+    column_sigma_px: float | None = None
     _columns: pd.DataFrame | None = field(default=None, repr=False)
     _frames: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -522,4 +529,5 @@ def result_of(pipe: Pipeline) -> TrackResult:
         view_jumps=0 if pipe.linker is None else pipe.linker.jumps,
         lattice_classes=pipe.cfg.locate.lattice_classes != "off"
         and lattice_species(getattr(pipe.detector.engine, "card", None)) is not None,
+        column_sigma_px=pipe.detector.measured_sigma_px,
     )

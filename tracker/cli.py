@@ -122,13 +122,18 @@ def _engine_kwargs(args) -> dict:
                 engine=args.engine, sampling=args.sampling, material=args.material)
 
 
-def _say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool = False) -> None:
+def _say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool = False,
+                 width_px: float | None = None) -> None:
     """Which locator found the columns, and, where the tracker chose a model itself, why."""
     out = out or sys.stdout
     if engine is None:
         return
     if model is None:
-        print(f"{indent}located by the classical locator", file=out)
+        line = f"{indent}located by the classical locator"
+        if width_px:
+            line += (f", columns {width_px:.2f} px wide as measured on the first image (the pixel size is "
+                     "unknown; --sampling gives it)")
+        print(line, file=out)
         return
     line = f"{indent}located by model {model} ({engine})"
     if getattr(args, "model", None) is None and not getattr(args, "classical", False):
@@ -145,7 +150,8 @@ def _report(result, args=None) -> None:
     print(f"frames: {c['received']} received, {c['processed']} processed, {c['rejected']} rejected, "
           f"{c['dropped']} dropped, {c['missing']} missing (seq gaps)")
     if args is not None and args.resume is None:
-        _say_locator(args, result.model, result.engine, indent="columns ", lattice=result.lattice_classes)
+        _say_locator(args, result.model, result.engine, indent="columns ", lattice=result.lattice_classes,
+                     width_px=result.column_sigma_px)
     if c.get("oom_retries"):
         print(f"  out of GPU memory: {c['oom_retries']} batch(es) run again in halves")
     for k, v in c.items():
@@ -283,7 +289,8 @@ def _say_trust(rows: list[dict], out) -> None:
         return
     if len(rows) == 1:
         r = rows[0]
-        print(f"  {r['trust']} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} Å, "
+        unit = "Å" if r.get("sampling") else "px"  # (measured in px where the pixel size is unknown)
+        print(f"  {r['trust']} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} {unit}, "
               f"confidence {r['confidence']:.2f})", file=out)
         return
     from .trust import tally
@@ -308,7 +315,8 @@ def cmd_find(args) -> int:
         df.insert(0, "file", str(path))
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
-        _say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say, lattice=df.attrs.get("lattice_classes", False))
+        _say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say, lattice=df.attrs.get("lattice_classes", False),
+                     width_px=df.attrs.get("column_sigma_px"))
         _say_classes(df, say)
         _say_trust(df.attrs.get("frames", []), say)
         est = df.attrs.get("sampling_estimate")

@@ -47,6 +47,10 @@ class EngineConfig:
         training optics give, and ``dark`` is refused for it (:func:`contrast_inversion`).
     column_sigma_A
         Classical locator only: Gaussian width of a column image [Å].
+    column_sigma_px
+        Classical locator, frames of unknown pixel size: the width [px]. None (the default):
+        measured on the first frame (:func:`etem.tracker.classical.column_width_px`), 2 px
+        where it cannot be.
     imaging
         ``"hrtem"``, ``"stem"`` or None (not said): what kind of images the frames are. The
         classical locator is then judged by the trust ranges measured on that kind only, not
@@ -61,19 +65,23 @@ class EngineConfig:
     device: str = "auto"
     contrast: Literal["bright", "dark"] = "bright"
     column_sigma_A: float = 0.45
+    column_sigma_px: float | None = None
     imaging: Literal["hrtem", "stem"] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.imaging not in (None, "hrtem", "stem"):
             raise ConfigError(f"imaging must be 'hrtem', 'stem' or unset; got {self.imaging!r}")
+        if self.column_sigma_px is not None and not self.column_sigma_px > 0:
+            raise ConfigError(f"column_sigma_px must be a width in px > 0, or unset (measured); "
+                              f"got {self.column_sigma_px!r}")
 
 
 class Detector:
     """Engine, preprocessing and column location for frames of one shape and sampling.
 
     The engine is built at the first frame when not given (the classical locator sizes its
-    filter from the frame's sampling).
+    filter from the frame's sampling, or, where that is unknown, from the frame itself).
     """
 
     def __init__(
@@ -110,6 +118,9 @@ class Detector:
         self._invert = False  #: the network is shown the frames negated (dark columns, a bright-column model)
         #: metal or chalcogen from the sublattice ([locate] lattice_classes): the model's species, or None
         self._lattice = None
+        #: the classical locator's column width [px] where it was measured on the first frame
+        #: (the pixel size unknown), else None
+        self.measured_sigma_px: float | None = None
 
     @property
     def lattice_classes(self) -> bool:
@@ -121,7 +132,7 @@ class Detector:
         if self.engine is None:
             self.engine_cfg = engine_cfg
 
-    def _ensure_engine(self, sampling: float | None) -> None:
+    def _ensure_engine(self, sampling: float | None, image=None) -> None:
         if self.engine is None:
             from .engines import make_engine
 
@@ -131,6 +142,10 @@ class Detector:
                 opts = {"contrast": e.contrast}
                 if sampling:
                     opts["column_sigma_px"] = e.column_sigma_A / sampling
+                elif e.column_sigma_px:
+                    opts["column_sigma_px"] = e.column_sigma_px
+                elif image is not None:
+                    opts["column_sigma_px"] = self._measure_width(image)
             self.engine = make_engine(e.kind, e.model, device=e.device, **opts)
             log.info("engine: %s on %s", self.engine.name, self.engine.device)
         if self.locate_cfg.threshold is None:
@@ -154,10 +169,26 @@ class Detector:
                 pcfg = dataclasses.replace(pcfg, normalize="global")
             self._pre = Preprocessor(pcfg, device=self.engine.device)
 
-    def device(self, sampling: float | None):
+    def _measure_width(self, image) -> float:
+        """The classical locator's column width [px] for frames of unknown pixel size, measured
+        on ``image`` (the first frame)."""
+        from .classical import DEFAULT_SIGMA_PX, column_width_px
+
+        width = column_width_px(image)
+        if width is None:
+            log.warning("pixel size unknown, and the first frame shows no lattice to measure the column width "
+                        "on: the classical locator looks for columns %.1f px wide. Give the pixel size "
+                        "(--sampling, Å/px) or [engine] column_sigma_px.", DEFAULT_SIGMA_PX)
+            return DEFAULT_SIGMA_PX
+        self.measured_sigma_px = width
+        log.info("pixel size unknown: column width %.2f px, measured on the first frame", width)
+        return width
+
+    def device(self, sampling: float | None, image=None):
         """The device the engine runs on (building the engine for frames of ``sampling``
-        first, where it is not built yet)."""
-        self._ensure_engine(sampling)
+        first, where it is not built yet; ``image``: the first frame, on which the classical
+        locator measures the column width where the pixel size is unknown)."""
+        self._ensure_engine(sampling, image)
         return self.engine.device
 
     def detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame | None]:
@@ -202,7 +233,7 @@ class Detector:
         return None
 
     def _detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame]:
-        self._ensure_engine(frames[0].sampling)
+        self._ensure_engine(frames[0].sampling, frames[0].image)
         n_in = self.engine.n_inputs
         t0 = time.perf_counter()
         images = [f.image if f.n_focal <= n_in else f.image[:n_in] for f in frames]
@@ -293,7 +324,7 @@ def detect_averaged(detector: Detector, averager, frames: Sequence[Frame]) -> tu
         return detector.detect(frames), 0.0
     t0 = time.perf_counter()
     if not averager.started:
-        averager.device = detector.device(frames[0].sampling)
+        averager.device = detector.device(frames[0].sampling, frames[0].image)
     seen = [averager(f) for f in frames]  # the detector sees the window's mean
     t1 = time.perf_counter()
     return detector.detect(seen), t1 - t0

@@ -130,7 +130,8 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
                 if not told_engine and det.engine is not None:
                     e = det.engine
                     info = {"name": e.name, "device": str(e.device), "card": getattr(e, "card", None),
-                            "class_names": [str(n) for n in getattr(e, "class_names", ()) or ()]}
+                            "class_names": [str(n) for n in getattr(e, "class_names", ()) or ()],
+                            "measured_sigma_px": det.measured_sigma_px}
                     told_engine = True
                 gpu = gpu_memory(det.engine)
                 res.send(("batch", bid, cols, det.oom_retries - retries0, stages, info, gpu, time.process_time()))
@@ -192,6 +193,8 @@ class DetectorProcess:
                  average: tuple[int, bool, float] | None, deliver: Callable[[list[Frame], Any], None],
                  stop: threading.Event) -> None:
         self.engine: EngineInfo | None = None
+        #: the classical locator's column width, where the child measured it (Detector.measured_sigma_px)
+        self.measured_sigma_px: float | None = None
         self.stage_s: dict[str, float] = {"preprocess": 0.0, "engine": 0.0, "locate": 0.0, "quality": 0.0}
         if average is not None:
             self.stage_s["average"] = 0.0
@@ -215,6 +218,11 @@ class DetectorProcess:
         self._collector: threading.Thread | None = None
         self.inline_frames = 0  #: frames sent pickled (no slot fitted them)
         self.cpu_s = 0.0  #: the child's CPU time [s] (all its threads) as of its last batch
+
+    @property
+    def engine_cfg(self):
+        """The engine config the child runs with."""
+        return self._args[0]
 
     def choose(self, engine_cfg) -> None:
         """Run with ``engine_cfg`` instead; before the first batch is submitted."""
@@ -382,6 +390,7 @@ class DetectorProcess:
             if info is not None:
                 self.engine = EngineInfo(info["name"], torch.device(info["device"]), info["card"],
                                          tuple(info.get("class_names", ())))
+                self.measured_sigma_px = self.measured_sigma_px or info.get("measured_sigma_px")
             if self.engine is not None:
                 self.engine.gpu_memory_snapshot = gpu
             self.oom_retries += retries

@@ -121,6 +121,7 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
             "trust_counts": list(pipe.trust.counts), "last_frame": pipe._last_index,
             "last_seq": pipe._last_seq, "next_particle": pipe._next_particle, "counters": counters,
             "intensity_classes": None if pipe.intensity_classes is None else pipe.intensity_classes.state(),
+            "column_sigma_px": pipe.detector.measured_sigma_px,
         },
         "linker": {"drift": [float(v) for v in lk.drift], "velocity": [float(v) for v in lk._velocity],
                    "drift_pairs": int(lk.drift_pairs), "started": bool(lk._started),
@@ -262,6 +263,10 @@ def restore_head(pipe: Pipeline, point: ResumePoint) -> None:
     pipe.trust = TrustTally(counts=p["trust_counts"])
     pipe._last_index, pipe._last_seq = p["last_frame"], p["last_seq"]
     pipe._next_particle = int(p["next_particle"])
+    if p.get("column_sigma_px"):  # measured on the run's first frame: the resumed run keeps it
+        det = pipe.detector
+        det.choose(dataclasses.replace(det.engine_cfg, column_sigma_px=p["column_sigma_px"]))
+        det.measured_sigma_px = p["column_sigma_px"]
     if pipe.intensity_classes is not None and p.get("intensity_classes"):
         pipe.intensity_classes.restore(p["intensity_classes"])
     if p.get("sampling_estimate"):
