@@ -67,6 +67,30 @@ def test_find_on_an_uncalibrated_image_measures_the_column_width(tmp_path, capsy
     assert len(pd.read_csv(out)) > 10 * n_true
 
 
+def test_replay_of_an_uncalibrated_stack_tracks_as_the_calibrated_one(tmp_path, capsys):
+    """Without a pixel size the settings in Å (the linker's search range, the site radius) are
+    taken at the pixel size the measured column width gives (here 0.074 Å/px for 0.08), not as
+    px: the same sites, flips and hops as with ``--sampling``. Taken as px they were 12 times
+    too small: 89 sites for 21 columns, and 122 flips."""
+    movie = make_movie(n_frames=30, shape=(256, 256), sampling=0.08, particle_radius_A=7.0, seed=3)
+    tif = tmp_path / "plain.tif"
+    tifffile.imwrite(tif, movie.frames, photometric="minisblack")
+    runs = {}
+    for name, extra in (("plain", []), ("given", ["--sampling", "0.08"])):
+        assert main(["replay", str(tif), "-o", str(tmp_path / f"{name}.h5"), "--quiet", *extra]) == 0
+        runs[name] = open_run(tmp_path / f"{name}.h5")
+    capsys.readouterr()
+    plain, given = runs["plain"], runs["given"]
+    n_true = (movie.truth.positions.frame == 0).sum()
+    from etem.tracker.sites import occupied_sites
+
+    assert abs(len(occupied_sites(plain.sites)) - n_true) <= 2
+    assert len(plain.sites) == len(given.sites)
+    np.testing.assert_allclose(plain.sites[["y", "x"]], given.sites[["y", "x"]], atol=1.0)  # (0.08 Å)
+    for name in ("flips", "hops"):
+        assert len(plain.stats[name]) == len(given.stats[name])
+
+
 def test_find_parquet_by_suffix(movie, tmp_path):
     npy = tmp_path / "one.npy"
     np.save(npy, movie.frames[0])
