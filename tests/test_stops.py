@@ -196,3 +196,24 @@ def test_a_stop_set_from_outside_ends_the_run(movie, tmp_path):
     assert 5 <= c["processed"] < len(movie.frames)
     assert c["received"] == c["processed"] + c["dropped"]
     assert open_run(tmp_path / "run.h5").status == "stopped"
+
+
+def test_ctrl_c_while_the_libraries_load_is_a_clean_stop(movie_file, tmp_path):
+    """A Ctrl-C in the first seconds, while torch loads: the command says it was interrupted
+    and exits 130, with no traceback (the libraries load inside the command, where its Ctrl-C
+    handling is; the package used to load them before, as ``import etem.tracker``)."""
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs /proc to see when torch's library is loaded")
+    proc = etem("replay", str(movie_file), "-o", str(tmp_path / "run.h5"))
+    deadline = time.monotonic() + 60
+    maps = f"/proc/{proc.pid}/maps"
+    while time.monotonic() < deadline and proc.poll() is None:
+        with open(maps) as f:
+            if "libtorch" in f.read():
+                break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)  # torch's library is mapped: torch is being imported
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "etem replay: interrupted; nothing was written yet" in err

@@ -5,10 +5,35 @@ The public API::
     from etem.tracker import find, track
     columns = find(image, sampling=0.1)      # one image or a stack -> DataFrame
     result = track(movie, sampling=0.1)      # linked columns, sites, occupancy and event maps
+
+The names are imported when first used (torch, pandas and trackpy take seconds to load): the
+``etem`` command starts at once, and a Ctrl-C while they load ends it as one later does.
 """
-from .api import TrackResult, find, track
-from .detect import EngineConfig
-from .config import BatchConfig, PipelineConfig
-from .pipeline import Pipeline
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["find", "track", "TrackResult", "Pipeline", "PipelineConfig", "EngineConfig", "BatchConfig"]
+
+_WHERE = {"find": ".api", "track": ".api", "TrackResult": ".api", "Pipeline": ".pipeline",
+          "PipelineConfig": ".config", "BatchConfig": ".config", "EngineConfig": ".detect"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .api import TrackResult, find, track
+    from .config import BatchConfig, PipelineConfig
+    from .detect import EngineConfig
+    from .pipeline import Pipeline

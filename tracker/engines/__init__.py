@@ -9,12 +9,13 @@ import importlib
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any, Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..errors import ConfigError, EngineUnavailable, ModelError, choice_error
 from .base import Engine
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Engine", "EngineKind", "ENGINE_KINDS", "MODEL_KINDS", "available_kinds", "make_engine",
            "resolve_device"]
@@ -38,6 +39,8 @@ MODEL_KINDS = ("tensorrt", "compiled", "onnxruntime", "eager")
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> ``cuda`` when a CUDA GPU is available, else ``cpu``; other values as given."""
+    import torch  # (here: ``etem --help`` and the engine commands' parser load no torch)
+
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -67,6 +70,8 @@ def _importable(module: str) -> bool:
 
 def available_kinds(device: str | torch.device = "auto") -> list[str]:
     """The model engines that can run on ``device`` here, the best first."""
+    import torch
+
     device = resolve_device(device)
     cuda = device.type == "cuda" and torch.cuda.is_available()
     kinds = []

@@ -1,9 +1,10 @@
 """The engine protocol: a batch of preprocessed images in, class probability maps out."""
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @runtime_checkable
