@@ -60,6 +60,12 @@ def test_find_on_an_uncalibrated_image_measures_the_column_width(tmp_path, capsy
     said = capsys.readouterr().out
     assert "measured" not in said and " Å, confidence" in said
     assert abs(len(pd.read_csv(out)) - n_true) <= 2
+    # a network needs the pixel size: the error says so, with a guess from the columns' width
+    assert main(["find", str(tif), "--imaging", "stem", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "sampling is unknown" in err
+    guess = float(re.search(r"that is ([0-9.]+) Å/px", err).group(1))
+    assert 0.8 * 0.07 < guess < 1.2 * 0.07
     toml = tmp_path / "two.toml"
     toml.write_text("[engine]\ncolumn_sigma_px = 2.0\n")
     assert main(["find", str(tif), "--config", str(toml), "-o", str(out)]) == 0
