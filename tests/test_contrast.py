@@ -75,3 +75,22 @@ def test_hrtem_model_refuses_dark():
         find(abf, sampling=SAMPLING, model="au-hrtem", dark=True, device="cpu")
     # the classical locator takes it as before
     assert len(find(abf, sampling=SAMPLING, classical=True, dark=True)) > 0.9 * len(stem_pair()[2])
+
+
+@pytest.mark.parametrize("locator", ["classical", "haadf-stem"])
+def test_a_frame_whose_contrast_is_the_other_way_is_warned_about(caplog, locator):
+    """A bright-field frame read as bright columns finds the gaps, and the trust flags do not
+    tell (above): its intensities, skewed to the dark side, are warned about; so is an
+    annular dark-field frame with ``dark``. The frames as they should be read get no warning."""
+    adf, abf, _ = stem_pair(seed=4)
+    kw = {"classical": True} if locator == "classical" else {"model": locator}
+    said = {}
+    for name, image, dark in (("abf", abf, False), ("adf dark", adf, True), ("abf dark", abf, True),
+                              ("adf", adf, False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="etem.detect"):
+            find(image, sampling=SAMPLING, dark=dark, **kw)
+        said[name] = " ".join(r.getMessage() for r in caplog.records if r.name == "etem.detect")
+    assert "skewed to the dark side" in said["abf"] and "add --dark" in said["abf"]
+    assert "skewed to the bright side" in said["adf dark"] and "leave out --dark" in said["adf dark"]
+    assert "skewed" not in said["abf dark"] and "skewed" not in said["adf"]

@@ -217,3 +217,14 @@ def test_ctrl_c_while_the_libraries_load_is_a_clean_stop(movie_file, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "etem replay: interrupted; nothing was written yet" in err
+
+
+def test_the_command_starts_without_the_heavy_libraries():
+    """What ``etem`` loads before its command runs (the package, the parser of every command)
+    holds no torch, pandas or trackpy: ``etem --help`` is quick, and a Ctrl-C while they load is
+    inside the command's Ctrl-C handling (the test above)."""
+    code = ("import sys; from etem.tracker.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'pandas', 'trackpy', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
