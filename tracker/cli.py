@@ -12,6 +12,7 @@ from typing import Sequence
 from .cli_parser import build_parser
 from . import interrupt
 from .errors import ConfigError, EtemError
+from .cli_say import report, say_classes, say_locator, say_trust
 from .statusline import StatusLine  # noqa: F401 (re-exported: etem.tracker.cli.StatusLine)
 
 
@@ -122,63 +123,8 @@ def _engine_kwargs(args) -> dict:
                 engine=args.engine, sampling=args.sampling, material=args.material)
 
 
-def _say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool = False,
-                 width_px: float | None = None) -> None:
-    """Which locator found the columns, and, where the tracker chose a model itself, why."""
-    out = out or sys.stdout
-    if engine is None:
-        return
-    if model is None:
-        line = f"{indent}located by the classical locator"
-        if width_px:
-            line += (f", columns {width_px:.2f} px wide as measured on the first image (the pixel size is "
-                     "unknown; --sampling gives it)")
-        print(line, file=out)
-        return
-    line = f"{indent}located by model {model} ({engine})"
-    if getattr(args, "model", None) is None and not getattr(args, "classical", False):
-        line += (": the bundled model for the kind of image and the material the data say they are (a file's "
-                 "metadata, a stream's frame meta, or --imaging and --material); --classical for the classical "
-                 "locator")
-    if lattice:
-        line += "; metal or chalcogen from each column's sublattice (--lattice-classes off: the network's own)"
-    print(line, file=out)
 
 
-def _report(result, args=None) -> None:
-    c = result.counters
-    print(f"frames: {c['received']} received, {c['processed']} processed, {c['rejected']} rejected, "
-          f"{c['dropped']} dropped, {c['missing']} missing (seq gaps)")
-    if args is not None and args.resume is None:
-        _say_locator(args, result.model, result.engine, indent="columns ", lattice=result.lattice_classes,
-                     width_px=result.column_sigma_px)
-    if c.get("oom_retries"):
-        print(f"  out of GPU memory: {c['oom_retries']} batch(es) run again in halves")
-    for k, v in c.items():
-        if "/" in k and v:
-            print(f"  {k}: {v}")
-    from .trust import tally
-
-    line = tally(result.frames["out_of_range"]) if "out_of_range" in result.frames else None
-    if line:
-        print(f"trust: {line}")
-    if result.view_jumps:
-        print(f"view jumps: {result.view_jumps} frame(s) where the view moved further than the drift "
-              "estimate looks (link.max_drift_A); found by the jump search (link.max_jump_A)")
-    if len(result.sites):
-        from .sites import occupied_sites
-
-        seen = occupied_sites(result.sites)
-        hops = int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0
-        print(f"sites: {len(seen)} ({len(result.sites) - len(seen)} more places never judged occupied); mean "
-              f"occupancy {seen['occupancy'].mean() if len(seen) else float('nan'):.3f}; flips {len(result.flips)}; "
-              f"hops between sites {hops}")
-    changes = result.class_changes
-    if changes is not None and len(changes):
-        print(f"class changes: {len(changes)} (a site's column changing class, e.g. S2 -> S; class_changes in the "
-              "run file)")
-    if result.run_path:
-        print(f"run file: {result.run_path}")
 
 
 def _start_dashboard(args):
@@ -232,7 +178,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
         status.close()
         if dash is not None:
             dash.close()
-    _report(result, args)
+    report(result, args)
     return 0
 
 
@@ -283,19 +229,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _say_trust(rows: list[dict], out) -> None:
-    judged = [r for r in rows if r["in_range"] >= 0]
-    if not judged:
-        return
-    if len(rows) == 1:
-        r = rows[0]
-        unit = "Å" if r.get("sampling") else "px"  # (measured in px where the pixel size is unknown)
-        print(f"  {r['trust']} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} {unit}, "
-              f"confidence {r['confidence']:.2f})", file=out)
-        return
-    from .trust import tally
-
-    print(f"  {tally([r['out_of_range'] for r in rows])}", file=out)
 
 
 def cmd_find(args) -> int:
@@ -315,10 +248,10 @@ def cmd_find(args) -> int:
         df.insert(0, "file", str(path))
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
-        _say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say, lattice=df.attrs.get("lattice_classes", False),
+        say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say, lattice=df.attrs.get("lattice_classes", False),
                      width_px=df.attrs.get("column_sigma_px"))
-        _say_classes(df, say)
-        _say_trust(df.attrs.get("frames", []), say)
+        say_classes(df, say)
+        say_trust(df.attrs.get("frames", []), say)
         est = df.attrs.get("sampling_estimate")
         if est:
             lattice = (f"{est['sampling']:.4f} ± {est['uncertainty']:.4f} Å/px from {est['n_peaks']} peaks of the "
@@ -353,15 +286,6 @@ def cmd_find(args) -> int:
     return 0
 
 
-def _say_classes(df, say) -> None:
-    """The columns found of each class, where the locator knows several (MoS2: Mo, S2, S)."""
-    names = df.attrs.get("class_names") or []
-    if len(names) < 2 or not len(df):
-        return
-    counts = df["cls"].value_counts()
-    per = f" (all {df['frame'].nunique()} frames)" if df["frame"].nunique() > 1 else ""
-    text = ", ".join(f"{names[k] if 0 <= k < len(names) else f'class {k}'} {int(n)}" for k, n in sorted(counts.items()))
-    print(f"  classes{per}: {text}", file=say)
 
 
 def _intensity_groups(table, groups: int | None, say):

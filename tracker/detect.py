@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence
 
 import pandas as pd
 
-from .errors import ConfigError
+from .errors import ConfigError, SamplingUnknown
 from .frames import Frame
 from .intensity import intensity_of_frames
 from .lattice_classes import lattice_classes
@@ -241,10 +241,8 @@ class Detector:
         images = [f.image if f.n_focal <= n_in else f.image[:n_in] for f in frames]
         try:
             batch, scales = self._pre(images, [f.sampling for f in frames], finite=all(f.finite for f in frames))
-        except ConfigError as exc:
-            if any(f.sampling is None for f in frames) and "sampling is unknown" in str(exc):
-                raise ConfigError(f"{exc}{_sampling_hint(frames[0].image, self.engine_cfg.column_sigma_A)}") from None
-            raise
+        except SamplingUnknown as exc:
+            raise SamplingUnknown(f"{exc}{_sampling_hint(frames[0].image, self.engine_cfg.column_sigma_A)}") from None
         raw, self._pre.raw = self._pre.raw, None  # (held no longer than this batch: GPU memory)
         if self._invert:
             batch = batch.neg()

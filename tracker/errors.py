@@ -13,6 +13,10 @@ class ConfigError(EtemError, ValueError):
     """A configuration value or command-line option is invalid."""
 
 
+class SamplingUnknown(ConfigError):
+    """What the frames are to be run through needs their pixel size, and they do not give it."""
+
+
 class WireError(EtemError, ValueError):
     """A ZeroMQ message does not follow the frame wire format.
 

@@ -458,29 +458,6 @@ class Pipeline(FrameChecks, RunFileStage):
     def _new_sites(self) -> SiteMap:
         return SiteMap(self.cfg.sites, self._settings_sampling(), frames_per_detection=self.cfg.preprocess.average_frames)
 
-    def _settings_sampling(self) -> float | None:
-        """The pixel size [Å/px] the run's settings in Å (the linker's search range, the site
-        radius …) are converted with: the frames', or where that is unknown and the classical
-        locator runs, its column width [px] taken as ``engine.column_sigma_A`` (measured on the
-        first frame: :func:`etem.tracker.classical.column_width_px`; within about a quarter of the
-        true pixel size). None otherwise (the settings are then taken as px)."""
-        if self.sampling:
-            return self.sampling
-        det = self.detector
-        if det.engine is None or det.engine.name != "classical":
-            return None
-        from .classical import DEFAULT_SIGMA_PX
-
-        width = (det.measured_sigma_px or getattr(det.engine, "column_sigma_px", None)
-                 or det.engine_cfg.column_sigma_px or DEFAULT_SIGMA_PX)
-        scale = self.cfg.engine.column_sigma_A / width
-        if not self._said_scale:
-            self._said_scale = True
-            log.warning("pixel size unknown: the settings in Å (the linker's search range, the site radius …) are "
-                        "taken at %.3g Å/px, the classical locator's column width (%.2f px) as %.2f Å; positions "
-                        "and statistics stay in px. Give the pixel size (--sampling, Å/px) for figures in Å.",
-                        scale, width, self.cfg.engine.column_sigma_A)
-        return scale
 
     def _host(self, frame: Frame, cols: pd.DataFrame) -> FrameResult:
         t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """The checks a frame passes before it is tracked, those that need the run's state: the run's
 frame size, focal series and pixel size (set by its first frame, which also chooses the model
-where the frames' metadata say how they were taken), finite pixels, and an image in the frame.
+where the frames' metadata say how they were taken), finite pixels, and an image in the frame;
+and the pixel size the run's settings in Å are taken at where the frames give none.
 
 :class:`FrameChecks` is a part of :class:`~etem.tracker.pipeline.Pipeline` (its ingest stage),
 kept apart as :class:`~etem.tracker.pipeline_run.RunFileStage` is.
@@ -20,7 +21,7 @@ log = logging.getLogger("etem.pipeline")
 
 class FrameChecks:
     """Frame checks of :class:`~etem.tracker.pipeline.Pipeline` (they use its ``cfg``,
-    ``shape``, ``sampling``, ``n_focal``, ``blank``, counters and ``_account``)."""
+    ``shape``, ``sampling``, ``n_focal``, ``blank``, ``detector``, counters and ``_account``)."""
 
     def _accept(self, f: Frame) -> bool:
         """Frame checks that need the run's state; reject (and count) what cannot be tracked."""
@@ -113,3 +114,27 @@ class FrameChecks:
             log.warning("intensity classes are made for annular dark-field STEM; these frames are bright field "
                         "(dark columns), where a heavier column is darker and the contrast is not Z contrast: "
                         "sublattice 0 and the faintest groups are then the heavier columns, if any order holds")
+
+    def _settings_sampling(self) -> float | None:
+        """The pixel size [Å/px] the run's settings in Å (the linker's search range, the site
+        radius …) are converted with: the frames', or where that is unknown and the classical
+        locator runs, its column width [px] taken as ``engine.column_sigma_A`` (measured on the
+        first frame: :func:`etem.tracker.classical.column_width_px`; within about a quarter of the
+        true pixel size). None otherwise (the settings are then taken as px)."""
+        if self.sampling:
+            return self.sampling
+        det = self.detector
+        if det.engine is None or det.engine.name != "classical":
+            return None
+        from .classical import DEFAULT_SIGMA_PX
+
+        width = (det.measured_sigma_px or getattr(det.engine, "column_sigma_px", None)
+                 or det.engine_cfg.column_sigma_px or DEFAULT_SIGMA_PX)
+        scale = self.cfg.engine.column_sigma_A / width
+        if not self._said_scale:
+            self._said_scale = True
+            log.warning("pixel size unknown: the settings in Å (the linker's search range, the site radius …) are "
+                        "taken at %.3g Å/px, the classical locator's column width (%.2f px) as %.2f Å; positions "
+                        "and statistics stay in px. Give the pixel size (--sampling, Å/px) for figures in Å.",
+                        scale, width, self.cfg.engine.column_sigma_A)
+        return scale

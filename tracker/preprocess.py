@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, choice_error
+from .errors import ConfigError, SamplingUnknown, choice_error
 
 Normalize = Literal["local", "global", "none"]
 _NORMALIZE = ("local", "global", "none")
@@ -467,7 +467,7 @@ class Preprocessor:
         if target is None:
             return 1.0
         if sampling is None:
-            raise ConfigError(
+            raise SamplingUnknown(
                 f"the engine expects {target} Å/px but a frame's sampling is unknown; "
                 "give the frames' pixel size (--sampling, sampling=; Å/px), or name the material in "
                 "view (--material, material=) to measure it from the lattice."
@@ -476,7 +476,7 @@ class Preprocessor:
 
     def _sigma_px(self, sampling: float | None, scale: float) -> float:
         if sampling is None:
-            raise ConfigError(
+            raise SamplingUnknown(
                 "local normalization needs the pixel size to turn sigma_A into pixels, but a "
                 "frame's sampling is unknown; give the sampling (Å/px) or use normalize='global'."
             )

@@ -1,0 +1,90 @@
+"""What the ``etem`` commands say about their results: which locator found the columns, the
+run's counts, the trust ranges, the classes (the commands themselves are in :mod:`.cli`)."""
+from __future__ import annotations
+
+import sys
+
+
+def say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool = False,
+                width_px: float | None = None) -> None:
+    """Which locator found the columns, and, where the tracker chose a model itself, why."""
+    out = out or sys.stdout
+    if engine is None:
+        return
+    if model is None:
+        line = f"{indent}located by the classical locator"
+        if width_px:
+            line += (f", columns {width_px:.2f} px wide as measured on the first image (the pixel size is "
+                     "unknown; --sampling gives it)")
+        print(line, file=out)
+        return
+    line = f"{indent}located by model {model} ({engine})"
+    if getattr(args, "model", None) is None and not getattr(args, "classical", False):
+        line += (": the bundled model for the kind of image and the material the data say they are (a file's "
+                 "metadata, a stream's frame meta, or --imaging and --material); --classical for the classical "
+                 "locator")
+    if lattice:
+        line += "; metal or chalcogen from each column's sublattice (--lattice-classes off: the network's own)"
+    print(line, file=out)
+
+
+def report(result, args=None) -> None:
+    c = result.counters
+    print(f"frames: {c['received']} received, {c['processed']} processed, {c['rejected']} rejected, "
+          f"{c['dropped']} dropped, {c['missing']} missing (seq gaps)")
+    if args is not None and args.resume is None:
+        say_locator(args, result.model, result.engine, indent="columns ", lattice=result.lattice_classes,
+                     width_px=result.column_sigma_px)
+    if c.get("oom_retries"):
+        print(f"  out of GPU memory: {c['oom_retries']} batch(es) run again in halves")
+    for k, v in c.items():
+        if "/" in k and v:
+            print(f"  {k}: {v}")
+    from .trust import tally
+
+    line = tally(result.frames["out_of_range"]) if "out_of_range" in result.frames else None
+    if line:
+        print(f"trust: {line}")
+    if result.view_jumps:
+        print(f"view jumps: {result.view_jumps} frame(s) where the view moved further than the drift "
+              "estimate looks (link.max_drift_A); found by the jump search (link.max_jump_A)")
+    if len(result.sites):
+        from .sites import occupied_sites
+
+        seen = occupied_sites(result.sites)
+        hops = int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0
+        print(f"sites: {len(seen)} ({len(result.sites) - len(seen)} more places never judged occupied); mean "
+              f"occupancy {seen['occupancy'].mean() if len(seen) else float('nan'):.3f}; flips {len(result.flips)}; "
+              f"hops between sites {hops}")
+    changes = result.class_changes
+    if changes is not None and len(changes):
+        print(f"class changes: {len(changes)} (a site's column changing class, e.g. S2 -> S; class_changes in the "
+              "run file)")
+    if result.run_path:
+        print(f"run file: {result.run_path}")
+
+
+def say_trust(rows: list[dict], out) -> None:
+    judged = [r for r in rows if r["in_range"] >= 0]
+    if not judged:
+        return
+    if len(rows) == 1:
+        r = rows[0]
+        unit = "Å" if r.get("sampling") else "px"  # (measured in px where the pixel size is unknown)
+        print(f"  {r['trust']} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} {unit}, "
+              f"confidence {r['confidence']:.2f})", file=out)
+        return
+    from .trust import tally
+
+    print(f"  {tally([r['out_of_range'] for r in rows])}", file=out)
+
+
+def say_classes(df, say) -> None:
+    """The columns found of each class, where the locator knows several (MoS2: Mo, S2, S)."""
+    names = df.attrs.get("class_names") or []
+    if len(names) < 2 or not len(df):
+        return
+    counts = df["cls"].value_counts()
+    per = f" (all {df['frame'].nunique()} frames)" if df["frame"].nunique() > 1 else ""
+    text = ", ".join(f"{names[k] if 0 <= k < len(names) else f'class {k}'} {int(n)}" for k, n in sorted(counts.items()))
+    print(f"  classes{per}: {text}", file=say)
