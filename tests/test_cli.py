@@ -95,6 +95,9 @@ def test_replay_of_an_uncalibrated_stack_tracks_as_the_calibrated_one(tmp_path, 
     np.testing.assert_allclose(plain.sites[["y", "x"]], given.sites[["y", "x"]], atol=1.0)  # (0.08 Å)
     for name in ("flips", "hops"):
         assert len(plain.stats[name]) == len(given.stats[name])
+    said = plain.attrs["settings_sampling"]  # the run file says how its Å settings were taken
+    assert said["measured"] and said["sampling"] == pytest.approx(0.45 / said["column_sigma_px"])
+    assert 0.06 < said["sampling"] < 0.1 and "settings_sampling" not in given.attrs
 
 
 def test_find_parquet_by_suffix(movie, tmp_path):

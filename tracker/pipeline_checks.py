@@ -120,7 +120,8 @@ class FrameChecks:
         radius …) are converted with: the frames', or where that is unknown and the classical
         locator runs, its column width [px] taken as ``engine.column_sigma_A`` (measured on the
         first frame: :func:`etem.tracker.classical.column_width_px`; within about a quarter of the
-        true pixel size). None otherwise (the settings are then taken as px)."""
+        true pixel size). None otherwise (the settings are then taken as px). The run file's
+        ``settings_sampling`` attribute records it."""
         if self.sampling:
             return self.sampling
         det = self.detector
@@ -133,6 +134,9 @@ class FrameChecks:
         scale = self.cfg.engine.column_sigma_A / width
         if not self._said_scale:
             self._said_scale = True
+            # (in the run file's attributes: the run file is opened after this, at the first frame)
+            self.attrs["settings_sampling"] = {"sampling": scale, "column_sigma_px": width,
+                                               "measured": det.measured_sigma_px is not None}
             log.warning("pixel size unknown: the settings in Å (the linker's search range, the site radius …) are "
                         "taken at %.3g Å/px, the classical locator's column width (%.2f px) as %.2f Å; positions "
                         "and statistics stay in px. Give the pixel size (--sampling, Å/px) for figures in Å.",
