@@ -111,7 +111,6 @@ class Pipeline(FrameChecks, RunFileStage):
         self.n_focal = 1
         self.sampling: float | None = None
         self.sampling_estimate = None  # a lattice estimate (etem.tracker.lattice), when made
-        self._said_scale = False  # the pixel size the Å settings are taken at, where the frames' is unknown
         self.trust = TrustTally()  # frames judged inside / outside the locator's trust ranges
         self.oversize_subnets = 0  # clumps too dense to link, whose columns started new tracks
         self.latencies: deque[float] = deque(maxlen=2000)

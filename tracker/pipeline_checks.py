@@ -132,9 +132,7 @@ class FrameChecks:
         width = (det.measured_sigma_px or getattr(det.engine, "column_sigma_px", None)
                  or det.engine_cfg.column_sigma_px or DEFAULT_SIGMA_PX)
         scale = self.cfg.engine.column_sigma_A / width
-        if not self._said_scale:
-            self._said_scale = True
-            # (in the run file's attributes: the run file is opened after this, at the first frame)
+        if "settings_sampling" not in self.attrs:  # said once; the run file, opened after this, records it
             self.attrs["settings_sampling"] = {"sampling": scale, "column_sigma_px": width,
                                                "measured": det.measured_sigma_px is not None}
             log.warning("pixel size unknown: the settings in Å (the linker's search range, the site radius …) are "
