@@ -103,6 +103,11 @@ def test_intensity_groups_are_as_many_as_the_data_show():
     assert len(info["means"]) == 1 and (one == 0).all()
     three, info = intensity_groups(rng.normal(10, 1, 400), min_groups=3, max_groups=3)  # as asked
     assert len(info["means"]) == 3
+    # a narrow group in a wide one of the same mean is one long-tailed group, not two kinds
+    r2 = np.random.default_rng(2)
+    tailed = np.concatenate([r2.normal(10, 1, 900), r2.normal(10.3, 3, 200)])
+    assert len(intensity_groups(tailed)[1]["means"]) == 1
+    assert len(intensity_groups(tailed, resolved_only=False)[1]["means"]) > 1
     nan = intensity_groups(np.array([1.0, np.nan, 1.1, 0.9]))[0]
     assert nan[1] == -1 and (nan[[0, 2, 3]] >= 0).all()
 
@@ -143,23 +148,68 @@ def test_run_files_and_tracks_carry_the_intensity(mos2_stem, tmp_path):
     with open_run(path) as run:
         cols = run.columns
         assert run.class_names == ["column"]  # the model's own
-    assert np.isfinite(cols["intensity"]).all()
+    assert np.isfinite(cols["intensity"]).all() and np.isfinite(cols["background"]).all()
     first = find(mos2_stem.frames[0], sampling=mos2_stem.sampling, model="haadf-stem")
-    a = cols[cols.frame == 0].sort_values(["y", "x"])["intensity"].to_numpy()
-    np.testing.assert_allclose(a, first.sort_values(["y", "x"])["intensity"], rtol=1e-4)
+    for name in ("intensity", "background"):
+        a = cols[cols.frame == 0].sort_values(["y", "x"])[name].to_numpy()
+        np.testing.assert_allclose(a, first.sort_values(["y", "x"])[name], rtol=1e-4)
     # etem export: per site, the intensities seen there, and their map
     from etem.tracker.export import export_run
 
     written = {q.name for q in export_run(path, tmp_path / "out", formats=("csv", "png"), progress=False)}
     assert {"site_intensity.csv", "intensity.png"} <= written
     per_site = pd.read_csv(tmp_path / "out" / "site_intensity.csv").set_index("site")
-    seen = cols[cols["site"] >= 0].groupby("site")["intensity"]
+    seen = cols.assign(net=cols["intensity"] - cols["background"])
+    seen = seen[seen["site"] >= 0].groupby("site")["net"]  # the columns' own, less the floor
     np.testing.assert_allclose(per_site["intensity_mean"], seen.mean().loc[per_site.index], rtol=1e-5)
     assert (per_site["n"] == seen.size().loc[per_site.index]).all()
     # Mo columns are the brightest, in every frame
     cls = np.concatenate([_truth_class(mos2_stem, g, f) for f, g in cols.groupby("frame")])
     cols = pd.concat([g for _, g in cols.groupby("frame")])
     assert cols["intensity"][cls == 0].min() > cols["intensity"][cls == 2].max()
+
+
+def test_the_background_is_the_floor_between_the_columns_bright_or_dark():
+    """A lattice of Gaussian columns on a tilted plane: the background at each column is the
+    plane there (not the column's own height), for bright and for dark columns."""
+    yy, xx = np.mgrid[0:128, 0:160].astype(np.float32)
+    plane = 100.0 + 0.1 * xx - 0.05 * yy  # 12 px, a lattice spacing: 1.2 and 0.6, 6 % and 3 % of a column
+    centres = np.array([(y, x) for y in range(12, 120, 12) for x in range(12, 150, 12)], np.float32)
+    cols = np.zeros_like(plane)
+    for y, x in centres:
+        cols += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
+    want = 100.0 + 0.1 * centres[:, 1] - 0.05 * centres[:, 0]
+    for sign in (1.0, -1.0):
+        table = pd.DataFrame({"y": centres[:, 0], "x": centres[:, 1]})
+        column_intensity([table], torch.from_numpy(plane + sign * 20.0 * cols)[None], radius_px=1.5,
+                         background=True, dark=sign < 0)
+        # within 1.5 % of the columns' height of the plane (5 % where the square is cut by the
+        # frame's edge); the minimum over the square alone fell short by the slope times the reach, 1.8
+        inner = (centres.min(1) >= 24) & (centres[:, 0] <= 128 - 24) & (centres[:, 1] <= 160 - 24)
+        np.testing.assert_allclose(table["background"][inner], want[inner], atol=0.3)
+        np.testing.assert_allclose(table["background"], want, atol=1.0)
+        alone = pd.DataFrame({"y": centres[:, 0], "x": centres[:, 1]})  # the columns with no floor at all
+        column_intensity([alone], torch.from_numpy(sign * 20.0 * cols)[None], radius_px=1.5)
+        np.testing.assert_allclose(table["intensity"] - table["background"], alone["intensity"], atol=1.0)
+
+
+def test_groups_hold_under_a_background_ramp(mos2_stem):
+    """A background rising across the flake (a contamination layer, a thickness wedge) by more
+    than S2 stands above S: the groups of the S sublattice still follow S and S2, by the
+    columns' own intensity over the floor about them; the raw means mix them."""
+    image = mos2_stem.frames[0].astype(np.float32)
+    ramp = 5.0 + 4.0 * np.linspace(0, 1, image.shape[1], dtype=np.float32)[None, :]  # S2 - S: 1.6
+    table = find(image + ramp, sampling=mos2_stem.sampling, model="haadf-stem")
+    truth = _truth_class(mos2_stem, table)
+
+    def s_sublattice_right(t):
+        out, _ = group_columns(t)
+        s = (out["sublattice"] == 1).to_numpy() & (truth > 0)
+        right = ((out["group"] == 1) & (truth == 1)) | ((out["group"] == 0) & (truth == 2))
+        return right.to_numpy()[s].mean()
+
+    assert s_sublattice_right(table) > 0.98
+    assert s_sublattice_right(table.drop(columns="background")) < 0.6  # the raw means: 0.28
 
 
 def test_etem_find_intensity_groups(mos2_stem, tmp_path, capsys):

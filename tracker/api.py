@@ -1,7 +1,7 @@
 """The Python API: the same functions the command line calls.
 
 >>> from etem.tracker import find, track
->>> cols = find(image, sampling=0.1)          # DataFrame: frame, y, x, cls, prob, intensity, y_A, x_A
+>>> cols = find(image, sampling=0.1)          # DataFrame: frame, y, x, cls, prob, intensity, background, y_A, x_A
 >>> result = track(movie, sampling=0.1)       # linked columns, sites, occupancy and event maps
 """
 from __future__ import annotations
@@ -147,7 +147,8 @@ def find(
     Returns
     -------
     DataFrame with one row per column: ``frame, y, x`` [px], ``cls``, ``prob``, ``intensity``
-    (the frame's mean about the column, as recorded: :mod:`etem.tracker.intensity`), and
+    (the frame's mean about the column, as recorded: :mod:`etem.tracker.intensity`),
+    ``background`` (the frame's floor about it; ``intensity - background`` is the column's own), and
     ``y_A, x_A`` [Å] when the sampling is known. ``df.attrs`` holds the class names, per
     frame the measured image quality and trust flag (``frames``: a list of dicts with
     ``sampling``, ``snr``, ``dose_est``, ``resolution_A`` (in px where the sampling is
@@ -197,7 +198,7 @@ def find(
             df["y_A"] = df["y"] * f.sampling
             df["x_A"] = df["x"] * f.sampling
         parts.append(df)
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["frame", "y", "x", "cls", "prob", "intensity"])
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["frame", "y", "x", "cls", "prob", "intensity", "background"])
     out.attrs["class_names"] = list(det.engine.class_names) if det.engine is not None else []
     out.attrs["engine"] = det.engine.name if det.engine is not None else None
     out.attrs["model"] = ecfg.model if ecfg.kind != "classical" else None
@@ -238,7 +239,7 @@ def _frames_of(image, *, sampling: float | None, focal: int) -> Iterable[Frame]:
 class TrackResult:
     """What :func:`track` returns.
 
-    ``columns`` (frame, y, x, cls, prob, intensity, particle, y_ref, x_ref, site) and ``frames`` (one row
+    ``columns`` (frame, y, x, cls, prob, intensity, background, particle, y_ref, x_ref, site) and ``frames`` (one row
     per frame: seq, latency_ms, n_columns, drift_y, drift_x …) cover the whole run. Where the
     pipeline kept only the latest frames in memory (a run file was written and the run was
     longer than ``keep_in_memory_frames``, or it was resumed), they are read from the run file

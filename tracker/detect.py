@@ -271,7 +271,8 @@ class Detector:
         if sep:
             cols = [suppress_close(df, sep / f.sampling) if f.sampling else df for df, f in zip(cols, frames)]
         if self.locate_cfg.intensity_radius_A:
-            intensity_of_frames(cols, frames, raw, radius_A=self.locate_cfg.intensity_radius_A, radius_px=2.5)
+            intensity_of_frames(cols, frames, raw, radius_A=self.locate_cfg.intensity_radius_A, radius_px=2.5,
+                                dark=self.engine_cfg.contrast == "dark")
         if self._lattice is not None:
             for df in cols:
                 if len(df):

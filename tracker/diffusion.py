@@ -213,15 +213,19 @@ def class_counts(columns: pd.DataFrame) -> pd.DataFrame:
 
 
 def site_intensity(columns: pd.DataFrame) -> pd.DataFrame:
-    """Per site, the intensities of the columns seen there (``etem.tracker.intensity``):
+    """Per site, the intensities of the columns seen there, less the image's floor about them
+    where the run measured it (``intensity - background``: :func:`etem.tracker.intensity.net_intensity`):
     ``site, n, intensity_mean, intensity_sd, intensity_min, intensity_max`` (NaN-free
     detections only; no rows where the run has no intensities). A site whose column changes
     (a Se atom arriving, an S atom leaving) shows a wide range."""
+    from .intensity import net_intensity
+
     cols = ["site", "n", "intensity_mean", "intensity_sd", "intensity_min", "intensity_max"]
     if "intensity" not in columns or "site" not in columns or columns.empty:
         return pd.DataFrame(columns=cols)
-    c = columns[(columns["site"] >= 0) & np.isfinite(columns["intensity"])]
-    g = c.groupby("site")["intensity"]
+    c = columns.assign(net=net_intensity(columns))
+    c = c[(c["site"] >= 0) & np.isfinite(c["net"])]
+    g = c.groupby("site")["net"]
     out = pd.DataFrame({"n": g.size(), "intensity_mean": g.mean(), "intensity_sd": g.std(ddof=1),
                         "intensity_min": g.min(), "intensity_max": g.max()}).reset_index()
     return out[cols]

@@ -10,8 +10,9 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Column names of a columns table (trackpy's convention plus class, probability and intensity).
-COLUMN_FIELDS = ("frame", "y", "x", "cls", "prob", "intensity")
+#: Column names of a columns table (trackpy's convention plus class, probability, intensity and
+#: the image's floor about the column).
+COLUMN_FIELDS = ("frame", "y", "x", "cls", "prob", "intensity", "background")
 
 
 @dataclass(slots=True)
@@ -82,7 +83,7 @@ class FrameResult:
 
     frame: int
     seq: int | None
-    columns: pd.DataFrame  # frame, y, x, cls, prob, intensity, particle, site, y_ref, x_ref
+    columns: pd.DataFrame  # frame, y, x, cls, prob, intensity, background, particle, site, y_ref, x_ref
     drift: tuple[float, float]
     latency_s: float
     sampling: float | None

@@ -577,4 +577,4 @@ class Pipeline(FrameChecks, RunFileStage):
     def columns_table(self) -> pd.DataFrame:
         """Linked columns in memory (see :attr:`tables_complete`)."""
         return pd.concat(self.columns_parts, ignore_index=True) if self.columns_parts else pd.DataFrame(
-            columns=["frame", "y", "x", "cls", "prob", "intensity", "particle", "y_ref", "x_ref", "site"])
+            columns=["frame", "y", "x", "cls", "prob", "intensity", "background", "particle", "y_ref", "x_ref", "site"])

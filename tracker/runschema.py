@@ -60,13 +60,13 @@ FRAMES: dict[str, np.dtype] = {
     "in_range": np.dtype("int8"), "out_of_range": np.dtype("int16"),
 }
 #: One row per located column. ``y, x`` [px] in the frame; ``y_ref, x_ref`` [px] drift-corrected;
-#: ``intensity``: the frame's mean about the column (etem.tracker.intensity; NaN where not
-#: measured, as in files written before it was).
+#: ``intensity``: the frame's mean about the column, ``background``: the frame's floor about it
+#: (etem.tracker.intensity; NaN where not measured, as in files written before they were).
 COLUMNS: dict[str, np.dtype] = {
     "frame": np.dtype("int64"), "y": np.dtype("float32"), "x": np.dtype("float32"),
     "cls": np.dtype("int16"), "prob": np.dtype("float32"), "particle": np.dtype("int64"),
     "site": np.dtype("int64"), "y_ref": np.dtype("float32"), "x_ref": np.dtype("float32"),
-    "intensity": np.dtype("float32"),
+    "intensity": np.dtype("float32"), "background": np.dtype("float32"),
 }
 #: One row per site. ``y, x`` [px] in reference coordinates; counts since the run started.
 SITES: dict[str, np.dtype] = {
