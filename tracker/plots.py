@@ -17,21 +17,6 @@ _MIN_WIDTH_PX = 768
 _MAX_WIDTH_PX = 4096
 
 
-def _spacing_px(columns: pd.DataFrame) -> float | None:
-    """The median distance [image px] from a column to its nearest neighbour, None for fewer
-    than two columns."""
-    if len(columns) < 2:
-        return None
-    from scipy.spatial import cKDTree
-
-    yx = columns[["y", "x"]].to_numpy(np.float64)
-    yx = yx[np.isfinite(yx).all(1)]
-    if len(yx) < 2:
-        return None
-    d, _ = cKDTree(yx).query(yx, k=2)
-    return float(np.median(d[:, 1])) or None
-
-
 def overlay_figure(image: np.ndarray, columns: pd.DataFrame, *, class_names: Sequence[str] | None = None,
                    title: str | None = None, marker_size: float | None = None):
     """A figure of ``image`` (first of a focal series) with the columns marked, coloured by class.
@@ -59,7 +44,9 @@ def overlay_figure(image: np.ndarray, columns: pd.DataFrame, *, class_names: Seq
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
     if len(columns):
         pt = 72.0 / dpi  # points per figure px
-        spacing = _spacing_px(columns)
+        from .intensity import nearest_spacing_px
+
+        spacing = nearest_spacing_px([columns])
         diameter = max(5.0, 0.6 * spacing * zoom) if spacing else 8.0  # figure px
         size = marker_size if marker_size is not None else (diameter * pt) ** 2
         width = float(np.clip(diameter / 10, 1.0, 2.5)) * pt
