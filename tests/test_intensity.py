@@ -15,7 +15,7 @@ from etem.tracker import track
 from etem.tracker.api import find
 from etem.tracker.cli import main
 from etem.tracker.intensity import (
-    column_intensity, group_classes, group_columns, honeycomb_sublattices, intensity_groups,
+    column_intensity, group_classes, group_columns, honeycomb_sublattices, intensity_groups, net_intensity,
 )
 from etem.tracker.runfile import open_run
 
@@ -191,6 +191,7 @@ def test_the_background_is_the_floor_between_the_columns_bright_or_dark():
         alone = pd.DataFrame({"y": centres[:, 0], "x": centres[:, 1]})  # the columns with no floor at all
         column_intensity([alone], torch.from_numpy(sign * 20.0 * cols)[None], radius_px=1.5)
         np.testing.assert_allclose(table["intensity"] - table["background"], alone["intensity"], atol=1.0)
+        np.testing.assert_allclose(net_intensity(table), abs(alone["intensity"]), atol=1.0)  # the column's own, > 0
 
 
 def test_groups_hold_under_a_background_ramp(mos2_stem):
@@ -369,6 +370,19 @@ def test_real_srtio3_adf_sr_and_ti_columns_by_intensity():
     _, j = cKDTree(yx).query(yx, k=2)
     g = out["group"].to_numpy()
     assert (g[j[:, 1]] != g).mean() > 0.95  # each column's nearest neighbour is of the other kind
+
+
+def test_real_srtio3_abf_dark_columns_by_intensity():
+    """The same crop in annular bright field (dark columns, --dark): over the ceiling about them,
+    three groups, weakest first: the O columns, then the 104 Ti-O ones and the 117 Sr ones the
+    dark-field crop shows."""
+    from test_files import realdata
+
+    table = find(realdata() / "test_ABF_cropped.hdf5", dark=True, sampling=0.0933)
+    assert (table["intensity"] < table["background"]).mean() > 0.99  # dark columns, under their ceiling
+    out, summary = group_columns(table)
+    assert len(summary) == 1 and summary[0]["counts"][1:] == [104, 117]
+    assert 0 < summary[0]["means"][0] < summary[0]["means"][1] < summary[0]["means"][2]
 
 
 def test_real_se_implanted_mos2_brighter_s_sites():

@@ -78,12 +78,16 @@ def _colorbar(fig: Figure, ax, mappable, label: str) -> None:
 
 
 def _intensity_map(run: Run, per_site: pd.DataFrame) -> Figure:
-    """Sites coloured by the mean intensity of the columns seen there (ADF STEM: Z contrast)."""
+    """Sites coloured by the mean intensity of the columns seen there (ADF STEM: Z contrast), over
+    the floor about them where the run measured it (:func:`etem.tracker.diffusion.site_intensity`)."""
     sites = occupied_sites(run.sites)
     mean = sites["site"].map(per_site.set_index("site")["intensity_mean"]).to_numpy(float)
     lo, hi = np.nanpercentile(mean, [1, 99]) if np.isfinite(mean).any() else (None, None)
+    cols = run.columns
+    floor = "background" in cols and bool(np.isfinite(cols["background"]).any())
+    label = "mean intensity of the columns seen" + (", over the floor about them" if floor else "")
     return render_site_map(sites, mean, run.frame_shape, run.sampling, title="Column intensity",
-                           cmap="cividis", label="mean intensity of the columns seen", vmin=lo, vmax=hi)
+                           cmap="cividis", label=label, vmin=lo, vmax=hi)
 
 
 def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float],

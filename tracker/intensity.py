@@ -9,7 +9,8 @@ and thickness as much as on the atoms. The figure is in the frame's own units (c
 camera sends counts), with no background taken off. Beside it, ``background``: the image's floor
 about the column (:func:`local_background`, the level of the gaps between the columns, where a
 camera's offset, an amorphous support or a contamination layer show). ``intensity -
-background`` (:func:`net_intensity`) is what the column itself adds: on the real Se-implanted MoS2
+background`` (:func:`net_intensity`; its negative for dark columns) is what the column itself
+adds: on the real Se-implanted MoS2
 image S2 columns give 0.40 of a Mo column's (Z^1.7 gives 0.39), against 0.98 of the raw means, and
 the drift of the Mo columns' raw means across the field (1.9 × 10⁴ counts) falls to 4 × 10³.
 :func:`group_columns` sorts the columns of one kind by it and the per-site statistics of a run
@@ -110,12 +111,19 @@ def local_background(images: torch.Tensor, *, reach_px: float, smooth_px: float,
 
 
 def net_intensity(table: pd.DataFrame) -> np.ndarray:
-    """``intensity - background`` where the table has a finite ``background``, else ``intensity``."""
+    """What each column adds to the floor about it, ``intensity - background``, where the table
+    has a finite ``background`` (else ``intensity``); ``background - intensity`` where most
+    columns lie below their floor (dark columns: annular bright field), so that a stronger
+    column gives a larger figure either way (SrTiO3 in ABF: O, then Ti-O, then Sr)."""
     inten = table["intensity"].to_numpy(np.float64)
     if "background" not in table.columns:
         return inten
     bg = table["background"].to_numpy(np.float64)
-    return np.where(np.isfinite(bg), inten - bg, inten)
+    ok = np.isfinite(bg) & np.isfinite(inten)
+    net = inten - bg
+    if ok.any() and np.median(net[ok]) < 0:
+        net = -net
+    return np.where(np.isfinite(bg), net, inten)
 
 
 def column_intensity(tables: list[pd.DataFrame], images: torch.Tensor, *, radius_px: float,
