@@ -243,6 +243,33 @@ def test_saying_what_the_frames_are_picks_the_classical_ranges_of_that_kind(tmp_
         main(["find", str(tmp_path / "f.npy"), "--imaging", "tem"])
 
 
+def test_frames_judged_by_the_strictest_ranges_say_why_and_what_to_add(tmp_path, capsys):
+    """The kind of image unknown, the classical locator is judged by the strictest of its HRTEM
+    and STEM ranges; a frame out of them says so, and that --imaging takes one kind's."""
+    from etem.simulate.toy import make_movie
+    from etem.tracker.cli import main
+    from etem.tracker.engines import make_engine
+    from etem.tracker.trust import UNKNOWN_KIND_NOTE
+
+    engine = make_engine("classical", None, device="cpu", contrast="bright")
+    assert ranges_for(engine).note == UNKNOWN_KIND_NOTE
+    assert ranges_for(engine, imaging="hrtem").note == "" and "note" not in ranges_for(engine).to_dict()
+    # a toy movie at 70 e/Å² per frame: SNR about 42, under STEM's 184, over HRTEM's 27
+    movie = make_movie(n_frames=4, shape=(128, 128), sampling=0.08, particle_radius_A=3.0, seed=3)
+    np.save(tmp_path / "m.npy", movie.frames)
+    assert main(["find", str(tmp_path / "m.npy"), "--sampling", "0.08", "-o", str(tmp_path / "c.csv")]) == 0
+    said = "".join(capsys.readouterr())
+    assert "outside for: SNR 4" in said and f"({UNKNOWN_KIND_NOTE})" in said
+    assert main(["find", str(tmp_path / "m.npy"), "--sampling", "0.08", "--imaging", "hrtem", "--classical",
+                 "-o", str(tmp_path / "c.csv")]) == 0
+    assert UNKNOWN_KIND_NOTE not in "".join(capsys.readouterr())
+    for mode in ("thread", "process"):  # a replay's summary, the note passed from the detection process
+        assert main(["replay", str(tmp_path / "m.npy"), "--sampling", "0.08", "--detection", mode, "--quiet",
+                     "-o", str(tmp_path / f"{mode}.h5")]) == 0
+        out = capsys.readouterr().out
+        assert "outside for: SNR 4" in out and f"({UNKNOWN_KIND_NOTE})" in out, mode
+
+
 def test_the_live_alert_goes_by_the_latest_frames():
     """Frames flickering at the edge of a range do not raise the alert; a run of frames out of
     range does, and it clears when the data come back; the whole run's counts keep everything."""

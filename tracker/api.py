@@ -155,7 +155,8 @@ def find(
     unknown), ``confidence``, ``in_range``, ``out_of_range``; see
     :mod:`etem.tracker.trust`), when the lattice was used, ``sampling_estimate``, and
     ``column_sigma_px``: the classical locator's column width where it was measured on the
-    first image, the pixel size being unknown (else None).
+    first image, the pixel size being unknown (else None), and ``trust_note``: how the trust
+    ranges were chosen, where worth saying (else ``""``).
     """
     from .lattice import require_material, resolve_sampling
 
@@ -206,6 +207,7 @@ def find(
     out.attrs["column_sigma_px"] = det.measured_sigma_px  # (measured on the image: the pixel size unknown)
     # per frame: snr, dose_est, resolution_A, confidence, in_range, out_of_range (etem.tracker.trust)
     out.attrs["frames"] = quality_rows
+    out.attrs["trust_note"] = det.trust_note  # (how the trust ranges were chosen, where worth saying)
     if estimate is not None:
         used = frames[0].sampling == estimate.sampling
         out.attrs["sampling_estimate"] = {**estimate.as_dict(), "used": used,
@@ -268,6 +270,8 @@ class TrackResult:
     #: the classical locator's column width [px] where it was measured on the first frame (the
     #: pixel size unknown), else None
     column_sigma_px: float | None = None
+    #: how the locator's trust ranges were chosen, where worth saying (etem.tracker.trust.TrustRanges.note)
+    trust_note: str = ""
     _columns: pd.DataFrame | None = field(default=None, repr=False)
     _frames: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -531,4 +535,5 @@ def result_of(pipe: Pipeline) -> TrackResult:
         lattice_classes=pipe.cfg.locate.lattice_classes != "off"
         and lattice_species(getattr(pipe.detector.engine, "card", None)) is not None,
         column_sigma_px=pipe.detector.measured_sigma_px,
+        trust_note=pipe.detector.trust_note,
     )

@@ -251,7 +251,7 @@ def cmd_find(args) -> int:
         say_locator(args, df.attrs.get("model"), df.attrs.get("engine"), say, lattice=df.attrs.get("lattice_classes", False),
                      width_px=df.attrs.get("column_sigma_px"))
         say_classes(df, say)
-        say_trust(df.attrs.get("frames", []), say)
+        say_trust(df.attrs.get("frames", []), say, note=df.attrs.get("trust_note", ""))
         est = df.attrs.get("sampling_estimate")
         if est:
             lattice = (f"{est['sampling']:.4f} ± {est['uncertainty']:.4f} Å/px from {est['n_peaks']} peaks of the "

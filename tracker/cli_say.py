@@ -45,6 +45,8 @@ def report(result, args=None) -> None:
     line = tally(result.frames["out_of_range"]) if "out_of_range" in result.frames else None
     if line:
         print(f"trust: {line}")
+        if result.trust_note and (result.frames["out_of_range"] > 0).any():
+            print(f"  ({result.trust_note})")
     if result.view_jumps:
         print(f"view jumps: {result.view_jumps} frame(s) where the view moved further than the drift "
               "estimate looks (link.max_drift_A); found by the jump search (link.max_jump_A)")
@@ -64,7 +66,7 @@ def report(result, args=None) -> None:
         print(f"run file: {result.run_path}")
 
 
-def say_trust(rows: list[dict], out) -> None:
+def say_trust(rows: list[dict], out, note: str = "") -> None:
     judged = [r for r in rows if r["in_range"] >= 0]
     if not judged:
         return
@@ -77,6 +79,8 @@ def say_trust(rows: list[dict], out) -> None:
     from .trust import tally
 
     print(f"  {tally([r['out_of_range'] for r in rows])}", file=out)
+    if note and any(r["out_of_range"] > 0 for r in judged):
+        print(f"  ({note})", file=out)
 
 
 def say_classes(df, say) -> None:

@@ -123,6 +123,11 @@ class Detector:
         self.measured_sigma_px: float | None = None
 
     @property
+    def trust_note(self) -> str:
+        """How the trust ranges the frames are judged by were chosen, where worth saying (``""``)."""
+        return getattr(self.trust_ranges, "note", "")
+
+    @property
     def lattice_classes(self) -> bool:
         """Whether each column's sublattice decides metal or chalcogen (known once the engine is built)."""
         return self._lattice is not None

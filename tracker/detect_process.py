@@ -131,7 +131,7 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
                     e = det.engine
                     info = {"name": e.name, "device": str(e.device), "card": getattr(e, "card", None),
                             "class_names": [str(n) for n in getattr(e, "class_names", ()) or ()],
-                            "measured_sigma_px": det.measured_sigma_px}
+                            "measured_sigma_px": det.measured_sigma_px, "trust_note": det.trust_note}
                     told_engine = True
                 gpu = gpu_memory(det.engine)
                 res.send(("batch", bid, cols, det.oom_retries - retries0, stages, info, gpu, time.process_time()))
@@ -195,6 +195,7 @@ class DetectorProcess:
         self.engine: EngineInfo | None = None
         #: the classical locator's column width, where the child measured it (Detector.measured_sigma_px)
         self.measured_sigma_px: float | None = None
+        self.trust_note = ""  #: Detector.trust_note, as the child said it
         self.stage_s: dict[str, float] = {"preprocess": 0.0, "engine": 0.0, "locate": 0.0, "quality": 0.0}
         if average is not None:
             self.stage_s["average"] = 0.0
@@ -391,6 +392,7 @@ class DetectorProcess:
                 self.engine = EngineInfo(info["name"], torch.device(info["device"]), info["card"],
                                          tuple(info.get("class_names", ())))
                 self.measured_sigma_px = self.measured_sigma_px or info.get("measured_sigma_px")
+                self.trust_note = info.get("trust_note", "")
             if self.engine is not None:
                 self.engine.gpu_memory_snapshot = gpu
             self.oom_retries += retries

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -52,6 +52,9 @@ class TrustRanges:
     passed_nowhere
         The locator met the cut-offs in none of the conditions it was evaluated in: every frame
         is out of range.
+    note
+        Said with a frame out of range (:func:`describe`): how these ranges were chosen, where
+        that is worth knowing (the classical locator's strictest ranges, the kind of image unknown).
     """
 
     sampling_A: tuple[float, float] | None = None
@@ -61,6 +64,7 @@ class TrustRanges:
     cutoffs: dict[str, float] = field(default_factory=dict)
     source: str = ""
     passed_nowhere: bool = False
+    note: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrustRanges:
@@ -71,7 +75,10 @@ class TrustRanges:
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields a card or the packaged file keeps (``note`` is said, not stored)."""
+        d = asdict(self)
+        d.pop("note")
+        return d
 
     def text(self) -> str:
         """The ranges in words (``"SNR >= 3.1, resolution <= 1.2 Å, …"``)."""
@@ -129,7 +136,8 @@ def describe(mask: int, ranges: TrustRanges | None = None) -> str:
                                       if ranges and ranges.confidence_min is not None else ""),
         "nowhere": "the locator met the cut-offs nowhere in its evaluation",
     }
-    return "out of range: " + ", ".join(words[k] for k, bit in FLAGS.items() if mask & bit)
+    note = f" ({ranges.note})" if ranges and ranges.note else ""
+    return "out of range: " + ", ".join(words[k] for k, bit in FLAGS.items() if mask & bit) + note
 
 
 def tally(out_of_range: Any) -> str | None:
@@ -196,6 +204,11 @@ def _packaged(name: str) -> dict[str, Any] | None:
     return json.loads(text)
 
 
+#: Why the classical locator's ranges are strict where the kind of image is not known.
+UNKNOWN_KIND_NOTE = ("the kind of image unknown, the strictest of the classical locator's HRTEM and STEM "
+                     "ranges; --imaging hrtem or stem takes that kind's")
+
+
 def ranges_for(engine: Any, imaging: str | None = None) -> TrustRanges | None:
     """The trust ranges of an engine: its model card's, the classical locator's packaged ones, or None.
 
@@ -211,7 +224,10 @@ def ranges_for(engine: Any, imaging: str | None = None) -> TrustRanges | None:
         data = _packaged("classical_trust.json") or {}
         key = f"{contrast}:{imaging}" if imaging and f"{contrast}:{imaging}" in data else contrast
         if key in data:
-            return TrustRanges.from_dict(data[key])
+            ranges = TrustRanges.from_dict(data[key])
+            if ":" not in key and any(k.startswith(f"{contrast}:") for k in data):
+                ranges = replace(ranges, note=UNKNOWN_KIND_NOTE)
+            return ranges
     return None
 
 
