@@ -10,9 +10,9 @@ camera sends counts), with no background taken off. Beside it, ``background``: t
 about the column (:func:`local_background`, the level of the gaps between the columns, where a
 camera's offset, an amorphous support or a contamination layer show). ``intensity -
 background`` (:func:`net_intensity`; its negative for dark columns) is what the column itself
-adds: on the real Se-implanted MoS2
-image S2 columns give 0.40 of a Mo column's (Z^1.7 gives 0.39), against 0.98 of the raw means, and
-the drift of the Mo columns' raw means across the field (1.9 × 10⁴ counts) falls to 4 × 10³.
+adds: on the real Se-implanted MoS2 image S2 columns give 0.40 of a Mo column's (Z^1.7 gives
+0.39), against 0.98 of the raw means, and the drift of the Mo columns' raw means across the
+field (1.9 × 10⁴ counts) falls to 4 × 10³.
 :func:`group_columns` sorts the columns of one kind by it and the per-site statistics of a run
 are of it (a run's intensity classes still use the raw means: :class:`IntensityClasses`); compare
 columns within a frame, or frames taken at one dose.
@@ -95,9 +95,9 @@ def local_background(images: torch.Tensor, *, reach_px: float, smooth_px: float,
     otherwise pull the floor down), opened over a square reaching ``reach_px`` each way (the
     minimum over the square, then the maximum of those minima: a sloping floor is kept where
     it is, not pulled down by the slope times the reach), averaged over a square reaching twice
-    as far (a smooth surface, not a patchwork of plateaus, and less of the minima's noise: on
-    simulated MoS2 at 300 e/Å² one of three frames had its S sublattice split into three groups
-    with the same reach, none with twice), and interpolated back to the image's pixels.
+    as far (a smooth surface, not a patchwork of plateaus, and less of the minima's noise; four
+    times as far no longer follows the real MoS2 image's background: :class:`IntensityClasses`),
+    and interpolated back to the image's pixels.
     With ``reach_px`` the nearest-neighbour distance of the columns, every pixel's square holds
     a gap between columns: the centre of a honeycomb's hexagon, of a square lattice's square,
     of a close-packed one's triangle lies within one such distance of any point. In
