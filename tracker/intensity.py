@@ -54,11 +54,26 @@ def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return x
 
 
-def _floor(images: torch.Tensor, reach_px: float, smooth_px: float, dark: bool) -> tuple[torch.Tensor, int]:
-    """:func:`local_background` on a grid ``f`` times coarser (``f``: about ``smooth_px``, the
-    averaging that the floor needs anyway, or a quarter of the reach where that is more: a
-    block still lies within a gap between columns, and the pools stay 9 blocks wide):
-    ``([B, H/f, W/f], f)``."""
+def local_background(images: torch.Tensor, reach_px: float, smooth_px: float,
+                     dark: bool = False) -> tuple[torch.Tensor, int]:
+    """``[B, H, W]`` → ``([B, H/f, W/f], f)``: the floor of each image about each pixel, the
+    level of the gaps between bright columns (the ceiling, ``dark``: between dark ones), on a
+    grid ``f`` times coarser (``f``: about ``smooth_px``, or a quarter of the reach where that is
+    more: a block still lies within a gap between columns, and the pools stay 9 blocks wide);
+    :func:`_at` reads it at image pixels.
+
+    The image is averaged over blocks of about ``smooth_px`` pixels (the shot noise would
+    otherwise pull the floor down), opened over a square reaching ``reach_px`` each way (the
+    minimum over the square, then the maximum of those minima: a sloping floor is kept where
+    it is, not pulled down by the slope times the reach), averaged over a square reaching twice
+    as far (a smooth surface, not a patchwork of plateaus, and less of the minima's noise; four
+    times as far no longer follows the real MoS2 image's background: :class:`IntensityClasses`).
+    With ``reach_px`` the nearest-neighbour distance of the columns, every pixel's square holds
+    a gap between columns: the centre of a honeycomb's hexagon, of a square lattice's square,
+    of a close-packed one's triangle lies within one such distance of any point. In
+    :func:`column_intensity` (on the coarse grid, at the columns only, the window maxima by
+    :func:`~etem.tracker.locate.max_filter`) it adds about 2 ms to a 512² frame of 1,000
+    columns on 2 CPU cores (the pipeline's locate stage: 4.4 ms against 2.6)."""
     f = max(1, int(round(max(smooth_px, reach_px / 4))))
     x = images.float()[:, None]
     if dark:
@@ -85,30 +100,6 @@ def _at(coarse: torch.Tensor, f: int, b: torch.Tensor, y: torch.Tensor, x: torch
     c = coarse.reshape(coarse.shape[0], -1)
     v = lambda yy, xx: c[b, yy * w + xx]  # noqa: E731
     return (1 - wy) * ((1 - wx) * v(y0, x0) + wx * v(y0, x1)) + wy * ((1 - wx) * v(y1, x0) + wx * v(y1, x1))
-
-
-def local_background(images: torch.Tensor, *, reach_px: float, smooth_px: float, dark: bool = False) -> torch.Tensor:
-    """``[B, H, W]`` → ``[B, H, W]``: the floor of each image about each pixel, the level of the
-    gaps between bright columns (the ceiling, ``dark``: between dark ones).
-
-    The image is averaged over blocks of about ``smooth_px`` pixels (the shot noise would
-    otherwise pull the floor down), opened over a square reaching ``reach_px`` each way (the
-    minimum over the square, then the maximum of those minima: a sloping floor is kept where
-    it is, not pulled down by the slope times the reach), averaged over a square reaching twice
-    as far (a smooth surface, not a patchwork of plateaus, and less of the minima's noise; four
-    times as far no longer follows the real MoS2 image's background: :class:`IntensityClasses`),
-    and interpolated back to the image's pixels.
-    With ``reach_px`` the nearest-neighbour distance of the columns, every pixel's square holds
-    a gap between columns: the centre of a honeycomb's hexagon, of a square lattice's square,
-    of a close-packed one's triangle lies within one such distance of any point. In
-    :func:`column_intensity` (on the coarse grid, at the columns only, the window maxima by
-    :func:`~etem.tracker.locate.max_filter`) it adds about 2 ms to a 512² frame of 1,000
-    columns on 2 CPU cores (the pipeline's locate stage: 4.4 ms against 2.6)."""
-    coarse, f = _floor(images, reach_px, smooth_px, dark)
-    B, H, W = images.shape
-    yy, xx = torch.meshgrid(torch.arange(H, device=images.device), torch.arange(W, device=images.device), indexing="ij")
-    b = torch.arange(B, device=images.device)[:, None]
-    return _at(coarse, f, b, yy.reshape(1, -1), xx.reshape(1, -1)).reshape(B, H, W)
 
 
 def net_intensity(table: pd.DataFrame) -> np.ndarray:
@@ -171,7 +162,7 @@ def column_intensity(tables: list[pd.DataFrame], images: torch.Tensor, *, radius
         out = torch.where(n > 0, mean, torch.full_like(mean, float("nan"))).double().cpu().numpy()
         if background:
             reach = nearest_spacing_px(tables) or 4 * max(radius_px, 1.0)
-            coarse, f = _floor(images, reach, radius_px, dark)
+            coarse, f = local_background(images, reach, radius_px, dark)
             on = (cy >= 0) & (cy < H) & (cx >= 0) & (cx < W)
             at = _at(coarse, f, b, cy, cx)
             bg = torch.where(on, at, torch.full_like(at, float("nan"))).double().cpu().numpy()
@@ -366,9 +357,10 @@ def group_columns(table: pd.DataFrame, *, groups: int | None = None, max_groups:
         t = out.iloc[idx]
         sub, _ = _sublattices(t)
         grp = np.full(len(t), -1, np.int64)
+        net = net_intensity(t)
         for s in np.unique(sub[sub >= 0]):
             here = sub == s
-            g, info = intensity_groups(net_intensity(t)[here], max_groups=groups or max_groups,
+            g, info = intensity_groups(net[here], max_groups=groups or max_groups,
                                        min_groups=groups or 1)
             grp[here] = g
             summary.append({**({"file": t["file"].iloc[0]} if "file" in t else {}),
