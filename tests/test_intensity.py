@@ -112,6 +112,23 @@ def test_intensity_groups_are_as_many_as_the_data_show():
     assert nan[1] == -1 and (nan[[0, 2, 3]] >= 0).all()
 
 
+
+def test_a_brighter_column_is_never_in_a_fainter_group():
+    """A wide faint group and a narrow bright one: the columns brighter than every bright one
+    stay in the bright group, and those fainter than every faint one in the faint group (the
+    most probable group of all would give both far tails to the wider one)."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 1.0, 300), rng.normal(4, 0.2, 300), [5.3, 5.5]])
+    g, info = intensity_groups(x, max_groups=2)
+    assert len(info["means"]) == 2 and (g[-2:] == 1).all()
+    order = np.argsort(x)
+    assert (np.diff(g[order]) >= 0).all()
+    # a run's classes likewise: one frame's fit on a sublattice, then columns past its ends
+    from etem.tracker.intensity import _ordered_labels
+    w, mu, sd = np.array([0.2, 0.8]), np.array([-0.13, 0.02]), np.array([0.19, 0.07])
+    lab = _ordered_labels(np.array([-0.6, -0.13, 0.02, 0.26, np.nan]), w, mu, sd)
+    assert lab.tolist() == [0, 0, 1, 1, 0]
+
 @pytest.fixture(scope="module")
 def mos2_stem():
     """An annular dark-field MoS2 frame with a fifth of its S2 columns left as single S."""

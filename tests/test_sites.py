@@ -368,6 +368,25 @@ def test_class_changes_are_found_through_a_confusing_detector():
     assert np.diag(conf).min() > 0.85 and k < 0.05
 
 
+
+def test_a_first_detection_in_a_wrong_class_is_no_change_and_changes_follow_each_other():
+    """A run's first frame classes a fifth of the sites wrongly (as intensity classes fitted to
+    that frame alone do) and the next frames right: no class change is logged for them. A
+    site that changes class and back is dated in order: the second change after the first,
+    though its latest detections still hold the class it had before the first."""
+    rng = np.random.default_rng(4)
+    grid = np.stack(np.meshgrid(np.arange(8) * 30.0 + 20, np.arange(5) * 30.0 + 20, indexing="ij"), -1).reshape(-1, 2)
+    true = np.tile(np.arange(len(grid)) % 2, (40, 1))
+    true[10:14, 3] = 0  # site 3: 1 -> 0 at frame 10, back to 1 at frame 14
+    seen = true.copy()
+    seen[0, ::5] = 1 - seen[0, ::5]
+    sm = SiteMap(SitesConfig(), sampling=0.1)
+    for f in range(len(true)):
+        sm.update(f, grid + rng.normal(0, 0.5, grid.shape), seen[f])
+    sm.flush()
+    assert sm.class_changes_table()[["frame", "site", "from_cls", "to_cls"]].values.tolist() == [[10, 3, 1, 0],
+                                                                                               [14, 3, 0, 1]]
+
 def test_one_class_models_make_no_class_changes():
     sm = SiteMap(SitesConfig(), sampling=0.1)
     for f in range(20):

@@ -62,7 +62,7 @@ class ClassStates:
         old = self._cls_state.take(sites)
         known = old >= 0
         post = self._cls_post[:, :K].take(sites, axis=0)
-        post[~known] = 1.0 / K
+        post[_row_sums(post) <= 0] = 1.0 / K  # (a site's first detection)
         pred = post * (1 - k) + (1 - post) * k / (K - 1)  # change to any other class alike
         like = conf[:, cls].T
         q = pred * like
@@ -80,10 +80,13 @@ class ClassStates:
             rows[:, :-1] = h.take(sites, axis=0)[:, 1:]
             rows[:, -1] = v
             h[sites] = rows
-        # decided: the most probable class, where it is probable enough to leave the old one
+        # decided: the most probable class, where it is probable enough to leave the old one; a
+        # site's first class too waits until one is that probable, so that a first detection in
+        # a wrong class (or in a class the run's first frames had not yet learned to tell) is not
+        # a change when the next ones set it right
         best = q.argmax(1)
         top = q.ravel().take(best + K * np.arange(len(best)))  # q.max(1), for less
-        new = np.where(known & (top < _CLS_DECIDE), old, best)
+        new = np.where(top < _CLS_DECIDE, old, best)
         changed = known & (new != old)
         shadow = self._shadow  # (a shadow site's class changes are no more events than its flips)
         if shadow is not None and changed.any():
@@ -92,7 +95,12 @@ class ClassStates:
         self.cls_counts += (int(known.sum()), switched)
         start = len(self.class_changes)
         for s, a, b in zip(sites[changed].tolist(), old[changed].tolist(), new[changed].tolist()):
-            self.class_changes.append((self._change_frame(s, a, b, conf), s, a, b))
+            at = self._change_frame(s, a, b, conf)
+            self.class_changes.append((at, s, a, b))
+            # the detections before it belong to the class it left: the next change is dated
+            # among those after (else a site that went S -> S2 -> S could date its second change
+            # to before its first)
+            self._cls_hist[s, self._cls_hist_frame[s] < at] = -1
         self._cls_state[sites] = new
         if self.class_names and (len(self.class_changes) > start or self._cc_open):
             self._pair_class_changes(frame, self.class_changes[start:])
