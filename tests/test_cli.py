@@ -100,6 +100,46 @@ def test_replay_of_an_uncalibrated_stack_tracks_as_the_calibrated_one(tmp_path, 
     assert 0.06 < said["sampling"] < 0.1 and "settings_sampling" not in given.attrs
 
 
+
+def test_find_skips_a_frame_with_nan_pixels_and_locates_the_rest(movie, tmp_path, capsys):
+    """A stack whose first frame has a dead (NaN) patch: that frame is skipped and said, the
+    others located, and the overlay drawn on the first frame located; a file of NaN frames
+    only is an error that writes nothing."""
+    stack = movie.frames[:3].astype(np.float32).copy()
+    stack[0, 40:50, 40:50] = np.nan
+    tif = tmp_path / "nan.tif"
+    tifffile.imwrite(tif, stack, photometric="minisblack")
+    out, png = tmp_path / "cols.csv", tmp_path / "overlay.png"
+    assert main(["find", str(tif), "--sampling", str(movie.sampling), "-o", str(out), "--overlay", str(png)]) == 0
+    said = capsys.readouterr().out
+    assert "frame 0 skipped: 100 of 16384 pixels NaN or infinite" in said and "overlay: " in said and "(frame 1)" in said
+    df = pd.read_csv(out)
+    assert sorted(df["frame"].unique()) == [1, 2]
+    n_true = (movie.truth.positions.frame == 1).sum()
+    assert abs((df.frame == 1).sum() - n_true) <= 3 and png.stat().st_size > 10_000
+    stack[:] = np.nan
+    tifffile.imwrite(tif, stack[:1], photometric="minisblack")
+    assert main(["find", str(tif), "-o", str(tmp_path / "none.csv")]) == 1
+    assert "no frame could be located" in capsys.readouterr().err and not (tmp_path / "none.csv").exists()
+
+
+def test_a_run_that_tracks_nothing_says_so_and_fails(tmp_path, capsys):
+    """A file whose only frame is NaN, and a camera address nothing publishes to: no frame is
+    tracked, no run file is written, none is named, and the exit status says it."""
+    tif = tmp_path / "nan.tif"
+    tifffile.imwrite(tif, np.full((1, 64, 64), np.nan, np.float32), photometric="minisblack")
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(tif), "-o", str(run), "--quiet", "--sampling", "0.1"]) == 1
+    out, err = capsys.readouterr()
+    assert "1 rejected" in out and "run file" not in out and not run.exists()
+    assert "nothing tracked: 1 frame(s) rejected" in err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["track", "--listen", f"tcp://127.0.0.1:{port}", "-o", str(run), "--idle-timeout", "1", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert f"no frame arrived at tcp://127.0.0.1:{port}" in err and not run.exists() and "run file" not in out
+
 def test_find_parquet_by_suffix(movie, tmp_path):
     npy = tmp_path / "one.npy"
     np.save(npy, movie.frames[0])

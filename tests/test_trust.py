@@ -15,7 +15,7 @@ RANGES = TrustRanges(sampling_A=(0.05, 0.5), snr_min=20.0, resolution_max_A=1.8,
     ((100.0, 2.5, 0.2, 0.8), FLAGS["resolution"]),
     ((100.0, 1.2, 0.7, 0.8), FLAGS["sampling"]),
     ((100.0, 1.2, 0.2, 0.4), FLAGS["confidence"]),
-    ((5.0, 3.0, 0.9, 0.1), sum(v for k, v in FLAGS.items() if k != "nowhere")),
+    ((5.0, 3.0, 0.9, 0.1), sum(v for k, v in FLAGS.items() if k not in ("nowhere", "contrast"))),
     ((np.nan, np.nan, None, np.nan), 0),  # what cannot be measured does not condemn a frame
 ])
 def test_judge_sets_one_bit_per_figure_out_of_range(figures, flags):
@@ -242,6 +242,22 @@ def test_saying_what_the_frames_are_picks_the_classical_ranges_of_that_kind(tmp_
     with pytest.raises(SystemExit):
         main(["find", str(tmp_path / "f.npy"), "--imaging", "tem"])
 
+
+
+def test_frames_of_the_other_contrast_than_looked_for_are_out_of_range(capsys):
+    """Bright (annular dark-field) columns looked for as dark ones, and the same frame negated
+    (dark columns, as in annular bright field) looked for as bright ones: the locator finds the
+    gaps between the columns, and every frame is out of range for its contrast; looked for as
+    they are, it is not."""
+    m = _stem_movie(dose_per_frame=3000)
+    bright = m.frames[:2].astype(np.float32)
+    dark = bright.max() - bright
+    for frames, is_dark, opposed in ((bright, False, False), (bright, True, True), (dark, False, True),
+                                     (dark, True, False)):
+        df = find(frames, sampling=m.sampling, classical=True, dark=is_dark)
+        masks = [r["out_of_range"] for r in df.attrs["frames"]]
+        assert len(masks) == 2 and all(bool(k & FLAGS["contrast"]) == opposed for k in masks), (is_dark, masks)
+    assert describe(FLAGS["contrast"]).startswith("out of range: contrast (the columns look dark where bright")
 
 def test_frames_judged_by_the_strictest_ranges_say_why_and_what_to_add(tmp_path, capsys):
     """The kind of image unknown, the classical locator is judged by the strictest of its HRTEM

@@ -156,7 +156,9 @@ def find(
     :mod:`etem.tracker.trust`), when the lattice was used, ``sampling_estimate``, and
     ``column_sigma_px``: the classical locator's column width where it was measured on the
     first image, the pixel size being unknown (else None), and ``trust_note``: how the trust
-    ranges were chosen, where worth saying (else ``""``).
+    ranges were chosen, where worth saying (else ``""``), and ``rejected``: the frames that could
+    not be located, each ``{"frame", "reason"}`` (NaN or infinite pixels: such a frame is
+    skipped with a warning, the others are located).
     """
     from .lattice import require_material, resolve_sampling
 
@@ -181,12 +183,21 @@ def find(
     parts = []
     quality_rows: list[dict] = []
     estimate = None
-    for i, f in enumerate(frames):
-        if material and i == 0:
-            # once per sequence: a stack shares its pixel size
+    rejected: list[dict] = []
+    first = True
+    for f in frames:
+        if not f.finite and not np.isfinite(f.image).all():  # (a dead or masked region): the frame cannot be read
+            bad = int((~np.isfinite(f.image)).sum())
+            rejected.append({"frame": f.frame, "reason": f"{bad} of {f.image.size} pixels NaN or infinite"})
+            logging.getLogger("etem.find").warning("frame %d: %s; skipped", f.frame, rejected[-1]["reason"])
+            continue
+        if material and first:
+            # once per sequence (its first readable frame): a stack shares its pixel size
             f.sampling, estimate = resolve_sampling(f.image, given=f.sampling, material=material, auto=auto)
+            ref = f
         elif estimate is not None and (auto or f.sampling is None):
             f.sampling = estimate.sampling
+        first = False
         df = det.detect([f])[0]
         if df is None:
             raise EngineUnavailable(f"frame {f.frame} ({f.shape[0]}x{f.shape[1]} px) does not fit in the GPU's "
@@ -208,10 +219,11 @@ def find(
     # per frame: snr, dose_est, resolution_A, confidence, in_range, out_of_range (etem.tracker.trust)
     out.attrs["frames"] = quality_rows
     out.attrs["trust_note"] = det.trust_note  # (how the trust ranges were chosen, where worth saying)
+    out.attrs["rejected"] = rejected  # frames not located: {"frame", "reason"}
     if estimate is not None:
-        used = frames[0].sampling == estimate.sampling
+        used = ref.sampling == estimate.sampling
         out.attrs["sampling_estimate"] = {**estimate.as_dict(), "used": used,
-                                          "given": None if used else frames[0].sampling}
+                                          "given": None if used else ref.sampling}
     return out
 
 

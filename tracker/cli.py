@@ -18,7 +18,9 @@ from .statusline import StatusLine  # noqa: F401 (re-exported: etem.tracker.cli.
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, with its usage and the options meant
+        _unknown_arguments(parser, args.command, extra)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
@@ -47,6 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         interrupt.reset()
+
+
+def _unknown_arguments(parser, command: str, extra: list[str]) -> None:
+    """Exit (status 2) with ``etem COMMAND``'s usage, the arguments it does not know and, for
+    an option misspelled, the ones it may have meant."""
+    import argparse
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    known = [o for o in sub._option_string_actions if o.startswith("--")]
+    hints = []
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if name.startswith("-"):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+            if close:
+                hints.append(f"{name}: did you mean {close[0]}?")
+    sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
 def _stdout_to_devnull() -> None:
@@ -142,6 +162,9 @@ def _start_dashboard(args):
 def cmd_track(args) -> int:
     if args.listen is None and args.resume is None:
         raise ConfigError("--listen ADDRESS is required (or --resume RUN.h5 to go on with a run)")
+    if args.listen is not None and "://" not in args.listen:  # (else it would be read as a file name)
+        raise ConfigError(f"--listen takes a ZeroMQ address such as tcp://127.0.0.1:5555, got {args.listen!r}; "
+                          "a recorded file is tracked with etem replay FILE")
     return _run(args, args.listen, total=None, mode=args.mode, bind=args.bind, idle_timeout_s=args.idle_timeout,
                 curve_keys=args.curve)
 
@@ -179,6 +202,15 @@ def _run(args, source, *, total: int | None, **options) -> int:
         if dash is not None:
             dash.close()
     report(result, args)
+    c = result.counters
+    if not c.get("processed") and args.resume is None:
+        # nothing tracked: no run file either (it is opened at the first frame); a wrong camera
+        # address or a file of unreadable frames is not a run that went well
+        why = (f"{c['rejected']} frame(s) rejected (above)" if c.get("rejected")
+               else f"no frame arrived at {source}" if isinstance(source, str) and "://" in source
+               else "no frame was read")
+        print(f"etem: nothing tracked: {why}; no run file written", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -252,6 +284,8 @@ def cmd_find(args) -> int:
                      width_px=df.attrs.get("column_sigma_px"))
         say_classes(df, say)
         say_trust(df.attrs.get("frames", []), say, note=df.attrs.get("trust_note", ""))
+        for r in df.attrs.get("rejected", []):
+            print(f"  frame {r['frame']} skipped: {r['reason']}", file=say)
         est = df.attrs.get("sampling_estimate")
         if est:
             lattice = (f"{est['sampling']:.4f} ± {est['uncertainty']:.4f} Å/px from {est['n_peaks']} peaks of the "
@@ -261,20 +295,27 @@ def cmd_find(args) -> int:
             else:
                 print(f"  sampling {est['given']:.4f} Å/px from the data; the lattice says {lattice}", file=say)
     out = pd.concat(parts, ignore_index=True)
+    if not any(p.attrs.get("frames") for p in parts) and any(p.attrs.get("rejected") for p in parts):
+        print("etem find: no frame could be located (every one has NaN or infinite pixels); nothing written",
+              file=sys.stderr)
+        return 1
     names = parts[0].attrs.get("class_names")
     if args.intensity_groups:
         out = _intensity_groups(out, args.groups, say)
     if args.overlay:
         from .files import open_recording
 
-        first = out[(out["file"] == str(args.images[0])) & (out["frame"] == 0)]
+        # the first image's first frame that could be located
+        located = [r["frame"] for r in parts[0].attrs.get("frames", [])]
+        shown = located[0] if located else 0
+        first = out[(out["file"] == str(args.images[0])) & (out["frame"] == shown)]
         if args.intensity_groups:  # coloured by sublattice and group
             from .intensity import group_classes
 
             cls, names = group_classes(first)
             first = first.assign(cls=cls)
-        overlay_png(open_recording(args.images[0], focal=args.focal)[0], first, args.overlay, class_names=names)
-        print(f"overlay: {args.overlay}", file=say)
+        overlay_png(open_recording(args.images[0], focal=args.focal)[shown], first, args.overlay, class_names=names)
+        print(f"overlay: {args.overlay}" + (f" (frame {shown})" if shown else ""), file=say)
     if to_stdout:
         out.to_csv(sys.stdout, index=False)
     elif args.output:

@@ -18,6 +18,17 @@ def _sampling_arg(text: str) -> float | str:
     return value
 
 
+def _positive(text: str) -> float:
+    """A rate (frames per second, a pace): a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return value
+
+
 def _common_engine(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection")
     m = g.add_mutually_exclusive_group()
@@ -89,12 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="simulate a movie, stream it over ZeroMQ, track it, score against ground truth")
-    p.add_argument("--out", type=Path, default=Path("etem-demo"), help="output folder (default: etem-demo)")
+    p.add_argument("-o", "--out", type=Path, default=Path("etem-demo"), help="output folder (default: etem-demo)")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--size", type=int, default=256, help="frame size in px (square)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
-    p.add_argument("--fps", type=float, help="publish at this frame rate (default: as fast as taken)")
+    p.add_argument("--fps", type=_positive, help="publish at this frame rate (default: as fast as taken)")
     p.add_argument("--movie", choices=("toy", "hrtem", "stem", "mos2", "mos2-stem"), default="hrtem",
                    help="hrtem (default)/stem: Au particle from abTEM column waves; toy: Gaussian columns; "
                         "mos2: MoS2 flake with migrating S vacancies (80 kV HRTEM, three-image focal series); "
@@ -121,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="track a recorded file (HDF5, TIFF, MRC, DM3/DM4, EMD, SER, NPY) or folder")
     p.add_argument("file", type=Path)
-    p.add_argument("--pace", type=float, help="1.0: acquisition pace; 2.0: twice as fast (default: full speed)")
-    p.add_argument("--fps", type=float,
+    p.add_argument("--pace", type=_positive, help="1.0: acquisition pace; 2.0: twice as fast (default: full speed)")
+    p.add_argument("--fps", type=_positive,
                    help="frame rate [1/s] of a recording or folder that records none: the frames' times (rates in seconds) and --pace")
     p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
     p.add_argument("--pattern", metavar="GLOB",
@@ -140,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("pub", "push"), default="pub")
     p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
     p.add_argument("--connect", action="store_true", help="connect instead of binding")
-    p.add_argument("--fps", type=float, help="frame rate (default: as fast as possible)")
+    p.add_argument("--fps", type=_positive, help="frame rate (default: as fast as possible)")
     p.add_argument("--frames", type=int, default=100, help="with --simulate: number of frames")
     p.add_argument("--size", type=int, default=256, help="with --simulate: frame size in px")
     p.add_argument("--sampling", type=float, help="pixel size in Å/px to send (overrides the file's)")

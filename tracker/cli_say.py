@@ -3,6 +3,7 @@ run's counts, the trust ranges, the classes (the commands themselves are in :mod
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool = False,
@@ -62,7 +63,7 @@ def report(result, args=None) -> None:
     if changes is not None and len(changes):
         print(f"class changes: {len(changes)} (a site's column changing class, e.g. S2 -> S; class_changes in the "
               "run file)")
-    if result.run_path:
+    if result.run_path and Path(result.run_path).exists():  # (opened at the first frame tracked)
         print(f"run file: {result.run_path}")
 
 

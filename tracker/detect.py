@@ -116,6 +116,9 @@ class Detector:
         #: columns refined on the image: (input image, sigma [Å], radius [Å]); () for the maps
         self._image_refine: tuple = ()
         self._invert = False  #: the network is shown the frames negated (dark columns, a bright-column model)
+        #: the first frame's intensities are skewed the other way than the columns looked for
+        #: (:func:`_say_contrast`): every frame is out of the trust ranges for its contrast
+        self._contrast_opposed = False
         #: metal or chalcogen from the sublattice ([locate] lattice_classes): the model's species, or None
         self._lattice = None
         #: the classical locator's column width [px] where it was measured on the first frame
@@ -158,7 +161,7 @@ class Detector:
         if self._pre is None:
             self._invert = contrast_inversion(self.engine, self.engine_cfg.contrast)
             if image is not None:
-                _say_contrast(image, self.engine, self.engine_cfg.contrast)
+                self._contrast_opposed = _say_contrast(image, self.engine, self.engine_cfg.contrast)
             self._image_refine = image_refinement(self.engine, self.locate_cfg)
             self._lattice = lattice_species_of(self.locate_cfg.lattice_classes, getattr(self.engine, "card", None))
             target = self.preprocess_cfg.target_sampling
@@ -306,7 +309,7 @@ class Detector:
         import torch
 
         from .quality import measure
-        from .trust import describe, judge, ranges_for
+        from .trust import FLAGS, describe, judge, ranges_for
 
         if self.trust_ranges is _UNSET:
             # what the run says its frames are, else what the first frame's file says
@@ -320,6 +323,8 @@ class Detector:
         for df, f, (snr, dose_est, res) in zip(cols, frames, q):
             conf = float(df["prob"].mean()) if len(df) else float("nan")
             mask = judge(snr, res, f.sampling, conf, self.trust_ranges)
+            if mask >= 0 and self._contrast_opposed:
+                mask |= FLAGS["contrast"]
             df.attrs["quality"] = {"snr": float(snr), "dose_est": float(dose_est), "resolution_A": float(res),
                                    "confidence": conf, "out_of_range": int(mask),
                                    "in_range": -1 if mask < 0 else int(mask == 0),
@@ -331,16 +336,17 @@ class Detector:
 _SKEW_WARN = 0.5
 
 
-def _say_contrast(image, engine, contrast: str) -> None:
+def _say_contrast(image, engine, contrast: str) -> bool:
     """Warn, once at the first frame, where its intensities are skewed the other way than the
     columns the locator looks for: bright columns on a dark background skew them to the bright
     side (annular dark field: skewness +1.3 to +9 on the real MoS2 and SrTiO3 images and on the
     simulated STEM movies; HRTEM frames of Au and MoS2 +0.3 to +1.2), dark ones to the dark
     side (the real SrTiO3 annular bright-field crop: -0.77). Looking for bright columns in such
-    a frame finds the bright gaps between them, and the trust flags do not tell. Not for an
+    a frame finds the bright gaps between them. Returns whether it warned: the run's frames are
+    then out of the trust ranges for their contrast (``trust.FLAGS["contrast"]``). Not for an
     HRTEM network, which reads frames as recorded."""
     if model_imaging(getattr(engine, "card", None)) == "hrtem":
-        return
+        return False
     import numpy as np
 
     a = np.asarray(image, dtype=np.float64)
@@ -348,7 +354,7 @@ def _say_contrast(image, engine, contrast: str) -> None:
     a = a[np.isfinite(a)]
     sd = a.std() if a.size else 0.0
     if not sd > 0:
-        return
+        return False
     skew = float(np.mean(((a - a.mean()) / sd) ** 3))
     if contrast == "dark" and skew > _SKEW_WARN:
         log.warning("the first frame's intensities are skewed to the bright side (skewness %+.2f), as where the "
@@ -358,6 +364,9 @@ def _say_contrast(image, engine, contrast: str) -> None:
         log.warning("the first frame's intensities are skewed to the dark side (skewness %+.2f), as where the "
                     "columns are dark (annular bright field; HRTEM at some defoci), but the locator looks for bright "
                     "columns: if the overlay shows columns in the gaps between the columns, add --dark", skew)
+    else:
+        return False
+    return True
 
 
 def _sampling_hint(image, column_sigma_A: float) -> str:

@@ -244,6 +244,8 @@ def open_recording(path: str | Path, *, dataset: str | None = None, focal: int =
         if times is not None and data.ndim == 3:
             times = np.asarray(times, float)[::focal]
         if fps is not None:
+            if not float(fps) > 0:
+                raise ConfigError(f"fps must be above 0, got {fps!r}")
             meta["fps"] = float(fps)
         rec = Recording(data, source=str(path), focal=focal, sampling=sampling, frame_times=times,
                         meta=meta, close=close)

@@ -24,7 +24,7 @@ import numpy as np
 __all__ = ["FLAGS", "BlankFrames", "TrustRanges", "TrustTally", "judge", "describe", "ranges_for", "tally"]
 
 #: Bits of a frame's ``out_of_range`` mask, by the figure that is out of range.
-FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8, "nowhere": 16}
+FLAGS = {"sampling": 1, "snr": 2, "resolution": 4, "confidence": 8, "nowhere": 16, "contrast": 32}
 #: Relative slack on the pixel-size range: a sweep passes at grid points (a model may pass at its
 #: own pixel size only), and a file's calibration of 0.2 Å/px may read 0.19996.
 SAMPLING_SLACK = 0.01
@@ -135,6 +135,8 @@ def describe(mask: int, ranges: TrustRanges | None = None) -> str:
         "confidence": "confidence" + (f" below {ranges.confidence_min:.2f}"
                                       if ranges and ranges.confidence_min is not None else ""),
         "nowhere": "the locator met the cut-offs nowhere in its evaluation",
+        "contrast": "contrast (the columns look dark where bright ones are looked for, or bright where dark: "
+                    "--dark)",
     }
     note = f" ({ranges.note})" if ranges and ranges.note else ""
     return "out of range: " + ", ".join(words[k] for k, bit in FLAGS.items() if mask & bit) + note
@@ -150,7 +152,7 @@ def tally(out_of_range: Any) -> str | None:
         return None
     line = f"{int((judged == 0).sum())} of {judged.size} frames inside the locator's trust ranges"
     why = {"sampling": "pixel size", "snr": "SNR", "resolution": "resolution", "confidence": "confidence",
-           "nowhere": "passed nowhere in its evaluation"}
+           "nowhere": "passed nowhere in its evaluation", "contrast": "contrast"}
     counts = [f"{why[k]} {int(((judged & bit) > 0).sum())}" for k, bit in FLAGS.items() if ((judged & bit) > 0).any()]
     return line + (f"; outside for: {', '.join(counts)}" if counts else "")
 
