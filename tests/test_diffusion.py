@@ -83,6 +83,35 @@ def test_msd_gives_the_diffusion_coefficient_of_random_walks():
     np.testing.assert_allclose(msd[msd["particle"] == 0]["msd"].to_numpy(), ref, rtol=1e-9)
 
 
+
+def test_columns_that_stay_put_are_told_from_mobile_ones():
+    """Twenty random walkers among sixty columns that only jitter about their sites: the
+    immobile columns' D scatter about 0, some below it; nearly every walker and few of the
+    others are ``mobile`` (D > 2 SE), and the report gives the mobile ones' median D apart from
+    the median over all tracks, which the immobile ones pull to about 0."""
+    from etem.tracker.report import figure_lines
+
+    rng = np.random.default_rng(1)
+    d_true, rows = 0.05, []
+    for p in range(80):
+        if p < 20:
+            yx = np.cumsum(rng.normal(0, np.sqrt(2 * d_true), (100, 2)), axis=0)
+        else:
+            yx = rng.normal(0, 0.1, (100, 2)) + rng.uniform(0, 50, 2)
+        rows.append(pd.DataFrame({"frame": np.arange(100), "particle": p, "y_ref": yx[:, 0] / 0.2,
+                                  "x_ref": yx[:, 1] / 0.2}))
+    _, tracks = D.track_msd(pd.concat(rows), 0.2, max_lag=8)
+    walker = tracks["particle"] < 20
+    assert tracks["mobile"][walker].mean() >= 0.9 and tracks["mobile"][~walker].mean() <= 0.1
+    assert (tracks["D"][~walker] < 0).any()
+    mobile = tracks[tracks["mobile"]]
+    summ = {"frames": 100, "tracks_fitted": len(tracks), "tracks_mobile": len(mobile),
+            "median_D": float(tracks["D"].median()), "median_D_mobile": float(mobile["D"].median()),
+            "D_units": "Å²/frame"}
+    assert summ["median_D_mobile"] == pytest.approx(d_true, rel=0.3) and summ["median_D"] < 0.3 * d_true
+    text = "\n".join(figure_lines(summ))
+    assert f"tracks fitted (MSD): 80, mobile {len(mobile)}" in text and "D of the mobile (median)" in text
+
 def test_export_writes_tables_statistics_report_and_movie(tmp_path, capsys):
     movie = make_movie(n_frames=20, shape=(128, 128), particle_radius_A=8.0, seed=5)
     save_movie(movie, tmp_path / "movie.h5")

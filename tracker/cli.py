@@ -455,7 +455,8 @@ def _print_site_scores(sites, flips, truth, radius_px: float, changes=None, run_
 
     seen = occupied_sites(sites)
     s = score_sites(seen, flips, truth, radius_px=radius_px)
-    print(f"sites: {s['n_found']} found ({len(sites) - len(seen)} more places never judged occupied), "
+    more = len(sites) - len(seen)
+    print(f"sites: {s['n_found']} found ({more} more place{'s' if more != 1 else ''} never judged occupied), "
           f"{s['n_matched']} of {s['n_true']} true sites matched; occupancy mean |error| {s['occupancy_mae']:.3f}, "
           f"event rate per site mean |error| {s.get('event_rate_mae', float('nan')):.4f} per frame")
 

@@ -147,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("file", nargs="?", type=Path, help="recorded file to send")
     src.add_argument("--simulate", action="store_true", help="send a simulated hopping-nanoparticle movie")
-    p.add_argument("--address", default="tcp://127.0.0.1:5555")
-    p.add_argument("--mode", choices=("pub", "push"), default="pub")
+    p.add_argument("--address", default="tcp://127.0.0.1:5555",
+                   help="ZeroMQ address to bind (or, with --connect, to connect to); default: tcp://127.0.0.1:5555")
+    p.add_argument("--mode", choices=("pub", "push"), default="pub",
+                   help="pub (default): as a live camera, frames no subscriber takes are lost; push: lossless, "
+                        "for one tracker (etem track --mode pull)")
     p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
     p.add_argument("--connect", action="store_true", help="connect instead of binding")
     p.add_argument("--fps", type=_positive, help="frame rate (default: as fast as possible)")
@@ -156,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="with --simulate: frame size in px")
     p.add_argument("--sampling", type=float, help="pixel size in Å/px to send (overrides the file's)")
     p.add_argument("--wait", type=float, default=10.0, help="PUB: wait this long for a subscriber (s)")
-    p.add_argument("--focal", type=int, default=1)
+    p.add_argument("--focal", type=int, default=1, help="images per frame: a focal series of F images is sent "
+                                                           "as one frame (default 1)")
 
     p = sub.add_parser("export", help="write a run's tables (Parquet/CSV) and maps (PNG)")
     p.add_argument("run", type=Path)

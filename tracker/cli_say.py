@@ -21,9 +21,13 @@ def say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool
         return
     line = f"{indent}located by model {model} ({engine})"
     if getattr(args, "model", None) is None and not getattr(args, "classical", False):
-        line += (": the bundled model for the kind of image and the material the data say they are (a file's "
-                 "metadata, a stream's frame meta, or --imaging and --material); --classical for the classical "
-                 "locator")
+        given = [f"--{k} {getattr(args, k)}" for k in ("imaging", "material") if getattr(args, k, None)]
+        who = (" and ".join(given) if len(given) == 2 or getattr(args, "imaging", None) == "stem"
+               else f"{given[0]} and the data" if given
+               else "the data (a file's metadata or a stream's frame meta)")
+        verb = "says" if len(given) == 1 and " and " not in who else "say"
+        line += (f": the bundled model for the kind of image (and, for HRTEM, the material) as {who} {verb}; "
+                 "--classical for the classical locator")
     if lattice:
         line += "; metal or chalcogen from each column's sublattice (--lattice-classes off: the network's own)"
     print(line, file=out)
@@ -56,7 +60,8 @@ def report(result, args=None) -> None:
 
         seen = occupied_sites(result.sites)
         hops = int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0
-        print(f"sites: {len(seen)} ({len(result.sites) - len(seen)} more places never judged occupied); mean "
+        more = len(result.sites) - len(seen)
+        print(f"sites: {len(seen)} ({more} more place{'s' if more != 1 else ''} never judged occupied); mean "
               f"occupancy {seen['occupancy'].mean() if len(seen) else float('nan'):.3f}; flips {len(result.flips)}; "
               f"hops between sites {hops}")
     changes = result.class_changes

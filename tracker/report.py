@@ -45,8 +45,13 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     }
     summ = D.summary(frames, sites, stats, run.sampling)
     if len(tracks):
+        # most tracks of a lattice are columns that stay put, D about 0: the median over all of
+        # them is not a diffusion coefficient; that of the mobile ones (D > 2 SE) is said apart
+        mobile = tracks[tracks["mobile"].astype(bool)]
         summ["tracks_fitted"] = int(len(tracks))
+        summ["tracks_mobile"] = int(len(mobile))
         summ["median_D"] = float(tracks["D"].median())
+        summ["median_D_mobile"] = float(mobile["D"].median()) if len(mobile) else None
         summ["D_units"] = ("Å²" if run.sampling else "px²") + ("/s" if fps else "/frame")
     return tables, summ
 
@@ -83,8 +88,11 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
                                                   ("event_rate", "Events per frame", "inferno", None))):
         ax = fig.add_subplot(gs[0, i])
         if len(sites):
-            sub = render_site_map(sites, sites[col].to_numpy(), run.frame_shape, run.sampling, title="",
-                                  cmap=cmap, label="", vmin=0, vmax=vmax)
+            import matplotlib
+
+            with matplotlib.rc_context({"font.size": 17}):  # (drawn at twice and more the size it is shown at)
+                sub = render_site_map(sites, sites[col].to_numpy(), run.frame_shape, run.sampling, title="",
+                                      cmap=cmap, label="", vmin=0, vmax=vmax)
             from matplotlib.backends.backend_agg import FigureCanvasAgg
 
             canvas = FigureCanvasAgg(sub)
@@ -94,11 +102,23 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
         ax.set_axis_off()
     ax = fig.add_subplot(gs[0, 2])
     hist = tables["residence_histogram"]
-    for state, color in (("occupied", "C0"), ("empty", "C1")):
-        h = hist[(hist["state"] == state) & (hist["completed"] > 0)]
-        if len(h):
-            ax.bar(h["frames"] + (0.2 if state == "empty" else -0.2), h["completed"], width=0.4, color=color,
-                   label=f"{state} (completed)")
+    done = hist[hist["completed"] > 0]
+    if len(done):
+        # completed runs in up to 25 bins of whole frames, the two states side by side
+        top = int(done["frames"].max())
+        width = max(1, int(np.ceil(top / 25)))
+        edges = np.arange(0.5, top + width + 0.5, width)
+        data, weights, labels = [], [], []
+        for state in ("occupied", "empty"):
+            h = done[done["state"] == state]
+            data.append(h["frames"].to_numpy(float))
+            weights.append(h["completed"].to_numpy(float))
+            labels.append(f"{state} ({int(h['completed'].sum())} runs)")
+        ax.hist(data, bins=edges, weights=weights, color=["C0", "C1"], label=labels)
+        censored = int(hist["censored"].sum()) if "censored" in hist else 0
+        if censored:
+            ax.text(0.98, 0.7, f"not shown: {censored} runs\ncut by the run's start or end", ha="right", va="top",
+                    transform=ax.transAxes, fontsize=8, color="0.35")
     ax.set_xlabel("residence [frames]")
     ax.set_ylabel("runs")
     ax.set_title("Residence times")
@@ -133,16 +153,49 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
         ax.legend(fontsize="small")
     ax = fig.add_subplot(gs[1, 2])
     ax.set_axis_off()
-    lines = [f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in summ.items() if v is not None]
-    ax.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8.5, transform=ax.transAxes)
+    ax.text(0, 1, "\n".join(figure_lines(summ)), va="top", ha="left", family="monospace", fontsize=8.5,
+            transform=ax.transAxes)
     ax.set_title("Figures", loc="left")
     return fig
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def figure_lines(summ: dict[str, Any]) -> list[str]:
+    """The summary's figures as a reader wants them: named, with their units and errors
+    (``summary.json`` holds them one key each)."""
+    g = summ.get
+
+    def num(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    def pm(key: str) -> str:
+        return f"{num(g(key))} ± {num(g(key + '_err'))}"
+
+    lines = [f"frames: {g('frames')}" + (f" at {num(g('fps'))} /s" if g("fps") else "")]
+    if g("sampling_A_per_px"):
+        lines.append(f"pixel size: {num(g('sampling_A_per_px'))} Å/px")
+    lines.append(f"sites: {g('sites')}, {g('active_sites')} of them ever empty"
+                 + (f"\n  (occupied {num(g('mean_occupancy_active'))} of the time)"
+                    if g("mean_occupancy_active") is not None else ""))
+    if g("sites_never_occupied"):
+        n = g("sites_never_occupied")
+        lines.append(f"  {n} more place{'s' if n != 1 else ''} never judged occupied")
+    if g("mean_columns_per_frame") is not None:
+        lines.append(f"columns per frame: {num(g('mean_columns_per_frame'))}")
+    for name in ("flips", "hops"):
+        if g(f"{name}_per_frame") is not None:
+            lines.append(f"{name}: {pm(f'{name}_per_frame')} /frame"
+                         + (f"\n  ({pm(f'{name}_per_s')} /s)" if g(f"{name}_per_s") is not None else ""))
+    if g("hop_length_median") is not None:
+        lines.append(f"hop length: {num(g('hop_length_median'))} {g('hop_length_units')} (median)")
+    if g("frames_judged"):
+        lines.append(f"trust: {g('frames_in_range')} of {g('frames_judged')} frames in range")
+    if g("tracks_fitted"):
+        units = g("D_units") or ""
+        lines.append(f"tracks fitted (MSD): {g('tracks_fitted')}, mobile {g('tracks_mobile', 0)}")
+        if g("median_D_mobile") is not None:
+            lines.append(f"  D of the mobile (median): {num(g('median_D_mobile'))} {units}")
+        lines.append(f"  D of all (median): {num(g('median_D'))} {units}")
+    return lines
 
 
 def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float = 10.0, max_frames: int = 300,
