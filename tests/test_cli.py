@@ -380,6 +380,28 @@ def test_the_status_line_says_how_many_frames_were_trusted():
     assert StatusLine.text(alert).endswith("| trusted 70/110 (latest 50: 38 out)")
 
 
+
+def test_the_status_line_writes_whole_lines_where_stderr_is_no_terminal(capsys):
+    """Logged to a file (stderr no terminal, as under pytest's capture): whole lines with the
+    frame count, no carriage returns and nothing cut at the terminal's width, at most one per
+    ``log_interval_s``, and the last state when the run ends."""
+    from etem.tracker.cli import StatusLine
+
+    s = {"fps": 9.5, "latency_p50_ms": 80.0, "latency_p99_ms": 140.0, "queue_ingest": 2, "queue_host": 0,
+         "received": 12, "processed": 10, "rejected": 1, "dropped": 0, "missing": 1, "sites": 40,
+         "in_range": 7, "out_of_range": 3}
+
+    class Pipe:
+        def status(self):
+            return s
+
+    line = StatusLine(total=30, log_interval_s=60.0)
+    for _ in range(5):
+        line(None, Pipe())
+    line.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines() == ["1/30 frames | " + StatusLine.text(s), "5/30 frames | " + StatusLine.text(s)]
+
 def test_outputs_go_into_new_folders_or_fail_up_front(movie, tmp_path, capsys):
     """``-o runs/today/run.h5`` where the folders are new: they are made. An output under a file
     is a clear error before any work, and the Python API makes a run file's folder too."""
@@ -417,10 +439,10 @@ def test_a_model_without_a_pixel_size_says_how_to_give_one(movie, tmp_path, caps
 
 
 def test_the_status_line_ends_on_how_the_run_ended(movie, tmp_path, capsys):
-    """It is redrawn at most every half second; its last form is drawn as the run closes."""
+    """Its last form is drawn as the run closes (here, stderr no terminal: as a whole line)."""
     save_movie(movie, tmp_path / "movie.h5")
     assert main(["replay", str(tmp_path / "movie.h5"), "--classical"]) == 0
-    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
-    last = [line for line in last if line.startswith("replay ")][-1]
+    last = capsys.readouterr().err.strip().splitlines()
     n = len(movie.frames)
-    assert f"replay {n}/{n} 100%" in last and f"in {n} done {n} " in last, last
+    last = [line for line in last if line.startswith(f"{n}/{n} frames |")]
+    assert len(last) == 1 and f"in {n} done {n} " in last[0], last

@@ -61,7 +61,8 @@ def report(result, args=None) -> None:
         seen = occupied_sites(result.sites)
         hops = int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0
         more = len(result.sites) - len(seen)
-        print(f"sites: {len(seen)} ({more} more place{'s' if more != 1 else ''} never judged occupied); mean "
+        print(f"sites: {len(seen)} ({more} more place{'s' if more != 1 else ''} never judged occupied: n_occupied 0 "
+              "in the sites table); mean "
               f"occupancy {seen['occupancy'].mean() if len(seen) else float('nan'):.3f}; flips {len(result.flips)}; "
               f"hops between sites {hops}")
     changes = result.class_changes

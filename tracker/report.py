@@ -178,7 +178,7 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
                     if g("mean_occupancy_active") is not None else ""))
     if g("sites_never_occupied"):
         n = g("sites_never_occupied")
-        lines.append(f"  {n} more place{'s' if n != 1 else ''} never judged occupied")
+        lines.append(f"  {n} more place{'s' if n != 1 else ''} never judged occupied\n  (n_occupied 0 in sites.csv)")
     if g("mean_columns_per_frame") is not None:
         lines.append(f"columns per frame: {num(g('mean_columns_per_frame'))}")
     for name in ("flips", "hops"):

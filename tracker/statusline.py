@@ -10,16 +10,22 @@ class StatusLine:
     """A live status line on stderr: frames/s, latency, queue depths, message accounting.
 
     One line that fits the terminal: with a known frame count (replay), a progress counter
-    then the status; otherwise the status alone, redrawn in place.
+    then the status; otherwise the status alone, redrawn in place. Where stderr is no terminal
+    (a log file, a service's journal) the status is written whole, a line every
+    ``log_interval_s``, with the frame count where it is known.
     """
 
-    def __init__(self, *, total: int | None = None, enabled: bool = True, interval_s: float = 0.5) -> None:
+    def __init__(self, *, total: int | None = None, enabled: bool = True, interval_s: float = 0.5,
+                 log_interval_s: float = 10.0) -> None:
         self.enabled = enabled
-        self.interval_s = interval_s
+        self.total = total
+        self._tty = sys.stderr.isatty()
+        self.interval_s = interval_s if self._tty else log_interval_s
         self._last = 0.0
         self._pipe = None
         self._bar = None
-        if enabled and total is not None:
+        self._done = 0
+        if enabled and total is not None and self._tty:
             from tqdm import tqdm
 
             from tqdm.contrib.logging import logging_redirect_tqdm
@@ -47,6 +53,7 @@ class StatusLine:
         if not self.enabled:
             return
         self._pipe = pipe
+        self._done += 1
         if self._bar is not None:
             self._bar.update(1)
         now = time.monotonic()
@@ -59,6 +66,9 @@ class StatusLine:
         text = self.text(pipe.status())
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
+        elif not self._tty:  # a whole line each time: a log keeps them all
+            count = f"{self._done}/{self.total} frames | " if self.total is not None else ""
+            print(count + text, file=sys.stderr, flush=True)
         else:
             width = max(20, shutil.get_terminal_size().columns - 1)
             print("\r" + text[:width].ljust(width), end="", file=sys.stderr, flush=True)
@@ -72,5 +82,5 @@ class StatusLine:
         if self._bar is not None:
             self._bar.close()
             self._logs.__exit__(None, None, None)
-        elif self.enabled and self._last:
+        elif self.enabled and self._last and self._tty:
             print(file=sys.stderr)
