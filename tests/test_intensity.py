@@ -126,8 +126,12 @@ def test_a_brighter_column_is_never_in_a_fainter_group():
     # a run's classes likewise: one frame's fit on a sublattice, then columns past its ends
     from etem.tracker.intensity import _ordered_labels
     w, mu, sd = np.array([0.2, 0.8]), np.array([-0.13, 0.02]), np.array([0.19, 0.07])
-    lab = _ordered_labels(np.array([-0.6, -0.13, 0.02, 0.26, np.nan]), w, mu, sd)
-    assert lab.tolist() == [0, 0, 1, 1, 0]
+    lab = _ordered_labels(np.array([-0.6, 0.02, 0.26, np.nan]), w, mu, sd)
+    assert lab.tolist() == [0, 1, 1, 0]
+    # the brighter group the wider: its far faint side stays with the fainter group
+    lab = _ordered_labels(np.array([-3.0, 0.0, 1.1, 6.0]), np.array([0.9, 0.1]), np.array([-0.1, 1.1]),
+                          np.array([0.7, 2.3]))
+    assert lab.tolist() == [0, 0, 0, 1]
 
 @pytest.fixture(scope="module")
 def mos2_stem():

@@ -294,25 +294,37 @@ def _mixture(x: np.ndarray, k: int, iters: int = 200) -> tuple[np.ndarray, np.nd
 
 
 def _ordered_labels(x: np.ndarray, w: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """Each value's group in a one-dimensional mixture whose means are ascending: the more
-    probable of the two groups whose means bracket it (the first below every mean, the last
-    above), so that a brighter column never falls in a fainter group. The most probable group
-    of all would give both far tails to the widest group: on one frame of the MoS2 ADF demo,
-    S2 columns brighter than every S2 mean went to the single-S group, whose wider spread
-    made it the likelier there. NaN values take the first group."""
+    """Each value's group in a one-dimensional mixture whose means are ascending, such that a
+    brighter column never falls in a fainter group: between two neighbouring groups the bound is
+    where the brighter one becomes the more probable going up (of two Gaussians of different
+    widths, the wider is the more probable on both far sides; its far side beyond the other
+    goes to the other). The most probable group of all would give both far tails to the widest
+    group: on one frame of the MoS2 ADF demo, S2 columns brighter than every S2 column went to
+    the single-S group, whose wider spread made it the likelier there. NaN values take the
+    first group."""
     k = len(mu)
     x = np.nan_to_num(np.asarray(x, np.float64), nan=-np.inf)
     if k < 2:
         return np.zeros(len(x), np.int64)
-    i = np.clip(np.searchsorted(mu, x) - 1, 0, k - 2)  # the lower of the two bracketing means
-    logp = np.log(np.maximum(w, 1e-300)) - np.log(sd)
-    lo = logp[i] - 0.5 * ((x - mu[i]) / sd[i]) ** 2
-    hi = logp[i + 1] - 0.5 * ((x - mu[i + 1]) / sd[i + 1]) ** 2
-    label = np.where(x <= mu[0], 0, np.where(x >= mu[-1], k - 1, i + (hi > lo)))
-    order = np.argsort(x, kind="stable")  # (two crossings between two means: the first one counts)
-    label[order] = np.maximum.accumulate(label[order])
-    return label.astype(np.int64)
-
+    w = np.maximum(np.asarray(w, np.float64), 1e-300)
+    bounds = np.empty(k - 1)
+    for i in range(k - 1):
+        # log p(i+1) - log p(i) = a x^2 + b x + c: the bound is its rising zero
+        (m0, m1), (s0, s1) = mu[i:i + 2], sd[i:i + 2]
+        a = 0.5 / s0 ** 2 - 0.5 / s1 ** 2
+        b = m1 / s1 ** 2 - m0 / s0 ** 2
+        c = (np.log(w[i + 1] / w[i]) - np.log(s1 / s0)) - 0.5 * (m1 / s1) ** 2 + 0.5 * (m0 / s0) ** 2
+        if a == 0 or abs(a) * (m1 - m0) < 1e-9 * abs(b):  # (as wide as each other: one zero)
+            bounds[i] = -c / b if b else 0.5 * (m0 + m1)
+            continue
+        disc = b * b - 4 * a * c
+        if disc < 0:  # one of the two more probable everywhere: the bound where they come closest
+            bounds[i] = -b / (2 * a)
+            continue
+        r = np.sort([(-b - np.sqrt(disc)) / (2 * a), (-b + np.sqrt(disc)) / (2 * a)])
+        bounds[i] = r[1] if a > 0 else r[0]  # (the brighter wider: its upper zero; narrower: its lower)
+    bounds = np.maximum.accumulate(bounds)
+    return np.searchsorted(bounds, x, side="right").astype(np.int64)
 
 def intensity_groups(intensity: np.ndarray, *, max_groups: int = 3, min_groups: int = 1,
                      min_size: int = 3, resolved_only: bool = True) -> tuple[np.ndarray, dict]:
