@@ -123,6 +123,38 @@ def test_find_skips_a_frame_with_nan_pixels_and_locates_the_rest(movie, tmp_path
     assert "no frame could be located" in capsys.readouterr().err and not (tmp_path / "none.csv").exists()
 
 
+
+def test_dead_pixels_reject_frames_unless_a_few_may_be_filled(movie, tmp_path, capsys, caplog):
+    """Every frame of a stack has a dead (NaN) pixel patch of 0.6 %: by default each frame is
+    rejected and the first rejection says how to fill instead; with ``[preprocess]
+    fill_nonfinite = 0.01`` every frame is tracked (and found as the clean stack is), the
+    fills counted; a limit below the patch still rejects. ``etem find`` does the same."""
+    import logging
+
+    stack = movie.frames[:4].astype(np.float32).copy()
+    stack[:, 60:70, 60:70] = np.nan  # 100 of 16384 pixels
+    tif = tmp_path / "dead.tif"
+    tifffile.imwrite(tif, stack, photometric="minisblack")
+    args = ["replay", str(tif), "--quiet", "--classical", "--sampling", str(movie.sampling)]
+    with caplog.at_level(logging.WARNING, logger="etem.pipeline"):
+        assert main(args + ["-o", str(tmp_path / "a.h5")]) == 1
+    assert "4 rejected" in capsys.readouterr().out
+    assert "100 of 16384 pixels NaN or infinite" in caplog.text and "fill_nonfinite = 0.01" in caplog.text
+    for limit, rc in ((0.01, 0), (0.005, 1)):
+        cfg = tmp_path / f"fill{limit}.toml"
+        cfg.write_text(f"[preprocess]\nfill_nonfinite = {limit}\n")
+        assert main(args + ["-o", str(tmp_path / f"b{limit}.h5"), "--config", str(cfg)]) == rc
+        out = capsys.readouterr().out
+        assert ("4 processed, 0 rejected" in out) == (rc == 0), out
+        assert ("4 frame(s) with NaN or infinite pixels filled" in out) == (rc == 0), out
+    from etem.tracker import find
+    from etem.tracker.config import PipelineConfig, load_config
+
+    clean = find(movie.frames[:4], sampling=movie.sampling, classical=True)
+    filled = find(tif, sampling=movie.sampling, classical=True, config=load_config(tmp_path / "fill0.01.toml"))
+    assert len(filled.attrs["rejected"]) == 0 and abs(len(filled) - len(clean)) <= 4
+    assert len(find(tif, sampling=movie.sampling, classical=True, config=PipelineConfig()).attrs["rejected"]) == 4
+
 def test_a_run_that_tracks_nothing_says_so_and_fails(tmp_path, capsys):
     """A file whose only frame is NaN, and a camera address nothing publishes to: no frame is
     tracked, no run file is written, none is named, and the exit status says it."""

@@ -112,6 +112,29 @@ def test_malformed_messages_are_counted_and_the_run_goes_on(movie, tmp_path):
     assert stored["rejected/bad_json"] == 1 and stored["processed"] == N_FRAMES + 1
 
 
+
+def test_a_stream_with_dead_pixels_is_filled_where_the_run_allows_it(movie, tmp_path):
+    """Every frame of a PUSH stream with a few NaN (dead) pixels: rejected as malformed by
+    default, tracked with ``[preprocess] fill_nonfinite``, the fills counted; an all-NaN frame
+    is still rejected."""
+    import dataclasses
+
+    dead = movie.frames.astype(np.float32).copy()
+    dead[:, 10:14, 10:14] = np.nan  # 16 of 65536 pixels
+    noisy = dataclasses.replace(movie, frames=dead)
+
+    def all_nan(pub):
+        pub.send(np.full(movie.frames[0].shape, np.nan, np.float32), frame=999, sampling=movie.sampling)
+
+    result, _ = _stream(noisy, tmp_path, mode="pull", name="a.h5")
+    assert result.counters["rejected/nan"] == N_FRAMES and result.counters["processed"] == 0
+    cfg = PipelineConfig()
+    cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, fill_nonfinite=0.01))
+    result, _ = _stream(noisy, tmp_path, mode="pull", name="b.h5", config=cfg, extra=all_nan)
+    c = result.counters
+    assert c["processed"] == N_FRAMES and c["rejected/nan"] == 1, c
+    _check_quality(result, movie)
+
 def test_replaying_a_file_gives_the_same_result_as_streaming(movie, tmp_path):
     streamed, _ = _stream(movie, tmp_path, mode="pull")
     save_movie(movie, tmp_path / "movie.h5")

@@ -161,6 +161,7 @@ def find(
     skipped with a warning, the others are located).
     """
     from .lattice import require_material, resolve_sampling
+    from .preprocess import fill_nonfinite
 
     cfg = config or PipelineConfig()
     auto = sampling == "auto"
@@ -186,11 +187,17 @@ def find(
     rejected: list[dict] = []
     first = True
     for f in frames:
-        if not f.finite and not np.isfinite(f.image).all():  # (a dead or masked region): the frame cannot be read
-            bad = int((~np.isfinite(f.image)).sum())
-            rejected.append({"frame": f.frame, "reason": f"{bad} of {f.image.size} pixels NaN or infinite"})
-            logging.getLogger("etem.find").warning("frame %d: %s; skipped", f.frame, rejected[-1]["reason"])
-            continue
+        if not f.finite and not np.isfinite(f.image).all():  # (dead or masked pixels)
+            image, bad = fill_nonfinite(f.image, cfg.preprocess.fill_nonfinite)
+            if image is None:  # more than [preprocess] fill_nonfinite allows: the frame cannot be read
+                rejected.append({"frame": f.frame, "reason": f"{bad} of {f.image.size} pixels NaN or infinite"
+                                 + ("" if cfg.preprocess.fill_nonfinite else
+                                    " ([preprocess] fill_nonfinite = 0.01 would fill up to 1 % with the median)")})
+                logging.getLogger("etem.find").warning("frame %d: %s; skipped", f.frame, rejected[-1]["reason"])
+                continue
+            logging.getLogger("etem.find").warning("frame %d: %d pixels NaN or infinite, filled with the frame's "
+                                                   "median ([preprocess] fill_nonfinite)", f.frame, bad)
+            f.image = image
         if material and first:
             # once per sequence (its first readable frame): a stack shares its pixel size
             f.sampling, estimate = resolve_sampling(f.image, given=f.sampling, material=material, auto=auto)
@@ -277,6 +284,8 @@ class TrackResult:
     engine: str | None = None
     #: frames where the view jumped further than the drift estimate looks (found by the linker's jump search)
     view_jumps: int = 0
+    #: frames whose few NaN or infinite pixels were filled with the frame's median ([preprocess] fill_nonfinite)
+    filled_nonfinite: int = 0
     #: whether each column's sublattice decided metal or chalcogen ([locate] lattice_classes)
     lattice_classes: bool = False
     #: the classical locator's column width [px] where it was measured on the first frame (the
@@ -426,7 +435,7 @@ def track(
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
-                      pattern=pattern)
+                      pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0)
     return _drive(pipe, src, on_frame)
 
 
@@ -493,7 +502,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     start = 0 if is_stream else point.next_frame
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=cfg.default_sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
-                      start=start, pattern=pattern)
+                      start=start, pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0)
     seq = getattr(src, "seq", None)
     last_seq = None if point.meta is None else point.meta["pipeline"]["last_seq"]
     if seq is not None and last_seq is not None and last_seq >= 0:
@@ -544,6 +553,7 @@ def result_of(pipe: Pipeline) -> TrackResult:
         model=pipe.cfg.engine.model if pipe.cfg.engine.kind != "classical" else None,
         engine=None if pipe.detector.engine is None else pipe.detector.engine.name,
         view_jumps=0 if pipe.linker is None else pipe.linker.jumps,
+        filled_nonfinite=pipe.filled_nonfinite,
         lattice_classes=pipe.cfg.locate.lattice_classes != "off"
         and lattice_species(getattr(pipe.detector.engine, "card", None)) is not None,
         column_sigma_px=pipe.detector.measured_sigma_px,

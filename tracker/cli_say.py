@@ -45,6 +45,9 @@ def report(result, args=None) -> None:
     for k, v in c.items():
         if "/" in k and v:
             print(f"  {k}: {v}")
+    if getattr(result, "filled_nonfinite", 0):
+        print(f"  {result.filled_nonfinite} frame(s) with NaN or infinite pixels filled with their median "
+              "([preprocess] fill_nonfinite)")
     from .trust import tally
 
     line = tally(result.frames["out_of_range"]) if "out_of_range" in result.frames else None

@@ -113,6 +113,7 @@ class Pipeline(FrameChecks, RunFileStage):
         self.sampling_estimate = None  # a lattice estimate (etem.tracker.lattice), when made
         self.trust = TrustTally()  # frames judged inside / outside the locator's trust ranges
         self.oversize_subnets = 0  # clumps too dense to link, whose columns started new tracks
+        self.filled_nonfinite = 0  # frames whose few NaN or infinite pixels were filled ([preprocess] fill_nonfinite)
         self.latencies: deque[float] = deque(maxlen=2000)
         self.blank = BlankFrames(self.cfg.blank_snr_fraction)  # frames that hold no image
         # the run's tables in memory: every frame without a run file, else the latest few
@@ -549,6 +550,7 @@ class Pipeline(FrameChecks, RunFileStage):
             "sites": 0 if self.sites is None else self.sites.n_occupied_sites,  # (as the report counts them)
             **self.trust.status(),
             "oversize_subnets": self.oversize_subnets,
+            "filled_nonfinite": self.filled_nonfinite,
             "view_jumps": 0 if self.linker is None else self.linker.jumps,
         }
 

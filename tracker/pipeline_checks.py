@@ -60,8 +60,7 @@ class FrameChecks:
                 return False
         if not f.finite:
             if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
-                self._account("rejected", "nan", [f])
-                return False
+                return self._nonfinite(f)
             f.finite = True
         why = self.blank.constant(f.image)
         if why:
@@ -93,6 +92,31 @@ class FrameChecks:
                         "(rejected/preprocess). A run's sites and maps are in the pixels of its first frame; "
                         "track the new frames in a new run (another -o).", f.frame, what, run)
         self._account("rejected", "preprocess", [f])
+
+    def _nonfinite(self, f: Frame) -> bool:
+        """A frame with NaN or infinite pixels: filled where they are few enough
+        (``[preprocess] fill_nonfinite``; the first said, all counted in
+        ``status()["filled_nonfinite"]``), else rejected (rejected/nan; the first rejection says
+        how many there were and how to fill them)."""
+        from .preprocess import fill_nonfinite
+
+        limit = self.cfg.preprocess.fill_nonfinite
+        image, n = fill_nonfinite(f.image, limit)
+        if image is not None:
+            if not self.filled_nonfinite:
+                log.warning("frame %d: %d of %d pixels NaN or infinite, filled with the frame's median "
+                            "([preprocess] fill_nonfinite); further such frames are counted in "
+                            "status()['filled_nonfinite']", f.frame, n, f.image.size)
+            f.image, f.finite = image, True
+            self.filled_nonfinite += 1
+            return True
+        if not self.counters.rejected.get("nan"):
+            log.warning("frame %d: %d of %d pixels NaN or infinite: rejected, and further such frames are counted "
+                        "(rejected/nan)%s", f.frame, n, f.image.size,
+                        "" if limit else "; where they are a camera's dead or masked pixels, [preprocess] "
+                        "fill_nonfinite = 0.01 fills up to 1 % of a frame's pixels with its median instead")
+        self._account("rejected", "nan", [f])
+        return False
 
     def _reject_blank(self, f: Frame, why: str) -> None:
         if not self.counters.rejected.get("blank"):

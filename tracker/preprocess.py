@@ -63,6 +63,11 @@ class PreprocessConfig:
         files (``etem track``, ``replay``, ``demo``); ``etem find`` takes frames one by one.
     average_register
         Undo the drift between the averaged frames (measured by cross-correlation).
+    fill_nonfinite
+        The largest fraction of a frame's pixels that may be NaN or infinite (a camera's dead
+        or masked pixels) and be filled with the median of the frame's other pixels, the frame
+        then tracked (counted as ``repaired/nonfinite``). 0 (the default): a frame with any such
+        pixel is rejected (``rejected/nan``), and the first rejection says how to fill instead.
     """
 
     target_sampling: float | None = None
@@ -71,6 +76,7 @@ class PreprocessConfig:
     eps: float = 1e-3
     average_frames: int = 1
     average_register: bool = True
+    fill_nonfinite: float = 0.0
 
     def __post_init__(self) -> None:
         if self.normalize is not None and self.normalize not in _NORMALIZE:
@@ -86,6 +92,27 @@ class PreprocessConfig:
         if not (isinstance(self.average_frames, int) and not isinstance(self.average_frames, bool)
                 and self.average_frames >= 1):
             raise ConfigError(f"average_frames must be an integer >= 1 (frames); got {self.average_frames!r}.")
+        if not 0 <= self.fill_nonfinite < 1:
+            raise ConfigError(f"fill_nonfinite must be a fraction of a frame's pixels, 0 to below 1; "
+                              f"got {self.fill_nonfinite!r}.")
+
+
+def fill_nonfinite(image: np.ndarray, limit: float) -> tuple[np.ndarray | None, int]:
+    """``image`` with its NaN and infinite pixels set to the median of the others, where they
+    are at most ``limit`` of its pixels (else None: the frame cannot be read), and how many
+    there were. A focal series' images are filled each with its own median."""
+    bad = ~np.isfinite(image)
+    n = int(bad.sum())
+    if n == 0:
+        return image, 0
+    if n > limit * image.size:
+        return None, n
+    out = np.array(image, dtype=np.result_type(image.dtype, np.float32), copy=True)
+    stack = out.reshape(-1, *out.shape[-2:])
+    for im, b in zip(stack, bad.reshape(stack.shape)):
+        if b.any():
+            im[b] = np.median(im[~b]) if (~b).any() else 0.0
+    return out, n
 
 
 # --------------------------------------------------------------------------- resampling

@@ -48,6 +48,9 @@ class ZmqSource:
         on Linux grows with the traffic (up to ``net.ipv4.tcp_rmem``'s maximum, 6-32 MB), so
         that a PUSH camera feels the backpressure of a slow pipeline only after that much is
         queued in the kernel. Set it to bound that.
+    nonfinite_ok
+        Pass frames with NaN or infinite pixels on (unchecked) for the pipeline to fill or
+        reject (``[preprocess] fill_nonfinite``), instead of rejecting them here (rejected/nan).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class ZmqSource:
         rcvbuf: int | None = None,
         context: zmq.Context | None = None,
         curve_keys: str | Path | None = None,
+        nonfinite_ok: bool = False,
     ) -> None:
         if mode not in ("sub", "pull"):
             raise choice_error("mode", mode, ("sub", "pull"))
@@ -78,6 +82,7 @@ class ZmqSource:
         self.idle_timeout_s = idle_timeout_s
         self.rcvhwm = rcvhwm
         self.rcvbuf = rcvbuf
+        self.nonfinite_ok = nonfinite_ok
         self.seq = SeqTracker()
         self._ctx = context or zmq.Context.instance()
         self.ended = False
@@ -153,7 +158,7 @@ class ZmqSource:
     def _accept(self, parts: Sequence[memoryview], received: float):
         """Decode one message: a Frame, _END, or None when rejected (and counted)."""
         try:
-            frame = decode(parts, received=received)
+            frame = decode(parts, received=received, nonfinite_ok=self.nonfinite_ok)
         except WireError as exc:
             self.counters.add("received")
             self.counters.add("rejected", reason=exc.reason)
@@ -229,15 +234,17 @@ def open_source(
     curve_keys: str | Path | None = None,
     start: int = 0,
     pattern: str | None = None,
+    nonfinite_ok: bool = False,
 ) -> Iterable[Frame]:
     """Resolve what a user passed (an address, a file, a folder, an array) into a source.
 
     ``start``: recordings, folders and arrays begin at this frame (a resumed run); streams ignore it.
     ``pattern``: folders only, the frame files to read (see :class:`~etem.tracker.watch.FolderWatcher`).
+    ``nonfinite_ok``: streams only, see :class:`ZmqSource` (files' frames are checked by the pipeline).
     """
     if isinstance(spec, (str, Path)) and "://" in str(spec):
         return ZmqSource(str(spec), mode=mode, bind=bind, counters=counters, stop=stop,
-                         idle_timeout_s=idle_timeout_s, curve_keys=curve_keys)
+                         idle_timeout_s=idle_timeout_s, curve_keys=curve_keys, nonfinite_ok=nonfinite_ok)
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         if path.is_dir():

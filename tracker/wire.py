@@ -139,11 +139,13 @@ def decode_header(part0: bytes | memoryview) -> dict[str, Any]:
     return header
 
 
-def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0) -> Frame | None:
+def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0, nonfinite_ok: bool = False) -> Frame | None:
     """Decode and validate a multipart message.
 
     Returns a :class:`Frame`, or ``None`` for an end-of-stream message. The pixels are a
     read-only view of the message buffer (no copy). Raises WireError with a reason.
+    ``nonfinite_ok``: a frame with NaN or infinite pixels is returned, marked not finite, for
+    the pipeline to fill or reject (``[preprocess] fill_nonfinite``), not rejected here.
     """
     if len(parts) == 0:
         raise WireError("parts", "empty message")
@@ -164,9 +166,10 @@ def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0) -> Fra
             f"payload has {payload.nbytes} bytes; shape {list(shape)} x {header['dtype']} needs {expected}",
         )
     image = np.frombuffer(payload, dtype=dtype).reshape(shape)
-    if dtype.kind == "f" and not np.isfinite(image).all():
+    finite = dtype.kind != "f" or bool(np.isfinite(image).all())
+    if not (finite or nonfinite_ok):
         raise WireError("nan", "frame contains NaN or infinite pixels")
-    # (the Frame below is marked finite: every wire dtype is whole numbers or was just checked)
+    # (the Frame below is marked finite where every wire dtype is whole numbers or was just checked)
     defocus = header.get("defocus")
     meta = dict(header.get("meta") or {})
     if "stream" in header:
@@ -181,7 +184,7 @@ def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0) -> Fra
         dose=header.get("dose"),
         meta=meta,
         received=received,
-        finite=True,
+        finite=finite,
     )
 
 
