@@ -112,7 +112,7 @@ def test_find_skips_a_frame_with_nan_pixels_and_locates_the_rest(movie, tmp_path
     out, png = tmp_path / "cols.csv", tmp_path / "overlay.png"
     assert main(["find", str(tif), "--sampling", str(movie.sampling), "-o", str(out), "--overlay", str(png)]) == 0
     said = capsys.readouterr().out
-    assert "frame 0 skipped: 100 of 16384 pixels NaN or infinite" in said and "overlay: " in said and "(frame 1)" in said
+    assert "frame 0 skipped: 100 of 16384 pixels (0.61 %) NaN or infinite; [preprocess] fill_nonfinite = 0.007" in said and "overlay: " in said and "(frame 1)" in said
     df = pd.read_csv(out)
     assert sorted(df["frame"].unique()) == [1, 2]
     n_true = (movie.truth.positions.frame == 1).sum()
@@ -139,7 +139,7 @@ def test_dead_pixels_reject_frames_unless_a_few_may_be_filled(movie, tmp_path, c
     with caplog.at_level(logging.WARNING, logger="etem.pipeline"):
         assert main(args + ["-o", str(tmp_path / "a.h5")]) == 1
     assert "4 rejected" in capsys.readouterr().out
-    assert "100 of 16384 pixels NaN or infinite" in caplog.text and "fill_nonfinite = 0.01" in caplog.text
+    assert "100 of 16384 pixels (0.61 %) NaN or infinite" in caplog.text and "fill_nonfinite = 0.007" in caplog.text
     for limit, rc in ((0.01, 0), (0.005, 1)):
         cfg = tmp_path / f"fill{limit}.toml"
         cfg.write_text(f"[preprocess]\nfill_nonfinite = {limit}\n")

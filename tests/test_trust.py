@@ -206,7 +206,7 @@ def test_tally_says_how_many_frames_were_inside_and_why_not():
     assert tally([-1, -1]) is None and tally([]) is None
     assert tally([0, 0, -1]) == "2 of 2 frames inside the locator's trust ranges"
     assert tally([0, FLAGS["snr"], FLAGS["snr"] | FLAGS["confidence"]]) == (
-        "1 of 3 frames inside the locator's trust ranges; outside for: SNR 2, confidence 1")
+        "1 of 3 frames inside the locator's trust ranges; outside for SNR (2 frames), confidence (1 frame)")
 
 
 def test_saying_what_the_frames_are_picks_the_classical_ranges_of_that_kind(tmp_path, capsys):
@@ -238,7 +238,7 @@ def test_saying_what_the_frames_are_picks_the_classical_ranges_of_that_kind(tmp_
     np.save(tmp_path / "f.npy", _stem_movie(dose_per_frame=3000).frames[:1])
     assert main(["find", str(tmp_path / "f.npy"), "--sampling", "0.2", "--imaging", "stem"]) == 0
     out = capsys.readouterr()
-    assert "  in range (SNR" in out.out + out.err
+    assert "  in range: SNR" in out.out + out.err
     with pytest.raises(SystemExit):
         main(["find", str(tmp_path / "f.npy"), "--imaging", "tem"])
 
@@ -275,7 +275,7 @@ def test_frames_judged_by_the_strictest_ranges_say_why_and_what_to_add(tmp_path,
     np.save(tmp_path / "m.npy", movie.frames)
     assert main(["find", str(tmp_path / "m.npy"), "--sampling", "0.08", "-o", str(tmp_path / "c.csv")]) == 0
     said = "".join(capsys.readouterr())
-    assert "outside for: SNR 4" in said and f"({UNKNOWN_KIND_NOTE})" in said
+    assert "outside for SNR (4 frames)" in said and f"({UNKNOWN_KIND_NOTE})" in said
     assert main(["find", str(tmp_path / "m.npy"), "--sampling", "0.08", "--imaging", "hrtem", "--classical",
                  "-o", str(tmp_path / "c.csv")]) == 0
     assert UNKNOWN_KIND_NOTE not in "".join(capsys.readouterr())
@@ -283,7 +283,7 @@ def test_frames_judged_by_the_strictest_ranges_say_why_and_what_to_add(tmp_path,
         assert main(["replay", str(tmp_path / "m.npy"), "--sampling", "0.08", "--detection", mode, "--quiet",
                      "-o", str(tmp_path / f"{mode}.h5")]) == 0
         out = capsys.readouterr().out
-        assert "outside for: SNR 4" in out and f"({UNKNOWN_KIND_NOTE})" in out, mode
+        assert "outside for SNR (4 frames)" in out and f"({UNKNOWN_KIND_NOTE})" in out, mode
 
 
 def test_the_live_alert_goes_by_the_latest_frames():

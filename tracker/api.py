@@ -161,7 +161,7 @@ def find(
     skipped with a warning, the others are located).
     """
     from .lattice import require_material, resolve_sampling
-    from .preprocess import fill_nonfinite
+    from .preprocess import fill_nonfinite, nonfinite_words
 
     cfg = config or PipelineConfig()
     auto = sampling == "auto"
@@ -190,9 +190,8 @@ def find(
         if not f.finite and not np.isfinite(f.image).all():  # (dead or masked pixels)
             image, bad = fill_nonfinite(f.image, cfg.preprocess.fill_nonfinite)
             if image is None:  # more than [preprocess] fill_nonfinite allows: the frame cannot be read
-                rejected.append({"frame": f.frame, "reason": f"{bad} of {f.image.size} pixels NaN or infinite"
-                                 + ("" if cfg.preprocess.fill_nonfinite else
-                                    " ([preprocess] fill_nonfinite = 0.01 would fill up to 1 % with the median)")})
+                rejected.append({"frame": f.frame,
+                                 "reason": nonfinite_words(bad, f.image.size, cfg.preprocess.fill_nonfinite)})
                 logging.getLogger("etem.find").warning("frame %d: %s; skipped", f.frame, rejected[-1]["reason"])
                 continue
             logging.getLogger("etem.find").warning("frame %d: %d pixels NaN or infinite, filled with the frame's "

@@ -163,8 +163,9 @@ def cmd_track(args) -> int:
     if args.listen is None and args.resume is None:
         raise ConfigError("--listen ADDRESS is required (or --resume RUN.h5 to go on with a run)")
     if args.listen is not None and "://" not in args.listen:  # (else it would be read as a file name)
-        raise ConfigError(f"--listen takes a ZeroMQ address such as tcp://127.0.0.1:5555, got {args.listen!r}; "
-                          "a recorded file is tracked with etem replay FILE")
+        raise ConfigError(f"--listen takes a ZeroMQ address such as tcp://127.0.0.1:5555, got {args.listen!r}"
+                          + (f" (tcp://{args.listen}?)" if ":" in args.listen else
+                             "; a recorded file is tracked with etem replay FILE"))
     return _run(args, args.listen, total=None, mode=args.mode, bind=args.bind, idle_timeout_s=args.idle_timeout,
                 curve_keys=args.curve)
 

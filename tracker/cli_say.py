@@ -64,8 +64,8 @@ def report(result, args=None) -> None:
         seen = occupied_sites(result.sites)
         hops = int(((result.hops.from_site >= 0) & (result.hops.to_site >= 0)).sum()) if len(result.hops) else 0
         more = len(result.sites) - len(seen)
-        print(f"sites: {len(seen)} ({more} more place{'s' if more != 1 else ''} never judged occupied: n_occupied 0 "
-              "in the sites table); mean "
+        print(f"sites: {len(seen)}" + (f" ({more} more place{'s' if more != 1 else ''} never judged occupied: "
+                                        "n_occupied 0 in the sites table)" if more else "") + "; mean "
               f"occupancy {seen['occupancy'].mean() if len(seen) else float('nan'):.3f}; flips {len(result.flips)}; "
               f"hops between sites {hops}")
     changes = result.class_changes
@@ -83,8 +83,11 @@ def say_trust(rows: list[dict], out, note: str = "") -> None:
     if len(rows) == 1:
         r = rows[0]
         unit = "Å" if r.get("sampling") else "px"  # (measured in px where the pixel size is unknown)
-        print(f"  {r['trust']} (SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} {unit}, "
-              f"confidence {r['confidence']:.2f})", file=out)
+        said = r["trust"].replace(f" ({note})", "") if note else r["trust"]  # (the note on a line of its own)
+        print(f"  {said}: SNR {r['snr']:.3g}, resolution {r['resolution_A']:.2f} {unit}, "
+              f"confidence {r['confidence']:.2f}", file=out)
+        if note and r["out_of_range"] > 0:
+            print(f"  ({note})", file=out)
         return
     from .trust import tally
 

@@ -112,6 +112,8 @@ def run_demo(
     from .export import export_run
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; the demo writes a folder of files (--out/-o FOLDER)")
     out.mkdir(parents=True, exist_ok=True)
     if movie_kind == "toy":
         movie = make_movie(n_frames=n_frames, shape=shape, seed=seed)

@@ -98,23 +98,21 @@ class FrameChecks:
         (``[preprocess] fill_nonfinite``; the first said, all counted in
         ``status()["filled_nonfinite"]``), else rejected (rejected/nan; the first rejection says
         how many there were and how to fill them)."""
-        from .preprocess import fill_nonfinite
+        from .preprocess import fill_nonfinite, nonfinite_words
 
         limit = self.cfg.preprocess.fill_nonfinite
         image, n = fill_nonfinite(f.image, limit)
         if image is not None:
             if not self.filled_nonfinite:
                 log.warning("frame %d: %d of %d pixels NaN or infinite, filled with the frame's median "
-                            "([preprocess] fill_nonfinite); further such frames are counted in "
-                            "status()['filled_nonfinite']", f.frame, n, f.image.size)
+                            "([preprocess] fill_nonfinite); further such frames are filled too, and counted",
+                            f.frame, n, f.image.size)
             f.image, f.finite = image, True
             self.filled_nonfinite += 1
             return True
         if not self.counters.rejected.get("nan"):
-            log.warning("frame %d: %d of %d pixels NaN or infinite: rejected, and further such frames are counted "
-                        "(rejected/nan)%s", f.frame, n, f.image.size,
-                        "" if limit else "; where they are a camera's dead or masked pixels, [preprocess] "
-                        "fill_nonfinite = 0.01 fills up to 1 % of a frame's pixels with its median instead")
+            log.warning("frame %d rejected, and further such frames counted (rejected/nan): %s", f.frame,
+                        nonfinite_words(n, f.image.size, limit))
         self._account("rejected", "nan", [f])
         return False
 

@@ -97,6 +97,19 @@ class PreprocessConfig:
                               f"got {self.fill_nonfinite!r}.")
 
 
+def nonfinite_words(n: int, size: int, limit: float) -> str:
+    """What to say of a frame with ``n`` of ``size`` pixels NaN or infinite that was not filled:
+    how many, and the ``[preprocess] fill_nonfinite`` that would fill them where they are few
+    enough to be a camera's dead or masked pixels (under a quarter of the frame)."""
+    frac = n / max(size, 1)
+    words = f"{n} of {size} pixels ({100 * frac:.3g} %) NaN or infinite"
+    if frac < 0.25:
+        need = math.ceil(frac * 1000 + 1e-9) / 1000  # (to a tenth of a percent, above the fraction)
+        words += (f" (more than [preprocess] fill_nonfinite = {limit:g} fills)" if limit else "") + \
+            f"; [preprocess] fill_nonfinite = {need:g} would fill them with the frame's median"
+    return words
+
+
 def fill_nonfinite(image: np.ndarray, limit: float) -> tuple[np.ndarray | None, int]:
     """``image`` with its NaN and infinite pixels set to the median of the others, where they
     are at most ``limit`` of its pixels (else None: the frame cannot be read), and how many

@@ -113,12 +113,16 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
             h = done[done["state"] == state]
             data.append(h["frames"].to_numpy(float))
             weights.append(h["completed"].to_numpy(float))
-            labels.append(f"{state} ({int(h['completed'].sum())} runs)")
+            n = int(h["completed"].sum())
+            labels.append(f"{state} ({n} run{'s' if n != 1 else ''})")
         ax.hist(data, bins=edges, weights=weights, color=["C0", "C1"], label=labels)
         censored = int(hist["censored"].sum()) if "censored" in hist else 0
         if censored:
             ax.text(0.98, 0.7, f"not shown: {censored} runs\ncut by the run's start or end", ha="right", va="top",
                     transform=ax.transAxes, fontsize=8, color="0.35")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # (counts of runs)
     ax.set_xlabel("residence [frames]")
     ax.set_ylabel("runs")
     ax.set_title("Residence times")
@@ -143,8 +147,6 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     if "in_range" in frames and (frames["in_range"] == 0).any():
         bad = frames[frames["in_range"] == 0]
         ax.plot(bad["frame"], bad["n_columns"], "o", ms=3, color="C3", label="outside the trust ranges")
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("frame")
     ax.set_ylabel("columns")
@@ -174,7 +176,7 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
     if g("sampling_A_per_px"):
         lines.append(f"pixel size: {num(g('sampling_A_per_px'))} Å/px")
     lines.append(f"sites: {g('sites')}, {g('active_sites')} of them ever empty"
-                 + (f"\n  (occupied {num(g('mean_occupancy_active'))} of the time)"
+                 + (f"\n  (those occupied {num(g('mean_occupancy_active'))} of the time)"
                     if g("mean_occupancy_active") is not None else ""))
     if g("sites_never_occupied"):
         n = g("sites_never_occupied")

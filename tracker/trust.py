@@ -144,7 +144,8 @@ def describe(mask: int, ranges: TrustRanges | None = None) -> str:
 
 def tally(out_of_range: Any) -> str | None:
     """One line on a run's frames: how many were inside the ranges, and why the others were
-    not (``"12 of 60 frames inside the locator's trust ranges; outside: SNR 48, resolution 3"``);
+    not (``"12 of 60 frames inside the locator's trust ranges; outside for SNR (48 frames),
+    resolution (3 frames)"``);
     None where no frame was judged."""
     masks = np.asarray(out_of_range, dtype=np.int64)
     judged = masks[masks >= 0]
@@ -153,8 +154,9 @@ def tally(out_of_range: Any) -> str | None:
     line = f"{int((judged == 0).sum())} of {judged.size} frames inside the locator's trust ranges"
     why = {"sampling": "pixel size", "snr": "SNR", "resolution": "resolution", "confidence": "confidence",
            "nowhere": "passed nowhere in its evaluation", "contrast": "contrast"}
-    counts = [f"{why[k]} {int(((judged & bit) > 0).sum())}" for k, bit in FLAGS.items() if ((judged & bit) > 0).any()]
-    return line + (f"; outside for: {', '.join(counts)}" if counts else "")
+    n = {k: int(((judged & bit) > 0).sum()) for k, bit in FLAGS.items()}
+    counts = [f"{why[k]} ({v} frame{'s' if v != 1 else ''})" for k, v in n.items() if v]
+    return line + (f"; outside for {', '.join(counts)}" if counts else "")
 
 
 class TrustTally:
