@@ -66,8 +66,9 @@ class PreprocessConfig:
     fill_nonfinite
         The largest fraction of a frame's pixels that may be NaN or infinite (a camera's dead
         or masked pixels) and be filled with the median of the frame's other pixels, the frame
-        then tracked (counted as ``repaired/nonfinite``). 0 (the default): a frame with any such
-        pixel is rejected (``rejected/nan``), and the first rejection says how to fill instead.
+        then tracked (the first fill said; all counted in the run's summary and
+        ``status()["filled_nonfinite"]``). 0 (the default): a frame with any such pixel is
+        rejected (``rejected/nan``), and the first rejection says how to fill instead.
     """
 
     target_sampling: float | None = None

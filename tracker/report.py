@@ -46,7 +46,7 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     summ = D.summary(frames, sites, stats, run.sampling)
     if len(tracks):
         # most tracks of a lattice are columns that stay put, D about 0: the median over all of
-        # them is not a diffusion coefficient; that of the mobile ones (D > 2 SE) is said apart
+        # them is not a diffusion coefficient; that of the mobile ones (diffusion.track_msd) is said apart
         mobile = tracks[tracks["mobile"].astype(bool)]
         summ["tracks_fitted"] = int(len(tracks))
         summ["tracks_mobile"] = int(len(mobile))
