@@ -13,9 +13,9 @@ background`` (:func:`net_intensity`; its negative for dark columns) is what the 
 adds: on the real Se-implanted MoS2 image S2 columns give 0.40 of a Mo column's (Z^1.7 gives
 0.39), against 0.98 of the raw means, and the drift of the Mo columns' raw means across the
 field (1.9 × 10⁴ counts) falls to 4 × 10³.
-:func:`group_columns` sorts the columns of one kind by it and the per-site statistics of a run
-are of it (a run's intensity classes still use the raw means: :class:`IntensityClasses`); compare
-columns within a frame, or frames taken at one dose.
+:func:`group_columns` sorts the columns of one kind by it, and a run's intensity classes
+(:class:`IntensityClasses`) and per-site statistics are of it; compare columns within a frame,
+or frames taken at one dose.
 """
 from __future__ import annotations
 
@@ -326,6 +326,7 @@ def _ordered_labels(x: np.ndarray, w: np.ndarray, mu: np.ndarray, sd: np.ndarray
     bounds = np.maximum.accumulate(bounds)
     return np.searchsorted(bounds, x, side="right").astype(np.int64)
 
+
 def intensity_groups(intensity: np.ndarray, *, max_groups: int = 3, min_groups: int = 1,
                      min_size: int = 3, resolved_only: bool = True) -> tuple[np.ndarray, dict]:
     """Columns of one kind sorted into groups by ``intensity``: a Gaussian mixture of
@@ -353,9 +354,8 @@ def intensity_groups(intensity: np.ndarray, *, max_groups: int = 3, min_groups: 
         small = k > 1 and np.bincount(label, minlength=k).min() < min_size
         # two groups whose means lie closer than the narrower one's SD are one group of a skewed
         # or long-tailed shape, not two kinds of column (where the number is not fixed)
-        o = np.argsort(mu)
-        unresolved = (resolved_only and k > max(1, min_groups)
-                      and bool((np.diff(mu[o]) < np.minimum(sd[o][1:], sd[o][:-1])).any()))
+        unresolved = (resolved_only and k > max(1, min_groups)  # (the means come ascending)
+                      and bool((np.diff(mu) < np.minimum(sd[1:], sd[:-1])).any()))
         key = (small, unresolved, bic)
         if best is None or key < best[0]:
             best = (key, mu, sd, label)
@@ -509,8 +509,7 @@ class IntensityClasses:
             x = np.concatenate(self._pool[s])
             if len(x) < 2:
                 continue
-            g, info = intensity_groups(x, max_groups=self.groups or self.max_groups, min_groups=self.groups or 1,
-                                       resolved_only=True)
+            g, info = intensity_groups(x, max_groups=self.groups or self.max_groups, min_groups=self.groups or 1)
             w = np.bincount(g[g >= 0], minlength=len(info["means"])) / max((g >= 0).sum(), 1)
             comps.append({"sublattice": s, "w": w.tolist(), "mu": info["means"],
                           "sd": [max(v, 1e-6) for v in info["sds"]]})
@@ -519,19 +518,16 @@ class IntensityClasses:
             self.fixed, self._pool = True, {}
 
     def _classify(self, sub: np.ndarray, u: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(u), np.int64)
         if not self.comps:
-            return out
-        logp = []
-        for c in self.comps:
-            w, mu, sd = (np.asarray(c[k], float) for k in ("w", "mu", "sd"))
-            logp.append(np.log(np.maximum(w, 1e-12)) - np.log(sd) - 0.5 * ((u[:, None] - mu) / sd) ** 2)
+            return np.zeros(len(u), np.int64)
+        params = [(c["sublattice"], *(np.asarray(c[k], float) for k in ("w", "mu", "sd"))) for c in self.comps]
         # a column on no sublattice (or on one not fitted) takes the most probable of all groups
+        logp = [np.log(np.maximum(w, 1e-12)) - np.log(sd) - 0.5 * ((u[:, None] - mu) / sd) ** 2
+                for _, w, mu, sd in params]
         out = np.nan_to_num(np.concatenate(logp, 1), nan=0.0).argmax(1).astype(np.int64)
         first = 0
-        for c in self.comps:  # one on a fitted sublattice, the group its intensity falls in there
-            here = sub == c["sublattice"]
-            w, mu, sd = (np.asarray(c[k], float) for k in ("w", "mu", "sd"))
+        for s, w, mu, sd in params:  # one on a fitted sublattice, the group its intensity falls in there
+            here = sub == s
             out[here] = first + _ordered_labels(u[here], w, mu, sd)
             first += len(mu)
         return out
