@@ -312,6 +312,47 @@ def test_a_run_classes_columns_by_intensity_and_follows_s2_to_s(vacancy_movie, t
     assert set(plain.columns["cls"]) == {0}
 
 
+def _classed_again(cols, learned):
+    from etem.tracker.intensity import IntensityClasses
+
+    classes = IntensityClasses()
+    classes.restore(learned)
+    return pd.concat([pd.Series(classes.classify(g), index=g.index) for _, g in cols.groupby("frame")]).sort_index()
+
+
+def test_a_class_number_means_the_same_in_every_frame(tmp_path):
+    # the first frames are classed while the groups are learned (frame 0 of this movie alone
+    # splits the S2 columns in two: 4 groups); once the groups are fixed, those frames are
+    # classed again by them, in memory and in the run file; without that, frame 0 had a class 3
+    # that no other frame has and that has no name
+    from etem.tracker import Pipeline, PipelineConfig
+    from etem.tracker.config import config_from_dict
+    from etem.tracker.sources import iter_array
+
+    movie = mos2_movie(n_frames=60, shape=(256, 256), seed=0, mode="stem", dose_per_frame=1000.0)  # etem demo's
+    cfg = config_from_dict({"locate": {"intensity_classes": True}, "engine": {"model": "haadf-stem", "imaging": "stem"}},
+                           PipelineConfig())
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(cfg, run_path=path)
+    pipe.intensity_classes.learn_columns = 600  # (fixed at frame 3)
+    provisional = {}
+    for res in pipe.run_iter(iter_array(movie.frames[:6], counters=pipe.counters, sampling=movie.sampling)):
+        if not pipe.intensity_classes.fixed:
+            provisional[res.frame] = res.columns["cls"].to_numpy().copy()
+    assert sorted(provisional) == [0, 1, 2] and set(provisional[0]) == {0, 1, 2, 3}
+    with open_run(path) as run:
+        cols, learned, names = run.columns, run.resume_state()["meta"]["pipeline"]["intensity_classes"], run.class_names
+    assert learned["fixed"] and names == ["A", "B0", "B1"]
+    assert set(cols["cls"]) == {0, 1, 2} and (cols["cls"] == _classed_again(cols, learned)).all()
+    pd.testing.assert_series_equal(pipe.columns_table()["cls"], cols["cls"], check_dtype=False, check_names=False)
+    # a run that ends before the groups are fixed: all its frames by the last fit
+    res = track(movie.frames[:3], sampling=movie.sampling, config=cfg, run_path=tmp_path / "short.h5")
+    with open_run(tmp_path / "short.h5") as run:
+        cols, learned = run.columns, run.resume_state()["meta"]["pipeline"]["intensity_classes"]
+    assert not learned["fixed"] and set(cols["cls"]) == {0, 1, 2} and (cols["cls"] == _classed_again(cols, learned)).all()
+    assert set(res.columns["cls"]) == {0, 1, 2}
+
+
 def test_intensity_classes_survive_a_resume(vacancy_movie, tmp_path):
     from etem.tracker import Pipeline
     from etem.tracker.sources import iter_array

@@ -477,9 +477,12 @@ class IntensityClasses:
     2 frames were found with recall 0.81 and precision 1.00 over the floor against 0.26 and 0.35
     with the raw means; with no ramp 0.79 and 0.99 against 0.80 and 1.00 (2026-12-06). The groups
     are fitted to the frames seen until ``learn_columns`` columns have been, and fixed from there
-    (the first frames are classed by the fit of the frames until then; the site map decides a
-    site's first class only when it is probable enough, so that a column the first frame's fit
-    put in the wrong group is no class change when the next frames put it right). Classes are numbered
+    (the first frames are classed by the fit of the frames until then, and classed again by the
+    fixed groups once they are, or by the last fit where the run ends first: a class number
+    means the same in every frame of a run's tables; the site map, which saw the first
+    classes, decides a site's first class only when it is probable enough, so that a column
+    the first frame's fit put in the wrong group is no class change when the next frames put
+    it right). Classes are numbered
     sublattice by sublattice, faintest group first: on a MoS2 ADF movie, 0 the Mo columns, 1
     the single S atoms, 2 the S2 columns. A column on no sublattice (an edge, a defect) takes
     the most probable of all the groups."""
@@ -501,6 +504,14 @@ class IntensityClasses:
                 here = u[(sub == s) & np.isfinite(u)]
                 self._pool.setdefault(int(s), []).append(here)
             self._fit()
+        return self._classify(sub, u)
+
+    def classify(self, table: pd.DataFrame) -> np.ndarray:
+        """The class of each column of ``table`` by the groups as they are now, learning nothing
+        (the frames classed before the groups were fixed, classed again by the fixed ones)."""
+        if not len(table):
+            return np.zeros(0, np.int64)
+        sub, u, _ = _normalized(table, self.honeycomb)
         return self._classify(sub, u)
 
     def _fit(self) -> None:

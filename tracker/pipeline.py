@@ -471,8 +471,11 @@ class Pipeline(FrameChecks, RunFileStage):
                 self.sites.class_names = [str(n) for n in getattr(self.detector.engine, "class_names", ()) or ()]
         quality = cols.attrs.get("quality", {})
         if self.intensity_classes is not None and "intensity" in cols.columns:
+            learning = not self.intensity_classes.fixed
             cols["cls"] = self.intensity_classes(cols)
             self.sites.class_names = self.intensity_classes.class_names
+            if learning and self.intensity_classes.fixed:
+                self.reclass_provisional()
         ids, ref = self.linker.link(frame.frame, cols)
         oversize = self.linker.counts.get("oversize", 0)
         if oversize:
@@ -530,6 +533,33 @@ class Pipeline(FrameChecks, RunFileStage):
         self.stage_s["sites"] += t2 - t1
         self.stage_s["write"] += t3 - t2
         return FrameResult(frame.frame, frame.seq, linked, drift, latency, frame.sampling)
+
+    def reclass_provisional(self) -> None:
+        """Class the frames classed while the intensity groups were being learned again by the
+        groups as they are now (fixed, or the last fit where the run ends before they are), in
+        memory and in the run file's columns table, which then holds only those frames: the
+        first frame's fit may have had more groups than the run's, and a class number is to mean
+        the same in every frame. The site map keeps what it saw (it waits for a class to be
+        probable before it decides it)."""
+        ic = self.intensity_classes
+        if ic is None or not ic.comps:
+            return
+        parts = [p for p in self.columns_parts if len(p) and "intensity" in p.columns]
+        for p in parts:
+            p["cls"] = ic.classify(p)
+        if self.writer is None:
+            return
+        try:
+            if sum(len(p) for p in self.columns_parts) == self.writer.n_rows("columns"):
+                table = pd.concat(list(self.columns_parts), ignore_index=True)
+            else:  # resumed, or frames gone from memory: the file's (a few thousand columns)
+                table = self.writer.read("columns")
+                if "intensity" in table.columns and len(table):
+                    for _, g in table.groupby("frame", sort=False):
+                        table.loc[g.index, "cls"] = ic.classify(g)
+            self.writer.replace("columns", table)
+        except (OSError, ValueError) as exc:  # (a full disk: the run goes on, and stops at its next flush)
+            log.warning("run file %s: the first frames keep their provisional classes (%s)", self.run_path, exc)
 
     def statistics(self) -> dict[str, pd.DataFrame]:
         """Diffusion statistics so far (:meth:`SiteMap.statistics`)."""

@@ -80,6 +80,12 @@ class RunFileStage:
             # a resumed run that had no frame left (killed after its last one): finish it all the same
             self.sites = self._new_sites()
             self._open_writer(None)
+        classes = getattr(self, "intensity_classes", None)
+        if classes is not None and not classes.fixed:
+            try:  # the run ended before its intensity groups were fixed: its frames by the last fit
+                self.reclass_provisional()
+            except Exception:
+                log.exception("run file %s: the first frames keep their provisional classes", self.run_path)
         writer, self.writer = self.writer, None
         try:
             self.writer = writer

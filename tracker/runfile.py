@@ -379,6 +379,14 @@ class RunWriter:
         doc = json.loads(_to_json("state", dict(meta)))
         self._state = (doc, out, {t: self.n_rows(t) for t in ("frames", "columns")})
 
+    def read(self, table: str) -> pd.DataFrame:
+        """All rows of ``table`` written so far (what is buffered is flushed first)."""
+        from .run import _read_group
+
+        f = self._check_open()
+        self.flush()
+        return _read_group(f[table], self._rows[table])
+
     def n_rows(self, table: str) -> int:
         """Rows of ``table`` written or buffered so far."""
         self._schema(table)
