@@ -292,6 +292,9 @@ class TrackResult:
     column_sigma_px: float | None = None
     #: how the locator's trust ranges were chosen, where worth saying (etem.tracker.trust.TrustRanges.note)
     trust_note: str = ""
+    #: the run could have followed more with ``[locate] intensity_classes`` (ADF STEM frames of
+    #: a 2D material, a locator of one class: :meth:`Pipeline.intensity_classes_would_help`)
+    intensity_classes_hint: bool = False
     _columns: pd.DataFrame | None = field(default=None, repr=False)
     _frames: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -557,4 +560,5 @@ def result_of(pipe: Pipeline) -> TrackResult:
         and lattice_species(getattr(pipe.detector.engine, "card", None)) is not None,
         column_sigma_px=pipe.detector.measured_sigma_px,
         trust_note=pipe.detector.trust_note,
+        intensity_classes_hint=pipe.sites is not None and pipe.intensity_classes_would_help(),
     )

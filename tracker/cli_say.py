@@ -68,6 +68,10 @@ def report(result, args=None) -> None:
                                         "n_occupied 0 in the sites table)" if more else "") + "; mean "
               f"occupancy {seen['occupancy'].mean() if len(seen) else float('nan'):.3f}; flips {len(result.flips)}; "
               f"hops between sites {hops}")
+        if getattr(result, "intensity_classes_hint", False):
+            print("  (the columns are of one class here: an S2 column losing an atom is no flip, and an atom hopping "
+                  "between two such columns no hop; --intensity-classes classes them by sublattice and intensity "
+                  "and follows both)")
     changes = result.class_changes
     if changes is not None and len(changes):
         print(f"class changes: {len(changes)} (a site's column changing class, e.g. S2 -> S; class_changes in the "

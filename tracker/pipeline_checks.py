@@ -137,6 +137,27 @@ class FrameChecks:
                         "(dark columns), where a heavier column is darker and the contrast is not Z contrast: "
                         "sublattice 0 and the faintest groups are then the heavier columns, if any order holds")
 
+    def intensity_classes_would_help(self) -> bool:
+        """Whether the run could have followed more with ``[locate] intensity_classes``: annular
+        dark-field STEM frames, a locator of one class, intensities measured, and the last frame's
+        columns on a honeycomb (a 2D material such as MoS2), where an S2 column losing an atom is
+        no flip and an S atom hopping between two columns no hop, as the site map sees one class."""
+        from .detect import model_imaging
+        from .intensity import _sublattices
+
+        parts = getattr(self, "columns_parts", None)
+        if self.intensity_classes is not None or not parts or self.last_frame is None:
+            return False
+        cols = parts[-1]
+        if "intensity" not in cols.columns or len(cols) < 12 or len(set(self.sites.class_names or ["column"])) > 1:
+            return False
+        meta = self.last_frame.meta or {}
+        imaging = (self.cfg.engine.imaging or meta.get("imaging")
+                   or model_imaging(getattr(self.detector.engine, "card", None)))
+        if imaging != "stem" or self.cfg.engine.contrast == "dark" or meta.get("detector") == "bf":
+            return False
+        return bool(_sublattices(cols)[1])
+
     def _settings_sampling(self) -> float | None:
         """The pixel size [Å/px] the run's settings in Å (the linker's search range, the site
         radius …) are converted with: the frames', or where that is unknown and the classical
