@@ -411,6 +411,12 @@ def test_etem_replay_intensity_classes_and_evaluate(vacancy_movie, tmp_path, cap
     said = capsys.readouterr().out
     assert "\nclass changes:" not in said and "\n  (the columns are of one class here: an S2 column losing" in said
     assert "--intensity-classes classes them" in said
+    from etem.tracker.export import export_run
+
+    written = {q.name for q in export_run(run, tmp_path / "out", formats=("csv", "png"), progress=False)}
+    assert "class_changes.png" in written and (tmp_path / "out" / "class_changes.png").stat().st_size > 10_000
+    written = {q.name for q in export_run(tmp_path / "plain.h5", tmp_path / "plain", formats=("png",), progress=False)}
+    assert "class_changes.png" not in written and "events.png" in written
     assert main(["evaluate", str(run), str(movie)]) == 0
     out = capsys.readouterr().out
     assert "classes from intensities, scored as the true classes most of their columns are: 0 -> 0, 1 -> 2, 2 -> 1" in out

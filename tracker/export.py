@@ -6,9 +6,9 @@ and the diffusion statistics derived from them — ``site_kinetics``, ``residenc
 :mod:`etem.tracker.diffusion` —
 as ``<table>.parquet`` / ``<table>.csv``); the columns table, which can be long, is streamed in
 blocks. ``h5``: the statistics in one ``statistics.h5``. Figures: ``occupancy.png``,
-``events.png`` and, where the columns have intensities, ``intensity.png`` (sites as coloured
-discs on a dark background, after Madsen et al. 2018, Fig. 10) and ``counts.png`` (columns
-found per frame). ``report``: one page, ``report.png`` and
+``events.png``, ``class_changes.png`` where sites changed class, and ``intensity.png`` where
+the columns have intensities (sites as coloured discs on a dark background, after Madsen et
+al. 2018, Fig. 10), and ``counts.png`` (columns found per frame). ``report``: one page, ``report.png`` and
 ``report.pdf``, with ``summary.json``.
 """
 from __future__ import annotations
@@ -88,6 +88,18 @@ def _intensity_map(run: Run, per_site: pd.DataFrame) -> Figure:
     label = "mean intensity of the columns seen" + (", over the floor about them" if floor else "")
     return render_site_map(sites, mean, run.frame_shape, run.sampling, title="Column intensity",
                            cmap="cividis", label=label, vmin=lo, vmax=hi)
+
+
+def _class_change_map(run: Run) -> Figure:
+    """Sites coloured by how often their column changed class (an S2 column losing an atom and
+    getting it back: two), per frame the site was seen: where the changes of ``class_changes`` are."""
+    sites = occupied_sites(run.sites)
+    n = run.stats["class_changes"]["site"].value_counts()
+    rate = sites["site"].map(n).fillna(0).to_numpy(float) / np.maximum(sites["n_obs"].to_numpy(float), 1)
+    names = run.class_names
+    which = f" ({', '.join(names)})" if 1 < len(names) <= 6 else ""
+    return render_site_map(sites, rate, run.frame_shape, run.sampling, title=f"Class changes{which}",
+                           cmap="inferno", label="class changes per frame seen", vmin=0)
 
 
 def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float],
@@ -290,6 +302,9 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
             jobs += [("occupancy.png", partial(_save, lambda: _site_map(run, "occupancy"))),
                      ("events.png", partial(_save, lambda: _site_map(run, "events"))),
                      ("counts.png", partial(_save, lambda: _render_counts(run.frames)))]
+            changes = run.stats.get("class_changes")
+            if changes is not None and len(changes) and len(run.sites) and "n_obs" in run.sites:
+                jobs.append(("class_changes.png", partial(_save, lambda: _class_change_map(run))))
             if len(derived["site_intensity"]) and len(run.sites):
                 jobs.append(("intensity.png", partial(_save, lambda: _intensity_map(run, derived["site_intensity"]))))
         show = progress and sys.stderr.isatty()
