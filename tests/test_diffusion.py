@@ -126,10 +126,23 @@ def test_export_writes_tables_statistics_report_and_movie(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     with h5py.File(out / "statistics.h5") as f:
         assert {"hops", "site_kinetics", "tracks"} <= set(f)
+    counts = pd.read_csv(out / "class_counts.csv")  # (the classical locator's one class: "column")
+    assert list(counts.columns) == ["frame", "n_column"] and len(counts) == 20
     with Image.open(out / "movie.gif") as gif:
         assert gif.n_frames == 20
     assert main(["export", str(run), "--movie", str(out / "m.gif")]) == 2  # needs --source
     assert "--source" in capsys.readouterr().err
+
+
+def test_class_counts_are_named_by_the_classes():
+    from etem.tracker.diffusion import class_counts
+
+    cols = pd.DataFrame({"frame": [0, 0, 0, 1, 1], "cls": [0, 1, 3, 1, 1]})
+    c = class_counts(cols, ["Mo", "S2", "S"])
+    assert list(c.columns) == ["frame", "n_Mo", "n_S2", "n_class3"]
+    assert c["n_S2"].tolist() == [1, 2] and c["n_class3"].tolist() == [1, 0]
+    assert list(class_counts(cols, ["a b", "a b"]).columns) == ["frame", "n_class0", "n_class1", "n_class3"]
+    assert list(class_counts(cols[:0], ["Mo"]).columns) == ["frame"]
 
 
 def test_hop_jumps_are_the_vectors_between_the_sites():

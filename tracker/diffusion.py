@@ -22,6 +22,8 @@ can be made again from any run file, also one written elsewhere:
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -217,12 +219,17 @@ def track_msd(columns: pd.DataFrame, sampling: float | None, *, fps: float | Non
     return pd.concat(msd_rows, ignore_index=True), pd.DataFrame(rows)
 
 
-def class_counts(columns: pd.DataFrame) -> pd.DataFrame:
-    """Columns per class per frame: ``frame`` and one column per class (``cls_0``, …)."""
+def class_counts(columns: pd.DataFrame, class_names: Sequence[str] = ()) -> pd.DataFrame:
+    """Columns per class per frame: ``frame`` and one column per class, ``n_`` and the class's
+    name (``n_Mo``, ``n_S2``; ``n_A``, ``n_B0`` for classes by intensity; ``n_class3`` for a
+    class with no name)."""
     if columns.empty:
         return pd.DataFrame(columns=["frame"])
     c = columns.groupby(["frame", "cls"]).size().unstack("cls", fill_value=0)
-    c.columns = [f"cls_{int(k)}" for k in c.columns]
+    names = [re.sub(r"\W", "_", str(n)) for n in class_names]
+    heads = [f"n_{names[k]}" if 0 <= k < len(names) and names.count(names[k]) == 1 else f"n_class{k}"
+             for k in (int(k) for k in c.columns)]
+    c.columns = heads
     return c.reset_index()
 
 

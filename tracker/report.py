@@ -40,7 +40,7 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         "hop_jumps": D.hop_jumps(stats.get("hops"), sites, run.sampling),
         "msd": msd,
         "tracks": tracks,
-        "class_counts": D.class_counts(run.columns),
+        "class_counts": D.class_counts(run.columns, run.class_names),
         "site_intensity": D.site_intensity(run.columns),
     }
     summ = D.summary(frames, sites, stats, run.sampling)
@@ -135,14 +135,10 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
         ax.set_yticks([])
     ax = fig.add_subplot(gs[1, 0:2])
     counts = tables["class_counts"]
-    names = run.class_names
-
-    def label(c: str) -> str:
-        k = c.replace("cls_", "")
-        return names[int(k)] if k.isdigit() and int(k) < len(names) else f"class {k}"
-
-    for c in [c for c in counts.columns if c != "frame"]:
-        ax.plot(counts["frame"], counts[c], lw=1, marker="o" if len(counts) < 30 else None, ms=3, label=label(c))
+    for c in [c for c in counts.columns if c != "frame"]:  # (n_Mo, n_class3: Mo, class 3)
+        name = c.removeprefix("n_")
+        ax.plot(counts["frame"], counts[c], lw=1, marker="o" if len(counts) < 30 else None, ms=3,
+                label=f"class {name[5:]}" if name.startswith("class") and name[5:].isdigit() else name)
     frames = run.frames
     if "in_range" in frames and (frames["in_range"] == 0).any():
         bad = frames[frames["in_range"] == 0]
