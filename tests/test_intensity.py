@@ -413,8 +413,15 @@ def test_etem_replay_intensity_classes_and_evaluate(vacancy_movie, tmp_path, cap
     assert "--intensity-classes classes them" in said
     from etem.tracker.export import export_run
 
-    written = {q.name for q in export_run(run, tmp_path / "out", formats=("csv", "png"), progress=False)}
+    written = {q.name for q in export_run(run, tmp_path / "out", formats=("csv", "png", "report"), progress=False)}
     assert "class_changes.png" in written and (tmp_path / "out" / "class_changes.png").stat().st_size > 10_000
+    import json
+
+    summ = json.loads((tmp_path / "out" / "summary.json").read_text())
+    n_changes = len(pd.read_csv(tmp_path / "out" / "class_changes.csv"))
+    assert summ["class_changes"] == n_changes == sum(summ["class_changes_by_kind"].values())
+    assert set(summ["class_changes_by_kind"]) <= {"B0 -> B1", "B1 -> B0", "A -> B0", "B0 -> A", "A -> B1", "B1 -> A"}
+    assert list(pd.read_csv(tmp_path / "out" / "class_counts.csv").columns) == ["frame", "n_A", "n_B0", "n_B1"]
     written = {q.name for q in export_run(tmp_path / "plain.h5", tmp_path / "plain", formats=("png",), progress=False)}
     assert "class_changes.png" not in written and "events.png" in written
     assert main(["evaluate", str(run), str(movie)]) == 0

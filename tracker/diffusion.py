@@ -253,8 +253,9 @@ def site_intensity(columns: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataFrame],
-            sampling: float | None) -> dict[str, Any]:
-    """The run's headline figures (for the report and ``summary.json``)."""
+            sampling: float | None, class_names: Sequence[str] = ()) -> dict[str, Any]:
+    """The run's headline figures (for the report and ``summary.json``); ``class_names`` name
+    the classes of the class changes counted by kind."""
     fps = frame_rate(frames)
     n = int(len(frames))
     flips = stats.get("flips", pd.DataFrame(columns=["frame", "site", "kind"]))
@@ -271,6 +272,19 @@ def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataF
         "mean_columns_per_frame": float(frames["n_columns"].mean()) if n else None,
     }
     out.update(event_rates(flips, hops, n, fps))
+    changes = stats.get("class_changes")
+    if changes is not None and len(changes) and {"from_cls", "to_cls"} <= set(changes.columns):
+        steps, k = max(n - 1, 1), len(changes)
+        out["class_changes"] = int(k)
+        out["class_changes_per_frame"], out["class_changes_per_frame_err"] = k / steps, np.sqrt(k) / steps
+        if fps:
+            out["class_changes_per_s"], out["class_changes_per_s_err"] = k / steps * fps, np.sqrt(k) / steps * fps
+
+        def name(c: int) -> str:
+            return str(class_names[c]) if 0 <= c < len(class_names) else f"class {c}"
+
+        kinds = changes.groupby(["from_cls", "to_cls"]).size().sort_values(ascending=False, kind="stable")
+        out["class_changes_by_kind"] = {f"{name(int(a))} -> {name(int(b))}": int(v) for (a, b), v in kinds.items()}
     jumps = hop_jumps(hops, sites, sampling)
     if len(jumps):
         out["hop_length_median"] = float(jumps["length"].median())

@@ -43,7 +43,7 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         "class_counts": D.class_counts(run.columns, run.class_names),
         "site_intensity": D.site_intensity(run.columns),
     }
-    summ = D.summary(frames, sites, stats, run.sampling)
+    summ = D.summary(frames, sites, stats, run.sampling, run.class_names)
     if len(tracks):
         # most tracks of a lattice are columns that stay put, D about 0: the median over all of
         # them is not a diffusion coefficient; that of the mobile ones (diffusion.track_msd) is said apart
@@ -185,6 +185,11 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
                          + (f"\n  ({pm(f'{name}_per_s')} /s)" if g(f"{name}_per_s") is not None else ""))
     if g("hop_length_median") is not None:
         lines.append(f"hop length: {num(g('hop_length_median'))} {g('hop_length_units')} (median)")
+    if g("class_changes"):
+        kinds = list((g("class_changes_by_kind") or {}).items())
+        said = ", ".join(f"{k} {v}" for k, v in kinds[:3]) + (", …" if len(kinds) > 3 else "")
+        lines.append(f"class changes: {g('class_changes')}, {pm('class_changes_per_frame')} /frame"
+                     + (f"\n  ({said})" if said else ""))
     if g("frames_judged"):
         lines.append(f"trust: {g('frames_in_range')} of {g('frames_judged')} frames in range")
     if g("tracks_fitted"):
