@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from etem.simulate.toy import make_movie, save_movie
@@ -149,8 +150,19 @@ def test_class_changes_are_shown_and_counted():
             if res.frame == 0:
                 assert _json(dash.url + "api/status")["class_changes"] == 0
                 assert _json(dash.url + "api/status")["hops"] == 0
+                assert _json(dash.url + "api/maps")["classes"] is None  # (no panel for it yet)
+                assert _get(dash.url + "maps/classes.png")[0] == 404
         found = len(pipe.sites.class_changes)
         assert found > 0
+        # the class-change map: the sites coloured by their changes per frame, and each site's count
+        maps = _json(dash.url + "api/maps")
+        assert maps["classes"] and maps["classes_max"] > 0
+        code, _, png = _get(dash.url + maps["classes"])
+        assert code == 200 and Image.open(io.BytesIO(png)).size == tuple(maps["display_shape"][::-1])
+        per_site = [_json(dash.url + f"api/site?site={k}")["n_class_changes"] for k in range(len(pipe.sites.table()))]
+        assert sum(per_site) == found
+        busiest = int(np.argmax(per_site))
+        assert maps["classes_max"] == pytest.approx(per_site[busiest] / (pipe.sites.n_frames - 1))
         hops = pipe.sites.hops_table()
         n_hops = int(((hops["from_site"] >= 0) & (hops["to_site"] >= 0)).sum())
         assert n_hops > 0
@@ -158,6 +170,22 @@ def test_class_changes_are_shown_and_counted():
         assert status["class_changes"] == found and status["hops"] == n_hops
         metrics = parse_metrics(_get(dash.url + "metrics")[2].decode())
         assert metrics[("etem_class_changes_total", ())] == found and metrics[("etem_hops_total", ())] == n_hops
+
+
+def test_the_maps_show_the_run_as_it_ended(movie):
+    # the hook copies the sites every maps_interval_s only; once the run has ended, the maps and
+    # the sites' timelines are of all its frames, not of the last copy
+    pipe = Pipeline(PipelineConfig())
+    src = iter_array(movie.frames, sampling=movie.sampling, counters=pipe.counters)
+    with Dashboard(DashboardConfig(port=0, maps_interval_s=1e6)) as dash:
+        for res in pipe.run_iter(src):
+            dash(res, pipe)
+        n = len(movie.frames)
+        assert dash._sites["n_frames"] <= 1  # (copied at the first frame only)
+        maps = _json(dash.url + "api/maps")
+        assert maps["n_frames"] == n and maps["n_sites"] == pipe.sites.n_occupied_sites
+        site = _json(dash.url + "api/site?site=0")
+        assert site["end"] == n - 1 and site["n_events"] == int(pipe.sites.table()["n_events"][0])
 
 
 def test_endpoints_follow_the_run(movie):
@@ -373,6 +401,7 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
                 assert driver.find_element(By.ID, "state").text == "running"
                 assert driver.find_element(By.ID, "view_jumps").text == "0"  # the tile is filled from the status
                 assert driver.find_element(By.ID, "class_changes").text == "0"  # (one class: none)
+                assert not driver.find_element(By.ID, "classes-panel").is_displayed()  # (and no map of them)
                 assert driver.find_element(By.ID, "hops").text.isdigit()
                 wait.until(lambda d: " of " in d.find_element(By.ID, "trust").text)  # the trust flag, live
                 # the maps build up; a click on the occupancy map shows the nearest site's timeline

@@ -9,8 +9,9 @@ PC may be offline) and a few endpoints it polls:
     counters, frames/s, latency, queue depths, sites, GPU memory (JSON);
 ``/api/frame`` and ``/frame.png``
     the latest frame (downsampled for display) and its columns (class, site);
-``/api/maps``, ``/maps/occupancy.png``, ``/maps/events.png``
-    the occupancy and event maps (Madsen et al. 2018, Fig. 10) as they build up;
+``/api/maps``, ``/maps/occupancy.png``, ``/maps/events.png``, ``/maps/classes.png``
+    the occupancy and event maps (Madsen et al. 2018, Fig. 10) as they build up, and where
+    sites change class (an S2 column losing an atom), the class-change map;
 ``/api/site?y=&x=`` or ``?site=``
     the site nearest a point of the maps (reference-frame pixels) and its occupancy timeline;
 ``/metrics``
@@ -209,6 +210,9 @@ class Dashboard:
         s = pipe.sites
         snap = {"table": s.table(), "n_flips": len(s.flips), "first_frame": s.first_frame,
                 "radius_px": s.map_radius_px, "n_frames": s.n_frames, "flips": s.flips, "shape": pipe.shape}
+        changes = s.class_changes  # per site, how often its column changed class (S2 -> S …)
+        snap["class_changes"] = (np.bincount(np.asarray(changes, np.int64).reshape(-1, 4)[:, 1],
+                                             minlength=len(snap["table"])) if changes else None)
         with self._lock:
             self._maps_version += 1
             snap["version"] = self._maps_version
@@ -379,8 +383,23 @@ class Dashboard:
         body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
         return {"frame": latest["frame"], "png": pngs.png(grey), "json": body.encode()}
 
+    def _catch_up(self) -> None:
+        """Once the run has ended, take the sites as it left them: the hook copies them every
+        ``maps_interval_s`` only, so the last frames' would be missing from the maps."""
+        pipe = self.pipe
+        if pipe is None or pipe.sites is None or not pipe.stop.is_set():
+            return
+        with self._lock:
+            snap = self._sites
+        if snap is None or snap["n_frames"] != pipe.sites.n_frames or snap["n_flips"] != len(pipe.sites.flips):
+            try:
+                self.refresh_sites(pipe)
+            except Exception:  # (the run's last gaps being settled meanwhile: the next request)
+                log.debug("dashboard: the final sites were not taken yet", exc_info=True)
+
     def maps(self) -> dict[str, Any] | None:
         """Occupancy and event maps of the latest sites snapshot (rendered once per snapshot)."""
+        self._catch_up()
         with self._lock:
             snap = self._sites
         if snap is None or snap["shape"] is None:
@@ -397,17 +416,25 @@ class Dashboard:
             occ = render_site_values(yx, tab["occupancy"].to_numpy(), dshape, radius)
             ev = render_site_values(yx, tab["event_rate"].to_numpy(), dshape, radius)
             ev_max = float(tab["event_rate"].max()) if len(tab) else 0.0
+            cc = snap.get("class_changes")
+            classes = None
+            if cc is not None and len(tab):  # (the sites drawn are the occupied ones: their rows)
+                rate = cc[tab["site"].to_numpy()] / max(snap["n_frames"] - 1, 1)
+                cc_max = float(rate.max())
+                classes = pngs.map_png(render_site_values(yx, rate, dshape, radius), 0.0, cc_max or 1.0, "magma")
             self._maps_cache = {
                 "version": snap["version"], "shape": list(shape), "display_shape": list(dshape), "scale": scale,
                 "n_sites": len(tab), "n_frames": snap["n_frames"], "events_max": ev_max,
                 "occupancy_mean": float(tab["occupancy"].mean()) if len(tab) else None,
                 "occupancy": pngs.map_png(occ, 0.0, 1.0, "viridis"),
                 "events": pngs.map_png(ev, 0.0, ev_max if ev_max > 0 else 1.0, "magma"),
+                "classes": classes, "classes_max": cc_max if classes is not None else None,
             }
             return self._maps_cache
 
     def site(self, *, site: int | None = None, y: float | None = None, x: float | None = None) -> dict[str, Any] | None:
         """A site (by id, or the one nearest ``(y, x)`` [reference px]) with its occupancy timeline."""
+        self._catch_up()
         with self._lock:
             snap, latest = self._sites, self._latest
         if snap is None or not len(snap["table"]):
@@ -427,9 +454,11 @@ class Dashboard:
         end = max(start, latest["frame"] if latest else start)
         state = bool(row["first_frame"] == start)
         changes = [[start, int(state)]] + [[int(f), int(k > 0)] for f, _, k in mine.tolist()]
+        cc = snap.get("class_changes")
         return {"site": site, "y": float(row["y"]), "x": float(row["x"]), "cls": int(row["cls"]),
                 "occupancy": float(row["occupancy"]), "event_rate": float(row["event_rate"]),
                 "n_events": int(row["n_events"]), "first_frame": int(row["first_frame"]),
+                "n_class_changes": None if cc is None else int(cc[site]) if site < len(cc) else 0,
                 "start": start, "end": end, "changes": changes[-20000:]}
 
     def _flips_of(self, snap: dict[str, Any]) -> np.ndarray:
@@ -453,8 +482,9 @@ class Dashboard:
         if m is None:
             return {"version": None}
         v = m["version"]
-        return {**{k: val for k, val in m.items() if k not in ("occupancy", "events")},
-                "occupancy": f"maps/occupancy.png?v={v}", "events": f"maps/events.png?v={v}"}
+        return {**{k: val for k, val in m.items() if k not in ("occupancy", "events", "classes")},
+                "occupancy": f"maps/occupancy.png?v={v}", "events": f"maps/events.png?v={v}",
+                "classes": f"maps/classes.png?v={v}" if m.get("classes") is not None else None}
 
     # -- access -----------------------------------------------------------------------------
     def allowed(self, handler: http.server.BaseHTTPRequestHandler, query: dict[str, list[str]]) -> bool:
@@ -545,7 +575,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             n = query.get("n", [None])[0]
             png = dash.frame_png(int(n) if n is not None and n.lstrip("-").isdigit() else None)
             self._png(png, extra)
-        elif path in ("/maps/occupancy.png", "/maps/events.png"):
+        elif path in ("/maps/occupancy.png", "/maps/events.png", "/maps/classes.png"):
             m = dash.maps()
             self._png(None if m is None else m[path[6:-4]], extra)
         elif path == "/metrics":

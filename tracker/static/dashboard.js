@@ -155,7 +155,7 @@ async function pollFrame() {
 
 // -- maps -------------------------------------------------------------------------------------
 function drawSelection() {
-  for (const name of ["occupancy", "events"]) {
+  for (const name of ["occupancy", "events", "classes"]) {
     const img = $(name);
     if (!mapsInfo || !img.naturalWidth) continue;
     const ctx = fitCanvas($(`${name}-overlay`), img);
@@ -172,10 +172,14 @@ function drawSelection() {
 async function pollMaps() {
   const m = await getJSON("api/maps");
   if (m.version === null || (mapsInfo && m.version === mapsInfo.version)) return;
-  await Promise.all([loadImage($("occupancy"), m.occupancy), loadImage($("events"), m.events)]);
+  const loads = [loadImage($("occupancy"), m.occupancy), loadImage($("events"), m.events)];
+  if (m.classes) loads.push(loadImage($("classes"), m.classes));
+  await Promise.all(loads);
   mapsInfo = m;
   $("maps-info").textContent = `${m.n_sites} sites · ${m.n_frames} frames · mean ${fmt(m.occupancy_mean, 2)}`;
   $("events-max").textContent = fmt(m.events_max, 3);
+  $("classes-panel").hidden = !m.classes;  // (only where sites change class)
+  if (m.classes) $("classes-max").textContent = fmt(m.classes_max, 3);
   drawSelection();
 }
 
@@ -220,7 +224,9 @@ function showSite() {
   const s = selected;
   $("site-info").textContent =
     `site ${s.site} at (${fmt(s.y, 1)}, ${fmt(s.x, 1)}) px · class ${s.cls} · occupancy ${fmt(s.occupancy, 3)}` +
-    ` · ${s.n_events} events (rate ${fmt(s.event_rate, 3)}) · first seen in frame ${s.first_frame}`;
+    ` · ${s.n_events} events (rate ${fmt(s.event_rate, 3)})` +
+    (s.n_class_changes === null || s.n_class_changes === undefined ? "" : ` · ${s.n_class_changes} class changes`) +
+    ` · first seen in frame ${s.first_frame}`;
   const c = $("timeline");
   c.dataset.site = String(s.site);
   const w = c.clientWidth, h = c.clientHeight, r = window.devicePixelRatio || 1;
@@ -255,6 +261,7 @@ function showSite() {
 // -- start ------------------------------------------------------------------------------------
 $("occupancy-view").addEventListener("click", onMapClick);
 $("events-view").addEventListener("click", onMapClick);
+$("classes-view").addEventListener("click", onMapClick);
 $("frame-view").addEventListener("click", onFrameClick);
 window.addEventListener("resize", () => { drawColumns(); drawSelection(); if (selected) showSite(); });
 every(STATUS_MS, pollStatus);
