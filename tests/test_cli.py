@@ -410,6 +410,8 @@ def test_the_status_line_says_how_many_frames_were_trusted():
     # most of the latest frames out of range: the line says so
     alert = {**s, "in_range": 70, "out_of_range": 40, "recent_in_range": 12, "recent_judged": 50, "trust_alert": True}
     assert StatusLine.text(alert).endswith("| trusted 70/110 (latest 50: 38 out)")
+    assert StatusLine.text({**s, "class_changes": 12}).endswith("| 40 sites, 12 class changes | trusted 7/10")
+    assert "class changes" not in StatusLine.text({**s, "class_changes": 0})
 
 
 

@@ -578,6 +578,7 @@ class Pipeline(FrameChecks, RunFileStage):
             "queue_ingest": self._ingest_q.qsize(),
             "queue_host": self._host_q.qsize(),
             "sites": 0 if self.sites is None else self.sites.n_occupied_sites,  # (as the report counts them)
+            "class_changes": 0 if self.sites is None else len(self.sites.class_changes),
             **self.trust.status(),
             "oversize_subnets": self.oversize_subnets,
             "filled_nonfinite": self.filled_nonfinite,

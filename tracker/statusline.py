@@ -39,7 +39,8 @@ class StatusLine:
     @staticmethod
     def text(s: dict) -> str:
         """The status as one compact line (frames/s; latency p50/p99; queues ingest/host; accounting;
-        sites; frames inside the locator's trust ranges, where they are judged)."""
+        sites, and their class changes where there are any; frames inside the locator's trust
+        ranges, where they are judged)."""
         judged = s.get("in_range", 0) + s.get("out_of_range", 0)
         trust = f" | trusted {s['in_range']}/{judged}" if judged else ""
         if s.get("trust_alert"):  # most of the latest frames are out of the locator's ranges
@@ -47,7 +48,7 @@ class StatusLine:
         return (f"{s['fps']:.1f} frames/s | latency {s['latency_p50_ms']:.0f}/{s['latency_p99_ms']:.0f} ms "
                 f"| queues {s['queue_ingest']}/{s['queue_host']} | in {s['received']} done {s['processed']} "
                 f"rejected {s['rejected']} dropped {s['dropped']} missing {s['missing']} | {s['sites']} sites"
-                + trust)
+                + (f", {s['class_changes']} class changes" if s.get("class_changes") else "") + trust)
 
     def __call__(self, res, pipe) -> None:
         if not self.enabled:
