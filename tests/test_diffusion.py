@@ -58,8 +58,17 @@ def test_site_kinetics_are_censored_maximum_likelihood_rates():
     assert k.loc[0, "k_on"] == pytest.approx(1 / 12)       # one completed empty run in 12 frames
     assert k.loc[0, "tau_occupied"] == pytest.approx(4.0)
     assert k.loc[1, "k_off"] == 0 and np.isinf(k.loc[1, "tau_occupied"])  # never left: censored only
-    hist = D.residence_histogram(residence)
-    assert hist[(hist["state"] == "occupied") & (hist["frames"] == 4)]["completed"].item() == 2
+    # the histogram's completed runs were seen to begin and end: the run from frame 0 began
+    # before the recording (a table without left_censored: the runs from the first frame)
+    hist = D.residence_histogram(residence).set_index(["state", "frames"])
+    assert hist.loc[("occupied", 4), "completed"] == 1 and hist.loc[("occupied", 4), "censored"] == 1
+    cut = residence.assign(left_censored=[True, False, False, False, True])
+    assert D.residence_histogram(cut).equals(D.residence_histogram(residence))
+    # (and a run cut at its start by the site's coming into view, not at the first frame)
+    cut.loc[2, "left_censored"] = True
+    hist = D.residence_histogram(cut).set_index(["state", "frames"])
+    assert hist.loc[("occupied", 4), "completed"] == 0 and hist.loc[("occupied", 4), "censored"] == 2
+    pd.testing.assert_frame_equal(D.site_kinetics(sites, cut), D.site_kinetics(sites, residence))  # (rates: the same)
 
 
 def test_msd_gives_the_diffusion_coefficient_of_random_walks():

@@ -50,7 +50,9 @@ def frame_rate(frames: pd.DataFrame) -> float | None:
 def site_kinetics(sites: pd.DataFrame, residence: pd.DataFrame) -> pd.DataFrame:
     """Per site: ``site, y, x, occupancy, event_rate, k_off, k_off_err, k_on, k_on_err`` [1/frame]
     and the mean residence times ``tau_occupied``, ``tau_empty`` [frames] (1/k; inf without a
-    completed run)."""
+    completed run). A rate is the maximum-likelihood one of exponential residence times: the
+    changes seen (the runs whose end was seen) over all frames spent in the state, runs cut at
+    either end included (the chance of a change does not depend on how long a run has lasted)."""
     out = sites[["site", "y", "x", "occupancy", "event_rate"]].copy()
     for occupied, key in ((True, "off"), (False, "on")):
         r = residence[residence["occupied"] == occupied]
@@ -67,11 +69,17 @@ def site_kinetics(sites: pd.DataFrame, residence: pd.DataFrame) -> pd.DataFrame:
 
 
 def residence_histogram(residence: pd.DataFrame) -> pd.DataFrame:
-    """``state`` (occupied/empty), ``frames`` (run length), ``completed``, ``censored`` counts."""
+    """``state`` (occupied/empty), ``frames`` (run length), ``completed``, ``censored`` counts:
+    completed runs were seen to begin and to end; the censored ones were cut by the run's start
+    or end, or by the site's leaving or coming into view (``censored``, ``left_censored``; in
+    tables without ``left_censored``, the runs that began at the first frame)."""
     if residence.empty:
         return pd.DataFrame(columns=["state", "frames", "completed", "censored"])
-    r = residence.assign(state=np.where(residence["occupied"], "occupied", "empty"))
-    g = r.groupby(["state", "frames", "censored"]).size().unstack("censored", fill_value=0)
+    left = (residence["left_censored"].astype(bool) if "left_censored" in residence
+            else residence["start"] == residence["start"].min())
+    r = residence.assign(state=np.where(residence["occupied"], "occupied", "empty"),
+                         cut=residence["censored"].astype(bool) | left)
+    g = r.groupby(["state", "frames", "cut"]).size().unstack("cut", fill_value=0)
     g = g.rename(columns={False: "completed", True: "censored"})
     for c in ("completed", "censored"):
         if c not in g:

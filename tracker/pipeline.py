@@ -456,7 +456,9 @@ class Pipeline(FrameChecks, RunFileStage):
             self._account("dropped", "stopped", item.frames)
 
     def _new_sites(self) -> SiteMap:
-        return SiteMap(self.cfg.sites, self._settings_sampling(), frames_per_detection=self.cfg.preprocess.average_frames)
+        # a column closer to the frame's edge than the detector looks is not seen: out of view
+        return SiteMap(self.cfg.sites, self._settings_sampling(), frames_per_detection=self.cfg.preprocess.average_frames,
+                       view_margin_px=self.cfg.locate.edge_px + 1.0)
 
 
     def _host(self, frame: Frame, cols: pd.DataFrame) -> FrameResult:

@@ -118,7 +118,7 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
         ax.hist(data, bins=edges, weights=weights, color=["C0", "C1"], label=labels)
         censored = int(hist["censored"].sum()) if "censored" in hist else 0
         if censored:
-            ax.text(0.98, 0.7, f"not shown: {censored} runs\ncut by the run's start or end", ha="right", va="top",
+            ax.text(0.98, 0.7, f"not shown: {censored} runs\nnot seen to begin or end", ha="right", va="top",
                     transform=ax.transAxes, fontsize=8, color="0.35")
     from matplotlib.ticker import MaxNLocator
 

@@ -49,7 +49,8 @@ RESUMABLE = ("running", "interrupted", "stopped")
 STATE_ARRAYS: dict[str, str] = {
     "sites_pos": "float64", "sites_n_pos": "int64", "sites_cls_votes": "int64",
     "sites_n_occ": "int64", "sites_n_ev": "int64", "sites_first": "int64", "sites_last": "int64",
-    "sites_state": "uint8", "sites_run_start": "int64",
+    "sites_state": "uint8", "sites_run_start": "int64", "sites_n_seen": "int64", "sites_out": "uint8",
+    "sites_left": "uint8",
     "sites_alpha": "float64", "sites_n_det": "int64", "sites_w_occ": "float64", "sites_w_det_occ": "float64",
     "sites_w_switch": "float64", "sites_w_occ_cls": "float64", "sites_w_det_cls": "float64",
     "sites_prob_occ": "float64", "sites_cls_post": "float64",
@@ -60,10 +61,11 @@ STATE_ARRAYS: dict[str, str] = {
     "prev_ref": "float64",
 }
 #: Append-only records: (frame, site, +1/-1) flips, (frame, from, to) hops,
-#: (site, start, frames, occupied, censored) residence runs.
+#: (site, start, frames, occupied, cut: 1 end not seen + 2 start not seen) residence runs.
 STATE_LOGS: dict[str, tuple[str, int]] = {"flips": ("int64", 3), "hops": ("int64", 3), "runs": ("int64", 5),
                                           "class_changes": ("int64", 4)}
-_SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start",
+_SITE_ARRAYS = ("pos", "n_pos", "cls_votes", "n_occ", "n_ev", "first", "last", "state", "run_start", "n_seen", "out",
+                "left",
                 "alpha", "n_det", "w_occ", "w_det_occ", "w_switch", "w_occ_cls", "w_det_cls", "prob_occ", "cls_post",
                 "cls_state", "cls_hist", "cls_hist_frame", "int_stats")
 
@@ -130,7 +132,9 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
                   "alpha_unseen": float(sm.alpha_unseen), "r_start": float(sm._r_start),
                   "conf_counts": sm.conf_counts.tolist(), "cls_counts": sm.cls_counts.tolist(),
                   "prob_hist": sm.prob_hist.tolist(),
-                  "n_classes": int(sm.n_classes), "class_names": sm.class_names},
+                  "n_classes": int(sm.n_classes), "class_names": sm.class_names,
+                  "pending_view": [None if v is None else list(v) for v in sm._pending_view],
+                  "unseen_site_frames": int(sm.unseen_site_frames)},
     }
     return meta, arrays, logs
 
@@ -314,6 +318,10 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm.n_sites = n
     sm.n_frames = int(meta["n_frames"])
     sm.first_frame = meta["first_frame"]
+    if "sites_n_seen" not in arrays:  # (older snapshots: every site in view, its first run begun at the start)
+        sm._n_seen[:n] = sm.n_frames
+        sm._left[:n] = sm._run_start[:n] == (sm.first_frame or 0)
+    sm.unseen_site_frames = int(meta.get("unseen_site_frames", 0))
     sm.alpha_unseen = float(meta["alpha_unseen"])
     sm._r_start = float(meta["r_start"])
     sm.conf_counts = np.asarray(meta["conf_counts"], float)
@@ -328,6 +336,8 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     lens = arrays.get("pending_z_lens", np.zeros(len(sm._pending), np.int64))  # (older snapshots: none)
     ends, z = np.cumsum(lens), arrays.get("pending_z", np.zeros(0))
     sm._pending_z = deque(z[e - k:e].astype(np.float64) if k else None for k, e in zip(lens, ends))
+    views = meta.get("pending_view") or [None] * len(sm._pending)
+    sm._pending_view = deque(None if v is None else tuple(float(x) for x in v) for v in views)
     sm.flips = [tuple(int(v) for v in r) for r in logs["flips"]]
     sm.hops = [tuple(int(v) for v in r) for r in logs["hops"]]
     lone = arrays.get("hops_lone", np.zeros((0, 3), np.int64))  # (older snapshots: none awaited a partner)
@@ -335,7 +345,7 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     cc_open = arrays.get("class_changes_open", np.zeros((0, 5), np.int64))
     sm._cc_open = [tuple(int(v) for v in r) for r in np.asarray(cc_open, np.int64).reshape(-1, 5)]
     sm.class_names = meta.get("class_names") or sm.class_names
-    sm.runs = [(int(s), int(a), int(k), bool(o), bool(c)) for s, a, k, o, c in logs["runs"]]
+    sm.runs = [(int(s), int(a), int(k), bool(o), int(c)) for s, a, k, o, c in logs["runs"]]
 
 
 def _restore_linker(lk, meta: dict, arrays: dict, point: ResumePoint, next_particle: int) -> None:

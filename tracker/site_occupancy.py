@@ -56,7 +56,8 @@ class OccupancyHMM:
         r0 = self._r_start
         pooled = (w_det_occ.sum() + wr0 * r0) / (w_occ.sum() + wr0)
         # frames before a site was first seen count as empty and undetected, as they were
-        f = (float(n_det.sum() - w_det_occ.sum()) + wf * f0) / (float(ns * nf - w_occ.sum()) + wf)
+        f = (float(n_det.sum() - w_det_occ.sum()) + wf * f0) / (float(ns * nf - self.unseen_site_frames - w_occ.sum())
+                                                                 + wf)
         f = min(max(f, 1e-4), 0.4)
         w_switch = self._w_switch[:ns]
         k_pooled = (float(w_switch.sum()) + wk * k0) / (ns * max(nf - 1, 0) + wk)
@@ -107,6 +108,7 @@ class OccupancyHMM:
         frame, sites, bins = self._pending.popleft()
         z = self._pending_z.popleft()
         ns = self.n_sites
+        unseen = self._unseen(self._pending_view.popleft(), ns, sites)  # (out of view: no evidence)
         det = np.zeros(ns, bool)
         det[sites] = True
         first = self.n_frames == 0
@@ -141,6 +143,8 @@ class OccupancyHMM:
                                  np.concatenate([bins, *(b for _, _, b in self._pending)]), w)
             e1[sites] *= g1[:len(sites)]
             e0[sites] *= g0[:len(sites)]
+        if unseen is not None:
+            e1[unseen] = e0[unseen] = 1.0
         lo, le = e1 * prior, e0 * (1 - prior)
         alpha = lo / (lo + le)
         # backward messages (P(later detections | occupied / empty now)) over the pending frames,
@@ -160,6 +164,10 @@ class OccupancyHMM:
                 flat[at + ns] *= g0[len(sites):]
             if ratios is not None:
                 like[:, 0] *= ratios[1:]
+        for p, view in enumerate(self._pending_view):
+            u = self._unseen(view, ns, later[p])
+            if u is not None:
+                like[p][:, u] = 1.0
         b = np.ones((2, ns))
         lb, moved, norm = np.empty((2, ns)), np.empty((2, ns)), np.empty(ns)
         for p in range(n_later - 1, -1, -1):
@@ -173,11 +181,12 @@ class OccupancyHMM:
         gamma = alpha * b1 / (alpha * b1 + (1 - alpha) * b0)  # P(occupied now | detections so far and pending)
         now = self._unshadowed(gamma > 0.5)  # (a shadow's detections still count in the estimates)
         # expected counts for the estimates: occupied frames, detections in them, state changes
-        self._w_occ[:ns] += gamma
+        seen_gamma = gamma if unseen is None else np.where(unseen, 0.0, gamma)  # (the estimates: frames in view)
+        self._w_occ[:ns] += seen_gamma
         self._count_intensity(z, gamma, det)
         self._w_det_occ[:ns] += det * gamma
         if self.n_classes >= 2:
-            self._count_class_detections(gamma, det)
+            self._count_class_detections(seen_gamma, det)
         known = bins >= 0
         if graded and known.any():
             nb, s, b = self.prob_hist.shape[1], sites[known], bins[known]
@@ -197,6 +206,5 @@ class OccupancyHMM:
         miss1, miss0 = (1 - pooled) ** w, (1 - f) ** w
         self.alpha_unseen = u * miss1 / (u * miss1 + (1 - u) * miss0)
         self._n_det[:ns] += det
-        self._n_occ[:ns] += now
-        self._advance(frame, now)
+        self._advance(frame, now, unseen)
         self.n_frames += 1

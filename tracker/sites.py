@@ -149,16 +149,26 @@ class SitesConfig:
 class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
     """Online site bookkeeping; ``update`` once per frame, in frame order."""
 
-    def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1) -> None:
+    def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1,
+                 view_margin_px: float = 3.0) -> None:
         """``frames_per_detection``: how many frames each detection was made from (the
         detector's running average, :mod:`etem.tracker.average`). Consecutive detections then
         share their noise, so the ``"hmm"`` occupancy counts each as ``1 / frames_per_detection``
         of an independent one (its likelihoods raised to that power); otherwise a false column
-        held for a few frames by the average reads as a visit."""
+        held for a few frames by the average reads as a visit.
+
+        ``view_margin_px``: a site lies out of a frame's view where it is less than this far
+        inside the frame's edge (the detector's ``edge_px`` and a pixel) and no column was found
+        at it (given the frame's image and drift to :meth:`update`): the view drifted off it. Such
+        a frame says nothing of the site: its state is held, no flip is made of it, its
+        ``n_obs`` and occupancy count only the frames it was in view, and its residence runs
+        are cut (censored) where it leaves the view and begin anew, cut at their start, where
+        it comes back."""
         if not (isinstance(frames_per_detection, (int, np.integer)) and frames_per_detection >= 1):
             raise ConfigError(f"frames_per_detection must be an integer >= 1; got {frames_per_detection!r}.")
         self.cfg = cfg
         self.evidence = 1.0 / int(frames_per_detection)
+        self.view_margin_px = float(view_margin_px)
         px = 1.0 if sampling is None else 1.0 / sampling
         self.radius_px = cfg.radius_A * px
         self.hop_radius_px = cfg.hop_radius_A * px
@@ -173,6 +183,12 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self._last = np.zeros(cap, np.int64)
         self._state = np.zeros(cap, bool)
         self._run_start = np.zeros(cap, np.int64)
+        # frames decided with the site in view; out of view at the last decided frame; its
+        # current residence run began before it was seen (the run's start, or its return to view)
+        self._n_seen = np.zeros(cap, np.int64)
+        self._out = np.zeros(cap, bool)
+        self._left = np.zeros(cap, bool)
+        self.unseen_site_frames = 0  # (site, frame) pairs decided out of view, over the run
         # "hmm" occupancy: forward probability of being occupied after the last final frame,
         # detections in final frames, and the expected counts its estimates are made of
         self._alpha = np.zeros(cap)
@@ -207,6 +223,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self.n_frames = 0  # frames whose occupancy is final
         # (frame, site ids, probability bins: -1 where not known) awaiting finalization
         self._pending: deque[tuple[int, np.ndarray, np.ndarray]] = deque()
+        # ... and each one's view: (height, width, drift y, drift x), None where not known
+        self._pending_view: deque[tuple[float, float, float, float] | None] = deque()
         self.first_frame: int | None = None
         self.flips: list[tuple[int, int, int]] = []  # (frame, site, +1 on / -1 off)
         self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
@@ -218,7 +236,9 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self.class_names: list[str] | None = None
         # class changes awaiting a partner: (frame, site, from class, to class, frame decided)
         self._cc_open: list[tuple[int, int, int, int, int] | None] = []
-        self.runs: list[tuple[int, int, int, bool, bool]] = []  # (site, start, length, occupied, censored)
+        # (site, start, length, occupied, cut): cut 1 where the run's end was not seen (the run
+        # ended, the site left the view), + 2 where its start was not (_left)
+        self.runs: list[tuple[int, int, int, bool, int]] = []
         # speed only, rebuilt as needed (not part of a resume snapshot): the matcher's index of
         # the sites, and the site each track was last seen on (_remember)
         self._matcher = GuidedMatcher(self.radius_px)
@@ -235,7 +255,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
             return
         new = max(need, 2 * cap)
         for name in ("_pos", "_n_pos", "_cls_votes", "_n_occ", "_n_ev", "_first", "_last", "_state", "_run_start",
-                     "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls",
+                     "_n_seen", "_out", "_left", "_alpha", "_n_det", "_w_occ", "_w_det_occ", "_w_switch", "_w_occ_cls", "_w_det_cls",
                      "_int_stats", "_prob_occ", "_cls_post", "_cls_state", "_cls_hist", "_cls_hist_frame"):
             a = getattr(self, name)
             b = np.full((new,) + a.shape[1:], -1 if name.startswith(("_cls_state", "_cls_hist")) else 0, a.dtype)
@@ -291,6 +311,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
             self._pos[ids] = ref_yx[new]
             self._first[ids] = frame
             self._run_start[ids] = self.first_frame  # empty since the run began
+            self._n_seen[ids] = self.n_frames  # (in view, as far as is known, in the frames decided)
+            self._left[ids] = True
             self._alpha[ids] = self.alpha_unseen  # not detected in any final frame so far
             self.n_sites += len(new)
             self._note_new_sites(start)
@@ -320,8 +342,12 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         # leave the two queues of pending frames out of step (they are finalized side by side)
         entry = (frame, sites, self._prob_bins(prob, n))
         z = self._site_values(image, offset)
+        shape = None if image is None else np.shape(image)[-2:]
+        view = None if shape is None else (float(shape[0]), float(shape[1]),
+                                           *(float(v) for v in (offset if offset is not None else (0.0, 0.0))))
         self._pending.append(entry)
         self._pending_z.append(z)
+        self._pending_view.append(view)
         while len(self._pending) > self.cfg.look_ahead:
             self._finalize_oldest()
         return out
@@ -384,6 +410,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         frame, sites, _ = self._pending.popleft()
         self._pending_z.popleft()
         ns = self.n_sites
+        unseen = self._unseen(self._pending_view.popleft(), ns, sites)
         now = np.zeros(ns, bool)
         now[sites] = True
         if self._pending and self.n_frames:
@@ -396,17 +423,45 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
                 # occupied now, empty before, not seen again within fill_gaps frames: a false one
                 now &= self._state[:ns] | later
         now = self._unshadowed(now)
-        self._n_occ[:ns] += now
-        self._advance(frame, now)
+        self._advance(frame, now, unseen)
         self.n_frames += 1
 
-    def _advance(self, frame: int, now: np.ndarray) -> None:
-        """Occupied/empty state change bookkeeping (``now``: occupied mask): flips, runs, hops."""
+    def _unseen(self, view, ns: int, found: np.ndarray) -> np.ndarray | None:
+        """Which sites lay out of a frame's view (``view``: height, width and the drift; a
+        site with a column ``found`` at it was in view); None where all were in view."""
+        if view is None or not ns:
+            return None
+        h, w, oy, ox = view
+        m = self.view_margin_px
+        pos = self._pos[:ns]
+        lo, hi = pos.min(axis=0), pos.max(axis=0)
+        if lo[0] + oy >= m and lo[1] + ox >= m and hi[0] + oy <= h - 1 - m and hi[1] + ox <= w - 1 - m:
+            return None  # (all well inside: the usual case, at the cost of four comparisons)
+        y, x = pos[:, 0] + oy, pos[:, 1] + ox
+        out = (y < m) | (x < m) | (y > h - 1 - m) | (x > w - 1 - m)
+        out[found[found < ns]] = False
+        return out if out.any() else None
+
+    def _advance(self, frame: int, now: np.ndarray, unseen: np.ndarray | None = None) -> None:
+        """Occupied/empty state change bookkeeping (``now``: occupied mask; ``unseen``: the
+        sites out of view, whose state is held): flips, runs, hops, occupancy counts."""
         ns = len(now)
         before = self._state[:ns]
+        if unseen is not None:
+            self.unseen_site_frames += int(unseen.sum())
+            now = np.where(unseen, before, now)
+            self._cut_by_the_view(frame, unseen, now)
+            self._n_seen[:ns] += ~unseen
+            self._n_occ[:ns] += now & ~unseen
+        else:
+            if self._out[:ns].any():
+                self._cut_by_the_view(frame, np.zeros(ns, bool), now)
+            self._n_seen[:ns] += 1
+            self._n_occ[:ns] += now
         if self.n_frames == 0:
             self._state[:ns] = now
             self._run_start[:ns] = frame
+            self._left[:ns] = True  # (begun before the recording)
             return
         on = np.flatnonzero(now & ~before)
         off = np.flatnonzero(~now & before)
@@ -414,12 +469,31 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self._n_ev[changed] += 1
         start = self._run_start[changed]  # completed runs
         self.runs.extend(zip(changed.tolist(), start.tolist(), (frame - start).tolist(), before[changed].tolist(),
-                             repeat(False)))
+                             (2 * self._left[changed]).tolist()))
+        self._left[changed] = False
         self._run_start[changed] = frame
         self.flips.extend(zip(repeat(frame), on.tolist(), repeat(1)))
         self.flips.extend(zip(repeat(frame), off.tolist(), repeat(-1)))
         self._infer_hops(frame, off, on)
         self._state[:ns] = now
+
+    def _cut_by_the_view(self, frame: int, unseen: np.ndarray, now: np.ndarray) -> None:
+        """The residence runs of the sites that leave the view at ``frame`` end there, cut; a
+        site coming back begins a run, cut at its start, in the state it is seen in (which is
+        no flip: what happened meanwhile was not seen)."""
+        ns = len(unseen)
+        out = self._out[:ns]
+        leaving = np.flatnonzero(unseen & ~out)
+        if len(leaving) and self.n_frames:
+            start = self._run_start[leaving]
+            keep = frame > start
+            self.runs.extend(zip(leaving[keep].tolist(), start[keep].tolist(), (frame - start[keep]).tolist(),
+                                 self._state[leaving[keep]].tolist(), (1 + 2 * self._left[leaving[keep]]).tolist()))
+        back = np.flatnonzero(~unseen & out)
+        self._state[back] = now[back]
+        self._run_start[back] = frame
+        self._left[back] = True
+        self._out[:ns] = unseen
 
     def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
         """Hops: a site that empties and one near it that fills, in this frame, else within the
@@ -490,11 +564,11 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
                 "y": self._pos[:ns, 0].copy(),
                 "x": self._pos[:ns, 1].copy(),
                 "cls": votes.argmax(axis=1).astype(np.int16) if ns else np.zeros(0, np.int16),
-                "n_obs": np.full(ns, self.n_frames, np.int64),
+                "n_obs": self._n_seen[:ns].copy(),  # (the frames it was in view)
                 "n_occupied": self._n_occ[:ns].copy(),
                 "n_events": self._n_ev[:ns].copy(),
-                "occupancy": self._n_occ[:ns] / nf,
-                "event_rate": self._n_ev[:ns] / max(self.n_frames - 1, 1),
+                "occupancy": self._n_occ[:ns] / np.maximum(self._n_seen[:ns], 1),
+                "event_rate": self._n_ev[:ns] / np.maximum(self._n_seen[:ns] - 1, 1),
                 "first_frame": self._first[:ns].copy(),
                 "last_frame": self._last[:ns].copy(),
             }
@@ -522,14 +596,19 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
                 "class_changes": self.class_changes_table(), "residence": self.residence_table(last_frame)}
 
     def residence_table(self, last_frame: int | None = None) -> pd.DataFrame:
-        """Completed occupied/empty runs per site, plus the open run of each site (censored)."""
+        """Occupied/empty runs per site: ``censored`` where the run's end was not seen (the
+        open run of each site in view at ``last_frame``, a run cut by the site leaving the
+        view), ``left_censored`` where its start was not (begun before the recording, or before
+        the site came into view). The completed runs are those with neither."""
         rows = list(self.runs)
         if last_frame is not None:
-            ns = self.n_sites
-            for s in range(ns):
-                rows.append((s, int(self._run_start[s]), int(last_frame + 1 - self._run_start[s]), bool(self._state[s]), True))
-        r = pd.DataFrame(rows, columns=["site", "start", "frames", "occupied", "censored"])
-        return r.astype({"site": np.int64, "start": np.int64, "frames": np.int64, "occupied": bool, "censored": bool})
+            for s in np.flatnonzero(~self._out[: self.n_sites]).tolist():
+                start = int(self._run_start[s])
+                rows.append((s, start, int(last_frame + 1 - start), bool(self._state[s]), 1 + 2 * int(self._left[s])))
+        r = pd.DataFrame(rows, columns=["site", "start", "frames", "occupied", "cut"])
+        cut = r.pop("cut").to_numpy(np.int64)
+        r["censored"], r["left_censored"] = (cut & 1) > 0, (cut & 2) > 0
+        return r.astype({"site": np.int64, "start": np.int64, "frames": np.int64, "occupied": bool})
 
     def maps(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Occupancy and event-rate maps ``[H, W]``: each site ever occupied a disc, NaN
