@@ -556,7 +556,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
 
     def table(self) -> pd.DataFrame:
         """The sites table (schema SITES of the run file)."""
-        ns, nf = self.n_sites, max(self.n_frames, 1)
+        ns = self.n_sites
         votes = self._cls_votes[:ns]
         return pd.DataFrame(
             {
