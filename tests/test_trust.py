@@ -17,6 +17,9 @@ RANGES = TrustRanges(sampling_A=(0.05, 0.5), snr_min=20.0, resolution_max_A=1.8,
     ((100.0, 1.2, 0.2, 0.4), FLAGS["confidence"]),
     ((5.0, 3.0, 0.9, 0.1), sum(v for k, v in FLAGS.items() if k not in ("nowhere", "contrast"))),
     ((np.nan, np.nan, None, np.nan), 0),  # what cannot be measured does not condemn a frame
+    # the pixel size unknown: the SNR is per pixel and the resolution in px, not the ranges' units
+    ((10.0, 2.5, None, 0.8), 0),
+    ((10.0, 2.5, None, 0.4), FLAGS["confidence"]),
 ])
 def test_judge_sets_one_bit_per_figure_out_of_range(figures, flags):
     assert judge(*figures, RANGES) == flags
