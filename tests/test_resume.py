@@ -97,6 +97,7 @@ def test_a_stopped_run_resumes_into_the_uninterrupted_run(stack, reference, tmp_
     # the frames dropped at the stop were read again: counted once, as in the uninterrupted run
     assert run.counters["received"] == run.counters["processed"] == len(stack)
     assert run.counters["dropped"] == 0
+    assert all(v == 0 for k, v in run.counters.items() if k.startswith("dropped/"))  # (the stop's too)
     [entry] = run.resumes
     assert entry["after_frame"] == 14 and entry["from_frame"] == 15 and entry["lost_frames"] == 0
     assert entry["previous"]["status"] == "stopped"

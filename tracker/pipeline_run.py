@@ -56,7 +56,9 @@ class RunFileStage:
     def _write_live(self, snapshot: bool = True) -> None:
         self.writer.replace("sites", self.sites.table())
         self.writer.write_maps(*self.sites.maps(self.shape))
-        self.writer.write_counters(self.counters.as_dict())
+        # every counter, those at 0 too: a reason counted before a resume and not since (a
+        # stopped run's last frame, 'dropped/stopped') must not keep its old value in the file
+        self.writer.write_counters({**dict.fromkeys(self.writer.counter_names, 0), **self.counters.as_dict()})
         if snapshot:
             self._snapshot()
 
