@@ -25,6 +25,9 @@ def test_overrides():
     [
         ({"nonsense": 1}, "unknown key 'nonsense'"),
         ({"batch": {"max_bath": 8}}, "valid keys: max_batch, max_wait_s"),
+        ({"batch": {"max_bath": 8}}, r"unknown key 'max_bath' in config.batch \(did you mean 'max_batch'\?\)"),
+        ({"default_sampling": -0.2}, "default_sampling must be a pixel size > 0"),
+        ({"default_sampling": 0}, "default_sampling must be a pixel size > 0"),
         ({"batch": {"max_batch": "8"}}, "config.batch.max_batch must be an integer"),
         ({"overflow": "sometimes"}, "must be one of 'block', 'drop'"),
         ({"batch": {"max_batch": 0}}, "max_batch must be at least 1"),
@@ -44,3 +47,28 @@ def test_bad_toml_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_default_sampling_is_the_pixel_size_of_frames_that_give_none(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from etem.simulate.toy import make_movie
+    from etem.tracker import find, track
+
+    m = make_movie(n_frames=3, shape=(96, 96), particle_radius_A=6.0, seed=1)
+    np.save(tmp_path / "m.npy", m.frames)  # (a stack that says no pixel size)
+    cfg = config_from_dict({"default_sampling": 0.2})
+    found = find(tmp_path / "m.npy", config=cfg)
+    np.testing.assert_allclose(found["x_A"], found["x"] * 0.2)  # (in Å, and no width measured for a guess)
+    assert found.attrs["column_sigma_px"] is None
+    plain = find(tmp_path / "m.npy")
+    assert "x_A" not in plain and plain.attrs["column_sigma_px"] is not None
+    with caplog.at_level(logging.WARNING):
+        res = track(tmp_path / "m.npy", config=cfg)
+    assert res.sampling == 0.2 and "gives no pixel size" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        track(tmp_path / "m.npy")
+    assert "gives no pixel size" in caplog.text

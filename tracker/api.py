@@ -170,6 +170,10 @@ def find(
     if isinstance(sampling, str) and not auto:
         raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
     frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal))
+    if not auto and cfg.default_sampling is not None:  # ([default_sampling]: for frames that say none)
+        for f in frames:
+            if f.sampling is None:
+                f.sampling = cfg.default_sampling
     if material is None and frames:
         from .files import known_material
 
@@ -437,7 +441,8 @@ def track(
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
-                      pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0)
+                      pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0,
+                      default_sampling=cfg.default_sampling)
     return _drive(pipe, src, on_frame)
 
 

@@ -16,6 +16,7 @@ Unknown tables or keys are errors that list the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.sampling_from_lattice and not self.material:
             raise ConfigError("sampling_from_lattice needs the material in view (material = \"graphene\", …)")
+        if self.default_sampling is not None and not (isinstance(self.default_sampling, (int, float))
+                                                      and math.isfinite(self.default_sampling)
+                                                      and self.default_sampling > 0):
+            raise ConfigError(f"default_sampling must be a pixel size > 0 in Å/px (or unset); got {self.default_sampling!r}")
         if self.overflow not in ("block", "drop"):
             raise choice_error("overflow", self.overflow, ("block", "drop"))
         if self.detection not in ("thread", "process"):
@@ -119,7 +124,11 @@ def _overlay(obj, data: Mapping[str, Any], where: str):
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"unknown key {key!r} in {where}; valid keys: {', '.join(sorted(fields))}")
+            import difflib
+
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.7)
+            meant = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"unknown key {key!r} in {where}{meant}; valid keys: {', '.join(sorted(fields))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             changes[key] = _overlay(current, value, f"{where}.{key}")

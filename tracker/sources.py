@@ -235,12 +235,15 @@ def open_source(
     start: int = 0,
     pattern: str | None = None,
     nonfinite_ok: bool = False,
+    default_sampling: float | None = None,
 ) -> Iterable[Frame]:
     """Resolve what a user passed (an address, a file, a folder, an array) into a source.
 
     ``start``: recordings, folders and arrays begin at this frame (a resumed run); streams ignore it.
     ``pattern``: folders only, the frame files to read (see :class:`~etem.tracker.watch.FolderWatcher`).
     ``nonfinite_ok``: streams only, see :class:`ZmqSource` (files' frames are checked by the pipeline).
+    ``sampling`` is the frames' pixel size whatever they say; ``default_sampling`` that of frames
+    that say none (given to the frames by the pipeline: here it only keeps the warning quiet).
     """
     if isinstance(spec, (str, Path)) and "://" in str(spec):
         return ZmqSource(str(spec), mode=mode, bind=bind, counters=counters, stop=stop,
@@ -264,7 +267,7 @@ def open_source(
         frames = rec.iter_frames(start, pace=pace)
         if sampling is not None:
             frames = _override_sampling(frames, sampling)
-        elif rec.sampling is None:
+        elif rec.sampling is None and default_sampling is None:
             log.warning("%s gives no pixel size; pass --sampling (Å/px)", path)
         return counted(frames, counters)
     return iter_array(spec, sampling=sampling, counters=counters, start=start)
