@@ -131,3 +131,23 @@ def test_render_site_map_axes_units(sampling, unit):
     assert ax.collections[0].colorbar is not None
     with pytest.raises(ValueError, match="values"):
         render_site_map(sites, [0.5], SHAPE, sampling, title="x", cmap="viridis")
+
+
+def test_a_run_that_did_not_end_says_so_in_its_summary_and_report(tmp_path):
+    import json
+
+    from etem.simulate.toy import make_movie
+    from etem.tracker import Pipeline, PipelineConfig
+    from etem.tracker.sources import iter_array
+
+    m = make_movie(n_frames=12, shape=(96, 96), particle_radius_A=6.0, seed=1)
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(PipelineConfig(), run_path=path)
+    it = pipe.run_iter(iter_array(m.frames, counters=pipe.counters, sampling=m.sampling))
+    for res in it:
+        if res.frame == 5:
+            break
+    it.close()  # (stopped from outside, as a program stops it)
+    export_run(path, tmp_path / "out", formats=("report",), progress=False)
+    summ = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summ["run_status"] == "stopped" and summ["frames"] == 6

@@ -44,6 +44,10 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         "site_intensity": D.site_intensity(run.columns),
     }
     summ = D.summary(frames, sites, stats, run.sampling, run.class_names)
+    # how the run ended: a run still being written, or stopped, holds only part of the recording
+    summ["run_status"] = run.status
+    if run.attrs.get("error"):
+        summ["run_error"] = str(run.attrs["error"])
     if len(tracks):
         # most tracks of a lattice are columns that stay put, D about 0: the median over all of
         # them is not a diffusion coefficient; that of the mobile ones (diffusion.track_msd) is said apart
@@ -81,8 +85,12 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
 
     fig = Figure(figsize=(11.7, 8.3))
     gs = fig.add_gridspec(2, 3, left=0.05, right=0.97, top=0.9, bottom=0.07, wspace=0.35, hspace=0.35)
-    fig.suptitle(f"etem-tracker run {Path(run.path).name}: {summ['frames']} frames, {summ['sites']} sites",
-                 fontsize=13)
+    status = summ.get("run_status")
+    partial = {"running": " (still running, or its tracker died: the frames so far)",
+               "interrupted": " (interrupted: the frames until then)", "stopped": " (stopped: the frames until then)",
+               "failed": " (failed: the frames until then)"}.get(str(status), "")
+    fig.suptitle(f"etem-tracker run {Path(run.path).name}: {summ['frames']} frames, {summ['sites']} sites{partial}",
+                 fontsize=13, color="C3" if partial else "black")
     sites = occupied_sites(run.sites)
     for i, (col, title, cmap, vmax) in enumerate((("occupancy", "Occupancy", "viridis", 1.0),
                                                   ("event_rate", "Events per frame", "inferno", None))):
@@ -144,6 +152,7 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
         bad = frames[frames["in_range"] == 0]
         ax.plot(bad["frame"], bad["n_columns"], "o", ms=3, color="C3", label="outside the trust ranges")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # (counts of columns)
     ax.set_xlabel("frame")
     ax.set_ylabel("columns")
     ax.set_title("Columns per class over time")
