@@ -58,6 +58,8 @@ def test_site_kinetics_are_censored_maximum_likelihood_rates():
     assert k.loc[0, "k_on"] == pytest.approx(1 / 12)       # one completed empty run in 12 frames
     assert k.loc[0, "tau_occupied"] == pytest.approx(4.0)
     assert k.loc[1, "k_off"] == 0 and np.isinf(k.loc[1, "tau_occupied"])  # never left: censored only
+    assert k.loc[1, "k_off_err"] == pytest.approx(1 / 20)  # (not 0 ± 0: below about 3 / 20)
+    assert k.loc[0, "k_off_err"] == pytest.approx(np.sqrt(2) / 8)
     # the histogram's completed runs were seen to begin and end: the run from frame 0 began
     # before the recording (a table without left_censored: the runs from the first frame)
     hist = D.residence_histogram(residence).set_index(["state", "frames"])

@@ -52,7 +52,9 @@ def site_kinetics(sites: pd.DataFrame, residence: pd.DataFrame) -> pd.DataFrame:
     and the mean residence times ``tau_occupied``, ``tau_empty`` [frames] (1/k; inf without a
     completed run). A rate is the maximum-likelihood one of exponential residence times: the
     changes seen (the runs whose end was seen) over all frames spent in the state, runs cut at
-    either end included (the chance of a change does not depend on how long a run has lasted)."""
+    either end included (the chance of a change does not depend on how long a run has lasted).
+    Errors are Poisson's, sqrt(n) / t; where no change was seen, that of one, 1 / t (k = 0 then
+    says only that k is below about 3 / t)."""
     out = sites[["site", "y", "x", "occupancy", "event_rate"]].copy()
     for occupied, key in ((True, "off"), (False, "on")):
         r = residence[residence["occupied"] == occupied]
@@ -63,7 +65,8 @@ def site_kinetics(sites: pd.DataFrame, residence: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(divide="ignore", invalid="ignore"):
             k = np.where(t > 0, n / t, np.nan)
             out[f"k_{key}"] = k
-            out[f"k_{key}_err"] = np.where(t > 0, np.sqrt(n) / t, np.nan)
+            # (no change seen: not an exact 0, the error of one change; 3 / t bounds it at 95 %)
+            out[f"k_{key}_err"] = np.where(t > 0, np.sqrt(np.maximum(n, 1)) / t, np.nan)
             out["tau_occupied" if occupied else "tau_empty"] = np.where(n > 0, t / np.maximum(n, 1), np.inf)
     return out
 
