@@ -5,6 +5,7 @@ The public API::
     from etem.tracker import find, track
     columns = find(image, sampling=0.1)      # one image or a stack -> DataFrame
     result = track(movie, sampling=0.1)      # linked columns, sites, occupancy and event maps
+    with open_run("run.h5") as run: ...      # a run file (while written, or left by a killed run too)
 
 The names are imported when first used (torch, pandas and trackpy take seconds to load): the
 ``etem`` command starts at once, and a Ctrl-C while they load ends it as one later does.
@@ -14,9 +15,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["find", "track", "TrackResult", "Pipeline", "PipelineConfig", "EngineConfig", "BatchConfig"]
+__all__ = ["find", "track", "open_run", "TrackResult", "Pipeline", "PipelineConfig", "EngineConfig", "BatchConfig"]
 
-_WHERE = {"find": ".api", "track": ".api", "TrackResult": ".api", "Pipeline": ".pipeline",
+_WHERE = {"find": ".api", "track": ".api", "TrackResult": ".api", "open_run": ".run", "Pipeline": ".pipeline",
           "PipelineConfig": ".config", "BatchConfig": ".config", "EngineConfig": ".detect"}
 
 
@@ -37,3 +38,4 @@ if TYPE_CHECKING:
     from .config import BatchConfig, PipelineConfig
     from .detect import EngineConfig
     from .pipeline import Pipeline
+    from .run import open_run
