@@ -22,8 +22,7 @@ def test_notebook_example_runs_and_draws(tmp_path, capsys):
 
 
 def test_readmes_run_file_snippet_runs(tmp_path, monkeypatch):
-    """README's Python lines that read a run file run as written, on a run file being written
-    and left open (its writer killed: a plain h5py.File refuses such a file)."""
+    """README's Python lines that read a run file run as written."""
     import re
 
     from etem.simulate.toy import make_movie
