@@ -108,7 +108,8 @@ class OccupancyHMM:
         frame, sites, bins = self._pending.popleft()
         z = self._pending_z.popleft()
         ns = self.n_sites
-        unseen = self._unseen(self._pending_view.popleft(), ns, sites)  # (out of view: no evidence)
+        box = self._site_box(ns) if ns else None
+        unseen = self._unseen(self._pending_view.popleft(), ns, sites, box)  # (out of view: no evidence)
         det = np.zeros(ns, bool)
         det[sites] = True
         first = self.n_frames == 0
@@ -165,7 +166,7 @@ class OccupancyHMM:
             if ratios is not None:
                 like[:, 0] *= ratios[1:]
         for p, view in enumerate(self._pending_view):
-            u = self._unseen(view, ns, later[p])
+            u = self._unseen(view, ns, later[p], box)
             if u is not None:
                 like[p][:, u] = 1.0
         b = np.ones((2, ns))

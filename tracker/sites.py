@@ -426,15 +426,21 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self._advance(frame, now, unseen)
         self.n_frames += 1
 
-    def _unseen(self, view, ns: int, found: np.ndarray) -> np.ndarray | None:
+    def _site_box(self, ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sites' bounding box (lowest, highest ``y, x``), for :meth:`_unseen`."""
+        pos = self._pos[:ns]
+        return pos.min(axis=0), pos.max(axis=0)
+
+    def _unseen(self, view, ns: int, found: np.ndarray, box=None) -> np.ndarray | None:
         """Which sites lay out of a frame's view (``view``: height, width and the drift; a
-        site with a column ``found`` at it was in view); None where all were in view."""
+        site with a column ``found`` at it was in view); None where all were in view. ``box``:
+        :meth:`_site_box`, where the caller asks for several frames."""
         if view is None or not ns:
             return None
         h, w, oy, ox = view
         m = self.view_margin_px
         pos = self._pos[:ns]
-        lo, hi = pos.min(axis=0), pos.max(axis=0)
+        lo, hi = self._site_box(ns) if box is None else box
         if lo[0] + oy >= m and lo[1] + ox >= m and hi[0] + oy <= h - 1 - m and hi[1] + ox <= w - 1 - m:
             return None  # (all well inside: the usual case, at the cost of four comparisons)
         y, x = pos[:, 0] + oy, pos[:, 1] + ox
