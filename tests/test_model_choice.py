@@ -157,3 +157,43 @@ def test_a_file_or_stream_that_names_its_material_takes_the_model_made_for_it(tm
     with caplog.at_level(logging.WARNING, logger="etem.pipeline"):
         assert stream({"imaging": "hrtem", "material": "unobtainium"}).model is None
     assert "'unobtainium', which is not one the tracker knows" in caplog.text
+
+
+def test_frames_and_models_of_other_focal_series(tmp_path, capsys, caplog):
+    """A focal-series model given single images is a clear error, not a traceback from the
+    engine; a single-image model given focal series takes the image nearest focus (the frame's
+    defocus where it says it, else the middle one), not the first, most defocused one."""
+    import logging
+
+    import pandas as pd
+
+    from etem.simulate.insitu_mos2 import mos2_movie
+    from etem.simulate.toy import save_movie
+    from etem.tracker import find
+    from etem.tracker.cli import main
+    from etem.tracker.frames import Frame
+
+    single = mos2_movie(n_frames=2, shape=(96, 96), seed=0, mode="hrtem")
+    save_movie(single, tmp_path / "single.h5")
+    for cmd in (["find", str(tmp_path / "single.h5")], ["replay", str(tmp_path / "single.h5"), "--quiet"]):
+        assert main([*cmd, "--model", "mos2-unet", "-o", str(tmp_path / "x.h5")]) == 2
+        err = capsys.readouterr().err
+        assert "the model takes a focal series of 3 images per frame; frame 0 holds 1" in err and "Traceback" not in err
+    series = mos2_movie(n_frames=1, shape=(96, 96), seed=0, mode="hrtem", focal_offsets_A=(-100, 0, 100))
+    img = series.frames[0]  # [3, H, W]: -100, 0, +100 Å
+    ref = find(img[1], model="au-hrtem", sampling=series.sampling)
+    logging.getLogger("etem").addHandler(caplog.handler)  # (the command line's set-up may stop propagation)
+    try:
+        with caplog.at_level(logging.WARNING, logger="etem"):  # (... and --quiet raise the level)
+            got = find(img[None], model="au-hrtem", sampling=series.sampling)  # (one frame of 3 images)
+    finally:
+        logging.getLogger("etem").removeHandler(caplog.handler)
+    assert "image 1 is used, the middle one" in caplog.text
+    pd.testing.assert_frame_equal(got[["y", "x"]], ref[["y", "x"]])
+    # where the frame says its defocus, the image nearest the model's (0 Å) is taken
+    from etem.tracker.detect import Detector, EngineConfig
+
+    det = Detector(EngineConfig(model="au-hrtem"))
+    det._ensure_engine(series.sampling, img)
+    f = Frame(image=img, frame=0, sampling=series.sampling, defocus=(-100.0, 100.0, 5.0))
+    assert np.array_equal(det._inputs_of(f, 1), img[2])

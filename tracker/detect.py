@@ -242,11 +242,38 @@ class Detector:
         free_gpu_cache()
         return None
 
+    def _inputs_of(self, f: Frame, n_in: int):
+        """The images of frame ``f`` the network takes (``n_in`` of them): a focal series too
+        short for the model is an error, and of one too long a single-image model takes the
+        image nearest its own defocus (the frame's ``defocus`` where known, else the middle
+        image, nearest focus in a series about it: not the first, the most defocused one)."""
+        if f.n_focal == n_in or (n_in == 1 and f.n_focal == 1):
+            return f.image
+        if f.n_focal < n_in:
+            raise ConfigError(f"the model takes a focal series of {n_in} images per frame; frame {f.frame} holds "
+                              f"{f.n_focal}: give it such series (--focal {n_in}: a stack of single images "
+                              "taken in series order), or a model for single images")
+        if n_in > 1:
+            return f.image[:n_in]
+        card = getattr(self.engine, "card", None) or {}
+        own = float((card.get("inputs") or [0.0])[0])
+        if f.defocus is not None and len(f.defocus) == f.n_focal:
+            k = min(range(f.n_focal), key=lambda i: abs(float(f.defocus[i]) - own))
+            why = f"its defocus, {float(f.defocus[k]):g} Å, nearest the model's {own:g} Å"
+        else:
+            k = f.n_focal // 2
+            why = "the middle one, nearest focus in a series about it (the frames say no defocus)"
+        if not getattr(self, "_said_focal", False):
+            self._said_focal = True
+            log.warning("the frames are focal series of %d images and the model takes one: image %d is used, %s",
+                        f.n_focal, k, why)
+        return f.image[k]
+
     def _detect(self, frames: Sequence[Frame]) -> list[pd.DataFrame]:
         self._ensure_engine(frames[0].sampling, frames[0].image)
         n_in = self.engine.n_inputs
         t0 = time.perf_counter()
-        images = [f.image if f.n_focal <= n_in else f.image[:n_in] for f in frames]
+        images = [self._inputs_of(f, n_in) for f in frames]
         try:
             batch, scales = self._pre(images, [f.sampling for f in frames], finite=all(f.finite for f in frames))
         except SamplingUnknown as exc:
