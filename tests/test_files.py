@@ -241,8 +241,16 @@ def test_truncated_tiff(tmp_path, imagej):
         tifffile.imwrite(path, data)
     raw = path.read_bytes()
     (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(FileFormatError, match=r"cut\.tif"):
-        open_recording(tmp_path / "cut.tif")
+    # the frames before the cut are read; the end of them is an error naming file and frame
+    rec = open_recording(tmp_path / "cut.tif")
+    assert len(rec) == 2 and rec.meta["cut_short"]
+    assert rec.sampling == (pytest.approx(0.5) if imagej else None)
+    np.testing.assert_array_equal(rec[1], data[1])
+    with pytest.raises(FileFormatError, match=r"cut\.tif: cut short: it breaks off in frame 2 of 5"):
+        list(rec.iter_frames())
+    (tmp_path / "stub.tif").write_bytes(raw[:200])  # not one frame
+    with pytest.raises(FileFormatError, match=r"stub\.tif"):
+        open_recording(tmp_path / "stub.tif")
 
 
 def test_missing_file_and_unknown_suffix(tmp_path):
@@ -577,3 +585,63 @@ def test_model_auto_follows_how_the_file_says_it_was_taken(tmp_path, caplog):
         find(tmp_path / "plain.hspy", model="auto")
     with pytest.raises(ConfigError, match="material"):
         track(tmp_path / "plain.hspy", model="auto")
+
+
+# ---------------------------------------------------------------- TIFF written page by page, TIFF cut short
+def _tiff_written(how: str, path: Path, frames: np.ndarray) -> Path:
+    if how == "TiffWriter.write":
+        with tifffile.TiffWriter(path) as tw:
+            for f in frames:
+                tw.write(f)
+    elif how == "imwrite append":
+        for f in frames:
+            tifffile.imwrite(path, f, append=True)
+    elif how == "PIL save_all":
+        from PIL import Image
+
+        pages = [Image.fromarray(f) for f in frames]
+        pages[0].save(path, save_all=True, append_images=pages[1:])
+    else:  # one imwrite of the 3-D stack
+        tifffile.imwrite(path, frames)
+    return path
+
+
+@pytest.mark.parametrize("how", ["TiffWriter.write", "imwrite append", "PIL save_all", "imwrite 3-D"])
+def test_a_tiff_written_page_by_page_is_a_stack_of_frames(tmp_path, how):
+    """30 pages written one by one (30 tifffile series): all 30 are frames, not just the first."""
+    frames = stack(30)
+    rec = open_recording(_tiff_written(how, tmp_path / "loop.tif", frames))
+    assert len(rec) == 30 and rec.shape == (24, 32) and rec.dtype == np.uint16
+    for i in (0, 1, 17, 29):
+        np.testing.assert_array_equal(rec[i], frames[i])
+    assert [f.frame for f in rec.iter_frames()] == list(range(30))
+
+
+def test_tiff_pages_of_another_size_are_left_out_and_said(tmp_path, caplog):
+    frames = stack(6)
+    path = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(np.zeros((8, 8), np.uint16))  # a thumbnail first
+        for f in frames:
+            tw.write(f)
+        tw.write(np.zeros((8, 8), np.uint16))
+    rec = open_recording(path)
+    assert len(rec) == 6
+    np.testing.assert_array_equal(rec[0], frames[0])
+    assert "2 of its 8 pages" in rec.meta["reader_warnings"][0] and "8x8" in rec.meta["reader_warnings"][0]
+    assert "left out" in caplog.text and "mixed.tif" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["TiffWriter.write", "imwrite append", "PIL save_all", "imwrite 3-D"])
+def test_a_tiff_cut_short_gives_its_frames_then_says_where_it_breaks_off(tmp_path, how, caplog):
+    frames = stack(30)
+    raw = _tiff_written(how, tmp_path / "full.tif", frames).read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
+    rec = open_recording(tmp_path / "cut.tif")
+    assert 10 <= len(rec) <= 16, len(rec)
+    got = []
+    with pytest.raises(FileFormatError, match=rf"cut\.tif: cut short: it breaks off in frame {len(rec)}"):
+        for f in rec.iter_frames():
+            got.append(f.image)
+    np.testing.assert_array_equal(np.stack(got), frames[: len(rec)])
+    assert not [r for r in caplog.records if r.name == "tifffile"]  # its own log lines are not passed on raw
