@@ -480,3 +480,26 @@ def test_the_status_line_ends_on_how_the_run_ended(movie, tmp_path, capsys):
     n = len(movie.frames)
     last = [line for line in last if line.startswith(f"{n}/{n} frames |")]
     assert len(last) == 1 and f"in {n} done {n} " in last[0], last
+
+
+def test_an_unreadable_file_of_a_folder_is_a_rejected_frame_in_its_place(movie, tmp_path, capsys):
+    """A folder of 12 frame files, frame_5.tif cut short: one frame rejected (unreadable), counted
+    as received, and the later files keep their frame numbers and times (frame_6.tif is frame 6,
+    at 6/fps s); before, it was dropped unsaid and every later frame was one early."""
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    for i, image in enumerate(movie.frames):
+        tifffile.imwrite(folder / f"frame_{i}.tif", np.asarray(image, np.float32))
+    raw = (folder / "frame_5.tif").read_bytes()
+    (folder / "frame_5.tif").write_bytes(raw[: len(raw) // 2])
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(folder), "--fps", "10", "--classical", "--sampling", str(movie.sampling),
+                 "-o", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "11 processed" in out and "1 rejected" in out, out
+    r = open_run(run)
+    c = r.counters
+    assert c["received"] == 12 and c["processed"] == 11 and c["rejected/unreadable"] == 1, c
+    frames = r.frames.set_index("frame")
+    assert 5 not in frames.index and list(frames.index) == [i for i in range(12) if i != 5]
+    assert frames.loc[6, "t"] == pytest.approx(0.6) and frames.loc[11, "t"] == pytest.approx(1.1)

@@ -645,3 +645,28 @@ def test_a_tiff_cut_short_gives_its_frames_then_says_where_it_breaks_off(tmp_pat
             got.append(f.image)
     np.testing.assert_array_equal(np.stack(got), frames[: len(rec)])
     assert not [r for r in caplog.records if r.name == "tifffile"]  # its own log lines are not passed on raw
+
+
+def test_watcher_counts_an_unreadable_file_as_a_rejected_frame_in_its_place(tmp_path, caplog):
+    """f2.tif is cut short: frame 2 is rejected (rejected/unreadable) and f3.tif stays frame 3, at
+    3/fps s; a resumed watch past it does not count it again."""
+    from etem.tracker.accounting import Counters
+
+    data = stack(5)
+    for i in range(5):
+        _write_then_rename(tmp_path, f"f{i}.tif", data[i])
+    raw = (tmp_path / "f2.tif").read_bytes()
+    (tmp_path / "f2.tif").write_bytes(raw[: len(raw) // 2])
+    counters = Counters()
+    watcher = watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, fps=10.0, counters=counters)
+    frames = list(watcher)
+    assert [f.frame for f in frames] == [0, 1, 3, 4]
+    assert [Path(f.meta["source"]).name for f in frames] == ["f0.tif", "f1.tif", "f3.tif", "f4.tif"]
+    assert [f.t for f in frames] == pytest.approx([0.0, 0.1, 0.3, 0.4])
+    c = counters.as_dict()
+    assert c["received"] == 1 and c["rejected/unreadable"] == 1  # (the frames read are counted by the run)
+    assert [Path(p).name for p, _ in watcher.rejected] == ["f2.tif"]
+    assert "frame 2 rejected" in caplog.text and "f2.tif" in caplog.text
+    counters = Counters()
+    again = list(watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, start=3, counters=counters))
+    assert [f.frame for f in again] == [3, 4] and counters.as_dict()["rejected"] == 0

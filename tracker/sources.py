@@ -254,7 +254,7 @@ def open_source(
                 raise ConfigError(f"{path} is a folder being written: its frames come at the pace they are "
                                   "written; drop --pace")
             watcher = watch_folder(path, stop=stop, idle_timeout_s=idle_timeout_s or 5.0, sampling=sampling,
-                                   focal=focal, fps=fps, start=start, pattern=pattern)
+                                   focal=focal, fps=fps, start=start, pattern=pattern, counters=counters)
             return counted(watcher, counters)
         if pattern is not None:
             raise ConfigError(f"{path} is a file; a pattern chooses the files of a folder")
