@@ -503,3 +503,46 @@ def test_an_unreadable_file_of_a_folder_is_a_rejected_frame_in_its_place(movie, 
     frames = r.frames.set_index("frame")
     assert 5 not in frames.index and list(frames.index) == [i for i in range(12) if i != 5]
     assert frames.loc[6, "t"] == pytest.approx(0.6) and frames.loc[11, "t"] == pytest.approx(1.1)
+
+
+def test_outputs_that_cannot_be_written_are_one_clear_line_before_the_work(movie, tmp_path, capsys, monkeypatch):
+    """Outputs under /sys or /proc (root may write anywhere the permission bits say, not there),
+    and a read-only folder: `etem CMD: error: cannot write PATH: why`, exit 2, no traceback, and
+    before the tracking (a replay says no 'no room to create it' any more)."""
+    import os
+
+    src = tmp_path / "movie.h5"
+    save_movie(movie, src)
+    npy = tmp_path / "one.npy"
+    np.save(npy, movie.frames[0])
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(src), "--classical", "-o", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    cases = [(["export", str(run), "-o", "/sys/out"], "/sys/out", "permission denied"),
+             (["find", str(npy), "--classical", "-o", "/sys/c.csv"], "/sys/c.csv", "permission denied"),
+             (["find", str(npy), "--classical", "--overlay", "/proc/o.png"], "/proc/o.png", "does not take new files"),
+             (["replay", str(src), "--classical", "-o", "/sys/run.h5"], "/sys/run.h5", "permission denied"),
+             (["find", str(npy), "--classical", "-o", str(tmp_path)], str(tmp_path), "it is a folder")]
+    for argv, path, why in cases:
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert err.startswith(f"etem {argv[0]}: error: cannot write {path}: ") and why in err, err
+        assert "Traceback" not in err and "no room" not in err and "1/" not in err and not out, (out, err)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else real_access(p, mode, **kw))
+    assert main(["export", str(run), "-o", str(ro)]) == 2
+    assert f"cannot write {ro}: permission denied in {ro}" in capsys.readouterr().err
+    assert not list(ro.iterdir())
+    monkeypatch.undo()
+    # a write that fails all the same, half-way (the disk full, a folder made read-only meanwhile)
+    from etem.tracker import export
+
+    def refuse(blocks, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setitem(export._TABLE_WRITERS, "csv", refuse)
+    assert main(["export", str(run), "-o", str(tmp_path / "out"), "--formats", "csv"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'out'}" in err and ".csv: permission denied" in err and "Traceback" not in err

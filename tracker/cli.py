@@ -97,15 +97,78 @@ def _what_was_saved(args, started: float) -> str:
     return f"; what was processed is saved in {', '.join(written)}" if written else "; nothing was written yet"
 
 
+#: (command, option) of the outputs that are folders the command writes its files into
+_FOLDER_OUTPUTS = {("export", "out"), ("demo", "out"), ("batch", "out"), ("evaluate", "output")}
+
+
 def _make_output_folders(args) -> None:
     """Create the folders the command's outputs go in (``-o runs/today/run.h5`` where
-    ``runs/today`` is new), before any work."""
+    ``runs/today`` is new) and check that they can be written, before any work."""
     from .h5io import make_folder_for
 
     for name in _OUTPUTS:
         path = getattr(args, name, None)
-        if isinstance(path, Path) and path.parent != Path(""):
+        if not isinstance(path, Path) or str(path) == "-":
+            continue
+        if path.parent != Path(""):
             make_folder_for(path)
+        # (a bundle's name: etem train writes NAME.safetensors and NAME.json beside it)
+        _check_writable(path, folder=(args.command, name) in _FOLDER_OUTPUTS, stem=args.command == "train")
+
+
+def _check_writable(path: Path, *, folder: bool, stem: bool = False) -> None:
+    """Raise a ConfigError, ``cannot write PATH: why``, where the output ``path`` (a file, or with
+    ``folder`` a folder of files) cannot be written: a file can be made where it goes (tried with
+    a temporary file, which the permission bits alone do not tell for root, or on /sys or /proc)."""
+    import os
+    import tempfile
+
+    if path.is_dir() and not (folder or stem):
+        raise ConfigError(f"cannot write {path}: it is a folder; name a file")
+    if path.exists() and not path.is_dir() and folder:
+        raise ConfigError(f"cannot write {path}: it is a file; name a folder")
+    where = path if folder and path.is_dir() else path.parent
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: permission denied in {where}; choose a folder you can write to")
+    try:
+        with tempfile.TemporaryFile(dir=where, prefix=".etem-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {_why_not(exc, where)}") from None
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise ConfigError(f"cannot write {path}: the file is read-only")
+
+
+def _why_not(exc: OSError, folder: Path) -> str:
+    """Why a file cannot be written in ``folder``, in a few words."""
+    import errno
+
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied in {folder}; choose a folder you can write to"
+    if exc.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system; choose another folder"
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the disk of {folder}"
+    if exc.errno == errno.ENOENT and folder.is_dir():
+        return f"{folder} does not take new files; choose another folder"
+    return f"{(exc.strerror or str(exc)).lower()} ({folder})"
+
+
+def _written(path: Path):
+    """A context that turns an OSError while writing ``path`` into ``cannot write PATH: why``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except EtemError:
+            raise
+        except OSError as exc:
+            target = Path(exc.filename) if exc.filename else path
+            raise ConfigError(f"cannot write {target}: {_why_not(exc, target.parent)}") from None
+
+    return guard()
 
 
 def _config(args):
@@ -251,13 +314,17 @@ def cmd_export(args) -> int:
     if args.movie and not args.source:
         raise ConfigError("--movie needs --source, the recording the run tracked")
     out = args.out or args.run.with_suffix("")
-    for path in export_run(args.run, out, formats=formats, progress=sys.stderr.isatty()):
+    if args.out is None:
+        _check_writable(out, folder=True)
+    with _written(out):
+        written = export_run(args.run, out, formats=formats, progress=sys.stderr.isatty())
+    for path in written:
         print(path)
     if args.movie:
         from .report import write_movie
         from .runfile import open_run
 
-        with open_run(args.run) as run:
+        with open_run(args.run) as run, _written(args.movie):
             print(write_movie(run, args.source, args.movie))
     return 0
 
@@ -315,15 +382,17 @@ def cmd_find(args) -> int:
 
             cls, names = group_classes(first)
             first = first.assign(cls=cls)
-        overlay_png(open_recording(args.images[0], focal=args.focal)[shown], first, args.overlay, class_names=names)
+        with _written(args.overlay):
+            overlay_png(open_recording(args.images[0], focal=args.focal)[shown], first, args.overlay, class_names=names)
         print(f"overlay: {args.overlay}" + (f" (frame {shown})" if shown else ""), file=say)
     if to_stdout:
         out.to_csv(sys.stdout, index=False)
     elif args.output:
-        if args.output.suffix == ".parquet":
-            out.to_parquet(args.output, index=False)
-        else:
-            out.to_csv(args.output, index=False)
+        with _written(args.output):
+            if args.output.suffix == ".parquet":
+                out.to_parquet(args.output, index=False)
+            else:
+                out.to_csv(args.output, index=False)
         print(f"columns: {args.output}")
     return 0
 
