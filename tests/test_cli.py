@@ -546,3 +546,32 @@ def test_outputs_that_cannot_be_written_are_one_clear_line_before_the_work(movie
     assert main(["export", str(run), "-o", str(tmp_path / "out"), "--formats", "csv"]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'out'}" in err and ".csv: permission denied" in err and "Traceback" not in err
+
+
+def test_a_plain_hdf5_file_with_several_datasets_reads_the_movie_and_says_so(movie, tmp_path, capsys):
+    """/calib/dark (4 dark frames) beside /scan/movie (the 12-frame movie, with its sampling): the
+    movie is read (the largest stack), the command says which dataset it read and which others
+    there are; --dataset chooses another. Before, the dark frames were read, rejected as blank,
+    and nothing said which dataset."""
+    import h5py
+
+    path = tmp_path / "session.h5"
+    with h5py.File(path, "w") as f:
+        f["calib/dark"] = np.random.default_rng(0).poisson(0.5, (4, 128, 128)).astype(np.float32)
+        f.create_dataset("scan/movie", data=np.asarray(movie.frames, np.float32)).attrs["sampling"] = movie.sampling
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(path), "--classical", "-o", str(run), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "12 processed" in out
+    assert "session.h5: dataset /scan/movie (12 x 128 x 128) read; also in it: /calib/dark (4 x 128 x 128)" in err
+    r = open_run(run)
+    assert r.counters["processed"] == 12 and r.attrs["source_options"]["dataset"] is None
+    table = tmp_path / "dark.csv"
+    assert main(["find", str(path), "--classical", "--dataset", "/calib/dark", "-o", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "also in it" not in out and "session.h5: " in out
+    assert main(["find", str(path), "--classical", "--dataset", "/scan/movie", "-o", str(table)]) == 0
+    assert sorted(pd.read_csv(table)["frame"].unique()) == list(range(12))
+    assert main(["replay", str(path), "--dataset", "nope", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no image dataset 'nope'" in err and "scan/movie" in err

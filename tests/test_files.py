@@ -670,3 +670,21 @@ def test_watcher_counts_an_unreadable_file_as_a_rejected_frame_in_its_place(tmp_
     counters = Counters()
     again = list(watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, start=3, counters=counters))
     assert [f.frame for f in again] == [3, 4] and counters.as_dict()["rejected"] == 0
+
+
+def test_plain_hdf5_reads_the_largest_stack_and_lists_the_others(tmp_path):
+    """Dark references (4 frames) beside the movie (30): the movie is read, whatever the order or
+    the names; ``meta['datasets']`` lists the candidates, the one read first."""
+    path = tmp_path / "session.h5"
+    with h5py.File(path, "w") as f:
+        f["calib/dark"] = np.zeros((4, 24, 32), np.float32)
+        f["calib/gain"] = np.ones((24, 32), np.float32)
+        f.create_dataset("scan/movie", data=stack(30)).attrs["sampling"] = 0.2
+    with open_recording(path) as rec:
+        assert rec.meta["dataset"] == "/scan/movie" and len(rec) == 30 and rec.sampling == 0.2
+        assert rec.meta["datasets"] == ["/scan/movie (30 x 24 x 32)", "/calib/dark (4 x 24 x 32)",
+                                         "/calib/gain (24 x 32)"]
+    with open_recording(path, dataset="/calib/dark") as rec:
+        assert len(rec) == 4 and "datasets" not in rec.meta
+    np.savez(tmp_path / "m.npz", dark=np.zeros((2, 8, 8)), frames=stack(3, 8, 8))
+    assert open_recording(tmp_path / "m.npz").meta["dataset"] == "frames"

@@ -238,8 +238,19 @@ def cmd_replay(args) -> int:
 
     total = None
     if args.file.is_file():
-        total = len(open_recording(args.file, focal=args.focal, fps=args.fps))
-    return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal, pattern=args.pattern)
+        with open_recording(args.file, focal=args.focal, fps=args.fps, dataset=args.dataset) as rec:
+            total = len(rec)
+            _say_dataset(rec, sys.stderr)
+    return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal, pattern=args.pattern,
+                dataset=args.dataset)
+
+
+def _say_dataset(rec, file) -> None:
+    """Which dataset of the file is read, where it holds several to choose from."""
+    if rec.meta.get("datasets"):
+        read, *others = rec.meta["datasets"]
+        print(f"{rec.meta['source']}: dataset {read} read; also in it: {', '.join(others)} (--dataset to choose)",
+              file=file)
 
 
 def _run(args, source, *, total: int | None, **options) -> int:
@@ -289,7 +300,8 @@ def cmd_publish(args) -> int:
     else:
         from .files import open_recording
 
-        rec = open_recording(args.file, focal=args.focal)
+        rec = open_recording(args.file, focal=args.focal, dataset=args.dataset)
+        _say_dataset(rec, sys.stderr)
         frames, sampling = rec.iter_frames(), rec.sampling
     if args.sampling is not None:
         sampling = args.sampling
@@ -335,6 +347,7 @@ def cmd_find(args) -> int:
     import pandas as pd
 
     from .api import find
+    from .files import SUFFIXES, open_recording
     from .plots import overlay_png
 
     cfg = _config(args)
@@ -344,7 +357,10 @@ def cmd_find(args) -> int:
     say = sys.stderr if to_stdout else sys.stdout
     parts = []
     for i, path in enumerate(args.images):
-        df = find(path, focal=args.focal, config=cfg, **_engine_kwargs(args))
+        if SUFFIXES.get(path.suffix.lower()) in ("hdf5", "npz") and path.is_file():  # (read lazily: cheap to open)
+            with open_recording(path, focal=args.focal, dataset=args.dataset) as rec:
+                _say_dataset(rec, say)
+        df = find(path, focal=args.focal, config=cfg, dataset=args.dataset, **_engine_kwargs(args))
         df.insert(0, "file", str(path))
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
@@ -371,8 +387,6 @@ def cmd_find(args) -> int:
     if args.intensity_groups:
         out = _intensity_groups(out, args.groups, say)
     if args.overlay:
-        from .files import open_recording
-
         # the first image's first frame that could be located
         located = [r["frame"] for r in parts[0].attrs.get("frames", [])]
         shown = located[0] if located else 0
@@ -383,7 +397,8 @@ def cmd_find(args) -> int:
             cls, names = group_classes(first)
             first = first.assign(cls=cls)
         with _written(args.overlay):
-            overlay_png(open_recording(args.images[0], focal=args.focal)[shown], first, args.overlay, class_names=names)
+            overlay_png(open_recording(args.images[0], focal=args.focal, dataset=args.dataset)[shown], first,
+                        args.overlay, class_names=names)
         print(f"overlay: {args.overlay}" + (f" (frame {shown})" if shown else ""), file=say)
     if to_stdout:
         out.to_csv(sys.stdout, index=False)

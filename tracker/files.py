@@ -656,15 +656,28 @@ def _is_hyperspy(path: Path) -> bool:
         raise FileFormatError(f"{path}: not a readable HDF5 file: {exc}") from exc
 
 
-def _pick(path: Path, names: list[str], dataset: str | None) -> str:
+def _pick(path: Path, shapes: dict[str, tuple[int, ...]], dataset: str | None, meta: dict[str, Any]) -> str:
+    """The dataset to read: ``dataset``, else the largest stack of frames (most images: a
+    file's dark or gain references are a few frames beside the movie), then one named 'frames',
+    'images' or 'data', then the first. Where there was a choice, ``meta['datasets']`` lists the
+    candidates (``name (shape)``, the one read first)."""
+    names = list(shapes)
     if dataset is not None:
         if dataset not in names:
             raise FileFormatError(f"{path}: no image dataset {dataset!r}; found {names}")
         return dataset
     if not names:
         raise FileFormatError(f"{path}: no 2-D, 3-D or 4-D numeric dataset")
-    base = {n: n.rsplit("/", 1)[-1] for n in names}
-    return next((n for p in _PREFERRED for n in names if base[n] == p), names[0])
+
+    def rank(name: str) -> tuple:
+        base = name.rsplit("/", 1)[-1]
+        images = 1 if len(shapes[name]) == 2 else shapes[name][0]
+        return (-images, _PREFERRED.index(base) if base in _PREFERRED else len(_PREFERRED), names.index(name))
+
+    ranked = sorted(names, key=rank)
+    if len(ranked) > 1:
+        meta["datasets"] = [f"{n} ({' x '.join(map(str, shapes[n]))})" for n in ranked]
+    return ranked[0]
 
 
 def _read_hdf5(path: Path, dataset: str | None):
@@ -672,17 +685,20 @@ def _read_hdf5(path: Path, dataset: str | None):
 
     f = h5py.File(path, "r")
     try:
-        real: list[str] = []
-        other: list[str] = []  # complex or non-numeric: picked only to say why it cannot be read
+        real: dict[str, tuple[int, ...]] = {}
+        other: dict[str, tuple[int, ...]] = {}  # complex or non-numeric: picked only to say why it cannot be read
 
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3, 4):
-                (real if obj.dtype.kind in "biuf" else other).append(name)
+                (real if obj.dtype.kind in "biuf" else other)[name] = tuple(obj.shape)
 
         f.visititems(visit)
         dataset = dataset.lstrip("/") if dataset is not None else None
-        ds = f[_pick(path, real + other if dataset is not None else real or other, dataset)]
-        meta: dict[str, Any] = {"format": "hdf5", "reader": "h5py", "lazy": True, "dataset": ds.name}
+        meta: dict[str, Any] = {"format": "hdf5", "reader": "h5py", "lazy": True}
+        ds = f[_pick(path, {**real, **other} if dataset is not None else real or other, dataset, meta)]
+        meta["dataset"] = ds.name
+        if "datasets" in meta:
+            meta["datasets"] = ["/" + d for d in meta["datasets"]]
         sampling = ds.attrs.get("sampling")
         if sampling is None:
             meta["sampling_note"] = f"dataset {ds.name} has no 'sampling' attribute (Å/px)"
@@ -716,8 +732,8 @@ def _read_numpy(path: Path, dataset: str | None):
             raise FileFormatError(cut) from exc
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    names = [k for k, a in arrays.items() if a.ndim in (2, 3, 4)]
-    meta.update(lazy=False, dataset=_pick(path, names, dataset))
+    shapes = {k: tuple(a.shape) for k, a in arrays.items() if a.ndim in (2, 3, 4)}
+    meta.update(lazy=False, dataset=_pick(path, shapes, dataset, meta))
     sampling = arrays.get("sampling")
     if sampling is not None and sampling.size == 1:
         meta.pop("sampling_note")
