@@ -575,3 +575,40 @@ def test_a_plain_hdf5_file_with_several_datasets_reads_the_movie_and_says_so(mov
     assert main(["replay", str(path), "--dataset", "nope", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no image dataset 'nope'" in err and "scan/movie" in err
+    gif = tmp_path / "m.gif"
+    assert main(["export", str(run), "-o", str(tmp_path / "out"), "--formats", "csv", "--movie", str(gif),
+                 "--source", str(path), "--dataset", "/scan/movie"]) == 0
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames == 12
+
+
+def test_export_a_movie_of_a_folder_of_frames(movie, tmp_path, capsys):
+    """`etem export RUN --movie out.gif --source FOLDER`: the folder's frames, as the run read them,
+    with its columns; before, it said "use watch_folder()" (a Python name), after writing the rest.
+    A --source that is not there is said before any output is written."""
+    from PIL import Image
+
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    for i, image in enumerate(movie.frames[:5]):
+        np.save(folder / f"frame_{i}.npy", image)
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(folder), "--classical", "--sampling", str(movie.sampling), "-o", str(run),
+                 "--quiet"]) == 0
+    gif, out = tmp_path / "movie.gif", tmp_path / "out"
+    assert main(["export", str(run), "-o", str(out), "--formats", "csv", "--movie", str(gif),
+                 "--source", str(folder)]) == 0
+    with Image.open(gif) as im:
+        assert im.n_frames == 5
+    assert (out / "columns.csv").exists()
+    capsys.readouterr()
+    out2 = tmp_path / "out2"
+    assert main(["export", str(run), "-o", str(out2), "--formats", "csv", "--movie", str(gif),
+                 "--source", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "--source" in err and "no such file or folder" in err and "watch_folder" not in err
+    assert not out2.exists() or not list(out2.iterdir())
+    assert main(["find", str(folder), "--classical"]) == 2
+    assert f"etem replay {folder}" in capsys.readouterr().err

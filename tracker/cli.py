@@ -324,7 +324,16 @@ def cmd_export(args) -> int:
     if bad:
         raise ConfigError(f"unknown format(s) {', '.join(sorted(bad))}; valid: {', '.join(EXPORT_FORMATS)}")
     if args.movie and not args.source:
-        raise ConfigError("--movie needs --source, the recording the run tracked")
+        raise ConfigError("--movie needs --source, the recording (file or folder of frame files) the run tracked")
+    if args.dataset and not args.movie:
+        raise ConfigError("--dataset goes with --movie and --source (the dataset of the recording to draw)")
+    if args.movie:  # before the other outputs are written
+        from .files import SUFFIXES
+
+        if not args.source.exists():
+            raise ConfigError(f"--source {args.source}: no such file or folder")
+        if args.source.is_file() and args.source.suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"--source {args.source}: not a recording etem reads ({', '.join(sorted(SUFFIXES))})")
     out = args.out or args.run.with_suffix("")
     if args.out is None:
         _check_writable(out, folder=True)
@@ -337,7 +346,7 @@ def cmd_export(args) -> int:
         from .runfile import open_run
 
         with open_run(args.run) as run, _written(args.movie):
-            print(write_movie(run, args.source, args.movie))
+            print(write_movie(run, args.source, args.movie, dataset=args.dataset))
     return 0
 
 

@@ -247,7 +247,8 @@ def open_recording(path: str | Path, *, dataset: str | None = None, focal: int =
     if isinstance(focal, bool) or not isinstance(focal, (int, np.integer)) or focal < 1:
         raise ConfigError(f"focal must be a positive integer (images per frame), got {focal!r}")
     if path.is_dir():
-        raise FileFormatError(f"{path}: is a folder; use watch_folder() to follow a folder of files")
+        raise FileFormatError(f"{path}: is a folder, not a recording: `etem replay {path}` tracks the frame "
+                              "files in it (in Python: watch_folder())")
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise FileFormatError(f"{path}: unsupported file type {path.suffix!r}; supported: "
