@@ -612,3 +612,26 @@ def test_export_a_movie_of_a_folder_of_frames(movie, tmp_path, capsys):
     assert not out2.exists() or not list(out2.iterdir())
     assert main(["find", str(folder), "--classical"]) == 2
     assert f"etem replay {folder}" in capsys.readouterr().err
+
+
+def test_a_folder_of_png_frames_says_why_nothing_is_read_and_how_to_read_them(movie, tmp_path, capsys):
+    """A folder of grey PNG frames only: it says there is no frame file and that the PNGs are read
+    with --pattern (before: "nothing tracked: no frame was read", the PNGs unmentioned), and
+    with --pattern '*.png' they are tracked; an empty folder says it is empty."""
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(movie.frames[:4]):
+        im = np.asarray(image, float)
+        Image.fromarray(((im - im.min()) / np.ptp(im) * 65535).astype(np.uint16)).save(folder / f"f{i}.png")
+    assert main(["replay", str(folder), "--classical", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"nothing tracked: no frame files in {folder} (it holds 4 .png files" in err, err
+    assert "--pattern '**/*.png'" in err
+    assert main(["replay", str(folder), "--pattern", "*.png", "--classical", "--sampling", str(movie.sampling),
+                 "--quiet"]) == 0
+    assert "4 processed" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["replay", str(tmp_path / "empty"), "--classical", "--quiet"]) == 1
+    assert "(it is empty)" in capsys.readouterr().err

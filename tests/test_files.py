@@ -688,3 +688,27 @@ def test_plain_hdf5_reads_the_largest_stack_and_lists_the_others(tmp_path):
         assert len(rec) == 4 and "datasets" not in rec.meta
     np.savez(tmp_path / "m.npz", dark=np.zeros((2, 8, 8)), frames=stack(3, 8, 8))
     assert open_recording(tmp_path / "m.npz").meta["dataset"] == "frames"
+
+
+def test_grey_png_and_jpeg_images_are_read_and_colour_is_refused(tmp_path):
+    from PIL import Image
+
+    g8 = stack(1, dtype=np.uint8)[0]
+    g16 = stack(1)[0]
+    Image.fromarray(g8).save(tmp_path / "g8.png")
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    Image.fromarray(g8).save(tmp_path / "g8.jpg")
+    Image.fromarray(np.stack([g8] * 3, axis=-1)).save(tmp_path / "grey_as_rgb.png")
+    Image.fromarray(np.stack([g8, g8[::-1], g8], axis=-1)).save(tmp_path / "colour.png")
+    for name, want in (("g8.png", g8), ("g16.png", g16), ("grey_as_rgb.png", g8)):
+        rec = open_recording(tmp_path / name)
+        assert len(rec) == 1 and rec.sampling is None and rec.meta["reader"] == "pillow"
+        np.testing.assert_array_equal(rec[0], want)
+        assert rec[0].dtype == want.dtype
+    jpg = open_recording(tmp_path / "g8.jpg")[0]
+    assert jpg.shape == g8.shape and jpg.dtype == np.uint8 and abs(jpg.astype(float) - g8).mean() < 40
+    with pytest.raises(FileFormatError, match=r"colour\.png: a colour image \(RGB\).*greyscale"):
+        open_recording(tmp_path / "colour.png")
+    (tmp_path / "noise.png").write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(FileFormatError, match=r"noise\.png"):
+        open_recording(tmp_path / "noise.png")

@@ -237,12 +237,24 @@ def cmd_replay(args) -> int:
     from .files import open_recording
 
     total = None
+    waiting = _no_frame_files(args.file, args.pattern)
+    if waiting:  # (a folder still to be filled is followed for 5 s without a new file)
+        print(f"etem replay: {waiting}; waiting for frame files", file=sys.stderr)
     if args.file.is_file():
         with open_recording(args.file, focal=args.focal, fps=args.fps, dataset=args.dataset) as rec:
             total = len(rec)
             _say_dataset(rec, sys.stderr)
     return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal, pattern=args.pattern,
                 dataset=args.dataset)
+
+
+def _no_frame_files(source, pattern: str | None) -> str | None:
+    """For a folder without a frame file to read: what it holds instead (else None)."""
+    if not isinstance(source, Path) or not source.is_dir():
+        return None
+    from .watch import no_frame_files
+
+    return no_frame_files(source, pattern)
 
 
 def _say_dataset(rec, file) -> None:
@@ -283,7 +295,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
         # address or a file of unreadable frames is not a run that went well
         why = (f"{c['rejected']} frame(s) rejected (above)" if c.get("rejected")
                else f"no frame arrived at {source}" if isinstance(source, str) and "://" in source
-               else "no frame was read")
+               else _no_frame_files(source, options.get("pattern")) or "no frame was read")
         print(f"etem: nothing tracked: {why}; no run file written", file=sys.stderr)
         return 1
     return 0

@@ -2,7 +2,8 @@
 
 Microscope formats are read by rosettasciio (``rsciio``): TIFF, MRC, DigitalMicrograph
 (.dm3/.dm4), EMD (Velox and Berkeley), TIA (.ser/.emi) and HyperSpy (.hspy). NumPy .npy/.npz and
-plain HDF5 are read directly. Everything a reader raises becomes a :class:`FileFormatError` that
+plain HDF5 are read directly, and grey-level PNG and JPEG images (8 or 16 bit) through Pillow.
+Everything a reader raises becomes a :class:`FileFormatError` that
 names the file.
 
 Memory: .npy files are memory-mapped, plain HDF5 datasets are sliced frame by frame, and rsciio
@@ -48,7 +49,7 @@ ACQUISITION_KEYS = ("imaging", "detector", "material")
 SUFFIXES = {
     ".tif": "tiff", ".tiff": "tiff", ".mrc": "mrc", ".dm3": "dm", ".dm4": "dm", ".emd": "emd",
     ".ser": "tia", ".emi": "tia", ".hspy": "hdf5", ".hdf5": "hdf5", ".h5": "hdf5",
-    ".npy": "npy", ".npz": "npz",
+    ".npy": "npy", ".npz": "npz", ".png": "image", ".jpg": "image", ".jpeg": "image",
 }
 _RSCIIO = {"tiff": "rsciio.tiff", "mrc": "rsciio.mrc", "dm": "rsciio.digitalmicrograph",
            "emd": "rsciio.emd", "tia": "rsciio.tia", "hspy": "rsciio.hspy"}
@@ -261,6 +262,8 @@ def open_recording(path: str | Path, *, dataset: str | None = None, focal: int =
             data, meta, sampling, times, close = _read_hdf5(path, dataset)
         elif fmt in ("npy", "npz"):
             data, meta, sampling, times = _read_numpy(path, dataset)
+        elif fmt == "image":
+            data, meta, sampling, times = _read_pillow(path)
         else:
             data, meta, sampling, times = _read_rsciio(path, "hspy" if fmt == "hdf5" else fmt, dataset)
         if meta.get("cut_short") and focal > 1 and data.ndim == 3:
@@ -740,6 +743,35 @@ def _read_numpy(path: Path, dataset: str | None):
         meta.pop("sampling_note")
         return arrays[meta["dataset"]], meta, float(sampling), None
     return arrays[meta["dataset"]], meta, None, None
+
+
+def _read_pillow(path: Path):
+    """A grey-level PNG or JPEG (8 or 16 bit; a multi-frame one as a stack); a colour image is
+    refused, unless its channels are equal (grey saved as RGB)."""
+    from PIL import Image
+
+    frames = []
+    with Image.open(path) as im:
+        for k in range(getattr(im, "n_frames", 1)):
+            im.seek(k)
+            frames.append(_grey(path, im))
+    if len({f.shape for f in frames}) > 1:
+        raise FileFormatError(f"{path}: its {len(frames)} frames differ in size")
+    meta = {"format": path.suffix[1:].lower(), "reader": "pillow", "lazy": False,
+            "sampling_note": f"a {path.suffix} image records no pixel size; pass the sampling in Å/px"}
+    return frames[0] if len(frames) == 1 else np.stack(frames), meta, None, None
+
+
+def _grey(path: Path, im: Any) -> np.ndarray:
+    if im.mode in ("L", "I", "F") or im.mode.startswith("I;16"):
+        return np.array(im)
+    if im.mode == "1":
+        return np.array(im, np.uint8)
+    rgb = np.array(im.convert("RGB"))
+    if im.mode in ("LA", "P", "PA", "RGB", "RGBA") and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0]  # grey, stored as colour
+    raise FileFormatError(f"{path}: a colour image ({im.mode}); frames must be grey-level: save it as 8- or "
+                          "16-bit greyscale")
 
 
 def _npy_truncation(path: Path) -> str | None:

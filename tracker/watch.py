@@ -28,7 +28,8 @@ log = logging.getLogger("etem.files")
 
 #: What a watched folder is read for without a pattern: image files as cameras and acquisition
 #: programs write them (not HDF5, which is what runs are written to, nor TIA's .emi, which
-#: describes a .ser).
+#: describes a .ser, nor PNG and JPEG, which are more often previews and figures than frames:
+#: a pattern such as ``"*.png"`` reads them, as grey-level frames).
 FRAME_SUFFIXES = (".tif", ".tiff", ".dm3", ".dm4", ".mrc", ".emd", ".ser", ".hspy", ".npy")
 
 
@@ -47,6 +48,31 @@ def first_file(folder: str | Path, pattern: str | None = None) -> Path | None:
     """The file of ``folder`` that a watcher reads first (natural order), or None."""
     files = [(rel, p) for rel, p in _candidates(Path(folder), pattern) if p.is_file()]
     return min(files, key=lambda f: _natural(f[0]))[1] if files else None
+
+
+def no_frame_files(folder: str | Path, pattern: str | None = None) -> str | None:
+    """What a watcher of ``folder`` has no frame file to read in, said for its user (``"no frame
+    files in capture (30 .png files are not read without --pattern: …)"``); None where there is
+    one to read."""
+    folder = Path(folder)
+    if first_file(folder, pattern) is not None:
+        return None
+    others: dict[str, int] = {}
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+            others[p.suffix.lower() or "(no suffix)"] = others.get(p.suffix.lower() or "(no suffix)", 0) + 1
+    which = f"no file matching --pattern {pattern!r}" if pattern else "no frame files"
+    if not others:
+        return f"{which} in {folder} (it is empty)"
+    held = ", ".join(f"{n} {suffix} file{'s' if n > 1 else ''}" for suffix, n in
+                     sorted(others.items(), key=lambda kv: -kv[1])[:4])
+    images = [x for x in (".png", ".jpg", ".jpeg") if x in others]
+    if images and not pattern:
+        return (f"{which} in {folder} (it holds {held}; PNG and JPEG images are read only when asked for: "
+                f"--pattern '**/*{images[0]}' reads them as grey-level frames)")
+    kinds = "" if pattern else f"; frame files are {', '.join(FRAME_SUFFIXES)}"
+    return f"{which} in {folder} (it holds {held}{kinds})"
 
 
 def _natural(name: str) -> list:
