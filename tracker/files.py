@@ -319,7 +319,8 @@ def _plain_tiff(path: Path) -> dict[str, Any]:
 
 class _TifffileSays(logging.Filter):
     """Takes what tifffile logs while a file is read (it logs what it finds broken, then reads
-    on): errors into ``errors``, warnings into ``notes``; neither reaches the user's log raw."""
+    on): errors into ``errors``, warnings into ``notes``; neither reaches the user's log raw
+    (its debug and info lines pass, for ``-vv``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -327,6 +328,8 @@ class _TifffileSays(logging.Filter):
         self.notes: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
         text = re.sub(r"^<tifffile\.\w+ @\d+> ", "", record.getMessage())
         (self.errors if record.levelno >= logging.ERROR else self.notes).append(text)
         return False
