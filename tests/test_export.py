@@ -151,3 +151,21 @@ def test_a_run_that_did_not_end_says_so_in_its_summary_and_report(tmp_path):
     export_run(path, tmp_path / "out", formats=("report",), progress=False)
     summ = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summ["run_status"] == "stopped" and summ["frames"] == 6
+
+
+def test_counts_plot_has_whole_column_ticks_and_its_label_fits():
+    """counts.png with 113-114 columns per frame: the y ticks are whole numbers (they were 113.25,
+    113.5 …) and the y label lies inside the figure (it was cut off by the long tick labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    n = 10
+    frames = pd.DataFrame({"frame": np.arange(n), "t": 0.1 * np.arange(n),
+                           "n_columns": 113 + np.arange(n) % 2, "in_range": np.ones(n, int)})
+    fig = export._render_counts(frames)
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    label = ax.yaxis.label.get_window_extent()
+    labels = [t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()]
+    assert label.x0 >= 0 and min(b.x0 for b in labels) >= 0, (label, labels)

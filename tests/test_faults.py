@@ -267,7 +267,7 @@ def test_truncated_hdf5_tiff_npy_and_bad_mrc_header_are_clear_errors(movie, tmp_
         raw = (tmp_path / name).read_bytes()
         (tmp_path / name.replace("full", "cut")).write_bytes(raw[: len(raw) // 2])
     (tmp_path / "garbage.npy").write_bytes(b"\x93NUMPY\x01\x00" + os.urandom(200))
-    cases = ["cut.h5", "cut.tif", "cut.npy", "garbage.npy"]
+    cases = ["cut.h5", "cut.npy", "garbage.npy"]  # (a TIFF cut short: its frames before the cut are tracked, below)
     _replay_fails_cleanly(tmp_path, cases, capsys)
     rc, err = _replay(tmp_path / "cut.npy", capsys)
     assert rc == 2 and "breaks off in frame 4 of 10" in err, err  # where it breaks (0-based)
@@ -457,3 +457,32 @@ def test_full_disk_stops_the_run_cleanly_and_keeps_what_was_written(tmp_path, ho
     assert r.frames["frame"].tolist() == list(range(n))
     assert len(r.columns) > 0 and (r.columns["frame"] < n).all()
     assert r.counters["processed"] >= n
+
+
+@pytest.mark.parametrize("how", ["stack", "page by page"])
+def test_a_tiff_cut_short_keeps_the_frames_before_the_cut(movie, tmp_path, capsys, caplog, how):
+    """A TIFF stack whose writer stopped half-way (one imwrite of the stack, or a page per frame):
+    as the corrupt HDF5 frame above, the frames before the cut are tracked and saved, the run is
+    marked failed with where it breaks off, replay exits 2 naming file and frame, and tifffile's
+    own complaint (invalid page offset) is not passed on raw."""
+    import tifffile
+
+    frames = np.asarray(movie.frames[:20], np.float32)
+    full = tmp_path / "full.tif"
+    if how == "stack":
+        tifffile.imwrite(full, frames)
+    else:
+        with tifffile.TiffWriter(full) as tw:
+            for f in frames:
+                tw.write(f)
+    raw = full.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
+    rc, err = _replay(tmp_path / "cut.tif", capsys, "-o", str(tmp_path / "run.h5"), "--classical",
+                      "--sampling", str(movie.sampling))
+    n = 10 if how == "stack" else 9  # (each page has its own header)
+    assert rc == 2 and "cut.tif" in err and f"breaks off in frame {n}" in err, err
+    run = open_run(tmp_path / "run.h5")
+    assert run.status == "failed" and f"frame {n}" in run.attrs["error"]
+    assert run.frames["frame"].tolist() == list(range(n))
+    assert run.counters["processed"] == n == run.counters["received"]
+    assert not [r for r in caplog.records if r.name == "tifffile"]

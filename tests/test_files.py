@@ -241,8 +241,16 @@ def test_truncated_tiff(tmp_path, imagej):
         tifffile.imwrite(path, data)
     raw = path.read_bytes()
     (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(FileFormatError, match=r"cut\.tif"):
-        open_recording(tmp_path / "cut.tif")
+    # the frames before the cut are read; the end of them is an error naming file and frame
+    rec = open_recording(tmp_path / "cut.tif")
+    assert len(rec) == 2 and rec.meta["cut_short"]
+    assert rec.sampling == (pytest.approx(0.5) if imagej else None)
+    np.testing.assert_array_equal(rec[1], data[1])
+    with pytest.raises(FileFormatError, match=r"cut\.tif: cut short: it breaks off in frame 2 of 5"):
+        list(rec.iter_frames())
+    (tmp_path / "stub.tif").write_bytes(raw[:200])  # not one frame
+    with pytest.raises(FileFormatError, match=r"stub\.tif"):
+        open_recording(tmp_path / "stub.tif")
 
 
 def test_missing_file_and_unknown_suffix(tmp_path):
@@ -577,3 +585,130 @@ def test_model_auto_follows_how_the_file_says_it_was_taken(tmp_path, caplog):
         find(tmp_path / "plain.hspy", model="auto")
     with pytest.raises(ConfigError, match="material"):
         track(tmp_path / "plain.hspy", model="auto")
+
+
+# ---------------------------------------------------------------- TIFF written page by page, TIFF cut short
+def _tiff_written(how: str, path: Path, frames: np.ndarray) -> Path:
+    if how == "TiffWriter.write":
+        with tifffile.TiffWriter(path) as tw:
+            for f in frames:
+                tw.write(f)
+    elif how == "imwrite append":
+        for f in frames:
+            tifffile.imwrite(path, f, append=True)
+    elif how == "PIL save_all":
+        from PIL import Image
+
+        pages = [Image.fromarray(f) for f in frames]
+        pages[0].save(path, save_all=True, append_images=pages[1:])
+    else:  # one imwrite of the 3-D stack
+        tifffile.imwrite(path, frames)
+    return path
+
+
+@pytest.mark.parametrize("how", ["TiffWriter.write", "imwrite append", "PIL save_all", "imwrite 3-D"])
+def test_a_tiff_written_page_by_page_is_a_stack_of_frames(tmp_path, how):
+    """30 pages written one by one (30 tifffile series): all 30 are frames, not just the first."""
+    frames = stack(30)
+    rec = open_recording(_tiff_written(how, tmp_path / "loop.tif", frames))
+    assert len(rec) == 30 and rec.shape == (24, 32) and rec.dtype == np.uint16
+    for i in (0, 1, 17, 29):
+        np.testing.assert_array_equal(rec[i], frames[i])
+    assert [f.frame for f in rec.iter_frames()] == list(range(30))
+
+
+def test_tiff_pages_of_another_size_are_left_out_and_said(tmp_path, caplog):
+    frames = stack(6)
+    path = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(np.zeros((8, 8), np.uint16))  # a thumbnail first
+        for f in frames:
+            tw.write(f)
+        tw.write(np.zeros((8, 8), np.uint16))
+    rec = open_recording(path)
+    assert len(rec) == 6
+    np.testing.assert_array_equal(rec[0], frames[0])
+    assert "2 of its 8 pages" in rec.meta["reader_warnings"][0] and "8x8" in rec.meta["reader_warnings"][0]
+    assert "left out" in caplog.text and "mixed.tif" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["TiffWriter.write", "imwrite append", "PIL save_all", "imwrite 3-D"])
+def test_a_tiff_cut_short_gives_its_frames_then_says_where_it_breaks_off(tmp_path, how, caplog):
+    frames = stack(30)
+    raw = _tiff_written(how, tmp_path / "full.tif", frames).read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: len(raw) // 2])
+    rec = open_recording(tmp_path / "cut.tif")
+    assert 10 <= len(rec) <= 16, len(rec)
+    got = []
+    with pytest.raises(FileFormatError, match=rf"cut\.tif: cut short: it breaks off in frame {len(rec)}"):
+        for f in rec.iter_frames():
+            got.append(f.image)
+    np.testing.assert_array_equal(np.stack(got), frames[: len(rec)])
+    assert not [r for r in caplog.records if r.name == "tifffile"]  # its own log lines are not passed on raw
+
+
+def test_watcher_counts_an_unreadable_file_as_a_rejected_frame_in_its_place(tmp_path, caplog):
+    """f2.tif is cut short: frame 2 is rejected (rejected/unreadable) and f3.tif stays frame 3, at
+    3/fps s; a resumed watch past it does not count it again."""
+    from etem.tracker.accounting import Counters
+
+    data = stack(5)
+    for i in range(5):
+        _write_then_rename(tmp_path, f"f{i}.tif", data[i])
+    raw = (tmp_path / "f2.tif").read_bytes()
+    (tmp_path / "f2.tif").write_bytes(raw[: len(raw) // 2])
+    counters = Counters()
+    watcher = watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, fps=10.0, counters=counters)
+    frames = list(watcher)
+    assert [f.frame for f in frames] == [0, 1, 3, 4]
+    assert [Path(f.meta["source"]).name for f in frames] == ["f0.tif", "f1.tif", "f3.tif", "f4.tif"]
+    assert [f.t for f in frames] == pytest.approx([0.0, 0.1, 0.3, 0.4])
+    c = counters.as_dict()
+    assert c["received"] == 1 and c["rejected/unreadable"] == 1  # (the frames read are counted by the run)
+    assert [Path(p).name for p, _ in watcher.rejected] == ["f2.tif"]
+    assert "frame 2 rejected" in caplog.text and "f2.tif" in caplog.text
+    counters = Counters()
+    again = list(watch_folder(tmp_path, poll_s=0.01, settle_s=0.02, idle_timeout_s=0.1, start=3, counters=counters))
+    assert [f.frame for f in again] == [3, 4] and counters.as_dict()["rejected"] == 0
+
+
+def test_plain_hdf5_reads_the_largest_stack_and_lists_the_others(tmp_path):
+    """Dark references (4 frames) beside the movie (30): the movie is read, whatever the order or
+    the names; ``meta['datasets']`` lists the candidates, the one read first."""
+    path = tmp_path / "session.h5"
+    with h5py.File(path, "w") as f:
+        f["calib/dark"] = np.zeros((4, 24, 32), np.float32)
+        f["calib/gain"] = np.ones((24, 32), np.float32)
+        f.create_dataset("scan/movie", data=stack(30)).attrs["sampling"] = 0.2
+    with open_recording(path) as rec:
+        assert rec.meta["dataset"] == "/scan/movie" and len(rec) == 30 and rec.sampling == 0.2
+        assert rec.meta["datasets"] == ["/scan/movie (30 x 24 x 32)", "/calib/dark (4 x 24 x 32)",
+                                         "/calib/gain (24 x 32)"]
+    with open_recording(path, dataset="/calib/dark") as rec:
+        assert len(rec) == 4 and "datasets" not in rec.meta
+    np.savez(tmp_path / "m.npz", dark=np.zeros((2, 8, 8)), frames=stack(3, 8, 8))
+    assert open_recording(tmp_path / "m.npz").meta["dataset"] == "frames"
+
+
+def test_grey_png_and_jpeg_images_are_read_and_colour_is_refused(tmp_path):
+    from PIL import Image
+
+    g8 = stack(1, dtype=np.uint8)[0]
+    g16 = stack(1)[0]
+    Image.fromarray(g8).save(tmp_path / "g8.png")
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    Image.fromarray(g8).save(tmp_path / "g8.jpg")
+    Image.fromarray(np.stack([g8] * 3, axis=-1)).save(tmp_path / "grey_as_rgb.png")
+    Image.fromarray(np.stack([g8, g8[::-1], g8], axis=-1)).save(tmp_path / "colour.png")
+    for name, want in (("g8.png", g8), ("g16.png", g16), ("grey_as_rgb.png", g8)):
+        rec = open_recording(tmp_path / name)
+        assert len(rec) == 1 and rec.sampling is None and rec.meta["reader"] == "pillow"
+        np.testing.assert_array_equal(rec[0], want)
+        assert rec[0].dtype == want.dtype
+    jpg = open_recording(tmp_path / "g8.jpg")[0]
+    assert jpg.shape == g8.shape and jpg.dtype == np.uint8 and abs(jpg.astype(float) - g8).mean() < 40
+    with pytest.raises(FileFormatError, match=r"colour\.png: a colour image \(RGB\).*greyscale"):
+        open_recording(tmp_path / "colour.png")
+    (tmp_path / "noise.png").write_bytes(np.random.default_rng(1).bytes(4096))
+    with pytest.raises(FileFormatError, match=r"noise\.png"):
+        open_recording(tmp_path / "noise.png")

@@ -174,6 +174,25 @@ def _drop_snapshot_arrays(path, names) -> None:
                 g["meta"][:] = doc
 
 
+def test_a_run_file_written_before_a_counter_was_added_resumes(stack, reference, tmp_path):
+    """A file whose counters lack one added since (the 'unreadable' rejection of a folder's
+    file) resumes: the new counter starts at 0, the others keep their counts."""
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(ONE, run_path=path)
+    _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
+    with h5py.File(path, "r+") as f:
+        names = [str(n) for n in f["counters"].attrs["names"]]
+        keep = [i for i, n in enumerate(names) if n != "rejected/unreadable"]
+        assert len(keep) == len(names) - 1
+        values = f["counters"][()][keep]
+        del f["counters"]
+        f.create_dataset("counters", data=values).attrs["names"] = [names[i] for i in keep]
+    track(stack, resume=path)
+    with open_run(path) as run:
+        assert run.status == "complete" and run.counters["rejected/unreadable"] == 0
+        assert run.counters["received"] == run.counters["processed"] == len(stack)
+
+
 def test_a_snapshot_written_before_the_class_detection_rates_resumes(stack, reference, tmp_path):
     """A snapshot without the per-class detection counts of the sites (kept since they were
     added) resumes with them zero: the one-class run goes on as the uninterrupted one."""

@@ -114,6 +114,7 @@ def find(
     device: str | None = None,
     engine: str | None = None,
     config: PipelineConfig | None = None,
+    dataset: str | None = None,
 ) -> pd.DataFrame:
     """Find the atomic columns in one image or a stack.
 
@@ -143,6 +144,9 @@ def find(
         which reads frames as recorded. A file that says it is bright-field STEM implies it.
     focal
         Images per frame in a stack (a focal series of F images forms one frame).
+    dataset
+        A file's dataset (HDF5, .npz) or signal (EMD, DM, HyperSpy) to read, as in
+        :func:`~etem.tracker.files.open_recording` (default: its largest stack of frames).
 
     Returns
     -------
@@ -169,7 +173,7 @@ def find(
         require_material(material)
     if isinstance(sampling, str) and not auto:
         raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
-    frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal))
+    frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal, dataset=dataset))
     if not auto and cfg.default_sampling is not None:  # ([default_sampling]: for frames that say none)
         for f in frames:
             if f.sampling is None:
@@ -237,11 +241,11 @@ def find(
     return out
 
 
-def _frames_of(image, *, sampling: float | None, focal: int) -> Iterable[Frame]:
+def _frames_of(image, *, sampling: float | None, focal: int, dataset: str | None = None) -> Iterable[Frame]:
     if isinstance(image, (str, Path)):
         from .files import open_recording
 
-        rec = open_recording(image, focal=focal)
+        rec = open_recording(image, focal=focal, dataset=dataset)
         for f in rec.iter_frames():
             if sampling is not None:
                 f.sampling = sampling
@@ -348,6 +352,7 @@ def track(
     resume: str | Path | None = None,
     force: bool = False,
     pattern: str | None = None,
+    dataset: str | None = None,
 ) -> TrackResult:
     """Track every column through a sequence.
 
@@ -374,6 +379,8 @@ def track(
     pattern
         Folders only: the frame files to read, a glob below the folder (``"*.tif"``,
         ``"**/*.dm4"``); default every frame-file type, subfolders included.
+    dataset
+        Files and folders: the dataset or signal of a file to read, as in :func:`find`.
     on_frame
         Called with each :class:`FrameResult` and the pipeline (for status lines, dashboards).
     resume
@@ -396,11 +403,11 @@ def track(
                               f"{', '.join(given)}")
         return _resume(resume, source, force=force, device=device, mode=mode, bind=bind, pace=pace, fps=fps,
                        idle_timeout_s=idle_timeout_s, focal=focal, on_frame=on_frame, curve_keys=curve_keys,
-                       pattern=pattern)
+                       pattern=pattern, dataset=dataset)
     if source is None:
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     cfg = config or PipelineConfig()
-    base_engine, meta = cfg.engine, _file_meta(source, model, pattern)
+    base_engine, meta = cfg.engine, _file_meta(source, model, pattern, dataset)
     # images per frame: as given, else as the file holds them (a 4-D focal-series stack)
     per_frame = max(focal or 1, (meta or {}).get("n_focal") or 1)
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(base_engine, model, classical, dark, device, engine, material,
@@ -426,7 +433,7 @@ def track(
         # what a resumed run needs to reconnect or reopen it the same way
         attrs.setdefault("source_options", {"mode": mode, "bind": bind, "focal": focal, "fps": fps,
                                             "curve_keys": None if curve_keys is None else str(curve_keys),
-                                            "pattern": pattern})
+                                            "pattern": pattern, "dataset": dataset})
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
     if meta is None and model in (None, "auto"):
         # the first frame says how it was taken in its meta (a file's metadata, a stream's header):
@@ -441,12 +448,12 @@ def track(
         source = source.reshape(-1, focal, *source.shape[-2:])
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
-                      pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0,
+                      pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0, dataset=dataset,
                       default_sampling=cfg.default_sampling)
     return _drive(pipe, src, on_frame)
 
 
-def _file_meta(source, model, pattern: str | None = None) -> dict | None:
+def _file_meta(source, model, pattern: str | None = None, dataset: str | None = None) -> dict | None:
     """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
     ``detector``; ``material``) and its images per frame (``n_focal``), read before the run
     only where ``model="auto"`` needs it up front (it asks for a material unless the frames are
@@ -466,13 +473,13 @@ def _file_meta(source, model, pattern: str | None = None) -> dict | None:
     from .files import open_recording
 
     with contextlib.suppress(Exception):  # a file that cannot be read fails where it is read for frames
-        with open_recording(path) as rec:
+        with open_recording(path, dataset=dataset) as rec:
             return {**rec.frame_meta(), "n_focal": rec.n_focal}
     return None
 
 
 def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, fps, idle_timeout_s, focal,
-            on_frame, curve_keys, pattern) -> TrackResult:
+            on_frame, curve_keys, pattern, dataset=None) -> TrackResult:
     """:func:`track` with ``resume``: the same run goes on, in its own file."""
     from .resume import load, with_device
 
@@ -491,6 +498,8 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
         fps = options.get("fps")
     if pattern is None:  # the files of a folder the run was reading
         pattern = options.get("pattern")
+    if dataset is None:  # the dataset of the file the run was reading
+        dataset = options.get("dataset")
     is_stream = isinstance(source, (str, Path)) and "://" in str(source)
     if isinstance(source, (str, Path)) and not is_stream and stored and not force:
         if str(Path(source).resolve()) != stored:
@@ -509,7 +518,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     start = 0 if is_stream else point.next_frame
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=cfg.default_sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
-                      start=start, pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0)
+                      start=start, pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0, dataset=dataset)
     seq = getattr(src, "seq", None)
     last_seq = None if point.meta is None else point.meta["pipeline"]["last_seq"]
     if seq is not None and last_seq is not None and last_seq >= 0:

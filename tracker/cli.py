@@ -97,15 +97,78 @@ def _what_was_saved(args, started: float) -> str:
     return f"; what was processed is saved in {', '.join(written)}" if written else "; nothing was written yet"
 
 
+#: (command, option) of the outputs that are folders the command writes its files into
+_FOLDER_OUTPUTS = {("export", "out"), ("demo", "out"), ("batch", "out"), ("evaluate", "output")}
+
+
 def _make_output_folders(args) -> None:
     """Create the folders the command's outputs go in (``-o runs/today/run.h5`` where
-    ``runs/today`` is new), before any work."""
+    ``runs/today`` is new) and check that they can be written, before any work."""
     from .h5io import make_folder_for
 
     for name in _OUTPUTS:
         path = getattr(args, name, None)
-        if isinstance(path, Path) and path.parent != Path(""):
+        if not isinstance(path, Path) or str(path) == "-":
+            continue
+        if path.parent != Path(""):
             make_folder_for(path)
+        # (a bundle's name: etem train writes NAME.safetensors and NAME.json beside it)
+        _check_writable(path, folder=(args.command, name) in _FOLDER_OUTPUTS, stem=args.command == "train")
+
+
+def _check_writable(path: Path, *, folder: bool, stem: bool = False) -> None:
+    """Raise a ConfigError, ``cannot write PATH: why``, where the output ``path`` (a file, or with
+    ``folder`` a folder of files) cannot be written: a file can be made where it goes (tried with
+    a temporary file, which the permission bits alone do not tell for root, or on /sys or /proc)."""
+    import os
+    import tempfile
+
+    if path.is_dir() and not (folder or stem):
+        raise ConfigError(f"cannot write {path}: it is a folder; name a file")
+    if path.exists() and not path.is_dir() and folder:
+        raise ConfigError(f"cannot write {path}: it is a file; name a folder")
+    where = path if folder and path.is_dir() else path.parent
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: permission denied in {where}; choose a folder you can write to")
+    try:
+        with tempfile.TemporaryFile(dir=where, prefix=".etem-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {_why_not(exc, where)}") from None
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise ConfigError(f"cannot write {path}: the file is read-only")
+
+
+def _why_not(exc: OSError, folder: Path) -> str:
+    """Why a file cannot be written in ``folder``, in a few words."""
+    import errno
+
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied in {folder}; choose a folder you can write to"
+    if exc.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system; choose another folder"
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the disk of {folder}"
+    if exc.errno == errno.ENOENT and folder.is_dir():
+        return f"{folder} does not take new files; choose another folder"
+    return f"{(exc.strerror or str(exc)).lower()} ({folder})"
+
+
+def _written(path: Path):
+    """A context that turns an OSError while writing ``path`` into ``cannot write PATH: why``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except EtemError:
+            raise
+        except OSError as exc:
+            target = Path(exc.filename) if exc.filename else path
+            raise ConfigError(f"cannot write {target}: {_why_not(exc, target.parent)}") from None
+
+    return guard()
 
 
 def _config(args):
@@ -174,9 +237,32 @@ def cmd_replay(args) -> int:
     from .files import open_recording
 
     total = None
+    waiting = _no_frame_files(args.file, args.pattern)
+    if waiting:  # (a folder still to be filled is followed for 5 s without a new file)
+        print(f"etem replay: {waiting}; waiting for frame files", file=sys.stderr)
     if args.file.is_file():
-        total = len(open_recording(args.file, focal=args.focal, fps=args.fps))
-    return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal, pattern=args.pattern)
+        with open_recording(args.file, focal=args.focal, fps=args.fps, dataset=args.dataset) as rec:
+            total = len(rec)
+            _say_dataset(rec, sys.stderr)
+    return _run(args, args.file, total=total, pace=args.pace, fps=args.fps, focal=args.focal, pattern=args.pattern,
+                dataset=args.dataset)
+
+
+def _no_frame_files(source, pattern: str | None) -> str | None:
+    """For a folder without a frame file to read: what it holds instead (else None)."""
+    if not isinstance(source, Path) or not source.is_dir():
+        return None
+    from .watch import no_frame_files
+
+    return no_frame_files(source, pattern)
+
+
+def _say_dataset(rec, file) -> None:
+    """Which dataset of the file is read, where it holds several to choose from."""
+    if rec.meta.get("datasets"):
+        read, *others = rec.meta["datasets"]
+        print(f"{rec.meta['source']}: dataset {read} read; also in it: {', '.join(others)} (--dataset to choose)",
+              file=file)
 
 
 def _run(args, source, *, total: int | None, **options) -> int:
@@ -209,7 +295,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
         # address or a file of unreadable frames is not a run that went well
         why = (f"{c['rejected']} frame(s) rejected (above)" if c.get("rejected")
                else f"no frame arrived at {source}" if isinstance(source, str) and "://" in source
-               else "no frame was read")
+               else _no_frame_files(source, options.get("pattern")) or "no frame was read")
         print(f"etem: nothing tracked: {why}; no run file written", file=sys.stderr)
         return 1
     return 0
@@ -226,7 +312,8 @@ def cmd_publish(args) -> int:
     else:
         from .files import open_recording
 
-        rec = open_recording(args.file, focal=args.focal)
+        rec = open_recording(args.file, focal=args.focal, dataset=args.dataset)
+        _say_dataset(rec, sys.stderr)
         frames, sampling = rec.iter_frames(), rec.sampling
     if args.sampling is not None:
         sampling = args.sampling
@@ -249,16 +336,29 @@ def cmd_export(args) -> int:
     if bad:
         raise ConfigError(f"unknown format(s) {', '.join(sorted(bad))}; valid: {', '.join(EXPORT_FORMATS)}")
     if args.movie and not args.source:
-        raise ConfigError("--movie needs --source, the recording the run tracked")
+        raise ConfigError("--movie needs --source, the recording (file or folder of frame files) the run tracked")
+    if args.dataset and not args.movie:
+        raise ConfigError("--dataset goes with --movie and --source (the dataset of the recording to draw)")
+    if args.movie:  # before the other outputs are written
+        from .files import SUFFIXES
+
+        if not args.source.exists():
+            raise ConfigError(f"--source {args.source}: no such file or folder")
+        if args.source.is_file() and args.source.suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"--source {args.source}: not a recording etem reads ({', '.join(sorted(SUFFIXES))})")
     out = args.out or args.run.with_suffix("")
-    for path in export_run(args.run, out, formats=formats, progress=sys.stderr.isatty()):
+    if args.out is None:
+        _check_writable(out, folder=True)
+    with _written(out):
+        written = export_run(args.run, out, formats=formats, progress=sys.stderr.isatty())
+    for path in written:
         print(path)
     if args.movie:
         from .report import write_movie
         from .runfile import open_run
 
-        with open_run(args.run) as run:
-            print(write_movie(run, args.source, args.movie))
+        with open_run(args.run) as run, _written(args.movie):
+            print(write_movie(run, args.source, args.movie, dataset=args.dataset))
     return 0
 
 
@@ -268,6 +368,7 @@ def cmd_find(args) -> int:
     import pandas as pd
 
     from .api import find
+    from .files import SUFFIXES, open_recording
     from .plots import overlay_png
 
     cfg = _config(args)
@@ -277,7 +378,10 @@ def cmd_find(args) -> int:
     say = sys.stderr if to_stdout else sys.stdout
     parts = []
     for i, path in enumerate(args.images):
-        df = find(path, focal=args.focal, config=cfg, **_engine_kwargs(args))
+        if SUFFIXES.get(path.suffix.lower()) in ("hdf5", "npz") and path.is_file():  # (read lazily: cheap to open)
+            with open_recording(path, focal=args.focal, dataset=args.dataset) as rec:
+                _say_dataset(rec, say)
+        df = find(path, focal=args.focal, config=cfg, dataset=args.dataset, **_engine_kwargs(args))
         df.insert(0, "file", str(path))
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
@@ -304,8 +408,6 @@ def cmd_find(args) -> int:
     if args.intensity_groups:
         out = _intensity_groups(out, args.groups, say)
     if args.overlay:
-        from .files import open_recording
-
         # the first image's first frame that could be located
         located = [r["frame"] for r in parts[0].attrs.get("frames", [])]
         shown = located[0] if located else 0
@@ -315,15 +417,18 @@ def cmd_find(args) -> int:
 
             cls, names = group_classes(first)
             first = first.assign(cls=cls)
-        overlay_png(open_recording(args.images[0], focal=args.focal)[shown], first, args.overlay, class_names=names)
+        with _written(args.overlay):
+            overlay_png(open_recording(args.images[0], focal=args.focal, dataset=args.dataset)[shown], first,
+                        args.overlay, class_names=names)
         print(f"overlay: {args.overlay}" + (f" (frame {shown})" if shown else ""), file=say)
     if to_stdout:
         out.to_csv(sys.stdout, index=False)
     elif args.output:
-        if args.output.suffix == ".parquet":
-            out.to_parquet(args.output, index=False)
-        else:
-            out.to_csv(args.output, index=False)
+        with _written(args.output):
+            if args.output.suffix == ".parquet":
+                out.to_parquet(args.output, index=False)
+            else:
+                out.to_csv(args.output, index=False)
         print(f"columns: {args.output}")
     return 0
 

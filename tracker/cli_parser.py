@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", metavar="GLOB",
                    help="a folder's frame files, below it: e.g. '*.tif', '**/*.dm4' (default: every frame-file "
                         "type, subfolders included)")
+    p.add_argument("--dataset", metavar="PATH",
+                   help="the dataset of an HDF5 or .npz file to read (e.g. /scan/movie), or the title of the signal of "
+                        "an EMD, DM or HyperSpy file (default: its largest stack of frames; the command says which it "
+                        "read where there was a choice)")
     _common_engine(p)
     _common_run(p)
     _dashboard_options(p)
@@ -161,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=10.0, help="PUB: wait this long for a subscriber (s)")
     p.add_argument("--focal", type=int, default=1, help="images per frame: a focal series of F images is sent "
                                                            "as one frame (default 1)")
+    p.add_argument("--dataset", metavar="PATH",
+                   help="the dataset of an HDF5 or .npz file to read (e.g. /scan/movie), or the title of the signal of "
+                        "an EMD, DM or HyperSpy file (default: its largest stack of frames; the command says which it "
+                        "read where there was a choice)")
 
     p = sub.add_parser("export", help="write a run's tables (Parquet/CSV) and maps (PNG)")
     p.add_argument("run", type=Path)
@@ -169,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: parquet, csv, png, h5, report")
     p.add_argument("--movie", type=Path, metavar="OUT.gif",
                    help="also write an animated image of the tracked frames (needs --source)")
-    p.add_argument("--source", type=Path, help="the recording the run tracked (for --movie)")
+    p.add_argument("--source", type=Path, help="the recording (a file or a folder of frame files) the run tracked "
+                                                "(for --movie)")
+    p.add_argument("--dataset", metavar="PATH",
+                   help="with --source: the dataset (HDF5, .npz) or signal to read (default: the run's own)")
 
     p = sub.add_parser("train", help="train a column-segmentation network on a wave set; write a model bundle")
     p.add_argument("waves", type=Path, nargs="+",
@@ -307,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="CSV, or Parquet by suffix (.parquet); - (or no -o and no --overlay): CSV on standard output")
     p.add_argument("--overlay", type=Path, help="PNG with the columns drawn on the (first) image")
     p.add_argument("--focal", type=int, default=1)
+    p.add_argument("--dataset", metavar="PATH",
+                   help="the dataset of an HDF5 or .npz file to read (e.g. /scan/movie), or the title of the signal of "
+                        "an EMD, DM or HyperSpy file (default: its largest stack of frames; the command says which it "
+                        "read where there was a choice)")
     p.add_argument("--intensity-groups", action="store_true",
                    help="sort the columns by intensity: into the two sublattices of a honeycomb lattice where "
                         "they form one (graphene, hBN, MoS2 along [001]), then into groups by intensity within "

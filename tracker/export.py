@@ -181,9 +181,11 @@ def _render_map_image(image: np.ndarray, sampling: float | None, *, title: str, 
 
 def _render_counts(frames: pd.DataFrame) -> Figure:
     """Columns found per frame over time (or frame index), untrusted frames marked."""
-    fig = Figure(figsize=(7.0, 3.2))
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.9)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(7.0, 3.2), layout="constrained")  # (room for the tick labels, however long)
     ax = fig.add_subplot()
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole columns
     t = frames["t"].to_numpy(dtype=float)
     use_t = len(t) > 0 and bool(np.isfinite(t).all())
     x = t if use_t else frames["frame"].to_numpy()

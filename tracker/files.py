@@ -2,12 +2,15 @@
 
 Microscope formats are read by rosettasciio (``rsciio``): TIFF, MRC, DigitalMicrograph
 (.dm3/.dm4), EMD (Velox and Berkeley), TIA (.ser/.emi) and HyperSpy (.hspy). NumPy .npy/.npz and
-plain HDF5 are read directly. Everything a reader raises becomes a :class:`FileFormatError` that
+plain HDF5 are read directly, and grey-level PNG and JPEG images (8 or 16 bit) through Pillow.
+Everything a reader raises becomes a :class:`FileFormatError` that
 names the file.
 
 Memory: .npy files are memory-mapped, plain HDF5 datasets are sliced frame by frame, and rsciio
 readers are asked for lazy (dask) arrays, except TIFF: rsciio's lazy TIFF reads the whole series
-for every frame, so TIFF files are loaded eagerly (``meta['lazy']`` says which).
+for every frame, so TIFF files are loaded eagerly (``meta['lazy']`` says which). A TIFF written
+page by page (a tifffile series per page) is one stack of its pages of one size; a TIFF cut
+short gives the frames before the cut, then an error that says where it breaks off.
 
 Watched folders are in :mod:`etem.tracker.watch` (:func:`watch_folder`, :class:`FolderWatcher`,
 also importable from here).
@@ -18,6 +21,7 @@ import importlib
 import importlib.util
 import io
 import logging
+import re
 import time
 import traceback
 import unicodedata
@@ -34,6 +38,8 @@ from .frames import Frame
 if TYPE_CHECKING:
     from .watch import FolderWatcher, watch_folder  # noqa: F401  (loaded by __getattr__ below)
 
+log = logging.getLogger("etem.files")
+
 #: What a file may say of how its frames were taken, carried on each frame (and over the wire):
 #: ``imaging`` ("stem" / "hrtem"), for STEM ``detector`` ("adf" / "bf"), and the ``material`` in
 #: view (a name :func:`etem.tracker.lattice.materials` knows: "au", "mos2" …).
@@ -43,7 +49,7 @@ ACQUISITION_KEYS = ("imaging", "detector", "material")
 SUFFIXES = {
     ".tif": "tiff", ".tiff": "tiff", ".mrc": "mrc", ".dm3": "dm", ".dm4": "dm", ".emd": "emd",
     ".ser": "tia", ".emi": "tia", ".hspy": "hdf5", ".hdf5": "hdf5", ".h5": "hdf5",
-    ".npy": "npy", ".npz": "npz",
+    ".npy": "npy", ".npz": "npz", ".png": "image", ".jpg": "image", ".jpeg": "image",
 }
 _RSCIIO = {"tiff": "rsciio.tiff", "mrc": "rsciio.mrc", "dm": "rsciio.digitalmicrograph",
            "emd": "rsciio.emd", "tia": "rsciio.tia", "hspy": "rsciio.hspy"}
@@ -80,7 +86,10 @@ class Recording:
         Acquisition time of each frame [s], where the file records it.
     meta
         ``source`` (the path), ``format``, ``reader``, ``lazy`` and what the file told about its
-        signal, calibration (``raw_scale``, ``raw_units``) and frame rate (``fps``).
+        signal, calibration (``raw_scale``, ``raw_units``) and frame rate (``fps``). A file cut
+        short (a TIFF stack whose writer was stopped) has ``cut_short``: why its frames end
+        early; :meth:`iter_frames` yields the frames before the cut, then raises
+        :class:`FileFormatError` naming the frame where it breaks off.
     """
 
     def __init__(self, data: Any, *, source: str, focal: int = 1, sampling: float | None = None,
@@ -178,6 +187,20 @@ class Recording:
                         t=None if times is None else float(times[i]),
                         meta=self.frame_meta(),
                         received=time.perf_counter())
+        if self.cut_short is not None and indices.stop >= len(self):
+            raise FileFormatError(self.cut_short)
+
+    @property
+    def cut_short(self) -> str | None:
+        """Where and why a file cut short breaks off (None for a whole file): the frames before
+        it are those of ``len(self)``."""
+        why = self.meta.get("cut_short")
+        if not why:
+            return None
+        n, total = len(self), self.meta.get("frames_declared")
+        of = f" of {total // self._focal}" if total else ""
+        read = "frame 0 was read" if n == 1 else f"frames 0 to {n - 1} were read"
+        return f"{self.meta['source']}: cut short: it breaks off in frame {n}{of} ({why}); {read}"
 
     def close(self) -> None:
         """Release the file (further reads fail)."""
@@ -225,7 +248,8 @@ def open_recording(path: str | Path, *, dataset: str | None = None, focal: int =
     if isinstance(focal, bool) or not isinstance(focal, (int, np.integer)) or focal < 1:
         raise ConfigError(f"focal must be a positive integer (images per frame), got {focal!r}")
     if path.is_dir():
-        raise FileFormatError(f"{path}: is a folder; use watch_folder() to follow a folder of files")
+        raise FileFormatError(f"{path}: is a folder, not a recording: `etem replay {path}` tracks the frame "
+                              "files in it (in Python: watch_folder())")
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise FileFormatError(f"{path}: unsupported file type {path.suffix!r}; supported: "
@@ -238,8 +262,14 @@ def open_recording(path: str | Path, *, dataset: str | None = None, focal: int =
             data, meta, sampling, times, close = _read_hdf5(path, dataset)
         elif fmt in ("npy", "npz"):
             data, meta, sampling, times = _read_numpy(path, dataset)
+        elif fmt == "image":
+            data, meta, sampling, times = _read_pillow(path)
         else:
             data, meta, sampling, times = _read_rsciio(path, "hspy" if fmt == "hdf5" else fmt, dataset)
+        if meta.get("cut_short") and focal > 1 and data.ndim == 3:
+            data = data[: len(data) // focal * focal]  # (whole focal series only)
+            if not len(data):
+                raise FileFormatError(f"{path}: cut short before its first whole focal series ({meta['cut_short']})")
         _check_data(path, data, focal)
         if times is not None and data.ndim == 3:
             times = np.asarray(times, float)[::focal]
@@ -287,13 +317,29 @@ def _plain_tiff(path: Path) -> dict[str, Any]:
     return {"data": data, "axes": axes, "metadata": {"General": {"title": path.stem}}, "original_metadata": {}}
 
 
+class _TifffileSays(logging.Filter):
+    """Takes what tifffile logs while a file is read (it logs what it finds broken, then reads
+    on): errors into ``errors``, warnings into ``notes``; neither reaches the user's log raw
+    (its debug and info lines pass, for ``-vv``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+        self.notes: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = re.sub(r"^<tifffile\.\w+ @\d+> ", "", record.getMessage())
+        (self.errors if record.levelno >= logging.ERROR else self.notes).append(text)
+        return False
+
+
 def _read_rsciio(path: Path, fmt: str, dataset: str | None):
     module = importlib.import_module(_RSCIIO[fmt])
     lazy = _LAZY and fmt != "tiff"
-    errors: list[str] = []  # tifffile logs what it finds broken, then reads on
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
-    logging.getLogger("tifffile").addHandler(handler)
+    said = _TifffileSays()
+    logging.getLogger("tifffile").addFilter(said)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -301,6 +347,8 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
                 signals = module.file_reader(str(path), lazy=lazy)
             except Exception as exc:
                 _release(exc)
+                if fmt == "tiff" and (said.errors or "failed to read" in str(exc)):
+                    return _cut_tiff(path, said.errors or [str(exc)])
                 if fmt != "tiff" or "must be 3 or 4" not in str(exc):
                     raise
                 # A stack of three or four planes written without a photometric tag is stored
@@ -309,11 +357,13 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
                 caught.append(warnings.WarningMessage(
                     "a 3- or 4-plane TIFF tagged as colour, read as a stack of grey images",
                     UserWarning, str(path), 0))
+            if said.errors and fmt == "tiff":
+                return _cut_tiff(path, said.errors)
     finally:
-        logging.getLogger("tifffile").removeHandler(handler)
-    if errors:
-        raise FileFormatError(f"{path}: truncated or corrupt ({'; '.join(errors)})")
-    notes = sorted({str(w.message) for w in caught if not issubclass(w.category, ResourceWarning)})
+        logging.getLogger("tifffile").removeFilter(said)
+    if said.errors:
+        raise FileFormatError(f"{path}: truncated or corrupt ({'; '.join(said.errors)})")
+    notes = sorted({str(w.message) for w in caught if not issubclass(w.category, ResourceWarning)} | set(said.notes))
     titles = [s.get("metadata", {}).get("General", {}).get("title", "") for s in signals]
     images = [k for k, s in enumerate(signals) if _is_image(s)]
     if dataset is not None:
@@ -324,12 +374,14 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
                               f"{[(t, tuple(s['data'].shape)) for t, s in zip(titles, signals)]}")
     k = images[0]
     signal = signals[k]
-    axes = [dict(a) for a in signal["axes"]]
     meta: dict[str, Any] = {"format": fmt, "reader": _RSCIIO[fmt], "lazy": lazy,
                             "signal": k, "title": titles[k], "n_signals": len(signals)}
     if len(signals) > 1:
         meta["signals"] = [f"{j}: {t!r} {tuple(s['data'].shape)}" for j, (t, s) in
                            enumerate(zip(titles, signals))]
+    if fmt == "tiff" and dataset is None and len(signals) > 1:
+        signal = _join_pages(path, signals, meta)
+    axes = [dict(a) for a in signal["axes"]]
     if notes:
         meta["reader_warnings"] = notes
     times = None
@@ -347,6 +399,126 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
         if factor is not None and axes[0].get("scale"):
             times = (axes[0].get("offset", 0.0) + axes[0]["scale"] * np.arange(axes[0]["size"])) * factor
     return signal["data"], meta, sampling, times
+
+
+def _join_pages(path: Path, signals: list[dict], meta: dict[str, Any]) -> dict:
+    """The frames of a TIFF written page by page (``TiffWriter.write`` in a loop, ``imwrite(...,
+    append=True)``: a series per page) as one stack: the largest set of pages of one size and
+    dtype, in file order. Pages of other sizes are left out, and said (``reader_warnings``)."""
+    def key(s: dict) -> tuple:
+        return (tuple(s["data"].shape[-2:]), np.dtype(s["data"].dtype).str)
+
+    usable = [s for s in signals if _is_image(s) and s["data"].ndim in (2, 3)]
+    groups: dict[tuple, list[dict]] = {}
+    for s in usable:
+        groups.setdefault(key(s), []).append(s)
+    size = {k: sum(1 if s["data"].ndim == 2 else s["data"].shape[0] for s in g) for k, g in groups.items()}
+    best = max(groups, key=lambda k: size[k]) if groups else None
+    if best is None or len(groups[best]) < 2:
+        return next(s for s in signals if _is_image(s))
+    chosen = groups[best]
+    h, w = best[0]
+    out = np.empty((size[best], h, w), chosen[0]["data"].dtype)  # (filled page by page, each let go once copied)
+    i = 0
+    for s in chosen:
+        block = s["data"] if s["data"].ndim == 3 else s["data"][None]
+        out[i:i + len(block)] = block
+        i += len(block)
+        s["data"] = block[:0]
+    left = len(signals) - len(chosen)
+    taken = {id(s) for s in chosen}
+    meta.update(pages_joined=len(chosen), signal=next(j for j, s in enumerate(signals) if id(s) in taken))
+    if left:
+        others = sorted({"x".join(map(str, s["data"].shape[-2:])) for s in signals if id(s) not in taken})
+        note = (f"{left} of its {len(signals)} pages (or series) are not {h}x{w} {best[1][1:]} frames "
+                f"({', '.join(others)}) and are left out; {size[best]} frames are read")
+        meta.setdefault("reader_warnings", []).append(note)
+        _warn_once(path, f"{path}: {note}")
+    first = chosen[0]
+    frame_axis = {"name": "frame", "size": size[best], "scale": 1.0, "offset": 0.0, "units": "", "navigate": True}
+    return {**first, "data": out, "axes": [frame_axis, *[dict(a) for a in first["axes"][-2:]]]}
+
+
+def _cut_tiff(path: Path, errors: list[str]):
+    """The frames of a TIFF stack cut short (its writer stopped, a copy broken off) that can
+    still be read, with what its first page says of the calibration (ImageJ's pixel size and
+    frame interval); ``meta['cut_short']`` says why it ends early."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # not even a first page
+        raise FileFormatError(f"{path}: truncated or corrupt ({'; '.join(errors) or exc})") from None
+    with tif:
+        pages = list(tif.pages)
+        first = pages[0]
+        if len(first.shape) != 2:
+            raise FileFormatError(f"{path}: truncated or corrupt ({'; '.join(errors)}), and its pages "
+                                  f"are not grey-level images ({first.shape})")
+        h, w = first.shape
+        declared = None
+        if tif.imagej_metadata and int(tif.imagej_metadata.get("images", 1)) > 1:
+            declared = int(tif.imagej_metadata["images"])
+        elif tif.shaped_metadata and len(tif.shaped_metadata[0].get("shape", ())) >= 3:
+            declared = int(np.prod(tif.shaped_metadata[0]["shape"][:-2]))
+        why = errors[0]
+        if declared and declared > len(pages) and first.compression == 1 and first.is_contiguous:
+            # the frames one after another from the first page's pixels (ImageJ, tifffile's stacks)
+            dtype = np.dtype(first.dtype).newbyteorder(tif.byteorder)
+            start = first.dataoffsets[0]
+            n = min(declared, max(0, path.stat().st_size - start) // (h * w * dtype.itemsize))
+            data = np.fromfile(path, dtype, count=n * h * w, offset=start).reshape(n, h, w).astype(dtype.newbyteorder("="))
+            why = f"only {n * h * w * dtype.itemsize} of its {declared * h * w * dtype.itemsize} bytes of pixels are there"
+        else:
+            why = f"page {len(pages)} is missing: {errors[0]}"
+            frames = []
+            for j, page in enumerate(pages):
+                if page.shape != first.shape:
+                    continue
+                try:
+                    frames.append(page.asarray())
+                except Exception as exc:  # noqa: BLE001 - the page the file breaks off in
+                    why = f"page {j} cannot be read: {exc}"
+                    break
+            data = np.stack(frames) if frames else np.zeros((0, h, w), first.dtype)
+        if not len(data):
+            raise FileFormatError(f"{path}: truncated or corrupt: not one frame can be read ({why})")
+        original = {tag.name: tag.value for tag in first.tags}
+        imagej = bool(tif.imagej_metadata)
+    scale = 1.0
+    if imagej and isinstance(original.get("XResolution"), tuple) and original["XResolution"][0]:
+        num, den = original["XResolution"]
+        scale = den / num
+    axes = [{"name": "frame", "size": len(data), "scale": 1.0, "offset": 0.0, "units": "", "navigate": True},
+            *[{"name": n, "size": sz, "scale": scale, "offset": 0.0, "units": "", "navigate": False}
+              for n, sz in (("y", h), ("x", w))]]
+    meta: dict[str, Any] = {"format": "tiff", "reader": "tifffile", "lazy": False, "cut_short": why}
+    if declared:
+        meta["frames_declared"] = declared
+    times = _imagej_fixup(original, axes, meta)
+    sampling = _sampling(axes[-2:], meta)
+    if sampling is None and not imagej:
+        meta["sampling_note"] = "a TIFF cut short is read without its calibration; pass the sampling in Å/px"
+    signal = {"metadata": {}, "original_metadata": original}
+    imaging = _imaging(signal)
+    if imaging:
+        meta["imaging"] = imaging
+    _warn_once(path, f"{path}: cut short ({why}); the {len(data)} frame(s) before the cut are read")
+    return data, meta, sampling, times
+
+
+_WARNED: dict[tuple, None] = {}
+
+
+def _warn_once(path: Path, text: str) -> None:
+    """Log ``text`` once for this version of the file (a command opens a file more than once)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, text)
+    if key not in _WARNED:
+        _WARNED[key] = None
+        while len(_WARNED) > 256:
+            del _WARNED[next(iter(_WARNED))]
+        log.warning("%s", text)
 
 
 def known_material(value: Any) -> str | None:
@@ -491,15 +663,28 @@ def _is_hyperspy(path: Path) -> bool:
         raise FileFormatError(f"{path}: not a readable HDF5 file: {exc}") from exc
 
 
-def _pick(path: Path, names: list[str], dataset: str | None) -> str:
+def _pick(path: Path, shapes: dict[str, tuple[int, ...]], dataset: str | None, meta: dict[str, Any]) -> str:
+    """The dataset to read: ``dataset``, else the largest stack of frames (most images: a
+    file's dark or gain references are a few frames beside the movie), then one named 'frames',
+    'images' or 'data', then the first. Where there was a choice, ``meta['datasets']`` lists the
+    candidates (``name (shape)``, the one read first)."""
+    names = list(shapes)
     if dataset is not None:
         if dataset not in names:
             raise FileFormatError(f"{path}: no image dataset {dataset!r}; found {names}")
         return dataset
     if not names:
         raise FileFormatError(f"{path}: no 2-D, 3-D or 4-D numeric dataset")
-    base = {n: n.rsplit("/", 1)[-1] for n in names}
-    return next((n for p in _PREFERRED for n in names if base[n] == p), names[0])
+
+    def rank(name: str) -> tuple:
+        base = name.rsplit("/", 1)[-1]
+        images = 1 if len(shapes[name]) == 2 else shapes[name][0]
+        return (-images, _PREFERRED.index(base) if base in _PREFERRED else len(_PREFERRED), names.index(name))
+
+    ranked = sorted(names, key=rank)
+    if len(ranked) > 1:
+        meta["datasets"] = [f"{n} ({' x '.join(map(str, shapes[n]))})" for n in ranked]
+    return ranked[0]
 
 
 def _read_hdf5(path: Path, dataset: str | None):
@@ -507,17 +692,20 @@ def _read_hdf5(path: Path, dataset: str | None):
 
     f = h5py.File(path, "r")
     try:
-        real: list[str] = []
-        other: list[str] = []  # complex or non-numeric: picked only to say why it cannot be read
+        real: dict[str, tuple[int, ...]] = {}
+        other: dict[str, tuple[int, ...]] = {}  # complex or non-numeric: picked only to say why it cannot be read
 
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3, 4):
-                (real if obj.dtype.kind in "biuf" else other).append(name)
+                (real if obj.dtype.kind in "biuf" else other)[name] = tuple(obj.shape)
 
         f.visititems(visit)
         dataset = dataset.lstrip("/") if dataset is not None else None
-        ds = f[_pick(path, real + other if dataset is not None else real or other, dataset)]
-        meta: dict[str, Any] = {"format": "hdf5", "reader": "h5py", "lazy": True, "dataset": ds.name}
+        meta: dict[str, Any] = {"format": "hdf5", "reader": "h5py", "lazy": True}
+        ds = f[_pick(path, {**real, **other} if dataset is not None else real or other, dataset, meta)]
+        meta["dataset"] = ds.name
+        if "datasets" in meta:
+            meta["datasets"] = ["/" + d for d in meta["datasets"]]
         sampling = ds.attrs.get("sampling")
         if sampling is None:
             meta["sampling_note"] = f"dataset {ds.name} has no 'sampling' attribute (Å/px)"
@@ -551,13 +739,42 @@ def _read_numpy(path: Path, dataset: str | None):
             raise FileFormatError(cut) from exc
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    names = [k for k, a in arrays.items() if a.ndim in (2, 3, 4)]
-    meta.update(lazy=False, dataset=_pick(path, names, dataset))
+    shapes = {k: tuple(a.shape) for k, a in arrays.items() if a.ndim in (2, 3, 4)}
+    meta.update(lazy=False, dataset=_pick(path, shapes, dataset, meta))
     sampling = arrays.get("sampling")
     if sampling is not None and sampling.size == 1:
         meta.pop("sampling_note")
         return arrays[meta["dataset"]], meta, float(sampling), None
     return arrays[meta["dataset"]], meta, None, None
+
+
+def _read_pillow(path: Path):
+    """A grey-level PNG or JPEG (8 or 16 bit; a multi-frame one as a stack); a colour image is
+    refused, unless its channels are equal (grey saved as RGB)."""
+    from PIL import Image
+
+    frames = []
+    with Image.open(path) as im:
+        for k in range(getattr(im, "n_frames", 1)):
+            im.seek(k)
+            frames.append(_grey(path, im))
+    if len({f.shape for f in frames}) > 1:
+        raise FileFormatError(f"{path}: its {len(frames)} frames differ in size")
+    meta = {"format": path.suffix[1:].lower(), "reader": "pillow", "lazy": False,
+            "sampling_note": f"a {path.suffix} image records no pixel size; pass the sampling in Å/px"}
+    return frames[0] if len(frames) == 1 else np.stack(frames), meta, None, None
+
+
+def _grey(path: Path, im: Any) -> np.ndarray:
+    if im.mode in ("L", "I", "F") or im.mode.startswith("I;16"):
+        return np.array(im)
+    if im.mode == "1":
+        return np.array(im, np.uint8)
+    rgb = np.array(im.convert("RGB"))
+    if im.mode in ("LA", "P", "PA", "RGB", "RGBA") and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0]  # grey, stored as colour
+    raise FileFormatError(f"{path}: a colour image ({im.mode}); frames must be grey-level: save it as 8- or "
+                          "16-bit greyscale")
 
 
 def _npy_truncation(path: Path) -> str | None:

@@ -211,21 +211,31 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
 
 
 def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float = 10.0, max_frames: int = 300,
-                max_side: int = 512) -> Path:
+                max_side: int = 512, dataset: str | None = None) -> Path:
     """An animated image of the recording with the run's columns drawn on each frame.
 
-    ``source`` is the recording the run tracked (any file ``etem replay`` reads); the suffix of
-    ``path`` chooses GIF or APNG (``.png``). Frames are scaled to ``max_side`` px at most.
+    ``source`` is the recording the run tracked (any file ``etem replay`` reads, or a folder of
+    frame files, read as the run read it: its ``pattern``); ``dataset``: the file's dataset or
+    signal (default: the run's). The suffix of ``path`` chooses GIF or APNG (``.png``). Frames
+    are scaled to ``max_side`` px at most.
     """
     from PIL import Image, ImageDraw
 
+    from .errors import FileFormatError
     from .files import open_recording
 
-    rec = open_recording(source)
+    options = run.attrs.get("source_options") or {}
+    if Path(source).is_dir():
+        from .watch import watch_folder
+
+        frames = iter(watch_folder(source, pattern=options.get("pattern"), focal=options.get("focal") or 1,
+                                   poll_s=0.01, settle_s=0.0, idle_timeout_s=0.0))
+    else:
+        frames = open_recording(source, dataset=dataset or options.get("dataset")).iter_frames()
     cols = run.columns
     by_frame = {int(k): g for k, g in cols.groupby("frame")}
     images = []
-    for f in rec.iter_frames():
+    for f in frames:
         if len(images) >= max_frames:
             break
         img = np.asarray(f.image, float)
@@ -245,7 +255,7 @@ def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float = 
         d.text((4, 4), f"frame {f.frame}", fill=(255, 255, 0))
         images.append(im)
     if not images:
-        raise ValueError(f"{source} holds no frames")
+        raise FileFormatError(f"{source} holds no frames")
     path = Path(path)
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
                    format="PNG" if path.suffix.lower() == ".png" else "GIF")

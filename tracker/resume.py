@@ -198,7 +198,7 @@ def load(path: str | Path, *, force: bool = False) -> ResumePoint:
         tail, tail_frames = _tail(run, state)
     from .pipeline import Pipeline
 
-    if counter_names != list(Pipeline.COUNTER_NAMES):
+    if not set(counter_names) <= set(Pipeline.COUNTER_NAMES):  # (a counter added since: it starts at 0)
         raise FileFormatError(f"{path} was written by another version of etem-tracker (its counters differ: "
                               f"{', '.join(sorted(set(counter_names) ^ set(Pipeline.COUNTER_NAMES)))}); it "
                               "cannot be resumed by this one.")

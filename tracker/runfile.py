@@ -260,8 +260,14 @@ class RunWriter:
                                   f"goes on writing only version {FORMAT_VERSION}.")
         names = [str(n) for n in f["counters"].attrs["names"]]
         if names != list(self.counter_names):
-            raise FileFormatError(f"{self.path} was written by another version of etem-tracker (its counters "
-                                  "differ); it cannot be resumed by this one.")
+            if not set(names) <= set(self.counter_names):
+                raise FileFormatError(f"{self.path} was written by another version of etem-tracker (its counters "
+                                      "differ); it cannot be resumed by this one.")
+            # written before a counter was added (a rejection reason): the new ones start at 0
+            old = dict(zip(names, f["counters"][()].tolist()))
+            del f["counters"]
+            ds = f.create_dataset("counters", data=np.array([old.get(n, 0) for n in self.counter_names], np.int64))
+            ds.attrs["names"] = list(self.counter_names)
         st = f.get("state")
         for g in [] if st is None else [st[k] for k in ("slot0", "slot1") if k in st and "meta" in st[k]]:
             add_state_arrays(g, self._state_arrays, _STATE_CHUNK)  # (kept since the snapshot was written)

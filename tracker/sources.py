@@ -235,6 +235,7 @@ def open_source(
     start: int = 0,
     pattern: str | None = None,
     nonfinite_ok: bool = False,
+    dataset: str | None = None,
     default_sampling: float | None = None,
 ) -> Iterable[Frame]:
     """Resolve what a user passed (an address, a file, a folder, an array) into a source.
@@ -242,6 +243,7 @@ def open_source(
     ``start``: recordings, folders and arrays begin at this frame (a resumed run); streams ignore it.
     ``pattern``: folders only, the frame files to read (see :class:`~etem.tracker.watch.FolderWatcher`).
     ``nonfinite_ok``: streams only, see :class:`ZmqSource` (files' frames are checked by the pipeline).
+    ``dataset``: files and folders, the dataset or signal of a file to read (see :func:`~etem.tracker.files.open_recording`).
     ``sampling`` is the frames' pixel size whatever they say; ``default_sampling`` that of frames
     that say none (given to the frames by the pipeline: here it only keeps the warning quiet).
     """
@@ -257,13 +259,14 @@ def open_source(
                 raise ConfigError(f"{path} is a folder being written: its frames come at the pace they are "
                                   "written; drop --pace")
             watcher = watch_folder(path, stop=stop, idle_timeout_s=idle_timeout_s or 5.0, sampling=sampling,
-                                   focal=focal, fps=fps, start=start, pattern=pattern)
+                                   focal=focal, fps=fps, start=start, pattern=pattern, counters=counters,
+                                   dataset=dataset)
             return counted(watcher, counters)
         if pattern is not None:
             raise ConfigError(f"{path} is a file; a pattern chooses the files of a folder")
         from .files import open_recording
 
-        rec = open_recording(path, focal=focal, fps=fps)
+        rec = open_recording(path, focal=focal, fps=fps, dataset=dataset)
         frames = rec.iter_frames(start, pace=pace)
         if sampling is not None:
             frames = _override_sampling(frames, sampling)

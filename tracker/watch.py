@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from .accounting import Counters
 from .errors import ConfigError, FileFormatError
 from .files import open_recording
 from .frames import Frame
@@ -27,7 +28,8 @@ log = logging.getLogger("etem.files")
 
 #: What a watched folder is read for without a pattern: image files as cameras and acquisition
 #: programs write them (not HDF5, which is what runs are written to, nor TIA's .emi, which
-#: describes a .ser).
+#: describes a .ser, nor PNG and JPEG, which are more often previews and figures than frames:
+#: a pattern such as ``"*.png"`` reads them, as grey-level frames).
 FRAME_SUFFIXES = (".tif", ".tiff", ".dm3", ".dm4", ".mrc", ".emd", ".ser", ".hspy", ".npy")
 
 
@@ -48,6 +50,31 @@ def first_file(folder: str | Path, pattern: str | None = None) -> Path | None:
     return min(files, key=lambda f: _natural(f[0]))[1] if files else None
 
 
+def no_frame_files(folder: str | Path, pattern: str | None = None) -> str | None:
+    """What a watcher of ``folder`` has no frame file to read in, said for its user (``"no frame
+    files in capture (30 .png files are not read without --pattern: …)"``); None where there is
+    one to read."""
+    folder = Path(folder)
+    if first_file(folder, pattern) is not None:
+        return None
+    others: dict[str, int] = {}
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+            others[p.suffix.lower() or "(no suffix)"] = others.get(p.suffix.lower() or "(no suffix)", 0) + 1
+    which = f"no file matching --pattern {pattern!r}" if pattern else "no frame files"
+    if not others:
+        return f"{which} in {folder} (it is empty)"
+    held = ", ".join(f"{n} {suffix} file{'s' if n > 1 else ''}" for suffix, n in
+                     sorted(others.items(), key=lambda kv: -kv[1])[:4])
+    images = [x for x in (".png", ".jpg", ".jpeg") if x in others]
+    if images and not pattern:
+        return (f"{which} in {folder} (it holds {held}; PNG and JPEG images are read only when asked for: "
+                f"--pattern '**/*{images[0]}' reads them as grey-level frames)")
+    kinds = "" if pattern else f"; frame files are {', '.join(FRAME_SUFFIXES)}"
+    return f"{which} in {folder} (it holds {held}{kinds})"
+
+
 def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
@@ -58,8 +85,11 @@ class FolderWatcher:
     Frame files (``pattern``) are read in natural order of their path below the folder (``f2``
     before ``f10``), each once its size and modification time have been still for
     ``settle_s``; files present at the start are read too. Hidden files and folders (names
-    starting with '.') are ignored, so a writer can write to ``.name.tif`` and rename. Frames are numbered across files. A file that cannot be read is
-    recorded in ``rejected`` as ``(path, reason)`` and the watch goes on.
+    starting with '.') are ignored, so a writer can write to ``.name.tif`` and rename. Frames are
+    numbered across files. A file that cannot be read (truncated, corrupt) is recorded in
+    ``rejected`` as ``(path, reason)``, counted as a frame received and rejected (``unreadable``)
+    where ``counters`` are given, and keeps its frame number (the frame of the next file is the
+    one after it); the watch goes on.
 
     Parameters
     ----------
@@ -86,12 +116,19 @@ class FolderWatcher:
     start
         Skip the first ``start`` frames (a resumed run: the folder is read again in the same
         order, and the frames the run holds already are passed over without being decoded).
+    counters
+        The run's counters: a file that cannot be read counts as a frame received and rejected
+        (``rejected/unreadable``). The frames yielded are counted by whoever takes them
+        (:func:`etem.tracker.sources.counted`).
+    dataset
+        The dataset or signal to read of each file, as in :func:`open_recording`.
     """
 
     def __init__(self, folder: str | Path, *, pattern: str | None = None, poll_s: float = 0.2,
                  settle_s: float = 0.3, stop: threading.Event | None = None,
                  idle_timeout_s: float | None = None, sampling: float | None = None,
-                 focal: int = 1, fps: float | None = None, start: int = 0) -> None:
+                 focal: int = 1, fps: float | None = None, start: int = 0,
+                 counters: Counters | None = None, dataset: str | None = None) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileFormatError(f"{self.folder}: no such folder")
@@ -107,6 +144,7 @@ class FolderWatcher:
         self.pattern, self.poll_s, self.settle_s = pattern, poll_s, settle_s
         self.stop = stop if stop is not None else threading.Event()
         self.idle_timeout_s, self.sampling, self.focal = idle_timeout_s, sampling, focal
+        self.counters, self.dataset = counters, dataset
         self.rejected: list[tuple[str, str]] = []
         self.files: list[str] = []
         self.n_frames = 0
@@ -149,7 +187,7 @@ class FolderWatcher:
         self._done.add(name)
         del self._seen[name]
         try:
-            with open_recording(path, focal=self.focal) as rec:
+            with open_recording(path, focal=self.focal, dataset=self.dataset) as rec:
                 sampling = self.sampling if self.sampling is not None else rec.sampling
                 skip = min(self._skip, len(rec))  # read before: passed over, numbered all the same
                 self._skip -= skip
@@ -163,10 +201,26 @@ class FolderWatcher:
                                 meta={**rec.frame_meta(), "file_frame": j},
                                 received=time.perf_counter())
                     self.n_frames += 1
+                if rec.cut_short is not None:  # the frames before the cut are in; the rest is lost
+                    raise FileFormatError(rec.cut_short)
             self.files.append(str(path))
         except (FileFormatError, ConfigError) as exc:
-            log.warning("skipping %s: %s", path, exc)
-            self.rejected.append((str(path), str(exc)))
+            self._unreadable(path, str(exc))
+
+    def _unreadable(self, path: Path, why: str) -> None:
+        """A file (or the rest of one) that cannot be read: one frame, rejected, in its place
+        (the frame of the next file is the one after it), counted once (not again where a
+        resumed run passes over it)."""
+        frame = self.n_frames
+        self.n_frames += 1
+        self.rejected.append((str(path), why))
+        if self._skip:  # the run being resumed holds it already
+            self._skip -= 1
+            return
+        log.warning("frame %d rejected: %s", frame, why if str(path) in why else f"{path}: {why}")
+        if self.counters is not None:
+            self.counters.add("received")
+            self.counters.add("rejected", reason="unreadable")
 
     def __iter__(self) -> Iterator[Frame]:
         last = time.monotonic()
@@ -183,7 +237,7 @@ class FolderWatcher:
             quiet = time.monotonic() - last
             if self.idle_timeout_s is not None and quiet >= max(self.idle_timeout_s, self.settle_s):
                 for name in sorted(self._seen, key=_natural):  # only empty files are left
-                    self.rejected.append((str(self.folder / name), "empty file"))
+                    self._unreadable(self.folder / name, "empty file")
                 log.info("no new file for %.1f s; stopping", quiet)
                 return
             self.stop.wait(self.poll_s)
@@ -192,11 +246,13 @@ class FolderWatcher:
 def watch_folder(folder: str | Path, *, pattern: str | None = None, poll_s: float = 0.2,
                  settle_s: float = 0.3, stop: threading.Event | None = None,
                  idle_timeout_s: float | None = None, sampling: float | None = None,
-                 focal: int = 1, fps: float | None = None, start: int = 0) -> FolderWatcher:
+                 focal: int = 1, fps: float | None = None, start: int = 0,
+                 counters: Counters | None = None, dataset: str | None = None) -> FolderWatcher:
     """Follow a folder that an acquisition program fills with frame files.
 
     Returns a :class:`FolderWatcher`: iterate it for frames, read ``rejected`` for files that
     failed. Parameters as in :class:`FolderWatcher` (times in s, sampling in Å/px).
     """
     return FolderWatcher(folder, pattern=pattern, poll_s=poll_s, settle_s=settle_s, stop=stop,
-                         idle_timeout_s=idle_timeout_s, sampling=sampling, focal=focal, fps=fps, start=start)
+                         idle_timeout_s=idle_timeout_s, sampling=sampling, focal=focal, fps=fps, start=start,
+                         counters=counters, dataset=dataset)

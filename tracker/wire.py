@@ -40,6 +40,7 @@ REJECT_REASONS = (
     "preprocess",  # frame could not be preprocessed (shape/sampling mismatch ...)
     "oom",  # the engine ran out of GPU memory even on a batch of this one frame
     "blank",  # the frame holds no image: constant, or its SNR far below the run's (beam blanked)
+    "unreadable",  # a frame file of a watched folder that cannot be read (truncated, corrupt, empty)
 )
 
 _REQUIRED = ("seq", "frame", "shape", "dtype", "sampling")
