@@ -228,3 +228,20 @@ def test_the_command_starts_without_the_heavy_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stopped_training_says_where_its_checkpoint_is(tmp_path):
+    """``etem train -o NAME`` writes NAME.json, NAME.safetensors and its checkpoint NAME.ckpt.*:
+    a stop after a checkpoint says where it is and that --resume goes on from it, not that
+    nothing was written."""
+    import argparse
+
+    from etem.tracker.cli import _what_was_saved
+
+    started = time.time()
+    args = argparse.Namespace(output=tmp_path / "tiny", resume=None)
+    assert _what_was_saved(args, started) == "; nothing was written yet"
+    for suffix in (".ckpt.json", ".ckpt.safetensors"):
+        (tmp_path / f"tiny{suffix}").write_text("{}")
+    said = _what_was_saved(args, started)
+    assert "tiny.ckpt.json" in said and "--resume goes on from it" in said

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import signal
 import sys
@@ -93,7 +94,17 @@ def _what_was_saved(args, started: float) -> str:
         named.append(Path(resume))
     if not named:
         return ""
-    written = [str(p) for p in named if p.exists() and p.stat().st_mtime >= started - 1]
+
+    def fresh(p: Path) -> bool:
+        return p.exists() and p.stat().st_mtime >= started - 1
+
+    written = [str(p) for p in named if fresh(p)]
+    # a name that stands for several files (etem train -o NAME: NAME.json, NAME.safetensors and
+    # its checkpoint NAME.ckpt.*): those written since the command started
+    written += [str(q) for p in named if not p.exists() and p.parent.is_dir()
+                for q in sorted(p.parent.glob(glob.escape(p.name) + ".*")) if fresh(q)]
+    if any(w.endswith(".ckpt.json") for w in written):
+        return f"; the last checkpoint is in {', '.join(w for w in written if '.ckpt.' in w)}: --resume goes on from it"
     return f"; what was processed is saved in {', '.join(written)}" if written else "; nothing was written yet"
 
 
