@@ -215,7 +215,7 @@ def find(
         df = det.detect([f])[0]
         if df is None:
             raise EngineUnavailable(f"frame {f.frame} ({f.shape[0]}x{f.shape[1]} px) does not fit in the GPU's "
-                                    "memory even alone; free the GPU, or run on another device (device='cpu').")
+                                    "memory even alone; free the GPU, or run on the CPU (--device cpu, device='cpu').")
         quality = df.attrs.pop("quality", None)
         if quality:
             quality_rows.append({"frame": f.frame, "sampling": f.sampling, **quality})

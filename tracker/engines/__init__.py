@@ -155,7 +155,7 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
     if kind == "classical" or (kind == "auto" and model is None):
         if model is not None:
             raise ConfigError(f"the classical engine uses no model; got model={model!r}. "
-                              "Leave model out, or choose kind='eager' or 'auto'.")
+                              "Leave the model out, or choose another engine (--engine auto or eager; kind='auto').")
         if kind == "auto":
             log.info("engine 'auto' chose 'classical' on %s (no model was given)", device)
         return _classical(device, options)

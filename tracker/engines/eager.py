@@ -49,7 +49,7 @@ class EagerEngine:
         self.device = resolve_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailable("the eager engine was asked for a CUDA device but this torch "
-                                    "has no CUDA GPU available; use device='cpu', or install a CUDA "
+                                    "has no CUDA GPU available; use the CPU (--device cpu, device='cpu'), or install a CUDA "
                                     "build of torch on a machine with an NVIDIA GPU.")
         if dtype == "float16" and self.device.type != "cuda":
             raise ConfigError("dtype='float16' needs a CUDA device; on CPU use 'float32' or 'bfloat16'.")

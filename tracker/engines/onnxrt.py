@@ -67,7 +67,7 @@ class OnnxRuntimeEngine:
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
                 raise EngineUnavailable("the onnxruntime engine was asked for a CUDA device but torch sees "
-                                        "no CUDA GPU; use device='cpu'.")
+                                        "no CUDA GPU; use the CPU (--device cpu, device='cpu').")
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise EngineUnavailable("the onnxruntime engine on CUDA needs onnxruntime-gpu "
                                         "(pip uninstall onnxruntime; pip install onnxruntime-gpu); this "

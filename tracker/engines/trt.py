@@ -30,8 +30,8 @@ log = logging.getLogger("etem.engine")
 
 INSTALL_HINT = ("the 'tensorrt' engine needs a CUDA GPU with NVIDIA TensorRT and its Python bindings: "
                 "pip install tensorrt (the wheels on pypi.nvidia.com match CUDA 12), or NVIDIA's "
-                "TensorRT packages for your CUDA version. Meanwhile use engine 'compiled' or 'eager' "
-                "(or 'auto').")
+                "TensorRT packages for your CUDA version. Meanwhile use --engine auto (kind='auto': "
+                "'compiled' on a GPU, 'onnxruntime', the fastest, on a CPU).")
 
 
 def import_tensorrt():
