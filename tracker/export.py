@@ -153,6 +153,10 @@ def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float]
     ax.set_xlim(0, w * scale)
     ax.set_ylim(h * scale, 0)
     ax.set_aspect("equal")
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis):  # (a few ticks: at 0.2 Å/px a 96² frame's labels ran into each other)
+        axis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel(f"x [{unit}]")
     ax.set_ylabel(f"y [{unit}]")
     ax.set_title(title)
