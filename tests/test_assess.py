@@ -136,6 +136,28 @@ def test_write_card_stores_the_table_under_its_key(heldout, tmp_path):
     assert r.returncode != 0 and "starts with 'heldout'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_write_card_refuses_a_bundled_models_card_and_touches_nothing(heldout, tmp_path, capsys):
+    """`etem evaluate au-hrtem WAVES --write-card` would rewrite the card shipped in the package, and
+    with it which model `--model auto` picks for everyone on the install: refused before any work,
+    by name or by the path into the package, with how to get a card of one's own."""
+    from etem.tracker.cli import main
+    from etem.train.bundle import bundle_paths, update_card
+
+    weights, card = bundle_paths("au-hrtem")
+    before = card.read_bytes(), weights.read_bytes()
+    for model in ("au-hrtem", str(card), "classical,au-hrtem"):
+        for extra in ([], ["--sweep"]):
+            code = main(["evaluate", model, str(heldout), "--doses", "1000", "-n", "1", "--size", "64",
+                         "--write-card", *extra])
+            err = capsys.readouterr().err
+            assert code == 2 and "au-hrtem is a bundled model" in err and "evaluate the copy" in err, err
+            assert len(err.strip().splitlines()) == 1
+    with pytest.raises(Exception, match="bundled model"):
+        update_card("au-hrtem", {"heldout": {}})
+    assert (card.read_bytes(), weights.read_bytes()) == before
+    assert not list(card.parent.glob("*.part"))
+
+
 def test_sweep_prints_cutoffs_writes_the_radar_and_stores_the_trust_ranges(heldout, tmp_path):
     """`etem evaluate MODEL WAVES --sweep`: Wei et al.'s four axes from a fixed microscope, the
     cut-offs beside the classical baseline, and the ranges the tracker then judges frames by."""

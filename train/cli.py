@@ -149,6 +149,12 @@ def cmd_evaluate_model(args) -> int:
         raise ConfigError(f"--write-card KEY names a held-out table and starts with 'heldout' (e.g. "
                           f"heldout_on_graphene); got {args.write_card!r}")
     methods = str(args.found).split(",")
+    if args.write_card:  # before any work: a shipped model's card stays as shipped
+        from etem.train.bundle import refuse_bundled_card
+
+        for m in methods:
+            if m not in CLASSICAL:
+                refuse_bundled_card(m)
     if not args.no_baseline:
         methods += [c for c in CLASSICAL if c not in methods]
     if args.sweep:
