@@ -157,6 +157,9 @@ def _images(args) -> int:
     from .optics import OpticsRanges, optics_overrides
     from .waves import load_waves
 
+    from etem.train.loop import usable_device
+
+    usable_device(args.device)  # a clear line for a device this torch cannot use
     ranges = OpticsRanges.from_dict({**({"preset": args.preset} if args.preset else {}),
                                      **optics_overrides(args.optics)})
     waves = load_waves(args.waves)

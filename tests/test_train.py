@@ -225,6 +225,54 @@ def test_train_command_resumes_and_rejects_bad_options(wave_set, tmp_path):
         assert r.returncode != 0 and "coarse" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_train_command_refuses_to_replace_a_bundle_unless_told(wave_set, tmp_path, capsys):
+    """`etem train -o EXISTING` is refused (the bundle and its checkpoint untouched) unless
+    --overwrite, which also drops the old checkpoint; --resume goes on; --init into a new name is fine."""
+    from etem.train.loop import checkpoint_paths
+    from etem.tracker.cli import main
+
+    common = ["--width", "4", "--depth", "2", "--size", "48", "--batch", "2", "--preset", "graphene", "--steps", "2"]
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--checkpoint-every", "1"]) == 0
+    capsys.readouterr()
+    files = [tmp_path / "m.json", tmp_path / "m.safetensors", *checkpoint_paths(tmp_path / "m")]
+    before = [p.read_bytes() for p in files]
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "m.safetensors" in err and "already there" in err and "--overwrite" in err and "--resume" in err, err
+    assert len(err.strip().splitlines()) == 1 and [p.read_bytes() for p in files] == before
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--checkpoint-every", "1",
+                 "--resume"]) == 0
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "n"), "--init", str(tmp_path / "m"), "--steps", "1",
+                 "--checkpoint-every", "0"]) == 0
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--seed", "1", "--checkpoint-every", "0",
+                 "--overwrite"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["training"]["config"]["seed"] == 1
+    assert not any(p.exists() for p in checkpoint_paths(tmp_path / "m"))  # the old run's: gone
+
+
+def test_train_and_simulate_images_say_plainly_when_the_device_or_wave_set_will_not_do(wave_set, tmp_path, capsys):
+    """--device cuda on a torch without CUDA, a device torch does not know, and a wave set of one
+    structure (all of it held out for validation): one `error:` line, exit 2, no traceback."""
+    from etem.tracker.cli import main
+
+    bad = ["cpux"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
+    for device in bad:
+        for cmd in (["train", str(wave_set), "-o", str(tmp_path / "d"), "--steps", "1"],
+                    ["simulate", "images", str(wave_set), "-n", "1", "--size", "32", "-o", str(tmp_path / "i.h5")]):
+            assert main([*cmd, "--device", device]) == 2
+            err = capsys.readouterr().err
+            assert f"--device {device}" in err or repr(device) in err, err
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "d.json").exists() and not (tmp_path / "i.h5").exists()
+
+    one = tmp_path / "one.h5"
+    save_waves(one, compute_waves([graphene(np.random.default_rng(0), size_A=(12.0, 12.0), n_holes=0, padding_A=1.0)],
+                                  config=WaveConfig(sampling_A=0.1, energy_eV=80e3)))
+    assert main(["train", str(one), "-o", str(tmp_path / "o"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "one.h5: 1 structure" in err and "at least two" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_coarse_camera_samples_train_and_are_recorded(wave_set, tmp_path):
     """`--coarse-fraction`: training images taken with larger pixels and enlarged; the card keeps it."""
     card = train(wave_set, tmp_path / "c", _tiny(steps=3, coarse_fraction=0.5, coarse_factor=(1.6, 2.4)))

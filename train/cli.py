@@ -110,7 +110,8 @@ def cmd_train(args) -> int:
         if not path.is_file():
             raise ConfigError(f"--validate {path}: no such movie (make one with `etem simulate movie`)")
     cfg = train_config(args)
-    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
+    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume,
+                 overwrite=args.overwrite)
     if card is None:  # a torchrun process other than the first
         return 0
     e = card["evaluation"]
