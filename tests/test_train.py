@@ -107,6 +107,39 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(wave_set, tmp_path)
         train(wave_set, tmp_path / "never", cfg, resume=True)
 
 
+def test_a_resumed_run_counts_the_time_before_its_checkpoint(wave_set, tmp_path):
+    """The checkpoint keeps the training time spent; a resumed run goes on counting from it (the
+    card's seconds, and a --minutes budget), and the card says it was resumed and from which step."""
+    from etem.train.loop import checkpoint_paths
+
+    def stop_at_3(step, loss):
+        if step == 3:
+            raise _Stop
+
+    def spent_before(out, seconds):  # as if the steps before the checkpoint had taken that long
+        path = checkpoint_paths(out)[1]
+        state = json.loads(path.read_text())
+        assert state["seconds"] > 0 and state["step"] == 2
+        path.write_text(json.dumps({**state, "seconds": seconds}))
+
+    cfg = _tiny(steps=4, checkpoint_every=2)
+    with pytest.raises(_Stop):
+        train(wave_set, tmp_path / "r", cfg, on_step=stop_at_3)
+    spent_before(tmp_path / "r", 1000.0)
+    card = train(wave_set, tmp_path / "r", cfg, resume=True)
+    assert card["training"]["seconds"] >= 1000.0
+    assert card["training"]["resumed"] == [{"step": 2, "seconds": 1000.0}]
+    assert "resumed" not in train(wave_set, tmp_path / "u", cfg)["training"]
+
+    # a time budget counts the time already spent: the minute gone, the run ends at its next step
+    timed = _tiny(steps=10**6, checkpoint_every=2, validate_every=100, max_minutes=1.0)
+    with pytest.raises(_Stop):
+        train(wave_set, tmp_path / "t", timed, on_step=stop_at_3)
+    spent_before(tmp_path / "t", 60.0)
+    card = train(wave_set, tmp_path / "t", timed, resume=True)
+    assert card["training"]["steps"] == 3 and card["training"]["seconds"] >= 60.0
+
+
 def test_a_time_budget_ends_the_run_with_its_schedule_spent(wave_set, tmp_path, capsys):
     """``max_minutes``: the run stops when the time is up, not at ``steps``, and its learning
     rate has gone through the whole one-cycle schedule by then."""

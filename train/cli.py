@@ -118,6 +118,8 @@ def cmd_train(args) -> int:
     start = card["training"].get("initialized_from")
     if start:
         print(f"started from {start['model']}: validation F1 {start['validation_f1']:.3f} on these images")
+    for r in card["training"].get("resumed", []):
+        print(f"resumed from the checkpoint of step {r['step']} ({r['seconds']:.0f} s of training before it)")
     print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
           f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
           f"in {card['training']['seconds']:.0f} s")

@@ -443,12 +443,17 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
                 k: v.detach().clone() for k, v in model.state_dict().items()}
             log.info("starting from %s: val F1 %.3f", cfg.init, best)
     out = Path(out)
+    before = 0.0  # training time spent before this process started (a resumed run's)
+    resumed: list[dict[str, Any]] = []  # each resume: the checkpoint's step and the time spent by then
     if resume:
         st = load_checkpoint(out, model, opt, sched, gen, rng, cfg)
         history, best, best_state, losses, first = (st["history"], st["best"], st["best_state"], st["losses"],
                                                     st["step"] + 1)
-        log.info("resumed from the checkpoint at step %d", st["step"])
-    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+        # checkpoints written before the time was stored: that of the last validation
+        before = st["seconds"] if st["seconds"] is not None else (history[-1]["seconds"] if history else 0.0)
+        resumed = [*st["resumed"], {"step": st["step"], "seconds": round(before, 1)}]
+        log.info("resumed from the checkpoint at step %d (%.0f s of training before it)", st["step"], before)
+    t0 = time.perf_counter() - before
     if budget_s is not None:
         spent[0] = min(1.0, (time.perf_counter() - t0) / budget_s)
     it = range(first, cfg.steps + 1)
@@ -495,7 +500,8 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             if chosen > best:
                 best, best_state = chosen, {k: v.detach().clone() for k, v in model.state_dict().items()}
         if rank == 0 and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last):
-            save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg)
+            save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg,
+                            seconds=time.perf_counter() - t0, resumed=resumed)
         if on_step is not None:
             on_step(step, losses[-1] if losses else float("nan"))
         if last:
@@ -545,6 +551,9 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
                        + (f" x {world} processes" if world > 1 else ""),
             "date": _dt.date.today().isoformat(), "history": history,
+            # a resumed run: the step of each checkpoint it went on from and the training time by
+            # then (``seconds`` counts it; the steps redone after a checkpoint count once)
+            **({"resumed": resumed} if resumed else {}),
             **({"initialized_from": {**start, "validation_f1": history[0]["f1"]}} if start else {}),
         },
         "evaluation": {"held_out_structures": len(val_idx), "images": cfg.n_validation, "match_radius_A": 1.0,
