@@ -18,6 +18,9 @@ import numpy as np
 from etem.tracker.errors import ConfigError
 
 _MATERIALS = ("au", "graphene", "graphene-pristine", "mos2")
+#: Beam energy [eV] of a material's waves where --energy is not given: MoS2 at 80 kV, as the
+#: bundled MoS2 models (train/make_models.sh) and the mos2 movie are made; the rest at 300 kV.
+DEFAULT_ENERGY_EV = {"mos2": 80e3}
 
 
 def add_parser(sub) -> None:
@@ -40,7 +43,9 @@ def add_parser(sub) -> None:
     q.add_argument("-n", type=int, default=8, help="how many structures")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--sampling", type=float, default=0.05, help="wave sampling [Å/px]")
-    q.add_argument("--energy", type=float, default=300e3, help="beam energy [eV]")
+    q.add_argument("--energy", type=float, default=None,
+                   help="beam energy [eV] (default: 80e3 for mos2, as the bundled MoS2 models were trained; "
+                        "300e3 for the others)")
     q.add_argument("--frozen-phonons", type=int, default=0)
     q.add_argument("--classes", choices=("species", "height"), default="species")
     q.add_argument("--tilt-max", type=float, help="Au: largest tilt off the zone axis [deg] (default 5, Madsen's "
@@ -137,14 +142,15 @@ def _waves(args) -> int:
 
     from .waves import WaveConfig, compute_waves, save_waves
 
-    cfg = WaveConfig(energy_eV=args.energy, sampling_A=args.sampling, frozen_phonons=args.frozen_phonons)
+    energy = args.energy if args.energy is not None else DEFAULT_ENERGY_EV.get(args.material, 300e3)
+    cfg = WaveConfig(energy_eV=energy, sampling_A=args.sampling, frozen_phonons=args.frozen_phonons)
     make = partial(_make_structure, args.material, args.seed, tilt_max=args.tilt_max, substrate=args.substrate)
     waves = compute_waves(make, n=args.n, config=cfg, seed=args.seed, classes=args.classes,
                           scheduler=args.scheduler or ("processes" if args.workers > 1 else None),
                           progress=sys.stderr.isatty())
     save_waves(args.output, waves, cfg)
     print(f"{len(waves)} exit waves ({waves[0].wave.shape[0]}x{waves[0].wave.shape[1]} px at "
-          f"{args.sampling} Å/px, {args.energy / 1e3:g} kV): {args.output}")
+          f"{args.sampling} Å/px, {energy / 1e3:g} kV): {args.output}")
     return 0
 
 

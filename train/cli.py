@@ -158,6 +158,10 @@ def cmd_evaluate_model(args) -> int:
         for m in methods:
             if m not in CLASSICAL:
                 refuse_bundled_card(m)
+    from etem.train.assess import training_mismatches
+
+    for line in training_mismatches(methods, args.truth):  # before the table, which looks normal
+        print(line)
     if not args.no_baseline:
         methods += [c for c in CLASSICAL if c not in methods]
     if args.sweep:

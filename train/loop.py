@@ -272,6 +272,25 @@ def training_waves(wave_sets: str | os.PathLike | Sequence[str | os.PathLike], c
     return waves, train_idx, val_idx
 
 
+def wave_set_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """What a wave-set file holds, as a card records it: file name, structures, materials, beam
+    energies [eV] and the seed it was made with (None where it cannot be told), read from the
+    file's attributes without its waves."""
+    import h5py
+
+    from etem.simulate.waves import wave_metas
+
+    metas = wave_metas(path)
+    with h5py.File(path, "r") as f:
+        energies = sorted({float(f[k].attrs["energy_eV"]) for k in f if k.isdigit()})
+    # `etem simulate waves --seed S` gives structure i the wave seed S * 1_000_003 + i
+    first = metas[0].get("seed") if metas else None
+    seed = first // 1_000_003 if isinstance(first, int) and first >= 0 and first % 1_000_003 == 0 else None
+    return {"file": Path(path).name, "structures": len(metas),
+            "materials": sorted({str(m.get("material", "")).lower() for m in metas} - {""}),
+            "energy_eV": energies, "seed": seed}
+
+
 def _validation_images(waves, val_idx: list[int], cfg: TrainConfig, n_classes: int):
     """The fixed validation images (normalized) and their true columns, drawn from their own seed."""
     gval = torch.Generator(device=cfg.device).manual_seed(10_000 + cfg.seed)
@@ -380,10 +399,11 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dcfg = cfg if str(device) == cfg.device else replace(cfg, device=str(device))
     torch.manual_seed(cfg.seed)
-    waves, train_idx, val_idx = training_waves(wave_set, cfg.classes)
+    paths = [wave_set] if isinstance(wave_set, (str, os.PathLike)) else list(wave_set)
+    waves, train_idx, val_idx = training_waves(paths, cfg.classes)
     classes = list(waves[0].classes) or ["column"]
     if not train_idx:
-        names = ", ".join(Path(p).name for p in ([wave_set] if isinstance(wave_set, (str, os.PathLike)) else wave_set))
+        names = ", ".join(Path(p).name for p in paths)
         raise ConfigError(f"{names}: {len(waves)} structure{'s' if len(waves) != 1 else ''}, all held out for "
                           "validation; training needs at least two per wave set (make more with "
                           "`etem simulate waves -n 8`)")
@@ -551,6 +571,10 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
                        + (f" x {world} processes" if world > 1 else ""),
             "date": _dt.date.today().isoformat(), "history": history,
+            # the step whose weights the bundle holds: the best validation score (``select_f1``
+            # with --validate movies), the first to reach it
+            "kept_step": next((h["step"] for h in history if h.get("select_f1", h.get("f1")) == best), None),
+            "wave_sets": [wave_set_summary(p) for p in paths],
             # a resumed run: the step of each checkpoint it went on from and the training time by
             # then (``seconds`` counts it; the steps redone after a checkpoint count once)
             **({"resumed": resumed} if resumed else {}),
