@@ -244,7 +244,7 @@ def test_train_command_resumes_and_rejects_bad_options(wave_set, tmp_path):
     r = etem(*common, "--steps", 2)
     assert r.returncode == 0, r.stderr
     r = etem(*common, "--steps", 2, "--resume")  # already at the last step: writes the bundle again
-    assert r.returncode == 0 and "held-out F1" in r.stdout, r.stderr
+    assert r.returncode == 0 and "validation F1" in r.stdout, r.stderr
     r = etem(*common, "--steps", 2, "--focal", "a,b")
     assert r.returncode != 0 and "--focal" in r.stderr and "Traceback" not in r.stderr
     r = etem(tmp_path / "none.h5", "-o", tmp_path / "z")
@@ -266,7 +266,14 @@ def test_train_command_refuses_to_replace_a_bundle_unless_told(wave_set, tmp_pat
 
     common = ["--width", "4", "--depth", "2", "--size", "48", "--batch", "2", "--preset", "graphene", "--steps", "2"]
     assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--checkpoint-every", "1"]) == 0
-    capsys.readouterr()
+    # what the score is: the validation images that chose the weights, not held-out ones; the
+    # card says which step's weights it kept and which wave sets trained it
+    out = capsys.readouterr().out
+    assert "validation F1" in out and "held out for choosing the weights" in out and "held-out F1" not in out
+    t = json.loads((tmp_path / "m.json").read_text())["training"]
+    assert t["kept_step"] in [h["step"] for h in t["history"]] and f"the weights of step {t['kept_step']}" in out
+    assert t["wave_sets"] == [{"file": wave_set.name, "structures": 3, "materials": ["graphene"],
+                               "energy_eV": [80e3], "seed": 0}]
     files = [tmp_path / "m.json", tmp_path / "m.safetensors", *checkpoint_paths(tmp_path / "m")]
     before = [p.read_bytes() for p in files]
     assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--seed", "1"]) == 2
@@ -437,7 +444,7 @@ def test_train_command_fine_tunes_with_the_models_recipe_and_the_users_optics(wa
     assert cfg["init"] == str(tmp_path / "start.json")
     r = etem(wave_set, "-o", tmp_path / "tuned", "--init", tmp_path / "start.json", "--steps", 2,
              "--optics", scope, "--optics", "blur_A=0.1,0.3", "--checkpoint-every", 1, "--resume")
-    assert r.returncode == 0 and "held-out F1" in r.stdout, r.stderr
+    assert r.returncode == 0 and "validation F1" in r.stdout, r.stderr
 
     bad = scope.with_name("bad.toml")
     bad.write_text("[optics\n")

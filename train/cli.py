@@ -120,14 +120,22 @@ def cmd_train(args) -> int:
         print(f"started from {start['model']}: validation F1 {start['validation_f1']:.3f} on these images")
     for r in card["training"].get("resumed", []):
         print(f"resumed from the checkpoint of step {r['step']} ({r['seconds']:.0f} s of training before it)")
-    print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
-          f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
-          f"in {card['training']['seconds']:.0f} s")
+    t = card["training"]
+    kept = f"the weights of step {t['kept_step']}" if t.get("kept_step") is not None else "the best weights"
+    print(f"bundle {args.output}.safetensors/.json: {kept}, validation F1 {_f(e['f1'])} on the structures held "
+          f"out for choosing the weights (precision {_f(e['precision'])}, recall {_f(e['recall'])}, RMS "
+          f"{_f(e['rms_A'])} Å), after {t['steps']} steps in {t['seconds']:.0f} s; score it on wave sets it never "
+          "saw with `etem evaluate MODEL WAVES.h5`")
     if "movie_validation" in e:
         m = e["movie_validation"]
         print(f"chosen on {m['frames']} frames of {', '.join(m['movies'])}: F1 {m['f1']:.3f} "
               f"(precision {m['precision']:.3f}, recall {m['recall']:.3f}) at threshold {card['threshold']:g}")
     return 0
+
+
+def _f(value) -> str:
+    """A score as printed: three decimals, or "none" (an empty score is stored as null)."""
+    return "none" if value is None else f"{value:.3f}"
 
 
 def is_model(arg: Path) -> bool:
