@@ -44,7 +44,7 @@ from etem.tracker.errors import ConfigError, ModelError
 from .networks import build_network
 
 __all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths", "choose_model", "heldout_f1",
-           "is_bundled", "refuse_bundled_card"]
+           "is_bundled", "refuse_bundled_card", "missing_trust_note", "say_missing_trust"]
 
 #: Value of the card's ``"format"`` field this code writes and reads.
 FORMAT = "etem-model/1"
@@ -246,6 +246,31 @@ def refuse_bundled_card(name_or_path: str | os.PathLike) -> None:
                       f"`--model auto` ranks models by it, so etem does not write into it; copy {weights.name} "
                       f"and {card.name} from {card.parent} into a folder of yours and evaluate the copy "
                       f"(etem evaluate ./{card.name} WAVES.h5 --write-card)")
+
+
+def missing_trust_note(model: str | os.PathLike | None) -> str | None:
+    """What to say where a user's model (a bundle path) has no trust ranges in its card: frames
+    are then judged by nothing, and a model fed images far from its training (another pixel size,
+    dose) finds columns in noise without a word. None for bundled models, the classical locator,
+    no model, a card that has them, or one that cannot be read (the engine says why)."""
+    if model is None or str(model) in ("auto", "classical", "classical-dark") or is_bundled(model):
+        return None
+    try:
+        card = json.loads(bundle_paths(model)[1].read_text(encoding="utf-8"))
+    except (OSError, ValueError, ModelError):
+        return None
+    if not isinstance(card, dict) or isinstance(card.get("trust"), dict):
+        return None
+    return (f"no trust ranges in the card of {model}, so no frame is judged out of range: "
+            f"etem evaluate {model} WAVES.h5 --sweep --write-card measures them")
+
+
+def say_missing_trust(model: str | os.PathLike | None, out) -> None:
+    """Print :func:`missing_trust_note` (indented, as the tracker's other lines about a result)
+    to ``out`` where there is one; the tracker calls it once per command."""
+    note = missing_trust_note(model)
+    if note:
+        print(f"  {note}", file=out)
 
 
 def update_card(name_or_path: str | os.PathLike, changes: Mapping[str, Any]) -> Path:
