@@ -18,6 +18,9 @@ import numpy as np
 from etem.tracker.errors import ConfigError
 
 _MATERIALS = ("au", "graphene", "graphene-pristine", "mos2")
+#: Beam energy [eV] of a material's waves where --energy is not given: MoS2 at 80 kV, as the
+#: bundled MoS2 models (train/make_models.sh) and the mos2 movie are made; the rest at 300 kV.
+DEFAULT_ENERGY_EV = {"mos2": 80e3}
 
 
 def add_parser(sub) -> None:
@@ -40,7 +43,9 @@ def add_parser(sub) -> None:
     q.add_argument("-n", type=int, default=8, help="how many structures")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--sampling", type=float, default=0.05, help="wave sampling [Å/px]")
-    q.add_argument("--energy", type=float, default=300e3, help="beam energy [eV]")
+    q.add_argument("--energy", type=float, default=None,
+                   help="beam energy [eV] (default: 80e3 for mos2, as the bundled MoS2 models were trained; "
+                        "300e3 for the others)")
     q.add_argument("--frozen-phonons", type=int, default=0)
     q.add_argument("--classes", choices=("species", "height"), default="species")
     q.add_argument("--tilt-max", type=float, help="Au: largest tilt off the zone axis [deg] (default 5, Madsen's "
@@ -51,18 +56,21 @@ def add_parser(sub) -> None:
     q.add_argument("--scheduler", help="address of a Dask distributed scheduler (a cluster) instead")
     q.add_argument("-o", "--output", type=Path, required=True, help="wave-set HDF5 file")
 
-    q = s.add_parser("images", help="training images and labels from a wave set (optics and noise in torch)")
+    # the defaults are etem train's (TrainConfig), so that these are the images it trains on
+    q = s.add_parser("images", help="training images and labels from a wave set (optics and noise in torch), "
+                                    "by default as `etem train` makes them")
     q.add_argument("waves", type=Path, help="wave-set file from `etem simulate waves`")
     q.add_argument("-n", type=int, default=64, help="how many images")
-    q.add_argument("--size", type=int, default=256, help="image side [px]")
-    q.add_argument("--sampling", type=float, help="image pixel size [Å/px] (default: the waves')")
-    q.add_argument("--preset", help="optics preset (graphene, au, mos2, haadf; default: the general ranges)")
+    q.add_argument("--size", type=int, help="image side [px] (default 128, as etem train)")
+    q.add_argument("--sampling", type=float, help="image pixel size [Å/px] (default 0.2, as etem train)")
+    q.add_argument("--preset", help="optics preset (graphene, au, mos2, haadf; default au, as etem train)")
     q.add_argument("--optics", action="append", default=[], metavar="KEY=LO,HI|FILE.toml",
                    help="replace ranges of the preset, as `etem train --optics` (e.g. defocus_A=-90,-30, or "
                         "a TOML file describing your microscope)")
     q.add_argument("--imaging", choices=("hrtem", "haadf"), default="hrtem")
-    q.add_argument("--label-sigma", type=float, default=1.0,
-                   help="label Gaussian width [Å] (1 Å as Madsen; dense lattices such as MoS2 need less)")
+    q.add_argument("--label-sigma", type=float,
+                   help="label Gaussian width [Å] (default 0.5, as etem train; Madsen's 1 Å merges the columns "
+                        "of dense lattices such as MoS2)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="cpu")
     q.add_argument("-o", "--output", type=Path, required=True, help="HDF5 file: images, labels, positions")
@@ -137,14 +145,15 @@ def _waves(args) -> int:
 
     from .waves import WaveConfig, compute_waves, save_waves
 
-    cfg = WaveConfig(energy_eV=args.energy, sampling_A=args.sampling, frozen_phonons=args.frozen_phonons)
+    energy = args.energy if args.energy is not None else DEFAULT_ENERGY_EV.get(args.material, 300e3)
+    cfg = WaveConfig(energy_eV=energy, sampling_A=args.sampling, frozen_phonons=args.frozen_phonons)
     make = partial(_make_structure, args.material, args.seed, tilt_max=args.tilt_max, substrate=args.substrate)
     waves = compute_waves(make, n=args.n, config=cfg, seed=args.seed, classes=args.classes,
                           scheduler=args.scheduler or ("processes" if args.workers > 1 else None),
                           progress=sys.stderr.isatty())
     save_waves(args.output, waves, cfg)
     print(f"{len(waves)} exit waves ({waves[0].wave.shape[0]}x{waves[0].wave.shape[1]} px at "
-          f"{args.sampling} Å/px, {args.energy / 1e3:g} kV): {args.output}")
+          f"{args.sampling} Å/px, {energy / 1e3:g} kV): {args.output}")
     return 0
 
 
@@ -157,12 +166,19 @@ def _images(args) -> int:
     from .optics import OpticsRanges, optics_overrides
     from .waves import load_waves
 
-    ranges = OpticsRanges.from_dict({**({"preset": args.preset} if args.preset else {}),
-                                     **optics_overrides(args.optics)})
+    from etem.train.loop import TrainConfig, usable_device
+
+    usable_device(args.device)  # a clear line for a device this torch cannot use
+    train = TrainConfig()  # what etem train does where an option is not given
+    size = args.size or train.size
+    sampling = args.sampling or train.sampling_A
+    sigma = args.label_sigma if args.label_sigma is not None else train.label_sigma_A
+    preset = args.preset or train.preset
+    ranges = OpticsRanges.from_dict({**({"preset": preset} if preset else {}), **optics_overrides(args.optics)})
     waves = load_waves(args.waves)
     classes = waves[0].classes
-    cfg = AugmentConfig(out_shape=(args.size, args.size), out_sampling_A=args.sampling, n_classes=max(1, len(classes)),
-                        sigma_A=args.label_sigma)
+    cfg = AugmentConfig(out_shape=(size, size), out_sampling_A=sampling, n_classes=max(1, len(classes)),
+                        sigma_A=sigma)
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
     images, labels, tables = [], [], []
     done = 0
@@ -182,12 +198,15 @@ def _images(args) -> int:
         f.attrs["format"] = "etem-training-images"
         f.attrs["classes"] = json.dumps(list(classes))
         f.attrs["source"] = str(args.waves)
+        f.attrs.update({"sampling_A": sampling, "label_sigma_A": sigma, "preset": preset or "",
+                        "imaging": args.imaging})
         f["images"] = np.concatenate(images)
         f["labels"] = np.concatenate(labels)
         pos = __import__("pandas").concat(tables, ignore_index=True)
         for c in pos.columns:
             f[f"positions/{c}"] = pos[c].to_numpy()
-    print(f"{args.n} images {args.size}x{args.size} with labels ({len(classes)} classes + background): {args.output}")
+    print(f"{args.n} images {size}x{size} at {sampling:g} Å/px with labels ({len(classes)} classes + background, "
+          f"σ {sigma:g} Å), optics preset {preset!r}: {args.output}")
     return 0
 
 

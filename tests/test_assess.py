@@ -136,6 +136,61 @@ def test_write_card_stores_the_table_under_its_key(heldout, tmp_path):
     assert r.returncode != 0 and "starts with 'heldout'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_write_card_refuses_a_bundled_models_card_and_touches_nothing(heldout, tmp_path, capsys):
+    """`etem evaluate au-hrtem WAVES --write-card` would rewrite the card shipped in the package, and
+    with it which model `--model auto` picks for everyone on the install: refused before any work,
+    by name or by the path into the package, with how to get a card of one's own."""
+    from etem.tracker.cli import main
+    from etem.train.bundle import bundle_paths, update_card
+
+    weights, card = bundle_paths("au-hrtem")
+    before = card.read_bytes(), weights.read_bytes()
+    for model in ("au-hrtem", str(card), "classical,au-hrtem"):
+        for extra in ([], ["--sweep"]):
+            code = main(["evaluate", model, str(heldout), "--doses", "1000", "-n", "1", "--size", "64",
+                         "--write-card", *extra])
+            err = capsys.readouterr().err
+            assert code == 2 and "au-hrtem is a bundled model" in err and "evaluate the copy" in err, err
+            assert len(err.strip().splitlines()) == 1
+    with pytest.raises(Exception, match="bundled model"):
+        update_card("au-hrtem", {"heldout": {}})
+    assert (card.read_bytes(), weights.read_bytes()) == before
+    assert not list(card.parent.glob("*.part"))
+
+
+def test_evaluate_warns_where_the_wave_set_is_not_what_the_model_was_trained_on(heldout, tmp_path, capsys):
+    """MoS2 waves default to 80 kV, as the bundled MoS2 models were trained (an explicit --energy
+    still wins); a wave set of another energy or material than the card's, or a second model
+    that takes other images than the first's card draws, gets one warning line above the table."""
+    from etem.simulate.waves import load_waves
+    from etem.tracker.cli import main
+
+    for energy, name in ((None, "mos2-80.h5"), (300e3, "mos2-300.h5")):
+        extra = [] if energy is None else ["--energy", f"{energy:g}"]
+        assert main(["simulate", "waves", "--material", "mos2", "-n", "1", "--sampling", "0.1", *extra,
+                     "-o", str(tmp_path / name)]) == 0
+    assert load_waves(tmp_path / "mos2-80.h5")[0].energy_eV == 80e3
+    assert load_waves(tmp_path / "mos2-300.h5")[0].energy_eV == 300e3
+    capsys.readouterr()
+
+    def warnings(model, waves):
+        assert main(["evaluate", model, str(waves), "--doses", "1000", "-n", "1", "--size", "64",
+                     "--no-baseline"]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+
+    w = warnings("mos2-unet", tmp_path / "mos2-300.h5")
+    assert len(w) == 1 and "300 kV waves, the model's 80 kV" in w[0] and "--energy 80e3" in w[0], w
+    assert warnings("mos2-unet", tmp_path / "mos2-80.h5") == []
+    w = warnings("au-hrtem", tmp_path / "mos2-80.h5")
+    assert len(w) == 1 and "mos2, the model's au" in w[0] and "80 kV waves, the model's 300 kV" in w[0], w
+    assert warnings("au-hrtem", heldout) == []
+    w = warnings("au-hrtem,haadf-stem", heldout)
+    assert len(w) == 1 and "haadf-stem" in w[0] and "hrtem images (drawn for the first model)" in w[0], w
+    # a model that cannot take the images drawn for the first one: refused, not a traceback
+    assert main(["evaluate", "au-hrtem,mos2-unet", str(heldout), "-n", "1", "--size", "64"]) == 2
+    assert "mos2-unet takes 3 image(s) per frame" in capsys.readouterr().err
+
+
 def test_sweep_prints_cutoffs_writes_the_radar_and_stores_the_trust_ranges(heldout, tmp_path):
     """`etem evaluate MODEL WAVES --sweep`: Wei et al.'s four axes from a fixed microscope, the
     cut-offs beside the classical baseline, and the ranges the tracker then judges frames by."""

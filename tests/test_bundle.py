@@ -205,3 +205,23 @@ def test_unknown_bare_name_lists_bundled(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="no bundled model named 'silver'.*'gold'"):
         load_bundle("silver")
     assert isinstance(load_bundle("gold")[0], UNet)
+
+
+def test_a_users_model_without_trust_ranges_is_said_so(saved, tmp_path):
+    """A freshly trained model has no trust ranges, so the tracker judges no frame out of range:
+    the line the tracker prints says so and how to measure them; a card with them, a bundled
+    model and the classical locator get no line."""
+    import io
+
+    from etem.train.bundle import missing_trust_note, say_missing_trust, update_card
+
+    _, base = saved
+    note = missing_trust_note(str(base))
+    assert note.startswith("no trust ranges in the card") and f"etem evaluate {base} WAVES.h5 --sweep --write-card" in note
+    out = io.StringIO()
+    say_missing_trust(str(base) + ".json", out)
+    assert out.getvalue().count("\n") == 1 and "no trust ranges" in out.getvalue()
+    for model in (None, "auto", "classical", "au-hrtem", str(tmp_path / "none")):
+        assert missing_trust_note(model) is None
+    update_card(base, {"trust": {"snr_min": 1.0}})
+    assert missing_trust_note(base) is None

@@ -90,3 +90,29 @@ def test_substrate_puts_mos2_flakes_on_graphene(tmp_path, capsys):
     assert main(["simulate", "structures", "--material", "au", "-n", "1", "--substrate", "graphene",
                  "-o", str(tmp_path / "au.extxyz")]) == 2
     assert "--substrate applies to MoS2" in capsys.readouterr().err
+
+
+def test_images_by_default_are_what_etem_train_trains_on(tmp_path, capsys):
+    """`etem simulate images` ("look at a few samples first") takes etem train's pixel size,
+    label width, crop size and optics preset where no option is given, and says so."""
+    from etem.simulate.structures import graphene
+    from etem.simulate.waves import WaveConfig, compute_waves, save_waves
+    from etem.train.loop import TrainConfig
+
+    waves = tmp_path / "g.h5"
+    save_waves(waves, compute_waves([graphene(np.random.default_rng(0), size_A=(12.0, 12.0), n_holes=0,
+                                              padding_A=1.0)], config=WaveConfig(sampling_A=0.1, energy_eV=80e3)))
+    assert main(["simulate", "images", str(waves), "-n", "2", "-o", str(tmp_path / "i.h5")]) == 0
+    train = TrainConfig()
+    with h5py.File(tmp_path / "i.h5") as f:
+        assert f["images"].shape == (2, 1, train.size, train.size)
+        assert (f.attrs["sampling_A"], f.attrs["label_sigma_A"], f.attrs["preset"]) == (
+            train.sampling_A, train.label_sigma_A, train.preset)
+    out = capsys.readouterr().out
+    assert f"at {train.sampling_A:g} Å/px" in out and f"σ {train.label_sigma_A:g} Å" in out and "'au'" in out
+    # options still win
+    assert main(["simulate", "images", str(waves), "-n", "1", "--size", "32", "--sampling", "0.1",
+                 "--label-sigma", "1", "--preset", "graphene", "-o", str(tmp_path / "j.h5")]) == 0
+    with h5py.File(tmp_path / "j.h5") as f:
+        assert f["images"].shape == (1, 1, 32, 32)
+        assert (f.attrs["sampling_A"], f.attrs["label_sigma_A"], f.attrs["preset"]) == (0.1, 1.0, "graphene")

@@ -107,6 +107,39 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(wave_set, tmp_path)
         train(wave_set, tmp_path / "never", cfg, resume=True)
 
 
+def test_a_resumed_run_counts_the_time_before_its_checkpoint(wave_set, tmp_path):
+    """The checkpoint keeps the training time spent; a resumed run goes on counting from it (the
+    card's seconds, and a --minutes budget), and the card says it was resumed and from which step."""
+    from etem.train.loop import checkpoint_paths
+
+    def stop_at_3(step, loss):
+        if step == 3:
+            raise _Stop
+
+    def spent_before(out, seconds):  # as if the steps before the checkpoint had taken that long
+        path = checkpoint_paths(out)[1]
+        state = json.loads(path.read_text())
+        assert state["seconds"] > 0 and state["step"] == 2
+        path.write_text(json.dumps({**state, "seconds": seconds}))
+
+    cfg = _tiny(steps=4, checkpoint_every=2)
+    with pytest.raises(_Stop):
+        train(wave_set, tmp_path / "r", cfg, on_step=stop_at_3)
+    spent_before(tmp_path / "r", 1000.0)
+    card = train(wave_set, tmp_path / "r", cfg, resume=True)
+    assert card["training"]["seconds"] >= 1000.0
+    assert card["training"]["resumed"] == [{"step": 2, "seconds": 1000.0}]
+    assert "resumed" not in train(wave_set, tmp_path / "u", cfg)["training"]
+
+    # a time budget counts the time already spent: the minute gone, the run ends at its next step
+    timed = _tiny(steps=10**6, checkpoint_every=2, validate_every=100, max_minutes=1.0)
+    with pytest.raises(_Stop):
+        train(wave_set, tmp_path / "t", timed, on_step=stop_at_3)
+    spent_before(tmp_path / "t", 60.0)
+    card = train(wave_set, tmp_path / "t", timed, resume=True)
+    assert card["training"]["steps"] == 3 and card["training"]["seconds"] >= 60.0
+
+
 def test_a_time_budget_ends_the_run_with_its_schedule_spent(wave_set, tmp_path, capsys):
     """``max_minutes``: the run stops when the time is up, not at ``steps``, and its learning
     rate has gone through the whole one-cycle schedule by then."""
@@ -211,7 +244,7 @@ def test_train_command_resumes_and_rejects_bad_options(wave_set, tmp_path):
     r = etem(*common, "--steps", 2)
     assert r.returncode == 0, r.stderr
     r = etem(*common, "--steps", 2, "--resume")  # already at the last step: writes the bundle again
-    assert r.returncode == 0 and "held-out F1" in r.stdout, r.stderr
+    assert r.returncode == 0 and "validation F1" in r.stdout, r.stderr
     r = etem(*common, "--steps", 2, "--focal", "a,b")
     assert r.returncode != 0 and "--focal" in r.stderr and "Traceback" not in r.stderr
     r = etem(tmp_path / "none.h5", "-o", tmp_path / "z")
@@ -223,6 +256,61 @@ def test_train_command_resumes_and_rejects_bad_options(wave_set, tmp_path):
     for bad in ("a,b", "0.5,2"):
         r = etem(*common, "--steps", 2, "--coarse-fraction", 0.5, "--coarse-factor", bad)
         assert r.returncode != 0 and "coarse" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_train_command_refuses_to_replace_a_bundle_unless_told(wave_set, tmp_path, capsys):
+    """`etem train -o EXISTING` is refused (the bundle and its checkpoint untouched) unless
+    --overwrite, which also drops the old checkpoint; --resume goes on; --init into a new name is fine."""
+    from etem.train.loop import checkpoint_paths
+    from etem.tracker.cli import main
+
+    common = ["--width", "4", "--depth", "2", "--size", "48", "--batch", "2", "--preset", "graphene", "--steps", "2"]
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--checkpoint-every", "1"]) == 0
+    # what the score is: the validation images that chose the weights, not held-out ones; the
+    # card says which step's weights it kept and which wave sets trained it
+    out = capsys.readouterr().out
+    assert "validation F1" in out and "held out for choosing the weights" in out and "held-out F1" not in out
+    t = json.loads((tmp_path / "m.json").read_text())["training"]
+    assert t["kept_step"] in [h["step"] for h in t["history"]] and f"the weights of step {t['kept_step']}" in out
+    assert t["wave_sets"] == [{"file": wave_set.name, "structures": 3, "materials": ["graphene"],
+                               "energy_eV": [80e3], "seed": 0}]
+    files = [tmp_path / "m.json", tmp_path / "m.safetensors", *checkpoint_paths(tmp_path / "m")]
+    before = [p.read_bytes() for p in files]
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "m.safetensors" in err and "already there" in err and "--overwrite" in err and "--resume" in err, err
+    assert len(err.strip().splitlines()) == 1 and [p.read_bytes() for p in files] == before
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--checkpoint-every", "1",
+                 "--resume"]) == 0
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "n"), "--init", str(tmp_path / "m"), "--steps", "1",
+                 "--checkpoint-every", "0"]) == 0
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m"), *common, "--seed", "1", "--checkpoint-every", "0",
+                 "--overwrite"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["training"]["config"]["seed"] == 1
+    assert not any(p.exists() for p in checkpoint_paths(tmp_path / "m"))  # the old run's: gone
+
+
+def test_train_and_simulate_images_say_plainly_when_the_device_or_wave_set_will_not_do(wave_set, tmp_path, capsys):
+    """--device cuda on a torch without CUDA, a device torch does not know, and a wave set of one
+    structure (all of it held out for validation): one `error:` line, exit 2, no traceback."""
+    from etem.tracker.cli import main
+
+    bad = ["cpux"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
+    for device in bad:
+        for cmd in (["train", str(wave_set), "-o", str(tmp_path / "d"), "--steps", "1"],
+                    ["simulate", "images", str(wave_set), "-n", "1", "--size", "32", "-o", str(tmp_path / "i.h5")]):
+            assert main([*cmd, "--device", device]) == 2
+            err = capsys.readouterr().err
+            assert f"--device {device}" in err or repr(device) in err, err
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "d.json").exists() and not (tmp_path / "i.h5").exists()
+
+    one = tmp_path / "one.h5"
+    save_waves(one, compute_waves([graphene(np.random.default_rng(0), size_A=(12.0, 12.0), n_holes=0, padding_A=1.0)],
+                                  config=WaveConfig(sampling_A=0.1, energy_eV=80e3)))
+    assert main(["train", str(one), "-o", str(tmp_path / "o"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "one.h5: 1 structure" in err and "at least two" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_coarse_camera_samples_train_and_are_recorded(wave_set, tmp_path):
@@ -356,7 +444,7 @@ def test_train_command_fine_tunes_with_the_models_recipe_and_the_users_optics(wa
     assert cfg["init"] == str(tmp_path / "start.json")
     r = etem(wave_set, "-o", tmp_path / "tuned", "--init", tmp_path / "start.json", "--steps", 2,
              "--optics", scope, "--optics", "blur_A=0.1,0.3", "--checkpoint-every", 1, "--resume")
-    assert r.returncode == 0 and "held-out F1" in r.stdout, r.stderr
+    assert r.returncode == 0 and "validation F1" in r.stdout, r.stderr
 
     bad = scope.with_name("bad.toml")
     bad.write_text("[optics\n")

@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                    help="write the training state every STEPS steps (0: never)")
     p.add_argument("--resume", action="store_true", help="go on from the output's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at -o and its checkpoint")
     p.add_argument("--classes", choices=("species", "height", "column"), default=None,
                    help="what the network tells apart: the wave set's species classes (the default), column "
                         "heights (atoms per column, 1 .. 10+) for counting atoms from a focal series, or "

@@ -192,6 +192,78 @@ def _first_card(methods: Sequence[str]) -> dict[str, Any] | None:
     return None
 
 
+def _trained_on(card: dict[str, Any]) -> tuple[set[float] | None, set[str] | None]:
+    """The beam energies [eV] and materials of the waves a card's model was trained on (None:
+    not recorded): from ``training.wave_sets``, or for cards written before it, the energies in
+    ``training.data``'s words and the materials of ``use``."""
+    import re
+
+    training = card.get("training") or {}
+    sets = training.get("wave_sets")
+    if sets:
+        return ({float(e) for s in sets for e in s.get("energy_eV", [])} or None,
+                {m for s in sets for m in s.get("materials", [])} or None)
+    found = re.search(r"(\d[\d.]*(?: and \d[\d.]*)*) kV", training.get("data") or "")
+    energies = {float(v) * 1e3 for v in found.group(1).split(" and ")} if found else None
+    return energies, {m.lower() for m in (card.get("use") or {}).get("materials", [])} or None
+
+
+def training_mismatches(methods: Sequence[str], wave_set: str | Path) -> list[str]:
+    """One warning line per model that the held-out images of ``wave_set`` do not suit: waves of
+    another beam energy or material than it was trained on, other classes than it tells apart,
+    or (after the first model, whose card draws the images) another imaging mode. A model that
+    takes another number of images per frame than the first is refused (:class:`ConfigError`)."""
+    import h5py
+
+    from etem.simulate.waves import height_classes
+
+    from .bundle import bundle_paths
+    from .loop import wave_set_summary
+
+    have = wave_set_summary(wave_set)
+    with h5py.File(wave_set, "r") as f:
+        first = next((f[k] for k in sorted((k for k in f if k.isdigit()), key=int)), None)
+        stored = tuple(json.loads(first.attrs["classes"])) if first is not None else ()
+        stored_by = json.loads(first.attrs["meta"]).get("classes_by", "species") if first is not None else "species"
+    name = Path(wave_set).name
+    kv = " and ".join(f"{e / 1e3:g}" for e in have["energy_eV"])
+    lines, images = [], None
+    for m in methods:
+        if m in CLASSICAL:
+            continue
+        card = json.loads(bundle_paths(m)[1].read_text(encoding="utf-8"))
+        label = card.get("name", str(m))
+        energies, materials = _trained_on(card)
+        stem = (card.get("use") or {}).get("imaging") == "stem"  # images drawn from the atoms: no wave
+        by = card.get("classes_by", "species")
+        classes = {"column": ("column",), "height": height_classes(len(card["class_names"]))}.get(
+            by, stored if stored_by == "species" else None)
+        parts, hint = [], ""
+        if energies and not stem and set(have["energy_eV"]) - energies:
+            mine = " and ".join(f"{e / 1e3:g}" for e in sorted(energies))
+            parts.append(f"{kv} kV waves, the model's {mine} kV")
+            hint = f" (etem simulate waves --energy {min(energies) / 1e3:g}e3 makes waves like its own)"
+        if materials and set(have["materials"]) - materials:
+            parts.append(f"{', '.join(have['materials'])}, the model's {', '.join(sorted(materials))}")
+            hint = f" (score it on {' or '.join(sorted(materials))} waves)"
+        elif classes is not None and list(classes) != list(card["class_names"]):
+            parts.append(f"classes {', '.join(classes)}, the model's {', '.join(card['class_names'])}")
+        # the held-out images are drawn as the first model's card says (imaging, images per frame)
+        n, kind = len(card.get("inputs", [0.0])), (card.get("use") or {}).get("imaging", "hrtem")
+        if images is None:
+            images = (n, kind)
+        else:
+            if kind != images[1]:
+                parts.append(f"{images[1]} images (drawn for the first model), the model's {kind}")
+            if n != images[0]:  # the network cannot take them at all
+                raise ConfigError(f"{label} takes {n} image(s) per frame and the held-out images are drawn "
+                                  f"as the first model's card says, {images[0]} per frame: evaluate it on its own")
+        if parts:
+            lines.append(f"warning: {name} is not what {label} was trained on: {'; '.join(parts)}; its scores "
+                         f"here do not say how it does on its own kind of images{hint}")
+    return lines
+
+
 def summary(per_image: pd.DataFrame) -> pd.DataFrame:
     """Per method and dose: mean F1, precision, recall (pooled counts) and RMS; plus the mean over doses.
 

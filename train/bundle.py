@@ -43,7 +43,8 @@ from etem.tracker.errors import ConfigError, ModelError
 
 from .networks import build_network
 
-__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths", "choose_model", "heldout_f1"]
+__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths", "choose_model", "heldout_f1",
+           "is_bundled", "refuse_bundled_card", "missing_trust_note", "say_missing_trust"]
 
 #: Value of the card's ``"format"`` field this code writes and reads.
 FORMAT = "etem-model/1"
@@ -221,11 +222,64 @@ def save_bundle(model: nn.Module, path: str | os.PathLike, card: Mapping[str, An
     return weights_path, card_path
 
 
+def is_bundled(name_or_path: str | os.PathLike) -> bool:
+    """Whether ``name_or_path`` is a model that ships with the package (its card lies in the
+    package's models folder), by name or by path."""
+    folder = _models_folder()
+    if folder is None:
+        return False
+    try:
+        card_path = bundle_paths(name_or_path)[1]
+    except ModelError:
+        return False
+    return card_path.resolve().parent == folder.resolve()
+
+
+def refuse_bundled_card(name_or_path: str | os.PathLike) -> None:
+    """Raise :class:`ConfigError` where ``name_or_path`` is a bundled model: its card is shared by
+    everyone on the install (``--model auto`` ranks the models by it), so it is never rewritten;
+    the message says how to get a card of one's own."""
+    if not is_bundled(name_or_path):
+        return
+    weights, card = bundle_paths(name_or_path)
+    raise ConfigError(f"{card.stem} is a bundled model: its card is shared by everyone on this install and "
+                      f"`--model auto` ranks models by it, so etem does not write into it; copy {weights.name} "
+                      f"and {card.name} from {card.parent} into a folder of yours and evaluate the copy "
+                      f"(etem evaluate ./{card.name} WAVES.h5 --write-card)")
+
+
+def missing_trust_note(model: str | os.PathLike | None) -> str | None:
+    """What to say where a user's model (a bundle path) has no trust ranges in its card: frames
+    are then judged by nothing, and a model fed images far from its training (another pixel size,
+    dose) finds columns in noise without a word. None for bundled models, the classical locator,
+    no model, a card that has them, or one that cannot be read (the engine says why)."""
+    if model is None or str(model) in ("auto", "classical", "classical-dark") or is_bundled(model):
+        return None
+    try:
+        card = json.loads(bundle_paths(model)[1].read_text(encoding="utf-8"))
+    except (OSError, ValueError, ModelError):
+        return None
+    if not isinstance(card, dict) or isinstance(card.get("trust"), dict):
+        return None
+    return (f"no trust ranges in the card of {model}, so no frame is judged out of range: "
+            f"etem evaluate {model} WAVES.h5 --sweep --write-card measures them")
+
+
+def say_missing_trust(model: str | os.PathLike | None, out) -> None:
+    """Print :func:`missing_trust_note` (indented, as the tracker's other lines about a result)
+    to ``out`` where there is one; the tracker calls it once per command."""
+    note = missing_trust_note(model)
+    if note:
+        print(f"  {note}", file=out)
+
+
 def update_card(name_or_path: str | os.PathLike, changes: Mapping[str, Any]) -> Path:
     """Set top-level fields of a bundle's card (held-out tables, the threshold …) in place.
 
-    The weights, and so the card's ``sha256``, stay; the card is rewritten atomically.
+    The weights, and so the card's ``sha256``, stay; the card is rewritten atomically. A bundled
+    model's card (one in the package) is refused (:func:`refuse_bundled_card`).
     """
+    refuse_bundled_card(name_or_path)
     card_path = bundle_paths(name_or_path)[1]
     card = json.loads(card_path.read_text(encoding="utf-8"))
     card.update(changes)

@@ -29,9 +29,11 @@ def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
 
 def save_checkpoint(out: Path, step: int, model: nn.Module, best_state: dict | None, opt, sched,
                      gen: torch.Generator, rng: np.random.Generator, history: list, best: float,
-                     losses: list, cfg) -> None:
+                     losses: list, cfg, *, seconds: float | None = None, resumed: list | None = None) -> None:
     """Write ``out``'s checkpoint: to temporary files, then renamed, so a run killed while
-    writing keeps the previous one."""
+    writing keeps the previous one. ``seconds``: the training time spent up to ``step`` (a
+    resumed run goes on counting from it); ``resumed``: the earlier resumes of the run
+    (``{"step", "seconds"}`` each)."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -44,7 +46,7 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, best_state: dict | N
     tensors["rng.torch"] = gen.get_state().cpu()
     state = {"step": step, "config": asdict(cfg), "history": history, "best": best, "losses": losses,
              "optimizer_groups": opt_state["param_groups"], "scheduler": sched.state_dict(),
-             "numpy_rng": rng.bit_generator.state}
+             "numpy_rng": rng.bit_generator.state, "seconds": seconds, "resumed": resumed or []}
     t_path, s_path = checkpoint_paths(out)
     save_file(tensors, str(t_path) + ".tmp")
     Path(str(s_path) + ".tmp").write_text(json.dumps(state, default=float))
@@ -56,7 +58,8 @@ def load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generato
                      cfg) -> dict[str, Any]:
     """Restore the model, optimizer, schedule and random streams in place from ``out``'s
     checkpoint, refusing one made with other settings; returns the step, history, best score,
-    losses and best weights to go on with."""
+    losses and best weights to go on with, the training time spent up to the checkpoint
+    (``seconds``: None in checkpoints written before it was stored) and the earlier resumes."""
     from safetensors.torch import load_file
 
     t_path, s_path = checkpoint_paths(out)
@@ -87,4 +90,5 @@ def load_checkpoint(out: Path, model: nn.Module, opt, sched, gen: torch.Generato
     gen.set_state(tensors["rng.torch"])
     rng.bit_generator.state = state["numpy_rng"]
     return {"step": state["step"], "history": state["history"], "best": state["best"],
-            "losses": state["losses"], "best_state": best_state}
+            "losses": state["losses"], "best_state": best_state, "seconds": state.get("seconds"),
+            "resumed": state.get("resumed", [])}

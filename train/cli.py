@@ -110,21 +110,32 @@ def cmd_train(args) -> int:
         if not path.is_file():
             raise ConfigError(f"--validate {path}: no such movie (make one with `etem simulate movie`)")
     cfg = train_config(args)
-    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume)
+    card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume,
+                 overwrite=args.overwrite)
     if card is None:  # a torchrun process other than the first
         return 0
     e = card["evaluation"]
     start = card["training"].get("initialized_from")
     if start:
         print(f"started from {start['model']}: validation F1 {start['validation_f1']:.3f} on these images")
-    print(f"bundle {args.output}.safetensors/.json: held-out F1 {e['f1']:.3f} (precision {e['precision']:.3f}, "
-          f"recall {e['recall']:.3f}, RMS {e['rms_A']:.3f} Å) after {card['training']['steps']} steps "
-          f"in {card['training']['seconds']:.0f} s")
+    for r in card["training"].get("resumed", []):
+        print(f"resumed from the checkpoint of step {r['step']} ({r['seconds']:.0f} s of training before it)")
+    t = card["training"]
+    kept = f"the weights of step {t['kept_step']}" if t.get("kept_step") is not None else "the best weights"
+    print(f"bundle {args.output}.safetensors/.json: {kept}, validation F1 {_f(e['f1'])} on the structures held "
+          f"out for choosing the weights (precision {_f(e['precision'])}, recall {_f(e['recall'])}, RMS "
+          f"{_f(e['rms_A'])} Å), after {t['steps']} steps in {t['seconds']:.0f} s; score it on wave sets it never "
+          "saw with `etem evaluate MODEL WAVES.h5`")
     if "movie_validation" in e:
         m = e["movie_validation"]
         print(f"chosen on {m['frames']} frames of {', '.join(m['movies'])}: F1 {m['f1']:.3f} "
               f"(precision {m['precision']:.3f}, recall {m['recall']:.3f}) at threshold {card['threshold']:g}")
     return 0
+
+
+def _f(value) -> str:
+    """A score as printed: three decimals, or "none" (an empty score is stored as null)."""
+    return "none" if value is None else f"{value:.3f}"
 
 
 def is_model(arg: Path) -> bool:
@@ -149,6 +160,16 @@ def cmd_evaluate_model(args) -> int:
         raise ConfigError(f"--write-card KEY names a held-out table and starts with 'heldout' (e.g. "
                           f"heldout_on_graphene); got {args.write_card!r}")
     methods = str(args.found).split(",")
+    if args.write_card:  # before any work: a shipped model's card stays as shipped
+        from etem.train.bundle import refuse_bundled_card
+
+        for m in methods:
+            if m not in CLASSICAL:
+                refuse_bundled_card(m)
+    from etem.train.assess import training_mismatches
+
+    for line in training_mismatches(methods, args.truth):  # before the table, which looks normal
+        print(line)
     if not args.no_baseline:
         methods += [c for c in CLASSICAL if c not in methods]
     if args.sweep:

@@ -118,6 +118,27 @@ def _one_cycle(p: float, pct_start: float = 0.15, div: float = 25.0, final_div: 
     return end + (1.0 - end) * (1 + math.cos(math.pi * q)) / 2
 
 
+def usable_device(device: str | torch.device) -> torch.device:
+    """``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) as a torch device that this torch can
+    use, or a :class:`ConfigError` saying why not (as ``etem find --device`` says it)."""
+    from etem.tracker.engines import resolve_device
+
+    dev = resolve_device(device)  # the tracker's parsing and its message for a bad name
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: this torch ({torch.__version__}) has no CUDA GPU available; use "
+                              "--device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: there are {torch.cuda.device_count()} CUDA GPUs "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as exc:
+            raise ConfigError(f"--device {device}: this torch cannot use it ({exc}); use --device cpu or cuda") from None
+    return dev
+
+
 def _stop_all(mine: bool, world: int, device: torch.device) -> bool:
     """Under torchrun every process stops at the same step: when any of them has spent the budget."""
     if world == 1:
@@ -251,6 +272,25 @@ def training_waves(wave_sets: str | os.PathLike | Sequence[str | os.PathLike], c
     return waves, train_idx, val_idx
 
 
+def wave_set_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """What a wave-set file holds, as a card records it: file name, structures, materials, beam
+    energies [eV] and the seed it was made with (None where it cannot be told), read from the
+    file's attributes without its waves."""
+    import h5py
+
+    from etem.simulate.waves import wave_metas
+
+    metas = wave_metas(path)
+    with h5py.File(path, "r") as f:
+        energies = sorted({float(f[k].attrs["energy_eV"]) for k in f if k.isdigit()})
+    # `etem simulate waves --seed S` gives structure i the wave seed S * 1_000_003 + i
+    first = metas[0].get("seed") if metas else None
+    seed = first // 1_000_003 if isinstance(first, int) and first >= 0 and first % 1_000_003 == 0 else None
+    return {"file": Path(path).name, "structures": len(metas),
+            "materials": sorted({str(m.get("material", "")).lower() for m in metas} - {""}),
+            "energy_eV": energies, "seed": seed}
+
+
 def _validation_images(waves, val_idx: list[int], cfg: TrainConfig, n_classes: int):
     """The fixed validation images (normalized) and their true columns, drawn from their own seed."""
     gval = torch.Generator(device=cfg.device).manual_seed(10_000 + cfg.seed)
@@ -325,7 +365,7 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: TrainConfig | None = None, *,
           name: str | None = None, progress: bool = False, resume: bool = False,
-          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any] | None:
+          on_step: Callable[[int, float], None] | None = None, overwrite: bool = True) -> dict[str, Any] | None:
     """Train on a wave set (or several: :func:`training_waves`) and write the bundle ``out``
     (``out.safetensors`` + ``out.json``).
 
@@ -335,7 +375,9 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     from there and gives the same model as an uninterrupted run. Under ``torchrun`` each process
     trains on its own random samples and gradients are averaged (DistributedDataParallel);
     process 0 validates, writes checkpoints and the bundle. ``on_step(step, loss)`` is called
-    after every step. Returns the card written (``None`` on processes other than 0).
+    after every step. ``overwrite=False`` refuses to start where a bundle or checkpoint is
+    already at ``out`` (unless resuming); with ``overwrite=True`` an old checkpoint there is
+    removed before the first step. Returns the card written (``None`` on processes other than 0).
     """
     from etem.simulate.augment import AugmentConfig
 
@@ -346,7 +388,7 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world, local_rank = _distributed()
-    device = torch.device(cfg.device)
+    device = usable_device(cfg.device)
     if world > 1:
         import torch.distributed as dist
 
@@ -357,10 +399,14 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     dcfg = cfg if str(device) == cfg.device else replace(cfg, device=str(device))
     torch.manual_seed(cfg.seed)
-    waves, train_idx, val_idx = training_waves(wave_set, cfg.classes)
+    paths = [wave_set] if isinstance(wave_set, (str, os.PathLike)) else list(wave_set)
+    waves, train_idx, val_idx = training_waves(paths, cfg.classes)
     classes = list(waves[0].classes) or ["column"]
     if not train_idx:
-        raise ValueError("the wave set needs at least two structures (one is held out for validation)")
+        names = ", ".join(Path(p).name for p in paths)
+        raise ConfigError(f"{names}: {len(waves)} structure{'s' if len(waves) != 1 else ''}, all held out for "
+                          "validation; training needs at least two per wave set (make more with "
+                          "`etem simulate waves -n 8`)")
     materials = sorted({str(w.meta.get("material", "")).lower() for w in waves} - {""})
     n_classes = len(classes)
     n_inputs = len(cfg.focal_offsets_A)
@@ -377,6 +423,8 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     if not 0.0 <= p_vac < 1.0:
         raise ConfigError(f"vacuum_fraction must be at least 0 and below 1; got {cfg.vacuum_fraction!r}")
     AugmentConfig(coarse_fraction=cfg.coarse_fraction, coarse_factor=tuple(cfg.coarse_factor))  # checked first
+    if not resume:
+        _clear_output(Path(out), overwrite, rank)
     cache: dict = {}  # each training wave's source and columns, on the device once
     if budget_s is None:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
@@ -415,12 +463,17 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
                 k: v.detach().clone() for k, v in model.state_dict().items()}
             log.info("starting from %s: val F1 %.3f", cfg.init, best)
     out = Path(out)
+    before = 0.0  # training time spent before this process started (a resumed run's)
+    resumed: list[dict[str, Any]] = []  # each resume: the checkpoint's step and the time spent by then
     if resume:
         st = load_checkpoint(out, model, opt, sched, gen, rng, cfg)
         history, best, best_state, losses, first = (st["history"], st["best"], st["best_state"], st["losses"],
                                                     st["step"] + 1)
-        log.info("resumed from the checkpoint at step %d", st["step"])
-    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+        # checkpoints written before the time was stored: that of the last validation
+        before = st["seconds"] if st["seconds"] is not None else (history[-1]["seconds"] if history else 0.0)
+        resumed = [*st["resumed"], {"step": st["step"], "seconds": round(before, 1)}]
+        log.info("resumed from the checkpoint at step %d (%.0f s of training before it)", st["step"], before)
+    t0 = time.perf_counter() - before
     if budget_s is not None:
         spent[0] = min(1.0, (time.perf_counter() - t0) / budget_s)
     it = range(first, cfg.steps + 1)
@@ -467,7 +520,8 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             if chosen > best:
                 best, best_state = chosen, {k: v.detach().clone() for k, v in model.state_dict().items()}
         if rank == 0 and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or last):
-            save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg)
+            save_checkpoint(out, step, model, best_state, opt, sched, gen, rng, history, best, losses, cfg,
+                            seconds=time.perf_counter() - t0, resumed=resumed)
         if on_step is not None:
             on_step(step, losses[-1] if losses else float("nan"))
         if last:
@@ -517,6 +571,13 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
                        + (f" x {world} processes" if world > 1 else ""),
             "date": _dt.date.today().isoformat(), "history": history,
+            # the step whose weights the bundle holds: the best validation score (``select_f1``
+            # with --validate movies), the first to reach it
+            "kept_step": next((h["step"] for h in history if h.get("select_f1", h.get("f1")) == best), None),
+            "wave_sets": [wave_set_summary(p) for p in paths],
+            # a resumed run: the step of each checkpoint it went on from and the training time by
+            # then (``seconds`` counts it; the steps redone after a checkpoint count once)
+            **({"resumed": resumed} if resumed else {}),
             **({"initialized_from": {**start, "validation_f1": history[0]["f1"]}} if start else {}),
         },
         "evaluation": {"held_out_structures": len(val_idx), "images": cfg.n_validation, "match_radius_A": 1.0,
@@ -526,6 +587,25 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     card = _finite(card)
     save_bundle(model, out, card)
     return card
+
+
+def _clear_output(out: Path, overwrite: bool, rank: int = 0) -> None:
+    """A run that does not resume starts on a clear ``out``: an existing bundle or checkpoint
+    there is refused unless ``overwrite``, and then the old checkpoint is removed (a later
+    resume must not go on from the run this one replaces; the bundle is replaced at the end)."""
+    from .bundle import bundle_paths
+
+    bundle = [p for p in bundle_paths(out) if p.exists()]
+    ckpt = [p for p in checkpoint_paths(out) if p.exists()]
+    if not (bundle or ckpt):
+        return
+    if not overwrite:
+        raise ConfigError(f"-o {out}: {', '.join(p.name for p in bundle + ckpt)} already there; give another -o, "
+                          f"--overwrite to replace {'them' if len(bundle + ckpt) > 1 else 'it'}"
+                          + (", or --resume to go on from the checkpoint" if ckpt else ""))
+    if rank == 0:
+        for p in ckpt:
+            p.unlink(missing_ok=True)
 
 
 def _init_weights(model: nn.Module, cfg: TrainConfig, classes: list[str]) -> dict[str, Any]:
