@@ -207,7 +207,7 @@ def test_unknown_bare_name_lists_bundled(tmp_path, monkeypatch):
     assert isinstance(load_bundle("gold")[0], UNet)
 
 
-def test_a_users_model_without_trust_ranges_is_said_so(saved, tmp_path):
+def test_a_users_model_without_trust_ranges_is_said_so(saved, tmp_path, capsys):
     """A freshly trained model has no trust ranges, so the tracker judges no frame out of range:
     the line the tracker prints says so and how to measure them; a card with them, a bundled
     model and the classical locator get no line."""
@@ -223,5 +223,16 @@ def test_a_users_model_without_trust_ranges_is_said_so(saved, tmp_path):
     assert out.getvalue().count("\n") == 1 and "no trust ranges" in out.getvalue()
     for model in (None, "auto", "classical", "au-hrtem", str(tmp_path / "none")):
         assert missing_trust_note(model) is None
+    # ... as etem find and etem replay say it, once
+    import numpy as np
+
+    from etem.tracker.cli import main
+
+    np.save(tmp_path / "img.npy", np.random.default_rng(0).normal(100, 10, (3, 64, 64)).astype(np.float32))
+    for cmd in (["find", str(tmp_path / "img.npy"), str(tmp_path / "img.npy"), "-o", str(tmp_path / "c.csv")],
+                ["replay", str(tmp_path / "img.npy"), "--quiet", "-o", str(tmp_path / "run.h5")]):
+        assert main([*cmd, "--model", str(base), "--focal", "3", "--sampling", "0.1"]) in (0, 1)
+        said = capsys.readouterr().out
+        assert said.count("no trust ranges in the card of") == 1, said
     update_card(base, {"trust": {"snr_min": 1.0}})
     assert missing_trust_note(base) is None

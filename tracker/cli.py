@@ -400,6 +400,10 @@ def cmd_find(args) -> int:
                      width_px=df.attrs.get("column_sigma_px"))
         say_classes(df, say)
         say_trust(df.attrs.get("frames", []), say, note=df.attrs.get("trust_note", ""))
+        if len(parts) == 1:  # (once: a user's model whose card has no trust ranges judges no frame)
+            from etem.train.bundle import say_missing_trust
+
+            say_missing_trust(df.attrs.get("model"), say)
         for r in df.attrs.get("rejected", []):
             print(f"  frame {r['frame']} skipped: {r['reason']}", file=say)
         est = df.attrs.get("sampling_estimate")

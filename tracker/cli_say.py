@@ -55,6 +55,12 @@ def report(result, args=None) -> None:
         print(f"trust: {line}")
         if result.trust_note and (result.frames["out_of_range"] > 0).any():
             print(f"  ({result.trust_note})")
+    if result.model:
+        from etem.train.bundle import missing_trust_note
+
+        note = missing_trust_note(result.model)
+        if note:
+            print(f"trust: {note}")
     if result.view_jumps:
         print(f"view jumps: {result.view_jumps} frame(s) where the view moved further than the drift "
               "estimate looks (link.max_drift_A); found by the jump search (link.max_jump_A)")
