@@ -196,3 +196,5 @@ def test_device_auto():
 def test_cuda_without_gpu(bundle):
     with pytest.raises(EngineUnavailable, match="CUDA"):
         make_engine("eager", bundle, device="cuda")
+    with pytest.raises(EngineUnavailable, match="no CUDA GPU; use the CPU"):  # (the classical locator too)
+        make_engine("classical", device="cuda")

@@ -151,6 +151,13 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
     if kind not in ENGINE_KINDS:
         raise choice_error("kind", kind, ENGINE_KINDS)
     device = resolve_device(device)
+    if device.type == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # (the classical locator's pinned buffers failed on it with a traceback)
+            raise EngineUnavailable(f"{device} was asked for, but this torch has no CUDA GPU; use the CPU "
+                                    "(--device cpu, device='cpu'), or install a CUDA build of torch on a "
+                                    "machine with an NVIDIA GPU.")
 
     if kind == "classical" or (kind == "auto" and model is None):
         if model is not None:
