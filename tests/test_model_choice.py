@@ -179,6 +179,11 @@ def test_frames_and_models_of_other_focal_series(tmp_path, capsys, caplog):
         assert main([*cmd, "--model", "mos2-unet", "-o", str(tmp_path / "x.h5")]) == 2
         err = capsys.readouterr().err
         assert "the model takes a focal series of 3 images per frame; frame 0 holds 1" in err and "Traceback" not in err
+    # --model auto finds none for such frames: the classical locator, and why
+    assert main(["find", str(tmp_path / "single.h5"), "--model", "auto", "--material", "mos2",
+                 "-o", str(tmp_path / "x.csv")]) == 0
+    assert ("located by the classical locator (--model auto: no bundled model is made for mos2 HRTEM frames of "
+            "1 image" in capsys.readouterr().out)
     series = mos2_movie(n_frames=1, shape=(96, 96), seed=0, mode="hrtem", focal_offsets_A=(-100, 0, 100))
     img = series.frames[0]  # [3, H, W]: -100, 0, +100 Å
     ref = find(img[1], model="au-hrtem", sampling=series.sampling)

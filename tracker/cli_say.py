@@ -17,6 +17,14 @@ def say_locator(args, model, engine, out=None, indent: str = "  ", lattice: bool
         if width_px:
             line += (f", columns {width_px:.2f} px wide as measured on the first image (the pixel size is "
                      "unknown; --sampling gives it)")
+        asked = getattr(args, "model", None)
+        if isinstance(asked, str) and (asked == "auto" or asked.startswith("auto:")):
+            what = " ".join(str(v) for v in (getattr(args, "material", None),
+                                              "STEM" if asked == "auto:stem" or getattr(args, "imaging", None) == "stem"
+                                              else "HRTEM") if v)
+            focal = getattr(args, "focal", None) or 1
+            line += (f" (--model {asked}: no bundled model is made for {what} frames of {focal} "
+                     f"image{'s' if focal != 1 else ''}; docs/models.md lists them)")
         print(line, file=out)
         return
     line = f"{indent}located by model {model} ({engine})"
