@@ -10,7 +10,8 @@ Memory: .npy files are memory-mapped, plain HDF5 datasets are sliced frame by fr
 readers are asked for lazy (dask) arrays, except TIFF: rsciio's lazy TIFF reads the whole series
 for every frame, so TIFF files are loaded eagerly (``meta['lazy']`` says which). A TIFF written
 page by page (a tifffile series per page) is one stack of its pages of one size; a TIFF cut
-short gives the frames before the cut, then an error that says where it breaks off.
+short gives the frames before the cut, then an error that says where it breaks off
+(:mod:`etem.tracker.files_tiff`).
 
 Watched folders are in :mod:`etem.tracker.watch` (:func:`watch_folder`, :class:`FolderWatcher`,
 also importable from here).
@@ -21,7 +22,6 @@ import importlib
 import importlib.util
 import io
 import logging
-import re
 import time
 import traceback
 import unicodedata
@@ -307,38 +307,12 @@ def _check_data(path: Path, data: Any, focal: int) -> None:
         raise ConfigError(f"focal={focal} does not divide the {n} image(s) of {path}")
 
 
-def _plain_tiff(path: Path) -> dict[str, Any]:
-    import tifffile
-
-    data = tifffile.imread(path)
-    names = ("frame", "y", "x")[-data.ndim:] if data.ndim <= 3 else tuple(f"axis{i}" for i in range(data.ndim))
-    axes = [{"name": n, "size": int(sz), "scale": 1.0, "offset": 0.0, "units": "", "navigate": i < data.ndim - 2}
-            for i, (n, sz) in enumerate(zip(names, data.shape))]
-    return {"data": data, "axes": axes, "metadata": {"General": {"title": path.stem}}, "original_metadata": {}}
-
-
-class _TifffileSays(logging.Filter):
-    """Takes what tifffile logs while a file is read (it logs what it finds broken, then reads
-    on): errors into ``errors``, warnings into ``notes``; neither reaches the user's log raw
-    (its debug and info lines pass, for ``-vv``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.errors: list[str] = []
-        self.notes: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        text = re.sub(r"^<tifffile\.\w+ @\d+> ", "", record.getMessage())
-        (self.errors if record.levelno >= logging.ERROR else self.notes).append(text)
-        return False
-
-
 def _read_rsciio(path: Path, fmt: str, dataset: str | None):
+    from . import files_tiff as _tiff
+
     module = importlib.import_module(_RSCIIO[fmt])
     lazy = _LAZY and fmt != "tiff"
-    said = _TifffileSays()
+    said = _tiff.TifffileSays()
     logging.getLogger("tifffile").addFilter(said)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -348,17 +322,17 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
             except Exception as exc:
                 _release(exc)
                 if fmt == "tiff" and (said.errors or "failed to read" in str(exc)):
-                    return _cut_tiff(path, said.errors or [str(exc)])
+                    return _tiff.cut_tiff(path, said.errors or [str(exc)])
                 if fmt != "tiff" or "must be 3 or 4" not in str(exc):
                     raise
                 # A stack of three or four planes written without a photometric tag is stored
                 # as planar RGB(A); it is read as the grey-level stack it almost always is.
-                signals = [_plain_tiff(path)]
+                signals = [_tiff.plain_tiff(path)]
                 caught.append(warnings.WarningMessage(
                     "a 3- or 4-plane TIFF tagged as colour, read as a stack of grey images",
                     UserWarning, str(path), 0))
             if said.errors and fmt == "tiff":
-                return _cut_tiff(path, said.errors)
+                return _tiff.cut_tiff(path, said.errors)
     finally:
         logging.getLogger("tifffile").removeFilter(said)
     if said.errors:
@@ -380,13 +354,13 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
         meta["signals"] = [f"{j}: {t!r} {tuple(s['data'].shape)}" for j, (t, s) in
                            enumerate(zip(titles, signals))]
     if fmt == "tiff" and dataset is None and len(signals) > 1:
-        signal = _join_pages(path, signals, meta)
+        signal = _tiff.join_pages(path, signals, meta)
     axes = [dict(a) for a in signal["axes"]]
     if notes:
         meta["reader_warnings"] = notes
     times = None
     if fmt == "tiff":
-        times = _imagej_fixup(signal.get("original_metadata", {}), axes, meta)
+        times = _tiff.imagej_fixup(signal.get("original_metadata", {}), axes, meta)
     sampling = _sampling(axes[-2:], meta)
     imaging = _imaging(signal)
     if imaging:
@@ -399,112 +373,6 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
         if factor is not None and axes[0].get("scale"):
             times = (axes[0].get("offset", 0.0) + axes[0]["scale"] * np.arange(axes[0]["size"])) * factor
     return signal["data"], meta, sampling, times
-
-
-def _join_pages(path: Path, signals: list[dict], meta: dict[str, Any]) -> dict:
-    """The frames of a TIFF written page by page (``TiffWriter.write`` in a loop, ``imwrite(...,
-    append=True)``: a series per page) as one stack: the largest set of pages of one size and
-    dtype, in file order. Pages of other sizes are left out, and said (``reader_warnings``)."""
-    def key(s: dict) -> tuple:
-        return (tuple(s["data"].shape[-2:]), np.dtype(s["data"].dtype).str)
-
-    usable = [s for s in signals if _is_image(s) and s["data"].ndim in (2, 3)]
-    groups: dict[tuple, list[dict]] = {}
-    for s in usable:
-        groups.setdefault(key(s), []).append(s)
-    size = {k: sum(1 if s["data"].ndim == 2 else s["data"].shape[0] for s in g) for k, g in groups.items()}
-    best = max(groups, key=lambda k: size[k]) if groups else None
-    if best is None or len(groups[best]) < 2:
-        return next(s for s in signals if _is_image(s))
-    chosen = groups[best]
-    h, w = best[0]
-    out = np.empty((size[best], h, w), chosen[0]["data"].dtype)  # (filled page by page, each let go once copied)
-    i = 0
-    for s in chosen:
-        block = s["data"] if s["data"].ndim == 3 else s["data"][None]
-        out[i:i + len(block)] = block
-        i += len(block)
-        s["data"] = block[:0]
-    left = len(signals) - len(chosen)
-    taken = {id(s) for s in chosen}
-    meta.update(pages_joined=len(chosen), signal=next(j for j, s in enumerate(signals) if id(s) in taken))
-    if left:
-        others = sorted({"x".join(map(str, s["data"].shape[-2:])) for s in signals if id(s) not in taken})
-        note = (f"{left} of its {len(signals)} pages (or series) are not {h}x{w} {best[1][1:]} frames "
-                f"({', '.join(others)}) and are left out; {size[best]} frames are read")
-        meta.setdefault("reader_warnings", []).append(note)
-        _warn_once(path, f"{path}: {note}")
-    first = chosen[0]
-    frame_axis = {"name": "frame", "size": size[best], "scale": 1.0, "offset": 0.0, "units": "", "navigate": True}
-    return {**first, "data": out, "axes": [frame_axis, *[dict(a) for a in first["axes"][-2:]]]}
-
-
-def _cut_tiff(path: Path, errors: list[str]):
-    """The frames of a TIFF stack cut short (its writer stopped, a copy broken off) that can
-    still be read, with what its first page says of the calibration (ImageJ's pixel size and
-    frame interval); ``meta['cut_short']`` says why it ends early."""
-    import tifffile
-
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as exc:  # not even a first page
-        raise FileFormatError(f"{path}: truncated or corrupt ({'; '.join(errors) or exc})") from None
-    with tif:
-        pages = list(tif.pages)
-        first = pages[0]
-        if len(first.shape) != 2:
-            raise FileFormatError(f"{path}: truncated or corrupt ({'; '.join(errors)}), and its pages "
-                                  f"are not grey-level images ({first.shape})")
-        h, w = first.shape
-        declared = None
-        if tif.imagej_metadata and int(tif.imagej_metadata.get("images", 1)) > 1:
-            declared = int(tif.imagej_metadata["images"])
-        elif tif.shaped_metadata and len(tif.shaped_metadata[0].get("shape", ())) >= 3:
-            declared = int(np.prod(tif.shaped_metadata[0]["shape"][:-2]))
-        why = errors[0]
-        if declared and declared > len(pages) and first.compression == 1 and first.is_contiguous:
-            # the frames one after another from the first page's pixels (ImageJ, tifffile's stacks)
-            dtype = np.dtype(first.dtype).newbyteorder(tif.byteorder)
-            start = first.dataoffsets[0]
-            n = min(declared, max(0, path.stat().st_size - start) // (h * w * dtype.itemsize))
-            data = np.fromfile(path, dtype, count=n * h * w, offset=start).reshape(n, h, w).astype(dtype.newbyteorder("="))
-            why = f"only {n * h * w * dtype.itemsize} of its {declared * h * w * dtype.itemsize} bytes of pixels are there"
-        else:
-            why = f"page {len(pages)} is missing: {errors[0]}"
-            frames = []
-            for j, page in enumerate(pages):
-                if page.shape != first.shape:
-                    continue
-                try:
-                    frames.append(page.asarray())
-                except Exception as exc:  # noqa: BLE001 - the page the file breaks off in
-                    why = f"page {j} cannot be read: {exc}"
-                    break
-            data = np.stack(frames) if frames else np.zeros((0, h, w), first.dtype)
-        if not len(data):
-            raise FileFormatError(f"{path}: truncated or corrupt: not one frame can be read ({why})")
-        original = {tag.name: tag.value for tag in first.tags}
-        imagej = bool(tif.imagej_metadata)
-    scale = 1.0
-    if imagej and isinstance(original.get("XResolution"), tuple) and original["XResolution"][0]:
-        num, den = original["XResolution"]
-        scale = den / num
-    axes = [{"name": "frame", "size": len(data), "scale": 1.0, "offset": 0.0, "units": "", "navigate": True},
-            *[{"name": n, "size": sz, "scale": scale, "offset": 0.0, "units": "", "navigate": False}
-              for n, sz in (("y", h), ("x", w))]]
-    meta: dict[str, Any] = {"format": "tiff", "reader": "tifffile", "lazy": False, "cut_short": why}
-    if declared:
-        meta["frames_declared"] = declared
-    times = _imagej_fixup(original, axes, meta)
-    sampling = _sampling(axes[-2:], meta)
-    if sampling is None and not imagej:
-        meta["sampling_note"] = "a TIFF cut short is read without its calibration; pass the sampling in Å/px"
-    signal = {"metadata": {}, "original_metadata": original}
-    imaging = _imaging(signal)
-    if imaging:
-        meta["imaging"] = imaging
-    _warn_once(path, f"{path}: cut short ({why}); the {len(data)} frame(s) before the cut are read")
-    return data, meta, sampling, times
 
 
 _WARNED: dict[tuple, None] = {}
@@ -602,29 +470,6 @@ def _is_image(signal: dict) -> bool:
         return False
     energy = any(_unit_factor(a.get("units"), {"ev": 1, "kev": 1}) for a in axes[-2:])
     return not energy and not any(a.get("navigate", False) for a in axes[-2:])
-
-
-def _imagej_fixup(original: dict, axes: list[dict], meta: dict) -> np.ndarray | None:
-    """rsciio reads ImageJ's pixel size but keeps only the unit 'micron'; take the others too."""
-    desc = original.get("ImageDescription")
-    if not isinstance(desc, str) or not desc.startswith("ImageJ="):
-        return None
-    info = dict(line.split("=", 1) for line in desc.splitlines() if "=" in line)
-    unit = info.get("unit")
-    if unit and "\\u" in unit:
-        unit = unit.encode().decode("unicode_escape")
-    if unit and all(not a.get("units") for a in axes[-2:]):
-        for a in axes[-2:]:
-            a["units"] = unit
-    try:
-        if info.get("fps"):
-            meta["fps"] = float(info["fps"])
-        if info.get("finterval") and info.get("tunit", "sec") in ("s", "sec"):
-            n = axes[0]["size"] if len(axes) > 2 else 1
-            return np.arange(n) * float(info["finterval"])
-    except ValueError:
-        pass
-    return None
 
 
 def _sampling(axes_yx: list[dict], meta: dict) -> float | None:
