@@ -46,6 +46,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch):
     model = make(arch)
     weights, card_path = save_bundle(model, tmp_path / "m", CARD)
     assert (weights.name, card_path.name) == ("m.safetensors", "m.json")
+    assert weights.stat().st_mode & 0o777 == card_path.stat().st_mode & 0o777  # (not the owner's alone)
     loaded, card = load_bundle(tmp_path / "m")
     assert type(loaded) is type(model) and not loaded.training
     x = torch.randn(2, 3, 21, 30)

@@ -163,10 +163,19 @@ def _check_card(card: Mapping[str, Any], n_inputs: int, n_classes: int, where: s
                          f"(expected {n_classes - 1} names).")
 
 
+def readable_as_umask(path: str | os.PathLike) -> None:
+    """Give a written file the mode the user's umask gives new files (safetensors writes its
+    files readable by their owner only: a model on a shared microscope PC is for everyone)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".part")
     try:
         write(tmp)
+        readable_as_umask(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -49,6 +49,9 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, best_state: dict | N
              "numpy_rng": rng.bit_generator.state, "seconds": seconds, "resumed": resumed or []}
     t_path, s_path = checkpoint_paths(out)
     save_file(tensors, str(t_path) + ".tmp")
+    from .bundle import readable_as_umask
+
+    readable_as_umask(str(t_path) + ".tmp")
     Path(str(s_path) + ".tmp").write_text(json.dumps(state, default=float))
     os.replace(str(t_path) + ".tmp", t_path)
     os.replace(str(s_path) + ".tmp", s_path)
