@@ -309,3 +309,20 @@ def test_the_live_alert_goes_by_the_latest_frames():
     assert s["trust_alert"] is False
     with pytest.raises(ValueError, match="window"):
         TrustTally(window=0)
+
+
+def test_frames_of_unknown_pixel_size_say_what_they_were_judged_by(tmp_path, capsys):
+    # SNR and resolution need the pixel size (judge): a verdict without it says so, in find
+    # and in a run's report, and not where the pixel size is given
+    from etem.simulate.toy import make_movie
+    from etem.tracker.cli import main
+
+    m = make_movie(n_frames=3, shape=(96, 96), particle_radius_A=6.0, seed=1)
+    np.save(tmp_path / "m.npy", m.frames)
+    words = "the pixel size unknown: judged by the columns' confidence alone"
+    for cmd in (["find", str(tmp_path / "m.npy"), "-o", str(tmp_path / "c.csv")],
+                ["replay", str(tmp_path / "m.npy"), "--quiet", "-o", str(tmp_path / "r.h5")]):
+        assert main(cmd) == 0
+        assert capsys.readouterr().out.count(words) == 1
+        assert main([*cmd, "--sampling", "0.2", *(["--overwrite"] if cmd[0] == "replay" else [])]) == 0
+        assert words not in capsys.readouterr().out

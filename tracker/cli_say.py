@@ -63,6 +63,8 @@ def report(result, args=None) -> None:
         print(f"trust: {line}")
         if result.trust_note and (result.frames["out_of_range"] > 0).any():
             print(f"  ({result.trust_note})")
+        if not result.sampling and (result.frames["out_of_range"] >= 0).any():
+            print(f"  ({UNJUDGED})")
     if result.model:
         from etem.train.bundle import missing_trust_note
 
@@ -94,10 +96,16 @@ def report(result, args=None) -> None:
         print(f"run file: {result.run_path}")
 
 
+#: what a trust verdict leaves out where the pixel size is unknown (:func:`etem.tracker.trust.judge`)
+UNJUDGED = ("the pixel size unknown: judged by the columns' confidence alone, not by SNR and resolution; "
+            "--sampling gives them their units")
+
+
 def say_trust(rows: list[dict], out, note: str = "") -> None:
     judged = [r for r in rows if r["in_range"] >= 0]
     if not judged:
         return
+    unjudged = not any(r.get("sampling") for r in judged)  # (said under the verdict)
     if len(rows) == 1:
         r = rows[0]
         unit = "Å" if r.get("sampling") else "px"  # (measured in px where the pixel size is unknown)
@@ -106,12 +114,14 @@ def say_trust(rows: list[dict], out, note: str = "") -> None:
               f"confidence {r['confidence']:.2f}", file=out)
         if note and r["out_of_range"] > 0:
             print(f"  ({note})", file=out)
-        return
-    from .trust import tally
+    else:
+        from .trust import tally
 
-    print(f"  {tally([r['out_of_range'] for r in rows])}", file=out)
-    if note and any(r["out_of_range"] > 0 for r in judged):
-        print(f"  ({note})", file=out)
+        print(f"  {tally([r['out_of_range'] for r in rows])}", file=out)
+        if note and any(r["out_of_range"] > 0 for r in judged):
+            print(f"  ({note})", file=out)
+    if unjudged:
+        print(f"  ({UNJUDGED})", file=out)
 
 
 def say_classes(df, say) -> None:
