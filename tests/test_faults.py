@@ -16,6 +16,7 @@ import time
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 from _procs import (  # noqa: F401 - fixtures
     ENV, Camera, accounted, etem, free_port, movie, movie_file, one_torch_thread, wait_for_frames,
@@ -486,3 +487,8 @@ def test_a_tiff_cut_short_keeps_the_frames_before_the_cut(movie, tmp_path, capsy
     assert run.frames["frame"].tolist() == list(range(n))
     assert run.counters["processed"] == n == run.counters["received"]
     assert not [r for r in caplog.records if r.name == "tifffile"]
+    # etem find locates the frames before the cut, and says where the file breaks off
+    assert main(["find", str(tmp_path / "cut.tif"), "--classical", "--sampling", str(movie.sampling),
+                 "-o", str(tmp_path / "c.csv")]) == 0
+    assert f"breaks off in frame {n}" in capsys.readouterr().out
+    assert sorted(set(pd.read_csv(tmp_path / "c.csv")["frame"])) == list(range(n))

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .accounting import Counters
 from .detect import Detector, EngineConfig
-from .errors import ConfigError, EngineUnavailable
+from .errors import ConfigError, EngineUnavailable, FileFormatError
 from . import interrupt
 from .frames import Frame
 from .lattice_classes import lattice_species
@@ -173,7 +173,15 @@ def find(
         require_material(material)
     if isinstance(sampling, str) and not auto:
         raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
-    frames = list(_frames_of(image, sampling=None if auto else sampling, focal=focal, dataset=dataset))
+    frames: list[Frame] = []
+    try:
+        frames.extend(_frames_of(image, sampling=None if auto else sampling, focal=focal, dataset=dataset))
+    except FileFormatError as exc:  # a file cut short: its frames before the cut are located (said as it is read)
+        if not frames or "cut short" not in str(exc):
+            raise
+        cut_short = str(exc)
+    else:
+        cut_short = None
     if not auto and cfg.default_sampling is not None:  # ([default_sampling]: for frames that say none)
         for f in frames:
             if f.sampling is None:
@@ -234,6 +242,7 @@ def find(
     out.attrs["frames"] = quality_rows
     out.attrs["trust_note"] = det.trust_note  # (how the trust ranges were chosen, where worth saying)
     out.attrs["rejected"] = rejected  # frames not located: {"frame", "reason"}
+    out.attrs["cut_short"] = cut_short  # a file that breaks off: where (its frames before were located)
     if estimate is not None:
         used = ref.sampling == estimate.sampling
         out.attrs["sampling_estimate"] = {**estimate.as_dict(), "used": used,

@@ -406,6 +406,8 @@ def cmd_find(args) -> int:
             say_missing_trust(df.attrs.get("model"), say)
         for r in df.attrs.get("rejected", []):
             print(f"  frame {r['frame']} skipped: {r['reason']}", file=say)
+        if df.attrs.get("cut_short"):
+            print(f"  {df.attrs['cut_short']}", file=say)
         est = df.attrs.get("sampling_estimate")
         if est:
             lattice = (f"{est['sampling']:.4f} ± {est['uncertainty']:.4f} Å/px from {est['n_peaks']} peaks of the "
