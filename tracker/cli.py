@@ -295,6 +295,9 @@ def _run(args, source, *, total: int | None, **options) -> int:
         run_options = dict(config=_config(args), run_path=args.output, overwrite=args.overwrite, **_engine_kwargs(args))
     try:
         result = track(source, on_frame=chain(status, dash), **options, **run_options)
+    except EtemError:  # (said by main): where the frames tracked before it are
+        _say_saved_before_failure(args.output if args.resume is None else args.resume)
+        raise
     finally:
         status.close()
         if dash is not None:
@@ -310,6 +313,23 @@ def _run(args, source, *, total: int | None, **options) -> int:
         print(f"etem: nothing tracked: {why}; no run file written", file=sys.stderr)
         return 1
     return 0
+
+
+def _say_saved_before_failure(path) -> None:
+    """Under a run's error (a file cut short, a corrupt frame): how many frames the run file
+    kept, marked failed, where it holds any."""
+    if path is None or not Path(path).is_file():
+        return
+    from .run import open_run
+
+    try:
+        with open_run(path) as run:
+            n, status = len(run.frames), run.status
+    except (EtemError, OSError):
+        return
+    if n and status == "failed":  # (not a file of an earlier run that this one refused to replace)
+        print(f"run file: {path} ({n} frame{'s' if n != 1 else ''} tracked before it, marked failed; "
+              "etem export reads it)")
 
 
 def cmd_publish(args) -> int:
