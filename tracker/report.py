@@ -137,7 +137,7 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     else:  # (one frame, or no site changed state twice)
-        ax.text(0.5, 0.5, "no completed residence yet:\na site must change state twice", ha="center",
+        ax.text(0.5, 0.5, "no residence seen to begin and end:\na site must change state twice", ha="center",
                 va="center", transform=ax.transAxes, fontsize=9, color="0.4")
         ax.set_xticks([])
         ax.set_yticks([])
