@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
 import signal
 import sys
@@ -13,7 +12,8 @@ from typing import Sequence
 from .cli_parser import build_parser
 from . import interrupt
 from .errors import ConfigError, EtemError
-from .cli_say import report, say_classes, say_locator, say_trust
+from .cli_outputs import _check_writable, _make_output_folders, _what_was_saved, _written  # noqa: F401
+from .cli_say import print_site_scores, report, say_classes, say_locator, say_trust
 from .statusline import StatusLine  # noqa: F401 (re-exported: etem.tracker.cli.StatusLine)
 
 
@@ -78,108 +78,6 @@ def _stdout_to_devnull() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):  # no file descriptor behind stdout (embedded, captured)
         pass
-
-
-#: the options that name a file or folder a command writes
-_OUTPUTS = ("output", "overlay", "out", "movie")
-
-
-def _what_was_saved(args, started: float) -> str:
-    """For the line a stopped command ends with: where what it did is (its outputs written since
-    it started: a run file is closed and marked interrupted), or that nothing was written (a
-    stop before the first frame)."""
-    named = [getattr(args, k) for k in _OUTPUTS if isinstance(getattr(args, k, None), Path)]
-    resume = getattr(args, "resume", None)
-    if isinstance(resume, (str, Path)):
-        named.append(Path(resume))
-    if not named:
-        return ""
-
-    def fresh(p: Path) -> bool:
-        return p.exists() and p.stat().st_mtime >= started - 1
-
-    written = [str(p) for p in named if fresh(p)]
-    # a name that stands for several files (etem train -o NAME: NAME.json, NAME.safetensors and
-    # its checkpoint NAME.ckpt.*): those written since the command started
-    written += [str(q) for p in named if not p.exists() and p.parent.is_dir()
-                for q in sorted(p.parent.glob(glob.escape(p.name) + ".*")) if fresh(q)]
-    if any(w.endswith(".ckpt.json") for w in written):
-        return f"; the last checkpoint is in {', '.join(w for w in written if '.ckpt.' in w)}: --resume goes on from it"
-    return f"; what was processed is saved in {', '.join(written)}" if written else "; nothing was written yet"
-
-
-#: (command, option) of the outputs that are folders the command writes its files into
-_FOLDER_OUTPUTS = {("export", "out"), ("demo", "out"), ("batch", "out"), ("evaluate", "output")}
-
-
-def _make_output_folders(args) -> None:
-    """Create the folders the command's outputs go in (``-o runs/today/run.h5`` where
-    ``runs/today`` is new) and check that they can be written, before any work."""
-    from .h5io import make_folder_for
-
-    for name in _OUTPUTS:
-        path = getattr(args, name, None)
-        if not isinstance(path, Path) or str(path) == "-":
-            continue
-        if path.parent != Path(""):
-            make_folder_for(path)
-        # (a bundle's name: etem train writes NAME.safetensors and NAME.json beside it)
-        _check_writable(path, folder=(args.command, name) in _FOLDER_OUTPUTS, stem=args.command == "train")
-
-
-def _check_writable(path: Path, *, folder: bool, stem: bool = False) -> None:
-    """Raise a ConfigError, ``cannot write PATH: why``, where the output ``path`` (a file, or with
-    ``folder`` a folder of files) cannot be written: a file can be made where it goes (tried with
-    a temporary file, which the permission bits alone do not tell for root, or on /sys or /proc)."""
-    import os
-    import tempfile
-
-    if path.is_dir() and not (folder or stem):
-        raise ConfigError(f"cannot write {path}: it is a folder; name a file")
-    if path.exists() and not path.is_dir() and folder:
-        raise ConfigError(f"cannot write {path}: it is a file; name a folder")
-    where = path if folder and path.is_dir() else path.parent
-    if not os.access(where, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {path}: permission denied in {where}; choose a folder you can write to")
-    try:
-        with tempfile.TemporaryFile(dir=where, prefix=".etem-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {_why_not(exc, where)}") from None
-    if path.is_file() and not os.access(path, os.W_OK):
-        raise ConfigError(f"cannot write {path}: the file is read-only")
-
-
-def _why_not(exc: OSError, folder: Path) -> str:
-    """Why a file cannot be written in ``folder``, in a few words."""
-    import errno
-
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied in {folder}; choose a folder you can write to"
-    if exc.errno == errno.EROFS:
-        return f"{folder} is on a read-only file system; choose another folder"
-    if exc.errno == errno.ENOSPC:
-        return f"no space left on the disk of {folder}"
-    if exc.errno == errno.ENOENT and folder.is_dir():
-        return f"{folder} does not take new files; choose another folder"
-    return f"{(exc.strerror or str(exc)).lower()} ({folder})"
-
-
-def _written(path: Path):
-    """A context that turns an OSError while writing ``path`` into ``cannot write PATH: why``."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def guard():
-        try:
-            yield
-        except EtemError:
-            raise
-        except OSError as exc:
-            target = Path(exc.filename) if exc.filename else path
-            raise ConfigError(f"cannot write {target}: {_why_not(exc, target.parent)}") from None
-
-    return guard()
 
 
 def _config(args):
@@ -587,50 +485,8 @@ def cmd_evaluate(args) -> int:
           f"position RMS {rms:.3f} {unit}  ({s['tp']} matched, {s['fp']} extra, {s['fn']} missed"
           f"{', class accuracy %.3f' % s['cls_accuracy'] if 'cls_accuracy' in s else ''})")
     if run_sites is not None and movie is not None and len(run_sites):
-        _print_site_scores(run_sites, run_flips, movie.truth, radius_px, run_changes, run_hops)
+        print_site_scores(run_sites, run_flips, movie.truth, radius_px, run_changes, run_hops)
     return 0
-
-
-def _print_site_scores(sites, flips, truth, radius_px: float, changes=None, run_hops=None) -> None:
-    """A run's sites, occupied/empty events and class changes against a simulated movie's truth."""
-    from .evaluate import score_class_changes, score_hops, score_sites, true_class_changes
-    from .sites import occupied_sites
-
-    seen = occupied_sites(sites)
-    s = score_sites(seen, flips, truth, radius_px=radius_px)
-    more = len(sites) - len(seen)
-    print(f"sites: {s['n_found']} found ({more} more place{'s' if more != 1 else ''} never judged occupied), "
-          f"{s['n_matched']} of {s['n_true']} true sites matched; occupancy mean |error| {s['occupancy_mae']:.3f}, "
-          f"event rate per site mean |error| {s.get('event_rate_mae', float('nan')):.4f} per frame")
-
-    def by_tolerance(head: str, score) -> None:
-        """``head``, then recall and precision (``score(tol)``) in the same frame and within 1, 2."""
-        line = [head]
-        for tol in (0, 1, 2):
-            recall, precision = score(tol)
-            when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
-            line.append(f"{when}: recall {recall:.3f} precision {precision:.3f}")
-        print("; ".join(line))
-
-    def events(tol):
-        e = s if tol == 0 else score_sites(seen, flips, truth, radius_px=radius_px, frame_tolerance=tol)
-        return e["event_recall"], e["event_precision"]
-
-    def class_changes(tol):
-        c = score_class_changes(seen, changes, truth, radius_px=radius_px, frame_tolerance=tol)
-        return c["recall"], c["precision"]
-
-    by_tolerance(f"events: {0 if flips is None else len(flips)} flips found, {len(truth.flips())} true", events)
-    if len(truth.hops):
-        def hops(tol):
-            h = score_hops(seen, run_hops, truth, radius_px=radius_px, frame_tolerance=tol)
-            return h["recall"], h["precision"]
-
-        n_found = score_hops(seen, run_hops, truth, radius_px=radius_px)["n_found"]
-        by_tolerance(f"hops (site to site): {n_found} found, {len(truth.hops)} true", hops)
-    n_true = len(true_class_changes(truth))
-    if n_true or (changes is not None and len(changes)):
-        by_tolerance(f"class changes: {0 if changes is None else len(changes)} found, {n_true} true", class_changes)
 
 
 def cmd_view(args) -> int:

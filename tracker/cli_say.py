@@ -133,3 +133,45 @@ def say_classes(df, say) -> None:
     per = f" (all {df['frame'].nunique()} frames)" if df["frame"].nunique() > 1 else ""
     text = ", ".join(f"{names[k] if 0 <= k < len(names) else f'class {k}'} {int(n)}" for k, n in sorted(counts.items()))
     print(f"  classes{per}: {text}", file=say)
+
+
+def print_site_scores(sites, flips, truth, radius_px: float, changes=None, run_hops=None) -> None:
+    """A run's sites, occupied/empty events and class changes against a simulated movie's truth."""
+    from .evaluate import score_class_changes, score_hops, score_sites, true_class_changes
+    from .sites import occupied_sites
+
+    seen = occupied_sites(sites)
+    s = score_sites(seen, flips, truth, radius_px=radius_px)
+    more = len(sites) - len(seen)
+    print(f"sites: {s['n_found']} found ({more} more place{'s' if more != 1 else ''} never judged occupied), "
+          f"{s['n_matched']} of {s['n_true']} true sites matched; occupancy mean |error| {s['occupancy_mae']:.3f}, "
+          f"event rate per site mean |error| {s.get('event_rate_mae', float('nan')):.4f} per frame")
+
+    def by_tolerance(head: str, score) -> None:
+        """``head``, then recall and precision (``score(tol)``) in the same frame and within 1, 2."""
+        line = [head]
+        for tol in (0, 1, 2):
+            recall, precision = score(tol)
+            when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
+            line.append(f"{when}: recall {recall:.3f} precision {precision:.3f}")
+        print("; ".join(line))
+
+    def events(tol):
+        e = s if tol == 0 else score_sites(seen, flips, truth, radius_px=radius_px, frame_tolerance=tol)
+        return e["event_recall"], e["event_precision"]
+
+    def class_changes(tol):
+        c = score_class_changes(seen, changes, truth, radius_px=radius_px, frame_tolerance=tol)
+        return c["recall"], c["precision"]
+
+    by_tolerance(f"events: {0 if flips is None else len(flips)} flips found, {len(truth.flips())} true", events)
+    if len(truth.hops):
+        def hops(tol):
+            h = score_hops(seen, run_hops, truth, radius_px=radius_px, frame_tolerance=tol)
+            return h["recall"], h["precision"]
+
+        n_found = score_hops(seen, run_hops, truth, radius_px=radius_px)["n_found"]
+        by_tolerance(f"hops (site to site): {n_found} found, {len(truth.hops)} true", hops)
+    n_true = len(true_class_changes(truth))
+    if n_true or (changes is not None and len(changes)):
+        by_tolerance(f"class changes: {0 if changes is None else len(changes)} found, {n_true} true", class_changes)
