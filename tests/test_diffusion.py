@@ -141,8 +141,15 @@ def test_export_writes_tables_statistics_report_and_movie(tmp_path, capsys):
     assert list(counts.columns) == ["frame", "n_column"] and len(counts) == 20
     with Image.open(out / "movie.gif") as gif:
         assert gif.n_frames == 20
-    assert main(["export", str(run), "--movie", str(out / "m.gif")]) == 2  # needs --source
-    assert "--source" in capsys.readouterr().err
+    # without --source, the recording the run names, where it is still there
+    assert main(["export", str(run), "-o", str(out), "--formats", "csv", "--movie", str(out / "m.gif")]) == 0
+    with Image.open(out / "m.gif") as gif:
+        assert gif.n_frames == 20
+    (tmp_path / "movie.h5").rename(tmp_path / "moved.h5")
+    capsys.readouterr()
+    assert main(["export", str(run), "--movie", str(out / "m2.gif")]) == 2  # ... else it needs --source
+    err = capsys.readouterr().err
+    assert "--movie needs --source" in err and "movie.h5, which is not there" in err
 
 
 def test_class_counts_are_named_by_the_classes():

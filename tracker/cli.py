@@ -264,8 +264,16 @@ def cmd_export(args) -> int:
     bad = set(formats) - set(EXPORT_FORMATS)
     if bad:
         raise ConfigError(f"unknown format(s) {', '.join(sorted(bad))}; valid: {', '.join(EXPORT_FORMATS)}")
-    if args.movie and not args.source:
-        raise ConfigError("--movie needs --source, the recording (file or folder of frame files) the run tracked")
+    if args.movie and not args.source:  # the recording the run says it tracked, where it is still there
+        from .runfile import open_run
+
+        with open_run(args.run) as run:
+            stored = run.attrs.get("source")
+        if not (isinstance(stored, str) and "://" not in stored and Path(stored).exists()):
+            raise ConfigError("--movie needs --source, the recording (file or folder of frame files) the run tracked"
+                              + (f" (the run names {stored}, which is not there)" if isinstance(stored, str)
+                                 and "://" not in stored else ""))
+        args.source = Path(stored)
     if args.dataset and not args.movie:
         raise ConfigError("--dataset goes with --movie and --source (the dataset of the recording to draw)")
     if args.movie:  # before the other outputs are written

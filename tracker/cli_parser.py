@@ -176,9 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="parquet,csv,png,h5,report",
                    help="comma-separated: parquet, csv, png, h5, report")
     p.add_argument("--movie", type=Path, metavar="OUT.gif",
-                   help="also write an animated image of the tracked frames (needs --source)")
+                   help="also write an animated image of the tracked frames (of the recording the run "
+                        "names, or --source)")
     p.add_argument("--source", type=Path, help="the recording (a file or a folder of frame files) the run tracked "
-                                                "(for --movie)")
+                                                "(for --movie; default: the one the run names, if it is there)")
     p.add_argument("--dataset", metavar="PATH",
                    help="with --source: the dataset (HDF5, .npz) or signal to read (default: the run's own)")
 
