@@ -418,7 +418,10 @@ def test_etem_replay_intensity_classes_and_evaluate(vacancy_movie, tmp_path, cap
     import json
 
     summ = json.loads((tmp_path / "out" / "summary.json").read_text())
-    n_changes = len(pd.read_csv(tmp_path / "out" / "class_changes.csv"))
+    changes = pd.read_csv(tmp_path / "out" / "class_changes.csv")
+    n_changes = len(changes)
+    assert set(changes["from_name"]) | set(changes["to_name"]) <= {"A", "B0", "B1"}
+    assert (changes["from_name"] == changes["from_cls"].map({0: "A", 1: "B0", 2: "B1"})).all()
     assert summ["class_changes"] == n_changes == sum(summ["class_changes_by_kind"].values())
     assert set(summ["class_changes_by_kind"]) <= {"B0 -> B1", "B1 -> B0", "A -> B0", "B0 -> A", "A -> B1", "B1 -> A"}
     assert list(pd.read_csv(tmp_path / "out" / "class_counts.csv").columns) == ["frame", "n_A", "n_B0", "n_B1"]

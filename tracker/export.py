@@ -226,7 +226,14 @@ def _site_map(run: Run, key: Literal["occupancy", "events"]) -> Figure:
 def _blocks(run: Run, name: str) -> Iterable[pd.DataFrame]:
     if name in TABLES:
         return run.iter_table(name, _BLOCK_ROWS)
-    return [run.stats[name]]
+    table = run.stats[name]
+    names = run.class_names if name == "class_changes" and len(table) else []
+    if names:  # beside the class numbers, their names (S2, S; B0, B1), as class_counts and the report say them
+        def named(c: int) -> str:
+            return str(names[c]) if 0 <= c < len(names) else f"class {c}"
+
+        table = table.assign(**{f"{end}_name": [named(int(c)) for c in table[f"{end}_cls"]] for end in ("from", "to")})
+    return [table]
 
 
 def _write_parquet(blocks: Iterable[pd.DataFrame], path: Path) -> None:
