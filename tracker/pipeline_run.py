@@ -1,5 +1,6 @@
 """The pipeline's run file: opened at the first frame (or reopened by a resumed run), fed the
-sites, maps, counters and resume snapshots as the run goes, and closed with the final tables.
+sites, maps, counters and resume snapshots as the run goes, and closed with the final tables;
+the first frames' columns are classed again there once a run's intensity classes are fixed.
 
 :class:`RunFileStage` is a part of :class:`~etem.tracker.pipeline.Pipeline` (its host stage),
 kept apart so that the pipeline's own module holds the stages and their queues.
@@ -7,6 +8,8 @@ kept apart so that the pipeline's own module holds the stages and their queues.
 from __future__ import annotations
 
 import logging
+
+import pandas as pd
 
 from .frames import Frame
 
@@ -74,6 +77,33 @@ class RunFileStage:
             ahead = list(self._ahead)
         meta, arrays, logs = capture(self, counters_at_snapshot(counters, ahead), self._logged)
         self.writer.set_state(meta, arrays, logs)
+
+    def reclass_provisional(self) -> None:
+        """Class the frames classed while the intensity groups were being learned again by the
+        groups as they are now (fixed, or the last fit where the run ends before they are), in
+        memory and in the run file's columns table, which then holds only those frames: the
+        first frame's fit may have had more groups than the run's, and a class number is to mean
+        the same in every frame. The site map keeps what it saw (it waits for a class to be
+        probable before it decides it)."""
+        ic = self.intensity_classes
+        if ic is None or not ic.comps:
+            return
+        parts = [p for p in self.columns_parts if len(p) and "intensity" in p.columns]
+        for p in parts:
+            p["cls"] = ic.classify(p)
+        if self.writer is None:
+            return
+        try:
+            if sum(len(p) for p in self.columns_parts) == self.writer.n_rows("columns"):
+                table = pd.concat(list(self.columns_parts), ignore_index=True)
+            else:  # resumed, or frames gone from memory: the file's (a few thousand columns)
+                table = self.writer.read("columns")
+                if "intensity" in table.columns and len(table):
+                    for _, g in table.groupby("frame", sort=False):
+                        table.loc[g.index, "cls"] = ic.classify(g)
+            self.writer.replace("columns", table)
+        except (OSError, ValueError) as exc:  # (a full disk: the run goes on, and stops at its next flush)
+            log.warning("run file %s: the first frames keep their provisional classes (%s)", self.run_path, exc)
 
     def finish(self, status: str = "complete") -> None:
         """Final sites, maps, statistics and counters into the run file; closes it."""
