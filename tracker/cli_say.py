@@ -131,7 +131,9 @@ def say_classes(df, say) -> None:
         return
     counts = df["cls"].value_counts()
     per = f" (all {df['frame'].nunique()} frames)" if df["frame"].nunique() > 1 else ""
-    text = ", ".join(f"{names[k] if 0 <= k < len(names) else f'class {k}'} {int(n)}" for k, n in sorted(counts.items()))
+    from .frames import class_label
+
+    text = ", ".join(f"{class_label(names, k)} {int(n)}" for k, n in sorted(counts.items()))
     print(f"  classes{per}: {text}", file=say)
 
 

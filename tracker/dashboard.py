@@ -417,7 +417,7 @@ class Dashboard:
             ev = render_site_values(yx, tab["event_rate"].to_numpy(), dshape, radius)
             ev_max = float(tab["event_rate"].max()) if len(tab) else 0.0
             cc = snap.get("class_changes")
-            classes = None
+            classes = cc_max = None
             if cc is not None and len(tab):  # (the sites drawn are the occupied ones: their rows)
                 rate = cc[tab["site"].to_numpy()] / max(snap["n_frames"] - 1, 1)
                 cc_max = float(rate.max())
@@ -428,7 +428,7 @@ class Dashboard:
                 "occupancy_mean": float(tab["occupancy"].mean()) if len(tab) else None,
                 "occupancy": pngs.map_png(occ, 0.0, 1.0, "viridis"),
                 "events": pngs.map_png(ev, 0.0, ev_max if ev_max > 0 else 1.0, "magma"),
-                "classes": classes, "classes_max": cc_max if classes is not None else None,
+                "classes": classes, "classes_max": cc_max,
             }
             return self._maps_cache
 

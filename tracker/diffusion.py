@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .frames import class_label
 from .sites import occupied_sites
 
 __all__ = ["site_kinetics", "residence_histogram", "event_rates", "hop_jumps", "track_msd", "class_counts",
@@ -291,11 +292,9 @@ def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataF
         if fps:
             out["class_changes_per_s"], out["class_changes_per_s_err"] = k / steps * fps, np.sqrt(k) / steps * fps
 
-        def name(c: int) -> str:
-            return str(class_names[c]) if 0 <= c < len(class_names) else f"class {c}"
-
         kinds = changes.groupby(["from_cls", "to_cls"]).size().sort_values(ascending=False, kind="stable")
-        out["class_changes_by_kind"] = {f"{name(int(a))} -> {name(int(b))}": int(v) for (a, b), v in kinds.items()}
+        out["class_changes_by_kind"] = {f"{class_label(class_names, a)} -> {class_label(class_names, b)}": int(v)
+                                        for (a, b), v in kinds.items()}
     jumps = hop_jumps(hops, sites, sampling)
     if len(jumps):
         out["hop_length_median"] = float(jumps["length"].median())

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from .errors import choice_error
+from .frames import class_label
 from .runfile import TABLES, Run, open_run
 from .sites import occupied_sites
 
@@ -229,10 +230,8 @@ def _blocks(run: Run, name: str) -> Iterable[pd.DataFrame]:
     table = run.stats[name]
     names = run.class_names if name == "class_changes" and len(table) else []
     if names:  # beside the class numbers, their names (S2, S; B0, B1), as class_counts and the report say them
-        def named(c: int) -> str:
-            return str(names[c]) if 0 <= c < len(names) else f"class {c}"
-
-        table = table.assign(**{f"{end}_name": [named(int(c)) for c in table[f"{end}_cls"]] for end in ("from", "to")})
+        table = table.assign(**{f"{end}_name": [class_label(names, c) for c in table[f"{end}_cls"]]
+                                for end in ("from", "to")})
     return [table]
 
 

@@ -3,7 +3,7 @@ in, and what the pipeline yields for it out."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -64,6 +64,13 @@ class Frame:
     def n_focal(self) -> int:
         """Number of images in the focal series (1 for a single image)."""
         return 1 if self.image.ndim == 2 else int(self.image.shape[0])
+
+
+def class_label(names: Sequence[str] | None, k: int) -> str:
+    """The name of class ``k`` (a model's, or the intensity classes'), or ``class k`` where
+    ``names`` has none for it."""
+    k = int(k)
+    return str(names[k]) if names and 0 <= k < len(names) else f"class {k}"
 
 
 def column_values(table: pd.DataFrame, name: str) -> np.ndarray:

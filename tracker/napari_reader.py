@@ -67,6 +67,7 @@ def read_image(path: str | Path) -> list[LayerData]:
 
 def read_run(path: str | Path) -> list[LayerData]:
     """A run file as layers: the image stack (when its recording is found), Points per class, Tracks."""
+    from .frames import class_label
     from .runfile import open_run
 
     layers: list[LayerData] = []
@@ -81,7 +82,7 @@ def read_run(path: str | Path) -> list[LayerData]:
         meta.update(name=f"{Path(source).name}", scale=scale if stack.ndim == 3 else meta.get("scale"))
         layers.append((stack, meta, kind))
     for i, (cls, g) in enumerate(cols.groupby("cls", sort=True)):
-        name = classes[int(cls)] if int(cls) < len(classes) else f"class {int(cls)}"
+        name = class_label(classes, cls)
         pts = g[["frame", "y", "x"]].to_numpy(float)
         layers.append((pts, {"name": f"columns: {name}", "scale": scale, "size": 4, "face_color": "transparent",
                              "border_color": _COLOURS[i % len(_COLOURS)],

@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .frames import class_label
+
 CLASS_COLOURS = ("#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55")
 
 
@@ -53,7 +55,7 @@ def overlay_figure(image: np.ndarray, columns: pd.DataFrame, *, class_names: Seq
         cls = columns["cls"].to_numpy().astype(int) if "cls" in columns else np.zeros(len(columns), int)
         for k in np.unique(cls):
             sel = cls == k
-            name = class_names[k] if class_names and k < len(class_names) else f"class {k}"
+            name = class_label(class_names, k)
             ax.scatter(columns["x"].to_numpy()[sel], columns["y"].to_numpy()[sel], s=size, facecolors="none",
                        edgecolors=CLASS_COLOURS[k % len(CLASS_COLOURS)], linewidths=width, label=f"{name} ({sel.sum()})")
         ax.legend(loc="upper right", fontsize=max(8.0, min(14.0, w * zoom / 80)), framealpha=0.7)
