@@ -221,6 +221,18 @@ def test_unknown_option_is_an_error(capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["find", "x.tif", "--engine", "bogus"], ["--engine", "'bogus'", "onnxruntime"]),
+    (["replay", "x.h5", "--device", "gpu"], ["--device", "cuda:N", "'gpu'"]),
+])
+def test_a_bad_engine_or_device_is_refused_with_the_choices_before_any_work(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words), err
+
+
 def test_replay_then_export(movie, tmp_path, capsys):
     save_movie(movie, tmp_path / "movie.h5")
     run = tmp_path / "run.h5"

@@ -288,6 +288,15 @@ def test_train_command_refuses_to_replace_a_bundle_unless_told(wave_set, tmp_pat
                  "--overwrite"]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["training"]["config"]["seed"] == 1
     assert not any(p.exists() for p in checkpoint_paths(tmp_path / "m"))  # the old run's: gone
+    # -o m.json names the same bundle (and checkpoint) as -o m: refused, then resumed, in place
+    capsys.readouterr()
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m.json"), *common]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["train", str(wave_set), "-o", str(tmp_path / "m.json"), *common, "--overwrite",
+                 "--checkpoint-every", "1"]) == 0
+    assert f"bundle {tmp_path / 'm'}.safetensors/.json" in capsys.readouterr().out
+    assert all(p.exists() for p in checkpoint_paths(tmp_path / "m"))
+    assert not list(tmp_path.glob("m.json.*"))
 
 
 def test_train_and_simulate_images_say_plainly_when_the_device_or_wave_set_will_not_do(wave_set, tmp_path, capsys):

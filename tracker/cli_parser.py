@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
+from .engines import ENGINE_KINDS
 
 
 def _sampling_arg(text: str) -> float | str:
@@ -29,6 +31,12 @@ def _positive(text: str) -> float:
     return value
 
 
+def _device_arg(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text.strip()
+
+
 def _common_engine(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection")
     m = g.add_mutually_exclusive_group()
@@ -37,8 +45,9 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
                                    "file's metadata or --imaging say the frames are, STEM or, with --material, "
                                    "HRTEM; else the classical locator)")
     m.add_argument("--classical", action="store_true", help="classical Laplacian-of-Gaussian locator, no network")
-    g.add_argument("--engine", help="engine kind: auto, classical, eager, compiled, onnxruntime, tensorrt")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--engine", choices=ENGINE_KINDS, metavar="KIND",
+                   help="engine kind: " + ", ".join(ENGINE_KINDS) + " (default: auto, the best available)")
+    g.add_argument("--device", type=_device_arg, help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--dark", action="store_true", help="dark columns on a bright background (annular bright-field STEM): "
                    "the classical locator looks for them, a STEM model is shown the frames negated")
     g.add_argument("--imaging", choices=("hrtem", "stem"),
@@ -236,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "OpticsRanges, in Å, e/Å² and mrad); or a TOML file of such keys (top level or an "
                         "[optics] table). Repeatable; later ones win; with --init they add to the model's own")
     p.add_argument("--imaging", choices=("hrtem", "haadf"), default=None, help="default hrtem")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, cuda:N, or auto (a CUDA GPU where there is one)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the images drawn (default 0)")
     p.add_argument("--focal", default=None, metavar="OFFSETS",
                    help="defocus offsets of the input images [Å, comma-separated], e.g. -100,0,100 for a "
                         "three-image focal series (default: one image)")

@@ -43,7 +43,7 @@ from etem.tracker.errors import ConfigError, ModelError
 
 from .networks import build_network
 
-__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_paths", "choose_model", "heldout_f1",
+__all__ = ["FORMAT", "save_bundle", "load_bundle", "bundled_models", "bundle_base", "bundle_paths", "choose_model", "heldout_f1",
            "is_bundled", "refuse_bundled_card", "missing_trust_note", "say_missing_trust"]
 
 #: Value of the card's ``"format"`` field this code writes and reads.
@@ -118,6 +118,12 @@ def heldout_f1(card: dict) -> float:
     return card.get("evaluation", {}).get("f1") or 0.0
 
 
+def bundle_base(path: str | os.PathLike) -> Path:
+    """A bundle's path without its suffix: ``m``, ``m.json`` and ``m.safetensors`` all give ``m``."""
+    base = Path(path)
+    return base.with_suffix("") if base.suffix in _SUFFIXES else base
+
+
 def bundle_paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
     """The (weights, card) file paths a bundle name or path refers to.
 
@@ -127,9 +133,7 @@ def bundle_paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
     is_path = (isinstance(name_or_path, os.PathLike) or "/" in name_or_path or os.sep in name_or_path
                or name_or_path.endswith(_SUFFIXES))
     if is_path:
-        base = Path(name_or_path)
-        if base.suffix in _SUFFIXES:
-            base = base.with_suffix("")
+        base = bundle_base(name_or_path)
     else:
         models = bundled_models()
         if name_or_path not in models:

@@ -101,6 +101,7 @@ def train_config(args):
 
 
 def cmd_train(args) -> int:
+    from etem.train.bundle import bundle_base
     from etem.train.loop import train
 
     for path in args.waves:
@@ -110,6 +111,7 @@ def cmd_train(args) -> int:
         if not path.is_file():
             raise ConfigError(f"--validate {path}: no such movie (make one with `etem simulate movie`)")
     cfg = train_config(args)
+    args.output = bundle_base(args.output)
     card = train(args.waves, args.output, cfg, progress=sys.stderr.isatty(), resume=args.resume,
                  overwrite=args.overwrite)
     if card is None:  # a torchrun process other than the first

@@ -381,9 +381,10 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     """
     from etem.simulate.augment import AugmentConfig
 
-    from .bundle import save_bundle
+    from .bundle import bundle_base, save_bundle
     from .networks import build_network, count_parameters
 
+    out = bundle_base(out)  # -o m.json: the bundle m.json + m.safetensors and the checkpoint m.ckpt.*
     cfg = cfg or TrainConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -424,7 +425,7 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
         raise ConfigError(f"vacuum_fraction must be at least 0 and below 1; got {cfg.vacuum_fraction!r}")
     AugmentConfig(coarse_fraction=cfg.coarse_fraction, coarse_factor=tuple(cfg.coarse_factor))  # checked first
     if not resume:
-        _clear_output(Path(out), overwrite, rank)
+        _clear_output(out, overwrite, rank)
     cache: dict = {}  # each training wave's source and columns, on the device once
     if budget_s is None:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
@@ -462,7 +463,6 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             best, best_state = scores.get("select_f1", scores["f1"]), {
                 k: v.detach().clone() for k, v in model.state_dict().items()}
             log.info("starting from %s: val F1 %.3f", cfg.init, best)
-    out = Path(out)
     before = 0.0  # training time spent before this process started (a resumed run's)
     resumed: list[dict[str, Any]] = []  # each resume: the checkpoint's step and the time spent by then
     if resume:
