@@ -586,7 +586,7 @@ def test_a_plain_hdf5_file_with_several_datasets_reads_the_movie_and_says_so(mov
     assert sorted(pd.read_csv(table)["frame"].unique()) == list(range(12))
     assert main(["replay", str(path), "--dataset", "nope", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "no image dataset 'nope'" in err and "scan/movie" in err
+    assert "no dataset '/nope' of frames" in err and "/scan/movie (12 x 128 x 128)" in err
     gif = tmp_path / "m.gif"
     assert main(["export", str(run), "-o", str(tmp_path / "out"), "--formats", "csv", "--movie", str(gif),
                  "--source", str(path), "--dataset", "/scan/movie"]) == 0

@@ -195,8 +195,15 @@ def test_file_with_several_signals_takes_the_first_image(tmp_path):
     rec = open_recording(path)
     assert rec.meta["signal"] == 1 and rec.meta["title"] == "BF" and rec.meta["n_signals"] == 3
     assert open_recording(path, dataset="HAADF")[0].mean() == 1.0
-    with pytest.raises(FileFormatError, match="titled 'A spectrum'"):
+    with pytest.raises(FileFormatError, match="titled 'A spectrum'; the titles in it: 'BF' \\(8 x 9\\), 'HAADF'"):
         open_recording(path, dataset="A spectrum")
+    # a TIFF written page by page: its pages have no titles to choose by, one short line says so
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as w:
+        for page in stack(12):
+            w.write(page)
+    with pytest.raises(FileFormatError) as info:
+        open_recording(tmp_path / "pages.tif", dataset="movie")
+    assert "its 12 images have no titles; leave out --dataset" in str(info.value) and len(str(info.value)) < 200
 
 
 # ---------------------------------------------------------------- focal series
@@ -680,12 +687,19 @@ def test_plain_hdf5_reads_the_largest_stack_and_lists_the_others(tmp_path):
         f["calib/dark"] = np.zeros((4, 24, 32), np.float32)
         f["calib/gain"] = np.ones((24, 32), np.float32)
         f.create_dataset("scan/movie", data=stack(30)).attrs["sampling"] = 0.2
+        # tables beside it are no frames to choose (a simulated movie's truth: drift, occupancy)
+        f["truth/drift"] = np.zeros((30, 2))
+        f["truth/occupancy"] = np.ones((30, 192), bool)
     with open_recording(path) as rec:
         assert rec.meta["dataset"] == "/scan/movie" and len(rec) == 30 and rec.sampling == 0.2
         assert rec.meta["datasets"] == ["/scan/movie (30 x 24 x 32)", "/calib/dark (4 x 24 x 32)",
                                          "/calib/gain (24 x 32)"]
     with open_recording(path, dataset="/calib/dark") as rec:
         assert len(rec) == 4 and "datasets" not in rec.meta
+    with open_recording(path, dataset="calib/dark") as rec:
+        assert len(rec) == 4
+    with pytest.raises(FileFormatError, match=r"no dataset '/truth/drift' of frames; those in it: /calib/dark"):
+        open_recording(path, dataset="truth/drift")
     np.savez(tmp_path / "m.npz", dark=np.zeros((2, 8, 8)), frames=stack(3, 8, 8))
     assert open_recording(tmp_path / "m.npz").meta["dataset"] == "frames"
 

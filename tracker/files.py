@@ -2,7 +2,8 @@
 
 Microscope formats are read by rosettasciio (``rsciio``): TIFF, MRC, DigitalMicrograph
 (.dm3/.dm4), EMD (Velox and Berkeley), TIA (.ser/.emi) and HyperSpy (.hspy). NumPy .npy/.npz and
-plain HDF5 are read directly, and grey-level PNG and JPEG images (8 or 16 bit) through Pillow.
+plain HDF5 are read directly, and grey-level PNG and JPEG images (8 or 16 bit) through Pillow
+(:mod:`etem.tracker.files_plain`).
 Everything a reader raises becomes a :class:`FileFormatError` that
 names the file.
 
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from .errors import ConfigError, FileFormatError
+from .files_plain import read_hdf5, read_numpy, read_pillow
 from .frames import Frame
 
 if TYPE_CHECKING:
@@ -54,7 +56,6 @@ SUFFIXES = {
 _RSCIIO = {"tiff": "rsciio.tiff", "mrc": "rsciio.mrc", "dm": "rsciio.digitalmicrograph",
            "emd": "rsciio.emd", "tia": "rsciio.tia", "hspy": "rsciio.hspy"}
 _LAZY = importlib.util.find_spec("dask") is not None
-_PREFERRED = ("frames", "images", "data")
 #: Length units -> Å; time units -> s (keys after NFKC normalisation and lower-casing).
 _LENGTH_A = {"m": 1e10, "mm": 1e7, "µm": 1e4, "μm": 1e4, "um": 1e4, "micron": 1e4,
              "nm": 10.0, "å": 1.0, "a": 1.0, "ang": 1.0, "angstrom": 1.0, "pm": 0.01}
@@ -259,11 +260,11 @@ def open_recording(path: str | Path, *, dataset: str | None = None, focal: int =
     close = None
     try:
         if fmt == "hdf5" and not _is_hyperspy(path):
-            data, meta, sampling, times, close = _read_hdf5(path, dataset)
+            data, meta, sampling, times, close = read_hdf5(path, dataset)
         elif fmt in ("npy", "npz"):
-            data, meta, sampling, times = _read_numpy(path, dataset)
+            data, meta, sampling, times = read_numpy(path, dataset)
         elif fmt == "image":
-            data, meta, sampling, times = _read_pillow(path)
+            data, meta, sampling, times = read_pillow(path)
         else:
             data, meta, sampling, times = _read_rsciio(path, "hspy" if fmt == "hdf5" else fmt, dataset)
         if meta.get("cut_short") and focal > 1 and data.ndim == 3:
@@ -341,11 +342,14 @@ def _read_rsciio(path: Path, fmt: str, dataset: str | None):
     titles = [s.get("metadata", {}).get("General", {}).get("title", "") for s in signals]
     images = [k for k, s in enumerate(signals) if _is_image(s)]
     if dataset is not None:
-        images = [k for k in images if titles[k] == dataset]
+        chosen = [k for k in images if titles[k] == dataset]
+        if not chosen:
+            raise FileFormatError(_no_signal_titled(path, dataset, [titles[k] for k in images],
+                                                    [tuple(signals[k]["data"].shape) for k in images]))
+        images = chosen
     if not images:
-        what = f" titled {dataset!r}" if dataset is not None else ""
-        raise FileFormatError(f"{path}: no 2-D image signal{what} among {len(signals)} signal(s) "
-                              f"{[(t, tuple(s['data'].shape)) for t, s in zip(titles, signals)]}")
+        raise FileFormatError(f"{path}: no 2-D image signal among {len(signals)} signal(s) "
+                              f"{[(t, tuple(s['data'].shape)) for t, s in zip(titles, signals)][:8]}")
     k = images[0]
     signal = signals[k]
     meta: dict[str, Any] = {"format": fmt, "reader": _RSCIIO[fmt], "lazy": lazy,
@@ -464,6 +468,21 @@ def _release(exc: BaseException) -> None:
     traceback.clear_frames(exc.__traceback__)
 
 
+def _no_signal_titled(path: Path, dataset: str, titles: list[str], shapes: list[tuple[int, ...]]) -> str:
+    """Why ``--dataset`` names no image signal of the file, and what it can name there."""
+    def shape(k: int) -> str:
+        return " x ".join(map(str, shapes[k]))
+
+    named = [f"{t!r} ({shape(k)})" for k, t in enumerate(titles) if t]
+    if len(titles) == 1 and not named:
+        return f"{path}: no signal titled {dataset!r}: the file holds one image ({shape(0)}); leave out --dataset"
+    if not named:
+        return (f"{path}: no signal titled {dataset!r}: its {len(titles)} images have no titles; leave out "
+                "--dataset (the pages of a TIFF are read as one stack)")
+    more = f" and {len(named) - 8} more" if len(named) > 8 else ""
+    return f"{path}: no image signal titled {dataset!r}; the titles in it: {', '.join(named[:8])}{more}"
+
+
 def _is_image(signal: dict) -> bool:
     data, axes = signal["data"], signal["axes"]
     if data.ndim not in (2, 3, 4) or len(axes) != data.ndim:
@@ -506,139 +525,6 @@ def _is_hyperspy(path: Path) -> bool:
             return isinstance(f.get("Experiments", getlink=False), h5py.Group)
     except OSError as exc:
         raise FileFormatError(f"{path}: not a readable HDF5 file: {exc}") from exc
-
-
-def _pick(path: Path, shapes: dict[str, tuple[int, ...]], dataset: str | None, meta: dict[str, Any]) -> str:
-    """The dataset to read: ``dataset``, else the largest stack of frames (most images: a
-    file's dark or gain references are a few frames beside the movie), then one named 'frames',
-    'images' or 'data', then the first. Where there was a choice, ``meta['datasets']`` lists the
-    candidates (``name (shape)``, the one read first)."""
-    names = list(shapes)
-    if dataset is not None:
-        if dataset not in names:
-            raise FileFormatError(f"{path}: no image dataset {dataset!r}; found {names}")
-        return dataset
-    if not names:
-        raise FileFormatError(f"{path}: no 2-D, 3-D or 4-D numeric dataset")
-
-    def rank(name: str) -> tuple:
-        base = name.rsplit("/", 1)[-1]
-        images = 1 if len(shapes[name]) == 2 else shapes[name][0]
-        return (-images, _PREFERRED.index(base) if base in _PREFERRED else len(_PREFERRED), names.index(name))
-
-    ranked = sorted(names, key=rank)
-    if len(ranked) > 1:
-        meta["datasets"] = [f"{n} ({' x '.join(map(str, shapes[n]))})" for n in ranked]
-    return ranked[0]
-
-
-def _read_hdf5(path: Path, dataset: str | None):
-    import h5py
-
-    f = h5py.File(path, "r")
-    try:
-        real: dict[str, tuple[int, ...]] = {}
-        other: dict[str, tuple[int, ...]] = {}  # complex or non-numeric: picked only to say why it cannot be read
-
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3, 4):
-                (real if obj.dtype.kind in "biuf" else other)[name] = tuple(obj.shape)
-
-        f.visititems(visit)
-        dataset = dataset.lstrip("/") if dataset is not None else None
-        meta: dict[str, Any] = {"format": "hdf5", "reader": "h5py", "lazy": True}
-        ds = f[_pick(path, {**real, **other} if dataset is not None else real or other, dataset, meta)]
-        meta["dataset"] = ds.name
-        if "datasets" in meta:
-            meta["datasets"] = ["/" + d for d in meta["datasets"]]
-        sampling = ds.attrs.get("sampling")
-        if sampling is None:
-            meta["sampling_note"] = f"dataset {ds.name} has no 'sampling' attribute (Å/px)"
-        if "fps" in ds.attrs:
-            meta["fps"] = float(ds.attrs["fps"])
-        for key, known in (("imaging", ("hrtem", "stem")), ("detector", ("adf", "bf"))):
-            value = ds.attrs.get(key)  # how the frames were taken (etem simulate movie writes these)
-            value = value.decode() if isinstance(value, bytes) else value
-            if isinstance(value, str) and value.lower() in known:
-                meta[key] = value.lower()
-        material = known_material(ds.attrs.get("material"))
-        if material:
-            meta["material"] = material
-        return ds, meta, None if sampling is None else float(sampling), None, f.close
-    except Exception:
-        f.close()
-        raise
-
-
-def _read_numpy(path: Path, dataset: str | None):
-    meta: dict[str, Any] = {"format": path.suffix[1:], "reader": "numpy",
-                            "sampling_note": f"a {path.suffix} file records no pixel size"}
-    if path.suffix.lower() == ".npy":
-        meta["lazy"] = True
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False), meta, None, None
-        except ValueError as exc:
-            cut = _npy_truncation(path)
-            if cut is None:
-                raise
-            raise FileFormatError(cut) from exc
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    shapes = {k: tuple(a.shape) for k, a in arrays.items() if a.ndim in (2, 3, 4)}
-    meta.update(lazy=False, dataset=_pick(path, shapes, dataset, meta))
-    sampling = arrays.get("sampling")
-    if sampling is not None and sampling.size == 1:
-        meta.pop("sampling_note")
-        return arrays[meta["dataset"]], meta, float(sampling), None
-    return arrays[meta["dataset"]], meta, None, None
-
-
-def _read_pillow(path: Path):
-    """A grey-level PNG or JPEG (8 or 16 bit; a multi-frame one as a stack); a colour image is
-    refused, unless its channels are equal (grey saved as RGB)."""
-    from PIL import Image
-
-    frames = []
-    with Image.open(path) as im:
-        for k in range(getattr(im, "n_frames", 1)):
-            im.seek(k)
-            frames.append(_grey(path, im))
-    if len({f.shape for f in frames}) > 1:
-        raise FileFormatError(f"{path}: its {len(frames)} frames differ in size")
-    meta = {"format": path.suffix[1:].lower(), "reader": "pillow", "lazy": False,
-            "sampling_note": f"a {path.suffix} image records no pixel size; pass the sampling in Å/px"}
-    return frames[0] if len(frames) == 1 else np.stack(frames), meta, None, None
-
-
-def _grey(path: Path, im: Any) -> np.ndarray:
-    if im.mode in ("L", "I", "F") or im.mode.startswith("I;16"):
-        return np.array(im)
-    if im.mode == "1":
-        return np.array(im, np.uint8)
-    rgb = np.array(im.convert("RGB"))
-    if im.mode in ("LA", "P", "PA", "RGB", "RGBA") and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        return rgb[..., 0]  # grey, stored as colour
-    raise FileFormatError(f"{path}: a colour image ({im.mode}); frames must be grey-level: save it as 8- or "
-                          "16-bit greyscale")
-
-
-def _npy_truncation(path: Path) -> str | None:
-    """Where a .npy file whose header is intact breaks off, or None if it is not cut short."""
-    try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read(fh)
-            offset = fh.tell()
-    except Exception:  # noqa: BLE001 - not even the header: the caller says so
-        return None
-    have, need = path.stat().st_size - offset, int(np.prod(shape)) * dtype.itemsize
-    if have >= need or len(shape) < 3:
-        return None
-    per_frame = int(np.prod(shape[1:])) * dtype.itemsize
-    return (f"{path}: truncated: {have} of {need} bytes of pixels; it breaks off in frame "
-            f"{have // per_frame} of {shape[0]}")
 
 
 def __getattr__(name: str) -> Any:
