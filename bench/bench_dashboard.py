@@ -68,9 +68,9 @@ class TimedHandler:
     """Adds up the CPU time the dashboard's server threads spend answering requests."""
 
     def __init__(self) -> None:
-        from etem.tracker import dashboard
+        from etem.tracker.dashboard_http import Handler
 
-        self.handler, self.do_get = dashboard._Handler, dashboard._Handler.do_GET
+        self.handler, self.do_get = Handler, Handler.do_GET
         self.seconds = 0.0
         self.lock = threading.Lock()
 

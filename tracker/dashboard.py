@@ -34,9 +34,7 @@ or an ``Authorization: Bearer`` header).
 """
 from __future__ import annotations
 
-import hmac
 import http.server
-import ipaddress
 import json
 import logging
 import math
@@ -46,13 +44,12 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from importlib import resources
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from .dashboard_http import STATIC, Handler, _is_loopback, _json_safe
 from .errors import ConfigError
 from . import pngs
 from .plots import CLASS_COLOURS
@@ -62,11 +59,6 @@ from .metrics import LATENCY_BUCKETS_S, LatencyHistogram, gpu_memory, metrics_te
 log = logging.getLogger("etem.dashboard")
 
 DEFAULT_PORT = 8765
-#: Upper bounds [s] of the ``etem_frame_latency_seconds`` histogram buckets (+Inf is added).
-_STATIC = {"/": ("dashboard.html", "text/html; charset=utf-8"),
-           "/dashboard.html": ("dashboard.html", "text/html; charset=utf-8"),
-           "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8")}
-_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 def _view_jumps(pipe) -> int:
@@ -135,15 +127,6 @@ def chain(*hooks: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], Non
     return on_frame
 
 
-def _is_loopback(host: str) -> bool:
-    if host in _LOCAL_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class Dashboard:
     """Live dashboard of one run: an ``on_frame`` hook and the web server that shows it.
 
@@ -180,7 +163,7 @@ class Dashboard:
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._static = {name: resources.files("etem.tracker").joinpath("static", name).read_bytes()
-                        for name, _ in _STATIC.values()}
+                        for name, _ in STATIC.values()}
 
     # -- the on_frame hook (the pipeline's host thread) ----------------------------------------
     def __call__(self, res, pipe) -> None:
@@ -232,7 +215,7 @@ class Dashboard:
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         try:
-            self._server = Server((host.strip("[]"), self.cfg.port), _Handler)
+            self._server = Server((host.strip("[]"), self.cfg.port), Handler)
         except OSError as exc:
             raise ConfigError(f"cannot serve the dashboard on {host}:{self.cfg.port}: {exc.strerror or exc}; "
                               "choose another port (--dashboard-port, 0: any free port)") from None
@@ -485,124 +468,3 @@ class Dashboard:
         return {**{k: val for k, val in m.items() if k not in ("occupancy", "events", "classes")},
                 "occupancy": f"maps/occupancy.png?v={v}", "events": f"maps/events.png?v={v}",
                 "classes": f"maps/classes.png?v={v}" if m.get("classes") is not None else None}
-
-    # -- access -----------------------------------------------------------------------------
-    def allowed(self, handler: http.server.BaseHTTPRequestHandler, query: dict[str, list[str]]) -> bool:
-        """Whether a request may be answered (token, and Host header for a loopback server)."""
-        if self.token is None:
-            # a loopback server answers only requests that name a loopback host, which
-            # refuses pages from elsewhere that rebind their own name to 127.0.0.1
-            return _hostname(handler.headers.get("Host") or "") in _LOCAL_NAMES
-        given = query.get("token", [None])[0]
-        if given is None:
-            auth = handler.headers.get("Authorization") or ""
-            if auth.lower().startswith("bearer "):
-                given = auth[7:].strip()
-        if given is None:
-            cookie = SimpleCookie(handler.headers.get("Cookie") or "")
-            given = cookie["etem_token"].value if "etem_token" in cookie else None
-        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
-
-
-def _hostname(header: str) -> str:
-    """The host part of a Host header (``[::1]`` kept in brackets)."""
-    if header.startswith("["):
-        return header[: header.find("]") + 1]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "etem-dashboard"
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # an idle keep-alive connection frees its thread
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        log.debug("%s " + format, self.client_address[0], *args)
-
-    def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        dash: Dashboard = self.server.dashboard  # type: ignore[attr-defined]
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        if not dash.allowed(self, query):
-            self._send(403, b"forbidden: this dashboard needs its token (see the URL printed when it started)\n",
-                       "text/plain; charset=utf-8")
-            return
-        extra = {}
-        if dash.token is not None and "token" in query:
-            extra["Set-Cookie"] = f"etem_token={dash.token}; HttpOnly; SameSite=Strict; Path=/"
-        try:
-            self._route(dash, url.path, query, extra)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        except Exception as exc:  # noqa: BLE001 - a failing request must not take the run down
-            log.exception("dashboard request %s failed", self.path)
-            self._send(500, f"error: {type(exc).__name__}: {exc}\n".encode(), "text/plain; charset=utf-8")
-
-    def _route(self, dash: Dashboard, path: str, query: dict[str, list[str]], extra: dict[str, str]) -> None:
-        if path in _STATIC:
-            name, ctype = _STATIC[path]
-            self._send(200, dash._static[name], ctype, extra)
-        elif path == "/api/status":
-            self._json(dash.status(), extra)
-        elif path == "/api/frame":
-            self._send(200, dash.frame_meta(), "application/json", extra)
-        elif path == "/api/maps":
-            self._json(dash.maps_meta(), extra)
-        elif path == "/api/site":
-            try:
-                if "site" in query:
-                    args: dict[str, Any] = {"site": int(query["site"][0])}
-                else:
-                    args = {"y": float(query["y"][0]), "x": float(query["x"][0])}
-            except (KeyError, ValueError):
-                self._send(400, b"give site=ID, or y=ROW&x=COL (reference-frame pixels)\n", "text/plain; charset=utf-8")
-                return
-            out = dash.site(**args)
-            self._json(out if out is not None else {"site": None}, extra)
-        elif path == "/frame.png":
-            n = query.get("n", [None])[0]
-            png = dash.frame_png(int(n) if n is not None and n.lstrip("-").isdigit() else None)
-            self._png(png, extra)
-        elif path in ("/maps/occupancy.png", "/maps/events.png", "/maps/classes.png"):
-            m = dash.maps()
-            self._png(None if m is None else m[path[6:-4]], extra)
-        elif path == "/metrics":
-            self._send(200, dash.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8", extra)
-        elif path == "/favicon.ico":
-            self._send(204, b"", "image/x-icon", extra)
-        else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8", extra)
-
-    def _json(self, obj: Any, extra: dict[str, str]) -> None:
-        body = json.dumps(_json_safe(obj), allow_nan=False, separators=(",", ":")).encode()
-        self._send(200, body, "application/json", extra)
-
-    def _png(self, png: bytes | None, extra: dict[str, str]) -> None:
-        if png is None:
-            self._send(404, b"nothing to show yet\n", "text/plain; charset=utf-8", extra)
-        else:
-            self._send(200, png, "image/png", extra)
-
-    def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
