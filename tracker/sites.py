@@ -55,11 +55,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, choice_error
-from .matching import GuidedMatcher, candidate_pairs, match_pairs, match_within, near_earlier
+from .matching import GuidedMatcher, candidate_pairs, match_pairs, near_earlier
 from .site_classes import _CLS_HISTORY, _N_CLS, ClassStates
 from .site_occupancy import _PRIOR_POOLED, OccupancyHMM
 from .site_evidence import IntensityEvidence
+from .site_hops import SiteHops
 from .site_shadows import ShadowSites
+from .site_view import SiteView
 
 _OCCUPANCY = ("hmm", "gaps")
 
@@ -146,7 +148,7 @@ class SitesConfig:
         return self.lag if self.occupancy == "hmm" else self.fill_gaps
 
 
-class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
+class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteView, SiteHops):
     """Online site bookkeeping; ``update`` once per frame, in frame order."""
 
     def __init__(self, cfg: SitesConfig, sampling: float | None, *, frames_per_detection: int = 1,
@@ -426,28 +428,6 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self._advance(frame, now, unseen)
         self.n_frames += 1
 
-    def _site_box(self, ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """The sites' bounding box (lowest, highest ``y, x``), for :meth:`_unseen`."""
-        pos = self._pos[:ns]
-        return pos.min(axis=0), pos.max(axis=0)
-
-    def _unseen(self, view, ns: int, found: np.ndarray, box=None) -> np.ndarray | None:
-        """Which sites lay out of a frame's view (``view``: height, width and the drift; a
-        site with a column ``found`` at it was in view); None where all were in view. ``box``:
-        :meth:`_site_box`, where the caller asks for several frames."""
-        if view is None or not ns:
-            return None
-        h, w, oy, ox = view
-        m = self.view_margin_px
-        pos = self._pos[:ns]
-        lo, hi = self._site_box(ns) if box is None else box
-        if lo[0] + oy >= m and lo[1] + ox >= m and hi[0] + oy <= h - 1 - m and hi[1] + ox <= w - 1 - m:
-            return None  # (all well inside: the usual case, at the cost of four comparisons)
-        y, x = pos[:, 0] + oy, pos[:, 1] + ox
-        out = (y < m) | (x < m) | (y > h - 1 - m) | (x > w - 1 - m)
-        out[found[found < ns]] = False
-        return out if out.any() else None
-
     def _advance(self, frame: int, now: np.ndarray, unseen: np.ndarray | None = None) -> None:
         """Occupied/empty state change bookkeeping (``now``: occupied mask; ``unseen``: the
         sites out of view, whose state is held): flips, runs, hops, occupancy counts."""
@@ -482,66 +462,6 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence):
         self.flips.extend(zip(repeat(frame), off.tolist(), repeat(-1)))
         self._infer_hops(frame, off, on)
         self._state[:ns] = now
-
-    def _cut_by_the_view(self, frame: int, unseen: np.ndarray, now: np.ndarray) -> None:
-        """The residence runs of the sites that leave the view at ``frame`` end there, cut; a
-        site coming back begins a run, cut at its start, in the state it is seen in (which is
-        no flip: what happened meanwhile was not seen)."""
-        ns = len(unseen)
-        out = self._out[:ns]
-        leaving = np.flatnonzero(unseen & ~out)
-        if len(leaving) and self.n_frames:
-            start = self._run_start[leaving]
-            keep = frame > start
-            self.runs.extend(zip(leaving[keep].tolist(), start[keep].tolist(), (frame - start[keep]).tolist(),
-                                 self._state[leaving[keep]].tolist(), (1 + 2 * self._left[leaving[keep]]).tolist()))
-        back = np.flatnonzero(~unseen & out)
-        self._state[back] = now[back]
-        self._run_start[back] = frame
-        self._left[back] = True
-        self._out[:ns] = unseen
-
-    def _infer_hops(self, frame: int, off: np.ndarray, on: np.ndarray) -> None:
-        """Hops: a site that empties and one near it that fills, in this frame, else within the
-        last ``hop_window`` frames (the hop is logged at the emptying's frame); the rest wait."""
-        if len(off) and len(on):
-            r, c = match_within(self._pos[off], self._pos[on], self.hop_radius_px)
-            self.hops.extend(zip(repeat(frame), off[r].tolist(), on[c].tolist()))
-            off, on = np.delete(off, r), np.delete(on, c)
-        if self._lone and (len(off) or len(on)):
-            lone = np.asarray(self._lone, np.int64).reshape(-1, 3)
-            # a site that changes again is no hop's partner for its earlier change (a blip)
-            used = np.isin(lone[:, 1], np.concatenate([off, on]))
-            self._log_one_sided(lone[used].tolist())
-            for now, kind in ((off, 1), (on, -1)):  # an emptying now pairs with an earlier filling, and back
-                cand = np.flatnonzero((lone[:, 2] == kind) & ~used)
-                if not (len(now) and len(cand)):
-                    continue
-                r, c = match_within(self._pos[now], self._pos[lone[cand, 1]], self.hop_radius_px)
-                for i, j in zip(r.tolist(), cand[c].tolist()):
-                    pair = (int(now[i]), int(lone[j, 1]))
-                    # the hop's frame is its emptying's: the first frame the column is gone from its site
-                    self.hops.append((frame, *pair) if kind == 1 else (int(lone[j, 0]), *pair[::-1]))
-                used[cand[c]] = True
-                if kind == 1:
-                    off = np.delete(off, r)
-                else:
-                    on = np.delete(on, r)
-            self._lone = [e for e, u in zip(self._lone, used) if not u]
-        self._lone.extend(zip(repeat(frame), off.tolist(), repeat(-1)))
-        self._lone.extend(zip(repeat(frame), on.tolist(), repeat(1)))
-        self._expire_lone(frame - self.cfg.hop_window + 1)
-
-    def _expire_lone(self, keep_from: float) -> None:
-        """Log the unpaired emptyings and fillings older than ``keep_from`` as one-sided hops."""
-        if self._lone and self._lone[0][0] < keep_from:
-            self._log_one_sided([e for e in self._lone if e[0] < keep_from])
-            self._lone = [e for e in self._lone if e[0] >= keep_from]
-
-    def _log_one_sided(self, lone) -> None:
-        """Emptyings ``(frame, site, -1)`` and fillings ``(frame, site, 1)`` as hops to or from
-        an unknown site (-1)."""
-        self.hops.extend((f, s, -1) if k < 0 else (f, -1, s) for f, s, k in lone)
 
     # -- results ----------------------------------------------------------------------------
     @property

@@ -1,0 +1,57 @@
+"""The view of :class:`etem.tracker.sites.SiteMap`: which sites lie out of a frame's field of view
+(they drifted out, or the view moved), so that a column leaving the view is no site emptying.
+
+A site counts as out of view in a frame where it lies less than ``view_margin_px`` (the
+detector's ``edge_px`` + 1) inside the frame's edge, at the linker's drift, and no column was
+found at it. Out of view it holds its state, makes no flip, and its frames are left out of its
+``n_obs`` and occupancy; its residence run is cut where it leaves, and a new run, cut at its
+start, begins where it comes back.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class SiteView:
+    """The view half of :class:`etem.tracker.sites.SiteMap` (its ``_pos``, ``_state``,
+    ``_run_start``, ``_left``, ``_out``, ``runs``, ``n_frames`` and ``view_margin_px``)."""
+
+    def _site_box(self, ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sites' bounding box (lowest, highest ``y, x``), for :meth:`_unseen`."""
+        pos = self._pos[:ns]
+        return pos.min(axis=0), pos.max(axis=0)
+
+    def _unseen(self, view, ns: int, found: np.ndarray, box=None) -> np.ndarray | None:
+        """Which sites lay out of a frame's view (``view``: height, width and the drift; a
+        site with a column ``found`` at it was in view); None where all were in view. ``box``:
+        :meth:`_site_box`, where the caller asks for several frames."""
+        if view is None or not ns:
+            return None
+        h, w, oy, ox = view
+        m = self.view_margin_px
+        pos = self._pos[:ns]
+        lo, hi = self._site_box(ns) if box is None else box
+        if lo[0] + oy >= m and lo[1] + ox >= m and hi[0] + oy <= h - 1 - m and hi[1] + ox <= w - 1 - m:
+            return None  # (all well inside: the usual case, at the cost of four comparisons)
+        y, x = pos[:, 0] + oy, pos[:, 1] + ox
+        out = (y < m) | (x < m) | (y > h - 1 - m) | (x > w - 1 - m)
+        out[found[found < ns]] = False
+        return out if out.any() else None
+
+    def _cut_by_the_view(self, frame: int, unseen: np.ndarray, now: np.ndarray) -> None:
+        """The residence runs of the sites that leave the view at ``frame`` end there, cut; a
+        site coming back begins a run, cut at its start, in the state it is seen in (which is
+        no flip: what happened meanwhile was not seen)."""
+        ns = len(unseen)
+        out = self._out[:ns]
+        leaving = np.flatnonzero(unseen & ~out)
+        if len(leaving) and self.n_frames:
+            start = self._run_start[leaving]
+            keep = frame > start
+            self.runs.extend(zip(leaving[keep].tolist(), start[keep].tolist(), (frame - start[keep]).tolist(),
+                                 self._state[leaving[keep]].tolist(), (1 + 2 * self._left[leaving[keep]]).tolist()))
+        back = np.flatnonzero(~unseen & out)
+        self._state[back] = now[back]
+        self._run_start[back] = frame
+        self._left[back] = True
+        self._out[:ns] = unseen
