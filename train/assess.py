@@ -218,7 +218,7 @@ def training_mismatches(methods: Sequence[str], wave_set: str | Path) -> list[st
     from etem.simulate.waves import height_classes
 
     from .bundle import bundle_paths
-    from .loop import wave_set_summary
+    from .wave_sets import wave_set_summary
 
     have = wave_set_summary(wave_set)
     with h5py.File(wave_set, "r") as f:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import itertools
 import logging
 import math
 import os
@@ -36,7 +35,8 @@ from torch import nn
 from etem.tracker.errors import ConfigError
 
 from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
-from .validation import movie_validation
+from .validation import THRESHOLDS, choose_threshold, evaluate_model, movie_validation  # noqa: F401 (re-exported)
+from .wave_sets import training_waves, wave_set_summary  # noqa: F401 (re-exported)
 
 log = logging.getLogger("etem.train")
 
@@ -212,85 +212,6 @@ def _normalize(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
-def evaluate_model(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame, sampling_A: float,
-                   threshold: float | Sequence[float] = 0.5) -> dict[str, float] | list[dict[str, float]]:
-    """Columns located on the model's maps as the tracker locates them (its default
-    :class:`~etem.tracker.locate.LocateConfig`), scored against the truth within 1 Å.
-
-    With a sequence of thresholds, one score dict (with its ``threshold``) per threshold, from
-    one forward pass.
-    """
-    from etem.tracker.evaluate import score_columns
-    from etem.tracker.locate import LocateConfig, locate
-
-    model.eval()
-    probs = model(images)  # probabilities already
-    out = []
-    for t in ([threshold] if isinstance(threshold, (int, float)) else threshold):
-        cols = locate(probs, LocateConfig(threshold=float(t)))
-        found = pd.concat([c.assign(frame=i) for i, c in enumerate(cols)], ignore_index=True)
-        s = score_columns(found, truth, radius_px=1.0 / sampling_A, sampling=sampling_A)
-        out.append({"threshold": float(t), **{k: float(s[k]) for k in ("f1", "precision", "recall", "rms_A")}})
-    if isinstance(threshold, (int, float)):
-        del out[0]["threshold"]
-        return out[0]
-    return out
-
-
-def _split(n_waves: int) -> tuple[list[int], list[int]]:
-    """Training and validation structures of a wave set: the last quarter validates."""
-    n_hold = max(1, n_waves // 4)
-    return list(range(n_waves - n_hold)), list(range(n_waves - n_hold, n_waves))
-
-
-def training_waves(wave_sets: str | os.PathLike | Sequence[str | os.PathLike], classes: str):
-    """The waves of one wave set or several, classed by ``classes``, with the training and the
-    validation structures (indices into the waves): the last quarter of each set (at least one)
-    validates, the sets' validation structures taken in turn, so that the validation images show
-    every set. Sets of different classes (materials) train together only as one class
-    (``classes="column"``)."""
-    from etem.simulate.waves import load_waves, relabel
-
-    paths = [wave_sets] if isinstance(wave_sets, (str, os.PathLike)) else list(wave_sets)
-    if not paths:
-        raise ConfigError("give at least one wave set")
-    waves, train_idx, val_by_set = [], [], []
-    for path in paths:
-        these = relabel(load_waves(path), classes)
-        if not these:
-            raise ConfigError(f"{path}: the wave set holds no waves")
-        if waves and tuple(these[0].classes) != tuple(waves[0].classes):
-            raise ConfigError(f"{path}: its classes {list(these[0].classes)} differ from those of {paths[0]} "
-                              f"{list(waves[0].classes)}; wave sets of different materials train together "
-                              "only as one class (--classes column: a finder for any material)")
-        tr, va = _split(len(these))
-        train_idx += [len(waves) + i for i in tr]
-        val_by_set.append([len(waves) + i for i in va])
-        waves += these
-    val_idx = [i for turn in itertools.zip_longest(*val_by_set) for i in turn if i is not None]
-    return waves, train_idx, val_idx
-
-
-def wave_set_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """What a wave-set file holds, as a card records it: file name, structures, materials, beam
-    energies [eV] and the seed it was made with (None where it cannot be told), read from the
-    file's attributes without its waves."""
-    import h5py
-
-    from etem.simulate.waves import wave_metas
-
-    metas = wave_metas(path)
-    with h5py.File(path, "r") as f:
-        energies = sorted({float(f[k].attrs["energy_eV"]) for k in f if k.isdigit()})
-    # `etem simulate waves --seed S` gives structure i the wave seed S * 1_000_003 + i
-    first = metas[0].get("seed") if metas else None
-    seed = first // 1_000_003 if isinstance(first, int) and first >= 0 and first % 1_000_003 == 0 else None
-    return {"file": Path(path).name, "structures": len(metas),
-            "materials": sorted({str(m.get("material", "")).lower() for m in metas} - {""}),
-            "energy_eV": energies, "seed": seed}
-
-
 def _validation_images(waves, val_idx: list[int], cfg: TrainConfig, n_classes: int):
     """The fixed validation images (normalized) and their true columns, drawn from their own seed."""
     gval = torch.Generator(device=cfg.device).manual_seed(10_000 + cfg.seed)
@@ -316,29 +237,6 @@ def retune_threshold(bundle: str | os.PathLike, wave_set: str | os.PathLike | Se
     update_card(bundle, _finite({"threshold": threshold,
                                  "evaluation": {**card.get("evaluation", {}), **scores, "threshold_scan": scan}}))
     return threshold
-
-
-#: Column-probability thresholds tried on the validation images after training; the card's
-#: ``threshold`` is the one of the best F1 there, and the tracker locates with it.
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-#: How much better in validation F1 a threshold must be than 0.5 to be chosen instead.
-THRESHOLD_MARGIN = 0.01
-
-
-def choose_threshold(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame,
-                     sampling_A: float) -> tuple[float, dict[str, float], list[dict[str, float]]]:
-    """The threshold of :data:`THRESHOLDS` with the best validation F1, the scores at it, and
-    the scores of all of them.
-
-    0.5 stays unless another threshold beats it by at least :data:`THRESHOLD_MARGIN` in F1: a
-    few validation images do not tell smaller differences from noise.
-    """
-    scan = evaluate_model(model, images, truth, sampling_A, THRESHOLDS)
-    f1 = np.array([r["f1"] if math.isfinite(r["f1"]) else -1.0 for r in scan])
-    i = int(np.argmax(f1))
-    best = float(THRESHOLDS[i]) if f1[i] >= f1[THRESHOLDS.index(0.5)] + THRESHOLD_MARGIN else 0.5
-    scores = {k: v for k, v in scan[THRESHOLDS.index(best)].items() if k != "threshold"}
-    return best, scores, scan
 
 
 def _distributed() -> tuple[int, int, int]:

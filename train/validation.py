@@ -1,20 +1,24 @@
-"""Validation frames from simulated movies like the experiment (``etem train --validate``):
-they choose the weights a training run keeps and its threshold (:mod:`etem.train.loop`)."""
+"""Validation: a model's scores on validation images with columns found as the tracker finds
+them, the threshold they choose, and validation frames from simulated movies like the
+experiment (``etem train --validate``). They choose the weights a training run keeps and its
+threshold (:mod:`etem.train.loop`)."""
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from etem.tracker.errors import ConfigError
 
 if TYPE_CHECKING:
     from .loop import TrainConfig
 
-__all__ = ["movie_validation"]
+__all__ = ["THRESHOLDS", "THRESHOLD_MARGIN", "choose_threshold", "evaluate_model", "movie_validation"]
 
 
 def movie_validation(paths: Sequence[str | os.PathLike], cfg: TrainConfig) -> tuple[torch.Tensor, pd.DataFrame]:
@@ -52,3 +56,52 @@ def movie_validation(paths: Sequence[str | os.PathLike], cfg: TrainConfig) -> tu
                                         "cls": t["cls"].to_numpy() if "cls" in t else 0}))
         batches.append(batch)
     return torch.cat(batches), pd.concat(truths, ignore_index=True)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame, sampling_A: float,
+                   threshold: float | Sequence[float] = 0.5) -> dict[str, float] | list[dict[str, float]]:
+    """Columns located on the model's maps as the tracker locates them (its default
+    :class:`~etem.tracker.locate.LocateConfig`), scored against the truth within 1 Å.
+
+    With a sequence of thresholds, one score dict (with its ``threshold``) per threshold, from
+    one forward pass.
+    """
+    from etem.tracker.evaluate import score_columns
+    from etem.tracker.locate import LocateConfig, locate
+
+    model.eval()
+    probs = model(images)  # probabilities already
+    out = []
+    for t in ([threshold] if isinstance(threshold, (int, float)) else threshold):
+        cols = locate(probs, LocateConfig(threshold=float(t)))
+        found = pd.concat([c.assign(frame=i) for i, c in enumerate(cols)], ignore_index=True)
+        s = score_columns(found, truth, radius_px=1.0 / sampling_A, sampling=sampling_A)
+        out.append({"threshold": float(t), **{k: float(s[k]) for k in ("f1", "precision", "recall", "rms_A")}})
+    if isinstance(threshold, (int, float)):
+        del out[0]["threshold"]
+        return out[0]
+    return out
+
+
+#: Column-probability thresholds tried on the validation images after training; the card's
+#: ``threshold`` is the one of the best F1 there, and the tracker locates with it.
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: How much better in validation F1 a threshold must be than 0.5 to be chosen instead.
+THRESHOLD_MARGIN = 0.01
+
+
+def choose_threshold(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame,
+                     sampling_A: float) -> tuple[float, dict[str, float], list[dict[str, float]]]:
+    """The threshold of :data:`THRESHOLDS` with the best validation F1, the scores at it, and
+    the scores of all of them.
+
+    0.5 stays unless another threshold beats it by at least :data:`THRESHOLD_MARGIN` in F1: a
+    few validation images do not tell smaller differences from noise.
+    """
+    scan = evaluate_model(model, images, truth, sampling_A, THRESHOLDS)
+    f1 = np.array([r["f1"] if math.isfinite(r["f1"]) else -1.0 for r in scan])
+    i = int(np.argmax(f1))
+    best = float(THRESHOLDS[i]) if f1[i] >= f1[THRESHOLDS.index(0.5)] + THRESHOLD_MARGIN else 0.5
+    scores = {k: v for k, v in scan[THRESHOLDS.index(best)].items() if k != "threshold"}
+    return best, scores, scan
