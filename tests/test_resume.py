@@ -30,7 +30,8 @@ from etem.tracker.cli import main
 from etem.tracker.errors import ConfigError, FileFormatError
 from etem.tracker.resume import STATE_ARRAYS, STATE_LOGS
 from etem.tracker.sites import SitesConfig
-from etem.tracker.runfile import RunWriter, clear_write_flags, open_run
+from etem.tracker.h5io import clear_write_flags
+from etem.tracker.runfile import RunWriter, open_run
 from etem.tracker.sources import iter_array
 
 # one frame at a time, so that an interrupted run and an uninterrupted one compute the same

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import FileFormatError
-from .runfile import _LIBVER, FORMAT, FORMAT_VERSION, TABLES
+from .runschema import FORMAT, FORMAT_VERSION, LIBVER, TABLES
 
 __all__ = ["Run", "open_run"]
 
@@ -77,7 +77,7 @@ class Run:
         # readers consistent without one.
         live = bool(_write_flags(self.path) & _SWMR_WRITE_FLAGS)
         try:
-            f = h5py.File(self.path, "r", libver=_LIBVER if live else None, swmr=live,
+            f = h5py.File(self.path, "r", libver=LIBVER if live else None, swmr=live,
                           locking=False)
         except OSError as exc:
             raise FileFormatError(f"{self.path} is not a readable HDF5 file: {exc}") from None

@@ -33,11 +33,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .errors import EtemError, FileFormatError
-from .h5io import (_add_missing_columns, _as_columns, _to_json, _write_frame, add_state_arrays, clear_write_flags,
-                   room_to_grow)
+from .errors import EtemError
+from .h5io import (_as_columns, _to_json, _write_frame, add_state_arrays, room_to_grow)
+from .runfile_resume import RunResume
 from .runschema import (COLUMNS, FORMAT, FORMAT_VERSION, FRAMES, MAPS,  # noqa: F401 (re-exported)
-                        RESERVED_ATTRS, SITES, TABLES, check_attr_keys)
+                        RESERVED_ATTRS, SITES, TABLES, LIBVER, STATE_CHUNK, check_attr_keys)
 
 if TYPE_CHECKING:
     from .run import Run, open_run
@@ -60,15 +60,11 @@ _MAX_PENDING_ROWS = 1_000_000   # flush early rather than buffer more than this
 _METADATA_SLACK = 256 << 10
 _CLOSE_RESERVE = 1 << 20
 _ABANDONED: list = []  # files HDF5 failed to write: kept, as closing them fails (noisily) again
-# v110 is the oldest file format with SWMR; keeping it as the low bound lets older HDF5
-# libraries read the file.
-_LIBVER = ("v110", "latest")
-_STATE_CHUNK = 256  # elements: state arrays are small (a few per site)
 
 
 # ---------------------------------------------------------------------------------------- writer
 
-class RunWriter:
+class RunWriter(RunResume):
     """Writes one run file incrementally.
 
     Parameters
@@ -150,7 +146,7 @@ class RunWriter:
             raise RunWriteError(f"run file {self.path}: no room to create it ({room / 2**20:.1f} MiB left on "
                                 f"the disk or under the file size limit, {need / 2**20:.1f} MiB needed).")
         try:
-            f = h5py.File(self.path, "w" if self.overwrite else "w-", libver=_LIBVER,
+            f = h5py.File(self.path, "w" if self.overwrite else "w-", libver=LIBVER,
                           locking=False)
         except FileExistsError:
             raise FileExistsError(f"run file {self.path} already exists; choose another path "
@@ -195,117 +191,12 @@ class RunWriter:
         st.create_dataset("active", data=np.array([-1, 0], dtype=np.int64))
         for slot in ("slot0", "slot1"):
             g = st.create_group(slot)
-            g.create_dataset("meta", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(_STATE_CHUNK,))
-            add_state_arrays(g, self._state_arrays, _STATE_CHUNK)
+            g.create_dataset("meta", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(STATE_CHUNK,))
+            add_state_arrays(g, self._state_arrays, STATE_CHUNK)
         logs = st.create_group("logs")
         for name, (dtype, width) in self._state_logs.items():
             logs.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
-                                chunks=(max(_STATE_CHUNK // width, 1), width))
-
-    def reopen(self, record: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """Open the existing run file to go on writing it, at its latest resume snapshot.
-
-        Rows of ``frames``, ``columns`` and the logs past the snapshot are dropped (the caller
-        restores its state from the snapshot and takes it from there); a killed writer's
-        "open for writing" marks are cleared (:func:`clear_write_flags`); statistics tables of
-        an earlier close are removed (they are written again at the next close). The status
-        goes back to ``running``, and ``record`` (what the caller says about this resume) is
-        added, with the time, to the ``resumes`` attribute. Returns the snapshot's JSON
-        document, or None when the file holds no snapshot yet.
-        """
-        if self._file is not None or self._closed:
-            raise RuntimeError(f"run file {self.path}: reopen() may be called only once, instead of begin().")
-        if not self.path.is_file():
-            raise FileFormatError(f"run file {self.path} does not exist.")
-        clear_write_flags(self.path)
-        try:
-            f = h5py.File(self.path, "r+", libver=_LIBVER, locking=False)
-        except OSError as exc:
-            raise FileFormatError(f"{self.path} cannot be opened for writing: {exc}") from None
-        try:
-            meta = self._adopt(f)
-            previous = {k: json.loads(f.attrs[k]) for k in ("status", "finished", "error", "rows_not_written",
-                                                              "stats_not_written") if k in f.attrs}
-            for k in ("error", "rows_not_written", "stats_not_written"):
-                if k in f.attrs:
-                    del f.attrs[k]
-            resumes = json.loads(f.attrs["resumes"]) if "resumes" in f.attrs else []
-            resumes.append({"at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                            "previous": previous, **dict(record or {})})
-            f.attrs["resumes"] = _to_json("resumes", resumes)
-            f.attrs["status"] = json.dumps("running")
-            f.attrs["finished"] = json.dumps(None)
-            f.attrs["writer"] = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
-            for name in list(f["stats"]):
-                del f["stats"][name]
-            f.flush()
-            f.swmr_mode = True
-        except BaseException:
-            f.close()
-            raise
-        self._file = f
-        self._last_flush = time.monotonic()
-        return meta
-
-    def _adopt(self, f: h5py.File) -> dict[str, Any] | None:
-        """Check an existing file against this writer's layout; cut it back to its snapshot."""
-        try:
-            fmt, version = json.loads(f.attrs["format"]), json.loads(f.attrs["format_version"])
-        except (KeyError, TypeError, ValueError):
-            fmt, version = None, None
-        if fmt != FORMAT:
-            raise FileFormatError(f"{self.path} is not an etem run file.")
-        if version != FORMAT_VERSION:
-            raise FileFormatError(f"{self.path} has run-file format version {version!r}; this etem-tracker "
-                                  f"goes on writing only version {FORMAT_VERSION}.")
-        names = [str(n) for n in f["counters"].attrs["names"]]
-        if names != list(self.counter_names):
-            if not set(names) <= set(self.counter_names):
-                raise FileFormatError(f"{self.path} was written by another version of etem-tracker (its counters "
-                                      "differ); it cannot be resumed by this one.")
-            # written before a counter was added (a rejection reason): the new ones start at 0
-            old = dict(zip(names, f["counters"][()].tolist()))
-            del f["counters"]
-            ds = f.create_dataset("counters", data=np.array([old.get(n, 0) for n in self.counter_names], np.int64))
-            ds.attrs["names"] = list(self.counter_names)
-        st = f.get("state")
-        for g in [] if st is None else [st[k] for k in ("slot0", "slot1") if k in st and "meta" in st[k]]:
-            add_state_arrays(g, self._state_arrays, _STATE_CHUNK)  # (kept since the snapshot was written)
-        wanted = [f"state/slot{i}/{n}" for i in (0, 1) for n in ("meta", *self._state_arrays)]
-        wanted += [f"state/logs/{n}" for n in self._state_logs] + ["state/active"]
-        if st is None or any(w not in f for w in wanted):
-            raise FileFormatError(f"{self.path} holds no resume state of this version (it was written by "
-                                  "another version of etem-tracker); it cannot be resumed.")
-        slot, number = (int(v) for v in f["state/active"][()])
-        meta = None
-        rows = {"frames": 0, "columns": 0}
-        logs = dict.fromkeys(self._state_logs, 0)
-        if slot in (0, 1):
-            meta = json.loads(bytes(f[f"state/slot{slot}/meta"][()]).decode("utf-8"))
-            rows.update({t: int(meta["rows"][t]) for t in rows})
-            logs.update({k: int(v) for k, v in meta["logs"].items() if k in logs})
-        for table, n in rows.items():
-            _add_missing_columns(f[table], TABLES[table], n)
-            for name in TABLES[table]:
-                ds = f[table][name]
-                if ds.shape[0] < n:
-                    raise FileFormatError(f"{self.path}: the resume snapshot counts {n} rows of {table!r}, "
-                                          f"the file holds {ds.shape[0]}; it is damaged.")
-                ds.resize((n,))
-        for name, n in logs.items():
-            ds = f["state/logs"][name]
-            if ds.shape[0] < n:
-                raise FileFormatError(f"{self.path}: the resume snapshot's {name!r} records are incomplete.")
-            ds.resize((n, ds.shape[1]))
-        n_sites = int(f["rows"][list(TABLES).index("sites")])
-        self._rows = {"frames": rows["frames"], "columns": rows["columns"], "sites": n_sites}
-        self._allocated = dict(self._rows)
-        f["rows"][...] = np.array([self._rows[t] for t in TABLES], dtype=np.int64)
-        self._log_rows = logs
-        self._state_slot, self._state_number = slot, number
-        self._counters = f["counters"][()].astype(np.int64)
-        self.frame_shape = tuple(int(v) for v in json.loads(f.attrs["frame_shape"]))  # type: ignore[assignment]
-        return meta
+                                chunks=(max(STATE_CHUNK // width, 1), width))
 
     def _check_open(self) -> h5py.File:
         if self._file is None:
@@ -407,9 +298,9 @@ class RunWriter:
         """Disk space the next flush takes at most: the chunks it adds, and metadata."""
         need = _METADATA_SLACK
         if self._state is not None:
-            need += sum(a.nbytes + _STATE_CHUNK * a.itemsize for a in self._state[1].values()) + 2 * _STATE_CHUNK
+            need += sum(a.nbytes + STATE_CHUNK * a.itemsize for a in self._state[1].values()) + 2 * STATE_CHUNK
             need += sum(b.nbytes for blocks in self._log_pending.values() for b in blocks)
-            need += len(self._log_pending) * _STATE_CHUNK * 8
+            need += len(self._log_pending) * STATE_CHUNK * 8
         for table, schema in TABLES.items():
             blocks = self._pending[table]
             if not blocks:
@@ -572,7 +463,7 @@ class RunWriter:
             self._file.close()
             self._file = None
             self._closed = True
-        with h5py.File(self.path, "r+", libver=_LIBVER, locking=False) as f:
+        with h5py.File(self.path, "r+", libver=LIBVER, locking=False) as f:
             stats = f.require_group("stats")
             if self._full is not None:
                 size = sum(int(df.memory_usage(deep=True).sum()) + 65536 for df in extra_tables.values())

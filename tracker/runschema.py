@@ -44,6 +44,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "FRAMES", "COLUMNS", "SITES", "TABLES", "
 
 FORMAT = "etem-run"
 FORMAT_VERSION = 1
+#: HDF5 file-format bounds: v110 is the oldest with SWMR; keeping it as the low bound lets older
+#: HDF5 libraries read the file.
+LIBVER = ("v110", "latest")
+#: Chunk of the resume state's arrays [elements]: they are small (a few per site).
+STATE_CHUNK = 256
 
 #: One row per processed frame. ``received`` [s since run start], ``drift_*`` [px],
 #: ``sampling`` [Å/px], ``dose`` [e/Å²] (as sent), image quality measured on the frame
