@@ -361,9 +361,10 @@ def test_replay_with_averaged_frames(movie, tmp_path, capsys):
     cfg = r.attrs["config"]
     assert (cfg if isinstance(cfg, dict) else __import__("json").loads(cfg))["preprocess"]["average_frames"] == 3
     assert len(r.frames) == 12 and len(r.sites) > 0
-    assert main(["replay", str(tmp_path / "movie.h5"), "--quiet", "--average", "0"]) == 2
+    with pytest.raises(SystemExit) as info:
+        main(["replay", str(tmp_path / "movie.h5"), "--quiet", "--average", "0"])
     err = capsys.readouterr().err
-    assert "average_frames must be an integer >= 1" in err and "Traceback" not in err
+    assert info.value.code == 2 and "argument --average: must be at least 1, got '0'" in err and "Traceback" not in err
 
 
 def test_the_status_line_says_how_many_frames_were_trusted():

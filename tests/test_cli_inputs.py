@@ -48,8 +48,14 @@ def test_unknown_option_is_an_error(capsys):
 @pytest.mark.parametrize("argv, words", [
     (["find", "x.tif", "--engine", "bogus"], ["--engine", "'bogus'", "onnxruntime"]),
     (["replay", "x.h5", "--device", "gpu"], ["--device", "cuda:N", "'gpu'"]),
+    (["replay", "x.h5", "--max-batch", "0"], ["--max-batch", "at least 1"]),
+    (["replay", "x.h5", "--max-wait", "-1"], ["--max-wait", "0 or more"]),
+    (["find", "x.tif", "--focal", "0"], ["--focal", "at least 1"]),
+    (["track", "--dashboard-port", "70000"], ["--dashboard-port", "0 to 65535"]),
+    (["train", "w.h5", "-o", "m", "--steps", "0"], ["--steps", "at least 1"]),
+    (["demo", "--size", "8"], ["--size", "at least 16 px"]),
 ])
-def test_a_bad_engine_or_device_is_refused_with_the_choices_before_any_work(argv, words, capsys):
+def test_a_bad_option_value_is_refused_by_the_parser_before_any_work(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2

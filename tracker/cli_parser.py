@@ -31,6 +31,34 @@ def _positive(text: str) -> float:
     return value
 
 
+def _whole(low: int, high: int | None = None, what: str = ""):
+    """An argparse type: a whole number from ``low`` (to ``high``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {span}{what}, got {text!r}")
+        return value
+    return parse
+
+
+def _at_least_0(text: str) -> float:
+    """A time or a distance that may be 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+_count = _whole(1)
+
+
 def _device_arg(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text.strip()):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
@@ -75,17 +103,17 @@ def _common_run(p: argparse.ArgumentParser) -> None:
                         "was started with; a replay skips the frames already tracked")
     p.add_argument("--force", action="store_true",
                    help="with --resume: also go on with a finished run, or one from another version")
-    p.add_argument("--average", type=int, metavar="N",
+    p.add_argument("--average", type=_count, metavar="N",
                    help="detect on the mean of each frame and the N-1 before it, registered onto it: N times "
                         "the dose for low-dose movies, at the price of time resolution (default 1)")
     p.add_argument("--intensity-classes", action="store_true",
                    help="class each column by its sublattice and intensity group, learned on the first frames "
                         "([locate] intensity_classes): in annular dark-field STEM, where the finder knows one "
                         "class, the sites then follow S2 -> S and the like")
-    p.add_argument("--groups", type=int, metavar="N",
+    p.add_argument("--groups", type=_count, metavar="N",
                    help="with --intensity-classes: N groups per sublattice (default: 1 to 3, as the data say)")
-    p.add_argument("--max-batch", type=int, help="largest micro-batch (frames)")
-    p.add_argument("--max-wait", type=float, help="longest wait for a micro-batch to fill (s)")
+    p.add_argument("--max-batch", type=_count, help="largest micro-batch (frames)")
+    p.add_argument("--max-wait", type=_at_least_0, help="longest wait for a micro-batch to fill (s)")
     p.add_argument("--detection", choices=("thread", "process"),
                    help="run the detector in a thread of the tracker (default) or in a process of its own, "
                         "so that detection and linking do not share one interpreter")
@@ -96,7 +124,7 @@ def _dashboard_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("live dashboard (off unless asked for)")
     g.add_argument("--dashboard", action="store_true",
                    help="serve a live dashboard and Prometheus /metrics at http://127.0.0.1:8765/")
-    g.add_argument("--dashboard-port", type=int, metavar="PORT",
+    g.add_argument("--dashboard-port", type=_whole(0, 65535), metavar="PORT",
                    help="dashboard port (implies --dashboard; default 8765, 0: any free port)")
     g.add_argument("--dashboard-host", metavar="ADDRESS",
                    help="address to bind (implies --dashboard; default 127.0.0.1, this PC only; "
@@ -110,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate a movie, stream it over ZeroMQ, track it, score against ground truth")
     p.add_argument("-o", "--out", type=Path, default=Path("etem-demo"), help="output folder (default: etem-demo)")
-    p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--size", type=int, default=256, help="frame size in px (square)")
+    p.add_argument("--frames", type=_count, default=60)
+    p.add_argument("--size", type=_whole(16, what=" px"), default=256, help="frame size in px (square)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=("push", "pub"), default="push", help="push: lossless; pub: live camera style")
     p.add_argument("--fps", type=_positive, help="publish at this frame rate (default: as fast as taken)")
@@ -124,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "hrtem movie, the STEM model for the stem movie, the MoS2 focal-series model for the mos2 "
                         "movie, the classical locator for the toy movie")
     p.add_argument("--classical", action="store_true", help="use the classical locator")
-    p.add_argument("--average", type=int, metavar="N",
+    p.add_argument("--average", type=_count, metavar="N",
                    help="detect on the registered mean of each frame and the N-1 before it (default 1)")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--quiet", action="store_true")
@@ -133,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="ADDRESS", help="e.g. tcp://127.0.0.1:5555 (with --resume: the run's own)")
     p.add_argument("--mode", choices=("sub", "pull"), default="sub", help="sub: camera PUB (drops counted); pull: lossless")
     p.add_argument("--bind", action="store_true", help="bind ADDRESS instead of connecting to it")
-    p.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a frame")
+    p.add_argument("--idle-timeout", type=_positive, help="stop after this many seconds without a frame")
     p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
     _common_engine(p)
     _common_run(p)
@@ -144,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pace", type=_positive, help="1.0: acquisition pace; 2.0: twice as fast (default: full speed)")
     p.add_argument("--fps", type=_positive,
                    help="frame rate [1/s] of a recording or folder that records none: the frames' times (rates in seconds) and --pace")
-    p.add_argument("--focal", type=int, default=1, help="images per frame (focal series)")
+    p.add_argument("--focal", type=_count, default=1, help="images per frame (focal series)")
     p.add_argument("--pattern", metavar="GLOB",
                    help="a folder's frame files, below it: e.g. '*.tif', '**/*.dm4' (default: every frame-file "
                         "type, subfolders included)")
@@ -168,11 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
     p.add_argument("--connect", action="store_true", help="connect instead of binding")
     p.add_argument("--fps", type=_positive, help="frame rate (default: as fast as possible)")
-    p.add_argument("--frames", type=int, default=100, help="with --simulate: number of frames")
-    p.add_argument("--size", type=int, default=256, help="with --simulate: frame size in px")
-    p.add_argument("--sampling", type=float, help="pixel size in Å/px to send (overrides the file's)")
-    p.add_argument("--wait", type=float, default=10.0, help="PUB: wait this long for a subscriber (s)")
-    p.add_argument("--focal", type=int, default=1, help="images per frame: a focal series of F images is sent "
+    p.add_argument("--frames", type=_count, default=100, help="with --simulate: number of frames")
+    p.add_argument("--size", type=_whole(16, what=" px"), default=256, help="with --simulate: frame size in px")
+    p.add_argument("--sampling", type=_positive, help="pixel size in Å/px to send (overrides the file's)")
+    p.add_argument("--wait", type=_at_least_0, default=10.0, help="PUB: wait this long for a subscriber (s)")
+    p.add_argument("--focal", type=_count, default=1, help="images per frame: a focal series of F images is sent "
                                                            "as one frame (default 1)")
     p.add_argument("--dataset", metavar="PATH",
                    help="the dataset of an HDF5 or .npz file to read (e.g. /scan/movie), or the title of the signal of "
@@ -210,19 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "not given (--lr: 5e-4); options that would change the network are refused. The "
                         "model's own validation F1 is the score to beat: the bundle written is never worse there")
     p.add_argument("--arch", default=None, choices=("fusionnet", "unet", "msdnet"), help="default fusionnet")
-    p.add_argument("--width", type=int, default=None, help="default 16")
-    p.add_argument("--depth", type=int, default=None, help="default 3")
+    p.add_argument("--width", type=_count, default=None, help="default 16")
+    p.add_argument("--depth", type=_count, default=None, help="default 3")
     p.add_argument("--unshuffle", type=int, default=None, metavar="S",
                    help="fusionnet: fold each SxS block of pixels into channels before the top level and "
                         "back after the head (2: about a third of the work at the same width and depth; "
                         "the bundled CPU models use it)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 600; with --minutes: "
+    p.add_argument("--steps", type=_count, default=None, help="training steps (default 600; with --minutes: "
                                                          "an upper bound, none unless given)")
     p.add_argument("--minutes", type=float, default=None,
                    help="train for this long, the learning-rate schedule spread over the time (for a "
                         "machine lent for a fixed time)")
-    p.add_argument("--batch", type=int, default=None, help="default 8")
-    p.add_argument("--samples-per-wave", type=int, default=None, metavar="K",
+    p.add_argument("--batch", type=_count, default=None, help="default 8")
+    p.add_argument("--samples-per-wave", type=_count, default=None, metavar="K",
                    help="draw K samples from each wave of a batch (each its own microscope and geometry): "
                         "less work per sample on a GPU; must divide --batch")
     p.add_argument("--vacuum-fraction", type=float, default=None, metavar="P",
@@ -234,10 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "taken coarser than its model, with probability P (default 0)")
     p.add_argument("--coarse-factor", default=None, metavar="LO,HI",
                    help="range of that camera's pixel size over --sampling (default 1.5,2.5)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3; 5e-4 with --init)")
-    p.add_argument("--size", type=int, default=None, help="training image side [px] (default 128)")
-    p.add_argument("--sampling", type=float, default=None, help="training image pixel size [Å/px] (default 0.2)")
-    p.add_argument("--label-sigma", type=float, default=None, help="label Gaussian width [Å] (default 0.5)")
+    p.add_argument("--lr", type=_positive, default=None, help="peak learning rate (default 2e-3; 5e-4 with --init)")
+    p.add_argument("--size", type=_whole(16, what=" px"), default=None, help="training image side [px] (default 128)")
+    p.add_argument("--sampling", type=_positive, default=None, help="training image pixel size [Å/px] (default 0.2)")
+    p.add_argument("--label-sigma", type=_positive, default=None, help="label Gaussian width [Å] (default 0.5)")
     p.add_argument("--preset", default=None, help="optics preset (graphene, au, mos2, haadf; default au)")
     p.add_argument("--optics", action="append", default=[], metavar="KEY=LO,HI|FILE.toml",
                    help="replace one of the preset's optics ranges: KEY=LO,HI or KEY=VALUE (fixed), e.g. "
@@ -253,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "three-image focal series (default: one image)")
     p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision (auto: bf16 on CUDA, off on the CPU)")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+    p.add_argument("--checkpoint-every", type=_whole(0), default=100, metavar="STEPS",
                    help="write the training state every STEPS steps (0: never)")
     p.add_argument("--resume", action="store_true", help="go on from the output's checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at -o and its checkpoint")
@@ -268,21 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(bundled name or bundle path; comma-separated for several)")
     p.add_argument("truth", type=Path, help="a simulated movie file (etem simulate movie) or a CSV/Parquet of "
                                             "frame,y,x[,cls]; with a model: a held-out wave set (etem simulate waves)")
-    p.add_argument("--radius", type=float, default=1.0, help="largest distance of a match [Å] (px without a sampling)")
-    p.add_argument("--sampling", type=float, help="pixel size [Å/px] (default: the truth's or the run's)")
-    p.add_argument("--border", type=float, default=0.0, metavar="Å",
+    p.add_argument("--radius", type=_positive, default=1.0, help="largest distance of a match [Å] (px without a sampling)")
+    p.add_argument("--sampling", type=_positive, help="pixel size [Å/px] (default: the truth's or the run's)")
+    p.add_argument("--border", type=_at_least_0, default=0.0, metavar="Å",
                    help="MODEL WAVES form: leave out of the score the columns (true or found) closer than this "
                         "to the image's edge [Å] (default 0: all)")
     p.add_argument("--doses", default="100,300,1000,3000,10000",
                    help="MODEL WAVES form: doses of the sweep [e/Å², comma-separated]")
-    p.add_argument("-n", type=int, default=8, help="MODEL WAVES form: images per dose")
+    p.add_argument("-n", type=_count, default=8, help="MODEL WAVES form: images per dose")
     p.add_argument("--preset", help="MODEL WAVES form: optics preset of the held-out images (default: the "
                                     "first model's training optics, its card's preset and ranges; a preset "
                                     "given alone drops the card's ranges)")
     p.add_argument("--optics", action="append", default=[], metavar="KEY=LO,HI|FILE.toml",
                    help="MODEL WAVES form: optics ranges of the held-out images on top of the preset, as "
                         "`etem train --optics` (default: the first model's card's)")
-    p.add_argument("--size", type=int, default=256, help="MODEL WAVES form: image side [px]")
+    p.add_argument("--size", type=_whole(16, what=" px"), default=256, help="MODEL WAVES form: image side [px]")
     p.add_argument("--no-baseline", action="store_true",
                    help="MODEL WAVES form: leave the classical locator out of the table")
     p.add_argument("-o", "--output", type=Path,
@@ -313,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="track many recorded files on a Dask cluster; one summary table")
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True, help="folder for the run files and batch.csv/.parquet")
-    p.add_argument("--workers", type=int, default=2, help="processes of the local Dask cluster")
+    p.add_argument("--workers", type=_count, default=2, help="processes of the local Dask cluster")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (instead of a local cluster)")
     _common_engine(p)
 
@@ -329,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("-o", "--output", type=Path, help="CSV, or Parquet by suffix (.parquet); - (or no -o and no --overlay): CSV on standard output")
     p.add_argument("--overlay", type=Path, help="PNG with the columns drawn on the (first) image")
-    p.add_argument("--focal", type=int, default=1)
+    p.add_argument("--focal", type=_count, default=1)
     p.add_argument("--dataset", metavar="PATH",
                    help="the dataset of an HDF5 or .npz file to read (e.g. /scan/movie), or the title of the signal of "
                         "an EMD, DM or HyperSpy file (default: its largest stack of frames; the command says which it "
@@ -339,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "they form one (graphene, hBN, MoS2 along [001]), then into groups by intensity within "
                         "each (in annular dark-field STEM: S, S2 and Se-containing columns of MoS2); adds "
                         "'sublattice' and 'group' (0: faintest) to the table and prints the groups")
-    p.add_argument("--groups", type=int, metavar="N",
+    p.add_argument("--groups", type=_count, metavar="N",
                    help="with --intensity-groups: N groups per sublattice (default: 1 to 3, as the data say)")
     _common_engine(p)
     return parser
