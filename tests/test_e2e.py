@@ -91,15 +91,22 @@ def test_malformed_messages_are_counted_and_the_run_goes_on(movie, tmp_path):
     good = movie.frames[0]
 
     def bad(pub):
-        hdr = {"protocol": PROTOCOL, "seq": 0, "frame": 0, "shape": list(good.shape), "dtype": "float32", "sampling": 0.2}
+        def hdr(seq=None):
+            return {"protocol": PROTOCOL, "seq": 0 if seq is None else seq, "frame": 0, "shape": list(good.shape),
+                    "dtype": "float32", "sampling": 0.2}
+
+        def sound():  # a sound header takes the stream's next seq (a message rejected for its pixels is seen)
+            pub.seq += 1
+            return hdr(pub.seq - 1)
+
         pub.send_raw([b"{not json", b""])
-        pub.send_raw([json.dumps({**hdr, "dtype": "complex64"}).encode(), b"\0" * 8])
-        pub.send_raw([json.dumps(hdr).encode(), b"\0" * 17])
-        pub.send_raw([json.dumps({k: v for k, v in hdr.items() if k != "shape"}).encode(), b""])
+        pub.send_raw([json.dumps({**hdr(), "dtype": "complex64"}).encode(), b"\0" * 8])
+        pub.send_raw([json.dumps(sound()).encode(), b"\0" * 17])
+        pub.send_raw([json.dumps({k: v for k, v in hdr().items() if k != "shape"}).encode(), b""])
         nan = np.full(good.shape, np.nan, np.float32)
-        pub.send_raw([json.dumps(hdr).encode(), nan.tobytes()])
-        pub.send(good, frame=999, sampling=movie.sampling)  # a valid frame, seq 0
-        pub.send_raw([bytes(p) for p in encode(good, seq=0, frame=999, sampling=movie.sampling)])  # seq 0 again
+        pub.send_raw([json.dumps(sound()).encode(), nan.tobytes()])
+        pub.send(good, frame=999, sampling=movie.sampling)  # a valid frame, seq 2
+        pub.send_raw([bytes(p) for p in encode(good, seq=2, frame=999, sampling=movie.sampling)])  # seq 2 again
 
     result, _ = _stream(movie, tmp_path, mode="pull", extra=bad)
     c = result.counters
@@ -108,6 +115,7 @@ def test_malformed_messages_are_counted_and_the_run_goes_on(movie, tmp_path):
     assert c["rejected"] == 6
     assert c["processed"] == N_FRAMES + 1  # the movie and the one good extra frame
     assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
+    assert c["missing"] == 0  # (the messages rejected for their pixels were seen, not missed)
     stored = open_run(tmp_path / "run.h5").counters
     assert stored["rejected/bad_json"] == 1 and stored["processed"] == N_FRAMES + 1
 

@@ -274,7 +274,8 @@ def test_seq_tracker_against_a_model(seqs):
                           st.tuples(st.just("end"), st.integers(0, 40))), max_size=60))
 def test_seq_tracker_with_reconnects_and_end_markers(ops):
     """After a new connection a seq that goes back starts a new stream (its first seqs missing);
-    an end marker's seq tells how many went missing at the end."""
+    an end marker's seq tells how many went missing at the end, and one at or below a seq seen
+    (on the same connection) is rejected."""
     s = SeqTracker()
     last, fresh, missing, restarts = None, False, 0, 0
     for op, q in ops:
@@ -283,6 +284,10 @@ def test_seq_tracker_with_reconnects_and_end_markers(ops):
             fresh = True
             continue
         if op == "end":
+            if last is not None and q <= last and not fresh:  # a repeated or stale end: rejected
+                with pytest.raises(WireError):
+                    s.end(q)
+                continue
             gap = 0 if last is None or q <= last + 1 or (fresh and q <= last) else q - last - 1
             assert s.end(q) == gap
             if gap:

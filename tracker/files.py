@@ -35,6 +35,7 @@ import numpy as np
 
 from .errors import ConfigError, FileFormatError
 from .files_plain import read_hdf5, read_numpy, read_pillow
+from .wire import MIN_SIDE
 from .frames import Frame
 
 if TYPE_CHECKING:
@@ -301,6 +302,11 @@ def _check_data(path: Path, data: Any, focal: int) -> None:
     if data.ndim not in (2, 3, 4) or 0 in data.shape:
         raise FileFormatError(f"{path}: data of shape {tuple(data.shape)} is not an image [H, W], a "
                               "stack [N, H, W] or a focal-series stack [N, F, H, W]")
+    if min(data.shape[-2:]) < MIN_SIDE:
+        raise FileFormatError(f"{path}: data of shape {tuple(data.shape)} would be images of "
+                              f"{data.shape[-2]} x {data.shape[-1]} px; frames are images [H, W] of at least "
+                              f"{MIN_SIDE} px a side, stacks [N, H, W] or focal series [N, F, H, W] (an axis of "
+                              "colour channels last is not read: save grey images)")
     if focal > 1 and data.ndim == 4 and focal != data.shape[1]:
         raise ConfigError(f"{path} holds focal series of {data.shape[1]} images, not focal={focal}")
     if focal > 1 and data.ndim < 4 and (data.ndim == 2 or data.shape[0] % focal):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FileFormatError
+from .wire import MIN_SIDE  # (a narrower 2-D array is a table: drift, positions)
 
 __all__ = ["read_hdf5", "read_numpy", "read_pillow"]
 
@@ -17,14 +18,12 @@ __all__ = ["read_hdf5", "read_numpy", "read_pillow"]
 _PREFERRED = ("frames", "images", "data")
 
 
-#: The smallest side of an image: a 2-D array narrower than this is a table (drift, positions).
-_MIN_SIDE = 8
 
 
 def _frames_like(shape: tuple[int, ...], kind: str) -> bool:
     """Whether an array of this shape and dtype kind can be frames: 2-D to 4-D, both image sides
-    at least ``_MIN_SIDE``, not boolean (a mask or an occupancy table)."""
-    return len(shape) in (2, 3, 4) and min(shape[-2:]) >= _MIN_SIDE and kind != "b"
+    at least ``MIN_SIDE``, not boolean (a mask or an occupancy table)."""
+    return len(shape) in (2, 3, 4) and min(shape[-2:]) >= MIN_SIDE and kind != "b"
 
 
 def _pick(path: Path, shapes: dict[str, tuple[int, ...]], dataset: str | None, meta: dict[str, Any]) -> str:

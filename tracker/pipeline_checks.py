@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from .frames import Frame
+from .wire import MAX_FOCAL, MIN_SIDE
 
 log = logging.getLogger("etem.pipeline")
 
@@ -39,16 +40,17 @@ class FrameChecks:
                 self.attrs["sampling_estimate"] = est.as_dict()
         elif self.sampling_estimate is not None and (self.cfg.sampling_from_lattice or f.sampling is None):
             f.sampling = self.sampling_estimate.sampling
-        if self.shape is None:
-            self.shape = f.shape
-            self.sampling = f.sampling
-            self.n_focal = f.n_focal
-            if self.choose_engine is not None and f.meta:
-                chosen = self.choose_engine(f.meta, f.n_focal)
-                if chosen != self.cfg.engine:
-                    self.cfg = dataclasses.replace(self.cfg, engine=chosen)
-                    self.detector.choose(chosen)
-        if f.shape != self.shape or f.n_focal != self.n_focal:
+        first = self.shape is None
+        if min(f.shape) < MIN_SIDE or f.n_focal > MAX_FOCAL:
+            what = f"shape {tuple(f.image.shape)}"
+            if what not in self._mismatches_said:
+                self._mismatches_said.add(what)
+                log.warning("frame %d: %s is no image of at least %d px a side (nor a focal series of up to %d): "
+                            "rejected, and so are further frames like it (rejected/preprocess)", f.frame, what,
+                            MIN_SIDE, MAX_FOCAL)
+            self._account("rejected", "preprocess", [f])
+            return False
+        if not first and (f.shape != self.shape or f.n_focal != self.n_focal):
             self._reject_mismatch(f, f"shape {tuple(f.image.shape)}", f"{self.shape}"
                                   + (f" x {self.n_focal} focal images" if self.n_focal > 1 else ""))
             return False
@@ -60,12 +62,22 @@ class FrameChecks:
                 return False
         if not f.finite:
             if f.image.dtype.kind == "f" and not np.isfinite(f.image).all():
-                return self._nonfinite(f)
+                if not self._nonfinite(f):
+                    return False
             f.finite = True
         why = self.blank.constant(f.image)
         if why:
             self._reject_blank(f, why)
             return False
+        if first:  # the first frame accepted sets the run's frame size, focal series and pixel size
+            self.shape = f.shape
+            self.sampling = f.sampling
+            self.n_focal = f.n_focal
+            if self.choose_engine is not None and f.meta:
+                chosen = self.choose_engine(f.meta, f.n_focal)
+                if chosen != self.cfg.engine:
+                    self.cfg = dataclasses.replace(self.cfg, engine=chosen)
+                    self.detector.choose(chosen)
         return True
 
     def _material_of(self, f: Frame) -> None:

@@ -84,6 +84,8 @@ class ZmqSource:
         self.rcvbuf = rcvbuf
         self.nonfinite_ok = nonfinite_ok
         self.seq = SeqTracker()
+        self._highest: int | None = None  # the highest frame number given to the run
+        self._frame_offset = 0  # added to the camera's frame numbers (after it counted again)
         self._ctx = context or zmq.Context.instance()
         self.ended = False
         self.curve_keys = curve_keys
@@ -163,29 +165,72 @@ class ZmqSource:
             self.counters.add("received")
             self.counters.add("rejected", reason=exc.reason)
             log.debug("rejected message: %s", exc)
+            self._seen(_seq_of(parts[0]) if parts else None)  # (a rejected message is none missing)
             return None
         if frame is None:  # end of stream: a control message, not a frame; its seq tells what went missing
-            gap = self.seq.end(decode_header(parts[0])["seq"])
+            try:
+                gap = self.seq.end(decode_header(parts[0])["seq"])
+            except WireError as exc:  # a repeated or stale end: the stream goes on
+                self.counters.add("received")
+                self.counters.add("rejected", reason=exc.reason)
+                log.warning("rejected message: %s", exc)
+                return None
             if gap:
                 self.counters.add("missing", gap)
                 log.warning("seq gap: %d message(s) missing before the end of the stream", gap)
             return _END
         self.counters.add("received")
+        restarts = self.seq.restarts
         try:
-            gap = self.seq.check(frame.seq)
+            self._seen(frame.seq, strict=True)
         except WireError as exc:
             self.counters.add("rejected", reason=exc.reason)
             return None
+        self._renumber(frame, restarted=self.seq.restarts > restarts)
+        return frame
+
+    def _seen(self, seq: int | None, strict: bool = False) -> None:
+        """Note a message's ``seq``: gaps before it are missing messages, a publisher restart is
+        counted, a repeat raises WireError. Not ``strict`` (a message rejected for its pixels,
+        its header sound), a seq ahead of the last is noted, one at or below it passed over."""
+        if seq is None or (not strict and self.seq.last is not None and seq <= self.seq.last):
+            return  # (a rejected message's seq only moves the stream on: it may be stale, or corrupt)
+        try:
+            gap = self.seq.check(seq)
+        except WireError:
+            if strict:
+                raise
+            return
         if self.seq.restarts > self.counters.restarts:
             self.counters.add("restarts", self.seq.restarts - self.counters.restarts)
-            log.warning("publisher restarted: seq went back to %d", frame.seq)
+            log.warning("publisher restarted: seq went back to %d", seq)
         if gap:
             self.counters.add("missing", gap)
-            log.warning("seq gap: %d message(s) missing before seq %d", gap, frame.seq)
-        return frame
+            log.warning("seq gap: %d message(s) missing before seq %d", gap, seq)
+
+    def _renumber(self, frame: Frame, restarted: bool) -> None:
+        """Keep the run's frame numbers its own: a publisher that starts again (seq back to 0, or
+        back on a new connection) and counts its frames again from below the run's highest has
+        them numbered on from there; its own number is kept in ``meta['camera_frame']``."""
+        if restarted and self._highest is not None and frame.frame + self._frame_offset <= self._highest:
+            self._frame_offset = self._highest + 1 - frame.frame
+            log.warning("the restarted publisher's frame numbers begin at %d, which this run has had (up to %d): "
+                        "its frames are numbered on from %d", frame.frame, self._highest, self._highest + 1)
+        if self._frame_offset:
+            frame.meta = {**(frame.meta or {}), "camera_frame": frame.frame}
+            frame.frame += self._frame_offset
+        self._highest = frame.frame if self._highest is None else max(self._highest, frame.frame)
 
 
 _END = object()
+
+
+def _seq_of(header: memoryview) -> int | None:
+    """The ``seq`` of a message whose header is sound (its pixels may not be), else None."""
+    try:
+        return decode_header(header)["seq"]
+    except WireError:
+        return None
 
 
 def iter_array(

@@ -45,6 +45,10 @@ REJECT_REASONS = (
 
 _REQUIRED = ("seq", "frame", "shape", "dtype", "sampling")
 _MAX_PIXELS = 1 << 28  # 16k x 16k; a larger header is certainly corrupt
+#: The smallest image side, and the most images of a focal series, a frame may have to be tracked
+#: (the pipeline rejects others, rejected/preprocess; the wire format itself takes any shape).
+MIN_SIDE = 8
+MAX_FOCAL = 16
 
 
 def encode(
@@ -265,8 +269,12 @@ class SeqTracker:
 
     def end(self, seq: int) -> int:
         """An end-of-stream marker carrying ``seq`` (the number of messages its stream sent):
-        returns (and counts) the messages missing before it."""
+        returns (and counts) the messages missing before it. A marker at or below a message
+        already seen (a repeated or stale one) raises WireError("seq_repeat"): the stream goes on."""
         last = self.last
+        if last is not None and seq <= last and not self._reconnected:
+            raise WireError("seq_repeat", f"end of stream at seq {seq}, after seq {last} was seen (a repeated or "
+                                          "stale end marker)")
         if last is None or seq <= last + 1 or (self._reconnected and seq <= last):
             return 0
         gap = seq - last - 1
