@@ -31,3 +31,25 @@ def test_batch_replay_on_a_local_cluster(tmp_path, capsys, caplog):
     assert "3 of 4 files tracked" in capsys.readouterr().out
     # Dask's start-up and shut-down notes are not shown without -v
     assert not [r for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]
+
+
+def test_batch_of_files_read_lazily_through_dask_finishes(tmp_path, capsys):
+    """A HyperSpy file (read as a lazy dask array) on a cluster of one thread per worker: the
+    task computed its file's chunks on the cluster it ran on and waited for a free thread
+    forever (DM3 and HyperSpy files hung `etem batch`, and nothing was saved)."""
+    import numpy as np
+    import rsciio.hspy
+
+    from etem.tracker.files import open_recording
+    from test_files import _signal
+
+    m = make_movie(n_frames=6, shape=(96, 96), particle_radius_A=6.0, seed=4)
+    path = tmp_path / "scan.hspy"
+    rsciio.hspy.file_writer(str(path), _signal(np.asarray(m.frames, np.float32), scale=m.sampling / 10,
+                                               dt_s=0.04))
+    with open_recording(path) as rec:
+        assert rec.meta["lazy"]  # (the case at hand: chunks the task must compute)
+    out = tmp_path / "out"
+    assert main(["batch", str(path), "--out", str(out), "--workers", "1", "--classical"]) == 0
+    table = pd.read_csv(out / "batch.csv")
+    assert table["status"].tolist() == ["ok"] and table.loc[0, "count_processed"] == 6

@@ -14,6 +14,7 @@ others go on.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -38,7 +39,8 @@ def track_file(path: str | Path, out_dir: str | Path, options: dict[str, Any] | 
     row: dict[str, Any] = {"file": str(path), "run_file": str(run_path)}
     t0 = time.perf_counter()
     try:
-        res = track(path, run_path=run_path, overwrite=True, **(options or {}))
+        with _local_dask():
+            res = track(path, run_path=run_path, overwrite=True, **(options or {}))
         stats = {"flips": res.flips, "hops": res.hops, "residence": res.residence}
         row.update(status="ok", **summary(res.frames, res.sites, stats, res.sampling))
         row.update({f"count_{k.replace('/', '_')}": v for k, v in res.counters.items()})
@@ -47,6 +49,17 @@ def track_file(path: str | Path, out_dir: str | Path, options: dict[str, Any] | 
                    detail=traceback.format_exc(limit=3))
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def _local_dask():
+    """A file's own lazy (dask) arrays are computed in the task's thread: a reader that returns
+    dask arrays (rsciio's DM, HyperSpy, EMD, MRC) would otherwise hand its chunks to the
+    cluster the task runs on, and wait for a thread there forever (one thread per worker)."""
+    try:
+        import dask
+    except ImportError:
+        return contextlib.nullcontext()
+    return dask.config.set(scheduler="synchronous")
 
 
 def replay_many(
