@@ -146,6 +146,23 @@ def test_pull_overload_loses_nothing(big_frames, tmp_path):
     print(f"PULL overload: camera sent {out['sent']} of {int(2 * RATE * out['seconds'])} attempted; all processed")
 
 
+def test_a_recording_replayed_with_the_live_config_loses_nothing(tmp_path):
+    """The microscope's config (overflow = "drop", for the live camera) checked on a recording,
+    as deploy/README says: the file is read as fast as the tracker goes and nothing is dropped
+    (83 % of the frames were); at acquisition pace the replay acts as the camera and may drop."""
+    from etem.simulate.toy import save_movie
+    from etem.tracker import track
+
+    m = make_movie(n_frames=30, shape=(96, 96), particle_radius_A=6.0, seed=2)
+    save_movie(m, tmp_path / "m.h5")
+    cfg = PipelineConfig(queue_frames=1, overflow="drop", batch=BatchConfig(max_batch=1))
+    res = track(tmp_path / "m.h5", config=cfg, classical=True)
+    assert res.counters["processed"] == 30 and res.counters["dropped"] == 0, res.counters
+    res = track(tmp_path / "m.h5", config=cfg, classical=True, pace=1000.0)
+    assert res.counters["received"] == 30  # (paced: the config's overflow holds; drops are counted)
+    assert res.counters["processed"] + res.counters["dropped"] == 30
+
+
 
 
 # ------------------------------------------------------------------------------ long runs: bounded memory

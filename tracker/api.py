@@ -431,8 +431,7 @@ def track(
     if sampling is not None:
         cfg = dataclasses.replace(cfg, default_sampling=sampling)
     is_stream = isinstance(source, (str, Path)) and "://" in str(source)
-    if is_stream and mode == "sub" and cfg.overflow == "block":
-        cfg = dataclasses.replace(cfg, overflow="drop")  # a live SUB stream cannot be pushed back on
+    cfg = _overflow(cfg, is_stream, mode, pace)
     counters = Counters()
     attrs = dict(attrs or {})
     if isinstance(source, (str, Path)):
@@ -460,6 +459,19 @@ def track(
                       pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0, dataset=dataset,
                       default_sampling=cfg.default_sampling)
     return _drive(pipe, src, on_frame)
+
+
+def _overflow(cfg: PipelineConfig, is_stream: bool, mode: str, pace: float | None) -> PipelineConfig:
+    """What a full queue does for this source: a live SUB stream cannot be pushed back on (drop);
+    a recording read as fast as the tracker goes loses nothing by waiting (block), whatever the
+    config says for the live camera; a paced replay (acting as the camera) keeps the config's."""
+    if is_stream and mode == "sub" and cfg.overflow == "block":
+        return dataclasses.replace(cfg, overflow="drop")
+    if not is_stream and pace is None and cfg.overflow == "drop":
+        logging.getLogger("etem.pipeline").info('a recording is read as fast as the tracker goes: no frame is '
+                                                'dropped (overflow = "drop" is for live streams and paced replays)')
+        return dataclasses.replace(cfg, overflow="block")
+    return cfg
 
 
 def _file_meta(source, model, pattern: str | None = None, dataset: str | None = None) -> dict | None:
@@ -517,9 +529,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     if options.get("focal", focal) != focal:
         raise ConfigError(f"the run in {path} was started with {options['focal']} images per frame (--focal "
                           f"{options['focal']}); resume it with the same")
-    cfg = with_device(point.config, device)
-    if is_stream and mode == "sub" and cfg.overflow == "block":
-        cfg = dataclasses.replace(cfg, overflow="drop")
+    cfg = _overflow(with_device(point.config, device), is_stream, mode, pace)
     counters = Counters()
     pipe = Pipeline.resume(point, config=cfg, counters=counters)
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
