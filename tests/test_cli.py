@@ -260,9 +260,26 @@ def test_publish_and_track_over_zeromq(movie, tmp_path, capsys):
                "--idle-timeout", "20"])
     pub.join(10)
     assert rc == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "12 received, 12 processed, 0 rejected, 0 dropped" in out
+    assert f"etem track: connecting to {address} (PUSH/PULL, lossless); run file {tmp_path / 'live.h5'}" in err
     assert len(open_run(tmp_path / "live.h5").frames) == 12
+
+
+def test_track_says_where_it_listens_what_it_saves_and_when_nothing_comes(tmp_path, capsys, monkeypatch, caplog):
+    """A tracker waiting on a silent address said nothing at all (a wrong address, the wrong
+    mode or CURVE keys that differ looked the same as a camera not started yet); without -o it
+    tracked a whole session and saved nothing, without a word."""
+    from etem.tracker import sources
+
+    monkeypatch.setattr(sources, "_QUIET_S", 0.5)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    assert main(["track", "--listen", address, "--quiet", "--idle-timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert f"connecting to {address} (PUB/SUB); no -o: the run is not saved (-o RUN.h5 keeps it)" in err
+    assert f"no message from {address} after 0 s" in caplog.text and "--mode pull" in caplog.text
+    assert main(["track", "--listen", "tcp://127.0.0.1:99999"]) == 2
+    assert "the port must be 1 to 65535" in capsys.readouterr().err
 
 
 def test_config_file_errors_are_reported(tmp_path, capsys):

@@ -45,6 +45,16 @@ def test_unknown_option_is_an_error(capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
+def test_options_that_would_do_nothing_are_refused(tmp_path, capsys):
+    """`publish FILE --frames 10 --size 64` sent the whole file at its size; `replay --force`
+    without --resume was taken and did nothing."""
+    np.save(tmp_path / "m.npy", np.ones((3, 16, 16), np.float32))
+    assert main(["publish", str(tmp_path / "m.npy"), "--frames", "10", "--size", "64"]) == 2
+    assert "--frames and --size go with --simulate" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "m.npy"), "--force", "--quiet"]) == 2
+    assert "--force goes with --resume" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, words", [
     (["find", "x.tif", "--engine", "bogus"], ["--engine", "'bogus'", "onnxruntime"]),
     (["replay", "x.h5", "--device", "gpu"], ["--device", "cuda:N", "'gpu'"]),

@@ -138,6 +138,11 @@ def cmd_track(args) -> int:
         raise ConfigError(f"--listen takes a ZeroMQ address such as tcp://127.0.0.1:5555, got {args.listen!r}"
                           + (f" (tcp://{args.listen}?)" if ":" in args.listen else
                              "; a recorded file is tracked with etem replay FILE"))
+    if args.listen is not None and args.resume is None:
+        how = "PUB/SUB" if args.mode == "sub" else "PUSH/PULL, lossless"
+        print(f"etem track: {'listening on' if args.bind else 'connecting to'} {args.listen} ({how}); "
+              + (f"run file {args.output}" if args.output else "no -o: the run is not saved (-o RUN.h5 keeps it)"),
+              file=sys.stderr)
     return _run(args, args.listen, total=None, mode=args.mode, bind=args.bind, idle_timeout_s=args.idle_timeout,
                 curve_keys=args.curve)
 
@@ -181,6 +186,9 @@ def _run(args, source, *, total: int | None, **options) -> int:
 
     dash = _start_dashboard(args)
     status = StatusLine(total=total, enabled=not args.quiet)
+    if args.force and args.resume is None:
+        raise ConfigError("--force goes with --resume RUN.h5 (to go on with a finished run); to replace a run file, "
+                          "--overwrite")
     if args.resume is not None:  # the run's own options; only the device may change
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
             "config", "model", "classical", "engine", "dark", "imaging", "sampling", "material", "output",
@@ -236,11 +244,15 @@ def cmd_publish(args) -> int:
     if args.simulate:
         from etem.simulate.toy import make_movie
 
-        movie = make_movie(n_frames=args.frames, shape=(args.size, args.size))
+        movie = make_movie(n_frames=args.frames or 100, shape=(args.size or 256,) * 2)
         frames, sampling = movie.frames, movie.sampling
     else:
         from .files import open_recording
 
+        given = [o for o, v in (("--frames", args.frames), ("--size", args.size)) if v is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --simulate; a file is "
+                              "sent whole, as it is")
         rec = open_recording(args.file, focal=args.focal, dataset=args.dataset)
         _say_dataset(rec, sys.stderr)
         frames, sampling = rec.iter_frames(), rec.sampling

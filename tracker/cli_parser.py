@@ -112,8 +112,9 @@ def _common_run(p: argparse.ArgumentParser) -> None:
                         "class, the sites then follow S2 -> S and the like")
     p.add_argument("--groups", type=_count, metavar="N",
                    help="with --intensity-classes: N groups per sublattice (default: 1 to 3, as the data say)")
-    p.add_argument("--max-batch", type=_count, help="largest micro-batch (frames)")
-    p.add_argument("--max-wait", type=_at_least_0, help="longest wait for a micro-batch to fill (s)")
+    p.add_argument("--max-batch", type=_count, help="largest micro-batch [frames] (default: the config's, 4)")
+    p.add_argument("--max-wait", type=_at_least_0,
+                   help="longest wait for a micro-batch to fill [s] (default: the config's, 0.01)")
     p.add_argument("--detection", choices=("thread", "process"),
                    help="run the detector in a thread of the tracker (default) or in a process of its own, "
                         "so that detection and linking do not share one interpreter")
@@ -196,10 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", type=Path, metavar="KEYS", help="encrypt and authenticate with CURVE keys (etem keys)")
     p.add_argument("--connect", action="store_true", help="connect instead of binding")
     p.add_argument("--fps", type=_positive, help="frame rate (default: as fast as possible)")
-    p.add_argument("--frames", type=_count, default=100, help="with --simulate: number of frames")
-    p.add_argument("--size", type=_whole(16, what=" px"), default=256, help="with --simulate: frame size in px")
+    p.add_argument("--frames", type=_count, help="with --simulate: number of frames (default 100)")
+    p.add_argument("--size", type=_whole(16, what=" px"), help="with --simulate: frame size in px (default 256)")
     p.add_argument("--sampling", type=_positive, help="pixel size in Å/px to send (overrides the file's)")
-    p.add_argument("--wait", type=_at_least_0, default=10.0, help="PUB: wait this long for a subscriber (s)")
+    p.add_argument("--wait", type=_at_least_0, default=10.0,
+                   help="PUB: wait this long for a subscriber [s] (default 10)")
     p.add_argument("--focal", type=_count, default=1, help="images per frame: a focal series of F images is sent "
                                                            "as one frame (default 1)")
     p.add_argument("--dataset", metavar="PATH",

@@ -73,6 +73,7 @@ class ZmqSource:
             raise choice_error("mode", mode, ("sub", "pull"))
         if "://" not in address:
             raise ConfigError(f"address must look like tcp://HOST:PORT, got {address!r}")
+        _check_address(address, bind)
         self.address = address
         self.mode = mode
         self.bind = bind
@@ -127,9 +128,16 @@ class ZmqSource:
         poller.register(monitor, zmq.POLLIN)
         last = time.monotonic()
         connections = 0
+        heard = False  # any message yet
         try:
             while not self.stop.is_set():
                 ready = dict(poller.poll(50))
+                if not heard and time.monotonic() - last > _QUIET_S:
+                    heard = True  # (said once)
+                    log.warning("no message from %s after %.0f s: is the camera sending %s? (%s)", self.address,
+                                _QUIET_S, "here" if self.bind else "from there",
+                                "both sides need the same CURVE keys" if self.curve_keys is not None else
+                                "a PUB camera needs --mode sub, a PUSH one --mode pull")
                 if monitor in ready:
                     while monitor.poll(0):
                         monitor.recv_multipart()
@@ -145,6 +153,7 @@ class ZmqSource:
                 parts = sock.recv_multipart(copy=False)
                 now = time.perf_counter()
                 last = time.monotonic()
+                heard = True
                 frame = self._accept([p.buffer for p in parts], now)
                 if frame is _END:
                     self.ended = True
@@ -223,6 +232,27 @@ class ZmqSource:
 
 
 _END = object()
+_QUIET_S = 10.0  # a stream silent this long from its start is said to be (the camera? the address?)
+
+
+def _check_address(address: str, bind: bool) -> None:
+    """A TCP address's port must be one; a host name that does not resolve is said (ZeroMQ
+    would keep trying to connect to it without a word)."""
+    import socket
+
+    scheme, _, rest = address.partition("://")
+    if scheme != "tcp":
+        return
+    host, _, port = rest.rpartition(":")
+    if port != "*" and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"{address}: the port must be 1 to 65535")
+    host = host.strip("[]")
+    if bind or host in ("*", "") or host.replace(".", "").isdigit() or ":" in host:
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        log.warning("%s: the host name %r does not resolve (yet); waiting for it all the same", address, host)
 
 
 def _seq_of(header: memoryview) -> int | None:
