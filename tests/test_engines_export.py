@@ -383,6 +383,25 @@ def test_deploy_config_example_loads():
     load_bundle(cfg.engine.model)  # the model it names exists
 
 
+def test_the_service_units_command_is_one_etem_takes_and_restarts_after_each_acquisition():
+    """deploy/etem-track.service's ExecStart parses as `etem` options (a renamed or dropped
+    option would stop the service at the microscope), and the unit starts again after a run
+    the camera's end of stream ended (exit 0: on-failure left the service down)."""
+    import re
+    import shlex
+
+    from etem.tracker.cli_parser import build_parser
+
+    unit = (ROOT / "deploy" / "etem-track.service").read_text()
+    start = re.search(r"^ExecStart=(.*?)(?<!\\)$", unit.replace("\\\n", " "), re.M).group(1)
+    inner = shlex.split(start)[2]  # /bin/sh -c '...'
+    argv = shlex.split(inner.replace("$ETEM_LISTEN", "tcp://camera:5555").replace("$$(date +%%Y%%m%%d-%%H%%M%%S)", "x"))
+    assert argv[:2] == ["exec", "/opt/etem/venv/bin/etem"]
+    args = build_parser().parse_args(argv[2:])
+    assert args.command == "track" and args.output.name == "run-x.h5" and not args.quiet
+    assert re.search(r"^Restart=always$", unit, re.M)
+
+
 def test_engine_options_from_config(tmp_path, bundle):
     from etem.tracker.config import load_config
 

@@ -102,7 +102,7 @@ def replay_many(
             client = Client(scheduler)
         else:
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+                                   dashboard_address=":0")  # (any free port: 8787 may be taken)
             own.append(cluster)
             client = Client(cluster)
         own.insert(0, client)

@@ -129,6 +129,7 @@ class Pipeline(FrameChecks, RunFileStage):
         self.intensity_classes = IntensityClasses(groups=loc.intensity_groups) if loc.intensity_classes else None
         # the last processed frame (for resume snapshots), and the next free particle id
         self._last_index: int | None = None
+        self._drops_said: float | None = None  # when frames dropped for a full queue were last said
         self._last_seq: int | None = None
         self._last_received = float("-inf")
         self._next_particle = 0
@@ -210,6 +211,7 @@ class Pipeline(FrameChecks, RunFileStage):
                         q.put_nowait(frame)
                     except queue.Full:
                         self._account("dropped", "queue_full", [frame])
+                        self._say_drops()
                 else:
                     while not self.stop.is_set():
                         try:
@@ -224,6 +226,17 @@ class Pipeline(FrameChecks, RunFileStage):
             self._put(q, exc)
             return
         self._put(q, _DONE)
+
+    def _say_drops(self) -> None:
+        """Frames dropped for a full queue are said as they happen (where no status line shows
+        them: a service's journal), at most once a minute."""
+        now = time.monotonic()
+        if self._drops_said is not None and now - self._drops_said < 60.0:
+            return
+        self._drops_said = now
+        log.warning("frames dropped: the queue of %d frames is full, the tracker is slower than the camera "
+                    "(%d dropped so far, dropped/queue_full)", self.cfg.queue_frames,
+                    self.counters.dropped.get("queue_full", 0))
 
     def _put(self, q: queue.Queue, item) -> None:
         while True:
