@@ -263,3 +263,17 @@ def test_a_folder_of_png_frames_says_why_nothing_is_read_and_how_to_read_them(mo
     (tmp_path / "empty").mkdir()
     assert main(["replay", str(tmp_path / "empty"), "--classical", "--quiet"]) == 1
     assert "(it is empty)" in capsys.readouterr().err
+
+
+def test_a_list_of_numbers_that_begins_negative_is_an_options_value():
+    """`etem train … --focal -100,0,100` (as the training guide writes it) was refused:
+    "argument --focal: expected one argument"."""
+    from etem.tracker.cli import _joined_negative_lists
+    from etem.tracker.cli_parser import build_parser
+
+    argv = _joined_negative_lists(["train", "w.h5", "-o", "m", "--focal", "-100,0,100", "--coarse-factor", "1.5,2"])
+    args = build_parser().parse_args(argv)
+    assert args.focal == "-100,0,100" and args.coarse_factor == "1.5,2"
+    assert _joined_negative_lists(["find", "a.tif", "--sampling", "-0.1"]) == ["find", "a.tif", "--sampling", "-0.1"]
+    assert _joined_negative_lists(["simulate", "movie", "--focal-series", "-50,0,50", "-o", "m.h5"])[2] == \
+        "--focal-series=-50,0,50"

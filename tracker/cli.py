@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import signal
 import sys
 import time
@@ -17,9 +18,24 @@ from .cli_say import print_site_scores, report, say_classes, say_locator, say_tr
 from .statusline import StatusLine  # noqa: F401 (re-exported: etem.tracker.cli.StatusLine)
 
 
+def _joined_negative_lists(argv: Sequence[str]) -> list[str]:
+    """``--focal -100,0,100`` as ``--focal=-100,0,100``: argparse takes a value that starts with
+    '-' and is no plain number for an option of its own ("expected one argument")."""
+    out: list[str] = []
+    for tok in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_LIST.fullmatch(tok):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
+_NEGATIVE_LIST = re.compile(r"-[\d.][\d.eE+-]*(,[-+]?[\d.][\d.eE+-]*)+")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_joined_negative_lists(sys.argv[1:] if argv is None else argv))
     if extra:  # said by the command's own parser, with its usage and the options meant
         _unknown_arguments(parser, args.command, extra)
     logging.basicConfig(
