@@ -15,6 +15,50 @@ def test_example_config_loads_and_matches_defaults():
     assert cfg == PipelineConfig()
 
 
+def _example_keys(text: str, *, commented: bool) -> dict[str, list[str]]:
+    """The keys the example sets (or, ``commented``, also shows in a ``# key = value`` line), by table."""
+    import re
+
+    keys: dict[str, list[str]] = {"": []}
+    table = ""
+    for line in text.splitlines():
+        if m := re.match(r"\[(\w+)\]\s*$", line):
+            table = m.group(1)
+            keys[table] = []
+        elif m := re.match(r"(# )?(\w+) = ", line):
+            if commented or not m.group(1):
+                keys[table].append(m.group(2))
+    return keys
+
+
+def test_example_config_shows_every_key():
+    """Every key of every table is in the example, set to its default or shown in a comment."""
+    import dataclasses
+
+    from etem.tracker import PipelineConfig
+
+    shown = _example_keys(EXAMPLE.read_text(encoding="utf-8"), commented=True)
+    cfg = PipelineConfig()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            assert sorted(shown[f.name]) == sorted(g.name for g in dataclasses.fields(value)), f.name
+        else:
+            assert f.name in shown[""], f.name
+
+
+def test_example_config_commented_keys_can_be_uncommented(tmp_path):
+    """A ``# key = value`` line of the example is valid where it stands once uncommented (no key twice)."""
+    import re
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for table, names in _example_keys(text, commented=True).items():
+        assert len(names) == len(set(names)), (table, names)
+    uncommented = tmp_path / "all.toml"
+    uncommented.write_text(re.sub(r"(?m)^# (\w+ = )", r"\1", text), encoding="utf-8")
+    load_config(uncommented)
+
+
 def test_overrides():
     cfg = config_from_dict({"overflow": "drop", "batch": {"max_batch": 8}, "link": {"search_range_A": 2}})
     assert cfg.overflow == "drop" and cfg.batch.max_batch == 8 and cfg.link.search_range_A == 2.0
