@@ -46,8 +46,8 @@ class PreprocessConfig:
     Parameters
     ----------
     target_sampling
-        Pixel size the engine expects [Å/px]; frames are resampled to it. ``None`` keeps each
-        frame's own sampling.
+        Pixel size the engine expects [Å/px]; finer frames are shrunk to it (see ``enlarge``
+        and ``keep_within`` for the others). ``None`` keeps each frame's own sampling.
     normalize
         ``"local"`` (Madsen et al. 2018, eqs. 2-3: subtract the Gaussian-weighted local mean,
         divide by the local standard deviation), ``"global"`` (per image and channel: zero mean,
