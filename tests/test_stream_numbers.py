@@ -82,3 +82,27 @@ def test_a_rejected_first_frame_does_not_set_the_runs_frame_size():
     res = track(frames, sampling=movie.sampling, classical=True)
     c = res.counters
     assert c["processed"] == 4 and c["rejected/blank"] == 1 and c.get("rejected/preprocess", 0) == 0, c
+
+
+def test_a_connecting_camera_that_starts_before_the_tracker_loses_nothing():
+    """`etem publish FILE --mode push --connect` started before `etem track --mode pull --bind`
+    had bound: its frames were queued for a connection not yet made, and lost when it closed
+    (its linger of 2 s). Now it waits for the tracker, and delivers what it queued."""
+    import time
+
+    from etem.tracker.publish import Publisher, publish_frames
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    frames = np.random.default_rng(0).poisson(50, (10, 16, 16)).astype(np.float32)
+
+    def camera():
+        with Publisher(address, mode="push", bind=False) as pub:
+            publish_frames(frames, pub, sampling=0.2)
+
+    t = threading.Thread(target=camera, daemon=True)
+    t.start()
+    time.sleep(3.0)  # the camera has "sent" everything and would have closed by now
+    src = ZmqSource(address, mode="pull", bind=True, idle_timeout_s=5)
+    got = list(src)
+    t.join(10)
+    assert [f.frame for f in got] == list(range(10)) and src.ended

@@ -37,7 +37,9 @@ class EngineConfig:
     kind
         ``auto``, ``classical``, ``eager``, ``compiled``, ``onnxruntime``, ``tensorrt``.
     model
-        A bundled model's name or a bundle path; None with ``auto`` uses the classical locator.
+        A bundled model's name or a bundle path. None with ``auto``: the bundled model for what
+        the frames are (their file's or stream's metadata, ``--imaging``, ``--material``; see
+        :func:`etem.tracker.api.track`), else the classical locator.
     device
         ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1`` …
     contrast

@@ -59,7 +59,12 @@ class Publisher:
         ctx = context or zmq.Context.instance()
         self.sock = ctx.socket(zmq.XPUB if mode == "pub" else zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)
-        self.sock.setsockopt(zmq.LINGER, 2000)
+        # lossless (push): what is queued at close is delivered, for up to 30 s; and a connecting
+        # PUSH queues nothing before the tracker is there (IMMEDIATE: a send waits for it), so
+        # that frames sent before the tracker bound are not lost with the socket
+        self.sock.setsockopt(zmq.LINGER, 30_000 if mode == "push" else 2000)
+        if mode == "push" and not bind:
+            self.sock.setsockopt(zmq.IMMEDIATE, 1)
         if curve_keys is not None:
             from .security import secure_socket
 
