@@ -83,6 +83,22 @@ def test_evaluate_model_command_prints_the_table_and_writes_plots(heldout, tmp_p
         assert (tmp_path / "out" / name).stat().st_size > 5000
 
 
+def test_the_contrast_advice_is_left_out_on_held_out_images(caplog):
+    """`etem evaluate MODEL WAVES` printed the detector's advice to add or leave out --dark, an
+    option the user never gave (the classical-dark baseline runs on every held-out set)."""
+    import logging
+
+    from etem.train.assess import _no_contrast_advice
+
+    log = logging.getLogger("etem.detect")
+    with caplog.at_level(logging.WARNING), _no_contrast_advice():
+        log.warning("frames look dark: add --dark")
+        log.warning("the pixel size is unknown")
+    log.warning("after: add --dark")
+    assert "frames look dark" not in caplog.text and "pixel size is unknown" in caplog.text
+    assert "after: add --dark" in caplog.text
+
+
 def test_bond_lengths_window_and_spread():
     from etem.tracker.evaluate import bond_lengths
 

@@ -366,6 +366,19 @@ def test_find_then_evaluate_agree_with_the_python_scores(tmp_path, capsys):
         line = capsys.readouterr().out
         assert f"F1 {expected['f1']:.3f}" in line and f"RMS {expected['rms_A']:.3f} Å" in line
     assert main(["evaluate", str(tmp_path / "movie.h5"), str(tmp_path / "movie.h5")]) == 2  # not a run file
+    # the columns of one image against the movie: scored on that frame (the others counted as
+    # missed gave F1 0.03), and a one-class locator's classes are not scored
+    tifffile.imwrite(tmp_path / "first.tif", movie.frames[0])
+    one = tmp_path / "first.csv"
+    assert main(["find", str(tmp_path / "first.tif"), "--classical", "--sampling", str(movie.sampling), "-o", str(one)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(one), str(tmp_path / "movie.h5")]) == 0
+    out = capsys.readouterr().out
+    truth0 = movie.truth.positions[movie.truth.positions["frame"] == 0]
+    first = score_columns(find(movie.frames[0], sampling=movie.sampling, classical=True), truth0,
+                          radius_px=1 / movie.sampling, sampling=movie.sampling)
+    assert "scored on the 1 frame of the truth's 3 that first.csv holds (frame 0)" in out
+    assert f"F1 {first['f1']:.3f}" in out and first["f1"] > 0.8
 
 
 def test_replay_with_averaged_frames(movie, tmp_path, capsys):

@@ -211,25 +211,24 @@ def test_resampling_to_the_target_sampling():
         pre([np.zeros((200, 200), np.float32)], [None])
 
 
-def test_frames_near_the_models_pixel_size_or_coarser_are_taken_as_they_are(caplog):
-    """Enlarging a coarser frame (bilinear) or shrinking one by a few percent smooths the
-    noise, which the networks read as columns: such frames go in as they are, unless the model
-    was trained on enlarged frames (``enlarge``: its card's coarse_factor)."""
+def test_frames_within_the_as_is_range_go_in_as_they_are(caplog):
+    """Resampling by a small factor, or enlarging, smooths the noise, which some networks read as
+    columns: within ``as_is`` (a card's ``inference.as_is_ratio``) frames go in as they are;
+    elsewhere, and without it, they are resampled."""
     img = np.random.rand(200, 240).astype(np.float32)
-    pre = Preprocessor(PreprocessConfig(target_sampling=0.2))
-    for sampling, shape in ((0.21, (200, 240)), (0.19, (200, 240)), (0.26, (200, 240)), (0.1, (100, 120))):
+    pre = Preprocessor(PreprocessConfig(target_sampling=0.2, as_is=(0.9, 2.0)))
+    for sampling, shape in ((0.21, (200, 240)), (0.19, (200, 240)), (0.26, (200, 240)), (0.1, (100, 120)),
+                            (0.5, (500, 600))):
         batch, scales = pre([img], [sampling])
         assert batch.shape[-2:] == shape, sampling
-        assert scales == [1.0 if shape == (200, 240) else 0.5]
     assert "coarser" not in caplog.text
-    batch, _ = pre([img], [0.4])  # 2x coarser: as it is, and said once
+    pre([img], [0.4])  # 2x coarser: as it is, and said once
     batch, _ = pre([img], [0.4])
     assert batch.shape[-2:] == (200, 240) and caplog.text.count("2.0x coarser than the model's 0.2 Å/px") == 1
-    trained = Preprocessor(PreprocessConfig(target_sampling=0.2, enlarge=(1.5, 2.5)))
-    assert trained([img], [0.4])[0].shape[-2:] == (400, 480)  # within its training's range: enlarged
-    assert trained([img], [0.26])[0].shape[-2:] == (200, 240)  # below it: as it is
-    with pytest.raises(ConfigError, match="enlarge"):
-        PreprocessConfig(enlarge=(0.5, 2.0))
+    plain = Preprocessor(PreprocessConfig(target_sampling=0.2))
+    assert plain([img], [0.21])[0].shape[-2:] != (200, 240)  # (no as_is: resampled, as before)
+    with pytest.raises(ConfigError, match="as_is"):
+        PreprocessConfig(as_is=(1.2, 2.0))
 
 
 def test_shape_mismatch_and_unknown_sampling():

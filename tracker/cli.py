@@ -490,11 +490,13 @@ def cmd_evaluate(args) -> int:
 
         with open_run(args.found) as run:
             found, sampling = run.columns, sampling or run.sampling
+            frames_seen = set(run.frames["frame"].tolist())
             run_sites, run_flips, run_changes = run.sites, run.stats.get("flips"), run.stats.get("class_changes")
             run_hops = run.stats.get("hops")
             by_intensity = bool(((run.attrs.get("config") or {}).get("locate") or {}).get("intensity_classes"))
     else:
         found = _table(args.found)
+        frames_seen = set(found["frame"].tolist()) if "frame" in found.columns else set()
     if args.truth.suffix in (".h5", ".hdf5"):
         from etem.simulate.toy import load_movie
 
@@ -506,6 +508,14 @@ def cmd_evaluate(args) -> int:
         missing = {"frame", "y", "x"} - set(df.columns)
         if missing:
             raise ConfigError(f"the {name} table lacks {', '.join(sorted(missing))}")
+    truth_frames = set(truth["frame"].tolist())
+    if truth_frames - frames_seen:  # a table of one image, a run of part of the movie: score what it tracked
+        kept = sorted(truth_frames & frames_seen)
+        which = (f"frame {kept[0]}" if len(kept) == 1 else f"frames {kept[0]}-{kept[-1]}") if kept else "none"
+        print(f"scored on the {len(kept)} frame{'s' if len(kept) != 1 else ''} of the truth's {len(truth_frames)} "
+              f"that {args.found.name} holds ({which})" + ("" if args.found.suffix in (".h5", ".hdf5") else
+              "; a frame in which nothing was found is not in a table, so it is not scored"))
+        truth = truth[truth["frame"].isin(frames_seen)]
     radius_px = args.radius / sampling if sampling else args.radius
     if run_sites is not None and by_intensity and "cls" in truth.columns:
         # classes of sublattices and intensity groups: scored as the true classes most of their columns have
@@ -517,9 +527,11 @@ def cmd_evaluate(args) -> int:
     s = score_columns(found, truth, radius_px=radius_px, sampling=sampling)
     unit = "Å" if sampling else "px"
     rms = s.get("rms_A", s["rms_px"]) if sampling else s["rms_px"]
+    one_class = "cls" in found.columns and found["cls"].nunique() <= 1
     print(f"F1 {s['f1']:.3f}  ID-precision {s['precision']:.3f}  ID-recall {s['recall']:.3f}  "
           f"position RMS {rms:.3f} {unit}  ({s['tp']} matched, {s['fp']} extra, {s['fn']} missed"
-          f"{', class accuracy %.3f' % s['cls_accuracy'] if 'cls_accuracy' in s else ''})")
+          + (", one class found: classes not scored" if one_class and "cls_accuracy" in s else
+             f", class accuracy {s['cls_accuracy']:.3f}" if "cls_accuracy" in s else "") + ")")
     if run_sites is not None and movie is not None and len(run_sites):
         print_site_scores(run_sites, run_flips, movie.truth, radius_px, run_changes, run_hops)
     return 0

@@ -155,7 +155,8 @@ def print_site_scores(sites, flips, truth, radius_px: float, changes=None, run_h
         for tol in (0, 1, 2):
             recall, precision = score(tol)
             when = "same frame" if tol == 0 else f"within {tol} frame{'s' if tol > 1 else ''}"
-            line.append(f"{when}: recall {recall:.3f} precision {precision:.3f}")
+            line.append(f"{when}: recall {recall:.3f} precision "
+                        + ("- (none found)" if precision != precision else f"{precision:.3f}"))
         print("; ".join(line))
 
     def events(tol):
@@ -175,5 +176,7 @@ def print_site_scores(sites, flips, truth, radius_px: float, changes=None, run_h
         n_found = score_hops(seen, run_hops, truth, radius_px=radius_px)["n_found"]
         by_tolerance(f"hops (site to site): {n_found} found, {len(truth.hops)} true", hops)
     n_true = len(true_class_changes(truth))
-    if n_true or (changes is not None and len(changes)):
+    if n_true and (changes is None or not len(changes)):
+        print(f"class changes: none found, {n_true} true")
+    elif n_true or (changes is not None and len(changes)):
         by_tolerance(f"class changes: {0 if changes is None else len(changes)} found, {n_true} true", class_changes)

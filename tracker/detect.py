@@ -170,10 +170,10 @@ class Detector:
             if target is None:
                 target = getattr(self.engine, "sampling", None)
             pcfg = dataclasses.replace(self.preprocess_cfg, target_sampling=target)
-            if pcfg.enlarge is None:  # a model trained on enlarged frames: those it saw are enlarged
-                trained = (getattr(self.engine, "card", None) or {}).get("training", {}).get("config", {})
-                if trained.get("coarse_fraction") and trained.get("coarse_factor"):
-                    pcfg = dataclasses.replace(pcfg, enlarge=tuple(trained["coarse_factor"]))
+            if pcfg.as_is is None:  # where the model's card says frames do better not resampled
+                as_is = ((getattr(self.engine, "card", None) or {}).get("inference") or {}).get("as_is_ratio")
+                if as_is:
+                    pcfg = dataclasses.replace(pcfg, as_is=tuple(as_is))
             if pcfg.normalize is None:
                 pcfg = dataclasses.replace(pcfg, normalize=_engine_normalization(self.engine))
             if sampling is None and target is None and pcfg.normalize == "local":

@@ -46,8 +46,8 @@ class PreprocessConfig:
     Parameters
     ----------
     target_sampling
-        Pixel size the engine expects [Å/px]; finer frames are shrunk to it (see ``enlarge``
-        and ``keep_within`` for the others). ``None`` keeps each frame's own sampling.
+        Pixel size the engine expects [Å/px]; frames are resampled to it (except within
+        ``as_is``). ``None`` keeps each frame's own sampling.
     normalize
         ``"local"`` (Madsen et al. 2018, eqs. 2-3: subtract the Gaussian-weighted local mean,
         divide by the local standard deviation), ``"global"`` (per image and channel: zero mean,
@@ -66,18 +66,14 @@ class PreprocessConfig:
         files (``etem track``, ``replay``, ``demo``); ``etem find`` takes frames one by one.
     average_register
         Undo the drift between the averaged frames (measured by cross-correlation).
-    enlarge
-        The range of frame-to-model pixel-size ratios (above 1) over which a frame coarser than
-        ``target_sampling`` is enlarged to it: a model trained on enlarged frames (its card's
-        ``coarse_fraction``, over its ``coarse_factor``). Elsewhere, and for a model trained
-        without them (None, the default), coarser frames are taken as they are: enlarging
-        smooths the noise, which the networks read as columns (simulated Au HRTEM at 300 e/Å²,
-        frames 1.3x coarser than ``au-hrtem``: F1 0.16 enlarged, 0.78 as they are; ``haadf-stem``
-        1.75x coarser: 0.20 and 0.97).
-    keep_within
-        A frame finer than ``target_sampling`` by less than this fraction is taken as it is: a
-        shrink by a few percent mixes neighbouring pixels' noise as an enlargement does (F1 0.72
-        shrunk, 0.77 as it is at 0.95x); finer ones are shrunk (0.81 and 0.74 at 0.8x).
+    as_is
+        The range of frame-to-model pixel-size ratios (LO <= 1 <= HI) over which frames go in
+        as they are, not resampled to ``target_sampling``; None (the default): always
+        resampled. A network's card gives it where it was measured to do better so: resampling
+        by a small factor, and enlarging, smooths the noise, which some networks read as
+        columns (``au-hrtem`` on Au HRTEM at 300 e/Å² taken at 0.23 Å/px: F1 0.21 enlarged,
+        0.72 as they are; ``haadf-stem`` at 0.35 Å/px: 0.20 and 0.97), while others need the
+        scale (``mos2-unet`` at 0.13 Å/px: 0.95 resampled, 0.45 as they are).
     fill_nonfinite
         The largest fraction of a frame's pixels that may be NaN or infinite (a camera's dead
         or masked pixels) and be filled with the median of the frame's other pixels, the frame
@@ -93,17 +89,14 @@ class PreprocessConfig:
     average_frames: int = 1
     average_register: bool = True
     fill_nonfinite: float = 0.0
-    enlarge: tuple[float, float] | None = None
-    keep_within: float = 0.1
+    as_is: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.enlarge is not None:
-            lo, hi = (float(v) for v in self.enlarge)
-            if not 1 <= lo <= hi:
-                raise ConfigError(f"enlarge must be a range of ratios LO, HI with 1 <= LO <= HI; got {self.enlarge!r}.")
-            object.__setattr__(self, "enlarge", (lo, hi))
-        if not 0 <= self.keep_within < 1:
-            raise ConfigError(f"keep_within must be a fraction, 0 to below 1; got {self.keep_within!r}.")
+        if self.as_is is not None:
+            lo, hi = (float(v) for v in self.as_is)
+            if not 0 < lo <= 1 <= hi:
+                raise ConfigError(f"as_is must be a range of ratios LO, HI with 0 < LO <= 1 <= HI; got {self.as_is!r}.")
+            object.__setattr__(self, "as_is", (lo, hi))
         if self.normalize is not None and self.normalize not in _NORMALIZE:
             raise choice_error("normalize", self.normalize, _NORMALIZE)
         if self.target_sampling is not None and not self.target_sampling > 0:
@@ -539,16 +532,13 @@ class Preprocessor:
                 "view (--material, material=) to measure it from the lattice."
             )
         scale = float(sampling) / target
-        if 1 - self.cfg.keep_within <= scale <= 1:
-            return 1.0
-        if scale > 1 and not (self.cfg.enlarge and self.cfg.enlarge[0] <= scale <= self.cfg.enlarge[1]):
+        if self.cfg.as_is is not None and self.cfg.as_is[0] <= scale <= self.cfg.as_is[1]:
             if scale > 1.5 and not self._said_coarse:
                 self._said_coarse = True
-                log.warning("frames of %.3g Å/px are %.1fx coarser than the model's %.3g Å/px: taken as they are "
-                            "(enlarging them smooths the noise, which the model reads as columns), their columns "
-                            "%.1fx smaller than it was trained on; expect fewer found (F1 0.52 at 2x on simulated "
-                            "Au HRTEM). A model trained for them: etem train --sampling %.3g", sampling, scale,
-                            target, scale, sampling)
+                log.warning("frames of %.3g Å/px are %.1fx coarser than the model's %.3g Å/px: taken as they are, "
+                            "their columns %.1fx smaller than it was trained on; expect fewer found (F1 0.52 at 2x "
+                            "on simulated Au HRTEM). A model trained for them: etem train --sampling %.3g",
+                            sampling, scale, target, scale, sampling)
             return 1.0
         return scale
 

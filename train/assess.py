@@ -13,7 +13,9 @@ Larsen et al. (Fig. 2). ``etem evaluate MODEL WAVES`` runs all three.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,28 +105,29 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     classes_by = (card or {}).get("classes_by", "species")
     labels = method_labels(methods)
     rows = []
-    for dose in doses:
-        images, truth, drawn = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
-                                              preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
-                                              seed=seed, classes=classes_by, microscopes=True)
-        if bond_A is not None:  # the floor, the same for every method
-            true_bonds = _bond_stats(truth, sorted(set(truth["frame"])), bond_A, sampling_A)[
-                ["bond_std_A"]].rename(columns={"bond_std_A": "true_bond_std_A"})
-        for method in methods:
-            # the classical locator looks at the first image of a focal series
-            im = images[:, 0] if images.ndim == 4 and method in CLASSICAL else images
-            found = find(im, sampling=sampling_A, device=device, focal=1 if im.ndim == 3 else im.shape[1],
-                         **_method_kwargs(method))
-            # the classical locator finds columns but knows no heights: it is scored as a finder
-            per = score_columns(found, truth if method not in CLASSICAL else truth.drop(columns="cls"),
-                                radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,
-                                frame_shape=(size, size), border_px=border_A / sampling_A,
-                                ordinal=classes_by == "height").reset_index()
-            if bond_A is not None:
-                per = per.join(_bond_stats(found, per["frame"], bond_A, sampling_A), on="frame")
-                per = per.join(true_bonds, on="frame")
-            per = per.join(drawn, on="frame")  # the microscope each image was drawn with
-            rows.append(per.assign(method=labels[method], dose=float(dose)))
+    with _no_contrast_advice():  # (advice on --dark is for a user's frames, not held-out ones)
+        for dose in doses:
+            images, truth, drawn = heldout_images(wave_set, dose=float(dose), n=n, size=size, sampling_A=sampling_A,
+                                                  preset=preset, optics=optics, imaging=imaging, focal_offsets_A=focal,
+                                                  seed=seed, classes=classes_by, microscopes=True)
+            if bond_A is not None:  # the floor, the same for every method
+                true_bonds = _bond_stats(truth, sorted(set(truth["frame"])), bond_A, sampling_A)[
+                    ["bond_std_A"]].rename(columns={"bond_std_A": "true_bond_std_A"})
+            for method in methods:
+                # the classical locator looks at the first image of a focal series
+                im = images[:, 0] if images.ndim == 4 and method in CLASSICAL else images
+                found = find(im, sampling=sampling_A, device=device, focal=1 if im.ndim == 3 else im.shape[1],
+                             **_method_kwargs(method))
+                # the classical locator finds columns but knows no heights: it is scored as a finder
+                per = score_columns(found, truth if method not in CLASSICAL else truth.drop(columns="cls"),
+                                    radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,
+                                    frame_shape=(size, size), border_px=border_A / sampling_A,
+                                    ordinal=classes_by == "height").reset_index()
+                if bond_A is not None:
+                    per = per.join(_bond_stats(found, per["frame"], bond_A, sampling_A), on="frame")
+                    per = per.join(true_bonds, on="frame")
+                per = per.join(drawn, on="frame")  # the microscope each image was drawn with
+                rows.append(per.assign(method=labels[method], dose=float(dose)))
     out = pd.concat(rows, ignore_index=True)
     shown = _structures(wave_set, n)
     out = out.join(shown.drop(columns=[c for c in shown.columns if c in out.columns]), on="frame")
@@ -133,6 +136,21 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
                       "radius_A": radius_A, "border_A": border_A, "size": size, "n": n, "wave_set": Path(wave_set).name})
     return out
 
+
+
+@contextlib.contextmanager
+def _no_contrast_advice():
+    """Leave out the detector's advice on --dark (a contrast that looks the other way): it is for
+    a user's own frames; on held-out images the classical locator runs both ways on purpose."""
+    def keep(record: logging.LogRecord) -> bool:
+        return "--dark" not in record.getMessage()
+
+    logger = logging.getLogger("etem.detect")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 def _structures(wave_set: str | Path, n: int) -> pd.DataFrame:
     """Per held-out image (frame): the structure it shows (``structure``, its index in the wave

@@ -257,6 +257,8 @@ def _sweep(methods, args) -> int:
         table.to_csv(args.output / "sweep.csv", index=False)
         cuts.to_csv(args.output / "cutoffs.csv", index=False)
         print(f"wrote {radar_plot(cuts, args.output / 'radar.png', title=f'{methods[0]} on {args.truth.name}')}")
+    else:
+        print("(no -o: sweep.csv, cutoffs.csv and the radar plot were not written; -o FOLDER writes them)")
     if args.write_card:
         record = {"wave_set": args.truth.name, "images_per_condition": args.n, "size_px": args.size,
                   "base_dose": a["base_dose"], "base_optics": a["base_optics"], "sampling_A": a["sampling_A"],
