@@ -20,7 +20,7 @@ import pytest
 from etem.simulate.toy import make_movie, save_movie
 from etem.tracker import track
 from etem.tracker.cli import main
-from etem.tracker.dashboard import Dashboard, DashboardConfig, LatencyHistogram, metrics_text
+from etem.tracker.dashboard import Dashboard, DashboardConfig, LatencyHistogram, _class_notes, metrics_text, public_host
 from etem.tracker.errors import ConfigError
 from etem.tracker.pipeline import Pipeline, PipelineConfig
 from etem.tracker.sources import iter_array
@@ -161,6 +161,14 @@ def test_class_changes_are_shown_and_counted():
         assert code == 200 and Image.open(io.BytesIO(png)).size == tuple(maps["display_shape"][::-1])
         per_site = [_json(dash.url + f"api/site?site={k}")["n_class_changes"] for k in range(len(pipe.sites.table()))]
         assert sum(per_site) == found
+        # the site's class by the names the frame's columns carry (A, B0, B1 …), and what they mean
+        frame = _json(dash.url + "api/frame")
+        names = frame["class_names"]
+        assert names == pipe.intensity_classes.class_names and len(names) > 1
+        site = _json(dash.url + "api/site?site=0")
+        assert site["class_name"] == names[site["cls"]]
+        assert frame["class_note"].startswith("classes by column intensity") and "→" in frame["class_change_example"]
+        assert frame["sampling_A"] == pytest.approx(0.1)  # (the scale bar's)
         busiest = int(np.argmax(per_site))
         assert maps["classes_max"] == pytest.approx(per_site[busiest] / (pipe.sites.n_frames - 1))
         hops = pipe.sites.hops_table()
@@ -170,6 +178,99 @@ def test_class_changes_are_shown_and_counted():
         assert status["class_changes"] == found and status["hops"] == n_hops
         metrics = parse_metrics(_get(dash.url + "metrics")[2].decode())
         assert metrics[("etem_class_changes_total", ())] == found and metrics[("etem_hops_total", ())] == n_hops
+
+
+def test_class_notes_explain_the_intensity_classes():
+    note, example = _class_notes(["A", "B0", "B1"], True)
+    assert note == ("classes by column intensity: A, B the two sublattices, A the brighter; "
+                    "B0/B1 the intensity groups of sublattice B, B0 the fainter")
+    assert example == "e.g. B1 → B0 (S2 → S on MoS2)"
+    assert _class_notes(["A0", "A1", "B0", "B1", "B2"], True)[1] == "e.g. B2 → B1 (fainter)"
+    assert _class_notes(["A0", "A1", "B0", "B1"], True)[1] == "e.g. B1 → B0 (fainter)"  # (not the MoS2 three)
+    assert _class_notes(["I0", "I1"], True)[0].endswith("I0/I1 the intensity groups of the columns, I0 the fainter")
+    assert _class_notes(["Mo", "S", "S2"], False) == ("", "e.g. S2 → S")  # a model's own names
+    assert _class_notes([], False) == ("", "a site's column changing class")
+
+
+def _page_poller(url: str, seen: list, stop: threading.Event) -> threading.Thread:
+    """Poll as the page does (status, frame, and the maps with their PNGs when they change)
+    until the server is gone or ``stop``; each status answered goes into ``seen``."""
+    def poll():
+        version = None
+        while not stop.is_set():
+            try:
+                status = _json(url + "api/status")
+                seen.append({"status": status})
+                _get(url + "api/frame")
+                maps = _json(url + "api/maps")
+                if maps["version"] != version and maps["version"] is not None:
+                    for name in ("occupancy", "events"):
+                        _get(url + maps[name])
+                    version = maps["version"]
+                    seen.append({"maps": maps})
+            except (OSError, AssertionError):
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    return t
+
+
+def test_an_open_page_gets_the_run_s_end_before_the_server_goes(movie):
+    """After the run, close() takes the final sites and keeps serving (at most linger_s) until
+    a page polling has them and has seen how the run ended; with no page open it closes at once."""
+    pipe = Pipeline(PipelineConfig())
+    src = iter_array(movie.frames, sampling=movie.sampling, counters=pipe.counters)
+    dash = Dashboard(DashboardConfig(port=0, maps_interval_s=1e6, linger_s=3.0))
+    dash.start()
+    seen: list = []
+    stop = threading.Event()
+    try:
+        poller = _page_poller(dash.url, seen, stop)
+        for res in pipe.run_iter(src):
+            dash(res, pipe)
+        assert not any(s.get("status", {}).get("outcome") for s in seen)  # (said at close only)
+        t0 = time.perf_counter()
+        dash.close()
+        took = time.perf_counter() - t0
+        poller.join(5)
+    finally:
+        stop.set()
+        dash.close()
+    assert took < 3.5
+    ends = [s["status"] for s in seen if "status" in s and s["status"].get("outcome")]
+    assert ends and ends[-1]["outcome"] == "complete" and ends[-1]["state"] == "finished" and ends[-1]["exiting"]
+    final = [s["maps"] for s in seen if "maps" in s][-1]
+    assert final["n_frames"] == len(movie.frames) and final["n_sites"] == pipe.sites.n_occupied_sites
+    assert final["version"] == ends[-1]["maps_version"]  # (what the page says "its final maps" by)
+
+    # no page open: no wait
+    pipe = Pipeline(PipelineConfig())
+    with Dashboard(DashboardConfig(port=0, linger_s=3.0)) as dash:
+        for res in pipe.run_iter(iter_array(movie.frames[:4], sampling=movie.sampling, counters=pipe.counters)):
+            dash(res, pipe)
+        t0 = time.perf_counter()
+    assert time.perf_counter() - t0 < 1.0 and dash._outcome == "complete"
+
+
+def test_how_the_run_ended_is_taken_from_its_run_file_or_exception(movie, tmp_path):
+    pipe = Pipeline(PipelineConfig(), run_path=tmp_path / "run.h5")
+    with Dashboard(DashboardConfig(port=0)) as dash:
+        for res in pipe.run_iter(iter_array(movie.frames[:4], sampling=movie.sampling, counters=pipe.counters)):
+            dash(res, pipe)
+        status = _json(dash.url + "api/status")
+        assert status["run_file"] == str(tmp_path / "run.h5") and status["outcome"] is None
+    assert dash._outcome == "complete"  # (the run file's status)
+    pipe = Pipeline(PipelineConfig())
+    with pytest.raises(KeyboardInterrupt):
+        with Dashboard(DashboardConfig(port=0)) as dash:
+            for res in pipe.run_iter(iter_array(movie.frames[:4], sampling=movie.sampling, counters=pipe.counters)):
+                dash(res, pipe)
+            raise KeyboardInterrupt
+    assert dash._outcome == "interrupted"
+    with pytest.raises(ValueError, match="complete, stopped, interrupted, failed"):
+        Dashboard(DashboardConfig(port=0)).close("done")
 
 
 def test_the_maps_show_the_run_as_it_ended(movie):
@@ -307,6 +408,40 @@ def test_token_is_required_when_set():
         assert _get(base + "metrics", {"Authorization": "Bearer s3cret"})[0] == 200
 
 
+def test_urls_for_other_computers(monkeypatch):
+    """Bound to all addresses: the URLs name this machine as others reach it, not localhost,
+    and the /metrics URL carries the token (it answers)."""
+    monkeypatch.setattr("socket.getfqdn", lambda *a: "labpc.example.org")
+    assert public_host("0.0.0.0") == "labpc.example.org"
+    monkeypatch.setattr("socket.getfqdn", lambda *a: "localhost")  # (as in many containers)
+    monkeypatch.setattr("socket.gethostname", lambda: "labpc")
+    assert public_host("0.0.0.0") == public_host("::") == "labpc"
+    monkeypatch.setattr("socket.gethostname", lambda: "localhost.localdomain")
+    assert public_host("0.0.0.0") not in ("localhost", "localhost.localdomain", "127.0.0.1")
+    assert public_host("192.168.1.5") == "192.168.1.5" and public_host("fe80::1") == "[fe80::1]"
+    monkeypatch.setattr("socket.gethostname", lambda: "labpc")
+    with Dashboard(DashboardConfig(host="0.0.0.0", port=0)) as dash:
+        assert dash.url == f"http://labpc:{dash.port}/?token={dash.token}"
+        assert dash.metrics_url == f"http://labpc:{dash.port}/metrics?token={dash.token}"
+        local = dash.metrics_url.replace("labpc", "127.0.0.1")
+        code, _, body = _get(local)
+        assert code == 200 and parse_metrics(body.decode())
+        assert _get(local.split("?")[0])[0] == 403
+    with Dashboard(DashboardConfig(port=0)) as dash:  # this PC only: no token
+        assert dash.metrics_url == f"http://127.0.0.1:{dash.port}/metrics"
+
+
+def test_cli_prints_urls_other_computers_can_open(movie, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("socket.getfqdn", lambda *a: "labpc.example.org")
+    save_movie(movie, tmp_path / "movie.h5")
+    assert main(["replay", str(tmp_path / "movie.h5"), "--quiet", "--dashboard-host", "0.0.0.0",
+                 "--dashboard-port", "0"]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("dashboard: "))
+    m = re.fullmatch(r"dashboard: http://labpc\.example\.org:(\d+)/\?token=(\S+)  "
+                     r"\(metrics: http://labpc\.example\.org:(\d+)/metrics\?token=(\S+)\)", line)
+    assert m and m.group(1) == m.group(3) and m.group(2) == m.group(4), line
+
+
 def test_port_in_use_is_a_clear_error():
     with Dashboard(DashboardConfig(port=0)) as first:
         with pytest.raises(ConfigError, match="another port"):
@@ -431,3 +566,103 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
         driver.quit()
     assert "error" not in out, out.get("error")
     assert out["result"].counters["processed"] > 40
+
+
+def test_the_page_shows_how_the_run_ended_and_its_final_maps(tmp_path, capsys):
+    """An ADF MoS2 movie with intensity classes and a blank frame, in a headless browser: the
+    panels wait without broken images; the frame has a scale bar, the legend a line on what
+    its classes are, a clicked column's site its class by name; the blank frame is in the
+    table of reasons under its heading; once the tracker has gone, the page says how the run
+    ended, with the final maps, and not that the connection was lost."""
+    driver = _chromium()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from etem.simulate.insitu_mos2 import mos2_movie
+    from etem.tracker.config import config_from_dict
+    from etem.tracker.sites import occupied_sites
+
+    m = mos2_movie(n_frames=16, shape=(192, 192), sampling=0.1, mode="stem", dose_per_frame=3000.0,
+                   flake_radius_A=7.0, sputter_rate=0.05, refill_rate=0.1, seed=3)
+    frames = np.array(m.frames, np.float32)
+    frames[6] = 0.0  # the beam blanked: rejected
+    cfg = config_from_dict({"locate": {"intensity_classes": True}, "engine": {"model": "haadf-stem"}},
+                           PipelineConfig(default_sampling=0.1))
+    dash = Dashboard(DashboardConfig(port=0, linger_s=5.0))
+    out: dict = {}
+    try:
+        js = driver.execute_script
+        by_id = driver.find_element
+        driver.get(dash.start())
+        wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+        # before the first frame: no broken images, but what the panels wait for
+        wait.until(lambda d: by_id(By.ID, "state").text == "waiting for the first frame")
+        assert not by_id(By.ID, "frame").is_displayed() and not by_id(By.ID, "occupancy").is_displayed()
+        shown = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#panels .placeholder") if e.is_displayed()]
+        assert shown == ["waiting for the first frame"] * 3
+
+        def run():
+            try:
+                out["result"] = track(frames, sampling=0.1, config=cfg, run_path=tmp_path / "run.h5", on_frame=dash)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+                out["error"] = exc
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        runner.join(120)
+        assert "error" not in out, out.get("error")
+        wait.until(lambda d: js("return frameInfo && frameInfo.frame") == len(frames) - 1)  # (the last frame)
+        wait.until(lambda d: not any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, "#panels .placeholder")))
+        # the scale bar: a round length, as wide on screen as the frame's pixels say
+        label = by_id(By.ID, "scalebar-label").text
+        length = float(by_id(By.ID, "scalebar").get_attribute("data-length-a"))
+        assert re.fullmatch(r"\d+(\.\d+)? (Å|nm)", label) and length in (1, 2, 5, 10, 20), label
+        ratio = by_id(By.ID, "scalebar").size["width"] / by_id(By.ID, "frame").size["width"]
+        assert ratio == pytest.approx(length / (192 * 0.1), abs=0.01)
+        # what the classes are, said under the legend, and by the class-change map
+        wait.until(lambda d: by_id(By.ID, "class-note").text.startswith("classes by column intensity"))
+        names = js("return frameInfo.class_names")
+        legend = [re.sub(r" \(\d+\)$", "", e.text) for e in driver.find_elements(By.CSS_SELECTOR, "#legend span")]
+        assert legend and set(legend) <= set(names)
+        assert "S2 → S" not in by_id(By.ID, "classes-example").text or names == ["A", "B0", "B1"]
+        # a clicked column: its site's class by name
+        col = js("return frameInfo.columns.find(c => c[3] >= 0)")
+        view = by_id(By.ID, "frame-view")
+        k = view.size["width"] / 192
+        ActionChains(driver).move_to_element_with_offset(
+            view, int((col[1] + 0.5) * k - view.size["width"] / 2), int((col[0] + 0.5) * k - view.size["height"] / 2)
+        ).click().perform()
+        wait.until(lambda d: by_id(By.ID, "site-info").text.startswith("site "))
+        cls = re.search(r"px · (.+?) · occupancy", by_id(By.ID, "site-info").text).group(1)
+        assert cls in names, by_id(By.ID, "site-info").text
+        # the blank frame, under a heading
+        wait.until(lambda d: by_id(By.ID, "reasons-panel").is_displayed())
+        assert " ".join(by_id(By.ID, "reasons-panel").text.split()) == (
+            "Frames rejected or dropped by reason reason frames rejected blank 1")
+        # the run file, in the header
+        assert "run file run.h5" in by_id(By.ID, "run").text
+        # the trust tile stays one row high, its long explanation in a tooltip
+        js("document.getElementById('trust_why').textContent = 'last out of range: ' + 'contrast '.repeat(40)")
+        tile = "return document.getElementById(arguments[0]).getBoundingClientRect().height"
+        assert js(tile, "t_trust") < 1.7 * js(tile, "t_rejected")  # (a tile of the first row; was 4.5x)
+
+        # the run has ended; the tracker goes, after the page has its end
+        t0 = time.perf_counter()
+        dash.close()
+        assert time.perf_counter() - t0 < 5.5
+        wait.until(lambda d: "exited" in by_id(By.ID, "state").text)
+        assert by_id(By.ID, "state").text == ("run ended (complete) — the tracker has exited; "
+                                              "these are its final maps")
+        result = out["result"]
+        n_sites, n_frames = len(occupied_sites(result.sites)), result.counters["processed"]
+        assert by_id(By.ID, "maps-info").text.startswith(f"{n_sites} sites · {n_frames} frames · ")
+        shot = _artifacts(tmp_path) / "dashboard-ended.png"
+        assert driver.save_screenshot(str(shot))
+        with capsys.disabled():
+            print(f"\ndashboard screenshot: {shot}")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "api/" not in e["message"]
+                  and "maps/" not in e["message"] and "frame.png" not in e["message"]]
+        assert not errors, errors
+    finally:
+        dash.close()
+        driver.quit()

@@ -143,7 +143,7 @@ def _start_dashboard(args):
 
     dash = Dashboard(DashboardConfig(host=args.dashboard_host or "127.0.0.1",
                                      port=DEFAULT_PORT if args.dashboard_port is None else args.dashboard_port))
-    print(f"dashboard: {dash.start()}  (metrics: {dash.url.split('?')[0]}metrics)", file=sys.stderr, flush=True)
+    print(f"dashboard: {dash.start()}  (metrics: {dash.metrics_url})", file=sys.stderr, flush=True)
     return dash
 
 

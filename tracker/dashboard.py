@@ -6,9 +6,11 @@ page (``static/dashboard.html`` and ``.js``: nothing is fetched from elsewhere, 
 PC may be offline) and a few endpoints it polls:
 
 ``/api/status``
-    counters, frames/s, latency, queue depths, sites, GPU memory (JSON);
+    counters, frames/s, latency, queue depths, sites, GPU memory, where the frames come from
+    and the run file; once the run has ended, how (JSON);
 ``/api/frame`` and ``/frame.png``
-    the latest frame (downsampled for display) and its columns (class, site);
+    the latest frame (downsampled for display), its pixel size, its columns (class, site) and
+    what the class names mean;
 ``/api/maps``, ``/maps/occupancy.png``, ``/maps/events.png``, ``/maps/classes.png``
     the occupancy and event maps (Madsen et al. 2018, Fig. 10) as they build up, and where
     sites change class (an S2 column losing an atom), the class-change map;
@@ -24,7 +26,13 @@ the server's threads on request, at most once per ``image_interval_s`` and cache
 
 The server binds to 127.0.0.1 by default: only this PC can connect. Bound to another address,
 it requires a token (printed in its URL; sent as ``?token=``, a cookie the page then carries,
-or an ``Authorization: Bearer`` header).
+or an ``Authorization: Bearer`` header), and its URLs name this machine as other computers
+reach it (its host name, else its address; :attr:`Dashboard.url`, :attr:`Dashboard.metrics_url`).
+
+When the run ends, :meth:`Dashboard.close` takes the run's final sites and status, and where a
+page is open (it polled in the last seconds) keeps serving until it has fetched them, for at
+most ``linger_s``: the page then says how the run ended and shows its final maps once the
+tracker has exited, where it would otherwise only see the connection lost.
 
 >>> from etem.tracker import track
 >>> from etem.tracker.dashboard import Dashboard, DashboardConfig
@@ -40,6 +48,7 @@ import logging
 import math
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -49,8 +58,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .dashboard_http import STATIC, Handler, _is_loopback, _json_safe
+from .dashboard_http import STATIC, Handler, _is_loopback, _json_safe, public_host
 from .errors import ConfigError
+from .frames import class_label
 from . import pngs
 from .plots import CLASS_COLOURS
 from .sites import occupied_sites, render_site_values
@@ -59,6 +69,38 @@ from .metrics import LATENCY_BUCKETS_S, LatencyHistogram, gpu_memory, metrics_te
 log = logging.getLogger("etem.dashboard")
 
 DEFAULT_PORT = 8765
+OUTCOMES = ("complete", "stopped", "interrupted", "failed")  # how a run ends (its run file's status)
+_PAGE_OPEN_S = 2.0  # a page that polled the status this recently is open (it polls every 0.5 s)
+
+
+def _class_notes(names: list[str], intensity: bool) -> tuple[str, str]:
+    """A line that says what a run's classes are (under the frame's legend), and an example of
+    a class change (the class-change map's subtitle), from the class names.
+
+    Intensity classes (:class:`etem.tracker.intensity.IntensityClasses`) are named by sublattice
+    (A the brighter, B; I where the columns form no honeycomb) and intensity group there,
+    faintest first (B0, B1): on a MoS2 ADF movie A is Mo, B0 a single S and B1 an S2 column,
+    so that B1 → B0 is the S2 → S of an S2 column losing an atom."""
+    if not intensity or not names:
+        return "", "e.g. S2 → S" if "S2" in names and "S" in names else "a site's column changing class"
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        if n != "no sublattice":
+            groups.setdefault(n.rstrip("0123456789"), []).append(n)
+    note = "classes by column intensity"
+    if sorted(groups) == ["A", "B"]:
+        note += ": A, B the two sublattices, A the brighter"
+    several = {k: g for k, g in groups.items() if len(g) > 1}
+    if len(several) == 1:
+        (letter, g), = several.items()
+        where = f"of sublattice {letter}" if letter in "AB" else "of the columns"
+        note += f"; {'/'.join(g)} the intensity groups {where}, {g[0]} the faint{'er' if len(g) == 2 else 'est'}"
+    elif several:
+        note += "; the digit: the intensity group on the sublattice, 0 the faintest"
+    if not several:
+        return note, "a site's column changing class"
+    g = several.get("B") or next(iter(several.values()))
+    return note, f"e.g. {g[-1]} → {g[-2]}" + (" (S2 → S on MoS2)" if groups == {"A": ["A"], "B": ["B0", "B1"]} else " (fainter)")
 
 
 def _view_jumps(pipe) -> int:
@@ -99,6 +141,9 @@ class DashboardConfig:
         How often the hook copies ``pipe.status()``.
     maps_interval_s
         How often the hook copies the sites table for the maps and timelines.
+    linger_s
+        After the run, how long :meth:`Dashboard.close` keeps serving at most, until a page
+        open gets the run's final state (0: close at once; no page open: at once).
     """
 
     host: str = "127.0.0.1"
@@ -108,12 +153,15 @@ class DashboardConfig:
     image_interval_s: float = 0.25
     snapshot_interval_s: float = 0.25
     maps_interval_s: float = 1.0
+    linger_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"dashboard port must be in 0..65535 (0: any free port), got {self.port}")
         if self.max_image_px < 16:
             raise ConfigError(f"max_image_px must be at least 16, got {self.max_image_px}")
+        if not 0 <= self.linger_s <= 30:
+            raise ConfigError(f"linger_s must be in 0..30 s, got {self.linger_s}")
 
 
 def chain(*hooks: Callable[[Any, Any], None] | None) -> Callable[[Any, Any], None]:
@@ -162,6 +210,13 @@ class Dashboard:
         self._t0 = time.perf_counter()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._host_name: str | None = None  # how other computers name this one (start)
+        self._outcome: str | None = None  # how the run ended (close)
+        self._exiting = False  # close() is giving the pages the end
+        self._t_page = -math.inf  # when a page last polled the status
+        self._final: set[str] = set()  # what pages fetched since the end (status, frame, maps …)
+        self._final_changed = threading.Condition(self._lock)
+        self._connections: set[socket.socket] = set()  # open (keep-alive) connections
         self._static = {name: resources.files("etem.tracker").joinpath("static", name).read_bytes()
                         for name, _ in STATIC.values()}
 
@@ -220,6 +275,7 @@ class Dashboard:
             raise ConfigError(f"cannot serve the dashboard on {host}:{self.cfg.port}: {exc.strerror or exc}; "
                               "choose another port (--dashboard-port, 0: any free port)") from None
         self._server.dashboard = self  # type: ignore[attr-defined]
+        self._host_name = public_host(host)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="etem-dashboard", daemon=True)
         self._thread.start()
@@ -236,20 +292,46 @@ class Dashboard:
 
     @property
     def url(self) -> str:
-        """The page's address (with the token, where one is needed)."""
-        host = self.cfg.host
-        if host in ("0.0.0.0", "::", ""):
-            host = socket.getfqdn()
-        elif ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        """The page's address (with the token, where one is needed); bound to all addresses,
+        with the name other computers reach this one by (:func:`public_host`)."""
+        return self._base() + (f"?token={self.token}" if self.token else "")
 
-    def close(self) -> None:
-        """Stop serving and free the port."""
+    @property
+    def metrics_url(self) -> str:
+        """The ``/metrics`` address, with the token where one is needed (a scraper may send it
+        as an ``Authorization: Bearer`` header instead)."""
+        return self._base() + "metrics" + (f"?token={self.token}" if self.token else "")
+
+    def _base(self) -> str:
+        host = self._host_name or public_host(self.cfg.host)
+        return f"http://{host}:{self.port}/"
+
+    def close(self, outcome: str | None = None) -> None:
+        """Stop serving and free the port.
+
+        After a run, first take its final sites and status, and where a page is open keep
+        serving until it has fetched them (at most ``linger_s``). ``outcome`` is how the run
+        ended (one of :data:`OUTCOMES`); None: as its run file says, else as the exception being
+        handled says (a Ctrl-C: interrupted), else complete (stopped where the pipeline
+        dropped frames as it stopped)."""
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        if self._server is not None and self.pipe is not None and self.pipe.stop.is_set():
+            try:
+                self._give_the_end(outcome or self._outcome_of_run(sys.exc_info()[1]))
+            except Exception:  # noqa: BLE001 - the end shown or not, the port is freed
+                log.warning("dashboard: the run's end was not shown", exc_info=True)
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
+            with self._lock:  # the pages' keep-alive connections would go on being answered
+                connections, self._connections = list(self._connections), set()
+            for conn in connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
@@ -258,8 +340,64 @@ class Dashboard:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(None if exc is None else "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+
+    # -- the run's end (close) ----------------------------------------------------------------
+    def _outcome_of_run(self, exc: BaseException | None) -> str:
+        """How the run ended: its run file's status, else the exception, else the pipeline's."""
+        pipe = self.pipe
+        path = getattr(pipe, "run_path", None)
+        if path is not None:
+            try:
+                from .run import open_run
+
+                with open_run(path) as run:
+                    if run.status in OUTCOMES:
+                        return run.status
+            except Exception:  # noqa: BLE001 - (not written: judged from here)
+                log.debug("dashboard: run file %s unread", path, exc_info=True)
+        if isinstance(exc, KeyboardInterrupt):
+            return "interrupted"
+        if exc is not None or getattr(pipe, "error", None):
+            return "failed"
+        return "stopped" if pipe.counters.as_dict().get("dropped/stopped") else "complete"
+
+    def _give_the_end(self, outcome: str) -> None:
+        """Take the run's final sites, status and frame, and wait (at most ``linger_s``) for an
+        open page to fetch them."""
+        self.refresh_sites(self.pipe)  # (also the final status)
+        with self._lock:
+            self._outcome, self._exiting, self._final = outcome, True, set()
+            page_open = time.perf_counter() - self._t_page < _PAGE_OPEN_S
+        maps = self.maps()  # encoded now, not in the page's wait
+        self.frame()
+        if not page_open or self.cfg.linger_s <= 0:
+            return
+        want = {"status", "frame", "maps", "occupancy", "events"} | ({"classes"} if maps and maps["classes"] else set())
+        deadline = time.perf_counter() + self.cfg.linger_s
+        with self._final_changed:
+            while not want <= self._final and (left := deadline - time.perf_counter()) > 0:
+                self._final_changed.wait(left)
+        log.debug("dashboard: the pages fetched %s of the run's end", sorted(self._final))
+
+    def connected(self, conn: socket.socket, is_open: bool) -> None:
+        """Note a connection opened or closed (the request handler); :meth:`close` ends those open."""
+        with self._lock:
+            if is_open:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def served(self, what: str) -> None:
+        """Note a request answered (the request handler): ``status``, ``frame``, ``maps``,
+        ``occupancy`` …; once the run has ended, :meth:`close` waits for them."""
+        with self._final_changed:
+            if what == "status":
+                self._t_page = time.perf_counter()
+            if self._exiting:
+                self._final.add(what)
+                self._final_changed.notify_all()
 
     # -- what the endpoints return (server threads) -----------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -275,6 +413,7 @@ class Dashboard:
                                if len(recent) > 2 and recent[-1] > recent[0] else 0.0}
         if pipe is None:
             return out
+        out.update(self._run_names(pipe))
         out.update({k: snap.get(k) for k in ("fps", "latency_p50_ms", "latency_p99_ms", "in_range", "out_of_range",
                                              "recent_in_range", "recent_judged", "trust_alert", "trust_last_out")})
         out.update(pipe.counters.as_dict())
@@ -285,12 +424,20 @@ class Dashboard:
         out["class_changes"] = _class_changes(pipe)
         out["hops"] = _site_hops(pipe)
         out["state"] = "finished" if pipe.stop.is_set() else "running"
+        with self._lock:
+            out["outcome"], out["exiting"] = self._outcome, self._exiting
         out["last_frame"] = None if latest is None else latest["frame"]
         out["since_last_frame_s"] = now - times[-1] if times else None
         engine = pipe.detector.engine
         out["engine"] = None if engine is None else f"{engine.name} on {engine.device}"
         out["gpu"] = gpu_memory(engine)
         return out
+
+    def _run_names(self, pipe) -> dict[str, Any]:
+        """Where the run's frames come from (a stream's address, a file) and its run file."""
+        path = getattr(pipe, "run_path", None)
+        attrs = getattr(pipe, "attrs", None) or {}
+        return {"source": attrs.get("source"), "run_file": None if path is None else str(path)}
 
     def metrics(self) -> str:
         """The ``/metrics`` text."""
@@ -321,7 +468,8 @@ class Dashboard:
             if latest["frame"] in cache:
                 return cache[latest["frame"]]
             now = time.perf_counter()
-            if cache and now - self._t_encode < self.cfg.image_interval_s:
+            ended = self.pipe is not None and self.pipe.stop.is_set()
+            if cache and not ended and now - self._t_encode < self.cfg.image_interval_s:
                 return next(reversed(cache.values()))
             entry = self._encode_frame(latest)
             self._t_encode = now
@@ -355,16 +503,27 @@ class Dashboard:
             table[:, 2] = cols["cls"].to_numpy() if "cls" in cols else 0
             table[:, 3] = cols["site"].to_numpy() if "site" in cols else -1
         table[:, :2] = np.round(table[:, :2], 1)
-        engine = getattr(self.pipe.detector, "engine", None) if self.pipe is not None else None
-        classes = getattr(self.pipe, "intensity_classes", None)
-        names = classes.class_names if classes is not None else list(getattr(engine, "class_names", ()) or ())
+        names = self._class_names()
+        note, example = _class_notes(names, getattr(self.pipe, "intensity_classes", None) is not None)
+        sampling = getattr(self.pipe, "sampling", None)
         meta = {"frame": latest["frame"], "png": f"frame.png?n={latest['frame']}", "shape": list(img.shape),
                 "display_shape": list(grey.shape), "scale": 1.0 / k,
                 "drift": [round(float(d), 2) for d in latest["drift"]], "n_columns": n,
-                "class_names": names, "colours": list(CLASS_COLOURS)}
+                "class_names": names, "class_note": note, "class_change_example": example,
+                "sampling_A": float(sampling) if sampling else None, "colours": list(CLASS_COLOURS)}
         columns = json.dumps([[y, x, int(c), int(s)] for y, x, c, s in table.tolist()], separators=(",", ":"))
         body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
         return {"frame": latest["frame"], "png": pngs.png(grey), "json": body.encode()}
+
+    def _class_names(self) -> list[str]:
+        """The run's class names: its intensity classes' (A, B0, B1 …), else its model's."""
+        pipe = self.pipe
+        if pipe is None:
+            return []
+        classes = getattr(pipe, "intensity_classes", None)
+        if classes is not None:
+            return list(classes.class_names)
+        return list(getattr(getattr(pipe.detector, "engine", None), "class_names", ()) or ())
 
     def _catch_up(self) -> None:
         """Once the run has ended, take the sites as it left them: the hook copies them every
@@ -439,6 +598,7 @@ class Dashboard:
         changes = [[start, int(state)]] + [[int(f), int(k > 0)] for f, _, k in mine.tolist()]
         cc = snap.get("class_changes")
         return {"site": site, "y": float(row["y"]), "x": float(row["x"]), "cls": int(row["cls"]),
+                "class_name": class_label(self._class_names(), int(row["cls"])),
                 "occupancy": float(row["occupancy"]), "event_rate": float(row["event_rate"]),
                 "n_events": int(row["n_events"]), "first_frame": int(row["first_frame"]),
                 "n_class_changes": None if cc is None else int(cc[site]) if site < len(cc) else 0,
@@ -455,7 +615,9 @@ class Dashboard:
 
     def frame_meta(self) -> bytes:
         """``/api/frame`` (JSON, made once per frame): the shown frame's number, shapes, scale,
-        class names and colours, PNG address, and ``columns`` as ``[y, x, cls, site]`` rows."""
+        pixel size (``sampling_A``, None where unknown), class names, what they mean and an
+        example of a class change (``class_note``, ``class_change_example``), colours, PNG
+        address, and ``columns`` as ``[y, x, cls, site]`` rows."""
         entry = self.frame()
         return b'{"frame":null}' if entry is None else entry["json"]
 

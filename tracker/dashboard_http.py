@@ -1,5 +1,6 @@
-"""The dashboard's HTTP side: the request handler, its routes, and who may be answered (the
-token; for a loopback server without one, requests that name a loopback host).
+"""The dashboard's HTTP side: the request handler, its routes, who may be answered (the
+token; for a loopback server without one, requests that name a loopback host), and how other
+computers name this one (:func:`public_host`).
 :class:`etem.tracker.dashboard.Dashboard` serves with it."""
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import ipaddress
 import json
 import logging
 import math
+import socket
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,13 +20,16 @@ import numpy as np
 if TYPE_CHECKING:
     from .dashboard import Dashboard
 
-__all__ = ["STATIC", "Handler", "allowed"]
+__all__ = ["STATIC", "Handler", "allowed", "public_host"]
 
 log = logging.getLogger("etem.dashboard")
 
 STATIC = {"/": ("dashboard.html", "text/html; charset=utf-8"),
            "/dashboard.html": ("dashboard.html", "text/html; charset=utf-8"),
            "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8")}
+# what the page fetches, by the name Dashboard.served notes it under
+_NOTED = {"/api/status": "status", "/api/frame": "frame", "/api/maps": "maps", "/frame.png": "frame.png",
+          "/maps/occupancy.png": "occupancy", "/maps/events.png": "events", "/maps/classes.png": "classes"}
 _LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -35,6 +40,36 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _local_name(name: str) -> bool:
+    """Whether a host name or address means this machine only (localhost, 127.x, ::1)."""
+    return not name or name.lower().startswith("localhost") or _is_loopback(name)
+
+
+def public_host(host: str) -> str:
+    """How another computer names this one for a server bound to ``host``: the address itself,
+    or for a wildcard (0.0.0.0, ::) the machine's fully qualified name, else its name, else the
+    address it reaches other networks from (where the name is only ``localhost``, as in many
+    containers)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+    for name in (socket.getfqdn, socket.gethostname):
+        try:
+            found = name()
+        except OSError:
+            continue
+        if not _local_name(found):
+            return found
+    try:  # (no packet is sent: a UDP socket's connect only picks the route)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            addr = s.getsockname()[0]
+        if not _local_name(addr):
+            return addr
+    except OSError:
+        pass
+    return socket.gethostname() or "localhost"
 
 
 def allowed(token: str | None, handler: http.server.BaseHTTPRequestHandler, query: dict[str, list[str]]) -> bool:
@@ -78,6 +113,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # an idle keep-alive connection frees its thread
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.dashboard.connected(self.connection, True)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.dashboard.connected(self.connection, False)  # type: ignore[attr-defined]
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.client_address[0], *args)
 
@@ -94,6 +139,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             extra["Set-Cookie"] = f"etem_token={dash.token}; HttpOnly; SameSite=Strict; Path=/"
         try:
             self._route(dash, url.path, query, extra)
+            if url.path in _NOTED:  # (once answered: the end of a run waits for them)
+                dash.served(_NOTED[url.path])
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception as exc:  # noqa: BLE001 - a failing request must not take the run down

@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 let frameInfo = null;    // /api/frame of the frame on screen
 let mapsInfo = null;     // /api/maps of the maps on screen
 let selected = null;     // /api/site of the selected site
+let lastStatus = null;   // the last /api/status answered
 
 async function getJSON(url) {
   const r = await fetch(url, { cache: "no-store" });
@@ -20,7 +21,7 @@ async function getJSON(url) {
 
 function loadImage(img, src) {
   return new Promise((resolve, reject) => {
-    img.onload = () => resolve(img);
+    img.onload = () => { img.parentElement.classList.add("ready"); resolve(img); };
     img.onerror = () => reject(new Error(`${src}: not loaded`));
     img.src = src;
   });
@@ -48,19 +49,58 @@ function bytes(n) {
 }
 
 // -- status -----------------------------------------------------------------------------------
+// How the run ended, as its last status said; `exited`: the tracker no longer answers.
+function endText(s, exited) {
+  const how = `run ended${s.outcome ? ` (${s.outcome})` : ""}`;
+  if (!exited) return s.exiting ? `${how} — the tracker is exiting` : how;
+  const final = mapsInfo && mapsInfo.version >= s.maps_version;
+  return `${how} — the tracker has exited; ` + (final ? "these are its final maps" : "the maps shown may lack its last frames");
+}
+
+function showState(s, exited) {
+  const el = $("state");
+  if (s.state === "finished") {
+    el.textContent = endText(s, exited);
+    el.className = s.outcome && s.outcome !== "complete" ? "finished ended-early" : "finished";
+  } else if (exited) {
+    el.textContent = "connection lost";
+    el.className = "offline";
+  } else {
+    el.textContent = { waiting: "waiting for the first frame", running: "running" }[s.state] || s.state;
+    el.className = s.state;
+  }
+}
+
+function showReasons(s) {
+  const rows = Object.entries(s).filter(([k, v]) => k.includes("/") && v > 0);
+  $("reasons-panel").hidden = !rows.length;
+  const table = $("reasons");
+  table.replaceChildren();
+  if (!rows.length) return;
+  const row = (cells, tag) => {
+    const tr = table.insertRow();
+    for (const c of cells) { const td = document.createElement(tag); td.textContent = c; tr.append(td); }
+  };
+  row(["", "reason", "frames"], "th");
+  for (const [k, v] of rows) row([...k.split("/", 2), String(v)], "td");
+}
+
 async function pollStatus() {
   let s;
   try {
     s = await getJSON("api/status");
   } catch (e) {
-    $("state").textContent = "connection lost";
-    $("state").className = "offline";
+    showState(lastStatus || { state: "waiting" }, true);
     throw e;
   }
-  const label = { waiting: "waiting for the first frame", running: "running", finished: "finished" };
-  $("state").textContent = label[s.state] || s.state;
-  $("state").className = s.state;
+  lastStatus = s;
+  showState(s, false);
   $("engine").textContent = s.engine ? `engine: ${s.engine}` : "";
+  const run = [];
+  if (s.source) run.push(`frames from ${s.source}`);
+  if (s.state && s.state !== "waiting") run.push(s.run_file ? `run file ${s.run_file.split(/[\\/]/).pop()}` : "no run file");
+  $("run").textContent = run.join(" · ");
+  $("run").title = s.run_file || "";
   $("updated").textContent = s.since_last_frame_s != null && s.since_last_frame_s > 2
     ? `no frame for ${fmt(s.since_last_frame_s)} s` : "";
   $("last_frame").textContent = s.last_frame ?? "–";
@@ -76,10 +116,13 @@ async function pollStatus() {
   const recentOut = recent - (s.recent_in_range || 0);
   $("trust").textContent = !judged ? "–"
     : recent < judged ? `${s.recent_in_range} of the last ${recent}` : `${s.in_range} of ${judged}`;
+  // one short line under the figure; the whole of it in the tile's tooltip
   const why = [];
   if (recent < judged) why.push(`whole run ${s.in_range} of ${judged}`);
   if (recentOut > 0 && s.trust_last_out) why.push(`last ${s.trust_last_out}`);
   $("trust_why").textContent = why.join("; ");
+  $("t_trust").title = "frames whose images are inside the ranges the locator was made for" +
+    (why.length ? `\n${why.join("\n")}` : "");
   $("t_trust").classList.toggle("alert", !!s.trust_alert);
   $("fps_recent").textContent = fmt(s.fps_recent, 1);
   $("fps").textContent = fmt(s.fps, 1);
@@ -90,9 +133,7 @@ async function pollStatus() {
   }
   const gpu = Object.entries(s.gpu || {});
   $("gpu").textContent = gpu.length ? gpu.map(([d, m]) => `${bytes(m.allocated)}`).join(", ") : "no GPU";
-  const rows = Object.entries(s).filter(([k, v]) => k.includes("/") && v > 0);
-  $("reasons").innerHTML = rows.length
-    ? "<table>" + rows.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("") + "</table>" : "";
+  showReasons(s);
 }
 
 // -- latest frame -----------------------------------------------------------------------------
@@ -140,6 +181,21 @@ function drawLegend(f) {
     return `<span style="--c:${f.colours[k % f.colours.length]}">${name} (${n})</span>`;
   });
   $("legend").innerHTML = items.join("");
+  $("class-note").textContent = f.class_note || "";
+  $("classes-example").textContent = f.class_change_example || "a site's column changing class";
+}
+
+// A bar of a round length (1, 2 or 5 × 10^k Å), about a fifth of the frame wide.
+function drawScaleBar(f) {
+  const bar = $("scalebar");
+  bar.hidden = !f.sampling_A;
+  if (!f.sampling_A) return;
+  const widthA = f.shape[1] * f.sampling_A, target = widthA / 5;
+  const p = 10 ** Math.floor(Math.log10(target));
+  const len = Number([5, 2, 1].map((m) => m * p).find((l) => l <= target).toPrecision(2));
+  bar.style.width = `${(100 * len / widthA).toFixed(3)}%`;
+  $("scalebar-label").textContent = len >= 10 ? `${Number((len / 10).toPrecision(2))} nm` : `${len} Å`;
+  bar.dataset.lengthA = String(len);
 }
 
 async function pollFrame() {
@@ -150,6 +206,7 @@ async function pollFrame() {
   $("frame-info").textContent =
     `#${f.frame} · ${f.n_columns} columns · drift ${fmt(f.drift[0], 1)}, ${fmt(f.drift[1], 1)} px`;
   drawLegend(f);
+  drawScaleBar(f);
   drawColumns();
 }
 
@@ -220,10 +277,15 @@ async function pollSite() {
   if (s.site !== null) { selected = s; showSite(); }
 }
 
+// The site's class by name (the run's class names), else its number.
+function className(s) {
+  return s.class_name ?? (frameInfo && frameInfo.class_names[s.cls]) ?? `class ${s.cls}`;
+}
+
 function showSite() {
   const s = selected;
   $("site-info").textContent =
-    `site ${s.site} at (${fmt(s.y, 1)}, ${fmt(s.x, 1)}) px · class ${s.cls} · occupancy ${fmt(s.occupancy, 3)}` +
+    `site ${s.site} at (${fmt(s.y, 1)}, ${fmt(s.x, 1)}) px · ${className(s)} · occupancy ${fmt(s.occupancy, 3)}` +
     ` · ${s.n_events} events (rate ${fmt(s.event_rate, 3)})` +
     (s.n_class_changes === null || s.n_class_changes === undefined ? "" : ` · ${s.n_class_changes} class changes`) +
     ` · first seen in frame ${s.first_frame}`;
