@@ -20,7 +20,8 @@ import pytest
 from etem.simulate.toy import make_movie, save_movie
 from etem.tracker import track
 from etem.tracker.cli import main
-from etem.tracker.dashboard import Dashboard, DashboardConfig, LatencyHistogram, _class_notes, metrics_text, public_host
+from etem.tracker.dashboard import Dashboard, DashboardConfig, LatencyHistogram, metrics_text, public_host
+from etem.tracker.dashboard_views import _class_notes
 from etem.tracker.errors import ConfigError
 from etem.tracker.pipeline import Pipeline, PipelineConfig
 from etem.tracker.sources import iter_array
