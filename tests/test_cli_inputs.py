@@ -277,3 +277,21 @@ def test_a_list_of_numbers_that_begins_negative_is_an_options_value():
     assert _joined_negative_lists(["find", "a.tif", "--sampling", "-0.1"]) == ["find", "a.tif", "--sampling", "-0.1"]
     assert _joined_negative_lists(["simulate", "movie", "--focal-series", "-50,0,50", "-o", "m.h5"])[2] == \
         "--focal-series=-50,0,50"
+
+
+def test_a_pixel_size_given_far_from_the_files_is_said(tmp_path, caplog):
+    """`--sampling 0.0127` for a file that records 0.127 Å/px (nm typed as Å) was taken without
+    a word; it is still taken, and said."""
+    import logging
+
+    from etem.tracker import find, track
+
+    np.savez(tmp_path / "m.npz", frames=np.random.default_rng(0).poisson(20, (2, 32, 32)).astype(np.float32),
+             sampling=0.127)
+    with caplog.at_level(logging.WARNING):
+        find(tmp_path / "m.npz", sampling=0.0127, classical=True)
+    assert "records 0.127 Å/px; --sampling 0.0127 (0.1x that) is used (nm for Å?)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        track(tmp_path / "m.npz", sampling=0.13, classical=True)  # (near the file's: nothing said)
+    assert "records" not in caplog.text

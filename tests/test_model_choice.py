@@ -64,6 +64,14 @@ def test_without_a_model_the_files_metadata_choose(tmp_path, capsys, caplog):
     assert "located by the classical locator" in capsys.readouterr().out
     assert main(["replay", str(stem), "-o", str(tmp_path / "run.h5"), "--quiet"]) == 0
     assert "columns located by model haadf-stem" in capsys.readouterr().out
+    # an engine named without a model runs the model the data choose (it was "the onnxruntime
+    # engine needs a model"); --imaging against the file's own word is said
+    df = find(stem, engine="onnxruntime", device="cpu")
+    assert df.attrs["model"] == "haadf-stem" and df.attrs["engine"] == "onnxruntime"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="etem.engine"):
+        find(stem, classical=True, config=config_from_dict({"engine": {"imaging": "hrtem"}}))
+    assert "--imaging hrtem, but the data say the frames are STEM" in caplog.text
 
 
 @pytest.mark.parametrize("detection", ["thread", "process"])

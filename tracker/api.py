@@ -59,14 +59,19 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
         from .files import known_material
 
         material = known_material(data.get("material"))  # the material in view, as a file or a stream says
-    imaging = base.imaging or (data.get("imaging") if data.get("imaging") in ("hrtem", "stem") else None)
+    said_by_data = data.get("imaging") if data.get("imaging") in ("hrtem", "stem") else None
+    imaging = base.imaging or said_by_data
+    if base.imaging and said_by_data and base.imaging != said_by_data:
+        logging.getLogger("etem.engine").warning(
+            "--imaging %s, but the data say the frames are %s: taken as --imaging says (leave it out to go by "
+            "the data)", base.imaging, said_by_data.upper())
     if model == "auto" and imaging:
         model = f"auto:{imaging}"
     # nothing chosen: the bundled model made for what the frames are (the run's --imaging or the
     # file's metadata) and, for HRTEM, the material; the classical locator where none fits or
     # where the frames' kind is not known
-    unchosen = (model is None and not classical and base.model is None and base.kind == "auto"
-                and engine in (None, "auto"))
+    unchosen = (model is None and not classical and base.model is None and base.kind != "classical"
+                and engine != "classical")  # (an engine named without a model runs the model chosen)
     said = "as the run says" if base.imaging else "as the data say"
     if unchosen and (imaging == "stem" or (imaging == "hrtem" and material is not None)):
         model = f"auto:{imaging}"
@@ -255,6 +260,10 @@ def _frames_of(image, *, sampling: float | None, focal: int, dataset: str | None
         from .files import open_recording
 
         rec = open_recording(image, focal=focal, dataset=dataset)
+        if sampling is not None:
+            from .sources import say_sampling_override
+
+            say_sampling_override(rec.sampling, sampling, image)
         for f in rec.iter_frames():
             if sampling is not None:
                 f.sampling = sampling

@@ -6,6 +6,7 @@ receive and reject in the run's :class:`Counters`; a malformed message never sto
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -344,11 +345,21 @@ def open_source(
         rec = open_recording(path, focal=focal, fps=fps, dataset=dataset)
         frames = rec.iter_frames(start, pace=pace)
         if sampling is not None:
+            say_sampling_override(rec.sampling, sampling, path)
             frames = _override_sampling(frames, sampling)
         elif rec.sampling is None and default_sampling is None:
             log.warning("%s gives no pixel size; pass --sampling (Å/px)", path)
         return counted(frames, counters)
     return iter_array(spec, sampling=sampling, counters=counters, start=start)
+
+
+def say_sampling_override(said: float | None, given: float, source) -> None:
+    """Say where a pixel size given (--sampling) is far from the one the file records (a
+    factor 10 is nm taken for Å); the given one is used."""
+    if said and not 0.8 <= given / said <= 1.25:
+        log.warning("%s records %.4g Å/px; --sampling %.4g (%.3gx that) is used%s", source, said, given,
+                    given / said, " (nm for Å?)" if math.isclose(max(given, said) / min(given, said), 10, rel_tol=0.05)
+                    else "")
 
 
 def _override_sampling(frames: Iterable[Frame], sampling: float) -> Iterator[Frame]:
