@@ -210,3 +210,17 @@ def test_frames_and_models_of_other_focal_series(tmp_path, capsys, caplog):
     det._ensure_engine(series.sampling, img)
     f = Frame(image=img, frame=0, sampling=series.sampling, defocus=(-100.0, 100.0, 5.0))
     assert np.array_equal(det._inputs_of(f, 1), img[2])
+
+
+def test_a_model_made_for_focal_series_is_not_taken_for_single_images_and_that_is_said(caplog):
+    """Single HRTEM images of MoS2: the bundled MoS2 models take focal series of three, so the
+    classical locator finds the columns; it did so without a word."""
+    import logging
+
+    from etem.tracker import find
+
+    img = np.random.default_rng(0).poisson(20, (64, 64)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="etem.engine"):
+        df = find(img, sampling=0.1, model="auto", material="mos2")
+    assert df.attrs["model"] is None
+    assert "takes 3 images per frame; these frames have 1: the classical locator" in caplog.text

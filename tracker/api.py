@@ -44,6 +44,16 @@ def resolve_model(model, material: str | None, focal: int = 1):
                           "(material='au', 'graphene' … / --material); for STEM frames, say so (--imaging stem, or "
                           "model 'auto:stem')")
     chosen = choose_model(material, imaging, n_inputs=focal)
+    other = None if chosen else choose_model(material, imaging)
+    if other:  # made for these frames but for focal series of another length: say why it is not used
+        import json
+
+        from etem.train.bundle import bundle_paths
+
+        n = len(json.loads(bundle_paths(other)[1].read_text(encoding="utf-8")).get("inputs", [0.0]))
+        logging.getLogger("etem.engine").warning(
+            "the bundled %s model for %s, %s, takes %d image%s per frame; these frames have %d: the classical "
+            "locator finds the columns", imaging.upper(), material, other, n, "s" if n != 1 else "", focal)
     logging.getLogger("etem.engine").info("model %r for material %r, %d image(s) per frame: %s", model, material,
                                           focal, chosen or "no bundled model fits; the classical locator")
     return chosen
