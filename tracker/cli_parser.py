@@ -20,15 +20,22 @@ def _sampling_arg(text: str) -> float | str:
     return value
 
 
-def _positive(text: str) -> float:
-    """A rate (frames per second, a pace): a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
-    return value
+def _number(may_be_0: bool):
+    """An argparse type: a finite number above 0 (a rate, a pace, a size), or 0 or more (a time,
+    a distance)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ((value >= 0 if may_be_0 else value > 0) and value < float("inf")):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if may_be_0 else 'above 0'}, got {text!r}")
+        return value
+    return parse
+
+
+_positive = _number(may_be_0=False)
+_at_least_0 = _number(may_be_0=True)
 
 
 def _whole(low: int, high: int | None = None, what: str = ""):
@@ -43,17 +50,6 @@ def _whole(low: int, high: int | None = None, what: str = ""):
             raise argparse.ArgumentTypeError(f"must be {span}{what}, got {text!r}")
         return value
     return parse
-
-
-def _at_least_0(text: str) -> float:
-    """A time or a distance that may be 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
 
 
 _count = _whole(1)
