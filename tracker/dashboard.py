@@ -52,7 +52,7 @@ import numpy as np
 from .dashboard_http import STATIC, Handler, _is_loopback, _json_safe
 from .errors import ConfigError
 from . import pngs
-from .plots import CLASS_COLOURS
+from .plots import class_colours
 from .sites import occupied_sites, render_site_values
 from .metrics import LATENCY_BUCKETS_S, LatencyHistogram, gpu_memory, metrics_text  # noqa: F401 (re-exported)
 
@@ -361,7 +361,7 @@ class Dashboard:
         meta = {"frame": latest["frame"], "png": f"frame.png?n={latest['frame']}", "shape": list(img.shape),
                 "display_shape": list(grey.shape), "scale": 1.0 / k,
                 "drift": [round(float(d), 2) for d in latest["drift"]], "n_columns": n,
-                "class_names": names, "colours": list(CLASS_COLOURS)}
+                "class_names": names, "colours": class_colours(names)}
         columns = json.dumps([[y, x, int(c), int(s)] for y, x, c, s in table.tolist()], separators=(",", ":"))
         body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
         return {"frame": latest["frame"], "png": pngs.png(grey), "json": body.encode()}
