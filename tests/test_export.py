@@ -171,6 +171,25 @@ def test_counts_plot_has_whole_column_ticks_and_its_label_fits():
     assert label.x0 >= 0 and min(b.x0 for b in labels) >= 0, (label, labels)
 
 
+def test_the_report_labels_of_large_counts_fit(tmp_path):
+    """report.png of the real MoS2 ADF image (about 2000 columns per class): the y label
+    "columns" of the counts over time was cut off at the page's edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from etem.tracker.report import render_report, run_statistics
+
+    make_run(tmp_path / "run.h5")
+    with open_run(tmp_path / "run.h5") as run:
+        tables, summ = run_statistics(run)
+        tables["class_counts"] = pd.DataFrame({"frame": [0], "n_A0": [2088], "n_B0": [1960], "n_B1": [99]})
+        fig = render_report(run, tables, summ)
+        FigureCanvasAgg(fig).draw()
+    [ax] = [a for a in fig.axes if a.get_title() == "Columns per class over time"]
+    label = ax.yaxis.label.get_window_extent()
+    ticks = [t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()]
+    assert label.x0 >= 0 and min(b.x0 for b in ticks) >= 0, (label, ticks)
+
+
 def test_the_movie_draws_each_class_in_its_colour_with_a_legend(tmp_path):
     """`etem export --movie`: every column was one red circle, no legend; now each class is
     drawn in its name's colour (as the overlay), with a legend in a band below the frames."""

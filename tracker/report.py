@@ -86,7 +86,7 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     from .export import render_site_map
 
     fig = Figure(figsize=(11.7, 8.3))
-    gs = fig.add_gridspec(2, 3, left=0.05, right=0.97, top=0.9, bottom=0.07, wspace=0.35, hspace=0.35)
+    gs = fig.add_gridspec(2, 3, left=0.08, right=0.97, top=0.9, bottom=0.07, wspace=0.35, hspace=0.35)
     status = summ.get("run_status")
     partial = {"running": " (still running, or its tracker died: the frames so far)",
                "interrupted": " (interrupted: the frames until then)", "stopped": " (stopped: the frames until then)",
