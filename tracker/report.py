@@ -56,7 +56,7 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         mobile = tracks[tracks["mobile"].astype(bool)]
         summ["tracks_fitted"] = int(len(tracks))
         summ["tracks_mobile"] = int(len(mobile))
-        summ["median_D"] = float(tracks["D"].median())
+        summ.update(D.median_d(tracks["D"].to_numpy(float)))
         summ["median_D_mobile"] = float(mobile["D"].median()) if len(mobile) else None
         summ["D_units"] = ("Å²" if run.sampling else "px²") + ("/s" if fps else "/frame")
     return tables, summ
@@ -212,7 +212,13 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
         lines.append(f"tracks fitted (MSD): {g('tracks_fitted')}, mobile {g('tracks_mobile', 0)}")
         if g("median_D_mobile") is not None:
             lines.append(f"  D of the mobile (median): {num(g('median_D_mobile'))} {units}")
-        lines.append(f"  D of all (median): {num(g('median_D'))} {units}")
+        if g("median_D_resolved") is False:  # (the MSDs' noise: a D about 0, below its error)
+            bound = g("median_D_upper")
+            lines.append("  D of all (median): not resolved" + (f", < {num(bound)} {units}" if bound is not None else ""))
+        else:
+            err = g("median_D_err")
+            lines.append(f"  D of all (median): {num(g('median_D'))} {units}"
+                         + (f"\n    (± {num(err)})" if err is not None else ""))
     return lines
 
 
