@@ -29,6 +29,9 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The derived tables (``site_kinetics``, ``residence_histogram``, ``hop_jumps``, ``msd``,
     ``tracks``, ``class_counts``, ``site_intensity``) and the summary of a run."""
     frames, sites, stats = run.frames, run.sites, run.stats
+    as_of = run.stats_as_of  # a run not closed: its statistics are those of its latest resume snapshot
+    if as_of is not None:
+        frames = frames.iloc[: as_of["frames"]]  # (the frames they stand for)
     fps = D.frame_rate(frames)
     residence = stats.get("residence")
     if residence is None or not {"site", "frames", "occupied", "censored"} <= set(residence.columns):
@@ -48,6 +51,9 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     summ = D.summary(frames, sites, stats, run.sampling, run.class_names)
     # how the run ended: a run still being written, or stopped, holds only part of the recording
     summ["run_status"] = run.status
+    if as_of is not None:
+        summ["stats_as_of_frame"] = as_of["last_frame"]
+        summ["stats_note"] = f"as of frame {as_of['last_frame']} ({as_of['why']})"
     if run.attrs.get("error"):
         summ["run_error"] = str(run.attrs["error"])
     if len(tracks):
@@ -91,6 +97,8 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     partial = {"running": " (still running, or its tracker died: the frames so far)",
                "interrupted": " (interrupted: the frames until then)", "stopped": " (stopped: the frames until then)",
                "failed": " (failed: the frames until then)"}.get(str(status), "")
+    if summ.get("stats_note"):
+        partial += f"\nstatistics {summ['stats_note']}"
     fig.suptitle(f"etem-tracker run {Path(run.path).name}: {summ['frames']} frames, {summ['sites']} sites{partial}",
                  fontsize=13, color="C3" if partial else "black")
     sites = occupied_sites(run.sites)
@@ -219,6 +227,8 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
             err = g("median_D_err")
             lines.append(f"  D of all (median): {num(g('median_D'))} {units}"
                          + (f"\n    (± {num(err)})" if err is not None else ""))
+    if g("stats_note"):
+        lines.append(f"events as of frame {g('stats_as_of_frame')}\n  (the run was not closed)")
     return lines
 
 

@@ -1,0 +1,80 @@
+"""A run file that was not closed (being written, or left by a killed tracker): its statistics
+are told as they are."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from etem.simulate.toy import make_movie
+from etem.tracker import BatchConfig, PipelineConfig, track
+from etem.tracker.export import export_run
+from etem.tracker.report import figure_lines, render_report, run_statistics
+from etem.tracker.resume import STATE_ARRAYS, STATE_LOGS
+from etem.tracker.runfile import RunWriter, open_run
+
+ONE = PipelineConfig(batch=BatchConfig(max_batch=1), default_sampling=0.2)
+TABLES = ("flips", "hops", "class_changes", "residence")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return np.asarray(make_movie(n_frames=36, shape=(96, 96), particle_radius_A=6.0, seed=11).frames, np.float32)
+
+
+@pytest.fixture(scope="module")
+def finished(stack, tmp_path_factory):
+    path = tmp_path_factory.mktemp("finished") / "run.h5"
+    track(stack, config=ONE, run_path=path)
+    return path
+
+
+def _as_killed(src, dst):
+    """``src`` as its tracker, killed after its last flush, leaves it: status running, no stats."""
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+", locking=False) as f:
+        f.attrs["status"] = json.dumps("running")
+        f.attrs["writer"] = json.dumps({"pid": 0, "host": "gone"})  # (its writer is no more)
+        for name in list(f["stats"]):
+            del f["stats"][name]
+    return dst
+
+
+def test_a_run_not_closed_gives_its_statistics_as_of_its_last_snapshot(finished, tmp_path):
+    """Exported mid-run (or after a kill -9) a run said "0 flips, 0 hops" and run.stats was {}:
+    now its statistics are those of its latest resume snapshot, said to be as of its frame."""
+    killed = open_run(_as_killed(finished, tmp_path / "killed.h5"))
+    ref = open_run(finished)
+    assert ref.stats_as_of is None
+    assert killed.stats_as_of == {"last_frame": 35, "frames": 36, "why": pytest.approx(killed.stats_as_of["why"])}
+    assert "not closed" in killed.stats_as_of["why"]
+    for name in TABLES:  # what the run's close would have written
+        pd.testing.assert_frame_equal(killed.stats[name], ref.stats[name])
+    assert len(killed.stats["flips"]) > 0
+
+    _, summ = run_statistics(killed)
+    _, ref_summ = run_statistics(ref)
+    assert summ["flips_per_frame"] == ref_summ["flips_per_frame"] > 0
+    assert summ["hops_per_frame"] == ref_summ["hops_per_frame"] > 0
+    assert summ["stats_as_of_frame"] == 35 and "as of frame 35" in summ["stats_note"]
+    assert any("as of frame 35" in line for line in figure_lines(summ))
+    tables, _ = run_statistics(killed)
+    assert "statistics as of frame 35" in render_report(killed, tables, summ)._suptitle.get_text()
+    export_run(killed.path, tmp_path / "out", formats=("report",), progress=False)
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["flips_per_frame"] > 0 and written["run_status"] == "running"
+
+
+def test_a_run_with_no_snapshot_yet_says_what_to_do(tmp_path):
+    path = tmp_path / "early.h5"
+    w = RunWriter(path, attrs={}, counter_names=["received"], state_arrays=STATE_ARRAYS, state_logs=STATE_LOGS)
+    w.begin((8, 8), 0.1)
+    w.close(status="failed")
+    run = open_run(path)
+    assert run.stats_as_of is None and "flips" not in run.stats
+    with pytest.raises(KeyError, match="no resume snapshot so far.*once the run is closed"):
+        run.stats["flips"]
