@@ -1,14 +1,17 @@
-"""A run file that was not closed (being written, or left by a killed tracker): its statistics
-are told as they are."""
+"""A run file that was not closed (being written, or left by a killed tracker), and a resumed run
+that got no frame: their statistics and status are told as they are."""
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import time
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from _procs import etem, free_port
 
 from etem.simulate.toy import make_movie
 from etem.tracker import BatchConfig, PipelineConfig, track
@@ -78,3 +81,26 @@ def test_a_run_with_no_snapshot_yet_says_what_to_do(tmp_path):
     assert run.stats_as_of is None and "flips" not in run.stats
     with pytest.raises(KeyError, match="no resume snapshot so far.*once the run is closed"):
         run.stats["flips"]
+
+
+def test_a_resumed_stream_stopped_before_any_frame_is_closed_with_its_statistics(finished, tmp_path):
+    """`etem track --resume RUN.h5` on a stream that sent nothing, stopped by SIGTERM, said
+    "nothing was written yet" and left the file 'running': it is closed, interrupted, with its
+    statistics, and the message says so."""
+    path = _as_killed(finished, tmp_path / "run.h5")
+    proc = etem("track", "--listen", f"tcp://127.0.0.1:{free_port()}", "--mode", "pull", "--bind",
+                "--resume", str(path), "--quiet")
+    try:
+        time.sleep(8.0)  # (started, listening)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert "Traceback" not in err and "nothing was written" not in err and f"saved in {path}" in err, err
+    run, ref = open_run(path), open_run(finished)
+    assert run.status == "interrupted" and run.stats_as_of is None and len(run.frames) == 36
+    for name in TABLES:
+        pd.testing.assert_frame_equal(run.stats[name], ref.stats[name])
