@@ -1,5 +1,5 @@
 """A run file that was not closed (being written, or left by a killed tracker), and a resumed run
-that got no frame: their statistics and status are told as they are."""
+that got no frame: their statistics, status and rate are told as they are."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,12 @@ import pytest
 from _procs import etem, free_port
 
 from etem.simulate.toy import make_movie
-from etem.tracker import BatchConfig, PipelineConfig, track
+from etem.tracker import BatchConfig, Pipeline, PipelineConfig, track
 from etem.tracker.export import export_run
 from etem.tracker.report import figure_lines, render_report, run_statistics
 from etem.tracker.resume import STATE_ARRAYS, STATE_LOGS
 from etem.tracker.runfile import RunWriter, open_run
+from etem.tracker.sources import iter_array
 
 ONE = PipelineConfig(batch=BatchConfig(max_batch=1), default_sampling=0.2)
 TABLES = ("flips", "hops", "class_changes", "residence")
@@ -104,3 +105,24 @@ def test_a_resumed_stream_stopped_before_any_frame_is_closed_with_its_statistics
     assert run.status == "interrupted" and run.stats_as_of is None and len(run.frames) == 36
     for name in TABLES:
         pd.testing.assert_frame_equal(run.stats[name], ref.stats[name])
+
+
+def test_the_rate_of_a_resumed_run_counts_only_its_own_frames(stack, tmp_path):
+    """A resumed run's status line read 61.7 frames/s (the earlier frames over this process's
+    time): the rate is of this process's frames."""
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(ONE, run_path=path)
+    it = pipe.run_iter(iter_array(stack, counters=pipe.counters, sampling=0.2))
+    for res in it:
+        if res.frame == 24:
+            break
+    it.close()
+    again = Pipeline.resume(path)
+    assert again.counters.processed == 25
+    it = again.run_iter(iter_array(stack, counters=again.counters, sampling=0.2, start=25))
+    for res in it:
+        elapsed = time.perf_counter() - again.t_start
+        fps = again.status()["fps"]
+        assert fps * elapsed < 2  # one frame of this process over its time (before: 26 frames)
+        break
+    it.close()
