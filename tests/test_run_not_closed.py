@@ -126,3 +126,22 @@ def test_the_rate_of_a_resumed_run_counts_only_its_own_frames(stack, tmp_path):
         assert fps * elapsed < 2  # one frame of this process over its time (before: 26 frames)
         break
     it.close()
+
+
+def test_groups_fixed_on_the_first_frame_leave_the_first_frames_alone_quietly(tmp_path, caplog):
+    """Intensity groups learned from the first frame alone (a large image): no warning "the first
+    frames keep their provisional classes (No objects to concatenate)"."""
+    from etem.simulate.insitu_mos2 import mos2_movie
+    from etem.tracker.config import config_from_dict
+
+    movie = mos2_movie(n_frames=2, shape=(256, 256), seed=0, mode="stem", dose_per_frame=1000.0)
+    cfg = config_from_dict({"locate": {"intensity_classes": True}, "engine": {"model": "haadf-stem", "imaging": "stem"}},
+                           PipelineConfig())
+    pipe = Pipeline(cfg, run_path=tmp_path / "run.h5")
+    pipe.intensity_classes.learn_columns = 50  # (fixed on frame 0)
+    with caplog.at_level("WARNING", logger="etem.pipeline"):
+        results = list(pipe.run_iter(iter_array(movie.frames, counters=pipe.counters, sampling=movie.sampling)))
+    assert len(results) == 2 and pipe.intensity_classes.fixed
+    assert not [r for r in caplog.records if "provisional" in r.getMessage()], caplog.text
+    with open_run(tmp_path / "run.h5") as run:
+        assert len(run.columns) == sum(len(r.columns) for r in results)

@@ -91,8 +91,8 @@ class RunFileStage:
         parts = [p for p in self.columns_parts if len(p) and "intensity" in p.columns]
         for p in parts:
             p["cls"] = ic.classify(p)
-        if self.writer is None:
-            return
+        if self.writer is None or self.writer.n_rows("columns") == 0:
+            return  # (nothing written yet: the groups were fixed on the run's first frame)
         try:
             if sum(len(p) for p in self.columns_parts) == self.writer.n_rows("columns"):
                 table = pd.concat(list(self.columns_parts), ignore_index=True)
