@@ -222,7 +222,7 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
             lines.append(f"  D of the mobile (median): {num(g('median_D_mobile'))} {units}")
         if g("median_D_resolved") is False:  # (the MSDs' noise: a D about 0, below its error)
             bound = g("median_D_upper")
-            lines.append("  D of all (median): not resolved" + (f", < {num(bound)} {units}" if bound is not None else ""))
+            lines.append("  D of all (median): not resolved" + (f"\n    (< {num(bound)} {units})" if bound is not None else ""))
         else:
             err = g("median_D_err")
             lines.append(f"  D of all (median): {num(g('median_D'))} {units}"
