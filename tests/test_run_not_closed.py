@@ -145,3 +145,28 @@ def test_groups_fixed_on_the_first_frame_leave_the_first_frames_alone_quietly(tm
     assert not [r for r in caplog.records if "provisional" in r.getMessage()], caplog.text
     with open_run(tmp_path / "run.h5") as run:
         assert len(run.columns) == sum(len(r.columns) for r in results)
+
+
+def test_a_run_being_written_is_summed_up_over_the_frames_of_its_snapshot(tmp_path):
+    """Exported while written, a run's tables read first and its snapshot read later (a flush
+    or more in between) gave rates over fewer frames than the events were counted on."""
+    from etem.simulate.toy import save_movie
+
+    from _procs import wait_for_frames
+
+    save_movie(make_movie(n_frames=200, shape=(96, 96), particle_radius_A=6.0, seed=12), tmp_path / "movie.h5")
+    path = tmp_path / "run.h5"
+    proc = etem("replay", str(tmp_path / "movie.h5"), "--pace", "1", "--fps", "20", "--max-batch", "1",
+                "-o", str(path), "--quiet")
+    try:
+        wait_for_frames(path, 20, proc, timeout=120)
+        with open_run(path) as run:
+            early = len(run.frames)  # (read now: the writer goes on)
+            time.sleep(1.5)
+            _, summ = run_statistics(run)
+            as_of = run.stats_as_of
+            assert run.live and as_of is not None and as_of["frames"] > early
+            assert summ["frames"] == as_of["frames"] == len(run.frames)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)

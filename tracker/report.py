@@ -28,8 +28,9 @@ __all__ = ["run_statistics", "render_report", "write_statistics_h5", "write_movi
 def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The derived tables (``site_kinetics``, ``residence_histogram``, ``hop_jumps``, ``msd``,
     ``tracks``, ``class_counts``, ``site_intensity``) and the summary of a run."""
-    frames, sites, stats = run.frames, run.sites, run.stats
-    as_of = run.stats_as_of  # a run not closed: its statistics are those of its latest resume snapshot
+    stats = run.stats  # (first: a run not closed gives those of its latest resume snapshot ...)
+    as_of = run.stats_as_of
+    frames, sites = run.frames, run.sites  # (... and the tables then as far as it goes)
     if as_of is not None:
         frames = frames.iloc[: as_of["frames"]]  # (the frames they stand for)
     fps = D.frame_rate(frames)

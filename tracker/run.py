@@ -115,6 +115,18 @@ class Run:
         self._cache: dict[str, Any] = {}
         self._open()
 
+    def _see_new_rows(self) -> None:
+        """Let the tables' datasets show the rows the writer has flushed since they were first
+        read (an SWMR reader sees a dataset as it was then), and read them again when asked."""
+        if self.live:
+            f = self._f
+            f["rows"].refresh()
+            for table in TABLES:
+                for c in f[table].attrs["columns"]:
+                    f[table][str(c)].refresh()
+        for key in TABLES:
+            self._cache.pop(key, None)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -225,6 +237,8 @@ class Run:
                               "(about a second after its first frame), or once the run is closed.")
             return tables
         computed, as_of = found
+        if self.n_rows("frames") < as_of["frames"]:  # tables first read before the writer's last flush
+            self._see_new_rows()
         why = ("run still being written, or its tracker died: not closed" if status == "running"
                else f"run {status}: its statistics were not written at its close")
         self._cache["stats_as_of"] = {**as_of, "why": why}
