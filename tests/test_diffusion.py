@@ -179,3 +179,34 @@ def test_hop_jumps_are_the_vectors_between_the_sites():
     frames = pd.DataFrame({"frame": np.arange(10), "n_columns": 3})
     s = D.summary(frames, sites, {"hops": hops, "flips": pd.DataFrame(columns=["frame", "site", "kind"])}, 0.1)
     assert s["hop_length_median"] == pytest.approx(3.0) and s["hop_length_units"] == "Å"
+
+
+def test_a_median_d_below_zero_is_reported_as_not_resolved(tmp_path):
+    """summary.json said "median_D": -5.08e-06 Å²/frame on a drifting real movie whose columns
+    stay put (the MSDs' noise): a D below 0 is no figure. It is clipped to 0, marked not
+    resolved, with the bound it lies below; a resolved one is given with its error."""
+    from etem.tracker.report import figure_lines, run_statistics
+    from etem.tracker.runfile import RunWriter, open_run
+
+    rng = np.random.default_rng(0)
+    n_frames, n = 20, 40
+    with RunWriter(tmp_path / "run.h5", attrs={}, counter_names=["received"]) as w:
+        w.begin((64, 64), 0.2)
+        home = rng.uniform(5, 50, (n, 2))
+        for f in range(n_frames):
+            yx = home + rng.normal(0, 0.05, (n, 2))
+            w.append("frames", {"frame": f, "seq": f, "n_columns": n})
+            w.append("columns", {"frame": f, "y": yx[:, 0], "x": yx[:, 1], "y_ref": yx[:, 0], "x_ref": yx[:, 1],
+                                 "particle": np.arange(n), "cls": 0})
+    with open_run(tmp_path / "run.h5") as run:
+        tables, summ = run_statistics(run)
+    assert tables["tracks"]["D"].median() < 0  # (the fits' own median)
+    assert summ["median_D"] == 0.0 and summ["median_D_resolved"] is False
+    assert 0 < summ["median_D_upper"] < 1e-5
+    line = next(x for x in figure_lines(summ) if "D of all" in x)
+    assert "not resolved" in line and float(line.split("(<")[1].split()[0]) > 0
+
+    walkers = np.abs(rng.normal(0.05, 0.01, 30))
+    resolved = D.median_d(walkers)
+    assert resolved["median_D_resolved"] and resolved["median_D"] == pytest.approx(np.median(walkers))
+    assert 0 < resolved["median_D_err"] < 0.01

@@ -289,3 +289,25 @@ def test_score_hops(truth):
     assert s["precision"] == pytest.approx(len(hops) / (len(hops) + 1))
     s = score_hops(sites.iloc[:0], None, truth, radius_px=3.0)
     assert s["recall"] == 0.0 and np.isnan(s["precision"])
+
+
+def test_a_recorded_image_given_as_truth_is_a_clear_error(tmp_path, capsys):
+    """`etem evaluate found.csv image.dm3` said "not a readable CSV table ('utf-8' codec can't
+    decode byte 0xe5 …)"; a recorded HDF5 movie gave a traceback. Both now say what a truth is."""
+    import h5py
+
+    from etem.tracker.cli import main
+
+    found = tmp_path / "found.csv"
+    pd.DataFrame({"frame": [0], "y": [1.0], "x": [2.0]}).to_csv(found, index=False)
+    image = tmp_path / "image.dm3"
+    image.write_bytes(b"\x00\x00\x00\x03\x00\x00\x00\xe5\xff" * 100)  # (binary, as a DM3 file)
+    recording = tmp_path / "movie.h5"
+    with h5py.File(recording, "w") as f:
+        f["movie"] = np.zeros((2, 8, 8), np.float32)
+    for truth in (image, recording):
+        assert main(["evaluate", str(found), str(truth)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "codec" not in err, err
+        assert "simulated movie (etem simulate movie" in err and "CSV or Parquet table" in err, err
+        assert "frame, y, x" in err

@@ -169,3 +169,62 @@ def test_counts_plot_has_whole_column_ticks_and_its_label_fits():
     label = ax.yaxis.label.get_window_extent()
     labels = [t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()]
     assert label.x0 >= 0 and min(b.x0 for b in labels) >= 0, (label, labels)
+
+
+def test_the_report_labels_of_large_counts_fit(tmp_path):
+    """report.png of the real MoS2 ADF image (about 2000 columns per class): the y label
+    "columns" of the counts over time was cut off at the page's edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from etem.tracker.report import render_report, run_statistics
+
+    make_run(tmp_path / "run.h5")
+    with open_run(tmp_path / "run.h5") as run:
+        tables, summ = run_statistics(run)
+        tables["class_counts"] = pd.DataFrame({"frame": [0], "n_A0": [2088], "n_B0": [1960], "n_B1": [99]})
+        fig = render_report(run, tables, summ)
+        FigureCanvasAgg(fig).draw()
+    [ax] = [a for a in fig.axes if a.get_title() == "Columns per class over time"]
+    label = ax.yaxis.label.get_window_extent()
+    ticks = [t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()]
+    assert label.x0 >= 0 and min(b.x0 for b in ticks) >= 0, (label, ticks)
+
+
+def test_the_movie_draws_each_class_in_its_colour_with_a_legend(tmp_path):
+    """`etem export --movie`: every column was one red circle, no legend; now each class is
+    drawn in its name's colour (as the overlay), with a legend in a band below the frames."""
+    from PIL import Image
+
+    from etem.tracker.plots import class_colours
+    from etem.tracker.report import write_movie
+
+    shape, n_frames = (96, 128), 3
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "movie.npy", rng.random((n_frames, *shape)).astype(np.float32) * 0.1)
+    yy, xx = np.mgrid[10:90:16, 10:120:16]
+    n = yy.size
+    with RunWriter(tmp_path / "run.h5", attrs={"engine": {"kind": "test", "class_names": ["Mo", "S2"]}},
+                   counter_names=["received", "processed"]) as w:
+        w.begin(shape, 0.2)
+        for i in range(n_frames):
+            w.append("frames", {"frame": i, "seq": i, "n_columns": n})
+            w.append("columns", {"frame": i, "y": yy.ravel().astype(float), "x": xx.ravel().astype(float),
+                                 "cls": np.arange(n) % 2, "particle": np.arange(n)})
+    run = open_run(tmp_path / "run.h5")
+    gif = write_movie(run, tmp_path / "movie.npy", tmp_path / "m.gif")
+    run.close()
+    with Image.open(gif) as im:
+        assert im.n_frames == n_frames
+        w_px, h_px = im.size
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    assert w_px == shape[1] and h_px > shape[0] + 8  # the frame, and the legend's band below it
+
+    def near(colour: str, part: np.ndarray) -> int:
+        want = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(part - want).sum(axis=-1) < 60).sum())
+
+    mo, s2 = class_colours(["Mo", "S2"])[:2]
+    frame, band = rgb[: shape[0]], rgb[shape[0]:]
+    assert near(mo, frame) > 4 * (n // 2) and near(s2, frame) > 4 * (n // 2)  # every column circled in its colour
+    assert near(mo, band) > 0 and near(s2, band) > 0  # ... and said in the legend
+    assert near("#FF3C3C", frame) == 0  # (no column red)

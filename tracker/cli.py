@@ -498,12 +498,14 @@ def cmd_evaluate(args) -> int:
         found = _table(args.found)
         frames_seen = set(found["frame"].tolist()) if "frame" in found.columns else set()
     if args.truth.suffix in (".h5", ".hdf5"):
-        from etem.simulate.toy import load_movie
+        from .evaluate import load_truth_movie
 
-        movie = load_movie(args.truth)
+        movie = load_truth_movie(args.truth)
         truth, sampling = movie.truth.positions, sampling or movie.sampling
     else:
-        truth = _table(args.truth)
+        from .evaluate import read_truth_table
+
+        truth = read_truth_table(args.truth)
     for name, df in (("found", found), ("truth", truth)):
         missing = {"frame", "y", "x"} - set(df.columns)
         if missing:

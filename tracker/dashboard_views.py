@@ -14,7 +14,7 @@ from . import pngs
 from .dashboard_http import _json_safe
 from .frames import class_label
 from .metrics import LatencyHistogram, gpu_memory, metrics_text
-from .plots import CLASS_COLOURS
+from .plots import class_colours
 from .sites import occupied_sites, render_site_values
 
 log = logging.getLogger("etem.dashboard")
@@ -181,7 +181,7 @@ class DashboardViews:
                 "display_shape": list(grey.shape), "scale": 1.0 / k,
                 "drift": [round(float(d), 2) for d in latest["drift"]], "n_columns": n,
                 "class_names": names, "class_note": note, "class_change_example": example,
-                "sampling_A": float(sampling) if sampling else None, "colours": list(CLASS_COLOURS)}
+                "sampling_A": float(sampling) if sampling else None, "colours": class_colours(names)}
         columns = json.dumps([[y, x, int(c), int(s)] for y, x, c, s in table.tolist()], separators=(",", ":"))
         body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
         return {"frame": latest["frame"], "png": pngs.png(grey), "json": body.encode()}

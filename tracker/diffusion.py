@@ -264,6 +264,28 @@ def site_intensity(columns: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
+def median_d(d: np.ndarray) -> dict[str, Any]:
+    """The median of the tracks' diffusion coefficients as a figure to report: ``median_D``,
+    its standard error ``median_D_err``, ``median_D_resolved`` (the median more than 2 standard
+    errors above 0) and ``median_D_upper``, a bound (median + 2 standard errors) it lies below.
+
+    A lattice's columns stay put: their D scatter about 0, below it as often as above (the
+    MSD's noise), and their median can come out below 0, which no diffusion coefficient is.
+    Such a median is reported clipped to 0, not resolved, with its bound. The error is that of
+    a median, ``1.2533 sigma / sqrt(n)``, with sigma from the median absolute deviation.
+    """
+    d = np.asarray(d, float)
+    d = d[np.isfinite(d)]
+    if not len(d):
+        return {"median_D": None, "median_D_err": None, "median_D_upper": None, "median_D_resolved": False}
+    med = float(np.median(d))
+    sigma = 1.4826 * float(np.median(np.abs(d - med)))
+    err = float(1.2533 * sigma / np.sqrt(len(d))) if len(d) > 1 else None  # (one track: no error to judge by)
+    resolved = bool(err is not None and med > 2 * err)
+    return {"median_D": med if resolved else max(med, 0.0), "median_D_err": err,
+            "median_D_upper": None if err is None else max(med, 0.0) + 2 * err, "median_D_resolved": resolved}
+
+
 def summary(frames: pd.DataFrame, sites: pd.DataFrame, stats: dict[str, pd.DataFrame],
             sampling: float | None, class_names: Sequence[str] = ()) -> dict[str, Any]:
     """The run's headline figures (for the report and ``summary.json``); ``class_names`` name

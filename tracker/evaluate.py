@@ -8,15 +8,49 @@ true, nothing matched) are NaN, never a silent 0 or 1.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError
 from .matching import match_within
 
 if TYPE_CHECKING:  # pragma: no cover
     from etem.simulate.toy import MovieTruth
+
+
+# ------------------------------------------------------------------------------------ the truth
+
+_TRUTH_KINDS = ("the truth must be a simulated movie (etem simulate movie: an .h5 file that keeps its truth) "
+                "or a CSV or Parquet table with columns frame, y, x (and cls)")
+
+
+def load_truth_movie(path: str | Path):
+    """The simulated movie ``path`` (:func:`etem.simulate.toy.load_movie`), or a
+    :class:`ConfigError` saying what a truth can be where it is another HDF5 file (a recording)."""
+    from etem.simulate.toy import load_movie
+
+    try:
+        return load_movie(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: no truth in it ({exc}); {_TRUTH_KINDS}.") from None
+
+
+def read_truth_table(path: str | Path) -> pd.DataFrame:
+    """A truth table (CSV, or Parquet by suffix), or a :class:`ConfigError` saying what a truth
+    can be where ``path`` is no table (a recorded image: it holds no truth)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError, ImportError) as exc:
+        first = ("a binary file, not text" if isinstance(exc, UnicodeDecodeError)
+                 else str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise ConfigError(f"{path}: not a table of true columns ({first[:120]}); {_TRUTH_KINDS}. A recorded "
+                          "image holds no truth: score found columns against a simulated movie.") from None
 
 
 def _points(a: Any, name: str) -> np.ndarray:

@@ -272,7 +272,9 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
     Parameters
     ----------
     run_path
-        The run's HDF5 file (a run still being written is exported as it stands).
+        The run's HDF5 file (a run still being written, or left by a killed tracker, is exported
+        as it stands: its statistics as of its latest resume snapshot, which the report and
+        ``summary.json`` say; :attr:`etem.tracker.run.Run.stats_as_of`).
     out_dir
         Folder for the output; created if missing. Existing files of the same names are replaced.
     formats

@@ -141,6 +141,7 @@ class Pipeline(FrameChecks, RunFileStage):
         self._ahead: list[tuple[float, str, str]] = []
         self._acct_lock = threading.Lock()
         self.t_start = time.perf_counter()
+        self._processed_before = 0  # frames processed before run_iter (a resumed run's): not in its rate
         pre = self.cfg.preprocess
         average = (pre.average_frames, pre.average_register, self.cfg.link.max_drift_A) if pre.average_frames > 1 else None
         self.averager: FrameAverager | None = None
@@ -371,6 +372,7 @@ class Pipeline(FrameChecks, RunFileStage):
     def run_iter(self, source: Iterable[Frame]) -> Iterator[FrameResult]:
         """Run over ``source``, yielding a result per processed frame as soon as it is ready."""
         self.t_start = time.perf_counter()
+        self._processed_before = self.counters.processed
         in_process = self.cfg.detection == "process"
         if in_process:
             self.detector.start()  # its imports overlap with the wait for the first frame
@@ -560,7 +562,7 @@ class Pipeline(FrameChecks, RunFileStage):
         c = self.counters.as_dict()
         return {
             **c,
-            "fps": c["processed"] / elapsed if elapsed > 0 else 0.0,
+            "fps": (c["processed"] - self._processed_before) / elapsed if elapsed > 0 else 0.0,
             "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
             "queue_ingest": self._ingest_q.qsize(),

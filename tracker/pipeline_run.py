@@ -91,8 +91,8 @@ class RunFileStage:
         parts = [p for p in self.columns_parts if len(p) and "intensity" in p.columns]
         for p in parts:
             p["cls"] = ic.classify(p)
-        if self.writer is None:
-            return
+        if self.writer is None or self.writer.n_rows("columns") == 0:
+            return  # (nothing written yet: the groups were fixed on the run's first frame)
         try:
             if sum(len(p) for p in self.columns_parts) == self.writer.n_rows("columns"):
                 table = pd.concat(list(self.columns_parts), ignore_index=True)
@@ -107,9 +107,12 @@ class RunFileStage:
 
     def finish(self, status: str = "complete") -> None:
         """Final sites, maps, statistics and counters into the run file; closes it."""
-        if (self.writer is None and self.sites is None and status == "complete" and self._resume is not None
-                and self._resume.state is not None):
-            # a resumed run that had no frame left (killed after its last one): finish it all the same
+        if (self.writer is None and self.sites is None and status in ("complete", "stopped", "interrupted")
+                and self._resume is not None and self._resume.state is not None):
+            # a resumed run that got no frame (killed after its last one, or a stream that sent none
+            # before a stop): close it all the same, with its statistics and its status. (Not a
+            # failure: a run that failed before its first frame, a source that cannot be read, is
+            # left as it was, to be resumed again.)
             self.sites = self._new_sites()
             self._open_writer(None)
         classes = getattr(self, "intensity_classes", None)

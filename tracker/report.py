@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import diffusion as D
+from .frames import class_label
+from .plots import class_colours
 from .runfile import Run
 from .sites import occupied_sites
 
@@ -26,7 +28,11 @@ __all__ = ["run_statistics", "render_report", "write_statistics_h5", "write_movi
 def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The derived tables (``site_kinetics``, ``residence_histogram``, ``hop_jumps``, ``msd``,
     ``tracks``, ``class_counts``, ``site_intensity``) and the summary of a run."""
-    frames, sites, stats = run.frames, run.sites, run.stats
+    stats = run.stats  # (first: a run not closed gives those of its latest resume snapshot ...)
+    as_of = run.stats_as_of
+    frames, sites = run.frames, run.sites  # (... and the tables then as far as it goes)
+    if as_of is not None:
+        frames = frames.iloc[: as_of["frames"]]  # (the frames they stand for)
     fps = D.frame_rate(frames)
     residence = stats.get("residence")
     if residence is None or not {"site", "frames", "occupied", "censored"} <= set(residence.columns):
@@ -46,6 +52,9 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     summ = D.summary(frames, sites, stats, run.sampling, run.class_names)
     # how the run ended: a run still being written, or stopped, holds only part of the recording
     summ["run_status"] = run.status
+    if as_of is not None:
+        summ["stats_as_of_frame"] = as_of["last_frame"]
+        summ["stats_note"] = f"as of frame {as_of['last_frame']} ({as_of['why']})"
     if run.attrs.get("error"):
         summ["run_error"] = str(run.attrs["error"])
     if len(tracks):
@@ -54,7 +63,7 @@ def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         mobile = tracks[tracks["mobile"].astype(bool)]
         summ["tracks_fitted"] = int(len(tracks))
         summ["tracks_mobile"] = int(len(mobile))
-        summ["median_D"] = float(tracks["D"].median())
+        summ.update(D.median_d(tracks["D"].to_numpy(float)))
         summ["median_D_mobile"] = float(mobile["D"].median()) if len(mobile) else None
         summ["D_units"] = ("Å²" if run.sampling else "px²") + ("/s" if fps else "/frame")
     return tables, summ
@@ -84,11 +93,13 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
     from .export import render_site_map
 
     fig = Figure(figsize=(11.7, 8.3))
-    gs = fig.add_gridspec(2, 3, left=0.05, right=0.97, top=0.9, bottom=0.07, wspace=0.35, hspace=0.35)
+    gs = fig.add_gridspec(2, 3, left=0.08, right=0.97, top=0.9, bottom=0.07, wspace=0.35, hspace=0.35)
     status = summ.get("run_status")
     partial = {"running": " (still running, or its tracker died: the frames so far)",
                "interrupted": " (interrupted: the frames until then)", "stopped": " (stopped: the frames until then)",
                "failed": " (failed: the frames until then)"}.get(str(status), "")
+    if summ.get("stats_note"):
+        partial += f"\nstatistics {summ['stats_note']}"
     fig.suptitle(f"etem-tracker run {Path(run.path).name}: {summ['frames']} frames, {summ['sites']} sites{partial}",
                  fontsize=13, color="C3" if partial else "black")
     sites = occupied_sites(run.sites)
@@ -143,9 +154,13 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
         ax.set_yticks([])
     ax = fig.add_subplot(gs[1, 0:2])
     counts = tables["class_counts"]
+    names = list(run.class_names)
+    colours = class_colours(names)
     for c in [c for c in counts.columns if c != "frame"]:  # (n_Mo, n_class3: Mo, class 3)
         name = c.removeprefix("n_")
+        k = names.index(name) if name in names else (int(name[5:]) if name[5:].isdigit() else None)
         ax.plot(counts["frame"], counts[c], lw=1, marker="o" if len(counts) < 30 else None, ms=3,
+                color=None if k is None else colours[k % len(colours)],  # (as the overlay and movie draw them)
                 label=f"class {name[5:]}" if name.startswith("class") and name[5:].isdigit() else name)
     frames = run.frames
     if "in_range" in frames and (frames["in_range"] == 0).any():
@@ -206,13 +221,23 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
         lines.append(f"tracks fitted (MSD): {g('tracks_fitted')}, mobile {g('tracks_mobile', 0)}")
         if g("median_D_mobile") is not None:
             lines.append(f"  D of the mobile (median): {num(g('median_D_mobile'))} {units}")
-        lines.append(f"  D of all (median): {num(g('median_D'))} {units}")
+        if g("median_D_resolved") is False:  # (the MSDs' noise: a D about 0, below its error)
+            bound = g("median_D_upper")
+            lines.append("  D of all (median): not resolved" + (f"\n    (< {num(bound)} {units})" if bound is not None else ""))
+        else:
+            err = g("median_D_err")
+            lines.append(f"  D of all (median): {num(g('median_D'))} {units}"
+                         + (f"\n    (± {num(err)})" if err is not None else ""))
+    if g("stats_note"):
+        lines.append(f"events as of frame {g('stats_as_of_frame')}\n  (the run was not closed)")
     return lines
 
 
 def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float = 10.0, max_frames: int = 300,
                 max_side: int = 512, dataset: str | None = None) -> Path:
-    """An animated image of the recording with the run's columns drawn on each frame.
+    """An animated image of the recording with the run's columns drawn on each frame, in their
+    classes' colours (:func:`etem.tracker.plots.class_colours`, as the overlay draws them), with
+    a legend in a band below the frames.
 
     ``source`` is the recording the run tracked (any file ``etem replay`` reads, or a folder of
     frame files, read as the run read it: its ``pattern``); ``dataset``: the file's dataset or
@@ -234,6 +259,10 @@ def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float = 
         frames = open_recording(source, dataset=dataset or options.get("dataset")).iter_frames()
     cols = run.columns
     by_frame = {int(k): g for k, g in cols.groupby("frame")}
+    names = list(run.class_names)
+    colours = [_rgb(c) for c in class_colours(names)]
+    classes = sorted(int(k) for k in np.unique(cols["cls"])) if "cls" in cols and len(cols) else [0]
+    legend = None
     images = []
     for f in frames:
         if len(images) >= max_frames:
@@ -250,13 +279,51 @@ def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float = 
         c = by_frame.get(int(f.frame))
         if c is not None:
             r = 2
-            for y, x in zip(c["y"].to_numpy() * scale, c["x"].to_numpy() * scale):
-                d.ellipse((x - r, y - r, x + r, y + r), outline=(255, 60, 60))
-        d.text((4, 4), f"frame {f.frame}", fill=(255, 255, 0))
-        images.append(im)
+            cls = c["cls"].to_numpy().astype(int) if "cls" in c else np.zeros(len(c), int)
+            for y, x, k in zip(c["y"].to_numpy() * scale, c["x"].to_numpy() * scale, cls):
+                d.ellipse((x - r, y - r, x + r, y + r), outline=colours[k % len(colours)])
+        d.text((4, 4), f"frame {f.frame}", fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+        if legend is None or legend.width != im.width:
+            legend = _movie_legend(im.width, [(class_label(names, k), colours[k % len(colours)]) for k in classes])
+        framed = Image.new("RGB", (im.width, im.height + legend.height))
+        framed.paste(im, (0, 0))
+        framed.paste(legend, (0, im.height))
+        images.append(framed)
     if not images:
         raise FileFormatError(f"{source} holds no frames")
     path = Path(path)
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
                    format="PNG" if path.suffix.lower() == ".png" else "GIF")
     return path
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    h = hex_colour.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+def _movie_legend(width: int, entries: list[tuple[str, tuple[int, int, int]]]):
+    """A dark band ``width`` px wide with a ring and a name per class, in rows as they fit."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    row_h, pad, ring = 14, 4, 4
+    items = [(name, colour, int(probe.textlength(name, font=font)) + 2 * ring + 12) for name, colour in entries]
+    rows: list[list] = [[]]
+    used = pad
+    for item in items:
+        if rows[-1] and used + item[2] > width:
+            rows.append([])
+            used = pad
+        rows[-1].append(item)
+        used += item[2]
+    band = Image.new("RGB", (width, len(rows) * row_h + 2 * pad), (22, 22, 28))
+    d = ImageDraw.Draw(band)
+    for i, row in enumerate(rows):
+        x, y = pad, pad + i * row_h + row_h // 2
+        for name, colour, w in row:
+            d.ellipse((x, y - ring, x + 2 * ring, y + ring), outline=colour, width=2)
+            d.text((x + 2 * ring + 4, y), name, fill=(255, 255, 255), font=font, anchor="lm")
+            x += w
+    return band

@@ -37,6 +37,7 @@ from .trust import TrustTally
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline, PipelineConfig
+    from .run import Run
 
 log = logging.getLogger("etem.resume")
 
@@ -385,6 +386,43 @@ def _set_next_id(tl, next_id: int) -> None:
     points = getattr(getattr(tl, "hash", None), "points", None) or []
     track_cls = type(points[0].track) if points else TrackUnstored
     track_cls.reset_counter(int(next_id))
+
+
+# ----------------------------------------------------------------------- statistics of a run not closed
+
+def snapshot_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]] | None:
+    """The statistics tables (flips, hops, class changes, residence) of a run file that was not
+    closed (being written, or left by a killed tracker), as of its latest snapshot.
+
+    The site map is restored from the snapshot as a resume restores it, its last frames settled
+    as a run's close settles them, and its tables taken: what a resume that got no more frames
+    would write. Returns ``(tables, as_of)``, ``as_of`` holding the snapshot's ``last_frame``
+    and ``frames`` (rows of the frames table it stands for); None when no snapshot was written
+    yet. Raises :class:`FileFormatError` where the file keeps no snapshot or one of another
+    version.
+    """
+    from .config import config_from_dict
+    from .sites import SiteMap
+
+    state = run.resume_state()
+    if state is None:
+        return None
+    meta, arrays, logs = state["meta"], state["arrays"], state["logs"]
+    if meta.get("version") != STATE_VERSION:
+        raise FileFormatError(f"{run.path} holds a resume snapshot of version {meta.get('version')!r}; this "
+                              f"etem-tracker reads version {STATE_VERSION}.")
+    try:
+        config = config_from_dict(run.attrs.get("config") or {})
+    except ConfigError as exc:
+        raise FileFormatError(f"{run.path}: its config does not fit this etem-tracker ({exc}).") from None
+    p = meta["pipeline"]
+    settings = (run.attrs.get("settings_sampling") or {}).get("sampling")  # (Pipeline._settings_sampling)
+    sm = SiteMap(config.sites, p.get("sampling") or settings, frames_per_detection=config.preprocess.average_frames,
+                 view_margin_px=config.locate.edge_px + 1.0)
+    _restore_sites(sm, meta["sites"], arrays, logs)
+    sm.flush()
+    last = p.get("last_frame")
+    return sm.statistics(last), {"last_frame": last, "frames": int(meta["rows"]["frames"])}
 
 
 def with_device(config: PipelineConfig, device: str | None) -> PipelineConfig:

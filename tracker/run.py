@@ -54,6 +54,15 @@ def _write_flags(path: Path) -> int:
     return 0
 
 
+class _Stats(dict):
+    """A run's statistics tables; a table it lacks raises a ``KeyError`` saying why."""
+
+    missing = ""
+
+    def __missing__(self, key):
+        raise KeyError(f"{key!r}: {self.missing}" if self.missing else key)
+
+
 # ---------------------------------------------------------------------------------------- reader
 
 class Run:
@@ -105,6 +114,18 @@ class Run:
         self.close()
         self._cache: dict[str, Any] = {}
         self._open()
+
+    def _see_new_rows(self) -> None:
+        """Let the tables' datasets show the rows the writer has flushed since they were first
+        read (an SWMR reader sees a dataset as it was then), and read them again when asked."""
+        if self.live:
+            f = self._f
+            f["rows"].refresh()
+            for table in TABLES:
+                for c in f[table].attrs["columns"]:
+                    f[table][str(c)].refresh()
+        for key in TABLES:
+            self._cache.pop(key, None)
 
     def close(self) -> None:
         if self._file is not None:
@@ -179,10 +200,50 @@ class Run:
 
     @property
     def stats(self) -> dict[str, pd.DataFrame]:
-        def load():
-            g = self._f.get("stats")
-            return {} if g is None else {k: _read_group(v) for k, v in g.items()}
-        return self._cached("stats", load)
+        """The statistics tables: ``flips``, ``hops``, ``class_changes``, ``residence``.
+
+        Those the run's close wrote; for a run not closed (still being written, or its tracker
+        killed) those of its latest resume snapshot (:func:`etem.tracker.resume.snapshot_statistics`),
+        and :attr:`stats_as_of` says as of which frame. A table the file cannot give raises a
+        ``KeyError`` that says why and what to do.
+        """
+        return self._cached("stats", self._load_stats)
+
+    @property
+    def stats_as_of(self) -> dict[str, Any] | None:
+        """Where :attr:`stats` come from a resume snapshot (the run was not closed): ``last_frame``,
+        ``frames`` (rows of the frames table they stand for) and ``why`` (a phrase for a reader);
+        None where they are the final ones the run's close wrote (or there are none)."""
+        self.stats
+        return self._cache.get("stats_as_of")
+
+    def _load_stats(self) -> dict[str, pd.DataFrame]:
+        g = self._f.get("stats")
+        tables = _Stats({} if g is None else {k: _read_group(v) for k, v in g.items()})
+        if "flips" in tables:
+            return tables
+        from .resume import snapshot_statistics
+
+        status = self.status
+        try:
+            found = snapshot_statistics(self)
+        except FileFormatError as exc:
+            tables.missing = (f"run file {self.path} holds no statistics (status {status!r}) and none can be "
+                              f"computed from it: {exc}")
+            return tables
+        if found is None:
+            tables.missing = (f"run file {self.path} holds no statistics yet: its run (status {status!r}) has "
+                              "written no resume snapshot so far. Open it again after the writer's first flush "
+                              "(about a second after its first frame), or once the run is closed.")
+            return tables
+        computed, as_of = found
+        if self.n_rows("frames") < as_of["frames"]:  # tables first read before the writer's last flush
+            self._see_new_rows()
+        why = ("run still being written, or its tracker died: not closed" if status == "running"
+               else f"run {status}: its statistics were not written at its close")
+        self._cache["stats_as_of"] = {**as_of, "why": why}
+        tables.update(computed)
+        return tables
 
     @property
     def attrs(self) -> dict[str, Any]:
