@@ -254,8 +254,9 @@ def test_etem_find_intensity_groups(mos2_stem, tmp_path, capsys):
     assert f"intensity groups, {movie} frame 2" in said and "and 3 more frames (" in said
     assert main(["find", str(movie), "--intensity-groups", "--groups", "1", "-o", str(out)]) == 0
     assert set(pd.read_csv(out)["group"]) <= {-1, 0}
-    assert main(["find", str(movie), "--intensity-groups", "--groups", "0"]) == 2
-    assert "--groups must be 1 to 8" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["find", str(movie), "--intensity-groups", "--groups", "0"])
+    assert info.value.code == 2 and "argument --groups: must be 1 to 8" in capsys.readouterr().err
     off = tmp_path / "off.toml"  # intensities turned off (TOML has no None: 0)
     off.write_text("[locate]\nintensity_radius_A = 0\n")
     assert main(["find", str(movie), "--config", str(off), "-o", str(out)]) == 0

@@ -106,7 +106,7 @@ def _common_run(p: argparse.ArgumentParser) -> None:
                    help="class each column by its sublattice and intensity group, learned on the first frames "
                         "([locate] intensity_classes): in annular dark-field STEM, where the finder knows one "
                         "class, the sites then follow S2 -> S and the like")
-    p.add_argument("--groups", type=_count, metavar="N",
+    p.add_argument("--groups", type=_whole(1, 8), metavar="N",
                    help="with --intensity-classes: N groups per sublattice (default: 1 to 3, as the data say)")
     p.add_argument("--max-batch", type=_count, help="largest micro-batch [frames] (default: the config's, 4)")
     p.add_argument("--max-wait", type=_at_least_0,
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "they form one (graphene, hBN, MoS2 along [001]), then into groups by intensity within "
                         "each (in annular dark-field STEM: S, S2 and Se-containing columns of MoS2); adds "
                         "'sublattice' and 'group' (0: faintest) to the table and prints the groups")
-    p.add_argument("--groups", type=_count, metavar="N",
+    p.add_argument("--groups", type=_whole(1, 8), metavar="N",
                    help="with --intensity-groups: N groups per sublattice (default: 1 to 3, as the data say)")
     _common_engine(p)
     return parser
