@@ -160,8 +160,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         held for a few frames by the average reads as a visit.
 
         ``view_margin_px``: a site lies out of a frame's view where it is less than this far
-        inside the frame's edge (the detector's ``edge_px`` and a pixel) and no column was found
-        at it (given the frame's image and drift to :meth:`update`): the view drifted off it. Such
+        (the detector's ``edge_px`` and a pixel) plus the site's radius (``cfg.radius_A``)
+        inside the frame's edge and no column was found at it (given the frame's image and drift to :meth:`update`): the view drifted off it. Such
         a frame says nothing of the site: its state is held, no flip is made of it, its
         ``n_obs`` and occupancy count only the frames it was in view, and its residence runs
         are cut (censored) where it leaves the view and begin anew, cut at their start, where
