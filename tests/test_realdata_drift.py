@@ -39,3 +39,16 @@ def test_columns_at_the_edge_of_a_drifting_field_make_no_flips(step, tmp_path):
     res = _track(step, tmp_path)
     # (on the (0, 1) movie one weak column 87 px inside the frame is found in some frames only)
     assert len(res.flips) <= (2 if step == (0, 1) else 0), res.flips
+
+
+@pytest.mark.parametrize("step", SHIFTS)
+def test_columns_of_a_drifting_field_keep_their_intensity_class(step, tmp_path):
+    # before: 17, 8, 14 and 13 class changes (the floor on blocks tied to the frame's corner, the
+    # disk's pixels in or out whole, the S columns' median as the zero, the S sublattice's faint
+    # tail a group of its own, columns cut by the edge classed)
+    from etem.tracker import PipelineConfig
+    from etem.tracker.config import config_from_dict
+
+    cfg = config_from_dict({"locate": {"intensity_classes": True}}, PipelineConfig())
+    res = _track(step, tmp_path, config=cfg)
+    assert len(res.class_changes) == 0, res.class_changes

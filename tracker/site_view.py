@@ -43,6 +43,23 @@ class SiteView:
         out[found[found < ns]] = False
         return out if out.any() else None
 
+    def _wholly_in_view(self, ref_yx: np.ndarray, image, offset) -> np.ndarray | None:
+        """Which of a frame's columns (``ref_yx``: in the reference frame; ``image`` and
+        ``offset`` as :meth:`update` takes them) lie at least the view's margin inside the
+        frame's edge; None where all do or the view is not known. A column nearer the edge is
+        cut by it: its intensity, its floor and its sublattice (its neighbours half out of
+        view) are not those of the whole column, so its class says nothing of the site's (on a
+        real MoS2 ADF movie drifting by whole pixels, a column 5 px from the edge changed
+        class from the metal's to a chalcogen group)."""
+        if image is None or not len(ref_yx):
+            return None
+        h, w = np.shape(image)[-2:]
+        oy, ox = (0.0, 0.0) if offset is None else (float(offset[0]), float(offset[1]))
+        m = self.view_margin_px + self.radius_px
+        y, x = ref_yx[:, 0] + oy, ref_yx[:, 1] + ox
+        whole = (y >= m) & (x >= m) & (y <= h - 1 - m) & (x <= w - 1 - m)
+        return None if whole.all() else whole
+
     def _cut_by_the_view(self, frame: int, unseen: np.ndarray, now: np.ndarray) -> None:
         """The residence runs of the sites that leave the view at ``frame`` end there, cut; a
         site coming back begins a run, cut at its start, in the state it is seen in (which is

@@ -336,7 +336,11 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         if cls is not None and n:
             c = np.clip(np.asarray(cls, int), 0, _N_CLS - 1)
             self._cls_votes.reshape(-1)[sites * self._cls_votes.shape[1] + c] += 1
-            self._update_classes(frame, sites, c)
+            whole = self._wholly_in_view(ref_yx, image, offset)  # (a column cut by the edge: no class evidence)
+            if whole is None:
+                self._update_classes(frame, sites, c)
+            elif whole.any():
+                self._update_classes(frame, sites[whole], c[whole])
         self._last[sites] = frame
         if particles is not None:
             self._remember(particles, out)
