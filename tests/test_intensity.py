@@ -132,6 +132,28 @@ def test_intensity_groups_are_as_many_as_the_data_show():
 
 
 
+def test_groups_about_one_sd_apart_are_one():
+    """A sublattice whose intensity rises across the field (scan drift) fits two overlapping
+    Gaussians better than one: the real MoS2 image's Mo columns, 1.165e5 ± 9e3 and 1.267e5 ±
+    1.3e4 (their means 1.1 of the narrower SD apart, 0.9 of the root-mean-square SD). Such
+    groups are one; two groups that show two peaks stay two."""
+    rng = np.random.default_rng(2)
+    drifting = np.concatenate([rng.normal(1.165e5, 9e3, 1400), rng.normal(1.267e5, 1.3e4, 600)])
+    assert len(intensity_groups(drifting, resolved_only=False)[1]["means"]) > 1  # (the fit prefers two)
+    assert len(intensity_groups(drifting)[1]["means"]) == 1
+    two = np.concatenate([rng.normal(10, 1, 500), rng.normal(13, 1, 500)])  # D = 3
+    assert len(intensity_groups(two)[1]["means"]) == 2
+
+
+def test_real_se_implanted_mos2_metal_is_one_group():
+    from test_files import realdata
+
+    table = find(realdata() / "example_Se_implanted_MoS2.dm3", material="mos2", sampling="auto")
+    _, summary = group_columns(table)
+    mo = next(x for x in summary if x["sublattice"] == 0)
+    assert len(mo["counts"]) == 1, mo  # (was 1421, 621 and 48 by the scan drift)
+
+
 def test_a_brighter_column_is_never_in_a_fainter_group():
     """A wide faint group and a narrow bright one: the columns brighter than every bright one
     stay in the bright group, and those fainter than every faint one in the faint group (the
