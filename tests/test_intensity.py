@@ -154,6 +154,35 @@ def test_real_se_implanted_mos2_metal_is_one_group():
     assert len(mo["counts"]) == 1, mo  # (was 1421, 621 and 48 by the scan drift)
 
 
+def test_a_column_far_below_every_group_is_faint():
+    """A square lattice of one kind of column with two places far fainter than any column (a
+    false column in a hole, an empty site): they are faint, in no group, and the group is
+    fitted without them (before, they were in it)."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:12, 0:12]
+    table = pd.DataFrame({"y": 10.0 * yy.ravel(), "x": 10.0 * xx.ravel()})
+    table["intensity"] = rng.normal(100.0, 5.0, len(table))
+    table["background"] = 20.0
+    table.loc[[30, 90], "intensity"] = [30.0, 25.0]  # (12 % and 6 % of the columns' 80 over the floor)
+    out, summary = group_columns(table)
+    assert out["faint"].tolist() == [i in (30, 90) for i in range(len(table))]
+    assert (out.loc[out["faint"], "group"] == -1).all() and (out.loc[~out["faint"], "group"] == 0).all()
+    assert summary[0]["faint"] == 2 and summary[0]["counts"] == [len(table) - 2]
+    assert summary[0]["means"][0] == pytest.approx(80.0, abs=1.5)
+    cls, names = group_classes(out)
+    assert names == ["I", "faint"] and (cls[out["faint"].to_numpy()] == 1).all()
+
+
+def test_real_mos2_false_column_in_the_hole_is_faint():
+    from test_files import realdata
+
+    table = find(realdata() / "example_Se_implanted_MoS2.dm3")
+    out, _ = group_columns(table)
+    faint = out[out["faint"]]
+    assert 1 <= len(faint) <= 5  # (3: the column in the hole, 0.56, at 12 % of the S2 median)
+    assert ((faint["y"] - 651.8).abs().lt(2) & (faint["x"] - 548.9).abs().lt(2)).any()
+
+
 def test_a_brighter_column_is_never_in_a_fainter_group():
     """A wide faint group and a narrow bright one: the columns brighter than every bright one
     stay in the bright group, and those fainter than every faint one in the faint group (the
