@@ -231,11 +231,11 @@ def test_columns_closer_than_min_separation_are_one(sep, n):
     assert abs(found.sort_values("prob")["x"].iloc[-1] - 40) < 1.5
 
 
-@pytest.mark.parametrize("fraction, pairs", [(0.7, 0), (None, 4)])
+@pytest.mark.parametrize("fraction, pairs", [(LocateConfig().min_separation_nn, 0), (None, 4)])
 def test_two_peaks_on_one_blob_are_one_column_by_default(fraction, pairs):
     """A lattice of columns 1.8 Å apart, four of them with a weaker second peak 1.0 Å off on
     their flank (an elongated blob: an adatom, contamination): the weaker goes, with no pixel
-    size needed, since it lies closer than 0.7 of the frame's spacing to a stronger one."""
+    size needed, since it lies closer than 0.65 of the frame's spacing to a stronger one."""
     from scipy.spatial import cKDTree
 
     from etem.tracker import find
@@ -301,7 +301,7 @@ def test_where_positions_are_read_follows_the_config():
 def test_real_mos2_has_no_two_columns_on_one_blob(classical):
     """The Se-implanted MoS2 ADF image: 14 pairs of columns closer than 1.2 Å (13 with the
     classical locator), 6 (7) closer than 1.1 Å, each on one elongated blob, where the closest
-    Mo-S spacing is 1.8 Å; now 4 (0) closer than 1.2 Å, none closer than 1.1 Å."""
+    Mo-S spacing is 1.8 Å; now 8 (3) closer than 1.2 Å, none closer than 1.1 Å."""
     from test_files import realdata
 
     from etem.tracker import find

@@ -90,10 +90,13 @@ class LocateConfig:
         Two columns closer than this fraction of the frame's spacing (the median distance from a
         column to its nearest neighbour; frames of 8 columns or more) are one: the one of lower
         probability is dropped (:func:`suppress_close_spacing`). It needs no pixel size, and
-        follows the lattice in view: 0.7 (the default) of MoS2's 1.84 Å is 1.29 Å. On the real
+        follows the lattice in view: 0.65 (the default) of MoS2's 1.84 Å is 1.2 Å. On the real
         Se-implanted MoS2 ADF image (0.127 Å/px: ``min_distance_px`` is 0.4 Å there) the STEM
-        finder put two columns 0.9 to 1.2 Å apart on 14 elongated blobs (adatoms,
-        contamination), the classical locator on 12. None or 0: off.
+        finder put two columns closer than 1.2 Å on 14 elongated blobs (adatoms,
+        contamination), the classical locator on 13; now 8 and 3, none closer than 1.1 Å. At
+        0.7 all went, but a pair of real peaks 0.71 of the spacing apart was one column in
+        some frames of a drifting movie and two in others (5 false flips in 12 frames).
+        None or 0: off.
     refine_on
         Where a column's sub-pixel position is read: ``"maps"`` (the default: the probability
         maps, as above) or ``"image"`` (the peak of the frame's Laplacian-of-Gaussian response
@@ -132,7 +135,7 @@ class LocateConfig:
     discard_t: float = 0.5
     edge_px: int = 2
     min_separation_A: float | None = None
-    min_separation_nn: float | None = 0.7
+    min_separation_nn: float | None = 0.65
     refine_on: RefineOn = "maps"
     image_sigma_A: float = 0.3
     image_radius_A: float = 0.4
