@@ -21,9 +21,15 @@ from etem.tracker.runfile import open_run
 
 
 def _disk_mean(image, y, x, r):
+    """The mean over a disk of radius r whose rim is a pixel wide: a pixel's weight falls from 1
+    to 0 as its centre goes from r - 0.5 to r + 0.5 from the column; the nearest pixel counts
+    in full."""
     yy, xx = np.mgrid[:image.shape[0], :image.shape[1]]
-    inside = (yy - y) ** 2 + (xx - x) ** 2 <= r ** 2
-    return image[inside].mean() if inside.any() else np.nan
+    w = np.clip(r + 0.5 - np.hypot(yy - y, xx - x), 0, 1)
+    ny, nx = round(y), round(x)
+    if 0 <= ny < image.shape[0] and 0 <= nx < image.shape[1]:
+        w[ny, nx] = 1.0
+    return (image * w).sum() / w.sum() if w.sum() else np.nan
 
 
 def test_column_intensity_is_the_frames_mean_over_a_disk():
@@ -31,11 +37,24 @@ def test_column_intensity_is_the_frames_mean_over_a_disk():
     images = rng.random((2, 40, 50)).astype(np.float32)
     tables = [pd.DataFrame({"y": [10.3, 0.4, 20.0], "x": [12.7, 25.2, 49.6]}),  # (the last two at edges)
               pd.DataFrame({"y": [30.5, -9.0], "x": [5.5, 5.0]})]                # (the last off the frame)
-    column_intensity(tables, torch.from_numpy(images), radius_px=2.55)  # (no pixel at exactly the radius: float32 and float64 part there)
+    column_intensity(tables, torch.from_numpy(images), radius_px=2.55)
     for image, t in zip(images, tables):
         want = [_disk_mean(image, y, x, 2.55) for y, x in zip(t["y"], t["x"])]
         np.testing.assert_allclose(t["intensity"], want, rtol=1e-5)
     assert np.isnan(tables[1]["intensity"].iloc[1]) and np.isfinite(tables[0]["intensity"]).all()
+
+
+def test_a_columns_intensity_follows_its_position_smoothly():
+    """A column found a tenth of a pixel off (a network's peak moves so as the frame's crop
+    moves) gives about the same mean: with pixels counted in or out as a whole the mean of a
+    Gaussian column jumped by 2 % where a pixel crossed the rim."""
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    image = torch.from_numpy(np.exp(-((yy - 16.0) ** 2 + (xx - 16.2) ** 2) / (2 * 2.5 ** 2)))[None]
+    shifts = np.linspace(-0.2, 0.2, 41)
+    t = pd.DataFrame({"y": 16.0 + 0 * shifts, "x": 16.2 + shifts})
+    column_intensity([t], image, radius_px=3.9)
+    steps = np.abs(np.diff(t["intensity"].to_numpy()))
+    assert steps.max() < 0.002 * t["intensity"].mean()  # (a hundredth of a pixel apart)
 
 
 def _honeycomb(n: int = 14, a: float = 20.0, angle: float = 0.4, jitter: float = 0.3, seed: int = 0):
@@ -111,6 +130,57 @@ def test_intensity_groups_are_as_many_as_the_data_show():
     nan = intensity_groups(np.array([1.0, np.nan, 1.1, 0.9]))[0]
     assert nan[1] == -1 and (nan[[0, 2, 3]] >= 0).all()
 
+
+
+def test_groups_about_one_sd_apart_are_one():
+    """A sublattice whose intensity rises across the field (scan drift) fits two overlapping
+    Gaussians better than one: the real MoS2 image's Mo columns, 1.165e5 ± 9e3 and 1.267e5 ±
+    1.3e4 (their means 1.1 of the narrower SD apart, 0.9 of the root-mean-square SD). Such
+    groups are one; two groups that show two peaks stay two."""
+    rng = np.random.default_rng(2)
+    drifting = np.concatenate([rng.normal(1.165e5, 9e3, 1400), rng.normal(1.267e5, 1.3e4, 600)])
+    assert len(intensity_groups(drifting, resolved_only=False)[1]["means"]) > 1  # (the fit prefers two)
+    assert len(intensity_groups(drifting)[1]["means"]) == 1
+    two = np.concatenate([rng.normal(10, 1, 500), rng.normal(13, 1, 500)])  # D = 3
+    assert len(intensity_groups(two)[1]["means"]) == 2
+
+
+def test_real_se_implanted_mos2_metal_is_one_group():
+    from test_files import realdata
+
+    table = find(realdata() / "example_Se_implanted_MoS2.dm3", material="mos2", sampling="auto")
+    _, summary = group_columns(table)
+    mo = next(x for x in summary if x["sublattice"] == 0)
+    assert len(mo["counts"]) == 1, mo  # (was 1421, 621 and 48 by the scan drift)
+
+
+def test_a_column_far_below_every_group_is_faint():
+    """A square lattice of one kind of column with two places far fainter than any column (a
+    false column in a hole, an empty site): they are faint, in no group, and the group is
+    fitted without them (before, they were in it)."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:12, 0:12]
+    table = pd.DataFrame({"y": 10.0 * yy.ravel(), "x": 10.0 * xx.ravel()})
+    table["intensity"] = rng.normal(100.0, 5.0, len(table))
+    table["background"] = 20.0
+    table.loc[[30, 90], "intensity"] = [30.0, 25.0]  # (12 % and 6 % of the columns' 80 over the floor)
+    out, summary = group_columns(table)
+    assert out["faint"].tolist() == [i in (30, 90) for i in range(len(table))]
+    assert (out.loc[out["faint"], "group"] == -1).all() and (out.loc[~out["faint"], "group"] == 0).all()
+    assert summary[0]["faint"] == 2 and summary[0]["counts"] == [len(table) - 2]
+    assert summary[0]["means"][0] == pytest.approx(80.0, abs=1.5)
+    cls, names = group_classes(out)
+    assert names == ["I", "faint"] and (cls[out["faint"].to_numpy()] == 1).all()
+
+
+def test_real_mos2_false_column_in_the_hole_is_faint():
+    from test_files import realdata
+
+    table = find(realdata() / "example_Se_implanted_MoS2.dm3")
+    out, _ = group_columns(table)
+    faint = out[out["faint"]]
+    assert 1 <= len(faint) <= 5  # (3: the column in the hole, 0.56, at 12 % of the S2 median)
+    assert ((faint["y"] - 651.8).abs().lt(2) & (faint["x"] - 548.9).abs().lt(2)).any()
 
 
 def test_a_brighter_column_is_never_in_a_fainter_group():
@@ -213,6 +283,26 @@ def test_the_background_is_the_floor_between_the_columns_bright_or_dark():
         column_intensity([alone], torch.from_numpy(sign * 20.0 * cols)[None], radius_px=1.5)
         np.testing.assert_allclose(table["intensity"] - table["background"], alone["intensity"], atol=1.0)
         np.testing.assert_allclose(net_intensity(table), abs(alone["intensity"]), atol=1.0)  # the column's own, > 0
+
+
+def test_the_background_does_not_depend_on_where_the_frame_begins():
+    """One specimen cut at different places (a field drifting by whole pixels): a column well
+    inside every cut has the same floor in each. On blocks tied to the frame's corner the floor
+    of one real MoS2 ADF column moved by up to 3 % of its net intensity, and its class with it."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
+    centres = np.array([(y + 3 * (x // 11 % 2), x) for y in range(6, 196, 11) for x in range(6, 196, 11)], np.float32)
+    image = 50.0 + 10.0 * np.sin(yy / 37.0) * np.cos(xx / 23.0) + rng.normal(0, 1.0, yy.shape)
+    for (y, x), h in zip(centres, rng.uniform(10, 20, len(centres))):
+        image += h * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5 ** 2))
+    inner = (centres.min(1) >= 75) & (centres.max(1) <= 120)  # (more than three reaches from every edge)
+    got = []
+    for dy, dx in [(0, 0), (1, 2), (3, 3), (5, 1), (7, 6)]:
+        crop = np.ascontiguousarray(image[dy:dy + 160, dx:dx + 160], np.float32)
+        table = pd.DataFrame({"y": centres[inner, 0] - dy, "x": centres[inner, 1] - dx})
+        column_intensity([table], torch.from_numpy(crop)[None], radius_px=1.5, background=True)
+        got.append(table["background"].to_numpy())
+    np.testing.assert_allclose(np.array(got), np.array(got[:1]).repeat(len(got), 0), rtol=1e-5)
 
 
 def test_groups_hold_under_a_background_ramp(mos2_stem):
@@ -323,7 +413,7 @@ def _classed_again(cols, learned):
 
 def test_a_class_number_means_the_same_in_every_frame(tmp_path):
     # the first frames are classed while the groups are learned (frame 0 of this movie alone
-    # splits the S2 columns in two: 4 groups); once the groups are fixed, those frames are
+    # split the S2 columns in two: 4 groups); once the groups are fixed, those frames are
     # classed again by them, in memory and in the run file; without that, frame 0 had a class 3
     # that no other frame has and that has no name
     from etem.tracker import Pipeline, PipelineConfig
@@ -340,7 +430,9 @@ def test_a_class_number_means_the_same_in_every_frame(tmp_path):
     for res in pipe.run_iter(iter_array(movie.frames[:6], counters=pipe.counters, sampling=movie.sampling)):
         if not pipe.intensity_classes.fixed:
             provisional[res.frame] = res.columns["cls"].to_numpy().copy()
-    assert sorted(provisional) == [0, 1, 2] and set(provisional[0]) == {0, 1, 2, 3}
+    # (frame 0 alone no longer splits S2 in two since intensities are taken over a disk with a
+    # soft rim, on the floor at each pixel, scaled by the metal alone: its classes are the run's)
+    assert sorted(provisional) == [0, 1, 2] and set(provisional[0]) <= {0, 1, 2, 3}
     with open_run(path) as run:
         cols, learned, names = run.columns, run.resume_state()["meta"]["pipeline"]["intensity_classes"], run.class_names
     assert learned["fixed"] and names == ["A", "B0", "B1"]

@@ -184,3 +184,30 @@ def test_a_focal_series_is_measured_on_its_image_that_shows_the_lattice(caplog):
         assert "lattice says" not in caplog.text
         resolve_sampling(series, given=0.15, material="graphene")
     assert "lattice says" in caplog.text
+
+
+@pytest.mark.parametrize("name, wrong", [("test_ADF_cropped.hdf5", "mos2"), ("test_ADF_cropped.hdf5", "graphene"),
+                                         ("test_ADF_cropped.hdf5", "au"), ("test_ABF_cropped.hdf5", "mos2"),
+                                         ("example_Se_implanted_MoS2.dm3", "srtio3")])
+def test_a_lattice_of_another_material_is_refused(name, wrong):
+    """Any lattice fits a few of an image's weaker Fourier peaks at some pixel size: SrTiO3
+    [110] (0.0933 Å/px) as mos2 gave 0.1143 ± 0.0005 Å/px from 8 peaks, as graphene 0.0885, as
+    au 0.0970; MoS2 as srtio3 0.3413. The image's strongest peaks are none of those materials'
+    reflections there: no estimate, and a warning where the data give the sampling."""
+    from etem.tracker.files import open_recording
+    from etem.tracker.lattice import resolve_sampling
+
+    img = next(iter(open_recording(_realdata() / name).iter_frames())).image.astype(float)
+    with pytest.raises(ConfigError, match="does not look like"):
+        estimate_sampling(img, wrong)
+    with pytest.raises(ConfigError, match="does not look like"):
+        resolve_sampling(img, given=None, material=wrong)
+    assert resolve_sampling(img, given=0.1, material=wrong) == (0.1, None)
+
+
+def test_the_real_mos2_image_fits_mos2():
+    from etem.tracker.files import open_recording
+
+    img = next(iter(open_recording(_realdata() / "example_Se_implanted_MoS2.dm3").iter_frames())).image.astype(float)
+    est = estimate_sampling(img, "mos2")
+    assert est.sampling == pytest.approx(0.135, rel=0.02) and est.n_peaks >= 12

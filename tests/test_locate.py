@@ -231,6 +231,36 @@ def test_columns_closer_than_min_separation_are_one(sep, n):
     assert abs(found.sort_values("prob")["x"].iloc[-1] - 40) < 1.5
 
 
+@pytest.mark.parametrize("fraction, pairs", [(LocateConfig().min_separation_nn, 0), (None, 4)])
+def test_two_peaks_on_one_blob_are_one_column_by_default(fraction, pairs):
+    """A lattice of columns 1.8 Å apart, four of them with a weaker second peak 1.0 Å off on
+    their flank (an elongated blob: an adatom, contamination): the weaker goes, with no pixel
+    size needed, since it lies closer than 0.65 of the frame's spacing to a stronger one."""
+    from scipy.spatial import cKDTree
+
+    from etem.tracker import find
+    from etem.tracker.config import PipelineConfig
+
+    yy, xx = np.mgrid[:160, :160]
+    img = np.zeros((160, 160))
+    centres = [(y, x) for y in range(17, 150, 18) for x in range(17, 150, 18)]
+    for y, x in centres:
+        img += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.8**2))
+    for y, x in centres[10:50:10]:
+        img += 0.8 * np.exp(-((yy - y - 7) ** 2 + (xx - x - 7) ** 2) / (2 * 1.8**2))  # (9.9 px off)
+    cfg = PipelineConfig(locate=LocateConfig(min_separation_nn=fraction))
+    found = find(img.astype(np.float32), classical=True, config=cfg)
+    yx = found[["y", "x"]].to_numpy()
+    assert len(cKDTree(yx).query_pairs(11.0)) == pairs
+    assert len(found) == len(centres) + pairs
+
+
+def test_min_separation_nn_is_a_fraction():
+    for bad in (-0.1, 1.0, "0.7", True):
+        with pytest.raises(ConfigError, match="min_separation_nn"):
+            LocateConfig(min_separation_nn=bad)
+
+
 @pytest.mark.parametrize("dark", [False, True])
 def test_refine_on_image_moves_columns_to_the_image_peaks(dark):
     """Columns found 1 px off (as a network's coarse maps may put them) go to the image's
@@ -265,3 +295,18 @@ def test_where_positions_are_read_follows_the_config():
     assert image_refinement(object(), LocateConfig(refine_on="image")) == (0, 0.3, 0.4)  # no card: one image
     with pytest.raises(ConfigError, match="refine_on"):
         LocateConfig(refine_on="pixels")
+
+
+@pytest.mark.parametrize("classical", [False, True])
+def test_real_mos2_has_no_two_columns_on_one_blob(classical):
+    """The Se-implanted MoS2 ADF image: 14 pairs of columns closer than 1.2 Å (13 with the
+    classical locator), 6 (7) closer than 1.1 Å, each on one elongated blob, where the closest
+    Mo-S spacing is 1.8 Å; now 8 (3) closer than 1.2 Å, none closer than 1.1 Å."""
+    from test_files import realdata
+
+    from etem.tracker import find
+
+    found = find(realdata() / "example_Se_implanted_MoS2.dm3", classical=classical)
+    yx = found[["y", "x"]].to_numpy()
+    assert len(cKDTree(yx).query_pairs(1.1 / 0.127)) == 0  # (0.127 Å/px as the file says)
+    assert len(found) > (2700 if classical else 4200)

@@ -103,6 +103,39 @@ def test_sites_that_drift_out_of_view_do_not_empty(occupancy):
         [0, 18, True, False, True], [18, 8, False, False, False], [26, 4, True, True, False]]
 
 
+@pytest.mark.parametrize("occupancy", ["gaps", "hmm"])
+def test_a_column_cut_by_the_edge_and_found_now_and_then_makes_no_flips(occupancy):
+    # the view moves 1 px a frame over a column, in and out again: while less than its radius
+    # (8 px at 0.8 Å and 0.1 Å/px) inside the detected area, part of it is cut off and it is
+    # found in some frames only (as the ADF columns 3 to 8 px from the edge of a real drifting
+    # movie were): no flips there; the column at x=80 inside empties for real in frames 20-27
+    sm = SiteMap(SitesConfig(radius_A=0.8, occupancy=occupancy), sampling=0.1, view_margin_px=3.0)
+    image = np.zeros((100, 160), np.float32)
+    rng = np.random.default_rng(3)
+    shift = list(range(40, 56)) + list(range(56, 40, -1))  # the site at x=50: 10 px in, to -5 and back
+    for f, dx in enumerate(shift):
+        ref = SITES[[0, 1, 2] if not 20 <= f < 28 else [0, 2]]
+        d = ref[:, 1] - dx  # distance from the left edge
+        found = (d >= 10) | ((d >= 4) & (rng.random(len(d)) < 0.5))
+        sm.update(f, ref[found], image=image, offset=np.array([0.0, -float(dx)]))
+    sm.flush()
+    assert sm.flips_table()[["frame", "site", "kind"]].values.tolist() == [[20, 1, "off"], [28, 1, "on"]]
+
+
+@pytest.mark.parametrize("occupancy", ["gaps", "hmm"])
+def test_in_a_still_view_a_site_near_the_edge_still_flips(occupancy):
+    # the view drifts a tenth of a pixel a frame (a still view): the column 5 px from the edge,
+    # inside the margin a moving view would add, empties for real in frames 10-17 and is counted
+    sm = SiteMap(SitesConfig(radius_A=0.8, occupancy=occupancy), sampling=0.1, view_margin_px=3.0)
+    image = np.zeros((100, 160), np.float32)
+    ref = np.array([[50.0, 45.0], [50.0, 80.0]])
+    for f in range(30):
+        dx = 40.0 + 0.1 * f  # the site at x=45: 5 px from the left edge, less as it goes
+        sm.update(f, ref[[0, 1] if not 10 <= f < 18 else [1]], image=image, offset=np.array([0.0, -dx]))
+    sm.flush()
+    assert sm.flips_table()[["frame", "site", "kind"]].values.tolist() == [[10, 0, "off"], [18, 0, "on"]]
+
+
 def test_site_born_late_was_empty_before():
     sm = SiteMap(SitesConfig(), sampling=0.1)
     for f in range(10):

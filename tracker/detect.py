@@ -23,7 +23,7 @@ from .frames import Frame
 from .intensity import intensity_of_frames
 from .lattice_classes import lattice_classes
 from .lattice_classes import resolve as lattice_species_of
-from .locate import LocateConfig, locate, refine_on_image, suppress_close
+from .locate import LocateConfig, locate, refine_on_image, suppress_close, suppress_close_spacing
 from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
 
 log = logging.getLogger("etem.detect")
@@ -311,6 +311,8 @@ class Detector:
         sep = self.locate_cfg.min_separation_A
         if sep:
             cols = [suppress_close(df, sep / f.sampling) if f.sampling else df for df, f in zip(cols, frames)]
+        if self.locate_cfg.min_separation_nn:
+            cols = [suppress_close_spacing(df, self.locate_cfg.min_separation_nn) for df in cols]
         if self.locate_cfg.intensity_radius_A:
             intensity_of_frames(cols, frames, raw, radius_A=self.locate_cfg.intensity_radius_A, radius_px=2.5,
                                 dark=self.engine_cfg.contrast == "dark")

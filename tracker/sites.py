@@ -160,8 +160,9 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         held for a few frames by the average reads as a visit.
 
         ``view_margin_px``: a site lies out of a frame's view where it is less than this far
-        inside the frame's edge (the detector's ``edge_px`` and a pixel) and no column was found
-        at it (given the frame's image and drift to :meth:`update`): the view drifted off it. Such
+        inside the frame's edge (the detector's ``edge_px`` and a pixel; and the site's radius
+        more at the edges the view is moving across: :mod:`etem.tracker.site_view`) and no
+        column was found at it (given the frame's image and drift to :meth:`update`): the view drifted off it. Such
         a frame says nothing of the site: its state is held, no flip is made of it, its
         ``n_obs`` and occupancy count only the frames it was in view, and its residence runs
         are cut (censored) where it leaves the view and begin anew, cut at their start, where
@@ -336,7 +337,11 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         if cls is not None and n:
             c = np.clip(np.asarray(cls, int), 0, _N_CLS - 1)
             self._cls_votes.reshape(-1)[sites * self._cls_votes.shape[1] + c] += 1
-            self._update_classes(frame, sites, c)
+            whole = self._wholly_in_view(ref_yx, image, offset)  # (a column cut by the edge: no class evidence)
+            if whole is None:
+                self._update_classes(frame, sites, c)
+            elif whole.any():
+                self._update_classes(frame, sites[whole], c[whole])
         self._last[sites] = frame
         if particles is not None:
             self._remember(particles, out)
@@ -344,9 +349,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         # leave the two queues of pending frames out of step (they are finalized side by side)
         entry = (frame, sites, self._prob_bins(prob, n))
         z = self._site_values(image, offset)
-        shape = None if image is None else np.shape(image)[-2:]
-        view = None if shape is None else (float(shape[0]), float(shape[1]),
-                                           *(float(v) for v in (offset if offset is not None else (0.0, 0.0))))
+        view = self._view_of(None if image is None else np.shape(image)[-2:], offset)
         self._pending.append(entry)
         self._pending_z.append(z)
         self._pending_view.append(view)
