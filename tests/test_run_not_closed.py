@@ -8,26 +8,21 @@ import signal
 import time
 
 import h5py
-import numpy as np
 import pandas as pd
 import pytest
 from _procs import etem, free_port
 
 from etem.simulate.toy import make_movie
-from etem.tracker import BatchConfig, Pipeline, PipelineConfig, track
+from etem.tracker import Pipeline, PipelineConfig, track
 from etem.tracker.export import export_run
 from etem.tracker.report import figure_lines, render_report, run_statistics
 from etem.tracker.resume import STATE_ARRAYS, STATE_LOGS
 from etem.tracker.runfile import RunWriter, open_run
 from etem.tracker.sources import iter_array
 
-ONE = PipelineConfig(batch=BatchConfig(max_batch=1), default_sampling=0.2)
+from test_resume import ONE, stack  # noqa: F401 (stack: the resume tests' movie, a fixture)
+
 TABLES = ("flips", "hops", "class_changes", "residence")
-
-
-@pytest.fixture(scope="module")
-def stack():
-    return np.asarray(make_movie(n_frames=36, shape=(96, 96), particle_radius_A=6.0, seed=11).frames, np.float32)
 
 
 @pytest.fixture(scope="module")
