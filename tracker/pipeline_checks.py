@@ -146,8 +146,9 @@ class FrameChecks:
                         "may mean little")
         elif self.cfg.engine.contrast == "dark" or (f.meta or {}).get("detector") == "bf":
             log.warning("intensity classes are made for annular dark-field STEM; these frames are bright field "
-                        "(dark columns), where a heavier column is darker and the contrast is not Z contrast: "
-                        "sublattice 0 and the faintest groups are then the heavier columns, if any order holds")
+                        "(dark columns), where the contrast is weaker than Z contrast: the columns are grouped by "
+                        "how much darker than the floor they are, a heavier column darker, so the groups come in "
+                        "ADF's order but lie closer together (SrTiO3 in ABF: O, Ti-O, Sr, as in ADF)")
 
     def intensity_classes_would_help(self) -> bool:
         """Whether the run could have followed more with ``[locate] intensity_classes``: annular
