@@ -175,15 +175,24 @@ class RunWriter(RunResume):
             counters = f.create_dataset("counters", data=self._counters)
             counters.attrs["names"] = list(self.counter_names)
             f.create_group("stats")
-            f.attrs["writer"] = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
             self._create_state(f)
+        except BaseException:
+            f.close()
+            raise
+        self._go_live(f)
+        self.frame_shape = shape  # type: ignore[assignment]
+
+    def _go_live(self, f: h5py.File) -> None:
+        """Take the file set up by :meth:`begin` or :meth:`reopen` as this writer's: its writer
+        recorded, flushed and switched to SWMR, so that readers may open it (closed on failure)."""
+        try:
+            f.attrs["writer"] = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
             f.flush()
             f.swmr_mode = True
         except BaseException:
             f.close()
             raise
         self._file = f
-        self.frame_shape = shape  # type: ignore[assignment]
         self._last_flush = time.monotonic()
 
     def _create_state(self, f: h5py.File) -> None:

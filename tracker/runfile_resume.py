@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import socket
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,16 +53,12 @@ class RunResume:
             f.attrs["resumes"] = _to_json("resumes", resumes)
             f.attrs["status"] = json.dumps("running")
             f.attrs["finished"] = json.dumps(None)
-            f.attrs["writer"] = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
             for name in list(f["stats"]):
                 del f["stats"][name]
-            f.flush()
-            f.swmr_mode = True
         except BaseException:
             f.close()
             raise
-        self._file = f
-        self._last_flush = time.monotonic()
+        self._go_live(f)
         return meta
 
     def _adopt(self, f: h5py.File) -> dict[str, Any] | None:
