@@ -10,7 +10,7 @@ import time
 import h5py
 import pandas as pd
 import pytest
-from _procs import etem, free_port
+from _procs import etem, free_port, movie, movie_file  # noqa: F401 - fixtures
 
 from etem.simulate.toy import make_movie
 from etem.tracker import Pipeline, PipelineConfig, track
@@ -165,3 +165,34 @@ def test_a_run_being_written_is_summed_up_over_the_frames_of_its_snapshot(tmp_pa
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def test_frames_tracked_before_a_pause_reach_the_file(movie_file, tmp_path):
+    """A camera sends a burst, tracked faster than the flush interval, then pauses: the burst's
+    frames are flushed once the interval has passed, without waiting for a next frame, so a
+    reader (``etem export`` mid-run) sees them and a killed tracker keeps them."""
+    from _procs import Camera
+
+    run, n = tmp_path / "run.h5", 30
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = etem("track", "--listen", address, "--mode", "pull", "--bind", "-o", str(run), "--quiet")
+    cam = Camera(frames=str(movie_file), mode="push", bind=False, address=address, fps=1000, n=n, sampling=0.2,
+                 end_after=60)  # the pause: the end of the stream comes a minute later
+    try:
+        assert cam.result()["sent"] == n
+        rows, deadline = 0, time.monotonic() + 30
+        while rows < n and time.monotonic() < deadline:
+            time.sleep(0.3)
+            assert proc.poll() is None, proc.communicate()
+            try:
+                with open_run(run) as r:
+                    rows = r.n_rows("frames")
+            except Exception:  # (not there yet)
+                pass
+        assert rows == n, f"{rows} of the {n} frames tracked are in the file during the pause"
+        with open_run(run) as r:
+            assert r.status == "running" and r.counters["processed"] == n
+    finally:
+        cam.kill()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)

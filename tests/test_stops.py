@@ -84,16 +84,70 @@ def test_a_lost_stop_is_raised_again_by_the_pipeline(movie, tmp_path, kind):
     from etem.tracker.runfile import open_run
 
     stop = interrupt.Terminated if kind == "SIGTERM" else KeyboardInterrupt
-    interrupt.request(stop)  # as if the handler had run and its exception had been lost
+
+    def on_frame(res, pipe):
+        if res.frame == 2:  # as if the handler had run here and its exception had been lost
+            interrupt.request(stop)
+
     try:
         with pytest.raises(KeyboardInterrupt) as info:
-            track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5")
+            track(np.asarray(movie.frames, np.float32), sampling=0.2, run_path=tmp_path / "run.h5",
+                  on_frame=on_frame)
         assert type(info.value) is stop
         track(np.asarray(movie.frames[:3], np.float32), sampling=0.2)  # the next run goes on as usual
     finally:
         interrupt.reset()
     r = open_run(tmp_path / "run.h5")
-    assert r.status == "interrupted" and 1 <= r.counters["processed"] < len(movie.frames)
+    assert r.status == "interrupted" and 3 <= r.counters["processed"] < len(movie.frames)
+
+
+# ------------------------------------------------------------------------------ a live stream's stop
+@pytest.mark.parametrize("how", ["once", "twice", "at once by config"])
+def test_a_stop_first_tracks_what_the_stream_delivered(tmp_path, how):
+    """A PUSH camera hands its frames over faster than the tracker goes: they wait in the
+    tracker's queue and ZeroMQ's. A first Ctrl-C ends the stream and tracks them before the run
+    closes (they cannot be sent again); a second Ctrl-C, or ``finish_on_stop_s = 0``, stops at
+    once and counts them dropped/stopped."""
+    # "once": all of them fit in the tracker's queue and ZeroMQ's; else more than it tracks in the
+    # time the test takes to stop it
+    run, n = tmp_path / "run.h5", 150 if how == "once" else 400
+    frames = tmp_path / "movie.npy"  # 256² frames: a few seconds' work for the tracker
+    np.save(frames, np.asarray(make_movie(n_frames=10, shape=(256, 256), particle_radius_A=12.0, seed=4).frames,
+                               np.float32))
+    address = f"tcp://127.0.0.1:{free_port()}"
+    args = ["track", "--listen", address, "--mode", "pull", "--bind", "-o", str(run), "--quiet"]
+    if how == "at once by config":
+        (tmp_path / "t.toml").write_text("finish_on_stop_s = 0\n")
+        args += ["--config", str(tmp_path / "t.toml")]
+    proc = etem(*args)
+    cam = Camera(frames=str(frames), mode="push", bind=False, address=address, fps=1000, n=n, sampling=0.2,
+                 end_after=60)  # all sent at once; the end of the stream comes long after the stop
+    try:
+        assert cam.result()["sent"] == n
+        wait_for_frames(run, 2, proc)
+        proc.send_signal(signal.SIGINT)
+        if how == "twice":
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        cam.kill()
+        if proc.poll() is None:
+            proc.kill()
+    # (a second SIGINT that finds Python shutting down, its handlers reset, ends the process
+    # by the signal: a shell reports both as 130)
+    assert proc.returncode == 130 or (how == "twice" and proc.returncode == -signal.SIGINT), err
+    assert "Traceback" not in err and "interrupted" in err, err
+    r = open_run(run)
+    c = r.counters
+    print(f"{how}: {dict((k, v) for k, v in c.items() if v)}")
+    assert r.status == "interrupted"
+    assert c["received"] == c["processed"] + c["rejected"] + c["dropped"]
+    if how == "once":
+        assert "tracking the frames already received" in err, err
+        assert c["received"] == c["processed"] == len(r.frames) == n and c["dropped"] == 0
+    else:
+        assert c["dropped/stopped"] > 0 and c["processed"] == len(r.frames) < n
 
 
 # ------------------------------------------------------------------------------ Ctrl-C

@@ -483,13 +483,22 @@ def _drive(pipe: Pipeline, src, on_frame) -> TrackResult:
     """Run ``pipe`` over ``src``, calling ``on_frame`` with each frame's result; its results."""
     results = pipe.run_iter(src)
     with interrupt.ctrl_c_held():  # a Ctrl-C waits for the frame in hand (in the main thread)
-        for res in results:
+        res = next(results, None)
+        while res is not None:
             if on_frame is not None:
                 try:
                     on_frame(res, pipe)
-                except KeyboardInterrupt as exc:  # a stop in the callback ends the run as one in the pipeline
-                    results.throw(exc)
+                except KeyboardInterrupt as exc:
+                    # a stop in the callback is one in the pipeline: the run ends, or a live
+                    # stream's frames already received are tracked first (the next result)
+                    try:
+                        res = results.throw(exc)
+                    except StopIteration:
+                        res = None
+                    continue
+            res = next(results, None)
     return result_of(pipe)
+
 
 
 def result_of(pipe: Pipeline) -> TrackResult:

@@ -52,6 +52,10 @@ class PipelineConfig:
     sites: SitesConfig = field(default_factory=SitesConfig)
     queue_frames: int = 64
     overflow: Literal["block", "drop"] = "block"
+    #: a live stream's first stop (Ctrl-C, SIGTERM) ends the stream and first tracks the frames
+    #: already received (the queue, and what ZeroMQ holds), for at most this long [s]; what is
+    #: left then is counted dropped/stopped. A second Ctrl-C stops at once. 0: stop at once.
+    finish_on_stop_s: float = 20.0
     default_sampling: float | None = None  # used for frames that carry none
     #: the material in view (graphene, mos2, au, srtio3 …): where frames carry no sampling, it is
     #: estimated from the lattice on the first frame (see etem.tracker.lattice)
@@ -84,6 +88,9 @@ class PipelineConfig:
             raise choice_error("overflow", self.overflow, ("block", "drop"))
         if self.detection not in ("thread", "process"):
             raise choice_error("detection", self.detection, ("thread", "process"))
+        if not (isinstance(self.finish_on_stop_s, (int, float)) and math.isfinite(self.finish_on_stop_s)
+                and self.finish_on_stop_s >= 0):
+            raise ConfigError(f"finish_on_stop_s must be a time >= 0 in s (0: stop at once), got {self.finish_on_stop_s!r}")
         if self.queue_frames < 1:
             raise ConfigError(f"queue_frames must be at least 1, got {self.queue_frames}")
         if self.batch.max_batch < 1:

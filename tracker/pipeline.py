@@ -164,6 +164,7 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
         if self.averager is not None:
             self.stage_s["average"] = 0.0  # (in the detection process, the detector's)
         self._ingest_q: queue.Queue = queue.Queue(maxsize=self.cfg.queue_frames)
+        self._ending = threading.Event()  # a live stream's first stop: it ends, what it received is tracked
         self._host_q: queue.Queue = queue.Queue(maxsize=4)
         self.last_frame: Frame | None = None
         self.error: str | None = None  # what stopped the run, when something did
@@ -208,7 +209,7 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
                 if self.stop.is_set():
                     self._account("dropped", "stopped", [frame])
                     break
-                if drop:
+                if drop and not self._ending.is_set():  # (what an ended stream still had waits its turn)
                     try:
                         q.put_nowait(frame)
                     except queue.Full:
@@ -381,39 +382,62 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
         compute = threading.Thread(target=self._dispatch if in_process else self._compute, name="etem-compute",
                                    daemon=True)
         status = "complete"
-        in_hand: list[Frame] = []  # frames of the batch being linked
-        base = 0  # the processed count before it
+        pending: list = []  # (frame, columns) of the batch in hand not yet done
+        base = 0  # the processed count before the first of them
+        in_host = False  # inside a frame's host work (a stop there cannot finish the stream)
+        ending: KeyboardInterrupt | None = None  # the stop being finished (:meth:`_finish_stream`)
+        deadline = 0.0
         ingest.start()
         compute.start()
         try:
-            # While the engine is built at the first frame: trackpy's subnet solver compiles now,
-            # not on the stream's second frame. (A Ctrl-C meanwhile stops the threads below.)
-            warm_up(self.cfg.link.link_strategy)
+            try:
+                # While the engine is built at the first frame: trackpy's subnet solver compiles
+                # now, not on the stream's second frame.
+                warm_up(self.cfg.link.link_strategy)
+            except KeyboardInterrupt as exc:
+                ending, deadline = self._finish_stream(exc, source)
             while True:
                 try:
-                    item = self._host_q.get(timeout=0.5)
-                except queue.Empty:
-                    interrupt.check()
-                    continue
-                if item is _DONE:
-                    if self.stop.is_set():  # set from outside (a program's stop): the source was left unread
-                        status = "stopped"
-                    break
-                if isinstance(item, BaseException):
-                    status = "failed"
-                    raise item
-                in_hand, base = list(item.frames), self.counters.processed
-                for frame, cols in zip(item.frames, item.columns):
+                    if ending is not None and time.perf_counter() > deadline:
+                        log.warning("stopping: %.0f s passed; the frames not yet tracked are dropped "
+                                    "(dropped/stopped)", self.cfg.finish_on_stop_s)
+                        raise ending
+                    if not pending:
+                        try:
+                            item = self._host_q.get(timeout=0.5 if ending is None else 0.1)
+                        except queue.Empty:
+                            interrupt.check()
+                            with interrupt.held():
+                                self._flush_idle()
+                            continue
+                        if item is _DONE:
+                            if ending is not None:  # the stream's frames are all tracked: the stop goes on
+                                raise ending
+                            if self.stop.is_set():  # set from outside (a program's stop): the source was left unread
+                                status = "stopped"
+                            break
+                        if isinstance(item, BaseException):
+                            status = "failed"
+                            raise item
+                        pending = list(zip(item.frames, item.columns))
+                    frame, cols = pending[0]
+                    base = self.counters.processed
                     why = self.blank.judge(cols.attrs.get("quality", {}))
                     if why:
                         self._reject_blank(frame, why)
-                        base -= 1  # accounted for: a stop after it leaves only the frames after it
+                        pending.pop(0)
                         continue
+                    in_host = True
                     with interrupt.held():  # a Ctrl-C here waits for the frame to be done
                         res = self._host(frame, cols)
+                        pending.pop(0)
+                        base, in_host = self.counters.processed, False
                     yield res
                     interrupt.check()
-                in_hand = []
+                except KeyboardInterrupt as exc:
+                    if ending is not None or in_host:
+                        raise
+                    ending, deadline = self._finish_stream(exc, source)
         except GeneratorExit:
             status = "stopped"
             raise
@@ -428,11 +452,26 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
         finally:
             # the run file is closed undisturbed by a second Ctrl-C (a third goes through)
             with interrupt.held():
-                self._wind_down(status, in_hand, base, (ingest, compute), in_process)
+                self._wind_down(status, [f for f, _ in pending], base, (ingest, compute), in_process)
+
+    def _finish_stream(self, stop: KeyboardInterrupt, source) -> tuple[KeyboardInterrupt, float]:
+        """A first stop (Ctrl-C, SIGTERM) of a live stream: end the stream, and track what it
+        had received before stopping (``finish_on_stop_s`` at most); the stop goes on then.
+        Other sources (files, folders, arrays: read again on resume) stop at once."""
+        end = getattr(source, "end", None)
+        if self.cfg.finish_on_stop_s <= 0 or not isinstance(end, threading.Event):
+            raise stop
+        interrupt.delivered()
+        end.set()
+        self._ending.set()
+        log.warning("stopping: tracking the frames already received (%d queued) for up to %.0f s; "
+                    "Ctrl-C again stops at once", self._ingest_q.qsize(), self.cfg.finish_on_stop_s)
+        return stop, time.perf_counter() + self.cfg.finish_on_stop_s
 
     def _wind_down(self, status: str, in_hand: list[Frame], base: int, threads, in_process: bool) -> None:
         """End a run: stop the stages, account for the frames they still held (``in_hand``:
-        the batch the host stopped in, ``base`` the processed count before it), close the run."""
+        those of the batch the host stopped in not yet done, ``base`` the processed count before
+        the first of them), close the run."""
         self.stop.set()
         if self.writer is not None:  # stopped between a frame's row and its count: the row decides
             unseen = self.writer.n_rows("frames") - self.counters.processed

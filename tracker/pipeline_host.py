@@ -86,11 +86,22 @@ class HostStage:
             self.writer.append("frames", row)  # the frame's row in the run file is
         self.counters.add("processed")  # what counts it (run_iter squares the two after a stop)
         if self.writer is not None and self.writer.due():
-            # sites, maps, counters and a resume snapshot, all as of this frame, then the flush
-            self._write_live()
-            self.writer.flush()  # may fail (a full disk): the frame was processed all the same
+            self._flush_live()
         t3 = time.perf_counter()
         self.stage_s["link"] += t1 - t0
         self.stage_s["sites"] += t2 - t1
         self.stage_s["write"] += t3 - t2
         return FrameResult(frame.frame, frame.seq, linked, drift, latency, frame.sampling)
+
+    def _flush_live(self) -> None:
+        """Sites, maps, counters and a resume snapshot, all as of the last frame, then the flush."""
+        self._write_live()
+        self.writer.flush()  # may fail (a full disk): the frames were processed all the same
+
+    def _flush_idle(self) -> None:
+        """While no frame comes (a camera paused, a burst tracked faster than the flush
+        interval): the frames tracked since the last flush are written once it is due, so that
+        readers see them, and a killed tracker keeps them."""
+        w = self.writer
+        if w is not None and w.due() and w.n_rows_pending() and self.last_frame is not None:
+            self._flush_live()

@@ -424,6 +424,10 @@ class RunWriter(RunResume):
         self._state = None
         return slot
 
+    def n_rows_pending(self) -> int:
+        """Rows given but not yet flushed."""
+        return self._n_pending
+
     def due(self) -> bool:
         """Whether ``flush_interval_s`` has passed since the last flush."""
         return time.monotonic() - self._last_flush >= self.flush_interval_s

@@ -90,6 +90,9 @@ class ZmqSource:
         self._frame_offset = 0  # added to the camera's frame numbers (after it counted again)
         self._ctx = context or zmq.Context.instance()
         self.ended = False
+        #: set to end the stream (a pipeline's first stop): what ZeroMQ already received is
+        #: read (:meth:`_drain`), then the iteration ends
+        self.end = threading.Event()
         self.curve_keys = curve_keys
 
     def _socket(self) -> zmq.Socket:
@@ -132,6 +135,9 @@ class ZmqSource:
         heard = False  # any message yet
         try:
             while not self.stop.is_set():
+                if self.end.is_set():
+                    yield from self._drain(sock)
+                    return
                 ready = dict(poller.poll(50))
                 if not heard and time.monotonic() - last > _QUIET_S:
                     heard = True  # (said once)
@@ -166,6 +172,22 @@ class ZmqSource:
             sock.disable_monitor()
             monitor.close(linger=0)
             sock.close(linger=0)
+
+    def _drain(self, sock: zmq.Socket) -> Iterator[Frame]:
+        """The frames ZeroMQ received before the stream was asked to end (in its queue of
+        ``rcvhwm`` messages and the kernel's buffer), read until none comes for 20 ms; at most
+        twice ``rcvhwm`` messages, so that a camera still sending cannot keep the stream open."""
+        n = 0
+        while n < 2 * max(self.rcvhwm, 1) and not self.stop.is_set() and sock.poll(20):
+            parts = sock.recv_multipart(copy=False)
+            n += 1
+            frame = self._accept([p.buffer for p in parts], time.perf_counter())
+            if frame is _END:
+                self.ended = True
+                break
+            if frame is not None:
+                yield frame
+        log.info("stream ended on request: %d message(s) read from ZeroMQ's queue", n)
 
     def _accept(self, parts: Sequence[memoryview], received: float):
         """Decode one message: a Frame, _END, or None when rejected (and counted)."""
