@@ -251,6 +251,43 @@ def test_an_open_page_gets_the_run_s_end_before_the_server_goes(movie):
     assert time.perf_counter() - t0 < 1.0 and dash._outcome == "complete"
 
 
+def test_a_status_request_that_waits_is_answered_at_the_run_s_end(movie):
+    """/api/status?wait=S, as a hidden browser tab asks (its timers slowed, it polls no more):
+    answered after S seconds while the run goes on, and at once when close() gives the run's
+    end; a page waiting so is open, so close() waits for it instead of going at once."""
+    pipe = Pipeline(PipelineConfig())
+    dash = Dashboard(DashboardConfig(port=0, maps_interval_s=1e6, linger_s=3.0))
+    dash.start()
+    try:
+        assert _get(dash.url + "api/status?wait=soon")[0] == 400
+        t0 = time.perf_counter()
+        assert _json(dash.url + "api/status?wait=0.4")["state"] == "waiting"
+        assert 0.4 <= time.perf_counter() - t0 < 2.0
+        for res in pipe.run_iter(iter_array(movie.frames, sampling=movie.sampling, counters=pipe.counters)):
+            dash(res, pipe)
+        answer: dict = {}
+
+        def hidden_page():  # then the last frame and the final maps, as the page fetches them
+            answer["status"] = _json(dash.url + "api/status?wait=20")
+            answer["at"] = time.perf_counter()
+            maps = _json(dash.url + "api/maps")
+            answer["codes"] = [_get(dash.url + u)[0] for u in ("api/frame", maps["occupancy"], maps["events"])]
+
+        waiter = threading.Thread(target=hidden_page, daemon=True)
+        waiter.start()
+        time.sleep(2.5)  # (no page has polled the status for longer than counts as open)
+        assert "status" not in answer  # the run has stopped, but it is not over until close()
+        t0 = time.perf_counter()
+        dash.close()
+        took = time.perf_counter() - t0
+        waiter.join(5)
+    finally:
+        dash.close()
+    assert answer["status"]["state"] == "finished" and answer["status"]["outcome"] == "complete"
+    assert answer["at"] - t0 < 1.0  # answered as soon as the end was there
+    assert answer["codes"] == [200, 200, 200] and took < 2.5  # served until the page had the end, no longer
+
+
 def test_how_the_run_ended_is_taken_from_its_run_file_or_exception(movie, tmp_path):
     pipe = Pipeline(PipelineConfig(), run_path=tmp_path / "run.h5")
     with Dashboard(DashboardConfig(port=0)) as dash:
