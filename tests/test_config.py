@@ -69,19 +69,59 @@ def test_overrides():
     [
         ({"nonsense": 1}, "unknown key 'nonsense'"),
         ({"batch": {"max_bath": 8}}, "valid keys: max_batch, max_wait_s"),
-        ({"batch": {"max_bath": 8}}, r"unknown key 'max_bath' in config.batch \(did you mean 'max_batch'\?\)"),
+        ({"batch": {"max_bath": 8}}, r"unknown key 'max_bath' in \[batch\] \(did you mean 'max_batch'\?\)"),
         ({"default_sampling": -0.2}, "default_sampling must be a pixel size > 0"),
         ({"default_sampling": 0}, "default_sampling must be a pixel size > 0"),
-        ({"batch": {"max_batch": "8"}}, "config.batch.max_batch must be an integer"),
+        ({"batch": {"max_batch": "8"}}, r"^\[batch\] max_batch must be an integer"),
         ({"overflow": "sometimes"}, "must be one of 'block', 'drop'"),
-        ({"batch": {"max_batch": 0}}, "max_batch must be at least 1"),
-        ({"link": {"drift": "yes"}}, "must be true or false"),
-        ({"engine": 3}, "config.engine must be a table"),
+        ({"batch": {"max_batch": 0}}, r"^\[batch\] max_batch must be at least 1"),
+        ({"link": {"drift": "yes"}}, r"^\[link\] drift must be true or false"),
+        ({"engine": 3}, r"^engine must be a table \(\[engine\] and its keys\)"),
+        ({"engine": {"kind": "gpu"}}, r"^\[engine\] kind must be one of 'auto', 'classical'"),  # (was: at the run)
+        ({"link": {"memory": -1}}, r"^\[link\] memory must be an integer >= 0"),  # (the stage's check said link.)
+        ({"locate": {"threshold": 2.0}}, r"^\[locate\] threshold must be a probability"),
+        ({"nonsense": 1}, r"^unknown key 'nonsense' at the top level \(before any \[table\]\)"),
     ],
 )
 def test_bad_config_gives_clear_errors(data, words):
     with pytest.raises(ConfigError, match=words):
         config_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ('[engine]\nkind = "gpu"\n', "[engine] kind must be one of 'auto', 'classical', 'compiled', 'eager', "
+                                      "'onnxruntime', 'tensorrt'; got 'gpu'."),
+        ("[link]\nsearch_range_A = -1\n", "[link] search_range_A must be > 0 Å; got -1.0"),
+        ('[sites]\noccupancy = "kalman"\n', "[sites] occupancy must be one of 'hmm', 'gaps'; got 'kalman'"),
+        ('[preprocess]\nsigma_A = "wide"\n', "[preprocess] sigma_A must be a number, got 'wide'"),
+        ("[batch]\nmax_batch = 0\n", "[batch] max_batch must be at least 1, got 0"),
+        ('overflow = "sometimes"\n[batch]\nmax_batch = 2\n', "overflow must be one of 'block', 'drop'; got 'sometimes'"),
+    ],
+)
+def test_a_bad_value_in_a_config_file_is_named_by_its_table_and_key(tmp_path, text, said):
+    """A bad value in a TOML file is named as the file has it, ``[table] key`` (before: by the key
+    alone, as ``kind must be one of …``, or as ``config.link: link.search_range_A …``)."""
+    p = tmp_path / "bad.toml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value) == said
+
+
+def test_the_cli_says_a_bad_config_value_with_its_table_in_one_line(tmp_path, capsys):
+    import numpy as np
+
+    from etem.simulate.toy import make_movie
+    from etem.tracker.cli import main
+
+    np.save(tmp_path / "m.npy", make_movie(n_frames=2, shape=(64, 64), seed=1).frames)
+    (tmp_path / "bad.toml").write_text('[engine]\nkind = "gpu"\n', encoding="utf-8")
+    assert main(["find", str(tmp_path / "m.npy"), "--config", str(tmp_path / "bad.toml")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "etem find: error: [engine] kind must be one of 'auto', 'classical', 'compiled', 'eager', 'onnxruntime', "
+        "'tensorrt'; got 'gpu'."]
 
 
 def test_bad_toml_file(tmp_path):

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -251,6 +252,43 @@ def test_an_open_page_gets_the_run_s_end_before_the_server_goes(movie):
     assert time.perf_counter() - t0 < 1.0 and dash._outcome == "complete"
 
 
+def test_a_status_request_that_waits_is_answered_at_the_run_s_end(movie):
+    """/api/status?wait=S, as a hidden browser tab asks (its timers slowed, it polls no more):
+    answered after S seconds while the run goes on, and at once when close() gives the run's
+    end; a page waiting so is open, so close() waits for it instead of going at once."""
+    pipe = Pipeline(PipelineConfig())
+    dash = Dashboard(DashboardConfig(port=0, maps_interval_s=1e6, linger_s=3.0))
+    dash.start()
+    try:
+        assert _get(dash.url + "api/status?wait=soon")[0] == 400
+        t0 = time.perf_counter()
+        assert _json(dash.url + "api/status?wait=0.4")["state"] == "waiting"
+        assert 0.4 <= time.perf_counter() - t0 < 2.0
+        for res in pipe.run_iter(iter_array(movie.frames, sampling=movie.sampling, counters=pipe.counters)):
+            dash(res, pipe)
+        answer: dict = {}
+
+        def hidden_page():  # then the last frame and the final maps, as the page fetches them
+            answer["status"] = _json(dash.url + "api/status?wait=20")
+            answer["at"] = time.perf_counter()
+            maps = _json(dash.url + "api/maps")
+            answer["codes"] = [_get(dash.url + u)[0] for u in ("api/frame", maps["occupancy"], maps["events"])]
+
+        waiter = threading.Thread(target=hidden_page, daemon=True)
+        waiter.start()
+        time.sleep(2.5)  # (no page has polled the status for longer than counts as open)
+        assert "status" not in answer  # the run has stopped, but it is not over until close()
+        t0 = time.perf_counter()
+        dash.close()
+        took = time.perf_counter() - t0
+        waiter.join(5)
+    finally:
+        dash.close()
+    assert answer["status"]["state"] == "finished" and answer["status"]["outcome"] == "complete"
+    assert answer["at"] - t0 < 1.0  # answered as soon as the end was there
+    assert answer["codes"] == [200, 200, 200] and took < 2.5  # served until the page had the end, no longer
+
+
 def test_how_the_run_ended_is_taken_from_its_run_file_or_exception(movie, tmp_path):
     pipe = Pipeline(PipelineConfig(), run_path=tmp_path / "run.h5")
     with Dashboard(DashboardConfig(port=0)) as dash:
@@ -471,3 +509,115 @@ def test_cli_replay_serves_the_dashboard_while_it_runs(movie, tmp_path, capsys):
     assert "metrics: " + url + "metrics" in err
     with pytest.raises(OSError):  # stopped with the run
         urllib.request.urlopen(url + "api/status", timeout=2)
+
+
+class _Etem:
+    """``etem ARGS`` as a process of its own, its stderr read line by line as it comes."""
+
+    def __init__(self, *args: str):
+        import os
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "etem.tracker.cli", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        self.err: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)
+        self._reader.start()
+
+    def dashboard(self, timeout: float = 120) -> str | None:
+        """The dashboard URL it printed (None: it began tracking without one)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.err):
+                if line.startswith("dashboard: "):
+                    return line.split()[1]
+            assert self.proc.poll() is None, "".join(self.err)
+            time.sleep(0.1)
+        raise AssertionError("".join(self.err))
+
+    def frames_written(self, run, more_than: int, timeout: float = 120) -> int:
+        from etem.tracker.run import open_run
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "".join(self.err)
+            try:
+                with open_run(run) as r:
+                    if len(r.frames) > more_than:
+                        return len(r.frames)
+            except Exception:  # noqa: BLE001 - (not written yet)
+                pass
+            time.sleep(0.2)
+        raise AssertionError("".join(self.err))
+
+    def end(self, stop: bool) -> int:
+        """Its exit status, after a SIGTERM (a stop, as a service manager's) where ``stop``."""
+        import signal
+
+        if stop:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(120)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(30)
+            self._reader.join(10)
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+
+def test_a_resumed_run_serves_the_dashboard_it_had(tmp_path, capsys):
+    """`etem replay … --dashboard-port P -o run.h5`, stopped; `--resume run.h5` serves the
+    dashboard again on P (while P is taken: on a free port, said so), `--no-dashboard` not."""
+    from etem.tracker.run import open_run
+
+    save_movie(make_movie(n_frames=60, shape=(96, 96), particle_radius_A=6.0, seed=7), tmp_path / "movie.h5")
+    run, movie_file = tmp_path / "run.h5", str(tmp_path / "movie.h5")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = _Etem("replay", movie_file, "--pace", "1", "--fps", "5", "-o", str(run), "--quiet",
+                  "--dashboard-port", str(port))
+    try:
+        assert first.dashboard() == f"http://127.0.0.1:{port}/"
+        n = first.frames_written(run, 0)
+    finally:
+        assert first.end(stop=True) != 0
+    with open_run(run) as r:
+        assert r.status == "interrupted"
+
+    with socket.socket() as taken:  # the run's port, taken meanwhile
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        again = _Etem("replay", movie_file, "--pace", "1", "--resume", str(run), "--quiet")
+        try:
+            url = again.dashboard()
+            assert f"etem replay: the run's dashboard port {port} is taken; serving it on port " in "".join(again.err)
+            assert url != f"http://127.0.0.1:{port}/" and _json(url + "api/status")["state"] in ("waiting", "running")
+            n = again.frames_written(run, n)
+        finally:
+            assert again.end(stop=True) != 0
+
+    again = _Etem("replay", movie_file, "--pace", "1", "--resume", str(run), "--quiet")  # P free again
+    try:
+        url = again.dashboard()
+        assert url == f"http://127.0.0.1:{port}/"
+        again.frames_written(run, n)
+        assert _json(url + "api/status")["processed"] > 0  # (the resumed run's own frames)
+    finally:
+        assert again.end(stop=True) != 0
+
+    assert main(["replay", movie_file, "--resume", str(run), "--quiet", "--no-dashboard"]) == 0
+    assert "dashboard" not in capsys.readouterr().err
+    with open_run(run) as r:
+        assert r.status == "complete" and len(r.frames) == 60 and len(r.resumes) == 3
+
+
+def test_no_dashboard_goes_with_no_other_dashboard_option(movie, tmp_path, capsys):
+    save_movie(movie, tmp_path / "movie.h5")
+    assert main(["replay", str(tmp_path / "movie.h5"), "--no-dashboard", "--dashboard-port", "0"]) == 2
+    assert capsys.readouterr().err.strip() == ("etem replay: error: --no-dashboard goes with no other dashboard "
+                                               "option; leave out --dashboard-port")

@@ -207,3 +207,53 @@ def test_the_page_shows_how_the_run_ended_and_its_final_maps(tmp_path, capsys):
     finally:
         dash.close()
         driver.quit()
+
+
+def test_a_tab_hidden_when_the_run_ends_says_how_it_ended(movie, tmp_path):
+    """The page's tab is behind another one (hidden, as the browser itself says) while the run
+    ends and the tracker exits: shown again, the page says how the run ended, with its final
+    maps, not that the connection was lost. (A hidden tab keeps a status request open, which
+    the tracker answers at the end, waiting for the page to fetch it.)"""
+    driver = _chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    save_movie(movie, tmp_path / "movie.h5")
+    dash = Dashboard(DashboardConfig(port=0, linger_s=5.0))
+    out: dict = {}
+    try:
+        js = driver.execute_script
+        driver.get(dash.start())
+        page = driver.current_window_handle
+        wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+        js("window.visibility = []; document.addEventListener('visibilitychange', "
+           "() => window.visibility.push(document.visibilityState))")
+
+        def replay():
+            try:
+                out["result"] = track(tmp_path / "movie.h5", pace=1.0, fps=4, on_frame=dash)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+                out["error"] = exc
+
+        runner = threading.Thread(target=replay)
+        runner.start()
+        wait.until(lambda d: d.find_element(By.ID, "state").text == "running")
+        driver.switch_to.new_window("tab")  # the dashboard's tab goes to the background
+        runner.join(120)
+        assert "error" not in out, out.get("error")
+        time.sleep(2.5)  # the hidden page has not polled as a shown one does for longer than counts as open
+        t0 = time.perf_counter()
+        dash.close()
+        took = time.perf_counter() - t0
+        driver.switch_to.window(page)  # shown again
+        assert js("return window.visibility") == ["hidden", "visible"]
+        wait.until(lambda d: "exited" in d.find_element(By.ID, "state").text or
+                   d.find_element(By.ID, "state").text == "connection lost")
+        assert driver.find_element(By.ID, "state").text == ("run ended (complete) — the tracker has exited; "
+                                                           "these are its final maps")
+        assert took < 5.5
+        n = out["result"].counters["processed"]
+        assert f" · {n} frames · " in driver.find_element(By.ID, "maps-info").text
+    finally:
+        dash.close()
+        driver.quit()

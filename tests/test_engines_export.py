@@ -409,7 +409,7 @@ def test_engine_options_from_config(tmp_path, bundle):
     path.write_text(f'[engine]\nkind = "onnxruntime"\nmodel = "{bundle}"\noptions = {{threads = 1}}\n')
     assert load_config(path).engine.options == {"threads": 1}
     path.write_text('[engine]\noptions = "threads=1"\n')
-    with pytest.raises(ConfigError, match="engine.options must be a table"):
+    with pytest.raises(ConfigError, match=r"^\[engine\] options must be a table"):
         load_config(path)
 
 

@@ -532,6 +532,22 @@ def test_plain_hdf5_reads_the_largest_stack_and_lists_the_others(tmp_path):
     assert open_recording(tmp_path / "m.npz").meta["dataset"] == "frames"
 
 
+def test_complex_data_beside_the_movie_is_not_offered_as_frames(tmp_path):
+    """Exit waves (complex) beside the movie: a --dataset that names nothing lists what could be
+    read as frames, the movie, not the waves, which --dataset /waves refuses, saying why."""
+    path = tmp_path / "session.h5"
+    with h5py.File(path, "w") as f:
+        f["scan/movie"] = stack(5)
+        f["sim/waves"] = np.zeros((3, 24, 32), np.complex64)
+    with open_recording(path) as rec:
+        assert rec.meta["dataset"] == "/scan/movie" and "datasets" not in rec.meta  # (no choice to say)
+    with pytest.raises(FileFormatError) as info:
+        open_recording(path, dataset="/nope")
+    assert str(info.value) == f"{path}: no dataset '/nope' of frames; those in it: /scan/movie (5 x 24 x 32)"
+    with pytest.raises(FileFormatError, match="complex data"):
+        open_recording(path, dataset="/sim/waves")
+
+
 def test_grey_png_and_jpeg_images_are_read_and_colour_is_refused(tmp_path):
     from PIL import Image
 

@@ -469,6 +469,7 @@ def test_sigkill_mid_replay_then_resume(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "movie.h5"), "--resume", str(run), "--quiet"]) == 0
     out = capsys.readouterr()
     assert "Traceback" not in out.err and f"{n} processed" in out.out, out
+    assert "dashboard" not in out.err  # (started without one, as files from before runs kept it are)
     track(tmp_path / "movie.h5", config=PipelineConfig(batch=BatchConfig(max_batch=1)), run_path=ref)
     r, reference = open_run(run), open_run(ref)
     assert r.status == "complete"

@@ -107,6 +107,26 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(wave_set, tmp_path)
         train(wave_set, tmp_path / "never", cfg, resume=True)
 
 
+def test_a_bundle_named_with_its_suffix_has_the_checkpoint_it_has_without(wave_set, tmp_path):
+    """``m.json``, ``m.safetensors`` and ``m`` name one bundle, and one checkpoint, ``m.ckpt.*``:
+    a run stopped as ``m.json`` resumes as ``m``, and checkpoint_paths finds its checkpoint by
+    either name (for ``m.json`` it said ``m.json.ckpt.*``, where nothing is)."""
+    from etem.train.loop import checkpoint_paths
+
+    cfg = _tiny(steps=4, checkpoint_every=1)
+
+    def stop_at_2(step, loss):
+        if step == 2:
+            raise _Stop  # (its checkpoint written)
+
+    with pytest.raises(_Stop):
+        train(wave_set, tmp_path / "m.json", cfg, on_step=stop_at_2)
+    named = [checkpoint_paths(tmp_path / n) for n in ("m.json", "m.safetensors", "m")]
+    assert named[0] == named[1] == named[2] and all(p.is_file() for p in named[0])
+    card = train(wave_set, tmp_path / "m", cfg, resume=True)
+    assert [r["step"] for r in card["training"]["resumed"]] == [2] and card["training"]["steps"] == 4
+
+
 def test_a_resumed_run_counts_the_time_before_its_checkpoint(wave_set, tmp_path):
     """The checkpoint keeps the training time spent; a resumed run goes on counting from it (the
     card's seconds, and a --minutes budget), and the card says it was resumed and from which step."""

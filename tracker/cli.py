@@ -133,15 +133,57 @@ def _engine_kwargs(args) -> dict:
 
 
 def _start_dashboard(args):
-    """The dashboard the options ask for, started (its URL printed), or None."""
-    if not (args.dashboard or args.dashboard_port is not None or args.dashboard_host is not None):
+    """The dashboard the options ask for, started (its URL printed), or None. With --resume,
+    the one the run was started with (its address, the options given replacing theirs), unless
+    --no-dashboard: a page left open on it sees the run go on."""
+    asked = args.dashboard or args.dashboard_port is not None or args.dashboard_host is not None
+    if args.no_dashboard:
+        if asked:
+            raise ConfigError("--no-dashboard goes with no other dashboard option; leave out "
+                              + ", ".join(o for o, v in (("--dashboard", args.dashboard),
+                                                         ("--dashboard-port", args.dashboard_port is not None),
+                                                         ("--dashboard-host", args.dashboard_host is not None)) if v))
+        return None
+    had = _dashboard_of_run(args.resume) if args.resume is not None else None
+    if not (asked or had):
         return None
     from .dashboard import DEFAULT_PORT, Dashboard, DashboardConfig
 
-    dash = Dashboard(DashboardConfig(host=args.dashboard_host or "127.0.0.1",
-                                     port=DEFAULT_PORT if args.dashboard_port is None else args.dashboard_port))
-    print(f"dashboard: {dash.start()}  (metrics: {dash.metrics_url})", file=sys.stderr, flush=True)
+    had = had or {}
+    host = args.dashboard_host or had.get("host") or "127.0.0.1"
+    port = args.dashboard_port if args.dashboard_port is not None else had.get("port", DEFAULT_PORT)
+    dash = Dashboard(DashboardConfig(host=host, port=port))
+    try:
+        url = dash.start()
+    except ConfigError as exc:
+        if args.dashboard_port is not None or "port" not in had:  # (a port asked for: its error stands)
+            raise
+        dash = Dashboard(DashboardConfig(host=host, port=0))
+        try:
+            url = dash.start()
+        except ConfigError:
+            raise ConfigError(f"{exc}, or --no-dashboard to resume without the dashboard the run had") from None
+        print(f"etem {args.command}: the run's dashboard port {port} is taken; serving it on port {dash.port}",
+              file=sys.stderr)
+    print(f"dashboard: {url}  (metrics: {dash.metrics_url})", file=sys.stderr, flush=True)
     return dash
+
+
+def _dashboard_of_run(path) -> dict | None:
+    """The dashboard address (``host``, ``port``) a run file says its run was started with;
+    None where it says none (started without one, or written before runs kept it) or cannot
+    be read (the resume says why)."""
+    from .run import open_run
+
+    try:
+        with open_run(path) as run:
+            had = run.attrs.get("dashboard")
+    except (EtemError, OSError):
+        return None
+    if not (isinstance(had, dict) and isinstance(had.get("host"), str) and isinstance(had.get("port"), int)
+            and 0 <= had["port"] <= 65535):
+        return None
+    return {"host": had["host"], "port": had["port"]}
 
 
 def cmd_track(args) -> int:
@@ -197,8 +239,6 @@ def _run(args, source, *, total: int | None, **options) -> int:
     from .api import track
     from .dashboard import chain
 
-    dash = _start_dashboard(args)
-    status = StatusLine(total=total, enabled=not args.quiet)
     if args.force and args.resume is None:
         raise ConfigError("--force goes with --resume RUN.h5 (to go on with a finished run); to replace a run file, "
                           "--overwrite")
@@ -212,6 +252,10 @@ def _run(args, source, *, total: int | None, **options) -> int:
         run_options = dict(resume=args.resume, force=args.force, device=args.device)
     else:
         run_options = dict(config=_config(args), run_path=args.output, overwrite=args.overwrite, **_engine_kwargs(args))
+    dash = _start_dashboard(args)
+    if dash is not None and args.resume is None:  # kept with the run, for --resume to serve it again
+        run_options["attrs"] = {"dashboard": {"host": dash.cfg.host, "port": dash.port}}
+    status = StatusLine(total=total, enabled=not args.quiet)
     try:
         result = track(source, on_frame=chain(status, dash), **options, **run_options)
     except EtemError:  # (said by main): where the frames tracked before it are

@@ -118,7 +118,7 @@ def _common_run(p: argparse.ArgumentParser) -> None:
 
 
 def _dashboard_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("live dashboard (off unless asked for)")
+    g = p.add_argument_group("live dashboard (off unless asked for; --resume starts the one the run had)")
     g.add_argument("--dashboard", action="store_true",
                    help="serve a live dashboard and Prometheus /metrics at http://127.0.0.1:8765/")
     g.add_argument("--dashboard-port", type=_whole(0, 65535), metavar="PORT",
@@ -126,6 +126,8 @@ def _dashboard_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dashboard-host", metavar="ADDRESS",
                    help="address to bind (implies --dashboard; default 127.0.0.1, this PC only; "
                         "any other address needs the token printed in the URL)")
+    g.add_argument("--no-dashboard", action="store_true",
+                   help="with --resume: do not start the dashboard the run was started with")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,8 @@ A TOML file has one table per stage, named like the fields of :class:`PipelineCo
     [link]
     search_range_A = 1.0
 
-Unknown tables or keys are errors that list the valid ones.
+Unknown tables or keys are errors that list the valid ones; an error names the key as the file
+has it, with its table (``[engine] kind must be one of …``).
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ class PipelineConfig:
         if self.queue_frames < 1:
             raise ConfigError(f"queue_frames must be at least 1, got {self.queue_frames}")
         if self.batch.max_batch < 1:
-            raise ConfigError(f"max_batch must be at least 1, got {self.batch.max_batch}")
+            raise ConfigError(f"[batch] max_batch must be at least 1, got {self.batch.max_batch}")
         if not 0 <= self.blank_snr_fraction < 1:
             raise ConfigError(f"blank_snr_fraction must be in [0, 1) (0: off), got {self.blank_snr_fraction}")
         if self.keep_in_memory_frames is not None and self.keep_in_memory_frames < 1:
@@ -108,7 +109,7 @@ class PipelineConfig:
 def config_from_dict(data: Mapping[str, Any], base: PipelineConfig | None = None) -> PipelineConfig:
     """Overlay ``data`` on ``base`` (default config); validates every table and key."""
     base = base or PipelineConfig()
-    return _overlay(base, data, "config")
+    return _overlay(base, data, "")
 
 
 def load_config(path: str | Path, base: PipelineConfig | None = None) -> PipelineConfig:
@@ -123,9 +124,10 @@ def load_config(path: str | Path, base: PipelineConfig | None = None) -> Pipelin
     return config_from_dict(data, base)
 
 
-def _overlay(obj, data: Mapping[str, Any], where: str):
+def _overlay(obj, data: Mapping[str, Any], table: str):
+    """``obj`` with ``data`` set on it; ``table``: its TOML table (``"engine"``, ``""`` the top)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a table, got {type(data).__name__}")
+        raise ConfigError(f"{table} must be a table ([{table}] and its keys), got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
     changes: dict[str, Any] = {}
@@ -135,16 +137,21 @@ def _overlay(obj, data: Mapping[str, Any], where: str):
 
             near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.7)
             meant = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigError(f"unknown key {key!r} in {where}{meant}; valid keys: {', '.join(sorted(fields))}")
+            place = f"in [{table}]" if table else "at the top level (before any [table])"
+            raise ConfigError(f"unknown key {key!r} {place}{meant}; valid keys: {', '.join(sorted(fields))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            changes[key] = _overlay(current, value, f"{where}.{key}")
+            changes[key] = _overlay(current, value, f"{table}.{key}" if table else key)
         else:
-            changes[key] = _check_type(value, hints[key], f"{where}.{key}")
+            changes[key] = _check_type(value, hints[key], f"[{table}] {key}" if table else key)
     try:
         return dataclasses.replace(obj, **changes)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # (ConfigError too: a stage's own checks, which name the key alone)
+        if not table and isinstance(exc, ConfigError):
+            raise
+        text = str(exc).removeprefix(f"{table.rsplit('.', 1)[-1]}.") if table else str(exc)  # ("link.memory": once)
+        kind = type(exc) if isinstance(exc, ConfigError) else ConfigError
+        raise kind(f"[{table}] {text}" if table else text) from None
 
 
 def _check_type(value: Any, hint, where: str) -> Any:

@@ -7,7 +7,9 @@ PC may be offline) and a few endpoints it polls:
 
 ``/api/status``
     counters, frames/s, latency, queue depths, sites, GPU memory, where the frames come from
-    and the run file; once the run has ended, how (JSON);
+    and the run file; once the run has ended, how (JSON). ``?wait=S`` answers when the run
+    ends, or after ``S`` seconds (at most 25): a hidden browser tab, whose timers the browser
+    slows to a minute, keeps such a request open instead of polling;
 ``/api/frame`` and ``/frame.png``
     the latest frame (downsampled for display), its pixel size, its columns (class, site) and
     what the class names mean;
@@ -32,7 +34,8 @@ reach it (its host name, else its address; :attr:`Dashboard.url`, :attr:`Dashboa
 When the run ends, :meth:`Dashboard.close` takes the run's final sites and status, and where a
 page is open (it polled in the last seconds) keeps serving until it has fetched them, for at
 most ``linger_s``: the page then says how the run ended and shows its final maps once the
-tracker has exited, where it would otherwise only see the connection lost.
+tracker has exited, where it would otherwise only see the connection lost. A page waiting on
+``/api/status?wait=`` (a hidden tab) counts as open, and is answered at once.
 
 >>> from etem.tracker import track
 >>> from etem.tracker.dashboard import Dashboard, DashboardConfig
@@ -67,6 +70,7 @@ log = logging.getLogger("etem.dashboard")
 DEFAULT_PORT = 8765
 OUTCOMES = ("complete", "stopped", "interrupted", "failed")  # how a run ends (its run file's status)
 _PAGE_OPEN_S = 2.0  # a page that polled the status this recently is open (it polls every 0.5 s)
+WAIT_MAX_S = 25.0  # longest wait of /api/status?wait= (under the handler's 30 s idle timeout)
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ class Dashboard(DashboardViews):
         self._outcome: str | None = None  # how the run ended (close)
         self._exiting = False  # close() is giving the pages the end
         self._t_page = -math.inf  # when a page last polled the status
+        self._waiting = 0  # status requests waiting for the run's end (hidden pages)
+        self._closing = False  # close() has begun: waiting requests are answered
         self._final: set[str] = set()  # what pages fetched since the end (status, frame, maps …)
         self._final_changed = threading.Condition(self._lock)
         self._connections: set[socket.socket] = set()  # open (keep-alive) connections
@@ -270,6 +276,9 @@ class Dashboard(DashboardViews):
             except Exception:  # noqa: BLE001 - the end shown or not, the port is freed
                 log.warning("dashboard: the run's end was not shown", exc_info=True)
         server, self._server = self._server, None
+        with self._final_changed:  # (requests still waiting for the end are answered as it is)
+            self._closing = True
+            self._final_changed.notify_all()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -315,9 +324,10 @@ class Dashboard(DashboardViews):
         """Take the run's final sites, status and frame, and wait (at most ``linger_s``) for an
         open page to fetch them."""
         self.refresh_sites(self.pipe)  # (also the final status)
-        with self._lock:
+        with self._final_changed:
             self._outcome, self._exiting, self._final = outcome, True, set()
-            page_open = time.perf_counter() - self._t_page < _PAGE_OPEN_S
+            page_open = time.perf_counter() - self._t_page < _PAGE_OPEN_S or self._waiting > 0
+            self._final_changed.notify_all()  # (the hidden pages' requests waiting for the end)
         maps = self.maps()  # encoded now, not in the page's wait
         self.frame()
         if not page_open or self.cfg.linger_s <= 0:
@@ -328,6 +338,20 @@ class Dashboard(DashboardViews):
             while not want <= self._final and (left := deadline - time.perf_counter()) > 0:
                 self._final_changed.wait(left)
         log.debug("dashboard: the pages fetched %s of the run's end", sorted(self._final))
+
+    def wait_for_the_end(self, timeout_s: float) -> None:
+        """Hold a status request until the run ends (:meth:`close` gives its end) or
+        ``timeout_s`` (at most :data:`WAIT_MAX_S`) has passed. A hidden browser tab asks so:
+        its timers are slowed (to once a minute), an answer to a request is not; and a page
+        waiting is open, so :meth:`close` waits for it to fetch the run's end."""
+        deadline = time.perf_counter() + min(max(timeout_s, 0.0), WAIT_MAX_S)
+        with self._final_changed:
+            self._waiting += 1
+            try:
+                while not (self._exiting or self._closing) and (left := deadline - time.perf_counter()) > 0:
+                    self._final_changed.wait(left)
+            finally:
+                self._waiting -= 1
 
     def connected(self, conn: socket.socket, is_open: bool) -> None:
         """Note a connection opened or closed (the request handler); :meth:`close` ends those open."""

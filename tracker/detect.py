@@ -18,7 +18,8 @@ from typing import Any, Literal, Sequence
 
 import pandas as pd
 
-from .errors import ConfigError, SamplingUnknown
+from .engines import ENGINE_KINDS
+from .errors import ConfigError, SamplingUnknown, choice_error
 from .frames import Frame
 from .intensity import intensity_of_frames
 from .lattice_classes import lattice_classes
@@ -72,6 +73,8 @@ class EngineConfig:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.kind not in ENGINE_KINDS:  # (said as the config is read, not when the engine is built)
+            raise choice_error("kind", self.kind, ENGINE_KINDS)
         if self.imaging not in (None, "hrtem", "stem"):
             raise ConfigError(f"imaging must be 'hrtem', 'stem' or unset; got {self.imaging!r}")
         if self.column_sigma_px is not None and not self.column_sigma_px > 0:

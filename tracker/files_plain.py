@@ -26,13 +26,18 @@ def _frames_like(shape: tuple[int, ...], kind: str) -> bool:
     return len(shape) in (2, 3, 4) and min(shape[-2:]) >= MIN_SIDE and kind != "b"
 
 
-def _pick(path: Path, shapes: dict[str, tuple[int, ...]], dataset: str | None, meta: dict[str, Any]) -> str:
+def _pick(path: Path, shapes: dict[str, tuple[int, ...]], dataset: str | None, meta: dict[str, Any],
+          unreadable: tuple[str, ...] = ()) -> str:
     """The dataset to read: ``dataset``, else the largest stack of frames (most images: a
     file's dark or gain references are a few frames beside the movie), then one named 'frames',
     'images' or 'data', then the first. Where there was a choice, ``meta['datasets']`` lists the
-    candidates (``name (shape)``, the one read first)."""
+    candidates (``name (shape)``, the one read first). ``unreadable``: datasets shaped as frames
+    that cannot be read as frames (complex, text): ``dataset`` may name one, to be told why,
+    but they are not listed as a choice."""
     names = list(shapes)
     if dataset is not None:
+        if dataset in unreadable:
+            return dataset
         if dataset not in names:
             found = ", ".join(f"{n} ({' x '.join(map(str, shapes[n]))})" for n in names[:8])
             more = f" and {len(names) - 8} more" if len(names) > 8 else ""
@@ -68,7 +73,7 @@ def read_hdf5(path: Path, dataset: str | None):
         f.visititems(visit)
         dataset = "/" + dataset.lstrip("/") if dataset is not None else None
         meta: dict[str, Any] = {"format": "hdf5", "reader": "h5py", "lazy": True}
-        ds = f[_pick(path, {**real, **other} if dataset is not None else real or other, dataset, meta)]
+        ds = f[_pick(path, real or other, dataset, meta, unreadable=tuple(other) if real else ())]
         meta["dataset"] = ds.name
         sampling = ds.attrs.get("sampling")
         if sampling is None:

@@ -22,8 +22,12 @@ __all__ = ["checkpoint_paths", "save_checkpoint", "load_checkpoint"]
 
 
 def checkpoint_paths(out: str | Path) -> tuple[Path, Path]:
-    """(tensors, state) files of a run's checkpoint: ``out.ckpt.safetensors`` and ``out.ckpt.json``."""
-    out = Path(out)
+    """(tensors, state) files of a run's checkpoint: ``out.ckpt.safetensors`` and ``out.ckpt.json``,
+    ``out`` named with or without the bundle's suffix (``m.json``, ``m.safetensors`` and ``m``
+    are one bundle, whose checkpoint is ``m.ckpt.*``, as :func:`etem.train.loop.train` writes it)."""
+    from .bundle import bundle_base
+
+    out = bundle_base(out)
     return out.with_name(out.name + ".ckpt.safetensors"), out.with_name(out.name + ".ckpt.json")
 
 

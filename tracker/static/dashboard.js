@@ -6,6 +6,7 @@ const STATUS_MS = 500;   // counters and queues
 const FRAME_MS = 400;    // latest frame and its columns
 const MAPS_MS = 1000;    // occupancy and event maps
 const SITE_MS = 1000;    // the selected site's timeline
+const HIDDEN_WAIT_S = 20; // a hidden tab's status request: answered at the run's end, or after this
 
 const $ = (id) => document.getElementById(id);
 let frameInfo = null;    // /api/frame of the frame on screen
@@ -85,10 +86,10 @@ function showReasons(s) {
   for (const [k, v] of rows) row([...k.split("/", 2), String(v)], "td");
 }
 
-async function pollStatus() {
+async function pollStatus(waitS) {
   let s;
   try {
-    s = await getJSON("api/status");
+    s = await getJSON(waitS ? `api/status?wait=${waitS}` : "api/status");
   } catch (e) {
     showState(lastStatus || { state: "waiting" }, true);
     throw e;
@@ -320,6 +321,35 @@ function showSite() {
   c.dataset.drawn = String(ch.length);
 }
 
+// -- a hidden tab ---------------------------------------------------------------------------
+// The browser slows a hidden tab's timers (to once a minute after a while), and the tracker
+// stays after its run only for a page that is polling: a tab hidden when the run ended would
+// find the tracker gone and could only say "connection lost". So while hidden, the page keeps
+// one status request open, which the tracker answers at the run's end (it waits for such a
+// page to fetch the end), and then fetches the last frame and the final maps; shown again, it
+// polls at once.
+let watching = false;
+const ended = () => lastStatus && lastStatus.state === "finished";
+
+async function watchWhileHidden() {
+  if (watching) return;
+  watching = true;
+  try {
+    while (document.hidden && !ended()) {
+      try { await pollStatus(HIDDEN_WAIT_S); } catch (e) { console.debug(e); break; }  // (gone: said so)
+    }
+    if (ended()) await Promise.allSettled([pollFrame(), pollMaps()]);
+  } finally {
+    watching = false;
+  }
+}
+
+function pollAllNow() {
+  for (const fn of [pollStatus, pollFrame, pollMaps, pollSite]) fn().catch((e) => console.debug(e));
+}
+
+document.addEventListener("visibilitychange", () => document.hidden ? watchWhileHidden() : pollAllNow());
+
 // -- start ------------------------------------------------------------------------------------
 $("occupancy-view").addEventListener("click", onMapClick);
 $("events-view").addEventListener("click", onMapClick);
@@ -330,3 +360,4 @@ every(STATUS_MS, pollStatus);
 every(FRAME_MS, pollFrame);
 every(MAPS_MS, pollMaps);
 every(SITE_MS, pollSite);
+if (document.hidden) watchWhileHidden();  // (opened in a background tab)
