@@ -606,6 +606,9 @@ def test_a_resumed_run_serves_the_dashboard_it_had(tmp_path, capsys):
         url = again.dashboard()
         assert url == f"http://127.0.0.1:{port}/"
         again.frames_written(run, n)
+        deadline = time.monotonic() + 10  # (the file may have a frame before the dashboard is told of it)
+        while _json(url + "api/status").get("processed", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert _json(url + "api/status")["processed"] > 0  # (the resumed run's own frames)
     finally:
         assert again.end(stop=True) != 0
