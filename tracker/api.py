@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
@@ -25,6 +26,7 @@ from .lattice_classes import lattice_species
 from .model_choice import _engine_cfg, resolve_model  # noqa: F401 (resolve_model: re-exported)
 from .pipeline import FrameResult, Pipeline, PipelineConfig
 from .sources import open_source
+from .wire import MAX_FOCAL, MIN_SIDE
 
 ArrayLike = np.ndarray | Sequence[np.ndarray]
 
@@ -95,11 +97,10 @@ def find(
     from .preprocess import fill_nonfinite, nonfinite_words
 
     cfg = config or PipelineConfig()
-    auto = sampling == "auto"
+    _check_sampling(sampling)
+    auto = isinstance(sampling, str) and sampling == "auto"
     if auto:
         require_material(material)
-    if isinstance(sampling, str) and not auto:
-        raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
     frames: list[Frame] = []
     try:
         frames.extend(_frames_of(image, sampling=None if auto else sampling, focal=focal, dataset=dataset))
@@ -177,6 +178,113 @@ def find(
     return out
 
 
+_log = logging.getLogger("etem.api")
+
+
+def _check_sampling(sampling) -> None:
+    """``sampling`` as :func:`find` and :func:`track` take it: None, ``"auto"`` or a pixel size > 0."""
+    if sampling is None or (isinstance(sampling, str) and sampling == "auto"):
+        return
+    if isinstance(sampling, str):
+        raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
+    if (isinstance(sampling, bool) or not isinstance(sampling, (int, float, np.integer, np.floating))
+            or not math.isfinite(sampling) or sampling <= 0):
+        raise ConfigError(f"sampling must be a pixel size > 0 in Å/px (or 'auto'), got {sampling!r}")
+
+
+def _check_focal(focal) -> None:
+    if isinstance(focal, bool) or not isinstance(focal, (int, np.integer)) or focal < 1:
+        raise ConfigError(f"focal must be a positive integer (images per frame), got {focal!r}")
+    if focal > MAX_FOCAL:
+        raise ConfigError(f"focal must be at most {MAX_FOCAL} images per frame, got {focal}")
+
+
+def _check_shape(shape: tuple[int, ...], dtype: np.dtype, *, focal: int, who: str) -> None:
+    """Refuse an array (or a list of equal arrays, ``shape`` then that of their stack) that
+    ``who`` (``find`` or ``track``) cannot read as images: a ConfigError saying what it takes.
+    A stack stored as ``[H, W, N]`` cannot be told from ``[N, H, W]`` in general; where its
+    last axis cannot be an image side, it is refused, and where the first two axes are equal
+    and the last differs, it is read as given with a warning."""
+    shape = tuple(int(s) for s in shape)
+    nd = len(shape)
+    takes = ("an image [H, W], a stack [N, H, W] or focal series [N, F, H, W]" if who == "find"
+             else "a stack of frames [N, H, W] (or focal series [N, F, H, W])")
+    if nd == 2 and who == "track":
+        raise ConfigError(f"track() takes {takes}; got one image of shape {shape}: pass image[None] for a "
+                          "one-frame stack (or find(image) for its columns)")
+    if nd < 2 or nd > 4:
+        raise ConfigError(f"{who}() takes {takes}; got a {nd}-D array of shape {shape}"
+                          + (": reshape it into images (e.g. a.reshape(N, H, W))" if nd < 2 else ""))
+    if 0 in shape:
+        raise ConfigError(f"{who}() got an empty array (shape {shape}): it holds no image")
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif":
+        raise ConfigError(f"image dtype {dtype} is not a real number type; pass numbers "
+                          "(e.g. frames.astype(np.float32))")
+    if nd >= 3 and shape[-1] in (3, 4) and min(shape[-3:-1]) >= MIN_SIDE:
+        one = "a colour image" if nd == 3 else "colour frames"
+        raise ConfigError(f"{who}() got shape {shape}, which looks like {one} (RGB{'A' if shape[-1] == 4 else ''}"
+                          f" in the last axis); the images must be grey: e.g. a.mean(axis=-1)"
+                          + ("[None] for one colour image" if nd == 3 and who == "track" else ""))
+    if min(shape[-2:]) < MIN_SIDE:
+        if nd == 3 and min(shape[:2]) >= MIN_SIDE:
+            raise ConfigError(f"{who}() got shape {shape}: images {shape[1]} x {shape[2]} px, narrower than "
+                              f"{MIN_SIDE} px; a stack stored as [H, W, N]? np.moveaxis(a, -1, 0) puts its frames first")
+        raise ConfigError(f"{who}() got shape {shape}: no image of at least {MIN_SIDE} px a side")
+    if nd == 3 and shape[0] == shape[1] != shape[2]:
+        _log.warning("shape %s is read as %d frames of %d x %d px; if it is %d frames stored as [H, W, N], "
+                     "pass np.moveaxis(a, -1, 0)", shape, shape[0], shape[1], shape[2], shape[2])
+    if nd == 4:
+        n, f = shape[:2]
+        if f > MAX_FOCAL:
+            raise ConfigError(f"{who}() got shape {shape}: a 4-D array is a stack of focal series [N, F, H, W], "
+                              f"of at most {MAX_FOCAL} images each, not {f}")
+        if focal > 1 and f != focal:
+            raise ConfigError(f"focal={focal}, but the array of shape {shape} holds focal series of {f} images "
+                              "([N, F, H, W])")
+        if n == 1 and f > 1 and focal == 1:
+            _log.warning("shape %s is read as one frame, a focal series of %d images ([N, F, H, W]); if they are "
+                         "%d frames, pass a[0] (an extra leading axis?)", shape, f, f)
+    elif focal > 1:
+        if nd == 2:
+            raise ConfigError(f"focal={focal} takes a stack of {focal} images per frame; got one image of shape {shape}")
+        if shape[0] % focal:
+            raise ConfigError(f"focal={focal}: the stack's {shape[0]} images do not make whole focal series of "
+                              f"{focal} ({shape[0]} is not a multiple of {focal})")
+
+
+def _checked_images(images, *, focal: int, who: str):
+    """``images`` as :func:`find` and :func:`track` take them, checked (:func:`_check_shape`):
+    an array as it is; a list or tuple of arrays as it is, or, where it is a nested list of
+    numbers holding one image, that image as an array. Anything else (a path, an iterator) as is."""
+    _check_focal(focal)
+    if isinstance(images, np.ndarray):
+        _check_shape(images.shape, images.dtype, focal=focal, who=who)
+        return images
+    if not isinstance(images, (list, tuple)):
+        return images
+    if not images:
+        raise ConfigError(f"{who}() got an empty {type(images).__name__}: it holds no image")
+    items = []
+    for i, x in enumerate(images):
+        try:
+            items.append(np.asarray(x))
+        except ValueError as exc:  # (a ragged nested list)
+            raise ConfigError(f"{who}(): item {i} of the {type(images).__name__} is no array of numbers ({exc})") from None
+    shapes = {a.shape for a in items}
+    bad = next((a.dtype for a in items if a.dtype.kind not in "uif"), items[0].dtype)
+    if len(shapes) == 1:  # as the stack of them
+        _check_shape((len(items), *items[0].shape), bad, focal=focal, who=who)
+        return np.asarray(images) if items[0].ndim == 1 else images  # (a nested list of rows: one image)
+    for i, a in enumerate(items):  # frames of several sizes (those not the first's are rejected)
+        if a.ndim not in (2, 3):
+            raise ConfigError(f"{who}(): item {i} of the {type(images).__name__} has shape {a.shape}; each must "
+                              "be an image [H, W] (or a focal series [F, H, W])")
+    if bad.kind not in "uif":
+        raise ConfigError(f"image dtype {bad} is not a real number type; pass numbers (e.g. frames.astype(np.float32))")
+    return images
+
+
 def _frames_of(image, *, sampling: float | None, focal: int, dataset: str | None = None) -> Iterable[Frame]:
     if isinstance(image, (str, Path)):
         from .files import open_recording
@@ -191,6 +299,7 @@ def _frames_of(image, *, sampling: float | None, focal: int, dataset: str | None
                 f.sampling = sampling
             yield f
         return
+    image = _checked_images(image, focal=focal, who="find")
     arr = image if isinstance(image, np.ndarray) else None
     if arr is not None and arr.ndim == 2:
         yield Frame(image=arr, frame=0, sampling=sampling)
@@ -346,6 +455,8 @@ def track(
                        pattern=pattern, dataset=dataset)
     if source is None:
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
+    _check_sampling(sampling)
+    source = _checked_images(source, focal=focal, who="track")
     cfg = config or PipelineConfig()
     base_engine, meta = cfg.engine, _file_meta(source, model, pattern, dataset)
     # images per frame: as given, else as the file holds them (a 4-D focal-series stack)
@@ -462,6 +573,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
                           f"{options['focal']}); resume it with the same")
     cfg = _overflow(with_device(point.config, device), is_stream, mode, pace)
     counters = Counters()
+    source = _checked_images(source, focal=focal, who="track")
     pipe = Pipeline.resume(point, config=cfg, counters=counters)
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])

@@ -1,0 +1,138 @@
+"""The Python API (find, track, open_run …) as a notebook user calls it: what it is given that
+it cannot use is refused with an etem error that says what it takes, not read as something else
+or left to fail in numpy."""
+import logging
+
+import numpy as np
+import pytest
+
+from etem.simulate.toy import make_movie
+from etem.tracker import find, track
+from etem.tracker.errors import ConfigError
+
+SAMPLING = 0.2
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return make_movie(n_frames=6, shape=(64, 64), particle_radius_A=5.0, seed=2).frames
+
+
+# ------------------------------------------------------------------------------- array shapes
+
+def test_track_refuses_one_image(frames):
+    with pytest.raises(ConfigError, match=r"one image of shape \(64, 64\): pass image\[None\]"):
+        track(frames[0], sampling=SAMPLING)
+
+
+def test_track_refuses_a_nested_list_holding_one_image(frames):
+    with pytest.raises(ConfigError, match=r"one image of shape \(64, 64\)"):
+        track(frames[0].tolist(), sampling=SAMPLING)
+
+
+def test_track_refuses_a_1d_array(frames):
+    with pytest.raises(ConfigError, match=r"1-D array of shape \(4096,\)"):
+        track(frames[0].ravel(), sampling=SAMPLING)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_track_and_find_refuse_colour_images(frames, channels):
+    rgb = np.repeat(frames[0][..., None], channels, axis=2)
+    with pytest.raises(ConfigError, match="looks like a colour image"):
+        track(rgb, sampling=SAMPLING)
+    with pytest.raises(ConfigError, match="looks like a colour image"):
+        find(rgb, sampling=SAMPLING)
+    with pytest.raises(ConfigError, match="looks like colour frames"):
+        track(np.repeat(frames[..., None], channels, axis=3), sampling=SAMPLING)
+
+
+def test_track_refuses_a_stack_with_its_frames_last(frames):
+    with pytest.raises(ConfigError, match=r"\[H, W, N\]\? np.moveaxis"):
+        track(np.moveaxis(frames[:5], 0, -1), sampling=SAMPLING)
+
+
+def test_a_stack_that_may_be_frames_last_is_read_as_given_with_a_warning(frames, caplog):
+    hwn = np.ascontiguousarray(np.moveaxis(np.concatenate([frames, frames])[:, :16, :16], 0, -1))  # [16, 16, 12]
+    with caplog.at_level(logging.WARNING, logger="etem.api"):
+        cols = find(hwn, sampling=SAMPLING)
+    assert "if it is 12 frames stored as [H, W, N], pass np.moveaxis" in caplog.text
+    assert len(cols.attrs["frames"]) + len(cols.attrs["rejected"]) == 16  # (read as given)
+
+
+def test_an_extra_leading_axis_is_a_focal_series_said_aloud(frames, caplog):
+    # a 4-D array is a stack of focal series [N, F, H, W] (README, find's docstring); frames[None]
+    # is one such frame: read so, and said
+    with caplog.at_level(logging.WARNING, logger="etem.api"):
+        result = track(frames[None], sampling=SAMPLING)
+    assert "read as one frame, a focal series of 6 images" in caplog.text
+    assert result.counters["received"] == 1
+
+
+def test_focal_must_match_a_4d_stack(frames):
+    with pytest.raises(ConfigError, match="focal series of 6 images"):
+        track(frames[None], sampling=SAMPLING, focal=3)
+
+
+def test_find_refuses_a_tiny_image():
+    with pytest.raises(ConfigError, match="no image of at least 8 px a side"):
+        find(np.ones((4, 4)))
+
+
+@pytest.mark.parametrize("call", [find, track])
+def test_empty_arrays_are_refused(call):
+    with pytest.raises(ConfigError, match="empty array"):
+        call(np.zeros((0, 0, 0), np.float32), sampling=SAMPLING)
+    with pytest.raises(ConfigError, match="empty list"):
+        call([], sampling=SAMPLING)
+
+
+def test_find_empty_image():
+    with pytest.raises(ConfigError, match=r"empty array \(shape \(0, 0\)\)"):
+        find(np.zeros((0, 0), np.float32), sampling=SAMPLING)
+
+
+def test_find_takes_a_nested_list_as_the_image_it_holds(frames):
+    as_list = find(frames[0].tolist(), sampling=SAMPLING)
+    as_array = find(frames[0].astype(np.float64), sampling=SAMPLING)
+    assert len(as_list) == len(as_array) > 0
+    np.testing.assert_allclose(as_list[["y", "x"]], as_array[["y", "x"]])
+
+
+def test_object_and_bool_arrays_are_refused(frames):
+    with pytest.raises(ConfigError, match="dtype object is not a real number type"):
+        find(np.array([[1, "a"], [2, 3]], dtype=object))
+    with pytest.raises(ConfigError, match="dtype bool is not a real number type"):
+        track(frames > frames.mean(), sampling=SAMPLING)
+
+
+def test_a_ragged_list_is_refused():
+    with pytest.raises(ConfigError, match=r"item 0 of the list has shape \(2,\)"):
+        track([[1.0, 2.0], [3.0]], sampling=SAMPLING)
+
+
+@pytest.mark.parametrize("call", [find, track])
+def test_focal_must_divide_the_stack(frames, call):
+    with pytest.raises(ConfigError, match="6 images do not make whole focal series of 4"):
+        call(frames, sampling=SAMPLING, focal=4)
+
+
+@pytest.mark.parametrize("call", [find, track])
+@pytest.mark.parametrize("focal", [0, -1, 2.5, True])
+def test_focal_must_be_a_positive_integer(frames, call, focal):
+    with pytest.raises(ConfigError, match="focal must be a positive integer"):
+        call(frames[:4], sampling=SAMPLING, focal=focal)
+
+
+def test_find_refuses_focal_for_one_image(frames):
+    with pytest.raises(ConfigError, match="focal=3 takes a stack of 3 images per frame"):
+        find(frames[0], sampling=SAMPLING, focal=3)
+
+
+# ----------------------------------------------------------------------------------- sampling
+
+@pytest.mark.parametrize("call", [find, track])
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), "0.2"])
+def test_sampling_is_checked_and_named(frames, call, bad):
+    with pytest.raises(ConfigError, match="^sampling must be") as info:
+        call(frames[:2], sampling=bad)
+    assert "column_sigma_px" not in str(info.value) and "default_sampling" not in str(info.value)
