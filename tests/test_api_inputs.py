@@ -136,3 +136,33 @@ def test_sampling_is_checked_and_named(frames, call, bad):
     with pytest.raises(ConfigError, match="^sampling must be") as info:
         call(frames[:2], sampling=bad)
     assert "column_sigma_px" not in str(info.value) and "default_sampling" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- config
+
+def test_track_takes_config_as_a_mapping(frames, tmp_path):
+    result = track(frames, sampling=SAMPLING, config={"link": {"search_range_A": 1.5}}, run_path=tmp_path / "r.h5")
+    from etem.tracker import open_run
+
+    with open_run(result.run_path) as run:
+        assert run.attrs["config"]["link"]["search_range_A"] == 1.5
+
+
+def test_find_takes_config_as_a_mapping(frames):
+    strict = find(frames[0], sampling=SAMPLING, config={"locate": {"threshold": 0.9}})
+    loose = find(frames[0], sampling=SAMPLING, config={"locate": {"threshold": 0.2}})
+    assert len(strict) < len(loose)
+
+
+def test_find_takes_config_as_a_toml_file(frames, tmp_path):
+    (tmp_path / "c.toml").write_text("[locate]\nthreshold = 0.9\n")
+    assert len(find(frames[0], sampling=SAMPLING, config=tmp_path / "c.toml")) == len(
+        find(frames[0], sampling=SAMPLING, config={"locate": {"threshold": 0.9}}))
+
+
+@pytest.mark.parametrize("call", [find, track])
+def test_a_config_mapping_is_checked_key_by_key(frames, call):
+    with pytest.raises(ConfigError, match="did you mean 'search_range_A'"):
+        call(frames, sampling=SAMPLING, config={"link": {"serch_range_A": 1.0}})
+    with pytest.raises(ConfigError, match="config must be a PipelineConfig, a mapping"):
+        call(frames, sampling=SAMPLING, config=3)

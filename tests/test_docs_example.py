@@ -36,3 +36,18 @@ def test_readmes_run_file_snippet_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(snippet, "README.md", "exec"), scope)
     assert scope["summary"]["frames"] == 8 and "site_kinetics" in scope["tables"]
+
+
+def test_readmes_config_snippet_runs():
+    """README's Python lines that give a config as a dict run as written."""
+    import re
+
+    from etem.simulate.toy import make_movie
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "config_from_dict" in b]
+    m = make_movie(n_frames=4, shape=(64, 64), particle_radius_A=5.0, seed=2)
+    scope: dict = {"movie": m.frames, "track": __import__("etem.tracker", fromlist=["track"]).track}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    assert scope["res"].counters["processed"] == 4
+    assert scope["cfg"].link.search_range_A == 1.5

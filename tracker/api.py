@@ -12,7 +12,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ def find(
     focal: int = 1,
     device: str | None = None,
     engine: str | None = None,
-    config: PipelineConfig | None = None,
+    config: PipelineConfig | Mapping[str, Any] | str | Path | None = None,
     dataset: str | None = None,
 ) -> pd.DataFrame:
     """Find the atomic columns in one image or a stack.
@@ -73,6 +73,12 @@ def find(
         which reads frames as recorded. A file that says it is bright-field STEM implies it.
     focal
         Images per frame in a stack (a focal series of F images forms one frame).
+    config
+        The settings of a TOML config file (``--config`` on the command line): a
+        :class:`~etem.tracker.config.PipelineConfig`, a mapping of its tables, such as
+        ``{"locate": {"threshold": 0.3}}`` (read by :func:`etem.tracker.config.config_from_dict`,
+        which refuses an unknown key or a value of the wrong type, naming it), or a TOML file's
+        path. Default: the defaults.
     dataset
         A file's dataset (HDF5, .npz) or signal (EMD, DM, HyperSpy) to read, as in
         :func:`~etem.tracker.files.open_recording` (default: its largest stack of frames).
@@ -96,7 +102,7 @@ def find(
     from .lattice import require_material, resolve_sampling
     from .preprocess import fill_nonfinite, nonfinite_words
 
-    cfg = config or PipelineConfig()
+    cfg = _config_of(config)
     _check_sampling(sampling)
     auto = isinstance(sampling, str) and sampling == "auto"
     if auto:
@@ -179,6 +185,26 @@ def find(
 
 
 _log = logging.getLogger("etem.api")
+
+
+def _config_of(config) -> PipelineConfig:
+    """``config`` as :func:`find` and :func:`track` take it: a PipelineConfig, a mapping of the
+    TOML file's tables (through :func:`~etem.tracker.config.config_from_dict`, which checks every
+    key and type), a TOML file's path, or None (the defaults)."""
+    if config is None:
+        return PipelineConfig()
+    if isinstance(config, PipelineConfig):
+        return config
+    if isinstance(config, Mapping):
+        from .config import config_from_dict
+
+        return config_from_dict(config)
+    if isinstance(config, (str, Path)):
+        from .config import load_config
+
+        return load_config(config)
+    raise ConfigError(f"config must be a PipelineConfig, a mapping of its tables ({{'link': {{'search_range_A': "
+                      f"1.0}}}}, as in a TOML config file) or a TOML file's path; got {type(config).__name__}")
 
 
 def _check_sampling(sampling) -> None:
@@ -386,7 +412,7 @@ def track(
     dark: bool = False,
     device: str | None = None,
     engine: str | None = None,
-    config: PipelineConfig | None = None,
+    config: PipelineConfig | Mapping[str, Any] | str | Path | None = None,
     run_path: str | Path | None = None,
     overwrite: bool = False,
     mode: Literal["sub", "pull"] = "sub",
@@ -413,6 +439,9 @@ def track(
     sampling, material
         As in :func:`find`; the lattice estimate is made on the first frame and stored in the
         run file's attributes.
+    config
+        As in :func:`find`: a PipelineConfig, a mapping of a TOML config file's tables (``{"link":
+        {"search_range_A": 1.0}}``), or a TOML file's path.
     run_path
         Write the run's HDF5 file here (incrementally, readable while written).
     mode, bind
@@ -457,7 +486,7 @@ def track(
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     _check_sampling(sampling)
     source = _checked_images(source, focal=focal, who="track")
-    cfg = config or PipelineConfig()
+    cfg = _config_of(config)
     base_engine, meta = cfg.engine, _file_meta(source, model, pattern, dataset)
     # images per frame: as given, else as the file holds them (a 4-D focal-series stack)
     per_frame = max(focal or 1, (meta or {}).get("n_focal") or 1)
