@@ -166,3 +166,69 @@ def test_a_config_mapping_is_checked_key_by_key(frames, call):
         call(frames, sampling=SAMPLING, config={"link": {"serch_range_A": 1.0}})
     with pytest.raises(ConfigError, match="config must be a PipelineConfig, a mapping"):
         call(frames, sampling=SAMPLING, config=3)
+
+
+# ---------------------------------------------------------------------------------- run files
+
+@pytest.fixture(scope="module")
+def run_file(frames, tmp_path_factory):
+    path = tmp_path_factory.mktemp("run") / "run.h5"
+    track(frames, sampling=SAMPLING, run_path=path)
+    return path
+
+
+def test_open_run_on_a_corrupt_superblock_is_a_file_format_error(tmp_path):
+    from etem.tracker import open_run
+    from etem.tracker.errors import FileFormatError
+
+    bad = tmp_path / "corrupt.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\xff" * 5000)  # (h5py: RuntimeError, bad superblock version)
+    with pytest.raises(FileFormatError, match="not a readable HDF5 file"):
+        open_run(bad)
+
+
+def test_open_run_on_a_folder_says_it_is_one(tmp_path):
+    from etem.tracker import open_run
+    from etem.tracker.errors import FileFormatError
+
+    with pytest.raises(FileFormatError, match="is a folder"):
+        open_run(tmp_path)
+
+
+def test_writing_a_run_file_open_in_this_process_says_to_close_it(frames, tmp_path, run_file):
+    import shutil
+
+    import h5py
+
+    from etem.tracker import open_run
+
+    path = tmp_path / "nb.h5"
+    shutil.copy(run_file, path)
+    run = open_run(path)  # (a notebook's habit: no `with`)
+    try:
+        with pytest.raises(ConfigError, match="open in this process .* close it first"):
+            track(frames, sampling=SAMPLING, run_path=path, overwrite=True)
+        with pytest.raises(ConfigError, match="open in this process"):
+            track(frames, resume=path, force=True)
+    finally:
+        run.close()
+    with h5py.File(path, "r", locking=False):
+        with pytest.raises(ConfigError, match="open in this process"):
+            track(frames, sampling=SAMPLING, run_path=path, overwrite=True)
+    result = track(frames, sampling=SAMPLING, run_path=path, overwrite=True)  # closed: written
+    with open_run(result.run_path) as run:
+        assert len(run.frames) == len(frames)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_run_path_a_folder_is_refused(frames, tmp_path, overwrite):
+    with pytest.raises(ConfigError, match="is a folder; name the run file in it"):
+        track(frames, sampling=SAMPLING, run_path=tmp_path, overwrite=overwrite)
+
+
+@pytest.mark.parametrize("call", [find, track])
+def test_a_run_file_given_as_the_recording_is_refused(run_file, call):
+    from etem.tracker.errors import FileFormatError
+
+    with pytest.raises(FileFormatError, match="is an etem run file .* open_run"):
+        call(run_file, sampling=SAMPLING)

@@ -486,6 +486,8 @@ def track(
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     _check_sampling(sampling)
     source = _checked_images(source, focal=focal, who="track")
+    if run_path is not None:
+        _check_run_path(run_path, overwrite)
     cfg = _config_of(config)
     base_engine, meta = cfg.engine, _file_meta(source, model, pattern, dataset)
     # images per frame: as given, else as the file holds them (a 4-D focal-series stack)
@@ -532,6 +534,18 @@ def track(
     return _drive(pipe, src, on_frame)
 
 
+def _check_run_path(path: str | Path, overwrite: bool) -> None:
+    """Refuse a run file that cannot be written: a folder, or a file this process holds open."""
+    from .run import open_here
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"run_path {path} is a folder; name the run file in it (such as {path / 'run.h5'})")
+    if overwrite and path.exists() and open_here(path):
+        raise ConfigError(f"run file {path} is open in this process (a Run from open_run() not closed, or an "
+                          "h5py.File): close it first (run.close(), or open it with `with open_run(...) as run:`)")
+
+
 def _overflow(cfg: PipelineConfig, is_stream: bool, mode: str, pace: float | None) -> PipelineConfig:
     """What a full queue does for this source: a live SUB stream cannot be pushed back on (drop);
     a recording read as fast as the tracker goes loses nothing by waiting (block), whatever the
@@ -575,6 +589,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     """:func:`track` with ``resume``: the same run goes on, in its own file."""
     from .resume import load, with_device
 
+    _check_run_path(path, overwrite=True)  # (the run goes on in its own file)
     point = load(path, force=force)
     stored = point.attrs.get("source")
     options = point.attrs.get("source_options") or {}

@@ -63,6 +63,10 @@ def read_hdf5(path: Path, dataset: str | None):
 
     f = h5py.File(path, "r")
     try:
+        if dataset is None and _is_run_file(f):
+            raise FileFormatError(f"{path} is an etem run file (what a run wrote), not a recording: read it with "
+                                  "open_run() or etem export, or go on with its run with resume= (--resume); "
+                                  "dataset= (--dataset) reads one of its arrays all the same")
         real: dict[str, tuple[int, ...]] = {}
         other: dict[str, tuple[int, ...]] = {}  # complex or non-numeric: picked only to say why it cannot be read
 
@@ -94,6 +98,21 @@ def read_hdf5(path: Path, dataset: str | None):
     except Exception:
         f.close()
         raise
+
+
+def _is_run_file(f) -> bool:
+    """Whether the open HDF5 file is a run file (:mod:`etem.tracker.runschema`: a JSON 'format'
+    attribute ``"etem-run"``)."""
+    import json
+
+    from .runschema import FORMAT
+
+    value = f.attrs.get("format")
+    value = value.decode() if isinstance(value, bytes) else value
+    try:
+        return isinstance(value, str) and json.loads(value) == FORMAT
+    except ValueError:
+        return False
 
 
 def read_numpy(path: Path, dataset: str | None):

@@ -79,6 +79,8 @@ class Run:
         self.refresh()
 
     def _open(self) -> None:
+        if self.path.is_dir():
+            raise FileFormatError(f"run file {self.path} is a folder; name the run's file (RUN.h5)")
         if not self.path.is_file():
             raise FileFormatError(f"run file {self.path} does not exist.")
         # Nobody takes file locks: a reader's lock would stop the writer from reopening the
@@ -88,13 +90,16 @@ class Run:
         try:
             f = h5py.File(self.path, "r", libver=LIBVER if live else None, swmr=live,
                           locking=False)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # (h5py raises RuntimeError for some corrupt superblocks)
             raise FileFormatError(f"{self.path} is not a readable HDF5 file: {exc}") from None
         try:
             fmt = json.loads(f.attrs.get("format", "null"))
             version = json.loads(f.attrs.get("format_version", "null"))
         except (TypeError, ValueError):
             fmt, version = None, None
+        except (OSError, RuntimeError, KeyError) as exc:  # (a file corrupt past its superblock)
+            f.close()
+            raise FileFormatError(f"{self.path} is not a readable HDF5 file: {exc}") from None
         if fmt != FORMAT:
             f.close()
             raise FileFormatError(f"{self.path} is an HDF5 file but not an etem run file "
@@ -341,6 +346,26 @@ class Run:
     def __repr__(self) -> str:
         return (f"Run({str(self.path)!r}, status={self.status!r}, "
                 f"frames={self.n_rows('frames')}, columns={self.n_rows('columns')})")
+
+
+def open_here(path: str | Path) -> bool:
+    """Whether this process holds the HDF5 file ``path`` open (a :class:`Run` not closed, an
+    ``h5py.File``): it cannot be written again until it is closed. Told by the open file itself
+    (device and inode), whatever name or working folder it was opened by."""
+    import os
+
+    try:
+        want = os.stat(path)
+    except OSError:
+        return False
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            st = os.fstat(fid.get_vfd_handle())
+        except (OSError, ValueError, RuntimeError, TypeError):  # (a driver without a file descriptor)
+            continue
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            return True
+    return False
 
 
 def open_run(path: str | Path) -> Run:
