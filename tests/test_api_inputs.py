@@ -232,3 +232,32 @@ def test_a_run_file_given_as_the_recording_is_refused(run_file, call):
 
     with pytest.raises(FileFormatError, match="is an etem run file .* open_run"):
         call(run_file, sampling=SAMPLING)
+
+
+# ------------------------------------------------------------------------- a run of no frame
+
+def test_a_run_whose_frames_are_all_rejected_says_so_and_names_no_run_file(tmp_path, caplog):
+    path = tmp_path / "allbad.h5"
+    with caplog.at_level(logging.WARNING, logger="etem.api"):
+        result = track(np.full((3, 64, 64), np.nan, np.float32), sampling=SAMPLING, run_path=path)
+    assert "nothing tracked: 3 frame(s) rejected" in caplog.text and "no run file written" in caplog.text
+    assert result.run_path is None and not path.exists()
+    assert result.counters["processed"] == 0 and result.counters["rejected"] == 3
+    # the empty tables keep their columns
+    assert {"frame", "t", "drift_y", "drift_x", "n_columns"} <= set(result.frames.columns)
+    assert len(result.frames) == 0 and len(result.columns) == 0
+
+
+def test_a_run_of_no_frame_leaves_an_older_run_file_and_says_so(run_file, tmp_path, caplog):
+    import shutil
+
+    path = tmp_path / "old.h5"
+    shutil.copy(run_file, path)
+    with caplog.at_level(logging.WARNING, logger="etem.api"):
+        result = track(np.full((2, 64, 64), np.nan, np.float32), sampling=SAMPLING, run_path=path, overwrite=True)
+    assert result.run_path is None and f"{path} is left as it was" in caplog.text
+
+
+def test_find_on_frames_it_cannot_locate_keeps_its_columns_in_angstrom():
+    cols = find(np.full((2, 64, 64), np.nan, np.float32), sampling=SAMPLING)
+    assert len(cols) == 0 and {"y_A", "x_A"} <= set(cols.columns) and len(cols.attrs["rejected"]) == 2

@@ -166,7 +166,12 @@ def find(
             df["y_A"] = df["y"] * f.sampling
             df["x_A"] = df["x"] * f.sampling
         parts.append(df)
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["frame", "y", "x", "cls", "prob", "intensity", "background"])
+    if parts:
+        out = pd.concat(parts, ignore_index=True)
+    else:  # (no frame located: the table's columns all the same, in Å too where the sampling is known)
+        known = any(f.sampling for f in frames) or (not auto and sampling is not None)
+        out = pd.DataFrame(columns=["frame", "y", "x", "cls", "prob", "intensity", "background"]
+                           + (["y_A", "x_A"] if known else []))
     out.attrs["class_names"] = list(det.engine.class_names) if det.engine is not None else []
     out.attrs["engine"] = det.engine.name if det.engine is not None else None
     out.attrs["model"] = ecfg.model if ecfg.kind != "classical" else None
@@ -531,7 +536,32 @@ def track(
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
                       pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0, dataset=dataset,
                       default_sampling=cfg.default_sampling)
-    return _drive(pipe, src, on_frame)
+    result = _drive(pipe, src, on_frame)
+    if not result.counters.get("processed"):
+        _say_nothing_tracked(result, source, run_path, pattern)
+    return result
+
+
+def _say_nothing_tracked(result: TrackResult, source, run_path, pattern: str | None) -> None:
+    """Warn that a run tracked no frame, saying why, and that it wrote no run file (the file is
+    opened at the first frame tracked: a wrong address or a file of unreadable frames is not a
+    run that went well); ``result.run_path`` is then None. The command line says it so too."""
+    c = result.counters
+    if c.get("rejected"):
+        why = f"{c['rejected']} frame(s) rejected (see the warnings above)"
+    elif isinstance(source, str) and "://" in source:
+        why = f"no frame arrived at {source}"
+    else:
+        why = None
+        if isinstance(source, (str, Path)) and Path(source).is_dir():
+            from .watch import no_frame_files
+
+            why = no_frame_files(source, pattern)
+        why = why or "no frame was read"
+    where = ""
+    if run_path is not None:
+        where = ("; no run file written" + (f" ({run_path} is left as it was)" if Path(run_path).exists() else ""))
+    _log.warning("nothing tracked: %s%s", why, where)
 
 
 def _check_run_path(path: str | Path, overwrite: bool) -> None:
@@ -668,9 +698,16 @@ def result_of(pipe: Pipeline) -> TrackResult:
         occ = ev = np.zeros((0, 0), np.float32)
         sites = pd.DataFrame()
     complete = pipe.tables_complete or pipe.run_path is None
+    frames = pipe.frames_table() if complete else None
+    if frames is not None and not len(frames.columns):  # (no frame tracked: the table's columns all the same)
+        from .runschema import FRAMES
+
+        frames = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in FRAMES.items()})
+    # the run file is opened at the first frame tracked (a resumed run's was there before)
+    written = pipe.run_path is not None and (pipe.linker is not None or pipe._resume is not None)
     return TrackResult(
         _columns=pipe.columns_table() if complete else None,
-        _frames=pipe.frames_table() if complete else None,
+        _frames=frames,
         sites=sites,
         occupancy_map=occ,
         event_map=ev,
@@ -680,7 +717,7 @@ def result_of(pipe: Pipeline) -> TrackResult:
         class_changes=stats.get("class_changes", pd.DataFrame()),
         counters=pipe.counters.as_dict(),
         sampling=pipe.sampling,
-        run_path=pipe.run_path,
+        run_path=pipe.run_path if written else None,
         model=pipe.cfg.engine.model if pipe.cfg.engine.kind != "classical" else None,
         engine=None if pipe.detector.engine is None else pipe.detector.engine.name,
         view_jumps=0 if pipe.linker is None else pipe.linker.jumps,

@@ -256,12 +256,15 @@ def _run(args, source, *, total: int | None, **options) -> int:
     if dash is not None and args.resume is None:  # kept with the run, for --resume to serve it again
         run_options["attrs"] = {"dashboard": {"host": dash.cfg.host, "port": dash.port}}
     status = StatusLine(total=total, enabled=not args.quiet)
+    said_here = _NothingTrackedSaidHere()  # (below, with the exit status)
+    logging.getLogger("etem.api").addFilter(said_here)
     try:
         result = track(source, on_frame=chain(status, dash), **options, **run_options)
     except EtemError:  # (said by main): where the frames tracked before it are
         _say_saved_before_failure(args.output if args.resume is None else args.resume)
         raise
     finally:
+        logging.getLogger("etem.api").removeFilter(said_here)
         status.close()
         if dash is not None:
             dash.close()
@@ -276,6 +279,13 @@ def _run(args, source, *, total: int | None, **options) -> int:
         print(f"etem: nothing tracked: {why}; no run file written", file=sys.stderr)
         return 1
     return 0
+
+
+class _NothingTrackedSaidHere(logging.Filter):
+    """track()'s warning that nothing was tracked: the command says it itself, as its last line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("nothing tracked")
 
 
 def _say_saved_before_failure(path) -> None:
