@@ -261,3 +261,53 @@ def test_a_run_of_no_frame_leaves_an_older_run_file_and_says_so(run_file, tmp_pa
 def test_find_on_frames_it_cannot_locate_keeps_its_columns_in_angstrom():
     cols = find(np.full((2, 64, 64), np.nan, np.float32), sampling=SAMPLING)
     assert len(cols) == 0 and {"y_A", "x_A"} <= set(cols.columns) and len(cols.attrs["rejected"]) == 2
+
+
+# -------------------------------------------------------------------------------- fps and pace
+
+def test_fps_gives_frames_in_memory_their_times_and_rates_per_second(frames, tmp_path):
+    from etem.tracker import open_run
+    from etem.tracker.report import run_statistics
+
+    path = tmp_path / "f.h5"
+    track(frames[:4], sampling=SAMPLING, run_path=path, fps=10.0)
+    with open_run(path) as run:
+        np.testing.assert_allclose(run.frames["t"], np.arange(4) / 10.0)
+        tables, summary = run_statistics(run)
+    assert summary["fps"] == 10.0  # (not 9.999999999999991)
+    if "D_units" in summary:
+        assert summary["D_units"].endswith("/s")
+    # a resumed run goes on at the frame rate it was given
+    track(frames, resume=path, force=True)
+    with open_run(path) as run:
+        np.testing.assert_allclose(run.frames["t"], np.arange(len(frames)) / 10.0)
+
+
+def test_pace_paces_frames_in_memory(frames):
+    t0 = __import__("time").perf_counter()
+    result = track(frames[:4], sampling=SAMPLING, fps=10.0, pace=1.0)
+    assert __import__("time").perf_counter() - t0 >= 0.3  # frames 0 to 3 at 10 /s
+    np.testing.assert_allclose(result.frames["t"], np.arange(4) / 10.0)
+
+
+def test_pace_without_fps_and_bad_rates_are_refused_for_frames_in_memory(frames):
+    with pytest.raises(ConfigError, match=r"frames in memory record none: give it \(fps=...\)"):
+        track(frames, sampling=SAMPLING, pace=1.0)
+    with pytest.raises(ConfigError, match="fps must be a frame rate > 0"):
+        track(frames, sampling=SAMPLING, fps=0)
+    with pytest.raises(ConfigError, match="pace must be a positive speed factor"):
+        track(frames, sampling=SAMPLING, fps=10.0, pace=-1)
+
+
+def test_fps_is_refused_for_a_stream(frames):
+    with pytest.raises(ConfigError, match="is a stream: .* leave out fps and pace"):
+        track("tcp://127.0.0.1:1", fps=10.0, idle_timeout_s=0.5)  # (old code: waited, then tracked nothing)
+
+
+def test_frame_rate_is_rounded_to_what_the_times_say():
+    import pandas as pd
+
+    from etem.tracker.diffusion import frame_rate
+
+    assert frame_rate(pd.DataFrame({"frame": np.arange(40), "t": np.arange(40) / 10.0})) == 10.0
+    assert frame_rate(pd.DataFrame({"frame": np.arange(5), "t": np.arange(5) * 0.0333333})) == pytest.approx(30.00003)

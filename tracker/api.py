@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
@@ -452,9 +453,14 @@ def track(
     mode, bind
         ZeroMQ only: ``sub`` (live camera PUB) or ``pull`` (lossless PUSH); bind or connect.
     pace
-        Files only: None replays as fast as possible, 1.0 at acquisition pace.
+        Recordings and frames in memory: None tracks them as fast as possible, 1.0 at acquisition
+        pace (``k``: k times that), as their frame times or ``fps`` say.
     fps
-        Files only: the recording's frame rate [1/s], for ``pace`` when the file records none.
+        Frame rate [1/s]. For a recording or folder: where it records none (or to override its own).
+        For frames in memory, which record none: their acquisition times, ``t = frame / fps``
+        [s], in the frames table, so that rates and diffusion coefficients come per second
+        (:func:`etem.tracker.report.run_statistics`); without it they are per frame.
+        Streams: not taken (their frames carry their own times).
     idle_timeout_s
         Streams and folders: stop after this long without a frame.
     curve_keys
@@ -491,6 +497,7 @@ def track(
         raise ConfigError("track() needs a source (frames, a file, a folder or a stream address)")
     _check_sampling(sampling)
     source = _checked_images(source, focal=focal, who="track")
+    _check_timing(source, fps, pace)
     if run_path is not None:
         _check_run_path(run_path, overwrite)
     cfg = _config_of(config)
@@ -520,6 +527,8 @@ def track(
         attrs.setdefault("source_options", {"mode": mode, "bind": bind, "focal": focal, "fps": fps,
                                             "curve_keys": None if curve_keys is None else str(curve_keys),
                                             "pattern": pattern, "dataset": dataset})
+    elif fps is not None:  # frames in memory: the frame rate their times were given by (for a resume)
+        attrs.setdefault("source_options", {"fps": float(fps)})
     pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
     if meta is None and model in (None, "auto"):
         # the first frame says how it was taken in its meta (a file's metadata, a stream's header):
@@ -536,6 +545,8 @@ def track(
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
                       pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0, dataset=dataset,
                       default_sampling=cfg.default_sampling)
+    if not isinstance(source, (str, Path)) and fps is not None:
+        src = _timed(src, fps, pace, pipe.stop)
     result = _drive(pipe, src, on_frame)
     if not result.counters.get("processed"):
         _say_nothing_tracked(result, source, run_path, pattern)
@@ -562,6 +573,44 @@ def _say_nothing_tracked(result: TrackResult, source, run_path, pattern: str | N
     if run_path is not None:
         where = ("; no run file written" + (f" ({run_path} is left as it was)" if Path(run_path).exists() else ""))
     _log.warning("nothing tracked: %s%s", why, where)
+
+
+def _check_timing(source, fps: float | None, pace: float | None) -> None:
+    """``fps`` and ``pace`` where they mean something: a stream's frames come when they are sent
+    (with their own times); frames in memory take their times from ``fps``, and are paced by it."""
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating))
+                            or not math.isfinite(fps) or fps <= 0):
+        raise ConfigError(f"fps must be a frame rate > 0 [1/s], got {fps!r}")
+    if pace is not None and (isinstance(pace, bool) or not isinstance(pace, (int, float, np.integer, np.floating))
+                             or not math.isfinite(pace) or pace <= 0):
+        raise ConfigError(f"pace must be a positive speed factor (1.0 = real time), got {pace!r}")
+    if isinstance(source, (str, Path)):
+        if "://" in str(source) and (fps is not None or pace is not None):
+            raise ConfigError(f"{source} is a stream: its frames come as they are sent, with their own times; "
+                              "leave out fps and pace (they are for recordings and frames in memory)")
+        return
+    if pace is not None and fps is None:
+        raise ConfigError("pace replays frames at their frame rate, and frames in memory record none: give it "
+                          "(fps=...), or leave out pace to track them as fast as possible")
+
+
+def _timed(frames: Iterable[Frame], fps: float, pace: float | None, stop, start: int = 0) -> Iterable[Frame]:
+    """Frames in memory with their acquisition times, ``t = frame / fps`` [s] (as a recording's
+    frames get them from its frame rate); with ``pace``, released at ``pace`` times that rate."""
+    it = iter(frames)
+    t0 = time.perf_counter()
+    i = start
+    while True:
+        if pace is not None:
+            delay = t0 + (i - start) / (fps * pace) - time.perf_counter()
+            if delay > 0 and stop.wait(delay):
+                return
+        f = next(it, None)
+        if f is None:
+            return
+        f.t = f.frame / fps
+        i += 1
+        yield f
 
 
 def _check_run_path(path: str | Path, overwrite: bool) -> None:
@@ -631,7 +680,8 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
             mode, bind = options.get("mode", mode), options.get("bind", bind)
             curve_keys = curve_keys if curve_keys is not None else options.get("curve_keys")
         focal = options.get("focal", focal)
-    if fps is None:  # the frame rate the run was given for a recording or folder without one
+    given_fps = fps
+    if fps is None:  # the frame rate the run was given for a recording, folder or frames in memory
         fps = options.get("fps")
     if pattern is None:  # the files of a folder the run was reading
         pattern = options.get("pattern")
@@ -648,6 +698,10 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     cfg = _overflow(with_device(point.config, device), is_stream, mode, pace)
     counters = Counters()
     source = _checked_images(source, focal=focal, who="track")
+    if is_stream:  # (a run file of an older version may record an fps for a stream: not taken)
+        _check_timing(source, given_fps, pace)
+        fps = None
+    _check_timing(source, fps, pace)
     pipe = Pipeline.resume(point, config=cfg, counters=counters)
     if isinstance(source, np.ndarray) and source.ndim == 3 and focal > 1:
         source = source.reshape(-1, focal, *source.shape[-2:])
@@ -655,6 +709,8 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     src = open_source(source, counters=counters, stop=pipe.stop, mode=mode, bind=bind, sampling=cfg.default_sampling,
                       pace=pace, fps=fps, idle_timeout_s=idle_timeout_s, focal=focal, curve_keys=curve_keys,
                       start=start, pattern=pattern, nonfinite_ok=cfg.preprocess.fill_nonfinite > 0, dataset=dataset)
+    if not isinstance(source, (str, Path)) and fps is not None:
+        src = _timed(src, fps, pace, pipe.stop, start=start)
     seq = getattr(src, "seq", None)
     last_seq = None if point.meta is None else point.meta["pipeline"]["last_seq"]
     if seq is not None and last_seq is not None and last_seq >= 0:

@@ -45,7 +45,8 @@ def frame_rate(frames: pd.DataFrame) -> float | None:
         return None
     dt = np.diff(t["t"].to_numpy()) / np.diff(t["frame"].to_numpy())
     dt = dt[np.isfinite(dt) & (dt > 0)]
-    return float(1.0 / np.median(dt)) if dt.size else None
+    # (to 10 significant digits: times i / fps come back as 9.999999999999991 /s for 10)
+    return float(f"{1.0 / np.median(dt):.10g}") if dt.size else None
 
 
 def site_kinetics(sites: pd.DataFrame, residence: pd.DataFrame) -> pd.DataFrame:
