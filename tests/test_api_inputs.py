@@ -311,3 +311,32 @@ def test_frame_rate_is_rounded_to_what_the_times_say():
 
     assert frame_rate(pd.DataFrame({"frame": np.arange(40), "t": np.arange(40) / 10.0})) == 10.0
     assert frame_rate(pd.DataFrame({"frame": np.arange(5), "t": np.arange(5) * 0.0333333})) == pytest.approx(30.00003)
+
+
+# ------------------------------------------------------------------ what a notebook shows of it
+
+def test_track_result_repr_is_a_short_summary(frames, tmp_path):
+    result = track(frames, sampling=SAMPLING, run_path=tmp_path / "r.h5")
+    text = repr(result)
+    assert len(text) < 300 and "\n" not in text, text
+    assert text.startswith(f"TrackResult(frames={len(frames)}, ") and f"sites={len(result.sites)}" in text
+    assert "sampling=0.2" in text and f"run_path={str(tmp_path / 'r.h5')!r}" in text
+
+
+@pytest.mark.parametrize("call", [find, track])
+def test_docstrings_name_every_parameter(call):
+    import inspect
+
+    doc = call.__doc__.split("Parameters\n    ----------\n", 1)[1].split("\n    Returns", 1)[0]
+    named = {n.strip() for line in doc.splitlines() if line.startswith("    ") and not line.startswith("     ")
+             for n in line.split(",")}
+    missing = set(inspect.signature(call).parameters) - named
+    assert not missing, f"{call.__name__}'s docstring does not name {sorted(missing)}"
+
+
+def test_the_package_says_its_version():
+    from importlib.metadata import version
+
+    import etem.tracker
+
+    assert etem.tracker.__version__ == version("etem-tracker")

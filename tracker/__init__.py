@@ -15,13 +15,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["find", "track", "open_run", "TrackResult", "Pipeline", "PipelineConfig", "EngineConfig", "BatchConfig"]
+__all__ = ["find", "track", "open_run", "TrackResult", "Pipeline", "PipelineConfig", "EngineConfig", "BatchConfig",
+           "__version__"]
+
+
+def _version() -> str:
+    """The installed etem-tracker's version (``__version__``, looked up when first asked for)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("etem-tracker")
+    except PackageNotFoundError:  # (run from a source tree that was not installed)
+        return "unknown"
 
 _WHERE = {"find": ".api", "track": ".api", "TrackResult": ".api", "open_run": ".run", "Pipeline": ".pipeline",
           "PipelineConfig": ".config", "BatchConfig": ".config", "EngineConfig": ".detect"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name], __name__), name)
         globals()[name] = value

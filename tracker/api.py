@@ -74,6 +74,13 @@ def find(
         which reads frames as recorded. A file that says it is bright-field STEM implies it.
     focal
         Images per frame in a stack (a focal series of F images forms one frame).
+    device
+        Where a model runs: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` …
+        (default: ``config.engine.device``).
+    engine
+        What runs a model: ``"auto"``, ``"eager"``, ``"compiled"``, ``"onnxruntime"``,
+        ``"tensorrt"``, or ``"classical"`` (as ``classical=True``); default
+        ``config.engine.kind``.
     config
         The settings of a TOML config file (``--config`` on the command line): a
         :class:`~etem.tracker.config.PipelineConfig`, a mapping of its tables, such as
@@ -353,6 +360,13 @@ class TrackResult:
     pipeline kept only the latest frames in memory (a run file was written and the run was
     longer than ``keep_in_memory_frames``, or it was resumed), they are read from the run file
     when first used.
+
+    Units (as in the run file, :mod:`etem.tracker.runschema`): ``columns``' ``y, x`` [px] in
+    the frame, ``y_ref, x_ref`` [px] drift-corrected (in the first frame's coordinates);
+    ``sites``' ``y, x`` [px] in those reference coordinates; ``frames``' ``drift_y, drift_x``
+    [px] the drift since the first frame (not per frame), ``t`` [s] the acquisition time
+    where known (a file's, or ``fps``), ``received`` [s] since the run started. Multiply by
+    ``sampling`` [Å/px] for Å.
     """
 
     sites: pd.DataFrame  # site, y, x, occupancy, event_rate …
@@ -398,6 +412,20 @@ class TrackResult:
         if self._frames is None:
             self._frames = self._read("frames")
         return self._frames
+
+    def __repr__(self) -> str:
+        c = self.counters
+        parts = [f"frames={c.get('processed', 0)}"]
+        parts += [f"{k}={c[k]}" for k in ("rejected", "dropped", "missing") if c.get(k)]
+        if self._columns is not None:
+            parts.append(f"columns={len(self._columns)}")
+        parts += [f"sites={len(self.sites)}", f"flips={len(self.flips)}", f"hops={len(self.hops)}",
+                  f"sampling={'None' if self.sampling is None else format(self.sampling, '.4g')}",
+                  f"engine={self.engine!r}"]
+        if self.model:
+            parts.append(f"model={self.model!r}")
+        parts.append(f"run_path={None if self.run_path is None else str(self.run_path)!r}")
+        return f"TrackResult({', '.join(parts)})"
 
     def _read(self, table: str) -> pd.DataFrame:
         from .run import open_run
@@ -445,11 +473,18 @@ def track(
     sampling, material
         As in :func:`find`; the lattice estimate is made on the first frame and stored in the
         run file's attributes.
+    model, classical, dark, device, engine
+        As in :func:`find`. With no model named, the first frame's metadata (a file's, a
+        stream's) choose it.
     config
         As in :func:`find`: a PipelineConfig, a mapping of a TOML config file's tables (``{"link":
         {"search_range_A": 1.0}}``), or a TOML file's path.
     run_path
-        Write the run's HDF5 file here (incrementally, readable while written).
+        Write the run's HDF5 file here (incrementally, readable while written; read it with
+        :func:`~etem.tracker.run.open_run`). It is opened at the first frame tracked: a run that
+        tracks none writes none, and says so (``run_path`` of the result is then None).
+    overwrite
+        Replace a file at ``run_path`` (else an existing one is refused before the run starts).
     mode, bind
         ZeroMQ only: ``sub`` (live camera PUB) or ``pull`` (lossless PUSH); bind or connect.
     pace
@@ -463,6 +498,9 @@ def track(
         Streams: not taken (their frames carry their own times).
     idle_timeout_s
         Streams and folders: stop after this long without a frame.
+    focal
+        Images per frame: a stack ``[N*F, H, W]`` is read as N focal series of F images (a 4-D
+        ``[N, F, H, W]`` stack, or a focal-series file, says so itself).
     curve_keys
         ZeroMQ only: a CURVE key folder (``etem keys``) to encrypt and authenticate the stream.
     pattern
@@ -472,6 +510,9 @@ def track(
         Files and folders: the dataset or signal of a file to read, as in :func:`find`.
     on_frame
         Called with each :class:`FrameResult` and the pipeline (for status lines, dashboards).
+    attrs
+        The run's own attributes, stored in the run file's root (JSON-serialisable values; the
+        names the file manages itself, such as ``status`` or ``sampling``, are refused).
     resume
         A run file whose tracker was killed (or stopped): go on with that run, in that file,
         with the config it was started with (see :mod:`etem.tracker.resume`). ``source`` may
