@@ -340,3 +340,63 @@ def test_the_package_says_its_version():
     import etem.tracker
 
     assert etem.tracker.__version__ == version("etem-tracker")
+
+
+# ------------------------------------------------------------------ export and statistics calls
+
+def test_export_run_takes_formats_as_a_string(run_file, tmp_path):
+    from etem.tracker.export import export_run
+
+    written = export_run(run_file, tmp_path / "one", formats="csv", progress=False)
+    assert written and all(p.suffix == ".csv" for p in written)
+    written = export_run(run_file, tmp_path / "two", formats="csv,h5", progress=False)
+    assert {p.suffix for p in written} == {".csv", ".h5"}
+
+
+def test_export_run_to_a_folder_that_cannot_be_made_is_a_config_error(run_file, tmp_path):
+    from etem.tracker.export import export_run
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="cannot write .*file/out"):
+        export_run(run_file, tmp_path / "file" / "out", formats="csv", progress=False)
+
+
+def test_run_statistics_takes_a_path(run_file):
+    from etem.tracker import open_run
+    from etem.tracker.report import run_statistics
+
+    tables, summary = run_statistics(run_file)
+    with open_run(run_file) as run:
+        assert summary == run_statistics(run)[1]
+    assert summary["frames"] == 6 and "msd" in tables
+
+
+def test_a_derived_table_asked_of_run_stats_says_where_it_is(run_file):
+    from etem.tracker import open_run
+
+    with open_run(run_file) as run:
+        with pytest.raises(KeyError, match="derived from it, by etem.tracker.report.run_statistics"):
+            run.stats["msd"]
+        with pytest.raises(KeyError, match="statistics tables are .*'flips'"):
+            run.stats["flipz"]
+
+
+# ------------------------------------------------------- messages name the Python spelling too
+
+def test_sampling_auto_without_a_material_names_the_python_spelling(frames):
+    for call in (find, track):
+        with pytest.raises(ConfigError, match=r"material in view \(--material NAME, material=;"):
+            call(frames[:2], sampling="auto")
+
+
+def test_a_lattice_that_does_not_fit_names_sampling_for_python(frames):
+    from etem.tracker.lattice import estimate_sampling
+
+    with pytest.raises(ConfigError, match=r"give .*\(--sampling, sampling=; Å/px\)"):
+        estimate_sampling(np.random.default_rng(0).normal(size=(64, 64)), "au")
+
+
+def test_the_unknown_kind_trust_note_names_the_config_setting():
+    from etem.tracker.trust import UNKNOWN_KIND_NOTE
+
+    assert "--imaging hrtem or stem (config.engine.imaging, [engine] imaging)" in UNKNOWN_KIND_NOTE

@@ -549,8 +549,11 @@ def track(
                                                       per_frame, data=meta))
     if material is not None:
         cfg = dataclasses.replace(cfg, material=material)
-    if sampling == "auto":
-        cfg = dataclasses.replace(cfg, sampling_from_lattice=True)  # checks that a material is named
+    if isinstance(sampling, str) and sampling == "auto":
+        from .lattice import require_material
+
+        require_material(cfg.material)  # (named as find() names it: material=, --material)
+        cfg = dataclasses.replace(cfg, sampling_from_lattice=True)
         sampling = None
     elif isinstance(sampling, str):
         raise ConfigError(f"sampling must be a pixel size in Å/px or 'auto', got {sampling!r}")
@@ -735,7 +738,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
                               "(force=True) to go on with another recording all the same")
     if options.get("focal", focal) != focal:
         raise ConfigError(f"the run in {path} was started with {options['focal']} images per frame (--focal "
-                          f"{options['focal']}); resume it with the same")
+                          f"{options['focal']}, focal={options['focal']}); resume it with the same")
     cfg = _overflow(with_device(point.config, device), is_stream, mode, pace)
     counters = Counters()
     source = _checked_images(source, focal=focal, who="track")

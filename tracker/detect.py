@@ -197,7 +197,7 @@ class Detector:
         if width is None:
             log.warning("pixel size unknown, and the first frame shows no lattice to measure the column width "
                         "on: the classical locator looks for columns %.1f px wide. Give the pixel size "
-                        "(--sampling, Å/px) or [engine] column_sigma_px.", DEFAULT_SIGMA_PX)
+                        "(--sampling, sampling=; Å/px) or [engine] column_sigma_px.", DEFAULT_SIGMA_PX)
             return DEFAULT_SIGMA_PX
         self.measured_sigma_px = width
         log.info("pixel size unknown: column width %.2f px, measured on the first frame", width)
@@ -260,7 +260,7 @@ class Detector:
             return f.image
         if f.n_focal < n_in:
             raise ConfigError(f"the model takes a focal series of {n_in} images per frame; frame {f.frame} holds "
-                              f"{f.n_focal}: give it such series (--focal {n_in}: a stack of single images "
+                              f"{f.n_focal}: give it such series (--focal {n_in}, focal={n_in}: a stack of single images "
                               "taken in series order), or a model for single images")
         if n_in > 1:
             return f.image[:n_in]

@@ -27,7 +27,7 @@ from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from .errors import choice_error
+from .errors import ConfigError, choice_error
 from .frames import class_label
 from .runfile import TABLES, Run, open_run
 from .sites import occupied_sites
@@ -265,7 +265,7 @@ def _save(render: Callable[[], Figure], path: Path) -> None:
 
 
 def export_run(run_path: str | Path, out_dir: str | Path, *,
-               formats: Sequence[ExportFormat] = EXPORT_FORMATS,
+               formats: Sequence[ExportFormat] | str = EXPORT_FORMATS,
                progress: bool = True) -> list[Path]:
     """Write a run's tables and figures into ``out_dir``.
 
@@ -280,7 +280,8 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
     formats
         Any of ``"parquet"``, ``"csv"`` (one file per table), ``"png"`` (occupancy, event and
         counts figures), ``"h5"`` (``statistics.h5``) and ``"report"`` (``report.png``,
-        ``report.pdf``, ``summary.json``).
+        ``report.pdf``, ``summary.json``): a list, or a string of one or several separated by
+        commas (``"csv"``, ``"csv,png"``).
     progress
         Show a progress bar (only on a terminal).
 
@@ -288,12 +289,20 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
     -------
     The paths written, in order.
     """
+    if isinstance(formats, str):  # one format, or several as the command line takes them ("csv,png")
+        formats = [f.strip() for f in formats.split(",")]
     formats = tuple(dict.fromkeys(formats))
     for fmt in formats:
         if fmt not in EXPORT_FORMATS:
             raise choice_error("format", fmt, EXPORT_FORMATS)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from .cli_outputs import _why_not
+
+        where = next((p for p in out.parents if p.exists()), Path("."))
+        raise ConfigError(f"cannot write {out}: {_why_not(exc, where)}") from None
     written: list[Path] = []
 
     with open_run(run_path) as run:

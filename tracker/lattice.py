@@ -279,14 +279,14 @@ def estimate_sampling(
     peaks = _peaks(image, min_snr, max_peaks)
     if len(peaks) == 0:
         raise ConfigError(f"no lattice peaks in the image's power spectrum (none {min_snr}× above the "
-                          "background); the sampling cannot be estimated: give it (--sampling Å/px).")
+                          "background); the sampling cannot be estimated: give it (--sampling, sampling=; Å/px).")
     n_pad = 2 * int(2 ** np.ceil(np.log2(max(np.shape(image)))))
     fits = [_fit(peaks, m, n_pad=n_pad, min_snr=min_snr, tolerance=tolerance) for m in mats]
     fits = [f for f in fits if f is not None]
     if not fits:
         raise ConfigError(f"no lattice of {' or '.join(m.name + ' ' + m.zone for m in mats)} in the image's power "
                           f"spectrum ({len(peaks)} peaks, none in two directions that fit it); check the "
-                          "material, or give the sampling (--sampling Å/px).")
+                          "material, or give the sampling (--sampling, sampling=; Å/px).")
     # the image's own strongest peaks must be the material's: any lattice explains a few of the
     # weaker peaks at some pixel size
     strong = peaks[:, 1] >= _STRONG * peaks[:, 1].max()
@@ -299,7 +299,7 @@ def estimate_sampling(
             + ("the strongest peak" if strong.sum() == 1 else f"{missed} of the {int(strong.sum())} strongest peaks")
             + f" of the image's power spectrum {'is' if strong.sum() == 1 else 'are'} none of its reflections at the "
             f"pixel size that fits best ({best.sampling:.4f} Å/px, from {best.n_peaks} weaker peaks); check the "
-            "material, or give the sampling (--sampling Å/px).")
+            "material, or give the sampling (--sampling, sampling=; Å/px).")
         exc.mismatch = True  # (resolve_sampling warns of it where the data give a sampling)
         raise exc
     return max(fitting, key=lambda e: e.score)
@@ -372,7 +372,7 @@ def require_material(material: str | None) -> None:
     """The error for estimating the sampling from the lattice without naming the material."""
     if not material:
         raise ConfigError("estimating the sampling from the lattice needs the material in view "
-                          f"(--material NAME; known: {', '.join(sorted(set(MATERIALS) | set(_FAMILIES)))}).")
+                          f"(--material NAME, material=; known: {', '.join(sorted(set(MATERIALS) | set(_FAMILIES)))}).")
 
 
 def resolve_sampling(
@@ -402,7 +402,7 @@ def resolve_sampling(
             return given, None
         if abs(est.sampling - given) > max(3 * est.uncertainty, 0.02 * given):
             log.warning("the data give %.4f Å/px but the %s lattice says %s; using the data's "
-                        "(pass --sampling auto to use the lattice's)", given, est.material, est)
+                        "(--sampling auto, sampling='auto', uses the lattice's)", given, est.material, est)
         return given, est
     est = _estimate_series(img, material)
     log.info("sampling from the lattice: %s", est)

@@ -27,8 +27,8 @@ def resolve_model(model, material: str | None, focal: int = 1):
         raise ConfigError(f"model 'auto:{imaging}': the imaging mode must be 'hrtem' or 'stem'")
     if imaging == "hrtem" and material is None:
         raise ConfigError("model 'auto' picks the bundled HRTEM model for the material in view; name it "
-                          "(material='au', 'graphene' … / --material); for STEM frames, say so (--imaging stem, or "
-                          "model 'auto:stem')")
+                          "(material='au', 'graphene' … / --material); for STEM frames, say so (--imaging stem, "
+                          "config.engine.imaging = 'stem'; or model 'auto:stem')")
     chosen = choose_model(material, imaging, n_inputs=focal)
     other = None if chosen else choose_model(material, imaging)
     if other:  # made for these frames but for focal series of another length: say why it is not used
@@ -59,8 +59,8 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
     imaging = base.imaging or said_by_data
     if base.imaging and said_by_data and base.imaging != said_by_data:
         logging.getLogger("etem.engine").warning(
-            "--imaging %s, but the data say the frames are %s: taken as --imaging says (leave it out to go by "
-            "the data)", base.imaging, said_by_data.upper())
+            "--imaging %s, but the data say the frames are %s: taken as --imaging (config.engine.imaging) says "
+            "(leave it out to go by the data)", base.imaging, said_by_data.upper())
     if model == "auto" and imaging:
         model = f"auto:{imaging}"
     # nothing chosen: the bundled model made for what the frames are (the run's --imaging or the
@@ -75,7 +75,7 @@ def _engine_cfg(base: EngineConfig, model, classical: bool, dark: bool, device: 
     elif unchosen and imaging == "hrtem":
         logging.getLogger("etem.engine").warning(
             "the frames are HRTEM (%s) but no material is named, so the classical locator finds the columns; "
-            "--material NAME (au, graphene, mos2 …) takes the bundled HRTEM model made for it", said)
+            "--material NAME (material=: au, graphene, mos2 …) takes the bundled HRTEM model made for it", said)
     if data.get("detector") == "bf" and not dark and (
             classical or model == "auto:stem" or (model is None and base.model is None)):
         # bright-field STEM: dark columns. The classical locator looks for them; the bundled STEM

@@ -90,7 +90,7 @@ class FrameChecks:
         material = known_material(said)
         if material is None:
             log.warning("frame %d says its material is %r, which is not one the tracker knows; passed over "
-                        "(--material NAME names it)", f.frame, said)
+                        "(--material NAME, material=, names it)", f.frame, said)
             return
         self.cfg = dataclasses.replace(self.cfg, material=material)
         log.info("material %s, as the data say", material)
@@ -193,6 +193,6 @@ class FrameChecks:
                                                "measured": det.measured_sigma_px is not None}
             log.warning("pixel size unknown: the settings in Å (the linker's search range, the site radius …) are "
                         "taken at %.3g Å/px, the classical locator's column width (%.2f px) as %.2f Å; positions "
-                        "and statistics stay in px. Give the pixel size (--sampling, Å/px) for figures in Å.",
+                        "and statistics stay in px. Give the pixel size (--sampling, sampling=; Å/px) for figures in Å.",
                         scale, width, self.cfg.engine.column_sigma_A)
         return scale

@@ -25,9 +25,15 @@ from .sites import occupied_sites
 __all__ = ["run_statistics", "render_report", "write_statistics_h5", "write_movie"]
 
 
-def run_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+def run_statistics(run: Run | str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The derived tables (``site_kinetics``, ``residence_histogram``, ``hop_jumps``, ``msd``,
-    ``tracks``, ``class_counts``, ``site_intensity``) and the summary of a run."""
+    ``tracks``, ``class_counts``, ``site_intensity``) and the summary of a run: an open
+    :class:`~etem.tracker.run.Run`, or a run file's path (opened and closed here)."""
+    if isinstance(run, (str, Path)):
+        from .run import open_run
+
+        with open_run(run) as opened:
+            return run_statistics(opened)
     stats = run.stats  # (first: a run not closed gives those of its latest resume snapshot ...)
     as_of = run.stats_as_of
     frames, sites = run.frames, run.sites  # (... and the tables then as far as it goes)

@@ -54,13 +54,23 @@ def _write_flags(path: Path) -> int:
     return 0
 
 
+#: The tables :func:`etem.tracker.report.run_statistics` derives from a run (not in its file).
+DERIVED_TABLES = ("site_kinetics", "residence_histogram", "hop_jumps", "msd", "tracks", "class_counts",
+                  "site_intensity")
+
+
 class _Stats(dict):
     """A run's statistics tables; a table it lacks raises a ``KeyError`` saying why."""
 
     missing = ""
 
     def __missing__(self, key):
-        raise KeyError(f"{key!r}: {self.missing}" if self.missing else key)
+        if key in DERIVED_TABLES:
+            raise KeyError(f"{key!r} is not kept in the run file: it is derived from it, by "
+                           f"etem.tracker.report.run_statistics (tables, summary = run_statistics(run); "
+                           f"tables[{key!r}])")
+        raise KeyError(f"{key!r}: {self.missing}" if self.missing else
+                       f"{key!r}: the run's statistics tables are {sorted(self)}")
 
 
 # ---------------------------------------------------------------------------------------- reader

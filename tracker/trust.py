@@ -212,7 +212,7 @@ def _packaged(name: str) -> dict[str, Any] | None:
 
 #: Why the classical locator's ranges are strict where the kind of image is not known.
 UNKNOWN_KIND_NOTE = ("the kind of image unknown, the strictest of the classical locator's HRTEM and STEM "
-                     "ranges; --imaging hrtem or stem takes that kind's")
+                     "ranges; --imaging hrtem or stem (config.engine.imaging, [engine] imaging) takes that kind's")
 
 
 def ranges_for(engine: Any, imaging: str | None = None) -> TrustRanges | None:

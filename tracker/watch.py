@@ -62,7 +62,7 @@ def no_frame_files(folder: str | Path, pattern: str | None = None) -> str | None
         rel = p.relative_to(folder).as_posix()
         if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
             others[p.suffix.lower() or "(no suffix)"] = others.get(p.suffix.lower() or "(no suffix)", 0) + 1
-    which = f"no file matching --pattern {pattern!r}" if pattern else "no frame files"
+    which = f"no file matching --pattern (pattern=) {pattern!r}" if pattern else "no frame files"
     if not others:
         return f"{which} in {folder} (it is empty)"
     held = ", ".join(f"{n} {suffix} file{'s' if n > 1 else ''}" for suffix, n in
@@ -70,7 +70,7 @@ def no_frame_files(folder: str | Path, pattern: str | None = None) -> str | None
     images = [x for x in (".png", ".jpg", ".jpeg") if x in others]
     if images and not pattern:
         return (f"{which} in {folder} (it holds {held}; PNG and JPEG images are read only when asked for: "
-                f"--pattern '**/*{images[0]}' reads them as grey-level frames)")
+                f"--pattern '**/*{images[0]}' (pattern=) reads them as grey-level frames)")
     kinds = "" if pattern else f"; frame files are {', '.join(FRAME_SUFFIXES)}"
     return f"{which} in {folder} (it holds {held}{kinds})"
 
