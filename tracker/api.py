@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -25,8 +24,8 @@ from .lattice_classes import lattice_species
 from .model_choice import _engine_cfg, resolve_model  # noqa: F401 (resolve_model: re-exported)
 from .pipeline import FrameResult, Pipeline, PipelineConfig
 from .sources import open_source
-from .api_inputs import (check_run_path, check_sampling, check_timing, checked_images, config_of,
-                         say_nothing_tracked, timed)
+from .api_inputs import (check_run_path, check_sampling, check_timing, checked_images, config_of, file_meta,
+                         overflow, say_nothing_tracked, timed)
 
 ArrayLike = np.ndarray | Sequence[np.ndarray]
 
@@ -414,7 +413,7 @@ def track(
     if run_path is not None:
         check_run_path(run_path, overwrite)
     cfg = config_of(config)
-    base_engine, meta = cfg.engine, _file_meta(source, model, pattern, dataset)
+    base_engine, meta = cfg.engine, file_meta(source, model, pattern, dataset)
     # images per frame: as given, else as the file holds them (a 4-D focal-series stack)
     per_frame = max(focal or 1, (meta or {}).get("n_focal") or 1)
     cfg = dataclasses.replace(cfg, engine=_engine_cfg(base_engine, model, classical, dark, device, engine, material,
@@ -432,7 +431,7 @@ def track(
     if sampling is not None:
         cfg = dataclasses.replace(cfg, default_sampling=sampling)
     is_stream = isinstance(source, (str, Path)) and "://" in str(source)
-    cfg = _overflow(cfg, is_stream, mode, pace)
+    cfg = overflow(cfg, is_stream, mode, pace)
     counters = Counters()
     attrs = dict(attrs or {})
     if isinstance(source, (str, Path)):
@@ -469,44 +468,6 @@ def track(
     return result
 
 
-def _overflow(cfg: PipelineConfig, is_stream: bool, mode: str, pace: float | None) -> PipelineConfig:
-    """What a full queue does for this source: a live SUB stream cannot be pushed back on (drop);
-    a recording read as fast as the tracker goes loses nothing by waiting (block), whatever the
-    config says for the live camera; a paced replay (acting as the camera) keeps the config's."""
-    if is_stream and mode == "sub" and cfg.overflow == "block":
-        return dataclasses.replace(cfg, overflow="drop")
-    if not is_stream and pace is None and cfg.overflow == "drop":
-        logging.getLogger("etem.pipeline").info('a recording is read as fast as the tracker goes: no frame is '
-                                                'dropped (overflow = "drop" is for live streams and paced replays)')
-        return dataclasses.replace(cfg, overflow="block")
-    return cfg
-
-
-def _file_meta(source, model, pattern: str | None = None, dataset: str | None = None) -> dict | None:
-    """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
-    ``detector``; ``material``) and its images per frame (``n_focal``), read before the run
-    only where ``model="auto"`` needs it up front (it asks for a material unless the frames are
-    STEM or the file names one); a watched folder answers for the first frame
-    file already in it. None for streams, arrays and empty folders; with no model named, the
-    first frame's own meta choose instead (:attr:`Pipeline.choose_engine`), so a file is not
-    opened twice (a TIFF stack is read whole when opened)."""
-    if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source):
-        return None
-    path = Path(source)
-    if path.is_dir():
-        from .watch import first_file
-
-        path = first_file(path, pattern)
-    if path is None or not path.is_file():
-        return None
-    from .files import open_recording
-
-    with contextlib.suppress(Exception):  # a file that cannot be read fails where it is read for frames
-        with open_recording(path, dataset=dataset) as rec:
-            return {**rec.frame_meta(), "n_focal": rec.n_focal}
-    return None
-
-
 def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, fps, idle_timeout_s, focal,
             on_frame, curve_keys, pattern, dataset=None) -> TrackResult:
     """:func:`track` with ``resume``: the same run goes on, in its own file."""
@@ -539,7 +500,7 @@ def _resume(path, source, *, force: bool, device: str | None, mode, bind, pace, 
     if options.get("focal", focal) != focal:
         raise ConfigError(f"the run in {path} was started with {options['focal']} images per frame (--focal "
                           f"{options['focal']}, focal={options['focal']}); resume it with the same")
-    cfg = _overflow(with_device(point.config, device), is_stream, mode, pace)
+    cfg = overflow(with_device(point.config, device), is_stream, mode, pace)
     counters = Counters()
     source = checked_images(source, focal=focal, who="track")
     if is_stream:  # (a run file of an older version may record an fps for a stream: not taken)

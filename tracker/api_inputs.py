@@ -1,9 +1,11 @@
 """What :func:`~etem.tracker.find` and :func:`~etem.tracker.track` are given, checked before
 any work: arrays that are images (not colour, not a stack stored the wrong way round), pixel
-sizes, focal series, configs, frame rates and run file paths; and what a run that tracked no
-frame says."""
+sizes, focal series, configs, frame rates and run file paths; what a source's overflow is and
+what a recorded file says of its frames; and what a run that tracked no frame says."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -216,3 +218,41 @@ def check_run_path(path: str | Path, overwrite: bool) -> None:
     if overwrite and path.exists() and open_here(path):
         raise ConfigError(f"run file {path} is open in this process (a Run from open_run() not closed, or an "
                           "h5py.File): close it first (run.close(), or open it with `with open_run(...) as run:`)")
+
+
+def overflow(cfg: PipelineConfig, is_stream: bool, mode: str, pace: float | None) -> PipelineConfig:
+    """What a full queue does for this source: a live SUB stream cannot be pushed back on (drop);
+    a recording read as fast as the tracker goes loses nothing by waiting (block), whatever the
+    config says for the live camera; a paced replay (acting as the camera) keeps the config's."""
+    if is_stream and mode == "sub" and cfg.overflow == "block":
+        return dataclasses.replace(cfg, overflow="drop")
+    if not is_stream and pace is None and cfg.overflow == "drop":
+        logging.getLogger("etem.pipeline").info('a recording is read as fast as the tracker goes: no frame is '
+                                                'dropped (overflow = "drop" is for live streams and paced replays)')
+        return dataclasses.replace(cfg, overflow="block")
+    return cfg
+
+
+def file_meta(source, model, pattern: str | None = None, dataset: str | None = None) -> dict | None:
+    """How a recorded file says its frames were taken (``imaging``: ``"stem"``/``"hrtem"``;
+    ``detector``; ``material``) and its images per frame (``n_focal``), read before the run
+    only where ``model="auto"`` needs it up front (it asks for a material unless the frames are
+    STEM or the file names one); a watched folder answers for the first frame
+    file already in it. None for streams, arrays and empty folders; with no model named, the
+    first frame's own meta choose instead (:attr:`Pipeline.choose_engine`), so a file is not
+    opened twice (a TIFF stack is read whole when opened)."""
+    if model != "auto" or not isinstance(source, (str, Path)) or "://" in str(source):
+        return None
+    path = Path(source)
+    if path.is_dir():
+        from .watch import first_file
+
+        path = first_file(path, pattern)
+    if path is None or not path.is_file():
+        return None
+    from .files import open_recording
+
+    with contextlib.suppress(Exception):  # a file that cannot be read fails where it is read for frames
+        with open_recording(path, dataset=dataset) as rec:
+            return {**rec.frame_meta(), "n_focal": rec.n_focal}
+    return None
