@@ -235,6 +235,8 @@ def test_sweep_prints_cutoffs_writes_the_radar_and_stores_the_trust_ranges(heldo
     card = json.loads((tmp_path / "mine.json").read_text())
     assert card["sha256"] == card0["sha256"] and card["heldout"] == card0["heldout"]  # the rest stays
     assert card["sweep"]["images_per_condition"] == 2 and card["sweep"]["cutoffs"]
+    # and under which preprocessing they were measured: frames 0.9-2x the model's pixel size as they are
+    assert card["sweep"]["as_is_ratio"] == card0["inference"]["as_is_ratio"] == [0.9, 2.0]
     ranges = ranges_for(make_engine("eager", str(tmp_path / "mine.json"), device="cpu"))
     assert ranges is not None and "exit-wave images of heldout.h5" in ranges.source
     # the ranges are the model's own: trusted nowhere exactly where it failed at the base
@@ -399,6 +401,34 @@ def test_border_is_refused_outside_the_model_form(tmp_path):
     pd.DataFrame({"frame": [0], "y": [5.0], "x": [5.0]}).to_csv(tmp_path / "t.csv", index=False)
     r = _etem("evaluate", tmp_path / "t.csv", tmp_path / "t.csv", "--border", 1)
     assert r.returncode == 2 and "--border applies to a model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_sweeps_pixel_sizes_go_in_as_the_tracker_takes_them(heldout, tmp_path):
+    """Wei's sweep runs every pixel size through the tracker's own preprocessing, so the trust
+    ranges it stores describe what the tracker does: within the card's inference.as_is_ratio
+    (au-hrtem: 0.9-2x its 0.2 Å/px) the frames go in as they are, outside it they are resampled.
+    The same bundle without as_is_ratio scores the same frames alike at its own pixel size and
+    outside the range, and otherwise within it."""
+    import shutil
+
+    from etem.train.bundle import bundle_paths
+    from etem.train.sweep import wave_sweep
+
+    paths = {}
+    for variant in ("as_is", "resampled"):
+        (tmp_path / variant).mkdir()
+        for src in bundle_paths("au-hrtem"):
+            shutil.copy(src, tmp_path / variant / src.name)
+        paths[variant] = tmp_path / variant / "au-hrtem.json"
+    card = json.loads(paths["resampled"].read_text())
+    assert card["inference"]["as_is_ratio"] == [0.9, 2.0]
+    del card["inference"]
+    paths["resampled"].write_text(json.dumps(card))
+    cols = ["recall", "precision", "confidence"]
+    rows = {v: wave_sweep([str(p)], heldout, axes={"sampling": (0.3, 0.6)}, n=1, size=64).set_index("value")[cols]
+            for v, p in paths.items()}
+    pd.testing.assert_frame_equal(rows["as_is"].loc[[0.2, 0.6]], rows["resampled"].loc[[0.2, 0.6]])
+    assert rows["as_is"].loc[0.3, "confidence"] != rows["resampled"].loc[0.3, "confidence"]
 
 
 def test_two_models_of_the_same_name_keep_their_own_rows(heldout, tmp_path):

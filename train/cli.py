@@ -230,7 +230,7 @@ def _sweep(methods, args) -> int:
     import platform
 
     from etem.train.assess import CLASSICAL
-    from etem.train.bundle import update_card
+    from etem.train.bundle import bundle_paths, update_card
     from etem.train.sweep import cutoffs, format_cutoffs, radar_plot, wave_sweep, wave_trust_ranges
 
     methods = [m for m in methods if m != "classical-dark"]  # the sweep's microscopes show bright columns
@@ -265,5 +265,9 @@ def _sweep(methods, args) -> int:
                   "match_radius_A": args.radius, "date": datetime.date.today().isoformat(),
                   "machine": platform.machine(), "cutoffs": json.loads(cuts.to_json(orient="records"))}
         for m, r in ranges.items():
-            print(f"stored the cut-offs and trust ranges in {update_card(m, {'sweep': record, 'trust': r.to_dict()})}")
+            # which frames went in as they are, not resampled (the card's inference.as_is_ratio; None: all
+            # resampled): the card says under which preprocessing its ranges were measured
+            as_is = (json.loads(bundle_paths(m)[1].read_text()).get("inference") or {}).get("as_is_ratio")
+            entry = {**record, "as_is_ratio": as_is}
+            print(f"stored the cut-offs and trust ranges in {update_card(m, {'sweep': entry, 'trust': r.to_dict()})}")
     return 0
