@@ -318,3 +318,20 @@ def test_dashboard_maps_leave_out_sites_seen_in_too_few_frames():
     y, x = (np.array([47.5, 30.0]) + 0.5) * k - 0.5
     y = min(int(round(y)), occ.shape[0] - 1)
     assert occ[y, int(round(x))] == 255                   # (the off-site colour: not drawn)
+
+
+# ------------------------------------------------------------------------------------ 9: evaluate
+
+def test_f1_vs_dose_labels_its_reference_lines_and_says_its_set():
+    from etem.train.assess import dose_figure
+
+    rows = [{"method": m, "dose": d, "tp": 9, "fp": 1, "fn": 1, "rms_A": 0.2, "frame": k}
+            for m in ("a", "b") for d in (300.0, 3000.0) for k in range(2)]
+    per = pd.DataFrame(rows)
+    per.attrs.update(wave_set="au.h5", n=2, radius_A=1.0)
+    fig = dose_figure(per)
+    a1, a2 = fig.axes[:2]
+    assert "target F1 0.98" in [t.get_text() for t in a1.get_legend().get_texts()]
+    assert "cut-off 0.3 Å" in [t.get_text() for t in a2.get_legend().get_texts()]
+    title = fig._suptitle.get_text()
+    assert "au.h5" in title and "2 images per dose" in title and "1 Å" in title
