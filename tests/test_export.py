@@ -217,14 +217,16 @@ def test_the_movie_draws_each_class_in_its_colour_with_a_legend(tmp_path):
         assert im.n_frames == n_frames
         w_px, h_px = im.size
         rgb = np.asarray(im.convert("RGB")).astype(int)
-    assert w_px == shape[1] and h_px > shape[0] + 8  # the frame, and the legend's band below it
+    k = 512 // shape[1]                              # (small frames are enlarged, pixel for pixel)
+    top = 26                                         # (the band above: frame, time, scale bar)
+    assert w_px == shape[1] * k and h_px > top + shape[0] * k + 8  # the frame, and the legend's band below it
 
     def near(colour: str, part: np.ndarray) -> int:
         want = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
         return int((np.abs(part - want).sum(axis=-1) < 60).sum())
 
     mo, s2 = class_colours(["Mo", "S2"])[:2]
-    frame, band = rgb[: shape[0]], rgb[shape[0]:]
+    frame, band = rgb[top: top + shape[0] * k], rgb[top + shape[0] * k:]
     assert near(mo, frame) > 4 * (n // 2) and near(s2, frame) > 4 * (n // 2)  # every column circled in its colour
     assert near(mo, band) > 0 and near(s2, band) > 0  # ... and said in the legend
     assert near("#FF3C3C", frame) == 0  # (no column red)

@@ -355,8 +355,13 @@ def cmd_export(args) -> int:
         args.source = Path(stored)
     if args.dataset and not args.movie:
         raise ConfigError("--dataset goes with --movie and --source (the dataset of the recording to draw)")
+    if (args.movie_fps or args.movie_contrast) and not args.movie:
+        raise ConfigError("--movie-fps and --movie-contrast go with --movie")
     if args.movie:  # before the other outputs are written
         from .files import SUFFIXES
+        from .report import check_movie_path
+
+        check_movie_path(args.movie)  # (a suffix it can write: .mp4 only where ffmpeg is there)
 
         if not args.source.exists():
             raise ConfigError(f"--source {args.source}: no such file or folder")
@@ -374,7 +379,9 @@ def cmd_export(args) -> int:
         from .runfile import open_run
 
         with open_run(args.run) as run, _written(args.movie):
-            print(write_movie(run, args.source, args.movie, dataset=args.dataset))
+            print(write_movie(run, args.source, args.movie, dataset=args.dataset, fps=args.movie_fps,
+                              contrast=args.movie_contrast or "movie",
+                              say=lambda text: print(text, file=sys.stderr)))
     return 0
 
 

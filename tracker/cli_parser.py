@@ -213,8 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="parquet,csv,png,h5,report",
                    help="comma-separated: parquet, csv, png, h5, report")
     p.add_argument("--movie", type=Path, metavar="OUT.gif",
-                   help="also write an animated image of the tracked frames (of the recording the run "
-                        "names, or --source)")
+                   help="also write a movie of the tracked frames with their columns (of the recording the run "
+                        "names, or --source): .gif, .png (animated PNG), or .mp4 where ffmpeg is installed "
+                        "(pip install imageio-ffmpeg); at most 300 frames")
+    p.add_argument("--movie-fps", type=float, metavar="FPS",
+                   help="frames per second the movie plays at (default: the recording's, real time; 0.5 to 30, "
+                        "the caption says how much slower or faster than recorded)")
+    p.add_argument("--movie-contrast", choices=("movie", "frame"),
+                   help="grey range of the movie: one for all frames (movie, the default: brightness changes stay "
+                        "visible) or each frame's own (frame)")
     p.add_argument("--source", type=Path, help="the recording (a file or a folder of frame files) the run tracked "
                                                 "(for --movie; default: the one the run names, if it is there)")
     p.add_argument("--dataset", metavar="PATH",

@@ -15,7 +15,7 @@ from .dashboard_http import _json_safe
 from .frames import class_label
 from .metrics import LatencyHistogram, gpu_memory, metrics_text
 from .plots import class_colours
-from .sites import occupied_sites, render_site_values
+from .sites import min_frames_in_view, occupied_sites, render_site_values, seen_too_little
 
 log = logging.getLogger("etem.dashboard")
 
@@ -226,14 +226,18 @@ class DashboardViews:
             dshape = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
             yx = (tab[["y", "x"]].to_numpy() + 0.5) * scale - 0.5
             radius = max(snap["radius_px"] * scale, 1.0)
-            occ = render_site_values(yx, tab["occupancy"].to_numpy(), dshape, radius)
-            ev = render_site_values(yx, tab["event_rate"].to_numpy(), dshape, radius)
-            ev_max = float(tab["event_rate"].max()) if len(tab) else 0.0
+            # sites in view in too few frames (one lucky frame at the edge: occupancy 1.0) are left
+            # out, by the rule the exported maps draw them hollow by
+            few = seen_too_little(tab, snap["n_frames"])
+            keep = lambda v: np.where(few, np.nan, np.asarray(v, float))  # noqa: E731
+            occ = render_site_values(yx, keep(tab["occupancy"]), dshape, radius)
+            ev = render_site_values(yx, keep(tab["event_rate"]), dshape, radius)
+            ev_max = float(np.nanmax(keep(tab["event_rate"]), initial=0.0)) if len(tab) else 0.0
             cc = snap.get("class_changes")
             classes = cc_max = None
             if cc is not None and len(tab):  # (the sites drawn are the occupied ones: their rows)
-                rate = cc[tab["site"].to_numpy()] / max(snap["n_frames"] - 1, 1)
-                cc_max = float(rate.max())
+                rate = keep(cc[tab["site"].to_numpy()] / max(snap["n_frames"] - 1, 1))
+                cc_max = float(np.nanmax(rate, initial=0.0))
                 classes = pngs.map_png(render_site_values(yx, rate, dshape, radius), 0.0, cc_max or 1.0, "magma")
             self._maps_cache = {
                 "version": snap["version"], "shape": list(shape), "display_shape": list(dshape), "scale": scale,
@@ -242,6 +246,7 @@ class DashboardViews:
                 "occupancy": pngs.map_png(occ, 0.0, 1.0, "viridis"),
                 "events": pngs.map_png(ev, 0.0, ev_max if ev_max > 0 else 1.0, "magma"),
                 "classes": classes, "classes_max": cc_max,
+                "sites_left_out": int(few.sum()), "min_frames_in_view": min_frames_in_view(snap["n_frames"]),
             }
             return self._maps_cache
 

@@ -30,9 +30,9 @@ from tqdm import tqdm
 from .errors import ConfigError, choice_error
 from .frames import class_label
 from .runfile import TABLES, Run, open_run
-from .sites import occupied_sites
+from .sites import occupied_sites, seen_too_little
 
-__all__ = ["export_run", "render_site_map", "EXPORT_FORMATS"]
+__all__ = ["export_run", "render_site_map", "run_caption", "EXPORT_FORMATS"]
 
 ExportFormat = Literal["parquet", "csv", "png", "h5", "report"]
 EXPORT_FORMATS: tuple[str, ...] = ("parquet", "csv", "png", "h5", "report")
@@ -57,10 +57,13 @@ def _disc_diameter(yx: np.ndarray) -> float:
     return 0.8 * float(np.median(nn)) if len(nn) else 1.0
 
 
-def _map_axes(shape: tuple[int, int]) -> tuple[Figure, object]:
-    """A figure sized to the frame's aspect with one dark axes (fixed margins: fast to draw)."""
+def _map_axes(shape: tuple[int, int], *, title_lines: int = 1, notes: int = 0) -> tuple[Figure, object]:
+    """A figure sized to the frame's aspect with one dark axes (fixed margins: fast to draw);
+    room above for ``title_lines`` lines of title, and below for ``notes`` lines of notes."""
     h, w = shape
-    left, right, bottom, top = 0.85, 1.45, 0.65, 0.45       # margins [inch]
+    left, right = 0.85, 1.45                                # margins [inch]
+    bottom = 0.65 + 0.3 * notes
+    top = 0.2 + 0.25 * max(title_lines, 1)
     ax_w = _AX_W_IN
     ax_h = float(np.clip(ax_w * h / w, 1.5, 9.0))
     fig_w, fig_h = left + ax_w + right, bottom + ax_h + top
@@ -78,6 +81,24 @@ def _colorbar(fig: Figure, ax, mappable, label: str) -> None:
     fig.colorbar(mappable, cax=cax, label=label)
 
 
+def run_caption(run: Run) -> str:
+    """Which run a figure shows: its file's name, its frames, and how it ended where it did not
+    complete (``run.h5: interrupted after 43 frames``)."""
+    n = len(run.frames)
+    frames = f"{n} frame{'s' if n != 1 else ''}"
+    status = run.status
+    if status in ("complete", "None", ""):
+        return f"{Path(run.path).name}: {frames}"
+    if status == "running":
+        return f"{Path(run.path).name}: {frames} so far (still running, or its tracker died)"
+    return f"{Path(run.path).name}: {status} after {frames}"
+
+
+# the intensities are the mean pixel value in a small disc about each column (intensity_measure),
+# less the floor about it: in the recording's own units (detector counts where the file holds them)
+INTENSITY_UNIT = "recording's pixel units"
+
+
 def _intensity_map(run: Run, per_site: pd.DataFrame) -> Figure:
     """Sites coloured by the mean intensity of the columns seen there (ADF STEM: Z contrast), over
     the floor about them where the run measured it (:func:`etem.tracker.diffusion.site_intensity`)."""
@@ -86,27 +107,43 @@ def _intensity_map(run: Run, per_site: pd.DataFrame) -> Figure:
     lo, hi = np.nanpercentile(mean, [1, 99]) if np.isfinite(mean).any() else (None, None)
     cols = run.columns
     floor = "background" in cols and bool(np.isfinite(cols["background"]).any())
-    label = "mean intensity of the columns seen" + (", over the floor about them" if floor else "")
-    return render_site_map(sites, mean, run.frame_shape, run.sampling, title="Column intensity",
-                           cmap="cividis", label=label, vmin=lo, vmax=hi)
+    label = ("mean intensity of the columns seen" + (", over the floor about them" if floor else "")
+             + f"\n[{INTENSITY_UNIT}, e.g. detector counts]")
+    return render_site_map(sites, mean, run.frame_shape, run.sampling,
+                           title=f"Column intensity\n{run_caption(run)}", cmap="cividis", label=label,
+                           vmin=lo, vmax=hi, faint=seen_too_little(sites, len(run.frames)),
+                           n_frames=len(run.frames))
+
+
+def class_change_rate(run: Run, sites: pd.DataFrame) -> np.ndarray:
+    """Per row of ``sites``: its class changes per frame it was in view."""
+    n = run.stats["class_changes"]["site"].value_counts()
+    return sites["site"].map(n).fillna(0).to_numpy(float) / np.maximum(sites["n_obs"].to_numpy(float), 1)
+
+
+def has_class_changes(run: Run) -> bool:
+    changes = run.stats.get("class_changes")
+    return changes is not None and len(changes) > 0 and len(run.sites) > 0 and "n_obs" in run.sites
 
 
 def _class_change_map(run: Run) -> Figure:
     """Sites coloured by how often their column changed class (an S2 column losing an atom and
     getting it back: two), per frame the site was seen: where the changes of ``class_changes`` are."""
     sites = occupied_sites(run.sites)
-    n = run.stats["class_changes"]["site"].value_counts()
-    rate = sites["site"].map(n).fillna(0).to_numpy(float) / np.maximum(sites["n_obs"].to_numpy(float), 1)
+    rate = class_change_rate(run, sites)
     names = run.class_names
     which = f" ({', '.join(names)})" if 1 < len(names) <= 6 else ""
-    return render_site_map(sites, rate, run.frame_shape, run.sampling, title=f"Class changes{which}",
-                           cmap="inferno", label="class changes per frame seen", vmin=0)
+    return render_site_map(sites, rate, run.frame_shape, run.sampling,
+                           title=f"Class changes{which}\n{run_caption(run)}", cmap="inferno",
+                           label="class changes per frame seen [1/frame]", vmin=0,
+                           faint=seen_too_little(sites, len(run.frames)), n_frames=len(run.frames))
 
 
 def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float],
                     shape: tuple[int, int], sampling: float | None, *, title: str,
                     cmap: str = "viridis", label: str | None = None,
-                    vmin: float | None = None, vmax: float | None = None) -> Figure:
+                    vmin: float | None = None, vmax: float | None = None,
+                    faint: np.ndarray | None = None, n_frames: int | None = None) -> Figure:
     """Sites as discs coloured by ``values`` on a dark background, with a colour bar.
 
     Parameters
@@ -116,23 +153,32 @@ def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float]
     values
         One value per site (NaN shown grey).
     shape
-        Frame ``(H, W)`` [px]; sets the axes' extent.
+        Frame ``(H, W)`` [px]; sets the axes' extent (widened to hold sites beyond the frame,
+        whose edge is then drawn dashed).
     sampling
         Pixel size [Å/px]: axes in Å when given, else in px.
     title, cmap, label, vmin, vmax
         Title, colour map, colour-bar label and colour range (from the finite values if None).
+    faint
+        Per site, True where it was in view in too few frames for its value to mean much
+        (:func:`etem.tracker.sites.seen_too_little`): drawn as hollow grey rings, not coloured,
+        and said under the map (with ``n_frames``, the run's frames, to give the rule).
 
     Returns
     -------
     A matplotlib Figure not attached to any GUI (save it with ``fig.savefig``).
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
     values = np.asarray(values, dtype=float)
     if len(values) != len(sites_df):
         raise ValueError(f"values has {len(values)} entries for {len(sites_df)} sites.")
+    faint = np.zeros(len(values), bool) if faint is None else np.asarray(faint, bool)
     scale, unit = (float(sampling), "Å") if sampling else (1.0, "px")
     h, w = shape
     yx = sites_df[["y", "x"]].to_numpy(dtype=float) * scale
-    finite = values[np.isfinite(values)]
+    finite = values[np.isfinite(values) & ~faint]
     if vmin is None:
         vmin = float(finite.min()) if len(finite) else 0.0
     if vmax is None:
@@ -140,19 +186,43 @@ def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float]
     if vmax <= vmin:
         vmax = vmin + 1.0
 
-    fig, ax = _map_axes(shape)
     d = _disc_diameter(yx)
-    discs = EllipseCollection(np.full(len(yx), d), np.full(len(yx), d), np.zeros(len(yx)),
-                              units="xy", offsets=yx[:, ::-1], offset_transform=ax.transData,
+    # limits: the frame, widened to hold every disc whole (a site at y < 0 was a half disc)
+    ok = np.isfinite(yx).all(axis=1)
+    xlo, xhi, ylo, yhi = 0.0, w * scale, 0.0, h * scale
+    if ok.any():
+        xlo, xhi = min(xlo, yx[ok, 1].min() - d / 2), max(xhi, yx[ok, 1].max() + d / 2)
+        ylo, yhi = min(ylo, yx[ok, 0].min() - d / 2), max(yhi, yx[ok, 0].max() + d / 2)
+    beyond = (xlo, xhi, ylo, yhi) != (0.0, w * scale, 0.0, h * scale)
+    notes = int(faint.any()) + int(beyond)
+    fig, ax = _map_axes((yhi - ylo, xhi - xlo), title_lines=title.count("\n") + 1, notes=notes)
+    lw = 0.6 if d / (xhi - xlo) * _AX_W_IN * 72 > 8 else 0   # outline discs that are big enough for it to show
+    solid = ~faint
+    discs = EllipseCollection(np.full(solid.sum(), d), np.full(solid.sum(), d), np.zeros(solid.sum()),
+                              units="xy", offsets=yx[solid, ::-1], offset_transform=ax.transData,
                               cmap=colormaps[cmap].with_extremes(bad="#555555"),
-                              edgecolors="#5a5a66",
-                              # outline discs that are big enough for it to show
-                              linewidths=0.6 if d / (w * scale) * _AX_W_IN * 72 > 8 else 0)
-    discs.set_array(np.ma.masked_invalid(values))
+                              edgecolors="#5a5a66", linewidths=lw)
+    discs.set_array(np.ma.masked_invalid(values[solid]))
     discs.set_clim(vmin, vmax)
     ax.add_collection(discs)
-    ax.set_xlim(0, w * scale)
-    ax.set_ylim(h * scale, 0)
+    handles = []
+    if faint.any():
+        k = int(faint.sum())
+        rings = EllipseCollection(np.full(k, d * 0.8), np.full(k, d * 0.8), np.zeros(k), units="xy",
+                                  offsets=yx[faint, ::-1], offset_transform=ax.transData,
+                                  facecolors="none", edgecolors="#a0a0b0", linewidths=0.8)
+        rings.set_gid("seen-too-little")
+        ax.add_collection(rings)
+        from .sites import min_frames_in_view
+
+        rule = f"< {min_frames_in_view(n_frames)} frames" if n_frames else "too few frames"
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="#707080",
+                              label=f"in view {rule}: not coloured ({k} site{'s' if k != 1 else ''})"))
+    if beyond:
+        ax.add_patch(Rectangle((0, 0), w * scale, h * scale, fill=False, ls="--", lw=0.7, ec="#8a8a99"))
+        handles.append(Line2D([], [], ls="--", color="#8a8a99", label="edge of the frame"))
+    ax.set_xlim(xlo, xhi)
+    ax.set_ylim(yhi, ylo)
     ax.set_aspect("equal")
     from matplotlib.ticker import MaxNLocator
 
@@ -162,6 +232,9 @@ def render_site_map(sites_df: pd.DataFrame, values: np.ndarray | Sequence[float]
     ax.set_ylabel(f"y [{unit}]")
     ax.set_title(title)
     _colorbar(fig, ax, discs, label or "")
+    if handles:
+        fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.01, 0.0), ncol=1, frameon=False,
+                   fontsize="small", handlelength=1.5)
     return fig
 
 
@@ -170,7 +243,7 @@ def _render_map_image(image: np.ndarray, sampling: float | None, *, title: str, 
     """A stored ``[H, W]`` map (used when the run has no sites table)."""
     scale, unit = (float(sampling), "Å") if sampling else (1.0, "px")
     h, w = image.shape
-    fig, ax = _map_axes(image.shape)
+    fig, ax = _map_axes(image.shape, title_lines=title.count("\n") + 1)
     im = ax.imshow(np.ma.masked_invalid(image), cmap=cmap, extent=(0, w * scale, h * scale, 0),
                    interpolation="nearest")
     finite = image[np.isfinite(image)]
@@ -184,40 +257,35 @@ def _render_map_image(image: np.ndarray, sampling: float | None, *, title: str, 
     return fig
 
 
-def _render_counts(frames: pd.DataFrame) -> Figure:
-    """Columns found per frame over time (or frame index), untrusted frames marked."""
-    from matplotlib.ticker import MaxNLocator
+def _render_counts(frames: pd.DataFrame, class_counts: pd.DataFrame | None = None,
+                   class_names: Sequence[str] = (), *, caption: str | None = None) -> Figure:
+    """Columns found per frame (per class where the run has several), frames outside the trust
+    ranges marked: the report's panel (:func:`etem.tracker.report.draw_counts`) as a figure."""
+    from .report import draw_counts
 
-    fig = Figure(figsize=(7.0, 3.2), layout="constrained")  # (room for the tick labels, however long)
+    fig = Figure(figsize=(8.0, 3.4), layout="constrained")  # (room for the tick labels, however long)
     ax = fig.add_subplot()
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole columns
-    t = frames["t"].to_numpy(dtype=float)
-    use_t = len(t) > 0 and bool(np.isfinite(t).all())
-    x = t if use_t else frames["frame"].to_numpy()
-    n = frames["n_columns"].to_numpy()
-    ax.plot(x, n, lw=1.0, color="C0", label="columns per frame")
-    bad = frames["in_range"].to_numpy() == 0
-    if bad.any():
-        ax.plot(x[bad], n[bad], "o", ms=3, color="C3", label="outside the trusted range")
-    if len(x):
-        ax.legend(loc="best", fontsize="small")
-    ax.set_xlabel("time [s]" if use_t else "frame")
-    ax.set_ylabel("columns")
-    ax.set_title("Columns per frame")
+    draw_counts(ax, frames, class_counts, class_names)
+    ax.set_title("Columns per frame" + (f"\n{caption}" if caption else ""))
     return fig
 
 
+# what each map shows: its column in the sites table, title, colour map, colour-bar label, range
+MAPS = {
+    "occupancy": ("occupancy", "Occupancy", "viridis", "fraction of the frames in view occupied (0–1)", (0, 1)),
+    "events": ("event_rate", "Events", "inferno", "fraction of frames with a change [1/frame]", (0, None)),
+}
+
+
 def _site_map(run: Run, key: Literal["occupancy", "events"]) -> Figure:
-    column, title, cmap, label, vrange = {
-        "occupancy": ("occupancy", "Occupancy", "viridis", "fraction of frames occupied", (0, 1)),
-        "events": ("event_rate", "Events", "inferno", "fraction of frames with a change",
-                   (0, None)),
-    }[key]
+    column, title, cmap, label, vrange = MAPS[key]
+    title = f"{title}\n{run_caption(run)}"
     sites = occupied_sites(run.sites)
     if len(sites):
         return render_site_map(sites, sites[column].to_numpy(), run.frame_shape, run.sampling,
                                title=title, cmap=cmap, label=label, vmin=vrange[0],
-                               vmax=vrange[1])
+                               vmax=vrange[1], faint=seen_too_little(sites, len(run.frames)),
+                               n_frames=len(run.frames))
     return _render_map_image(run.maps[key], run.sampling, title=title, cmap=cmap, label=label,
                              vmin=vrange[0], vmax=vrange[1])
 
@@ -324,9 +392,9 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
         if "png" in formats:
             jobs += [("occupancy.png", partial(_save, lambda: _site_map(run, "occupancy"))),
                      ("events.png", partial(_save, lambda: _site_map(run, "events"))),
-                     ("counts.png", partial(_save, lambda: _render_counts(run.frames)))]
-            changes = run.stats.get("class_changes")
-            if changes is not None and len(changes) and len(run.sites) and "n_obs" in run.sites:
+                     ("counts.png", partial(_save, lambda: _render_counts(
+                         run.frames, derived["class_counts"], run.class_names, caption=run_caption(run))))]
+            if has_class_changes(run):
                 jobs.append(("class_changes.png", partial(_save, lambda: _class_change_map(run))))
             if len(derived["site_intensity"]) and len(run.sites):
                 jobs.append(("intensity.png", partial(_save, lambda: _intensity_map(run, derived["site_intensity"]))))

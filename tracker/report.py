@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import h5py
@@ -20,7 +21,7 @@ from . import diffusion as D
 from .frames import class_label
 from .plots import class_colours
 from .runfile import Run
-from .sites import occupied_sites
+from .sites import occupied_sites, seen_too_little
 
 __all__ = ["run_statistics", "render_report", "write_statistics_h5", "write_movie"]
 
@@ -94,92 +95,178 @@ def _json(o):
     return str(o)
 
 
-def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any]) -> Figure:
-    """One A4-landscape page: occupancy and event maps, residence times, counts, figures."""
+def draw_counts(ax, frames: pd.DataFrame, class_counts: pd.DataFrame | None,
+                class_names: Sequence[str] = ()) -> None:
+    """Columns found per frame on ``ax``: all of them (dark), each class's where the run has
+    several (in the class colours, outlined so that a light colour shows on white), the frames
+    outside the trust ranges as red markers on the line of all columns; x in frames with the time
+    [s] on top where the run knows its frame rate, y from 0. The legend lies outside the axes,
+    to their right. (The report's panel and ``counts.png``.)"""
+    from matplotlib import patheffects
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(class_names)
+    colours = class_colours(names)
+    f = frames["frame"].to_numpy()
+    total = frames["n_columns"].to_numpy(dtype=float)
+    per_class = [] if class_counts is None else [c for c in class_counts.columns if c != "frame"]
+    one_class = per_class[0].removeprefix("n_") if len(per_class) == 1 else None
+    if one_class in ("column", "columns"):  # (a model's one generic class: no name to say)
+        one_class = None
+    marker = "o" if len(frames) < 30 else None
+    ax.plot(f, total, lw=1.2, color="0.15", marker=marker, ms=3,
+            label=f"all columns ({_class_name(one_class)})" if one_class else "all columns")
+    if len(per_class) > 1:
+        stroke = [patheffects.withStroke(linewidth=2.2, foreground="0.25")]
+        for c in per_class:  # (n_Mo, n_class3: Mo, class 3)
+            name = c.removeprefix("n_")
+            k = names.index(name) if name in names else (int(name[5:]) if name[5:].isdigit() else None)
+            ax.plot(class_counts["frame"], class_counts[c], lw=1.2, marker=marker, ms=3,
+                    color=None if k is None else colours[k % len(colours)],  # (as the overlay and movie draw them)
+                    path_effects=stroke, label=_class_name(name))
+    if "in_range" in frames and (frames["in_range"] == 0).any():
+        bad = (frames["in_range"] == 0).to_numpy()
+        ax.plot(f[bad], total[bad], "o", ms=3.5, color="C3", zorder=3, label="outside the trust ranges")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # (counts of columns)
+    if len(f):
+        lo, hi = float(np.min(f)), float(np.max(f))
+        if hi - lo < 2:  # (one frame: not an axis of -0.045 … 0.045)
+            ax.set_xlim(lo - 1, hi + 1)
+        top = float(np.nanmax(total)) if np.isfinite(total).any() else 1.0
+        ax.set_ylim(0, max(top * 1.08, 1))
+    ax.set_xlabel("frame")
+    ax.set_ylabel("columns")
+    fps = D.frame_rate(frames)
+    if fps and len(f):
+        f0 = float(np.min(f))
+        sec = ax.secondary_xaxis("top", functions=(lambda x: (x - f0) / fps, lambda t: t * fps + f0))
+        sec.set_xlabel("time [s]", fontsize="small")
+        sec.tick_params(labelsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize="small", frameon=False)
+
+
+def _class_name(name: str) -> str:
+    return f"class {name[5:]}" if name.startswith("class") and name[5:].isdigit() else name
+
+
+def _map_panel(ax, run: Run, sites: pd.DataFrame, values: np.ndarray, *, title: str, cmap: str, label: str,
+               vmin: float, vmax: float | None) -> None:
+    """A site map drawn as the separate PNGs draw it, shown in ``ax`` (the report's panels)."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     from .export import render_site_map
 
+    with matplotlib.rc_context({"font.size": 17}):  # (drawn at twice and more the size it is shown at)
+        sub = render_site_map(sites, values, run.frame_shape, run.sampling, title="", cmap=cmap, label=label,
+                              vmin=vmin, vmax=vmax, faint=seen_too_little(sites, len(run.frames)),
+                              n_frames=len(run.frames))
+    canvas = FigureCanvasAgg(sub)
+    canvas.draw()
+    ax.imshow(np.asarray(canvas.buffer_rgba()))
+    ax.set_title(title)
+    ax.set_axis_off()
+
+
+def _say(ax, text: str, title: str) -> None:
+    """A panel that says why it shows nothing."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, color="0.3", wrap=True)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# fewer residences seen to begin and end than this: listed, not drawn as a histogram
+_FEW_RESIDENCES = 10
+
+
+def _residence_panel(ax, hist: pd.DataFrame, n_frames: int) -> None:
+    """Residence times of the runs seen to begin and end, the two states side by side; a few
+    listed rather than drawn as a histogram of one or two bars; the runs cut by the movie's start
+    or end (censored: a site occupied throughout) counted below."""
+    title = "Residence times"
+    if n_frames < 2:
+        return _say(ax, "one frame: no residence times\ncan be measured", title)
+    done = hist[hist["completed"] > 0]
+    censored = int(hist["censored"].sum()) if "censored" in hist else 0
+    cut = (f"{censored} more run{'s' if censored != 1 else ''} cut by the movie's start or end\n"
+           "(a site occupied or empty throughout: no residence time)") if censored else ""
+    n_done = int(done["completed"].sum()) if len(done) else 0
+    if n_done == 0:
+        return _say(ax, "no residence seen to begin and end:\na site must change state twice"
+                    + (f"\n\n{cut}" if cut else ""), title)
+    if n_done < _FEW_RESIDENCES:
+        lines = [f"only {n_done} residence{'s' if n_done != 1 else ''} seen to begin and end,",
+                 "too few for a histogram:"]
+        for state in ("occupied", "empty"):
+            h = done[done["state"] == state]
+            if len(h):
+                said = ", ".join(f"{int(fr)}" + (f" (×{int(n)})" if n > 1 else "")
+                                 for fr, n in zip(h["frames"], h["completed"]))
+                lines.append(f"  {state}: {said} frames")
+        return _say(ax, "\n".join(lines) + (f"\n\n{cut}" if cut else ""), title)
+    from matplotlib.ticker import MaxNLocator
+
+    top = int(done["frames"].max())   # completed runs in up to 25 bins of whole frames
+    width = max(1, int(np.ceil(top / 25)))
+    edges = np.arange(0.5, top + width + 0.5, width)
+    data, weights, labels = [], [], []
+    for state in ("occupied", "empty"):
+        h = done[done["state"] == state]
+        data.append(h["frames"].to_numpy(float))
+        weights.append(h["completed"].to_numpy(float))
+        n = int(h["completed"].sum())
+        labels.append(f"{state} ({n} run{'s' if n != 1 else ''})")
+    ax.hist(data, bins=edges, weights=weights, color=["C0", "C1"], label=labels)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # (counts of runs)
+    ax.set_xlabel("residence [frames]" + (f"\n(not shown: {censored} run{'s' if censored != 1 else ''} cut by\n"
+                                          "the movie's start or end)" if censored else ""))
+    ax.set_ylabel("runs")
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="best")
+
+
+def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any]) -> Figure:
+    """One A4-landscape page: occupancy and event maps (and the class-change map where sites
+    changed class), residence times, counts, figures."""
+    from .export import class_change_rate, has_class_changes
+
     fig = Figure(figsize=(11.7, 8.3))
-    gs = fig.add_gridspec(2, 3, left=0.08, right=0.97, top=0.9, bottom=0.07, wspace=0.35, hspace=0.35)
     status = summ.get("run_status")
     partial = {"running": " (still running, or its tracker died: the frames so far)",
                "interrupted": " (interrupted: the frames until then)", "stopped": " (stopped: the frames until then)",
                "failed": " (failed: the frames until then)"}.get(str(status), "")
     if summ.get("stats_note"):
         partial += f"\nstatistics {summ['stats_note']}"
-    fig.suptitle(f"etem-tracker run {Path(run.path).name}: {summ['frames']} frames, {summ['sites']} sites{partial}",
-                 fontsize=13, color="C3" if partial else "black")
+    n_frames = int(summ["frames"])
+    fig.suptitle(f"etem-tracker run {Path(run.path).name}: {n_frames} frame{'s' if n_frames != 1 else ''}, "
+                 f"{summ['sites']} sites{partial}", fontsize=13, color="C3" if partial else "black")
+    changes = has_class_changes(run)
+    outer = fig.add_gridspec(2, 1, left=0.07, right=0.98, top=0.9, bottom=0.08, hspace=0.38)
+    top = outer[0].subgridspec(1, 4 if changes else 3, wspace=0.3)
+    bottom = outer[1].subgridspec(1, 3, width_ratios=[2.0, 0.55, 1.1], wspace=0.05)
     sites = occupied_sites(run.sites)
-    for i, (col, title, cmap, vmax) in enumerate((("occupancy", "Occupancy", "viridis", 1.0),
-                                                  ("event_rate", "Events per frame", "inferno", None))):
-        ax = fig.add_subplot(gs[0, i])
-        if len(sites):
-            import matplotlib
-
-            with matplotlib.rc_context({"font.size": 17}):  # (drawn at twice and more the size it is shown at)
-                sub = render_site_map(sites, sites[col].to_numpy(), run.frame_shape, run.sampling, title="",
-                                      cmap=cmap, label="", vmin=0, vmax=vmax)
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-            canvas = FigureCanvasAgg(sub)
-            canvas.draw()
-            ax.imshow(np.asarray(canvas.buffer_rgba()))
-        ax.set_title(title)
-        ax.set_axis_off()
-    ax = fig.add_subplot(gs[0, 2])
-    hist = tables["residence_histogram"]
-    done = hist[hist["completed"] > 0]
-    if len(done):
-        # completed runs in up to 25 bins of whole frames, the two states side by side
-        top = int(done["frames"].max())
-        width = max(1, int(np.ceil(top / 25)))
-        edges = np.arange(0.5, top + width + 0.5, width)
-        data, weights, labels = [], [], []
-        for state in ("occupied", "empty"):
-            h = done[done["state"] == state]
-            data.append(h["frames"].to_numpy(float))
-            weights.append(h["completed"].to_numpy(float))
-            n = int(h["completed"].sum())
-            labels.append(f"{state} ({n} run{'s' if n != 1 else ''})")
-        ax.hist(data, bins=edges, weights=weights, color=["C0", "C1"], label=labels)
-        censored = int(hist["censored"].sum()) if "censored" in hist else 0
-        if censored:
-            ax.text(0.98, 0.7, f"not shown: {censored} runs\nnot seen to begin or end", ha="right", va="top",
-                    transform=ax.transAxes, fontsize=8, color="0.35")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # (counts of runs)
-    ax.set_xlabel("residence [frames]")
-    ax.set_ylabel("runs")
-    ax.set_title("Residence times")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    else:  # (one frame, or no site changed state twice)
-        ax.text(0.5, 0.5, "no residence seen to begin and end:\na site must change state twice", ha="center",
-                va="center", transform=ax.transAxes, fontsize=9, color="0.4")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    ax = fig.add_subplot(gs[1, 0:2])
-    counts = tables["class_counts"]
-    names = list(run.class_names)
-    colours = class_colours(names)
-    for c in [c for c in counts.columns if c != "frame"]:  # (n_Mo, n_class3: Mo, class 3)
-        name = c.removeprefix("n_")
-        k = names.index(name) if name in names else (int(name[5:]) if name[5:].isdigit() else None)
-        ax.plot(counts["frame"], counts[c], lw=1, marker="o" if len(counts) < 30 else None, ms=3,
-                color=None if k is None else colours[k % len(colours)],  # (as the overlay and movie draw them)
-                label=f"class {name[5:]}" if name.startswith("class") and name[5:].isdigit() else name)
-    frames = run.frames
-    if "in_range" in frames and (frames["in_range"] == 0).any():
-        bad = frames[frames["in_range"] == 0]
-        ax.plot(bad["frame"], bad["n_columns"], "o", ms=3, color="C3", label="outside the trust ranges")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # (counts of columns)
-    ax.set_xlabel("frame")
-    ax.set_ylabel("columns")
+    panels = [("occupancy", "viridis", "occupied (0–1)", 1.0, "Occupancy"),
+              ("event_rate", "inferno", "changes [1/frame]", None, "Events per frame")]
+    for i, (col, cmap, label, vmax, title) in enumerate(panels):
+        ax = fig.add_subplot(top[0, i])
+        if col == "event_rate" and n_frames < 2:
+            _say(ax, "one frame: no events\ncan be measured", title)
+        elif len(sites):
+            _map_panel(ax, run, sites, sites[col].to_numpy(), title=title, cmap=cmap, label=label, vmin=0, vmax=vmax)
+        else:
+            _say(ax, "no sites", title)
+    if changes:
+        ax = fig.add_subplot(top[0, 2])
+        _map_panel(ax, run, sites, class_change_rate(run, sites), title="Class changes", cmap="inferno",
+                   label="changes [1/frame]", vmin=0, vmax=None)
+    _residence_panel(fig.add_subplot(top[0, -1]), tables["residence_histogram"], n_frames)
+    ax = fig.add_subplot(bottom[0, 0])
+    draw_counts(ax, run.frames, tables["class_counts"], run.class_names)
     ax.set_title("Columns per class over time")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    ax = fig.add_subplot(gs[1, 2])
+    ax = fig.add_subplot(bottom[0, 2])
     ax.set_axis_off()
     ax.text(0, 1, "\n".join(figure_lines(summ)), va="top", ha="left", family="monospace", fontsize=8.5,
             transform=ax.transAxes)
@@ -239,68 +326,255 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float = 10.0, max_frames: int = 300,
-                max_side: int = 512, dataset: str | None = None) -> Path:
-    """An animated image of the recording with the run's columns drawn on each frame, in their
-    classes' colours (:func:`etem.tracker.plots.class_colours`, as the overlay draws them), with
-    a legend in a band below the frames.
+MOVIE_SUFFIXES = (".gif", ".png", ".apng", ".mp4")
+_MAX_MOVIE_FPS = 30.0     # players and GIF viewers do not keep up with more (a GIF's frame delay is in 10 ms)
+_MIN_MOVIE_FPS = 0.5
+
+
+def mp4_encoder() -> str | None:
+    """An ffmpeg program to write MP4 with: imageio-ffmpeg's (``pip install imageio-ffmpeg``) or one
+    on the PATH; None where there is none."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # (not installed, or its binary missing)
+        import shutil
+
+        return shutil.which("ffmpeg")
+
+
+def check_movie_path(path: str | Path) -> None:
+    """Refuse a movie file name whose suffix this cannot write (before anything is written):
+    ``.gif``, ``.png``/``.apng`` (animated PNG), and ``.mp4`` where an ffmpeg is there."""
+    from .errors import ConfigError
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in MOVIE_SUFFIXES:
+        raise ConfigError(f"--movie {path}: a movie is written as .gif, .png (animated PNG) or .mp4, not "
+                          f"{suffix or 'a file without a suffix'}")
+    if suffix == ".mp4" and mp4_encoder() is None:
+        raise ConfigError(f"--movie {path}: writing MP4 needs ffmpeg (pip install imageio-ffmpeg, or ffmpeg on "
+                          "the PATH); or write a .gif")
+
+
+def movie_fps(recorded: float | None, fps: float | None) -> tuple[float, str]:
+    """The frame rate to play a movie at, and what the caption says of it: the recording's own
+    (real time) unless ``fps`` is given, within 0.5 to 30 frames/s."""
+    want = fps if fps else (recorded or 10.0)
+    play = float(np.clip(want, _MIN_MOVIE_FPS, _MAX_MOVIE_FPS))
+    if not recorded:
+        return play, f"plays at {play:g} frames/s (the recording's frame rate is not known)"
+    ratio = recorded / play
+    if abs(ratio - 1) < 0.02:
+        return play, f"real time ({play:g} frames/s)"
+    how = f"{ratio:.3g}× slower" if ratio > 1 else f"{1 / ratio:.3g}× faster"  # (recorded 25/s, played 10/s: slower)
+    return play, f"plays {how} than recorded ({play:g} of {recorded:.3g} frames/s)"
+
+
+def _nice_length(span: float) -> float:
+    """A round length (1, 2, 5 × 10^n) near ``span``."""
+    e = 10 ** np.floor(np.log10(span))
+    return float(min((m * e for m in (1, 2, 5, 10)), key=lambda v: abs(v - span)))
+
+
+def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float | None = None,
+                max_frames: int = 300, side: int = 512, dataset: str | None = None,
+                contrast: str = "movie", say: Callable[[str], None] | None = None) -> Path:
+    """A movie of the recording with the run's columns drawn on each frame, in their classes'
+    colours (:func:`etem.tracker.plots.class_colours`, as the overlay draws them); a band above
+    the frames gives the frame, the time [s] where the run knows it, and a scale bar where it
+    knows its pixel size; a band below, the legend and how the movie plays.
 
     ``source`` is the recording the run tracked (any file ``etem replay`` reads, or a folder of
     frame files, read as the run read it: its ``pattern``); ``dataset``: the file's dataset or
-    signal (default: the run's). The suffix of ``path`` chooses GIF or APNG (``.png``). Frames
-    are scaled to ``max_side`` px at most.
+    signal (default: the run's). The suffix of ``path`` chooses GIF, APNG (``.png``, ``.apng``)
+    or MP4 (with ffmpeg: :func:`mp4_encoder`; other suffixes are refused). Frames are scaled to
+    ``side`` px on their long side (small ones enlarged by a whole factor, pixel for pixel). It
+    plays at the recording's frame rate (``fps`` to choose another; 0.5 to 30). ``contrast``:
+    ``"movie"``, one grey range for every frame (0.5–99.5 % of a sample of frames: brightness
+    changes stay visible), or ``"frame"``, each frame stretched to its own. At most
+    ``max_frames`` frames; ``say`` is told where that cuts the movie.
     """
     from PIL import Image, ImageDraw
 
-    from .errors import FileFormatError
+    from .errors import ConfigError, FileFormatError
     from .files import open_recording
 
+    check_movie_path(path)
+    if contrast not in ("movie", "frame"):
+        raise ConfigError(f"contrast {contrast!r}: 'movie' or 'frame'")
     options = run.attrs.get("source_options") or {}
-    if Path(source).is_dir():
-        from .watch import watch_folder
 
-        frames = iter(watch_folder(source, pattern=options.get("pattern"), focal=options.get("focal") or 1,
-                                   poll_s=0.01, settle_s=0.0, idle_timeout_s=0.0))
-    else:
-        frames = open_recording(source, dataset=dataset or options.get("dataset")).iter_frames()
+    def recording():
+        if Path(source).is_dir():
+            from .watch import watch_folder
+
+            return iter(watch_folder(source, pattern=options.get("pattern"), focal=options.get("focal") or 1,
+                                     poll_s=0.01, settle_s=0.0, idle_timeout_s=0.0))
+        return iter(open_recording(source, dataset=dataset or options.get("dataset")).iter_frames())
+
+    def first_image(f) -> np.ndarray:
+        img = np.asarray(f.image, float)
+        return img.reshape(-1, *img.shape[-2:])[0]
+
+    frames_table = run.frames
+    n_run = len(frames_table)
+    recorded = D.frame_rate(frames_table)
+    play, pace = movie_fps(recorded, fps)
+    times = {}
+    if recorded and "t" in frames_table:
+        t = frames_table[["frame", "t"]].dropna()
+        t0 = float(t["t"].min()) if len(t) else 0.0
+        times = {int(k): float(v) - t0 for k, v in zip(t["frame"], t["t"])}
+    lo_hi = None
+    if contrast == "movie":  # one grey range: percentiles over about 24 frames spread over the movie
+        step = max(1, min(n_run or max_frames, max_frames) // 24)
+        sample = []
+        for i, f in enumerate(recording()):
+            if i >= max_frames:
+                break
+            if i % step == 0:
+                img = first_image(f)
+                sample.append(img[:: max(1, img.shape[0] // 256), :: max(1, img.shape[1] // 256)].ravel())
+        if sample:
+            lo_hi = tuple(np.percentile(np.concatenate(sample), (0.5, 99.5)))
     cols = run.columns
     by_frame = {int(k): g for k, g in cols.groupby("frame")}
     names = list(run.class_names)
     colours = [_rgb(c) for c in class_colours(names)]
     classes = sorted(int(k) for k in np.unique(cols["cls"])) if "cls" in cols and len(cols) else [0]
-    legend = None
+    ring_px = _ring_radius(cols)
+    font = _font(14)
+    how = [pace, "contrast: one grey range for the whole movie" if contrast == "movie"
+           else "contrast: each frame stretched to its own range"]
+    legend = header = None
     images = []
-    for f in frames:
+    cut = first = last = None
+    for f in recording():
         if len(images) >= max_frames:
+            cut = int(f.frame)
             break
-        img = np.asarray(f.image, float)
-        img = img.reshape(-1, *img.shape[-2:])[0]
-        lo, hi = np.percentile(img, (0.5, 99.5))
+        img = first_image(f)
+        lo, hi = lo_hi if lo_hi is not None else np.percentile(img, (0.5, 99.5))
         g = np.clip((img - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
-        scale = min(1.0, max_side / max(g.shape))
+        long = max(g.shape)
+        scale = side / long if long > side else float(int(np.ceil(side / long)))
         im = Image.fromarray(g).convert("RGB")
-        if scale < 1:
-            im = im.resize((int(g.shape[1] * scale), int(g.shape[0] * scale)))
+        if scale != 1:
+            im = im.resize((round(g.shape[1] * scale), round(g.shape[0] * scale)),
+                           Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
         d = ImageDraw.Draw(im)
         c = by_frame.get(int(f.frame))
         if c is not None:
-            r = 2
+            r = max(3.0, ring_px * scale)
+            width = 2 if r >= 5 else 1
             cls = c["cls"].to_numpy().astype(int) if "cls" in c else np.zeros(len(c), int)
-            for y, x, k in zip(c["y"].to_numpy() * scale, c["x"].to_numpy() * scale, cls):
-                d.ellipse((x - r, y - r, x + r, y + r), outline=colours[k % len(colours)])
-        d.text((4, 4), f"frame {f.frame}", fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+            for y, x, k in zip((c["y"].to_numpy() + 0.5) * scale - 0.5, (c["x"].to_numpy() + 0.5) * scale - 0.5, cls):
+                d.ellipse((x - r, y - r, x + r, y + r), outline=colours[k % len(colours)], width=width)
         if legend is None or legend.width != im.width:
-            legend = _movie_legend(im.width, [(class_label(names, k), colours[k % len(colours)]) for k in classes])
-        framed = Image.new("RGB", (im.width, im.height + legend.height))
-        framed.paste(im, (0, 0))
-        framed.paste(legend, (0, im.height))
+            legend = _movie_legend(im.width, [(class_label(names, k), colours[k % len(colours)]) for k in classes],
+                                   notes=how)
+        header = _movie_header(im.width, f"frame {f.frame}" + (f"   t = {times[int(f.frame)]:.3f} s"
+                                                                  if int(f.frame) in times else ""),
+                               run.sampling, scale, font)
+        framed = Image.new("RGB", (im.width, header.height + im.height + legend.height))
+        framed.paste(header, (0, 0))
+        framed.paste(im, (0, header.height))
+        framed.paste(legend, (0, header.height + im.height))
         images.append(framed)
+        first = int(f.frame) if first is None else first
+        last = int(f.frame)
     if not images:
         raise FileFormatError(f"{source} holds no frames")
+    if cut is not None and say is not None:
+        say(f"movie: cut at {max_frames} frames, the most it draws (frames {first} to {last} of the "
+            f"run's {n_run}; the movie stops before frame {cut})")
     path = Path(path)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
-                   format="PNG" if path.suffix.lower() == ".png" else "GIF")
+    suffix = path.suffix.lower()
+    if suffix == ".mp4":
+        _write_mp4(images, path, play)
+    else:
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / play)), loop=0,
+                       format="PNG" if suffix in (".png", ".apng") else "GIF")
     return path
+
+
+def _ring_radius(cols: pd.DataFrame) -> float:
+    """0.3 × the median distance between neighbouring columns of a frame [px] (the overlay's rings)."""
+    if not len(cols):
+        return 2.0
+    from scipy.spatial import cKDTree
+
+    one = cols[cols["frame"] == cols["frame"].iloc[0]][["y", "x"]].to_numpy(float)
+    one = one[np.isfinite(one).all(axis=1)]
+    if len(one) < 2:
+        return 2.0
+    dist, _ = cKDTree(one).query(one, k=2)
+    return float(np.clip(0.3 * np.median(dist[:, 1]), 1.5, 50.0))
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # (Pillow before 10.1: one small bitmap font)
+        return ImageFont.load_default()
+
+
+def _movie_header(width: int, stamp: str, sampling: float | None, scale: float, font):
+    """A dark band above a frame: the frame (and time) at the left, a scale bar at the right
+    where the pixel size [Å/px] is known; nothing of it over the columns."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("RGB", (width, 26), (22, 22, 28))
+    d = ImageDraw.Draw(band)
+    d.text((6, 13), stamp, fill=(255, 255, 255), font=font, anchor="lm")
+    if sampling:
+        field_A = width / scale * float(sampling)
+        length_A = _nice_length(field_A / 5)
+        bar = length_A / float(sampling) * scale
+        text = f"{length_A / 10:g} nm" if length_A >= 10 else f"{length_A:g} Å"
+        x1 = width - 8
+        x0 = x1 - bar
+        d.rectangle((x0, 15, x1, 19), fill=(255, 255, 255))
+        d.text((x0 - 6, 13), text, fill=(255, 255, 255), font=font, anchor="rm")
+    return band
+
+
+def _write_mp4(images: list, path: Path, fps: float) -> None:
+    """H.264 MP4 (yuv420p, which players and slides take) through ffmpeg; frames padded to even sizes."""
+    import subprocess
+
+    from .errors import ConfigError
+
+    exe = mp4_encoder()
+    if exe is None:  # (checked before: check_movie_path)
+        raise ConfigError(f"{path}: writing MP4 needs ffmpeg (pip install imageio-ffmpeg); or write a .gif")
+    w, h = images[0].size
+    W, H = w + w % 2, h + h % 2
+    encoders = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    codec = ["-c:v", "libx264", "-pix_fmt", "yuv420p"] if "libx264" in encoders else ["-c:v", "mpeg4", "-q:v", "3"]
+    tmp = path.with_name(path.name + ".part.mp4")
+    cmd = [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
+           "-r", f"{fps:g}", "-i", "-", "-an", *codec, "-movflags", "+faststart", str(tmp)]
+    try:
+        with subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            try:
+                for im in images:
+                    buf = np.zeros((H, W, 3), np.uint8)
+                    buf[:h, :w] = np.asarray(im.convert("RGB"))
+                    proc.stdin.write(buf.tobytes())
+                proc.stdin.close()
+            except BrokenPipeError:  # (ffmpeg stopped: its message below)
+                pass
+            err = proc.stderr.read().decode(errors="replace")
+            if proc.wait() != 0:
+                raise OSError(f"ffmpeg could not write {path}: {err.strip()[-300:]}")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -308,14 +582,15 @@ def _rgb(hex_colour: str) -> tuple[int, int, int]:
     return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
 
 
-def _movie_legend(width: int, entries: list[tuple[str, tuple[int, int, int]]]):
-    """A dark band ``width`` px wide with a ring and a name per class, in rows as they fit."""
-    from PIL import Image, ImageDraw, ImageFont
+def _movie_legend(width: int, entries: list[tuple[str, tuple[int, int, int]]], notes: Sequence[str] = ()):
+    """A dark band ``width`` px wide with a ring and a name per class, in rows as they fit, then
+    ``notes`` (how the movie plays), a line each, wrapped to the width."""
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default()
+    font = _font(13)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    row_h, pad, ring = 14, 4, 4
-    items = [(name, colour, int(probe.textlength(name, font=font)) + 2 * ring + 12) for name, colour in entries]
+    row_h, pad, ring = 18, 5, 5
+    items = [(name, colour, int(probe.textlength(name, font=font)) + 2 * ring + 14) for name, colour in entries]
     rows: list[list] = [[]]
     used = pad
     for item in items:
@@ -324,7 +599,17 @@ def _movie_legend(width: int, entries: list[tuple[str, tuple[int, int, int]]]):
             used = pad
         rows[-1].append(item)
         used += item[2]
-    band = Image.new("RGB", (width, len(rows) * row_h + 2 * pad), (22, 22, 28))
+    lines: list[str] = []
+    for note in notes:  # (wrapped at words)
+        line = ""
+        for word in note.split(" "):
+            if line and probe.textlength(f"{line} {word}", font=font) > width - 2 * pad:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+    band = Image.new("RGB", (width, (len(rows) + len(lines)) * row_h + 2 * pad), (22, 22, 28))
     d = ImageDraw.Draw(band)
     for i, row in enumerate(rows):
         x, y = pad, pad + i * row_h + row_h // 2
@@ -332,4 +617,7 @@ def _movie_legend(width: int, entries: list[tuple[str, tuple[int, int, int]]]):
             d.ellipse((x, y - ring, x + 2 * ring, y + ring), outline=colour, width=2)
             d.text((x + 2 * ring + 4, y), name, fill=(255, 255, 255), font=font, anchor="lm")
             x += w
+    for j, line in enumerate(lines):
+        y = pad + (len(rows) + j) * row_h + row_h // 2
+        d.text((pad, y), line, fill=(190, 190, 200), font=font, anchor="lm")
     return band

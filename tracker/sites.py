@@ -561,6 +561,23 @@ def occupied_sites(sites: pd.DataFrame) -> pd.DataFrame:
     return sites[sites["n_occupied"].to_numpy() > 0]
 
 
+def min_frames_in_view(n_frames: int) -> int:
+    """How many frames a site must have been in view for its map value to be shown as a
+    measurement: 3, or a tenth of the run's frames where that is more, but never more than the
+    run has (in a one-frame run every site counts). A site seen in one frame at the edge of the
+    field has occupancy 1.0 from that one frame: the maps (``etem export``, the report, the
+    dashboard) draw such sites hollow or leave them out, and say so."""
+    return int(min(max(3, int(np.ceil(0.1 * n_frames))), max(int(n_frames), 1)))
+
+
+def seen_too_little(sites: pd.DataFrame, n_frames: int) -> np.ndarray:
+    """Per row of a sites table, whether the site was in view (``n_obs``) in fewer frames than
+    :func:`min_frames_in_view` asks (all False for a table without ``n_obs``)."""
+    if "n_obs" not in sites.columns:
+        return np.zeros(len(sites), bool)
+    return sites["n_obs"].to_numpy() < min_frames_in_view(n_frames)
+
+
 def render_site_values(yx: np.ndarray, values: np.ndarray, shape: tuple[int, int], radius_px: float) -> np.ndarray:
     """Paint each site's value in a disc of ``radius_px`` (nearest site wins); NaN elsewhere."""
     out = np.full(shape, np.nan, np.float32)
