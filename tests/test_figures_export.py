@@ -86,17 +86,17 @@ def _movie_run(tmp_path, n_frames=4, shape=(64, 96)):
 def test_mp4_is_a_real_mp4_or_refused_up_front(tmp_path, monkeypatch, capsys):
     """`etem export run.h5 --movie talk.mp4` wrote a GIF named .mp4; now an MP4 (ISO media: 'ftyp'
     at byte 4) where ffmpeg is there, else a one-line error before any other output is written."""
-    from etem.tracker import report
+    from etem.tracker import movie as movie_module, report
     from etem.tracker.cli import main
 
     run, movie = _movie_run(tmp_path)
-    if report.mp4_encoder() is not None:
+    if movie_module.mp4_encoder() is not None:
         out = tmp_path / "out"
         assert main(["export", str(run), "-o", str(out), "--formats", "csv", "--movie", str(tmp_path / "t.mp4"),
                      "--source", str(movie)]) == 0
         head = (tmp_path / "t.mp4").read_bytes()[:12]
         assert head[4:8] == b"ftyp", head
-    monkeypatch.setattr(report, "mp4_encoder", lambda: None)
+    monkeypatch.setattr(movie_module, "mp4_encoder", lambda: None)
     out = tmp_path / "out2"
     capsys.readouterr()
     assert main(["export", str(run), "-o", str(out), "--formats", "csv", "--movie", str(tmp_path / "u.mp4"),
@@ -105,11 +105,11 @@ def test_mp4_is_a_real_mp4_or_refused_up_front(tmp_path, monkeypatch, capsys):
     assert len(err.splitlines()) == 1 and "imageio-ffmpeg" in err and ".gif" in err, err
     assert not (tmp_path / "u.mp4").exists() and not out.exists()  # (nothing written before the refusal)
     with pytest.raises(ConfigError, match=r"\.gif, \.png"):
-        report.check_movie_path(tmp_path / "talk.avi")
+        movie_module.check_movie_path(tmp_path / "talk.avi")
 
 
 def test_gif_and_apng_are_what_their_suffix_says(tmp_path):
-    from etem.tracker.report import write_movie
+    from etem.tracker.movie import write_movie
 
     run_path, movie = _movie_run(tmp_path)
     with open_run(run_path) as run:
@@ -126,7 +126,7 @@ def test_movie_is_enlarged_timed_real_time_and_says_its_cut(tmp_path):
     columns, each frame stretched to its own range, and stopped at the frame cap without a word."""
     from PIL import Image
 
-    from etem.tracker.report import movie_fps, write_movie
+    from etem.tracker.movie import movie_fps, write_movie
 
     run_path, movie = _movie_run(tmp_path, n_frames=6)
     said = []
@@ -164,7 +164,7 @@ def test_movie_stamp_and_scale_bar_lie_in_a_band_off_the_image(tmp_path):
     time, and a scale bar): the image's pixels are untouched there."""
     from PIL import Image
 
-    from etem.tracker.report import _movie_header, _font
+    from etem.tracker.movie import _movie_header, _font
 
     band = _movie_header(576, "frame 3   t = 0.120 s", 0.2, 6.0, _font(14))
     rgb = np.asarray(band)
@@ -180,7 +180,7 @@ def test_movie_stamp_and_scale_bar_lie_in_a_band_off_the_image(tmp_path):
 
 
 def write_movie_plain(run, movie, path):
-    from etem.tracker.report import write_movie
+    from etem.tracker.movie import write_movie
 
     return write_movie(run, movie, path)
 

@@ -359,7 +359,7 @@ def cmd_export(args) -> int:
         raise ConfigError("--movie-fps and --movie-contrast go with --movie")
     if args.movie:  # before the other outputs are written
         from .files import SUFFIXES
-        from .report import check_movie_path
+        from .movie import check_movie_path
 
         check_movie_path(args.movie)  # (a suffix it can write: .mp4 only where ffmpeg is there)
 
@@ -375,7 +375,7 @@ def cmd_export(args) -> int:
     for path in written:
         print(path)
     if args.movie:
-        from .report import write_movie
+        from .movie import write_movie
         from .runfile import open_run
 
         with open_run(args.run) as run, _written(args.movie):
