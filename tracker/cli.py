@@ -423,13 +423,17 @@ def cmd_find(args) -> int:
         shown = located[0] if located else 0
         first = out[(out["file"] == str(args.images[0])) & (out["frame"] == shown)]
         if args.intensity_groups:  # coloured by sublattice and group
-            from .intensity import group_classes
+            from .intensity import display_names, group_classes, group_ratios
 
             cls, names = group_classes(first)
             first = first.assign(cls=cls)
+            # MoS2's species beside the group names (A (Mo), B0 (S2) …), by the groups' intensities
+            names = display_names(names, getattr(args, "material", None),
+                                  group_ratios(_summary_of(first), names))
+        title, warning, sampling = _overlay_words(args, parts[0], shown, located)
         with _written(args.overlay):
             overlay_png(open_recording(args.images[0], focal=args.focal, dataset=args.dataset)[shown], first,
-                        args.overlay, class_names=names)
+                        args.overlay, class_names=names, title=title, warning=warning, sampling=sampling)
         print(f"overlay: {args.overlay}" + (f" (frame {shown})" if shown else ""), file=say)
     if to_stdout:
         out.to_csv(sys.stdout, index=False)
@@ -441,6 +445,57 @@ def cmd_find(args) -> int:
                 out.to_csv(args.output, index=False)
         print(f"columns: {args.output}")
     return 0
+
+
+def _summary_of(table):
+    """:func:`etem.tracker.intensity.group_columns`'s summary of one frame already grouped: each
+    sublattice's groups' mean net intensities (for the species of the overlay's names)."""
+    import numpy as np
+
+    from .intensity import net_intensity
+
+    net = net_intensity(table)
+    out = []
+    for s in sorted({int(v) for v in table["sublattice"] if v >= 0}):
+        g = table["group"].to_numpy()[(table["sublattice"].to_numpy() == s)]
+        v = net[(table["sublattice"].to_numpy() == s)]
+        ks = sorted({int(k) for k in g if k >= 0})
+        out.append({"frame": 0, "sublattice": s, "means": [float(np.nanmean(v[g == k])) for k in ks]})
+    return out
+
+
+def _overlay_words(args, df, shown: int, located: list) -> tuple[str, str | None, float | None]:
+    """``etem find --overlay``'s title (the file, the frame shown of a stack, the pixel size and
+    where it came from, the locator), the trust warning where the shown frame is outside the
+    locator's trust ranges, and the pixel size [Å/px] (None: unknown) for the scale bar."""
+    path = Path(args.images[0])
+    row = next((r for r in df.attrs.get("frames", []) if r["frame"] == shown), {})
+    n = len(located)
+    first = f"{path.name}" + (f" — frame {shown} of the {n} located (the table holds them all)" if n > 1 else
+                              f" — frame {shown}" if shown else "")
+    if len(args.images) > 1:
+        first += f"; the first of {len(args.images)} files"
+    sampling = row.get("sampling")
+    est = df.attrs.get("sampling_estimate")
+    if not sampling:
+        where = "pixel size unknown (--sampling gives it)"
+    elif isinstance(getattr(args, "sampling", None), float):
+        where = f"{sampling:.4g} Å/px (--sampling)"
+    elif est and est.get("used"):
+        where = f"{sampling:.4g} Å/px (from the {est['material']} lattice)"
+    else:
+        where = f"{sampling:.4g} Å/px (from the file)"
+    model, engine = df.attrs.get("model"), df.attrs.get("engine")
+    locator = f"model {model}" if model else "the classical locator" if engine else "no locator"
+    classes = "; classes: intensity groups" if getattr(args, "intensity_groups", False) else ""
+    title = f"{first}\n{where}; located by {locator}{classes}"
+    warning = None
+    if row.get("out_of_range", 0) > 0:
+        why = str(row.get("trust", "")).removeprefix("out of range: ")
+        note = df.attrs.get("trust_note") or ""
+        why = why.replace(f" ({note})", "") if note else why
+        warning = f"outside the locator's trust ranges: {why} — columns may be false"
+    return title, warning, float(sampling) if sampling else None
 
 
 def _intensity_groups(table, groups: int | None, say):
