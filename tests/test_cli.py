@@ -476,3 +476,29 @@ def test_find_overlay_says_the_file_frame_pixel_size_locator_and_the_trust_warni
     dm3 = realdata() / "example_Se_implanted_MoS2.dm3"
     args = build_parser().parse_args(["find", str(dm3), "--overlay", "x.png"])
     assert "0.127 Å/px (from the file)" in _overlay_words(args, find(dm3), 0, [0])[0]
+
+
+def test_find_says_which_groups_a_run_would_take_as_one(tmp_path, capsys):
+    """On the real MoS2 image `find --intensity-groups` gave A/B0/B1 and `replay
+    --intensity-classes` A/B: a run takes groups closer than D = 2 as one (find from D = 1), and
+    the S2 and Se-bright groups lie at D ≈ 1.5. find now says so."""
+    from test_files import realdata
+
+    from etem.tracker.api import find
+    from etem.tracker.cli import RUN_SEPARATION
+    from etem.tracker.intensity import IntensityClasses
+
+    dm3 = realdata() / "example_Se_implanted_MoS2.dm3"
+    assert main(["find", str(dm3), "--intensity-groups", "-o", str(tmp_path / "c.csv")]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r"\(groups 0 and 1 \(D = 1\.\d\): replay/track --intensity-classes takes groups closer "
+                     r"than D = 2 as one", said)
+    # the run's classes of the same columns: A and B (the reason said), and B0/B1 with --groups 2
+    classes = IntensityClasses()
+    assert classes.separation == RUN_SEPARATION
+    table = find(dm3)
+    classes(table)
+    assert classes.class_names == ["A", "B"]
+    two = IntensityClasses(groups=2)
+    two(table)
+    assert two.class_names == ["A0", "A1", "B0", "B1"]

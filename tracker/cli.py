@@ -447,6 +447,11 @@ def cmd_find(args) -> int:
     return 0
 
 
+#: The least separation (Ashman's D) of two intensity groups a run's intensity classes keep apart
+#: (:class:`etem.tracker.intensity.IntensityClasses`'s ``separation``; ``find`` keeps them from 1).
+RUN_SEPARATION = 2.0
+
+
 def _summary_of(table):
     """:func:`etem.tracker.intensity.group_columns`'s summary of one frame already grouped: each
     sublattice's groups' mean net intensities (for the species of the overlay's names)."""
@@ -498,6 +503,21 @@ def _overlay_words(args, df, shown: int, located: list) -> tuple[str, str | None
     return title, warning, float(sampling) if sampling else None
 
 
+def _closer_than_a_run_takes(summary: dict) -> str:
+    """The neighbouring groups of one sublattice's ``summary`` (:func:`group_columns`) closer than
+    a run's intensity classes resolve (Ashman's D below :data:`RUN_SEPARATION`), as ``"0 and 1
+    (D = 1.5)"``; empty where there are none."""
+    import math
+
+    m, sd = summary["means"], summary["sds"]
+    pairs = []
+    for g in range(len(m) - 1):
+        d = math.sqrt(2) * abs(m[g + 1] - m[g]) / (math.hypot(sd[g], sd[g + 1]) or 1e-12)
+        if d < RUN_SEPARATION:
+            pairs.append(f"{g} and {g + 1} (D = {d:.2g})")
+    return ", ".join(pairs)
+
+
 def _intensity_groups(table, groups: int | None, say):
     """``--intensity-groups``: the table with ``sublattice`` and ``group``, the groups said."""
     from collections import Counter
@@ -522,6 +542,10 @@ def _intensity_groups(table, groups: int | None, say):
         for s in rows:
             groups_text = ", ".join(f"{n} at {m:.4g} ± {sd:.2g}" for n, m, sd in zip(s["counts"], s["means"], s["sds"]))
             print(f"  sublattice {s['sublattice']} ({s['columns']} columns): {groups_text}", file=say)
+            close = _closer_than_a_run_takes(s)
+            if close:
+                print(f"    (groups {close}: replay/track --intensity-classes takes groups closer than "
+                      f"D = {RUN_SEPARATION:g} as one; --groups N fixes the number in both)", file=say)
     if len(frames) > 3:
         print(f"and {len(frames) - 3} more frames ({tail}); every frame's groups are in the table", file=say)
     return out
