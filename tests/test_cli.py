@@ -442,3 +442,63 @@ def test_the_status_line_ends_on_how_the_run_ended(movie, tmp_path, capsys):
     n = len(movie.frames)
     last = [line for line in last if line.startswith(f"{n}/{n} frames |")]
     assert len(last) == 1 and f"in {n} done {n} " in last[0], last
+
+
+def test_find_overlay_says_the_file_frame_pixel_size_locator_and_the_trust_warning(movie, tmp_path):
+    """`etem find --overlay` drew the bare image: its title now names the file, the frame shown of
+    a stack, the pixel size and where it came from and the locator, and a frame outside the
+    locator's trust ranges is said in red (the real ABF image without --dark: contrast)."""
+    from test_files import realdata
+
+    from etem.tracker.api import find
+    from etem.tracker.cli import _overlay_words
+    from etem.tracker.cli_parser import build_parser
+
+    tif = tmp_path / "stack.tif"
+    tifffile.imwrite(tif, movie.frames[:3], photometric="minisblack")
+    args = build_parser().parse_args(["find", str(tif), "--sampling", str(movie.sampling), "--overlay", "x.png"])
+    df = find(tif, sampling=movie.sampling)
+    title, warning, sampling = _overlay_words(args, df, 0, [0, 1, 2])
+    assert title.splitlines()[0] == "stack.tif — frame 0 of the 3 located (the table holds them all)"
+    assert f"{movie.sampling:.4g} Å/px (--sampling)" in title and "located by" in title
+    assert sampling == pytest.approx(movie.sampling)
+
+    abf = realdata() / "test_ABF_cropped.hdf5"
+    args = build_parser().parse_args(["find", str(abf), "--sampling", "0.0933", "--overlay", "x.png"])
+    df = find(abf, sampling=0.0933)
+    title, warning, _ = _overlay_words(args, df, 0, [0])
+    assert title.splitlines()[0] == "test_ABF_cropped.hdf5"
+    assert warning.startswith("outside the locator's trust ranges: contrast") and "columns may be false" in warning
+    # with --dark, inside them: no warning
+    df = find(abf, sampling=0.0933, dark=True)
+    assert _overlay_words(args, df, 0, [0])[1] is None
+    # the file's own pixel size
+    dm3 = realdata() / "example_Se_implanted_MoS2.dm3"
+    args = build_parser().parse_args(["find", str(dm3), "--overlay", "x.png"])
+    assert "0.127 Å/px (from the file)" in _overlay_words(args, find(dm3), 0, [0])[0]
+
+
+def test_find_says_which_groups_a_run_would_take_as_one(tmp_path, capsys):
+    """On the real MoS2 image `find --intensity-groups` gave A/B0/B1 and `replay
+    --intensity-classes` A/B: a run takes groups closer than D = 2 as one (find from D = 1), and
+    the S2 and Se-bright groups lie at D ≈ 1.5. find now says so."""
+    from test_files import realdata
+
+    from etem.tracker.api import find
+    from etem.tracker.cli import RUN_SEPARATION
+    from etem.tracker.intensity import IntensityClasses
+
+    dm3 = realdata() / "example_Se_implanted_MoS2.dm3"
+    assert main(["find", str(dm3), "--intensity-groups", "-o", str(tmp_path / "c.csv")]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r"\(groups 0 and 1 \(D = 1\.\d\): replay/track --intensity-classes takes groups closer "
+                     r"than D = 2 as one", said)
+    # the run's classes of the same columns: A and B (the reason said), and B0/B1 with --groups 2
+    classes = IntensityClasses()
+    assert classes.separation == RUN_SEPARATION
+    table = find(dm3)
+    classes(table)
+    assert classes.class_names == ["A", "B"]
+    two = IntensityClasses(groups=2)
+    two(table)
+    assert two.class_names == ["A0", "A1", "B0", "B1"]

@@ -624,3 +624,58 @@ def test_no_dashboard_goes_with_no_other_dashboard_option(movie, tmp_path, capsy
     assert main(["replay", str(tmp_path / "movie.h5"), "--no-dashboard", "--dashboard-port", "0"]) == 2
     assert capsys.readouterr().err.strip() == ("etem replay: error: --no-dashboard goes with no other dashboard "
                                                "option; leave out --dashboard-port")
+
+
+def test_mos2_classes_sites_and_early_maps_are_said_plainly():
+    """The dashboard of an ADF MoS2 run classed by intensity: the classes are shown with their
+    species and coloured as the species are in a model's run; a site's position is in Å (px
+    beside it) and its timeline carries its class over time; until the first site is final the
+    maps say after how many frames they start; the sites with no event are listed for the page
+    to ring (drawn dark on dark on the events map)."""
+    from etem.simulate.insitu_mos2 import mos2_movie
+    from etem.tracker.config import config_from_dict
+    from etem.tracker.plots import class_colours
+
+    m = mos2_movie(n_frames=16, shape=(192, 192), sampling=0.1, mode="stem", dose_per_frame=3000.0,
+                   flake_radius_A=7.0, sputter_rate=0.05, refill_rate=0.1, seed=3)
+    cfg = config_from_dict({"locate": {"intensity_classes": True}, "engine": {"model": "haadf-stem"}},
+                           PipelineConfig(default_sampling=0.1, material="mos2"))
+    pipe = Pipeline(cfg)
+    src = iter_array(m.frames, sampling=0.1, counters=pipe.counters)
+    early = []
+    with Dashboard(DashboardConfig(port=0, snapshot_interval_s=0.0, maps_interval_s=0.0, image_interval_s=0.0)) as dash:
+        for res in pipe.run_iter(src):
+            dash(res, pipe)
+            if res.frame == 0:
+                early.append(_json(dash.url + "api/maps"))
+        lag = pipe.sites.cfg.look_ahead
+        assert lag > 0 and early[0]["look_ahead_frames"] == lag
+        assert early[0]["version"] is None or early[0]["n_sites"] == 0  # (what the page says "start after" for)
+        frame = _json(dash.url + "api/frame")
+        names, labels = frame["class_names"], frame["class_labels"]
+        assert names == pipe.intensity_classes.class_names  # (the names stored are unchanged)
+        assert labels[0] == "A (Mo)" and all(lab.startswith(n) for n, lab in zip(names, labels))
+        model = dict(zip(["Mo", "S2", "S"], class_colours(["Mo", "S2", "S"])))
+        for lab, colour in zip(labels, frame["colours"]):
+            species = lab[lab.index("(") + 1:-1] if "(" in lab else None
+            if species in model:
+                assert colour == model[species]
+        # a site that changed class: Å and px, and its classes from frame to frame
+        changes = np.asarray(pipe.sites.class_changes, np.int64).reshape(-1, 4)
+        assert len(changes)
+        k = int(changes[0, 1])
+        site = _json(dash.url + f"api/site?site={k}")
+        assert site["y_A"] == pytest.approx(site["y"] * 0.1) and site["x_A"] == pytest.approx(site["x"] * 0.1)
+        mine = changes[changes[:, 1] == k]
+        assert site["classes"][0] == [site["start"], int(mine[0, 2])]
+        assert site["classes"][1:] == [[int(f), int(to)] for f, _, _, to in mine.tolist()]
+        assert site["class_name"] == labels[site["cls"]]
+        # the sites with no event: exactly those the events map draws at 0
+        maps = _json(dash.url + "api/maps")
+        table = pipe.sites.table()
+        from etem.tracker.sites import occupied_sites
+
+        tab = occupied_sites(table)
+        calm = tab[tab["event_rate"] <= 0]
+        assert len(maps["quiet_sites"]) == len(calm) > 0
+        assert maps["site_radius_px"] > 0

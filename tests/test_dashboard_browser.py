@@ -174,18 +174,36 @@ def test_the_page_shows_how_the_run_ended_and_its_final_maps(tmp_path, capsys):
             view, int((col[1] + 0.5) * k - view.size["width"] / 2), int((col[0] + 0.5) * k - view.size["height"] / 2)
         ).click().perform()
         wait.until(lambda d: by_id(By.ID, "site-info").text.startswith("site "))
-        cls = re.search(r"px · (.+?) · occupancy", by_id(By.ID, "site-info").text).group(1)
-        assert cls in names, by_id(By.ID, "site-info").text
+        info = by_id(By.ID, "site-info").text
+        # its position in Å as the frame's scale bar and the maps, px beside it (was px only)
+        where = re.match(r"site \d+ at \(([\d.]+), ([\d.]+)\) Å \[([\d.]+), ([\d.]+) px\] · ", info)
+        assert where, info
+        assert float(where.group(1)) == pytest.approx(float(where.group(3)) * 0.1, abs=0.06)
+        cls = re.search(r"px\] · (.+?) · occupancy", info).group(1)
+        assert cls in names, info
+        # the site's class over time, drawn under its occupancy (a class-change run)
+        wait.until(lambda d: by_id(By.ID, "timeline").get_attribute("data-classes") not in (None, ""))
+        assert int(by_id(By.ID, "timeline").get_attribute("data-classes")) >= 1
+        # the scale bar's label on a box of its own (was white text on the noisy frame)
+        back = js("return getComputedStyle(document.getElementById('scalebar-label')).backgroundColor")
+        assert back.startswith("rgba(0, 0, 0, 0.7"), back
         # the blank frame, under a heading
         wait.until(lambda d: by_id(By.ID, "reasons-panel").is_displayed())
         assert " ".join(by_id(By.ID, "reasons-panel").text.split()) == (
             "Frames rejected or dropped by reason reason frames rejected blank 1")
         # the run file, in the header
         assert "run file run.h5" in by_id(By.ID, "run").text
-        # the trust tile stays one row high, its long explanation in a tooltip
+        # the trust tile stays about one row high (its reason wrapped to two lines), the whole in a tooltip
         js("document.getElementById('trust_why').textContent = 'last out of range: ' + 'contrast '.repeat(40)")
         tile = "return document.getElementById(arguments[0]).getBoundingClientRect().height"
-        assert js(tile, "t_trust") < 1.7 * js(tile, "t_rejected")  # (a tile of the first row; was 4.5x)
+        assert js(tile, "t_trust") < 1.9 * js(tile, "t_rejected")  # (two lines of its reason at most; was 4.5x)
+        # a usual reason is read whole at a 1400-px window (it was cut to "last out of range: SN…")
+        driver.set_window_size(1400, 1000)
+        reason = "last out of range: SNR below 5.2, resolution coarser than 1.50 Å"
+        js(f"document.getElementById('trust_why').textContent = '{reason}'")
+        why = "const e = document.getElementById('trust_why'); return [e.scrollHeight, e.clientHeight, e.scrollWidth, e.clientWidth]"
+        sh, ch, sw, cw = js(why)
+        assert sh <= ch + 1 and sw <= cw + 1, (sh, ch, sw, cw)
 
         # the run has ended; the tracker goes, after the page has its end
         t0 = time.perf_counter()

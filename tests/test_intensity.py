@@ -593,3 +593,46 @@ def test_the_dashboard_names_the_learned_classes(vacancy_movie):
             frame = json.loads(r.read())
     assert frame["class_names"] == ["A", "B0", "B1"]
     assert {c[2] for c in frame["columns"]} == {0, 1, 2}
+
+
+def test_mos2_intensity_classes_are_shown_with_their_species_and_the_species_colours():
+    """ADF runs named A/B0/B1 only, and B0 (the single S of the demo) was sky blue, the colour of
+    S2 in an HRTEM model's run: the display names give the species (Z^1.7: S2 0.39 of a Mo
+    column, S 0.19, SeS 0.89), the stored names stay, and a species has one colour."""
+    from etem.tracker.intensity import MOS2_ADF_RATIOS, display_names
+    from etem.tracker.plots import class_colours
+
+    assert MOS2_ADF_RATIOS["S2"] == pytest.approx(0.386, abs=0.002)
+    assert MOS2_ADF_RATIOS["S"] == pytest.approx(0.193, abs=0.002)
+    assert MOS2_ADF_RATIOS["SeS"] == pytest.approx(0.89, abs=0.01)
+    # without intensities: the demo's S2 columns losing atoms (its scoring: B0 is S, B1 is S2)
+    shown = display_names(["A", "B0", "B1"], "mos2")
+    assert shown == ["A (Mo)", "B0 (S)", "B1 (S2)"]
+    model = dict(zip(["Mo", "S2", "S"], class_colours(["Mo", "S2", "S"])))
+    assert class_colours(shown)[:3] == [model["Mo"], model["S"], model["S2"]]
+    assert display_names(["A", "B"], "MoS2") == ["A (Mo)", "B (S2)"]
+    # by the groups' intensities (the real Se-implanted image: B0 0.40, B1 0.74 of the Mo columns)
+    names = ["A", "B0", "B1", "no sublattice", "faint"]
+    assert display_names(names, "mos2", {"A": 1.0, "B0": 0.40, "B1": 0.74}) == [
+        "A (Mo)", "B0 (S2)", "B1 (SeS)", "no sublattice", "faint"]
+    assert display_names(["A", "B0", "B1"], "mos2", [1.0, 0.38, 0.40]) == ["A (Mo)", "B0", "B1"]  # (one species)
+    # other materials, a model's names, no material: as they are
+    assert display_names(["A", "B0", "B1"], None) == ["A", "B0", "B1"]
+    assert display_names(["A", "B"], "graphene") == ["A", "B"]
+    assert display_names(["Mo", "S2", "S"], "mos2") == ["Mo", "S2", "S"]
+    assert display_names(["I0", "I1"], "mos2") == ["I0", "I1"]
+
+
+def test_real_mos2_groups_are_named_s2_and_se_containing():
+    """On the real Se-implanted MoS2 image the B sublattice's two groups are S2 (0.40 of the Mo
+    columns, Z^1.7 gives 0.39) and the Se-bright columns (a single S against S2 would be 0.19)."""
+    from test_files import realdata
+
+    from etem.tracker.intensity import display_names, group_ratios
+
+    table = find(realdata() / "example_Se_implanted_MoS2.dm3")
+    out, summary = group_columns(table)
+    _, names = group_classes(out)
+    ratios = group_ratios(summary, names)
+    assert ratios["B0"] == pytest.approx(0.40, abs=0.03)
+    assert display_names(names, "mos2", ratios)[:3] == ["A (Mo)", "B0 (S2)", "B1 (SeS)"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from scipy.spatial import cKDTree
 
@@ -98,5 +99,77 @@ def test_the_legend_hides_no_column():
     [legend] = [a.get_legend() for a in fig.axes if a.get_legend() is not None]
     box, image_box = legend.get_window_extent(), image_ax.get_window_extent()
     assert box.y1 <= image_box.y0 + 1  # below the image (display coordinates: y up)
-    drawn = {c.get_label().split(" (")[0]: to_hex(c.get_edgecolor()[0]).upper() for c in image_ax.collections}
+    drawn = {c.get_label().split(" (")[0]: to_hex(c.get_edgecolor()[0]).upper() for c in image_ax.collections
+             if not c.get_label().startswith("_")}  # (not the rings' outlines)
     assert drawn == dict(zip(names, class_colours(names)))
+
+
+def _ring_pixels(png, cols: pd.DataFrame, scale: float, top: int, radius: float) -> np.ndarray:
+    """The RGB pixels (0–1) of the PNG within ``radius`` image px of the first column, the image
+    ``top`` figure px below the PNG's top."""
+    with Image.open(png) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(float) / 255
+    y, x = cols[["y", "x"]].to_numpy()[0]
+    yy, xx = np.mgrid[: rgb.shape[0], : rgb.shape[1]]
+    near = np.hypot((yy - top + 0.5) / scale - 0.5 - y, (xx + 0.5) / scale - 0.5 - x) <= radius
+    return rgb[near]
+
+
+def test_every_ring_shows_on_a_bright_column_and_on_a_dark_hole(tmp_path):
+    """On the real MoS2 image the white rings of the columns on no sublattice vanished on bright
+    columns, and the dark blue of the faint ones on the dark hole: each ring now has an outline
+    (black or white, whichever contrasts with its colour), so that every class leaves pixels
+    of WCAG's contrast ratio of at least 4.5 (body text's) on a white image and on a black one
+    (the dark blue on black: 4.0)."""
+    names = ["A (Mo)", "B0 (S2)", "B1 (SeS)", "no sublattice", "faint", "B2"]
+    for k, name in enumerate(names):
+        cols = pd.DataFrame({"y": [32.0, 32.0, 96.0, 96.0], "x": [32.0, 96.0, 32.0, 96.0], "cls": k})
+        for level in (0.0, 1.0):
+            img = np.full((128, 128), level, np.float32)
+            img[0, 0] = 1.0 - level  # (the stretch needs two levels)
+            png = overlay_png(img, cols, tmp_path / f"{k}_{level}.png", class_names=names)
+            px = _ring_pixels(png, cols, 768 / 128, 0, 20.0)
+            lin = np.where(px <= 0.04045, px / 12.92, ((px + 0.055) / 1.055) ** 2.4)
+            lum = lin @ np.array([0.2126, 0.7152, 0.0722])  # (WCAG's relative luminance)
+            if level == 1.0:
+                assert 1.05 / (lum.min() + 0.05) >= 4.5, (name, "not seen on a bright column")
+            else:
+                assert (lum.max() + 0.05) / 0.05 >= 4.5, (name, "not seen on a dark hole")
+    from etem.tracker.plots import outline_colour
+
+    assert outline_colour("#FFFFFF") == "#000000" and outline_colour("#0072B2") == "#FFFFFF"
+    assert class_colours(["faint"])[0] != "#0072B2"  # (no longer the dark blue)
+
+
+def test_the_overlay_says_what_it_shows_with_a_scale_bar_and_the_trust_warning():
+    """The find overlay had no title, pixel size, scale bar or trust warning: a band above the
+    image now holds the title's lines, the warning in red and a scale bar as long as it says."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_hex
+
+    img, cols = _lattice(128, 16.0)
+    fig = overlay_figure(img, cols, title="movie.h5 — frame 0 of 60\n0.2 Å/px (from the file)",
+                         warning="outside the locator's trust ranges: contrast — columns may be false",
+                         sampling=0.2)
+    FigureCanvasAgg(fig).draw()
+    image_ax = fig.axes[0]
+    [band] = [a for a in fig.axes[1:] if any(t.get_gid() == "title" for t in a.texts)]
+    texts = {t.get_gid(): [] for t in band.texts}
+    for t in band.texts:
+        texts[t.get_gid()].append(t)
+    assert [t.get_text() for t in texts["title"]] == ["movie.h5 — frame 0 of 60", "0.2 Å/px (from the file)"]
+    [warn] = texts["warning"]
+    assert "trust ranges" in warn.get_text() and to_hex(warn.get_color()).upper() == "#FF4040"
+    # above the image, hiding none of it
+    assert band.get_window_extent().y0 >= image_ax.get_window_extent().y1 - 1
+    # the scale bar: 128 px × 0.2 Å = 25.6 Å, a fifth of it rounded down: 5 Å, 25 image px long
+    [label] = texts["scale bar label"]
+    assert label.get_text() == "5 Å"
+    [bar] = [line for line in band.lines if line.get_gid() == "scale bar"]
+    x0, x1 = bar.get_xdata()
+    zoom = image_ax.get_window_extent().width / 128
+    assert (x1 - x0) == pytest.approx(25 * zoom, rel=1e-6)
+    # without a pixel size, no scale bar; without any words, no band
+    fig = overlay_figure(img, cols, title="x")
+    assert not any(line.get_gid() == "scale bar" for a in fig.axes for line in a.lines)
+    assert len(overlay_figure(img, cols).axes) == 2

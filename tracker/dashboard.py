@@ -203,8 +203,9 @@ class Dashboard(DashboardViews):
         snap = {"table": s.table(), "n_flips": len(s.flips), "first_frame": s.first_frame,
                 "radius_px": s.map_radius_px, "n_frames": s.n_frames, "flips": s.flips, "shape": pipe.shape}
         changes = s.class_changes  # per site, how often its column changed class (S2 -> S …)
-        snap["class_changes"] = (np.bincount(np.asarray(changes, np.int64).reshape(-1, 4)[:, 1],
-                                             minlength=len(snap["table"])) if changes else None)
+        log_ = np.asarray(changes, np.int64).reshape(-1, 4)  # (frame, site, from class, to class)
+        snap["class_changes"] = (np.bincount(log_[:, 1], minlength=len(snap["table"])) if changes else None)
+        snap["class_change_log"] = log_  # (a site's classes over time: its timeline)
         with self._lock:
             self._maps_version += 1
             snap["version"] = self._maps_version

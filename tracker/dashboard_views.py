@@ -176,12 +176,13 @@ class DashboardViews:
         table[:, :2] = np.round(table[:, :2], 1)
         names = self._class_names()
         note, example = _class_notes(names, getattr(self.pipe, "intensity_classes", None) is not None)
+        labels = self._class_labels(names)
         sampling = getattr(self.pipe, "sampling", None)
         meta = {"frame": latest["frame"], "png": f"frame.png?n={latest['frame']}", "shape": list(img.shape),
                 "display_shape": list(grey.shape), "scale": 1.0 / k,
                 "drift": [round(float(d), 2) for d in latest["drift"]], "n_columns": n,
-                "class_names": names, "class_note": note, "class_change_example": example,
-                "sampling_A": float(sampling) if sampling else None, "colours": class_colours(names)}
+                "class_names": names, "class_labels": labels, "class_note": note, "class_change_example": example,
+                "sampling_A": float(sampling) if sampling else None, "colours": class_colours(labels)}
         columns = json.dumps([[y, x, int(c), int(s)] for y, x, c, s in table.tolist()], separators=(",", ":"))
         body = json.dumps(_json_safe(meta), allow_nan=False, separators=(",", ":"))[:-1] + f',"columns":{columns}}}'
         return {"frame": latest["frame"], "png": pngs.png(grey), "json": body.encode()}
@@ -195,6 +196,29 @@ class DashboardViews:
         if classes is not None:
             return list(classes.class_names)
         return list(getattr(getattr(pipe.detector, "engine", None), "class_names", ()) or ())
+
+    def _material(self) -> str | None:
+        """The material in view, where the run knows it: its config's, or the demo movie's."""
+        pipe = self.pipe
+        material = getattr(getattr(pipe, "cfg", None), "material", None)
+        if material:
+            return str(material)
+        demo = (getattr(pipe, "attrs", None) or {}).get("demo") or {}
+        return "mos2" if str(demo.get("movie", "")).startswith("mos2") else None
+
+    def _class_labels(self, names: list[str]) -> list[str]:
+        """The class names as shown (:func:`etem.tracker.intensity.display_names`: MoS2's
+        intensity classes with their species, A (Mo), B0 (S), B1 (S2), by the groups' intensities)."""
+        from .intensity import display_names
+
+        classes = getattr(self.pipe, "intensity_classes", None)
+        if classes is None:
+            return list(names)
+        try:
+            ratios = classes.ratios()
+        except (KeyError, TypeError, ValueError):  # (groups not learned yet)
+            ratios = None
+        return display_names(names, self._material(), ratios if ratios and len(ratios) == len(names) else None)
 
     def _catch_up(self) -> None:
         """Once the run has ended, take the sites as it left them: the hook copies them every
@@ -273,8 +297,19 @@ class DashboardViews:
         state = bool(row["first_frame"] == start)
         changes = [[start, int(state)]] + [[int(f), int(k > 0)] for f, _, k in mine.tolist()]
         cc = snap.get("class_changes")
+        log_ = snap.get("class_change_log")
+        classes = None  # the site's class over time, [frame, class] from each change (a class-change run)
+        if cc is not None and log_ is not None:
+            own = log_[log_[:, 1] == site]
+            classes = ([[start, int(own[0, 2]) if len(own) else int(row["cls"])]]
+                       + [[int(f), int(to)] for f, _, _, to in own.tolist()])[-20000:]
+        sampling = getattr(self.pipe, "sampling", None)
+        labels = self._class_labels(self._class_names())
         return {"site": site, "y": float(row["y"]), "x": float(row["x"]), "cls": int(row["cls"]),
-                "class_name": class_label(self._class_names(), int(row["cls"])),
+                "y_A": float(row["y"]) * sampling if sampling else None,
+                "x_A": float(row["x"]) * sampling if sampling else None,
+                "class_name": class_label(labels, int(row["cls"])), "classes": classes,
+                "class_labels": labels, "colours": class_colours(labels),
                 "occupancy": float(row["occupancy"]), "event_rate": float(row["event_rate"]),
                 "n_events": int(row["n_events"]), "first_frame": int(row["first_frame"]),
                 "n_class_changes": None if cc is None else int(cc[site]) if site < len(cc) else 0,
@@ -298,11 +333,26 @@ class DashboardViews:
         return b'{"frame":null}' if entry is None else entry["json"]
 
     def maps_meta(self) -> dict[str, Any]:
-        """``/api/maps``: the maps' version, shapes, scale, figures and PNG addresses."""
+        """``/api/maps``: the maps' version, shapes, scale, figures and PNG addresses, and
+        ``look_ahead_frames``: how many frames the sites wait for before they are final (the maps
+        start after them); ``quiet_sites``: ``[y, x]`` [frame px] of the sites with no event, and
+        ``site_radius_px``, the radius of their discs (the page rings them on the events map)."""
         m = self.maps()
+        sites = getattr(self.pipe, "sites", None)
+        # the maps' first sites are final this many frames after they were seen (said while none are)
+        lag = {"look_ahead_frames": int(sites.cfg.look_ahead) if sites is not None else None}
         if m is None:
-            return {"version": None}
+            return {"version": None, **lag}
         v = m["version"]
-        return {**{k: val for k, val in m.items() if k not in ("occupancy", "events", "classes")},
+        with self._lock:
+            snap = self._sites
+        quiet = []  # the sites with no event, where the events map draws them dark on dark: ringed
+        if snap is not None and snap["version"] == v:
+            tab = occupied_sites(snap["table"])
+            calm = tab[tab["event_rate"].to_numpy() <= 0]
+            quiet = np.round(calm[["y", "x"]].to_numpy(np.float64), 1).tolist()
+            lag["site_radius_px"] = float(snap["radius_px"])
+        return {**{k: val for k, val in m.items() if k not in ("occupancy", "events", "classes")}, **lag,
+                "quiet_sites": quiet,
                 "occupancy": f"maps/occupancy.png?v={v}", "events": f"maps/events.png?v={v}",
                 "classes": f"maps/classes.png?v={v}" if m.get("classes") is not None else None}

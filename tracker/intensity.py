@@ -436,6 +436,15 @@ class IntensityClasses:
         faintest first: ``A``, ``B0``, ``B1`` (a sublattice of one group keeps its letter)."""
         return [name for c in self.comps for name in _group_names(c["sublattice"], len(c["mu"]), self.honeycomb)]
 
+    def ratios(self) -> list[float]:
+        """Each class's mean intensity over the floor as a fraction of the brightest
+        sublattice's (the metal's) mean, beside :attr:`class_names` (for :func:`display_names`;
+        NaN where the columns form no honeycomb). Where the frames had no floor to take off, the
+        scale's zero is the B sublattice's median, and the ratios name no species."""
+        a = next((c for c in self.comps if c["sublattice"] == 0), None)
+        ref = float(np.dot(a["w"], a["mu"])) if a is not None and self.honeycomb else np.nan
+        return [float(m) / ref if np.isfinite(ref) and ref > 0 else np.nan for c in self.comps for m in c["mu"]]
+
     def state(self) -> dict:
         """What a resumed run needs (JSON)."""
         return {"honeycomb": self.honeycomb, "fixed": self.fixed, "comps": self.comps,
@@ -444,3 +453,81 @@ class IntensityClasses:
     def restore(self, state: dict) -> None:
         self.honeycomb, self.fixed, self.comps = state["honeycomb"], bool(state["fixed"]), list(state["comps"])
         self._pool = {int(s): [np.asarray(v, float)] for s, v in state.get("pool", {}).items()}
+
+
+# --------------------------------------------------------------------------- names for figures
+
+#: In annular dark-field STEM a column's intensity over the floor grows about as the sum of Z^1.7
+#: of its atoms (Mo 42, S 16, Se 34): each column of the B (chalcogen) sublattice of MoS2 against
+#: a Mo column. S2 0.39 (the real Se-implanted image gives 0.40), a single S 0.19, an S2 column
+#: with one Se (SeS) 0.89, Se2 1.40.
+MOS2_ADF_RATIOS = {name: sum(z ** 1.7 for z in zs) / 42 ** 1.7
+                   for name, zs in (("S", (16,)), ("S2", (16, 16)), ("SeS", (34, 16)), ("Se2", (34, 34)))}
+
+#: The materials whose intensity classes :func:`display_names` names by species.
+_SPECIES_MATERIALS = ("mos2",)
+
+
+def _species_of(ratio: float) -> str | None:
+    """The MoS2 chalcogen column whose ADF intensity ratio to Mo (:data:`MOS2_ADF_RATIOS`) lies
+    nearest ``ratio`` (on a log scale), None where none lies within a factor 1.6."""
+    if not (ratio and np.isfinite(ratio) and ratio > 0):
+        return None
+    name, ref = min(MOS2_ADF_RATIOS.items(), key=lambda kv: abs(np.log(ratio / kv[1])))
+    return name if abs(np.log(ratio / ref)) < np.log(1.6) else None
+
+
+def display_names(names, material: str | None = None, ratios=None) -> list[str]:
+    """The labels to show for classes named ``names`` (legends, titles, the dashboard), the
+    names kept in run files and tables unchanged: for the intensity classes of MoS2 (material
+    ``"mos2"``; ``A`` the brighter sublattice, its groups ``B``, ``B0``, ``B1`` …) each with its
+    species, ``A (Mo)``, ``B0 (S)``, ``B1 (S2)``; any other name (a model's ``Mo``, ``S2``, ``S``;
+    ``no sublattice``; another material's or an unknown one's classes) as it is.
+
+    ``ratios``: each class's mean intensity over the floor as a fraction of the A (Mo)
+    columns' (a sequence beside ``names``, or a dict by name; :meth:`IntensityClasses.ratios`,
+    :func:`group_ratios`): a B group is named by the column whose Z^1.7 ratio
+    (:data:`MOS2_ADF_RATIOS`) lies nearest (on the real Se-implanted image: B0 0.40, S2; B1 0.74,
+    SeS), and left unnamed where none lies within a factor 1.6 or two groups would get one name.
+    Without ``ratios``: ``B`` is S2 and ``B0``, ``B1`` are S and S2, as on the MoS2 ADF demo
+    movie (S2 columns losing atoms; ``etem demo --movie mos2-stem``, whose scoring maps B0 to S
+    and B1 to S2); pass the ratios where Se or other atoms may be in the B columns.
+    The colours (:func:`etem.tracker.plots.class_colours`) follow the species in brackets, so
+    that an S2 column has one colour in an HRTEM model's run and in an ADF intensity-class run."""
+    names = [str(n) for n in (names or ())]
+    if (material or "").strip().lower() not in _SPECIES_MATERIALS:
+        return names
+    letters = {n.rstrip("0123456789") for n in names if n not in ("no sublattice", "faint")}
+    if not letters <= {"A", "B"} or "A" not in names:  # (not the A/B classes of a honeycomb: as they are)
+        return names
+    b = [n for n in names if n.rstrip("0123456789") == "B"]
+    species: dict[str, str] = {"A": "Mo"}
+    if ratios is not None:
+        get = ratios.get if isinstance(ratios, dict) else dict(zip(names, ratios)).get
+        found = {n: _species_of(float(get(n) if get(n) is not None else np.nan)) for n in b}
+        named = [s for s in found.values() if s]
+        if len(set(named)) == len(named):  # (two groups of one species: say neither)
+            species.update({n: s for n, s in found.items() if s})
+    elif b == ["B"]:
+        species["B"] = "S2"
+    elif b == ["B0", "B1"]:
+        species.update(B0="S", B1="S2")
+    return [f"{n} ({species[n]})" if n in species else n for n in names]
+
+
+def group_ratios(summary: list[dict], names: list[str], frame=None) -> dict[str, float]:
+    """For :func:`display_names`: each group's mean over the floor as a fraction of the A
+    sublattice's (one group) mean, from :func:`group_columns`'s summary of one frame (its first
+    where ``frame`` is None), named as :func:`group_classes` names them."""
+    rows = [s for s in summary if frame is None or s["frame"] == frame]
+    if frame is None and rows:
+        key = (rows[0].get("file"), rows[0]["frame"])
+        rows = [s for s in rows if (s.get("file"), s["frame"]) == key]
+    by_sub = {s["sublattice"]: s["means"] for s in rows}
+    a = by_sub.get(0)
+    if not a or len(a) != 1 or not a[0] or not 1 in by_sub:
+        return {}
+    out = {"A": 1.0}
+    for g, name in zip(range(len(by_sub[1])), _group_names(1, len(by_sub[1]), True)):
+        out[name] = float(by_sub[1][g]) / float(a[0])
+    return {k: v for k, v in out.items() if k in names}

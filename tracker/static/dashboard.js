@@ -178,7 +178,7 @@ function drawLegend(f) {
   const counts = new Map();
   for (const c of f.columns) counts.set(c[2], (counts.get(c[2]) || 0) + 1);
   const items = [...counts.entries()].sort((a, b) => a[0] - b[0]).map(([k, n]) => {
-    const name = f.class_names[k] ?? `class ${k}`;
+    const name = (f.class_labels || f.class_names)[k] ?? `class ${k}`;
     return `<span style="--c:${f.colours[k % f.colours.length]}">${name} (${n})</span>`;
   });
   $("legend").innerHTML = items.join("");
@@ -217,8 +217,19 @@ function drawSelection() {
     const img = $(name);
     if (!mapsInfo || !img.naturalWidth) continue;
     const ctx = fitCanvas($(`${name}-overlay`), img);
-    if (!selected) continue;
     const s = img.clientWidth / mapsInfo.display_shape[1] * mapsInfo.scale;
+    if (name === "events" && mapsInfo.quiet_sites) {
+      // sites with no event are drawn near-black on the near-black ground: a grey ring each
+      ctx.strokeStyle = "rgba(170, 170, 180, 0.8)";
+      ctx.lineWidth = 1;
+      const r = Math.max(2, (mapsInfo.site_radius_px || 2) * s);
+      for (const [y, x] of mapsInfo.quiet_sites) {
+        ctx.beginPath();
+        ctx.arc((x + 0.5) * s, (y + 0.5) * s, r, 0, 2 * Math.PI);
+        ctx.stroke();
+      }
+    }
+    if (!selected) continue;
     ctx.strokeStyle = "#ffffff";
     ctx.lineWidth = 2;
     ctx.beginPath();
@@ -229,7 +240,18 @@ function drawSelection() {
 
 async function pollMaps() {
   const m = await getJSON("api/maps");
-  if (m.version === null || (mapsInfo && m.version === mapsInfo.version)) return;
+  if (m.version === null || !m.n_sites) {
+    // no site final yet: say when the maps start, not empty panels with a 0–0 scale
+    if (lastStatus && lastStatus.state !== "waiting" && m.look_ahead_frames != null) {
+      const say = `maps start after ${m.look_ahead_frames} frames: a site's occupancy is final that many frames after it is seen`;
+      for (const name of ["occupancy", "events", "classes"]) {
+        $(`${name}-view`).querySelector(".placeholder").textContent = say;
+      }
+      $("maps-info").textContent = `starts after ${m.look_ahead_frames} frames`;
+    }
+    return;
+  }
+  if (mapsInfo && m.version === mapsInfo.version) return;
   const loads = [loadImage($("occupancy"), m.occupancy), loadImage($("events"), m.events)];
   if (m.classes) loads.push(loadImage($("classes"), m.classes));
   await Promise.all(loads);
@@ -286,7 +308,8 @@ function className(s) {
 function showSite() {
   const s = selected;
   $("site-info").textContent =
-    `site ${s.site} at (${fmt(s.y, 1)}, ${fmt(s.x, 1)}) px · ${className(s)} · occupancy ${fmt(s.occupancy, 3)}` +
+    `site ${s.site} at ${s.y_A != null ? `(${fmt(s.y_A, 1)}, ${fmt(s.x_A, 1)}) Å [${fmt(s.y, 1)}, ${fmt(s.x, 1)} px]`
+      : `(${fmt(s.y, 1)}, ${fmt(s.x, 1)}) px`} · ${className(s)} · occupancy ${fmt(s.occupancy, 3)}` +
     ` · ${s.n_events} events (rate ${fmt(s.event_rate, 3)})` +
     (s.n_class_changes === null || s.n_class_changes === undefined ? "" : ` · ${s.n_class_changes} class changes`) +
     ` · first seen in frame ${s.first_frame}`;
@@ -303,17 +326,37 @@ function showSite() {
   const X = (f) => left + (f - s.start) / span * pw;
   ctx.fillStyle = "#2c2f38";
   ctx.fillRect(left, top, pw, ph);
+  const cl = s.classes;  // a class-change run: the site's class over time, a band under the occupancy
+  const occH = ph - 8 - (cl && cl.length ? 14 : 0);
   ctx.fillStyle = "#21918c";
   const ch = s.changes;
   for (let i = 0; i < ch.length; i++) {
     if (!ch[i][1]) continue;
     const a = ch[i][0], b = i + 1 < ch.length ? ch[i + 1][0] : s.end + 1;
-    ctx.fillRect(X(a), top + 4, Math.max(X(b) - X(a), 1), ph - 8);
+    ctx.fillRect(X(a), top + 4, Math.max(X(b) - X(a), 1), occH);
   }
+  if (cl && cl.length) {
+    const names = s.class_labels || [], colours = s.colours || [];
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i < cl.length; i++) {
+      const a = cl[i][0], b = i + 1 < cl.length ? cl[i + 1][0] : s.end + 1;
+      ctx.fillStyle = colours[cl[i][1] % Math.max(colours.length, 1)] || "#9a9ca3";
+      ctx.fillRect(X(a), top + ph - 14, Math.max(X(b) - X(a), 1), 10);
+      const label = names[cl[i][1]] ?? `class ${cl[i][1]}`;
+      if (X(b) - X(a) > ctx.measureText(label).width + 6) {
+        ctx.fillStyle = "#000";
+        ctx.fillText(label, X(a) + 3, top + ph - 9);
+      }
+    }
+    ctx.fillStyle = "#9a9ca3";
+    ctx.fillText("class", 4, top + ph - 9);
+  }
+  c.dataset.classes = cl ? String(cl.length) : "";
   ctx.fillStyle = "#9a9ca3";
   ctx.font = "12px system-ui, sans-serif";
   ctx.textBaseline = "middle";
-  ctx.fillText("occupied", 4, top + ph / 2);
+  ctx.fillText("occupied", 4, top + (cl && cl.length ? ph / 2 - 8 : ph / 2));
   ctx.textBaseline = "top";
   ctx.fillText(String(s.start), left, top + ph + 6);
   const endLabel = `frame ${s.end}`;
