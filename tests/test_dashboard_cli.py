@@ -103,7 +103,10 @@ def test_a_resumed_run_serves_the_dashboard_it_had(tmp_path, capsys):
     dashboard again on P (while P is taken: on a free port, said so), `--no-dashboard` not."""
     from etem.tracker.run import open_run
 
-    save_movie(make_movie(n_frames=60, shape=(96, 96), particle_radius_A=6.0, seed=7), tmp_path / "movie.h5")
+    # 200 frames at 5 frames/s: no paced run below reaches the end before its stop, however slow
+    # the machine (a run stopped in its close after the last frame leaves the last resume nothing)
+    n_frames = 200
+    save_movie(make_movie(n_frames=n_frames, shape=(96, 96), particle_radius_A=6.0, seed=7), tmp_path / "movie.h5")
     run, movie_file = tmp_path / "run.h5", str(tmp_path / "movie.h5")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,7 +148,7 @@ def test_a_resumed_run_serves_the_dashboard_it_had(tmp_path, capsys):
     assert main(["replay", movie_file, "--resume", str(run), "--quiet", "--no-dashboard"]) == 0
     assert "dashboard" not in capsys.readouterr().err
     with open_run(run) as r:
-        assert r.status == "complete" and len(r.frames) == 60 and len(r.resumes) == 3
+        assert r.status == "complete" and len(r.frames) == n_frames and len(r.resumes) == 3
 
 
 def test_no_dashboard_goes_with_no_other_dashboard_option(movie, tmp_path, capsys):
