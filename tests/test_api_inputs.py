@@ -400,3 +400,16 @@ def test_the_unknown_kind_trust_note_names_the_config_setting():
     from etem.tracker.trust import UNKNOWN_KIND_NOTE
 
     assert "--imaging hrtem or stem (config.engine.imaging, [engine] imaging)" in UNKNOWN_KIND_NOTE
+
+
+@pytest.mark.parametrize("call", [find, track])
+def test_a_list_of_images_with_focal_is_read_as_focal_series_as_the_stack_is(frames, call):
+    """``focal=3`` with a list of 6 images: two frames of three images each, as the same images
+    stacked into one array give (the list's focal was ignored: six one-image frames)."""
+    as_list = call(list(frames), sampling=SAMPLING, focal=3)
+    as_stack = call(np.asarray(frames), sampling=SAMPLING, focal=3)
+    if call is find:
+        assert sorted(as_list["frame"].unique()) == sorted(as_stack["frame"].unique()) == [0, 1]
+        assert len(as_list) == len(as_stack)
+    else:
+        assert as_list.counters["processed"] == as_stack.counters["processed"] == 2

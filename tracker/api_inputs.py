@@ -137,7 +137,11 @@ def checked_images(images, *, focal: int, who: str):
     bad = next((a.dtype for a in items if a.dtype.kind not in "uif"), items[0].dtype)
     if len(shapes) == 1:  # as the stack of them
         check_shape((len(items), *items[0].shape), bad, focal=focal, who=who)
-        return np.asarray(images) if items[0].ndim == 1 else images  # (a nested list of rows: one image)
+        if items[0].ndim == 1:  # (a nested list of rows: one image)
+            return np.asarray(images)
+        if items[0].ndim == 2 and focal > 1:  # images, F to a frame: the stack, read as focal series
+            return np.stack(items)
+        return images
     for i, a in enumerate(items):  # frames of several sizes (those not the first's are rejected)
         if a.ndim not in (2, 3):
             raise ConfigError(f"{who}(): item {i} of the {type(images).__name__} has shape {a.shape}; each must "
