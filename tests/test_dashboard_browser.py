@@ -275,3 +275,24 @@ def test_a_tab_hidden_when_the_run_ends_says_how_it_ended(movie, tmp_path):
     finally:
         dash.close()
         driver.quit()
+
+
+def test_the_maps_say_how_many_sites_they_leave_out():
+    """A site in view in too few frames for a measurement (one lucky frame at the field's edge)
+    is left out of the maps; the page says how many beside them, so that the gap is not read as
+    empty sites."""
+    driver = _chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_figures_export import SHAPE, _sites
+
+    try:
+        with Dashboard(DashboardConfig(port=0)) as dash:
+            # the site map as a run of 20 frames leaves it: one of its sites seen in 1 frame
+            dash._sites = {"table": _sites(), "shape": SHAPE, "radius_px": 3.0, "n_frames": 20, "version": 1}
+            driver.get(dash.url)
+            info = lambda d: d.find_element(By.ID, "maps-info").text  # noqa: E731
+            WebDriverWait(driver, 30, poll_frequency=0.2).until(lambda d: " sites · " in info(d))
+            assert info(driver).endswith(" · 1 not shown (in view < 3 frames)"), info(driver)
+    finally:
+        driver.quit()

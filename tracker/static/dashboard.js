@@ -256,7 +256,10 @@ async function pollMaps() {
   if (m.classes) loads.push(loadImage($("classes"), m.classes));
   await Promise.all(loads);
   mapsInfo = m;
-  $("maps-info").textContent = `${m.n_sites} sites · ${m.n_frames} frames · mean ${fmt(m.occupancy_mean, 2)}`;
+  // sites in view in too few frames for a measurement are left out of the maps (as the exported
+  // maps draw them hollow): said, so that a gap at the field's edge is not read as empty sites
+  const few = m.sites_left_out ? ` · ${m.sites_left_out} not shown (in view < ${m.min_frames_in_view} frames)` : "";
+  $("maps-info").textContent = `${m.n_sites} sites · ${m.n_frames} frames · mean ${fmt(m.occupancy_mean, 2)}${few}`;
   $("events-max").textContent = fmt(m.events_max, 3);
   $("classes-panel").hidden = !m.classes;  // (only where sites change class)
   if (m.classes) $("classes-max").textContent = fmt(m.classes_max, 3);
