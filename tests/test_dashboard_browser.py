@@ -37,6 +37,20 @@ def _chromium():
     return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
 
 
+def _replay_in_a_thread(path: Path, fps: float, dash, out: dict) -> threading.Thread:
+    """``track(path)`` paced at ``fps`` with ``dash`` told of each frame, in a thread started:
+    its result (or the exception, re-raised by the test) goes into ``out``."""
+    def replay():
+        try:
+            out["result"] = track(path, pace=1.0, fps=fps, on_frame=dash)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            out["error"] = exc
+
+    run = threading.Thread(target=replay)
+    run.start()
+    return run
+
+
 def _artifacts(tmp_path: Path) -> Path:
     out = Path(os.environ.get("ETEM_TEST_ARTIFACTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,14 +68,7 @@ def test_dashboard_in_a_headless_browser(tmp_path, capsys):
     out: dict = {}
     try:
         with Dashboard(DashboardConfig(port=0)) as dash:
-            def replay():
-                try:
-                    out["result"] = track(tmp_path / "movie.h5", pace=1.0, fps=20, on_frame=dash)
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-                    out["error"] = exc
-
-            run = threading.Thread(target=replay)
-            run.start()
+            run = _replay_in_a_thread(tmp_path / "movie.h5", 20, dash, out)
             try:
                 js = driver.execute_script
                 driver.get(dash.url)
@@ -247,14 +254,7 @@ def test_a_tab_hidden_when_the_run_ends_says_how_it_ended(movie, tmp_path):
         js("window.visibility = []; document.addEventListener('visibilitychange', "
            "() => window.visibility.push(document.visibilityState))")
 
-        def replay():
-            try:
-                out["result"] = track(tmp_path / "movie.h5", pace=1.0, fps=4, on_frame=dash)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-                out["error"] = exc
-
-        runner = threading.Thread(target=replay)
-        runner.start()
+        runner = _replay_in_a_thread(tmp_path / "movie.h5", 4, dash, out)
         wait.until(lambda d: d.find_element(By.ID, "state").text == "running")
         driver.switch_to.new_window("tab")  # the dashboard's tab goes to the background
         runner.join(120)

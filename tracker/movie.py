@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import diffusion as D
 from .frames import class_label
-from .plots import class_colours
+from .plots import class_colours, length_text, scale_bar_length
 from .runfile import Run
 
 __all__ = ["write_movie", "check_movie_path", "mp4_encoder", "movie_fps"]
@@ -60,12 +60,6 @@ def movie_fps(recorded: float | None, fps: float | None) -> tuple[float, str]:
         return play, f"real time ({play:g} frames/s)"
     how = f"{ratio:.3g}× slower" if ratio > 1 else f"{1 / ratio:.3g}× faster"  # (recorded 25/s, played 10/s: slower)
     return play, f"plays {how} than recorded ({play:g} of {recorded:.3g} frames/s)"
-
-
-def _nice_length(span: float) -> float:
-    """A round length (1, 2, 5 × 10^n) near ``span``."""
-    e = 10 ** np.floor(np.log10(span))
-    return float(min((m * e for m in (1, 2, 5, 10)), key=lambda v: abs(v - span)))
 
 
 def write_movie(run: Run, source: str | Path, path: str | Path, *, fps: float | None = None,
@@ -223,9 +217,9 @@ def _movie_header(width: int, stamp: str, sampling: float | None, scale: float, 
     d.text((6, 13), stamp, fill=(255, 255, 255), font=font, anchor="lm")
     if sampling:
         field_A = width / scale * float(sampling)
-        length_A = _nice_length(field_A / 5)
+        length_A = scale_bar_length(field_A)  # (as the find overlays' scale bar)
         bar = length_A / float(sampling) * scale
-        text = f"{length_A / 10:g} nm" if length_A >= 10 else f"{length_A:g} Å"
+        text = length_text(length_A)
         x1 = width - 8
         x0 = x1 - bar
         d.rectangle((x0, 15, x1, 19), fill=(255, 255, 255))

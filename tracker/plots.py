@@ -98,7 +98,8 @@ def scale_bar_length(field_A: float) -> float:
     return float(max(m * p for m in (1.0, 2.0, 5.0) if m * p <= target))
 
 
-def _length_text(a: float) -> str:
+def length_text(a: float) -> str:
+    """A length [Å] as a scale bar is labelled: in nm from 1 nm."""
     return f"{a / 10:g} nm" if a >= 10 else f"{a:g} Å"
 
 
@@ -204,7 +205,7 @@ def overlay_figure(image: np.ndarray, columns: pd.DataFrame, *, class_names: Seq
             length = bar_A / sampling * zoom  # figure px
             tax.plot([pad, pad + length], [y, y], color="white", linewidth=max(3.0, 0.35 * font_px) * 72 / dpi,
                      solid_capstyle="butt", gid="scale bar")
-            tax.text(pad + length + 0.6 * font_px, y, _length_text(bar_A), color="white", fontsize=font,
+            tax.text(pad + length + 0.6 * font_px, y, length_text(bar_A), color="white", fontsize=font,
                      va="center", ha="left", gid="scale bar label")
     return fig
 
