@@ -335,3 +335,15 @@ def test_f1_vs_dose_labels_its_reference_lines_and_says_its_set():
     assert "cut-off 0.3 Å" in [t.get_text() for t in a2.get_legend().get_texts()]
     title = fig._suptitle.get_text()
     assert "au.h5" in title and "2 images per dose" in title and "1 Å" in title
+
+
+def test_movie_text_font_draws_the_signs_its_captions_use():
+    """'2.5× slower' and 'Å' came out as empty boxes: Pillow's own default font has neither glyph."""
+    from etem.tracker.movie import _font
+
+    font = _font(14)
+    missing = np.asarray(font.getmask("\ue000"))  # a private-use code point: no font draws it
+    for sign in ("×", "Å", "µ"):
+        drawn = np.asarray(font.getmask(sign))
+        assert drawn.size and drawn.any(), sign
+        assert drawn.shape != missing.shape or (drawn != missing).any(), sign

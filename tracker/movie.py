@@ -199,8 +199,16 @@ def _ring_radius(cols: pd.DataFrame) -> float:
 
 
 def _font(size: int):
+    """matplotlib's DejaVu Sans (it has ×, Å, µ and ², which Pillow's own default font lacks)."""
     from PIL import ImageFont
 
+    try:
+        from matplotlib import font_manager
+
+        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True)
+        return ImageFont.truetype(path, size)
+    except (ImportError, OSError, ValueError):
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # (Pillow before 10.1: one small bitmap font)
