@@ -101,3 +101,17 @@ def test_mos2_columns_that_stay_on_their_sites_get_no_d(tmp_path):
     text = "\n".join(figure_lines(summ))
     assert "all: no motion above localisation\n    noise (σ = " in text and " Å)" in text
     assert "D <" in text and "    D = " not in text
+    # etem export says the same, in its printed figures, summary.json and tracks.csv
+    import json
+
+    from etem.tracker.export import export_run
+
+    said: list[str] = []
+    export_run(tmp_path / "run.h5", tmp_path / "out", formats="csv,report", progress=False, say=said.append)
+    printed = "\n".join(said)
+    sigma = f"{summ['localisation_sigma']:.2g}"
+    assert said[0].startswith("run.h5: 20 frames") and f"noise (σ = {sigma} Å)" in printed
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["localisation_sigma"] == summ["localisation_sigma"]
+    table = pd.read_csv(tmp_path / "out" / "tracks.csv")
+    assert table["D"].isna().all() and (table["D_upper"] > 0).all()
+    assert f"{table['sigma_A'].median():.2g}" == sigma
