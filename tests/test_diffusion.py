@@ -96,12 +96,11 @@ def test_msd_gives_the_diffusion_coefficient_of_random_walks():
 
 
 def test_columns_that_stay_put_are_told_from_mobile_ones():
-    """Twenty random walkers among sixty columns that only jitter about their sites: the
-    immobile columns' D scatter about 0, some below it; nearly every walker and none of the
-    others are ``mobile`` (D > 2 SE, and a spread over the track of 0.5 Å at least), and the
-    report gives the mobile ones' median D apart from the median over all tracks, which the
-    immobile ones pull to about 0."""
-    from etem.tracker.report import figure_lines
+    """Twenty random walkers among sixty columns that only jitter about their sites (no sites
+    table: the noise is each fit's intercept): nearly every walker and none of the others move
+    above their localisation noise; the walkers get their D, the others no D (their fits'
+    slopes scatter about 0, some below it) but a bound, and the report says so."""
+    from etem.tracker.report import figure_lines, motion_summary
 
     rng = np.random.default_rng(1)
     d_true, rows = 0.05, []
@@ -115,14 +114,18 @@ def test_columns_that_stay_put_are_told_from_mobile_ones():
     _, tracks = D.track_msd(pd.concat(rows), 0.2, max_lag=8)
     walker = tracks["particle"] < 20
     assert tracks["mobile"][walker].mean() >= 0.9 and not tracks["mobile"][~walker].any()
-    assert (tracks["D"][~walker] < 0).any()
-    mobile = tracks[tracks["mobile"]]
-    summ = {"frames": 100, "tracks_fitted": len(tracks), "tracks_mobile": len(mobile),
-            "median_D": float(tracks["D"].median()), "median_D_mobile": float(mobile["D"].median()),
-            "D_units": "Å²/frame"}
-    assert summ["median_D_mobile"] == pytest.approx(d_true, rel=0.3) and summ["median_D"] < 0.3 * d_true
+    assert (tracks["D_fit"][~walker] < 0).any() and tracks["D"][~walker].isna().all()
+    assert (tracks["sigma_from"] == "intercept").all()
+    # the jitter's sigma, 0.1 Å, from the intercept; a bound above the slope each fit found
+    assert tracks["sigma_A"][~walker].median() == pytest.approx(0.1, rel=0.15)
+    assert (tracks["D_upper"][~walker] > tracks["D_fit"][~walker]).all()
+    summ = {"frames": 100, **motion_summary(tracks, 0.2, None)}
+    assert summ["median_D_mobile"] == pytest.approx(d_true, rel=0.3)
+    assert summ["tracks_mobile"] == int(tracks["mobile"].sum()) and summ["tracks_still"] >= 60
     text = "\n".join(figure_lines(summ))
-    assert f"tracks fitted (MSD): 80, mobile {len(mobile)}" in text and "D of the mobile (median)" in text
+    assert f"tracks fitted (MSD = 4 D t + c): 80\n  {summ['tracks_mobile']} move above localisation noise" in text
+    assert "no motion above localisation\n    noise (σ = 0.1 Å)" in text and "D <" in text
+
 
 def test_export_writes_tables_statistics_report_and_movie(tmp_path, capsys):
     movie = make_movie(n_frames=20, shape=(128, 128), particle_radius_A=8.0, seed=5)
@@ -181,30 +184,38 @@ def test_hop_jumps_are_the_vectors_between_the_sites():
     assert s["hop_length_median"] == pytest.approx(3.0) and s["hop_length_units"] == "Å"
 
 
-def test_a_median_d_below_zero_is_reported_as_not_resolved(tmp_path):
+def test_columns_that_stay_put_get_no_d_but_a_bound(tmp_path):
     """summary.json said "median_D": -5.08e-06 Å²/frame on a drifting real movie whose columns
-    stay put (the MSDs' noise): a D below 0 is no figure. It is clipped to 0, marked not
-    resolved, with the bound it lies below; a resolved one is given with its error."""
+    stay put, and on the MoS2 ADF demo a "resolved" median D of 6e-4 Å²/s, both the MSDs'
+    noise: columns whose MSD does not rise above their localisation noise (measured from
+    their scatter about their sites) get no D, and the report says "no motion above
+    localisation noise", with the noise and a bound."""
     from etem.tracker.report import figure_lines, run_statistics
     from etem.tracker.runfile import RunWriter, open_run
 
     rng = np.random.default_rng(0)
-    n_frames, n = 20, 40
+    n_frames, n, sigma_px = 20, 40, 0.05
     with RunWriter(tmp_path / "run.h5", attrs={}, counter_names=["received"]) as w:
         w.begin((64, 64), 0.2)
         home = rng.uniform(5, 50, (n, 2))
         for f in range(n_frames):
-            yx = home + rng.normal(0, 0.05, (n, 2))
+            yx = home + rng.normal(0, sigma_px, (n, 2))
             w.append("frames", {"frame": f, "seq": f, "n_columns": n})
             w.append("columns", {"frame": f, "y": yx[:, 0], "x": yx[:, 1], "y_ref": yx[:, 0], "x_ref": yx[:, 1],
-                                 "particle": np.arange(n), "cls": 0})
+                                 "particle": np.arange(n), "site": np.arange(n), "cls": 0})
+        w.replace("sites", pd.DataFrame({"site": np.arange(n), "y": home[:, 0], "x": home[:, 1],
+                                               "n_obs": n_frames, "n_occupied": n_frames, "occupancy": 1.0}))
     with open_run(tmp_path / "run.h5") as run:
         tables, summ = run_statistics(run)
-    assert tables["tracks"]["D"].median() < 0  # (the fits' own median)
-    assert summ["median_D"] == 0.0 and summ["median_D_resolved"] is False
-    assert 0 < summ["median_D_upper"] < 1e-5
-    line = next(x for x in figure_lines(summ) if "D of all" in x)
-    assert "not resolved" in line and float(line.split("(<")[1].split()[0]) > 0
+    tracks = tables["tracks"]
+    assert len(tracks) == n and not tracks["mobile"].any() and tracks["D"].isna().all()
+    assert (tracks["sigma_from"] == "site").all()
+    assert summ["tracks_mobile"] == 0 and summ["median_D_mobile"] is None and "median_D" not in summ
+    assert summ["localisation_sigma"] == pytest.approx(sigma_px * 0.2, rel=0.15) and summ["length_units"] == "Å"
+    assert 0 < summ["D_upper_still"] < 1e-3
+    text = "\n".join(figure_lines(summ))
+    assert f"all: no motion above localisation\n    noise (σ = {summ['localisation_sigma']:.2g} Å)" in text
+    assert "D of" not in text and "D <" in text
 
     walkers = np.abs(rng.normal(0.05, 0.01, 30))
     resolved = D.median_d(walkers)

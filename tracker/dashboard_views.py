@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -55,16 +56,40 @@ def _view_jumps(pipe) -> int:
     return 0 if linker is None else int(linker.jumps)
 
 
-def _class_changes(pipe) -> int:
-    """Class changes of the run's sites found so far (an S2 column turning S …)."""
-    sites = getattr(pipe, "sites", None)
-    return 0 if sites is None else len(sites.class_changes)
+def final_upto(sites) -> float:
+    """The last frame whose sites are final (:class:`etem.tracker.sites.SiteMap` decides a
+    frame's occupancy ``look_ahead`` frames after it): inf where no frame waits (the run has
+    ended), below the first frame where none is final yet."""
+    try:
+        pending = sites._pending
+        return float(pending[0][0] - 1) if pending else math.inf
+    except (AttributeError, IndexError):  # (emptied while read: all final)
+        return math.inf
 
 
-def _site_hops(pipe) -> int:
-    """Hops between two sites found so far (a column or an atom moving to a neighbouring site)."""
+def counts_so_far(sites) -> tuple[int, int]:
+    """Class changes and hops between two sites dated at frames whose sites are final: what the
+    site count beside them stands for. (A class change is decided as its column is seen, a
+    site's occupancy only ``look_ahead`` frames later: counted at once, the first frames of a
+    run showed "class changes 3" beside "sites 0".) Both only grow, as counters do."""
+    if sites is None:
+        return 0, 0
+    upto = final_upto(sites)
+    changes = list(sites.class_changes)  # (a copy: the pipeline's thread appends to it)
+    hops = list(sites.hops)
+    n_changes = sum(1 for f, *_ in changes if f <= upto)
+    n_hops = sum(1 for f, a, b in hops if f <= upto and a >= 0 and b >= 0)
+    return n_changes, n_hops
+
+
+def _sites_state(pipe) -> dict[str, Any]:
+    """Whether the sites are still building (no frame final yet), and up to which frame they are final."""
     sites = getattr(pipe, "sites", None)
-    return 0 if sites is None else sites.n_site_hops
+    if sites is None:
+        return {"sites_building": False, "sites_final_frame": None, "look_ahead_frames": None}
+    upto = final_upto(sites)
+    return {"sites_building": int(sites.n_frames) == 0, "look_ahead_frames": int(sites.cfg.look_ahead),
+            "sites_final_frame": None if not math.isfinite(upto) or upto < 0 else int(upto)}
 
 
 class DashboardViews:
@@ -92,8 +117,9 @@ class DashboardViews:
         out["queues"] = {q: {"depth": d, "capacity": c} for q, (d, c) in queues.items()}
         out["sites"] = 0 if pipe.sites is None else pipe.sites.n_occupied_sites
         out["view_jumps"] = _view_jumps(pipe)
-        out["class_changes"] = _class_changes(pipe)
-        out["hops"] = _site_hops(pipe)
+        # the class changes and hops of the frames whose sites are final, as the site count
+        out["class_changes"], out["hops"] = counts_so_far(pipe.sites)
+        out.update(_sites_state(pipe))
         out["state"] = "finished" if pipe.stop.is_set() else "running"
         with self._lock:
             out["outcome"], out["exiting"] = self._outcome, self._exiting
@@ -122,7 +148,8 @@ class DashboardViews:
             counters, queues = pipe.counters.as_dict(), pipe.queue_depths()
             sites = 0 if pipe.sites is None else pipe.sites.n_occupied_sites
             gpu = gpu_memory(pipe.detector.engine)
-            jumps, changes, hops = _view_jumps(pipe), _class_changes(pipe), _site_hops(pipe)
+            jumps = _view_jumps(pipe)
+            changes, hops = counts_so_far(pipe.sites)
         return metrics_text(counters, histogram=hist, queues=queues, sites=sites,
                             last_frame=None if latest is None else latest["frame"], gpu=gpu,
                             uptime_s=time.perf_counter() - self._t0, view_jumps=jumps, class_changes=changes,

@@ -16,7 +16,8 @@ can be made again from any run file, also one written elsewhere:
 - :func:`track_msd`: per track, the mean squared displacement against lag (on drift-corrected
   positions; the same as trackpy's ``imsd``) and the diffusion coefficient from a weighted
   linear fit ``MSD = 4 D t + c`` (2-D; ``c`` takes the localization error), with a jackknife
-  standard error over blocks of the track.
+  standard error over blocks of the track, for the tracks whose MSD rises above what their
+  localisation noise alone gives (:func:`noise_test`); the others get a bound on D instead.
 - :func:`class_counts`: columns per class per frame.
 - :func:`site_intensity`: per site, the intensities of the columns seen there.
 """
@@ -32,7 +33,7 @@ import pandas as pd
 from .frames import class_label
 from .sites import occupied_sites
 
-__all__ = ["site_kinetics", "residence_histogram", "event_rates", "hop_jumps", "track_msd", "class_counts",
+__all__ = ["site_kinetics", "residence_histogram", "event_rates", "hop_jumps", "track_msd", "noise_test", "class_counts",
            "site_intensity", "summary", "frame_rate"]
 
 
@@ -156,14 +157,66 @@ def _fit_d(msd: np.ndarray, count: np.ndarray) -> tuple[float, float]:
     return float(coef[0]), float(coef[1])
 
 
+def _localisation_var(yx: np.ndarray, site: np.ndarray | None, sites: pd.DataFrame | None,
+                      mpp: float) -> tuple[float, int]:
+    """The localisation variance per axis [Å² or px²] of a track's positions ``yx`` from their
+    scatter about their sites (the sites' mean positions), and how many positions it rests on;
+    (NaN, 0) where fewer than 3 positions have a site."""
+    if site is None or sites is None or not len(sites):
+        return float("nan"), 0
+    on = site >= 0
+    if on.sum() < 3:
+        return float("nan"), 0
+    home = sites.reindex(site[on]).to_numpy(float) * mpp
+    dev = yx[on] - home
+    ok = np.isfinite(dev).all(axis=1)
+    if ok.sum() < 3:
+        return float("nan"), 0
+    return float(np.mean(dev[ok] ** 2)), int(ok.sum())
+
+
+def noise_test(msd: np.ndarray, count: np.ndarray, var: float, n_var: int, *,
+               z: float = 2.0) -> tuple[bool, float, float]:
+    """Is a track's MSD above what localisation noise alone gives?
+
+    Noise of variance ``var`` per axis on positions that do not move gives an MSD of
+    ``4 var`` at every lag (2-D), flat. A track moves above it where, at its longest lag
+    ``L``, the MSD lies more than ``z`` standard errors above ``4 var`` *and* above the MSD at
+    lag 1 (it grows with time: a column whose positions scatter more than ``var`` says but do
+    not wander is not taken for a moving one). The standard errors are those of the noise
+    alone: ``4 var sqrt(1.5 / n)`` for an MSD of ``n`` pairs (pairs that share a frame are
+    correlated: the 1.5), and ``4 var / sqrt(n_var)`` for ``var`` itself.
+
+    Returns ``(above, D_upper, floor)``: the verdict; the largest diffusion coefficient [per
+    lag, in the units of ``msd`` / 4] whose rise over the lags the test would not have seen,
+    a bound on D where it says "not above" (z standard errors over the rise seen); and the
+    noise floor ``4 var``.
+    """
+    lags = np.flatnonzero(np.isfinite(msd) & (count > 0))
+    floor = 4 * var
+    if len(lags) < 2 or not np.isfinite(floor):
+        return False, float("nan"), floor
+    first, last = lags[0], lags[-1]
+    rise = msd[last] - msd[first]
+    if floor <= 0:  # (no noise at all: any rise is motion)
+        return bool(rise > 0), 0.0, floor
+    se_level = floor * np.sqrt(1.5 / count[last] + 1.0 / max(n_var, 1))
+    se_rise = floor * np.sqrt(1.5 / count[last] + 1.5 / count[first])
+    above = bool(msd[last] - floor > z * se_level and rise > z * se_rise)
+    upper = (max(rise, 0.0) + z * se_rise) / (4 * (last - first))
+    return above, float(upper), float(floor)
+
+
 def track_msd(columns: pd.DataFrame, sampling: float | None, *, fps: float | None = None, max_lag: int = 10,
-              min_length: int = 8, blocks: int = 5, min_spread_A: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-track MSD and diffusion coefficient.
+              min_length: int = 8, blocks: int = 5, sites: pd.DataFrame | None = None,
+              z: float = 2.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-track MSD, and the diffusion coefficient of the tracks that move above localisation noise.
 
     Parameters
     ----------
     columns
-        The run's columns table (``frame, particle, y_ref, x_ref``; drift-corrected [px]).
+        The run's columns table (``frame, particle, y_ref, x_ref``; drift-corrected [px]; with
+        ``site``, the site of each column).
     sampling
         Pixel size [Å/px]; None gives px².
     fps
@@ -173,33 +226,47 @@ def track_msd(columns: pd.DataFrame, sampling: float | None, *, fps: float | Non
     blocks
         The standard error of D is a jackknife over this many consecutive blocks of the track
         (MSDs at different lags are strongly correlated, so a fit's own residuals understate it).
+    sites
+        The sites table (``site, y, x`` [px]): each track's localisation noise is the scatter of
+        its positions about their sites. Without it (or without a ``site`` column), the noise
+        is the fit's intercept, ``c = 4 sigma²``.
+    z
+        Standard errors above the noise for a track to count as moving (:func:`noise_test`).
 
     Returns
     -------
     (msd, tracks)
         ``msd``: lag [frames], lag_s, particle, msd [Å²] (the MSD of trackpy's ``imsd``);
-        ``tracks``: particle, n_frames, D [Å²/frame or Å²/s] with D_err, offset [Å²] (the
-        localization term), and ``mobile``: the track moved, both beyond its error (D more
-        than 2 standard errors above 0) and appreciably (the spread it implies over the track,
-        ``sqrt(4 D T)``, at least ``min_spread_A``; 2 px where the pixel size is unknown). A
-        column that stays put has a D about 0, as often below as above (the fit's estimate, not
-        clipped), and more than 2 standard errors above it in one track in ten or so, the
-        jackknife's error being rough: on the Au HRTEM demo movie 36 of its 214 tracks have
-        D < 0 and 21 are 2 standard errors above 0, of which 6 spread 0.10-0.15 Å and 15 spread
-        0.7-2.0 Å (atoms hopping between sites): those 15 are mobile. On the MoS2 ADF demo, where
-        no column moves (its atoms hop by swapping classes), 16 of 193 are 2 standard errors
-        above 0, none mobile.
-    min_spread_A
-        The least spread over the track [Å] for ``mobile``.
+        ``tracks``: particle, n_frames; ``sigma_A`` (``sigma_px`` without a pixel size), the
+        localisation noise per axis, and ``sigma_from`` (``site``: the scatter about the sites;
+        ``intercept``: the fit's ``c``); ``msd_noise`` [Å²], what that noise alone gives
+        (``4 sigma²``); ``mobile``: the MSD is above it (:func:`noise_test`); ``D`` [Å²/frame
+        or Å²/s] with ``D_err`` (jackknife) for the mobile tracks, NaN for the others, which
+        have ``D_upper`` instead (the largest D the noise could hide); ``D_fit``, the fit's
+        slope for every track (about 0 for a column that stays put, as often below 0 as above:
+        no diffusion coefficient), and ``offset`` [Å²], the fit's ``c``.
+
+    A column that stays on its site is not a diffusing one however many tracks are pooled:
+    on the MoS2 ADF demo, where no column moves (its atoms hop by swapping classes), the
+    tracks' median ``D_fit`` lies 9 standard errors above 0 (the positions wander by a few
+    hundredths of an Å as the columns change class), yet no track's MSD rises above its
+    noise. On the Au HRTEM demo, 11 of the 14 tracks that follow an atom from one site to
+    the next are mobile and 1 of the 98 tracks that stay on one site (with no false column
+    among their detections) is (2026-12-07).
     """
-    empty = (pd.DataFrame(columns=["lag", "lag_s", "particle", "msd"]),
-             pd.DataFrame(columns=["particle", "n_frames", "D", "D_err", "offset", "mobile"]))
+    length = "sigma_A" if sampling else "sigma_px"
+    cols = ["particle", "n_frames", length, "sigma_from", "msd_noise", "mobile", "D", "D_err", "D_upper",
+            "D_fit", "offset"]
+    empty = (pd.DataFrame(columns=["lag", "lag_s", "particle", "msd"]), pd.DataFrame(columns=cols))
     need = {"frame", "particle", "y_ref", "x_ref"}
     if columns.empty or not need <= set(columns.columns):
         return empty
     t = columns[columns["particle"] >= 0]
     mpp = sampling or 1.0
     rate = fps or 1.0
+    home = None
+    if sites is not None and len(sites) and "site" in t and {"y", "x"} <= set(sites.columns):
+        home = (sites.set_index("site") if "site" in sites else sites)[["y", "x"]]
     msd_rows, rows = [], []
     for p, g in t.groupby("particle"):
         if len(g) < min_length:
@@ -220,16 +287,21 @@ def track_msd(columns: pd.DataFrame, sampling: float | None, *, fps: float | Non
                     jack.append(dk)
         err = float(np.sqrt((len(jack) - 1) / len(jack) * np.sum((np.array(jack) - np.mean(jack)) ** 2))) \
             if len(jack) >= 2 else float("nan")
-        significant = len(jack) >= 2 and d > 2 * err  # (NaN error: not)
-        spread = np.sqrt(max(4 * d * (f.max() - f.min()), 0.0))  # [Å or px] over the track
-        rows.append({"particle": int(p), "n_frames": int(len(g)), "D": d * rate, "D_err": err * rate, "offset": c,
-                     "mobile": bool(significant and spread >= (min_spread_A if sampling else 2.0))})
+        var, n_var = _localisation_var(yx, g["site"].to_numpy(np.int64) if home is not None else None, home, mpp)
+        source = "site"
+        if not np.isfinite(var):  # (no sites: the intercept, 4 sigma², of the fit over the MSD's lags)
+            var, n_var, source = max(c, 0.0) / 4, int(count[0]), "intercept"
+        above, upper, floor = noise_test(msd, count, var, n_var, z=z)
+        rows.append({"particle": int(p), "n_frames": int(len(g)), length: float(np.sqrt(var)), "sigma_from": source,
+                     "msd_noise": floor, "mobile": above, "D": d * rate if above else np.nan,
+                     "D_err": err * rate if above else np.nan, "D_upper": np.nan if above else upper * rate,
+                     "D_fit": d * rate, "offset": c})
         ok = count > 0
         lags = np.arange(1, max_lag + 1)[ok]
         msd_rows.append(pd.DataFrame({"lag": lags, "lag_s": lags / rate, "particle": int(p), "msd": msd[ok]}))
     if not rows:
         return empty
-    return pd.concat(msd_rows, ignore_index=True), pd.DataFrame(rows)
+    return pd.concat(msd_rows, ignore_index=True), pd.DataFrame(rows, columns=cols)
 
 
 def class_counts(columns: pd.DataFrame, class_names: Sequence[str] = ()) -> pd.DataFrame:

@@ -334,7 +334,7 @@ def _save(render: Callable[[], Figure], path: Path) -> None:
 
 def export_run(run_path: str | Path, out_dir: str | Path, *,
                formats: Sequence[ExportFormat] | str = EXPORT_FORMATS,
-               progress: bool = True) -> list[Path]:
+               progress: bool = True, say: Callable[[str], None] | None = None) -> list[Path]:
     """Write a run's tables and figures into ``out_dir``.
 
     Parameters
@@ -352,6 +352,10 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
         commas (``"csv"``, ``"csv,png"``).
     progress
         Show a progress bar (only on a terminal).
+    say
+        Where to say the run's headline figures, the report's "Figures" panel line by line
+        (:func:`etem.tracker.report.figure_lines`; ``print`` on the command line), before the
+        files are written.
 
     Returns
     -------
@@ -377,6 +381,12 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
         from .report import render_report, run_statistics, write_statistics_h5
 
         derived, summ = run_statistics(run)
+        if say is not None:
+            from .report import figure_lines
+
+            say(f"{run_caption(run)}:")
+            for line in figure_lines(summ):
+                say("  " + line.replace("\n", "\n  "))
         names = [*TABLES, *run.stats]
         jobs: list[tuple[str, Callable[[Path], None]]] = [
             (f"{name}.{fmt}", partial(_TABLE_WRITERS[fmt], _blocks(run, name)))

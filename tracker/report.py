@@ -46,7 +46,7 @@ def run_statistics(run: Run | str | Path) -> tuple[dict[str, pd.DataFrame], dict
         residence = pd.DataFrame({"site": pd.Series(dtype="int64"), "start": pd.Series(dtype="int64"),
                                   "frames": pd.Series(dtype="int64"), "occupied": pd.Series(dtype=bool),
                                   "censored": pd.Series(dtype=bool)})
-    msd, tracks = D.track_msd(run.columns, run.sampling, fps=fps)
+    msd, tracks = D.track_msd(run.columns, run.sampling, fps=fps, sites=sites)
     tables = {
         "site_kinetics": D.site_kinetics(sites, residence) if len(sites) else pd.DataFrame(),
         "residence_histogram": D.residence_histogram(residence),
@@ -65,15 +65,36 @@ def run_statistics(run: Run | str | Path) -> tuple[dict[str, pd.DataFrame], dict
     if run.attrs.get("error"):
         summ["run_error"] = str(run.attrs["error"])
     if len(tracks):
-        # most tracks of a lattice are columns that stay put, D about 0: the median over all of
-        # them is not a diffusion coefficient; that of the mobile ones (diffusion.track_msd) is said apart
-        mobile = tracks[tracks["mobile"].astype(bool)]
-        summ["tracks_fitted"] = int(len(tracks))
-        summ["tracks_mobile"] = int(len(mobile))
-        summ.update(D.median_d(tracks["D"].to_numpy(float)))
-        summ["median_D_mobile"] = float(mobile["D"].median()) if len(mobile) else None
-        summ["D_units"] = ("Å²" if run.sampling else "px²") + ("/s" if fps else "/frame")
+        summ.update(motion_summary(tracks, run.sampling, fps))
     return tables, summ
+
+
+def motion_summary(tracks: pd.DataFrame, sampling: float | None, fps: float | None) -> dict[str, Any]:
+    """The tracks' motion as ``summary.json`` says it: ``tracks_fitted``, ``tracks_mobile`` (the
+    MSD above the localisation noise, :func:`etem.tracker.diffusion.noise_test`), the median D
+    of the mobile ones with its error (``median_D_mobile``, ``median_D_mobile_err``), the
+    median localisation noise of the others (``localisation_sigma``, per axis, in
+    ``length_units``) and the median of their bounds on D (``D_upper_still``): for them no D, as
+    none was measured. Lattice columns that stay put have D about 0, the fit's slope over
+    noise; their median over many tracks can come out "significant" (a few hundredths of an Å
+    of wander as a column changes class) and is no diffusion coefficient."""
+    mobile = tracks[tracks["mobile"].astype(bool)]
+    still = tracks[~tracks["mobile"].astype(bool)]
+    sigma = "sigma_A" if "sigma_A" in tracks else "sigma_px"
+    out: dict[str, Any] = {"tracks_fitted": int(len(tracks)), "tracks_mobile": int(len(mobile)),
+                           "D_units": ("Å²" if sampling else "px²") + ("/s" if fps else "/frame"),
+                           "length_units": "Å" if sampling else "px"}
+    med = D.median_d(mobile["D"].to_numpy(float)) if len(mobile) else {}
+    out["median_D_mobile"] = float(mobile["D"].median()) if len(mobile) else None
+    out["median_D_mobile_err"] = med.get("median_D_err")
+    if len(still):
+        out["tracks_still"] = int(len(still))
+        out["localisation_sigma"] = float(still[sigma].median())
+        bound = still["D_upper"].to_numpy(float)
+        out["D_upper_still"] = float(np.nanmedian(bound)) if np.isfinite(bound).any() else None
+    if len(mobile):
+        out["localisation_sigma_mobile"] = float(mobile[sigma].median())
+    return out
 
 
 def write_statistics_h5(path: Path, tables: dict[str, pd.DataFrame], summ: dict[str, Any]) -> None:
@@ -309,18 +330,34 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
                      + (f"\n  ({said})" if said else ""))
     if g("frames_judged"):
         lines.append(f"trust: {g('frames_in_range')} of {g('frames_judged')} frames in range")
-    if g("tracks_fitted"):
-        units = g("D_units") or ""
-        lines.append(f"tracks fitted (MSD): {g('tracks_fitted')}, mobile {g('tracks_mobile', 0)}")
-        if g("median_D_mobile") is not None:
-            lines.append(f"  D of the mobile (median): {num(g('median_D_mobile'))} {units}")
-        if g("median_D_resolved") is False:  # (the MSDs' noise: a D about 0, below its error)
-            bound = g("median_D_upper")
-            lines.append("  D of all (median): not resolved" + (f"\n    (< {num(bound)} {units})" if bound is not None else ""))
-        else:
-            err = g("median_D_err")
-            lines.append(f"  D of all (median): {num(g('median_D'))} {units}"
-                         + (f"\n    (± {num(err)})" if err is not None else ""))
+    lines += motion_lines(summ)
     if g("stats_note"):
         lines.append(f"events as of frame {g('stats_as_of_frame')}\n  (the run was not closed)")
+    return lines
+
+
+def motion_lines(summ: dict[str, Any]) -> list[str]:
+    """The tracks' motion (:func:`motion_summary`) in words: the D of the tracks that move above
+    their localisation noise, and for the others no D but "no motion above localisation noise"
+    with the noise and a bound."""
+    g = summ.get
+    if not g("tracks_fitted"):
+        return []
+
+    def num(v: Any) -> str:
+        return f"{v:.2g}" if isinstance(v, float) else str(v)
+
+    units, length = g("D_units") or "", g("length_units") or ""
+    n, moving = g("tracks_fitted"), g("tracks_mobile") or 0
+    lines = [f"tracks fitted (MSD = 4 D t + c): {n}"]
+    if moving:
+        err = g("median_D_mobile_err")
+        lines.append(f"  {moving} move above localisation noise:\n    D = {num(g('median_D_mobile'))}"
+                     + (f" ± {num(err)}" if err is not None else "") + f" {units} (median)")
+    still = g("tracks_still") or 0
+    if still:
+        who = "all" if still == n else f"the other {still}"
+        bound = g("D_upper_still")
+        lines.append(f"  {who}: no motion above localisation\n    noise (σ = {num(g('localisation_sigma'))} {length})"
+                     + (f"\n    D < {num(bound)} {units} (median bound)" if bound is not None else ""))
     return lines

@@ -108,6 +108,20 @@ async function pollStatus(waitS) {
   for (const k of ["processed", "received", "rejected", "dropped", "missing", "sites", "view_jumps", "class_changes", "hops"]) {
     $(k).textContent = s[k] ?? 0;
   }
+  // a site's occupancy is final look_ahead frames after it is seen: until the first frame is,
+  // the sites are building, and the class changes and hops beside them count the final frames only
+  const lag = s.look_ahead_frames;
+  if (s.sites_building) {
+    $("sites").textContent = "building";
+    $("sites_why").textContent = lag != null ? `final ${lag} frames after they are seen` : "";
+  } else {
+    $("sites_why").textContent = "";
+  }
+  const upto = s.sites_final_frame != null && s.state === "running"
+    ? `up to frame ${s.sites_final_frame}, the last whose sites are final` : "";
+  $("t_sites").title = s.sites_building
+    ? `no frame's sites are final yet: a site's occupancy is decided ${lag} frames after it is seen` : upto;
+  for (const k of ["class_changes", "hops"]) $(`t_${k}`).title = s.sites_building ? "counted once the sites are final" : upto;
   for (const k of ["rejected", "dropped", "missing"]) {
     $(`t_${k}`).classList.toggle("alert", (s[k] || 0) > 0);
   }
