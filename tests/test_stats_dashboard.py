@@ -37,6 +37,7 @@ def test_class_changes_wait_for_the_sites_they_belong_to(mos2_adf):
             metrics = parse_metrics(_get(dash.url + "metrics")[2].decode())
             raw = len(pipe.sites.class_changes)  # (decided so far, final sites or not)
             seen.append((s["sites"], s["class_changes"], s["hops"], s["sites_building"], raw))
+            assert pipe.status()["class_changes"] == s["class_changes"]  # (the terminal's status line too)
             assert metrics[("etem_class_changes_total", ())] == s["class_changes"]
             assert metrics[("etem_hops_total", ())] == s["hops"]
             assert metrics[("etem_sites", ())] == s["sites"]

@@ -372,7 +372,8 @@ def cmd_export(args) -> int:
     if args.out is None:
         _check_writable(out, folder=True)
     with _written(out):
-        written = export_run(args.run, out, formats=formats, progress=sys.stderr.isatty())
+        written = export_run(args.run, out, formats=formats, progress=sys.stderr.isatty(),
+                             say=lambda text: print(text, file=sys.stderr))  # (stdout: the files written)
     for path in written:
         print(path)
     if args.movie:

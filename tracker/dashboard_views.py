@@ -16,6 +16,7 @@ from .dashboard_http import _json_safe
 from .frames import class_label
 from .metrics import LatencyHistogram, gpu_memory, metrics_text
 from .plots import class_colours
+from .site_counts import counts_so_far, final_upto
 from .sites import min_frames_in_view, occupied_sites, render_site_values, seen_too_little
 
 log = logging.getLogger("etem.dashboard")
@@ -54,32 +55,6 @@ def _view_jumps(pipe) -> int:
     """Jumps of the view the run's linker has followed (etem.tracker.link.find_jump)."""
     linker = getattr(pipe, "linker", None)
     return 0 if linker is None else int(linker.jumps)
-
-
-def final_upto(sites) -> float:
-    """The last frame whose sites are final (:class:`etem.tracker.sites.SiteMap` decides a
-    frame's occupancy ``look_ahead`` frames after it): inf where no frame waits (the run has
-    ended), below the first frame where none is final yet."""
-    try:
-        pending = sites._pending
-        return float(pending[0][0] - 1) if pending else math.inf
-    except (AttributeError, IndexError):  # (emptied while read: all final)
-        return math.inf
-
-
-def counts_so_far(sites) -> tuple[int, int]:
-    """Class changes and hops between two sites dated at frames whose sites are final: what the
-    site count beside them stands for. (A class change is decided as its column is seen, a
-    site's occupancy only ``look_ahead`` frames later: counted at once, the first frames of a
-    run showed "class changes 3" beside "sites 0".) Both only grow, as counters do."""
-    if sites is None:
-        return 0, 0
-    upto = final_upto(sites)
-    changes = list(sites.class_changes)  # (a copy: the pipeline's thread appends to it)
-    hops = list(sites.hops)
-    n_changes = sum(1 for f, *_ in changes if f <= upto)
-    n_hops = sum(1 for f, a, b in hops if f <= upto and a >= 0 and b >= 0)
-    return n_changes, n_hops
 
 
 def _sites_state(pipe) -> dict[str, Any]:

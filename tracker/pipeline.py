@@ -39,6 +39,7 @@ from .link import StreamLinker
 from .detect import Detector, EngineConfig, detect_averaged
 from .average import FrameAverager
 from .intensity import IntensityClasses
+from .site_counts import counts_so_far
 from .sites import SiteMap
 from .trust import BlankFrames, TrustTally
 from .wire import REJECT_REASONS
@@ -532,7 +533,7 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
             "queue_ingest": self._ingest_q.qsize(),
             "queue_host": self._host_q.qsize(),
             "sites": 0 if self.sites is None else self.sites.n_occupied_sites,  # (as the report counts them)
-            "class_changes": 0 if self.sites is None else len(self.sites.class_changes),
+            "class_changes": counts_so_far(self.sites)[0],  # (of frames whose sites are final, as "sites")
             **self.trust.status(),
             "oversize_subnets": self.oversize_subnets,
             "filled_nonfinite": self.filled_nonfinite,
