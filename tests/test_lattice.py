@@ -181,9 +181,9 @@ def test_a_focal_series_is_measured_on_its_image_that_shows_the_lattice(caplog):
     assert sampling == pytest.approx(0.1, rel=0.02) and est.n_peaks >= 6
     with caplog.at_level(logging.WARNING, logger="etem.lattice"):
         assert resolve_sampling(series, given=0.1, material="graphene")[0] == 0.1
-        assert "lattice says" not in caplog.text
+        assert "lattice measures" not in caplog.text
         resolve_sampling(series, given=0.15, material="graphene")
-    assert "lattice says" in caplog.text
+    assert "lattice measures" in caplog.text
 
 
 @pytest.mark.parametrize("name, wrong", [("test_ADF_cropped.hdf5", "mos2"), ("test_ADF_cropped.hdf5", "graphene"),

@@ -29,7 +29,8 @@ def cmd_find(args) -> int:
         if SUFFIXES.get(path.suffix.lower()) in ("hdf5", "npz") and path.is_file():  # (read lazily: cheap to open)
             with open_recording(path, focal=args.focal, dataset=args.dataset) as rec:
                 _say_dataset(rec, say)
-        df = find(path, focal=args.focal, config=cfg, dataset=args.dataset, **_engine_kwargs(args))
+        with _CalibrationSaidHere():  # (said below, once, with the rest)
+            df = find(path, focal=args.focal, config=cfg, dataset=args.dataset, **_engine_kwargs(args))
         df.insert(0, "file", str(path))
         parts.append(df)
         print(f"{path}: {len(df)} columns in {df['frame'].nunique() if len(df) else 0} frame(s)", file=say)
@@ -53,6 +54,11 @@ def cmd_find(args) -> int:
                 print(f"  sampling {lattice}", file=say)
             else:
                 print(f"  sampling {est['given']:.4f} Å/px from the data; the lattice says {lattice}", file=say)
+            if est.get("calibration_note"):
+                note = est["calibration_note"]
+                if isinstance(getattr(args, "sampling", None), float):
+                    note = note.replace("the data say", "--sampling says").replace("the data's", "--sampling's")
+                print(f"  warning: {note}", file=say)
     out = pd.concat(parts, ignore_index=True)
     if not any(p.attrs.get("frames") for p in parts) and any(p.attrs.get("rejected") for p in parts):
         print("etem find: no frame could be located (every one has NaN or infinite pixels); nothing written",
@@ -89,6 +95,25 @@ def cmd_find(args) -> int:
                 out.to_csv(args.output, index=False)
         print(f"columns: {args.output}")
     return 0
+
+
+class _CalibrationSaidHere:
+    """Within it, the lattice's warning that the data's pixel size disagrees with it
+    (:func:`etem.tracker.lattice.resolve_sampling`) is not logged: ``etem find`` says it itself."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger("etem.lattice")
+        self.logger.addFilter(self._filter)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeFilter(self._filter)
+
+    @staticmethod
+    def _filter(record) -> bool:
+        return not getattr(record, "etem_calibration", False)
 
 
 #: The least separation (Ashman's D) of two intensity groups a run's intensity classes keep apart
@@ -131,9 +156,12 @@ def _overlay_words(args, df, shown: int, located: list) -> tuple[str, str | None
     elif isinstance(getattr(args, "sampling", None), float):
         where = f"{sampling:.4g} Å/px (--sampling)"
     elif est and est.get("used"):
-        where = f"{sampling:.4g} Å/px (from the {est['material']} lattice)"
+        where = f"{sampling:.4g} Å/px (from the {est['material']} lattice"
+        where += f"; the file says {est['data_sampling']:.4g})" if est.get("calibration_note") else ")"
     else:
-        where = f"{sampling:.4g} Å/px (from the file)"
+        where = f"{sampling:.4g} Å/px (from the file"
+        where += (f"; the {est['material']} lattice measures {est['sampling']:.4g})"
+                  if est and est.get("calibration_note") else ")")
     model, engine = df.attrs.get("model"), df.attrs.get("engine")
     locator = f"model {model}" if model else "the classical locator" if engine else "no locator"
     classes = "; classes: intensity groups" if getattr(args, "intensity_groups", False) else ""
