@@ -77,3 +77,22 @@ def test_no_column_of_a_real_image_lies_in_its_border(name, kw):
     df = find(path, **kw)
     assert len(df) > 200
     assert inside_edge(df["y"].to_numpy(), df["x"].to_numpy(), (h, w), LocateConfig().edge_px).all()
+
+
+@pytest.mark.parametrize("sampling, margin", [(0.127, 2 / 0.635 + 1), (0.26, 3.0)])
+def test_the_sites_view_margin_is_the_detectors_in_the_frames_pixels(sampling, margin):
+    """A network that shrinks the frames to its pixel size (``haadf-stem``, 0.2 Å/px: frames of
+    0.127 by 0.635) locates ``edge_px`` of its own pixels inside the edge: 3.15 of the frame's.
+    The sites took ``edge_px`` + 1 = 3 px as the detector's view whatever the resampling, so a site
+    3-4 px inside counted in view where no column could be found there (an empty site). Frames
+    it takes as they are (0.26 Å/px: 1.3x, inside its card's as-is range) keep 3 px."""
+    from etem.tracker.config import config_from_dict
+    from etem.tracker.pipeline import Pipeline, PipelineConfig
+    from etem.tracker.sources import iter_array
+    from etem.simulate import make_movie
+
+    movie = make_movie(n_frames=2, shape=(96, 96), sampling=sampling, seed=0)
+    pipe = Pipeline(config_from_dict({"engine": {"model": "haadf-stem"}}, PipelineConfig()))
+    for _ in pipe.run_iter(iter_array(movie.frames, sampling=sampling, counters=pipe.counters)):
+        pass
+    assert pipe.sites.view_margin_px == pytest.approx(margin, rel=1e-6)

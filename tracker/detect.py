@@ -447,6 +447,24 @@ def image_refinement(engine, cfg: LocateConfig) -> tuple[int, float, float] | tu
     return k, cfg.image_sigma_A, cfg.image_radius_A
 
 
+def view_margin_px(engine, preprocess_cfg: PreprocessConfig, edge_px: float, sampling: float | None) -> float:
+    """How far inside a frame's edge [its px] the detector sees columns: ``edge_px`` on the grid
+    it locates on, which a network's resampling to its pixel size makes ``edge_px / scale`` of
+    the frame's where it shrinks the frame (frames finer than its pixel size, beyond its card's
+    ``as_is_ratio``); plus 1 px. A site nearer the edge than this is out of view (no column
+    there is no evidence of an empty site). Until 2026-12-07 the sites took ``edge_px + 1``
+    whatever the resampling: ``haadf-stem`` on 0.127 Å/px frames sees from 3.2 px inside."""
+    scale = 1.0
+    target = preprocess_cfg.target_sampling or getattr(engine, "sampling", None) \
+        or (getattr(engine, "card", None) or {}).get("sampling_A")
+    if target and sampling:
+        scale = float(sampling) / float(target)
+        as_is = preprocess_cfg.as_is or ((getattr(engine, "card", None) or {}).get("inference") or {}).get("as_is_ratio")
+        if as_is and as_is[0] <= scale <= as_is[1]:
+            scale = 1.0
+    return edge_px / min(scale, 1.0) + 1.0
+
+
 def model_imaging(card: dict | None) -> str | None:
     """What a model card says its network was trained on: ``"stem"``, ``"hrtem"``, or None (no
     card: the classical locator). The card's ``use`` says it for a bundled model; a model trained

@@ -36,7 +36,7 @@ from .errors import ConfigError
 from .frames import Frame, FrameResult, column_values  # noqa: F401 (FrameResult: re-exported)
 from .fastlink import warm_up
 from .link import StreamLinker
-from .detect import Detector, EngineConfig, detect_averaged
+from .detect import Detector, EngineConfig, detect_averaged, view_margin_px
 from .average import FrameAverager
 from .intensity import IntensityClasses
 from .site_counts import counts_so_far
@@ -514,7 +514,8 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
     def _new_sites(self) -> SiteMap:
         # a column closer to the frame's edge than the detector looks is not seen: out of view
         return SiteMap(self.cfg.sites, self._settings_sampling(), frames_per_detection=self.cfg.preprocess.average_frames,
-                       view_margin_px=self.cfg.locate.edge_px + 1.0)
+                       view_margin_px=view_margin_px(self.detector.engine, self.cfg.preprocess, self.cfg.locate.edge_px,
+                                                     self.sampling))
 
     def statistics(self) -> dict[str, pd.DataFrame]:
         """Diffusion statistics so far (:meth:`SiteMap.statistics`)."""

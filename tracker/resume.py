@@ -135,7 +135,7 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
                   "prob_hist": sm.prob_hist.tolist(),
                   "n_classes": int(sm.n_classes), "class_names": sm.class_names,
                   "pending_view": [None if v is None else list(v) for v in sm._pending_view],
-                  "unseen_site_frames": int(sm.unseen_site_frames)},
+                  "unseen_site_frames": int(sm.unseen_site_frames), "view_margin_px": float(sm.view_margin_px)},
     }
     return meta, arrays, logs
 
@@ -418,7 +418,7 @@ def snapshot_statistics(run: Run) -> tuple[dict[str, pd.DataFrame], dict[str, An
     p = meta["pipeline"]
     settings = (run.attrs.get("settings_sampling") or {}).get("sampling")  # (Pipeline._settings_sampling)
     sm = SiteMap(config.sites, p.get("sampling") or settings, frames_per_detection=config.preprocess.average_frames,
-                 view_margin_px=config.locate.edge_px + 1.0)
+                 view_margin_px=meta["sites"].get("view_margin_px", config.locate.edge_px + 1.0))
     _restore_sites(sm, meta["sites"], arrays, logs)
     sm.flush()
     last = p.get("last_frame")
