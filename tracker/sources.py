@@ -439,7 +439,7 @@ def open_source(
                                    dataset=dataset)
             return counted(watcher, counters)
         if pattern is not None:
-            raise ConfigError(f"{path} is a file; a pattern (--pattern, pattern=) chooses the files of a folder")
+            raise ConfigError(f"{path} is a file; a pattern chooses the files of a folder (--pattern, pattern=)")
         from .files import open_recording
 
         rec = open_recording(path, focal=focal, fps=fps, dataset=dataset)
@@ -457,10 +457,9 @@ def say_sampling_override(said: float | None, given: float, source) -> None:
     """Say where a pixel size given (--sampling) is far from the one the file records (a
     factor 10 is nm taken for Å); the given one is used."""
     if said and not 0.8 <= given / said <= 1.25:
-        log.warning("%s records %.4g Å/px; the sampling given (--sampling, sampling=) %.4g (%.3gx that) is "
-                    "used%s", source, said, given,
-                    given / said, " (nm for Å?)" if math.isclose(max(given, said) / min(given, said), 10, rel_tol=0.05)
-                    else "")
+        log.warning("%s records %.4g Å/px; --sampling %.4g (%.3gx that) is used%s (the pixel size given: "
+                    "--sampling, sampling=)", source, said, given, given / said,
+                    " (nm for Å?)" if math.isclose(max(given, said) / min(given, said), 10, rel_tol=0.05) else "")
 
 
 def _override_sampling(frames: Iterable[Frame], sampling: float) -> Iterator[Frame]:
