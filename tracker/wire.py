@@ -270,7 +270,9 @@ class SeqTracker:
     and raises WireError("seq_repeat") for a seq at or below the last one seen. A seq of 0
     after a higher one is taken as a publisher restart (a new stream), not a repeat; so is any
     seq that goes back after :meth:`reconnected` (a publisher that came back on a new
-    connection), its first ``seq`` messages then counting as missing.
+    connection), its first ``seq`` messages then counting as missing. A source may also take a
+    seq that goes back to where the camera began counting (:meth:`counts_again`) as a restart
+    (:meth:`restart`).
     """
 
     def __init__(self) -> None:
