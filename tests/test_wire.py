@@ -134,3 +134,42 @@ def test_how_a_frame_was_taken_travels_in_the_header_meta():
         pull.close(linger=0)
         pub.close()
     assert got[0].meta == {"imaging": "stem", "detector": "adf"} and got[1].meta == {}  # not the local path
+
+
+def test_a_rejected_header_still_tells_its_seq():
+    from etem.tracker.wire import header_seq
+
+    assert header_seq(json.dumps({**GOOD, "seq": 7, "dtype": "u16"}).encode()) == 7
+    assert header_seq(json.dumps({**GOOD, "seq": 7, "protocol": "other/1"}).encode()) == 7
+    assert header_seq(b"\xef\xbb\xbf" + json.dumps({**GOOD, "seq": 3}).encode()) == 3
+    assert header_seq(json.dumps({**GOOD, "seq": "7"}).encode()) is None
+    assert header_seq(b"{not json") is None
+
+
+def test_a_rejection_names_the_field_at_fault():
+    with pytest.raises(WireError) as info:
+        decode(_msg({k: v for k, v in GOOD.items() if k != "sampling"}))
+    assert info.value.field == "sampling" and "'sampling'" in str(info.value)
+    with pytest.raises(WireError) as info:
+        decode(_msg({**GOOD, "dtype": ">u2"}))
+    assert info.value.field == "dtype" and "little-endian" in str(info.value)
+
+
+def test_an_end_marker_may_come_with_an_empty_second_part_but_not_pixels():
+    end = encode(None, seq=3, frame=3, sampling=None, end=True)
+    assert decode(end + [b""]) is None
+    with pytest.raises(WireError) as info:
+        decode(end + [b"\0" * 8])
+    assert info.value.reason == "parts"
+
+
+def test_seq_tracker_a_camera_counting_again_from_its_start():
+    s = SeqTracker()
+    for q in range(1, 6):
+        s.check(q)
+    assert s.counts_again(1) and not s.counts_again(3) and not s.counts_again(5)
+    assert s.restart(1) == 0 and s.restarts == 1 and s.missing == 0  # it counts from 1: none missing
+    assert s.check(2) == 0
+    s = SeqTracker()
+    s.check(0), s.check(1), s.check(2)
+    assert s.counts_again(1) and s.restart(1) == 1 and s.gaps == [(0, 1)]  # seq 0 of the new stream is lost

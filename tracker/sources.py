@@ -18,7 +18,7 @@ import zmq
 from .accounting import Counters
 from .errors import ConfigError, WireError, choice_error
 from .frames import Frame
-from .wire import SeqTracker, decode, decode_header
+from .wire import SeqTracker, decode, decode_header, header_seq
 
 log = logging.getLogger("etem.source")
 
@@ -73,7 +73,7 @@ class ZmqSource:
         if mode not in ("sub", "pull"):
             raise choice_error("mode", mode, ("sub", "pull"))
         if "://" not in address:
-            raise ConfigError(f"address must look like tcp://HOST:PORT, got {address!r}")
+            raise ConfigError(f"the address (--listen, source=) must look like tcp://HOST:PORT, got {address!r}")
         _check_address(address, bind)
         self.address = address
         self.mode = mode
@@ -88,6 +88,10 @@ class ZmqSource:
         self.seq = SeqTracker()
         self._highest: int | None = None  # the highest frame number given to the run
         self._frame_offset = 0  # added to the camera's frame numbers (after it counted again)
+        self._stream: object = _UNSET  # the ``stream`` id the run follows (None: the camera sends none)
+        self._left: set = set()  # stream ids the run followed before (a camera that came back under a new one)
+        self._said: set = set()  # the faults said once (each further one is only counted)
+        self._gaps_said = 0
         self._ctx = context or zmq.Context.instance()
         self.ended = False
         #: set to end the stream (a pipeline's first stop): what ZeroMQ already received is
@@ -119,7 +123,9 @@ class ZmqSource:
             (sock.bind if self.bind else sock.connect)(self.address)
         except zmq.ZMQError as exc:
             sock.close()
-            raise ConfigError(f"cannot {'bind' if self.bind else 'connect'} {self.address}: {exc}") from None
+            hint = (" (is another tracker or camera bound to it? --bind, bind=True binds; without it the "
+                    "tracker connects to a camera that binds)" if self.bind and exc.errno == zmq.EADDRINUSE else "")
+            raise ConfigError(f"cannot {'bind' if self.bind else 'connect'} {self.address}: {exc}{hint}") from None
         return sock
 
     def __iter__(self) -> Iterator[Frame]:
@@ -144,7 +150,8 @@ class ZmqSource:
                     log.warning("no message from %s after %.0f s: is the camera sending %s? (%s)", self.address,
                                 _QUIET_S, "here" if self.bind else "from there",
                                 "both sides need the same CURVE keys" if self.curve_keys is not None else
-                                "a PUB camera needs --mode sub, a PUSH one --mode pull")
+                                "a PUB camera needs --mode sub (mode='sub'), a PUSH one --mode pull "
+                                "(mode='pull'); --bind (bind=True) when the camera connects")
                 if monitor in ready:
                     while monitor.poll(0):
                         monitor.recv_multipart()
@@ -194,18 +201,22 @@ class ZmqSource:
         try:
             frame = decode(parts, received=received, nonfinite_ok=self.nonfinite_ok)
         except WireError as exc:
-            self.counters.add("received")
-            self.counters.add("rejected", reason=exc.reason)
-            log.debug("rejected message: %s", exc)
-            self._seen(_seq_of(parts[0]) if parts else None)  # (a rejected message is none missing)
+            seq = header_seq(parts[0]) if parts else None
+            self._reject(exc, seq)
+            self._seen(seq)  # (a rejected message is none missing)
+            return None
+        header = decode_header(parts[0])
+        seq = header["seq"]
+        if not self._follows(header.get("stream"), seq):
+            exc = WireError("stream", f"stream {header.get('stream')!r} is not the run's ({self._stream!r})")
+            exc.field = "stream"  # type: ignore[attr-defined]
+            self._reject(exc, seq)
             return None
         if frame is None:  # end of stream: a control message, not a frame; its seq tells what went missing
             try:
-                gap = self.seq.end(decode_header(parts[0])["seq"])
+                gap = self.seq.end(seq)
             except WireError as exc:  # a repeated or stale end: the stream goes on
-                self.counters.add("received")
-                self.counters.add("rejected", reason=exc.reason)
-                log.warning("rejected message: %s", exc)
+                self._reject(exc, seq)
                 return None
             if gap:
                 self.counters.add("missing", gap)
@@ -217,37 +228,95 @@ class ZmqSource:
             self._seen(frame.seq, strict=True)
         except WireError as exc:
             self.counters.add("rejected", reason=exc.reason)
+            self._say(exc, frame.seq)
             return None
         self._renumber(frame, restarted=self.seq.restarts > restarts)
         return frame
 
+    def _reject(self, exc: WireError, seq: int | None) -> None:
+        self.counters.add("received")
+        self.counters.add("rejected", reason=exc.reason)
+        self._say(exc, seq)
+
+    def _say(self, exc: WireError, seq: int | None) -> None:
+        """Say a rejection, the first of its kind (its reason and the field at fault) only: a
+        camera that sends every message wrong is told once what is wrong, not at its frame rate."""
+        key = (exc.reason, getattr(exc, "field", None))
+        if key in self._said:
+            log.debug("rejected message: %s", exc)
+            return
+        self._said.add(key)
+        hint = _HINTS.get(exc.reason, "")
+        log.warning("rejected a message%s (rejected/%s): %s%s. Further ones like it are counted, not said again.",
+                    "" if seq is None else f", seq {seq}", exc.reason, exc, hint)
+
+    def _follows(self, stream, seq: int) -> bool:
+        """Whether a message of ``stream`` (its header's id, None for none) is the run's. The run
+        follows the first stream it hears; one with another id is taken as that camera started
+        again (its seq may go back) and followed instead; a message of a stream the run has
+        left is then a second camera sending to the same address, rejected (rejected/stream)."""
+        if not isinstance(stream, (str, int, float, type(None))):
+            stream = repr(stream)  # (an id of another JSON type: compared as written)
+        if self._stream is _UNSET or stream == self._stream:
+            self._stream = stream
+            return True
+        if stream in self._left:
+            if ("stream", "stream") not in self._said:
+                self._said.add(("stream", "stream"))  # (this says it: the rejections are counted only)
+                log.warning("two streams send to %s: %r and %r (two cameras on one address, or two copies of the "
+                            "acquisition software?); this run follows %r, the one heard last, and rejects the "
+                            "other's messages (rejected/stream). Give each camera its own address, or stop one.",
+                            self.address, self._stream, stream, self._stream)
+            return False
+        log.warning("the stream id went from %r to %r at seq %d: taken as the camera started again",
+                    self._stream, stream, seq)
+        self._left.add(self._stream)
+        self._stream = stream
+        self.seq.reconnected()  # (its seq may start again)
+        return True
+
     def _seen(self, seq: int | None, strict: bool = False) -> None:
         """Note a message's ``seq``: gaps before it are missing messages, a publisher restart is
-        counted, a repeat raises WireError. Not ``strict`` (a message rejected for its pixels,
-        its header sound), a seq ahead of the last is noted, one at or below it passed over."""
+        counted, a repeat raises WireError. Not ``strict`` (a message rejected for its pixels or
+        its header's fields), a seq ahead of the last is noted, one at or below it passed over."""
         if seq is None or (not strict and self.seq.last is not None and seq <= self.seq.last):
             return  # (a rejected message's seq only moves the stream on: it may be stale, or corrupt)
         try:
             gap = self.seq.check(seq)
         except WireError:
-            if strict:
+            if not strict:
+                return
+            if not self.seq.counts_again(seq):
                 raise
-            return
+            gap = self.seq.restart(seq)  # the camera counts again from where it began (1, its own first)
         if self.seq.restarts > self.counters.restarts:
             self.counters.add("restarts", self.seq.restarts - self.counters.restarts)
             log.warning("publisher restarted: seq went back to %d", seq)
         if gap:
             self.counters.add("missing", gap)
-            log.warning("seq gap: %d message(s) missing before seq %d", gap, seq)
+            self._gaps_said += 1
+            if self._gaps_said <= _GAPS_SAID:
+                log.warning("seq gap: %d message(s) missing before seq %d%s", gap, seq,
+                            "; further gaps are counted (missing), not said each" if self._gaps_said == _GAPS_SAID
+                            else "")
 
     def _renumber(self, frame: Frame, restarted: bool) -> None:
-        """Keep the run's frame numbers its own: a publisher that starts again (seq back to 0, or
-        back on a new connection) and counts its frames again from below the run's highest has
-        them numbered on from there; its own number is kept in ``meta['camera_frame']``."""
-        if restarted and self._highest is not None and frame.frame + self._frame_offset <= self._highest:
-            self._frame_offset = self._highest + 1 - frame.frame
-            log.warning("the restarted publisher's frame numbers begin at %d, which this run has had (up to %d): "
-                        "its frames are numbered on from %d", frame.frame, self._highest, self._highest + 1)
+        """Keep the run's frame numbers its own, each once and rising: a publisher that starts
+        again (seq back to 0, or back on a new connection) and counts its frames again from below
+        the run's highest, or one whose frame numbers repeat or go back while its seq goes on,
+        has them numbered on from there; its own number is kept in ``meta['camera_frame']``."""
+        if self._highest is not None and frame.frame + self._frame_offset <= self._highest:
+            offset = self._highest + 1 - frame.frame
+            if restarted:
+                log.warning("the restarted publisher's frame numbers begin at %d, which this run has had (up to %d): "
+                            "its frames are numbered on from %d", frame.frame, self._highest, self._highest + 1)
+            elif "frame" not in self._said:
+                self._said.add("frame")
+                log.warning("frame %d (seq %d) repeats or goes back (the run is at frame %d): the run numbers it, and "
+                            "any further such, on from there, and keeps the camera's number in meta['camera_frame']. "
+                            "The header's frame is the acquisition index: +1 per frame", frame.frame,
+                            frame.seq, self._highest)
+            self._frame_offset = offset
         if self._frame_offset:
             frame.meta = {**(frame.meta or {}), "camera_frame": frame.frame}
             frame.frame += self._frame_offset
@@ -255,6 +324,15 @@ class ZmqSource:
 
 
 _END = object()
+_UNSET = object()
+_GAPS_SAID = 3  # seq gaps said each; the further ones are counted only
+#: what a rejection's warning adds, by reason
+_HINTS = {
+    "seq_repeat": " (a camera that counts again from 0 or 1, or from where it began, is taken as started again; "
+                  "repeated seqs are also what two cameras sending to one address give)",
+    "bad_json": " (part 0 must be the header: UTF-8 JSON, one object)",
+    "protocol": " (every header, the end marker's too, says \"protocol\": \"etem-frame/1\")",
+}
 _QUIET_S = 10.0  # a stream silent this long from its start is said to be (the camera? the address?)
 
 
@@ -268,7 +346,7 @@ def _check_address(address: str, bind: bool) -> None:
         return
     host, _, port = rest.rpartition(":")
     if port != "*" and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ConfigError(f"{address}: the port must be 1 to 65535")
+        raise ConfigError(f"{address} (--listen, source=): the port must be 1 to 65535")
     host = host.strip("[]")
     if bind or host in ("*", "") or host.replace(".", "").isdigit() or ":" in host:
         return
@@ -355,13 +433,13 @@ def open_source(
 
             if pace is not None:
                 raise ConfigError(f"{path} is a folder being written: its frames come at the pace they are "
-                                  "written; drop --pace")
+                                  "written; drop --pace (pace=)")
             watcher = watch_folder(path, stop=stop, idle_timeout_s=idle_timeout_s or 5.0, sampling=sampling,
                                    focal=focal, fps=fps, start=start, pattern=pattern, counters=counters,
                                    dataset=dataset)
             return counted(watcher, counters)
         if pattern is not None:
-            raise ConfigError(f"{path} is a file; a pattern chooses the files of a folder")
+            raise ConfigError(f"{path} is a file; a pattern chooses the files of a folder (--pattern, pattern=)")
         from .files import open_recording
 
         rec = open_recording(path, focal=focal, fps=fps, dataset=dataset)
@@ -370,7 +448,7 @@ def open_source(
             say_sampling_override(rec.sampling, sampling, path)
             frames = _override_sampling(frames, sampling)
         elif rec.sampling is None and default_sampling is None:
-            log.warning("%s gives no pixel size; pass --sampling (Å/px)", path)
+            log.warning("%s gives no pixel size; give it (--sampling, sampling=; Å/px)", path)
         return counted(frames, counters)
     return iter_array(spec, sampling=sampling, counters=counters, start=start)
 
@@ -379,9 +457,9 @@ def say_sampling_override(said: float | None, given: float, source) -> None:
     """Say where a pixel size given (--sampling) is far from the one the file records (a
     factor 10 is nm taken for Å); the given one is used."""
     if said and not 0.8 <= given / said <= 1.25:
-        log.warning("%s records %.4g Å/px; --sampling %.4g (%.3gx that) is used%s", source, said, given,
-                    given / said, " (nm for Å?)" if math.isclose(max(given, said) / min(given, said), 10, rel_tol=0.05)
-                    else "")
+        log.warning("%s records %.4g Å/px; --sampling %.4g (%.3gx that) is used%s (the pixel size given: "
+                    "--sampling, sampling=)", source, said, given, given / said,
+                    " (nm for Å?)" if math.isclose(max(given, said) / min(given, said), 10, rel_tol=0.05) else "")
 
 
 def _override_sampling(frames: Iterable[Frame], sampling: float) -> Iterator[Frame]:

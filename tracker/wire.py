@@ -37,6 +37,7 @@ REJECT_REASONS = (
     "payload_size",  # pixel payload does not match shape x itemsize
     "nan",  # non-finite pixels
     "seq_repeat",  # a seq already seen (repeated or out of order)
+    "stream",  # from another stream than the run's (a second camera sending to the same address)
     "preprocess",  # frame could not be preprocessed (shape/sampling mismatch ...)
     "oom",  # the engine ran out of GPU memory even on a batch of this one frame
     "blank",  # the frame holds no image: constant, or its SNR far below the run's (beam blanked)
@@ -44,6 +45,7 @@ REJECT_REASONS = (
 )
 
 _REQUIRED = ("seq", "frame", "shape", "dtype", "sampling")
+_FRAME_KEYS = "protocol, seq, frame, shape, dtype, sampling"
 _MAX_PIXELS = 1 << 28  # 16k x 16k; a larger header is certainly corrupt
 #: The smallest image side, and the most images of a focal series, a frame may have to be tracked
 #: (the pipeline rejects others, rejected/preprocess; the wire format itself takes any shape).
@@ -99,22 +101,38 @@ def _wire_dtype_name(dtype: np.dtype) -> str:
     )
 
 
+def _fail(reason: str, field: str | None, message: str) -> WireError:
+    """A WireError that also names the header field at fault (``field``; None: the message as
+    a whole), so that a live source can say each fault once."""
+    exc = WireError(reason, message)
+    exc.field = field  # type: ignore[attr-defined]
+    return exc
+
+
+def _parse(part0: bytes | memoryview) -> dict[str, Any]:
+    try:
+        # (a UTF-8 byte-order mark, which some writers put first, is passed over)
+        header = json.loads(bytes(part0).decode("utf-8").removeprefix("\ufeff"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, an integer too long
+        raise _fail("bad_json", None, f"header (part 0) is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise _fail("bad_json", None, f"header (part 0) must be a JSON object, got a {type(header).__name__}")
+    return header
+
+
 def decode_header(part0: bytes | memoryview) -> dict[str, Any]:
     """Parse and validate a header; raise WireError with a reason on any fault."""
-    try:
-        header = json.loads(bytes(part0).decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, an integer too long
-        raise WireError("bad_json", f"header is not UTF-8 JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise WireError("bad_json", "header must be a JSON object")
+    header = _parse(part0)
     if header.get("protocol") != PROTOCOL:
-        raise WireError("protocol", f"protocol must be {PROTOCOL!r}, got {_short(header.get('protocol'))}")
+        got = "none" if "protocol" not in header else _short(header.get("protocol"))
+        raise _fail("protocol", "protocol", f"protocol must be {PROTOCOL!r}, got {got}")
     if header.get("end") is True:
         _check_int(header, "seq")
         return header
     for key in _REQUIRED:
         if key not in header:
-            raise WireError("missing_field", f"header lacks required field {key!r}")
+            raise _fail("missing_field", key, f"header lacks required field {key!r} (a frame's header needs "
+                                              f"{_FRAME_KEYS}; sampling may be null)")
     _check_int(header, "seq")
     _check_int(header, "frame")
     shape = header["shape"]
@@ -123,25 +141,41 @@ def decode_header(part0: bytes | memoryview) -> dict[str, Any]:
         or len(shape) not in (2, 3)
         or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
     ):
-        raise WireError("bad_field", f"shape must be [H, W] or [F, H, W] of positive ints, got {_short(shape)}")
+        raise _fail("bad_field", "shape", f"shape must be [H, W] or [F, H, W] of positive ints, got {_short(shape)}")
     if math.prod(shape) > _MAX_PIXELS:
-        raise WireError("bad_field", f"shape {shape} exceeds {_MAX_PIXELS} pixels")
+        raise _fail("bad_field", "shape", f"shape {shape} exceeds {_MAX_PIXELS} pixels")
     if not isinstance(header["dtype"], str) or header["dtype"] not in DTYPES:
-        raise WireError("dtype", f"dtype must be one of {', '.join(DTYPES)}, got {_short(header['dtype'])}")
+        raise _fail("dtype", "dtype", f"dtype must be one of {', '.join(DTYPES)} (pixels little-endian), "
+                                      f"got {_short(header['dtype'])}")
     sampling = header["sampling"]
     if sampling is not None and not _positive_number(sampling):
-        raise WireError("bad_field", f"sampling must be a positive number [Å/px] or null, got {_short(sampling)}")
+        raise _fail("bad_field", "sampling",
+                    f"sampling must be a positive number [Å/px] or null, got {_short(sampling)}")
     for key in ("t", "dose"):
         if key in header and header[key] is not None and not _finite_number(header[key]):
-            raise WireError("bad_field", f"{key} must be a finite number, got {_short(header[key])}")
+            raise _fail("bad_field", key, f"{key} must be a finite number, got {_short(header[key])}")
     if "defocus" in header and header["defocus"] is not None:
         d = header["defocus"]
         n_focal = shape[0] if len(shape) == 3 else 1
         if not isinstance(d, list) or len(d) != n_focal or not all(_finite_number(v) for v in d):
-            raise WireError("bad_field", f"defocus must be a list of {n_focal} numbers [Å], got {_short(d)}")
+            raise _fail("bad_field", "defocus", f"defocus must be a list of {n_focal} numbers [Å] (one per image of "
+                                                f"shape {shape}), got {_short(d)}")
     if "meta" in header and not isinstance(header["meta"], dict):
-        raise WireError("bad_field", "meta must be a JSON object")
+        raise _fail("bad_field", "meta", f"meta must be a JSON object, got {_short(header['meta'])}")
     return header
+
+
+def header_seq(part0: bytes | memoryview) -> int | None:
+    """The ``seq`` of a message whose header fails validation otherwise (a wrong dtype, a
+    missing field, another protocol's name): a message rejected for that still arrived, and is
+    not missing. None where the header is no JSON object or has no integer seq."""
+    try:
+        seq = _parse(part0).get("seq")
+    except WireError:
+        return None
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return None
+    return seq if 0 <= seq <= _MAX_INT else None
 
 
 def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0, nonfinite_ok: bool = False) -> Frame | None:
@@ -153,27 +187,32 @@ def decode(parts: Sequence[bytes | memoryview], *, received: float = 0.0, nonfin
     the pipeline to fill or reject (``[preprocess] fill_nonfinite``), not rejected here.
     """
     if len(parts) == 0:
-        raise WireError("parts", "empty message")
+        raise _fail("parts", None, "empty message")
     header = decode_header(parts[0])
     if header.get("end") is True:
-        if len(parts) != 1:
-            raise WireError("parts", f"an end-of-stream message has 1 part, got {len(parts)}")
+        # (one part; an empty second one, from a sender that always sends two, is taken too)
+        if len(parts) > 2 or (len(parts) == 2 and memoryview(parts[1]).nbytes):
+            raise _fail("parts", "end", f"an end-of-stream message has 1 part (the header, no pixels), got "
+                                        f"{len(parts)}")
         return None
     if len(parts) != 2:
-        raise WireError("parts", f"a frame message has 2 parts (header, pixels), got {len(parts)}")
+        raise _fail("parts", None, f"a frame message has 2 parts (header, pixels), got {len(parts)}"
+                    + (": the pixels are missing" if len(parts) == 1 else ""))
     dtype = DTYPES[header["dtype"]]
     shape = tuple(header["shape"])
     payload = memoryview(parts[1])
     expected = math.prod(shape) * dtype.itemsize
     if payload.nbytes != expected:
-        raise WireError(
-            "payload_size",
-            f"payload has {payload.nbytes} bytes; shape {list(shape)} x {header['dtype']} needs {expected}",
+        raise _fail(
+            "payload_size", "shape",
+            f"payload (part 1) has {payload.nbytes} bytes; shape {list(shape)} x {header['dtype']} "
+            f"({dtype.itemsize} bytes each) needs {expected}",
         )
     image = np.frombuffer(payload, dtype=dtype).reshape(shape)
     finite = dtype.kind != "f" or bool(np.isfinite(image).all())
     if not (finite or nonfinite_ok):
-        raise WireError("nan", "frame contains NaN or infinite pixels")
+        raise _fail("nan", None, f"frame contains {int(np.size(image) - np.isfinite(image).sum())} NaN or "
+                                 "infinite pixels ([preprocess] fill_nonfinite fills a few)")
     # (the Frame below is marked finite where every wire dtype is whole numbers or was just checked)
     defocus = header.get("defocus")
     meta = dict(header.get("meta") or {})
@@ -199,7 +238,7 @@ _MAX_INT = (1 << 63) - 1  # seq and frame are stored as int64
 def _check_int(header: dict, key: str) -> None:
     v = header.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_INT:
-        raise WireError("bad_field", f"{key} must be an integer from 0 to 2**63 - 1, got {_short(v)}")
+        raise _fail("bad_field", key, f"{key} must be an integer from 0 to 2**63 - 1, got {_short(v)}")
 
 
 def _short(v: object, n: int = 80) -> str:
@@ -231,7 +270,9 @@ class SeqTracker:
     and raises WireError("seq_repeat") for a seq at or below the last one seen. A seq of 0
     after a higher one is taken as a publisher restart (a new stream), not a repeat; so is any
     seq that goes back after :meth:`reconnected` (a publisher that came back on a new
-    connection), its first ``seq`` messages then counting as missing.
+    connection), its first ``seq`` messages then counting as missing. A source may also take a
+    seq that goes back to where the camera began counting (:meth:`counts_again`) as a restart
+    (:meth:`restart`).
     """
 
     def __init__(self) -> None:
@@ -239,6 +280,7 @@ class SeqTracker:
         self.missing = 0
         self.gaps: list[tuple[int, int]] = []  # (first missing seq, count)
         self.restarts = 0
+        self.first: int | None = None  # the first seq heard: where the camera counts from, as far as known
         self._reconnected = False
 
     def reconnected(self) -> None:
@@ -248,7 +290,7 @@ class SeqTracker:
     def check(self, seq: int) -> int:
         last = self.last
         if last is None:
-            self.last = seq
+            self.last = self.first = seq
             return 0
         if (seq == 0 and last > 0) or (self._reconnected and seq <= last):
             self.restarts += 1
@@ -265,6 +307,25 @@ class SeqTracker:
             self.missing += gap
             self.gaps.append((last + 1, gap))
         self.last = seq
+        return gap
+
+    def counts_again(self, seq: int) -> bool:
+        """Whether ``seq``, going back, is where a camera starts counting: 1 (0 is a restart to
+        :meth:`check` already), or at most the first seq this run heard (a camera counting from
+        its own number). An acquisition started again on the same connection looks like that."""
+        return self.last is not None and self.first is not None and seq < self.last and seq <= max(1, self.first)
+
+    def restart(self, seq: int) -> int:
+        """Take ``seq`` as the first of a publisher's new stream (see :meth:`counts_again`);
+        returns (and counts) the messages missing before it: those after where the camera
+        started counting the first time."""
+        self.restarts += 1
+        self._reconnected = False
+        self.last = seq
+        gap = max(0, seq - (self.first or 0))
+        if gap:
+            self.missing += gap
+            self.gaps.append((seq - gap, gap))
         return gap
 
     def end(self, seq: int) -> int:
