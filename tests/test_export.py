@@ -230,3 +230,21 @@ def test_the_movie_draws_each_class_in_its_colour_with_a_legend(tmp_path):
     assert near(mo, frame) > 4 * (n // 2) and near(s2, frame) > 4 * (n // 2)  # every column circled in its colour
     assert near(mo, band) > 0 and near(s2, band) > 0  # ... and said in the legend
     assert near("#FF3C3C", frame) == 0  # (no column red)
+
+
+def test_the_summary_accounts_for_every_message(tmp_path):
+    """summary.json says what came in and what became of it (it held no message counts: a
+    camera integrator had only frames.csv's seq to go by)."""
+    import json
+
+    from etem.simulate import make_movie
+    from etem.tracker import track
+
+    frames = make_movie(n_frames=6, shape=(64, 64), seed=0).frames.astype(np.float32)
+    frames[2, 5, 5] = np.nan  # one frame that cannot be located
+    track(frames, sampling=0.2, classical=True, run_path=tmp_path / "run.h5")
+    export_run(tmp_path / "run.h5", tmp_path / "out", formats="csv,report", progress=False)
+    messages = json.loads((tmp_path / "out" / "summary.json").read_text())["messages"]
+    assert messages["received"] == 6 and messages["processed"] == 5
+    assert messages["rejected"] == 1 and messages["rejected/nan"] == 1 and messages["dropped"] == 0
+    assert "rejected/dtype" not in messages  # (reasons that did not occur are left out)

@@ -59,6 +59,10 @@ def run_statistics(run: Run | str | Path) -> tuple[dict[str, pd.DataFrame], dict
     summ = D.summary(frames, sites, stats, run.sampling, run.class_names)
     # how the run ended: a run still being written, or stopped, holds only part of the recording
     summ["run_status"] = run.status
+    # what came in and what became of it (received = processed + rejected + dropped; missing:
+    # seq gaps), with the reasons that occurred
+    counts = run.counters or {}
+    summ["messages"] = {k: int(v) for k, v in counts.items() if "/" not in k or v}
     if as_of is not None:
         summ["stats_as_of_frame"] = as_of["last_frame"]
         summ["stats_note"] = f"as of frame {as_of['last_frame']} ({as_of['why']})"
