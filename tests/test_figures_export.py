@@ -232,6 +232,7 @@ def test_a_few_residences_are_listed_not_drawn_as_one_bar():
     _residence_panel(ax, hist, 60)
     text = " ".join(t.get_text() for t in ax.texts)
     assert not ax.patches and "only 1 residence" in text and "196 more runs cut by the movie's start or end" in text
+    assert "or by the site leaving the view" in text  # (runs cut at the view's edge are counted too)
 
 
 # ------------------------------------------------------------------ 3, 6, 7: the maps and their titles

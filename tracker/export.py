@@ -258,14 +258,15 @@ def _render_map_image(image: np.ndarray, sampling: float | None, *, title: str, 
 
 
 def _render_counts(frames: pd.DataFrame, class_counts: pd.DataFrame | None = None,
-                   class_names: Sequence[str] = (), *, caption: str | None = None) -> Figure:
+                   class_names: Sequence[str] = (), *, caption: str | None = None,
+                   labels: dict[str, str] | None = None) -> Figure:
     """Columns found per frame (per class where the run has several), frames outside the trust
     ranges marked: the report's panel (:func:`etem.tracker.report.draw_counts`) as a figure."""
     from .report import draw_counts
 
     fig = Figure(figsize=(8.0, 3.4), layout="constrained")  # (room for the tick labels, however long)
     ax = fig.add_subplot()
-    draw_counts(ax, frames, class_counts, class_names)
+    draw_counts(ax, frames, class_counts, class_names, labels)
     ax.set_title("Columns per frame" + (f"\n{caption}" if caption else ""))
     return fig
 
@@ -403,7 +404,8 @@ def export_run(run_path: str | Path, out_dir: str | Path, *,
             jobs += [("occupancy.png", partial(_save, lambda: _site_map(run, "occupancy"))),
                      ("events.png", partial(_save, lambda: _site_map(run, "events"))),
                      ("counts.png", partial(_save, lambda: _render_counts(
-                         run.frames, derived["class_counts"], run.class_names, caption=run_caption(run))))]
+                         run.frames, derived["class_counts"], run.class_names, caption=run_caption(run),
+                         labels=summ.get("class_labels"))))]
             if has_class_changes(run):
                 jobs.append(("class_changes.png", partial(_save, lambda: _class_change_map(run))))
             if len(derived["site_intensity"]) and len(run.sites):

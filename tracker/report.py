@@ -70,6 +70,10 @@ def run_statistics(run: Run | str | Path) -> tuple[dict[str, pd.DataFrame], dict
         summ["run_error"] = str(run.attrs["error"])
     if len(tracks):
         summ.update(motion_summary(tracks, run.sampling, fps))
+    names = list(run.class_names)
+    labels = run.class_labels
+    if labels != names:  # (the names as shown, beside those in the tables: B0 -> B0 (S))
+        summ["class_labels"] = dict(zip(names, labels))
     return tables, summ
 
 
@@ -121,12 +125,13 @@ def _json(o):
 
 
 def draw_counts(ax, frames: pd.DataFrame, class_counts: pd.DataFrame | None,
-                class_names: Sequence[str] = ()) -> None:
+                class_names: Sequence[str] = (), labels: dict[str, str] | None = None) -> None:
     """Columns found per frame on ``ax``: all of them (dark), each class's where the run has
     several (in the class colours, outlined so that a light colour shows on white), the frames
     outside the trust ranges as red markers on the line of all columns; x in frames with the time
     [s] on top where the run knows its frame rate, y from 0. The legend lies outside the axes,
-    to their right. (The report's panel and ``counts.png``.)"""
+    to their right; ``labels``: the classes' names as shown, by name (summary's
+    ``class_labels``: ``B0 (S)`` for ``B0``). (The report's panel and ``counts.png``.)"""
     from matplotlib import patheffects
     from matplotlib.ticker import MaxNLocator
 
@@ -148,7 +153,7 @@ def draw_counts(ax, frames: pd.DataFrame, class_counts: pd.DataFrame | None,
             k = names.index(name) if name in names else (int(name[5:]) if name[5:].isdigit() else None)
             ax.plot(class_counts["frame"], class_counts[c], lw=1.2, marker=marker, ms=3,
                     color=None if k is None else colours[k % len(colours)],  # (as the overlay and movie draw them)
-                    path_effects=stroke, label=_class_name(name))
+                    path_effects=stroke, label=(labels or {}).get(name) or _class_name(name))
     if "in_range" in frames and (frames["in_range"] == 0).any():
         bad = (frames["in_range"] == 0).to_numpy()
         ax.plot(f[bad], total[bad], "o", ms=3.5, color="C3", zorder=3, label="outside the trust ranges")
@@ -210,14 +215,15 @@ _FEW_RESIDENCES = 10
 def _residence_panel(ax, hist: pd.DataFrame, n_frames: int) -> None:
     """Residence times of the runs seen to begin and end, the two states side by side; a few
     listed rather than drawn as a histogram of one or two bars; the runs cut by the movie's start
-    or end (censored: a site occupied throughout) counted below."""
+    or end, or by the site leaving the view (censored: a site occupied throughout), counted below."""
     title = "Residence times"
     if n_frames < 2:
         return _say(ax, "one frame: no residence times\ncan be measured", title)
     done = hist[hist["completed"] > 0]
     censored = int(hist["censored"].sum()) if "censored" in hist else 0
     cut = (f"{censored} more run{'s' if censored != 1 else ''} cut by the movie's start or end\n"
-           "(a site occupied or empty throughout: no residence time)") if censored else ""
+           "or by the site leaving the view (a site occupied or empty\nthroughout: no residence time)") \
+        if censored else ""
     n_done = int(done["completed"].sum()) if len(done) else 0
     if n_done == 0:
         return _say(ax, "no residence seen to begin and end:\na site must change state twice"
@@ -247,7 +253,7 @@ def _residence_panel(ax, hist: pd.DataFrame, n_frames: int) -> None:
     ax.hist(data, bins=edges, weights=weights, color=["C0", "C1"], label=labels)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # (counts of runs)
     ax.set_xlabel("residence [frames]" + (f"\n(not shown: {censored} run{'s' if censored != 1 else ''} cut by\n"
-                                          "the movie's start or end)" if censored else ""))
+                                          "the movie's start or end, or the view's edge)" if censored else ""))
     ax.set_ylabel("runs")
     ax.set_title(title)
     ax.legend(fontsize="small", loc="best")
@@ -289,7 +295,7 @@ def render_report(run: Run, tables: dict[str, pd.DataFrame], summ: dict[str, Any
                    label="changes [1/frame]", vmin=0, vmax=None)
     _residence_panel(fig.add_subplot(top[0, -1]), tables["residence_histogram"], n_frames)
     ax = fig.add_subplot(bottom[0, 0])
-    draw_counts(ax, run.frames, tables["class_counts"], run.class_names)
+    draw_counts(ax, run.frames, tables["class_counts"], run.class_names, summ.get("class_labels"))
     ax.set_title("Columns per class over time")
     ax = fig.add_subplot(bottom[0, 2])
     ax.set_axis_off()
@@ -328,7 +334,9 @@ def figure_lines(summ: dict[str, Any]) -> list[str]:
     if g("hop_length_median") is not None:
         lines.append(f"hop length: {num(g('hop_length_median'))} {g('hop_length_units')} (median)")
     if g("class_changes"):
-        kinds = list((g("class_changes_by_kind") or {}).items())
+        shown = g("class_labels") or {}
+        kinds = [(" -> ".join(shown.get(c, c) for c in k.split(" -> ")), v)
+                 for k, v in (g("class_changes_by_kind") or {}).items()]
         said = ", ".join(f"{k} {v}" for k, v in kinds[:3]) + (", …" if len(kinds) > 3 else "")
         lines.append(f"class changes: {g('class_changes')}, {pm('class_changes_per_frame')} /frame"
                      + (f"\n  ({said})" if said else ""))

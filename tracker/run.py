@@ -322,22 +322,55 @@ class Run:
         locator), else none (files written before they were kept, without a model)."""
         config = self.attrs.get("config") or {}
         if ((config.get("locate") or {}).get("intensity_classes")):
-            try:  # (the snapshot's meta alone: its arrays and logs can be large)
-                found = self._state_meta()
-            except (FileFormatError, OSError, KeyError, ValueError):
-                found = None
-            learned = found[1].get("pipeline", {}).get("intensity_classes") if found else None
-            if learned:
-                from .intensity import IntensityClasses
-
-                classes = IntensityClasses()
-                classes.restore(learned)
-                return classes.class_names
-            return []
+            classes = self._intensity_classes()
+            return [] if classes is None else classes.class_names
         engine, card = self.attrs.get("engine"), self.attrs.get("model_card")
         if isinstance(engine, dict) and engine.get("class_names"):
             return [str(n) for n in engine["class_names"]]
         return [str(n) for n in card.get("class_names", [])] if isinstance(card, dict) else []
+
+    def _intensity_classes(self):
+        """The intensity classes the run learned (:class:`etem.tracker.intensity.IntensityClasses`,
+        from its latest snapshot's meta alone: its arrays and logs can be large); None without."""
+        try:
+            found = self._state_meta()
+        except (FileFormatError, OSError, KeyError, ValueError):
+            found = None
+        learned = found[1].get("pipeline", {}).get("intensity_classes") if found else None
+        if not learned:
+            return None
+        from .intensity import IntensityClasses
+
+        classes = IntensityClasses()
+        classes.restore(learned)
+        return classes
+
+    @property
+    def material(self) -> str | None:
+        """The material in view where the run knows it: its config's, or the demo movie's."""
+        material = (self.attrs.get("config") or {}).get("material")
+        if material:
+            return str(material)
+        demo = self.attrs.get("demo") or {}
+        return "mos2" if isinstance(demo, dict) and str(demo.get("movie", "")).startswith("mos2") else None
+
+    @property
+    def class_labels(self) -> list[str]:
+        """The class names as shown (legends, the report), beside :attr:`class_names`: MoS2's
+        intensity classes with their species by the groups' intensities, ``A (Mo)``, ``B0 (S)``,
+        ``B1 (S2)``, as the dashboard shows them (:func:`etem.tracker.intensity.display_names`);
+        other names as they are."""
+        from .intensity import display_names
+
+        names = self.class_names
+        ratios = None
+        if self.material and ((self.attrs.get("config") or {}).get("locate") or {}).get("intensity_classes"):
+            classes = self._intensity_classes()
+            try:
+                ratios = None if classes is None else classes.ratios()
+            except (KeyError, TypeError, ValueError):
+                ratios = None
+        return display_names(names, self.material, ratios if ratios and len(ratios) == len(names) else None)
 
     @property
     def status(self) -> str:
