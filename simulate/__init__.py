@@ -13,8 +13,7 @@ The names are imported when first used (abTEM and ase take seconds to load).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from etem.tracker.lazy import lazy_names
 
 _WHERE = {
     "make_movie": ".toy", "ToyMovie": ".toy", "MovieTruth": ".toy",
@@ -26,15 +25,4 @@ _WHERE = {
     "pristine_graphene": ".graphene",  # (graphene(), not exported: the name is the submodule's)
 }
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -5,15 +5,14 @@ sent with an empty pixel part. The messages are written by hand (json + numpy), 
 vendor's code would, not by the package's encoder."""
 import json
 import logging
-import threading
 
 import numpy as np
 import pytest
-import zmq
 
 from _procs import free_port
 from etem.tracker.errors import ConfigError
 from etem.tracker.sources import ZmqSource
+from test_stream_numbers import _send
 
 IMAGE = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) % 97 + 100).astype("<u2")
 
@@ -39,17 +38,7 @@ def end_msg(seq, **fields):
 def receive(messages, **kw):
     """Send ``messages`` from a PUSH that connects; receive them with a binding PULL source."""
     address = f"tcp://127.0.0.1:{free_port()}"
-
-    def camera():
-        sock = zmq.Context.instance().socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 5000)
-        sock.connect(address)
-        for parts in messages:
-            sock.send_multipart(parts)
-        sock.close()
-
-    t = threading.Thread(target=camera, daemon=True)
-    t.start()
+    t = _send(address, messages)  # (a PUSH that connects, in a thread)
     src = ZmqSource(address, mode="pull", bind=True, idle_timeout_s=kw.pop("idle_timeout_s", 20), **kw)
     got = list(src)
     t.join(10)

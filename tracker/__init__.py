@@ -12,8 +12,9 @@ The names are imported when first used (torch, pandas and trackpy take seconds t
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_names
 
 __all__ = ["find", "track", "open_run", "TrackResult", "Pipeline", "PipelineConfig", "EngineConfig", "BatchConfig",
            "__version__"]
@@ -32,19 +33,7 @@ _WHERE = {"find": ".api", "track": ".api", "TrackResult": ".api", "open_run": ".
           "PipelineConfig": ".config", "BatchConfig": ".config", "EngineConfig": ".detect"}
 
 
-def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        globals()[name] = value = _version()
-        return value
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals(), {"__version__": _version})
 
 
 if TYPE_CHECKING:

@@ -11,8 +11,7 @@ The names are imported when first used (torch takes seconds to load).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from etem.tracker.lazy import lazy_names
 
 _WHERE = {
     "TrainConfig": ".loop", "train": ".loop", "checkpoint_paths": ".loop",
@@ -22,15 +21,4 @@ _WHERE = {
     "wave_sweep": ".sweep", "run_sweep": ".sweep", "trust_ranges": ".sweep",
 }
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())
