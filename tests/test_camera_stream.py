@@ -99,40 +99,67 @@ def test_a_camera_counting_again_on_the_same_connection_is_taken_as_restarted(fi
     assert frames == sorted(set(frames)), frames  # the run's frame numbers stay its own
 
 
-def test_frame_numbers_that_repeat_or_go_back_are_numbered_on(caplog):
+def test_frame_numbers_that_repeat_are_numbered_on(caplog):
     """A camera that sends no acquisition index of its own (frame always 0), or whose index
     starts again while seq goes on: before, the frames were tracked under one frame number (the
-    per-frame tables merged them); now they are numbered on, said once, the camera's number kept."""
+    per-frame tables merged them); now a number the run has had is numbered on, said once, the
+    camera's number kept. One that goes back to a number the run has not had is kept as it is
+    (shifted as the numbers before it were): a single odd number does not renumber the rest."""
     caplog.set_level(logging.INFO, logger="etem.source")
-    frames_sent = [0, 0, 0, 0, 7, 8, 3, 4]
+    frames_sent = [0, 0, 0, 0, 7, 8, 3, 4, 7, 100, 11]
     src, got = receive([frame_msg(s, frame=f) for s, f in enumerate(frames_sent)] + [end_msg(len(frames_sent))])
     frames = [f.frame for f in got]
-    # (each renumbering shifts the camera's numbers from there on, keeping its steps)
-    assert frames == [0, 1, 2, 3, 10, 11, 12, 13], frames
+    # 0 0 0 0: 0 1 2 3 (shift 3), 7 8: 10 11, 3 4: 6 7 (not had), 7: 12 (10 had: shift 5 from there),
+    # 100: 105, 11: 16
+    assert frames == [0, 1, 2, 3, 10, 11, 6, 7, 12, 105, 16], frames
+    assert len(set(frames)) == len(frames)
     assert [f.meta.get("camera_frame", f.frame) for f in got] == frames_sent
-    assert sum("repeats or goes back" in m for m in warnings_of(caplog)) == 1
+    assert sum("repeats one this run has had" in m for m in warnings_of(caplog)) == 1
 
 
 def test_two_cameras_on_one_address_are_told_apart_by_their_stream_ids(caplog):
     """Two cameras sending to the same address (each counting from 0): before, their frames
     were tracked as one movie where their seqs happened to rise, the rest rejected as repeats
-    without a word. Now the second stream is said, and its messages rejected (rejected/stream)."""
+    without a word. Now the run follows the first, the second is said once and its messages
+    are rejected (rejected/stream), and the first's end marker ends the run."""
     caplog.set_level(logging.INFO, logger="etem.source")
     messages = []
     for s in range(12):
         messages += [frame_msg(s, stream="camA"), frame_msg(s, stream="camB")]
-    messages += [end_msg(12, stream="camA")]  # the other camera's end does not end this run
-    messages += [frame_msg(s, stream="camB") for s in range(12, 15)] + [end_msg(15, stream="camB")]
+    messages += [end_msg(12, stream="camA")]
     src, got = receive(messages)
     c = src.counters.as_dict()
-    streams = [f.meta["stream"] for f in got]
-    assert src.ended
-    # camB's first message is taken as the camera restarted under a new id; camA's next shows two
-    assert streams == ["camA"] + ["camB"] * 15, streams
-    assert c["rejected/stream"] == 12 and c["received"] == 12 * 2 + 3 + 1, c
-    two = [m for m in warnings_of(caplog) if "two streams" in m]
-    assert len(two) == 1 and "'camA'" in two[0] and "'camB'" in two[0]
-    assert not any("rejected/stream" in m and "rejected a message" in m for m in warnings_of(caplog))
+    assert src.ended and [f.meta["stream"] for f in got] == ["camA"] * 12
+    assert c["rejected/stream"] == 12 and c["received"] == 12 * 2 and c["missing"] == 0, c
+    said = [m for m in warnings_of(caplog) if "rejected/stream" in m]
+    assert len(said) == 1 and "'camA'" in said[0] and "'camB'" in said[0]
+
+
+def test_a_stray_stream_id_does_not_take_the_run_over():
+    """One message whose stream id is corrupt (or two in a row): before, the run took it as the
+    camera started again and rejected every later message of the real stream, its end marker
+    too, until --idle-timeout."""
+    messages = [frame_msg(s, stream="cam") for s in range(4)] + [frame_msg(4, stream="c\x00m")]
+    messages += [frame_msg(s, stream="cam") for s in range(5, 8)] + [frame_msg(s, stream=7) for s in (8, 9)]
+    messages += [frame_msg(s, stream="cam") for s in range(10, 14)] + [end_msg(14, stream="cam")]
+    src, got = receive(messages, idle_timeout_s=5)
+    c = src.counters.as_dict()
+    assert src.ended and [f.seq for f in got] == [0, 1, 2, 3, 5, 6, 7, 10, 11, 12, 13]
+    assert c["rejected/stream"] == 3 and c["missing"] == 0, c
+
+
+def test_a_camera_started_again_under_a_new_stream_id_is_followed(caplog):
+    """A camera whose acquisition software starts again with a new stream id (and seq from 0):
+    after three of its messages in a row with none of the old id's, it is the run's stream
+    (the first two counted rejected/stream)."""
+    caplog.set_level(logging.INFO, logger="etem.source")
+    messages = [frame_msg(s, stream="run-1") for s in range(5)]
+    messages += [frame_msg(s, frame=5 + s, stream="run-2") for s in range(6)] + [end_msg(6, stream="run-2")]
+    src, got = receive(messages)
+    c = src.counters.as_dict()
+    assert src.ended and [f.meta["stream"] for f in got] == ["run-1"] * 5 + ["run-2"] * 4
+    assert c["rejected/stream"] == 2 and c["missing"] == 0, c
+    assert any("taken as the camera started again" in m for m in warnings_of(caplog))
 
 
 def test_an_end_marker_sent_with_an_empty_pixel_part_ends_the_stream():

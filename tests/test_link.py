@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from etem.tracker.link import LinkConfig, StreamLinker, estimate_shift
 
@@ -204,3 +205,25 @@ def test_the_tracker_follows_a_movie_whose_view_jumps():
     off = track(jumped, sampling=m.sampling, classical=True,
                 config=PipelineConfig(link=LinkConfig(max_jump_A=0.0)))
     assert len(off.flips) > len(plain.flips) + 10
+
+
+@pytest.mark.parametrize("radius", [7.0, 9.0])
+def test_a_jump_near_a_lattice_vector_is_found_though_most_columns_pair_at_the_alias(radius):
+    """A view that jumps by a lattice vector and a few pixels: the drift search, from the
+    predicted drift, lands on the alias (the particle moved by the offset alone), where all but
+    its edge columns pair (88-91 % of a large particle), above the share that started the jump
+    search (85 %), and the jump paired too few more to be taken (10 % more were asked). The drift
+    far off its prediction now starts the search, and 5 % more pairs take the jump."""
+    rng = np.random.default_rng(5)
+    ref = _particle(rng, radius=radius)
+    jump = np.array([20.0, -20.0]) + np.array([6.0, 4.0])  # a lattice vector + 7.2 px (< max_drift, 10 px)
+    linker = StreamLinker(LinkConfig(search_range_A=0.5, max_drift_A=1.0, max_jump_A=10.0), sampling=0.1)
+    drift, ids = np.zeros(2), []
+    for f in range(8):
+        drift += np.array([0.5, 0.3]) + (jump if f == 4 else 0.0)
+        pos = ref + drift + rng.normal(0, 0.2, ref.shape)
+        ids.append(linker.update(f, pd.DataFrame({"y": pos[:, 0], "x": pos[:, 1], "cls": 0, "prob": 1.0}))
+                   ["particle"].to_numpy())
+    alias, n_alias = estimate_shift(ref, ref + jump, np.zeros(2), radius=10.0)
+    assert np.abs(alias - jump).max() > 5 and n_alias > 0.85 * len(ref)  # (the trap is there)
+    assert linker.jumps == 1 and all(np.array_equal(i, ids[0]) for i in ids)

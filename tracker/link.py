@@ -310,11 +310,17 @@ class StreamLinker:
             few = min(len(yx), len(self._prev_ref))
             jumped = False
             # the share of columns that pair, against the run's recent frames' (noisy frames pair
-            # fewer of their columns every frame; a jump pairs fewer than the frames before it)
+            # fewer of their columns every frame; a jump pairs fewer than the frames before it);
+            # or a drift far from the one predicted: a crystal's columns also pair, all but those
+            # of its edges, at a lattice vector from the true shift, where a jump of the view can
+            # leave the search (a toy particle's view rolled by 17 px: 79 of 93 paired at 6.5 px
+            # off the prediction, a lattice vector from the true jump)
             usual = float(np.median(self._paired)) if len(self._paired) >= 3 else 1.0
-            if self.max_jump_px > self.max_drift_px and few >= 5 and self.drift_pairs < 0.85 * usual * few:
+            off = float(np.hypot(*(new - guess)))
+            if self.max_jump_px > self.max_drift_px and few >= 5 and (
+                    self.drift_pairs < 0.85 * usual * few or off > 0.5 * self.max_drift_px):
                 jump, pairs = find_jump(self._prev_ref, yx, new, self.max_jump_px, self.max_drift_px)
-                if pairs >= self.drift_pairs + max(5, 0.1 * few):
+                if pairs >= self.drift_pairs + max(5, 0.05 * few):  # (the alias loses its edge columns)
                     log.info("frame %d: the view jumped by (%.1f, %.1f) px: %d of %d columns pair there, %d at "
                              "the drift", frame, *(jump - new), pairs, few, self.drift_pairs)
                     new, self.drift_pairs, found, jumped = jump, pairs, None, True

@@ -5,6 +5,7 @@ receive and reject in the run's :class:`Counters`; a malformed message never sto
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -87,9 +88,11 @@ class ZmqSource:
         self.nonfinite_ok = nonfinite_ok
         self.seq = SeqTracker()
         self._highest: int | None = None  # the highest frame number given to the run
+        self._recent: collections.deque = collections.deque(maxlen=_RECENT_FRAMES)  # the latest given ...
+        self._used: set = set()  # ... and the same as a set: a repeat of one of them is numbered on
         self._frame_offset = 0  # added to the camera's frame numbers (after it counted again)
         self._stream: object = _UNSET  # the ``stream`` id the run follows (None: the camera sends none)
-        self._left: set = set()  # stream ids the run followed before (a camera that came back under a new one)
+        self._other: tuple = (_UNSET, [])  # another stream id heard, and the seqs of its messages in a row
         self._said: set = set()  # the faults said once (each further one is only counted)
         self._gaps_said = 0
         self._ctx = context or zmq.Context.instance()
@@ -252,27 +255,41 @@ class ZmqSource:
 
     def _follows(self, stream, seq: int) -> bool:
         """Whether a message of ``stream`` (its header's id, None for none) is the run's. The run
-        follows the first stream it hears; one with another id is taken as that camera started
-        again (its seq may go back) and followed instead; a message of a stream the run has
-        left is then a second camera sending to the same address, rejected (rejected/stream)."""
+        follows the first stream it hears. Messages of another id are rejected (rejected/stream:
+        a second camera sending to the same address, or a corrupt id), until that id has sent
+        :data:`_SWITCH_AFTER` messages in a row with none of the run's between: then it is taken
+        as the camera started again under a new id (its seq may start again), and followed. A
+        stray id among the run's messages, or a second camera whose messages mix with the run's,
+        never takes the run over."""
         if not isinstance(stream, (str, int, float, type(None))):
             stream = repr(stream)  # (an id of another JSON type: compared as written)
         if self._stream is _UNSET or stream == self._stream:
             self._stream = stream
+            self._other = (_UNSET, [])
             return True
-        if stream in self._left:
+        other, seqs = self._other
+        seqs = [*seqs, seq] if stream == other else [seq]
+        self._other = (stream, seqs)
+        n = len(seqs)
+        if n < _SWITCH_AFTER:
+            self._seen(seq)  # (a rejected message is none missing)
             if ("stream", "stream") not in self._said:
                 self._said.add(("stream", "stream"))  # (this says it: the rejections are counted only)
-                log.warning("two streams send to %s: %r and %r (two cameras on one address, or two copies of the "
-                            "acquisition software?); this run follows %r, the one heard last, and rejects the "
-                            "other's messages (rejected/stream). Give each camera its own address, or stop one.",
-                            self.address, self._stream, stream, self._stream)
+                log.warning("a message of stream %r at seq %d, where this run follows %r: rejected (rejected/stream), "
+                            "as are further ones unless %d come in a row with none of %r between (then taken as the "
+                            "camera started again under a new id). Two cameras on one address, or two copies of the "
+                            "acquisition software? Give each camera its own address, or stop one.",
+                            stream, seq, self._stream, _SWITCH_AFTER, self._stream)
             return False
-        log.warning("the stream id went from %r to %r at seq %d: taken as the camera started again",
-                    self._stream, stream, seq)
-        self._left.add(self._stream)
-        self._stream = stream
-        self.seq.reconnected()  # (its seq may start again)
+        log.warning("the stream id went from %r to %r at seq %d (%d messages of it in a row): taken as the camera "
+                    "started again", self._stream, stream, seq, n)
+        self._stream, self._other = stream, (_UNSET, [])
+        self.seq.reconnected()  # (its seq may start again: its first messages, rejected, are none missing)
+        for q in seqs[:-1]:
+            try:
+                self._seen(q, strict=True)
+            except WireError:  # (noted already: ahead of the old stream's)
+                pass
         return True
 
     def _seen(self, seq: int | None, strict: bool = False) -> None:
@@ -301,31 +318,39 @@ class ZmqSource:
                             else "")
 
     def _renumber(self, frame: Frame, restarted: bool) -> None:
-        """Keep the run's frame numbers its own, each once and rising: a publisher that starts
-        again (seq back to 0, or back on a new connection) and counts its frames again from below
-        the run's highest, or one whose frame numbers repeat or go back while its seq goes on,
-        has them numbered on from there; its own number is kept in ``meta['camera_frame']``."""
-        if self._highest is not None and frame.frame + self._frame_offset <= self._highest:
-            offset = self._highest + 1 - frame.frame
+        """Keep the run's frame numbers its own, each once: a publisher that starts again (seq
+        back to 0, or back on a new connection) and counts its frames again from below the run's
+        highest has them numbered on from there; so has one whose frame number repeats one the run
+        has had (a camera that sends no acquisition index of its own: frame 0 every time). A
+        number that goes back to one the run has not had is kept (one odd number does not shift
+        the rest of the run). The camera's own number is kept in ``meta['camera_frame']``."""
+        n = frame.frame + self._frame_offset
+        if self._highest is not None and ((restarted and n <= self._highest) or n in self._used):
             if restarted:
                 log.warning("the restarted publisher's frame numbers begin at %d, which this run has had (up to %d): "
                             "its frames are numbered on from %d", frame.frame, self._highest, self._highest + 1)
             elif "frame" not in self._said:
                 self._said.add("frame")
-                log.warning("frame %d (seq %d) repeats or goes back (the run is at frame %d): the run numbers it, and "
-                            "any further such, on from there, and keeps the camera's number in meta['camera_frame']. "
-                            "The header's frame is the acquisition index: +1 per frame", frame.frame,
-                            frame.seq, self._highest)
-            self._frame_offset = offset
+                log.warning("frame %d (seq %d) repeats one this run has had: the run numbers it, and any further "
+                            "such, on from its highest (%d), and keeps the camera's number in meta['camera_frame']. "
+                            "The header's frame is the acquisition index: +1 per frame", frame.frame, frame.seq,
+                            self._highest)
+            self._frame_offset = self._highest + 1 - frame.frame
         if self._frame_offset:
             frame.meta = {**(frame.meta or {}), "camera_frame": frame.frame}
             frame.frame += self._frame_offset
         self._highest = frame.frame if self._highest is None else max(self._highest, frame.frame)
+        if len(self._recent) == self._recent.maxlen:
+            self._used.discard(self._recent[0])
+        self._recent.append(frame.frame)
+        self._used.add(frame.frame)
 
 
 _END = object()
 _UNSET = object()
 _GAPS_SAID = 3  # seq gaps said each; the further ones are counted only
+_RECENT_FRAMES = 100_000  # frame numbers a repeat is looked for among (the run's latest; 8 MB at most)
+_SWITCH_AFTER = 3  # messages of another stream id in a row that are taken as the camera started again
 #: what a rejection's warning adds, by reason
 _HINTS = {
     "seq_repeat": " (a camera that counts again from 0 or 1, or from where it began, is taken as started again; "
