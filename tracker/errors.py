@@ -21,12 +21,14 @@ class WireError(EtemError, ValueError):
     """A ZeroMQ message does not follow the frame wire format.
 
     ``reason`` is a short machine-readable key (``bad_json``, ``payload_size`` …) under which
-    the rejection is counted.
+    the rejection is counted; ``field``, the header field at fault (None: the message as a
+    whole), so that a live source can say each fault once.
     """
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, field: str | None = None):
         super().__init__(message)
         self.reason = reason
+        self.field = field
 
 
 class FileFormatError(EtemError, OSError):

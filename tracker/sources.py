@@ -211,8 +211,7 @@ class ZmqSource:
         header = decode_header(parts[0])
         seq = header["seq"]
         if not self._follows(header.get("stream"), seq):
-            exc = WireError("stream", f"stream {header.get('stream')!r} is not the run's ({self._stream!r})")
-            exc.field = "stream"  # type: ignore[attr-defined]
+            exc = WireError("stream", f"stream {header.get('stream')!r} is not the run's ({self._stream!r})", "stream")
             self._reject(exc, seq)
             return None
         if frame is None:  # end of stream: a control message, not a frame; its seq tells what went missing
@@ -244,7 +243,7 @@ class ZmqSource:
     def _say(self, exc: WireError, seq: int | None) -> None:
         """Say a rejection, the first of its kind (its reason and the field at fault) only: a
         camera that sends every message wrong is told once what is wrong, not at its frame rate."""
-        key = (exc.reason, getattr(exc, "field", None))
+        key = (exc.reason, exc.field)
         if key in self._said:
             log.debug("rejected message: %s", exc)
             return

@@ -104,9 +104,7 @@ def _wire_dtype_name(dtype: np.dtype) -> str:
 def _fail(reason: str, field: str | None, message: str) -> WireError:
     """A WireError that also names the header field at fault (``field``; None: the message as
     a whole), so that a live source can say each fault once."""
-    exc = WireError(reason, message)
-    exc.field = field  # type: ignore[attr-defined]
-    return exc
+    return WireError(reason, message, field)
 
 
 def _parse(part0: bytes | memoryview) -> dict[str, Any]:
