@@ -201,12 +201,11 @@ class DashboardViews:
 
     def _material(self) -> str | None:
         """The material in view, where the run knows it: its config's, or the demo movie's."""
+        from .intensity import material_in_view
+
         pipe = self.pipe
-        material = getattr(getattr(pipe, "cfg", None), "material", None)
-        if material:
-            return str(material)
-        demo = (getattr(pipe, "attrs", None) or {}).get("demo") or {}
-        return "mos2" if str(demo.get("movie", "")).startswith("mos2") else None
+        return material_in_view(getattr(getattr(pipe, "cfg", None), "material", None),
+                                (getattr(pipe, "attrs", None) or {}).get("demo"))
 
     def _class_labels(self, names: list[str]) -> list[str]:
         """The class names as shown (:func:`etem.tracker.intensity.display_names`: MoS2's

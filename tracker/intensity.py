@@ -477,6 +477,14 @@ def _species_of(ratio: float) -> str | None:
     return name if abs(np.log(ratio / ref)) < np.log(1.6) else None
 
 
+def material_in_view(material, demo) -> str | None:
+    """The material a run looks at, where it knows it: the one named (``--material``, the
+    config's), else the demo movie's (its ``demo`` attributes: the MoS2 movies)."""
+    if material:
+        return str(material)
+    return "mos2" if isinstance(demo, dict) and str(demo.get("movie", "")).startswith("mos2") else None
+
+
 def display_names(names, material: str | None = None, ratios=None) -> list[str]:
     """The labels to show for classes named ``names`` (legends, titles, the dashboard), the
     names kept in run files and tables unchanged: for the intensity classes of MoS2 (material

@@ -348,11 +348,9 @@ class Run:
     @property
     def material(self) -> str | None:
         """The material in view where the run knows it: its config's, or the demo movie's."""
-        material = (self.attrs.get("config") or {}).get("material")
-        if material:
-            return str(material)
-        demo = self.attrs.get("demo") or {}
-        return "mos2" if isinstance(demo, dict) and str(demo.get("movie", "")).startswith("mos2") else None
+        from .intensity import material_in_view
+
+        return material_in_view((self.attrs.get("config") or {}).get("material"), self.attrs.get("demo"))
 
     @property
     def class_labels(self) -> list[str]:
