@@ -25,7 +25,7 @@ from .intensity import intensity_of_frames
 from .lattice_classes import lattice_classes
 from .lattice_classes import resolve as lattice_species_of
 from .locate import LocateConfig, locate, refine_on_image, suppress_close, suppress_close_spacing
-from .preprocess import PreprocessConfig, Preprocessor, coords_to_input
+from .preprocess import PreprocessConfig, Preprocessor, coords_to_input, resample_scale
 
 log = logging.getLogger("etem.detect")
 _UNSET = object()  # trust ranges not looked up yet
@@ -169,14 +169,8 @@ class Detector:
                 self._contrast_opposed = _say_contrast(image, self.engine, self.engine_cfg.contrast)
             self._image_refine = image_refinement(self.engine, self.locate_cfg)
             self._lattice = lattice_species_of(self.locate_cfg.lattice_classes, getattr(self.engine, "card", None))
-            target = self.preprocess_cfg.target_sampling
-            if target is None:
-                target = getattr(self.engine, "sampling", None)
-            pcfg = dataclasses.replace(self.preprocess_cfg, target_sampling=target)
-            if pcfg.as_is is None:  # where the model's card says frames do better not resampled
-                as_is = ((getattr(self.engine, "card", None) or {}).get("inference") or {}).get("as_is_ratio")
-                if as_is:
-                    pcfg = dataclasses.replace(pcfg, as_is=tuple(as_is))
+            target, as_is = model_grid(self.engine, self.preprocess_cfg)
+            pcfg = dataclasses.replace(self.preprocess_cfg, target_sampling=target, as_is=as_is)
             if pcfg.normalize is None:
                 pcfg = dataclasses.replace(pcfg, normalize=_engine_normalization(self.engine))
             if sampling is None and target is None and pcfg.normalize == "local":
@@ -447,6 +441,20 @@ def image_refinement(engine, cfg: LocateConfig) -> tuple[int, float, float] | tu
     return k, cfg.image_sigma_A, cfg.image_radius_A
 
 
+def model_grid(engine, preprocess_cfg: PreprocessConfig) -> tuple[float | None, tuple[float, float] | None]:
+    """The pixel size [Å/px] frames are resampled to for ``engine`` (the config's, else the
+    model's), and the range of ratios taken as they are (the config's, else where the model's
+    card says frames do better not resampled)."""
+    card = getattr(engine, "card", None) or {}
+    target = preprocess_cfg.target_sampling
+    if target is None:
+        target = getattr(engine, "sampling", None) or card.get("sampling_A")
+    as_is = preprocess_cfg.as_is
+    if as_is is None:
+        as_is = (card.get("inference") or {}).get("as_is_ratio")
+    return target, None if not as_is else tuple(as_is)
+
+
 def view_margin_px(engine, preprocess_cfg: PreprocessConfig, edge_px: float, sampling: float | None) -> float:
     """How far inside a frame's edge [its px] the detector sees columns: ``edge_px`` on the grid
     it locates on, which a network's resampling to its pixel size makes ``edge_px / scale`` of
@@ -454,14 +462,7 @@ def view_margin_px(engine, preprocess_cfg: PreprocessConfig, edge_px: float, sam
     ``as_is_ratio``); plus 1 px. A site nearer the edge than this is out of view (no column
     there is no evidence of an empty site). Until 2026-12-07 the sites took ``edge_px + 1``
     whatever the resampling: ``haadf-stem`` on 0.127 Å/px frames sees from 3.2 px inside."""
-    scale = 1.0
-    target = preprocess_cfg.target_sampling or getattr(engine, "sampling", None) \
-        or (getattr(engine, "card", None) or {}).get("sampling_A")
-    if target and sampling:
-        scale = float(sampling) / float(target)
-        as_is = preprocess_cfg.as_is or ((getattr(engine, "card", None) or {}).get("inference") or {}).get("as_is_ratio")
-        if as_is and as_is[0] <= scale <= as_is[1]:
-            scale = 1.0
+    scale = resample_scale(sampling, *model_grid(engine, preprocess_cfg))
     return edge_px / min(scale, 1.0) + 1.0
 
 

@@ -405,6 +405,16 @@ def _to_device(images: Sequence[np.ndarray], device: torch.device) -> torch.Tens
     return t.float()
 
 
+def resample_scale(sampling: float | None, target: float | None, as_is: tuple[float, float] | None) -> float:
+    """The factor a frame of ``sampling`` [Å/px] is resampled by for a network of ``target``
+    [Å/px]: ``sampling / target``, or 1 (taken as it is) where that ratio lies in the ``as_is``
+    range, or either pixel size is unknown."""
+    if not target or not sampling:
+        return 1.0
+    scale = float(sampling) / float(target)
+    return 1.0 if as_is is not None and as_is[0] <= scale <= as_is[1] else scale
+
+
 class Preprocessor:
     """Turns a list of raw frames into the engine's input batch.
 
@@ -443,7 +453,7 @@ class Preprocessor:
                 "view (--material, material=) to measure it from the lattice."
             )
         scale = float(sampling) / target
-        if self.cfg.as_is is not None and self.cfg.as_is[0] <= scale <= self.cfg.as_is[1]:
+        if resample_scale(sampling, target, self.cfg.as_is) == 1.0:
             if scale > 1.5 and not self._said_coarse:
                 self._said_coarse = True
                 log.warning("frames of %.3g Å/px are %.1fx coarser than the model's %.3g Å/px: taken as they are, "
