@@ -101,6 +101,32 @@ def test_a_lost_stop_is_raised_again_by_the_pipeline(movie, tmp_path, kind):
     assert r.status == "interrupted" and 3 <= r.counters["processed"] < len(movie.frames)
 
 
+def test_a_second_stop_lost_in_a_deallocator_is_kept_not_printed(capsys):
+    """A second Ctrl-C raised inside a C extension's deallocator (a ZeroMQ message freed) was
+    lost, and Python printed "Exception ignored" and its traceback on the terminal; now it is
+    kept for the pipeline's check to raise, and nothing is printed."""
+    import gc
+
+    from etem.tracker import interrupt
+
+    class Freed:
+        def __del__(self):
+            raise KeyboardInterrupt  # (where the signal handler's exception cannot go on)
+
+    try:
+        with interrupt.ctrl_c_held():
+            interrupt.request(KeyboardInterrupt)  # the first Ctrl-C ...
+            interrupt.delivered()  # ... arrived and is being handled
+            Freed()
+            gc.collect()
+            with pytest.raises(KeyboardInterrupt):
+                interrupt.check()
+            interrupt.check()  # (raised once)
+    finally:
+        interrupt.reset()
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ a live stream's stop
 @pytest.mark.parametrize("how", ["once", "twice", "at once by config"])
 def test_a_stop_first_tracks_what_the_stream_delivered(tmp_path, how):

@@ -27,7 +27,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a service manager stopping us), taken the way Ctrl-C is: the run file is closed."""
 
 
-_state = {"requested": None, "delivered": False, "depth": 0, "held": None}
+_state = {"requested": None, "delivered": False, "depth": 0, "held": None, "lost": None}
 
 
 def request(kind: type[KeyboardInterrupt] = Terminated) -> None:
@@ -48,13 +48,16 @@ def check() -> None:
     kind, _state["held"] = _state["held"], None
     if kind is not None:
         raise kind()
+    lost, _state["lost"] = _state["lost"], None
     if _state["requested"] is not None and not _state["delivered"]:
         _state["delivered"] = True
         raise _state["requested"]()
+    if lost is not None:  # (a later stop, a second Ctrl-C, lost in a deallocator)
+        raise lost()
 
 
 def reset() -> None:
-    _state["requested"] = _state["held"] = None
+    _state["requested"] = _state["held"] = _state["lost"] = None
     _state["delivered"] = False
 
 
@@ -99,12 +102,29 @@ def ctrl_c_held():
     changes). On the way out what was requested is forgotten: the next run starts afresh."""
     install = _main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+    hook = sys.unraisablehook
+    if install:
+        sys.unraisablehook = _keep_lost_stops(hook)
     try:
         yield
     finally:
         if install:
             signal.signal(signal.SIGINT, previous)
+            sys.unraisablehook = hook
             reset()
+
+
+def _keep_lost_stops(hook):
+    """An unraisable-exception hook that takes a stop raised where Python cannot pass it on (a
+    C extension's deallocator: a ZeroMQ message freed) as lost, for :func:`check` to raise
+    again, rather than printing "Exception ignored" and its traceback; others go to ``hook``."""
+    def on_unraisable(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            _state["lost"] = unraisable.exc_type
+            return
+        hook(unraisable)
+
+    return on_unraisable
 
 
 def _main_thread() -> bool:
