@@ -158,7 +158,6 @@ class Dashboard(DashboardViews):
         self._frame_cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._t_encode = -math.inf
         self._maps_cache: dict[str, Any] | None = None
-        self._flips = np.zeros((0, 3), np.int64)
         self._t0 = time.perf_counter()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -200,11 +199,12 @@ class Dashboard(DashboardViews):
         if pipe is None or pipe.sites is None:
             return
         s = pipe.sites
-        snap = {"table": s.table(), "n_flips": len(s.flips), "first_frame": s.first_frame,
-                "radius_px": s.map_radius_px, "n_frames": s.n_frames, "flips": s.flips, "shape": pipe.shape}
-        changes = s.class_changes  # per site, how often its column changed class (S2 -> S …)
-        log_ = np.asarray(changes, np.int64).reshape(-1, 4)  # (frame, site, from class, to class)
-        snap["class_changes"] = (np.bincount(log_[:, 1], minlength=len(snap["table"])) if changes else None)
+        flips = s.flips.rows()  # (a view of the rows so far: the log only grows)
+        snap = {"table": s.table(), "n_flips": len(flips), "first_frame": s.first_frame,
+                "radius_px": s.map_radius_px, "n_frames": s.n_frames, "flips": flips, "shape": pipe.shape}
+        log_ = s.class_changes.rows()  # (frame, site, from class, to class)
+        # per site, how often its column changed class (S2 -> S …)
+        snap["class_changes"] = np.bincount(log_[:, 1], minlength=len(snap["table"])) if len(log_) else None
         snap["class_change_log"] = log_  # (a site's classes over time: its timeline)
         with self._lock:
             self._maps_version += 1

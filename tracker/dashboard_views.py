@@ -291,7 +291,7 @@ class DashboardViews:
         if not 0 <= site < len(tab):
             return None
         row = tab.iloc[site]
-        flips = self._flips_of(snap)
+        flips = snap["flips"]
         mine = flips[flips[:, 1] == site]
         start = int(snap["first_frame"] or 0)
         end = max(start, latest["frame"] if latest else start)
@@ -315,15 +315,6 @@ class DashboardViews:
                 "n_events": int(row["n_events"]), "first_frame": int(row["first_frame"]),
                 "n_class_changes": None if cc is None else int(cc[site]) if site < len(cc) else 0,
                 "start": start, "end": end, "changes": changes[-20000:]}
-
-    def _flips_of(self, snap: dict[str, Any]) -> np.ndarray:
-        """The flips list as an array up to the snapshot's length, converted incrementally."""
-        with self._render_lock:
-            have, want = len(self._flips), snap["n_flips"]
-            if want > have:
-                new = np.asarray(snap["flips"][have:want], dtype=np.int64).reshape(-1, 3)
-                self._flips = np.concatenate([self._flips, new])
-            return self._flips[:want]
 
     def frame_meta(self) -> bytes:
         """``/api/frame`` (JSON, made once per frame): the shown frame's number, shapes, scale,

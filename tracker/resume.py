@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, FileFormatError
+from .eventlog import EventLog
 from .trust import TrustTally
 
 if TYPE_CHECKING:
@@ -329,7 +330,7 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm.cls_counts = np.asarray(meta["cls_counts"], float)
     sm.prob_hist = np.asarray(meta["prob_hist"], float).reshape(2, -1)
     sm.n_classes = int(meta["n_classes"])
-    sm.class_changes = [tuple(int(v) for v in r) for r in logs["class_changes"]]
+    sm.class_changes = EventLog(4, logs["class_changes"])
     ends = np.cumsum(arrays["pending_lens"])
     sites, bins = arrays["pending_sites"], arrays["pending_bins"]
     sm._pending = deque((int(f), sites[e - k:e].astype(np.int64), bins[e - k:e].astype(np.int64))
@@ -339,14 +340,14 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm._pending_z = deque(z[e - k:e].astype(np.float64) if k else None for k, e in zip(lens, ends))
     views = meta.get("pending_view") or [None] * len(sm._pending)
     sm._pending_view = deque(None if v is None else tuple(float(x) for x in v) for v in views)
-    sm.flips = [tuple(int(v) for v in r) for r in logs["flips"]]
-    sm.hops = [tuple(int(v) for v in r) for r in logs["hops"]]
+    sm.flips = EventLog(3, logs["flips"])
+    sm.hops = EventLog(3, logs["hops"])
     lone = arrays.get("hops_lone", np.zeros((0, 3), np.int64))  # (older snapshots: none awaited a partner)
     sm._lone = [tuple(int(v) for v in r) for r in np.asarray(lone, np.int64).reshape(-1, 3)]
     cc_open = arrays.get("class_changes_open", np.zeros((0, 5), np.int64))
     sm._cc_open = [tuple(int(v) for v in r) for r in np.asarray(cc_open, np.int64).reshape(-1, 5)]
     sm.class_names = meta.get("class_names") or sm.class_names
-    sm.runs = [(int(s), int(a), int(k), bool(o), int(c)) for s, a, k, o, c in logs["runs"]]
+    sm.runs = EventLog(5, logs["runs"])
 
 
 def _restore_linker(lk, meta: dict, arrays: dict, point: ResumePoint, next_particle: int) -> None:

@@ -103,7 +103,7 @@ class ClassStates:
             self._cls_hist[s, self._cls_hist_frame[s] < at] = -1
         self._cls_state[sites] = new
         if self.class_names and (len(self.class_changes) > start or self._cc_open):
-            self._pair_class_changes(frame, self.class_changes[start:])
+            self._pair_class_changes(frame, self.class_changes[start:].tolist())
 
     def _pair_class_changes(self, frame: int, new: list[tuple[int, int, int, int]]) -> None:
         """Hops from class changes: a site whose class loses atoms (S2 -> S) and a neighbour

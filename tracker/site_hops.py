@@ -19,7 +19,7 @@ class SiteHops:
         last ``hop_window`` frames (the hop is logged at the emptying's frame); the rest wait."""
         if len(off) and len(on):
             r, c = match_within(self._pos[off], self._pos[on], self.hop_radius_px)
-            self.hops.extend(zip(repeat(frame), off[r].tolist(), on[c].tolist()))
+            self.hops.add(frame, off[r], on[c])
             off, on = np.delete(off, r), np.delete(on, c)
         if self._lone and (len(off) or len(on)):
             lone = np.asarray(self._lone, np.int64).reshape(-1, 3)

@@ -92,8 +92,8 @@ class SiteView:
         if len(leaving) and self.n_frames:
             start = self._run_start[leaving]
             keep = frame > start
-            self.runs.extend(zip(leaving[keep].tolist(), start[keep].tolist(), (frame - start[keep]).tolist(),
-                                 self._state[leaving[keep]].tolist(), (1 + 2 * self._left[leaving[keep]]).tolist()))
+            gone = leaving[keep]
+            self.runs.add(gone, start[keep], frame - start[keep], self._state[gone], 1 + 2 * self._left[gone])
         back = np.flatnonzero(~unseen & out)
         self._state[back] = now[back]
         self._run_start[back] = frame

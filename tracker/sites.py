@@ -47,7 +47,6 @@ or not (:mod:`etem.tracker.site_evidence`).
 from __future__ import annotations
 
 from collections import deque
-from itertools import repeat
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, choice_error
+from .eventlog import EventLog
 from .matching import GuidedMatcher, candidate_pairs, match_pairs, near_earlier
 from .site_classes import _CLS_HISTORY, _N_CLS, ClassStates
 from .site_occupancy import _PRIOR_POOLED, OccupancyHMM
@@ -219,7 +219,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         self.conf_counts = np.zeros((_N_CLS, _N_CLS))
         self.cls_counts = np.zeros(2)  # (detections of sites with a class state, expected class changes)
         self.n_classes = 0
-        self.class_changes: list[tuple[int, int, int, int]] = []  # (frame, site, from class, to class)
+        self.class_changes = EventLog(4)  # (frame, site, from class, to class)
         self.alpha_unseen = 0.5  # the forward probability of a site never detected
         self._r_start = _PRIOR_POOLED[0]  # the pooled detection rate's prior, from the first frames
         self.n_sites = 0
@@ -229,8 +229,8 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         # ... and each one's view: (height, width, drift y, drift x), None where not known
         self._pending_view: deque[tuple[float, float, float, float] | None] = deque()
         self.first_frame: int | None = None
-        self.flips: list[tuple[int, int, int]] = []  # (frame, site, +1 on / -1 off)
-        self.hops: list[tuple[int, int, int]] = []  # (frame, from_site, to_site); -1 unknown
+        self.flips = EventLog(3)  # (frame, site, +1 on / -1 off)
+        self.hops = EventLog(3)  # (frame, from_site, to_site); -1 unknown
         # emptyings (-1) and fillings (+1) without a partner yet: (frame, site, kind), for hop_window frames
         self._lone: list[tuple[int, int, int]] = []
         self._hops_counted = (0, 0)  # (hops rows counted, of them between two known sites): n_site_hops
@@ -241,7 +241,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         self._cc_open: list[tuple[int, int, int, int, int] | None] = []
         # (site, start, length, occupied, cut): cut 1 where the run's end was not seen (the run
         # ended, the site left the view), + 2 where its start was not (_left)
-        self.runs: list[tuple[int, int, int, bool, int]] = []
+        self.runs = EventLog(5)
         # speed only, rebuilt as needed (not part of a resume snapshot): the matcher's index of
         # the sites, and the site each track was last seen on (_remember)
         self._matcher = GuidedMatcher(self.radius_px)
@@ -457,12 +457,11 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         changed = np.concatenate([on, off])
         self._n_ev[changed] += 1
         start = self._run_start[changed]  # completed runs
-        self.runs.extend(zip(changed.tolist(), start.tolist(), (frame - start).tolist(), before[changed].tolist(),
-                             (2 * self._left[changed]).tolist()))
+        self.runs.add(changed, start, frame - start, before[changed], 2 * self._left[changed])
         self._left[changed] = False
         self._run_start[changed] = frame
-        self.flips.extend(zip(repeat(frame), on.tolist(), repeat(1)))
-        self.flips.extend(zip(repeat(frame), off.tolist(), repeat(-1)))
+        self.flips.add(frame, on, 1)
+        self.flips.add(frame, off, -1)
         self._infer_hops(frame, off, on)
         self._state[:ns] = now
 
@@ -478,9 +477,9 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         """Hops between two known sites logged so far (the hops table's rows without a -1),
         counted over the rows added since the last call."""
         seen, n = self._hops_counted
-        for _, a, b in self.hops[seen:]:
-            n += a >= 0 and b >= 0
-        self._hops_counted = (len(self.hops), n)
+        new = self.hops[seen:]
+        n += int(np.count_nonzero((new[:, 1] >= 0) & (new[:, 2] >= 0)))
+        self._hops_counted = (seen + len(new), n)
         return n
 
     def table(self) -> pd.DataFrame:
@@ -504,17 +503,17 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         )
 
     def flips_table(self) -> pd.DataFrame:
-        f = np.asarray(self.flips, dtype=np.int64).reshape(-1, 3)
+        f = self.flips.rows()
         return pd.DataFrame({"frame": f[:, 0], "site": f[:, 1], "kind": np.where(f[:, 2] > 0, "on", "off")})
 
     def class_changes_table(self) -> pd.DataFrame:
         """``frame, site, from_cls, to_cls``: each change of a site's class (e.g. S2 to S where
         a sulfur vacancy forms), in the order found."""
-        c = np.asarray(self.class_changes, dtype=np.int64).reshape(-1, 4)
+        c = self.class_changes.rows()
         return pd.DataFrame({"frame": c[:, 0], "site": c[:, 1], "from_cls": c[:, 2], "to_cls": c[:, 3]})
 
     def hops_table(self) -> pd.DataFrame:
-        h = np.asarray(self.hops, dtype=np.int64).reshape(-1, 3)
+        h = self.hops.rows()
         h = h[np.argsort(h[:, 0], kind="stable")]  # (a hop or a one-sided one is logged up to hop_window frames late)
         return pd.DataFrame({"frame": h[:, 0], "from_site": h[:, 1], "to_site": h[:, 2]})
 
@@ -529,15 +528,15 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         open run of each site in view at ``last_frame``, a run cut by the site leaving the
         view), ``left_censored`` where its start was not (begun before the recording, or before
         the site came into view). The completed runs are those with neither."""
-        rows = list(self.runs)
-        if last_frame is not None:
-            for s in np.flatnonzero(~self._out[: self.n_sites]).tolist():
-                start = int(self._run_start[s])
-                rows.append((s, start, int(last_frame + 1 - start), bool(self._state[s]), 1 + 2 * int(self._left[s])))
-        r = pd.DataFrame(rows, columns=["site", "start", "frames", "occupied", "cut"])
-        cut = r.pop("cut").to_numpy(np.int64)
-        r["censored"], r["left_censored"] = (cut & 1) > 0, (cut & 2) > 0
-        return r.astype({"site": np.int64, "start": np.int64, "frames": np.int64, "occupied": bool})
+        rows = self.runs.rows()
+        if last_frame is not None:  # (the open runs of the sites in view)
+            s = np.flatnonzero(~self._out[: self.n_sites])
+            start = self._run_start[s]
+            rows = np.concatenate([rows, np.stack([s, start, last_frame + 1 - start, self._state[s],
+                                                   1 + 2 * self._left[s]], axis=1).astype(np.int64)])
+        cut = rows[:, 4]
+        return pd.DataFrame({"site": rows[:, 0], "start": rows[:, 1], "frames": rows[:, 2],
+                             "occupied": rows[:, 3] > 0, "censored": (cut & 1) > 0, "left_censored": (cut & 2) > 0})
 
     def maps(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Occupancy and event-rate maps ``[H, W]``: each site ever occupied a disc, NaN
