@@ -80,6 +80,26 @@ class _Etem:
             time.sleep(0.2)
         raise AssertionError("".join(self.err))
 
+    def resumed(self, run, k: int, timeout: float = 120) -> None:
+        """Wait for this run to have taken the file (its ``k``-th resume) and written a frame of
+        its own. (The file holds the frames of the run before, the status its counters.)"""
+        from etem.tracker.run import open_run
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "".join(self.err)
+            try:
+                with open_run(run) as r:
+                    resumes = r.resumes
+            except Exception:  # noqa: BLE001 - (being reopened)
+                resumes = []
+            if len(resumes) == k:
+                after = resumes[-1]["after_frame"]  # (None: no snapshot, the file cut to no frames)
+                self.frames_written(run, (-1 if after is None else after) + 1, timeout=deadline - time.monotonic())
+                return
+            time.sleep(0.2)
+        raise AssertionError("".join(self.err))
+
     def end(self, stop: bool) -> int:
         """Its exit status, after a SIGTERM (a stop, as a service manager's) where ``stop``."""
         import signal
@@ -115,7 +135,7 @@ def test_a_resumed_run_serves_the_dashboard_it_had(tmp_path, capsys):
                   "--dashboard-port", str(port))
     try:
         assert first.dashboard() == f"http://127.0.0.1:{port}/"
-        n = first.frames_written(run, 0)
+        first.frames_written(run, 0)
     finally:
         assert first.end(stop=True) != 0
     with open_run(run) as r:
@@ -129,7 +149,7 @@ def test_a_resumed_run_serves_the_dashboard_it_had(tmp_path, capsys):
             url = again.dashboard()
             assert f"etem replay: the run's dashboard port {port} is taken; serving it on port " in "".join(again.err)
             assert url != f"http://127.0.0.1:{port}/" and _json(url + "api/status")["state"] in ("waiting", "running")
-            n = again.frames_written(run, n)
+            again.resumed(run, 1)
         finally:
             assert again.end(stop=True) != 0
 
@@ -137,18 +157,15 @@ def test_a_resumed_run_serves_the_dashboard_it_had(tmp_path, capsys):
     try:
         url = again.dashboard()
         assert url == f"http://127.0.0.1:{port}/"
-        again.frames_written(run, n)
-        deadline = time.monotonic() + 10  # (the file may have a frame before the dashboard is told of it)
-        while _json(url + "api/status").get("processed", 0) == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _json(url + "api/status")["processed"] > 0  # (the resumed run's own frames)
+        again.resumed(run, 2)
+        assert _json(url + "api/status")["processed"] > 0
     finally:
         assert again.end(stop=True) != 0
 
     assert main(["replay", movie_file, "--resume", str(run), "--quiet", "--no-dashboard"]) == 0
     assert "dashboard" not in capsys.readouterr().err
     with open_run(run) as r:
-        assert r.status == "complete" and len(r.frames) == n_frames and len(r.resumes) == 3
+        assert r.status == "complete" and len(r.frames) == n_frames and len(r.resumes) == 3, r.resumes
 
 
 def test_no_dashboard_goes_with_no_other_dashboard_option(movie, tmp_path, capsys):
