@@ -102,7 +102,7 @@ def test_mp4_is_a_real_mp4_or_refused_up_front(tmp_path, monkeypatch, capsys):
     assert main(["export", str(run), "-o", str(out), "--formats", "csv", "--movie", str(tmp_path / "u.mp4"),
                  "--source", str(movie)]) != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "imageio-ffmpeg" in err and ".gif" in err, err
+    assert len(err.splitlines()) == 1 and "etem-tracker[movie]" in err and ".gif" in err, err
     assert not (tmp_path / "u.mp4").exists() and not out.exists()  # (nothing written before the refusal)
     with pytest.raises(ConfigError, match=r"\.gif, \.png"):
         movie_module.check_movie_path(tmp_path / "talk.avi")

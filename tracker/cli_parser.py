@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--movie", type=Path, metavar="OUT.gif",
                    help="also write a movie of the tracked frames with their columns (of the recording the run "
                         "names, or --source): .gif, .png (animated PNG), or .mp4 where ffmpeg is installed "
-                        "(pip install imageio-ffmpeg); at most 300 frames")
+                        "(the [movie] extra); at most 300 frames")
     p.add_argument("--movie-fps", type=float, metavar="FPS",
                    help="frames per second the movie plays at (default: the recording's, real time; 0.5 to 30, "
                         "the caption says how much slower or faster than recorded)")

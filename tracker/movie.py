@@ -44,7 +44,7 @@ def check_movie_path(path: str | Path) -> None:
         raise ConfigError(f"--movie {path}: a movie is written as .gif, .png (animated PNG) or .mp4, not "
                           f"{suffix or 'a file without a suffix'}")
     if suffix == ".mp4" and mp4_encoder() is None:
-        raise ConfigError(f"--movie {path}: writing MP4 needs ffmpeg (pip install imageio-ffmpeg, or ffmpeg on "
+        raise ConfigError(f"--movie {path}: writing MP4 needs ffmpeg (pip install 'etem-tracker[movie]', or ffmpeg on "
                           "the PATH); or write a .gif")
 
 
