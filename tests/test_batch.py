@@ -1,5 +1,6 @@
 """Many recorded files on a real Dask LocalCluster: one row per file, failures as rows."""
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -53,3 +54,28 @@ def test_batch_of_files_read_lazily_through_dask_finishes(tmp_path, capsys):
     assert main(["batch", str(path), "--out", str(out), "--workers", "1", "--classical"]) == 0
     table = pd.read_csv(out / "batch.csv")
     assert table["status"].tolist() == ["ok"] and table.loc[0, "count_processed"] == 6
+
+
+def test_files_of_the_same_name_get_run_files_of_their_own(tmp_path):
+    """`etem batch day1/movie.h5 day2/movie.h5`: two tasks wrote one movie.run.h5 at once, and
+    one of them failed (HDF5 'addr overflow') or both runs were lost."""
+    from etem.tracker.batch import replay_many
+
+    class Inline:  # a client that runs each task at once, in this process
+        def submit(self, fn, *args, pure=True):
+            return fn(*args)
+
+        def gather(self, futures):
+            return futures
+
+    files = []
+    for day, seed in (("day1", 1), ("day2", 2)):
+        (tmp_path / day).mkdir()
+        files.append(tmp_path / day / "movie.h5")
+        save_movie(make_movie(n_frames=4, shape=(64, 64), particle_radius_A=5.0, seed=seed), files[-1])
+    table = replay_many(files, tmp_path / "out", options={"classical": True}, client=Inline())
+    assert table["status"].tolist() == ["ok", "ok"], table.get("error")
+    assert [Path(p).name for p in table["run_file"]] == ["movie.run.h5", "movie-2.run.h5"]
+    for f, run_file in zip(files, table["run_file"]):
+        with open_run(run_file) as run:
+            assert run.status == "complete" and len(run.frames) == 4 and run.attrs["source"] == str(f)

@@ -93,3 +93,19 @@ def test_demo_with_an_unknown_model_is_a_clear_error(tmp_path):
     r = _demo(tmp_path, "--movie", "toy", "--model", "no-such-model", "--frames", 2)
     assert r.returncode != 0 and "no bundled model named 'no-such-model'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+
+def test_without_the_simulate_extra_the_commands_that_need_it_say_how_to_install_it(tmp_path):
+    """A plain `pip install etem-tracker` has no ASE nor abTEM: `etem demo` (the Au movie) and
+    `etem simulate` end with the extra to install, not a traceback."""
+    for argv in (["demo", "--frames", "2"], ["simulate", "structures", "--material", "au", "-n", "1"]):
+        code = ("import sys; sys.modules['ase'] = None  # as where ASE is not installed\n"
+                "from etem.tracker.cli import main; sys.exit(main(sys.argv[1:]))")
+        r = subprocess.run([sys.executable, "-c", code, *argv, "-o", str(tmp_path / argv[0])],
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(f"etem {argv[0]}: error: this needs ase, which is not installed: "
+                                   "pip install 'etem-tracker[simulate]'"), r.stderr
+        assert ("`etem demo --movie toy` needs nothing more" in r.stderr) == (argv[0] == "demo")
+        assert "Traceback" not in r.stderr

@@ -8,7 +8,8 @@ unchanged (a scheduler address, or dask-jobqueue's ``SLURMCluster``; see the doc
     etem batch runs/*.h5 --out results/ --scheduler tcp://head:8786
 
 Each task tracks one file through the same pipeline as ``etem replay`` (full speed), writes its
-run file ``<out>/<name>.run.h5`` and returns one summary row (:func:`etem.tracker.diffusion.
+run file ``<out>/<name>.run.h5`` (``<name>-2.run.h5`` … where files of the same name, in
+different folders, would share one) and returns one summary row (:func:`etem.tracker.diffusion.
 summary` plus the file and its status); a file that fails gives a row with its error, and the
 others go on.
 """
@@ -29,13 +30,15 @@ from .errors import ConfigError
 __all__ = ["track_file", "replay_many"]
 
 
-def track_file(path: str | Path, out_dir: str | Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Track one recorded file into ``out_dir``; one summary row (never raises)."""
+def track_file(path: str | Path, out_dir: str | Path, options: dict[str, Any] | None = None,
+               name: str | None = None) -> dict[str, Any]:
+    """Track one recorded file into ``out_dir/<name>.run.h5`` (``name``: the file's stem unless
+    given); one summary row (never raises)."""
     from .api import track
     from .diffusion import summary
 
     path, out_dir = Path(path), Path(out_dir)
-    run_path = out_dir / f"{path.stem}.run.h5"
+    run_path = out_dir / f"{name or path.stem}.run.h5"
     row: dict[str, Any] = {"file": str(path), "run_file": str(run_path)}
     t0 = time.perf_counter()
     try:
@@ -49,6 +52,20 @@ def track_file(path: str | Path, out_dir: str | Path, options: dict[str, Any] | 
                    detail=traceback.format_exc(limit=3))
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def _run_names(paths: Sequence[str | Path]) -> list[str]:
+    """Each file's run file name: its stem, and where that is taken already (``a/movie.h5`` and
+    ``b/movie.h5``: two tasks writing one file) ``<stem>-2``, ``<stem>-3`` …"""
+    names: list[str] = []
+    for p in paths:
+        stem = name = Path(p).stem
+        n = 1
+        while name in names:
+            n += 1
+            name = f"{stem}-{n}"
+        names.append(name)
+    return names
 
 
 def _local_dask():
@@ -107,7 +124,8 @@ def replay_many(
             client = Client(cluster)
         own.insert(0, client)
     try:
-        futures = [client.submit(track_file, str(p), str(out), options, pure=False) for p in paths]
+        futures = [client.submit(track_file, str(p), str(out), options, name, pure=False)
+                   for p, name in zip(paths, _run_names(paths))]
         rows = client.gather(futures)
     finally:
         for c in own:

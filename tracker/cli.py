@@ -32,6 +32,8 @@ def _joined_negative_lists(argv: Sequence[str]) -> list[str]:
     return out
 
 
+#: what the ``[simulate]`` extra brings that the base install lacks (Dask comes with rosettasciio)
+_SIMULATE_EXTRA = ("ase", "abtem")
 _NEGATIVE_LIST = re.compile(r"-[\d.][\d.eE+-]*(,[-+]?[\d.][\d.eE+-]*)+")
 
 
@@ -53,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _COMMANDS[args.command](args)
     except EtemError as exc:
         print(f"etem {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # etem demo, simulate, train … without the [simulate] extra
+        missing = (exc.name or "").split(".")[0]
+        if missing not in _SIMULATE_EXTRA:
+            raise
+        toy = "; `etem demo --movie toy` needs nothing more" if args.command == "demo" else ""
+        print(f"etem {args.command}: error: this needs {missing}, which is not installed: "
+              f"pip install 'etem-tracker[simulate]'{toy}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         interrupt.delivered()
