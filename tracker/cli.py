@@ -15,6 +15,7 @@ from . import interrupt
 from .errors import ConfigError, EtemError
 from .cli_outputs import _check_writable, _make_output_folders, _what_was_saved, _written  # noqa: F401
 from .cli_evaluate import cmd_evaluate
+from .cli_info import cmd_info
 from .cli_find import RUN_SEPARATION, _overlay_words, cmd_find  # noqa: F401 (re-exported)
 from .cli_say import report
 from .statusline import StatusLine  # noqa: F401 (re-exported: etem.tracker.cli.StatusLine)
@@ -476,6 +477,7 @@ def cmd_simulate(args) -> int:
 
 
 _COMMANDS = {
+    "info": cmd_info,
     "simulate": cmd_simulate,
     "engine": cmd_engine,
     "batch": cmd_batch,

@@ -130,9 +130,16 @@ def _dashboard_options(p: argparse.ArgumentParser) -> None:
                    help="with --resume: do not start the dashboard the run was started with")
 
 
+def _version() -> str:
+    from .versions import versions
+
+    return versions()["etem-tracker"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etem", description="Follow atomic columns through in-situ TEM/STEM movies.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-V", "--version", action="version", version=f"etem-tracker {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="simulate a movie, stream it over ZeroMQ, track it, score against ground truth")
@@ -359,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .engines.manage import add_parser as add_engine
 
     add_engine(sub)
+
+    from .cli_info import add_parser as add_info
+
+    add_info(sub)
 
     p = sub.add_parser("find", help="find the columns in one image or a stack")
     p.add_argument("images", nargs="+", type=Path)
