@@ -131,9 +131,9 @@ def _dashboard_options(p: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from .versions import versions
+    from importlib import metadata
 
-    return versions()["etem-tracker"]
+    return metadata.version("etem-tracker")  # (one lookup at start-up, not versions()'s ten)
 
 
 def build_parser() -> argparse.ArgumentParser:

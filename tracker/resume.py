@@ -112,9 +112,9 @@ def capture(pipe: Pipeline, counters: dict[str, int], logged: dict[str, int]) ->
     arrays["prev_ref"] = np.zeros((0, 2)) if lk._prev_ref is None else np.asarray(lk._prev_ref, float)
     logs = {}
     for name in STATE_LOGS:
-        rows = getattr(sm, name)
-        logs[name] = np.asarray(rows[logged[name]:], dtype=np.int64).reshape(-1, STATE_LOGS[name][1])
-        logged[name] = len(rows)
+        log_ = getattr(sm, name)  # (an EventLog: rows never change once logged, so a view will do)
+        logs[name] = log_.rows(logged[name])
+        logged[name] = len(log_)
     est = pipe.sampling_estimate
     meta = {
         "version": STATE_VERSION,
