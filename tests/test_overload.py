@@ -188,6 +188,44 @@ def test_long_run_keeps_a_window_in_memory_and_the_result_reads_the_file(tmp_pat
     assert whole.frames["frame"].tolist() == list(range(30)) and len(whole.columns) == len(res.columns)
 
 
+def test_a_run_watched_without_a_run_file_keeps_only_the_latest_columns(tmp_path, capsys, monkeypatch):
+    """`etem track` without -o ran for hours holding every frame's columns (0.1 MB a frame at
+    1,000 columns): with keep_all_columns=False only the latest keep_in_memory_frames stay, the
+    per-frame rows and the statistics still cover the run, and the result says it has no columns."""
+    from etem.tracker import track
+    from etem.tracker.cli import main
+
+    stack = np.asarray(make_movie(n_frames=30, shape=(96, 96), particle_radius_A=6.0, seed=3).frames, np.float32)
+    cfg = PipelineConfig(keep_in_memory_frames=8, default_sampling=0.2)
+    held = []
+    res = track(stack, config=cfg, keep_all_columns=False,
+                on_frame=lambda r, pipe: held.append(len(pipe.columns_parts)))
+    assert max(held) == 8 and held[-1] == 8
+    whole = track(stack, config=cfg)
+    assert res.frames["frame"].tolist() == list(range(30))  # (a row a frame: small)
+    assert res.sites.equals(whole.sites) and len(res.flips) == len(whole.flips)
+    with pytest.raises(ValueError, match="keep_all_columns"):
+        res.columns
+    # the command keeps no columns it does not read back (the real pipeline, its instances noted)
+    import etem.tracker.api as api
+
+    made = []
+
+    class Noted(Pipeline):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(api, "Pipeline", Noted)
+    np.save(tmp_path / "m.npy", stack)
+    (tmp_path / "c.toml").write_text("keep_in_memory_frames = 8\n")
+    assert main(["replay", str(tmp_path / "m.npy"), "--sampling", "0.2", "--classical",
+                 "--config", str(tmp_path / "c.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "30 processed" in out and "sites:" in out
+    assert len(made) == 1 and made[0].columns_parts.maxlen == 8 and len(made[0].columns_parts) == 8
+
+
 # ------------------------------------------------------------------------------ GPU out of memory
 class OutOfMemoryAbove:
     """A real engine that raises the GPU's out-of-memory error on batches larger than ``limit``,

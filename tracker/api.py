@@ -302,7 +302,8 @@ class TrackResult:
         from .run import open_run
 
         if self.run_path is None:
-            raise ValueError(f"this result has no {table} table and no run file to read it from")
+            raise ValueError(f"this result has no {table} table and no run file to read it from (a run "
+                             "without a run file keeps every frame's columns only with keep_all_columns=True)")
         with open_run(self.run_path) as run:
             return run.read_table(table)
 
@@ -333,6 +334,7 @@ def track(
     force: bool = False,
     pattern: str | None = None,
     dataset: str | None = None,
+    keep_all_columns: bool = True,
 ) -> TrackResult:
     """Track every column through a sequence.
 
@@ -356,6 +358,12 @@ def track(
         tracks none writes none, and says so (``run_path`` of the result is then None).
     overwrite
         Replace a file at ``run_path`` (else an existing one is refused before the run starts).
+    keep_all_columns
+        Without ``run_path``, every frame's columns stay in memory for the result's ``columns``
+        (about 0.1 MB a frame at 1,000 columns). False keeps only the latest
+        ``keep_in_memory_frames`` of them, for a run that runs for hours and is only watched
+        (``etem track`` without ``-o``); the result then has no ``columns`` table. With a run
+        file the file holds them all, and memory the latest few, either way.
     mode, bind
         ZeroMQ only: ``sub`` (live camera PUB) or ``pull`` (lossless PUSH); bind or connect.
     pace
@@ -444,7 +452,8 @@ def track(
                                             "pattern": pattern, "dataset": dataset})
     elif fps is not None:  # frames in memory: the frame rate their times were given by (for a resume)
         attrs.setdefault("source_options", {"fps": float(fps)})
-    pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs)
+    pipe = Pipeline(cfg, run_path=run_path, counters=counters, overwrite=overwrite, attrs=attrs,
+                    keep_all_columns=keep_all_columns)
     if meta is None and model in (None, "auto"):
         # the first frame says how it was taken in its meta (a file's metadata, a stream's header):
         # it chooses the model (and a bright-field detector dark columns, for the classical
@@ -558,7 +567,7 @@ def result_of(pipe: Pipeline) -> TrackResult:
     else:
         occ = ev = np.zeros((0, 0), np.float32)
         sites = pd.DataFrame()
-    complete = pipe.tables_complete or pipe.run_path is None
+    complete = pipe.tables_complete or pipe.run_path is None  # (without a run file every frame's row stays)
     frames = pipe.frames_table() if complete else None
     if frames is not None and not len(frames.columns):  # (no frame tracked: the table's columns all the same)
         from .runschema import FRAMES
@@ -567,7 +576,7 @@ def result_of(pipe: Pipeline) -> TrackResult:
     # the run file is opened at the first frame tracked (a resumed run's was there before)
     written = pipe.run_path is not None and (pipe.linker is not None or pipe._resume is not None)
     return TrackResult(
-        _columns=pipe.columns_table() if complete else None,
+        _columns=pipe.columns_table() if pipe.tables_complete else None,
         _frames=frames,
         sites=sites,
         occupancy_map=occ,

@@ -263,7 +263,9 @@ def _run(args, source, *, total: int | None, **options) -> int:
             raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
         run_options = dict(resume=args.resume, force=args.force, device=args.device)
     else:
-        run_options = dict(config=_config(args), run_path=args.output, overwrite=args.overwrite, **_engine_kwargs(args))
+        # (the command reads no columns back: without -o it keeps only the latest frames' in memory)
+        run_options = dict(config=_config(args), run_path=args.output, overwrite=args.overwrite, keep_all_columns=False,
+                           **_engine_kwargs(args))
     dash = _start_dashboard(args)
     if dash is not None and args.resume is None:  # kept with the run, for --resume to serve it again
         run_options["attrs"] = {"dashboard": {"host": dash.cfg.host, "port": dash.port}}

@@ -92,6 +92,7 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
         counters: Counters | None = None,
         overwrite: bool = False,
         attrs: dict[str, Any] | None = None,
+        keep_all_columns: bool = True,
     ) -> None:
         self.cfg = cfg or PipelineConfig()
         self.counters = counters if counters is not None else Counters()
@@ -118,11 +119,14 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
         self.filled_nonfinite = 0  # frames whose few NaN or infinite pixels were filled ([preprocess] fill_nonfinite)
         self.latencies: deque[float] = deque(maxlen=2000)
         self.blank = BlankFrames(self.cfg.blank_snr_fraction)  # frames that hold no image
-        # the run's tables in memory: every frame without a run file, else the latest few
+        # the run's tables in memory: every frame without a run file, else the latest few; a run
+        # that wants no tables back (keep_all_columns=False: a live run watched without a run
+        # file) keeps the latest few frames' columns, the large table, without one too
         keep = None if self.run_path is None else self.cfg.keep_in_memory_frames
         self.frames_rows: deque[dict] = deque(maxlen=keep)
-        self.columns_parts: deque[pd.DataFrame] = deque(maxlen=keep)
-        self._evicted = False  # frames left the in-memory tables (the run file has them all)
+        self.columns_parts: deque[pd.DataFrame] = deque(
+            maxlen=keep if keep_all_columns else self.cfg.keep_in_memory_frames)
+        self._evicted = False  # frames left the in-memory tables (the run file, where there is one, has them all)
         self.writer = None
         self._resume = None  # the ResumePoint of a resumed run (etem.tracker.resume)
         self._mismatches_said: set[str] = set()  # frame sizes and pixel sizes not the run's, warned of
