@@ -360,7 +360,7 @@ def track(
         Replace a file at ``run_path`` (else an existing one is refused before the run starts).
     keep_all_columns
         Without ``run_path``, every frame's columns stay in memory for the result's ``columns``
-        (about 0.1 MB a frame at 1,000 columns). False keeps only the latest
+        (13 KiB a frame measured at 85 columns: about 0.15 MB at 1,000). False keeps only the latest
         ``keep_in_memory_frames`` of them, for a run that runs for hours and is only watched
         (``etem track`` without ``-o``); the result then has no ``columns`` table. With a run
         file the file holds them all, and memory the latest few, either way.
