@@ -72,7 +72,7 @@ class HostStage:
             "in_range": quality.get("in_range", -1),
             "out_of_range": quality.get("out_of_range", -1),
         }
-        if len(self.frames_rows) == self.frames_rows.maxlen or len(self.columns_parts) == self.columns_parts.maxlen:
+        if len(self.columns_parts) == self.columns_parts.maxlen:  # (its window is never wider than the rows')
             self._evicted = True
         self.frames_rows.append(row)
         self.trust.add(row["in_range"], quality.get("trust", ""))

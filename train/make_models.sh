@@ -67,7 +67,7 @@ have au-hrtem && { [ -f "$OUT/au-hrtem.json" ] || { mkdir -p "$OUT/stages"
 have haadf-stem && { [ -f "$OUT/haadf-stem.json" ] || etem train "$OUT/au_waves.h5" "$OUT/mos2_waves.h5" \
   "$OUT/graphene_waves.h5" -o "$OUT/haadf-stem" $T --steps 3000 --preset haadf --imaging haadf --classes column --seed 2; }
 # (b) graphene, HRTEM, single image: at full resolution, one run of 4,463 steps under the
-# `graphene` preset (astigmatism 0-20 Å, dose from 100 e/Å²): on 2 CPU cores about 40 min,
+# `graphene` preset (astigmatism 0-20 Å, dose from 100 e/Å²): on 2 CPU cores about 45 min,
 # held-out 0.693 (2026-12-07: the shipped preview). Under the preset's earlier, wider astigmatism
 # the same run scored 0.648, and 3,261 more steps from its weights with --init 0.670; from this
 # model the same 3,261 steps never beat its validation F1 (0.675), so the recipe stops at one run.
