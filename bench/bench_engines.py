@@ -11,6 +11,7 @@ onnxruntime-gpu) and tensorrt rows appear where those are installed. Speed is me
 
     python bench/bench_engines.py --sizes 256,512 --widths 8,16 --batch 4 --repeat 5
     python bench/bench_engines.py --device cuda --engines eager,compiled,tensorrt
+    python bench/bench_engines.py --model au-hrtem --sizes 512 --batch 1 --engines onnxruntime,int8
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 CARD = {"inputs": [0.0], "class_names": ["column"], "sampling_A": 0.1,
@@ -37,6 +39,8 @@ def variants(engines: list[str], device: str) -> list[tuple[str, str, dict]]:
                  ("eager fp16 channels-last", "eager", {"dtype": "float16", "channels_last": True})]
     if "onnxruntime" in engines:
         rows.append(("onnxruntime fp32", "onnxruntime", {}))
+    if "int8" in engines and not cuda:
+        rows.append(("onnxruntime int8", "onnxruntime", {"int8": True}))
     if "compiled" in engines:
         if cuda:  # the real-time issue's reference: torch.compile fp16 in its default mode
             rows.append(("torch.compile fp16 default mode (reference)", "compiled",
@@ -49,7 +53,8 @@ def variants(engines: list[str], device: str) -> list[tuple[str, str, dict]]:
         rows.append(("compiled AOTInductor", "compiled", {"aot": True}))
     if "tensorrt" in engines and cuda:
         rows.append(("tensorrt fp16", "tensorrt", {}))
-    return [r for r in rows if r[1] in engines or r[1] == "eager" or r[2].get("aot") or r[2].get("mode") == "max-autotune"]
+    return [r for r in rows if r[1] in engines or r[1] == "eager" or r[2].get("aot") or r[2].get("mode") == "max-autotune"
+            or r[2].get("int8")]
 
 
 def time_engines(engines: dict, batch: torch.Tensor, warmup: int, repeat: int, cuda: bool) -> dict:
@@ -108,7 +113,10 @@ def main() -> None:
                    help="FusionNet unshuffle factors, comma-separated (2: the top level on 2x2 pixel blocks)")
     p.add_argument("--batch", type=int, default=4, help="frames per batch")
     p.add_argument("--engines", default="eager,onnxruntime,compiled",
-                   help="eager, onnxruntime, compiled, aot (compiled with AOTInductor), autotune (compiled in max-autotune mode; CUDA only), tensorrt")
+                   help="eager, onnxruntime, int8 (onnxruntime's int8 graph; CPU), compiled, aot (compiled with "
+                        "AOTInductor), autotune (compiled in max-autotune mode; CUDA only), tensorrt")
+    p.add_argument("--model", help="time this model (a bundled name or a bundle path) instead of random FusionNets "
+                                   "(--widths, --depth and --unshuffle are then not used)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads (default: torch's)")
     p.add_argument("--warmup", type=int, default=2)
@@ -117,7 +125,8 @@ def main() -> None:
     args = p.parse_args()
 
     from etem.tracker.engines import make_engine
-    from etem.train.bundle import save_bundle
+    from etem.tracker.engines.quantize import calibration_file, save_calibration
+    from etem.train.bundle import load_bundle, save_bundle
     from etem.train.networks import FusionNet, count_parameters
 
     if args.threads:
@@ -135,12 +144,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp) / "cache"
-        for width, unshuffle in widths:
-            torch.manual_seed(0)
-            model = FusionNet(n_inputs=1, n_classes=2, width=width, depth=args.depth, unshuffle=unshuffle)
-            path = save_bundle(model, Path(tmp) / f"fusionnet-w{width}-u{unshuffle}", CARD)[1]
-            if unshuffle > 1:
-                width = f"{width}, unshuffle {unshuffle}"
+        for width, unshuffle in (widths if not args.model else [(None, None)]):
+            if args.model:
+                model, card = load_bundle(args.model)
+                path, width, channels = args.model, str(card.get("name") or args.model), len(card["inputs"])
+            else:
+                torch.manual_seed(0)
+                model = FusionNet(n_inputs=1, n_classes=2, width=width, depth=args.depth, unshuffle=unshuffle)
+                path = save_bundle(model, Path(tmp) / f"fusionnet-w{width}-u{unshuffle}", CARD)[1]
+                channels = 1
+                if "int8" in engines:  # (random weights: the int8 graph's agreement check may refuse it)
+                    rng = np.random.default_rng(0)
+                    save_calibration(calibration_file(path), rng.poisson(100.0, (4, 128, 128)), CARD["sampling_A"])
+                if unshuffle > 1:
+                    width = f"{width}, unshuffle {unshuffle}"
             params = count_parameters(model)
             built = {}
             for label, kind, options in variants(engines, args.device):
@@ -161,7 +178,7 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - a row that cannot run says why
                     print(f"| {label} | {width} | {params} | - | unavailable: {exc} | | | | |")
             for size in sizes:
-                batch = torch.randn(args.batch, 1, size, size)
+                batch = torch.randn(args.batch, channels, size, size)
                 base = ref = None
                 for label, result in time_engines(built, batch, args.warmup, args.repeat, cuda).items():
                     if isinstance(result, str):

@@ -90,7 +90,8 @@ def run_one(n_frames: int, size: int, n_columns: int, sampling: float, fps: floa
     from etem.tracker.preprocess import PreprocessConfig
 
     cfg = PipelineConfig(
-        engine=EngineConfig(kind=args.engine, model=args.model, device=args.device),
+        engine=EngineConfig(kind=args.engine, model=args.model, device=args.device,
+                            options={"int8": True} if args.int8 else {}),
         batch=BatchConfig(max_batch=args.max_batch, max_wait_s=args.max_wait),
         preprocess=PreprocessConfig(average_frames=args.average),
         locate=LocateConfig(intensity_radius_A=args.intensity_radius or None),
@@ -153,6 +154,8 @@ def main() -> None:
     p.add_argument("--columns", default="1000", help="comma-separated column counts per frame")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--engine", default="auto")
+    p.add_argument("--int8", action="store_true", help="the onnxruntime engine's int8 graph (CPU; the model's "
+                                                       "calibration images)")
     p.add_argument("--detection", choices=("thread", "process"), default="thread",
                    help="the detector in a thread of the pipeline or in a process of its own")
     p.add_argument("--model", default=None)
@@ -173,7 +176,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or platform.machine()
     print(f"# etem pipeline benchmark  {time.strftime('%Y-%m-%d')}  device: {dev}  cpus: {os.cpu_count()}  "
-          f"torch threads: {torch.get_num_threads()}  engine: {args.engine}  model: {args.model}  average: {args.average}  "
+          f"torch threads: {torch.get_num_threads()}  engine: {args.engine}{' int8' if args.int8 else ''}  model: {args.model}  average: {args.average}  "
           f"intensity radius: {args.intensity_radius or 'off'}  "
           f"detection: {args.detection}")
     head = ("size", "columns", "sent at", "frames/s", "Mpx/s", "lat p50 ms", "lat p99 ms", "average ms", "prep ms", "engine ms",

@@ -125,6 +125,10 @@ def _config(args):
     engine = cfg.engine
     if getattr(args, "imaging", None):
         engine = dataclasses.replace(engine, imaging=args.imaging)
+    if getattr(args, "int8", False):
+        if engine.kind not in ("auto", "onnxruntime") or (args.engine or "auto") not in ("auto", "onnxruntime"):
+            raise ConfigError("--int8 is the onnxruntime engine's (--engine onnxruntime or auto, on the CPU).")
+        engine = dataclasses.replace(engine, options={**engine.options, "int8": True})
     cfg = dataclasses.replace(cfg, batch=batch, preprocess=pre, engine=engine)
     if getattr(args, "detection", None):
         cfg = dataclasses.replace(cfg, detection=args.detection)
@@ -258,7 +262,7 @@ def _run(args, source, *, total: int | None, **options) -> int:
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v not in (None, False) and k in (
             "config", "model", "classical", "engine", "dark", "imaging", "sampling", "material", "output",
             "overwrite", "max_batch", "max_wait", "average", "detection", "intensity_classes", "groups",
-            "lattice_classes")]
+            "lattice_classes", "int8")]
         if given:
             raise ConfigError(f"--resume goes on with the options the run was started with; leave out {', '.join(given)}")
         run_options = dict(resume=args.resume, force=args.force, device=args.device)

@@ -24,6 +24,9 @@ def cmd_evaluate(args) -> int:
     if args.border:
         raise ConfigError("--border applies to a model scored on held-out waves (etem evaluate MODEL WAVES), "
                           "whose images have a known size; not to found columns against a movie or table.")
+    if getattr(args, "int8", False):
+        raise ConfigError("--int8 runs a model on held-out waves (etem evaluate MODEL WAVES --int8); found "
+                          "columns were found already.")
     sampling = args.sampling
     run_sites = run_flips = run_changes = run_hops = movie = None
     by_intensity = False

@@ -82,6 +82,12 @@ def _torch() -> dict[str, Any]:
     return info
 
 
+def _vnni() -> bool | None:
+    from .engines.quantize import cpu_has_vnni
+
+    return cpu_has_vnni()
+
+
 def collect() -> dict[str, Any]:
     """Everything `etem info` says, as a dictionary."""
     from .engines import available_kinds
@@ -103,6 +109,7 @@ def collect() -> dict[str, Any]:
         "others": {name: {"installed": _present(name), "for": what} for name, what in OTHERS.items()},
         "torch": torch_info,
         "engines": engines,
+        "int8_dot_product": _vnni(),
         "models": _models(),
         "engine_cache": {"folder": str(cache), "exists": cache.is_dir(),
                          "MB": round(_folder_size(cache) / 1e6, 1) if cache.is_dir() else 0.0},
@@ -130,6 +137,11 @@ def _text(info: dict[str, Any]) -> str:
                                                                   if t["cuda_build"] else ""))
     lines += ["", "engines --engine auto chooses from (best first):"]
     lines += [f"  {device:<5} {', '.join(kinds)}" for device, kinds in info["engines"].items()]
+    vnni = info.get("int8_dot_product")
+    if vnni is not None and "onnxruntime" in info["engines"].get("cpu", []):
+        lines.append("  --int8 (onnxruntime): " + ("this CPU has 8-bit dot-product instructions (VNNI): about 2x "
+                                                   "float32's speed" if vnni else "this CPU has no 8-bit dot-product "
+                                                   "instructions (VNNI): likely slower than float32 here"))
     lines += ["", "bundled models:"]
     for m in info["models"]:
         if "error" in m:

@@ -72,6 +72,9 @@ def _common_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", choices=ENGINE_KINDS, metavar="KIND",
                    help="engine kind: " + ", ".join(ENGINE_KINDS) + " (default: auto, the best available)")
     g.add_argument("--device", type=_device_arg, help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--int8", action="store_true",
+                   help="onnxruntime on the CPU: run the network quantized to 8 bits, calibrated on the model's "
+                        "calibration images (about 2x as fast on CPUs with VNNI, slower without; built once, cached)")
     g.add_argument("--dark", action="store_true", help="dark columns on a bright background (annular bright-field STEM): "
                    "the classical locator looks for them, a STEM model is shown the frames negated")
     g.add_argument("--imaging", choices=("hrtem", "stem"),
@@ -344,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and a radar plot")
     p.add_argument("--base-dose", type=float, default=1e4,
                    help="MODEL WAVES --sweep: dose of the base condition [e/Å²] (default 10000)")
+    p.add_argument("--int8", action="store_true",
+                   help="MODEL WAVES form: run the models as the onnxruntime engine's int8 graphs (CPU; "
+                        "`etem track --int8`), named 'NAME int8' in the table")
 
     p = sub.add_parser("view", help="open a run file (or an image) in napari")
     p.add_argument("path", type=Path)

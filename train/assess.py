@@ -79,7 +79,8 @@ def _method_kwargs(method: str) -> dict[str, Any]:
 def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[float] = DEFAULT_DOSES,
            n: int = 8, size: int = 256, sampling_A: float | None = None, preset: str | None = None,
            optics: dict[str, Any] | None = None, imaging: str | None = None, radius_A: float = 1.0,
-           seed: int = 0, device: str = "cpu", bond_A: float | None = None, border_A: float = 0.0) -> pd.DataFrame:
+           seed: int = 0, device: str = "cpu", bond_A: float | None = None, border_A: float = 0.0,
+           int8: bool = False) -> pd.DataFrame:
     """Score each method on ``n`` held-out images per dose; one row per image and method.
 
     ``methods``: model names or bundle paths, and ``"classical"`` / ``"classical-dark"``. The
@@ -89,6 +90,7 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     columns (``bonds``, ``bond_mean_A``, ``bond_std_A``) and between the true ones
     (``true_bond_std_A``: the floor, 0 on a pristine sheet). ``border_A``: columns, true or found,
     closer than this to the image's edge are not scored (:func:`etem.tracker.evaluate.score_columns`).
+    ``int8``: the models run as the onnxruntime engine's int8 graphs (CPU), named "NAME int8".
     """
     from etem.tracker import find
     from etem.tracker.evaluate import score_columns
@@ -104,6 +106,10 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
     focal = tuple((card or {}).get("inputs", [0.0]))
     classes_by = (card or {}).get("classes_by", "species")
     labels = method_labels(methods)
+    run_as: dict[str, Any] = {}
+    if int8:
+        labels = {m: v if m in CLASSICAL else f"{v} int8" for m, v in labels.items()}
+        run_as = {"engine": "onnxruntime", "config": {"engine": {"options": {"int8": True}}}}
     rows = []
     with _no_contrast_advice():  # (advice on --dark is for a user's frames, not held-out ones)
         for dose in doses:
@@ -117,7 +123,7 @@ def assess(methods: Sequence[str], wave_set: str | Path, *, doses: Sequence[floa
                 # the classical locator looks at the first image of a focal series
                 im = images[:, 0] if images.ndim == 4 and method in CLASSICAL else images
                 found = find(im, sampling=sampling_A, device=device, focal=1 if im.ndim == 3 else im.shape[1],
-                             **_method_kwargs(method))
+                             **_method_kwargs(method), **({} if method in CLASSICAL else run_as))
                 # the classical locator finds columns but knows no heights: it is scored as a finder
                 per = score_columns(found, truth if method not in CLASSICAL else truth.drop(columns="cls"),
                                     radius_px=radius_A / sampling_A, sampling=sampling_A, per_frame=True,

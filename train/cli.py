@@ -162,6 +162,9 @@ def cmd_evaluate_model(args) -> int:
         raise ConfigError(f"--write-card KEY names a held-out table and starts with 'heldout' (e.g. "
                           f"heldout_on_graphene); got {args.write_card!r}")
     methods = str(args.found).split(",")
+    if args.int8 and (args.write_card or args.sweep):
+        raise ConfigError("--int8 scores the int8 graphs on the dose table only: leave out "
+                          + ("--write-card (a card holds the float32 network's scores)" if args.write_card else "--sweep"))
     if args.write_card:  # before any work: a shipped model's card stays as shipped
         from etem.train.bundle import refuse_bundled_card
 
@@ -183,7 +186,7 @@ def cmd_evaluate_model(args) -> int:
     optics = optics_overrides(args.optics) if args.optics else ({} if args.preset else None)
     per = assess(methods, args.truth, doses=doses, n=args.n, size=args.size, sampling_A=args.sampling,
                  preset=args.preset, optics=optics, radius_A=args.radius, seed=args.seed, bond_A=args.bonds,
-                 border_A=args.border)
+                 border_A=args.border, int8=args.int8)
     table = summary(per)
     ranges = "".join(f", {k} {v}" for k, v in (per.attrs["optics"] or {}).items())
     print(f"{args.n} held-out images per dose from {args.truth.name} at {per.attrs['sampling_A']} Å/px "

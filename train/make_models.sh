@@ -136,3 +136,18 @@ if [ -n "$MODELS" ]; then
   etem evaluate "$MODELS" "$OUT/mos2_heldout_graphene.h5" -n 8 --write-card heldout_on_graphene -o "$OUT/eval-mos2-graphene"
   etem evaluate "$MODELS" "$OUT/mos2_heldout_bare.h5" --sweep -n 16 --write-card -o "$OUT/sweep-mos2"
 fi
+
+# calibration images of each model's int8 graph (the onnxruntime engine with --int8 on CPUs;
+# docs/models.md): drawn as the held-out images are, from waves of seeds neither training nor
+# the held-out sets use; a few hundred kB each, shipped beside the bundles as NAME.calib.npz.
+# Not for mos2-msdnet: on CPUs it runs in torch (the engine 'auto' picks eager for MSD-nets),
+# its ONNX graph being many times slower under onnxruntime.
+[ -f "$OUT/au_calib.h5" ]       || etem simulate waves --material au       -n 4 --seed 910 $W -o "$OUT/au_calib.h5"
+[ -f "$OUT/graphene_calib.h5" ] || etem simulate waves --material graphene -n 4 --seed 911 $W -o "$OUT/graphene_calib.h5"
+[ -f "$OUT/mos2_calib.h5" ]     || etem simulate waves --material mos2 --substrate mixed -n 4 --seed 912 $MW \
+  -o "$OUT/mos2_calib.h5"
+for m in au-hrtem:au haadf-stem:au,mos2,graphene graphene-hrtem:graphene mos2-unet:mos2; do
+  name=${m%%:*}; sets=""
+  for s in $(echo "${m#*:}" | tr , ' '); do sets="$sets $OUT/${s}_calib.h5"; done
+  [ -f "$OUT/$name.json" ] && etem engine calibrate "$OUT/$name" $sets -o "$OUT/$name.calib.npz"
+done

@@ -30,7 +30,7 @@ _OPTIONS = {
     "classical": ("column_sigma_px", "contrast"),
     "eager": ("dtype", "channels_last"),
     "compiled": ("dtype", "channels_last", "mode", "dynamic", "aot", "cache_dir"),
-    "onnxruntime": ("threads", "cache_dir", "opset"),
+    "onnxruntime": ("threads", "cache_dir", "opset", "int8", "calibration"),
     "tensorrt": ("max_batch", "opt_batch", "shape", "fp16", "workspace_gb", "cache_dir", "opset"),
 }
 #: The engines that run a model, the best first (the order ``auto`` tries them in).
@@ -95,8 +95,16 @@ def _classical(device: torch.device, options: dict[str, Any]) -> Engine:
 
 
 def _model_engine(kind: str, network, card: dict[str, Any], device: torch.device,
-                  options: dict[str, Any]) -> Engine:
+                  options: dict[str, Any], bundle: str | Path | None = None) -> Engine:
     _check_options(kind, options)
+    if kind == "onnxruntime" and options.get("int8") is True and options.get("calibration") is None and bundle:
+        from etem.train.bundle import bundle_paths
+
+        from .quantize import calibration_file
+
+        default = calibration_file(bundle_paths(bundle)[1])  # the bundle's own, where it has one
+        if default.is_file():
+            options = {**options, "calibration": default}
     if kind == "eager":
         from .eager import EagerEngine as cls
     elif kind == "compiled":
@@ -134,7 +142,8 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
     **options
         Options of the chosen engine: ``column_sigma_px``, ``contrast`` (classical);
         ``dtype``, ``channels_last`` (eager); those and ``mode``, ``dynamic``, ``aot``,
-        ``cache_dir`` (compiled); ``threads``, ``cache_dir``, ``opset`` (onnxruntime);
+        ``cache_dir`` (compiled); ``threads``, ``cache_dir``, ``opset``, ``int8``,
+        ``calibration`` (onnxruntime);
         ``max_batch``, ``opt_batch``, ``shape``, ``fp16``, ``workspace_gb``, ``cache_dir``,
         ``opset`` (tensorrt). With ``"auto"``, options the chosen engine does not take are left
         out (and logged).
@@ -174,7 +183,7 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
     # Loaded on the CPU: the engines fold the batch norms into a copy, which they move to the device.
     network, card = load_bundle(model, device="cpu")
     if kind != "auto":
-        return _model_engine(kind, network, card, device, options)
+        return _model_engine(kind, network, card, device, options, model)
 
     unknown = sorted(set(options) - {o for k in MODEL_KINDS for o in _OPTIONS[k]})
     if unknown:
@@ -190,7 +199,7 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
         taken = {k: v for k, v in options.items() if k in _OPTIONS[choice]}
         left = sorted(set(options) - set(taken))
         try:
-            engine = _model_engine(choice, network, card, device, taken)
+            engine = _model_engine(choice, network, card, device, taken, model)
         except (EngineUnavailable, ModelError) as exc:  # e.g. an export that does not reproduce the model
             if i == len(candidates) - 1:
                 raise

@@ -1,4 +1,4 @@
-"""`etem engine`: build engines ahead of a session, list and clear the engine cache."""
+"""`etem engine`: build engines ahead of a session, draw calibration images, list and clear the engine cache."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +24,7 @@ def _positive(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    """Register ``etem engine build|list|clear`` on the subcommand set ``sub``."""
+    """Register ``etem engine build|calibrate|list|clear`` on the subcommand set ``sub``."""
     p = sub.add_parser("engine", help="build engines ahead of a session; list or clear the engine cache")
     cmds = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
 
@@ -40,6 +40,19 @@ def add_parser(sub) -> None:
                    help="largest batch (tensorrt: the plan's profile, default 8; others: the check run's)")
     b.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     b.add_argument("--cache-dir", type=Path, help="engine cache folder (default: $ETEM_CACHE_DIR or the user cache)")
+    b.add_argument("--int8", action="store_true",
+                   help="onnxruntime: the graph quantized to 8 bits (CPU), calibrated on the bundle's "
+                        "NAME.calib.npz or --calibration")
+    b.add_argument("--calibration", type=Path, help="with --int8: the calibration file (etem engine calibrate)")
+
+    k = cmds.add_parser("calibrate", help="draw a model's calibration images (for its int8 graph) from simulated "
+                                          "exit waves it was not trained on")
+    k.add_argument("model", help="bundled model name or model bundle path")
+    k.add_argument("waves", nargs="+", type=Path, help="wave set(s) from etem simulate waves (taken in turn)")
+    k.add_argument("-o", "--output", type=Path, help="calibration file (default: NAME.calib.npz beside the bundle)")
+    k.add_argument("--per-dose", type=_positive, default=2, help="images per dose (default 2; doses 1e2-1e4 e/Å²)")
+    k.add_argument("--size", type=_positive, default=192, help="image side [px] (default 192)")
+    k.add_argument("--seed", type=int, default=7, help="seed of the optics and the noise (default 7)")
 
     ls = cmds.add_parser("list", help="list the cached engines")
     ls.add_argument("--cache-dir", type=Path)
@@ -51,7 +64,7 @@ def add_parser(sub) -> None:
 
 def cmd_engine(args) -> int:
     """Run ``etem engine ACTION``."""
-    return {"build": _build, "list": _list, "clear": _clear}[args.engine_command](args)
+    return {"build": _build, "list": _list, "clear": _clear, "calibrate": _calibrate}[args.engine_command](args)
 
 
 def _build(args) -> int:
@@ -65,14 +78,33 @@ def _build(args) -> int:
     if args.engine == "tensorrt":
         options["max_batch"] = args.batch or 8
         options["shape"] = tuple(args.shape)
+    if args.calibration is not None and not args.int8:
+        raise ConfigError("--calibration goes with --int8.")
+    if args.int8:
+        if args.engine != "onnxruntime":
+            raise ConfigError("--int8 builds the onnxruntime engine's int8 graph: give --engine onnxruntime.")
+        options.update(int8=True, calibration=args.calibration)
     engine = make_engine(args.engine, args.model, device=args.device, **options)
     if args.shape is not None:
         engine.warm_up(*args.shape, batch=args.batch or 1)
     path = engine.cache_path
     entry = getattr(engine, "cache_entry", None)
     hit = entry.hit if entry is not None else False
-    print(f"{engine.name} engine for {args.model} on {engine.device}: "
-          f"{'found in the cache' if hit else 'built'}", file=sys.stderr)
+    agreement = getattr(engine, "agreement", None)
+    print(f"{engine.name}{' int8' if getattr(engine, 'int8', False) else ''} engine for {args.model} on "
+          f"{engine.device}: {'found in the cache' if hit else 'built'}"
+          + (f" (its columns match the float32 graph's with F1 {agreement:.3f} on the calibration images)"
+             if agreement is not None else ""), file=sys.stderr)
+    print(path)
+    return 0
+
+
+def _calibrate(args) -> int:
+    from etem.train.calibration import write_calibration
+
+    path = write_calibration(args.model, args.waves, args.output, per_dose=args.per_dose, size=args.size,
+                             seed=args.seed)
+    print(f"calibration images of {args.model} written", file=sys.stderr)
     print(path)
     return 0
 
@@ -94,7 +126,8 @@ def _list(args) -> int:
         shape = "x".join(str(profile.get(d, "?")) for d in ("batch", "channels", "height", "width"))
         created = datetime.datetime.fromtimestamp(e.created).strftime("%Y-%m-%d %H:%M")
         where = key.get("gpu") or key.get("device") or ""
-        print(f"{e.kind:9} {e.size / 1e6:8.2f}  {created:16}  {lib[:24]:24}  {shape[:28]:28}  {e.path}"
+        kind = f"{e.kind}-int8" if key.get("precision") == "int8" else e.kind
+        print(f"{kind:9} {e.size / 1e6:8.2f}  {created:16}  {lib[:24]:24}  {shape[:28]:28}  {e.path}"
               + (f"  [{where}]" if where else ""))
     return 0
 
