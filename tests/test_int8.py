@@ -189,7 +189,10 @@ def test_find_with_int8_and_its_refusals(tmp_path, capsys):
     out32, out8 = tmp_path / "a.csv", tmp_path / "b.csv"
     assert main(["find", str(image), "--model", "au-hrtem", "--sampling", "0.2", "--engine", "onnxruntime",
                  "-o", str(out32)]) == 0
+    capsys.readouterr()
     assert main(["find", str(image), "--model", "au-hrtem", "--sampling", "0.2", "--int8", "-o", str(out8)]) == 0
+    said = capsys.readouterr()
+    assert "located by model au-hrtem (onnxruntime int8)" in said.out + said.err
     import pandas as pd
 
     a, b = pd.read_csv(out32), pd.read_csv(out8)
@@ -219,3 +222,17 @@ def test_the_cpus_8_bit_dot_product_is_read_from_its_flags():
     assert cpu_has_vnni("Features : fp asimd asimddp\n", "aarch64") is True
     assert cpu_has_vnni("Features : fp asimd\n", "aarch64") is False
     assert cpu_has_vnni("nothing here\n", "x86_64") is None and cpu_has_vnni("flags : x\n", "riscv64") is None
+
+
+def test_a_replay_with_int8_says_so_in_its_run_file(tmp_path):
+    from etem.tracker.runfile import open_run
+
+    stack = tmp_path / "movie.npy"
+    np.save(stack, np.stack([_lattice(30 + i, size=128, dose=2000.0) for i in range(3)]))
+    run = tmp_path / "run.h5"
+    assert main(["replay", str(stack), "--model", "au-hrtem", "--sampling", "0.2", "--int8", "-o", str(run),
+                 "--quiet"]) == 0
+    with open_run(run) as r:
+        assert r.attrs["engine"]["kind"] == "onnxruntime" and r.attrs["engine"]["int8"] is True
+        assert r.attrs["config"]["engine"]["options"] == {"int8": True} and len(r.frames) == 3
+    assert main(["replay", str(stack), "--resume", str(run), "--int8"]) == 2  # a resumed run keeps its own options

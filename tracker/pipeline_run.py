@@ -49,6 +49,8 @@ class RunFileStage:
         card = getattr(engine, "card", None)
         attrs["engine"] = {"kind": engine.name, "device": str(engine.device),
                            "class_names": [str(n) for n in getattr(engine, "class_names", ()) or ()]}
+        if getattr(engine, "int8", False):
+            attrs["engine"]["int8"] = True
         if card:
             attrs["model_card"] = card
         writer = RunWriter(self.run_path, attrs=attrs, counter_names=self.COUNTER_NAMES, overwrite=self.overwrite,

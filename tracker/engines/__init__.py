@@ -17,7 +17,7 @@ from .base import Engine
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Engine", "EngineKind", "ENGINE_KINDS", "MODEL_KINDS", "available_kinds", "make_engine",
+__all__ = ["Engine", "EngineKind", "ENGINE_KINDS", "MODEL_KINDS", "available_kinds", "engine_label", "make_engine",
            "resolve_device"]
 
 log = logging.getLogger("etem.engine")
@@ -35,6 +35,13 @@ _OPTIONS = {
 }
 #: The engines that run a model, the best first (the order ``auto`` tries them in).
 MODEL_KINDS = ("tensorrt", "compiled", "onnxruntime", "eager")
+
+
+def engine_label(engine) -> str | None:
+    """An engine's name as said to users: its kind, with " int8" for an int8 graph; None for none."""
+    if engine is None:
+        return None
+    return engine.name + (" int8" if getattr(engine, "int8", False) else "")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
