@@ -226,6 +226,49 @@ def test_a_run_watched_without_a_run_file_keeps_only_the_latest_columns(tmp_path
     assert len(made) == 1 and made[0].columns_parts.maxlen == 8 and len(made[0].columns_parts) == 8
 
 
+def _frame_row(i):
+    return {"frame": i, "seq": i, "t": i * 0.1, "received": i * 0.1 + 0.01, "latency_ms": 12.3 + i % 7,
+            "n_columns": 957, "drift_y": 0.1 * i, "drift_x": -0.2, "sampling": 0.2, "dose": np.nan, "snr": 3.2,
+            "dose_est": 300.0 + i, "resolution_A": 1.1, "confidence": 0.93, "in_range": i % 2 - (i % 5 == 0),
+            "out_of_range": (i % 3) * 2}
+
+
+def test_a_run_without_a_run_file_keeps_its_frame_rows_compactly():
+    """Every frame's row stays (the report's trust tally reads them), in arrays of the run
+    file's dtypes: a dict of 16 numbers a frame took about 620 bytes, the arrays about 140."""
+    import tracemalloc
+
+    import pandas as pd
+
+    from etem.tracker.rows import CompactRows
+    from etem.tracker.runschema import FRAMES
+
+    rows = [_frame_row(i) for i in range(2500)]
+    store = CompactRows(chunk=1000)
+    for r in rows:
+        store.append(r)
+    assert len(store) == 2500 and store.maxlen is None
+    got, want = store.table(), pd.DataFrame(rows)
+    assert list(got.columns) == list(want.columns) and got.dtypes.to_dict() == {k: FRAMES[k] for k in got.columns}
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert [r["frame"] for r in store] == list(range(2500))  # the sealed chunks, then the rows after them
+    odd = CompactRows()
+    odd.append({"frame": 1, "note": "x"})
+    assert odd.table()["note"].tolist() == ["x"] and CompactRows().table().empty
+
+    def bytes_a_row(store):
+        tracemalloc.start()
+        for i in range(20000):
+            store.append(_frame_row(i))
+        used = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return used / 20000
+
+    assert bytes_a_row(CompactRows()) < 250 < 500 < bytes_a_row([])
+    # the pipeline keeps them so without a run file, and keeps the latest few (a deque) with one
+    assert isinstance(Pipeline(PipelineConfig(default_sampling=0.2)).frames_rows, CompactRows)
+
+
 # ------------------------------------------------------------------------------ GPU out of memory
 class OutOfMemoryAbove:
     """A real engine that raises the GPU's out-of-memory error on batches larger than ``limit``,

@@ -45,6 +45,7 @@ from .trust import BlankFrames, TrustTally
 from .wire import REJECT_REASONS
 from .pipeline_checks import FrameChecks
 from .pipeline_host import HostStage
+from .rows import CompactRows
 from .pipeline_run import RunFileStage
 
 log = logging.getLogger("etem.pipeline")
@@ -123,7 +124,8 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
         # that wants no tables back (keep_all_columns=False: a live run watched without a run
         # file) keeps the latest few frames' columns, the large table, without one too
         keep = None if self.run_path is None else self.cfg.keep_in_memory_frames
-        self.frames_rows: deque[dict] = deque(maxlen=keep)
+        # (every frame's row, without a run file: in arrays, not dicts, about 100 bytes a frame)
+        self.frames_rows: deque[dict] | CompactRows = CompactRows() if keep is None else deque(maxlen=keep)
         self.columns_parts: deque[pd.DataFrame] = deque(
             maxlen=keep if keep_all_columns else self.cfg.keep_in_memory_frames)
         self._evicted = False  # frames left the in-memory tables (the run file, where there is one, has them all)
@@ -565,6 +567,8 @@ class Pipeline(FrameChecks, HostStage, RunFileStage):
 
     def frames_table(self) -> pd.DataFrame:
         """Per-frame rows in memory (see :attr:`tables_complete`)."""
+        if isinstance(self.frames_rows, CompactRows):
+            return self.frames_rows.table()
         return pd.DataFrame(list(self.frames_rows))
 
     def columns_table(self) -> pd.DataFrame:
