@@ -236,3 +236,17 @@ def test_a_replay_with_int8_says_so_in_its_run_file(tmp_path):
         assert r.attrs["engine"]["kind"] == "onnxruntime" and r.attrs["engine"]["int8"] is True
         assert r.attrs["config"]["engine"]["options"] == {"int8": True} and len(r.frames) == 3
     assert main(["replay", str(stack), "--resume", str(run), "--int8"]) == 2  # a resumed run keeps its own options
+
+
+def test_int8_left_out_by_engine_auto_is_said(tmp_path, caplog):
+    """engine 'auto' runs an MSD-net in torch on CPUs; asked for int8 it says it did not."""
+    import logging
+
+    from etem.train.networks import MSDNet
+
+    _, path = save_bundle(MSDNet(n_inputs=1, n_classes=2, depth=4, width=1, dilations=(1, 2)).eval(),
+                          tmp_path / "msd", CARD)
+    with caplog.at_level(logging.WARNING, logger="etem.engine"):
+        engine = make_engine("auto", path, device="cpu", cache_dir=tmp_path, int8=True)
+    assert engine.name == "eager"
+    assert any("int8 was asked for" in r.getMessage() and "MSD-net" in r.getMessage() for r in caplog.records)

@@ -214,5 +214,10 @@ def make_engine(kind: EngineKind = "auto", model: str | Path | None = None, *,
             continue
         log.info("engine 'auto' chose %r on %s (of %s available)%s", choice, device, ", ".join(candidates),
                  f"; options it does not take were left out: {', '.join(left)}" if left else "")
+        if options.get("int8") is True and not getattr(engine, "int8", False):
+            why = ("an MSD-net runs faster in torch on the CPU than as an onnxruntime graph"
+                   if card.get("arch") == "msdnet" and device.type == "cpu" else f"on {device} it is not available")
+            log.warning("int8 was asked for, but the engine 'auto' chose %r, which runs the network in float "
+                        "(%s); --engine onnxruntime --int8 runs the int8 graph regardless", choice, why)
         return engine
     raise AssertionError("unreachable: 'eager' is always a candidate")
