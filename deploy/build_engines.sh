@@ -10,11 +10,12 @@
 #   MAX_BATCH    largest batch of the TensorRT plan (default 8; match [engine] options.max_batch)
 #
 # Environment: ETEM (the etem command, default: etem on PATH), ETEM_CACHE_DIR (the cache the
-# service uses; default: the user cache folder of whoever runs this).
+# service uses; default: the user cache folder of whoever runs this), INT8=1 (also build the
+# onnxruntime engine's int8 graph).
 set -euo pipefail
 
 if [ "$#" -lt 3 ] || [ "$#" -gt 4 ]; then
-    sed -n '5,13p' "$0" >&2
+    sed -n '5,14p' "$0" >&2
     exit 2
 fi
 model=$1 height=$2 width=$3 batch=${4:-8}
@@ -27,6 +28,12 @@ has() { "$python" -c "$1" >/dev/null 2>&1; }
 echo "== onnxruntime (CPU)"
 if has "import onnxruntime"; then
     "$etem" engine build "$model" --engine onnxruntime --shape "$height" "$width" --device cpu
+    # the int8 graph too, where the model has calibration images (the bundled ones do) and
+    # INT8=1 (for `--int8` / [engine] options = { int8 = true } on CPUs with VNNI)
+    if [ "${INT8:-0}" = 1 ]; then
+        echo "== onnxruntime int8 (CPU)"
+        "$etem" engine build "$model" --engine onnxruntime --int8 --shape "$height" "$width" --device cpu
+    fi
 else
     echo "   skipped: pip install onnx onnxruntime"
 fi

@@ -431,3 +431,9 @@ def test_build_engines_script(bundle, tmp_path):
     assert entry.kind == "onnx" and str(entry.path) in done.stdout
     bad = subprocess.run([str(script), str(bundle)], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
+    # INT8=1 also builds the int8 graph (a bundled model: it brings calibration images)
+    env["ETEM_CACHE_DIR"] = str(tmp_path / "cache8")
+    done = subprocess.run([str(script), "haadf-stem", "64", "64"], env={**env, "INT8": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(e.key.get("precision") for e in EngineCache(tmp_path / "cache8").entries()) == ["float32", "int8"]
