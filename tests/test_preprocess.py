@@ -217,14 +217,17 @@ def test_frames_within_the_as_is_range_go_in_as_they_are(caplog):
     elsewhere, and without it, they are resampled."""
     img = np.random.rand(200, 240).astype(np.float32)
     pre = Preprocessor(PreprocessConfig(target_sampling=0.2, as_is=(0.9, 2.0)))
-    for sampling, shape in ((0.21, (200, 240)), (0.19, (200, 240)), (0.26, (200, 240)), (0.1, (100, 120)),
+    for sampling, shape in ((0.21, (200, 240)), (0.19, (200, 240)), (0.24, (200, 240)), (0.1, (100, 120)),
                             (0.5, (500, 600))):
         batch, scales = pre([img], [sampling])
         assert batch.shape[-2:] == shape, sampling
-    assert "coarser" not in caplog.text
-    pre([img], [0.4])  # 2x coarser: as it is, and said once
-    batch, _ = pre([img], [0.4])
+    assert "coarser" not in caplog.text  # (up to 1.2x: as they are, nothing to say)
+    pre([img], [0.4])  # 2x coarser: as it is, and said once, with what it costs and how to enlarge
+    batch, _ = pre([img], [0.3])
     assert batch.shape[-2:] == (200, 240) and caplog.text.count("2.0x coarser than the model's 0.2 Å/px") == 1
+    assert "coarser" in caplog.text and "1.5x coarser" not in caplog.text and "as_is = [1, 1]" in caplog.text
+    enlarged = Preprocessor(PreprocessConfig(target_sampling=0.2, as_is=(1.0, 1.0)))
+    assert enlarged([img], [0.3])[0].shape[-1] > 350  # enlarged 1.5x: what the warning's advice does
     plain = Preprocessor(PreprocessConfig(target_sampling=0.2))
     assert plain([img], [0.21])[0].shape[-2:] != (200, 240)  # (no as_is: resampled, as before)
     with pytest.raises(ConfigError, match="as_is"):
