@@ -250,3 +250,13 @@ def test_int8_left_out_by_engine_auto_is_said(tmp_path, caplog):
         engine = make_engine("auto", path, device="cpu", cache_dir=tmp_path, int8=True)
     assert engine.name == "eager"
     assert any("int8 was asked for" in r.getMessage() and "MSD-net" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("detection", ["thread", "process"])
+def test_the_result_names_the_int8_graph_whichever_stage_detects(detection):
+    from etem.tracker import track
+
+    stack = np.stack([_lattice(40 + i, size=96, dose=2000.0) for i in range(3)])
+    cfg = {"default_sampling": 0.2, "detection": detection, "engine": {"options": {"int8": True}}}
+    result = track(stack, config=cfg, model="au-hrtem", engine="onnxruntime")
+    assert result.engine == "onnxruntime int8" and result.counters["processed"] == 3

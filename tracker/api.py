@@ -17,7 +17,6 @@ import pandas as pd
 
 from .accounting import Counters
 from .detect import Detector, EngineConfig
-from .engines import engine_label
 from .errors import ConfigError, EngineUnavailable, FileFormatError
 from . import interrupt
 from .frames import Frame
@@ -180,7 +179,7 @@ def find(
         out = pd.DataFrame(columns=["frame", "y", "x", "cls", "prob", "intensity", "background"]
                            + (["y_A", "x_A"] if known else []))
     out.attrs["class_names"] = list(det.engine.class_names) if det.engine is not None else []
-    out.attrs["engine"] = engine_label(det.engine)
+    out.attrs["engine"] = det.engine_label
     out.attrs["model"] = ecfg.model if ecfg.kind != "classical" else None
     out.attrs["lattice_classes"] = det.lattice_classes  # (metal or chalcogen from the sublattice)
     out.attrs["column_sigma_px"] = det.measured_sigma_px  # (measured on the image: the pixel size unknown)
@@ -590,7 +589,7 @@ def result_of(pipe: Pipeline) -> TrackResult:
         sampling=pipe.sampling,
         run_path=pipe.run_path if written else None,
         model=pipe.cfg.engine.model if pipe.cfg.engine.kind != "classical" else None,
-        engine=engine_label(pipe.detector.engine),
+        engine=pipe.detector.engine_label,
         view_jumps=0 if pipe.linker is None else pipe.linker.jumps,
         filled_nonfinite=pipe.filled_nonfinite,
         lattice_classes=pipe.cfg.locate.lattice_classes != "off"

@@ -18,7 +18,7 @@ from typing import Any, Literal, Sequence
 
 import pandas as pd
 
-from .engines import ENGINE_KINDS
+from .engines import ENGINE_KINDS, engine_label
 from .errors import ConfigError, SamplingUnknown, choice_error
 from .frames import Frame
 from .intensity import intensity_of_frames
@@ -134,6 +134,11 @@ class Detector:
     def trust_note(self) -> str:
         """How the trust ranges the frames are judged by were chosen, where worth saying (``""``)."""
         return getattr(self.trust_ranges, "note", "")
+
+    @property
+    def engine_label(self) -> str | None:
+        """The engine's name as said to users (with " int8" for an int8 graph); None before it is built."""
+        return engine_label(self.engine)
 
     @property
     def lattice_classes(self) -> bool:

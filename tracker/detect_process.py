@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .engines import engine_label
 from .frames import Frame
 
 log = logging.getLogger("etem.detect_process")
@@ -58,6 +59,7 @@ class EngineInfo:
     device: Any  # torch.device
     card: dict | None = None
     class_names: tuple[str, ...] = ()
+    int8: bool = False  # an int8 graph (the onnxruntime engine's)
     #: the child's CUDA memory (``etem.tracker.metrics.gpu_memory``), as of its last batch
     gpu_memory_snapshot: dict = dataclasses.field(default_factory=dict)
 
@@ -131,7 +133,8 @@ def _child_main(req, res, engine_cfg, preprocess_cfg, locate_cfg, batch_size, av
                     e = det.engine
                     info = {"name": e.name, "device": str(e.device), "card": getattr(e, "card", None),
                             "class_names": [str(n) for n in getattr(e, "class_names", ()) or ()],
-                            "measured_sigma_px": det.measured_sigma_px, "trust_note": det.trust_note}
+                            "measured_sigma_px": det.measured_sigma_px, "trust_note": det.trust_note,
+                            "int8": bool(getattr(e, "int8", False))}
                     told_engine = True
                 gpu = gpu_memory(det.engine)
                 res.send(("batch", bid, cols, det.oom_retries - retries0, stages, info, gpu, time.process_time()))
@@ -252,6 +255,11 @@ class DetectorProcess:
     @property
     def alive(self) -> bool:
         return self._dead is None and self._proc is not None and self._proc.is_alive()
+
+    @property
+    def engine_label(self) -> str | None:
+        """Detector.engine_label, of the engine the child said it built."""
+        return engine_label(self.engine)
 
     @property
     def frames_in_flight(self) -> int:
@@ -390,7 +398,7 @@ class DetectorProcess:
             _, _, cols, retries, stages, info, gpu, self.cpu_s = msg
             if info is not None:
                 self.engine = EngineInfo(info["name"], torch.device(info["device"]), info["card"],
-                                         tuple(info.get("class_names", ())))
+                                         tuple(info.get("class_names", ())), bool(info.get("int8")))
                 self.measured_sigma_px = self.measured_sigma_px or info.get("measured_sigma_px")
                 self.trust_note = info.get("trust_note", "")
             if self.engine is not None:
