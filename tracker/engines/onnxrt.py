@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConfigError, EngineUnavailable, ModelError
 from . import resolve_device
 from .base import check_batch, model_fields
-from .cache import CacheEntry, EngineCache, model_digest
+from .cache import CacheEntry, EngineCache, _file_sha256, model_digest
 from .export import INPUT, OPSET, OUTPUT, export_onnx, import_onnxruntime, model_label, onnx_key, verify_onnx
 from .quantize import (MIN_AGREEMENT, RECIPE, check_int8_options, column_agreement, cpu_has_vnni,
                        load_calibration, network_inputs, quantize_onnx)
@@ -101,8 +101,7 @@ class OnnxRuntimeEngine:
         self.threads = threads or 0
         self._ort = ort
         self.cache = EngineCache(cache_dir)
-        digest = model_digest(model, card)
-        key = onnx_key(digest, self.n_inputs, opset=opset)
+        key = onnx_key(model_digest(model, card), self.n_inputs, opset=opset)
         self.int8 = int8
         #: the int8 graph's columns against the float32 graph's on the calibration images (F1),
         #: measured when it was built (None: float32)
@@ -114,14 +113,14 @@ class OnnxRuntimeEngine:
 
         self.cache_entry: CacheEntry
         if int8:
-            self.session, self.cache_entry = self._int8(model, card, digest, key, build, opset, calibration)
+            self.session, self.cache_entry = self._int8(card, key, build, calibration)
         else:
             self.session, self.cache_entry = self.cache.load_or_build(
                 "onnx", model_label(card), key, "model.onnx", build, self._session)
         log.info("onnxruntime engine: %s %s graph %s (%s)", "cached" if self.cache_entry.hit else "new",
                  "int8" if int8 else "float32", self.cache_entry.path, ", ".join(self.session.get_providers()))
 
-    def _int8(self, model, card, digest, fp32_key, build_fp32, opset, calibration):
+    def _int8(self, card, fp32_key, build_fp32, calibration):
         """The int8 graph's session and cache entry, built from the float32 graph where needed."""
         import onnxruntime
 
@@ -131,16 +130,17 @@ class OnnxRuntimeEngine:
                               "(written beside the bundle as NAME.calib.npz), or give a calibration file as the "
                               "engine option calibration = FILE.")
         calibration = Path(calibration)
-        images, head = load_calibration(calibration)
-        inputs = network_inputs(images, head, card, self.n_inputs)
+        if not calibration.is_file():
+            load_calibration(calibration)  # (says what is missing and how to make it)
         label = model_label(card)
         key = {**fp32_key, "precision": "int8", "quantization": RECIPE, "onnxruntime": onnxruntime.__version__,
-               "calibration_sha256": _sha256(calibration)}
+               "calibration_sha256": _file_sha256(calibration)}
         if cpu_has_vnni() is False:
             log.warning("this CPU has no 8-bit dot-product instructions (VNNI): the int8 graph will likely run "
                         "slower than the float32 one here (94 against 58 ms a 512² frame on an AVX2 machine)")
 
         def build(path: Path) -> None:
+            inputs = network_inputs(*load_calibration(calibration), card, self.n_inputs)
             _, fp32 = self.cache.load_or_build("onnx", label, fp32_key, "model.onnx", build_fp32, self._session)
             quantize_onnx(fp32.path, inputs, path, INPUT)
             agreement = column_agreement(self._session(fp32.path, cpu_only=True), self._session(path, cpu_only=True),
@@ -218,10 +218,3 @@ class OnnxRuntimeEngine:
     def cache_hit(self) -> bool:
         """Whether the ONNX graph came from the cache (False: exported when this engine was built)."""
         return self.cache_entry.hit
-
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
