@@ -82,16 +82,11 @@ def _torch() -> dict[str, Any]:
     return info
 
 
-def _vnni() -> bool | None:
-    from .engines.quantize import cpu_has_vnni
-
-    return cpu_has_vnni()
-
-
 def collect() -> dict[str, Any]:
     """Everything `etem info` says, as a dictionary."""
     from .engines import available_kinds
     from .engines.cache import default_cache_dir
+    from .engines.quantize import cpu_has_vnni
     from .versions import versions
 
     torch_info = _torch()
@@ -109,7 +104,7 @@ def collect() -> dict[str, Any]:
         "others": {name: {"installed": _present(name), "for": what} for name, what in OTHERS.items()},
         "torch": torch_info,
         "engines": engines,
-        "int8_dot_product": _vnni(),
+        "int8_dot_product": cpu_has_vnni(),
         "models": _models(),
         "engine_cache": {"folder": str(cache), "exists": cache.is_dir(),
                          "MB": round(_folder_size(cache) / 1e6, 1) if cache.is_dir() else 0.0},

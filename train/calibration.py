@@ -58,15 +58,15 @@ def calibration_images(card: dict, wave_sets: Sequence[str | os.PathLike], *, pe
 
 
 def write_calibration(model: str | os.PathLike, wave_sets: Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
-                      **kw) -> Path:
+                      *, per_dose: int = 2, size: int = 192, doses: Sequence[float] = DOSES, seed: int = 7) -> Path:
     """Draw the calibration images of ``model`` (a bundled name or a bundle path) and write them
     to ``output`` (default: ``NAME.calib.npz`` beside the bundle)."""
     from .bundle import bundle_paths, load_bundle
 
     _, card = load_bundle(model)
-    images = calibration_images(card, wave_sets, **kw)
+    images = calibration_images(card, wave_sets, per_dose=per_dose, size=size, doses=doses, seed=seed)
     out = Path(output) if output is not None else calibration_file(bundle_paths(model)[1])
     meta = {"model": str(card.get("name") or model), "wave_sets": [Path(w).name for w in wave_sets],
-            "doses": list(kw.get("doses", DOSES)), "per_dose": kw.get("per_dose", 2), "seed": kw.get("seed", 7),
+            "doses": list(doses), "per_dose": per_dose, "seed": seed,
             "drawn": "etem engine calibrate: the card's training optics, as the held-out images"}
     return save_calibration(out, images, float(card["sampling_A"]), meta)

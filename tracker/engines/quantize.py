@@ -159,9 +159,8 @@ def column_agreement(reference: Any, candidate: Any, inputs: Sequence[np.ndarray
     """F1 of the columns ``candidate`` finds against those ``reference`` finds on ``inputs``
     (two onnxruntime sessions; columns read off the maps as the tracker reads them, matched
     within ``AGREEMENT_RADIUS_A``); 1.0 where neither finds any."""
-    from scipy.spatial import cKDTree
-
     from ..locate import LocateConfig, locate
+    from ..matching import match_within
 
     threshold = card.get("threshold")
     cfg = LocateConfig(threshold=float(threshold) if threshold is not None else None)
@@ -175,23 +174,8 @@ def column_agreement(reference: Any, candidate: Any, inputs: Sequence[np.ndarray
         a, b = (t[["y", "x"]].to_numpy(float) for t in tables)
         n_ref, n_cand = n_ref + len(a), n_cand + len(b)
         if len(a) and len(b):
-            pairs = cKDTree(a).sparse_distance_matrix(cKDTree(b), radius_px, output_type="ndarray")
-            tp += _matched(pairs)
+            tp += len(match_within(a, b, radius_px)[0])
     return 1.0 if n_ref + n_cand == 0 else 2 * tp / (n_ref + n_cand)
-
-
-def _matched(pairs: np.ndarray) -> int:
-    """Pairs matched one to one, closest first (greedy: within half a column spacing there is
-    rarely a choice)."""
-    taken_a: set[int] = set()
-    taken_b: set[int] = set()
-    n = 0
-    for i, j in zip(pairs["i"][np.argsort(pairs["v"])], pairs["j"][np.argsort(pairs["v"])]):
-        if i not in taken_a and j not in taken_b:
-            taken_a.add(int(i))
-            taken_b.add(int(j))
-            n += 1
-    return n
 
 
 def cpu_has_vnni(cpuinfo: str | None = None, machine: str | None = None) -> bool | None:
