@@ -207,6 +207,35 @@ def test_a_snapshot_written_before_the_class_detection_rates_resumes(stack, refe
     pd.testing.assert_frame_equal(run.sites, reference.sites)
 
 
+def test_a_snapshot_written_when_sites_kept_eight_classes_resumes(stack, reference, tmp_path):
+    """Sites keep 16 classes (a height model has 10); a snapshot written when they kept 8 (its
+    per-class arrays 8 wide, its confusion 8 x 8) resumes into the uninterrupted run."""
+    path = tmp_path / "run.h5"
+    pipe = Pipeline(ONE, run_path=path)
+    _stopped_after_15_frames(pipe, iter_array(stack, counters=pipe.counters, sampling=0.2))
+    with h5py.File(path, "r+") as f:
+        for slot in ("slot0", "slot1"):
+            g = f[f"state/{slot}"]
+            if not len(g["meta"]):
+                continue
+            meta = json.loads(bytes(g["meta"][()]).decode())
+            for name in ("sites_cls_votes", "sites_w_occ_cls", "sites_w_det_cls", "sites_cls_post"):
+                shape = meta["shapes"][name]
+                assert shape[1] == 16
+                narrow = g[name][()].reshape(shape)[:, :8]
+                del g[name]
+                g.create_dataset(name, data=narrow.reshape(-1), maxshape=(None,))
+                meta["shapes"][name] = [shape[0], 8]
+            meta["sites"]["conf_counts"] = [r[:8] for r in meta["sites"]["conf_counts"][:8]]
+            doc = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+            g["meta"].resize((len(doc),))
+            g["meta"][:] = doc
+    track(stack, resume=path)
+    run = open_run(path)
+    assert run.status == "complete"
+    pd.testing.assert_frame_equal(run.sites, reference.sites)
+
+
 def test_a_snapshot_written_before_the_image_evidence_resumes(stack, reference, tmp_path):
     """A snapshot without the image's values at the sites (the intensity model's sums and the
     pending frames' values), and without the emptyings and fillings awaiting a hop partner,

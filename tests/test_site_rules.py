@@ -287,5 +287,33 @@ def test_class_changes_that_are_no_hop(names, classes):
 def test_class_kinds_from_names():
     from etem.tracker.site_classes import class_kinds
 
-    assert class_kinds(("Mo", "S2", "S", "B0", "B1", "column", "I2")) == (
-        ("Mo", 1), ("S", 2), ("S", 1), ("B", 0), ("B", 1), (None, 0), ("I", 2))
+    assert class_kinds(("Mo", "S2", "S", "B0", "B1", "column", "I2", "1", "10", "a1")) == (
+        ("Mo", 1), ("S", 2), ("S", 1), ("B", 0), ("B", 1), (None, 0), ("I", 2), ("atoms", 1), ("atoms", 10), (None, 0))
+
+
+def test_column_heights_losing_and_gaining_an_atom_beside_each_other_are_a_hop():
+    """A height model's classes ``"1"`` … ``"10"`` are amounts of one kind: a column of 5 atoms
+    turning 4 beside one of 3 turning 4 is an atom that moved between them (the amounts need
+    not be each other's reverse, as S2 -> S and S -> S2 are); a column turning 4 -> 5 beside
+    one turning 3 -> 4 gains twice and is no hop. Heights above 8 keep their own class."""
+    names = [str(h) for h in range(1, 11)]
+    cls = np.tile([4, 2, 9], (40, 1))  # heights 5, 3 and 10+
+    cls[20:, 0], cls[20:, 1] = 3, 3  # 5 -> 4 and 3 -> 4
+    hops, changes = _class_run(names, cls)
+    assert hops == {(20, 0, 1)} and len(changes) == 2
+    cls[20:, 0] = 5  # 5 -> 6 and 3 -> 4: both gain
+    hops, changes = _class_run(names, cls)
+    assert hops == set() and len(changes) == 2
+
+
+def test_a_site_keeps_a_height_class_above_eight():
+    """Classes 8 and 9 (heights 9 and 10+) are a site's own, not folded into the eighth."""
+    sm = SiteMap(SitesConfig(radius_A=0.8, fill_gaps=0, occupancy="gaps"), sampling=0.1)
+    sm.class_names = [str(h) for h in range(1, 11)]
+    for f in range(6):
+        sm.update(f, SITES, np.array([9, 8, 7]))
+    sm.flush()
+    table = sm.table()
+    order = np.argsort([int(np.argmin(np.hypot(*(SITES - p).T))) for p in table[["y", "x"]].to_numpy()])
+    assert table["cls"].to_numpy()[order].tolist() == [9, 8, 7]
+    assert sm.n_classes == 10

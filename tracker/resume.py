@@ -316,7 +316,9 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm._grow(n)
     for a in _SITE_ARRAYS:
         if f"sites_{a}" in arrays:  # (absent from snapshots written before it was kept: zeros)
-            getattr(sm, f"_{a}")[:n] = arrays[f"sites_{a}"]
+            saved = arrays[f"sites_{a}"]
+            # (per-class arrays of snapshots written when a site kept 8 classes fill the first 8)
+            getattr(sm, f"_{a}")[(slice(0, n), *(slice(0, k) for k in saved.shape[1:]))] = saved
     sm.n_sites = n
     sm.n_frames = int(meta["n_frames"])
     sm.first_frame = meta["first_frame"]
@@ -326,7 +328,9 @@ def _restore_sites(sm, meta: dict, arrays: dict, logs: dict) -> None:
     sm.unseen_site_frames = int(meta.get("unseen_site_frames", 0))
     sm.alpha_unseen = float(meta["alpha_unseen"])
     sm._r_start = float(meta["r_start"])
-    sm.conf_counts = np.asarray(meta["conf_counts"], float)
+    conf = np.asarray(meta["conf_counts"], float)
+    sm.conf_counts[:] = 0
+    sm.conf_counts[:conf.shape[0], :conf.shape[1]] = conf
     sm.cls_counts = np.asarray(meta["cls_counts"], float)
     sm.prob_hist = np.asarray(meta["prob_hist"], float).reshape(2, -1)
     sm.n_classes = int(meta["n_classes"])

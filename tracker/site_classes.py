@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-_N_CLS = 8                       # column classes a site keeps track of (votes, class state)
+_N_CLS = 16                      # column classes a site keeps track of (votes, class state): a height model's 10 and more
 _PRIOR_CONFUSION = (0.7, 50.0)   # a column given its own class: prior probability, weight in detections per class
 _PRIOR_CLS_SWITCH = (0.01, 1000.0)  # a site's class changing between two detections: prior, weight
 _CLS_DECIDE = 0.9                # a site changes class when another is this probable
@@ -22,12 +22,15 @@ _CLASS_NAME = re.compile(r"([A-Z][a-z]?)(\d*)")  # "S2": S, 2 atoms; "S": S, 1; 
 def class_kinds(names: tuple[str, ...]) -> tuple[tuple[str | None, int], ...]:
     """Each class's kind and amount, from its name: ``"S2"`` is two S atoms, ``"S"`` one, ``"Mo"``
     one Mo; an intensity class ``"B0"``, ``"B1"`` is group 0, 1 (faintest first) of sublattice
-    B. A class whose name says neither is ``(None, 0)``. A change between two classes of one
-    kind and different amounts moves atoms: the site of the larger amount holds more."""
+    B; a column height ``"4"`` (a height model's classes ``"1"`` … ``"10"``) is 4 atoms of kind
+    ``"atoms"``. A class whose name says none of these is ``(None, 0)``. A change between two
+    classes of one kind and different amounts moves atoms: the site of the larger amount holds
+    more."""
     out = []
     for name in names:
-        m = _CLASS_NAME.fullmatch(str(name).strip())
-        out.append((m.group(1), int(m.group(2) or 1)) if m else (None, 0))
+        name = str(name).strip()
+        m = _CLASS_NAME.fullmatch(name)
+        out.append((m.group(1), int(m.group(2) or 1)) if m else ("atoms", int(name)) if name.isdigit() else (None, 0))
     return tuple(out)
 
 
@@ -130,7 +133,13 @@ class ClassStates:
             i, j = cKDTree(yx).query_pairs(self.hop_radius_px, output_type="ndarray").T
             dt = np.abs(c[i, 0] - c[j, 0])
             d = np.hypot(*(yx[i] - yx[j]).T)
-            ok = ((c[i, 2] == c[j, 3]) & (c[i, 3] == c[j, 2]) & (c[i, 1] != c[j, 1])
+            # one kind, and what one site lost the other gained (S2 -> S beside S -> S2; a column
+            # of 5 atoms turning 4 beside one of 3 turning 4)
+            ids: dict = {}
+            kind = np.array([ids.setdefault(k, len(ids)) for k, _ in kinds], np.int64)
+            amount = np.array([a for _, a in kinds], np.int64)
+            gain = amount[c[:, 3]] - amount[c[:, 2]]
+            ok = ((kind[c[i, 2]] == kind[c[j, 2]]) & (gain[i] == -gain[j]) & (c[i, 1] != c[j, 1])
                   & (dt <= min(self.cfg.hop_window, 1)))
             ready = frame - np.maximum(c[i, 4], c[j, 4]) >= _PAIR_WAIT
             taken = np.zeros(len(c), bool)

@@ -179,7 +179,7 @@ class SiteMap(OccupancyHMM, ClassStates, ShadowSites, IntensityEvidence, SiteVie
         cap = 256
         self._pos = np.zeros((cap, 2))  # running mean position
         self._n_pos = np.zeros(cap, np.int64)
-        self._cls_votes = np.zeros((cap, 8), np.int64)
+        self._cls_votes = np.zeros((cap, _N_CLS), np.int64)
         self._n_occ = np.zeros(cap, np.int64)
         self._n_ev = np.zeros(cap, np.int64)
         self._first = np.zeros(cap, np.int64)
