@@ -26,6 +26,8 @@ def test_training_writes_a_bundle_the_tracker_can_use(wave_set, tmp_path):
     card = train(wave_set, tmp_path / "tiny", cfg)
     assert card["class_names"] == ["C"] and card["sampling_A"] == 0.2
     assert len(card["training"]["history"]) == 2
+    # each validation says how often a found column's class is the true one's (NaN: none matched)
+    assert all(np.isnan(h["cls_accuracy"]) or 0 <= h["cls_accuracy"] <= 1 for h in card["training"]["history"])
     assert card["evaluation"]["f1"] is None or 0 <= card["evaluation"]["f1"] <= 1
     model, loaded = load_bundle(tmp_path / "tiny")
     assert loaded["sha256"] and loaded["evaluation"]["f1"] == card["evaluation"]["f1"]

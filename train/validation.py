@@ -77,7 +77,9 @@ def evaluate_model(model: nn.Module, images: torch.Tensor, truth: pd.DataFrame, 
         cols = locate(probs, LocateConfig(threshold=float(t)))
         found = pd.concat([c.assign(frame=i) for i, c in enumerate(cols)], ignore_index=True)
         s = score_columns(found, truth, radius_px=1.0 / sampling_A, sampling=sampling_A)
-        out.append({"threshold": float(t), **{k: float(s[k]) for k in ("f1", "precision", "recall", "rms_A")}})
+        out.append({"threshold": float(t), **{k: float(s[k]) for k in ("f1", "precision", "recall", "rms_A")},
+                    # (classes: how often a found column's is the true one's; the weights are chosen by F1)
+                    **({"cls_accuracy": float(s["cls_accuracy"])} if "cls_accuracy" in s else {})})
     if isinstance(threshold, (int, float)):
         del out[0]["threshold"]
         return out[0]
