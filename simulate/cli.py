@@ -87,6 +87,9 @@ def add_parser(sub) -> None:
     q._negative_number_matcher = re.compile(r"^-[\d.][\d.,eE+-]*$")
     q.add_argument("--focal-series", metavar="OFFSETS",
                    help="insitu movies: defocus offsets [Å], comma-separated (e.g. -100,0,100): frames of F images")
+    q.add_argument("--classes", choices=("species", "height"), default="species",
+                   help="insitu au movies: the true columns' class, the species (one) or the column's height "
+                        "(atoms, classes 1 .. 10+, as a height model counts them: `etem train --classes height`)")
     q.add_argument("--frames", type=int, default=40)
     q.add_argument("--size", type=int, default=256)
     q.add_argument("--sampling", type=float, default=0.2)
@@ -233,6 +236,9 @@ def _movie(args) -> int:
     if args.kind == "toy" and (offsets or args.material != "au"):
         raise ConfigError("--focal-series and --material are options of insitu movies; drop --kind toy")
     rates = {k: v for k, v in (("sputter_rate", args.sputter_rate), ("refill_rate", args.refill_rate)) if v is not None}
+    if args.classes == "height" and (args.kind == "toy" or mos2):
+        raise ConfigError("--classes height is an option of the insitu au movie (whose columns have heights); "
+                          "drop it or --kind toy / --material mos2")
     if not mos2 and (args.substrate != "none" or rates):
         raise ConfigError("--substrate, --sputter-rate and --refill-rate are options of the mos2 movie; "
                           "add --material mos2")
@@ -251,7 +257,7 @@ def _movie(args) -> int:
         else:
             from .insitu import insitu_movie
 
-            movie = insitu_movie(**common, mode=args.imaging, focal_offsets_A=offsets)
+            movie = insitu_movie(**common, mode=args.imaging, focal_offsets_A=offsets, classes=args.classes)
     except ValueError as exc:  # the movie's own checks of the numbers
         raise ConfigError(str(exc)) from None
     save_movie(movie, args.output)

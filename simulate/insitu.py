@@ -52,6 +52,7 @@ _ENERGY_DISORDER = 0.6
 _PATCH_A = 10.0  # side of the cell an isolated column's wave is computed in [Å]
 _FINE_A = 0.05  # the finest pixel the waves are composed on [Å]; the camera pixel is a multiple
 _STEM_WIDTH_A = 0.3  # standard deviation of a HAADF column (thermal smearing, atom size) [Å]
+_MAX_HEIGHT = 10  # the tallest height class (a height model's last class holds every taller column)
 
 #: A column type: its atoms as (chemical symbol, height along the beam [Å]).
 ColumnSpec = Sequence[tuple[str, float]]
@@ -392,6 +393,7 @@ def insitu_movie(
     drift_A_per_frame: tuple[float, float] = (0.02, 0.03),
     rotation_deg_per_frame: float = 0.0,
     fps: float = 25.0,
+    classes: Literal["species", "height"] = "species",
     seed: int = 0,
 ) -> ToyMovie:
     """An in-situ movie of a Au nanoparticle on [110] with hopping surface columns.
@@ -411,6 +413,10 @@ def insitu_movie(
         Image blur (vibration, drift within the exposure) [Å].
     mtf
         Detector MTF (c1, c2, c3) of Madsen eq. 5.
+    classes
+        The true columns' class (``truth.positions.cls``): ``"species"``, one class (Au);
+        ``"height"``, the column's height as a height model's classes count it (class ``k``
+        holds ``k + 1`` atoms; the last, 9, every taller column: :func:`etem.simulate.structures.columns`).
 
     Returns
     -------
@@ -422,6 +428,8 @@ def insitu_movie(
 
     check_movie_args(n_frames=n_frames, sampling=sampling, dose_per_frame=dose_per_frame, mode=mode, shape=shape,
                      fps=fps)
+    if classes not in ("species", "height"):
+        raise ValueError(f"classes must be 'species' or 'height'; got {classes!r}")
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items()
               if k not in ("au_nanoparticle", "columns")}
     params["material"] = "au110"  # what is in view, as a microscope file may say (etem.tracker.lattice names)
@@ -472,7 +480,8 @@ def insitu_movie(
     frames = np.stack([renderer.render([(yx[f_idx == f], heights[s_idx[f_idx == f]])]) for f in range(n)])
 
     truth = movie_truth(
-        shape=shape, occupancy=occupancy, f_idx=f_idx, s_idx=s_idx, yx=yx, cls=np.zeros(f_idx.size, int),
+        shape=shape, occupancy=occupancy, f_idx=f_idx, s_idx=s_idx, yx=yx,
+        cls=np.minimum(heights[s_idx], _MAX_HEIGHT) - 1 if classes == "height" else np.zeros(f_idx.size, int),
         drift=drift, rotation_deg=rotation_deg,
         sites={"site": np.arange(keep.size), "y": site_yx[:, 0], "x": site_yx[:, 1],
                "kind": np.where(np.arange(keep.size) < n_core, "core", "surface"), "intensity": heights.astype(float)},

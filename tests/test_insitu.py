@@ -151,3 +151,24 @@ def test_the_hrtem_model_on_frames_a_little_coarser_than_it_was_trained_on():
     s = score_columns(cols.assign(frame=0), truth[truth.frame == 0], radius_px=1 / 0.23, sampling=0.23)
     assert s["f1"] >= 0.6 and len(cols) < 1.5 * (truth.frame == 0).sum(), s  # (2026-12-07: 0.72, 103 for 100)
 
+
+
+def test_height_classes_are_the_sites_column_heights(tmp_path, capsys):
+    """``classes="height"``: each true column's class is its site's height as a height model
+    counts it (class k holds k + 1 atoms, the last every taller column); the frames are the
+    species movie's. The command line says so with --classes height, and refuses it where the
+    columns have no heights."""
+    from etem.tracker.cli import main as etem
+
+    kw = dict(n_frames=2, shape=(160, 160), particle_radius_A=14.0, mode="stem", seed=3)
+    a, b = insitu_movie(**kw), insitu_movie(**kw, classes="height")
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert set(a.truth.positions["cls"]) == {0}
+    heights = b.truth.sites.set_index("site").loc[b.truth.positions["site"], "intensity"].to_numpy()
+    assert heights.max() > 10  # (a column taller than the last class)
+    np.testing.assert_array_equal(b.truth.positions["cls"].to_numpy(), np.minimum(heights, 10) - 1)
+    assert etem(["simulate", "movie", "--frames", "1", "--size", "64", "--classes", "height",
+                 "-o", str(tmp_path / "m.h5")]) == 0
+    assert set(load_movie(tmp_path / "m.h5").truth.positions["cls"]) - {0}
+    assert etem(["simulate", "movie", "--kind", "toy", "--classes", "height", "-o", str(tmp_path / "t.h5")]) != 0
+    assert "--classes height is an option of the insitu au movie" in capsys.readouterr().err
