@@ -23,7 +23,7 @@ from etem.train.networks import FusionNet
 pytest.importorskip("onnxruntime", reason="the onnxruntime engine needs onnxruntime")
 pytest.importorskip("onnxruntime.quantization", reason="the int8 graph needs onnxruntime's quantization tools")
 
-SHIPPED_INT8 = ("au-hrtem", "haadf-stem", "graphene-hrtem", "mos2-unet")
+SHIPPED_INT8 = ("au-hrtem", "au-heights", "haadf-stem", "graphene-hrtem", "mos2-unet")
 CARD = {"inputs": [0.0], "class_names": ["column"], "sampling_A": 0.2,
         "normalization": {"method": "local", "sigma_A": 12.0}}
 

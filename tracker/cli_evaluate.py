@@ -29,7 +29,7 @@ def cmd_evaluate(args) -> int:
                           "columns were found already.")
     sampling = args.sampling
     run_sites = run_flips = run_changes = run_hops = movie = None
-    by_intensity = False
+    by_intensity = heights = False
     if args.found.suffix in (".h5", ".hdf5"):
         from .runfile import open_run
 
@@ -39,6 +39,8 @@ def cmd_evaluate(args) -> int:
             run_sites, run_flips, run_changes = run.sites, run.stats.get("flips"), run.stats.get("class_changes")
             run_hops = run.stats.get("hops")
             by_intensity = bool(((run.attrs.get("config") or {}).get("locate") or {}).get("intensity_classes"))
+            names = run.class_names
+            heights = bool(names) and all(str(n).isdigit() for n in names)  # a height model's "1" … "10"
     else:
         found = _table(args.found)
         frames_seen = set(found["frame"].tolist()) if "frame" in found.columns else set()
@@ -71,7 +73,7 @@ def cmd_evaluate(args) -> int:
         found, run_changes, to_true = as_true_classes(found, run_changes, truth, radius_px=radius_px)
         print("classes from intensities, scored as the true classes most of their columns are: "
               + ", ".join(f"{a} -> {b}" for a, b in sorted(to_true.items())))
-    s = score_columns(found, truth, radius_px=radius_px, sampling=sampling)
+    s = score_columns(found, truth, radius_px=radius_px, sampling=sampling, ordinal=heights)
     unit = "Å" if sampling else "px"
     rms = s.get("rms_A", s["rms_px"]) if sampling else s["rms_px"]
     one_class = "cls" in found.columns and found["cls"].nunique() <= 1
@@ -79,6 +81,9 @@ def cmd_evaluate(args) -> int:
           f"position RMS {rms:.3f} {unit}  ({s['tp']} matched, {s['fp']} extra, {s['fn']} missed"
           + (", one class found: classes not scored" if one_class and "cls_accuracy" in s else
              f", class accuracy {s['cls_accuracy']:.3f}" if "cls_accuracy" in s else "") + ")")
+    if heights and "miscount_1" in s:  # column heights (Madsen et al. 2018, Fig. 12)
+        print(f"column heights of the matched columns: exact {s['cls_accuracy']:.3f}, off by one atom "
+              f"{s['miscount_1']:.3f}, by two {s['miscount_2']:.3f}, by three or more {s['miscount_3plus']:.3f}")
     if run_sites is not None and movie is not None and len(run_sites):
         print_site_scores(run_sites, run_flips, movie.truth, radius_px, run_changes, run_hops)
     return 0

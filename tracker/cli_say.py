@@ -90,8 +90,8 @@ def report(result, args=None) -> None:
                   "and follows both)")
     changes = result.class_changes
     if changes is not None and len(changes):
-        print(f"class changes: {len(changes)} (a site's column changing class, e.g. S2 -> S; class_changes in the "
-              "run file)")
+        kind = "its height, e.g. 5 -> 4 atoms" if _counts_heights(result.model) else "class, e.g. S2 -> S"
+        print(f"class changes: {len(changes)} (a site's column changing {kind}; class_changes in the run file)")
     if result.run_path and Path(result.run_path).exists():  # (opened at the first frame tracked)
         print(f"run file: {result.run_path}")
 
@@ -180,3 +180,19 @@ def print_site_scores(sites, flips, truth, radius_px: float, changes=None, run_h
         print(f"class changes: none found, {n_true} true")
     elif n_true or (changes is not None and len(changes)):
         by_tolerance(f"class changes: {0 if changes is None else len(changes)} found, {n_true} true", class_changes)
+
+
+def _counts_heights(model) -> bool:
+    """Whether ``model`` (a bundled name or bundle path; None: the classical locator) counts
+    column heights (its card's ``use.task``)."""
+    if not model:
+        return False
+    import json
+
+    from etem.train.bundle import bundle_paths
+
+    try:
+        card = json.loads(bundle_paths(model)[1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (card.get("use") or {}).get("task") == "heights"
