@@ -317,3 +317,16 @@ def test_a_site_keeps_a_height_class_above_eight():
     order = np.argsort([int(np.argmin(np.hypot(*(SITES - p).T))) for p in table[["y", "x"]].to_numpy()])
     assert table["cls"].to_numpy()[order].tolist() == [9, 8, 7]
     assert sm.n_classes == 10
+
+
+def test_intensity_groups_changing_towards_one_group_are_no_hop():
+    """An intensity group's index counts no atoms: B2 -> B1 beside B0 -> B1 (both ending in the
+    middle group) is two class changes, not an atom that moved; B1 -> B0 beside B0 -> B1 is."""
+    cls = np.tile([2, 0, 0], (40, 1))
+    cls[20:, 0], cls[20:, 1] = 1, 1
+    hops, changes = _class_run(["B0", "B1", "B2"], cls)
+    assert hops == set() and len(changes) == 2
+    cls = np.tile([1, 0, 0], (40, 1))
+    cls[20:, 0], cls[20:, 1] = 0, 1
+    hops, changes = _class_run(["B0", "B1", "B2"], cls)
+    assert hops == {(20, 0, 1)} and len(changes) == 2

@@ -133,14 +133,15 @@ class ClassStates:
             i, j = cKDTree(yx).query_pairs(self.hop_radius_px, output_type="ndarray").T
             dt = np.abs(c[i, 0] - c[j, 0])
             d = np.hypot(*(yx[i] - yx[j]).T)
-            # one kind, and what one site lost the other gained (S2 -> S beside S -> S2; a column
-            # of 5 atoms turning 4 beside one of 3 turning 4)
-            ids: dict = {}
-            kind = np.array([ids.setdefault(k, len(ids)) for k, _ in kinds], np.int64)
+            # one site's change the other's reversed (S2 -> S beside S -> S2); for column heights,
+            # which count atoms, what one lost the other gained (5 -> 4 atoms beside 3 -> 4). (An
+            # intensity group's index is no count: B2 -> B1 beside B0 -> B1 is no atom moved.)
+            count = np.array([k == "atoms" for k, _ in kinds])
             amount = np.array([a for _, a in kinds], np.int64)
             gain = amount[c[:, 3]] - amount[c[:, 2]]
-            ok = ((kind[c[i, 2]] == kind[c[j, 2]]) & (gain[i] == -gain[j]) & (c[i, 1] != c[j, 1])
-                  & (dt <= min(self.cfg.hop_window, 1)))
+            reverse = (c[i, 2] == c[j, 3]) & (c[i, 3] == c[j, 2])
+            moved = count[c[i, 2]] & count[c[j, 2]] & (gain[i] == -gain[j])
+            ok = (reverse | moved) & (c[i, 1] != c[j, 1]) & (dt <= min(self.cfg.hop_window, 1))
             ready = frame - np.maximum(c[i, 4], c[j, 4]) >= _PAIR_WAIT
             taken = np.zeros(len(c), bool)
             order = np.lexsort((d, dt))  # closest in time, then in distance
