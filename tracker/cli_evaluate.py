@@ -39,8 +39,10 @@ def cmd_evaluate(args) -> int:
             run_sites, run_flips, run_changes = run.sites, run.stats.get("flips"), run.stats.get("class_changes")
             run_hops = run.stats.get("hops")
             by_intensity = bool(((run.attrs.get("config") or {}).get("locate") or {}).get("intensity_classes"))
-            names = run.class_names
-            heights = bool(names) and all(str(n).isdigit() for n in names)  # a height model's "1" … "10"
+            from .site_classes import class_kinds
+
+            names = tuple(run.class_names)  # a height model's "1" … "10": amounts of atoms
+            heights = bool(names) and all(kind == "atoms" for kind, _ in class_kinds(names))
     else:
         found = _table(args.found)
         frames_seen = set(found["frame"].tolist()) if "frame" in found.columns else set()
