@@ -583,3 +583,45 @@ def test_movie_validation_frames_of_another_pixel_size_keep_their_columns_in_pla
     # on the peaks: no offset on average (a quarter-pixel error in the mapping would show as 0.25)
     assert len(sub) > 5 and np.median(d) < 0.25
     assert np.abs((sub[i] - t).mean(0)).max() < 0.08
+
+
+def test_weights_can_be_chosen_by_finding_and_classing_together(wave_set, tmp_path, monkeypatch):
+    """`TrainConfig.select = "classes"` (`etem train --select classes`): the weights kept are
+    those of the best validation F1 x class accuracy, not of the best F1; a one-class model is
+    refused that choice; the options reach the config."""
+    import etem.train.loop as loop
+    from etem.tracker.cli_parser import build_parser
+    from etem.tracker.errors import ConfigError
+    from etem.train.cli import train_config
+
+    # the validations' scores, scripted so that the two choices part: F1 is best at step 1,
+    # F1 x class accuracy at step 2 (0.72 against 0.45 and 0.51)
+    scripted = iter([(0.9, 0.5), (0.8, 0.9), (0.85, 0.6)])
+    real = loop.evaluate_model
+
+    def scores(model, images, truth, sampling, threshold=0.5):
+        if not isinstance(threshold, (int, float)):
+            return real(model, images, truth, sampling, threshold)
+        f1, acc = next(scripted)
+        return {"f1": f1, "precision": f1, "recall": f1, "rms_A": 0.1, "cls_accuracy": acc}
+
+    monkeypatch.setattr(loop, "evaluate_model", scores)
+    cfg = _tiny(steps=3, validate_every=1, classes="height", select="classes")
+    card = train(wave_set, tmp_path / "counted", cfg)
+    h = card["training"]["history"]
+    assert [r["select_score"] for r in h] == pytest.approx([0.45, 0.72, 0.51])
+    assert card["training"]["kept_step"] == 2 and card["training"]["config"]["select"] == "classes"
+    scripted = iter([(0.9, 0.5), (0.8, 0.9), (0.85, 0.6)])
+    card = train(wave_set, tmp_path / "found", _tiny(steps=3, validate_every=1, classes="height"))
+    assert card["training"]["kept_step"] == 1 and "select_score" not in card["training"]["history"][0]
+    monkeypatch.setattr(loop, "evaluate_model", real)
+    with pytest.raises(ConfigError, match="one class"):
+        train(wave_set, tmp_path / "x", _tiny(steps=1, select="classes"))
+    with pytest.raises(ConfigError, match="select must be one of"):
+        train(wave_set, tmp_path / "x", _tiny(steps=1, select="recall"))
+    args = build_parser().parse_args(["train", str(wave_set), "-o", str(tmp_path / "m"), "--select", "classes",
+                                      "--validation-images", "40"])
+    c = train_config(args)
+    assert c.select == "classes" and c.n_validation == 40
+    c = train_config(build_parser().parse_args(["train", str(wave_set), "-o", str(tmp_path / "m")]))
+    assert c.select == "f1" and c.n_validation == 16

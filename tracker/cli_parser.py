@@ -247,7 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", metavar="MOVIE", type=Path, action="append",
                    help="a simulated movie (`etem simulate movie`, frames with their true columns) like the "
                         "experiment: its frames, not the wave sets' validation images, choose the weights kept "
-                        "and the threshold. Repeatable; 16 frames in all, spread over the movies")
+                        "and the threshold. Repeatable; --validation-images frames in all (16), spread over the movies")
+    p.add_argument("--select", choices=("f1", "classes"), default="f1",
+                   help="what chooses the weights kept: the validation F1 (f1, the default), or that F1 times the "
+                        "class accuracy of the columns found (classes: for models whose classes matter as much as "
+                        "finding, e.g. --classes height)")
+    p.add_argument("--validation-images", type=_count, default=16, metavar="N",
+                   help="validation images drawn from the held-out structures (or frames from --validate movies) "
+                        "that choose the weights and the threshold (default 16; more give a steadier choice, "
+                        "each validation takes longer)")
     p.add_argument("--init", metavar="MODEL",
                    help="start from a trained model's weights (a bundled name or a bundle path) instead of "
                         "random ones, e.g. to fit it to one microscope's optics (--optics). Its card gives the "

@@ -96,6 +96,7 @@ def train_config(args):
                device=args.device, amp=args.amp, checkpoint_every=args.checkpoint_every, threads=None,
                init=str(args.init) if args.init else None, preset=cfg["preset"] or None,
                validate_movies=tuple(str(p) for p in (args.validate or ())),
+               select=args.select, n_validation=args.validation_images,
                focal_offsets_A=tuple(cfg["focal_offsets_A"]), coarse_factor=tuple(cfg["coarse_factor"]))
     return TrainConfig(**cfg)
 
@@ -128,6 +129,8 @@ def cmd_train(args) -> int:
           f"out for choosing the weights (precision {_f(e['precision'])}, recall {_f(e['recall'])}, RMS "
           f"{_f(e['rms_A'])} Å), after {t['steps']} steps in {t['seconds']:.0f} s; score it on wave sets it never "
           "saw with `etem evaluate MODEL WAVES.h5`")
+    if t["config"].get("select") == "classes":
+        print(f"chosen by validation F1 x class accuracy: class accuracy {_f(e.get('cls_accuracy'))} of the columns found")
     if "movie_validation" in e:
         m = e["movie_validation"]
         print(f"chosen on {m['frames']} frames of {', '.join(m['movies'])}: F1 {m['f1']:.3f} "

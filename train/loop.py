@@ -103,6 +103,21 @@ class TrainConfig:
     #: on frames like the experiment's (its microscope, particle size, dose). Up to
     #: ``n_validation`` frames in all, spread over each movie. (): the wave sets' images.
     validate_movies: tuple[str, ...] = ()
+    #: what chooses the weights kept: "f1", the validation F1 (the movies' with
+    #: ``validate_movies``); "classes", that F1 times the class accuracy of the columns found
+    #: (for models whose classes matter as much as finding, e.g. column heights)
+    select: str = "f1"
+
+
+#: What ``TrainConfig.select`` may name.
+SELECT = ("f1", "classes")
+
+
+def selected(scores: dict[str, Any]) -> float:
+    """The score that chooses the weights kept, from one validation's scores (a history row):
+    ``select_score`` where the run chose by classes too, else the movies' F1 (``select_f1``)
+    where it validated on movies, else the F1."""
+    return scores.get("select_score", scores.get("select_f1", scores["f1"]))
 
 
 def _one_cycle(p: float, pct_start: float = 0.15, div: float = 25.0, final_div: float = 1e4) -> float:
@@ -322,6 +337,13 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
     if not 0.0 <= p_vac < 1.0:
         raise ConfigError(f"vacuum_fraction must be at least 0 and below 1; got {cfg.vacuum_fraction!r}")
     AugmentConfig(coarse_fraction=cfg.coarse_fraction, coarse_factor=tuple(cfg.coarse_factor))  # checked first
+    if cfg.select not in SELECT:
+        raise ConfigError(f"select must be one of {', '.join(SELECT)}; got {cfg.select!r}")
+    if cfg.select == "classes" and n_classes < 2:
+        raise ConfigError(f"select 'classes' chooses the weights by class accuracy too, but the model has one class "
+                          f"({classes[0]}); use 'f1', or train classes (--classes species or height)")
+    if cfg.n_validation < 1:
+        raise ConfigError(f"n_validation must be at least 1; got {cfg.n_validation!r}")
     if not resume:
         _clear_output(out, overwrite, rank)
     cache: dict = {}  # each training wave's source and columns, on the device once
@@ -346,6 +368,10 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
         if cfg.validate_movies:  # the movies' F1 chooses; the wave sets' is kept beside it
             m = evaluate_model(model, s_img, s_truth, cfg.sampling_A)
             scores = {**{f"movie_{k}": v for k, v in m.items()}, **scores, "select_f1": m["f1"]}
+        if cfg.select == "classes":  # finding and classing together: F1 x class accuracy
+            pre = "movie_" if cfg.validate_movies else ""
+            acc = scores.get(f"{pre}cls_accuracy", float("nan"))
+            scores["select_score"] = scores[f"{pre}f1"] * acc if math.isfinite(acc) else -1.0
         return scores
 
     # each process draws its own samples
@@ -358,9 +384,10 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
         if rank == 0 and not resume:  # the starting model's score is the one to beat
             scores = validate()
             history.append({"step": 0, "loss": None, "seconds": 0.0, **scores})
-            best, best_state = scores.get("select_f1", scores["f1"]), {
+            best, best_state = selected(scores), {
                 k: v.detach().clone() for k, v in model.state_dict().items()}
-            log.info("starting from %s: val F1 %.3f", cfg.init, best)
+            log.info("starting from %s: val F1 %.3f%s", cfg.init, scores["f1"],
+                     f", chosen by {best:.3f}" if best != scores["f1"] else "")
     before = 0.0  # training time spent before this process started (a resumed run's)
     resumed: list[dict[str, Any]] = []  # each resume: the checkpoint's step and the time spent by then
     if resume:
@@ -411,9 +438,9 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             # the loss is the mean over the steps since the last validation
             history.append({"step": step, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0,
                             **scores})
-            chosen = scores.get("select_f1", scores["f1"])
+            chosen = selected(scores)
             log.info("step %d loss %.4f val F1 %.3f%s", step, history[-1]["loss"], scores["f1"],
-                     f", movies' F1 {chosen:.3f}" if cfg.validate_movies else "")
+                     f", chosen by {chosen:.3f}" if chosen != scores["f1"] else "")
             losses = []
             if chosen > best:
                 best, best_state = chosen, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -469,9 +496,9 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
             "machine": f"{platform.machine()}, torch {torch.__version__}, {device}"
                        + (f" x {world} processes" if world > 1 else ""),
             "date": _dt.date.today().isoformat(), "history": history,
-            # the step whose weights the bundle holds: the best validation score (``select_f1``
-            # with --validate movies), the first to reach it
-            "kept_step": next((h["step"] for h in history if h.get("select_f1", h.get("f1")) == best), None),
+            # the step whose weights the bundle holds: the best validation score (``select_score``
+            # with select="classes", ``select_f1`` with --validate movies), the first to reach it
+            "kept_step": next((h["step"] for h in history if selected(h) == best), None),
             "wave_sets": [wave_set_summary(p) for p in paths],
             # a resumed run: the step of each checkpoint it went on from and the training time by
             # then (``seconds`` counts it; the steps redone after a checkpoint count once)
