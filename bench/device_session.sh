@@ -135,7 +135,12 @@ elif [ "$WHAT" = train ]; then
   # after the common options: the Au HRTEM models see 192² crops (38 Å; docs/models.md: the
   # context that tells columns from the bright hollow sites of [111] particles)
   CTX="--size 192"; [ "$SMOKE" = 1 ] && CTX=""
-  declare -A LAST=([au-hrtem]="$CTX" [au-hrtem-w24]="$CTX")
+  # models whose classes count (heights; Mo, S2, S): the weights kept are those of the best
+  # validation F1 x class accuracy, on 48 validation images (on 2 CPU cores this kept a
+  # fine-tuned au-heights that counts 0.01-0.03 more columns exactly; docs/guides/training.md)
+  SEL="--select classes --validation-images 48"
+  declare -A LAST=([au-hrtem]="$CTX" [au-hrtem-w24]="$CTX" [au-heights]="$CTX $SEL" [mos2-unet]="$SEL"
+                   [mos2-msdnet]="$SEL")
   # the time each process has beyond its training minutes (start, validation sets, the bundle):
   # 120 s on a GPU machine's 16 cores; seven processes on a 2-core machine need several minutes
   SLACK=${TRAIN_SLACK:-120}; [ "$SMOKE" = 1 ] && SLACK=${TRAIN_SLACK:-900}

@@ -437,6 +437,11 @@ def test_fine_tuning_starts_from_a_model_and_keeps_it_where_nothing_beats_it(wav
         "model": "start", "sha256": start_card["sha256"], "steps": 4, "date": start_card["training"]["date"],
         "validation_f1": h[0]["f1"]}
     assert card["training"]["data"].startswith(f"fine-tuned from start (weights sha256 {start_card['sha256'][:12]})")
+    # a model fine-tuned from a fine-tuned one: its card goes back to the first
+    again = train(wave_set, tmp_path / "again", _tiny(steps=1, validate_every=1, init=str(tmp_path / "tuned")))
+    first = again["training"]["initialized_from"]
+    assert first["model"] == "tuned" and first["steps"] == 2
+    assert first["initialized_from"] == card["training"]["initialized_from"]
     # from random weights the same run ends elsewhere
     fresh = train(wave_set, tmp_path / "fresh", _tiny(steps=2, lr=1e-12, optics={"defocus_A": [-60.0, -40.0]}))
     assert "initialized_from" not in fresh["training"] and fresh["training"]["history"][0]["step"] == 2

@@ -546,9 +546,10 @@ def _init_weights(model: nn.Module, cfg: TrainConfig, classes: list[str]) -> dic
                           f"({'; '.join(str(a) for a, b in zip(theirs, ours) if a != b)}) differ from this run's "
                           f"({'; '.join(str(b) for a, b in zip(theirs, ours) if a != b)})")
     model.load_state_dict(start.state_dict())
-    steps = (card.get("training") or {}).get("steps")
-    return {"model": card.get("name", str(cfg.init)), "sha256": card["sha256"], "steps": steps,
-            "date": (card.get("training") or {}).get("date")}
+    t = card.get("training") or {}
+    # (a model that was itself fine-tuned: where it started, and so on back to random weights)
+    return {"model": card.get("name", str(cfg.init)), "sha256": card["sha256"], "steps": t.get("steps"),
+            "date": t.get("date"), **({"initialized_from": t["initialized_from"]} if t.get("initialized_from") else {})}
 
 
 def _counted(waves, idx: Sequence[int]) -> str:
