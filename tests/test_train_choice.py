@@ -107,6 +107,12 @@ def test_weights_can_be_chosen_by_finding_and_classing_together(wave_set, tmp_pa
     scripted = iter([(0.9, 0.5), (0.8, 0.9), (0.85, 0.6)])
     card = train(wave_set, tmp_path / "found", _tiny(steps=3, validate_every=1, classes="height"))
     assert card["training"]["kept_step"] == 1 and "select_score" not in card["training"]["history"][0]
+    # no column matched at any validation (class accuracy undefined): nothing classed right
+    # scores 0, and the first weights are kept
+    scripted = iter([(0.0, float("nan"))] * 2)
+    card = train(wave_set, tmp_path / "young", _tiny(steps=2, validate_every=1, classes="height", select="classes"))
+    assert [r["select_score"] for r in card["training"]["history"]] == [0.0, 0.0]
+    assert card["training"]["kept_step"] == 1
     monkeypatch.setattr(loop, "evaluate_model", real)
     with pytest.raises(ConfigError, match="one class"):
         train(wave_set, tmp_path / "x", _tiny(steps=1, select="classes"))

@@ -371,7 +371,8 @@ def train(wave_set: str | Path | Sequence[str | Path], out: str | Path, cfg: Tra
         if cfg.select == "classes":  # finding and classing together: F1 x class accuracy
             pre = "movie_" if cfg.validate_movies else ""
             acc = scores.get(f"{pre}cls_accuracy", float("nan"))
-            scores["select_score"] = scores[f"{pre}f1"] * acc if math.isfinite(acc) else -1.0
+            # (no column matched: no class right either)
+            scores["select_score"] = scores[f"{pre}f1"] * acc if math.isfinite(acc) else 0.0
         return scores
 
     # each process draws its own samples
